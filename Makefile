@@ -1,0 +1,68 @@
+# iwd: PostgreSQL extension (PGXS) + iwd-sidecar.
+# EXTVERSION is the one source of the version; iwd.control and META.json are checked against it.
+EXTENSION  = iwd
+EXTVERSION = 0.1.0
+
+PG_CONFIG ?= /usr/lib/postgresql/15/bin/pg_config
+
+MODULE_big = iwd
+OBJS       = $(patsubst %.c,%.o,$(sort $(wildcard extension/*.c)))
+# The install script is assembled from the per-subsystem SQL sources, in this order.
+SQL_PARTS  = sql/iwd.sql $(sort $(filter-out sql/iwd.sql,$(wildcard sql/[a-z]*.sql)))
+DATA_built = sql/$(EXTENSION)--$(EXTVERSION).sql
+DATA       = $(wildcard sql/$(EXTENSION)--*--*.sql)
+EXTRA_CLEAN = sql/$(EXTENSION)--$(EXTVERSION).sql
+
+# -Wextra minus the three warnings that PostgreSQL's own headers and fmgr macros trigger.
+PG_CFLAGS  = -std=gnu11 -Wall -Wextra -Werror -Wno-unused-parameter -Wno-sign-compare \
+             -Wno-missing-field-initializers -Iextension
+
+PGXS := $(shell $(PG_CONFIG) --pgxs 2>/dev/null)
+ifneq ($(wildcard $(PGXS)),)
+include $(PGXS)
+else
+all:
+	@echo "PostgreSQL server headers are missing: run 'make deps' (or 'make test' / 'make run')." >&2; exit 1
+endif
+
+sql/$(EXTENSION)--$(EXTVERSION).sql: $(SQL_PARTS)
+	cat $^ > $@
+
+.PHONY: deps sidecar test run stop bench bench-soak dist check-version
+
+all: sidecar
+
+deps:
+	@scripts/deps.sh
+
+sidecar:
+	@if [ -f sidecar/Makefile ]; then $(MAKE) -C sidecar; fi
+
+test: deps
+	$(MAKE) all
+	$(MAKE) install
+	scripts/test.sh
+
+run: deps
+	$(MAKE) all
+	$(MAKE) install
+	scripts/run.sh start
+
+stop:
+	scripts/run.sh stop
+
+bench: deps
+	$(MAKE) all
+	$(MAKE) install
+	bench/run.sh
+
+bench-soak: deps
+	$(MAKE) all
+	$(MAKE) install
+	bench/soak.sh
+
+check-version:
+	@scripts/check-version.sh $(EXTVERSION)
+
+dist:
+	git archive --format zip --prefix=$(EXTENSION)-$(EXTVERSION)/ -o $(EXTENSION)-$(EXTVERSION).zip HEAD

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Runs every iwd test suite and ends with one line "N passed, M failed".
+# Suites: version check, pg_regress (regress/sql), isolation (regress/specs), worker, sidecar, chart.
+# Each suite script ends its output with its own "N passed, M failed" line; this driver adds them up.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+top=$(pwd)
+log_dir=$(mktemp -d /tmp/iwd-test-log.XXXXXX)
+total_passed=0
+total_failed=0
+
+run_suite() {
+    local name=$1; shift
+    echo "=== suite: $name"
+    "$@" 2>&1 | tee "$log_dir/$name.log"
+    local rc=${PIPESTATUS[0]}
+    local line
+    line=$(grep -E '^([A-Za-z-]+: )?[0-9]+ passed, [0-9]+ failed' "$log_dir/$name.log" | tail -n 1)
+    local p f
+    p=$(sed -E 's/^([A-Za-z-]+: )?([0-9]+) passed.*/\2/' <<<"$line")
+    f=$(sed -E 's/.* ([0-9]+) failed.*/\1/' <<<"$line")
+    [ -n "$line" ] || { p=0; f=1; echo "$name: suite printed no result line"; }
+    if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then f=1; echo "$name: suite exited with status $rc"; fi
+    total_passed=$((total_passed + p))
+    total_failed=$((total_failed + f))
+    echo "=== $name: $p passed, $f failed"
+}
+
+run_suite version scripts/check-version.sh
+run_suite regress scripts/regress.sh
+[ -x scripts/test-worker.sh ] && run_suite worker scripts/test-worker.sh
+[ -x sidecar/tests/run.sh ] && run_suite sidecar sidecar/tests/run.sh
+[ -x chart/tests/run.sh ] && run_suite chart chart/tests/run.sh
+
+rm -rf "$log_dir"
+echo "${total_passed} passed, ${total_failed} failed"
+[ "$total_failed" -eq 0 ]

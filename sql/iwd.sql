@@ -1,0 +1,188 @@
+-- iwd core: configuration, tasks, events, lifecycle, queue and distribution.
+\echo Use "CREATE EXTENSION iwd" to load this file. \quit
+
+-- ---------------------------------------------------------------------------------------------
+-- Configuration
+-- ---------------------------------------------------------------------------------------------
+
+CREATE TABLE iwd.department (
+    name        text PRIMARY KEY CHECK (name <> ''),
+    description text,
+    created_at  timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE iwd.process (
+    name        text PRIMARY KEY CHECK (name <> ''),
+    department  text NOT NULL REFERENCES iwd.department (name) ON UPDATE CASCADE,
+    description text,
+    created_at  timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX ON iwd.process (department);
+
+-- Business calendars: working hours per ISO weekday (1 = Monday) in a time zone, plus holidays.
+CREATE TABLE iwd.calendar (
+    name        text PRIMARY KEY CHECK (name <> ''),
+    time_zone   text NOT NULL DEFAULT 'UTC',
+    work_start  time NOT NULL DEFAULT '09:00',
+    work_end    time NOT NULL DEFAULT '17:00',
+    work_days   int[] NOT NULL DEFAULT '{1,2,3,4,5}',
+    holidays    date[] NOT NULL DEFAULT '{}',
+    CHECK (work_start < work_end),
+    CHECK (work_days <@ ARRAY[1,2,3,4,5,6,7] AND cardinality(work_days) > 0)
+);
+
+CREATE TABLE iwd.category (
+    name                   text PRIMARY KEY CHECK (name <> ''),
+    department             text REFERENCES iwd.department (name) ON UPDATE CASCADE,
+    process                text REFERENCES iwd.process (name) ON UPDATE CASCADE,
+    priority               int NOT NULL DEFAULT 0,
+    business_value         int NOT NULL DEFAULT 0,
+    sla_minutes            int CHECK (sla_minutes > 0),
+    calendar               text REFERENCES iwd.calendar (name) ON UPDATE CASCADE,
+    skills                 jsonb NOT NULL DEFAULT '{}',
+    queue                  text,
+    media_type             text,
+    reprioritize_step      int NOT NULL DEFAULT 0,
+    reprioritize_every_min int CHECK (reprioritize_every_min > 0),
+    reprioritize_max       int,
+    urgency_within_min     int CHECK (urgency_within_min > 0),
+    urgency_step           int NOT NULL DEFAULT 0,
+    updated_at             timestamptz NOT NULL DEFAULT now()
+);
+
+-- Classification and prioritization rules. "when" is a condition tree, "set" the effect
+-- (see README, Rules). Prioritization rules run global -> department -> process, each by "ord".
+CREATE TABLE iwd.rule (
+    kind       text NOT NULL CHECK (kind IN ('classification', 'prioritization')),
+    name       text NOT NULL CHECK (name <> ''),
+    ord        int NOT NULL DEFAULT 0,
+    department text,
+    process    text,
+    enabled    boolean NOT NULL DEFAULT true,
+    cond       jsonb NOT NULL DEFAULT '{}',
+    effect     jsonb NOT NULL,
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (kind, name)
+);
+
+CREATE TABLE iwd.agent (
+    id         text PRIMARY KEY CHECK (id <> ''),
+    name       text,
+    skills     jsonb NOT NULL DEFAULT '{}',
+    capacity   jsonb NOT NULL DEFAULT '{"workitem": 1}',
+    state      text NOT NULL DEFAULT 'not_ready' CHECK (state IN ('ready', 'not_ready')),
+    updated_at timestamptz NOT NULL DEFAULT now()
+);
+
+-- ---------------------------------------------------------------------------------------------
+-- Tasks. iwd.task holds open work only (new, queued, assigned, held, errorHeld): the claim path
+-- stays small whatever the history. Terminal tasks move to iwd.task_closed in the same
+-- transaction as their last transition; iwd.task_key keeps (capture_point, external_id) unique
+-- across both so that re-submission is idempotent even after a task has been closed.
+-- ---------------------------------------------------------------------------------------------
+
+CREATE SEQUENCE iwd.task_id_seq;
+
+CREATE TABLE iwd.task (
+    id                  bigint PRIMARY KEY DEFAULT nextval('iwd.task_id_seq'),
+    external_id         text NOT NULL,
+    capture_point       text NOT NULL,
+    media_type          text NOT NULL DEFAULT 'workitem',
+    department          text,
+    process             text,
+    category            text,
+    queue               text,
+    customer_segment    text,
+    priority            int NOT NULL DEFAULT 0,
+    business_value      int NOT NULL DEFAULT 0,
+    base_priority       int NOT NULL DEFAULT 0,
+    base_business_value int NOT NULL DEFAULT 0,
+    subject             text,
+    description         text,
+    skills              jsonb NOT NULL DEFAULT '{}',
+    attributes          jsonb NOT NULL DEFAULT '{}',
+    status              text NOT NULL,
+    created_at          timestamptz NOT NULL,
+    aging_from          timestamptz NOT NULL,
+    activation_at       timestamptz,
+    due_at              timestamptz,
+    expires_at          timestamptz,
+    assigned_to         text,
+    reserved_until      timestamptz,
+    accepted_at         timestamptz,
+    hold_reason         text,
+    error_reason        text,
+    completed_at        timestamptz,
+    updated_at          timestamptz NOT NULL,
+    reprioritize_at     timestamptz,
+    overdue_flagged     boolean NOT NULL DEFAULT false,
+    customer_id         text,
+    product_type        text,
+    product_subtype     text,
+    requested_agent     text,
+    requested_skill     text,
+    source_created_at   timestamptz,
+    source_due_at       timestamptz,
+    source_process_type text,
+    result_code         text,
+    document            tsvector GENERATED ALWAYS AS (
+        to_tsvector('simple', coalesce(subject, '') || ' ' || coalesce(description, ''))
+        || jsonb_to_tsvector('simple', attributes, '["string", "numeric"]')) STORED
+) WITH (fillfactor = 80);
+
+CREATE TABLE iwd.task_closed (LIKE iwd.task INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING GENERATED);
+ALTER TABLE iwd.task_closed ADD PRIMARY KEY (id);
+
+CREATE TABLE iwd.task_key (
+    capture_point text NOT NULL,
+    external_id   text NOT NULL,
+    task_id       bigint NOT NULL,
+    PRIMARY KEY (capture_point, external_id)
+);
+
+-- The universal queue: only queued rows, in distribution order.
+CREATE INDEX task_queue_idx ON iwd.task
+    (priority DESC, business_value DESC, due_at ASC NULLS LAST, created_at, id) WHERE status = 'queued';
+CREATE INDEX task_assigned_idx ON iwd.task (assigned_to) WHERE status = 'assigned';
+CREATE INDEX task_reserved_idx ON iwd.task (reserved_until) WHERE status = 'assigned' AND accepted_at IS NULL;
+CREATE INDEX task_activation_idx ON iwd.task (activation_at) WHERE status = 'held' AND activation_at IS NOT NULL;
+CREATE INDEX task_expires_idx ON iwd.task (expires_at) WHERE expires_at IS NOT NULL;
+CREATE INDEX task_reprioritize_idx ON iwd.task (reprioritize_at) WHERE reprioritize_at IS NOT NULL;
+CREATE INDEX task_due_idx ON iwd.task (due_at) WHERE NOT overdue_flagged AND due_at IS NOT NULL;
+CREATE INDEX task_document_idx ON iwd.task USING gin (document);
+CREATE INDEX task_closed_completed_idx ON iwd.task_closed (completed_at);
+CREATE INDEX task_closed_document_idx ON iwd.task_closed USING gin (document);
+
+-- Every task, open or closed.
+CREATE VIEW iwd.task_all AS
+    SELECT * FROM iwd.task
+    UNION ALL
+    SELECT * FROM iwd.task_closed;
+
+-- ---------------------------------------------------------------------------------------------
+-- Event history: append-only, written in the same transaction as the change it records.
+-- It feeds the Data Mart (iwd_dm), webhooks and audit.
+-- ---------------------------------------------------------------------------------------------
+
+CREATE TABLE iwd.task_event (
+    id            bigserial PRIMARY KEY,
+    task_id       bigint NOT NULL,
+    at            timestamptz NOT NULL,
+    event         text NOT NULL,
+    actor         text,
+    status_before text,
+    status_after  text,
+    detail        jsonb NOT NULL DEFAULT '{}'
+);
+CREATE INDEX task_event_task_idx ON iwd.task_event (task_id, id);
+
+CREATE FUNCTION iwd.forbid_event_change() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'iwd.task_event is append-only'
+        USING ERRCODE = 'insufficient_privilege',
+              DETAIL = 'Events are the audit trail and the Data Mart input; they are never changed.';
+END $$;
+
+CREATE TRIGGER task_event_append_only BEFORE UPDATE OR DELETE ON iwd.task_event
+    FOR EACH ROW EXECUTE FUNCTION iwd.forbid_event_change();
