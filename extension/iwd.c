@@ -1,0 +1,28 @@
+/*-------------------------------------------------------------------------
+ * iwd.c
+ *	  Module entry point: _PG_init only dispatches to the subsystems.
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "fmgr.h"
+#include "miscadmin.h"
+
+#include "iwd.h"
+
+PG_MODULE_MAGIC;
+
+void		_PG_init(void);
+
+/* Define GUCs, shared state and background workers of every subsystem. */
+void
+_PG_init(void)
+{
+	if (IsBinaryUpgrade)
+		return;
+
+	GucInit();
+	ConfigCacheInit();
+	StatsInit();
+	SchedulerInit();
+}

@@ -1,0 +1,28 @@
+/*-------------------------------------------------------------------------
+ * iwd.h
+ *	  Shared declarations of the iwd extension: GUCs, the iwd clock, and the
+ *	  per-subsystem entry points that _PG_init dispatches to.
+ *-------------------------------------------------------------------------
+ */
+#ifndef IWD_H
+#define IWD_H
+
+#include "postgres.h"
+#include "utils/timestamp.h"
+
+/* GUCs (guc.c) */
+extern char *iwd_databases;
+extern int	iwd_scheduler_interval_ms;
+extern int	iwd_batch_size;
+extern char *iwd_simulated_time;
+extern bool iwd_notify;
+
+extern void GucInit(void);
+extern void SchedulerInit(void);
+extern void StatsInit(void);
+extern void ConfigCacheInit(void);
+
+/* The iwd clock: iwd.simulated_time when set, else the transaction start time. */
+extern TimestampTz IwdNow(void);
+
+#endif							/* IWD_H */
