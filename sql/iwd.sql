@@ -39,7 +39,7 @@ CREATE TABLE iwd.category (
     business_value         int NOT NULL DEFAULT 0,
     sla_minutes            int CHECK (sla_minutes > 0),
     calendar               text REFERENCES iwd.calendar (name) ON UPDATE CASCADE,
-    skills                 jsonb NOT NULL DEFAULT '{}',
+    skills                 jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(skills) = 'object'),
     queue                  text,
     media_type             text,
     reprioritize_step      int NOT NULL DEFAULT 0,
@@ -68,8 +68,8 @@ CREATE TABLE iwd.rule (
 CREATE TABLE iwd.agent (
     id         text PRIMARY KEY CHECK (id <> ''),
     name       text,
-    skills     jsonb NOT NULL DEFAULT '{}',
-    capacity   jsonb NOT NULL DEFAULT '{"workitem": 1}',
+    skills     jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(skills) = 'object'),
+    capacity   jsonb NOT NULL DEFAULT '{"workitem": 1}' CHECK (jsonb_typeof(capacity) = 'object'),
     state      text NOT NULL DEFAULT 'not_ready' CHECK (state IN ('ready', 'not_ready')),
     updated_at timestamptz NOT NULL DEFAULT now()
 );
@@ -95,8 +95,8 @@ CREATE TABLE iwd.task (
     customer_segment    text,
     priority            int NOT NULL DEFAULT 0,
     business_value      int NOT NULL DEFAULT 0,
-    base_priority       int NOT NULL DEFAULT 0,
-    base_business_value int NOT NULL DEFAULT 0,
+    priority_override   int,
+    business_value_override int,
     subject             text,
     description         text,
     skills              jsonb NOT NULL DEFAULT '{}',
@@ -116,6 +116,7 @@ CREATE TABLE iwd.task (
     updated_at          timestamptz NOT NULL,
     reprioritize_at     timestamptz,
     overdue_flagged     boolean NOT NULL DEFAULT false,
+    classified_by       text,
     customer_id         text,
     product_type        text,
     product_subtype     text,
@@ -186,3 +187,68 @@ END $$;
 
 CREATE TRIGGER task_event_append_only BEFORE UPDATE OR DELETE ON iwd.task_event
     FOR EACH ROW EXECUTE FUNCTION iwd.forbid_event_change();
+
+-- ---------------------------------------------------------------------------------------------
+-- C functions (iwd.so)
+-- ---------------------------------------------------------------------------------------------
+
+-- The iwd clock: iwd.simulated_time when set, else the transaction start time.
+CREATE FUNCTION iwd.now() RETURNS timestamptz
+    AS 'MODULE_PATHNAME', 'iwd_now' LANGUAGE C STABLE PARALLEL SAFE;
+
+-- Validate, classify and score a task document (current IS NULL: a new task). Writes nothing.
+CREATE FUNCTION iwd._prepare_task(input jsonb, current iwd.task, at timestamptz) RETURNS iwd.task
+    AS 'MODULE_PATHNAME', 'iwd_prepare_task' LANGUAGE C STABLE;
+
+-- The task with priority, business value and next reprioritization time recomputed at "at".
+CREATE FUNCTION iwd._rescore(task iwd.task, at timestamptz) RETURNS iwd.task
+    AS 'MODULE_PATHNAME', 'iwd_rescore' LANGUAGE C STABLE STRICT;
+
+-- Raise 22023 when a rule's condition or effect is invalid.
+CREATE FUNCTION iwd._validate_rule(kind text, cond jsonb, effect jsonb) RETURNS void
+    AS 'MODULE_PATHNAME', 'iwd_validate_rule' LANGUAGE C STABLE STRICT;
+
+-- Statement trigger: invalidate every backend's cached configuration.
+CREATE FUNCTION iwd._config_changed() RETURNS trigger
+    AS 'MODULE_PATHNAME', 'iwd_config_changed' LANGUAGE C;
+
+-- The status an operation leads to, or SQLSTATE 55000 naming the current and requested state.
+CREATE FUNCTION iwd._check_transition(id bigint, status text, op text) RETURNS text
+    AS 'MODULE_PATHNAME', 'iwd_check_transition' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+
+-- completed, canceled, rejected and expired are terminal.
+CREATE FUNCTION iwd.is_terminal(status text) RETURNS boolean
+    AS 'MODULE_PATHNAME', 'iwd_is_terminal' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+
+-- Does an agent with skill levels "agent" meet every level in "required"?
+CREATE FUNCTION iwd.skills_met(required jsonb, agent jsonb) RETURNS boolean
+    AS 'MODULE_PATHNAME', 'iwd_skills_met' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+
+-- Reserve the next best task for an agent (NULL when nothing fits).
+CREATE FUNCTION iwd.next_task(agent text, reserve_seconds int DEFAULT 30) RETURNS jsonb
+    AS 'MODULE_PATHNAME', 'iwd_next_task' LANGUAGE C VOLATILE STRICT;
+
+-- Cumulative counters of this database since server start.
+CREATE FUNCTION iwd._counters(OUT claims bigint, OUT reservation_timeouts bigint)
+    AS 'MODULE_PATHNAME', 'iwd_counters' LANGUAGE C VOLATILE;
+
+CREATE FUNCTION iwd._count(kind text, n bigint) RETURNS void
+    AS 'MODULE_PATHNAME', 'iwd_count' LANGUAGE C VOLATILE STRICT;
+
+CREATE TRIGGER category_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON iwd.category
+    FOR EACH STATEMENT EXECUTE FUNCTION iwd._config_changed();
+CREATE TRIGGER rule_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON iwd.rule
+    FOR EACH STATEMENT EXECUTE FUNCTION iwd._config_changed();
+CREATE TRIGGER calendar_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON iwd.calendar
+    FOR EACH STATEMENT EXECUTE FUNCTION iwd._config_changed();
+
+-- Rules written with plain SQL are validated like those written through iwd.upsert_rule().
+CREATE FUNCTION iwd.validate_rule_row() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM iwd._validate_rule(NEW.kind, NEW.cond, NEW.effect);
+    RETURN NEW;
+END $$;
+
+CREATE TRIGGER rule_valid BEFORE INSERT OR UPDATE ON iwd.rule
+    FOR EACH ROW EXECUTE FUNCTION iwd.validate_rule_row();

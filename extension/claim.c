@@ -1,0 +1,273 @@
+/*-------------------------------------------------------------------------
+ * claim.c
+ *	  Next-best-task distribution: iwd.next_task(agent, reserve_seconds).
+ *
+ * The claim path must stay fast with millions of queued tasks and hundreds of
+ * agents claiming at once, and no two agents may ever receive the same task.
+ *
+ * Design:
+ * - Only open work lives in iwd.task (terminal tasks move to iwd.task_closed),
+ *   and the universal queue is a partial index over queued rows in queue
+ *   order (priority DESC, business_value DESC, due_at, created_at, id). The
+ *   index stays as small as the backlog, whatever the history size.
+ * - One UPDATE claims: its subquery walks that index in order, skips rows that
+ *   other claimers hold (FOR UPDATE SKIP LOCKED), filters by media type with
+ *   free capacity, requested agent and skills (iwd.skills_met, a C function
+ *   over the two jsonb skill maps), and stops at the first match. Concurrent
+ *   claimers therefore never wait on each other and never share a task; a row
+ *   that changed after our snapshot is re-checked by the executor
+ *   (EvalPlanQual) before we update it.
+ * - The agent's own row is locked (FOR NO KEY UPDATE) for the duration of the
+ *   claim. That serializes only claims of the same agent, so its capacity
+ *   count cannot be overrun by two of its own sessions; there is no global
+ *   hot row (no counters, no queue head row).
+ * - We use SPI with plans prepared once per backend: the statements are plain
+ *   SQL that the planner turns into index scans, and SPI keeps the trigger,
+ *   constraint and visibility semantics of ordinary DML, which direct heap
+ *   access would have to re-implement.
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "commands/async.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/jsonb.h"
+#include "utils/numeric.h"
+
+#include "iwd.h"
+#include "stats.h"
+
+#define RESERVE_SECONDS_MAX (7 * 24 * 3600)
+
+static SPIPlanPtr agent_plan = NULL;
+static SPIPlanPtr load_plan = NULL;
+static SPIPlanPtr claim_plan = NULL;
+static SPIPlanPtr event_plan = NULL;
+
+/* Prepare and keep a plan for the life of the backend. */
+static SPIPlanPtr
+KeepPlan(SPIPlanPtr *slot, const char *sql, int nargs, Oid *argtypes)
+{
+	if (*slot == NULL)
+	{
+		SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
+
+		if (plan == NULL)
+			elog(ERROR, "could not prepare claim statement: %s", SPI_result_code_string(SPI_result));
+		SPI_keepplan(plan);
+		*slot = plan;
+	}
+	return *slot;
+}
+
+/* Read a JSON number as an int (0 when it is not a number). */
+static int
+JsonbInt(JsonbValue *v)
+{
+	bool		err = false;
+	int			n;
+
+	if (v == NULL || v->type != jbvNumeric)
+		return 0;
+	n = numeric_int4_opt_error(v->val.numeric, &err);
+	return err ? 0 : n;
+}
+
+/* Does an agent with these skill levels meet every required level? */
+static bool
+SkillsMet(Jsonb *required, Jsonb *agent)
+{
+	JsonbIterator *it;
+	JsonbValue	v;
+	JsonbIteratorToken tok;
+	JsonbValue	key = {0};
+
+	if (JB_ROOT_COUNT(required) == 0)
+		return true;
+	it = JsonbIteratorInit(&required->root);
+	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	{
+		if (tok == WJB_KEY)
+			key = v;
+		else if (tok == WJB_VALUE)
+		{
+			JsonbValue *have = getKeyJsonValueFromContainer(&agent->root, key.val.string.val,
+															key.val.string.len, NULL);
+
+			if (have == NULL || JsonbInt(have) < JsonbInt(&v))
+				return false;
+		}
+	}
+	return true;
+}
+
+PG_FUNCTION_INFO_V1(iwd_skills_met);
+
+/* SQL: iwd.skills_met(required jsonb, agent jsonb) RETURNS boolean */
+Datum
+iwd_skills_met(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_BOOL(SkillsMet(PG_GETARG_JSONB_P(0), PG_GETARG_JSONB_P(1)));
+}
+
+/* Media types in which the agent (row 0 of the agent query) has free capacity. */
+static ArrayType *
+FreeMediaTypes(Jsonb *capacity, const char *agent)
+{
+	Oid			argtypes[1] = {TEXTOID};
+	Datum		args[1] = {CStringGetTextDatum(agent)};
+	JsonbIterator *it;
+	JsonbValue	v;
+	JsonbIteratorToken tok;
+	Datum	   *media;
+	int			nmedia = 0;
+	char	   *name = NULL;
+
+	if (SPI_execute_plan(KeepPlan(&load_plan,
+								  "SELECT media_type, count(*)::int FROM iwd.task "
+								  "WHERE assigned_to = $1 AND status = 'assigned' GROUP BY media_type",
+								  1, argtypes), args, NULL, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not count the agent's assigned tasks");
+	media = palloc(sizeof(Datum) * (JB_ROOT_COUNT(capacity) + 1));
+	it = JsonbIteratorInit(&capacity->root);
+	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	{
+		int			used = 0;
+
+		if (tok == WJB_KEY)
+		{
+			name = pnstrdup(v.val.string.val, v.val.string.len);
+			continue;
+		}
+		if (tok != WJB_VALUE)
+			continue;
+		for (uint64 i = 0; i < SPI_processed; i++)
+		{
+			bool		isnull;
+			char	   *m = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
+
+			if (strcmp(m, name) == 0)
+				used = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2, &isnull));
+		}
+		if (used < JsonbInt(&v))
+			media[nmedia++] = CStringGetTextDatum(name);
+	}
+	if (nmedia == 0)
+		return NULL;
+	return construct_array(media, nmedia, TEXTOID, -1, false, TYPALIGN_INT);
+}
+
+/* Send the event notification listeners wait for. */
+static void
+NotifyTaskEvent(int64 task_id, const char *event)
+{
+	if (iwd_notify)
+		Async_Notify("iwd_task_event", psprintf(INT64_FORMAT ":%s", task_id, event));
+}
+
+/* Claim the best task for the agent; NULL datum when none fits. */
+static Datum
+ClaimTask(const char *agent, int reserve_seconds, bool *found)
+{
+	Oid			agent_types[1] = {TEXTOID};
+	Oid			claim_types[5] = {TEXTOID, TEXTARRAYOID, TIMESTAMPTZOID, TIMESTAMPTZOID, JSONBOID};
+	Oid			event_types[4] = {INT8OID, TIMESTAMPTZOID, TEXTOID, TIMESTAMPTZOID};
+	Datum		agent_arg[1] = {CStringGetTextDatum(agent)};
+	TimestampTz now = IwdNow();
+	TimestampTz until = now + (int64) reserve_seconds * USECS_PER_SEC;
+	bool		isnull;
+	char	   *state;
+	Jsonb	   *skills;
+	ArrayType  *media;
+	Datum		claim_args[5];
+	Datum		event_args[4];
+	int64		task_id;
+	Datum		task;
+
+	*found = false;
+	if (SPI_execute_plan(KeepPlan(&agent_plan,
+								  "SELECT state, skills, capacity FROM iwd.agent WHERE id = $1 FOR NO KEY UPDATE",
+								  1, agent_types), agent_arg, NULL, false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not read agent");
+	if (SPI_processed == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_NO_DATA_FOUND),
+				 errmsg("agent \"%s\" does not exist", agent)));
+	state = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+	if (strcmp(state, "ready") != 0)
+		return (Datum) 0;
+	skills = DatumGetJsonbPCopy(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+	media = FreeMediaTypes(DatumGetJsonbPCopy(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3,
+															 &isnull)), agent);
+	if (media == NULL)
+		return (Datum) 0;
+
+	claim_args[0] = agent_arg[0];
+	claim_args[1] = PointerGetDatum(media);
+	claim_args[2] = TimestampTzGetDatum(until);
+	claim_args[3] = TimestampTzGetDatum(now);
+	claim_args[4] = JsonbPGetDatum(skills);
+	if (SPI_execute_plan(KeepPlan(&claim_plan,
+								  "UPDATE iwd.task t SET status = 'assigned', assigned_to = $1, "
+								  "reserved_until = $3, accepted_at = NULL, updated_at = $4 "
+								  "WHERE t.id = (SELECT q.id FROM iwd.task q WHERE q.status = 'queued' "
+								  "AND q.media_type = ANY ($2) "
+								  "AND (q.requested_agent IS NULL OR q.requested_agent = $1) "
+								  "AND iwd.skills_met(q.skills, $5) "
+								  "ORDER BY q.priority DESC, q.business_value DESC, q.due_at ASC NULLS LAST, "
+								  "q.created_at, q.id LIMIT 1 FOR UPDATE SKIP LOCKED) "
+								  "RETURNING t.id, iwd.task_json(t)",
+								  5, claim_types), claim_args, NULL, false, 1) != SPI_OK_UPDATE_RETURNING)
+		elog(ERROR, "could not claim a task");
+	if (SPI_processed == 0)
+		return (Datum) 0;
+	task_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	task = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
+	task = SPI_datumTransfer(task, false, -1);
+
+	event_args[0] = Int64GetDatum(task_id);
+	event_args[1] = TimestampTzGetDatum(now);
+	event_args[2] = agent_arg[0];
+	event_args[3] = TimestampTzGetDatum(until);
+	if (SPI_execute_plan(KeepPlan(&event_plan,
+								  "INSERT INTO iwd.task_event (task_id, at, event, actor, status_before, "
+								  "status_after, detail) VALUES ($1, $2, 'reserved', $3, 'queued', 'assigned', "
+								  "jsonb_build_object('reservedUntil', $4))",
+								  4, event_types), event_args, NULL, false, 0) != SPI_OK_INSERT)
+		elog(ERROR, "could not record the reservation");
+	NotifyTaskEvent(task_id, "reserved");
+	StatsCount(STAT_CLAIMS, 1);
+	*found = true;
+	return task;
+}
+
+PG_FUNCTION_INFO_V1(iwd_next_task);
+
+/*
+ * SQL: iwd.next_task(agent text, reserve_seconds int DEFAULT 30) RETURNS jsonb
+ *
+ * Reserve the next best task for a ready agent; NULL when nothing fits.
+ */
+Datum
+iwd_next_task(PG_FUNCTION_ARGS)
+{
+	char	   *agent = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	int			reserve_seconds = PG_GETARG_INT32(1);
+	bool		found;
+	Datum		task;
+
+	if (reserve_seconds <= 0 || reserve_seconds > RESERVE_SECONDS_MAX)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("reserve_seconds must be between 1 and %d", RESERVE_SECONDS_MAX)));
+	SPI_connect();
+	task = ClaimTask(agent, reserve_seconds, &found);
+	SPI_finish();
+	if (!found)
+		PG_RETURN_NULL();
+	PG_RETURN_DATUM(task);
+}

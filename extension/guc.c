@@ -1,0 +1,95 @@
+/*-------------------------------------------------------------------------
+ * guc.c
+ *	  iwd.* configuration parameters and the iwd clock.
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "fmgr.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/timestamp.h"
+
+#include "iwd.h"
+
+#define IWD_INTERVAL_MS_DEFAULT 1000
+#define IWD_INTERVAL_MS_MIN 10
+#define IWD_INTERVAL_MS_MAX 3600000
+#define IWD_BATCH_DEFAULT 1000
+#define IWD_BATCH_MIN 1
+#define IWD_BATCH_MAX 1000000
+
+char	   *iwd_databases = NULL;
+int			iwd_scheduler_interval_ms = IWD_INTERVAL_MS_DEFAULT;
+int			iwd_batch_size = IWD_BATCH_DEFAULT;
+char	   *iwd_simulated_time = NULL;
+bool		iwd_notify = true;
+
+/* Reject a simulated time that does not parse, at SET time rather than at use. */
+static bool
+check_simulated_time(char **newval, void **extra, GucSource source)
+{
+	if (*newval == NULL || (*newval)[0] == '\0')
+		return true;
+	PG_TRY();
+	{
+		DirectFunctionCall3(timestamptz_in, CStringGetDatum(*newval),
+							ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1));
+	}
+	PG_CATCH();
+	{
+		FlushErrorState();
+		GUC_check_errdetail("\"%s\" is not a timestamp with time zone.", *newval);
+		return false;
+	}
+	PG_END_TRY();
+	return true;
+}
+
+/* Define every iwd.* parameter. */
+void
+GucInit(void)
+{
+	DefineCustomStringVariable("iwd.databases",
+							   "Databases whose iwd scheduler the background worker runs (comma-separated).",
+							   NULL, &iwd_databases, "", PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("iwd.scheduler_interval",
+							"Time between two scheduler passes.",
+							NULL, &iwd_scheduler_interval_ms, IWD_INTERVAL_MS_DEFAULT,
+							IWD_INTERVAL_MS_MIN, IWD_INTERVAL_MS_MAX, PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("iwd.batch_size",
+							"Most tasks one scheduler step changes in one transaction.",
+							NULL, &iwd_batch_size, IWD_BATCH_DEFAULT, IWD_BATCH_MIN, IWD_BATCH_MAX,
+							PGC_USERSET, 0, NULL, NULL, NULL);
+	DefineCustomStringVariable("iwd.simulated_time",
+							   "When set, iwd uses this time as the current time (tests, replays, imports).",
+							   NULL, &iwd_simulated_time, "", PGC_SUSET, 0,
+							   check_simulated_time, NULL, NULL);
+	DefineCustomBoolVariable("iwd.notify",
+							 "Send NOTIFY iwd_task_event for each task event.",
+							 NULL, &iwd_notify, true, PGC_USERSET, 0, NULL, NULL, NULL);
+	MarkGUCPrefixReserved("iwd");
+}
+
+/* The current time as iwd sees it. */
+TimestampTz
+IwdNow(void)
+{
+	if (iwd_simulated_time != NULL && iwd_simulated_time[0] != '\0')
+		return DatumGetTimestampTz(DirectFunctionCall3(timestamptz_in,
+													   CStringGetDatum(iwd_simulated_time),
+													   ObjectIdGetDatum(InvalidOid),
+													   Int32GetDatum(-1)));
+	return GetCurrentTransactionStartTimestamp();
+}
+
+PG_FUNCTION_INFO_V1(iwd_now);
+
+/* SQL: iwd.now() */
+Datum
+iwd_now(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_TIMESTAMPTZ(IwdNow());
+}

@@ -1,0 +1,230 @@
+/*-------------------------------------------------------------------------
+ * scheduler.c
+ *	  The "iwd scheduler" background workers.
+ *
+ * One launcher (registered at preload) reads iwd.databases and keeps one
+ * database worker alive per listed database. Each database worker calls
+ * iwd.tick() every iwd.scheduler_interval: activation of deferred tasks,
+ * expiry, overdue flags, reprioritization and reservation timeouts, each in
+ * small batches committed separately so that no lock is held for long. The
+ * workers run only on a primary; on a standby they wait for promotion, and
+ * their first pass after start returns the reservations that timed out while
+ * no scheduler ran.
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "access/xlog.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "storage/proc.h"
+#include "tcop/utility.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+#include "utils/varlena.h"
+
+#include "iwd.h"
+
+#define LAUNCHER_RESTART_SECONDS 10
+#define LAUNCHER_CHECK_MS 5000
+#define MAX_SCHEDULED_DATABASES 64
+
+PGDLLEXPORT void iwd_scheduler_launcher_main(Datum main_arg);
+PGDLLEXPORT void iwd_scheduler_database_main(Datum main_arg);
+
+typedef struct DatabaseWorker
+{
+	char		dbname[NAMEDATALEN];
+	BackgroundWorkerHandle *handle;
+} DatabaseWorker;
+
+/* Register the launcher; without preloading there is no scheduler (iwd.tick() still works). */
+void
+SchedulerInit(void)
+{
+	BackgroundWorker worker;
+
+	if (!process_shared_preload_libraries_in_progress)
+		return;
+	memset(&worker, 0, sizeof(worker));
+	worker.bgw_flags = BGWORKER_SHMEM_ACCESS;
+	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	worker.bgw_restart_time = LAUNCHER_RESTART_SECONDS;
+	snprintf(worker.bgw_library_name, BGW_MAXLEN, "iwd");
+	snprintf(worker.bgw_function_name, BGW_MAXLEN, "iwd_scheduler_launcher_main");
+	snprintf(worker.bgw_name, BGW_MAXLEN, "iwd scheduler launcher");
+	snprintf(worker.bgw_type, BGW_MAXLEN, "iwd scheduler launcher");
+	RegisterBackgroundWorker(&worker);
+}
+
+/* Start the database worker for dbname; NULL when no worker slot is free. */
+static BackgroundWorkerHandle *
+StartDatabaseWorker(const char *dbname)
+{
+	BackgroundWorker worker;
+	BackgroundWorkerHandle *handle;
+
+	memset(&worker, 0, sizeof(worker));
+	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	worker.bgw_restart_time = BGW_NEVER_RESTART;
+	snprintf(worker.bgw_library_name, BGW_MAXLEN, "iwd");
+	snprintf(worker.bgw_function_name, BGW_MAXLEN, "iwd_scheduler_database_main");
+	snprintf(worker.bgw_name, BGW_MAXLEN, "iwd scheduler %s", dbname);
+	snprintf(worker.bgw_type, BGW_MAXLEN, "iwd scheduler");
+	strlcpy(worker.bgw_extra, dbname, BGW_EXTRALEN);
+	worker.bgw_notify_pid = MyProcPid;
+	if (!RegisterDynamicBackgroundWorker(&worker, &handle))
+	{
+		ereport(WARNING,
+				(errmsg("iwd scheduler: no background worker slot for database \"%s\"", dbname),
+				 errhint("Raise max_worker_processes.")));
+		return NULL;
+	}
+	return handle;
+}
+
+/* Is the worker behind handle still starting or running? */
+static bool
+WorkerAlive(BackgroundWorkerHandle *handle)
+{
+	pid_t		pid;
+
+	return handle != NULL && GetBackgroundWorkerPid(handle, &pid) != BGWH_STOPPED;
+}
+
+/* Make the set of database workers match iwd.databases. */
+static int
+SyncDatabaseWorkers(DatabaseWorker *workers, int nworkers)
+{
+	char	   *list = pstrdup(iwd_databases ? iwd_databases : "");
+	List	   *names = NIL;
+	DatabaseWorker next[MAX_SCHEDULED_DATABASES];
+	int			nnext = 0;
+	ListCell   *lc;
+
+	if (!SplitIdentifierString(list, ',', &names))
+	{
+		ereport(WARNING, (errmsg("iwd scheduler: iwd.databases is not a valid list of names")));
+		names = NIL;
+	}
+	foreach(lc, names)
+	{
+		const char *name = lfirst(lc);
+		DatabaseWorker *w = &next[nnext];
+
+		if (name[0] == '\0' || nnext == MAX_SCHEDULED_DATABASES)
+			continue;
+		strlcpy(w->dbname, name, NAMEDATALEN);
+		w->handle = NULL;
+		for (int i = 0; i < nworkers; i++)
+			if (strcmp(workers[i].dbname, name) == 0 && workers[i].handle != NULL)
+			{
+				w->handle = workers[i].handle;
+				workers[i].handle = NULL;
+			}
+		if (!WorkerAlive(w->handle))
+			w->handle = StartDatabaseWorker(name);
+		nnext++;
+	}
+	for (int i = 0; i < nworkers; i++)
+		if (workers[i].handle != NULL)
+			TerminateBackgroundWorker(workers[i].handle);
+	memcpy(workers, next, sizeof(DatabaseWorker) * nnext);
+	return nnext;
+}
+
+/* The launcher: keeps one worker per database of iwd.databases. */
+void
+iwd_scheduler_launcher_main(Datum main_arg)
+{
+	DatabaseWorker *workers = palloc0(sizeof(DatabaseWorker) * MAX_SCHEDULED_DATABASES);
+	int			nworkers = 0;
+
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+
+	for (;;)
+	{
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+		nworkers = SyncDatabaseWorkers(workers, nworkers);
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 LAUNCHER_CHECK_MS, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+	}
+}
+
+/* Run one scheduler pass in this database, if iwd is installed here. */
+static void
+RunTick(void)
+{
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	SPI_connect();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	pgstat_report_activity(STATE_RUNNING, "iwd.tick()");
+	if (SPI_execute("SELECT 1 FROM pg_extension WHERE extname = 'iwd'", true, 1) == SPI_OK_SELECT &&
+		SPI_processed == 1)
+	{
+		if (SPI_execute("SELECT iwd.tick()", false, 0) != SPI_OK_SELECT)
+			elog(ERROR, "iwd scheduler: iwd.tick() failed");
+	}
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	pgstat_report_stat(false);
+	pgstat_report_activity(STATE_IDLE, NULL);
+}
+
+/* A database worker: one scheduler pass every iwd.scheduler_interval. */
+void
+iwd_scheduler_database_main(Datum main_arg)
+{
+	char		dbname[NAMEDATALEN];
+	MemoryContext loop_cxt;
+
+	strlcpy(dbname, MyBgworkerEntry->bgw_extra, NAMEDATALEN);
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+	BackgroundWorkerInitializeConnection(dbname, NULL, 0);
+	loop_cxt = AllocSetContextCreate(TopMemoryContext, "iwd scheduler loop", ALLOCSET_DEFAULT_SIZES);
+	ereport(LOG, (errmsg("iwd scheduler started for database \"%s\"", dbname)));
+
+	for (;;)
+	{
+		MemoryContext old;
+
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+		if (!RecoveryInProgress())
+		{
+			old = MemoryContextSwitchTo(loop_cxt);
+			RunTick();
+			MemoryContextSwitchTo(old);
+			MemoryContextReset(loop_cxt);
+		}
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 iwd_scheduler_interval_ms, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+	}
+}

@@ -1,0 +1,582 @@
+/*-------------------------------------------------------------------------
+ * task.c
+ *	  Task documents: validation of REST-shaped input, the draft that
+ *	  classification and scoring work on, and its conversion to and from a
+ *	  row of iwd.task.
+ *
+ * iwd._prepare_task(input jsonb, current iwd.task, at timestamptz) is the one
+ * entry point: it validates the input (every unknown key, wrong type or
+ * malformed value is an error naming the field), merges it over the current
+ * row on update, classifies, scores, and returns the row to store.
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/htup_details.h"
+#include "catalog/pg_type.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "utils/builtins.h"
+#include "utils/jsonb.h"
+#include "utils/numeric.h"
+#include "utils/timestamp.h"
+#include "utils/typcache.h"
+
+#include "iwd.h"
+#include "task.h"
+
+#define SKILL_LEVEL_MIN 0
+#define SKILL_LEVEL_MAX 10
+
+const TaskFieldDef task_fields[TF_COUNT] = {
+	[TF_ID] = {"id", "id", FT_INT8, FI_READONLY},
+	[TF_EXTERNAL_ID] = {"externalId", "external_id", FT_TEXT, FI_CREATE},
+	[TF_CAPTURE_POINT] = {"capturePoint", "capture_point", FT_TEXT, FI_CREATE},
+	[TF_MEDIA_TYPE] = {"mediaType", "media_type", FT_TEXT, FI_ANY},
+	[TF_DEPARTMENT] = {"department", "department", FT_TEXT, FI_ANY},
+	[TF_PROCESS] = {"process", "process", FT_TEXT, FI_ANY},
+	[TF_CATEGORY] = {"category", "category", FT_TEXT, FI_ANY},
+	[TF_QUEUE] = {"queue", "queue", FT_TEXT, FI_ANY},
+	[TF_CUSTOMER_SEGMENT] = {"customerSegment", "customer_segment", FT_TEXT, FI_ANY},
+	[TF_PRIORITY] = {"priority", "priority", FT_INT, FI_ANY},
+	[TF_BUSINESS_VALUE] = {"businessValue", "business_value", FT_INT, FI_ANY},
+	[TF_PRIORITY_OVERRIDE] = {NULL, "priority_override", FT_INT, FI_READONLY},
+	[TF_BUSINESS_VALUE_OVERRIDE] = {NULL, "business_value_override", FT_INT, FI_READONLY},
+	[TF_SUBJECT] = {"subject", "subject", FT_TEXT, FI_ANY},
+	[TF_DESCRIPTION] = {"description", "description", FT_TEXT, FI_ANY},
+	[TF_SKILLS] = {"skills", "skills", FT_SKILLS, FI_ANY},
+	[TF_ATTRIBUTES] = {"attributes", "attributes", FT_OBJECT, FI_ANY},
+	[TF_STATUS] = {"status", "status", FT_TEXT, FI_READONLY},
+	[TF_CREATED_AT] = {"createdAt", "created_at", FT_TIMESTAMP, FI_READONLY},
+	[TF_AGING_FROM] = {NULL, "aging_from", FT_TIMESTAMP, FI_READONLY},
+	[TF_ACTIVATION_AT] = {"activationAt", "activation_at", FT_TIMESTAMP, FI_ANY},
+	[TF_DUE_AT] = {"dueAt", "due_at", FT_TIMESTAMP, FI_ANY},
+	[TF_EXPIRES_AT] = {"expiresAt", "expires_at", FT_TIMESTAMP, FI_ANY},
+	[TF_ASSIGNED_TO] = {"assignedTo", "assigned_to", FT_TEXT, FI_READONLY},
+	[TF_RESERVED_UNTIL] = {"reservedUntil", "reserved_until", FT_TIMESTAMP, FI_READONLY},
+	[TF_ACCEPTED_AT] = {"acceptedAt", "accepted_at", FT_TIMESTAMP, FI_READONLY},
+	[TF_HOLD_REASON] = {"holdReason", "hold_reason", FT_TEXT, FI_READONLY},
+	[TF_ERROR_REASON] = {"errorReason", "error_reason", FT_TEXT, FI_READONLY},
+	[TF_COMPLETED_AT] = {"completedAt", "completed_at", FT_TIMESTAMP, FI_READONLY},
+	[TF_REPRIORITIZE_AT] = {"reprioritizeDateTime", "reprioritize_at", FT_TIMESTAMP, FI_READONLY},
+	[TF_OVERDUE_FLAGGED] = {NULL, "overdue_flagged", FT_BOOL, FI_READONLY},
+	[TF_CLASSIFIED_BY] = {"classifiedBy", "classified_by", FT_TEXT, FI_READONLY},
+	[TF_CUSTOMER_ID] = {"customerId", "customer_id", FT_TEXT, FI_ANY},
+	[TF_PRODUCT_TYPE] = {"productType", "product_type", FT_TEXT, FI_ANY},
+	[TF_PRODUCT_SUBTYPE] = {"productSubtype", "product_subtype", FT_TEXT, FI_ANY},
+	[TF_REQUESTED_AGENT] = {"requestedAgent", "requested_agent", FT_TEXT, FI_ANY},
+	[TF_REQUESTED_SKILL] = {"requestedSkill", "requested_skill", FT_TEXT, FI_ANY},
+	[TF_SOURCE_CREATED_AT] = {"sourceCreatedDateTime", "source_created_at", FT_TIMESTAMP, FI_ANY},
+	[TF_SOURCE_DUE_AT] = {"sourceDueDateTime", "source_due_at", FT_TIMESTAMP, FI_ANY},
+	[TF_SOURCE_PROCESS_TYPE] = {"sourceProcessType", "source_process_type", FT_TEXT, FI_ANY},
+	[TF_RESULT_CODE] = {"resultCode", "result_code", FT_TEXT, FI_ANY},
+};
+
+/* Keys of the task document that are derived on output and ignored on input. */
+static const char *const derived_keys[] = {"overdue", "updatedAt"};
+
+/* Map an iwd.task row type's attribute numbers to task fields, cached per row type. */
+typedef struct RowMap
+{
+	Oid			typid;
+	int			natts;
+	int			field_of_att[64];
+} RowMap;
+
+static RowMap row_map;
+
+/* Return the task field with this REST name, or -1. */
+int
+TaskFieldByJsonKey(const char *key, int len)
+{
+	for (int i = 0; i < TF_COUNT; i++)
+	{
+		const char *k = task_fields[i].json_key;
+
+		if (k != NULL && (int) strlen(k) == len && strncmp(k, key, len) == 0)
+			return i;
+	}
+	return -1;
+}
+
+/* Fill row_map for the tuple descriptor of the rows we read and write. */
+static void
+BuildRowMap(TupleDesc tupdesc)
+{
+	if (row_map.typid == tupdesc->tdtypeid && row_map.natts == tupdesc->natts)
+		return;
+	if (tupdesc->natts > (int) lengthof(row_map.field_of_att))
+		elog(ERROR, "iwd.task has too many columns");
+	for (int a = 0; a < tupdesc->natts; a++)
+	{
+		Form_pg_attribute att = TupleDescAttr(tupdesc, a);
+
+		row_map.field_of_att[a] = -1;
+		if (att->attisdropped)
+			continue;
+		for (int i = 0; i < TF_COUNT; i++)
+			if (strcmp(task_fields[i].column, NameStr(att->attname)) == 0)
+				row_map.field_of_att[a] = i;
+	}
+	row_map.typid = tupdesc->tdtypeid;
+	row_map.natts = tupdesc->natts;
+}
+
+/* Set a text field of the draft (NULL clears it). */
+void
+DraftSetText(TaskDraft *draft, TaskField field, const char *value)
+{
+	draft->f[field].isnull = (value == NULL);
+	draft->f[field].text = value ? pstrdup(value) : NULL;
+	draft->f[field].given = true;
+}
+
+/* Load the draft from a row (composite datum) of iwd.task. */
+static void
+DraftFromTuple(TaskDraft *draft, HeapTupleHeader rec)
+{
+	TupleDesc	tupdesc;
+	HeapTupleData tuple;
+	Datum	   *values;
+	bool	   *nulls;
+
+	tupdesc = lookup_rowtype_tupdesc(HeapTupleHeaderGetTypeId(rec), HeapTupleHeaderGetTypMod(rec));
+	BuildRowMap(tupdesc);
+	tuple.t_len = HeapTupleHeaderGetDatumLength(rec);
+	ItemPointerSetInvalid(&tuple.t_self);
+	tuple.t_tableOid = InvalidOid;
+	tuple.t_data = rec;
+	values = palloc(sizeof(Datum) * tupdesc->natts);
+	nulls = palloc(sizeof(bool) * tupdesc->natts);
+	heap_deform_tuple(&tuple, tupdesc, values, nulls);
+
+	for (int a = 0; a < tupdesc->natts; a++)
+	{
+		int			i = row_map.field_of_att[a];
+		FieldValue *v;
+
+		if (i < 0)
+			continue;
+		v = &draft->f[i];
+		v->isnull = nulls[a];
+		if (nulls[a])
+			continue;
+		switch (task_fields[i].type)
+		{
+			case FT_TEXT:
+				v->text = TextDatumGetCString(values[a]);
+				break;
+			case FT_INT:
+				v->num = DatumGetInt32(values[a]);
+				break;
+			case FT_INT8:
+				v->num = DatumGetInt64(values[a]);
+				break;
+			case FT_TIMESTAMP:
+				v->ts = DatumGetTimestampTz(values[a]);
+				break;
+			case FT_SKILLS:
+			case FT_OBJECT:
+				v->json = DatumGetJsonbPCopy(values[a]);
+				break;
+			case FT_BOOL:
+				v->num = DatumGetBool(values[a]);
+				break;
+		}
+	}
+	ReleaseTupleDesc(tupdesc);
+}
+
+/* Raise the error for a field of the wrong JSON type. */
+static void
+pg_attribute_noreturn()
+wrong_type(const char *key, const char *expected)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+			 errmsg("task field \"%s\" must be %s", key, expected)));
+}
+
+/* Return an integer JSON number as int64, or raise an error naming the field. */
+static int64
+JsonbIntValue(JsonbValue *v, const char *key, int64 min, int64 max)
+{
+	char	   *text;
+	char	   *end;
+	int64		n;
+
+	if (v->type != jbvNumeric)
+		wrong_type(key, "an integer");
+	text = DatumGetCString(DirectFunctionCall1(numeric_out, NumericGetDatum(v->val.numeric)));
+	errno = 0;
+	n = strtoll(text, &end, 10);
+	if (*end != '\0' || errno != 0)
+		wrong_type(key, "an integer");
+	if (n < min || n > max)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("task field \"%s\" is out of range", key),
+				 errdetail("The value must be between " INT64_FORMAT " and " INT64_FORMAT ".", min, max)));
+	return n;
+}
+
+/* Parse an ISO 8601 timestamp that names its zone, or raise an error naming the field. */
+static TimestampTz
+ParseTimestampWithZone(const char *s, const char *key)
+{
+	size_t		len = strlen(s);
+	bool		zoned = len > 0 && (s[len - 1] == 'Z' || s[len - 1] == 'z');
+	TimestampTz result = 0;
+
+	for (size_t i = 10; !zoned && i < len; i++)
+		if (s[i] == '+' || s[i] == '-')
+			zoned = true;
+	if (!zoned)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_DATETIME_FORMAT),
+				 errmsg("task field \"%s\" must be an ISO 8601 timestamp with a time zone", key),
+				 errdetail("Got \"%s\".", s)));
+	PG_TRY();
+	{
+		result = DatumGetTimestampTz(DirectFunctionCall3(timestamptz_in, CStringGetDatum(s),
+														 ObjectIdGetDatum(InvalidOid),
+														 Int32GetDatum(-1)));
+	}
+	PG_CATCH();
+	{
+		FlushErrorState();
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_DATETIME_FORMAT),
+				 errmsg("task field \"%s\" must be an ISO 8601 timestamp with a time zone", key),
+				 errdetail("Got \"%s\".", s)));
+	}
+	PG_END_TRY();
+	return result;
+}
+
+/* Check that a skills object maps names to levels 0..10. */
+static void
+ValidateSkills(JsonbContainer *skills, const char *key)
+{
+	JsonbIterator *it = JsonbIteratorInit(skills);
+	JsonbValue	v;
+	JsonbIteratorToken tok;
+	char	   *skill = NULL;
+
+	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	{
+		if (tok == WJB_KEY)
+		{
+			skill = pnstrdup(v.val.string.val, v.val.string.len);
+			if (v.val.string.len == 0)
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("%s must not contain an empty skill name", key)));
+		}
+		else if (tok == WJB_VALUE)
+			JsonbIntValue(&v, psprintf("%s.%s", key, skill), SKILL_LEVEL_MIN, SKILL_LEVEL_MAX);
+	}
+}
+
+/* Return a Jsonb of a container-valued JsonbValue. */
+static Jsonb *
+JsonbOfValue(JsonbValue *v)
+{
+	return JsonbValueToJsonb(v);
+}
+
+/* Return a new empty JSON object. */
+static Jsonb *
+EmptyObject(void)
+{
+	JsonbParseState *state = NULL;
+
+	pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);
+	return JsonbValueToJsonb(pushJsonbValue(&state, WJB_END_OBJECT, NULL));
+}
+
+/* Set one draft field from one key of the input document. */
+static void
+ApplyInputValue(TaskDraft *draft, int field, const char *key, JsonbValue *v)
+{
+	FieldValue *fv = &draft->f[field];
+
+	fv->given = true;
+	if (v->type == jbvNull)
+	{
+		/* null clears a field; skills and attributes become empty objects */
+		fv->isnull = !(field == TF_SKILLS || field == TF_ATTRIBUTES);
+		if (!fv->isnull)
+			fv->json = EmptyObject();
+		return;
+	}
+	fv->isnull = false;
+	switch (task_fields[field].type)
+	{
+		case FT_TEXT:
+			if (v->type != jbvString)
+				wrong_type(key, "a string");
+			fv->text = pnstrdup(v->val.string.val, v->val.string.len);
+			break;
+		case FT_INT:
+			fv->num = JsonbIntValue(v, key, PG_INT32_MIN, PG_INT32_MAX);
+			break;
+		case FT_TIMESTAMP:
+			if (v->type != jbvString)
+				wrong_type(key, "an ISO 8601 timestamp string");
+			fv->ts = ParseTimestampWithZone(pnstrdup(v->val.string.val, v->val.string.len), key);
+			break;
+		case FT_SKILLS:
+			if (v->type != jbvBinary || !JsonContainerIsObject(v->val.binary.data))
+				wrong_type(key, "an object of skill levels");
+			ValidateSkills(v->val.binary.data, key);
+			fv->json = JsonbOfValue(v);
+			break;
+		case FT_OBJECT:
+			if (v->type != jbvBinary || !JsonContainerIsObject(v->val.binary.data))
+				wrong_type(key, "an object");
+			fv->json = JsonbOfValue(v);
+			break;
+		case FT_INT8:
+		case FT_BOOL:
+			elog(ERROR, "task field \"%s\" is not writable", key);
+	}
+}
+
+/* Validate the input document and merge it into the draft. */
+void
+TaskDraftApplyInput(TaskDraft *draft, Jsonb *input, bool creating)
+{
+	JsonbIterator *it;
+	JsonbValue	v;
+	JsonbIteratorToken tok;
+	char	   *key = NULL;
+	int			field = -1;
+
+	if (!JB_ROOT_IS_OBJECT(input) || JB_ROOT_IS_SCALAR(input))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("a task must be a JSON object")));
+	it = JsonbIteratorInit(&input->root);
+	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	{
+		if (tok == WJB_KEY)
+		{
+			key = pnstrdup(v.val.string.val, v.val.string.len);
+			field = TaskFieldByJsonKey(v.val.string.val, v.val.string.len);
+			if (field < 0)
+			{
+				bool		derived = false;
+
+				for (int i = 0; i < (int) lengthof(derived_keys); i++)
+					derived |= strcmp(derived_keys[i], key) == 0;
+				if (!derived)
+					ereport(ERROR,
+							(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+							 errmsg("unknown key \"%s\" in task", key),
+							 errhint("Free-form data belongs in \"attributes\".")));
+			}
+			else if (task_fields[field].input == FI_READONLY && field != TF_ID)
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("task field \"%s\" cannot be set", key),
+						 errdetail("It is maintained by iwd; use the lifecycle functions to change it.")));
+			else if (task_fields[field].input == FI_CREATE && !creating)
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("task field \"%s\" cannot be changed", key)));
+		}
+		else if (tok == WJB_VALUE && field >= 0 && field != TF_ID)
+		{
+			int			target = field;
+
+			if (field == TF_PRIORITY)
+				target = TF_PRIORITY_OVERRIDE;
+			else if (field == TF_BUSINESS_VALUE)
+				target = TF_BUSINESS_VALUE_OVERRIDE;
+			ApplyInputValue(draft, target, key, &v);
+		}
+	}
+	if (creating)
+	{
+		if (draft->f[TF_EXTERNAL_ID].isnull || draft->f[TF_EXTERNAL_ID].text[0] == '\0')
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("task field \"externalId\" is required")));
+		if (draft->f[TF_CAPTURE_POINT].isnull || draft->f[TF_CAPTURE_POINT].text[0] == '\0')
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("task field \"capturePoint\" is required")));
+	}
+	if (!draft->f[TF_MEDIA_TYPE].isnull && draft->f[TF_MEDIA_TYPE].text[0] == '\0')
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("task field \"mediaType\" must not be empty")));
+}
+
+/* Build the iwd.task row for the draft. */
+static HeapTuple
+DraftToTuple(TaskDraft *draft, TupleDesc tupdesc)
+{
+	Datum	   *values = palloc0(sizeof(Datum) * tupdesc->natts);
+	bool	   *nulls = palloc(sizeof(bool) * tupdesc->natts);
+
+	BuildRowMap(tupdesc);
+	for (int a = 0; a < tupdesc->natts; a++)
+	{
+		int			i = row_map.field_of_att[a];
+		FieldValue *v;
+
+		nulls[a] = true;
+		if (i < 0)
+			continue;
+		v = &draft->f[i];
+		if (v->isnull)
+			continue;
+		nulls[a] = false;
+		switch (task_fields[i].type)
+		{
+			case FT_TEXT:
+				values[a] = CStringGetTextDatum(v->text);
+				break;
+			case FT_INT:
+				values[a] = Int32GetDatum((int32) v->num);
+				break;
+			case FT_INT8:
+				values[a] = Int64GetDatum(v->num);
+				break;
+			case FT_TIMESTAMP:
+				values[a] = TimestampTzGetDatum(v->ts);
+				break;
+			case FT_SKILLS:
+			case FT_OBJECT:
+				values[a] = JsonbPGetDatum(v->json);
+				break;
+			case FT_BOOL:
+				values[a] = BoolGetDatum(v->num != 0);
+				break;
+		}
+	}
+	return heap_form_tuple(tupdesc, values, nulls);
+}
+
+/* Give a new draft the values a task starts with. */
+static void
+DraftInit(TaskDraft *draft)
+{
+	for (int i = 0; i < TF_COUNT; i++)
+		draft->f[i].isnull = true;
+}
+
+/* Fill what creation sets: times, defaults, status. */
+static void
+DraftCreateDefaults(TaskDraft *draft, TimestampTz now)
+{
+	Jsonb	   *empty = EmptyObject();
+
+	draft->f[TF_CREATED_AT] = (FieldValue) {.ts = now};
+	draft->f[TF_AGING_FROM] = (FieldValue) {.ts = now};
+	draft->f[TF_OVERDUE_FLAGGED] = (FieldValue) {.num = 0};
+	if (draft->f[TF_ATTRIBUTES].isnull)
+		draft->f[TF_ATTRIBUTES] = (FieldValue) {.json = empty};
+	if (draft->f[TF_SKILLS].isnull && !draft->f[TF_SKILLS].given)
+		draft->f[TF_SKILLS] = (FieldValue) {.json = empty};
+}
+
+/* Decide the status of a task that has just been (re)classified. */
+static void
+DraftSetEntryStatus(TaskDraft *draft, TimestampTz now)
+{
+	if (!draft->f[TF_ERROR_REASON].isnull)
+		DraftSetText(draft, TF_STATUS, "errorHeld");
+	else if (!draft->f[TF_ACTIVATION_AT].isnull && draft->f[TF_ACTIVATION_AT].ts > now)
+		DraftSetText(draft, TF_STATUS, "held");
+	else
+		DraftSetText(draft, TF_STATUS, "queued");
+}
+
+/*
+ * Is the task waiting for (re)classification to decide its status: restarted
+ * (new), parked by an error (errorHeld) or deferred until its activation time
+ * (held without a supervisor's reason)?
+ */
+static bool
+DraftIsParked(TaskDraft *draft)
+{
+	const char *status = draft->f[TF_STATUS].isnull ? "new" : draft->f[TF_STATUS].text;
+
+	return strcmp(status, "new") == 0 || strcmp(status, "errorHeld") == 0 ||
+		(strcmp(status, "held") == 0 && draft->f[TF_HOLD_REASON].isnull);
+}
+
+PG_FUNCTION_INFO_V1(iwd_prepare_task);
+
+/*
+ * SQL: iwd._prepare_task(input jsonb, current iwd.task, at timestamptz) RETURNS iwd.task
+ *
+ * current IS NULL: a new task from input. Otherwise input is a patch (may be
+ * NULL for re-classification only) over current. Never writes anything.
+ */
+Datum
+iwd_prepare_task(PG_FUNCTION_ARGS)
+{
+	TaskDraft	draft;
+	TupleDesc	tupdesc;
+	TimestampTz now = PG_ARGISNULL(2) ? IwdNow() : PG_GETARG_TIMESTAMPTZ(2);
+	bool		creating = PG_ARGISNULL(1);
+	char	   *old_category = NULL;
+	bool		parked = false;
+
+	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "iwd._prepare_task must return a row");
+	tupdesc = BlessTupleDesc(tupdesc);
+	memset(&draft, 0, sizeof(draft));
+	DraftInit(&draft);
+	if (!creating)
+	{
+		DraftFromTuple(&draft, PG_GETARG_HEAPTUPLEHEADER(1));
+		if (!draft.f[TF_CATEGORY].isnull)
+			old_category = pstrdup(draft.f[TF_CATEGORY].text);
+		parked = DraftIsParked(&draft);
+	}
+	else if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("a task must be a JSON object")));
+	if (!PG_ARGISNULL(0))
+		TaskDraftApplyInput(&draft, PG_GETARG_JSONB_P(0), creating);
+	if (creating)
+		DraftCreateDefaults(&draft, now);
+	else
+		draft.f[TF_ERROR_REASON].isnull = true;
+
+	ClassifyTask(&draft, old_category, creating, now);
+	ScoreTask(&draft, now);
+	if (creating || parked || !draft.f[TF_ERROR_REASON].isnull)
+		DraftSetEntryStatus(&draft, now);
+	PG_RETURN_DATUM(HeapTupleGetDatum(DraftToTuple(&draft, tupdesc)));
+}
+
+PG_FUNCTION_INFO_V1(iwd_rescore);
+
+/*
+ * SQL: iwd._rescore(task iwd.task, at timestamptz) RETURNS iwd.task
+ *
+ * The task with priority, business value and next reprioritization time
+ * recomputed at "at" (the scheduler's reprioritization step).
+ */
+Datum
+iwd_rescore(PG_FUNCTION_ARGS)
+{
+	TaskDraft	draft;
+	TupleDesc	tupdesc;
+
+	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "iwd._rescore must return a row");
+	tupdesc = BlessTupleDesc(tupdesc);
+	memset(&draft, 0, sizeof(draft));
+	DraftInit(&draft);
+	DraftFromTuple(&draft, PG_GETARG_HEAPTUPLEHEADER(0));
+	ScoreTask(&draft, PG_GETARG_TIMESTAMPTZ(1));
+	PG_RETURN_DATUM(HeapTupleGetDatum(DraftToTuple(&draft, tupdesc)));
+}
