@@ -8,7 +8,7 @@ PG_CONFIG ?= /usr/lib/postgresql/15/bin/pg_config
 MODULE_big = iwd
 OBJS       = $(patsubst %.c,%.o,$(sort $(wildcard extension/*.c)))
 # The install script is assembled from the per-subsystem SQL sources, in this order.
-SQL_PARTS  = sql/iwd.sql $(sort $(filter-out sql/iwd.sql,$(wildcard sql/[a-z]*.sql)))
+SQL_PARTS  = sql/iwd.sql $(sort $(filter-out sql/iwd.sql sql/$(EXTENSION)--%,$(wildcard sql/[a-z]*.sql)))
 DATA_built = sql/$(EXTENSION)--$(EXTVERSION).sql
 DATA       = $(wildcard sql/$(EXTENSION)--*--*.sql)
 EXTRA_CLEAN = sql/$(EXTENSION)--$(EXTVERSION).sql

@@ -4,7 +4,7 @@
  *	  skills; the category then supplies defaults and the SLA due time.
  *
  * Fields the source system set explicitly are never overridden by a rule.
- * All matching rules apply in order, so a later rule refines an earlier one.
+ * Matching rules apply in order and the first one to set a field wins.
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -16,14 +16,14 @@
 #include "iwd.h"
 #include "task.h"
 
-/* Apply every matching classification rule to the fields the input left open. */
+/*
+ * Apply the matching classification rules, in order, to the fields the input
+ * left open; the first rule that sets a field wins, so a catch-all rule with
+ * a high order acts as the default.
+ */
 static void
 ApplyClassificationRules(IwdConfig *cfg, TaskDraft *draft, TimestampTz now)
 {
-	bool		input_given[TF_COUNT];
-
-	for (int i = 0; i < TF_COUNT; i++)
-		input_given[i] = draft->f[i].given;
 	for (int r = 0; r < cfg->nclassification; r++)
 	{
 		RuleDef    *rule = &cfg->classification[r];
@@ -34,7 +34,7 @@ ApplyClassificationRules(IwdConfig *cfg, TaskDraft *draft, TimestampTz now)
 		{
 			TaskField	field = rule->set_fields[s];
 
-			if (input_given[field])
+			if (draft->f[field].given)
 				continue;
 			if (field == TF_SKILLS)
 				draft->f[field] = (FieldValue) {.given = true, .json = rule->set_json[s]};
