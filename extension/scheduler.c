@@ -4,7 +4,7 @@
  *
  * One launcher (registered at preload) reads iwd.databases and keeps one
  * database worker alive per listed database. Each database worker calls
- * iwd.tick() every iwd.scheduler_interval: activation of deferred tasks,
+ * a scheduler pass every iwd.scheduler_interval: activation of deferred tasks,
  * expiry, overdue flags, reprioritization and reservation timeouts, each in
  * small batches committed separately so that no lock is held for long. The
  * workers run only on a primary; on a standby they wait for promotion, and
@@ -169,26 +169,37 @@ iwd_scheduler_launcher_main(Datum main_arg)
 	}
 }
 
-/* Run one scheduler pass in this database, if iwd is installed here. */
-static void
-RunTick(void)
+/*
+ * Run one batch of every scheduler step in its own transaction; returns
+ * whether a step filled its batch (more work is waiting). Does nothing when
+ * iwd is not installed in this database.
+ */
+static bool
+RunTickBatch(void)
 {
+	bool		more = false;
+
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	SPI_connect();
 	PushActiveSnapshot(GetTransactionSnapshot());
-	pgstat_report_activity(STATE_RUNNING, "iwd.tick()");
+	pgstat_report_activity(STATE_RUNNING, "iwd scheduler pass");
 	if (SPI_execute("SELECT 1 FROM pg_extension WHERE extname = 'iwd'", true, 1) == SPI_OK_SELECT &&
 		SPI_processed == 1)
 	{
-		if (SPI_execute("SELECT iwd.tick()", false, 0) != SPI_OK_SELECT)
-			elog(ERROR, "iwd scheduler: iwd.tick() failed");
+		bool		isnull;
+
+		if (SPI_execute("SELECT (iwd._tick_batch(iwd.now(), current_setting('iwd.batch_size')::int)"
+						" ->> 'more')::boolean", false, 1) != SPI_OK_SELECT || SPI_processed != 1)
+			elog(ERROR, "iwd scheduler: the scheduler pass failed");
+		more = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	}
 	SPI_finish();
 	PopActiveSnapshot();
 	CommitTransactionCommand();
 	pgstat_report_stat(false);
 	pgstat_report_activity(STATE_IDLE, NULL);
+	return more;
 }
 
 /* A database worker: one scheduler pass every iwd.scheduler_interval. */
@@ -218,10 +229,16 @@ iwd_scheduler_database_main(Datum main_arg)
 		}
 		if (!RecoveryInProgress())
 		{
-			old = MemoryContextSwitchTo(loop_cxt);
-			RunTick();
-			MemoryContextSwitchTo(old);
-			MemoryContextReset(loop_cxt);
+			bool		more;
+
+			do
+			{
+				CHECK_FOR_INTERRUPTS();
+				old = MemoryContextSwitchTo(loop_cxt);
+				more = RunTickBatch();
+				MemoryContextSwitchTo(old);
+				MemoryContextReset(loop_cxt);
+			} while (more);
 		}
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 						 iwd_scheduler_interval_ms, PG_WAIT_EXTENSION);

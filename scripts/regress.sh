@@ -40,6 +40,11 @@ if [ -n "$specs" ]; then
     count_results "$work/isolation.log"
     [ -f "$work/out_iso/regression.diffs" ] && cat "$work/out_iso/regression.diffs"
 fi
+# IWD_REGRESS_RESULTS=DIR keeps the actual outputs (to review and adopt as expected files)
+if [ -n "${IWD_REGRESS_RESULTS:-}" ]; then
+    mkdir -p "$IWD_REGRESS_RESULTS"
+    cp "$work"/out/results/*.out "$work"/out_iso/results/*.out "$IWD_REGRESS_RESULTS"/ 2>/dev/null
+fi
 rm -rf "$work"
 echo "regress: $passed passed, $failed failed"
 [ "$failed" -eq 0 ] && [ $((passed + failed)) -gt 0 ]

@@ -256,6 +256,10 @@ BEGIN
         RAISE EXCEPTION 'calendar fields "workDays" and "holidays" must be arrays'
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    IF coalesce(iwd._str(calendar, 'workStart', 'calendar')::time, '09:00')
+       >= coalesce(iwd._str(calendar, 'workEnd', 'calendar')::time, '17:00') THEN
+        RAISE EXCEPTION 'calendar "workStart" must be before "workEnd"' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
     INSERT INTO iwd.calendar AS k (name, time_zone, work_start, work_end, work_days, holidays)
     VALUES (iwd._str(calendar, 'name', 'calendar'), v_tz,
             coalesce(iwd._str(calendar, 'workStart', 'calendar')::time, '09:00'),
@@ -927,7 +931,7 @@ DECLARE
 BEGIN
     t.status := iwd._check_transition(id, t.status, op);
     IF op IN ('complete', 'reject') AND actor IS NOT NULL AND t.assigned_to IS NOT NULL AND t.assigned_to <> actor THEN
-        RAISE EXCEPTION 'cannot %s task %: it is assigned to "%"', op, id, t.assigned_to
+        RAISE EXCEPTION 'cannot % task %: it is assigned to "%"', op, id, t.assigned_to
             USING ERRCODE = 'object_not_in_prerequisite_state';
     END IF;
     IF iwd.is_terminal(t.status) THEN
@@ -1238,6 +1242,16 @@ BEGIN
                SELECT u.id, at, 'activated', 'held', 'queued' FROM u RETURNING 1)
     SELECT count(*) INTO n_act FROM e;
 
+    WITH c AS (SELECT id, assigned_to FROM iwd.task
+               WHERE status = 'assigned' AND accepted_at IS NULL AND reserved_until <= at
+               ORDER BY reserved_until LIMIT batch FOR UPDATE SKIP LOCKED),
+         u AS (UPDATE iwd.task t SET status = 'queued', assigned_to = NULL, reserved_until = NULL, updated_at = at
+               FROM c WHERE t.id = c.id RETURNING t.id, c.assigned_to),
+         e AS (INSERT INTO iwd.task_event (task_id, at, event, actor, status_before, status_after)
+               SELECT u.id, at, 'reservation_timeout', u.assigned_to, 'assigned', 'queued' FROM u RETURNING 1)
+    SELECT count(*) INTO n_timeout FROM e;
+    PERFORM iwd._count('reservation_timeouts', n_timeout);
+
     WITH c AS (SELECT id FROM iwd.task
                WHERE expires_at IS NOT NULL AND expires_at <= at AND status <> 'assigned'
                ORDER BY expires_at LIMIT batch FOR UPDATE SKIP LOCKED),
@@ -1263,16 +1277,6 @@ BEGIN
          e AS (INSERT INTO iwd.task_event (task_id, at, event, status_before, status_after)
                SELECT d.id, at, 'expired', d.status, 'expired' FROM d RETURNING 1)
     SELECT count(*) INTO n_exp FROM e;
-
-    WITH c AS (SELECT id, assigned_to FROM iwd.task
-               WHERE status = 'assigned' AND accepted_at IS NULL AND reserved_until <= at
-               ORDER BY reserved_until LIMIT batch FOR UPDATE SKIP LOCKED),
-         u AS (UPDATE iwd.task t SET status = 'queued', assigned_to = NULL, reserved_until = NULL, updated_at = at
-               FROM c WHERE t.id = c.id RETURNING t.id, c.assigned_to),
-         e AS (INSERT INTO iwd.task_event (task_id, at, event, actor, status_before, status_after)
-               SELECT u.id, at, 'reservation_timeout', u.assigned_to, 'assigned', 'queued' FROM u RETURNING 1)
-    SELECT count(*) INTO n_timeout FROM e;
-    PERFORM iwd._count('reservation_timeouts', n_timeout);
 
     WITH c AS (SELECT id FROM iwd.task
                WHERE NOT overdue_flagged AND due_at IS NOT NULL AND due_at < at

@@ -1,0 +1,66 @@
+-- Distribution: skills and levels, capacity per media type, not_ready agents, queue order,
+-- requested agent, reservation timeout.
+CREATE EXTENSION iwd;
+SET timezone = 'UTC';
+SET iwd.simulated_time = '2026-11-24 10:00:00+00';
+CREATE FUNCTION task(ext text, extra jsonb) RETURNS bigint LANGUAGE sql AS $$
+    SELECT (iwd.create_task(jsonb_build_object('externalId', ext, 'capturePoint', 'erp') || extra) ->> 'id')::bigint
+$$;
+CREATE FUNCTION claim(agent text) RETURNS text LANGUAGE sql AS $$
+    SELECT coalesce(nullif(concat_ws(' ', t ->> 'externalId', t ->> 'status', t ->> 'assignedTo', t ->> 'reservedUntil'),
+                           ''), 'nothing')
+    FROM iwd.next_task(agent) t
+$$;
+SELECT iwd.upsert_agent('{"id": "junior", "skills": {"invoices": 2}, "capacity": {"workitem": 5}, "state": "ready"}') IS NOT NULL;
+SELECT iwd.upsert_agent('{"id": "senior", "skills": {"invoices": 8, "claims": 5}, "capacity": {"workitem": 1, "email": 1},
+                          "state": "ready"}') IS NOT NULL;
+SELECT iwd.upsert_agent('{"id": "away", "skills": {"invoices": 10}, "capacity": {"workitem": 5}}') IS NOT NULL;
+
+-- the counters are cumulative since server start: measure what this test adds
+SELECT claims AS claims0, reservation_timeouts AS timeouts0 FROM iwd._counters() \gset
+SELECT task('low', '{"priority": 1}');
+SELECT task('needs-5', '{"priority": 50, "skills": {"invoices": 5}}');
+SELECT task('needs-2', '{"priority": 40, "skills": {"invoices": 2}}');
+SELECT task('claims', '{"priority": 60, "skills": {"claims": 1}}');
+SELECT task('mail', '{"priority": 70, "mediaType": "email"}');
+SELECT task('for-junior', '{"priority": 99, "requestedAgent": "junior"}');
+SELECT task('tie-b', '{"priority": 30, "businessValue": 5}');
+SELECT task('tie-a', '{"priority": 30, "businessValue": 9}');
+SELECT task('due-late', '{"priority": 20, "dueAt": "2026-11-25T00:00:00Z"}');
+SELECT task('due-soon', '{"priority": 20, "dueAt": "2026-11-24T12:00:00Z"}');
+
+-- a not_ready agent gets nothing, whatever its skills
+SELECT claim('away');
+-- junior has no email capacity and invoices level 2: the task requested for it, then the best it can do
+SELECT claim('junior');
+SELECT claim('junior');
+SELECT claim('junior');
+SELECT claim('junior');
+SELECT claim('junior');
+SELECT claim('junior');
+-- senior: email first (priority 70), then claims (60); workitem capacity 1 stops it after one workitem
+SELECT claim('senior');
+SELECT claim('senior');
+SELECT claim('senior');
+-- nothing left that senior may take: capacity full for both media types
+SELECT iwd.complete_task((SELECT id FROM iwd.task WHERE external_id = 'mail'), 'senior') ->> 'status';
+SELECT claim('senior');
+-- junior is at its capacity of 5 work items
+SELECT claim('junior');
+SELECT external_id, status, assigned_to FROM iwd.task ORDER BY priority DESC, business_value DESC, id;
+
+-- a reservation that is not accepted in time returns to the queue
+SELECT iwd.accept_task((SELECT id FROM iwd.task WHERE external_id = 'for-junior'), 'junior') ->> 'acceptedAt';
+SELECT iwd.tick('2026-11-24 10:00:29+00') -> 'reservationTimeouts';
+SELECT iwd.tick('2026-11-24 10:00:30+00') -> 'reservationTimeouts';
+SELECT external_id, status, assigned_to FROM iwd.task WHERE status = 'assigned' ORDER BY id;
+SELECT task_id, event, actor FROM iwd.task_event WHERE event = 'reservation_timeout' ORDER BY task_id;
+-- the claim counters
+SELECT claims - :claims0 AS claims, reservation_timeouts - :timeouts0 AS timeouts FROM iwd._counters();
+SELECT iwd.queue_stats() -> 'queues';
+-- a longer reservation on request
+SELECT iwd.next_task('junior', 600) ->> 'reservedUntil';
+
+DROP FUNCTION task(text, jsonb);
+DROP FUNCTION claim(text);
+DROP EXTENSION iwd CASCADE;

@@ -1,0 +1,96 @@
+-- Task capture: defaults, idempotency, bulk, and every validation error.
+CREATE EXTENSION iwd;
+SET timezone = 'UTC';
+CREATE FUNCTION err(q text) RETURNS text LANGUAGE plpgsql AS $$
+BEGIN
+    EXECUTE q;
+    RETURN 'no error';
+EXCEPTION WHEN OTHERS THEN
+    RETURN SQLSTATE || ': ' || SQLERRM;
+END $$;
+SET iwd.simulated_time = '2026-11-24 10:00:00+00';
+SELECT iwd.upsert_department('{"name": "Finance"}') IS NOT NULL;
+SELECT iwd.upsert_category('{"name": "Invoice approval", "department": "Finance", "priority": 50,
+                             "businessValue": 300, "slaMinutes": 240, "skills": {"invoices": 3}, "queue": "finance"}')
+       IS NOT NULL;
+
+-- the full task document
+SELECT jsonb_pretty(iwd.create_task('{"externalId": "INV-1", "capturePoint": "erp", "category": "Invoice approval",
+    "subject": "Approve invoice 1", "description": "Supplier ACME", "attributes": {"amount": 1200},
+    "customerSegment": "gold", "customerId": "C-9", "sourceProcessType": "AP"}'));
+-- a bare task: no category, no SLA, default media type
+SELECT t ->> 'status', t ->> 'mediaType', t ->> 'priority', t ->> 'dueAt', t -> 'skills', t -> 'attributes'
+FROM iwd.create_task('{"externalId": "X-1", "capturePoint": "mail"}') t;
+-- explicit values win over the category's
+SELECT t ->> 'priority', t ->> 'businessValue', t ->> 'queue', t ->> 'dueAt', t -> 'skills'
+FROM iwd.create_task('{"externalId": "INV-2", "capturePoint": "erp", "category": "Invoice approval",
+                       "priority": 7, "businessValue": 9, "queue": "vip", "dueAt": "2026-11-24T12:00:00+01:00",
+                       "skills": {"invoices": 1}}') t;
+-- the source's due time and creation time drive the SLA
+SELECT t ->> 'dueAt' FROM iwd.create_task('{"externalId": "INV-3", "capturePoint": "erp",
+    "category": "Invoice approval", "sourceDueDateTime": "2026-11-26T00:00:00Z"}') t;
+SELECT t ->> 'dueAt' FROM iwd.create_task('{"externalId": "INV-4", "capturePoint": "erp",
+    "category": "Invoice approval", "sourceCreatedDateTime": "2026-11-24T08:00:00Z"}') t;
+-- deferred work is held until its activation time
+SELECT t ->> 'status', t ->> 'activationAt' FROM iwd.create_task('{"externalId": "INV-5", "capturePoint": "erp",
+    "activationAt": "2026-11-24T11:00:00Z"}') t;
+SELECT t ->> 'status' FROM iwd.create_task('{"externalId": "INV-6", "capturePoint": "erp",
+    "activationAt": "2026-11-24T09:00:00Z"}') t;
+
+-- idempotent: the same (capturePoint, externalId) returns the existing task unchanged
+SELECT (iwd.create_task('{"externalId": "INV-1", "capturePoint": "erp", "subject": "changed"}')) ->> 'subject';
+SELECT count(*) FROM iwd.task WHERE external_id = 'INV-1';
+-- the same external id from another capture point is other work
+SELECT (iwd.create_task('{"externalId": "INV-1", "capturePoint": "crm"}')) ->> 'id' <>
+       (iwd.create_task('{"externalId": "INV-1", "capturePoint": "erp"}')) ->> 'id' AS distinct_task;
+-- even after the task has been closed
+SELECT iwd.cancel_task((iwd.create_task('{"externalId": "C-1", "capturePoint": "erp"}') ->> 'id')::bigint) ->> 'status';
+SELECT iwd.create_task('{"externalId": "C-1", "capturePoint": "erp"}') ->> 'status';
+
+-- bulk capture: all or nothing, results in input order
+SELECT jsonb_path_query(iwd.create_tasks('[{"externalId": "B-1", "capturePoint": "erp"},
+                                           {"externalId": "B-2", "capturePoint": "erp"},
+                                           {"externalId": "INV-1", "capturePoint": "erp"}]'), '$[*].externalId');
+SELECT err($$SELECT iwd.create_tasks('[{"externalId": "B-3", "capturePoint": "erp"}, {"externalId": "B-4"}]')$$);
+SELECT count(*) FROM iwd.task WHERE external_id = 'B-3';
+SELECT err($$SELECT iwd.create_tasks('{"externalId": "B-5"}')$$);
+SELECT iwd.create_tasks('[]');
+
+-- every validation error names the field
+SELECT err($$SELECT iwd.create_task('[1]')$$);
+SELECT err($$SELECT iwd.create_task(NULL)$$);
+SELECT err($$SELECT iwd.create_task('{"capturePoint": "erp"}')$$);
+SELECT err($$SELECT iwd.create_task('{"externalId": "E"}')$$);
+SELECT err($$SELECT iwd.create_task('{"externalId": "", "capturePoint": "erp"}')$$);
+SELECT err($$SELECT iwd.create_task('{"externalId": 5, "capturePoint": "erp"}')$$);
+SELECT err($$SELECT iwd.create_task('{"externalId": "E", "capturePoint": "erp", "colour": "red"}')$$);
+SELECT err($$SELECT iwd.create_task('{"externalId": "E", "capturePoint": "erp", "priority": "high"}')$$);
+SELECT err($$SELECT iwd.create_task('{"externalId": "E", "capturePoint": "erp", "priority": 1.5}')$$);
+SELECT err($$SELECT iwd.create_task('{"externalId": "E", "capturePoint": "erp", "priority": 3000000000}')$$);
+SELECT err($$SELECT iwd.create_task('{"externalId": "E", "capturePoint": "erp", "businessValue": true}')$$);
+SELECT err($$SELECT iwd.create_task('{"externalId": "E", "capturePoint": "erp", "dueAt": "tomorrow"}')$$);
+SELECT err($$SELECT iwd.create_task('{"externalId": "E", "capturePoint": "erp", "dueAt": "2026-11-24T10:00:00"}')$$);
+SELECT err($$SELECT iwd.create_task('{"externalId": "E", "capturePoint": "erp", "dueAt": "2026-13-45T10:00:00Z"}')$$);
+SELECT err($$SELECT iwd.create_task('{"externalId": "E", "capturePoint": "erp", "expiresAt": 12}')$$);
+SELECT err($$SELECT iwd.create_task('{"externalId": "E", "capturePoint": "erp", "skills": ["a"]}')$$);
+SELECT err($$SELECT iwd.create_task('{"externalId": "E", "capturePoint": "erp", "skills": {"a": 11}}')$$);
+SELECT err($$SELECT iwd.create_task('{"externalId": "E", "capturePoint": "erp", "skills": {"a": "x"}}')$$);
+SELECT err($$SELECT iwd.create_task('{"externalId": "E", "capturePoint": "erp", "attributes": "x"}')$$);
+SELECT err($$SELECT iwd.create_task('{"externalId": "E", "capturePoint": "erp", "mediaType": ""}')$$);
+SELECT err($$SELECT iwd.create_task('{"externalId": "E", "capturePoint": "erp", "category": "Nope"}')$$);
+SELECT err($$SELECT iwd.create_task('{"externalId": "E", "capturePoint": "erp", "status": "completed"}')$$);
+SELECT err($$SELECT iwd.create_task('{"externalId": "E", "capturePoint": "erp", "assignedTo": "a1"}')$$);
+SELECT err($$SELECT iwd.create_task('{"externalId": "E", "capturePoint": "erp", "subject": ["x"]}')$$);
+-- keys the task document derives are accepted and ignored
+SELECT iwd.create_task('{"externalId": "E", "capturePoint": "erp", "overdue": true}') ->> 'overdue';
+-- nothing failed above was stored
+SELECT count(*) FROM iwd.task_all WHERE external_id = 'E';
+SELECT count(*) AS tasks, count(DISTINCT id) AS ids FROM iwd.task_all;
+SELECT count(*) FROM iwd.task_key;
+
+-- get_task
+SELECT iwd.get_task(1) ->> 'externalId';
+SELECT err($$SELECT iwd.get_task(999)$$);
+
+DROP FUNCTION err(text);
+DROP EXTENSION iwd CASCADE;
