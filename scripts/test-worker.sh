@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# The scheduler background worker in a real cluster: it starts for the databases of iwd.databases,
+# activates deferred tasks, returns timed-out reservations, follows iwd.databases on reload, and
+# stops cleanly. Ends with "worker: N passed, M failed".
+set -uo pipefail
+bindir=$(/usr/lib/postgresql/15/bin/pg_config --bindir)
+port=${IWD_WORKER_PORT:-54331}
+work=$(mktemp -d /tmp/iwd-worker.XXXXXX)
+as_user=()
+if [ "$(id -u)" -eq 0 ]; then
+    chown postgres: "$work"
+    as_user=(runuser -u postgres --)
+fi
+passed=0; failed=0
+
+stop() {
+    "${as_user[@]}" "$bindir/pg_ctl" -D "$work/data" -m fast -w stop >/dev/null 2>&1
+    rm -rf "$work"
+}
+trap stop EXIT
+
+sql() { "${as_user[@]}" "$bindir/psql" -X -q -At -h "$work" -p "$port" -v ON_ERROR_STOP=1 "$@"; }
+
+# check NAME EXPECTED ACTUAL
+check() {
+    if [ "$2" = "$3" ]; then
+        passed=$((passed + 1)); echo "ok - $1"
+    else
+        failed=$((failed + 1)); echo "not ok - $1: expected '$2', got '$3'"
+    fi
+}
+
+# wait_for NAME EXPECTED SQL...: poll for up to 15 s until the query returns EXPECTED
+wait_for() {
+    local name=$1 expected=$2; shift 2
+    local got=""
+    for _ in $(seq 1 150); do
+        got=$(sql "$@" 2>/dev/null)
+        [ "$got" = "$expected" ] && break
+        sleep 0.1
+    done
+    check "$name" "$expected" "$got"
+}
+
+"${as_user[@]}" "$bindir/initdb" -D "$work/data" -A trust >/dev/null || { echo "worker: 0 passed, 1 failed"; exit 1; }
+cat >> "$work/data/postgresql.conf" <<CONF
+port = $port
+listen_addresses = ''
+unix_socket_directories = '$work'
+shared_preload_libraries = 'iwd'
+iwd.databases = 'tenant_a'
+iwd.scheduler_interval = 100ms
+CONF
+"${as_user[@]}" "$bindir/pg_ctl" -D "$work/data" -l "$work/log" -w start >/dev/null || { cat "$work/log"; echo "worker: 0 passed, 1 failed"; exit 1; }
+sql -d postgres -c "CREATE DATABASE tenant_a" -c "CREATE DATABASE tenant_b"
+sql -d tenant_a -c "CREATE EXTENSION iwd"
+sql -d tenant_b -c "CREATE EXTENSION iwd"
+
+wait_for "a scheduler worker serves tenant_a" "1" -d postgres \
+    -c "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'iwd scheduler' AND datname = 'tenant_a'"
+check "no worker for a database not listed" "0" \
+    "$(sql -d postgres -c "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'iwd scheduler' AND datname = 'tenant_b'")"
+
+# deferred work is activated by the worker, without any call of iwd.tick()
+sql -d tenant_a -c "SELECT iwd.create_task(jsonb_build_object('externalId', 'D1', 'capturePoint', 'test',
+    'activationAt', to_char(now() AT TIME ZONE 'UTC' + interval '1 second', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')))" >/dev/null
+check "a deferred task starts held" "held" "$(sql -d tenant_a -c "SELECT status FROM iwd.task WHERE external_id = 'D1'")"
+wait_for "the worker activates it" "queued" -d tenant_a -c "SELECT status FROM iwd.task WHERE external_id = 'D1'"
+
+# an unaccepted reservation returns to the queue
+sql -d tenant_a -c "SELECT iwd.upsert_agent('{\"id\": \"a1\", \"state\": \"ready\"}')" >/dev/null
+check "the agent reserves the task" "D1" "$(sql -d tenant_a -c "SELECT iwd.next_task('a1', 1) ->> 'externalId'")"
+wait_for "the worker returns the timed-out reservation" "queued" -d tenant_a \
+    -c "SELECT status FROM iwd.task WHERE external_id = 'D1'"
+check "the timeout is in the history" "reservation_timeout|a1" \
+    "$(sql -d tenant_a -c "SELECT event || '|' || actor FROM iwd.task_event WHERE event = 'reservation_timeout'")"
+
+# the worker follows iwd.databases on reload
+sql -d postgres -c "ALTER SYSTEM SET iwd.databases = 'tenant_a, tenant_b'" -c "SELECT pg_reload_conf()" >/dev/null
+wait_for "a worker starts for a database added on reload" "1" -d postgres \
+    -c "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'iwd scheduler' AND datname = 'tenant_b'"
+sql -d postgres -c "ALTER SYSTEM SET iwd.databases = 'tenant_b'" -c "SELECT pg_reload_conf()" >/dev/null
+wait_for "the worker of a database removed on reload stops" "0" -d postgres \
+    -c "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'iwd scheduler' AND datname = 'tenant_a'"
+
+# a database without the extension is left alone, and no error is logged
+sql -d postgres -c "CREATE DATABASE plain" -c "ALTER SYSTEM SET iwd.databases = 'plain'" -c "SELECT pg_reload_conf()" >/dev/null
+wait_for "a worker serves a database without iwd" "1" -d postgres \
+    -c "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'iwd scheduler' AND datname = 'plain'"
+sleep 0.5
+check "no scheduler error in the server log" "0" "$(grep -c 'ERROR' "$work/log")"
+
+"${as_user[@]}" "$bindir/pg_ctl" -D "$work/data" -m fast -w stop >/dev/null
+check "the server stops cleanly with the workers running" "0" "$?"
+echo "worker: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
