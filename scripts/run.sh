@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# make run / make stop: an embedded local PostgreSQL cluster under ./.iwd/ with a demo tenant
+# database, and iwd-sidecar when it is built.
+#   scripts/run.sh start    start (or restart) everything; safe to re-run
+#   scripts/run.sh stop     stop everything
+# Environment: IWD_PG_PORT (default 54320), IWD_DB (default iwd_demo), IWD_PORT (sidecar, 4024),
+#              IWD_ADMIN_API_KEY (default demo-admin-key), IWD_TENANT_API_KEY (default demo-tenant-key).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+top=$(pwd)
+bindir=$(/usr/lib/postgresql/15/bin/pg_config --bindir)
+state="$top/.iwd"
+pgdata="$state/pgdata"
+socket="$state/run"
+pg_port=${IWD_PG_PORT:-54320}
+db=${IWD_DB:-iwd_demo}
+sidecar_port=${IWD_PORT:-4024}
+admin_key=${IWD_ADMIN_API_KEY:-demo-admin-key}
+tenant_key=${IWD_TENANT_API_KEY:-demo-tenant-key}
+as_user=()
+[ "$(id -u)" -eq 0 ] && as_user=(runuser -u postgres --)
+
+psql_db() { "${as_user[@]}" "$bindir/psql" -X -q -h "$socket" -p "$pg_port" -v ON_ERROR_STOP=1 "$@"; }
+
+stop_all() {
+    if [ -f "$state/sidecar.pid" ]; then
+        kill "$(cat "$state/sidecar.pid")" 2>/dev/null || true
+        rm -f "$state/sidecar.pid"
+    fi
+    if [ -f "$pgdata/postmaster.pid" ]; then
+        "${as_user[@]}" "$bindir/pg_ctl" -D "$pgdata" -m fast -w stop >/dev/null
+    fi
+}
+
+init_cluster() {
+    mkdir -p "$state" "$socket"
+    [ "$(id -u)" -eq 0 ] && chown postgres: "$state" "$socket"
+    "${as_user[@]}" "$bindir/initdb" -D "$pgdata" -A trust -E UTF8 >/dev/null
+    cat >> "$pgdata/postgresql.conf" <<CONF
+listen_addresses = 'localhost'
+unix_socket_directories = '$socket'
+shared_preload_libraries = 'iwd'
+iwd.databases = '$db'
+timezone = 'UTC'
+CONF
+}
+
+start_all() {
+    [ -f "$pgdata/PG_VERSION" ] || init_cluster
+    stop_all
+    "${as_user[@]}" "$bindir/pg_ctl" -D "$pgdata" -l "$state/postgresql.log" -o "-p $pg_port" -w start >/dev/null
+    if [ -z "$(psql_db -d postgres -At -c "SELECT 1 FROM pg_database WHERE datname = '$db'")" ]; then
+        psql_db -d postgres -c "CREATE DATABASE $db"
+        psql_db -d "$db" -c "CREATE EXTENSION iwd"
+        echo "Loading the demo configuration and 10,000 tasks..."
+        psql_db -d "$db" -f scripts/demo.sql >/dev/null
+    else
+        psql_db -d "$db" -c "ALTER EXTENSION iwd UPDATE" 2>/dev/null || true
+    fi
+    if [ -x sidecar/iwd-sidecar ]; then
+        psql_db -d postgres -At -c "SELECT 1 FROM pg_database WHERE datname = 'iwd_control'" | grep -q 1 ||
+            psql_db -d postgres -c "CREATE DATABASE iwd_control"
+        IWD_PORT=$sidecar_port IWD_LISTEN=127.0.0.1 IWD_ADMIN_API_KEY=$admin_key \
+        IWD_CONTROL_DB="host=$socket port=$pg_port dbname=iwd_control user=postgres" \
+            nohup sidecar/iwd-sidecar >"$state/sidecar.log" 2>&1 &
+        echo $! > "$state/sidecar.pid"
+        for _ in $(seq 1 50); do
+            curl -sf "http://127.0.0.1:$sidecar_port/iwd/v3/health/ready" >/dev/null && break
+            sleep 0.1
+        done
+        curl -sf -X POST "http://127.0.0.1:$sidecar_port/iwd/v3/provisioning" \
+            -H "x-api-key: $admin_key" -H 'content-type: application/json' \
+            -d "{\"tenant\": {\"id\": \"demo\", \"name\": \"Demo\", \"ccid\": \"demo\"},
+                 \"iwd\": {\"url\": \"http://127.0.0.1:$sidecar_port\",
+                           \"db\": {\"host\": \"$socket\", \"port\": $pg_port, \"database\": \"$db\",
+                                    \"user\": \"postgres\", \"password\": \"\", \"ssl\": false},
+                           \"apiKeys\": {\"IWD_APIKEY_TENANT\": \"$tenant_key\"}}}" >/dev/null ||
+            echo "note: provisioning the demo tenant through the sidecar failed; see $state/sidecar.log"
+    fi
+
+    echo
+    echo "iwd is running: PostgreSQL on port $pg_port (socket $socket), tenant database $db."
+    echo
+    echo "The head of the universal queue:"
+    psql_db -d "$db" -c "SELECT t->>'id' AS id, t->>'externalId' AS external_id, t->>'category' AS category,
+                                t->>'priority' AS priority, t->>'businessValue' AS business_value,
+                                t->>'dueAt' AS due_at FROM iwd.queue('{}', 10) t"
+    cat <<TRY
+Try, in psql ("${as_user[*]:+${as_user[*]} }$bindir/psql -h $socket -p $pg_port $db"):
+  SELECT iwd.next_task('agent01');                        -- reserve the next best task for an agent
+  SELECT iwd.accept_task(<id>, 'agent01');                -- confirm it
+  SELECT iwd.complete_task(<id>, 'agent01');              -- finish it
+  SELECT * FROM iwd.queue('{"department": "Claims"}', 5); -- the queue, filtered
+  SELECT * FROM iwd.search_tasks('complaint 42');         -- full-text search
+  SELECT * FROM iwd.task_history(<id>);                   -- what happened to a task
+  SELECT iwd.queue_stats();
+TRY
+    if [ -f "$state/sidecar.pid" ]; then
+        echo "The REST API: curl -H 'x-api-key: $tenant_key' http://127.0.0.1:$sidecar_port/iwd/v3/tasks?limit=5"
+    fi
+    echo "Stop with: make stop"
+}
+
+case "${1:-start}" in
+    start) start_all ;;
+    stop) stop_all; echo "iwd stopped." ;;
+    *) echo "usage: $0 start|stop" >&2; exit 2 ;;
+esac
