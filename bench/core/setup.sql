@@ -1,0 +1,35 @@
+-- Benchmark tenant: 20 categories over 50 skills, 500 ready agents with 1-5 skills (levels 1-10).
+CREATE EXTENSION IF NOT EXISTS iwd;
+SELECT iwd.upsert_department('{"name": "Bench"}');
+SELECT iwd.upsert_category(jsonb_build_object(
+    'name', 'cat' || c, 'department', 'Bench', 'priority', 10 + c, 'businessValue', 100 * c,
+    'slaMinutes', 60 * (1 + c % 8), 'queue', 'q' || c,
+    'reprioritize', jsonb_build_object('step', 1, 'everyMinutes', 30, 'max', 100)))
+FROM generate_series(1, 20) c;
+-- every agent can take every task here: the claim path, not the matching, is measured
+SELECT iwd.upsert_agent(jsonb_build_object(
+    'id', 'agent' || a, 'state', 'ready', 'capacity', jsonb_build_object('workitem', 5),
+    'skills', (SELECT jsonb_object_agg('skill' || s, 10) FROM generate_series(1, 50) s)))
+FROM generate_series(1, 500) a;
+-- queue_fill(n): add queued tasks until n are queued, through iwd.create_tasks in batches of 1,000
+CREATE FUNCTION bench_queue_fill(n int) RETURNS int LANGUAGE plpgsql AS $$
+DECLARE
+    have int := (SELECT count(*) FROM iwd.task WHERE status = 'queued');
+    base bigint := (SELECT coalesce(max(id), 0) FROM iwd.task_all);
+    added int := 0;
+    k int;
+BEGIN
+    WHILE have + added < n LOOP
+        k := least(1000, n - have - added);
+        PERFORM iwd.create_tasks((SELECT jsonb_agg(jsonb_build_object(
+            'externalId', 'B' || (base + added + i), 'capturePoint', 'bench',
+            'category', 'cat' || (1 + (base + added + i) % 20),
+            'priority', ((base + added + i) * 7919) % 100,
+            'businessValue', ((base + added + i) * 104729) % 1000,
+            'skills', jsonb_build_object('skill' || (1 + (base + added + i) % 50), 1 + (base + added + i) % 10),
+            'attributes', jsonb_build_object('amount', (base + added + i) % 5000)))
+            FROM generate_series(1, k) i));
+        added := added + k;
+    END LOOP;
+    RETURN added;
+END $$;

@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# make bench: first figures of the claim path. Starts its own PostgreSQL, loads a benchmark tenant,
+# and measures claim + complete (iwd.next_task then iwd.complete_task, two transactions) with pgbench
+# at 1, 4 and 16 clients over a backlog of 100k and 1M queued tasks; writes bench/RESULTS.md.
+# Environment: IWD_BENCH_BACKLOGS ("100000 1000000"), IWD_BENCH_CLIENTS ("1 4 16"),
+#              IWD_BENCH_SECONDS (15), IWD_BENCH_RUNS (3), IWD_BENCH_PORT (54340).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+top=$(pwd)
+bindir=$(/usr/lib/postgresql/15/bin/pg_config --bindir)
+port=${IWD_BENCH_PORT:-54340}
+backlogs=${IWD_BENCH_BACKLOGS:-"100000 1000000"}
+clients_list=${IWD_BENCH_CLIENTS:-"1 4 16"}
+seconds=${IWD_BENCH_SECONDS:-15}
+runs=${IWD_BENCH_RUNS:-3}
+work=$(mktemp -d /tmp/iwd-bench.XXXXXX)
+out="$top/bench/out"
+mkdir -p "$out"
+as_user=()
+if [ "$(id -u)" -eq 0 ]; then
+    chown postgres: "$work"
+    cp bench/core/*.sql "$work/"
+    chown postgres: "$work"/*.sql
+    as_user=(runuser -u postgres --)
+else
+    cp bench/core/*.sql "$work/"
+fi
+trap '"${as_user[@]}" "$bindir/pg_ctl" -D "$work/data" -m fast -w stop >/dev/null 2>&1; rm -rf "$work"' EXIT
+
+sql() { "${as_user[@]}" "$bindir/psql" -X -q -At -h "$work" -p "$port" -v ON_ERROR_STOP=1 -d bench "$@"; }
+
+"${as_user[@]}" "$bindir/initdb" -D "$work/data" -A trust >/dev/null
+cat >> "$work/data/postgresql.conf" <<CONF
+port = $port
+listen_addresses = ''
+unix_socket_directories = '$work'
+shared_preload_libraries = 'iwd'
+iwd.databases = 'bench'
+shared_buffers = 512MB
+max_wal_size = 4GB
+checkpoint_timeout = 15min
+max_connections = 100
+CONF
+settings="shared_buffers=512MB, max_wal_size=4GB, synchronous_commit=on, fsync=on, scheduler running"
+"${as_user[@]}" "$bindir/pg_ctl" -D "$work/data" -l "$work/log" -w start >/dev/null
+"${as_user[@]}" "$bindir/createdb" -h "$work" -p "$port" bench
+sql -f "$work/setup.sql" >/dev/null
+
+median() { sort -n | awk '{a[NR]=$1} END {if (NR == 0) print 0; else if (NR % 2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
+
+results="$out/claim.tsv"
+: > "$results"
+for backlog in $backlogs; do
+    echo "bench: filling the queue to $backlog tasks..."
+    start=$(date +%s.%N)
+    sql -c "SELECT bench_queue_fill($backlog)" >/dev/null
+    fill_s=$(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN {print b - a}')
+    echo -e "fill\t$backlog\t0\t$fill_s" >> "$results"
+    sql -c "VACUUM ANALYZE" >/dev/null
+    for clients in $clients_list; do
+        rates=()
+        for r in $(seq 1 "$runs"); do
+            sql -c "SELECT bench_queue_fill($backlog)" >/dev/null
+            "${as_user[@]}" "$bindir/pgbench" -h "$work" -p "$port" -n -M prepared -c "$clients" -j 2 \
+                -T "$seconds" -f "$work/claim_complete.sql" bench > "$out/pgbench-$backlog-$clients-$r.log" 2>&1
+            tps=$(grep -E '^tps = ' "$out/pgbench-$backlog-$clients-$r.log" | sed -E 's/tps = ([0-9.]+).*/\1/')
+            lat=$(grep -E '^latency average' "$out/pgbench-$backlog-$clients-$r.log" | sed -E 's/.*= ([0-9.]+) ms/\1/')
+            echo -e "run\t$backlog\t$clients\t$tps\t$lat" >> "$results"
+            rates+=("$tps")
+            echo "bench: backlog $backlog, $clients clients, run $r: $tps cycles/s (latency $lat ms)"
+        done
+    done
+done
+
+{
+    echo "# Benchmark results"
+    echo
+    echo "Written by \`make bench\` (bench/run.sh) on $(date -u +%Y-%m-%d). Machine: $(nproc) CPUs"\
+         "($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')),"\
+         "$(free -g | awk '/Mem:/ {print $2}') GB RAM; $("$bindir/postgres" --version)."
+    echo "Settings: $settings. Each figure is the median of $runs runs of $seconds s;"
+    echo "the machine is shared, so compare figures of one run of the script, not across runs."
+    echo
+    echo "## Claim + complete"
+    echo
+    echo "One cycle = \`iwd.next_task(agent)\` then \`iwd.complete_task(id, agent)\`, two transactions, pgbench"
+    echo "\`-M prepared -j 2\`, 500 ready agents picked at random, 20 categories. Before each run the queue is"
+    echo "topped up to the backlog size through \`iwd.create_tasks\`."
+    echo
+    echo "| backlog (queued tasks) | clients | cycles/s (median) | min | max | latency ms (median) |"
+    echo "|---:|---:|---:|---:|---:|---:|"
+    for backlog in $backlogs; do
+        for clients in $clients_list; do
+            vals=$(awk -v b="$backlog" -v c="$clients" '$1 == "run" && $2 == b && $3 == c {print $4}' "$results")
+            lats=$(awk -v b="$backlog" -v c="$clients" '$1 == "run" && $2 == b && $3 == c {print $5}' "$results")
+            printf '| %s | %s | %.0f | %.0f | %.0f | %.2f |\n' "$backlog" "$clients" \
+                "$(echo "$vals" | median)" "$(echo "$vals" | sort -n | head -1)" "$(echo "$vals" | sort -n | tail -1)" \
+                "$(echo "$lats" | median)"
+        done
+    done
+    echo
+    echo "## Capture"
+    echo
+    echo "| backlog filled | seconds | tasks/s |"
+    echo "|---:|---:|---:|"
+    awk '$1 == "fill" {printf "| %d | %.1f | %.0f |\n", $2, $4, $2 / $4}' "$results"
+    echo
+    echo "Targets come with the performance work; these are the first figures."
+} > bench/RESULTS.md
+cat bench/RESULTS.md
