@@ -46,11 +46,15 @@ ApplyClassificationRules(IwdConfig *cfg, TaskDraft *draft, TimestampTz now)
 	}
 }
 
-/* Set a text field from the category unless it was set explicitly. */
+/*
+ * Take a field from the (new) category unless the input or a rule set it;
+ * a field the category leaves empty is cleared, so nothing of a previous
+ * category survives a change of category.
+ */
 static void
 DefaultText(TaskDraft *draft, TaskField field, const char *value)
 {
-	if (!draft->f[field].given && value != NULL)
+	if (!draft->f[field].given)
 		DraftSetText(draft, field, value);
 }
 
@@ -142,7 +146,7 @@ ClassifyTask(TaskDraft *draft, const char *old_category, bool creating, Timestam
 		DefaultText(draft, TF_PROCESS, cat->process);
 		DefaultText(draft, TF_QUEUE, cat->queue);
 		DefaultText(draft, TF_MEDIA_TYPE, cat->media_type);
-		if (!draft->f[TF_SKILLS].given && cat->skills != NULL)
+		if (!draft->f[TF_SKILLS].given)
 			draft->f[TF_SKILLS] = (FieldValue) {.json = cat->skills};
 	}
 	if (draft->f[TF_MEDIA_TYPE].isnull)
