@@ -87,11 +87,10 @@ ScalarRuleValue(JsonbValue *v, bool timestamp_field)
 			r.str = pnstrdup(v->val.string.val, v->val.string.len);
 			if (timestamp_field)
 			{
-				TimestampTz ts = DatumGetTimestampTz(DirectFunctionCall3(timestamptz_in,
-																		 CStringGetDatum(r.str),
-																		 ObjectIdGetDatum(InvalidOid),
-																		 Int32GetDatum(-1)));
+				TimestampTz ts;
 
+				if (!IwdParseTimestamptz(r.str, &ts))
+					rule_error(psprintf("\"%s\" is not a timestamp with time zone", r.str), NULL);
 				r.kind = RV_NUMBER;
 				r.num = (double) ts / USECS_PER_SEC;
 			}

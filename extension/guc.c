@@ -8,6 +8,7 @@
 #include "access/xact.h"
 #include "fmgr.h"
 #include "utils/builtins.h"
+#include "utils/datetime.h"
 #include "utils/guc.h"
 #include "utils/timestamp.h"
 
@@ -26,25 +27,40 @@ int			iwd_batch_size = IWD_BATCH_DEFAULT;
 char	   *iwd_simulated_time = NULL;
 bool		iwd_notify = true;
 
+/*
+ * Parse a timestamp with time zone without raising errors (timestamptz_in's
+ * steps, returning false where it would raise).
+ */
+bool
+IwdParseTimestamptz(const char *str, TimestampTz *result)
+{
+	char		workbuf[MAXDATELEN + MAXDATEFIELDS];
+	char	   *field[MAXDATEFIELDS];
+	int			ftype[MAXDATEFIELDS];
+	int			nf;
+	int			dtype;
+	struct pg_tm tt;
+	fsec_t		fsec;
+	int			tz;
+
+	if (strlen(str) >= MAXDATELEN)
+		return false;
+	if (ParseDateTime(str, workbuf, sizeof(workbuf), field, ftype, MAXDATEFIELDS, &nf) != 0 ||
+		DecodeDateTime(field, ftype, nf, &dtype, &tt, &fsec, &tz) != 0 || dtype != DTK_DATE)
+		return false;
+	return tm2timestamp(&tt, fsec, &tz, result) == 0;
+}
+
 /* Reject a simulated time that does not parse, at SET time rather than at use. */
 static bool
 check_simulated_time(char **newval, void **extra, GucSource source)
 {
-	if (*newval == NULL || (*newval)[0] == '\0')
+	TimestampTz ts;
+
+	if (*newval == NULL || (*newval)[0] == '\0' || IwdParseTimestamptz(*newval, &ts))
 		return true;
-	PG_TRY();
-	{
-		DirectFunctionCall3(timestamptz_in, CStringGetDatum(*newval),
-							ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1));
-	}
-	PG_CATCH();
-	{
-		FlushErrorState();
-		GUC_check_errdetail("\"%s\" is not a timestamp with time zone.", *newval);
-		return false;
-	}
-	PG_END_TRY();
-	return true;
+	GUC_check_errdetail("\"%s\" is not a timestamp with time zone.", *newval);
+	return false;
 }
 
 /* Define every iwd.* parameter. */

@@ -24,5 +24,6 @@ extern void ConfigCacheInit(void);
 
 /* The iwd clock: iwd.simulated_time when set, else the transaction start time. */
 extern TimestampTz IwdNow(void);
+extern bool IwdParseTimestamptz(const char *str, TimestampTz *result);
 
 #endif							/* IWD_H */

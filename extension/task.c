@@ -231,26 +231,11 @@ ParseTimestampWithZone(const char *s, const char *key)
 	for (size_t i = 10; !zoned && i < len; i++)
 		if (s[i] == '+' || s[i] == '-')
 			zoned = true;
-	if (!zoned)
+	if (!zoned || !IwdParseTimestamptz(s, &result))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_DATETIME_FORMAT),
 				 errmsg("task field \"%s\" must be an ISO 8601 timestamp with a time zone", key),
 				 errdetail("Got \"%s\".", s)));
-	PG_TRY();
-	{
-		result = DatumGetTimestampTz(DirectFunctionCall3(timestamptz_in, CStringGetDatum(s),
-														 ObjectIdGetDatum(InvalidOid),
-														 Int32GetDatum(-1)));
-	}
-	PG_CATCH();
-	{
-		FlushErrorState();
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_DATETIME_FORMAT),
-				 errmsg("task field \"%s\" must be an ISO 8601 timestamp with a time zone", key),
-				 errdetail("Got \"%s\".", s)));
-	}
-	PG_END_TRY();
 	return result;
 }
 
