@@ -165,7 +165,7 @@ FreeMediaTypes(Jsonb *capacity, const char *agent)
 static void
 NotifyTaskEvent(int64 task_id, const char *event)
 {
-	if (iwd_notify)
+	if (iwd_notify == IWD_NOTIFY_EVENT)
 		Async_Notify("iwd_task_event", psprintf(INT64_FORMAT ":%s", task_id, event));
 }
 

@@ -17,6 +17,7 @@
 #define IWD_INTERVAL_MS_DEFAULT 1000
 #define IWD_INTERVAL_MS_MIN 10
 #define IWD_INTERVAL_MS_MAX 3600000
+#define IWD_NOTIFY_INTERVAL_MS_DEFAULT 100
 #define IWD_BATCH_DEFAULT 1000
 #define IWD_BATCH_MIN 1
 #define IWD_BATCH_MAX 1000000
@@ -25,7 +26,15 @@ char	   *iwd_databases = NULL;
 int			iwd_scheduler_interval_ms = IWD_INTERVAL_MS_DEFAULT;
 int			iwd_batch_size = IWD_BATCH_DEFAULT;
 char	   *iwd_simulated_time = NULL;
-bool		iwd_notify = true;
+int			iwd_notify = IWD_NOTIFY_BATCH;
+int			iwd_notify_interval_ms = IWD_NOTIFY_INTERVAL_MS_DEFAULT;
+
+static const struct config_enum_entry notify_modes[] = {
+	{"off", IWD_NOTIFY_OFF, false},
+	{"batch", IWD_NOTIFY_BATCH, false},
+	{"event", IWD_NOTIFY_EVENT, false},
+	{NULL, 0, false}
+};
 
 /*
  * Parse a timestamp with time zone without raising errors (timestamptz_in's
@@ -83,9 +92,16 @@ GucInit(void)
 							   "When set, iwd uses this time as the current time (tests, replays, imports).",
 							   NULL, &iwd_simulated_time, "", PGC_SUSET, 0,
 							   check_simulated_time, NULL, NULL);
-	DefineCustomBoolVariable("iwd.notify",
-							 "Send NOTIFY iwd_task_event for each task event.",
-							 NULL, &iwd_notify, true, PGC_USERSET, 0, NULL, NULL, NULL);
+	DefineCustomEnumVariable("iwd.notify",
+							 "How task events are announced on channel iwd_task_event: off, batch or event.",
+							 "batch: the scheduler worker announces new events every iwd.notify_interval; "
+							 "event: each transaction announces its own events (this serializes commits).",
+							 &iwd_notify, IWD_NOTIFY_BATCH, notify_modes, PGC_USERSET, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("iwd.notify_interval",
+							"Time between two announcements of new task events in batch mode.",
+							NULL, &iwd_notify_interval_ms, IWD_NOTIFY_INTERVAL_MS_DEFAULT,
+							IWD_INTERVAL_MS_MIN, IWD_INTERVAL_MS_MAX, PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
 	MarkGUCPrefixReserved("iwd");
 }
 

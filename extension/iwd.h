@@ -15,7 +15,16 @@ extern char *iwd_databases;
 extern int	iwd_scheduler_interval_ms;
 extern int	iwd_batch_size;
 extern char *iwd_simulated_time;
-extern bool iwd_notify;
+extern int	iwd_notify;
+extern int	iwd_notify_interval_ms;
+
+/* iwd.notify: how task events are announced on channel iwd_task_event */
+typedef enum IwdNotifyMode
+{
+	IWD_NOTIFY_OFF,
+	IWD_NOTIFY_BATCH,			/* the scheduler worker announces new events */
+	IWD_NOTIFY_EVENT			/* each event, by the transaction that writes it */
+} IwdNotifyMode;
 
 extern void GucInit(void);
 extern void SchedulerInit(void);

@@ -9,13 +9,15 @@
  * small batches committed separately so that no lock is held for long. The
  * workers run only on a primary; on a standby they wait for promotion, and
  * their first pass after start returns the reservations that timed out while
- * no scheduler ran.
+ * no scheduler ran. In iwd.notify = batch mode (the default) the database
+ * worker also announces new task events every iwd.notify_interval.
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
 #include "access/xact.h"
 #include "access/xlog.h"
+#include "commands/async.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "miscadmin.h"
@@ -169,6 +171,14 @@ iwd_scheduler_launcher_main(Datum main_arg)
 	}
 }
 
+/* Is iwd installed in this database? (inside a transaction, SPI connected) */
+static bool
+IwdInstalled(void)
+{
+	return SPI_execute("SELECT 1 FROM pg_extension WHERE extname = 'iwd'", true, 1) == SPI_OK_SELECT &&
+		SPI_processed == 1;
+}
+
 /*
  * Run one batch of every scheduler step in its own transaction; returns
  * whether a step filled its batch (more work is waiting). Does nothing when
@@ -184,8 +194,7 @@ RunTickBatch(void)
 	SPI_connect();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	pgstat_report_activity(STATE_RUNNING, "iwd scheduler pass");
-	if (SPI_execute("SELECT 1 FROM pg_extension WHERE extname = 'iwd'", true, 1) == SPI_OK_SELECT &&
-		SPI_processed == 1)
+	if (IwdInstalled())
 	{
 		bool		isnull;
 
@@ -202,12 +211,47 @@ RunTickBatch(void)
 	return more;
 }
 
-/* A database worker: one scheduler pass every iwd.scheduler_interval. */
+/*
+ * Batch mode of iwd.notify: announce the events written since the last
+ * announcement with one NOTIFY iwd_task_event "events:<first id>:<last id>".
+ * Announcing from here rather than from each writing transaction matters:
+ * PostgreSQL serializes the commits of notifying transactions. Returns the
+ * last event id announced; the first call only takes the current position.
+ */
+static int64
+AnnounceNewEvents(int64 announced)
+{
+	int64		last = announced;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	SPI_connect();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	if (IwdInstalled() &&
+		SPI_execute("SELECT coalesce(max(id), 0) FROM iwd.task_event", true, 1) == SPI_OK_SELECT &&
+		SPI_processed == 1)
+	{
+		bool		isnull;
+
+		last = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+		if (announced >= 0 && last > announced)
+			Async_Notify("iwd_task_event",
+						 psprintf("events:" INT64_FORMAT ":" INT64_FORMAT, announced + 1, last));
+	}
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	return last;
+}
+
+/* A database worker: scheduler passes every iwd.scheduler_interval, event announcements in between. */
 void
 iwd_scheduler_database_main(Datum main_arg)
 {
 	char		dbname[NAMEDATALEN];
 	MemoryContext loop_cxt;
+	TimestampTz last_pass = 0;
+	int64		announced = -1;
 
 	strlcpy(dbname, MyBgworkerEntry->bgw_extra, NAMEDATALEN);
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
@@ -220,6 +264,7 @@ iwd_scheduler_database_main(Datum main_arg)
 	for (;;)
 	{
 		MemoryContext old;
+		long		wait_ms = iwd_scheduler_interval_ms;
 
 		CHECK_FOR_INTERRUPTS();
 		if (ConfigReloadPending)
@@ -229,19 +274,27 @@ iwd_scheduler_database_main(Datum main_arg)
 		}
 		if (!RecoveryInProgress())
 		{
-			bool		more;
-
-			do
+			old = MemoryContextSwitchTo(loop_cxt);
+			if (TimestampDifferenceExceeds(last_pass, GetCurrentTimestamp(), iwd_scheduler_interval_ms))
 			{
-				CHECK_FOR_INTERRUPTS();
-				old = MemoryContextSwitchTo(loop_cxt);
-				more = RunTickBatch();
-				MemoryContextSwitchTo(old);
-				MemoryContextReset(loop_cxt);
-			} while (more);
+				bool		more;
+
+				last_pass = GetCurrentTimestamp();
+				do
+				{
+					CHECK_FOR_INTERRUPTS();
+					more = RunTickBatch();
+				} while (more);
+			}
+			if (iwd_notify == IWD_NOTIFY_BATCH)
+			{
+				announced = AnnounceNewEvents(announced);
+				wait_ms = Min(wait_ms, iwd_notify_interval_ms);
+			}
+			MemoryContextSwitchTo(old);
+			MemoryContextReset(loop_cxt);
 		}
-		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 iwd_scheduler_interval_ms, PG_WAIT_EXTENSION);
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, wait_ms, PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);
 	}
 }

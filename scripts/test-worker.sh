@@ -75,6 +75,16 @@ wait_for "the worker returns the timed-out reservation" "queued" -d tenant_a \
 check "the timeout is in the history" "reservation_timeout|a1" \
     "$(sql -d tenant_a -c "SELECT event || '|' || actor FROM iwd.task_event WHERE event = 'reservation_timeout'")"
 
+# batch announcements: the worker announces new events on iwd_task_event
+"${as_user[@]}" "$bindir/psql" -X -q -h "$work" -p "$port" -d tenant_a \
+    -c "LISTEN iwd_task_event" -c "SELECT pg_sleep(1.5)" -c "SELECT 1" > "$work/listen.out" 2>&1 &
+listener=$!
+sleep 0.5
+sql -d tenant_a -c "SELECT iwd.cancel_task((SELECT id FROM iwd.task WHERE external_id = 'D1'))" >/dev/null
+wait "$listener"
+check "new events are announced in a batch" "1" \
+    "$(grep -c 'notification "iwd_task_event" with payload "events:[0-9]*:[0-9]*"' "$work/listen.out")"
+
 # the worker follows iwd.databases on reload
 sql -d postgres -c "ALTER SYSTEM SET iwd.databases = 'tenant_a, tenant_b'" -c "SELECT pg_reload_conf()" >/dev/null
 wait_for "a worker starts for a database added on reload" "1" -d postgres \

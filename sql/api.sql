@@ -635,6 +635,13 @@ END $$;
 -- Tasks
 -- ---------------------------------------------------------------------------------------------
 
+-- The search document of a task's text.
+CREATE FUNCTION iwd._document(subject text, description text, attributes jsonb) RETURNS tsvector
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT to_tsvector('simple', coalesce(subject, '') || ' ' || coalesce(description, ''))
+           || jsonb_to_tsvector('simple', coalesce(attributes, '{}'), '["string", "numeric"]')
+$$;
+
 -- The task in the REST shape.
 CREATE FUNCTION iwd.task_json(t iwd.task) RETURNS jsonb
 LANGUAGE sql STABLE AS $$
@@ -657,14 +664,15 @@ LANGUAGE sql STABLE AS $$
         'sourceProcessType', t.source_process_type, 'resultCode', t.result_code))
 $$;
 
--- Append an event (same transaction as the change) and notify listeners of iwd_task_event.
+-- Append an event (same transaction as the change); with iwd.notify = event, announce it on
+-- iwd_task_event (otherwise the scheduler worker announces new events in batches).
 CREATE FUNCTION iwd._event(task_id bigint, at timestamptz, event text, actor text, status_before text,
                            status_after text, detail jsonb DEFAULT '{}') RETURNS void
 LANGUAGE plpgsql AS $$
 BEGIN
     INSERT INTO iwd.task_event (task_id, at, event, actor, status_before, status_after, detail)
     VALUES (task_id, at, event, actor, status_before, status_after, coalesce(detail, '{}'));
-    IF coalesce(current_setting('iwd.notify', true), 'on')::boolean THEN
+    IF current_setting('iwd.notify', true) = 'event' THEN
         PERFORM pg_notify('iwd_task_event', task_id || ':' || event);
     END IF;
 END $$;
@@ -814,6 +822,8 @@ BEGIN
         t.hold_reason, t.error_reason, t.completed_at, t.updated_at, t.reprioritize_at, t.overdue_flagged,
         t.classified_by, t.customer_id, t.product_type, t.product_subtype, t.requested_agent,
         t.requested_skill, t.source_created_at, t.source_due_at, t.source_process_type, t.result_code);
+    INSERT INTO iwd.task_document (task_id, document)
+    VALUES (t.id, iwd._document(t.subject, t.description, t.attributes));
     PERFORM iwd._event(t.id, at, 'created', NULL, NULL, t.status,
                        jsonb_strip_nulls(jsonb_build_object('priority', t.priority, 'businessValue', t.business_value,
                                                             'category', t.category, 'errorReason', t.error_reason)));
@@ -909,6 +919,10 @@ BEGIN
     END IF;
     n.updated_at := v_now;
     PERFORM iwd._save_task(t.status, n);
+    IF (n.subject, n.description, n.attributes) IS DISTINCT FROM (t.subject, t.description, t.attributes) THEN
+        UPDATE iwd.task_document SET document = iwd._document(n.subject, n.description, n.attributes)
+        WHERE task_id = n.id;
+    END IF;
     v_before := iwd.task_json(t);
     v_after := iwd.task_json(n);
     PERFORM iwd._event(id, v_now, 'updated', NULL, t.status, n.status,
@@ -1186,8 +1200,9 @@ BEGIN
         RAISE EXCEPTION 'search query must contain at least one word' USING ERRCODE = 'invalid_parameter_value';
     END IF;
     RETURN QUERY EXECUTE format(
-        'SELECT iwd.task_json(ROW(t.*)::iwd.task) FROM iwd.task_all t WHERE t.document @@ $1 AND %s '
-        'ORDER BY ts_rank(t.document, $1) DESC, t.id LIMIT %s', v_where, lim) USING v_query;
+        'SELECT iwd.task_json(ROW(t.*)::iwd.task) FROM iwd.task_document d JOIN iwd.task_all t ON t.id = d.task_id '
+        'WHERE d.document @@ $1 AND %s ORDER BY ts_rank(d.document, $1) DESC, t.id LIMIT %s', v_where, lim)
+        USING v_query;
 END $$;
 
 -- Every event of a task, oldest first.
@@ -1289,7 +1304,7 @@ BEGIN
 
     -- reprioritization changes scores, not states: it writes no events (the schedule is the record)
     WITH c AS (SELECT t FROM iwd.task t
-               WHERE reprioritize_at IS NOT NULL AND reprioritize_at <= at
+               WHERE reprioritize_at IS NOT NULL AND reprioritize_at <= at AND status <> 'assigned'
                ORDER BY reprioritize_at LIMIT batch FOR UPDATE SKIP LOCKED),
          r AS (SELECT (c.t).id AS id, s.priority, s.business_value, s.reprioritize_at
                FROM c, LATERAL iwd._rescore(c.t, at) s)
@@ -1297,7 +1312,7 @@ BEGIN
     FROM r WHERE t.id = r.id;
     GET DIAGNOSTICS n_repri = ROW_COUNT;
 
-    IF n_act + n_exp + n_timeout + n_overdue > 0 AND coalesce(current_setting('iwd.notify', true), 'on')::boolean THEN
+    IF n_act + n_exp + n_timeout + n_overdue > 0 AND current_setting('iwd.notify', true) = 'event' THEN
         PERFORM pg_notify('iwd_task_event', 'tick');
     END IF;
     RETURN jsonb_build_object('activated', n_act, 'expired', n_exp, 'reservationTimeouts', n_timeout,

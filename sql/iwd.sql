@@ -125,13 +125,10 @@ CREATE TABLE iwd.task (
     source_created_at   timestamptz,
     source_due_at       timestamptz,
     source_process_type text,
-    result_code         text,
-    document            tsvector GENERATED ALWAYS AS (
-        to_tsvector('simple', coalesce(subject, '') || ' ' || coalesce(description, ''))
-        || jsonb_to_tsvector('simple', attributes, '["string", "numeric"]')) STORED
+    result_code         text
 ) WITH (fillfactor = 80);
 
-CREATE TABLE iwd.task_closed (LIKE iwd.task INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING GENERATED);
+CREATE TABLE iwd.task_closed (LIKE iwd.task INCLUDING DEFAULTS INCLUDING CONSTRAINTS);
 ALTER TABLE iwd.task_closed ADD PRIMARY KEY (id);
 
 CREATE TABLE iwd.task_key (
@@ -148,11 +145,21 @@ CREATE INDEX task_assigned_idx ON iwd.task (assigned_to) WHERE status = 'assigne
 CREATE INDEX task_reserved_idx ON iwd.task (reserved_until) WHERE status = 'assigned' AND accepted_at IS NULL;
 CREATE INDEX task_activation_idx ON iwd.task (activation_at) WHERE status = 'held' AND activation_at IS NOT NULL;
 CREATE INDEX task_expires_idx ON iwd.task (expires_at) WHERE expires_at IS NOT NULL;
-CREATE INDEX task_reprioritize_idx ON iwd.task (reprioritize_at) WHERE reprioritize_at IS NOT NULL;
+-- assigned work is not reprioritized (its place in the queue does not matter while an agent has it), so a
+-- claim does not add an entry here
+CREATE INDEX task_reprioritize_idx ON iwd.task (reprioritize_at)
+    WHERE reprioritize_at IS NOT NULL AND status <> 'assigned';
 CREATE INDEX task_due_idx ON iwd.task (due_at) WHERE NOT overdue_flagged AND due_at IS NOT NULL;
-CREATE INDEX task_document_idx ON iwd.task USING gin (document);
 CREATE INDEX task_closed_completed_idx ON iwd.task_closed (completed_at);
-CREATE INDEX task_closed_document_idx ON iwd.task_closed USING gin (document);
+
+-- The full-text search document of every task, open or closed (subject, description and attribute
+-- values). It is written when those change, never on a status change, so claims and completions do no
+-- text-search work, and it stays put when the task moves between iwd.task and iwd.task_closed.
+CREATE TABLE iwd.task_document (
+    task_id  bigint PRIMARY KEY,
+    document tsvector NOT NULL
+);
+CREATE INDEX task_document_idx ON iwd.task_document USING gin (document);
 
 -- Every task, open or closed.
 CREATE VIEW iwd.task_all AS

@@ -65,7 +65,7 @@ SELECT err($$SELECT iwd.search_tasks('', '{}')$$);
 SELECT err($$SELECT iwd.search_tasks('x', '{"afterId": 1}')$$);
 -- the search uses the GIN index
 SET enable_seqscan = off;
-EXPLAIN (COSTS OFF) SELECT id FROM iwd.task WHERE document @@ websearch_to_tsquery('simple', 'acme');
+EXPLAIN (COSTS OFF) SELECT task_id FROM iwd.task_document WHERE document @@ websearch_to_tsquery('simple', 'acme');
 RESET enable_seqscan;
 
 DROP FUNCTION err(text);
