@@ -25,6 +25,9 @@ all:
 	@echo "PostgreSQL server headers are missing: run 'make deps' (or 'make test' / 'make run')." >&2; exit 1
 endif
 
+# Every object depends on every header (PGXS tracks no header dependencies without --enable-depend).
+$(OBJS): $(wildcard extension/*.h)
+
 sql/$(EXTENSION)--$(EXTVERSION).sql: $(SQL_PARTS)
 	cat $^ > $@
 

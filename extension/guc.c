@@ -18,6 +18,8 @@
 #define IWD_INTERVAL_MS_MIN 10
 #define IWD_INTERVAL_MS_MAX 3600000
 #define IWD_NOTIFY_INTERVAL_MS_DEFAULT 100
+#define IWD_VACUUM_THRESHOLD_DEFAULT 5000
+#define IWD_VACUUM_THRESHOLD_MAX 100000000
 #define IWD_BATCH_DEFAULT 1000
 #define IWD_BATCH_MIN 1
 #define IWD_BATCH_MAX 1000000
@@ -28,6 +30,7 @@ int			iwd_batch_size = IWD_BATCH_DEFAULT;
 char	   *iwd_simulated_time = NULL;
 int			iwd_notify = IWD_NOTIFY_BATCH;
 int			iwd_notify_interval_ms = IWD_NOTIFY_INTERVAL_MS_DEFAULT;
+int			iwd_vacuum_threshold = IWD_VACUUM_THRESHOLD_DEFAULT;
 
 static const struct config_enum_entry notify_modes[] = {
 	{"off", IWD_NOTIFY_OFF, false},
@@ -102,6 +105,11 @@ GucInit(void)
 							NULL, &iwd_notify_interval_ms, IWD_NOTIFY_INTERVAL_MS_DEFAULT,
 							IWD_INTERVAL_MS_MIN, IWD_INTERVAL_MS_MAX, PGC_SIGHUP, GUC_UNIT_MS,
 							NULL, NULL, NULL);
+	DefineCustomIntVariable("iwd.vacuum_threshold",
+							"Task events after which the scheduler worker vacuums iwd.task (0: never).",
+							"Claims leave dead entries at the head of the queue index; vacuuming soon keeps claims fast.",
+							&iwd_vacuum_threshold, IWD_VACUUM_THRESHOLD_DEFAULT, 0, IWD_VACUUM_THRESHOLD_MAX,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
 	MarkGUCPrefixReserved("iwd");
 }
 

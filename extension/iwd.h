@@ -17,6 +17,7 @@ extern int	iwd_batch_size;
 extern char *iwd_simulated_time;
 extern int	iwd_notify;
 extern int	iwd_notify_interval_ms;
+extern int	iwd_vacuum_threshold;
 
 /* iwd.notify: how task events are announced on channel iwd_task_event */
 typedef enum IwdNotifyMode

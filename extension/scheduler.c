@@ -10,7 +10,8 @@
  * workers run only on a primary; on a standby they wait for promotion, and
  * their first pass after start returns the reservations that timed out while
  * no scheduler ran. In iwd.notify = batch mode (the default) the database
- * worker also announces new task events every iwd.notify_interval.
+ * worker also announces new task events every iwd.notify_interval, and it
+ * vacuums iwd.task after every iwd.vacuum_threshold events.
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -18,6 +19,9 @@
 #include "access/xact.h"
 #include "access/xlog.h"
 #include "commands/async.h"
+#include "commands/vacuum.h"
+#include "nodes/makefuncs.h"
+#include "parser/parse_node.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "miscadmin.h"
@@ -39,6 +43,7 @@
 #define LAUNCHER_RESTART_SECONDS 10
 #define LAUNCHER_CHECK_MS 5000
 #define MAX_SCHEDULED_DATABASES 64
+#define VACUUM_MIN_INTERVAL_MS 1000
 
 PGDLLEXPORT void iwd_scheduler_launcher_main(Datum main_arg);
 PGDLLEXPORT void iwd_scheduler_database_main(Datum main_arg);
@@ -213,13 +218,14 @@ RunTickBatch(void)
 
 /*
  * Batch mode of iwd.notify: announce the events written since the last
- * announcement with one NOTIFY iwd_task_event "events:<first id>:<last id>".
+ * announcement with one NOTIFY iwd_task_event "events:<first id>:<last id>"
+ * (when notify; the position also paces the vacuum of iwd.task).
  * Announcing from here rather than from each writing transaction matters:
  * PostgreSQL serializes the commits of notifying transactions. Returns the
  * last event id announced; the first call only takes the current position.
  */
 static int64
-AnnounceNewEvents(int64 announced)
+AnnounceNewEvents(int64 announced, bool notify)
 {
 	int64		last = announced;
 
@@ -234,7 +240,7 @@ AnnounceNewEvents(int64 announced)
 		bool		isnull;
 
 		last = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-		if (announced >= 0 && last > announced)
+		if (notify && announced >= 0 && last > announced)
 			Async_Notify("iwd_task_event",
 						 psprintf("events:" INT64_FORMAT ":" INT64_FORMAT, announced + 1, last));
 	}
@@ -244,6 +250,41 @@ AnnounceNewEvents(int64 announced)
 	return last;
 }
 
+/*
+ * Vacuum iwd.task. Every claim leaves a dead entry at the head of the queue
+ * index (the claimed row version), and every later claim walks over those
+ * entries until VACUUM removes them: left to autovacuum, which visits a
+ * database once per autovacuum_naptime and waits for a fraction of the table
+ * to be dead, the head grows by thousands of entries per second and claims
+ * slow down steadily. Index cleanup is forced (the automatic bypass would keep
+ * exactly these entries), truncation is off (its exclusive lock would stall
+ * claims) and locked tables are skipped.
+ */
+static void
+VacuumTaskTable(void)
+{
+	MemoryContext portal_cxt = AllocSetContextCreate(TopMemoryContext, "iwd vacuum", ALLOCSET_DEFAULT_SIZES);
+	MemoryContext old_portal = PortalContext;
+	MemoryContext old = MemoryContextSwitchTo(portal_cxt);
+	VacuumStmt *stmt = makeNode(VacuumStmt);
+
+	stmt->options = list_make3(makeDefElem("index_cleanup", NULL, -1),
+							   makeDefElem("truncate", (Node *) makeString("false"), -1),
+							   makeDefElem("skip_locked", NULL, -1));
+	stmt->rels = list_make1(makeVacuumRelation(makeRangeVar("iwd", "task", -1), InvalidOid, NIL));
+	stmt->is_vacuumcmd = true;
+	PortalContext = portal_cxt;
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	pgstat_report_activity(STATE_RUNNING, "iwd scheduler: vacuum iwd.task");
+	ExecVacuum(make_parsestate(NULL), stmt, true);
+	CommitTransactionCommand();
+	pgstat_report_activity(STATE_IDLE, NULL);
+	PortalContext = old_portal;
+	MemoryContextSwitchTo(old);
+	MemoryContextDelete(portal_cxt);
+}
+
 /* A database worker: scheduler passes every iwd.scheduler_interval, event announcements in between. */
 void
 iwd_scheduler_database_main(Datum main_arg)
@@ -251,7 +292,9 @@ iwd_scheduler_database_main(Datum main_arg)
 	char		dbname[NAMEDATALEN];
 	MemoryContext loop_cxt;
 	TimestampTz last_pass = 0;
+	TimestampTz last_vacuum = 0;
 	int64		announced = -1;
+	int64		vacuumed_at_event = -1;
 
 	strlcpy(dbname, MyBgworkerEntry->bgw_extra, NAMEDATALEN);
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
@@ -286,10 +329,19 @@ iwd_scheduler_database_main(Datum main_arg)
 					more = RunTickBatch();
 				} while (more);
 			}
-			if (iwd_notify == IWD_NOTIFY_BATCH)
+			if (iwd_notify == IWD_NOTIFY_BATCH || iwd_vacuum_threshold > 0)
 			{
-				announced = AnnounceNewEvents(announced);
+				announced = AnnounceNewEvents(announced, iwd_notify == IWD_NOTIFY_BATCH);
 				wait_ms = Min(wait_ms, iwd_notify_interval_ms);
+			}
+			if (vacuumed_at_event < 0)
+				vacuumed_at_event = announced;
+			if (iwd_vacuum_threshold > 0 && announced - vacuumed_at_event >= iwd_vacuum_threshold &&
+				TimestampDifferenceExceeds(last_vacuum, GetCurrentTimestamp(), VACUUM_MIN_INTERVAL_MS))
+			{
+				VacuumTaskTable();
+				last_vacuum = GetCurrentTimestamp();
+				vacuumed_at_event = announced;
 			}
 			MemoryContextSwitchTo(old);
 			MemoryContextReset(loop_cxt);

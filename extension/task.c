@@ -17,6 +17,7 @@
 #include "fmgr.h"
 #include "funcapi.h"
 #include "utils/builtins.h"
+#include "utils/datetime.h"
 #include "utils/jsonb.h"
 #include "utils/numeric.h"
 #include "utils/timestamp.h"
@@ -58,6 +59,7 @@ const TaskFieldDef task_fields[TF_COUNT] = {
 	[TF_HOLD_REASON] = {"holdReason", "hold_reason", FT_TEXT, FI_READONLY},
 	[TF_ERROR_REASON] = {"errorReason", "error_reason", FT_TEXT, FI_READONLY},
 	[TF_COMPLETED_AT] = {"completedAt", "completed_at", FT_TIMESTAMP, FI_READONLY},
+	[TF_UPDATED_AT] = {"updatedAt", "updated_at", FT_TIMESTAMP, FI_READONLY},
 	[TF_REPRIORITIZE_AT] = {"reprioritizeDateTime", "reprioritize_at", FT_TIMESTAMP, FI_READONLY},
 	[TF_OVERDUE_FLAGGED] = {NULL, "overdue_flagged", FT_BOOL, FI_READONLY},
 	[TF_CLASSIFIED_BY] = {"classifiedBy", "classified_by", FT_TEXT, FI_READONLY},
@@ -73,7 +75,7 @@ const TaskFieldDef task_fields[TF_COUNT] = {
 };
 
 /* Keys of the task document that are derived on output and ignored on input. */
-static const char *const derived_keys[] = {"overdue", "updatedAt"};
+static const char *const derived_keys[] = {"overdue"};
 
 /* Map an iwd.task row type's attribute numbers to task fields, cached per row type. */
 typedef struct RowMap
@@ -564,4 +566,117 @@ iwd_rescore(PG_FUNCTION_ARGS)
 	DraftFromTuple(&draft, PG_GETARG_HEAPTUPLEHEADER(0));
 	ScoreTask(&draft, PG_GETARG_TIMESTAMPTZ(1));
 	PG_RETURN_DATUM(HeapTupleGetDatum(DraftToTuple(&draft, tupdesc)));
+}
+
+/* Append a key to a JSON object under construction. */
+static void
+PushKey(JsonbParseState **state, const char *key)
+{
+	JsonbValue	k = {.type = jbvString};
+
+	k.val.string.val = (char *) key;
+	k.val.string.len = strlen(key);
+	pushJsonbValue(state, WJB_KEY, &k);
+}
+
+/* Append a string value. */
+static void
+PushString(JsonbParseState **state, const char *str)
+{
+	JsonbValue	v = {.type = jbvString};
+
+	v.val.string.val = (char *) str;
+	v.val.string.len = strlen(str);
+	pushJsonbValue(state, WJB_VALUE, &v);
+}
+
+/* A timestamp in the REST shape: ISO 8601 in UTC with a "Z", microseconds only when there are some. */
+static char *
+IsoTimestamp(TimestampTz ts)
+{
+	struct pg_tm tm;
+	fsec_t		fsec;
+
+	if (TIMESTAMP_NOT_FINITE(ts) || timestamp2tm(ts, NULL, &tm, &fsec, NULL, NULL) != 0)
+		return pstrdup(TIMESTAMP_IS_NOBEGIN(ts) ? "-infinity" : "infinity");
+	if (fsec == 0)
+		return psprintf("%04d-%02d-%02dT%02d:%02d:%02dZ", tm.tm_year, tm.tm_mon, tm.tm_mday,
+						tm.tm_hour, tm.tm_min, tm.tm_sec);
+	return psprintf("%04d-%02d-%02dT%02d:%02d:%02d.%06dZ", tm.tm_year, tm.tm_mon, tm.tm_mday,
+					tm.tm_hour, tm.tm_min, tm.tm_sec, (int) fsec);
+}
+
+/* Append the value of one draft field (JSON null when unset). */
+static void
+PushField(JsonbParseState **state, FieldValue *v, FieldType type)
+{
+	JsonbValue	jv = {.type = jbvNull};
+
+	if (v->isnull)
+	{
+		pushJsonbValue(state, WJB_VALUE, &jv);
+		return;
+	}
+	switch (type)
+	{
+		case FT_TEXT:
+			PushString(state, v->text);
+			return;
+		case FT_TIMESTAMP:
+			PushString(state, IsoTimestamp(v->ts));
+			return;
+		case FT_INT:
+		case FT_INT8:
+			jv.type = jbvNumeric;
+			jv.val.numeric = int64_to_numeric(v->num);
+			break;
+		case FT_BOOL:
+			jv.type = jbvBool;
+			jv.val.boolean = v->num != 0;
+			break;
+		case FT_SKILLS:
+		case FT_OBJECT:
+			jv.type = jbvBinary;
+			jv.val.binary.data = &v->json->root;
+			jv.val.binary.len = VARSIZE(v->json) - VARHDRSZ;
+			break;
+	}
+	pushJsonbValue(state, WJB_VALUE, &jv);
+}
+
+PG_FUNCTION_INFO_V1(iwd_task_json);
+
+/*
+ * SQL: iwd.task_json(t iwd.task) RETURNS jsonb
+ *
+ * The task in the REST shape: every field with a REST name, extended
+ * attributes only when set, and "overdue" derived from the due time and the
+ * completion time (or the iwd clock).
+ */
+Datum
+iwd_task_json(PG_FUNCTION_ARGS)
+{
+	TaskDraft	draft;
+	JsonbParseState *state = NULL;
+	JsonbValue	overdue = {.type = jbvBool};
+	FieldValue *due;
+	FieldValue *completed;
+
+	memset(&draft, 0, sizeof(draft));
+	DraftInit(&draft);
+	DraftFromTuple(&draft, PG_GETARG_HEAPTUPLEHEADER(0));
+	pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);
+	for (int i = 0; i < TF_COUNT; i++)
+	{
+		if (task_fields[i].json_key == NULL || (i >= TF_CUSTOMER_ID && draft.f[i].isnull))
+			continue;
+		PushKey(&state, task_fields[i].json_key);
+		PushField(&state, &draft.f[i], task_fields[i].type);
+	}
+	due = &draft.f[TF_DUE_AT];
+	completed = &draft.f[TF_COMPLETED_AT];
+	overdue.val.boolean = !due->isnull && (completed->isnull ? IwdNow() : completed->ts) > due->ts;
+	PushKey(&state, "overdue");
+	pushJsonbValue(&state, WJB_VALUE, &overdue);
+	PG_RETURN_JSONB_P(JsonbValueToJsonb(pushJsonbValue(&state, WJB_END_OBJECT, NULL)));
 }

@@ -42,9 +42,11 @@ typedef enum TaskField
 	TF_HOLD_REASON,
 	TF_ERROR_REASON,
 	TF_COMPLETED_AT,
+	TF_UPDATED_AT,
 	TF_REPRIORITIZE_AT,
 	TF_OVERDUE_FLAGGED,
 	TF_CLASSIFIED_BY,
+	/* extended attributes: in the task document only when set */
 	TF_CUSTOMER_ID,
 	TF_PRODUCT_TYPE,
 	TF_PRODUCT_SUBTYPE,

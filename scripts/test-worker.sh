@@ -85,6 +85,13 @@ wait "$listener"
 check "new events are announced in a batch" "1" \
     "$(grep -c 'notification "iwd_task_event" with payload "events:[0-9]*:[0-9]*"' "$work/listen.out")"
 
+# the worker vacuums iwd.task once enough events have been written (threshold lowered for the test)
+sql -d postgres -c "ALTER SYSTEM SET iwd.vacuum_threshold = 10" -c "SELECT pg_reload_conf()" >/dev/null
+sql -d tenant_a -c "SELECT iwd.create_task(jsonb_build_object('externalId', 'V' || i, 'capturePoint', 'test'))
+                    FROM generate_series(1, 20) i" >/dev/null
+wait_for "the worker vacuums iwd.task" "t" -d tenant_a \
+    -c "SELECT vacuum_count > 0 FROM pg_stat_user_tables WHERE relid = 'iwd.task'::regclass"
+
 # the worker follows iwd.databases on reload
 sql -d postgres -c "ALTER SYSTEM SET iwd.databases = 'tenant_a, tenant_b'" -c "SELECT pg_reload_conf()" >/dev/null
 wait_for "a worker starts for a database added on reload" "1" -d postgres \

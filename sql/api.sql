@@ -644,25 +644,7 @@ $$;
 
 -- The task in the REST shape.
 CREATE FUNCTION iwd.task_json(t iwd.task) RETURNS jsonb
-LANGUAGE sql STABLE AS $$
-    SELECT jsonb_build_object(
-        'id', t.id, 'externalId', t.external_id, 'capturePoint', t.capture_point, 'mediaType', t.media_type,
-        'department', t.department, 'process', t.process, 'category', t.category, 'queue', t.queue,
-        'customerSegment', t.customer_segment, 'priority', t.priority, 'businessValue', t.business_value,
-        'subject', t.subject, 'description', t.description, 'skills', t.skills, 'attributes', t.attributes,
-        'status', t.status, 'createdAt', iwd._ts(t.created_at), 'activationAt', iwd._ts(t.activation_at),
-        'dueAt', iwd._ts(t.due_at), 'expiresAt', iwd._ts(t.expires_at), 'assignedTo', t.assigned_to,
-        'reservedUntil', iwd._ts(t.reserved_until), 'acceptedAt', iwd._ts(t.accepted_at),
-        'holdReason', t.hold_reason, 'errorReason', t.error_reason, 'completedAt', iwd._ts(t.completed_at),
-        'updatedAt', iwd._ts(t.updated_at), 'reprioritizeDateTime', iwd._ts(t.reprioritize_at),
-        'classifiedBy', t.classified_by,
-        'overdue', t.due_at IS NOT NULL AND coalesce(t.completed_at, iwd.now()) > t.due_at)
-    || jsonb_strip_nulls(jsonb_build_object(
-        'customerId', t.customer_id, 'productType', t.product_type, 'productSubtype', t.product_subtype,
-        'requestedAgent', t.requested_agent, 'requestedSkill', t.requested_skill,
-        'sourceCreatedDateTime', iwd._ts(t.source_created_at), 'sourceDueDateTime', iwd._ts(t.source_due_at),
-        'sourceProcessType', t.source_process_type, 'resultCode', t.result_code))
-$$;
+    AS 'MODULE_PATHNAME', 'iwd_task_json' LANGUAGE C STABLE STRICT;
 
 -- Append an event (same transaction as the change); with iwd.notify = event, announce it on
 -- iwd_task_event (otherwise the scheduler worker announces new events in batches).
