@@ -1,0 +1,186 @@
+/*
+ * iwd-sidecar configuration: environment variables (the contract the Helm chart uses), overridden by
+ * command-line flags of the same meaning.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sidecar.h"
+
+#define DEFAULT_PORT 4024
+#define DEFAULT_THREADS 2
+#define MAX_THREADS 64
+#define DEFAULT_MAX_BODY (1024 * 1024)
+#define DEFAULT_PUSH_INTERVAL_S 15
+
+iwd_config_t iwd_conf;
+
+static const char usage[] =
+    "usage: iwd-sidecar [options]\n"
+    "The iwd REST API (/iwd/v3), Prometheus metrics and tenant provisioning.\n"
+    "Every option may also be given by its environment variable.\n\n"
+    "  --listen ADDR          IWD_LISTEN          address to listen on (default 0.0.0.0)\n"
+    "  --port N               IWD_PORT            port (default 4024)\n"
+    "  --control-db CONNINFO  IWD_CONTROL_DB      libpq conninfo or URL of the control database (tenant\n"
+    "                                             registry; created and migrated on start; required)\n"
+    "  --admin-api-key KEY    IWD_ADMIN_API_KEY   the cluster key that guards /provisioning (required)\n"
+    "  --redis-nodes LIST     IWD_REDIS_NODES     comma-separated redis://host:port (empty: no Redis)\n"
+    "  --redis-password PW    IWD_REDIS_PASSWORD  Redis password (AUTH)\n"
+    "  --redis-tls BOOL       IWD_REDIS_TLS       TLS to Redis (true/false; not supported by this build)\n"
+    "  --redis-cluster BOOL   IWD_REDIS_CLUSTER   the nodes form a Redis Cluster (keys go to the first\n"
+    "                                             reachable node; MOVED answers count as errors)\n"
+    "  --threads N            IWD_THREADS         worker threads, each with its own loop (default 2)\n"
+    "  --max-body-bytes N     IWD_MAX_BODY_BYTES  largest request body (default 1048576)\n"
+    "  --log-level LEVEL      IWD_LOG_LEVEL       error, warn, info (default) or debug\n"
+    "  --pushgateway-url URL  IWD_PUSHGATEWAY_URL push the Data Mart job metrics there (empty: no push)\n"
+    "  --push-interval N      IWD_PUSH_INTERVAL   seconds between two pushes (default 15)\n"
+    "  --routes                                   list every route and exit\n"
+    "  --help                                     this text\n";
+
+/* Parse a boolean setting; -1 when it is not one. */
+static int parse_bool(const char *s)
+{
+    if (s == NULL || *s == '\0')
+        return 0;
+    if (strcasecmp(s, "true") == 0 || strcmp(s, "1") == 0 || strcasecmp(s, "yes") == 0 || strcasecmp(s, "on") == 0)
+        return 1;
+    if (strcasecmp(s, "false") == 0 || strcmp(s, "0") == 0 || strcasecmp(s, "no") == 0 || strcasecmp(s, "off") == 0)
+        return 0;
+    return -1;
+}
+
+/* Parse a positive integer within [min, max]; -1 when invalid. */
+static long parse_int(const char *s, long min, long max)
+{
+    char *end;
+    long v;
+
+    if (s == NULL || *s == '\0')
+        return -1;
+    errno = 0;
+    v = strtol(s, &end, 10);
+    if (errno != 0 || *end != '\0' || v < min || v > max)
+        return -1;
+    return v;
+}
+
+/* Apply one setting by name; IWD_ERR with a message on stderr when its value is invalid. */
+static int apply(const char *name, const char *value)
+{
+    long n;
+    int b;
+
+    if (value == NULL)
+        return IWD_OK;
+    if (strcmp(name, "listen") == 0) {
+        iwd_conf.listen = strdup(value);
+    } else if (strcmp(name, "port") == 0) {
+        if ((n = parse_int(value, 1, 65535)) < 0)
+            goto invalid;
+        iwd_conf.port = (int)n;
+    } else if (strcmp(name, "control-db") == 0) {
+        iwd_conf.control_db = strdup(value);
+    } else if (strcmp(name, "admin-api-key") == 0) {
+        iwd_conf.admin_api_key = strdup(value);
+    } else if (strcmp(name, "redis-nodes") == 0) {
+        iwd_conf.redis_nodes = strdup(value);
+    } else if (strcmp(name, "redis-password") == 0) {
+        iwd_conf.redis_password = strdup(value);
+    } else if (strcmp(name, "redis-tls") == 0) {
+        if ((b = parse_bool(value)) < 0)
+            goto invalid;
+        iwd_conf.redis_tls = b;
+    } else if (strcmp(name, "redis-cluster") == 0) {
+        if ((b = parse_bool(value)) < 0)
+            goto invalid;
+        iwd_conf.redis_cluster = b;
+    } else if (strcmp(name, "threads") == 0) {
+        if ((n = parse_int(value, 1, MAX_THREADS)) < 0)
+            goto invalid;
+        iwd_conf.threads = (int)n;
+    } else if (strcmp(name, "max-body-bytes") == 0) {
+        if ((n = parse_int(value, 1, 1L << 30)) < 0)
+            goto invalid;
+        iwd_conf.max_body_bytes = (size_t)n;
+    } else if (strcmp(name, "log-level") == 0) {
+        static const char *levels[] = {"error", "warn", "info", "debug"};
+        int found = -1;
+        for (int i = 0; i < 4; i++)
+            if (strcasecmp(value, levels[i]) == 0)
+                found = i;
+        if (found < 0)
+            goto invalid;
+        iwd_conf.log_level = found;
+    } else if (strcmp(name, "pushgateway-url") == 0) {
+        iwd_conf.pushgateway_url = strdup(value);
+    } else if (strcmp(name, "push-interval") == 0) {
+        if ((n = parse_int(value, 1, 86400)) < 0)
+            goto invalid;
+        iwd_conf.pushgateway_interval_s = (int)n;
+    }
+    return IWD_OK;
+invalid:
+    fprintf(stderr, "iwd-sidecar: invalid value \"%s\" for %s\n", value, name);
+    return IWD_ERR;
+}
+
+int iwd_config_load(int argc, char **argv)
+{
+    static const struct {
+        const char *name, *env;
+    } settings[] = {
+        {"listen", "IWD_LISTEN"},           {"port", "IWD_PORT"},
+        {"control-db", "IWD_CONTROL_DB"},   {"admin-api-key", "IWD_ADMIN_API_KEY"},
+        {"redis-nodes", "IWD_REDIS_NODES"}, {"redis-password", "IWD_REDIS_PASSWORD"},
+        {"redis-tls", "IWD_REDIS_TLS"},     {"redis-cluster", "IWD_REDIS_CLUSTER"},
+        {"threads", "IWD_THREADS"},         {"max-body-bytes", "IWD_MAX_BODY_BYTES"},
+        {"log-level", "IWD_LOG_LEVEL"},     {"pushgateway-url", "IWD_PUSHGATEWAY_URL"},
+        {"push-interval", "IWD_PUSH_INTERVAL"},
+    };
+    static struct option options[] = {
+        {"listen", required_argument, NULL, 0},         {"port", required_argument, NULL, 0},
+        {"control-db", required_argument, NULL, 0},     {"admin-api-key", required_argument, NULL, 0},
+        {"redis-nodes", required_argument, NULL, 0},    {"redis-password", required_argument, NULL, 0},
+        {"redis-tls", required_argument, NULL, 0},      {"redis-cluster", required_argument, NULL, 0},
+        {"threads", required_argument, NULL, 0},        {"max-body-bytes", required_argument, NULL, 0},
+        {"log-level", required_argument, NULL, 0},      {"pushgateway-url", required_argument, NULL, 0},
+        {"push-interval", required_argument, NULL, 0},  {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    int c, index;
+
+    iwd_conf = (iwd_config_t){.listen = "0.0.0.0", .port = DEFAULT_PORT, .threads = DEFAULT_THREADS,
+                              .max_body_bytes = DEFAULT_MAX_BODY, .log_level = IWD_LOG_INFO,
+                              .pushgateway_interval_s = DEFAULT_PUSH_INTERVAL_S};
+    for (size_t i = 0; i < sizeof(settings) / sizeof(settings[0]); i++)
+        if (apply(settings[i].name, getenv(settings[i].env)) != IWD_OK)
+            return IWD_ERR;
+    while ((c = getopt_long(argc, argv, "h", options, &index)) != -1) {
+        if (c == 'h') {
+            fputs(usage, stdout);
+            exit(0);
+        }
+        if (c != 0) {
+            fputs(usage, stderr);
+            return IWD_ERR;
+        }
+        if (apply(options[index].name, optarg) != IWD_OK)
+            return IWD_ERR;
+    }
+    if (iwd_conf.control_db == NULL || *iwd_conf.control_db == '\0') {
+        fprintf(stderr, "iwd-sidecar: IWD_CONTROL_DB (--control-db) is required\n");
+        return IWD_ERR;
+    }
+    if (iwd_conf.admin_api_key == NULL || strlen(iwd_conf.admin_api_key) < 8) {
+        fprintf(stderr, "iwd-sidecar: IWD_ADMIN_API_KEY (--admin-api-key) is required, 8 characters or more\n");
+        return IWD_ERR;
+    }
+    if (iwd_conf.redis_tls) {
+        fprintf(stderr, "iwd-sidecar: IWD_REDIS_TLS=true is not supported by this build (hiredis without TLS)\n");
+        return IWD_ERR;
+    }
+    return IWD_OK;
+}

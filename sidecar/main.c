@@ -1,0 +1,180 @@
+/*
+ * iwd-sidecar: the iwd REST API v3. Configuration, the worker threads (one h2o event loop each, see
+ * sidecar.h) and the single request entry point.
+ */
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <arpa/inet.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "sidecar.h"
+
+/* h2o refuses bodies above this itself (plain text); up to it, we answer 413 in JSON. */
+#define H2O_BODY_CEILING_FACTOR 4
+
+h2o_globalconf_t iwd_h2o_config;
+static iwd_thread_t *threads;
+static volatile sig_atomic_t stopping;
+
+static double now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1000.0 + ts.tv_nsec / 1e6;
+}
+
+/* The thread that runs this loop. */
+static iwd_thread_t *thread_of(h2o_context_t *ctx)
+{
+    return (iwd_thread_t *)((char *)ctx - offsetof(iwd_thread_t, ctx));
+}
+
+/* Every request: route it, then count and log it. */
+static int on_req(h2o_handler_t *self, h2o_req_t *req)
+{
+    iwd_call_t call = {.req = req, .thread = thread_of(req->conn->ctx), .route = "unmatched"};
+    double start = now_ms();
+    char method[16], path[512];
+    double elapsed;
+
+    (void)self;
+    iwd_route(&call);
+    elapsed = now_ms() - start;
+    snprintf(method, sizeof(method), "%.*s", (int)req->method.len, req->method.base);
+    snprintf(path, sizeof(path), "%.*s", (int)req->path_normalized.len, req->path_normalized.base);
+    iwd_metrics_request(method, call.route, call.status, call.has_tenant ? call.tenant.ccid : NULL, elapsed);
+    iwd_log_request(call.has_tenant ? call.tenant.ccid : NULL, method, path, call.status, elapsed);
+    return 0;
+}
+
+static void on_accept(h2o_socket_t *listener, const char *err)
+{
+    iwd_thread_t *thread = listener->data;
+    h2o_socket_t *sock;
+
+    if (err != NULL)
+        return;
+    if ((sock = h2o_evloop_socket_accept(listener)) == NULL)
+        return;
+    h2o_accept(&thread->accept_ctx, sock);
+}
+
+/* A listening socket for one thread (SO_REUSEPORT: every thread binds the same port). */
+static int create_listener(iwd_thread_t *thread)
+{
+    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons(iwd_conf.port)};
+    int fd, on = 1;
+    h2o_socket_t *sock;
+
+    if (inet_pton(AF_INET, iwd_conf.listen, &addr.sin_addr) != 1) {
+        iwd_log(IWD_LOG_ERROR, "invalid listen address", "%s", iwd_conf.listen);
+        return IWD_ERR;
+    }
+    if ((fd = socket(AF_INET, SOCK_STREAM, 0)) < 0 ||
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on)) != 0 ||
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof(on)) != 0 ||
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on)) != 0 ||
+        bind(fd, (struct sockaddr *)&addr, sizeof(addr)) != 0 || listen(fd, SOMAXCONN) != 0) {
+        iwd_log(IWD_LOG_ERROR, "cannot listen", "%s:%d: %s", iwd_conf.listen, iwd_conf.port, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return IWD_ERR;
+    }
+    sock = h2o_evloop_socket_create(thread->ctx.loop, fd, H2O_SOCKET_FLAG_DONT_READ);
+    sock->data = thread;
+    h2o_socket_read_start(sock, on_accept);
+    return IWD_OK;
+}
+
+static void *thread_main(void *arg)
+{
+    iwd_thread_t *thread = arg;
+
+    while (!stopping && h2o_evloop_run(thread->ctx.loop, 500) == 0)
+        ;
+    return NULL;
+}
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    stopping = 1;
+}
+
+int main(int argc, char **argv)
+{
+    h2o_hostconf_t *host;
+    h2o_pathconf_t *path;
+    h2o_handler_t *handler;
+    PGconn *control;
+    pthread_t pusher;
+
+    if (argc == 2 && strcmp(argv[1], "--routes") == 0) {
+        iwd_print_routes();
+        return 0;
+    }
+    if (iwd_config_load(argc, argv) != IWD_OK)
+        return 2;
+    signal(SIGPIPE, SIG_IGN);
+    signal(SIGTERM, on_signal);
+    signal(SIGINT, on_signal);
+    iwd_metrics_init();
+
+    /* the control database must be reachable and migrated before we serve */
+    control = PQconnectdb(iwd_conf.control_db);
+    if (PQstatus(control) != CONNECTION_OK) {
+        iwd_log(IWD_LOG_ERROR, "cannot connect to the control database", "%s", PQerrorMessage(control));
+        PQfinish(control);
+        return 1;
+    }
+    if (iwd_pg_control_migrate(control) != IWD_OK) {
+        PQfinish(control);
+        return 1;
+    }
+    PQfinish(control);
+
+    h2o_config_init(&iwd_h2o_config);
+    iwd_h2o_config.max_request_entity_size = iwd_conf.max_body_bytes * H2O_BODY_CEILING_FACTOR;
+    host = h2o_config_register_host(&iwd_h2o_config, h2o_iovec_init(H2O_STRLIT("default")), 65535);
+    path = h2o_config_register_path(host, "/", 0);
+    handler = h2o_create_handler(path, sizeof(*handler));
+    handler->on_req = on_req;
+
+    threads = calloc(iwd_conf.threads, sizeof(*threads));
+    for (int i = 0; i < iwd_conf.threads; i++) {
+        iwd_thread_t *t = &threads[i];
+        t->index = i;
+        h2o_context_init(&t->ctx, h2o_evloop_create(), &iwd_h2o_config);
+        t->accept_ctx.ctx = &t->ctx;
+        t->accept_ctx.hosts = iwd_h2o_config.hosts;
+        if (create_listener(t) != IWD_OK)
+            return 1;
+    }
+    for (int i = 0; i < iwd_conf.threads; i++)
+        pthread_create(&threads[i].tid, NULL, thread_main, &threads[i]);
+    if (iwd_conf.pushgateway_url != NULL && *iwd_conf.pushgateway_url != '\0')
+        pthread_create(&pusher, NULL, iwd_pushgateway_main, NULL);
+    iwd_log(IWD_LOG_INFO, "iwd-sidecar listening", "%s:%d, %d threads", iwd_conf.listen, iwd_conf.port,
+            iwd_conf.threads);
+    for (int i = 0; i < iwd_conf.threads; i++)
+        pthread_join(threads[i].tid, NULL);
+    for (int i = 0; i < iwd_conf.threads; i++) {
+        iwd_thread_t *t = &threads[i];
+        while (t->tenants != NULL)
+            iwd_pg_drop_tenant(t, t->tenants->ccid);
+        if (t->control != NULL)
+            PQfinish(t->control);
+        if (t->redis.ctx != NULL)
+            redisFree(t->redis.ctx);
+    }
+    iwd_log(IWD_LOG_INFO, "iwd-sidecar stopped", NULL);
+    return 0;
+}

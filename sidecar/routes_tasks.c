@@ -1,0 +1,106 @@
+/*
+ * GET /iwd/v3/tasks: the universal queue (filters, keyset pagination with limit + cursor) or, with q=,
+ * full-text search. Answers {"tasks": [...], "nextCursor": "<id>" | null}.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sidecar.h"
+
+#define DEFAULT_LIMIT "50"
+
+static const char *const filter_params[] = {"department", "process", "category", "queue", "status", "mediaType",
+                                            "customerSegment", "capturePoint", "assignedTo"};
+
+int iwd_on_tasks_list(iwd_call_t *call)
+{
+    h2o_req_t *req = call->req;
+    json_t *filter = json_object();
+    char *q = NULL, *limit = DEFAULT_LIMIT, *cursor, *text, *overdue;
+    const char *values[3];
+    int rc;
+
+    /* every parameter must be known */
+    if (req->query_at != SIZE_MAX) {
+        const char *p = req->path.base + req->query_at + 1, *end = req->path.base + req->path.len;
+        while (p < end) {
+            const char *amp = memchr(p, '&', end - p), *stop = amp ? amp : end;
+            const char *eq = memchr(p, '=', stop - p), *key_end = eq ? eq : stop;
+            bool known = false;
+            static const char *const others[] = {"q", "limit", "cursor", "overdue"};
+            for (size_t i = 0; i < sizeof(filter_params) / sizeof(*filter_params); i++)
+                known |= strlen(filter_params[i]) == (size_t)(key_end - p) &&
+                         memcmp(filter_params[i], p, key_end - p) == 0;
+            for (size_t i = 0; i < sizeof(others) / sizeof(*others); i++)
+                known |= strlen(others[i]) == (size_t)(key_end - p) && memcmp(others[i], p, key_end - p) == 0;
+            if (!known && key_end > p) {
+                json_decref(filter);
+                return iwd_respond_error(call, 400, "unknown query parameter \"%.*s\"", (int)(key_end - p), p);
+            }
+            p = stop + 1;
+        }
+    }
+    for (size_t i = 0; i < sizeof(filter_params) / sizeof(*filter_params); i++) {
+        char *v = iwd_query_param(req, filter_params[i]);
+        if (v == NULL)
+            continue;
+        if (strchr(v, ',') != NULL) {
+            json_t *list = json_array();
+            char *save = NULL;
+            for (char *item = strtok_r(v, ",", &save); item != NULL; item = strtok_r(NULL, ",", &save))
+                json_array_append_new(list, json_string(item));
+            json_object_set_new(filter, filter_params[i], list);
+        } else {
+            json_object_set_new(filter, filter_params[i], json_string(v));
+        }
+    }
+    if ((overdue = iwd_query_param(req, "overdue")) != NULL) {
+        if (strcmp(overdue, "true") != 0 && strcmp(overdue, "false") != 0) {
+            json_decref(filter);
+            return iwd_respond_error(call, 400, "query parameter \"overdue\" must be true or false");
+        }
+        json_object_set_new(filter, "overdue", json_boolean(strcmp(overdue, "true") == 0));
+    }
+    if ((cursor = iwd_query_param(req, "cursor")) != NULL) {
+        char *end;
+        long long id = strtoll(cursor, &end, 10);
+        if (*cursor == '\0' || *end != '\0' || id <= 0) {
+            json_decref(filter);
+            return iwd_respond_error(call, 400, "query parameter \"cursor\" must be a task id from nextCursor");
+        }
+        json_object_set_new(filter, "afterId", json_integer(id));
+    }
+    if (iwd_query_param(req, "limit") != NULL) {
+        char *end;
+        limit = iwd_query_param(req, "limit");
+        long n = strtol(limit, &end, 10);
+        if (*limit == '\0' || *end != '\0' || n < 1 || n > 1000) {
+            json_decref(filter);
+            return iwd_respond_error(call, 400, "query parameter \"limit\" must be between 1 and 1000");
+        }
+    }
+    q = iwd_query_param(req, "q");
+    text = json_dumps(filter, JSON_COMPACT);
+    json_decref(filter);
+    if (q != NULL) {
+        values[0] = q;
+        values[1] = text;
+        values[2] = limit;
+        rc = iwd_pg_call(call,
+                         "SELECT jsonb_build_object('tasks', coalesce(jsonb_agg(t), '[]'), 'nextCursor', NULL)"
+                         " FROM iwd.search_tasks($1, $2::jsonb, $3::int) t",
+                         3, values, 200, 500);
+    } else {
+        values[0] = text;
+        values[1] = limit;
+        rc = iwd_pg_call(call,
+                         "WITH page AS (SELECT t, row_number() OVER () AS n FROM iwd.queue($1::jsonb, $2::int) t)"
+                         " SELECT jsonb_build_object('tasks', coalesce(jsonb_agg(t ORDER BY n), '[]'),"
+                         " 'nextCursor', CASE WHEN count(*) = $2::int THEN (array_agg(t->>'id' ORDER BY n DESC))[1]"
+                         " END) FROM page",
+                         2, values, 200, 500);
+    }
+    free(text);
+    return rc;
+}

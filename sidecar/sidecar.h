@@ -1,0 +1,156 @@
+/*
+ * iwd-sidecar: shared declarations.
+ *
+ * Threading model: IWD_THREADS worker threads, each with its own h2o event loop, its own listening
+ * socket on the same port (SO_REUSEPORT: the kernel spreads connections), and its own connections to
+ * the control database, the tenant databases and Redis. A request is served start to finish by one
+ * thread, so its libpq and hiredis calls block only that thread's loop, never another thread's.
+ */
+#ifndef IWD_SIDECAR_H
+#define IWD_SIDECAR_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <h2o.h>
+#include <hiredis/hiredis.h>
+#include <jansson.h>
+#include <libpq-fe.h>
+
+#define IWD_OK 0
+#define IWD_ERR -1
+
+#define IWD_VERSION "0.1.0"
+#define IWD_API_PREFIX "/iwd/v3"
+
+/* Configuration (config.c): environment variables, overridden by flags. */
+typedef struct iwd_config {
+    char *listen;
+    int port;
+    char *control_db;
+    char *admin_api_key;
+    char *redis_nodes;
+    char *redis_password;
+    bool redis_tls;
+    bool redis_cluster;
+    int threads;
+    size_t max_body_bytes;
+    int log_level; /* 0 error, 1 warn, 2 info, 3 debug */
+    char *pushgateway_url;
+    int pushgateway_interval_s;
+} iwd_config_t;
+
+extern iwd_config_t iwd_conf;
+
+int iwd_config_load(int argc, char **argv);
+
+/* Logs (log.c): one JSON object per line on stdout. */
+enum { IWD_LOG_ERROR, IWD_LOG_WARN, IWD_LOG_INFO, IWD_LOG_DEBUG };
+void iwd_log(int level, const char *msg, const char *fmt_extra, ...);
+void iwd_log_request(const char *ccid, const char *method, const char *path, int status, double duration_ms);
+
+/* A tenant as the registry knows it. */
+typedef struct iwd_tenant {
+    char ccid[128];
+    char conninfo[1024];
+    bool read_only; /* authenticated with the tenant's IWD_APIKEY_IWDDM */
+} iwd_tenant_t;
+
+/* One connection to a tenant database, owned by one thread. */
+typedef struct iwd_tenant_conn {
+    char ccid[128];
+    char conninfo[1024];
+    PGconn *conn;
+    struct iwd_tenant_conn *next;
+} iwd_tenant_conn_t;
+
+/* Redis client state of one thread (redis.c). */
+typedef struct iwd_redis {
+    redisContext *ctx;
+    int64_t retry_at_ms; /* back-off: no attempt before this time */
+    int backoff_ms;
+    int64_t down_since_ms;
+} iwd_redis_t;
+
+/* One worker thread. */
+typedef struct iwd_thread {
+    int index;
+    pthread_t tid;
+    h2o_context_t ctx;
+    h2o_accept_ctx_t accept_ctx;
+    PGconn *control;
+    iwd_tenant_conn_t *tenants;
+    int tenant_conns;
+    iwd_redis_t redis;
+} iwd_thread_t;
+
+extern h2o_globalconf_t iwd_h2o_config;
+
+/* HTTP helpers (http.c). Every response is JSON. */
+typedef struct iwd_call {
+    h2o_req_t *req;
+    iwd_thread_t *thread;
+    iwd_tenant_t tenant;
+    bool has_tenant;
+    const char *route;   /* the matched route pattern, for metrics and logs */
+    char *params[4];     /* path parameters, NUL-terminated, in the request pool */
+    int nparams;
+    int status;
+} iwd_call_t;
+
+int iwd_respond_json(iwd_call_t *call, int status, const char *body, size_t len);
+int iwd_respond_error(iwd_call_t *call, int status, const char *fmt, ...);
+int iwd_respond_text(iwd_call_t *call, int status, const char *content_type, const char *body, size_t len);
+char *iwd_query_param(h2o_req_t *req, const char *name);
+char *iwd_header(h2o_req_t *req, const char *name);
+int iwd_url_decode(const char *in, size_t len, char *out);
+
+/* PostgreSQL (pg.c). */
+PGconn *iwd_pg_control(iwd_thread_t *thread);
+PGconn *iwd_pg_tenant(iwd_thread_t *thread, const iwd_tenant_t *tenant);
+void iwd_pg_drop_tenant(iwd_thread_t *thread, const char *ccid);
+int iwd_pg_call(iwd_call_t *call, const char *sql, int nparams, const char *const *values, int success_status,
+                int null_status);
+int iwd_pg_error_status(PGresult *res);
+int iwd_pg_control_migrate(PGconn *conn);
+PGresult *iwd_pg_exec(PGconn *conn, const char *db_label, const char *command, const char *sql, int nparams,
+                      const char *const *values);
+
+/* Redis cache (redis.c). */
+char *iwd_redis_get(iwd_thread_t *thread, const char *key);
+void iwd_redis_set(iwd_thread_t *thread, const char *key, const char *value, int ttl_s);
+void iwd_redis_del(iwd_thread_t *thread, const char *key);
+
+/* Authentication and the tenant registry (auth.c). */
+void iwd_sha256_hex(const char *in, char out[65]);
+int iwd_auth_tenant(iwd_call_t *call, bool write);
+bool iwd_auth_admin(iwd_call_t *call);
+char *iwd_encrypt_secret(const char *plain);
+char *iwd_decrypt_secret(const char *hex);
+int iwd_tenant_from_entry(iwd_tenant_t *tenant, const char *text);
+void iwd_auth_forget_tenant(iwd_thread_t *thread, const char *ccid, PGconn *control);
+
+/* Metrics (metrics.c). */
+void iwd_metrics_init(void);
+void iwd_metrics_request(const char *method, const char *route, int status, const char *ccid, double ms);
+void iwd_metrics_blacklist(void);
+void iwd_metrics_db(const char *db, const char *command, const char *code, double ms, bool connect,
+                    bool disconnect);
+void iwd_metrics_redis_error(void);
+void iwd_metrics_redis_state(int delta_ready, int delta_reconnecting, int delta_established);
+void iwd_metrics_redis_ready_after(double ms);
+char *iwd_metrics_render(iwd_thread_t *thread, size_t *len);
+void *iwd_pushgateway_main(void *arg);
+
+/* Routes. */
+int iwd_route(iwd_call_t *call);
+void iwd_print_routes(void);
+int iwd_on_provisioning_save(iwd_call_t *call);
+int iwd_on_provisioning_delete(iwd_call_t *call);
+int iwd_on_tasks_list(iwd_call_t *call);
+
+int64_t iwd_now_ms(void);
+
+#endif
