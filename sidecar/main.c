@@ -168,8 +168,11 @@ int main(int argc, char **argv)
         pthread_join(threads[i].tid, NULL);
     for (int i = 0; i < iwd_conf.threads; i++) {
         iwd_thread_t *t = &threads[i];
-        while (t->tenants != NULL)
-            iwd_pg_drop_tenant(t, t->tenants->ccid);
+        while (t->tenants != NULL) {
+            char ccid[sizeof(t->tenants->ccid)];
+            memcpy(ccid, t->tenants->ccid, sizeof(ccid));
+            iwd_pg_drop_tenant(t, ccid);
+        }
         if (t->control != NULL)
             PQfinish(t->control);
         if (t->redis.ctx != NULL)

@@ -28,10 +28,25 @@ static double now_ms_precise(void)
     return ts.tv_sec * 1000.0 + ts.tv_nsec / 1e6;
 }
 
+/* Server notices (e.g. "extension already exists, skipping") are not errors: keep them out of the log. */
+static void ignore_notice(void *arg, const char *message)
+{
+    (void)arg;
+    (void)message;
+}
+
+PGconn *iwd_pg_connect(const char *conninfo)
+{
+    PGconn *conn = PQconnectdb(conninfo);
+
+    PQsetNoticeProcessor(conn, ignore_notice, NULL);
+    return conn;
+}
+
 /* Open a connection; NULL (logged) when the server cannot be reached. */
 static PGconn *connect_db(const char *conninfo, const char *label)
 {
-    PGconn *conn = PQconnectdb(conninfo);
+    PGconn *conn = iwd_pg_connect(conninfo);
 
     if (PQstatus(conn) != CONNECTION_OK) {
         iwd_log(IWD_LOG_WARN, "database connection failed", "%s: %s", label, PQerrorMessage(conn));

@@ -150,7 +150,7 @@ int iwd_on_provisioning_save(iwd_call_t *call)
             free(quoted);
         }
     }
-    tenant_db = PQconnectdb(conninfo);
+    tenant_db = iwd_pg_connect(conninfo);
     if (PQstatus(tenant_db) != CONNECTION_OK) {
         rc = iwd_respond_error(call, 502, "the tenant database is not reachable: %s", PQerrorMessage(tenant_db));
         PQfinish(tenant_db);
@@ -198,7 +198,6 @@ int iwd_on_provisioning_save(iwd_call_t *call)
             goto rollback;
         if (PQntuples(res) == 1 && strcmp(PQgetvalue(res, 0, 0), ccid) != 0) {
             rc = iwd_respond_error(call, 409, "that database already serves tenant %s", PQgetvalue(res, 0, 0));
-            PQclear(res);
             goto rollback;
         }
         PQclear(res);
@@ -209,7 +208,6 @@ int iwd_on_provisioning_save(iwd_call_t *call)
             goto rollback;
         if (PQntuples(res) > 0) {
             rc = iwd_respond_error(call, 409, "an API key of this request belongs to another tenant");
-            PQclear(res);
             goto rollback;
         }
         PQclear(res);
@@ -227,9 +225,12 @@ int iwd_on_provisioning_save(iwd_call_t *call)
         if (!control_ok(call, res))
             goto rollback;
         PQclear(res);
+        res = iwd_pg_exec(control, "control", "provision", "DELETE FROM iwd_control.api_key WHERE ccid = $1", 1, k);
+        if (!control_ok(call, res))
+            goto rollback;
+        PQclear(res);
         res = iwd_pg_exec(control, "control", "provision",
-                          "WITH gone AS (DELETE FROM iwd_control.api_key WHERE ccid = $1)"
-                          " INSERT INTO iwd_control.api_key (key_hash, ccid, kind)"
+                          "INSERT INTO iwd_control.api_key (key_hash, ccid, kind)"
                           " SELECT $2, $1, 'tenant' UNION ALL SELECT $3::text, $1, 'iwddm' WHERE $3::text IS NOT NULL",
                           3, k);
         if (!control_ok(call, res))

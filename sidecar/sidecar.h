@@ -108,6 +108,7 @@ char *iwd_header(h2o_req_t *req, const char *name);
 int iwd_url_decode(const char *in, size_t len, char *out);
 
 /* PostgreSQL (pg.c). */
+PGconn *iwd_pg_connect(const char *conninfo);
 PGconn *iwd_pg_control(iwd_thread_t *thread);
 PGconn *iwd_pg_tenant(iwd_thread_t *thread, const iwd_tenant_t *tenant);
 void iwd_pg_drop_tenant(iwd_thread_t *thread, const char *ccid);

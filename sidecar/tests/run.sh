@@ -1,0 +1,335 @@
+#!/usr/bin/env bash
+# iwd-sidecar end-to-end tests: a real PostgreSQL (temporary cluster preloading iwd), a real
+# redis-server, a real prometheus-pushgateway and the sidecar built with AddressSanitizer, exercised
+# over HTTP with curl. Every server is stopped at the end, even on failure.
+# Ends with "sidecar: N passed, M failed".
+set -uo pipefail
+cd "$(dirname "$0")/.."
+sidecar_dir=$(pwd)
+bindir=$(/usr/lib/postgresql/15/bin/pg_config --bindir)
+work=$(mktemp -d /tmp/iwd-sidecar-test.XXXXXX)
+chmod 755 "$work"
+passed=0; failed=0
+pids=()
+as_user=()
+if [ "$(id -u)" -eq 0 ]; then
+    mkdir -p "$work/pg"; chown postgres: "$work/pg"
+    as_user=(runuser -u postgres --)
+else
+    mkdir -p "$work/pg"
+fi
+
+# free_port: a TCP port nobody listens on
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+pg_port=$(free_port); redis_port=$(free_port); http_port=$(free_port); push_port=$(free_port); dead_port=$(free_port)
+admin_key="admin-key-for-tests"
+base="http://127.0.0.1:$http_port/iwd/v3"
+
+cleanup() {
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null; done
+    [ -n "${sidecar_pid:-}" ] && kill "$sidecar_pid" 2>/dev/null
+    redis-cli -p "$redis_port" shutdown nosave >/dev/null 2>&1
+    "${as_user[@]}" "$bindir/pg_ctl" -D "$work/pg/data" -m immediate -w stop >/dev/null 2>&1
+    sleep 0.2
+    [ -z "${IWD_KEEP:-}" ] && rm -rf "$work"
+}
+trap cleanup EXIT
+
+check() { # check NAME EXPECTED ACTUAL
+    if [ "$2" = "$3" ]; then passed=$((passed + 1)); echo "ok - $1"
+    else failed=$((failed + 1)); echo "not ok - $1: expected '$2', got '$3'"; fi
+}
+check_match() { # check_match NAME REGEX ACTUAL
+    if [[ "$3" =~ $2 ]]; then passed=$((passed + 1)); echo "ok - $1"
+    else failed=$((failed + 1)); echo "not ok - $1: '$3' does not match /$2/"; fi
+}
+
+# req METHOD PATH KEY [BODY]: sets $code and $body
+req() {
+    local args=(-s -o "$work/body" -w '%{http_code}' -X "$1" "$base$2")
+    [ -n "$3" ] && args+=(-H "x-api-key: $3")
+    [ $# -ge 4 ] && args+=(-H 'content-type: application/json' --data-binary "$4")
+    code=$(curl "${args[@]}")
+    body=$(cat "$work/body")
+}
+json() { jq -r "$1" <<<"$body"; }
+
+start_sidecar() {
+    IWD_LISTEN=127.0.0.1 IWD_PORT=$http_port IWD_ADMIN_API_KEY=$admin_key \
+    IWD_CONTROL_DB="host=$work/pg port=$pg_port dbname=control user=postgres" \
+    IWD_REDIS_NODES="redis://127.0.0.1:$redis_port" IWD_REDIS_PASSWORD=redis-secret IWD_THREADS=2 \
+    IWD_MAX_BODY_BYTES=4096 IWD_PUSHGATEWAY_URL="http://127.0.0.1:$push_port" IWD_PUSH_INTERVAL=1 \
+    ASAN_OPTIONS=detect_leaks=0:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
+        ./iwd-sidecar-asan >>"$work/sidecar.log" 2>&1 &
+    sidecar_pid=$!
+    for _ in $(seq 1 100); do
+        curl -sf "$base/health/live" >/dev/null && return 0
+        sleep 0.1
+    done
+    echo "the sidecar did not start:"; cat "$work/sidecar.log"; return 1
+}
+
+fail_setup() { echo "$1"; echo "sidecar: $passed passed, $((failed + 1)) failed"; exit 1; }
+
+make -s asan >/dev/null || fail_setup "cannot build iwd-sidecar-asan"
+
+# --- servers ---------------------------------------------------------------------------------------
+"${as_user[@]}" "$bindir/initdb" -D "$work/pg/data" -A trust >/dev/null || fail_setup "initdb failed"
+cat >> "$work/pg/data/postgresql.conf" <<CONF
+port = $pg_port
+listen_addresses = '127.0.0.1'
+unix_socket_directories = '$work/pg'
+shared_preload_libraries = 'iwd'
+iwd.databases = ''
+CONF
+"${as_user[@]}" "$bindir/pg_ctl" -D "$work/pg/data" -l "$work/pg/log" -w start >/dev/null || fail_setup "PostgreSQL did not start"
+for db in control tenant_a tenant_b; do
+    "${as_user[@]}" "$bindir/createdb" -h "$work/pg" -p "$pg_port" "$db" || fail_setup "createdb $db failed"
+done
+redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no --requirepass redis-secret \
+    --daemonize yes --logfile "$work/redis.log" --dir "$work" >/dev/null || fail_setup "redis-server did not start"
+prometheus-pushgateway --web.listen-address="127.0.0.1:$push_port" >"$work/push.log" 2>&1 &
+pids+=($!)
+start_sidecar || fail_setup "sidecar start failed"
+
+# --- command line ----------------------------------------------------------------------------------
+help=$(./iwd-sidecar-asan --help)
+missing=""
+for v in IWD_LISTEN IWD_PORT IWD_CONTROL_DB IWD_ADMIN_API_KEY IWD_REDIS_NODES IWD_REDIS_PASSWORD IWD_REDIS_TLS \
+         IWD_REDIS_CLUSTER IWD_THREADS IWD_MAX_BODY_BYTES IWD_LOG_LEVEL IWD_PUSHGATEWAY_URL; do
+    grep -q "$v" <<<"$help" || missing="$missing $v"
+done
+check "--help documents every environment variable" "" "$missing"
+IWD_CONTROL_DB= ./iwd-sidecar-asan >/dev/null 2>&1
+check "a missing IWD_CONTROL_DB is refused" "2" "$?"
+
+# --- health ----------------------------------------------------------------------------------------
+req GET /health/live ""; check "health/live" "200" "$code"
+req GET /health/ready ""; check "health/ready with the control database up" "200" "$code"
+
+# --- provisioning ----------------------------------------------------------------------------------
+prov() { # prov CCID DB TENANT_KEY [DM_KEY] [PORT]
+    local dm=""; [ -n "${4:-}" ] && dm=", \"IWD_APIKEY_IWDDM\": \"$4\""
+    echo "{\"tenant\": {\"id\": \"$1\", \"name\": \"Tenant $1\", \"ccid\": \"$1\"},
+           \"iwd\": {\"url\": \"http://iwd\", \"db\": {\"host\": \"127.0.0.1\", \"port\": ${5:-$pg_port},
+           \"database\": \"$2\", \"user\": \"postgres\", \"password\": \"pw'x\", \"ssl\": false},
+           \"apiKeys\": {\"IWD_APIKEY_TENANT\": \"$3\"$dm}}, \"iwdEmail\": {\"url\": \"http://mail\"}}"
+}
+req POST /provisioning "" "$(prov a tenant_a key-a)"; check "provisioning without a key: 401" "401" "$code"
+req POST /provisioning "wrong" "$(prov a tenant_a key-a)"; check "provisioning with a tenant key: 401" "401" "$code"
+req POST /provisioning "$admin_key" '{"tenant": {"id": "a"}, "iwd": {}}'
+check "provisioning without tenant.ccid: 400" "400" "$code"
+check "the error names the missing parameter" "tenant.ccid is required" "$(json .status.message)"
+req POST /provisioning "$admin_key" "$(prov a tenant_a key-a | jq '.iwd.db.port = "x"')"
+check "provisioning with a mistyped port: 400" "400" "$code"
+req POST /provisioning "$admin_key" '{"tenant": '
+check "provisioning with malformed JSON: 400" "400" "$code"
+req POST /provisioning "$admin_key" "$(prov z tenant_z key-z "" "$dead_port")"
+check "provisioning an unreachable database: 502" "502" "$code"
+check_match "the 502 gives the reason" "not reachable" "$(json .status.message)"
+check "nothing was recorded for it" "0" \
+    "$("${as_user[@]}" "$bindir/psql" -X -At -h "$work/pg" -p "$pg_port" control -c "SELECT count(*) FROM iwd_control.tenant WHERE ccid = 'z'")"
+req POST /provisioning "$admin_key" "$(prov a tenant_a key-a dm-a)"
+check "provisioning tenant a" "200 true" "$code $(json .created)"
+req PUT /provisioning "$admin_key" "$(prov a tenant_a key-a dm-a)"
+check "provisioning again (PUT) is safe" "200 true" "$code $(json .created)"
+req POST /provisioning "$admin_key" "$(prov b tenant_b key-b)"
+check "provisioning tenant b" "200" "$code"
+req POST /provisioning "$admin_key" "$(prov c tenant_b key-c)"
+check "a database serves one tenant only: 409" "409" "$code"
+stored=$("${as_user[@]}" "$bindir/psql" -X -At -h "$work/pg" -p "$pg_port" control \
+    -c "SELECT count(*) FROM iwd_control.api_key WHERE key_hash IN ('key-a', 'dm-a')
+        UNION ALL SELECT count(*) FROM iwd_control.tenant WHERE db_password LIKE '%pw''x%'" | tr '\n' ' ')
+check "API keys are stored hashed and passwords encrypted" "0 0 " "$stored"
+check "the tenant database has the extension and defaults" "t" \
+    "$("${as_user[@]}" "$bindir/psql" -X -At -h "$work/pg" -p "$pg_port" tenant_a -c "SELECT count(*) > 0 FROM iwd.category")"
+
+# --- tasks -----------------------------------------------------------------------------------------
+req POST /tasks key-a '{"externalId": "INV-1", "capturePoint": "erp", "subject": "Approve ACME invoice"}'
+check "create a task: 201" "201" "$code"
+id=$(json .id)
+req POST /tasks key-a '{"externalId": "INV-1", "capturePoint": "erp", "subject": "again"}'
+check "re-submitting returns the same task" "201 $id Approve ACME invoice" "$code $(json .id) $(json .subject)"
+req POST /tasks/bulk key-a '[{"externalId": "B-1", "capturePoint": "erp"}, {"externalId": "B-2", "capturePoint": "erp"}]'
+check "bulk create: 201 with two tasks" "201 2" "$code $(json length)"
+req POST /tasks/bulk key-a '[{"externalId": "B-3", "capturePoint": "erp"}, {"capturePoint": "erp"}]'
+check "bulk create is all or nothing and names the element" "400 tasks[1]" "$code $(json .status.message | cut -d: -f1)"
+req POST /tasks key-a '{"externalId": "X", "capturePoint": "erp", "colour": "red"}'
+check "an unknown task field: 400" "400" "$code"
+check_match "the error names the field" "colour" "$(json .status.message)"
+req POST /tasks key-a '{"externalId": "X", "capturePoint": "erp", "dueAt": "tomorrow"}'
+check "a malformed timestamp: 400" "400" "$code"
+req POST /tasks key-a '{"externalId": "X", '
+check "malformed JSON: 400" "400" "$code"
+req POST /tasks key-a ''
+check "no body: 400" "400" "$code"
+req POST /tasks key-a "{\"externalId\": \"BIG\", \"capturePoint\": \"erp\", \"description\": \"$(head -c 5000 /dev/zero | tr '\0' x)\"}"
+check "a body over the limit: 413 in JSON" "413 413" "$code $(json .status.code)"
+req GET "/tasks/$id" key-a; check "get a task" "200 INV-1" "$code $(json .externalId)"
+req GET /tasks/999999 key-a; check "an unknown task: 404" "404" "$code"
+req GET /tasks/abc key-a; check "a malformed id: 400" "400" "$code"
+req PATCH "/tasks/$id" key-a '{"subject": "Approve ACME invoice 42", "priority": 70}'
+check "patch a task" "200 70" "$code $(json .priority)"
+req PATCH "/tasks/$id" key-a '{"status": "completed"}'
+check "patching a maintained field: 400" "400" "$code"
+req POST "/tasks/$id/hold" key-a '{"reason": "waiting"}'; check "hold" "200 held waiting" "$code $(json .status) $(json .holdReason)"
+req POST "/tasks/$id/hold" key-a; check "an illegal transition: 409" "409" "$code"
+check_match "the 409 names current and requested state" "cannot hold task $id: it is held" "$(json .status.message)"
+req POST "/tasks/$id/resume" key-a; check "resume" "200 queued" "$code $(json .status)"
+req POST "/tasks/$id/reprioritize" key-a '{"priority": 90}'; check "reprioritize" "200 90" "$code $(json .priority)"
+req GET "/tasks/$id/history" key-a; check "history lists the events" "200 created" "$code $(json '.[0].event')"
+req GET /tasks/999999/history key-a; check "history of an unknown task: 404" "404" "$code"
+
+# --- agents ----------------------------------------------------------------------------------------
+req PUT /agents/a17 key-a '{"name": "Dana Ruiz", "skills": {"invoices": 5}, "capacity": {"workitem": 1}}'
+check "put an agent" "200 not_ready" "$code $(json .state)"
+req POST /agents/a17/next key-a; check "a not_ready agent gets nothing: 204" "204" "$code"
+req POST /agents/a17/state key-a '{}'; check "state without a state: 400" "400" "$code"
+req POST /agents/a17/state key-a '{"state": "busy"}'; check "an invalid state: 400" "400" "$code"
+req POST /agents/a17/state key-a '{"state": "ready"}'; check "set the agent ready" "200 ready" "$code $(json .state)"
+req GET /agents/a17 key-a; check "get the agent" "200 Dana Ruiz" "$code $(json .name)"
+req POST /agents/a17/next key-a '{"reserveSeconds": 120}'
+check "next best task: the highest priority" "200 $id assigned a17" "$code $(json .id) $(json .status) $(json .assignedTo)"
+req POST /agents/a17/next key-a; check "capacity reached: 204" "204" "$code"
+req POST "/tasks/$id/accept" key-a '{}'; check "accept without an agent: 400" "400" "$code"
+req POST "/tasks/$id/accept" key-a '{"agent": "a17"}'; check "accept" "200" "$code"
+req POST "/tasks/$id/complete" key-a '{"agent": "a17"}'; check "complete" "200 completed" "$code $(json .status)"
+req POST "/tasks/$id/restart" key-a; check "restart" "200 queued" "$code $(json .status)"
+req POST "/tasks/$id/cancel" key-a '{"reason": "duplicate"}'; check "cancel" "200 canceled" "$code $(json .status)"
+b1=$(curl -s -H 'x-api-key: key-a' "$base/tasks?limit=1" | jq -r '.tasks[0].id')
+req POST "/tasks/$b1/reject" key-a '{"reason": "cannot"}'; check "reject" "200 rejected" "$code $(json .status)"
+req GET /agents key-a; check "list agents" "200 1" "$code $(json length)"
+req GET /agents/nobody key-a; check "an unknown agent: 404" "404" "$code"
+
+# --- configuration ---------------------------------------------------------------------------------
+req PUT /departments/Finance key-a '{"description": "Money"}'; check "put a department" "200 Finance" "$code $(json .name)"
+req PUT /processes/Invoices key-a '{"department": "Finance"}'; check "put a process" "200" "$code"
+req PUT /categories/Invoices key-a '{"department": "Finance", "priority": 50, "slaMinutes": 60}'
+check "put a category" "200 50" "$code $(json .priority)"
+req PUT /categories/Bad key-a '{"priority": "high"}'; check "an invalid category: 400" "400" "$code"
+req PUT /rules/classification/big key-a '{"order": 1, "when": {"field": "attributes.amount", "op": ">", "value": 100}, "set": {"category": "Invoices"}}'
+check "put a classification rule" "200 classification" "$code $(json .kind)"
+req PUT /rules/prioritization/gold2 key-a '{"when": {}, "set": {"queue": "x"}}'; check "an invalid rule: 400" "400" "$code"
+req GET /rules/classification key-a; check "list rules of a kind" "200" "$code"
+req GET /rules/classification/big key-a; check "get a rule" "200 big" "$code $(json .name)"
+req PUT /calendars/office key-a '{"timeZone": "Europe/Paris"}'; check "put a calendar" "200" "$code"
+req GET /categories key-a; check "list categories" "200" "$code"
+req GET /departments/Finance key-a; check "get a department" "200" "$code"
+req DELETE /departments/Finance key-a; check "a department in use cannot be deleted: 409" "409" "$code"
+req DELETE /rules/classification/big key-a; check "delete a rule" "200" "$code"
+req DELETE /rules/classification/big key-a; check "delete it again: 404" "404" "$code"
+req POST /tasks key-a '{"externalId": "C-1", "capturePoint": "erp", "category": "Invoices"}'
+check "the configuration applies to new tasks" "201 Finance" "$code $(json .department)"
+
+# --- the queue, search, pagination -----------------------------------------------------------------
+for i in 1 2 3 4 5; do
+    curl -s -o /dev/null -H 'x-api-key: key-a' -H 'content-type: application/json' \
+        --data-binary "{\"externalId\": \"Q-$i\", \"capturePoint\": \"crm\", \"priority\": $i, \"subject\": \"Refund $i\"}" "$base/tasks"
+done
+req GET "/tasks?capturePoint=crm&limit=2" key-a
+check "the queue, filtered, in order" "200 Q-5 Q-4" "$code $(json '[.tasks[].externalId] | join(" ")')"
+cursor=$(json .nextCursor)
+req GET "/tasks?capturePoint=crm&limit=2&cursor=$cursor" key-a
+check "the next page" "200 Q-3 Q-2" "$code $(json '[.tasks[].externalId] | join(" ")')"
+req GET "/tasks?capturePoint=crm&limit=2&cursor=$(json .nextCursor)" key-a
+check "the last page has no cursor" "Q-1 null" "$(json '[.tasks[].externalId] | join(" ")') $(json .nextCursor)"
+req GET "/tasks?q=refund+3" key-a; check "full-text search" "200 Q-3" "$code $(json '.tasks[0].externalId')"
+req GET "/tasks?status=completed,canceled" key-a; check "closed statuses on request" "200" "$code"
+req GET "/tasks?colour=red" key-a; check "an unknown query parameter: 400" "400" "$code"
+req GET "/tasks?limit=0" key-a; check "a bad limit: 400" "400" "$code"
+req GET "/tasks?status=done" key-a; check "an unknown status: 400" "400" "$code"
+req GET /queue/stats key-a; check "queue statistics" "200" "$code"
+
+# --- keys, tenants, routes -------------------------------------------------------------------------
+req GET "/tasks/$id" key-b; check "another tenant's task: 404" "404" "$code"
+req GET "/tasks/$id" ""; check "no key: 401" "401" "$code"
+req GET "/tasks/$id" dm-a; check "the read-only key reads" "200" "$code"
+req POST /tasks dm-a '{"externalId": "RO", "capturePoint": "erp"}'; check "the read-only key cannot write: 403" "403" "$code"
+req GET /nothing key-a; check "an unknown route: 404" "404" "$code"
+req DELETE "/tasks/$id" key-a; check "a wrong method: 405" "405" "$code"
+for i in 1 2 3 4 5; do req GET "/tasks/$id" not-a-key; done
+req GET "/tasks/$id" not-a-key; check "a key that keeps failing is blacklisted: 429" "429" "$code"
+check_match "errors are JSON with status.code and status.message" '^\{"status":\{"code":429,"message":".+"\}\}$' "$body"
+
+# --- Redis: cache, outage, recovery ----------------------------------------------------------------
+check_match "keys are cached in Redis" "iwd:key:" "$(redis-cli -p "$redis_port" -a redis-secret --no-auth-warning keys 'iwd:key:*' | head -1)"
+redis-cli -p "$redis_port" -a redis-secret --no-auth-warning shutdown nosave >/dev/null 2>&1
+sleep 0.3
+ok=0
+for i in 1 2 3 4 5 6; do req GET "/tasks/$id" key-a; [ "$code" = 200 ] && ok=$((ok + 1)); done
+req POST /tasks key-a '{"externalId": "R-1", "capturePoint": "erp"}'; [ "$code" = 201 ] && ok=$((ok + 1))
+check "with Redis down, requests still succeed" "7" "$ok"
+metrics=$(curl -s "$base/metrics")
+check_match "the outage shows in the Redis metrics" "iwd_redis_errors_total [1-9]" "$metrics"
+redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no --requirepass redis-secret \
+    --daemonize yes --logfile "$work/redis.log" --dir "$work" >/dev/null
+ready=""
+for _ in $(seq 1 100); do
+    curl -s -o /dev/null -H 'x-api-key: key-a' "$base/tasks/$id"
+    ready=$(curl -s "$base/metrics" | awk '/^iwd_redis_connections_ready /{print $2}')
+    [ "$ready" = 2 ] && break
+    sleep 0.1
+done
+check "after Redis returns, every thread reconnects" "2" "$ready"
+check_match "the time to reconnect is measured" "iwd_redis_duration_until_ready_count [1-9]" "$(curl -s "$base/metrics")"
+
+# --- metrics and the Pushgateway -------------------------------------------------------------------
+metrics=$(curl -s "$base/metrics")
+promtool_out=$(promtool check metrics <<<"$metrics" 2>&1); rc=$?
+unexpected=$(grep -v -E "^iwdTenantDB_db_[a-z_]+ metric names should be written in 'snake_case' not 'camelCase'$|use base unit \"seconds\" instead of \"milliseconds\"$" <<<"$promtool_out" | grep -v '^$')
+check "promtool accepts /metrics (only the documented names' lint remarks)" "ok " "$([ $rc -eq 0 ] || [ $rc -eq 3 ] && echo ok) $unexpected"
+for name in iwd_request_total iwd_success_total iwd_errors_total iwd_client_error_total iwd_server_error_total \
+            iwd_api_request_total iwd_api_request_duration_milliseconds_bucket iwd_api_request_long iwd_api_blacklist \
+            iwd_redis_connections_established iwd_redis_connections_reconnecting iwd_redis_connections_ready \
+            iwd_redis_errors_total iwd_redis_duration_until_ready_count iwdTenantDB_db_connect_total \
+            iwdTenantDB_db_request_total iwdTenantDB_db_success_total iwdTenantDB_db_errors_total \
+            iwdTenantDB_db_request_duration_milliseconds_bucket iwd_process_cpu_seconds_total \
+            iwd_process_resident_memory_bytes iwd_process_open_fds iwd_process_start_time_seconds \
+            iwd_queue_tasks iwd_queue_oldest_task_age_seconds iwd_claims_total; do
+    grep -q "^$name[ {]" <<<"$metrics" || missing_metrics="${missing_metrics:-} $name"
+done
+check "every documented metric is exported" "" "${missing_metrics:-}"
+check_match "queue gauges per tenant" 'iwd_queue_tasks\{ccid="a",queue="general",media_type="workitem",status="queued"\} [0-9]+' "$metrics"
+# Data Mart job metrics: a tenant database that has iwd_dm.prometheus_metrics gets them scraped and pushed
+"${as_user[@]}" "$bindir/psql" -X -q -h "$work/pg" -p "$pg_port" tenant_a <<'SQL' >/dev/null 2>&1
+CREATE SCHEMA IF NOT EXISTS iwd_dm;
+CREATE OR REPLACE FUNCTION iwd_dm.prometheus_metrics(tenant text) RETURNS text LANGUAGE sql AS $$
+    SELECT E'# HELP iwddm_job_active Whether a Data Mart chain is running.\n# TYPE iwddm_job_active gauge\n'
+        || format(E'iwddm_job_active{tenant="%s",job="iwddm_metrics",execution_chain="full"} 0\n', tenant)
+$$;
+SQL
+check_match "the Data Mart job metrics are appended" 'iwddm_job_active\{tenant="a",job="iwddm_metrics"' "$(curl -s "$base/metrics")"
+pushed=""
+for _ in $(seq 1 50); do
+    pushed=$(curl -s "http://127.0.0.1:$push_port/metrics" | grep -c 'iwddm_job_active{.*tenant="a"')
+    [ "$pushed" -ge 1 ] && break
+    sleep 0.1
+done
+check "the job metrics are pushed to the Pushgateway" "1" "$pushed"
+
+# --- the OpenAPI document covers every route --------------------------------------------------------
+undocumented=""
+while read -r method path; do
+    m=$(tr 'A-Z' 'a-z' <<<"$method")
+    awk -v p="  $path:" -v m="    $m:" '$0 == p {inside = 1; next} /^  [^ ]/ {inside = 0} inside && $0 == m {found = 1} END {exit !found}' \
+        openapi.yaml || undocumented="$undocumented $method $path;"
+done < <(./iwd-sidecar-asan --routes)
+check "openapi.yaml documents every registered route" "" "$undocumented"
+
+# --- deprovisioning --------------------------------------------------------------------------------
+req DELETE /provisioning/a "$admin_key"; check "delete without service or deleteTenant: 400" "400" "$code"
+req DELETE "/provisioning/nobody?deleteTenant=true" "$admin_key"; check "delete an unknown tenant: 404" "404" "$code"
+req DELETE "/provisioning/a?service=iWD,iWDEmail" "$admin_key"; check "remove tenant a's services" "200" "$code"
+req GET "/tasks/$id" key-a; check "its key no longer works" "401" "$code"
+req DELETE "/provisioning/b?deleteTenant=true" "$admin_key"; check "delete tenant b" "200" "$code"
+req DELETE "/provisioning/b?deleteTenant=true" "$admin_key"; check "delete it again: 404" "404" "$code"
+req GET /tasks key-b; check "tenant b's key is gone" "401" "$code"
+
+# --- shutdown and sanitizers -----------------------------------------------------------------------
+kill "$sidecar_pid"; wait "$sidecar_pid" 2>/dev/null; sidecar_pid=""
+check "no AddressSanitizer or UndefinedBehaviorSanitizer report" "0" \
+    "$(grep -c -E 'AddressSanitizer|runtime error' "$work/sidecar.log")"
+check "every log line is a JSON object" "0" "$(grep -v '^{.*}$' "$work/sidecar.log" | grep -c .)"
+
+echo "sidecar: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
