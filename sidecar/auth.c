@@ -186,16 +186,19 @@ int iwd_tenant_from_entry(iwd_tenant_t *tenant, const char *text)
 {
     json_t *e = json_loads(text, 0, NULL);
     const char *kind, *ccid, *host, *db, *user, *pw = NULL;
+    json_t *pw_value = NULL;
     int port, ssl;
     char port_s[16], *password = NULL;
 
     if (e == NULL)
         return IWD_ERR;
-    if (json_unpack(e, "{s:s,s:s,s:s,s:i,s:s,s:s,s?s,s:b}", "kind", &kind, "ccid", &ccid, "host", &host, "port",
-                    &port, "db", &db, "user", &user, "pw", &pw, "ssl", &ssl) != 0) {
+    if (json_unpack(e, "{s:s,s:s,s:s,s:i,s:s,s:s,s?o,s:b}", "kind", &kind, "ccid", &ccid, "host", &host, "port",
+                    &port, "db", &db, "user", &user, "pw", &pw_value, "ssl", &ssl) != 0) {
         json_decref(e);
         return IWD_ERR;
     }
+    if (json_is_string(pw_value))
+        pw = json_string_value(pw_value);
     if (pw != NULL && *pw != '\0' && (password = iwd_decrypt_secret(pw)) == NULL) {
         json_decref(e);
         return IWD_ERR;
