@@ -54,12 +54,14 @@ run: deps
 stop:
 	scripts/run.sh stop
 
-bench: deps
+bench:
+	@scripts/deps.sh bench
 	$(MAKE) all
 	$(MAKE) install
 	bench/run.sh
 
-bench-soak: deps
+bench-soak:
+	@scripts/deps.sh bench
 	$(MAKE) all
 	$(MAKE) install
 	bench/soak.sh

@@ -105,6 +105,14 @@ done
     echo "|---:|---:|---:|"
     awk '$1 == "fill" {printf "| %d | %.1f | %.0f |\n", $2, $4, $2 / $4}' "$results"
     echo
+    echo "## Sidecar"
+    echo
+    echo "wrk, 16 connections, 2 threads, against \`iwd-sidecar\` (2 worker threads) on a local PostgreSQL with a"
+    echo "100k-task backlog and 500 agents (\`bench/sidecar/run.sh\`); medians of $runs runs of ${IWD_BENCH_SIDECAR_SECONDS:-10} s."
+    echo
+    IWD_BENCH_RUNS=$runs IWD_BENCH_SECONDS=${IWD_BENCH_SIDECAR_SECONDS:-10} bench/sidecar/run.sh
+    echo
     echo "Targets come with the performance work; these are the first figures."
-} > bench/RESULTS.md
+} > "$out/RESULTS.md.new"
+mv "$out/RESULTS.md.new" bench/RESULTS.md
 cat bench/RESULTS.md

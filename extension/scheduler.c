@@ -258,7 +258,8 @@ AnnounceNewEvents(int64 announced, bool notify)
  * to be dead, the head grows by thousands of entries per second and claims
  * slow down steadily. Index cleanup is forced (the automatic bypass would keep
  * exactly these entries), truncation is off (its exclusive lock would stall
- * claims) and locked tables are skipped.
+ * claims), locked tables are skipped, and statistics are refreshed on the way
+ * (a queue's size changes fast).
  */
 static void
 VacuumTaskTable(void)
@@ -268,9 +269,10 @@ VacuumTaskTable(void)
 	MemoryContext old = MemoryContextSwitchTo(portal_cxt);
 	VacuumStmt *stmt = makeNode(VacuumStmt);
 
-	stmt->options = list_make3(makeDefElem("index_cleanup", NULL, -1),
+	stmt->options = list_make4(makeDefElem("index_cleanup", NULL, -1),
 							   makeDefElem("truncate", (Node *) makeString("false"), -1),
-							   makeDefElem("skip_locked", NULL, -1));
+							   makeDefElem("skip_locked", NULL, -1),
+							   makeDefElem("analyze", NULL, -1));
 	stmt->rels = list_make1(makeVacuumRelation(makeRangeVar("iwd", "task", -1), InvalidOid, NIL));
 	stmt->is_vacuumcmd = true;
 	PortalContext = portal_cxt;

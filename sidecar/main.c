@@ -94,6 +94,27 @@ static int create_listener(iwd_thread_t *thread)
     return IWD_OK;
 }
 
+/*
+ * Is the port already bound by another process? SO_REUSEPORT would otherwise let a second sidecar
+ * (say, one that failed to stop) silently share the port's connections with us.
+ */
+static bool port_taken(void)
+{
+    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons(iwd_conf.port)};
+    int fd = socket(AF_INET, SOCK_STREAM, 0), on = 1;
+    bool taken;
+
+    if (fd < 0 || inet_pton(AF_INET, iwd_conf.listen, &addr.sin_addr) != 1) {
+        if (fd >= 0)
+            close(fd);
+        return false;
+    }
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on));
+    taken = bind(fd, (struct sockaddr *)&addr, sizeof(addr)) != 0 && errno == EADDRINUSE;
+    close(fd);
+    return taken;
+}
+
 static void *thread_main(void *arg)
 {
     iwd_thread_t *thread = arg;
@@ -148,6 +169,10 @@ int main(int argc, char **argv)
     handler = h2o_create_handler(path, sizeof(*handler));
     handler->on_req = on_req;
 
+    if (port_taken()) {
+        iwd_log(IWD_LOG_ERROR, "cannot listen: the port is in use", "%s:%d", iwd_conf.listen, iwd_conf.port);
+        return 1;
+    }
     threads = calloc(iwd_conf.threads, sizeof(*threads));
     for (int i = 0; i < iwd_conf.threads; i++) {
         iwd_thread_t *t = &threads[i];

@@ -232,8 +232,12 @@ CREATE FUNCTION iwd.skills_met(required jsonb, agent jsonb) RETURNS boolean
     AS 'MODULE_PATHNAME', 'iwd_skills_met' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
 
 -- Reserve the next best task for an agent (NULL when nothing fits).
+-- The claim must walk the queue index in order whatever the statistics say (after a bulk load they
+-- may describe a small table, and a sort of the whole backlog would be chosen): the plan settings
+-- below leave the planner only that path.
 CREATE FUNCTION iwd.next_task(agent text, reserve_seconds int DEFAULT 30) RETURNS jsonb
-    AS 'MODULE_PATHNAME', 'iwd_next_task' LANGUAGE C VOLATILE STRICT;
+    AS 'MODULE_PATHNAME', 'iwd_next_task' LANGUAGE C VOLATILE STRICT
+    SET enable_sort = off SET enable_bitmapscan = off;
 
 -- Cumulative counters of this database since server start.
 CREATE FUNCTION iwd._counters(OUT claims bigint, OUT reservation_timeouts bigint)
