@@ -24,7 +24,9 @@ psql_db() { "${as_user[@]}" "$bindir/psql" -X -q -h "$socket" -p "$pg_port" -v O
 
 stop_all() {
     if [ -f "$state/sidecar.pid" ]; then
-        kill "$(cat "$state/sidecar.pid")" 2>/dev/null || true
+        pid=$(cat "$state/sidecar.pid")
+        kill "$pid" 2>/dev/null || true
+        for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
         rm -f "$state/sidecar.pid"
     fi
     if [ -f "$pgdata/postmaster.pid" ]; then
@@ -49,6 +51,13 @@ start_all() {
     [ -f "$pgdata/PG_VERSION" ] || init_cluster
     stop_all
     "${as_user[@]}" "$bindir/pg_ctl" -D "$pgdata" -l "$state/postgresql.log" -o "-p $pg_port" -w start >/dev/null
+    # the demo database is rebuilt when the extension's install script changed since it was loaded
+    script_sum=$(sha256sum sql/iwd--*.sql | sha256sum | cut -c1-16)
+    if [ "$(cat "$state/extension.sum" 2>/dev/null)" != "$script_sum" ]; then
+        echo "The extension changed since the demo was loaded: rebuilding $db."
+        psql_db -d postgres -c "DROP DATABASE IF EXISTS $db WITH (FORCE)"
+    fi
+    echo "$script_sum" > "$state/extension.sum"
     if [ -z "$(psql_db -d postgres -At -c "SELECT 1 FROM pg_database WHERE datname = '$db'")" ]; then
         psql_db -d postgres -c "CREATE DATABASE $db"
         psql_db -d "$db" -c "CREATE EXTENSION iwd"
@@ -96,7 +105,16 @@ Try, in psql ("${as_user[*]:+${as_user[*]} }$bindir/psql -h $socket -p $pg_port 
   SELECT iwd.queue_stats();
 TRY
     if [ -f "$state/sidecar.pid" ]; then
-        echo "The REST API: curl -H 'x-api-key: $tenant_key' http://127.0.0.1:$sidecar_port/iwd/v3/tasks?limit=5"
+        api="http://127.0.0.1:$sidecar_port/iwd/v3"
+        cat <<CURL
+Try the REST API (iwd-sidecar on port $sidecar_port, tenant key $tenant_key):
+  curl -H 'x-api-key: $tenant_key' '$api/tasks?limit=5'
+  curl -H 'x-api-key: $tenant_key' -X POST $api/tasks \\
+       -d '{"externalId": "TRY-1", "capturePoint": "erp", "attributes": {"documentType": "invoice", "amount": 15000}}'
+  curl -H 'x-api-key: $tenant_key' -X POST $api/agents/agent01/next
+  curl -H 'x-api-key: $tenant_key' '$api/tasks?q=complaint'
+  curl $api/metrics
+CURL
     fi
     echo "Stop with: make stop"
 }
