@@ -53,18 +53,20 @@ start_all() {
     "${as_user[@]}" "$bindir/pg_ctl" -D "$pgdata" -l "$state/postgresql.log" -o "-p $pg_port" -w start >/dev/null
     # the demo database is rebuilt when the extension's install script changed since it was loaded
     script_sum=$(sha256sum sql/iwd--*.sql | sha256sum | cut -c1-16)
-    if [ "$(cat "$state/extension.sum" 2>/dev/null)" != "$script_sum" ]; then
+    if [ "$(cat "$state/extension.sum" 2>/dev/null)" != "$script_sum" ] &&
+       [ -n "$(psql_db -d postgres -At -c "SELECT 1 FROM pg_database WHERE datname = '$db'")" ]; then
         echo "The extension changed since the demo was loaded: rebuilding $db."
-        psql_db -d postgres -c "DROP DATABASE IF EXISTS $db WITH (FORCE)"
+        psql_db -d postgres -c "DROP DATABASE $db WITH (FORCE)"
     fi
     echo "$script_sum" > "$state/extension.sum"
     if [ -z "$(psql_db -d postgres -At -c "SELECT 1 FROM pg_database WHERE datname = '$db'")" ]; then
         psql_db -d postgres -c "CREATE DATABASE $db"
-        psql_db -d "$db" -c "CREATE EXTENSION iwd"
+    fi
+    psql_db -d "$db" -c "CREATE EXTENSION IF NOT EXISTS iwd" -c "ALTER EXTENSION iwd UPDATE" 2>/dev/null
+    # the demo loads in one transaction: either it is all there or it is loaded again
+    if [ "$(psql_db -d "$db" -At -c "SELECT count(*) FROM iwd.agent")" = 0 ]; then
         echo "Loading the demo configuration and 10,000 tasks..."
-        psql_db -d "$db" -f scripts/demo.sql >/dev/null
-    else
-        psql_db -d "$db" -c "ALTER EXTENSION iwd UPDATE" 2>/dev/null || true
+        psql_db -d "$db" -1 -f scripts/demo.sql >/dev/null
     fi
     if [ -x sidecar/iwd-sidecar ]; then
         psql_db -d postgres -At -c "SELECT 1 FROM pg_database WHERE datname = 'iwd_control'" | grep -q 1 ||
