@@ -8,6 +8,7 @@
 #include "fmgr.h"
 #include "miscadmin.h"
 
+#include "datamart.h"
 #include "iwd.h"
 
 PG_MODULE_MAGIC;
@@ -22,6 +23,7 @@ _PG_init(void)
 		return;
 
 	GucInit();
+	DatamartInit();
 	ConfigCacheInit();
 	StatsInit();
 	SchedulerInit();

@@ -10,8 +10,9 @@
  * workers run only on a primary; on a standby they wait for promotion, and
  * their first pass after start returns the reservations that timed out while
  * no scheduler ran. In iwd.notify = batch mode (the default) the database
- * worker also announces new task events every iwd.notify_interval, and it
- * vacuums iwd.task after every iwd.vacuum_threshold events.
+ * worker also announces new task events every iwd.notify_interval, it
+ * vacuums iwd.task after every iwd.vacuum_threshold events, and it runs the
+ * Data Mart chain on its schedule (datamart.c).
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -38,6 +39,7 @@
 #include "utils/snapmgr.h"
 #include "utils/varlena.h"
 
+#include "datamart.h"
 #include "iwd.h"
 
 #define LAUNCHER_RESTART_SECONDS 10
@@ -297,6 +299,7 @@ iwd_scheduler_database_main(Datum main_arg)
 	TimestampTz last_vacuum = 0;
 	int64		announced = -1;
 	int64		vacuumed_at_event = -1;
+	int64		datamart_minute = -1;
 
 	strlcpy(dbname, MyBgworkerEntry->bgw_extra, NAMEDATALEN);
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
@@ -345,6 +348,7 @@ iwd_scheduler_database_main(Datum main_arg)
 				last_vacuum = GetCurrentTimestamp();
 				vacuumed_at_event = announced;
 			}
+			DatamartTick(&datamart_minute, loop_cxt);
 			MemoryContextSwitchTo(old);
 			MemoryContextReset(loop_cxt);
 		}

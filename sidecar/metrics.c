@@ -327,12 +327,42 @@ static void render_process(text_t *t)
            "# TYPE iwd_process_start_time_seconds gauge\niwd_process_start_time_seconds %ld\n", (long)start_time);
 }
 
+/* The Data Mart job metrics (iwd_dm.prometheus_metrics of each tenant), merged into one family each. */
+static const struct {
+    const char *name, *help;
+} job_metrics[] = {
+    {"iwddm_job_active", "Whether the Data Mart execution chain is running."},
+    {"iwddm_job_last_start", "Start of the last run of the chain (Unix time)."},
+    {"iwddm_job_last_success", "End of the last successful run of the chain (Unix time)."},
+    {"iwddm_job_last_fail", "Time of the last failed run of the chain (Unix time)."},
+};
+#define NJOB_METRICS ((int)(sizeof(job_metrics) / sizeof(job_metrics[0])))
+
+/* File each sample line of a tenant's job metrics under its metric; comments are dropped. */
+static void collect_job_samples(text_t *by_metric, const char *text)
+{
+    const char *line = text;
+
+    while (*line != '\0') {
+        const char *end = strchr(line, '\n');
+        size_t len = end != NULL ? (size_t)(end - line) : strlen(line);
+        if (len > 0 && line[0] != '#')
+            for (int j = 0; j < NJOB_METRICS; j++) {
+                size_t n = strlen(job_metrics[j].name);
+                if (len > n && strncmp(line, job_metrics[j].name, n) == 0 && (line[n] == '{' || line[n] == ' '))
+                    put(&by_metric[j], "%.*s\n", (int)len, line);
+            }
+        line += len + (end != NULL);
+    }
+}
+
 /* Queue gauges of every provisioned tenant, and the Data Mart job metrics where the tenant has them. */
 static void render_tenants(iwd_thread_t *thread, text_t *t)
 {
     PGconn *control = iwd_pg_control(thread);
     PGresult *res;
-    text_t tasks = {0}, oldest = {0}, claims = {0}, timeouts = {0}, jobs = {0};
+    text_t tasks = {0}, oldest = {0}, claims = {0}, timeouts = {0};
+    text_t jobs_by_metric[NJOB_METRICS];
 
     if (control == NULL)
         return;
@@ -342,7 +372,8 @@ static void render_tenants(iwd_thread_t *thread, text_t *t)
     oldest.buf = calloc(1, 1);
     claims.buf = calloc(1, 1);
     timeouts.buf = calloc(1, 1);
-    jobs.buf = calloc(1, 1);
+    for (int j = 0; j < NJOB_METRICS; j++)
+        jobs_by_metric[j] = (text_t){.buf = calloc(1, 1), .len = 0, .cap = 1};
     for (int i = 0; PQresultStatus(res) == PGRES_TUPLES_OK && i < PQntuples(res); i++) {
         const char *ccid = PQgetvalue(res, i, 0);
         {
@@ -396,7 +427,7 @@ static void render_tenants(iwd_thread_t *thread, text_t *t)
                         PGresult *m = iwd_pg_exec(conn, ccid, "datamart_metrics",
                                                   "SELECT iwd_dm.prometheus_metrics($1)", 1, v);
                         if (PQresultStatus(m) == PGRES_TUPLES_OK && PQntuples(m) == 1)
-                            put(&jobs, "%s", PQgetvalue(m, 0, 0));
+                            collect_job_samples(jobs_by_metric, PQgetvalue(m, 0, 0));
                         PQclear(m);
                     }
                     PQclear(q);
@@ -414,12 +445,15 @@ static void render_tenants(iwd_thread_t *thread, text_t *t)
            "# TYPE iwd_claims_total counter\n%s", claims.buf);
     put(t, "# HELP iwd_reservation_timeouts_total Reservations returned to the queue unaccepted.\n"
            "# TYPE iwd_reservation_timeouts_total counter\n%s", timeouts.buf);
-    put(t, "%s", jobs.buf);
+    for (int j = 0; j < NJOB_METRICS; j++) {
+        put(t, "# HELP %s %s\n# TYPE %s gauge\n%s", job_metrics[j].name, job_metrics[j].help, job_metrics[j].name,
+            jobs_by_metric[j].buf);
+        free(jobs_by_metric[j].buf);
+    }
     free(tasks.buf);
     free(oldest.buf);
     free(claims.buf);
     free(timeouts.buf);
-    free(jobs.buf);
 }
 
 char *iwd_metrics_render(iwd_thread_t *thread, size_t *len)

@@ -291,18 +291,12 @@ for name in iwd_request_total iwd_success_total iwd_errors_total iwd_client_erro
 done
 check "every documented metric is exported" "" "${missing_metrics:-}"
 check_match "queue gauges per tenant" 'iwd_queue_tasks\{ccid="a",queue="general",media_type="workitem",status="queued"\} [0-9]+' "$metrics"
-# Data Mart job metrics: a tenant database that has iwd_dm.prometheus_metrics gets them scraped and pushed
-"${as_user[@]}" "$bindir/psql" -X -q -h "$work/pg" -p "$pg_port" tenant_a <<'SQL' >/dev/null 2>&1
-CREATE SCHEMA IF NOT EXISTS iwd_dm;
-CREATE OR REPLACE FUNCTION iwd_dm.prometheus_metrics(tenant text) RETURNS text LANGUAGE sql AS $$
-    SELECT E'# HELP iwddm_job_active Whether a Data Mart chain is running.\n# TYPE iwddm_job_active gauge\n'
-        || format(E'iwddm_job_active{tenant="%s",job="iwddm_metrics",execution_chain="full"} 0\n', tenant)
-$$;
-SQL
-check_match "the Data Mart job metrics are appended" 'iwddm_job_active\{tenant="a",job="iwddm_metrics"' "$(curl -s "$base/metrics")"
+# Data Mart job metrics: a run of the full chain in tenant a shows in /metrics and is pushed
+"${as_user[@]}" "$bindir/psql" -X -q -h "$work/pg" -p "$pg_port" tenant_a -c "SELECT iwd_dm.run('full')" >/dev/null
+check_match "the Data Mart job metrics are appended" 'iwddm_job_last_success\{tenant="a",job="iwddm_metrics",execution_chain="full"\} [1-9]' "$(curl -s "$base/metrics")"
 pushed=""
 for _ in $(seq 1 50); do
-    pushed=$(curl -s "http://127.0.0.1:$push_port/metrics" | grep -c 'iwddm_job_active{.*tenant="a"')
+    pushed=$(curl -s "http://127.0.0.1:$push_port/metrics" | grep -c 'iwddm_job_last_success{.*execution_chain="full".*tenant="a"')
     [ "$pushed" -ge 1 ] && break
     sleep 0.1
 done

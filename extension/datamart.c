@@ -1,0 +1,307 @@
+/*-------------------------------------------------------------------------
+ * datamart.c
+ *	  The Data Mart schedule: iwd_dm.* parameters, a cron matcher, and the
+ *	  scheduled execution chain that the scheduler's database worker runs, one
+ *	  transaction per batch (the SQL steps are in sql/datamart.sql).
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+#include "pgtime.h"
+
+#include "datamart.h"
+#include "iwd.h"
+
+#define DM_BATCH_DEFAULT 10000
+#define DM_BATCH_MIN 1
+#define DM_BATCH_MAX 10000000
+#define CRON_FIELDS 5
+
+static char *dm_schedule = NULL;
+static bool dm_suspend = false;
+static int	dm_batch_size = DM_BATCH_DEFAULT;
+static char *dm_execution_chain = NULL;
+static char *dm_time_zone = NULL;
+
+/* Field bounds: minute, hour, day of month, month, day of week (0 or 7 = Sunday). */
+static const int cron_min[CRON_FIELDS] = {0, 0, 1, 1, 0};
+static const int cron_max[CRON_FIELDS] = {59, 23, 31, 12, 7};
+
+/*
+ * Does one cron field ("*", "*\/n", "a", "a-b", "a-b/n", lists of those)
+ * contain value? Returns -1 when the field is malformed.
+ */
+static int
+CronFieldMatches(const char *field, int value, int lo, int hi)
+{
+	char	   *copy = pstrdup(field);
+	char	   *save = NULL;
+	int			result = 0;
+
+	for (char *part = strtok_r(copy, ",", &save); part != NULL; part = strtok_r(NULL, ",", &save))
+	{
+		int			from = lo,
+					to = hi,
+					step = 1;
+		char	   *slash = strchr(part, '/');
+		char	   *end;
+
+		if (slash != NULL)
+		{
+			*slash = '\0';
+			step = strtol(slash + 1, &end, 10);
+			if (*end != '\0' || step < 1)
+				return -1;
+		}
+		if (strcmp(part, "*") != 0)
+		{
+			char	   *dash = strchr(part, '-');
+
+			if (dash != NULL)
+				*dash = '\0';
+			from = strtol(part, &end, 10);
+			if (*end != '\0' || end == part)
+				return -1;
+			to = from;
+			if (dash != NULL)
+			{
+				to = strtol(dash + 1, &end, 10);
+				if (*end != '\0' || end == dash + 1)
+					return -1;
+			}
+			else if (slash != NULL)
+				to = hi;
+		}
+		if (from < lo || to > hi || from > to)
+			return -1;
+		if (value >= from && value <= to && (value - from) % step == 0)
+			result = 1;
+	}
+	return result;
+}
+
+/* Does the cron expression match this local time? -1 when malformed. */
+static int
+CronMatches(const char *expr, struct pg_tm *tm)
+{
+	char	   *copy = pstrdup(expr);
+	char	   *save = NULL;
+	char	   *fields[CRON_FIELDS];
+	int			n = 0;
+	int			values[CRON_FIELDS] = {tm->tm_min, tm->tm_hour, tm->tm_mday, tm->tm_mon, tm->tm_wday};
+	int			result = 1;
+
+	for (char *f = strtok_r(copy, " \t", &save); f != NULL; f = strtok_r(NULL, " \t", &save))
+	{
+		if (n == CRON_FIELDS)
+			return -1;
+		fields[n++] = f;
+	}
+	if (n != CRON_FIELDS)
+		return -1;
+	for (int i = 0; i < CRON_FIELDS; i++)
+	{
+		int			m = CronFieldMatches(fields[i], values[i], cron_min[i], cron_max[i]);
+
+		/* Sunday is 0 or 7 */
+		if (i == 4 && m == 0 && values[i] == 0)
+			m = CronFieldMatches(fields[i], 7, cron_min[i], cron_max[i]);
+		if (m < 0)
+			return -1;
+		result &= m;
+	}
+	return result;
+}
+
+/* Reject a malformed schedule when it is set. */
+static bool
+check_schedule(char **newval, void **extra, GucSource source)
+{
+	struct pg_tm tm = {0};
+
+	tm.tm_mday = 1;
+	tm.tm_mon = 1;
+	if (*newval == NULL || CronMatches(*newval, &tm) < 0)
+	{
+		GUC_check_errdetail("iwd_dm.schedule takes five cron fields: minute hour day-of-month month day-of-week.");
+		return false;
+	}
+	return true;
+}
+
+/* Accept only the documented execution chains. */
+static bool
+check_chain(char **newval, void **extra, GucSource source)
+{
+	static const char *const chains[] = {"initialize", "intraday", "historical", "full"};
+
+	for (int i = 0; i < (int) lengthof(chains); i++)
+		if (*newval != NULL && strcmp(*newval, chains[i]) == 0)
+			return true;
+	GUC_check_errdetail("Chains: initialize, intraday, historical, full.");
+	return false;
+}
+
+/* Accept only a known time zone. */
+static bool
+check_time_zone(char **newval, void **extra, GucSource source)
+{
+	if (*newval != NULL && pg_tzset(*newval) != NULL)
+		return true;
+	GUC_check_errdetail("\"%s\" is not a known time zone.", *newval ? *newval : "");
+	return false;
+}
+
+/* Define the iwd_dm.* parameters. */
+void
+DatamartInit(void)
+{
+	DefineCustomStringVariable("iwd_dm.schedule",
+							   "When the scheduler runs the Data Mart execution chain (cron syntax).",
+							   NULL, &dm_schedule, "*/15 * * * *", PGC_SIGHUP, 0, check_schedule, NULL, NULL);
+	DefineCustomBoolVariable("iwd_dm.suspend", "Suspend the scheduled Data Mart runs.",
+							 NULL, &dm_suspend, false, PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("iwd_dm.batch_size", "Events (or intervals) per Data Mart transaction.",
+							NULL, &dm_batch_size, DM_BATCH_DEFAULT, DM_BATCH_MIN, DM_BATCH_MAX,
+							PGC_USERSET, 0, NULL, NULL, NULL);
+	DefineCustomStringVariable("iwd_dm.execution_chain",
+							   "The chain the schedule runs: initialize, intraday, historical or full.",
+							   NULL, &dm_execution_chain, "full", PGC_SIGHUP, 0, check_chain, NULL, NULL);
+	DefineCustomStringVariable("iwd_dm.time_zone",
+							   "The time zone in which Data Mart intervals are aligned.",
+							   NULL, &dm_time_zone, "UTC", PGC_USERSET, 0, check_time_zone, NULL, NULL);
+	MarkGUCPrefixReserved("iwd_dm");
+}
+
+/* Run one SQL step in its own transaction; returns its integer result (0 when none). */
+static int64
+RunStep(const char *sql, const char *chain)
+{
+	Oid			argtypes[2] = {TEXTOID, INT4OID};
+	Datum		args[2] = {CStringGetTextDatum(chain), Int32GetDatum(dm_batch_size)};
+	int64		result = 0;
+	bool		isnull = true;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	SPI_connect();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	pgstat_report_activity(STATE_RUNNING, sql);
+	if (SPI_execute_with_args(sql, 2, argtypes, args, NULL, false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "iwd Data Mart step failed: %s", sql);
+	if (SPI_processed == 1 && SPI_tuptable->tupdesc->natts == 1 &&
+		SPI_gettypeid(SPI_tuptable->tupdesc, 1) == INT4OID)
+	{
+		Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+
+		result = isnull ? 0 : DatumGetInt32(d);
+	}
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	pgstat_report_activity(STATE_IDLE, NULL);
+	return result;
+}
+
+/* Run the scheduled chain: one transaction per batch; a failure is recorded in iwd_dm.job_status. */
+static void
+RunScheduledChain(MemoryContext cxt)
+{
+	char	   *chain = pstrdup(dm_execution_chain);
+	bool		loads = strcmp(chain, "intraday") == 0 || strcmp(chain, "full") == 0;
+	int64		events = 0,
+				intervals = 0,
+				n;
+
+	PG_TRY();
+	{
+		RunStep("SELECT pg_advisory_lock(hashtext('iwd_dm chain ' || $1))", chain);
+		RunStep("SELECT iwd_dm._job($1, 'start')", chain);
+		if (loads)
+		{
+			RunStep("SELECT iwd_dm._mark_dirty(iwd.now(), iwd.now())", chain);
+			while ((n = RunStep("SELECT iwd_dm._load_batch($2)", chain)) > 0)
+				events += n;
+		}
+		if (strcmp(chain, "initialize") == 0 || strcmp(chain, "full") == 0)
+			RunStep("SELECT iwd_dm._initialize()", chain);
+		while ((n = RunStep("SELECT iwd_dm._aggregate_batch(iwd_dm._chain_levels($1), $2)", chain)) > 0)
+			intervals += n;
+		RunStep(psprintf("SELECT iwd_dm._job($1, 'success', jsonb_build_object('chain', $1, 'status', 'succeeded', "
+						 "'events', " INT64_FORMAT ", 'intervals', " INT64_FORMAT ", 'batchSize', $2))",
+						 events, intervals), chain);
+		RunStep("SELECT pg_advisory_unlock(hashtext('iwd_dm chain ' || $1))", chain);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		AbortCurrentTransaction();
+		ereport(LOG, (errmsg("iwd Data Mart chain \"%s\" failed: %s", chain, edata->message)));
+		RunStep(psprintf("SELECT iwd_dm._job($1, 'fail', NULL, %s)", quote_literal_cstr(edata->message)), chain);
+		RunStep("SELECT pg_advisory_unlock_all()", chain);
+		FreeErrorData(edata);
+	}
+	PG_END_TRY();
+}
+
+/* Is the Data Mart installed here? */
+static bool
+DatamartInstalled(void)
+{
+	bool		installed;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	SPI_connect();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	installed = SPI_execute("SELECT 1 FROM pg_namespace WHERE nspname = 'iwd_dm'", true, 1) == SPI_OK_SELECT &&
+		SPI_processed == 1;
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	return installed;
+}
+
+/*
+ * Called by the scheduler's database worker on every loop: run the chain when
+ * the schedule matches the current minute (in iwd_dm.time_zone), once per
+ * minute. *last_minute remembers the minute of the last run.
+ */
+void
+DatamartTick(int64 *last_minute, MemoryContext cxt)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	int64		minute = now / USECS_PER_MINUTE;
+	struct pg_tm tm;
+	pg_tz	   *tz;
+	pg_time_t	t;
+	struct pg_tm *ltm;
+
+	if (dm_suspend || minute == *last_minute)
+		return;
+	*last_minute = minute;
+	tz = pg_tzset(dm_time_zone ? dm_time_zone : "UTC");
+	t = timestamptz_to_time_t(now);
+	ltm = pg_localtime(&t, tz);
+	if (ltm == NULL || tz == NULL)
+		return;
+	tm = *ltm;
+	tm.tm_mon += 1;				/* pg_localtime months are 0-based */
+	if (CronMatches(dm_schedule, &tm) != 1 || !DatamartInstalled())
+		return;
+	RunScheduledChain(cxt);
+}

@@ -1,0 +1,114 @@
+-- Data Mart: a scripted day with exact aggregates at every level, idempotent re-runs, a run
+-- interrupted midway, the reporting role, the job metrics.
+CREATE EXTENSION iwd;
+SET timezone = 'UTC';
+SET iwd.notify = off;
+SELECT iwd.upsert_agent('{"id": "a1", "state": "ready", "capacity": {"workitem": 5}}') IS NOT NULL;
+SELECT iwd.upsert_category('{"name": "Claims", "queue": "claims", "slaMinutes": 60, "businessValue": 100}') IS NOT NULL;
+SELECT iwd.upsert_category('{"name": "Mail", "queue": "mail", "businessValue": 10}') IS NOT NULL;
+
+-- the day: Monday 2026-03-02
+SET iwd.simulated_time = '2026-03-02 09:05+00';
+SELECT iwd.create_task('{"externalId": "T1", "capturePoint": "erp", "category": "Claims", "customerSegment": "gold"}') ->> 'id';
+SELECT iwd.create_task('{"externalId": "T2", "capturePoint": "erp", "category": "Claims", "customerSegment": "gold"}') ->> 'id';
+SELECT iwd.create_task('{"externalId": "T3", "capturePoint": "crm", "category": "Mail"}') ->> 'id';
+SET iwd.simulated_time = '2026-03-02 09:20+00';
+SELECT iwd.next_task('a1') ->> 'externalId';
+SELECT iwd.accept_task(1, 'a1') ->> 'status';
+SET iwd.simulated_time = '2026-03-02 09:50+00';
+SELECT iwd.complete_task(1, 'a1') ->> 'status';
+SET iwd.simulated_time = '2026-03-02 10:10+00';
+SELECT iwd.next_task('a1') ->> 'externalId';
+SELECT iwd.accept_task(2, 'a1') ->> 'status';
+SELECT iwd.tick('2026-03-02 10:10+00') -> 'overdue';
+SET iwd.simulated_time = '2026-03-02 10:40+00';
+SELECT iwd.complete_task(2, 'a1') ->> 'status';
+SELECT iwd.cancel_task(3, 'duplicate') ->> 'status';
+SET iwd.simulated_time = '2026-03-02 11:00+00';
+SELECT iwd.create_task('{"externalId": "T4", "capturePoint": "crm", "category": "Claims"}') ->> 'id';
+
+SELECT iwd_dm.run('full') - 'ms';
+SELECT interval_start, queue, customer_segment, created, assigned, completed, canceled, overdue, completed_in_sla,
+       backlog_end, pending_overdue, avg_age_s, max_age_s, avg_queue_s, avg_handle_s, business_value_completed
+FROM iwd_dm.agg_15min ORDER BY interval_start, queue, customer_segment;
+SELECT interval_start, queue, customer_segment, created, assigned, completed, canceled, overdue, backlog_end,
+       pending_overdue, avg_age_s, business_value_completed
+FROM iwd_dm.agg_hour ORDER BY interval_start, queue, customer_segment;
+SELECT interval_start, queue, created, assigned, completed, canceled, overdue, completed_in_sla, backlog_end,
+       pending_overdue, avg_age_s, max_age_s, avg_handle_s, business_value_completed
+FROM iwd_dm.agg_day ORDER BY queue;
+SELECT interval_start, queue, created, completed, canceled, backlog_end FROM iwd_dm.agg_week ORDER BY queue;
+SELECT interval_start, queue, created, completed, canceled, backlog_end FROM iwd_dm.agg_month ORDER BY queue;
+SELECT task_id, status, agent, queue_s, handle_s, age_s, overdue, completed_in_sla FROM iwd_dm.task_fact ORDER BY 1;
+
+-- the report views
+SELECT * FROM iwd_dm.queue_activity ORDER BY queue;
+SELECT * FROM iwd_dm.customer_segment_service_level ORDER BY customer_segment;
+SELECT * FROM iwd_dm.capture_point_business_value ORDER BY capture_point;
+SELECT * FROM iwd_dm.agent_activity;
+SELECT * FROM iwd_dm.intraday_backlog WHERE interval_start = '2026-03-02 10:30+00' ORDER BY queue;
+
+-- running again changes nothing
+CREATE TEMP TABLE before AS
+    SELECT 'day' AS level, to_jsonb(a) AS r FROM iwd_dm.agg_day a UNION ALL SELECT '15min', to_jsonb(a) FROM iwd_dm.agg_15min a
+    UNION ALL SELECT 'hour', to_jsonb(a) FROM iwd_dm.agg_hour a UNION ALL SELECT 'fact', to_jsonb(f) FROM iwd_dm.task_fact f;
+SELECT iwd_dm.run('full') -> 'events';
+SELECT iwd_dm.run('intraday') -> 'status', iwd_dm.run('historical') -> 'status', iwd_dm.run('initialize') -> 'status';
+CREATE FUNCTION snapshot_diff() RETURNS bigint LANGUAGE sql AS $$
+    WITH now AS (
+        SELECT 'day' AS level, to_jsonb(a) AS r FROM iwd_dm.agg_day a UNION ALL SELECT '15min', to_jsonb(a) FROM iwd_dm.agg_15min a
+        UNION ALL SELECT 'hour', to_jsonb(a) FROM iwd_dm.agg_hour a UNION ALL SELECT 'fact', to_jsonb(f) FROM iwd_dm.task_fact f)
+    SELECT (SELECT count(*) FROM (SELECT * FROM now EXCEPT ALL SELECT * FROM before) x)
+         + (SELECT count(*) FROM (SELECT * FROM before EXCEPT ALL SELECT * FROM now) y)
+$$;
+SELECT snapshot_diff() AS differences_after_rerun;
+
+-- a run that fails midway undoes its partial work and records the failure
+CREATE FUNCTION fail_hour() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'injected failure';
+END $$;
+TRUNCATE iwd_dm.task_event_fact, iwd_dm.task_fact, iwd_dm.agg_15min, iwd_dm.agg_hour, iwd_dm.agg_day,
+         iwd_dm.agg_week, iwd_dm.agg_month, iwd_dm.dirty, iwd_dm.event_gap;
+UPDATE iwd_dm.watermark SET last_event_id = 0;
+CREATE TRIGGER fail_hour BEFORE INSERT ON iwd_dm.agg_hour FOR EACH ROW EXECUTE FUNCTION fail_hour();
+SELECT iwd_dm.run('full');
+SELECT execution_chain, last_error, last_fail IS NOT NULL AS failed FROM iwd_dm.job_status WHERE execution_chain = 'full';
+SELECT count(*) AS facts_after_failed_run FROM iwd_dm.task_fact;
+DROP TRIGGER fail_hour ON iwd_dm.agg_hour;
+-- batches committed one by one (as the worker does), then interrupted, then resumed by a full run
+SET iwd_dm.batch_size = 3;
+SELECT iwd_dm._load_batch(3), iwd_dm._load_batch(3);
+SELECT iwd_dm._aggregate_batch(ARRAY['15min'], 4);
+SELECT iwd_dm.run('full') -> 'status';
+SELECT snapshot_diff() AS differences_after_interrupted_run;
+RESET iwd_dm.batch_size;
+
+-- late events: an event id that commits after higher ones is still loaded (gaps are re-read)
+SELECT count(*) AS open_gaps FROM iwd_dm.event_gap;
+
+-- time zone alignment: a day in Paris starts at 23:00 UTC in winter
+SET iwd_dm.time_zone = 'Europe/Paris';
+SELECT iwd_dm.interval_start('day', '2026-03-02 09:05+00'), iwd_dm.interval_start('week', '2026-03-04 09:05+00'),
+       iwd_dm.interval_start('15min', '2026-03-02 09:59+00'), iwd_dm.interval_end('month', '2026-02-28 23:00+00');
+RESET iwd_dm.time_zone;
+SET iwd_dm.time_zone = 'Mars/Olympus';
+SET iwd_dm.schedule = 'every minute';
+SET iwd_dm.execution_chain = 'weekly';
+SELECT iwd_dm.run('weekly');
+
+-- the job metrics
+SELECT line FROM regexp_split_to_table(iwd_dm.prometheus_metrics('t1'), E'\n') line
+WHERE line LIKE '# TYPE%' OR line LIKE '%execution_chain="full"%' AND line NOT LIKE 'iwddm_job_last_%';
+
+-- the reporting role reads iwd_dm and nothing else
+SET ROLE iwd_gcxi;
+SELECT count(*) > 0 AS can_read_reports FROM iwd_dm.queue_activity;
+SELECT count(*) FROM iwd.task;
+SELECT iwd.create_task('{"externalId": "X", "capturePoint": "x"}');
+INSERT INTO iwd_dm.agg_day (interval_start) VALUES (now());
+RESET ROLE;
+
+DROP FUNCTION snapshot_diff();
+DROP FUNCTION fail_hour() CASCADE;
+DROP EXTENSION iwd CASCADE;

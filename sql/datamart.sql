@@ -1,0 +1,602 @@
+-- iwd Data Mart: facts, dimensions and aggregates built from the event history, inside the tenant
+-- database. Every step is idempotent and crash-safe: events are loaded in batches (one transaction
+-- each when the worker runs them), facts are recomputed from the full history of the tasks a batch
+-- touches, and the intervals a batch touches are marked dirty and re-aggregated from the facts, so a
+-- run interrupted anywhere leaves nothing wrong and the next run converges to what a clean run gives.
+
+CREATE SCHEMA iwd_dm;
+
+-- ---------------------------------------------------------------------------------------------
+-- Job state and loading position
+-- ---------------------------------------------------------------------------------------------
+
+CREATE TABLE iwd_dm.job_status (
+    execution_chain text PRIMARY KEY CHECK (execution_chain IN ('initialize', 'intraday', 'historical', 'full')),
+    last_start      timestamptz,
+    last_success    timestamptz,
+    last_fail       timestamptz,
+    last_error      text,
+    last_summary    jsonb
+);
+INSERT INTO iwd_dm.job_status (execution_chain) VALUES ('initialize'), ('intraday'), ('historical'), ('full');
+
+-- Events are loaded in id order. Ids commit out of order, so an id below the highest loaded one may
+-- still appear: every gap in the loaded ids is remembered and re-read until it fills or is older than
+-- any transaction could be (then its ids belonged to transactions that rolled back).
+CREATE TABLE iwd_dm.watermark (
+    singleton     boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    last_event_id bigint NOT NULL DEFAULT 0
+);
+INSERT INTO iwd_dm.watermark DEFAULT VALUES;
+
+CREATE TABLE iwd_dm.event_gap (
+    from_id bigint NOT NULL,
+    to_id   bigint NOT NULL,
+    seen_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    PRIMARY KEY (from_id)
+);
+
+-- Intervals whose aggregates must be recomputed, per level.
+CREATE TABLE iwd_dm.dirty (
+    level          text NOT NULL CHECK (level IN ('15min', 'hour', 'day', 'week', 'month')),
+    interval_start timestamptz NOT NULL,
+    PRIMARY KEY (level, interval_start)
+);
+
+-- ---------------------------------------------------------------------------------------------
+-- Dimensions
+-- ---------------------------------------------------------------------------------------------
+
+CREATE TABLE iwd_dm.dim_date (
+    date        date PRIMARY KEY,
+    year        int NOT NULL,
+    quarter     int NOT NULL,
+    month       int NOT NULL,
+    iso_week    int NOT NULL,
+    day_of_week int NOT NULL,
+    week_start  date NOT NULL,
+    month_start date NOT NULL
+);
+
+CREATE TABLE iwd_dm.dim_interval (
+    interval_start time PRIMARY KEY,
+    hour           int NOT NULL,
+    quarter_hour   int NOT NULL
+);
+
+DO $$
+DECLARE
+    d text;
+BEGIN
+    FOREACH d IN ARRAY ARRAY['department', 'process', 'category', 'queue', 'media_type', 'customer_segment',
+                             'agent', 'status', 'capture_point'] LOOP
+        EXECUTE format('CREATE TABLE iwd_dm.dim_%s (id serial PRIMARY KEY, name text NOT NULL UNIQUE)', d);
+    END LOOP;
+END $$;
+
+CREATE TABLE iwd_dm.dim_priority_range (
+    id    int PRIMARY KEY,
+    name  text NOT NULL UNIQUE,
+    low   int,
+    high  int
+);
+INSERT INTO iwd_dm.dim_priority_range VALUES
+    (1, '< 0', NULL, -1), (2, '0-24', 0, 24), (3, '25-49', 25, 49), (4, '50-74', 50, 74), (5, '75-99', 75, 99),
+    (6, '>= 100', 100, NULL);
+
+CREATE TABLE iwd_dm.dim_business_value_range (
+    id    int PRIMARY KEY,
+    name  text NOT NULL UNIQUE,
+    low   int,
+    high  int
+);
+INSERT INTO iwd_dm.dim_business_value_range VALUES
+    (1, '< 100', NULL, 99), (2, '100-499', 100, 499), (3, '500-999', 500, 999), (4, '1000-4999', 1000, 4999),
+    (5, '>= 5000', 5000, NULL);
+
+-- ---------------------------------------------------------------------------------------------
+-- Facts
+-- ---------------------------------------------------------------------------------------------
+
+CREATE TABLE iwd_dm.task_event_fact (
+    event_id      bigint PRIMARY KEY,
+    task_id       bigint NOT NULL,
+    at            timestamptz NOT NULL,
+    event         text NOT NULL,
+    actor         text,
+    status_before text,
+    status_after  text,
+    detail        jsonb NOT NULL
+);
+CREATE INDEX ON iwd_dm.task_event_fact (task_id);
+CREATE INDEX ON iwd_dm.task_event_fact (at);
+
+-- One row per task: its lifecycle timestamps and durations (seconds).
+CREATE TABLE iwd_dm.task_fact (
+    task_id             bigint PRIMARY KEY,
+    external_id         text,
+    capture_point       text,
+    department          text,
+    process             text,
+    category            text,
+    queue               text,
+    media_type          text,
+    customer_segment    text,
+    priority            int,
+    business_value      int,
+    priority_range      text,
+    business_value_range text,
+    status              text,
+    agent               text,
+    created_at          timestamptz,
+    first_assigned_at   timestamptz,
+    accepted_at         timestamptz,
+    finished_at         timestamptz,
+    due_at              timestamptz,
+    time_to_first_assignment_s double precision,
+    queue_s             double precision,
+    handle_s            double precision,
+    age_s               double precision,
+    overdue             boolean,
+    completed_in_sla    boolean
+);
+CREATE INDEX ON iwd_dm.task_fact (created_at);
+CREATE INDEX ON iwd_dm.task_fact (finished_at);
+
+-- ---------------------------------------------------------------------------------------------
+-- Aggregates: one table per level, one row per interval and grouping
+-- ---------------------------------------------------------------------------------------------
+
+DO $$
+DECLARE
+    lvl text;
+BEGIN
+    FOREACH lvl IN ARRAY ARRAY['15min', 'hour', 'day', 'week', 'month'] LOOP
+        EXECUTE format($t$
+            CREATE TABLE iwd_dm.agg_%s (
+                interval_start           timestamptz NOT NULL,
+                department               text,
+                process                  text,
+                category                 text,
+                queue                    text,
+                media_type               text,
+                customer_segment         text,
+                created                  bigint NOT NULL DEFAULT 0,
+                assigned                 bigint NOT NULL DEFAULT 0,
+                completed                bigint NOT NULL DEFAULT 0,
+                canceled                 bigint NOT NULL DEFAULT 0,
+                rejected                 bigint NOT NULL DEFAULT 0,
+                expired                  bigint NOT NULL DEFAULT 0,
+                overdue                  bigint NOT NULL DEFAULT 0,
+                completed_in_sla         bigint NOT NULL DEFAULT 0,
+                backlog_end              bigint NOT NULL DEFAULT 0,
+                pending_overdue          bigint NOT NULL DEFAULT 0,
+                avg_age_s                double precision,
+                max_age_s                double precision,
+                avg_queue_s              double precision,
+                avg_handle_s             double precision,
+                business_value_completed bigint NOT NULL DEFAULT 0,
+                UNIQUE NULLS NOT DISTINCT (interval_start, department, process, category, queue, media_type,
+                                           customer_segment)
+            )$t$, lvl);
+    END LOOP;
+END $$;
+
+-- ---------------------------------------------------------------------------------------------
+-- Time
+-- ---------------------------------------------------------------------------------------------
+
+-- The reporting time zone (iwd_dm.time_zone, default UTC).
+CREATE FUNCTION iwd_dm.time_zone() RETURNS text
+LANGUAGE sql STABLE AS $$
+    SELECT coalesce(nullif(current_setting('iwd_dm.time_zone', true), ''), 'UTC')
+$$;
+
+-- The start of the interval of a level that contains t, aligned in the reporting time zone
+-- (weeks start on Monday).
+CREATE FUNCTION iwd_dm.interval_start(level text, t timestamptz) RETURNS timestamptz
+LANGUAGE plpgsql STABLE STRICT AS $$
+DECLARE
+    tz text := iwd_dm.time_zone();
+    local timestamp := t AT TIME ZONE tz;
+BEGIN
+    RETURN CASE level
+        WHEN '15min' THEN (date_trunc('hour', local) + floor(extract(minute FROM local) / 15) * interval '15 minutes')
+        WHEN 'hour' THEN date_trunc('hour', local)
+        WHEN 'day' THEN date_trunc('day', local)
+        WHEN 'week' THEN date_trunc('week', local)
+        WHEN 'month' THEN date_trunc('month', local)
+    END AT TIME ZONE tz;
+END $$;
+
+-- The end (exclusive) of the interval of a level that starts at s.
+CREATE FUNCTION iwd_dm.interval_end(level text, s timestamptz) RETURNS timestamptz
+LANGUAGE sql STABLE STRICT AS $$
+    SELECT ((s AT TIME ZONE iwd_dm.time_zone()) + CASE level WHEN '15min' THEN interval '15 minutes'
+        WHEN 'hour' THEN interval '1 hour' WHEN 'day' THEN interval '1 day' WHEN 'week' THEN interval '1 week'
+        WHEN 'month' THEN interval '1 month' END) AT TIME ZONE iwd_dm.time_zone()
+$$;
+
+-- ---------------------------------------------------------------------------------------------
+-- Loading
+-- ---------------------------------------------------------------------------------------------
+
+-- Recompute the facts of these tasks from their whole history and current row.
+CREATE FUNCTION iwd_dm._refresh_task_facts(ids bigint[]) RETURNS void
+LANGUAGE sql AS $$
+    INSERT INTO iwd_dm.task_fact AS f
+    SELECT t.id, t.external_id, t.capture_point, t.department, t.process, t.category, t.queue, t.media_type,
+           t.customer_segment, t.priority, t.business_value,
+           (SELECT r.name FROM iwd_dm.dim_priority_range r
+             WHERE t.priority >= coalesce(r.low, t.priority) AND t.priority <= coalesce(r.high, t.priority)),
+           (SELECT r.name FROM iwd_dm.dim_business_value_range r
+             WHERE t.business_value >= coalesce(r.low, t.business_value)
+               AND t.business_value <= coalesce(r.high, t.business_value)),
+           t.status, t.assigned_to, t.created_at, e.first_assigned_at, e.accepted_at,
+           CASE WHEN iwd.is_terminal(t.status) THEN t.completed_at END, t.due_at,
+           extract(epoch FROM e.first_assigned_at - t.created_at),
+           extract(epoch FROM coalesce(e.first_assigned_at, CASE WHEN iwd.is_terminal(t.status) THEN t.completed_at END)
+                              - t.created_at),
+           CASE WHEN t.status = 'completed' THEN extract(epoch FROM t.completed_at
+                                                          - coalesce(e.accepted_at, e.last_assigned_at)) END,
+           CASE WHEN iwd.is_terminal(t.status) THEN extract(epoch FROM t.completed_at - t.created_at) END,
+           t.status = 'completed' AND t.due_at IS NOT NULL AND t.completed_at > t.due_at,
+           t.status = 'completed' AND (t.due_at IS NULL OR t.completed_at <= t.due_at)
+    FROM iwd.task_all t
+    LEFT JOIN LATERAL (
+        SELECT min(x.at) FILTER (WHERE x.event = 'reserved') AS first_assigned_at,
+               max(x.at) FILTER (WHERE x.event = 'reserved') AS last_assigned_at,
+               max(x.at) FILTER (WHERE x.event = 'accepted') AS accepted_at
+        FROM iwd_dm.task_event_fact x WHERE x.task_id = t.id) e ON true
+    WHERE t.id = ANY (ids)
+    ON CONFLICT (task_id) DO UPDATE SET
+        external_id = EXCLUDED.external_id, capture_point = EXCLUDED.capture_point,
+        department = EXCLUDED.department, process = EXCLUDED.process, category = EXCLUDED.category,
+        queue = EXCLUDED.queue, media_type = EXCLUDED.media_type, customer_segment = EXCLUDED.customer_segment,
+        priority = EXCLUDED.priority, business_value = EXCLUDED.business_value,
+        priority_range = EXCLUDED.priority_range, business_value_range = EXCLUDED.business_value_range,
+        status = EXCLUDED.status, agent = EXCLUDED.agent, created_at = EXCLUDED.created_at,
+        first_assigned_at = EXCLUDED.first_assigned_at, accepted_at = EXCLUDED.accepted_at,
+        finished_at = EXCLUDED.finished_at, due_at = EXCLUDED.due_at,
+        time_to_first_assignment_s = EXCLUDED.time_to_first_assignment_s, queue_s = EXCLUDED.queue_s,
+        handle_s = EXCLUDED.handle_s, age_s = EXCLUDED.age_s, overdue = EXCLUDED.overdue,
+        completed_in_sla = EXCLUDED.completed_in_sla
+$$;
+
+-- Mark dirty every interval of every level between two times.
+CREATE FUNCTION iwd_dm._mark_dirty(first_at timestamptz, last_at timestamptz) RETURNS void
+LANGUAGE sql AS $$
+    INSERT INTO iwd_dm.dirty (level, interval_start)
+    SELECT DISTINCT l.level, iwd_dm.interval_start(l.level, g)
+    FROM (VALUES ('15min', interval '15 minutes'), ('hour', interval '1 hour'), ('day', interval '1 day'),
+                 ('week', interval '1 week'), ('month', interval '1 month')) l(level, step)
+    CROSS JOIN LATERAL generate_series(iwd_dm.interval_start(l.level, first_at), last_at, l.step) g
+    WHERE first_at IS NOT NULL AND last_at IS NOT NULL
+    ON CONFLICT DO NOTHING
+$$;
+
+-- Load one batch of events (the gaps first, then after the watermark): facts of the touched tasks,
+-- dirty intervals of every level from each touched task's creation to now. Returns the events loaded.
+CREATE FUNCTION iwd_dm._load_batch(batch int) RETURNS int
+LANGUAGE plpgsql AS $$
+DECLARE
+    mark bigint;
+    loaded int;
+    new_max bigint;
+    touched bigint[];
+    first_at timestamptz;
+    last_at timestamptz;
+    prev_last_at timestamptz;
+BEGIN
+    -- one loader at a time; concurrent runs wait here rather than interleave
+    PERFORM pg_advisory_xact_lock(hashtext('iwd_dm load'));
+    SELECT last_event_id INTO mark FROM iwd_dm.watermark;
+    SELECT max(at) INTO prev_last_at FROM iwd_dm.task_event_fact;
+    -- gaps older than any transaction can be are closed: their ids were rolled back
+    DELETE FROM iwd_dm.event_gap WHERE seen_at < clock_timestamp() - interval '15 minutes';
+    WITH candidates AS (
+        SELECT e.* FROM iwd_dm.event_gap g JOIN iwd.task_event e ON e.id BETWEEN g.from_id AND g.to_id
+        UNION ALL
+        (SELECT e.* FROM iwd.task_event e WHERE e.id > mark ORDER BY e.id LIMIT batch)),
+    ins AS (
+        INSERT INTO iwd_dm.task_event_fact (event_id, task_id, at, event, actor, status_before, status_after, detail)
+        SELECT id, task_id, at, event, actor, status_before, status_after, detail FROM candidates
+        ON CONFLICT (event_id) DO NOTHING
+        RETURNING event_id, task_id, at)
+    SELECT count(*), max(event_id), array_agg(DISTINCT task_id), min(at), max(at)
+    INTO loaded, new_max, touched, first_at, last_at FROM ins;
+    IF loaded = 0 THEN
+        RETURN 0;
+    END IF;
+    -- remember the gaps below the new watermark, forget the filled ones
+    IF new_max > mark THEN
+        INSERT INTO iwd_dm.event_gap (from_id, to_id)
+        SELECT id + 1, next_id - 1
+        FROM (SELECT event_id AS id, lead(event_id) OVER (ORDER BY event_id) AS next_id
+              FROM iwd_dm.task_event_fact WHERE event_id >= mark AND event_id <= new_max) s
+        WHERE next_id > id + 1 AND id + 1 > mark
+        ON CONFLICT DO NOTHING;
+        UPDATE iwd_dm.watermark SET last_event_id = new_max;
+    END IF;
+    DELETE FROM iwd_dm.event_gap g
+    WHERE (SELECT count(*) FROM iwd_dm.task_event_fact f WHERE f.event_id BETWEEN g.from_id AND g.to_id)
+          = g.to_id - g.from_id + 1;
+    PERFORM iwd_dm._refresh_task_facts(touched);
+    -- an event changes its task from the event's time on, so every interval from there to the latest
+    -- event is dirty; so is every interval the latest event time moved over (their backlogs are new)
+    PERFORM iwd_dm._mark_dirty(least(first_at, prev_last_at), greatest(last_at, prev_last_at));
+    RETURN loaded;
+END $$;
+
+-- ---------------------------------------------------------------------------------------------
+-- Aggregation
+-- ---------------------------------------------------------------------------------------------
+
+-- Recompute the aggregates of one interval of a level from the facts: the tasks open at some time in
+-- the interval give the counts and durations, the reservations in it give "assigned".
+CREATE FUNCTION iwd_dm._aggregate_interval(level text, s timestamptz) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    e timestamptz := iwd_dm.interval_end(level, s);
+BEGIN
+    EXECUTE format('DELETE FROM iwd_dm.agg_%s WHERE interval_start = $1', level) USING s;
+    EXECUTE format($q$
+        INSERT INTO iwd_dm.agg_%s
+        SELECT $1, department, process, category, queue, media_type, customer_segment,
+               coalesce(sum(created), 0), coalesce(sum(assigned), 0), coalesce(sum(completed), 0),
+               coalesce(sum(canceled), 0), coalesce(sum(rejected), 0), coalesce(sum(expired), 0),
+               coalesce(sum(overdue), 0), coalesce(sum(in_sla), 0), coalesce(sum(backlog), 0),
+               coalesce(sum(pending_overdue), 0),
+               avg(age_s), max(age_s), avg(queue_s), avg(handle_s), coalesce(sum(value), 0)
+        FROM (
+            SELECT f.department, f.process, f.category, f.queue, f.media_type, f.customer_segment,
+                   (f.created_at >= $1)::int AS created, 0 AS assigned,
+                   (done AND f.status = 'completed')::int AS completed, (done AND f.status = 'canceled')::int AS canceled,
+                   (done AND f.status = 'rejected')::int AS rejected, (done AND f.status = 'expired')::int AS expired,
+                   (done AND f.overdue)::int AS overdue, (done AND f.completed_in_sla)::int AS in_sla,
+                   (f.finished_at IS NULL OR f.finished_at >= $2)::int AS backlog,
+                   ((f.finished_at IS NULL OR f.finished_at >= $2) AND f.due_at < $2)::int AS pending_overdue,
+                   CASE WHEN done AND f.status = 'completed' THEN f.age_s END AS age_s,
+                   CASE WHEN done AND f.status = 'completed' THEN f.queue_s END AS queue_s,
+                   CASE WHEN done AND f.status = 'completed' THEN f.handle_s END AS handle_s,
+                   CASE WHEN done AND f.status = 'completed' THEN f.business_value ELSE 0 END AS value
+            FROM iwd_dm.task_fact f,
+                 LATERAL (SELECT f.finished_at >= $1 AND f.finished_at < $2 AS done) d
+            WHERE f.created_at < $2 AND (f.finished_at IS NULL OR f.finished_at >= $1)
+            UNION ALL
+            SELECT f.department, f.process, f.category, f.queue, f.media_type, f.customer_segment,
+                   0, 1, 0, 0, 0, 0, 0, 0, 0, 0, NULL, NULL, NULL, 0
+            FROM iwd_dm.task_event_fact x JOIN iwd_dm.task_fact f ON f.task_id = x.task_id
+            WHERE x.event = 'reserved' AND x.at >= $1 AND x.at < $2) u
+        GROUP BY department, process, category, queue, media_type, customer_segment
+        $q$, level) USING s, e;
+END $$;
+
+-- Aggregate up to batch dirty intervals of the given levels; returns how many.
+CREATE FUNCTION iwd_dm._aggregate_batch(levels text[], batch int) RETURNS int
+LANGUAGE plpgsql AS $$
+DECLARE
+    d record;
+    n int := 0;
+BEGIN
+    FOR d IN SELECT level, interval_start FROM iwd_dm.dirty WHERE level = ANY (levels)
+             ORDER BY level, interval_start LIMIT batch FOR UPDATE SKIP LOCKED LOOP
+        PERFORM iwd_dm._aggregate_interval(d.level, d.interval_start);
+        DELETE FROM iwd_dm.dirty WHERE level = d.level AND interval_start = d.interval_start;
+        n := n + 1;
+    END LOOP;
+    RETURN n;
+END $$;
+
+-- Dimensions from the configuration and the facts; the calendar around the facts.
+CREATE FUNCTION iwd_dm._initialize() RETURNS int
+LANGUAGE plpgsql AS $$
+DECLARE
+    n int := 0;
+    k int;
+    dim text;
+BEGIN
+    FOREACH dim IN ARRAY ARRAY['department', 'process', 'category', 'queue', 'media_type', 'customer_segment',
+                             'capture_point'] LOOP
+        EXECUTE format('INSERT INTO iwd_dm.dim_%1$s (name) SELECT DISTINCT %1$s FROM iwd_dm.task_fact
+                        WHERE %1$s IS NOT NULL ON CONFLICT DO NOTHING', dim);
+        GET DIAGNOSTICS k = ROW_COUNT;
+        n := n + k;
+    END LOOP;
+    INSERT INTO iwd_dm.dim_department (name) SELECT name FROM iwd.department ON CONFLICT DO NOTHING;
+    INSERT INTO iwd_dm.dim_process (name) SELECT name FROM iwd.process ON CONFLICT DO NOTHING;
+    INSERT INTO iwd_dm.dim_category (name) SELECT name FROM iwd.category ON CONFLICT DO NOTHING;
+    INSERT INTO iwd_dm.dim_agent (name) SELECT id FROM iwd.agent ON CONFLICT DO NOTHING;
+    INSERT INTO iwd_dm.dim_agent (name) SELECT DISTINCT agent FROM iwd_dm.task_fact WHERE agent IS NOT NULL
+        ON CONFLICT DO NOTHING;
+    INSERT INTO iwd_dm.dim_status (name)
+    SELECT unnest(ARRAY['new', 'queued', 'assigned', 'held', 'errorHeld', 'completed', 'canceled', 'rejected',
+                        'expired']) ON CONFLICT DO NOTHING;
+    INSERT INTO iwd_dm.dim_interval
+    SELECT t::time, extract(hour FROM t)::int, (extract(minute FROM t) / 15)::int
+    FROM generate_series(timestamp '2000-01-01', timestamp '2000-01-01 23:45', interval '15 minutes') t
+    ON CONFLICT DO NOTHING;
+    INSERT INTO iwd_dm.dim_date
+    SELECT d::date, extract(year FROM d)::int, extract(quarter FROM d)::int, extract(month FROM d)::int,
+           extract(week FROM d)::int, extract(isodow FROM d)::int, date_trunc('week', d)::date,
+           date_trunc('month', d)::date
+    FROM generate_series(
+        coalesce((SELECT min(created_at) FROM iwd_dm.task_fact), now())::date - 31,
+        greatest(coalesce((SELECT max(created_at) FROM iwd_dm.task_fact), now()), now())::date + 366,
+        interval '1 day') d
+    ON CONFLICT DO NOTHING;
+    RETURN n;
+END $$;
+
+-- ---------------------------------------------------------------------------------------------
+-- Execution chains
+-- ---------------------------------------------------------------------------------------------
+
+-- The steps of a chain: initialize, load events, aggregate levels.
+CREATE FUNCTION iwd_dm._chain_levels(chain text) RETURNS text[]
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE chain WHEN 'intraday' THEN ARRAY['15min'] WHEN 'historical' THEN ARRAY['hour', 'day', 'week', 'month']
+                      WHEN 'full' THEN ARRAY['15min', 'hour', 'day', 'week', 'month'] ELSE ARRAY[]::text[] END
+$$;
+
+-- Record the start, success or failure of a chain (the worker calls it in its own transactions).
+CREATE FUNCTION iwd_dm._job(chain text, what text, summary jsonb DEFAULT NULL, error text DEFAULT NULL)
+RETURNS void LANGUAGE sql AS $$
+    UPDATE iwd_dm.job_status SET
+        last_start = CASE WHEN what = 'start' THEN clock_timestamp() ELSE last_start END,
+        last_success = CASE WHEN what = 'success' THEN clock_timestamp() ELSE last_success END,
+        last_fail = CASE WHEN what = 'fail' THEN clock_timestamp() ELSE last_fail END,
+        last_error = CASE WHEN what = 'fail' THEN error WHEN what = 'success' THEN NULL ELSE last_error END,
+        last_summary = coalesce(summary, last_summary)
+    WHERE execution_chain = chain
+$$;
+
+-- Run an execution chain now (initialize, intraday, historical or full) and return a summary. A failure
+-- is recorded in iwd_dm.job_status and returned ({"status": "failed", "error": ...}); its partial work
+-- is undone.
+CREATE FUNCTION iwd_dm.run(chain text) RETURNS jsonb
+LANGUAGE plpgsql AS $$
+DECLARE
+    started timestamptz := clock_timestamp();
+    batch int := coalesce(nullif(current_setting('iwd_dm.batch_size', true), '')::int, 10000);
+    events bigint := 0;
+    intervals bigint := 0;
+    dims int := 0;
+    k int;
+    summary jsonb;
+    err text;
+BEGIN
+    IF chain IS NULL OR chain NOT IN ('initialize', 'intraday', 'historical', 'full') THEN
+        RAISE EXCEPTION 'unknown execution chain "%"', chain USING ERRCODE = 'invalid_parameter_value',
+            HINT = 'Chains: initialize, intraday, historical, full.';
+    END IF;
+    -- held while the chain runs: iwddm_job_active reads it
+    PERFORM pg_advisory_xact_lock(hashtext('iwd_dm chain ' || chain));
+    PERFORM iwd_dm._job(chain, 'start');
+    BEGIN
+        IF chain IN ('intraday', 'full') THEN
+            -- the interval of "now" is reported even when no event fell in it (its backlog)
+            PERFORM iwd_dm._mark_dirty(iwd.now(), iwd.now());
+            LOOP
+                k := iwd_dm._load_batch(batch);
+                events := events + k;
+                EXIT WHEN k = 0;
+            END LOOP;
+        END IF;
+        IF chain IN ('initialize', 'full') THEN
+            dims := iwd_dm._initialize();
+        END IF;
+        LOOP
+            k := iwd_dm._aggregate_batch(iwd_dm._chain_levels(chain), batch);
+            intervals := intervals + k;
+            EXIT WHEN k = 0;
+        END LOOP;
+    EXCEPTION WHEN OTHERS THEN
+        GET STACKED DIAGNOSTICS err = MESSAGE_TEXT;
+        PERFORM iwd_dm._job(chain, 'fail', NULL, err);
+        RETURN jsonb_build_object('chain', chain, 'status', 'failed', 'error', err);
+    END;
+    summary := jsonb_build_object('chain', chain, 'status', 'succeeded', 'events', events,
+                                  'intervals', intervals, 'dimensionRows', dims,
+                                  'ms', round(extract(epoch FROM clock_timestamp() - started) * 1000));
+    PERFORM iwd_dm._job(chain, 'success', summary);
+    RETURN summary;
+END $$;
+
+-- The documented job metrics in the Prometheus text format, for the sidecar's /metrics and pushes.
+CREATE FUNCTION iwd_dm.prometheus_metrics(tenant text) RETURNS text
+LANGUAGE sql STABLE AS $$
+    WITH s AS (
+        SELECT j.execution_chain AS chain,
+               EXISTS (SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' AND l.granted
+                         AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+                         AND l.objid::bigint = (hashtext('iwd_dm chain ' || j.execution_chain)::bigint & 4294967295))
+                 AS active,
+               coalesce(extract(epoch FROM j.last_start), 0) AS last_start,
+               coalesce(extract(epoch FROM j.last_success), 0) AS last_success,
+               coalesce(extract(epoch FROM j.last_fail), 0) AS last_fail
+        FROM iwd_dm.job_status j),
+    m(name, help, col) AS (VALUES
+        ('iwddm_job_active', 'Whether the Data Mart execution chain is running.', 1),
+        ('iwddm_job_last_start', 'Start of the last run of the chain (Unix time).', 2),
+        ('iwddm_job_last_success', 'End of the last successful run of the chain (Unix time).', 3),
+        ('iwddm_job_last_fail', 'Time of the last failed run of the chain (Unix time).', 4))
+    SELECT string_agg(format(E'# HELP %s %s\n# TYPE %s gauge\n', m.name, m.help, m.name)
+                      || (SELECT string_agg(format(E'%s{tenant="%s",job="iwddm_metrics",execution_chain="%s"} %s\n',
+                                                   m.name, replace(replace(tenant, '\', '\\'), '"', '\"'), s.chain,
+                                                   CASE m.col WHEN 1 THEN s.active::int::text
+                                                              WHEN 2 THEN s.last_start::text
+                                                              WHEN 3 THEN s.last_success::text
+                                                              ELSE s.last_fail::text END), '' ORDER BY s.chain)
+                          FROM s), '' ORDER BY m.col)
+    FROM m
+$$;
+
+-- ---------------------------------------------------------------------------------------------
+-- Report views (stable column names; see README, Data Mart)
+-- ---------------------------------------------------------------------------------------------
+
+-- Intraday Process Dashboard: per 15 minutes and queue.
+CREATE VIEW iwd_dm.intraday_backlog AS
+    SELECT interval_start, department, process, queue,
+           sum(created) AS entered, sum(completed) AS completed, sum(backlog_end) AS pending,
+           sum(pending_overdue) AS pending_overdue, sum(overdue) AS finished_overdue
+    FROM iwd_dm.agg_15min GROUP BY interval_start, department, process, queue;
+
+-- Queue activity per day.
+CREATE VIEW iwd_dm.queue_activity AS
+    SELECT interval_start AS day, queue, sum(created) AS entered, sum(assigned) AS assigned,
+           sum(completed) AS completed, sum(canceled) AS canceled, sum(rejected) AS rejected,
+           sum(expired) AS expired, sum(backlog_end) AS pending, sum(pending_overdue) AS pending_overdue,
+           sum(overdue) AS finished_overdue,
+           sum(avg_age_s * completed) / nullif(sum(completed) FILTER (WHERE avg_age_s IS NOT NULL), 0) AS avg_finish_s,
+           sum(avg_queue_s * completed) / nullif(sum(completed) FILTER (WHERE avg_queue_s IS NOT NULL), 0) AS avg_accept_s,
+           sum(avg_handle_s * completed) / nullif(sum(completed) FILTER (WHERE avg_handle_s IS NOT NULL), 0) AS avg_handle_s
+    FROM iwd_dm.agg_day GROUP BY interval_start, queue;
+
+-- Customer Segment Service Level per day.
+CREATE VIEW iwd_dm.customer_segment_service_level AS
+    SELECT interval_start AS day, customer_segment, sum(completed) AS completed,
+           sum(completed_in_sla) AS completed_on_time,
+           round(100.0 * sum(completed_in_sla) / nullif(sum(completed), 0), 2) AS pct_on_time
+    FROM iwd_dm.agg_day GROUP BY interval_start, customer_segment;
+
+-- Capture Point Task Duration and business value per day of completion.
+CREATE VIEW iwd_dm.capture_point_business_value AS
+    SELECT iwd_dm.interval_start('day', finished_at) AS day, capture_point,
+           count(*) AS completed, sum(business_value) AS business_value_completed,
+           avg(age_s) AS avg_duration_s, max(age_s) AS max_duration_s
+    FROM iwd_dm.task_fact WHERE status = 'completed' GROUP BY 1, 2;
+
+-- Resource (agent) Performance per day.
+CREATE VIEW iwd_dm.agent_activity AS
+    SELECT iwd_dm.interval_start('day', e.at) AS day, e.actor AS agent,
+           count(*) FILTER (WHERE e.event = 'reserved') AS assigned,
+           count(*) FILTER (WHERE e.event = 'accepted') AS accepted,
+           count(*) FILTER (WHERE e.event = 'completed') AS completed,
+           count(*) FILTER (WHERE e.event = 'rejected') AS rejected,
+           count(*) FILTER (WHERE e.event = 'reservation_timeout') AS reservation_timeouts,
+           avg(f.handle_s) FILTER (WHERE e.event = 'completed') AS avg_handle_s,
+           coalesce(sum(f.business_value) FILTER (WHERE e.event = 'completed'), 0) AS business_value_completed
+    FROM iwd_dm.task_event_fact e LEFT JOIN iwd_dm.task_fact f ON f.task_id = e.task_id
+    WHERE e.actor IS NOT NULL GROUP BY 1, 2;
+
+-- Task detail.
+CREATE VIEW iwd_dm.task_detail AS
+    SELECT task_id, external_id, capture_point, department, process, category, queue, media_type,
+           customer_segment, priority, business_value, status, agent, created_at, first_assigned_at, accepted_at,
+           finished_at, due_at, queue_s, handle_s, age_s, overdue, completed_in_sla
+    FROM iwd_dm.task_fact;
+
+-- ---------------------------------------------------------------------------------------------
+-- Read-only reporting role: iwd_dm only (roles are cluster-wide; created once)
+-- ---------------------------------------------------------------------------------------------
+
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'iwd_gcxi') THEN
+        CREATE ROLE iwd_gcxi NOLOGIN;
+    END IF;
+END $$;
+GRANT USAGE ON SCHEMA iwd_dm TO iwd_gcxi;
+GRANT SELECT ON ALL TABLES IN SCHEMA iwd_dm TO iwd_gcxi;
