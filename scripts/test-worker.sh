@@ -92,6 +92,20 @@ sql -d tenant_a -c "SELECT iwd.create_task(jsonb_build_object('externalId', 'V' 
 wait_for "the worker vacuums iwd.task" "t" -d tenant_a \
     -c "SELECT vacuum_count > 0 FROM pg_stat_user_tables WHERE relid = 'iwd.task'::regclass"
 
+# the Data Mart chain runs on its schedule (every minute here), one transaction per batch
+sql -d postgres -c "ALTER SYSTEM SET iwd_dm.schedule = '* * * * *'" -c "ALTER SYSTEM SET iwd_dm.batch_size = 5" \
+    -c "SELECT pg_reload_conf()" >/dev/null
+for _ in $(seq 1 75); do
+    done_at=$(sql -d tenant_a -c "SELECT last_success IS NOT NULL FROM iwd_dm.job_status WHERE execution_chain = 'full'")
+    [ "$done_at" = t ] && break
+    sleep 1
+done
+check "the scheduled Data Mart chain ran" "t" "$done_at"
+check "it loaded every event" "t" \
+    "$(sql -d tenant_a -c "SELECT (SELECT count(*) FROM iwd_dm.task_event_fact) > 0 AND
+                                  (SELECT last_summary->>'events' FROM iwd_dm.job_status WHERE execution_chain = 'full')::int > 0")"
+sql -d postgres -c "ALTER SYSTEM SET iwd_dm.suspend = on" -c "SELECT pg_reload_conf()" >/dev/null
+
 # the worker follows iwd.databases on reload
 sql -d postgres -c "ALTER SYSTEM SET iwd.databases = 'tenant_a, tenant_b'" -c "SELECT pg_reload_conf()" >/dev/null
 wait_for "a worker starts for a database added on reload" "1" -d postgres \
