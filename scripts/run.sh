@@ -96,6 +96,11 @@ start_all() {
     psql_db -d "$db" -c "SELECT t->>'id' AS id, t->>'externalId' AS external_id, t->>'category' AS category,
                                 t->>'priority' AS priority, t->>'businessValue' AS business_value,
                                 t->>'dueAt' AS due_at FROM iwd.queue('{}', 10) t"
+    psql_db -d "$db" -At -c "SELECT iwd_dm.run('full')" >/dev/null
+    echo "The Data Mart (iwd_dm.run('full') just ran; the worker repeats it every 15 minutes), queue activity today:"
+    psql_db -d "$db" -c "SELECT queue, entered, assigned, completed, pending, pending_overdue,
+                                round(avg_finish_s) AS avg_finish_s FROM iwd_dm.queue_activity
+                         WHERE day = iwd_dm.interval_start('day', now()) ORDER BY queue"
     cat <<TRY
 Try, in psql ("${as_user[*]:+${as_user[*]} }$bindir/psql -h $socket -p $pg_port $db"):
   SELECT iwd.next_task('agent01');                        -- reserve the next best task for an agent
@@ -105,6 +110,7 @@ Try, in psql ("${as_user[*]:+${as_user[*]} }$bindir/psql -h $socket -p $pg_port 
   SELECT * FROM iwd.search_tasks('complaint 42');         -- full-text search
   SELECT * FROM iwd.task_history(<id>);                   -- what happened to a task
   SELECT iwd.queue_stats();
+  SELECT * FROM iwd_dm.intraday_backlog ORDER BY interval_start DESC LIMIT 10;  -- the Data Mart
 TRY
     if [ -f "$state/sidecar.pid" ]; then
         api="http://127.0.0.1:$sidecar_port/iwd/v3"
