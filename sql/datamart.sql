@@ -332,60 +332,110 @@ END $$;
 -- Aggregation
 -- ---------------------------------------------------------------------------------------------
 
--- Recompute the aggregates of one interval of a level from the facts: the tasks open at some time in
--- the interval give the counts and durations, the reservations in it give "assigned".
-CREATE FUNCTION iwd_dm._aggregate_interval(level text, s timestamptz) RETURNS void
+-- The SQL expression of the start of the interval of a level containing time expression t, aligned
+-- in time zone tz (weeks start on Monday). Set-based aggregation inlines it rather than calling a
+-- function per row.
+CREATE FUNCTION iwd_dm._bucket_sql(level text, t text, tz text) RETURNS text
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE level
+        WHEN '15min' THEN format('(date_bin(''15 minutes'', (%s) AT TIME ZONE %L, timestamp ''2000-01-03'') AT TIME ZONE %L)', t, tz, tz)
+        ELSE format('(date_trunc(%L, (%s) AT TIME ZONE %L) AT TIME ZONE %L)', level, t, tz, tz) END
+$$;
+
+-- Recompute the aggregates of a set of intervals of one level from the facts, in one pass.
+--
+-- Flows (created, assigned, finished, durations, value) are grouped by interval. Stocks at an
+-- interval's end are running sums: a task is in the backlog at end e when created < e <= finished,
+-- and pending overdue when greatest(created, due) < e <= finished; so each task adds +1 at its start
+-- and -1 at its finish, and the stock at e is the count open at the first interval's start plus the
+-- running sum of the changes up to e. The cost is one scan of the facts per batch of intervals,
+-- whatever the number of intervals.
+CREATE FUNCTION iwd_dm._aggregate_intervals(level text, starts timestamptz[]) RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
-    e timestamptz := iwd_dm.interval_end(level, s);
+    tz text := iwd_dm.time_zone();
+    lo timestamptz := (SELECT min(x) FROM unnest(starts) x);
+    hi timestamptz := iwd_dm.interval_end(level, (SELECT max(x) FROM unnest(starts) x));
+    step interval := CASE level WHEN '15min' THEN interval '15 minutes' WHEN 'hour' THEN interval '1 hour'
+                                WHEN 'day' THEN interval '1 day' WHEN 'week' THEN interval '1 week'
+                                ELSE interval '1 month' END;
+    g text := 'department, process, category, queue, media_type, customer_segment';
 BEGIN
-    EXECUTE format('DELETE FROM iwd_dm.agg_%s WHERE interval_start = $1', level) USING s;
+    EXECUTE format('DELETE FROM iwd_dm.agg_%s WHERE interval_start = ANY ($1)', level) USING starts;
     EXECUTE format($q$
-        INSERT INTO iwd_dm.agg_%s
-        SELECT $1, department, process, category, queue, media_type, customer_segment,
-               coalesce(sum(created), 0), coalesce(sum(assigned), 0), coalesce(sum(completed), 0),
-               coalesce(sum(canceled), 0), coalesce(sum(rejected), 0), coalesce(sum(expired), 0),
-               coalesce(sum(overdue), 0), coalesce(sum(in_sla), 0), coalesce(sum(backlog), 0),
-               coalesce(sum(pending_overdue), 0),
-               avg(age_s), max(age_s), avg(queue_s), avg(handle_s), coalesce(sum(value), 0)
-        FROM (
-            SELECT f.department, f.process, f.category, f.queue, f.media_type, f.customer_segment,
-                   (f.created_at >= $1)::int AS created, 0 AS assigned,
-                   (done AND f.status = 'completed')::int AS completed, (done AND f.status = 'canceled')::int AS canceled,
-                   (done AND f.status = 'rejected')::int AS rejected, (done AND f.status = 'expired')::int AS expired,
-                   (done AND f.overdue)::int AS overdue, (done AND f.completed_in_sla)::int AS in_sla,
-                   (f.finished_at IS NULL OR f.finished_at >= $2)::int AS backlog,
-                   ((f.finished_at IS NULL OR f.finished_at >= $2) AND f.due_at < $2)::int AS pending_overdue,
-                   CASE WHEN done AND f.status = 'completed' THEN f.age_s END AS age_s,
-                   CASE WHEN done AND f.status = 'completed' THEN f.queue_s END AS queue_s,
-                   CASE WHEN done AND f.status = 'completed' THEN f.handle_s END AS handle_s,
-                   CASE WHEN done AND f.status = 'completed' THEN f.business_value ELSE 0 END AS value
-            FROM iwd_dm.task_fact f,
-                 LATERAL (SELECT f.finished_at >= $1 AND f.finished_at < $2 AS done) d
-            WHERE f.created_at < $2 AND (f.finished_at IS NULL OR f.finished_at >= $1)
+        WITH rows AS (
+            -- open at lo: the stocks' starting values
+            SELECT %2$s, $1::timestamptz AS b, 0 AS created, 0 AS assigned, 0 AS completed, 0 AS canceled,
+                   0 AS rejected, 0 AS expired, 0 AS overdue, 0 AS in_sla, 1 AS backlog_delta,
+                   (due_at IS NOT NULL AND greatest(created_at, due_at) < $1)::int AS po_delta,
+                   NULL::float8 AS age_s, NULL::float8 AS queue_s, NULL::float8 AS handle_s, 0 AS value
+            FROM iwd_dm.task_fact WHERE created_at < $1 AND (finished_at IS NULL OR finished_at >= $1)
             UNION ALL
-            SELECT f.department, f.process, f.category, f.queue, f.media_type, f.customer_segment,
+            SELECT %2$s, %3$s, 1, 0, 0, 0, 0, 0, 0, 0, 1, 0, NULL, NULL, NULL, 0
+            FROM iwd_dm.task_fact WHERE created_at >= $1 AND created_at < $2
+            UNION ALL
+            SELECT %2$s, %4$s, 0, 0, (status = 'completed')::int, (status = 'canceled')::int,
+                   (status = 'rejected')::int, (status = 'expired')::int, overdue::int, completed_in_sla::int, -1,
+                   -(due_at IS NOT NULL AND finished_at >= greatest(created_at, due_at))::int,
+                   CASE WHEN status = 'completed' THEN age_s END, CASE WHEN status = 'completed' THEN queue_s END,
+                   CASE WHEN status = 'completed' THEN handle_s END,
+                   CASE WHEN status = 'completed' THEN business_value ELSE 0 END
+            FROM iwd_dm.task_fact WHERE finished_at >= $1 AND finished_at < $2
+            UNION ALL
+            SELECT %2$s, %5$s, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, NULL, NULL, NULL, 0
+            FROM iwd_dm.task_fact
+            WHERE due_at IS NOT NULL AND greatest(created_at, due_at) >= $1 AND greatest(created_at, due_at) < $2
+              AND (finished_at IS NULL OR finished_at >= greatest(created_at, due_at))
+            UNION ALL
+            SELECT f.department, f.process, f.category, f.queue, f.media_type, f.customer_segment, %6$s,
                    0, 1, 0, 0, 0, 0, 0, 0, 0, 0, NULL, NULL, NULL, 0
             FROM iwd_dm.task_event_fact x JOIN iwd_dm.task_fact f ON f.task_id = x.task_id
-            WHERE x.event = 'reserved' AND x.at >= $1 AND x.at < $2) u
-        GROUP BY department, process, category, queue, media_type, customer_segment
-        $q$, level) USING s, e;
+            WHERE x.event = 'reserved' AND x.at >= $1 AND x.at < $2),
+        groupings AS (SELECT DISTINCT %2$s FROM rows),
+        filled AS (
+            SELECT * FROM rows
+            UNION ALL
+            SELECT %2$s, b, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, NULL, NULL, NULL, 0
+            FROM groupings, generate_series($1 AT TIME ZONE %7$L, ($2 AT TIME ZONE %7$L) - interval '1 microsecond', $3)
+                            AS s(local), LATERAL (SELECT local AT TIME ZONE %7$L AS b) x),
+        per_bucket AS (
+            SELECT %2$s, b, sum(created) AS created, sum(assigned) AS assigned, sum(completed) AS completed,
+                   sum(canceled) AS canceled, sum(rejected) AS rejected, sum(expired) AS expired,
+                   sum(overdue) AS overdue, sum(in_sla) AS in_sla, sum(backlog_delta) AS backlog_delta,
+                   sum(po_delta) AS po_delta, avg(age_s) AS avg_age_s, max(age_s) AS max_age_s,
+                   avg(queue_s) AS avg_queue_s, avg(handle_s) AS avg_handle_s, sum(value) AS value
+            FROM filled GROUP BY %2$s, b),
+        stocks AS (
+            SELECT *, sum(backlog_delta) OVER w AS backlog_end, sum(po_delta) OVER w AS pending_overdue
+            FROM per_bucket WINDOW w AS (PARTITION BY %2$s ORDER BY b))
+        INSERT INTO iwd_dm.agg_%1$s
+        SELECT b, %2$s, created, assigned, completed, canceled, rejected, expired, overdue, in_sla,
+               backlog_end, pending_overdue, avg_age_s, max_age_s, avg_queue_s, avg_handle_s, value
+        FROM stocks
+        WHERE b = ANY ($4) AND (created + assigned + completed + canceled + rejected + expired + backlog_end) > 0
+        $q$, level, g, iwd_dm._bucket_sql(level, 'created_at', tz), iwd_dm._bucket_sql(level, 'finished_at', tz),
+        iwd_dm._bucket_sql(level, 'greatest(created_at, due_at)', tz), iwd_dm._bucket_sql(level, 'x.at', tz), tz)
+    USING lo, hi, step, starts;
 END $$;
 
--- Aggregate up to batch dirty intervals of the given levels; returns how many.
+-- Aggregate up to batch dirty intervals of the given levels, one level at a time; returns how many.
 CREATE FUNCTION iwd_dm._aggregate_batch(levels text[], batch int) RETURNS int
 LANGUAGE plpgsql AS $$
 DECLARE
-    d record;
-    n int := 0;
+    lvl text;
+    picked timestamptz[];
 BEGIN
-    FOR d IN SELECT level, interval_start FROM iwd_dm.dirty WHERE level = ANY (levels)
-             ORDER BY level, interval_start LIMIT batch FOR UPDATE SKIP LOCKED LOOP
-        PERFORM iwd_dm._aggregate_interval(d.level, d.interval_start);
-        DELETE FROM iwd_dm.dirty WHERE level = d.level AND interval_start = d.interval_start;
-        n := n + 1;
+    FOREACH lvl IN ARRAY levels LOOP
+        SELECT array_agg(interval_start) INTO picked
+        FROM (SELECT interval_start FROM iwd_dm.dirty WHERE level = lvl ORDER BY interval_start LIMIT batch
+              FOR UPDATE SKIP LOCKED) d;
+        IF picked IS NOT NULL THEN
+            PERFORM iwd_dm._aggregate_intervals(lvl, picked);
+            DELETE FROM iwd_dm.dirty WHERE level = lvl AND interval_start = ANY (picked);
+            RETURN cardinality(picked);
+        END IF;
     END LOOP;
-    RETURN n;
+    RETURN 0;
 END $$;
 
 -- Dimensions from the configuration and the facts; the calendar around the facts.

@@ -36,9 +36,9 @@ SELECT interval_start, queue, customer_segment, created, assigned, completed, ca
 FROM iwd_dm.agg_hour ORDER BY interval_start, queue, customer_segment;
 SELECT interval_start, queue, created, assigned, completed, canceled, overdue, completed_in_sla, backlog_end,
        pending_overdue, avg_age_s, max_age_s, avg_handle_s, business_value_completed
-FROM iwd_dm.agg_day ORDER BY queue;
-SELECT interval_start, queue, created, completed, canceled, backlog_end FROM iwd_dm.agg_week ORDER BY queue;
-SELECT interval_start, queue, created, completed, canceled, backlog_end FROM iwd_dm.agg_month ORDER BY queue;
+FROM iwd_dm.agg_day ORDER BY queue, customer_segment NULLS FIRST;
+SELECT interval_start, queue, created, completed, canceled, backlog_end FROM iwd_dm.agg_week ORDER BY queue, customer_segment NULLS FIRST;
+SELECT interval_start, queue, created, completed, canceled, backlog_end FROM iwd_dm.agg_month ORDER BY queue, customer_segment NULLS FIRST;
 SELECT task_id, status, agent, queue_s, handle_s, age_s, overdue, completed_in_sla FROM iwd_dm.task_fact ORDER BY 1;
 
 -- the report views
