@@ -233,6 +233,7 @@ RunScheduledChain(MemoryContext cxt)
 			while ((n = RunStep("SELECT iwd_dm._load_batch($2)", chain)) > 0)
 				events += n;
 		}
+		RunStep(psprintf("SELECT iwd_dm._analyze(" INT64_FORMAT ")", events), chain);
 		if (strcmp(chain, "initialize") == 0 || strcmp(chain, "full") == 0)
 			RunStep("SELECT iwd_dm._initialize()", chain);
 		while ((n = RunStep("SELECT iwd_dm._aggregate_batch(iwd_dm._chain_levels($1), $2)", chain)) > 0)

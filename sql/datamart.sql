@@ -278,7 +278,7 @@ $$;
 -- Load one batch of events (the gaps first, then after the watermark): facts of the touched tasks,
 -- dirty intervals of every level from each touched task's creation to now. Returns the events loaded.
 CREATE FUNCTION iwd_dm._load_batch(batch int) RETURNS int
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET jit = off AS $$
 DECLARE
     mark bigint;
     loaded int;
@@ -350,8 +350,9 @@ $$;
 -- and -1 at its finish, and the stock at e is the count open at the first interval's start plus the
 -- running sum of the changes up to e. The cost is one scan of the facts per batch of intervals,
 -- whatever the number of intervals.
+-- (JIT compilation of these large statements costs more than it saves.)
 CREATE FUNCTION iwd_dm._aggregate_intervals(level text, starts timestamptz[]) RETURNS void
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET jit = off AS $$
 DECLARE
     tz text := iwd_dm.time_zone();
     lo timestamptz := (SELECT min(x) FROM unnest(starts) x);
@@ -396,8 +397,7 @@ BEGIN
             SELECT * FROM rows
             UNION ALL
             SELECT %2$s, b, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, NULL, NULL, NULL, 0
-            FROM groupings, generate_series($1 AT TIME ZONE %7$L, ($2 AT TIME ZONE %7$L) - interval '1 microsecond', $3)
-                            AS s(local), LATERAL (SELECT local AT TIME ZONE %7$L AS b) x),
+            FROM groupings, unnest($4::timestamptz[]) AS x(b)),
         per_bucket AS (
             SELECT %2$s, b, sum(created) AS created, sum(assigned) AS assigned, sum(completed) AS completed,
                    sum(canceled) AS canceled, sum(rejected) AS rejected, sum(expired) AS expired,
@@ -411,8 +411,8 @@ BEGIN
         INSERT INTO iwd_dm.agg_%1$s
         SELECT b, %2$s, created, assigned, completed, canceled, rejected, expired, overdue, in_sla,
                backlog_end, pending_overdue, avg_age_s, max_age_s, avg_queue_s, avg_handle_s, value
-        FROM stocks
-        WHERE b = ANY ($4) AND (created + assigned + completed + canceled + rejected + expired + backlog_end) > 0
+        FROM stocks JOIN unnest($4::timestamptz[]) AS wanted(s) ON wanted.s = stocks.b
+        WHERE (created + assigned + completed + canceled + rejected + expired + backlog_end) > 0
         $q$, level, g, iwd_dm._bucket_sql(level, 'created_at', tz), iwd_dm._bucket_sql(level, 'finished_at', tz),
         iwd_dm._bucket_sql(level, 'greatest(created_at, due_at)', tz), iwd_dm._bucket_sql(level, 'x.at', tz), tz)
     USING lo, hi, step, starts;
@@ -482,6 +482,16 @@ END $$;
 -- Execution chains
 -- ---------------------------------------------------------------------------------------------
 
+-- Refresh the planner's statistics of the facts after a large load (aggregation plans depend on them).
+CREATE FUNCTION iwd_dm._analyze(events bigint) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF events >= 10000 THEN
+        ANALYZE iwd_dm.task_fact;
+        ANALYZE iwd_dm.task_event_fact;
+    END IF;
+END $$;
+
 -- The steps of a chain: initialize, load events, aggregate levels.
 CREATE FUNCTION iwd_dm._chain_levels(chain text) RETURNS text[]
 LANGUAGE sql IMMUTABLE AS $$
@@ -533,6 +543,7 @@ BEGIN
                 EXIT WHEN k = 0;
             END LOOP;
         END IF;
+        PERFORM iwd_dm._analyze(events);
         IF chain IN ('initialize', 'full') THEN
             dims := iwd_dm._initialize();
         END IF;
