@@ -112,6 +112,14 @@ done
     echo
     IWD_BENCH_RUNS=$runs IWD_BENCH_SECONDS=${IWD_BENCH_SIDECAR_SECONDS:-10} bench/sidecar/run.sh
     echo
+    echo "## Data Mart"
+    echo
+    echo "\`bench/datamart/run.sh\`: $(( ${IWD_BENCH_DM_TASKS:-250000} * 4 )) task events over 30 simulated days"
+    echo "(${IWD_BENCH_DM_TASKS:-250000} tasks: created, reserved, accepted, finished), written into the history; then"
+    echo "\`iwd_dm.run('full')\` from scratch, the reference query, 10k new events and \`iwd_dm.run('intraday')\`."
+    echo
+    IWD_BENCH_DM_TASKS=${IWD_BENCH_DM_TASKS:-250000} bench/datamart/run.sh
+    echo
     echo "Targets come with the performance work; these are the first figures."
 } > "$out/RESULTS.md.new"
 mv "$out/RESULTS.md.new" bench/RESULTS.md
