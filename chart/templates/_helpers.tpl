@@ -32,3 +32,45 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- define "iwd.redisNodes" -}}
 {{- if kindIs "slice" .Values.redis.nodes -}}{{ join "," .Values.redis.nodes }}{{- else -}}{{ .Values.redis.nodes }}{{- end -}}
 {{- end -}}
+
+{{/* The Redis nodes as a list, whether given as a list or as comma-separated text. */}}
+{{- define "iwd.redisNodeList" -}}
+{{- if kindIs "slice" .Values.redis.nodes -}}
+{{- toJson .Values.redis.nodes -}}
+{{- else -}}
+{{- toJson (compact (splitList "," (nospace .Values.redis.nodes))) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The TCP ports the sidecar reaches Redis on (6379 when a node names none), as a JSON list. */}}
+{{- define "iwd.redisPorts" -}}
+{{- $ports := list -}}
+{{- range (include "iwd.redisNodeList" . | fromJsonArray) -}}
+{{- $hostPort := trimPrefix "redis://" . -}}
+{{- if contains ":" $hostPort -}}
+{{- $ports = append $ports (last (splitList ":" $hostPort) | int) -}}
+{{- else -}}
+{{- $ports = append $ports 6379 -}}
+{{- end -}}
+{{- end -}}
+{{- toJson (uniq $ports) -}}
+{{- end -}}
+
+{{/* The Pushgateway's TCP port (80 when the URL names none). */}}
+{{- define "iwd.pushgatewayPort" -}}
+{{- $hostPort := regexReplaceAll "/.*$" (trimPrefix "http://" .Values.iwddm.env.monitoring.pushgateway_url) "" -}}
+{{- if contains ":" $hostPort -}}{{ last (splitList ":" $hostPort) | int }}{{- else -}}80{{- end -}}
+{{- end -}}
+
+{{/* Combinations of values that the schema cannot express, refused with the reason. */}}
+{{- define "iwd.validate" -}}
+{{- if .Values.redis.enableTLS -}}
+{{- fail "redis.enableTLS: iwd-sidecar is built with Debian 12's hiredis, which has no TLS; reach Redis over a private network or a TLS proxy" -}}
+{{- end -}}
+{{- if and .Values.hpa.enabled (gt (int .Values.hpa.minReplicas) (int .Values.hpa.maxReplicas)) -}}
+{{- fail "hpa.minReplicas must not exceed hpa.maxReplicas" -}}
+{{- end -}}
+{{- if and .Values.iwddm.env.monitoring.enabled (not .Values.iwddm.env.monitoring.pushgateway_url) -}}
+{{- fail "iwddm.env.monitoring.enabled needs iwddm.env.monitoring.pushgateway_url" -}}
+{{- end -}}
+{{- end -}}
