@@ -11,7 +11,7 @@ bindir=$(/usr/lib/postgresql/15/bin/pg_config --bindir)
 port=${IWD_BENCH_PORT:-54340}
 backlogs=${IWD_BENCH_BACKLOGS:-"100000 1000000"}
 clients_list=${IWD_BENCH_CLIENTS:-"1 4 16"}
-seconds=${IWD_BENCH_SECONDS:-15}
+seconds=${IWD_BENCH_SECONDS:-10}
 runs=${IWD_BENCH_RUNS:-3}
 work=$(mktemp -d /tmp/iwd-bench.XXXXXX)
 out="$top/bench/out"
@@ -111,6 +111,12 @@ done
     echo "100k-task backlog and 500 agents (\`bench/sidecar/run.sh\`); medians of $runs runs of ${IWD_BENCH_SIDECAR_SECONDS:-10} s."
     echo
     IWD_BENCH_RUNS=$runs IWD_BENCH_SECONDS=${IWD_BENCH_SIDECAR_SECONDS:-10} bench/sidecar/run.sh
+    echo
+    echo "## Targets"
+    echo
+    echo "\`bench/targets.sh\`: claim + complete against the commit ceiling and a hand-written queue, same server, same run."
+    echo
+    bench/targets.sh
     echo
     echo "## Data Mart"
     echo
