@@ -7,46 +7,19 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 top=$(pwd)
-bindir=$(/usr/lib/postgresql/15/bin/pg_config --bindir)
 port=${IWD_BENCH_PORT:-54340}
 backlogs=${IWD_BENCH_BACKLOGS:-"100000 1000000"}
 clients_list=${IWD_BENCH_CLIENTS:-"1 4 16"}
 seconds=${IWD_BENCH_SECONDS:-10}
 runs=${IWD_BENCH_RUNS:-3}
-work=$(mktemp -d /tmp/iwd-bench.XXXXXX)
 out="$top/bench/out"
 mkdir -p "$out"
-as_user=()
-if [ "$(id -u)" -eq 0 ]; then
-    chown postgres: "$work"
-    cp bench/core/*.sql "$work/"
-    chown postgres: "$work"/*.sql
-    as_user=(runuser -u postgres --)
-else
-    cp bench/core/*.sql "$work/"
-fi
-trap '"${as_user[@]}" "$bindir/pg_ctl" -D "$work/data" -m fast -w stop >/dev/null 2>&1; rm -rf "$work"' EXIT
-
-sql() { "${as_user[@]}" "$bindir/psql" -X -q -At -h "$work" -p "$port" -v ON_ERROR_STOP=1 -d bench "$@"; }
-
-"${as_user[@]}" "$bindir/initdb" -D "$work/data" -A trust >/dev/null
-cat >> "$work/data/postgresql.conf" <<CONF
-port = $port
-listen_addresses = ''
-unix_socket_directories = '$work'
-shared_preload_libraries = 'iwd'
-iwd.databases = 'bench'
-shared_buffers = 512MB
-max_wal_size = 4GB
-checkpoint_timeout = 15min
-max_connections = 100
-CONF
+. bench/lib.sh
+start_cluster claim "$port" "iwd.databases = 'bench'" "shared_buffers = 512MB" "max_wal_size = 4GB" \
+    "checkpoint_timeout = 15min" "max_connections = 100"
 settings="shared_buffers=512MB, max_wal_size=4GB, synchronous_commit=on, fsync=on, scheduler running"
-"${as_user[@]}" "$bindir/pg_ctl" -D "$work/data" -l "$work/log" -w start >/dev/null
-"${as_user[@]}" "$bindir/createdb" -h "$work" -p "$port" bench
 sql -f "$work/setup.sql" >/dev/null
 
-median() { sort -n | awk '{a[NR]=$1} END {if (NR == 0) print 0; else if (NR % 2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
 
 results="$out/claim.tsv"
 : > "$results"

@@ -4,35 +4,16 @@
 # section on stdout. IWD_BENCH_TARGET_SECONDS (30) per run, IWD_BENCH_TARGET_RUNS (3) runs, median.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bindir=$(/usr/lib/postgresql/15/bin/pg_config --bindir)
 seconds=${IWD_BENCH_TARGET_SECONDS:-30}
 runs=${IWD_BENCH_TARGET_RUNS:-3}
 big=${IWD_BENCH_TARGET_BACKLOG:-1000000}
 small=10000
 port=${IWD_BENCH_TARGET_PORT:-54344}
-work=$(mktemp -d /tmp/iwd-bench-targets.XXXXXX)
-chmod 755 "$work"
-as_user=()
-if [ "$(id -u)" -eq 0 ]; then chown postgres: "$work"; as_user=(runuser -u postgres --); fi
-trap '"${as_user[@]}" "$bindir/pg_ctl" -D "$work/data" -m fast -w stop >/dev/null 2>&1; rm -rf "$work"' EXIT
-cp bench/core/*.sql "$work/"; chmod 644 "$work"/*.sql
-"${as_user[@]}" "$bindir/initdb" -D "$work/data" -A trust >/dev/null
-cat >> "$work/data/postgresql.conf" <<CONF
-port = $port
-listen_addresses = ''
-unix_socket_directories = '$work'
-shared_preload_libraries = 'iwd'
-iwd.databases = 'bench'
-shared_buffers = 512MB
-max_wal_size = 4GB
-checkpoint_timeout = 15min
-CONF
-"${as_user[@]}" "$bindir/pg_ctl" -D "$work/data" -l "$work/log" -w start >/dev/null
-"${as_user[@]}" "$bindir/createdb" -h "$work" -p "$port" bench
-sql() { "${as_user[@]}" "$bindir/psql" -X -q -At -h "$work" -p "$port" -d bench -v ON_ERROR_STOP=1 "$@"; }
+. bench/lib.sh
+start_cluster targets "$port" "iwd.databases = 'bench'" "shared_buffers = 512MB" "max_wal_size = 4GB" \
+    "checkpoint_timeout = 15min"
 sql -f "$work/setup.sql" >/dev/null
 sql -f "$work/naive_setup.sql" >/dev/null
-median() { sort -n | awk '{a[NR]=$1} END {if (NR % 2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
 
 # pgbench_run SCRIPT -> "tps first10 last10 p50 p99" (latencies in ms, from the per-transaction log)
 pgbench_run() {

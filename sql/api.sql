@@ -405,165 +405,53 @@ BEGIN
     RETURN iwd.agent_json(a);
 END $$;
 
--- The department with this name; P0002 when none.
-CREATE FUNCTION iwd.get_department(name text) RETURNS jsonb
-LANGUAGE plpgsql STABLE STRICT AS $$
+-- get_<object>(key) (P0002 when none), list_<plural>() (a JSON array) and delete_<object>(key)
+-- (returns what it removed; P0002 when none) for departments, processes, calendars, categories and
+-- agents: one definition, instantiated per object.
+DO $do$
 DECLARE
-    v jsonb;
+    o record;
 BEGIN
-    SELECT iwd.department_json(x) INTO v FROM iwd.department x WHERE x.name = get_department.name;
-    IF v IS NULL THEN
-        PERFORM iwd._not_found('department', name);
-    END IF;
-    RETURN v;
-END $$;
+    FOR o IN SELECT * FROM (VALUES ('department', 'departments', 'name', 'name'),
+                                   ('process', 'processes', 'name', 'department, name'),
+                                   ('calendar', 'calendars', 'name', 'name'),
+                                   ('category', 'categories', 'name', 'name'),
+                                   ('agent', 'agents', 'id', 'id')) v(obj, plural, arg, sort) LOOP
+        EXECUTE format($f$
+            CREATE FUNCTION iwd.get_%1$s(%3$s text) RETURNS jsonb
+            LANGUAGE plpgsql STABLE STRICT AS $$
+            DECLARE
+                v jsonb;
+            BEGIN
+                SELECT iwd.%1$s_json(x) INTO v FROM iwd.%1$s x WHERE x.%3$s = get_%1$s.%3$s;
+                IF v IS NULL THEN
+                    PERFORM iwd._not_found(%1$L, %3$s);
+                END IF;
+                RETURN v;
+            END $$;
+            COMMENT ON FUNCTION iwd.get_%1$s(text) IS 'The %1$s with this %3$s; P0002 when none.';
 
--- Every department, as a JSON array.
-CREATE FUNCTION iwd.list_departments() RETURNS jsonb
-LANGUAGE sql STABLE AS $$
-    SELECT coalesce(jsonb_agg(iwd.department_json(x) ORDER BY name), '[]') FROM iwd.department x
-$$;
+            CREATE FUNCTION iwd.list_%2$s() RETURNS jsonb
+            LANGUAGE sql STABLE AS $$
+                SELECT coalesce(jsonb_agg(iwd.%1$s_json(x) ORDER BY %4$s), '[]') FROM iwd.%1$s x
+            $$;
+            COMMENT ON FUNCTION iwd.list_%2$s() IS 'Every %1$s, as a JSON array.';
 
--- Delete a department and return it; P0002 when none.
-CREATE FUNCTION iwd.delete_department(name text) RETURNS jsonb
-LANGUAGE plpgsql STRICT AS $$
-DECLARE
-    x iwd.department;
-BEGIN
-    DELETE FROM iwd.department d WHERE d.name = delete_department.name RETURNING * INTO x;
-    IF NOT FOUND THEN
-        PERFORM iwd._not_found('department', name);
-    END IF;
-    RETURN iwd.department_json(x);
-END $$;
-
--- The process with this name; P0002 when none.
-CREATE FUNCTION iwd.get_process(name text) RETURNS jsonb
-LANGUAGE plpgsql STABLE STRICT AS $$
-DECLARE
-    v jsonb;
-BEGIN
-    SELECT iwd.process_json(x) INTO v FROM iwd.process x WHERE x.name = get_process.name;
-    IF v IS NULL THEN
-        PERFORM iwd._not_found('process', name);
-    END IF;
-    RETURN v;
-END $$;
-
--- Every process, as a JSON array.
-CREATE FUNCTION iwd.list_processes() RETURNS jsonb
-LANGUAGE sql STABLE AS $$
-    SELECT coalesce(jsonb_agg(iwd.process_json(x) ORDER BY department, name), '[]') FROM iwd.process x
-$$;
-
--- Delete a process and return it; P0002 when none.
-CREATE FUNCTION iwd.delete_process(name text) RETURNS jsonb
-LANGUAGE plpgsql STRICT AS $$
-DECLARE
-    x iwd.process;
-BEGIN
-    DELETE FROM iwd.process d WHERE d.name = delete_process.name RETURNING * INTO x;
-    IF NOT FOUND THEN
-        PERFORM iwd._not_found('process', name);
-    END IF;
-    RETURN iwd.process_json(x);
-END $$;
-
--- The calendar with this name; P0002 when none.
-CREATE FUNCTION iwd.get_calendar(name text) RETURNS jsonb
-LANGUAGE plpgsql STABLE STRICT AS $$
-DECLARE
-    v jsonb;
-BEGIN
-    SELECT iwd.calendar_json(x) INTO v FROM iwd.calendar x WHERE x.name = get_calendar.name;
-    IF v IS NULL THEN
-        PERFORM iwd._not_found('calendar', name);
-    END IF;
-    RETURN v;
-END $$;
-
--- Every calendar, as a JSON array.
-CREATE FUNCTION iwd.list_calendars() RETURNS jsonb
-LANGUAGE sql STABLE AS $$
-    SELECT coalesce(jsonb_agg(iwd.calendar_json(x) ORDER BY name), '[]') FROM iwd.calendar x
-$$;
-
--- Delete a calendar and return it; P0002 when none.
-CREATE FUNCTION iwd.delete_calendar(name text) RETURNS jsonb
-LANGUAGE plpgsql STRICT AS $$
-DECLARE
-    x iwd.calendar;
-BEGIN
-    DELETE FROM iwd.calendar d WHERE d.name = delete_calendar.name RETURNING * INTO x;
-    IF NOT FOUND THEN
-        PERFORM iwd._not_found('calendar', name);
-    END IF;
-    RETURN iwd.calendar_json(x);
-END $$;
-
--- The category with this name; P0002 when none.
-CREATE FUNCTION iwd.get_category(name text) RETURNS jsonb
-LANGUAGE plpgsql STABLE STRICT AS $$
-DECLARE
-    v jsonb;
-BEGIN
-    SELECT iwd.category_json(x) INTO v FROM iwd.category x WHERE x.name = get_category.name;
-    IF v IS NULL THEN
-        PERFORM iwd._not_found('category', name);
-    END IF;
-    RETURN v;
-END $$;
-
--- Every category, as a JSON array.
-CREATE FUNCTION iwd.list_categories() RETURNS jsonb
-LANGUAGE sql STABLE AS $$
-    SELECT coalesce(jsonb_agg(iwd.category_json(x) ORDER BY name), '[]') FROM iwd.category x
-$$;
-
--- Delete a category and return it; P0002 when none.
-CREATE FUNCTION iwd.delete_category(name text) RETURNS jsonb
-LANGUAGE plpgsql STRICT AS $$
-DECLARE
-    x iwd.category;
-BEGIN
-    DELETE FROM iwd.category d WHERE d.name = delete_category.name RETURNING * INTO x;
-    IF NOT FOUND THEN
-        PERFORM iwd._not_found('category', name);
-    END IF;
-    RETURN iwd.category_json(x);
-END $$;
-
--- The agent with this id; P0002 when none.
-CREATE FUNCTION iwd.get_agent(id text) RETURNS jsonb
-LANGUAGE plpgsql STABLE STRICT AS $$
-DECLARE
-    v jsonb;
-BEGIN
-    SELECT iwd.agent_json(x) INTO v FROM iwd.agent x WHERE x.id = get_agent.id;
-    IF v IS NULL THEN
-        PERFORM iwd._not_found('agent', id);
-    END IF;
-    RETURN v;
-END $$;
-
--- Every agent, as a JSON array.
-CREATE FUNCTION iwd.list_agents() RETURNS jsonb
-LANGUAGE sql STABLE AS $$
-    SELECT coalesce(jsonb_agg(iwd.agent_json(x) ORDER BY id), '[]') FROM iwd.agent x
-$$;
-
--- Delete a agent and return it; P0002 when none.
-CREATE FUNCTION iwd.delete_agent(id text) RETURNS jsonb
-LANGUAGE plpgsql STRICT AS $$
-DECLARE
-    x iwd.agent;
-BEGIN
-    DELETE FROM iwd.agent d WHERE d.id = delete_agent.id RETURNING * INTO x;
-    IF NOT FOUND THEN
-        PERFORM iwd._not_found('agent', id);
-    END IF;
-    RETURN iwd.agent_json(x);
-END $$;
+            CREATE FUNCTION iwd.delete_%1$s(%3$s text) RETURNS jsonb
+            LANGUAGE plpgsql STRICT AS $$
+            DECLARE
+                x iwd.%1$s;
+            BEGIN
+                DELETE FROM iwd.%1$s d WHERE d.%3$s = delete_%1$s.%3$s RETURNING * INTO x;
+                IF NOT FOUND THEN
+                    PERFORM iwd._not_found(%1$L, %3$s);
+                END IF;
+                RETURN iwd.%1$s_json(x);
+            END $$;
+            COMMENT ON FUNCTION iwd.delete_%1$s(text) IS 'Delete a %1$s and return it; P0002 when none.';
+            $f$, o.obj, o.plural, o.arg, o.sort);
+    END LOOP;
+END $do$;
 
 -- The rule of this kind and name; P0002 when none.
 CREATE FUNCTION iwd.get_rule(kind text, name text) RETURNS jsonb

@@ -4,29 +4,11 @@
 # and an incremental `intraday` run. Prints a markdown table on stdout.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-bindir=$(/usr/lib/postgresql/15/bin/pg_config --bindir)
 tasks=${IWD_BENCH_DM_TASKS:-250000}
 port=${IWD_BENCH_DM_PORT:-54343}
-work=$(mktemp -d /tmp/iwd-bench-dm.XXXXXX)
-chmod 755 "$work"
-as_user=()
-if [ "$(id -u)" -eq 0 ]; then chown postgres: "$work"; as_user=(runuser -u postgres --); fi
-trap '"${as_user[@]}" "$bindir/pg_ctl" -D "$work/data" -m fast -w stop >/dev/null 2>&1; rm -rf "$work"' EXIT
+. bench/lib.sh
+start_cluster dm "$port" "iwd.databases = ''" "shared_buffers = 512MB" "work_mem = 64MB" "max_wal_size = 4GB"
 cp bench/datamart/generate.sql "$work/"; chmod 644 "$work/generate.sql"
-"${as_user[@]}" "$bindir/initdb" -D "$work/data" -A trust >/dev/null
-cat >> "$work/data/postgresql.conf" <<CONF
-port = $port
-listen_addresses = ''
-unix_socket_directories = '$work'
-shared_preload_libraries = 'iwd'
-iwd.databases = ''
-shared_buffers = 512MB
-work_mem = 64MB
-max_wal_size = 4GB
-CONF
-"${as_user[@]}" "$bindir/pg_ctl" -D "$work/data" -l "$work/log" -w start >/dev/null
-"${as_user[@]}" "$bindir/createdb" -h "$work" -p "$port" bench
-sql() { "${as_user[@]}" "$bindir/psql" -X -q -At -h "$work" -p "$port" -d bench -v ON_ERROR_STOP=1 "$@"; }
 ms() { echo $(( $(date +%s%N) / 1000000 )); }
 sql -c "CREATE EXTENSION iwd"
 echo "datamart bench: generating $((tasks * 4)) events..." >&2
