@@ -10,13 +10,19 @@
  *   and the universal queue is a partial index over queued rows in queue
  *   order (priority DESC, business_value DESC, due_at, created_at, id). The
  *   index stays as small as the backlog, whatever the history size.
- * - One UPDATE claims: its subquery walks that index in order, skips rows that
- *   other claimers hold (FOR UPDATE SKIP LOCKED), filters by media type with
- *   free capacity, requested agent and skills (iwd.skills_met, a C function
- *   over the two jsonb skill maps), and stops at the first match. Concurrent
- *   claimers therefore never wait on each other and never share a task; a row
- *   that changed after our snapshot is re-checked by the executor
- *   (EvalPlanQual) before we update it.
+ * - A claim picks, then updates. The pick walks that index in order, filters
+ *   by media type with free capacity, requested agent and skills
+ *   (iwd.skills_met, a C function over the two jsonb skill maps), and stops at
+ *   the first row whose transaction-scoped advisory lock it obtains
+ *   (pg_try_advisory_xact_lock on the task id): concurrent claimers skip each
+ *   other's candidates without waiting. The update then takes the row only if
+ *   it is still queued; when another claimer took it after our snapshot, the
+ *   claim looks again. Row locks (FOR UPDATE SKIP LOCKED) would do the same
+ *   job, but a claimer that meets a row claimed after its snapshot locks the
+ *   newest version before rejecting it and keeps that lock until it commits,
+ *   which makes the completion of that task wait: advisory locks leave the
+ *   rows alone. Concurrent claimers therefore never wait on each other and
+ *   never share a task.
  * - The agent's own row is locked (FOR NO KEY UPDATE) for the duration of the
  *   claim. That serializes only claims of the same agent, so its capacity
  *   count cannot be overrun by two of its own sessions; there is no global
@@ -42,9 +48,13 @@
 #include "stats.h"
 
 #define RESERVE_SECONDS_MAX (7 * 24 * 3600)
+/* advisory lock class of the claim (the other key is the task id) */
+#define CLAIM_LOCK_CLASS 1230003
+#define CLAIM_ATTEMPTS_MAX 8
 
 static SPIPlanPtr agent_plan = NULL;
 static SPIPlanPtr load_plan = NULL;
+static SPIPlanPtr pick_plan = NULL;
 static SPIPlanPtr claim_plan = NULL;
 static SPIPlanPtr event_plan = NULL;
 
@@ -174,7 +184,8 @@ static Datum
 ClaimTask(const char *agent, int reserve_seconds, bool *found)
 {
 	Oid			agent_types[1] = {TEXTOID};
-	Oid			claim_types[5] = {TEXTOID, TEXTARRAYOID, TIMESTAMPTZOID, TIMESTAMPTZOID, JSONBOID};
+	Oid			claim_types[6] = {TEXTOID, TEXTARRAYOID, TIMESTAMPTZOID, TIMESTAMPTZOID, JSONBOID, INT8OID};
+	Oid			pick_types[3] = {TEXTOID, TEXTARRAYOID, JSONBOID};
 	Oid			event_types[4] = {INT8OID, TIMESTAMPTZOID, TEXTOID, TIMESTAMPTZOID};
 	Datum		agent_arg[1] = {CStringGetTextDatum(agent)};
 	TimestampTz now = IwdNow();
@@ -183,7 +194,7 @@ ClaimTask(const char *agent, int reserve_seconds, bool *found)
 	char	   *state;
 	Jsonb	   *skills;
 	ArrayType  *media;
-	Datum		claim_args[5];
+	Datum		claim_args[6];
 	Datum		event_args[4];
 	int64		task_id;
 	Datum		task;
@@ -211,20 +222,38 @@ ClaimTask(const char *agent, int reserve_seconds, bool *found)
 	claim_args[2] = TimestampTzGetDatum(until);
 	claim_args[3] = TimestampTzGetDatum(now);
 	claim_args[4] = JsonbPGetDatum(skills);
-	if (SPI_execute_plan(KeepPlan(&claim_plan,
-								  "UPDATE iwd.task t SET status = 'assigned', assigned_to = $1, "
-								  "reserved_until = $3, accepted_at = NULL, updated_at = $4 "
-								  "WHERE t.id = (SELECT q.id FROM iwd.task q WHERE q.status = 'queued' "
-								  "AND q.media_type = ANY ($2) "
-								  "AND (q.requested_agent IS NULL OR q.requested_agent = $1) "
-								  "AND iwd.skills_met(q.skills, $5) "
-								  "ORDER BY q.priority DESC, q.business_value DESC, q.due_at ASC NULLS LAST, "
-								  "q.created_at, q.id LIMIT 1 FOR UPDATE SKIP LOCKED) "
-								  "RETURNING t.id, iwd.task_json(t)",
-								  5, claim_types), claim_args, NULL, false, 1) != SPI_OK_UPDATE_RETURNING)
-		elog(ERROR, "could not claim a task");
-	if (SPI_processed == 0)
-		return (Datum) 0;
+	for (int attempt = 0;; attempt++)
+	{
+		Datum		pick_args[3] = {agent_arg[0], PointerGetDatum(media), JsonbPGetDatum(skills)};
+
+		/* the best queued task that fits and that no other claimer is taking */
+		if (SPI_execute_plan(KeepPlan(&pick_plan,
+									  "SELECT q.id FROM iwd.task q WHERE q.status = 'queued' "
+									  "AND CASE WHEN q.media_type = ANY ($2) "
+									  "AND (q.requested_agent IS NULL OR q.requested_agent = $1) "
+									  "AND iwd.skills_met(q.skills, $3) "
+									  "THEN pg_try_advisory_xact_lock(" CppAsString2(CLAIM_LOCK_CLASS) ", "
+									  "(q.id % 2147483647)::int4) ELSE false END "
+									  "ORDER BY q.priority DESC, q.business_value DESC, q.due_at ASC NULLS LAST, "
+									  "q.created_at, q.id LIMIT 1",
+									  3, pick_types), pick_args, NULL, false, 1) != SPI_OK_SELECT)
+			elog(ERROR, "could not pick a task");
+		if (SPI_processed == 0)
+			return (Datum) 0;
+		claim_args[5] = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+		if (SPI_execute_plan(KeepPlan(&claim_plan,
+									  "UPDATE iwd.task t SET status = 'assigned', assigned_to = $1, "
+									  "reserved_until = $3, accepted_at = NULL, updated_at = $4 "
+									  "WHERE t.id = $6 AND t.status = 'queued' "
+									  "RETURNING t.id, iwd.task_json(t)",
+									  6, claim_types), claim_args, NULL, false, 1) != SPI_OK_UPDATE_RETURNING)
+			elog(ERROR, "could not claim a task");
+		if (SPI_processed == 1)
+			break;
+		/* another claimer took it between our snapshot and our update: look again */
+		if (attempt == CLAIM_ATTEMPTS_MAX)
+			return (Datum) 0;
+	}
 	task_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	task = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
 	task = SPI_datumTransfer(task, false, -1);
