@@ -37,6 +37,8 @@ pg_pid=""; sidecar_pid=""
 cleanup() {
     [ -n "$sidecar_pid" ] && kill "$sidecar_pid" 2>/dev/null && wait "$sidecar_pid" 2>/dev/null
     [ -n "$pg_pid" ] && "${as_pg[@]}" /usr/lib/postgresql/15/bin/pg_ctl -D "$work/pg" -m immediate -w stop >/dev/null 2>&1
+    [ -f "$work/pg-restored/postmaster.pid" ] &&
+        "${as_pg[@]}" /usr/lib/postgresql/15/bin/pg_ctl -D "$work/pg-restored" -m immediate -w stop >/dev/null 2>&1
     rm -rf "$work"
 }
 trap cleanup EXIT
@@ -246,6 +248,13 @@ pg_port=$(free_port)
 mkdir -p "$work/pg" "$work/sock"
 [ "$(id -u)" -eq 0 ] && chown postgres: "$work/pg" "$work/sock"
 sql() { "${as_pg[@]}" "$bindir/psql" -X -q -At -h "$work/sock" -p "$pg_port" "$@"; }
+# settled EXPECTED COMMAND...: the command's output once it is EXPECTED (a reload takes effect
+# asynchronously), or its last output after 5 s
+settled() {
+    local want=$1 out; shift
+    for _ in $(seq 1 50); do out=$("$@"); [ "$out" = "$want" ] && break; sleep 0.1; done
+    echo "$out"
+}
 "${as_pg[@]}" "$bindir/initdb" -D "$work/pg" -A trust -E UTF8 >/dev/null
 cat >> "$work/pg/postgresql.conf" <<CONF
 listen_addresses = ''
@@ -266,18 +275,16 @@ check "the Job runs psql" "psql" "${job_cmd[0]}"
     PGDATABASE="$(q rs '[e["value"] for e in container(one("Job"))["env"] if e["name"] == "PGDATABASE"][0]')" \
     "$bindir/${job_cmd[0]}" "${job_cmd[@]:1}" > "$work/job.log" 2>&1
 check "the Job's SQL succeeds" "0" "$?"
-sleep 0.5
 check "the server now runs the Data Mart at */5, intraday, not suspended" "*/5 * * * *|intraday|off" \
-    "$(sql -d postgres -c "SELECT current_setting('iwd_dm.schedule') || '|' || current_setting('iwd_dm.execution_chain') || '|' || current_setting('iwd_dm.suspend')")"
+    "$(settled '*/5 * * * *|intraday|off' sql -d postgres -c "SELECT current_setting('iwd_dm.schedule') || '|' || current_setting('iwd_dm.execution_chain') || '|' || current_setting('iwd_dm.suspend')")"
 check "the tenant database's batch size is 5000 (and no other database's)" "5000 10000" \
     "$(sql -d tenant_a -c 'SHOW iwd_dm.batch_size') $(sql -d postgres -c 'SHOW iwd_dm.batch_size')"
 render suspend -f chart/ci/replicaset-iwddm-values.yaml --set iwddm.cronjob.suspend=true --set 'iwddm.cronjob.schedule=0 2 * * 1-5'
 mapfile -t job_cmd < <(q suspend '"\n".join(container(one("Job"))["command"])')
 "${as_pg[@]}" env PGHOST="$work/sock" PGPORT="$pg_port" PGUSER=postgres PGDATABASE=tenant_a \
     "$bindir/${job_cmd[0]}" "${job_cmd[@]:1}" >> "$work/job.log" 2>&1
-sleep 0.5
 check "an upgrade with suspend: true suspends it" "0 2 * * 1-5|on" \
-    "$(sql -d postgres -c "SELECT current_setting('iwd_dm.schedule') || '|' || current_setting('iwd_dm.suspend')")"
+    "$(settled '0 2 * * 1-5|on' sql -d postgres -c "SELECT current_setting('iwd_dm.schedule') || '|' || current_setting('iwd_dm.suspend')")"
 
 echo "# iwd-sidecar runs with the rendered ConfigMap and Secret"
 if [ ! -x sidecar/iwd-sidecar ]; then
@@ -328,6 +335,18 @@ for expr in sys.stdin:
 ' "$work/metrics.txt")
 check "every label the alerts and the dashboard group by is on the exported series" "" "$bad_labels"
 
+echo "# backup and restore as the operator's guide describes (a physical base backup)"
+mkdir -m 0700 "$work/pg-restored" && [ "$(id -u)" -eq 0 ] && chown postgres: "$work/pg-restored"
+"${as_pg[@]}" "$bindir/pg_basebackup" -h "$work/sock" -p "$pg_port" -U postgres -D "$work/pg-restored" -X stream -c fast \
+    > "$work/basebackup.log" 2>&1
+check "pg_basebackup of the tenant server" "0" "$?" || cat "$work/basebackup.log"
+restored_port=$(free_port)
+"${as_pg[@]}" "$bindir/pg_ctl" -D "$work/pg-restored" -l "$work/sock/restored.log" -o "-p $restored_port" -w start >/dev/null
+restored() { "${as_pg[@]}" "$bindir/psql" -X -q -At -h "$work/sock" -p "$restored_port" "$@"; }
+check "the restored copy has the tenant's task and its history, and the tenant registry" "1 t 1" \
+    "$(restored -d tenant_a -c "SELECT count(*) FROM iwd.task WHERE external_id = 'CHART-1'") $(restored -d tenant_a -c "SELECT count(*) > 0 FROM iwd.task_event e JOIN iwd.task t ON t.id = e.task_id WHERE t.external_id = 'CHART-1'") $(restored -d iwd_control -c "SELECT count(*) FROM iwd_control.tenant WHERE ccid = 'a'")"
+"${as_pg[@]}" "$bindir/pg_ctl" -D "$work/pg-restored" -m fast -w stop >/dev/null
+
 echo "# container files"
 check "the sidecar image runs as the chart's user" "10001" "$(sed -n 's/^USER *//p' docker/Dockerfile.sidecar)"
 check "the images build with the README's commands (scripts/deps.sh, make, make install)" "1 1 1" \
@@ -343,9 +362,8 @@ check "the PostgreSQL image preloads iwd" "1" "$(grep -c "shared_preload_librari
 "${as_pg[@]}" env PGHOST="$work/sock" PGPORT="$pg_port" POSTGRES_USER=postgres IWD_DATABASES="tenant_a,tenant_b" \
     sh docker/initdb-iwd.sh > "$work/initdb.log" 2>&1
 check "the PostgreSQL image's first-start script succeeds (an existing database is kept)" "0" "$?"
-sleep 0.5
 check "it creates the tenant databases with the extension and the workers serve them" "1|tenant_a,tenant_b" \
-    "$(sql -d tenant_b -c "SELECT (SELECT count(*) FROM pg_extension WHERE extname = 'iwd') || '|' || current_setting('iwd.databases')")"
+    "$(settled '1|tenant_a,tenant_b' sql -d tenant_b -c "SELECT (SELECT count(*) FROM pg_extension WHERE extname = 'iwd') || '|' || current_setting('iwd.databases')")"
 check "the tenant's data survived it" "1" "$(sql -d tenant_a -c "SELECT count(*) FROM iwd.task WHERE external_id = 'CHART-1'")"
 
 finish
