@@ -135,6 +135,8 @@ echo "# monitoring"
 render monitoring -f chart/ci/monitoring-values.yaml --api-versions monitoring.coreos.com/v1
 check "ServiceMonitor scrapes /iwd/v3/metrics on the http port every 15s" "/iwd/v3/metrics http 15s" \
     "$(q monitoring '" ".join(one("ServiceMonitor")["spec"]["endpoints"][0][k] for k in ("path", "port", "interval"))')"
+check "monitoring.labels reach the ServiceMonitor and the PrometheusRule" "kube-prometheus-stack kube-prometheus-stack" \
+    "$(q monitoring 'one("ServiceMonitor")["metadata"]["labels"]["release"] + " " + one("PrometheusRule")["metadata"]["labels"]["release"]')"
 check "the ServiceMonitor selects the Service" "True" \
     "$(q monitoring 'one("ServiceMonitor")["spec"]["selector"]["matchLabels"].items() <= one("Service")["metadata"]["labels"].items()')"
 check "four documented alerts" "IwdDatabaseConnections IwdDatabaseErrors IwdErrorRate IwdMemory" \
