@@ -281,10 +281,17 @@ check "the server now runs the Data Mart at */5, intraday, not suspended" "*/5 *
     "$(settled '*/5 * * * *|intraday|off' sql -d postgres -c "SELECT current_setting('iwd_dm.schedule') || '|' || current_setting('iwd_dm.execution_chain') || '|' || current_setting('iwd_dm.suspend')")"
 check "the tenant database's batch size is 5000 (and no other database's)" "5000 10000" \
     "$(sql -d tenant_a -c 'SHOW iwd_dm.batch_size') $(sql -d postgres -c 'SHOW iwd_dm.batch_size')"
-render suspend -f chart/ci/replicaset-iwddm-values.yaml --set iwddm.cronjob.suspend=true --set 'iwddm.cronjob.schedule=0 2 * * 1-5'
+# the upgrade runs as a role that is no superuser, with the grants of the operator's guide
+sql -d postgres -c "CREATE ROLE iwddm_settings LOGIN" \
+    -c "GRANT ALTER SYSTEM ON PARAMETER iwd_dm.schedule, iwd_dm.suspend, iwd_dm.execution_chain TO iwddm_settings" \
+    -c "ALTER DATABASE tenant_a OWNER TO iwddm_settings"
+sql -d tenant_a -c "GRANT EXECUTE ON FUNCTION pg_reload_conf() TO iwddm_settings"
+render suspend -f chart/ci/replicaset-iwddm-values.yaml --set iwddm.cronjob.suspend=true --set 'iwddm.cronjob.schedule=0 2 * * 1-5' \
+    --set iwddm.db.user=iwddm_settings
 mapfile -t job_cmd < <(q suspend '"\n".join(container(one("Job"))["command"])')
-"${as_pg[@]}" env PGHOST="$work/sock" PGPORT="$pg_port" PGUSER=postgres PGDATABASE=tenant_a \
+"${as_pg[@]}" env PGHOST="$work/sock" PGPORT="$pg_port" PGUSER=iwddm_settings PGDATABASE=tenant_a \
     "$bindir/${job_cmd[0]}" "${job_cmd[@]:1}" >> "$work/job.log" 2>&1
+check "an upgrade by a role with the guide's grants succeeds" "0" "$?"
 check "an upgrade with suspend: true suspends it" "0 2 * * 1-5|on" \
     "$(settled '0 2 * * 1-5|on' sql -d postgres -c "SELECT current_setting('iwd_dm.schedule') || '|' || current_setting('iwd_dm.suspend')")"
 
