@@ -184,7 +184,7 @@ check "Redis nodes as a list, cluster flag" "redis://redis-0.redis:6379,redis://
     "$(q existing '" ".join(one("ConfigMap")["data"][k] for k in ("IWD_REDIS_NODES", "IWD_REDIS_CLUSTER", "IWD_REDIS_TLS"))')"
 render rs -f chart/ci/replicaset-iwddm-values.yaml
 check "deploymentType ReplicaSet, no Deployment" "ReplicaSet 0" "$(q rs 'workload()["kind"] + " " + str(len(kinds.get("Deployment", [])))')"
-check "the Data Mart settings Job is a post-install/post-upgrade hook named after the tenant" "post-install,post-upgrade iwd-iwd-sidecar-iwddm-tenant-a" \
+check "the Data Mart settings Job is a post-install/upgrade/rollback hook named after the tenant" "post-install,post-upgrade,post-rollback iwd-iwd-sidecar-iwddm-tenant-a" \
     "$(q rs 'one("Job")["metadata"]["annotations"]["helm.sh/hook"] + " " + one("Job")["metadata"]["name"]')"
 check "the Job's pods are not behind the Service" "False" \
     "$(q rs 'one("Service")["spec"]["selector"].items() <= one("Job")["spec"]["template"]["metadata"]["labels"].items()')"
