@@ -106,6 +106,17 @@ check "it loaded every event" "t" \
                                   (SELECT last_summary->>'events' FROM iwd_dm.job_status WHERE execution_chain = 'full')::int > 0")"
 sql -d postgres -c "ALTER SYSTEM SET iwd_dm.suspend = on" -c "SELECT pg_reload_conf()" >/dev/null
 
+# a logical backup (pg_dump) carries every task, event and configuration row, and restores
+"${as_user[@]}" "$bindir/pg_dump" -h "$work" -p "$port" -Fc -f "$work/tenant_a.dump" tenant_a
+sql -d postgres -c "CREATE DATABASE restored"
+"${as_user[@]}" "$bindir/pg_restore" -h "$work" -p "$port" -d restored "$work/tenant_a.dump" 2>"$work/restore.err"
+counts="SELECT (SELECT count(*) FROM iwd.task_all) || ' ' || (SELECT count(*) FROM iwd.task_event) || ' ' ||
+               (SELECT count(*) FROM iwd.agent) || ' ' || (SELECT count(*) FROM iwd.task_key) || ' ' ||
+               (SELECT count(*) FROM iwd_dm.task_event_fact)"
+check "pg_dump and pg_restore keep every row" "$(sql -d tenant_a -c "$counts")" "$(sql -d restored -c "$counts")"
+check "the restored tenant keeps working" "t" \
+    "$(sql -d restored -c "SELECT iwd.create_task('{\"externalId\": \"after-restore\", \"capturePoint\": \"test\"}') ->> 'id' IS NOT NULL")"
+
 # the worker follows iwd.databases on reload
 sql -d postgres -c "ALTER SYSTEM SET iwd.databases = 'tenant_a, tenant_b'" -c "SELECT pg_reload_conf()" >/dev/null
 wait_for "a worker starts for a database added on reload" "1" -d postgres \

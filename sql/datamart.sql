@@ -661,3 +661,28 @@ BEGIN
 END $$;
 GRANT USAGE ON SCHEMA iwd_dm TO iwd_gcxi;
 GRANT SELECT ON ALL TABLES IN SCHEMA iwd_dm TO iwd_gcxi;
+
+-- Logical backups carry the Data Mart's facts, aggregates and pending work (its loading position and
+-- job state are not dumped: after a restore the next run reloads the history idempotently).
+DO $$
+DECLARE
+    t text;
+BEGIN
+    FOREACH t IN ARRAY ARRAY['iwd_dm.task_event_fact', 'iwd_dm.task_fact', 'iwd_dm.dirty', 'iwd_dm.event_gap',
+                  'iwd_dm.agg_15min', 'iwd_dm.agg_hour', 'iwd_dm.agg_day', 'iwd_dm.agg_week', 'iwd_dm.agg_month',
+                  'iwd_dm.dim_date', 'iwd_dm.dim_interval', 'iwd_dm.dim_department', 'iwd_dm.dim_process',
+                  'iwd_dm.dim_category', 'iwd_dm.dim_queue', 'iwd_dm.dim_media_type', 'iwd_dm.dim_customer_segment',
+                  'iwd_dm.dim_agent', 'iwd_dm.dim_status', 'iwd_dm.dim_capture_point'] LOOP
+        PERFORM pg_catalog.pg_extension_config_dump(t::regclass, '');
+    END LOOP;
+END $$;
+DO $$
+DECLARE
+    t text;
+BEGIN
+    FOREACH t IN ARRAY ARRAY['iwd_dm.dim_department_id_seq', 'iwd_dm.dim_process_id_seq', 'iwd_dm.dim_category_id_seq',
+                  'iwd_dm.dim_queue_id_seq', 'iwd_dm.dim_media_type_id_seq', 'iwd_dm.dim_customer_segment_id_seq',
+                  'iwd_dm.dim_agent_id_seq', 'iwd_dm.dim_status_id_seq', 'iwd_dm.dim_capture_point_id_seq'] LOOP
+        PERFORM pg_catalog.pg_extension_config_dump(t::regclass, '');
+    END LOOP;
+END $$;

@@ -263,3 +263,16 @@ END $$;
 
 CREATE TRIGGER rule_valid BEFORE INSERT OR UPDATE ON iwd.rule
     FOR EACH ROW EXECUTE FUNCTION iwd.validate_rule_row();
+
+-- pg_dump dumps the rows of extension tables only when asked: every table that holds a tenant's data
+-- (and the sequences that number it) is registered, so that a logical backup restores everything.
+DO $$
+DECLARE
+    t text;
+BEGIN
+    FOREACH t IN ARRAY ARRAY['iwd.department', 'iwd.process', 'iwd.calendar', 'iwd.category', 'iwd.rule', 'iwd.agent',
+                  'iwd.task', 'iwd.task_closed', 'iwd.task_key', 'iwd.task_document', 'iwd.task_event',
+                  'iwd.task_id_seq', 'iwd.task_event_id_seq'] LOOP
+        PERFORM pg_catalog.pg_extension_config_dump(t::regclass, '');
+    END LOOP;
+END $$;
