@@ -15,6 +15,9 @@
 #include "sidecar.h"
 
 #define CACHE_TTL_S 60
+/* how long a thread trusts what it looked up itself: a registry change made through another sidecar
+ * replica reaches this one within this time (changes made through this one apply at once) */
+#define LOCAL_CACHE_MS 5000
 #define BLACKLIST_FAILURES 5
 #define BLACKLIST_WINDOW_MS 60000
 #define BLACKLIST_MS 60000
@@ -223,18 +226,50 @@ int iwd_tenant_from_entry(iwd_tenant_t *tenant, const char *text)
     return IWD_OK;
 }
 
-/* Look a key hash up: Redis first, then the control database (caching what it finds). */
+/* Bumped by every registry change this process makes: every thread's remembered entries go stale. */
+static uint64_t registry_generation;
+
+/* The thread's slot for a key hash. */
+static iwd_key_cache_slot_t *local_slot(iwd_thread_t *thread, const char *hash)
+{
+    unsigned long h = strtoul((char[9]){hash[0], hash[1], hash[2], hash[3], hash[4], hash[5], hash[6], hash[7], 0},
+                              NULL, 16);
+    return &thread->key_cache[h % IWD_KEY_CACHE_SLOTS];
+}
+
+/* Remember an entry in the thread's own cache (a copy), for LOCAL_CACHE_MS. */
+static void local_remember(iwd_thread_t *thread, const char *hash, const char *entry)
+{
+    iwd_key_cache_slot_t *slot = local_slot(thread, hash);
+
+    free(slot->entry);
+    snprintf(slot->hash, sizeof(slot->hash), "%s", hash);
+    slot->entry = strdup(entry);
+    slot->expires_ms = iwd_now_ms() + LOCAL_CACHE_MS;
+    slot->generation = __atomic_load_n(&registry_generation, __ATOMIC_ACQUIRE);
+}
+
+/*
+ * Look a key hash up: the thread's own cache (a few seconds), Redis, then the control database
+ * (caching what it finds in both).
+ */
 static char *registry_entry(iwd_thread_t *thread, const char *hash, bool *unavailable)
 {
     char cache_key[128], *entry;
     PGconn *control;
     PGresult *res;
     const char *values[1] = {hash};
+    iwd_key_cache_slot_t *slot = local_slot(thread, hash);
 
     *unavailable = false;
+    if (slot->entry != NULL && strcmp(slot->hash, hash) == 0 && slot->expires_ms > iwd_now_ms() &&
+        slot->generation == __atomic_load_n(&registry_generation, __ATOMIC_ACQUIRE))
+        return strdup(slot->entry);
     snprintf(cache_key, sizeof(cache_key), "iwd:key:%s", hash);
-    if ((entry = iwd_redis_get(thread, cache_key)) != NULL)
+    if ((entry = iwd_redis_get(thread, cache_key)) != NULL) {
+        local_remember(thread, hash, entry);
         return entry;
+    }
     if ((control = iwd_pg_control(thread)) == NULL) {
         *unavailable = true;
         return NULL;
@@ -253,6 +288,7 @@ static char *registry_entry(iwd_thread_t *thread, const char *hash, bool *unavai
     if (PQntuples(res) == 1) {
         entry = strdup(PQgetvalue(res, 0, 0));
         iwd_redis_set(thread, cache_key, entry, CACHE_TTL_S);
+        local_remember(thread, hash, entry);
     }
     PQclear(res);
     return entry;
@@ -289,8 +325,19 @@ int iwd_auth_tenant(iwd_call_t *call, bool write)
     return IWD_OK;
 }
 
+/* Forget every key the threads of this process remember (provisioning changed the registry). */
+static void local_forget_all(iwd_thread_t *thread)
+{
+    __atomic_add_fetch(&registry_generation, 1, __ATOMIC_RELEASE);
+    for (int i = 0; i < IWD_KEY_CACHE_SLOTS; i++) {
+        free(thread->key_cache[i].entry);
+        thread->key_cache[i].entry = NULL;
+    }
+}
+
 void iwd_auth_forget_tenant(iwd_thread_t *thread, const char *ccid, PGconn *control)
 {
+    local_forget_all(thread);
     const char *values[1] = {ccid};
     PGresult *res = iwd_pg_exec(control, "control", "forget",
                                 "SELECT key_hash FROM iwd_control.api_key WHERE ccid = $1", 1, values);

@@ -72,6 +72,13 @@ PGconn *iwd_pg_control(iwd_thread_t *thread)
 
 PGconn *iwd_pg_tenant(iwd_thread_t *thread, const iwd_tenant_t *tenant)
 {
+    iwd_tenant_conn_t *tc = iwd_pg_tenant_conn(thread, tenant);
+
+    return tc != NULL ? tc->conn : NULL;
+}
+
+iwd_tenant_conn_t *iwd_pg_tenant_conn(iwd_thread_t *thread, const iwd_tenant_t *tenant)
+{
     iwd_tenant_conn_t *tc;
 
     for (tc = thread->tenants; tc != NULL; tc = tc->next)
@@ -84,6 +91,7 @@ PGconn *iwd_pg_tenant(iwd_thread_t *thread, const iwd_tenant_t *tenant)
     }
     if (tc != NULL && PQstatus(tc->conn) != CONNECTION_OK) {
         PQreset(tc->conn);
+        tc->nprepared = 0; /* a new session has no prepared statements */
         if (PQstatus(tc->conn) != CONNECTION_OK)
             return NULL;
     }
@@ -101,7 +109,52 @@ PGconn *iwd_pg_tenant(iwd_thread_t *thread, const iwd_tenant_t *tenant)
         thread->tenants = tc;
         thread->tenant_conns++;
     }
-    return tc->conn;
+    return tc;
+}
+
+/*
+ * Run a fixed SQL text of the route table as a prepared statement of this connection (prepared on first
+ * use), so that the server parses and plans it once per connection rather than once per request.
+ */
+static PGresult *exec_prepared(iwd_tenant_conn_t *tc, const char *command, const char *sql, int nparams,
+                               const char *const *values)
+{
+    char name[16];
+    int i;
+
+    for (i = 0; i < tc->nprepared && tc->prepared[i] != sql; i++)
+        ;
+    if (i == tc->nprepared) {
+        PGresult *res;
+        if (i == IWD_PREPARED_MAX)
+            return iwd_pg_exec(tc->conn, tc->ccid, command, sql, nparams, values);
+        snprintf(name, sizeof(name), "s%d", i);
+        res = PQprepare(tc->conn, name, sql, nparams, NULL);
+        if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+            /* the error (a bad input type, a broken connection) surfaces from the plain call */
+            PQclear(res);
+            return iwd_pg_exec(tc->conn, tc->ccid, command, sql, nparams, values);
+        }
+        PQclear(res);
+        tc->prepared[tc->nprepared++] = sql;
+    }
+    snprintf(name, sizeof(name), "s%d", i);
+    {
+        struct timespec ts0, ts1;
+        PGresult *res;
+        ExecStatusType st;
+        const char *code = NULL;
+
+        clock_gettime(CLOCK_MONOTONIC, &ts0);
+        res = PQexecPrepared(tc->conn, name, nparams, values, NULL, NULL, 0);
+        clock_gettime(CLOCK_MONOTONIC, &ts1);
+        st = PQresultStatus(res);
+        if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK)
+            code = PQresultErrorField(res, PG_DIAG_SQLSTATE) ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : "08006";
+        iwd_metrics_db(tc->ccid, command, code,
+                       (ts1.tv_sec - ts0.tv_sec) * 1000.0 + (ts1.tv_nsec - ts0.tv_nsec) / 1e6, false, false);
+        return res;
+    }
 }
 
 void iwd_pg_drop_tenant(iwd_thread_t *thread, const char *ccid)
@@ -185,9 +238,11 @@ int iwd_pg_call(iwd_call_t *call, const char *sql, int nparams, const char *cons
     int status;
 
     for (int attempt = 0; attempt < 2; attempt++) {
-        if ((conn = iwd_pg_tenant(call->thread, &call->tenant)) == NULL)
+        iwd_tenant_conn_t *tc = iwd_pg_tenant_conn(call->thread, &call->tenant);
+        if (tc == NULL)
             return iwd_respond_error(call, 503, "the tenant database is not reachable");
-        res = iwd_pg_exec(conn, call->tenant.ccid, command_of(sql, command, sizeof(command)), sql, nparams, values);
+        conn = tc->conn;
+        res = exec_prepared(tc, command_of(sql, command, sizeof(command)), sql, nparams, values);
         if (PQresultStatus(res) == PGRES_TUPLES_OK) {
             if ((PQntuples(res) != 1 || PQgetisnull(res, 0, 0)) && null_status == 204) {
                 status = iwd_respond_json(call, 204, "", 0);

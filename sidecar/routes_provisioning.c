@@ -251,6 +251,8 @@ int iwd_on_provisioning_save(iwd_call_t *call)
         }
     }
     iwd_pg_drop_tenant(call->thread, ccid);
+    /* again after the commit: a lookup between the first forgetting and the commit saw the old keys */
+    iwd_auth_forget_tenant(call->thread, ccid, control);
     iwd_log(IWD_LOG_INFO, "tenant provisioned", "%s", ccid);
     rc = iwd_respond_json(call, 200, "{\"created\":true}", strlen("{\"created\":true}"));
     goto done;
@@ -319,5 +321,6 @@ int iwd_on_provisioning_delete(iwd_call_t *call)
     }
     PQclear(res);
     iwd_pg_drop_tenant(call->thread, ccid);
+    iwd_auth_forget_tenant(call->thread, ccid, control);
     return iwd_respond_json(call, 200, "{\"deleted\":true}", strlen("{\"deleted\":true}"));
 }

@@ -59,10 +59,13 @@ typedef struct iwd_tenant {
 } iwd_tenant_t;
 
 /* One connection to a tenant database, owned by one thread. */
+#define IWD_PREPARED_MAX 64
 typedef struct iwd_tenant_conn {
     char ccid[128];
     char conninfo[1024];
     PGconn *conn;
+    const char *prepared[IWD_PREPARED_MAX]; /* SQL texts prepared on this connection, as "s<index>" */
+    int nprepared;
     struct iwd_tenant_conn *next;
 } iwd_tenant_conn_t;
 
@@ -74,6 +77,15 @@ typedef struct iwd_redis {
     int64_t down_since_ms;
 } iwd_redis_t;
 
+/* A registry entry remembered by one thread for a few seconds (auth.c). */
+#define IWD_KEY_CACHE_SLOTS 256
+typedef struct iwd_key_cache_slot {
+    char hash[65];
+    char *entry;
+    int64_t expires_ms;
+    uint64_t generation;
+} iwd_key_cache_slot_t;
+
 /* One worker thread. */
 typedef struct iwd_thread {
     int index;
@@ -84,6 +96,7 @@ typedef struct iwd_thread {
     iwd_tenant_conn_t *tenants;
     int tenant_conns;
     iwd_redis_t redis;
+    iwd_key_cache_slot_t key_cache[IWD_KEY_CACHE_SLOTS];
 } iwd_thread_t;
 
 extern h2o_globalconf_t iwd_h2o_config;
@@ -110,6 +123,7 @@ int iwd_url_decode(const char *in, size_t len, char *out);
 /* PostgreSQL (pg.c). */
 PGconn *iwd_pg_connect(const char *conninfo);
 PGconn *iwd_pg_control(iwd_thread_t *thread);
+iwd_tenant_conn_t *iwd_pg_tenant_conn(iwd_thread_t *thread, const iwd_tenant_t *tenant);
 PGconn *iwd_pg_tenant(iwd_thread_t *thread, const iwd_tenant_t *tenant);
 void iwd_pg_drop_tenant(iwd_thread_t *thread, const char *ccid);
 int iwd_pg_call(iwd_call_t *call, const char *sql, int nparams, const char *const *values, int success_status,

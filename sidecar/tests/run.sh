@@ -255,7 +255,7 @@ check_match "errors are JSON with status.code and status.message" '^\{"status":\
 # --- Redis: cache, outage, recovery ----------------------------------------------------------------
 check_match "keys are cached in Redis" "iwd:key:" "$(redis-cli -p "$redis_port" -a redis-secret --no-auth-warning keys 'iwd:key:*' | head -1)"
 redis-cli -p "$redis_port" -a redis-secret --no-auth-warning shutdown nosave >/dev/null 2>&1
-sleep 0.3
+sleep 5.3   # past the threads' own few-second memory of the keys, so lookups need Redis
 ok=0
 for i in 1 2 3 4 5 6; do req GET "/tasks/$id" key-a; [ "$code" = 200 ] && ok=$((ok + 1)); done
 req POST /tasks key-a '{"externalId": "R-1", "capturePoint": "erp"}'; [ "$code" = 201 ] && ok=$((ok + 1))
