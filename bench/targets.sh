@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Claim + complete against its references, measured in the same run on the same server: the commit
 # ceiling (single-row INSERT transactions) and the hand-written queue, at 16 clients. Prints a markdown
-# section on stdout. IWD_BENCH_TARGET_SECONDS (30) per run, IWD_BENCH_TARGET_RUNS (3) runs, median.
+# section on stdout. IWD_BENCH_TARGET_SECONDS (20) per run, IWD_BENCH_TARGET_RUNS (3) runs, median.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-seconds=${IWD_BENCH_TARGET_SECONDS:-30}
+seconds=${IWD_BENCH_TARGET_SECONDS:-20}
 runs=${IWD_BENCH_TARGET_RUNS:-3}
 big=${IWD_BENCH_TARGET_BACKLOG:-1000000}
 small=10000
