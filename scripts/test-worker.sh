@@ -50,6 +50,8 @@ unix_socket_directories = '$work'
 shared_preload_libraries = 'iwd'
 iwd.databases = 'tenant_a'
 iwd.scheduler_interval = 100ms
+# no scheduled Data Mart run before the test asks for one (the default schedule is every 15 minutes)
+iwd_dm.suspend = on
 CONF
 "${as_user[@]}" "$bindir/pg_ctl" -D "$work/data" -l "$work/log" -w start >/dev/null || { cat "$work/log"; echo "worker: 0 passed, 1 failed"; exit 1; }
 sql -d postgres -c "CREATE DATABASE tenant_a" -c "CREATE DATABASE tenant_b"
@@ -94,6 +96,7 @@ wait_for "the worker vacuums iwd.task" "t" -d tenant_a \
 
 # the Data Mart chain runs on its schedule (every minute here), one transaction per batch
 sql -d postgres -c "ALTER SYSTEM SET iwd_dm.schedule = '* * * * *'" -c "ALTER SYSTEM SET iwd_dm.batch_size = 5" \
+    -c "ALTER SYSTEM SET iwd_dm.suspend = off" \
     -c "SELECT pg_reload_conf()" >/dev/null
 for _ in $(seq 1 75); do
     done_at=$(sql -d tenant_a -c "SELECT last_success IS NOT NULL FROM iwd_dm.job_status WHERE execution_chain = 'full'")
