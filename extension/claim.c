@@ -1,6 +1,7 @@
 /*-------------------------------------------------------------------------
  * claim.c
- *	  Next-best-task distribution: iwd.next_task(agent, reserve_seconds).
+ *	  The hot path: next-best-task distribution (iwd.next_task) and completion
+ *	  (iwd.complete_task).
  *
  * The claim path must stay fast with millions of queued tasks and hundreds of
  * agents claiming at once, and no two agents may ever receive the same task.
@@ -27,6 +28,11 @@
  *   claim. That serializes only claims of the same agent, so its capacity
  *   count cannot be overrun by two of its own sessions; there is no global
  *   hot row (no counters, no queue head row).
+ * - Completion is one statement: the open row is deleted, its terminal copy
+ *   inserted into iwd.task_closed and the event recorded, all in data-modifying
+ *   CTEs of one prepared plan (no separate row lock, no PL/pgSQL). Anything
+ *   unusual (unknown or closed task, task assigned to another agent) falls
+ *   back to the general transition, which raises the documented errors.
  * - We use SPI with plans prepared once per backend: the statements are plain
  *   SQL that the planner turns into index scans, and SPI keeps the trigger,
  *   constraint and visibility semantics of ordinary DML, which direct heap
@@ -57,6 +63,8 @@ static SPIPlanPtr load_plan = NULL;
 static SPIPlanPtr pick_plan = NULL;
 static SPIPlanPtr claim_plan = NULL;
 static SPIPlanPtr event_plan = NULL;
+static SPIPlanPtr complete_plan = NULL;
+static SPIPlanPtr transition_plan = NULL;
 
 /* Prepare and keep a plan for the life of the backend. */
 static SPIPlanPtr
@@ -297,6 +305,68 @@ iwd_next_task(PG_FUNCTION_ARGS)
 	task = ClaimTask(agent, reserve_seconds, &found);
 	SPI_finish();
 	if (!found)
+		PG_RETURN_NULL();
+	PG_RETURN_DATUM(task);
+}
+
+/* every column of iwd.task, in order, for the terminal copy written by completion */
+#define COMPLETED_COPY \
+	"d.id, d.external_id, d.capture_point, d.media_type, d.department, d.process, d.category, d.queue, " \
+	"d.customer_segment, d.priority, d.business_value, d.priority_override, d.business_value_override, " \
+	"d.subject, d.description, d.skills, d.attributes, 'completed', d.created_at, d.aging_from, " \
+	"d.activation_at, d.due_at, d.expires_at, coalesce($2, d.assigned_to), NULL, d.accepted_at, NULL, " \
+	"d.error_reason, $3, $3, d.reprioritize_at, d.overdue_flagged, d.classified_by, d.customer_id, " \
+	"d.product_type, d.product_subtype, d.requested_agent, d.requested_skill, d.source_created_at, " \
+	"d.source_due_at, d.source_process_type, d.result_code"
+
+PG_FUNCTION_INFO_V1(iwd_complete_task);
+
+/*
+ * SQL: iwd.complete_task(id bigint, agent text DEFAULT NULL) RETURNS jsonb
+ *
+ * Complete an open task; agent, when given, must be the one it is assigned to.
+ */
+Datum
+iwd_complete_task(PG_FUNCTION_ARGS)
+{
+	Oid			types[3] = {INT8OID, TEXTOID, TIMESTAMPTZOID};
+	Datum		args[3];
+	char		nulls[3] = {' ', ' ', ' '};
+	bool		isnull;
+	Datum		task;
+
+	args[0] = PG_ARGISNULL(0) ? (Datum) 0 : PG_GETARG_DATUM(0);
+	args[1] = PG_ARGISNULL(1) ? (Datum) 0 : PG_GETARG_DATUM(1);
+	args[2] = TimestampTzGetDatum(IwdNow());
+	if (PG_ARGISNULL(0))
+		nulls[0] = 'n';
+	if (PG_ARGISNULL(1))
+		nulls[1] = 'n';
+	SPI_connect();
+	if (!PG_ARGISNULL(0) &&
+		SPI_execute_plan(KeepPlan(&complete_plan,
+								  "WITH d AS (DELETE FROM iwd.task t WHERE t.id = $1 "
+								  "AND ($2 IS NULL OR t.assigned_to IS NULL OR t.assigned_to = $2) RETURNING t.*), "
+								  "c AS (INSERT INTO iwd.task_closed SELECT " COMPLETED_COPY " FROM d RETURNING *), "
+								  "e AS (INSERT INTO iwd.task_event (task_id, at, event, actor, status_before, "
+								  "status_after) SELECT d.id, $3, 'completed', $2, d.status, 'completed' FROM d) "
+								  "SELECT iwd.task_json(ROW(c.*)::iwd.task) FROM c",
+								  3, types), args, nulls, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not complete a task");
+	if (!PG_ARGISNULL(0) && SPI_processed == 1)
+		NotifyTaskEvent(DatumGetInt64(args[0]), "completed");
+	else
+	{
+		/* not an open task this agent may complete: the general path says why */
+		if (SPI_execute_plan(KeepPlan(&transition_plan,
+									  "SELECT iwd._transition($1, 'complete', 'completed', $2, '{}')",
+									  3, types), args, nulls, false, 0) != SPI_OK_SELECT || SPI_processed != 1)
+			elog(ERROR, "could not complete a task");
+	}
+	task = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	task = isnull ? (Datum) 0 : SPI_datumTransfer(task, false, -1);
+	SPI_finish();
+	if (isnull)
 		PG_RETURN_NULL();
 	PG_RETURN_DATUM(task);
 }

@@ -873,10 +873,9 @@ LANGUAGE sql AS $$
 $$;
 
 -- Complete a task (terminal); agent, when given, must be the one it is assigned to.
+-- (C: one statement moves the row to iwd.task_closed and records the event; see extension/claim.c)
 CREATE FUNCTION iwd.complete_task(id bigint, agent text DEFAULT NULL) RETURNS jsonb
-LANGUAGE sql AS $$
-    SELECT iwd._transition(id, 'complete', 'completed', agent, '{}')
-$$;
+AS 'MODULE_PATHNAME', 'iwd_complete_task' LANGUAGE C;
 
 -- Reject a task (terminal), e.g. when the work cannot be done.
 CREATE FUNCTION iwd.reject_task(id bigint, agent text DEFAULT NULL, reason text DEFAULT NULL) RETURNS jsonb
