@@ -15,6 +15,8 @@
 #define MAX_THREADS 64
 #define DEFAULT_MAX_BODY (1024 * 1024)
 #define DEFAULT_PUSH_INTERVAL_S 15
+#define DEFAULT_METRICS_TTL_MS 2000
+#define MAX_METRICS_TTL_MS 3600000
 
 iwd_config_t iwd_conf;
 
@@ -37,6 +39,9 @@ static const char usage[] =
     "  --log-level LEVEL      IWD_LOG_LEVEL       error, warn, info (default) or debug\n"
     "  --pushgateway-url URL  IWD_PUSHGATEWAY_URL push the Data Mart job metrics there (empty: no push)\n"
     "  --push-interval N      IWD_PUSH_INTERVAL   seconds between two pushes (default 15)\n"
+    "  --metrics-ttl-ms N     IWD_METRICS_TTL_MS  how long /metrics serves the tenants' queue gauges and Data\n"
+    "                                             Mart job metrics it read, before reading them again\n"
+    "                                             (default 2000; 0: read them at every scrape)\n"
     "  --routes                                   list every route and exit\n"
     "  --help                                     this text\n";
 
@@ -120,6 +125,10 @@ static int apply(const char *name, const char *value)
         if ((n = parse_int(value, 1, 86400)) < 0)
             goto invalid;
         iwd_conf.pushgateway_interval_s = (int)n;
+    } else if (strcmp(name, "metrics-ttl-ms") == 0) {
+        if ((n = parse_int(value, 0, MAX_METRICS_TTL_MS)) < 0)
+            goto invalid;
+        iwd_conf.metrics_ttl_ms = (int)n;
     }
     return IWD_OK;
 invalid:
@@ -138,7 +147,7 @@ int iwd_config_load(int argc, char **argv)
         {"redis-tls", "IWD_REDIS_TLS"},     {"redis-cluster", "IWD_REDIS_CLUSTER"},
         {"threads", "IWD_THREADS"},         {"max-body-bytes", "IWD_MAX_BODY_BYTES"},
         {"log-level", "IWD_LOG_LEVEL"},     {"pushgateway-url", "IWD_PUSHGATEWAY_URL"},
-        {"push-interval", "IWD_PUSH_INTERVAL"},
+        {"push-interval", "IWD_PUSH_INTERVAL"}, {"metrics-ttl-ms", "IWD_METRICS_TTL_MS"},
     };
     static struct option options[] = {
         {"listen", required_argument, NULL, 0},         {"port", required_argument, NULL, 0},
@@ -147,14 +156,15 @@ int iwd_config_load(int argc, char **argv)
         {"redis-tls", required_argument, NULL, 0},      {"redis-cluster", required_argument, NULL, 0},
         {"threads", required_argument, NULL, 0},        {"max-body-bytes", required_argument, NULL, 0},
         {"log-level", required_argument, NULL, 0},      {"pushgateway-url", required_argument, NULL, 0},
-        {"push-interval", required_argument, NULL, 0},  {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
+        {"push-interval", required_argument, NULL, 0},  {"metrics-ttl-ms", required_argument, NULL, 0},
+        {"help", no_argument, NULL, 'h'},               {NULL, 0, NULL, 0},
     };
     int c, index;
 
     iwd_conf = (iwd_config_t){.listen = "0.0.0.0", .port = DEFAULT_PORT, .threads = DEFAULT_THREADS,
                               .max_body_bytes = DEFAULT_MAX_BODY, .log_level = IWD_LOG_INFO,
-                              .pushgateway_interval_s = DEFAULT_PUSH_INTERVAL_S};
+                              .pushgateway_interval_s = DEFAULT_PUSH_INTERVAL_S,
+                              .metrics_ttl_ms = DEFAULT_METRICS_TTL_MS};
     for (size_t i = 0; i < sizeof(settings) / sizeof(settings[0]); i++)
         if (apply(settings[i].name, getenv(settings[i].env)) != IWD_OK)
             return IWD_ERR;

@@ -2,7 +2,7 @@
  * iwd-sidecar metrics in the Prometheus text format, under the documented names. Series live in one
  * table guarded by a mutex (updates are a few hundred nanoseconds; there is no hot path here that a
  * lock-free design would pay back). Queue gauges and the Data Mart job metrics are read from each
- * tenant database at scrape time.
+ * tenant database at scrape time, at most once per IWD_METRICS_TTL_MS for all scrapes together.
  */
 #include <dirent.h>
 #include <stdarg.h>
@@ -456,6 +456,46 @@ static void render_tenants(iwd_thread_t *thread, text_t *t)
     free(timeouts.buf);
 }
 
+/*
+ * The last reading of the tenants' families, shared by every thread's scrapes for iwd_conf.metrics_ttl_ms:
+ * a reading runs a scan over each tenant's open tasks, which scrapes must not repeat under load. While one
+ * thread reads again, concurrent scrapes serve the previous reading rather than start their own.
+ */
+static struct {
+    pthread_mutex_t lock;
+    char *text;
+    int64_t read_at_ms;
+    bool reading;
+} tenants_cache = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+/* Append the tenants' families to t: the shared reading when it is recent enough, a new one otherwise. */
+static void render_tenants_cached(iwd_thread_t *thread, text_t *t)
+{
+    text_t fresh;
+    int64_t now = iwd_now_ms();
+
+    pthread_mutex_lock(&tenants_cache.lock);
+    if (tenants_cache.text != NULL &&
+        (now - tenants_cache.read_at_ms < iwd_conf.metrics_ttl_ms || tenants_cache.reading)) {
+        put(t, "%s", tenants_cache.text);
+        pthread_mutex_unlock(&tenants_cache.lock);
+        return;
+    }
+    tenants_cache.reading = true;
+    pthread_mutex_unlock(&tenants_cache.lock);
+
+    fresh = (text_t){.buf = calloc(1, 1), .len = 0, .cap = 1};
+    render_tenants(thread, &fresh);
+    put(t, "%s", fresh.buf);
+
+    pthread_mutex_lock(&tenants_cache.lock);
+    free(tenants_cache.text);
+    tenants_cache.text = fresh.buf;
+    tenants_cache.read_at_ms = iwd_now_ms();
+    tenants_cache.reading = false;
+    pthread_mutex_unlock(&tenants_cache.lock);
+}
+
 char *iwd_metrics_render(iwd_thread_t *thread, size_t *len)
 {
     text_t t = {.buf = malloc(16384), .len = 0, .cap = 16384};
@@ -463,7 +503,7 @@ char *iwd_metrics_render(iwd_thread_t *thread, size_t *len)
     t.buf[0] = '\0';
     render_series(&t);
     render_process(&t);
-    render_tenants(thread, &t);
+    render_tenants_cached(thread, &t);
     *len = t.len;
     return t.buf;
 }

@@ -40,6 +40,7 @@ typedef struct iwd_config {
     int log_level; /* 0 error, 1 warn, 2 info, 3 debug */
     char *pushgateway_url;
     int pushgateway_interval_s;
+    int metrics_ttl_ms; /* how long scrapes share one reading of the tenants' gauges */
 } iwd_config_t;
 
 extern iwd_config_t iwd_conf;

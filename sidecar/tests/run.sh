@@ -23,6 +23,7 @@ fi
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 pg_port=$(free_port); redis_port=$(free_port); http_port=$(free_port); push_port=$(free_port); dead_port=$(free_port)
 admin_key="admin-key-for-tests"
+metrics_ttl_ms=2000
 base="http://127.0.0.1:$http_port/iwd/v3"
 
 cleanup() {
@@ -59,6 +60,7 @@ start_sidecar() {
     IWD_CONTROL_DB="host=$work/pg port=$pg_port dbname=control user=postgres" \
     IWD_REDIS_NODES="redis://127.0.0.1:$redis_port" IWD_REDIS_PASSWORD=redis-secret IWD_THREADS=2 \
     IWD_MAX_BODY_BYTES=4096 IWD_PUSHGATEWAY_URL="http://127.0.0.1:$push_port" IWD_PUSH_INTERVAL=1 \
+    IWD_METRICS_TTL_MS=$metrics_ttl_ms \
     ASAN_OPTIONS=detect_leaks=0:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
         ./iwd-sidecar-asan >>"$work/sidecar.log" 2>&1 &
     sidecar_pid=$!
@@ -96,12 +98,17 @@ start_sidecar || fail_setup "sidecar start failed"
 help=$(./iwd-sidecar-asan --help)
 missing=""
 for v in IWD_LISTEN IWD_PORT IWD_CONTROL_DB IWD_ADMIN_API_KEY IWD_REDIS_NODES IWD_REDIS_PASSWORD IWD_REDIS_TLS \
-         IWD_REDIS_CLUSTER IWD_THREADS IWD_MAX_BODY_BYTES IWD_LOG_LEVEL IWD_PUSHGATEWAY_URL; do
+         IWD_REDIS_CLUSTER IWD_THREADS IWD_MAX_BODY_BYTES IWD_LOG_LEVEL IWD_PUSHGATEWAY_URL IWD_PUSH_INTERVAL \
+         IWD_METRICS_TTL_MS; do
     grep -q "$v" <<<"$help" || missing="$missing $v"
 done
 check "--help documents every environment variable" "" "$missing"
 IWD_CONTROL_DB= ./iwd-sidecar-asan >/dev/null 2>&1
 check "a missing IWD_CONTROL_DB is refused" "2" "$?"
+for ttl in -1 x 3600001; do
+    IWD_METRICS_TTL_MS=$ttl IWD_CONTROL_DB=x IWD_ADMIN_API_KEY=$admin_key ./iwd-sidecar-asan >/dev/null 2>&1
+    check "IWD_METRICS_TTL_MS=$ttl is refused" "2" "$?"
+done
 
 # --- health ----------------------------------------------------------------------------------------
 req GET /health/live ""; check "health/live" "200" "$code"
@@ -293,7 +300,12 @@ check "every documented metric is exported" "" "${missing_metrics:-}"
 check_match "queue gauges per tenant" 'iwd_queue_tasks\{ccid="a",queue="general",media_type="workitem",status="queued"\} [0-9]+' "$metrics"
 # Data Mart job metrics: a run of the full chain in tenant a shows in /metrics and is pushed
 "${as_user[@]}" "$bindir/psql" -X -q -h "$work/pg" -p "$pg_port" tenant_a -c "SELECT iwd_dm.run('full')" >/dev/null
-check_match "the Data Mart job metrics are appended" 'iwddm_job_last_success\{tenant="a",job="iwddm_metrics",execution_chain="full"\} [1-9]' "$(curl -s "$base/metrics")"
+for _ in $(seq 1 50); do   # within IWD_METRICS_TTL_MS
+    metrics=$(curl -s "$base/metrics")
+    grep -Eq '^iwddm_job_last_success\{tenant="a",job="iwddm_metrics",execution_chain="full"\} [1-9]' <<<"$metrics" && break
+    sleep 0.1
+done
+check_match "the Data Mart job metrics are appended" 'iwddm_job_last_success\{tenant="a",job="iwddm_metrics",execution_chain="full"\} [1-9]' "$metrics"
 pushed=""
 for _ in $(seq 1 50); do
     pushed=$(curl -s "http://127.0.0.1:$push_port/metrics" | grep -c 'iwddm_job_last_success{.*execution_chain="full".*tenant="a"')
@@ -301,6 +313,24 @@ for _ in $(seq 1 50); do
     sleep 0.1
 done
 check "the job metrics are pushed to the Pushgateway" "1" "$pushed"
+
+# the tenants' gauges: one reading serves every scrape for IWD_METRICS_TTL_MS, then a new one is made
+queued_a() { curl -s "$base/metrics" | awk '/^iwd_queue_tasks\{ccid="a",.*status="queued"\}/ {n += $2} END {print n + 0}'; }
+sleep $((metrics_ttl_ms / 1000 + 1))
+t0=$(date +%s%N); before=$(queued_a)
+req POST /tasks key-a '{"externalId": "TTL-1", "capturePoint": "erp"}'
+within=$(queued_a); elapsed_ms=$((($(date +%s%N) - t0) / 1000000))
+if [ "$elapsed_ms" -lt "$metrics_ttl_ms" ]; then
+    check "a scrape within IWD_METRICS_TTL_MS serves the same queue gauges, though a task was created" \
+        "201 $before" "$code $within"
+else
+    check "the machine is too slow to scrape twice within IWD_METRICS_TTL_MS" "< $metrics_ttl_ms ms" "$elapsed_ms ms"
+fi
+sleep $((metrics_ttl_ms / 1000 + 1))
+check "after IWD_METRICS_TTL_MS a scrape reads the queue gauges again" "$((before + 1))" "$(queued_a)"
+parallel=$(for _ in 1 2 3 4 5 6 7 8; do curl -s "$base/metrics" | grep -c '^iwd_queue_tasks{ccid="a"' & done; wait)
+check "concurrent scrapes all carry the queue gauges" "1 1 1 1 1 1 1 1" \
+    "$(for n in $parallel; do [ "$n" -gt 0 ] && echo 1 || echo 0; done | tr '\n' ' ' | sed 's/ $//')"
 
 # --- the OpenAPI document covers every route --------------------------------------------------------
 undocumented=""
