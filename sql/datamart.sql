@@ -221,9 +221,22 @@ $$;
 -- Loading
 -- ---------------------------------------------------------------------------------------------
 
--- Recompute the facts of these tasks from their whole history and current row.
+-- Recompute the facts of these tasks from their whole history and current row. The statement is
+-- planned with the ids at hand (EXECUTE): a few thousand tasks are looked up by index, a whole history
+-- loaded from scratch is hashed and joined in one pass.
 CREATE FUNCTION iwd_dm._refresh_task_facts(ids bigint[]) RETURNS void
-LANGUAGE sql AS $$
+LANGUAGE plpgsql AS $$
+BEGIN
+    EXECUTE $q$
+    WITH touched AS (SELECT DISTINCT id FROM unnest($1::bigint[]) AS u(id)),
+    history AS (
+        SELECT x.task_id,
+               min(x.at) FILTER (WHERE x.event = 'reserved') AS first_assigned_at,
+               max(x.at) FILTER (WHERE x.event = 'reserved') AS last_assigned_at,
+               max(x.at) FILTER (WHERE x.event = 'accepted') AS accepted_at
+        FROM iwd_dm.task_event_fact x JOIN touched ON touched.id = x.task_id
+        WHERE x.event IN ('reserved', 'accepted')
+        GROUP BY x.task_id)
     INSERT INTO iwd_dm.task_fact AS f
     SELECT t.id, t.external_id, t.capture_point, t.department, t.process, t.category, t.queue, t.media_type,
            t.customer_segment, t.priority, t.business_value,
@@ -243,12 +256,9 @@ LANGUAGE sql AS $$
            t.status = 'completed' AND t.due_at IS NOT NULL AND t.completed_at > t.due_at,
            t.status = 'completed' AND (t.due_at IS NULL OR t.completed_at <= t.due_at)
     FROM iwd.task_all t
-    LEFT JOIN LATERAL (
-        SELECT min(x.at) FILTER (WHERE x.event = 'reserved') AS first_assigned_at,
-               max(x.at) FILTER (WHERE x.event = 'reserved') AS last_assigned_at,
-               max(x.at) FILTER (WHERE x.event = 'accepted') AS accepted_at
-        FROM iwd_dm.task_event_fact x WHERE x.task_id = t.id) e ON true
-    WHERE t.id = ANY (ids)
+    JOIN touched ON touched.id = t.id
+    LEFT JOIN history e ON e.task_id = t.id
+    ORDER BY t.id
     ON CONFLICT (task_id) DO UPDATE SET
         external_id = EXCLUDED.external_id, capture_point = EXCLUDED.capture_point,
         department = EXCLUDED.department, process = EXCLUDED.process, category = EXCLUDED.category,
@@ -261,7 +271,8 @@ LANGUAGE sql AS $$
         time_to_first_assignment_s = EXCLUDED.time_to_first_assignment_s, queue_s = EXCLUDED.queue_s,
         handle_s = EXCLUDED.handle_s, age_s = EXCLUDED.age_s, overdue = EXCLUDED.overdue,
         completed_in_sla = EXCLUDED.completed_in_sla
-$$;
+    $q$ USING ids;
+END $$;
 
 -- Mark dirty every interval of every level between two times.
 CREATE FUNCTION iwd_dm._mark_dirty(first_at timestamptz, last_at timestamptz) RETURNS void
@@ -350,21 +361,28 @@ $$;
 -- and -1 at its finish, and the stock at e is the count open at the first interval's start plus the
 -- running sum of the changes up to e. The cost is one scan of the facts per batch of intervals,
 -- whatever the number of intervals.
--- (JIT compilation of these large statements costs more than it saves.)
+-- Each grouping (department … customer_segment) is numbered first and the rows are sorted and
+-- grouped by that number: sorting hundreds of thousands of rows on six text columns in the database
+-- collation cost more than everything else together. The number is attached with a hash join on
+-- (column IS NULL, coalesce(column, '')) pairs, which is equality with NULLs equal. Rows are inserted
+-- in the order of the aggregate's unique index so that each index page is visited once.
+-- (JIT compilation of these large statements costs more than it saves; the planner, which cannot
+-- estimate the twelve-column join, would sort both sides for a merge join rather than hash 60 rows.)
 CREATE FUNCTION iwd_dm._aggregate_intervals(level text, starts timestamptz[]) RETURNS void
-LANGUAGE plpgsql SET jit = off AS $$
+LANGUAGE plpgsql SET jit = off SET enable_mergejoin = off AS $$
 DECLARE
     tz text := iwd_dm.time_zone();
     lo timestamptz := (SELECT min(x) FROM unnest(starts) x);
     hi timestamptz := iwd_dm.interval_end(level, (SELECT max(x) FROM unnest(starts) x));
-    step interval := CASE level WHEN '15min' THEN interval '15 minutes' WHEN 'hour' THEN interval '1 hour'
-                                WHEN 'day' THEN interval '1 day' WHEN 'week' THEN interval '1 week'
-                                ELSE interval '1 month' END;
     g text := 'department, process, category, queue, media_type, customer_segment';
+    same_grouping text := (SELECT string_agg(format('(r.%1$s IS NULL) = (n.%1$s IS NULL) AND '
+                                                    'coalesce(r.%1$s, '''') = coalesce(n.%1$s, '''')', c), ' AND ')
+                           FROM unnest(ARRAY['department', 'process', 'category', 'queue', 'media_type',
+                                             'customer_segment']) c);
 BEGIN
     EXECUTE format('DELETE FROM iwd_dm.agg_%s WHERE interval_start = ANY ($1)', level) USING starts;
     EXECUTE format($q$
-        WITH rows AS (
+        WITH rows AS MATERIALIZED (
             -- open at lo: the stocks' starting values
             SELECT %2$s, $1::timestamptz AS b, 0 AS created, 0 AS assigned, 0 AS completed, 0 AS canceled,
                    0 AS rejected, 0 AS expired, 0 AS overdue, 0 AS in_sla, 1 AS backlog_delta,
@@ -372,10 +390,10 @@ BEGIN
                    NULL::float8 AS age_s, NULL::float8 AS queue_s, NULL::float8 AS handle_s, 0 AS value
             FROM iwd_dm.task_fact WHERE created_at < $1 AND (finished_at IS NULL OR finished_at >= $1)
             UNION ALL
-            SELECT %2$s, %3$s, 1, 0, 0, 0, 0, 0, 0, 0, 1, 0, NULL, NULL, NULL, 0
+            SELECT %2$s, %4$s, 1, 0, 0, 0, 0, 0, 0, 0, 1, 0, NULL, NULL, NULL, 0
             FROM iwd_dm.task_fact WHERE created_at >= $1 AND created_at < $2
             UNION ALL
-            SELECT %2$s, %4$s, 0, 0, (status = 'completed')::int, (status = 'canceled')::int,
+            SELECT %2$s, %5$s, 0, 0, (status = 'completed')::int, (status = 'canceled')::int,
                    (status = 'rejected')::int, (status = 'expired')::int, overdue::int, completed_in_sla::int, -1,
                    -(due_at IS NOT NULL AND finished_at >= greatest(created_at, due_at))::int,
                    CASE WHEN status = 'completed' THEN age_s END, CASE WHEN status = 'completed' THEN queue_s END,
@@ -383,39 +401,46 @@ BEGIN
                    CASE WHEN status = 'completed' THEN business_value ELSE 0 END
             FROM iwd_dm.task_fact WHERE finished_at >= $1 AND finished_at < $2
             UNION ALL
-            SELECT %2$s, %5$s, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, NULL, NULL, NULL, 0
+            SELECT %2$s, %6$s, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, NULL, NULL, NULL, 0
             FROM iwd_dm.task_fact
             WHERE due_at IS NOT NULL AND greatest(created_at, due_at) >= $1 AND greatest(created_at, due_at) < $2
               AND (finished_at IS NULL OR finished_at >= greatest(created_at, due_at))
             UNION ALL
-            SELECT f.department, f.process, f.category, f.queue, f.media_type, f.customer_segment, %6$s,
+            SELECT f.department, f.process, f.category, f.queue, f.media_type, f.customer_segment, %7$s,
                    0, 1, 0, 0, 0, 0, 0, 0, 0, 0, NULL, NULL, NULL, 0
             FROM iwd_dm.task_event_fact x JOIN iwd_dm.task_fact f ON f.task_id = x.task_id
             WHERE x.event = 'reserved' AND x.at >= $1 AND x.at < $2),
-        groupings AS (SELECT DISTINCT %2$s FROM rows),
+        groupings AS MATERIALIZED (
+            SELECT row_number() OVER () AS gid, * FROM (SELECT DISTINCT %2$s FROM rows) d),
         filled AS (
-            SELECT * FROM rows
+            SELECT n.gid, r.b, r.created, r.assigned, r.completed, r.canceled, r.rejected, r.expired, r.overdue,
+                   r.in_sla, r.backlog_delta, r.po_delta, r.age_s, r.queue_s, r.handle_s, r.value
+            FROM rows r JOIN groupings n ON %3$s
             UNION ALL
-            SELECT %2$s, b, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, NULL, NULL, NULL, 0
-            FROM groupings, unnest($4::timestamptz[]) AS x(b)),
+            SELECT gid, b, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, NULL, NULL, NULL, 0
+            FROM groupings, unnest($3::timestamptz[]) AS x(b)),
         per_bucket AS (
-            SELECT %2$s, b, sum(created) AS created, sum(assigned) AS assigned, sum(completed) AS completed,
+            SELECT gid, b, sum(created) AS created, sum(assigned) AS assigned, sum(completed) AS completed,
                    sum(canceled) AS canceled, sum(rejected) AS rejected, sum(expired) AS expired,
                    sum(overdue) AS overdue, sum(in_sla) AS in_sla, sum(backlog_delta) AS backlog_delta,
                    sum(po_delta) AS po_delta, avg(age_s) AS avg_age_s, max(age_s) AS max_age_s,
                    avg(queue_s) AS avg_queue_s, avg(handle_s) AS avg_handle_s, sum(value) AS value
-            FROM filled GROUP BY %2$s, b),
+            FROM filled GROUP BY gid, b),
         stocks AS (
             SELECT *, sum(backlog_delta) OVER w AS backlog_end, sum(po_delta) OVER w AS pending_overdue
-            FROM per_bucket WINDOW w AS (PARTITION BY %2$s ORDER BY b))
+            FROM per_bucket WINDOW w AS (PARTITION BY gid ORDER BY b))
         INSERT INTO iwd_dm.agg_%1$s
-        SELECT b, %2$s, created, assigned, completed, canceled, rejected, expired, overdue, in_sla,
-               backlog_end, pending_overdue, avg_age_s, max_age_s, avg_queue_s, avg_handle_s, value
-        FROM stocks JOIN unnest($4::timestamptz[]) AS wanted(s) ON wanted.s = stocks.b
-        WHERE (created + assigned + completed + canceled + rejected + expired + backlog_end) > 0
-        $q$, level, g, iwd_dm._bucket_sql(level, 'created_at', tz), iwd_dm._bucket_sql(level, 'finished_at', tz),
-        iwd_dm._bucket_sql(level, 'greatest(created_at, due_at)', tz), iwd_dm._bucket_sql(level, 'x.at', tz), tz)
-    USING lo, hi, step, starts;
+        SELECT s.b, n.department, n.process, n.category, n.queue, n.media_type, n.customer_segment, s.created,
+               s.assigned, s.completed, s.canceled, s.rejected, s.expired, s.overdue, s.in_sla, s.backlog_end,
+               s.pending_overdue, s.avg_age_s, s.max_age_s, s.avg_queue_s, s.avg_handle_s, s.value
+        FROM stocks s JOIN groupings n USING (gid) JOIN unnest($3::timestamptz[]) AS wanted(s) ON wanted.s = s.b
+        WHERE (s.created + s.assigned + s.completed + s.canceled + s.rejected + s.expired + s.backlog_end) > 0
+        ORDER BY s.b, n.department COLLATE "C", n.process COLLATE "C", n.category COLLATE "C",
+                 n.queue COLLATE "C", n.media_type COLLATE "C", n.customer_segment COLLATE "C"
+        $q$, level, g, same_grouping, iwd_dm._bucket_sql(level, 'created_at', tz),
+        iwd_dm._bucket_sql(level, 'finished_at', tz), iwd_dm._bucket_sql(level, 'greatest(created_at, due_at)', tz),
+        iwd_dm._bucket_sql(level, 'x.at', tz))
+    USING lo, hi, starts;
 END $$;
 
 -- Aggregate up to batch dirty intervals of the given levels, one level at a time; returns how many.
@@ -482,11 +507,14 @@ END $$;
 -- Execution chains
 -- ---------------------------------------------------------------------------------------------
 
--- Refresh the planner's statistics of the facts after a large load (aggregation plans depend on them).
+-- Refresh the planner's statistics of the facts after a load that changed them noticeably (a tenth of
+-- the events or more; aggregation plans depend on them). A routine intraday load leaves them to
+-- autovacuum: analyzing a million events costs more than the load itself.
 CREATE FUNCTION iwd_dm._analyze(events bigint) RETURNS void
 LANGUAGE plpgsql AS $$
 BEGIN
-    IF events >= 10000 THEN
+    IF events >= 10000 AND events * 10 >= (SELECT reltuples FROM pg_class
+                                           WHERE oid = 'iwd_dm.task_event_fact'::regclass) THEN
         ANALYZE iwd_dm.task_fact;
         ANALYZE iwd_dm.task_event_fact;
     END IF;
@@ -513,12 +541,14 @@ $$;
 
 -- Run an execution chain now (initialize, intraday, historical or full) and return a summary. A failure
 -- is recorded in iwd_dm.job_status and returned ({"status": "failed", "error": ...}); its partial work
--- is undone.
+-- is undone. The chain is one transaction here, so batches only bound the work per statement: events
+-- are loaded a million at a time (a history loaded from scratch takes one statement per table).
 CREATE FUNCTION iwd_dm.run(chain text) RETURNS jsonb
 LANGUAGE plpgsql AS $$
 DECLARE
     started timestamptz := clock_timestamp();
     batch int := coalesce(nullif(current_setting('iwd_dm.batch_size', true), '')::int, 10000);
+    load_batch constant int := greatest(batch, 1000000);
     events bigint := 0;
     intervals bigint := 0;
     dims int := 0;
@@ -538,7 +568,7 @@ BEGIN
             -- the interval of "now" is reported even when no event fell in it (its backlog)
             PERFORM iwd_dm._mark_dirty(iwd.now(), iwd.now());
             LOOP
-                k := iwd_dm._load_batch(batch);
+                k := iwd_dm._load_batch(load_batch);
                 events := events + k;
                 EXIT WHEN k = 0;
             END LOOP;
