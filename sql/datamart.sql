@@ -353,114 +353,187 @@ LANGUAGE sql IMMUTABLE AS $$
         ELSE format('(date_trunc(%L, (%s) AT TIME ZONE %L) AT TIME ZONE %L)', level, t, tz, tz) END
 $$;
 
--- Recompute the aggregates of a set of intervals of one level from the facts, in one pass.
+-- The select list q, mask of time expression t: its local quarter hour in time zone tz (a timestamp
+-- without time zone, so that every level's interval is a date_trunc of it), and the levels whose
+-- range [$1[i], $2[i]) holds t, as bit i - 1.
+CREATE FUNCTION iwd_dm._quarter_sql(t text, tz text) RETURNS text
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT format('date_bin(''15 minutes'', (%1$s) AT TIME ZONE %2$L, timestamp ''2000-01-03'') AS q, ', t, tz)
+           || string_agg(format('CASE WHEN (%1$s) >= $1[%2$s] AND (%1$s) < $2[%2$s] THEN %3$s ELSE 0 END', t, i,
+                                1 << (i - 1)), ' | ') || ' AS mask'
+    FROM generate_series(1, 5) i
+$$;
+
+-- Recompute the aggregates of a set of intervals, of one or more levels, from the facts in one pass:
+-- picked_levels[i] and picked_starts[i] name the i-th interval.
 --
 -- Flows (created, assigned, finished, durations, value) are grouped by interval. Stocks at an
 -- interval's end are running sums: a task is in the backlog at end e when created < e <= finished,
 -- and pending overdue when greatest(created, due) < e <= finished; so each task adds +1 at its start
--- and -1 at its finish, and the stock at e is the count open at the first interval's start plus the
--- running sum of the changes up to e. The cost is one scan of the facts per batch of intervals,
--- whatever the number of intervals.
--- Each grouping (department … customer_segment) is numbered first and the rows are sorted and
--- grouped by that number: sorting hundreds of thousands of rows on six text columns in the database
--- collation cost more than everything else together. The number is attached with a hash join on
+-- and -1 at its finish, and the stock at e is the count open at the level's first interval's start
+-- plus the running sum of the changes up to e.
+--
+-- One scan of the facts serves every level: the fact rows are hashed into flows per grouping
+-- (department … customer_segment), local quarter hour (every interval of every level is a union of
+-- those) and the set of levels whose range holds the row; each level's flows are sums of those
+-- (averages are sums over counts). Only then are the groupings numbered, and the running sums sort
+-- (level, number, interval): sorting the facts on six text columns in the database collation, once
+-- per level, cost more than everything else together. The number is attached with a hash join on
 -- (column IS NULL, coalesce(column, '')) pairs, which is equality with NULLs equal. Rows are inserted
--- in the order of the aggregate's unique index so that each index page is visited once.
+-- in the order of each aggregate's unique index so that each index page is visited once.
 -- (JIT compilation of these large statements costs more than it saves; the planner, which cannot
--- estimate the twelve-column join, would sort both sides for a merge join rather than hash 60 rows.)
-CREATE FUNCTION iwd_dm._aggregate_intervals(level text, starts timestamptz[]) RETURNS void
-LANGUAGE plpgsql SET jit = off SET enable_mergejoin = off AS $$
+-- estimate the twelve-column join, would otherwise sort both sides for a merge join rather than hash
+-- a few hundred groupings.)
+CREATE FUNCTION iwd_dm._aggregate_intervals(picked_levels text[], picked_starts timestamptz[]) RETURNS void
+LANGUAGE plpgsql SET jit = off SET enable_mergejoin = off SET enable_sort = off AS $$
 DECLARE
     tz text := iwd_dm.time_zone();
-    lo timestamptz := (SELECT min(x) FROM unnest(starts) x);
-    hi timestamptz := iwd_dm.interval_end(level, (SELECT max(x) FROM unnest(starts) x));
-    g text := 'department, process, category, queue, media_type, customer_segment';
-    same_grouping text := (SELECT string_agg(format('(r.%1$s IS NULL) = (n.%1$s IS NULL) AND '
-                                                    'coalesce(r.%1$s, '''') = coalesce(n.%1$s, '''')', c), ' AND ')
-                           FROM unnest(ARRAY['department', 'process', 'category', 'queue', 'media_type',
-                                             'customer_segment']) c);
+    levels constant text[] := ARRAY['15min', 'hour', 'day', 'week', 'month'];
+    g constant text := 'department, process, category, queue, media_type, customer_segment';
+    same_grouping text := (SELECT string_agg(format('(f.%1$s IS NULL) = (n.%1$s IS NULL) AND '
+                                                    'coalesce(f.%1$s, '''') = coalesce(n.%1$s, '''')', c), ' AND ')
+                           FROM unnest(string_to_array(g, ', ')) c);
+    lo timestamptz[];
+    hi timestamptz[];
+    present int[];
+    open_at_lo text := '';
+    inserts text := '';
+    i int;
 BEGIN
-    EXECUTE format('DELETE FROM iwd_dm.agg_%s WHERE interval_start = ANY ($1)', level) USING starts;
+    SELECT array_agg(b.lo ORDER BY l.i), array_agg(b.hi ORDER BY l.i),
+           array_agg(l.i ORDER BY l.i) FILTER (WHERE b.lo IS NOT NULL)
+    INTO lo, hi, present
+    FROM unnest(levels) WITH ORDINALITY l(level, i)
+    LEFT JOIN (SELECT p.level, min(p.s) AS lo, iwd_dm.interval_end(p.level, max(p.s)) AS hi
+               FROM unnest(picked_levels, picked_starts) p(level, s) GROUP BY p.level) b USING (level);
+    IF present IS NULL THEN
+        RETURN;
+    END IF;
+    FOREACH i IN ARRAY present LOOP
+        EXECUTE format('DELETE FROM iwd_dm.agg_%s WHERE interval_start = ANY ($1)', levels[i])
+        USING (SELECT array_agg(s) FROM unnest(picked_levels, picked_starts) p(level, s) WHERE level = levels[i]);
+        open_at_lo := open_at_lo || format($q$%1$s
+                SELECT %2$s AS lvl, %3$s, (due_at IS NOT NULL AND greatest(created_at, due_at) < $1[%2$s])::int AS po
+                FROM iwd_dm.task_fact
+                WHERE created_at < $1[%2$s] AND (finished_at IS NULL OR finished_at >= $1[%2$s])$q$,
+            CASE WHEN open_at_lo = '' THEN '' ELSE E'\n                UNION ALL' END, i, g);
+        inserts := inserts || format($q$,
+        ins_%1$s AS (
+            INSERT INTO iwd_dm.agg_%1$s
+            SELECT b, department, process, category, queue, media_type, customer_segment, created, assigned,
+                   completed, canceled, rejected, expired, overdue, in_sla, backlog_end, pending_overdue,
+                   avg_age_s, max_age_s, avg_queue_s, avg_handle_s, value
+            FROM result WHERE lvl = %2$s
+            ORDER BY b, department COLLATE "C", process COLLATE "C", category COLLATE "C", queue COLLATE "C",
+                     media_type COLLATE "C", customer_segment COLLATE "C")$q$, levels[i], i);
+    END LOOP;
     EXECUTE format($q$
-        WITH rows AS MATERIALIZED (
-            -- open at lo: the stocks' starting values
-            SELECT %2$s, $1::timestamptz AS b, 0 AS created, 0 AS assigned, 0 AS completed, 0 AS canceled,
-                   0 AS rejected, 0 AS expired, 0 AS overdue, 0 AS in_sla, 1 AS backlog_delta,
-                   (due_at IS NOT NULL AND greatest(created_at, due_at) < $1)::int AS po_delta,
-                   NULL::float8 AS age_s, NULL::float8 AS queue_s, NULL::float8 AS handle_s, 0 AS value
-            FROM iwd_dm.task_fact WHERE created_at < $1 AND (finished_at IS NULL OR finished_at >= $1)
-            UNION ALL
-            SELECT %2$s, %4$s, 1, 0, 0, 0, 0, 0, 0, 0, 1, 0, NULL, NULL, NULL, 0
-            FROM iwd_dm.task_fact WHERE created_at >= $1 AND created_at < $2
-            UNION ALL
-            SELECT %2$s, %5$s, 0, 0, (status = 'completed')::int, (status = 'canceled')::int,
-                   (status = 'rejected')::int, (status = 'expired')::int, overdue::int, completed_in_sla::int, -1,
-                   -(due_at IS NOT NULL AND finished_at >= greatest(created_at, due_at))::int,
-                   CASE WHEN status = 'completed' THEN age_s END, CASE WHEN status = 'completed' THEN queue_s END,
-                   CASE WHEN status = 'completed' THEN handle_s END,
-                   CASE WHEN status = 'completed' THEN business_value ELSE 0 END
-            FROM iwd_dm.task_fact WHERE finished_at >= $1 AND finished_at < $2
-            UNION ALL
-            SELECT %2$s, %6$s, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, NULL, NULL, NULL, 0
-            FROM iwd_dm.task_fact
-            WHERE due_at IS NOT NULL AND greatest(created_at, due_at) >= $1 AND greatest(created_at, due_at) < $2
-              AND (finished_at IS NULL OR finished_at >= greatest(created_at, due_at))
-            UNION ALL
-            SELECT f.department, f.process, f.category, f.queue, f.media_type, f.customer_segment, %7$s,
-                   0, 1, 0, 0, 0, 0, 0, 0, 0, 0, NULL, NULL, NULL, 0
-            FROM iwd_dm.task_event_fact x JOIN iwd_dm.task_fact f ON f.task_id = x.task_id
-            WHERE x.event = 'reserved' AND x.at >= $1 AND x.at < $2),
-        groupings AS MATERIALIZED (
-            SELECT row_number() OVER () AS gid, * FROM (SELECT DISTINCT %2$s FROM rows) d),
-        filled AS (
-            SELECT n.gid, r.b, r.created, r.assigned, r.completed, r.canceled, r.rejected, r.expired, r.overdue,
-                   r.in_sla, r.backlog_delta, r.po_delta, r.age_s, r.queue_s, r.handle_s, r.value
-            FROM rows r JOIN groupings n ON %3$s
-            UNION ALL
-            SELECT gid, b, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, NULL, NULL, NULL, 0
-            FROM groupings, unnest($3::timestamptz[]) AS x(b)),
-        per_bucket AS (
-            SELECT gid, b, sum(created) AS created, sum(assigned) AS assigned, sum(completed) AS completed,
+        WITH fine AS MATERIALIZED (
+            SELECT %1$s, q, mask,
+                   sum(created) AS created, sum(assigned) AS assigned, sum(completed) AS completed,
                    sum(canceled) AS canceled, sum(rejected) AS rejected, sum(expired) AS expired,
                    sum(overdue) AS overdue, sum(in_sla) AS in_sla, sum(backlog_delta) AS backlog_delta,
-                   sum(po_delta) AS po_delta, avg(age_s) AS avg_age_s, max(age_s) AS max_age_s,
-                   avg(queue_s) AS avg_queue_s, avg(handle_s) AS avg_handle_s, sum(value) AS value
-            FROM filled GROUP BY gid, b),
+                   sum(po_delta) AS po_delta, sum(age_s) AS sum_age_s, count(age_s) AS n_age_s,
+                   max(age_s) AS max_age_s, sum(queue_s) AS sum_queue_s, count(queue_s) AS n_queue_s,
+                   sum(handle_s) AS sum_handle_s, count(handle_s) AS n_handle_s, sum(value) AS value
+            FROM (
+                SELECT %1$s, %3$s, 1 AS created, 0 AS assigned, 0 AS completed, 0 AS canceled, 0 AS rejected,
+                       0 AS expired, 0 AS overdue, 0 AS in_sla, 1 AS backlog_delta, 0 AS po_delta,
+                       NULL::float8 AS age_s, NULL::float8 AS queue_s, NULL::float8 AS handle_s, 0 AS value
+                FROM iwd_dm.task_fact WHERE created_at >= $3 AND created_at < $4
+                UNION ALL
+                SELECT %1$s, %4$s, 0, 0, (status = 'completed')::int, (status = 'canceled')::int,
+                       (status = 'rejected')::int, (status = 'expired')::int, overdue::int, completed_in_sla::int, -1,
+                       -(due_at IS NOT NULL AND finished_at >= greatest(created_at, due_at))::int,
+                       CASE WHEN status = 'completed' THEN age_s END, CASE WHEN status = 'completed' THEN queue_s END,
+                       CASE WHEN status = 'completed' THEN handle_s END,
+                       CASE WHEN status = 'completed' THEN business_value ELSE 0 END
+                FROM iwd_dm.task_fact WHERE finished_at >= $3 AND finished_at < $4
+                UNION ALL
+                SELECT %1$s, %5$s, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, NULL, NULL, NULL, 0
+                FROM iwd_dm.task_fact
+                WHERE due_at IS NOT NULL AND greatest(created_at, due_at) >= $3 AND greatest(created_at, due_at) < $4
+                  AND (finished_at IS NULL OR finished_at >= greatest(created_at, due_at))
+                UNION ALL
+                SELECT f.department, f.process, f.category, f.queue, f.media_type, f.customer_segment, %6$s,
+                       0, 1, 0, 0, 0, 0, 0, 0, 0, 0, NULL, NULL, NULL, 0
+                FROM iwd_dm.task_event_fact x JOIN iwd_dm.task_fact f ON f.task_id = x.task_id
+                WHERE x.event = 'reserved' AND x.at >= $3 AND x.at < $4) r
+            WHERE mask <> 0
+            GROUP BY %1$s, q, mask),
+        open_at_lo AS MATERIALIZED (
+            -- per level: the tasks open at its first interval's start, the stocks' starting values
+            SELECT lvl, %1$s, count(*) AS backlog_delta, sum(po) AS po_delta
+            FROM (%7$s) o
+            GROUP BY lvl, %1$s),
+        groupings AS MATERIALIZED (
+            SELECT row_number() OVER () AS gid, * FROM (SELECT %1$s FROM fine UNION SELECT %1$s FROM open_at_lo) d),
+        picked AS (
+            SELECT array_position($5::text[], p.level) AS lvl, p.s FROM unnest($6::text[], $7::timestamptz[]) p(level, s)),
+        flows AS MATERIALIZED (
+            SELECT l.lvl, f.gid,
+                   CASE l.lvl WHEN 1 THEN f.q AT TIME ZONE %8$L ELSE date_trunc($5[l.lvl], f.q) AT TIME ZONE %8$L END AS b,
+                   sum(f.created) AS created, sum(f.assigned) AS assigned, sum(f.completed) AS completed,
+                   sum(f.canceled) AS canceled, sum(f.rejected) AS rejected, sum(f.expired) AS expired,
+                   sum(f.overdue) AS overdue, sum(f.in_sla) AS in_sla, sum(f.backlog_delta) AS backlog_delta,
+                   sum(f.po_delta) AS po_delta, sum(f.sum_age_s) / nullif(sum(f.n_age_s), 0)::float8 AS avg_age_s,
+                   max(f.max_age_s) AS max_age_s, sum(f.sum_queue_s) / nullif(sum(f.n_queue_s), 0)::float8 AS avg_queue_s,
+                   sum(f.sum_handle_s) / nullif(sum(f.n_handle_s), 0)::float8 AS avg_handle_s, sum(f.value) AS value
+            FROM (SELECT n.gid, f.* FROM fine f JOIN groupings n ON %2$s) f
+            JOIN unnest($8::int[]) AS l(lvl) ON f.mask & (1 << (l.lvl - 1)) <> 0
+            GROUP BY 1, 2, 3
+            UNION ALL
+            SELECT f.lvl, n.gid, $1[f.lvl], 0, 0, 0, 0, 0, 0, 0, 0, f.backlog_delta, f.po_delta, NULL, NULL, NULL, NULL, 0
+            FROM open_at_lo f JOIN groupings n ON %2$s),
+        per_bucket AS (
+            -- each (level, grouping, interval) has at most one flow with durations: max() of one value is that
+            -- value; the open tasks and the fillers (the picked intervals without flows: their stocks) add none
+            SELECT lvl, gid, b, sum(created) AS created, sum(assigned) AS assigned, sum(completed) AS completed,
+                   sum(canceled) AS canceled, sum(rejected) AS rejected, sum(expired) AS expired,
+                   sum(overdue) AS overdue, sum(in_sla) AS in_sla, sum(backlog_delta) AS backlog_delta,
+                   sum(po_delta) AS po_delta, max(avg_age_s) AS avg_age_s, max(max_age_s) AS max_age_s,
+                   max(avg_queue_s) AS avg_queue_s, max(avg_handle_s) AS avg_handle_s, sum(value) AS value
+            FROM (SELECT * FROM flows
+                  UNION ALL
+                  SELECT p.lvl, ng.gid, p.s, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, NULL, NULL, NULL, NULL, 0
+                  FROM (SELECT DISTINCT lvl, gid FROM flows) ng JOIN picked p USING (lvl)) filled
+            GROUP BY lvl, gid, b),
         stocks AS (
             SELECT *, sum(backlog_delta) OVER w AS backlog_end, sum(po_delta) OVER w AS pending_overdue
-            FROM per_bucket WINDOW w AS (PARTITION BY gid ORDER BY b))
-        INSERT INTO iwd_dm.agg_%1$s
-        SELECT s.b, n.department, n.process, n.category, n.queue, n.media_type, n.customer_segment, s.created,
-               s.assigned, s.completed, s.canceled, s.rejected, s.expired, s.overdue, s.in_sla, s.backlog_end,
-               s.pending_overdue, s.avg_age_s, s.max_age_s, s.avg_queue_s, s.avg_handle_s, s.value
-        FROM stocks s JOIN groupings n USING (gid) JOIN unnest($3::timestamptz[]) AS wanted(s) ON wanted.s = s.b
-        WHERE (s.created + s.assigned + s.completed + s.canceled + s.rejected + s.expired + s.backlog_end) > 0
-        ORDER BY s.b, n.department COLLATE "C", n.process COLLATE "C", n.category COLLATE "C",
-                 n.queue COLLATE "C", n.media_type COLLATE "C", n.customer_segment COLLATE "C"
-        $q$, level, g, same_grouping, iwd_dm._bucket_sql(level, 'created_at', tz),
-        iwd_dm._bucket_sql(level, 'finished_at', tz), iwd_dm._bucket_sql(level, 'greatest(created_at, due_at)', tz),
-        iwd_dm._bucket_sql(level, 'x.at', tz))
-    USING lo, hi, starts;
+            FROM per_bucket WINDOW w AS (PARTITION BY lvl, gid ORDER BY b)),
+        result AS MATERIALIZED (
+            SELECT s.lvl, s.b, n.department, n.process, n.category, n.queue, n.media_type, n.customer_segment,
+                   s.created, s.assigned, s.completed, s.canceled, s.rejected, s.expired, s.overdue, s.in_sla,
+                   s.backlog_end, s.pending_overdue, s.avg_age_s, s.max_age_s, s.avg_queue_s, s.avg_handle_s, s.value
+            FROM stocks s JOIN groupings n USING (gid) JOIN picked p ON p.lvl = s.lvl AND p.s = s.b
+            WHERE (s.created + s.assigned + s.completed + s.canceled + s.rejected + s.expired + s.backlog_end) > 0)
+        %9$s
+        SELECT 1
+        $q$, g, same_grouping, iwd_dm._quarter_sql('created_at', tz), iwd_dm._quarter_sql('finished_at', tz),
+        iwd_dm._quarter_sql('greatest(created_at, due_at)', tz), iwd_dm._quarter_sql('x.at', tz), open_at_lo, tz,
+        inserts)
+    USING lo, hi, (SELECT min(x) FROM unnest(lo) x), (SELECT max(x) FROM unnest(hi) x), levels, picked_levels,
+          picked_starts, present;
 END $$;
 
--- Aggregate up to batch dirty intervals of the given levels, one level at a time; returns how many.
+-- Aggregate up to batch dirty intervals of each of the given levels, all in one pass; returns how many.
 CREATE FUNCTION iwd_dm._aggregate_batch(levels text[], batch int) RETURNS int
 LANGUAGE plpgsql AS $$
 DECLARE
-    lvl text;
-    picked timestamptz[];
+    picked_levels text[];
+    picked_starts timestamptz[];
 BEGIN
-    FOREACH lvl IN ARRAY levels LOOP
-        SELECT array_agg(interval_start) INTO picked
-        FROM (SELECT interval_start FROM iwd_dm.dirty WHERE level = lvl ORDER BY interval_start LIMIT batch
-              FOR UPDATE SKIP LOCKED) d;
-        IF picked IS NOT NULL THEN
-            PERFORM iwd_dm._aggregate_intervals(lvl, picked);
-            DELETE FROM iwd_dm.dirty WHERE level = lvl AND interval_start = ANY (picked);
-            RETURN cardinality(picked);
-        END IF;
-    END LOOP;
-    RETURN 0;
+    SELECT array_agg(d.level), array_agg(d.interval_start) INTO picked_levels, picked_starts
+    FROM unnest(levels) l(level)
+    CROSS JOIN LATERAL (SELECT level, interval_start FROM iwd_dm.dirty
+                        WHERE level = l.level ORDER BY interval_start LIMIT batch FOR UPDATE SKIP LOCKED) d;
+    IF picked_levels IS NULL THEN
+        RETURN 0;
+    END IF;
+    PERFORM iwd_dm._aggregate_intervals(picked_levels, picked_starts);
+    DELETE FROM iwd_dm.dirty d USING unnest(picked_levels, picked_starts) p(level, s)
+    WHERE d.level = p.level AND d.interval_start = p.s;
+    RETURN cardinality(picked_levels);
 END $$;
 
 -- Dimensions from the configuration and the facts; the calendar around the facts.
