@@ -55,13 +55,17 @@ void iwd_log(int level, const char *msg, const char *fmt_extra, ...)
 
 void iwd_log_request(const char *ccid, const char *method, const char *path, int status, double duration_ms)
 {
-    json_t *obj = json_object();
+    int level = status >= 500 ? IWD_LOG_ERROR : IWD_LOG_INFO;
+    json_t *obj;
 
+    if (level > iwd_conf.log_level)
+        return; /* every request passes here: build nothing that is not written */
+    obj = json_object();
     json_object_set_new(obj, "msg", json_string("request"));
     json_object_set_new(obj, "ccid", ccid != NULL ? json_string(ccid) : json_null());
     json_object_set_new(obj, "method", json_string(method));
     json_object_set_new(obj, "path", json_string(path));
     json_object_set_new(obj, "status", json_integer(status));
     json_object_set_new(obj, "duration_ms", json_real(duration_ms));
-    emit(status >= 500 ? IWD_LOG_ERROR : IWD_LOG_INFO, obj);
+    emit(level, obj);
 }

@@ -96,7 +96,16 @@ static void escape_label(const char *in, char *out, size_t size)
     out[o] = '\0';
 }
 
-/* Render label pairs (name, value, ..., NULL) into buf. */
+/* Append s to buf (NUL-terminated, truncated at size) from offset o; the new offset. */
+static size_t append(char *buf, size_t size, size_t o, const char *s)
+{
+    while (*s != '\0' && o + 1 < size)
+        buf[o++] = *s++;
+    buf[o] = '\0';
+    return o;
+}
+
+/* Render label pairs (name, value, ..., NULL) into buf (every request does this a few times: no printf). */
 static void render_labels(char *buf, size_t size, va_list ap)
 {
     const char *name;
@@ -105,23 +114,47 @@ static void render_labels(char *buf, size_t size, va_list ap)
     buf[0] = '\0';
     while ((name = va_arg(ap, const char *)) != NULL) {
         const char *value = va_arg(ap, const char *);
-        char escaped[512];
-        escape_label(value != NULL ? value : "", escaped, sizeof(escaped));
-        o += snprintf(buf + o, o < size ? size - o : 0, "%s%s=\"%s\"", o ? "," : "", name, escaped);
+        if (o > 0)
+            o = append(buf, size, o, ",");
+        o = append(buf, size, o, name);
+        o = append(buf, size, o, "=\"");
+        if (o + 1 < size) {
+            escape_label(value != NULL ? value : "", buf + o, size - o);
+            o += strlen(buf + o);
+        }
+        o = append(buf, size, o, "\"");
     }
+}
+
+/* Where each series is in series[] (number + 1; 0: free slot), by a hash of its family and labels. */
+#define INDEX_SLOTS (2 * MAX_SERIES)
+static int series_index[INDEX_SLOTS];
+
+static uint32_t series_hash(int family, const char *labels)
+{
+    uint32_t h = 2166136261u ^ (uint32_t)family; /* FNV-1a */
+
+    for (; *labels != '\0'; labels++)
+        h = (h ^ (unsigned char)*labels) * 16777619u;
+    return h;
 }
 
 /* Find or create a series (metrics_lock held); NULL when the table is full. */
 static series_t *find(int family, const char *labels)
 {
-    for (int i = 0; i < nseries; i++)
-        if (series[i].family == family && strcmp(series[i].labels, labels) == 0)
-            return &series[i];
+    uint32_t slot = series_hash(family, labels) % INDEX_SLOTS;
+
+    for (; series_index[slot] != 0; slot = (slot + 1) % INDEX_SLOTS) {
+        series_t *s = &series[series_index[slot] - 1];
+        if (s->family == family && strcmp(s->labels, labels) == 0)
+            return s;
+    }
     if (nseries == MAX_SERIES)
         return NULL;
     series[nseries].family = family;
     series[nseries].labels = strdup(labels);
-    return &series[nseries++];
+    series_index[slot] = ++nseries;
+    return &series[nseries - 1];
 }
 
 /* Add delta to a counter or gauge; label pairs end with NULL. */
