@@ -237,39 +237,41 @@ static iwd_key_cache_slot_t *local_slot(iwd_thread_t *thread, const char *hash)
     return &thread->key_cache[h % IWD_KEY_CACHE_SLOTS];
 }
 
-/* Remember an entry in the thread's own cache (a copy), for LOCAL_CACHE_MS. */
-static void local_remember(iwd_thread_t *thread, const char *hash, const char *entry)
+/* Remember a key's tenant in the thread's own cache, for LOCAL_CACHE_MS. */
+static void local_remember(iwd_thread_t *thread, const char *hash, const iwd_tenant_t *tenant)
 {
     iwd_key_cache_slot_t *slot = local_slot(thread, hash);
 
-    free(slot->entry);
     snprintf(slot->hash, sizeof(slot->hash), "%s", hash);
-    slot->entry = strdup(entry);
+    slot->tenant = *tenant;
     slot->expires_ms = iwd_now_ms() + LOCAL_CACHE_MS;
     slot->generation = __atomic_load_n(&registry_generation, __ATOMIC_ACQUIRE);
 }
 
-/*
- * Look a key hash up: the thread's own cache (a few seconds), Redis, then the control database
- * (caching what it finds in both).
- */
+/* The key's tenant from the thread's own cache (parsed and decrypted already); false when not there. */
+static bool local_recall(iwd_thread_t *thread, const char *hash, iwd_tenant_t *tenant)
+{
+    iwd_key_cache_slot_t *slot = local_slot(thread, hash);
+
+    if (strcmp(slot->hash, hash) != 0 || slot->expires_ms <= iwd_now_ms() ||
+        slot->generation != __atomic_load_n(&registry_generation, __ATOMIC_ACQUIRE))
+        return false;
+    *tenant = slot->tenant;
+    return true;
+}
+
+/* Look a key hash up in Redis, then in the control database (caching what it finds in Redis). */
 static char *registry_entry(iwd_thread_t *thread, const char *hash, bool *unavailable)
 {
     char cache_key[128], *entry;
     PGconn *control;
     PGresult *res;
     const char *values[1] = {hash};
-    iwd_key_cache_slot_t *slot = local_slot(thread, hash);
 
     *unavailable = false;
-    if (slot->entry != NULL && strcmp(slot->hash, hash) == 0 && slot->expires_ms > iwd_now_ms() &&
-        slot->generation == __atomic_load_n(&registry_generation, __ATOMIC_ACQUIRE))
-        return strdup(slot->entry);
     snprintf(cache_key, sizeof(cache_key), "iwd:key:%s", hash);
-    if ((entry = iwd_redis_get(thread, cache_key)) != NULL) {
-        local_remember(thread, hash, entry);
+    if ((entry = iwd_redis_get(thread, cache_key)) != NULL)
         return entry;
-    }
     if ((control = iwd_pg_control(thread)) == NULL) {
         *unavailable = true;
         return NULL;
@@ -288,12 +290,15 @@ static char *registry_entry(iwd_thread_t *thread, const char *hash, bool *unavai
     if (PQntuples(res) == 1) {
         entry = strdup(PQgetvalue(res, 0, 0));
         iwd_redis_set(thread, cache_key, entry, CACHE_TTL_S);
-        local_remember(thread, hash, entry);
     }
     PQclear(res);
     return entry;
 }
 
+/*
+ * Authenticate the request's key: the thread's own memory of it (a few seconds), Redis, then the control
+ * database.
+ */
 int iwd_auth_tenant(iwd_call_t *call, bool write)
 {
     char *key = iwd_header(call->req, "x-api-key");
@@ -307,18 +312,21 @@ int iwd_auth_tenant(iwd_call_t *call, bool write)
         iwd_metrics_blacklist();
         return iwd_respond_error(call, 429, "too many failed authentications with this key; retry later"), IWD_ERR;
     }
-    entry = registry_entry(call->thread, hash, &unavailable);
-    if (entry == NULL) {
-        if (unavailable)
-            return iwd_respond_error(call, 503, "the tenant registry is not reachable"), IWD_ERR;
-        record_failure(hash);
-        return iwd_respond_error(call, 401, "unknown x-api-key"), IWD_ERR;
-    }
-    if (iwd_tenant_from_entry(&call->tenant, entry) != IWD_OK) {
+    if (!local_recall(call->thread, hash, &call->tenant)) {
+        entry = registry_entry(call->thread, hash, &unavailable);
+        if (entry == NULL) {
+            if (unavailable)
+                return iwd_respond_error(call, 503, "the tenant registry is not reachable"), IWD_ERR;
+            record_failure(hash);
+            return iwd_respond_error(call, 401, "unknown x-api-key"), IWD_ERR;
+        }
+        if (iwd_tenant_from_entry(&call->tenant, entry) != IWD_OK) {
+            free(entry);
+            return iwd_respond_error(call, 500, "the tenant registry entry is unreadable"), IWD_ERR;
+        }
         free(entry);
-        return iwd_respond_error(call, 500, "the tenant registry entry is unreadable"), IWD_ERR;
+        local_remember(call->thread, hash, &call->tenant);
     }
-    free(entry);
     call->has_tenant = true;
     if (write && call->tenant.read_only)
         return iwd_respond_error(call, 403, "this key is read-only (IWD_APIKEY_IWDDM)"), IWD_ERR;
@@ -329,10 +337,8 @@ int iwd_auth_tenant(iwd_call_t *call, bool write)
 static void local_forget_all(iwd_thread_t *thread)
 {
     __atomic_add_fetch(&registry_generation, 1, __ATOMIC_RELEASE);
-    for (int i = 0; i < IWD_KEY_CACHE_SLOTS; i++) {
-        free(thread->key_cache[i].entry);
-        thread->key_cache[i].entry = NULL;
-    }
+    for (int i = 0; i < IWD_KEY_CACHE_SLOTS; i++)
+        thread->key_cache[i].hash[0] = '\0';
 }
 
 void iwd_auth_forget_tenant(iwd_thread_t *thread, const char *ccid, PGconn *control)

@@ -202,8 +202,6 @@ int main(int argc, char **argv)
             PQfinish(t->control);
         if (t->redis.ctx != NULL)
             redisFree(t->redis.ctx);
-        for (int k = 0; k < IWD_KEY_CACHE_SLOTS; k++)
-            free(t->key_cache[k].entry);
     }
     iwd_log(IWD_LOG_INFO, "iwd-sidecar stopped", NULL);
     return 0;

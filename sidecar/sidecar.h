@@ -78,11 +78,11 @@ typedef struct iwd_redis {
     int64_t down_since_ms;
 } iwd_redis_t;
 
-/* A registry entry remembered by one thread for a few seconds (auth.c). */
+/* A key's tenant, remembered by one thread for a few seconds (auth.c); unused while hash is empty. */
 #define IWD_KEY_CACHE_SLOTS 256
 typedef struct iwd_key_cache_slot {
     char hash[65];
-    char *entry;
+    iwd_tenant_t tenant;
     int64_t expires_ms;
     uint64_t generation;
 } iwd_key_cache_slot_t;
