@@ -27,9 +27,24 @@ static const char *reason_of(int status)
     }
 }
 
+/* Count and log a request as it is answered. */
+static void account(iwd_call_t *call, int status)
+{
+    h2o_req_t *req = call->req;
+    double elapsed = iwd_now_ms_precise() - call->start_ms;
+    char method[16], path[512];
+
+    snprintf(method, sizeof(method), "%.*s", (int)req->method.len, req->method.base);
+    snprintf(path, sizeof(path), "%.*s", (int)req->path_normalized.len, req->path_normalized.base);
+    iwd_metrics_request(method, call->route, status, call->has_tenant ? call->tenant.ccid : NULL, elapsed);
+    iwd_log_request(call->has_tenant ? call->tenant.ccid : NULL, method, path, status, elapsed);
+}
+
 int iwd_respond_text(iwd_call_t *call, int status, const char *content_type, const char *body, size_t len)
 {
     h2o_req_t *req = call->req;
+
+    account(call, status);
 
     call->status = status;
     req->res.status = status;

@@ -23,35 +23,24 @@ h2o_globalconf_t iwd_h2o_config;
 static iwd_thread_t *threads;
 static volatile sig_atomic_t stopping;
 
-static double now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1000.0 + ts.tv_nsec / 1e6;
-}
-
 /* The thread that runs this loop. */
 static iwd_thread_t *thread_of(h2o_context_t *ctx)
 {
     return (iwd_thread_t *)((char *)ctx - offsetof(iwd_thread_t, ctx));
 }
 
-/* Every request: route it, then count and log it. */
+/*
+ * Every request: route it. The call lives in the request's pool, since its answer may come later from
+ * the loop (an SQL call); it is counted and logged when answered (http.c).
+ */
 static int on_req(h2o_handler_t *self, h2o_req_t *req)
 {
-    iwd_call_t call = {.req = req, .thread = thread_of(req->conn->ctx), .route = "unmatched"};
-    double start = now_ms();
-    char method[16], path[512];
-    double elapsed;
+    iwd_call_t *call = h2o_mem_alloc_pool(&req->pool, sizeof(*call));
 
     (void)self;
-    iwd_route(&call);
-    elapsed = now_ms() - start;
-    snprintf(method, sizeof(method), "%.*s", (int)req->method.len, req->method.base);
-    snprintf(path, sizeof(path), "%.*s", (int)req->path_normalized.len, req->path_normalized.base);
-    iwd_metrics_request(method, call.route, call.status, call.has_tenant ? call.tenant.ccid : NULL, elapsed);
-    iwd_log_request(call.has_tenant ? call.tenant.ccid : NULL, method, path, call.status, elapsed);
+    *call = (iwd_call_t){.req = req, .thread = thread_of(req->conn->ctx), .route = "unmatched",
+                         .start_ms = iwd_now_ms_precise()};
+    iwd_route(call);
     return 0;
 }
 
@@ -177,6 +166,7 @@ int main(int argc, char **argv)
     for (int i = 0; i < iwd_conf.threads; i++) {
         iwd_thread_t *t = &threads[i];
         t->index = i;
+        t->waiting_tail = &t->waiting;
         h2o_context_init(&t->ctx, h2o_evloop_create(), &iwd_h2o_config);
         t->accept_ctx.ctx = &t->ctx;
         t->accept_ctx.hosts = iwd_h2o_config.hosts;
@@ -193,11 +183,7 @@ int main(int argc, char **argv)
         pthread_join(threads[i].tid, NULL);
     for (int i = 0; i < iwd_conf.threads; i++) {
         iwd_thread_t *t = &threads[i];
-        while (t->tenants != NULL) {
-            char ccid[sizeof(t->tenants->ccid)];
-            memcpy(ccid, t->tenants->ccid, sizeof(ccid));
-            iwd_pg_drop_tenant(t, ccid);
-        }
+        iwd_pg_close_all(t);
         if (t->control != NULL)
             PQfinish(t->control);
         if (t->redis.ctx != NULL)

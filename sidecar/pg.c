@@ -1,12 +1,16 @@
 /*
- * iwd-sidecar PostgreSQL access: each thread keeps one connection to the control database and one per
- * tenant it has served (bounded by the number of threads per tenant), reconnecting when one breaks.
- * Every tenant REST call is one call of the extension's SQL API.
+ * iwd-sidecar PostgreSQL access: each thread keeps one connection to the control database and a few per
+ * tenant it has served (up to IWD_PG_CONNS_PER_TENANT in use at once), reconnecting when one breaks.
+ * Every tenant REST call is one call of the extension's SQL API, sent asynchronously (see sidecar.h):
+ * iwd_pg_call sends it on an idle connection or queues it, the thread's loop reads the result when the
+ * connection's socket is readable, answers the request and gives the connection to the next call.
  */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "sidecar.h"
 
@@ -20,7 +24,7 @@ int64_t iwd_now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static double now_ms_precise(void)
+double iwd_now_ms_precise(void)
 {
     struct timespec ts;
 
@@ -70,115 +74,169 @@ PGconn *iwd_pg_control(iwd_thread_t *thread)
     return thread->control;
 }
 
+/* An SQL call of a REST route: sent on a connection of its tenant, or waiting for one. */
+#define PENDING_MAX_PARAMS 5
+struct iwd_pg_pending {
+    iwd_call_t *call;               /* NULL once the request is gone (its client went away) */
+    iwd_pg_pending_t **guard;       /* in the request's pool: clears call when the request is disposed */
+    const char *sql;                /* a fixed text of the route table (prepared statements are keyed by it) */
+    char *values[PENDING_MAX_PARAMS];
+    int nparams;
+    int success_status, null_status;
+    bool retried;
+    char command[64];
+    double sent_ms;
+    iwd_pg_pending_t *next;
+};
+
+static void fail_pending(iwd_pg_pending_t *pending, int status, const char *message);
+
+/* The request a call answers, no longer tied to the call; NULL when the request is gone. */
+static iwd_call_t *detach(iwd_pg_pending_t *pending)
+{
+    iwd_call_t *call = pending->call;
+
+    if (call != NULL)
+        *pending->guard = NULL;
+    pending->call = NULL;
+    return call;
+}
+
+static void pending_free(iwd_pg_pending_t *pending)
+{
+    detach(pending);
+    for (int i = 0; i < pending->nparams; i++)
+        free(pending->values[i]);
+    free(pending);
+}
+
+/*
+ * The loop watches a duplicate of the connection's socket descriptor, not libpq's own: libpq closes its
+ * descriptor by itself when the connection breaks, and the loop must stop watching a descriptor that
+ * is still open, or it would unregister a number the process may already have given to another socket.
+ */
+static void unwatch(iwd_tenant_conn_t *tc)
+{
+    if (tc->sock == NULL)
+        return;
+    h2o_socket_close(tc->sock);
+    tc->sock = NULL;
+}
+
+/* Close one tenant connection; the call it was running, if any, is answered 503. */
+static void close_conn(iwd_thread_t *thread, iwd_tenant_conn_t *gone)
+{
+    for (iwd_tenant_conn_t **p = &thread->tenants; *p != NULL; p = &(*p)->next)
+        if (*p == gone) {
+            *p = gone->next;
+            break;
+        }
+    if (gone->running != NULL)
+        fail_pending(gone->running, 503, "the tenant database connection was closed");
+    gone->running = NULL;
+    if (gone->result != NULL)
+        PQclear(gone->result);
+    unwatch(gone);
+    PQfinish(gone->conn);
+    iwd_metrics_db(gone->ccid, "disconnect", NULL, 0, false, true);
+    free(gone);
+    thread->tenant_conns--;
+}
+
+/*
+ * An idle connection to the tenant's database: one this thread has, or a new one. NULL with *busy set
+ * when the thread already has IWD_PG_CONNS_PER_TENANT connections in use and may_exceed is false (the
+ * caller waits for one); NULL with *busy clear when the database cannot be reached.
+ */
+static iwd_tenant_conn_t *idle_conn(iwd_thread_t *thread, const iwd_tenant_t *tenant, bool may_exceed, bool *busy)
+{
+    iwd_tenant_conn_t *tc, *next;
+    PGconn *conn;
+    int in_use = 0;
+
+    *busy = false;
+    for (tc = thread->tenants; tc != NULL; tc = next) {
+        next = tc->next;
+        if (strcmp(tc->ccid, tenant->ccid) != 0)
+            continue;
+        if (strcmp(tc->conninfo, tenant->conninfo) != 0) {
+            /* re-provisioned elsewhere */
+            iwd_pg_drop_tenant(thread, tenant->ccid);
+            in_use = 0;
+            break;
+        }
+        if (tc->running != NULL) {
+            in_use++;
+            continue;
+        }
+        if (PQstatus(tc->conn) != CONNECTION_OK) {
+            unwatch(tc);
+            PQreset(tc->conn);
+            tc->nprepared = 0; /* a new session has no prepared statements */
+            if (PQstatus(tc->conn) != CONNECTION_OK)
+                return NULL;
+        }
+        return tc;
+    }
+    if (in_use >= IWD_PG_CONNS_PER_TENANT && !may_exceed) {
+        *busy = true;
+        return NULL;
+    }
+    if (thread->tenant_conns >= MAX_TENANT_CONNS_PER_THREAD)
+        return NULL;
+    if ((conn = connect_db(tenant->conninfo, tenant->ccid)) == NULL)
+        return NULL;
+    tc = calloc(1, sizeof(*tc));
+    snprintf(tc->ccid, sizeof(tc->ccid), "%s", tenant->ccid);
+    snprintf(tc->conninfo, sizeof(tc->conninfo), "%s", tenant->conninfo);
+    tc->conn = conn;
+    tc->thread = thread;
+    tc->next = thread->tenants;
+    thread->tenants = tc;
+    thread->tenant_conns++;
+    return tc;
+}
+
 PGconn *iwd_pg_tenant(iwd_thread_t *thread, const iwd_tenant_t *tenant)
 {
-    iwd_tenant_conn_t *tc = iwd_pg_tenant_conn(thread, tenant);
+    bool busy;
+    iwd_tenant_conn_t *tc = idle_conn(thread, tenant, true, &busy);
 
     return tc != NULL ? tc->conn : NULL;
 }
 
-iwd_tenant_conn_t *iwd_pg_tenant_conn(iwd_thread_t *thread, const iwd_tenant_t *tenant)
-{
-    iwd_tenant_conn_t *tc;
-
-    for (tc = thread->tenants; tc != NULL; tc = tc->next)
-        if (strcmp(tc->ccid, tenant->ccid) == 0)
-            break;
-    if (tc != NULL && strcmp(tc->conninfo, tenant->conninfo) != 0) {
-        /* re-provisioned elsewhere */
-        iwd_pg_drop_tenant(thread, tenant->ccid);
-        tc = NULL;
-    }
-    if (tc != NULL && PQstatus(tc->conn) != CONNECTION_OK) {
-        PQreset(tc->conn);
-        tc->nprepared = 0; /* a new session has no prepared statements */
-        if (PQstatus(tc->conn) != CONNECTION_OK)
-            return NULL;
-    }
-    if (tc == NULL) {
-        PGconn *conn;
-        if (thread->tenant_conns >= MAX_TENANT_CONNS_PER_THREAD)
-            return NULL;
-        if ((conn = connect_db(tenant->conninfo, tenant->ccid)) == NULL)
-            return NULL;
-        tc = calloc(1, sizeof(*tc));
-        snprintf(tc->ccid, sizeof(tc->ccid), "%s", tenant->ccid);
-        snprintf(tc->conninfo, sizeof(tc->conninfo), "%s", tenant->conninfo);
-        tc->conn = conn;
-        tc->next = thread->tenants;
-        thread->tenants = tc;
-        thread->tenant_conns++;
-    }
-    return tc;
-}
-
-/*
- * Run a fixed SQL text of the route table as a prepared statement of this connection (prepared on first
- * use), so that the server parses and plans it once per connection rather than once per request.
- */
-static PGresult *exec_prepared(iwd_tenant_conn_t *tc, const char *command, const char *sql, int nparams,
-                               const char *const *values)
-{
-    char name[16];
-    int i;
-
-    for (i = 0; i < tc->nprepared && tc->prepared[i] != sql; i++)
-        ;
-    if (i == tc->nprepared) {
-        PGresult *res;
-        if (i == IWD_PREPARED_MAX)
-            return iwd_pg_exec(tc->conn, tc->ccid, command, sql, nparams, values);
-        snprintf(name, sizeof(name), "s%d", i);
-        res = PQprepare(tc->conn, name, sql, nparams, NULL);
-        if (PQresultStatus(res) != PGRES_COMMAND_OK) {
-            /* the error (a bad input type, a broken connection) surfaces from the plain call */
-            PQclear(res);
-            return iwd_pg_exec(tc->conn, tc->ccid, command, sql, nparams, values);
-        }
-        PQclear(res);
-        tc->prepared[tc->nprepared++] = sql;
-    }
-    snprintf(name, sizeof(name), "s%d", i);
-    {
-        struct timespec ts0, ts1;
-        PGresult *res;
-        ExecStatusType st;
-        const char *code = NULL;
-
-        clock_gettime(CLOCK_MONOTONIC, &ts0);
-        res = PQexecPrepared(tc->conn, name, nparams, values, NULL, NULL, 0);
-        clock_gettime(CLOCK_MONOTONIC, &ts1);
-        st = PQresultStatus(res);
-        if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK)
-            code = PQresultErrorField(res, PG_DIAG_SQLSTATE) ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : "08006";
-        iwd_metrics_db(tc->ccid, command, code,
-                       (ts1.tv_sec - ts0.tv_sec) * 1000.0 + (ts1.tv_nsec - ts0.tv_nsec) / 1e6, false, false);
-        return res;
-    }
-}
-
 void iwd_pg_drop_tenant(iwd_thread_t *thread, const char *ccid)
 {
-    iwd_tenant_conn_t **p = &thread->tenants;
+    iwd_tenant_conn_t *tc, *next;
 
-    while (*p != NULL) {
-        if (strcmp((*p)->ccid, ccid) == 0) {
-            iwd_tenant_conn_t *gone = *p;
-            *p = gone->next;
-            PQfinish(gone->conn);
-            iwd_metrics_db(ccid, "disconnect", NULL, 0, false, true);
-            free(gone);
-            thread->tenant_conns--;
-        } else {
-            p = &(*p)->next;
-        }
+    for (tc = thread->tenants; tc != NULL; tc = next) {
+        next = tc->next;
+        if (strcmp(tc->ccid, ccid) == 0)
+            close_conn(thread, tc);
     }
 }
 
+/* Close every connection of the thread (at shutdown: its loop has stopped, nothing is answered). */
+void iwd_pg_close_all(iwd_thread_t *thread)
+{
+    while (thread->waiting != NULL) {
+        iwd_pg_pending_t *pending = thread->waiting;
+        thread->waiting = pending->next;
+        pending_free(pending);
+    }
+    thread->waiting_tail = &thread->waiting;
+    while (thread->tenants != NULL) {
+        if (thread->tenants->running != NULL) {
+            pending_free(thread->tenants->running);
+            thread->tenants->running = NULL;
+        }
+        close_conn(thread, thread->tenants);
+    }
+}
 PGresult *iwd_pg_exec(PGconn *conn, const char *db_label, const char *command, const char *sql, int nparams,
                       const char *const *values)
 {
-    double start = now_ms_precise();
+    double start = iwd_now_ms_precise();
     PGresult *res = PQexecParams(conn, sql, nparams, NULL, values, NULL, NULL, 0);
     ExecStatusType st = PQresultStatus(res);
     const char *code = NULL;
@@ -188,7 +246,7 @@ PGresult *iwd_pg_exec(PGconn *conn, const char *db_label, const char *command, c
         if (code == NULL)
             code = "08006";
     }
-    iwd_metrics_db(db_label, command, code, now_ms_precise() - start, false, false);
+    iwd_metrics_db(db_label, command, code, iwd_now_ms_precise() - start, false, false);
     return res;
 }
 
@@ -229,58 +287,250 @@ static const char *command_of(const char *sql, char *buf, size_t size)
     return buf;
 }
 
+/* Answer a request from its SQL call's result: the jsonb value, 204/404 for NULL, or the error. */
+static void answer(iwd_call_t *call, PGresult *res, int success_status, int null_status)
+{
+    int status;
+    const char *msg, *detail;
+
+    if (PQresultStatus(res) == PGRES_TUPLES_OK) {
+        if ((PQntuples(res) != 1 || PQgetisnull(res, 0, 0)) && null_status == 204)
+            iwd_respond_json(call, 204, "", 0);
+        else if (PQntuples(res) != 1 || PQgetisnull(res, 0, 0))
+            iwd_respond_error(call, null_status, "not found");
+        else
+            iwd_respond_json(call, success_status, PQgetvalue(res, 0, 0), PQgetlength(res, 0, 0));
+        return;
+    }
+    status = iwd_pg_error_status(res);
+    msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+    detail = PQresultErrorField(res, PG_DIAG_MESSAGE_DETAIL);
+    if (status >= 500)
+        iwd_log(IWD_LOG_ERROR, "database call failed", "%s: %s", call->tenant.ccid,
+                res != NULL ? PQresultErrorMessage(res) : "the connection broke");
+    if (status == 500)
+        iwd_respond_error(call, 500, "internal error");
+    else if (msg == NULL)
+        iwd_respond_error(call, status, "the tenant database is not reachable");
+    else if (detail != NULL)
+        iwd_respond_error(call, status, "%s: %s", msg, detail);
+    else
+        iwd_respond_error(call, status, "%s", msg);
+}
+
+static void fail_pending(iwd_pg_pending_t *pending, int status, const char *message)
+{
+    iwd_call_t *call = detach(pending);
+
+    if (call != NULL)
+        iwd_respond_error(call, status, "%s", message);
+    pending_free(pending);
+}
+
+/* The request pool's dispose hook: the call's answer has nowhere to go any more. */
+static void on_request_gone(void *guard)
+{
+    iwd_pg_pending_t *pending = *(iwd_pg_pending_t **)guard;
+
+    if (pending != NULL)
+        pending->call = NULL;
+}
+
+/*
+ * The name of the prepared statement of a fixed SQL text of the route table on this connection, prepared
+ * on first use so that the server parses and plans it once per connection rather than once per request;
+ * NULL when it cannot be prepared (the error, a bad input type or a broken connection, then surfaces
+ * from the plain call).
+ */
+static const char *statement(iwd_tenant_conn_t *tc, const char *sql, int nparams, char name[16])
+{
+    PGresult *res;
+    bool ok;
+    int i;
+
+    for (i = 0; i < tc->nprepared && tc->prepared[i] != sql; i++)
+        ;
+    snprintf(name, 16, "s%d", i);
+    if (i < tc->nprepared)
+        return name;
+    if (i == IWD_PREPARED_MAX)
+        return NULL;
+    res = PQprepare(tc->conn, name, sql, nparams, NULL);
+    ok = PQresultStatus(res) == PGRES_COMMAND_OK;
+    PQclear(res);
+    if (!ok)
+        return NULL;
+    tc->prepared[tc->nprepared++] = sql;
+    return name;
+}
+
+static void send_call(iwd_tenant_conn_t *tc, iwd_pg_pending_t *pending);
+
+/* Send a call on an idle connection of its tenant, queue it when all are in use, or answer 503. */
+static void dispatch(iwd_thread_t *thread, iwd_pg_pending_t *pending)
+{
+    bool busy;
+    iwd_tenant_conn_t *tc = idle_conn(thread, &pending->call->tenant, false, &busy);
+
+    if (tc != NULL) {
+        send_call(tc, pending);
+    } else if (busy) {
+        pending->next = NULL;
+        *thread->waiting_tail = pending;
+        thread->waiting_tail = &pending->next;
+    } else {
+        fail_pending(pending, 503, "the tenant database is not reachable");
+    }
+}
+
+/* Give a connection of the tenant (tc, or a new one when NULL) to the first call waiting for one. */
+static void next_waiting(iwd_thread_t *thread, iwd_tenant_conn_t *tc, const char *ccid)
+{
+    iwd_pg_pending_t **p = &thread->waiting;
+
+    while (*p != NULL) {
+        iwd_pg_pending_t *pending = *p;
+        if (pending->call != NULL && strcmp(pending->call->tenant.ccid, ccid) != 0) {
+            p = &pending->next;
+            continue;
+        }
+        *p = pending->next;
+        if (thread->waiting_tail == &pending->next)
+            thread->waiting_tail = p;
+        if (pending->call == NULL) {
+            pending_free(pending);
+            continue;
+        }
+        if (tc != NULL)
+            send_call(tc, pending);
+        else
+            dispatch(thread, pending);
+        return;
+    }
+}
+
+/* A call's result is in, or its connection broke: answer it, or retry it once on a new connection. */
+static void complete(iwd_tenant_conn_t *tc)
+{
+    iwd_thread_t *thread = tc->thread;
+    iwd_pg_pending_t *pending = tc->running;
+    PGresult *res = tc->result;
+    ExecStatusType st = PQresultStatus(res);
+    const char *code = NULL;
+    iwd_call_t *call;
+    char ccid[sizeof(tc->ccid)];
+
+    tc->running = NULL;
+    tc->result = NULL;
+    memcpy(ccid, tc->ccid, sizeof(ccid));
+    if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK)
+        code = PQresultErrorField(res, PG_DIAG_SQLSTATE) != NULL ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : "08006";
+    iwd_metrics_db(ccid, pending->command, code, iwd_now_ms_precise() - pending->sent_ms, false, false);
+    if (st != PGRES_TUPLES_OK && PQstatus(tc->conn) != CONNECTION_OK) {
+        /* the connection broke (server restart, failover): one retry on a fresh connection */
+        PQclear(res);
+        close_conn(thread, tc);
+        if (!pending->retried && pending->call != NULL) {
+            pending->retried = true;
+            dispatch(thread, pending);
+        } else {
+            fail_pending(pending, 503, "the tenant database is not reachable");
+        }
+        next_waiting(thread, NULL, ccid);
+        return;
+    }
+    if ((call = detach(pending)) != NULL)
+        answer(call, res, pending->success_status, pending->null_status);
+    PQclear(res);
+    pending_free(pending);
+    next_waiting(thread, tc, ccid);
+}
+
+/* The loop's callback when a tenant connection's socket is readable: results, or a closed connection. */
+static void on_result_ready(h2o_socket_t *sock, const char *err)
+{
+    iwd_tenant_conn_t *tc = sock->data;
+    PGnotify *notify;
+
+    (void)err;
+    if (!PQconsumeInput(tc->conn)) {
+        if (tc->running != NULL)
+            complete(tc);
+        else
+            unwatch(tc); /* an idle connection the server closed: reset on its next use */
+        return;
+    }
+    if (tc->running == NULL) {
+        while ((notify = PQnotifies(tc->conn)) != NULL)
+            PQfreemem(notify);
+        return;
+    }
+    while (!PQisBusy(tc->conn)) {
+        PGresult *res = PQgetResult(tc->conn);
+        if (res == NULL) {
+            complete(tc);
+            return;
+        }
+        if (tc->result == NULL)
+            tc->result = res;
+        else
+            PQclear(res);
+    }
+}
+
+/* Send a call on an idle connection (libpq blocks only until the query is written) and watch for its result. */
+static void send_call(iwd_tenant_conn_t *tc, iwd_pg_pending_t *pending)
+{
+    char name[16];
+    const char *stmt = statement(tc, pending->sql, pending->nparams, name);
+    const char *const *values = (const char *const *)pending->values;
+    int sent;
+
+    tc->running = pending;
+    pending->sent_ms = iwd_now_ms_precise();
+    if (stmt != NULL)
+        sent = PQsendQueryPrepared(tc->conn, stmt, pending->nparams, values, NULL, NULL, 0);
+    else
+        sent = PQsendQueryParams(tc->conn, pending->sql, pending->nparams, NULL, values, NULL, NULL, 0);
+    if (!sent) {
+        complete(tc);
+        return;
+    }
+    if (tc->sock == NULL) {
+        int fd = dup(PQsocket(tc->conn));
+        if (fd < 0) {
+            /* out of descriptors: this connection cannot be watched, its call fails */
+            iwd_log(IWD_LOG_ERROR, "cannot watch a tenant connection", "%s: %s", tc->ccid, strerror(errno));
+            close_conn(tc->thread, tc);
+            return;
+        }
+        tc->sock = h2o_evloop_socket_create(tc->thread->ctx.loop, fd, H2O_SOCKET_FLAG_DONT_READ);
+        tc->sock->data = tc;
+        h2o_socket_read_start(tc->sock, on_result_ready);
+    }
+}
+
 int iwd_pg_call(iwd_call_t *call, const char *sql, int nparams, const char *const *values, int success_status,
                 int null_status)
 {
-    PGconn *conn;
-    PGresult *res;
+    iwd_pg_pending_t *pending = calloc(1, sizeof(*pending));
     char command[64];
-    int status;
 
-    for (int attempt = 0; attempt < 2; attempt++) {
-        iwd_tenant_conn_t *tc = iwd_pg_tenant_conn(call->thread, &call->tenant);
-        if (tc == NULL)
-            return iwd_respond_error(call, 503, "the tenant database is not reachable");
-        conn = tc->conn;
-        res = exec_prepared(tc, command_of(sql, command, sizeof(command)), sql, nparams, values);
-        if (PQresultStatus(res) == PGRES_TUPLES_OK) {
-            if ((PQntuples(res) != 1 || PQgetisnull(res, 0, 0)) && null_status == 204) {
-                status = iwd_respond_json(call, 204, "", 0);
-            } else if (PQntuples(res) != 1 || PQgetisnull(res, 0, 0)) {
-                status = iwd_respond_error(call, null_status, "not found");
-            } else {
-                status = iwd_respond_json(call, success_status, PQgetvalue(res, 0, 0), PQgetlength(res, 0, 0));
-            }
-            PQclear(res);
-            return status;
-        }
-        if (PQstatus(conn) != CONNECTION_OK && attempt == 0) {
-            /* the connection broke (server restart, failover): one retry on a fresh connection */
-            PQclear(res);
-            iwd_pg_drop_tenant(call->thread, call->tenant.ccid);
-            continue;
-        }
-        status = iwd_pg_error_status(res);
-        {
-            const char *msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
-            const char *detail = PQresultErrorField(res, PG_DIAG_MESSAGE_DETAIL);
-            if (status >= 500)
-                iwd_log(IWD_LOG_ERROR, "database call failed", "%s: %s", call->tenant.ccid, PQresultErrorMessage(res));
-            if (status == 500)
-                iwd_respond_error(call, 500, "internal error");
-            else if (msg == NULL)
-                iwd_respond_error(call, status, "the tenant database is not reachable");
-            else if (detail != NULL)
-                iwd_respond_error(call, status, "%s: %s", msg, detail);
-            else
-                iwd_respond_error(call, status, "%s", msg);
-        }
-        PQclear(res);
-        return 0;
-    }
-    return iwd_respond_error(call, 503, "the tenant database is not reachable");
+    if (nparams > PENDING_MAX_PARAMS)
+        abort(); /* the route table never has more */
+    pending->call = call;
+    pending->guard = h2o_mem_alloc_shared(&call->req->pool, sizeof(*pending->guard), on_request_gone);
+    *pending->guard = pending;
+    pending->sql = sql;
+    pending->nparams = nparams;
+    for (int i = 0; i < nparams; i++)
+        pending->values[i] = values[i] != NULL ? strdup(values[i]) : NULL;
+    pending->success_status = success_status;
+    pending->null_status = null_status;
+    snprintf(pending->command, sizeof(pending->command), "%s", command_of(sql, command, sizeof(command)));
+    dispatch(call->thread, pending);
+    return 0;
 }
-
 /* Create or migrate the control database's schema (idempotent). */
 int iwd_pg_control_migrate(PGconn *conn)
 {

@@ -4,7 +4,11 @@
  * Threading model: IWD_THREADS worker threads, each with its own h2o event loop, its own listening
  * socket on the same port (SO_REUSEPORT: the kernel spreads connections), and its own connections to
  * the control database, the tenant databases and Redis. A request is served start to finish by one
- * thread, so its libpq and hiredis calls block only that thread's loop, never another thread's.
+ * thread. The SQL call of a REST route does not block the loop: it is sent with libpq's asynchronous
+ * API on an idle connection of the tenant (a thread opens up to IWD_PG_CONNS_PER_TENANT), the loop
+ * watches that connection's socket and answers the request when the result is in. Lookups that are
+ * rare or cached (registry, provisioning, metrics, hiredis) stay synchronous and block only their
+ * thread's loop, briefly.
  */
 #ifndef IWD_SIDECAR_H
 #define IWD_SIDECAR_H
@@ -61,12 +65,18 @@ typedef struct iwd_tenant {
 
 /* One connection to a tenant database, owned by one thread. */
 #define IWD_PREPARED_MAX 64
+#define IWD_PG_CONNS_PER_TENANT 8 /* connections one thread opens to one tenant for concurrent REST calls */
+typedef struct iwd_pg_pending iwd_pg_pending_t;
 typedef struct iwd_tenant_conn {
     char ccid[128];
     char conninfo[1024];
     PGconn *conn;
     const char *prepared[IWD_PREPARED_MAX]; /* SQL texts prepared on this connection, as "s<index>" */
     int nprepared;
+    struct iwd_thread *thread;
+    h2o_socket_t *sock;        /* the loop's watch on the connection's socket, once a call was sent on it */
+    iwd_pg_pending_t *running; /* the call whose result the connection is receiving; NULL when idle */
+    PGresult *result;          /* that call's result, until the connection is ready for the next */
     struct iwd_tenant_conn *next;
 } iwd_tenant_conn_t;
 
@@ -96,6 +106,7 @@ typedef struct iwd_thread {
     PGconn *control;
     iwd_tenant_conn_t *tenants;
     int tenant_conns;
+    iwd_pg_pending_t *waiting, **waiting_tail; /* SQL calls waiting for a connection of their tenant */
     iwd_redis_t redis;
     iwd_key_cache_slot_t key_cache[IWD_KEY_CACHE_SLOTS];
 } iwd_thread_t;
@@ -112,6 +123,7 @@ typedef struct iwd_call {
     char *params[4];     /* path parameters, NUL-terminated, in the request pool */
     int nparams;
     int status;
+    double start_ms;
 } iwd_call_t;
 
 int iwd_respond_json(iwd_call_t *call, int status, const char *body, size_t len);
@@ -121,12 +133,12 @@ char *iwd_query_param(h2o_req_t *req, const char *name);
 char *iwd_header(h2o_req_t *req, const char *name);
 int iwd_url_decode(const char *in, size_t len, char *out);
 
-/* PostgreSQL (pg.c). */
+/* PostgreSQL (pg.c). iwd_pg_call answers the request itself, now or once the result is in. */
 PGconn *iwd_pg_connect(const char *conninfo);
 PGconn *iwd_pg_control(iwd_thread_t *thread);
-iwd_tenant_conn_t *iwd_pg_tenant_conn(iwd_thread_t *thread, const iwd_tenant_t *tenant);
 PGconn *iwd_pg_tenant(iwd_thread_t *thread, const iwd_tenant_t *tenant);
 void iwd_pg_drop_tenant(iwd_thread_t *thread, const char *ccid);
+void iwd_pg_close_all(iwd_thread_t *thread);
 int iwd_pg_call(iwd_call_t *call, const char *sql, int nparams, const char *const *values, int success_status,
                 int null_status);
 int iwd_pg_error_status(PGresult *res);
@@ -168,5 +180,6 @@ int iwd_on_provisioning_delete(iwd_call_t *call);
 int iwd_on_tasks_list(iwd_call_t *call);
 
 int64_t iwd_now_ms(void);
+double iwd_now_ms_precise(void);
 
 #endif

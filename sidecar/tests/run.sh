@@ -247,6 +247,21 @@ req GET "/tasks?limit=0" key-a; check "a bad limit: 400" "400" "$code"
 req GET "/tasks?status=done" key-a; check "an unknown status: 400" "400" "$code"
 req GET /queue/stats key-a; check "queue statistics" "200" "$code"
 
+# --- concurrent SQL calls: more than a thread's connections per tenant, and broken connections -------
+codes=$(seq 1 48 | xargs -P 48 -I{} curl -s -o /dev/null -w '%{http_code}\n' -H 'x-api-key: key-a' "$base/tasks/$id" | sort | uniq -c | tr -s ' ')
+check "48 concurrent reads, more than the threads' connections: all answered" " 48 200" "$codes"
+codes=$(seq 1 24 | xargs -P 24 -I{} curl -s -o /dev/null -w '%{http_code}\n' -H 'x-api-key: key-a' -H 'content-type: application/json' \
+    --data-binary '{"externalId": "P-{}", "capturePoint": "parallel"}' "$base/tasks" | sort | uniq -c | tr -s ' ')
+check "24 concurrent creations: all answered" " 24 201" "$codes"
+seq 1 32 | xargs -P 32 -I{} curl -s -o /dev/null --max-time 0.01 -H 'x-api-key: key-a' "$base/tasks/$id" 2>/dev/null
+req GET "/tasks/$id" key-a; check "clients that leave before their answer do no harm" "200" "$code"
+"${as_user[@]}" "$bindir/psql" -X -q -At -h "$work/pg" -p "$pg_port" postgres \
+    -c "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = 'tenant_a' AND application_name = 'iwd-sidecar'" >/dev/null
+sleep 0.2
+ok=0
+for i in 1 2 3 4 5 6; do req GET "/tasks/$id" key-a; [ "$code" = 200 ] && ok=$((ok + 1)); done
+check "after the tenant's connections are terminated, requests reconnect" "6" "$ok"
+
 # --- keys, tenants, routes -------------------------------------------------------------------------
 req GET "/tasks/$id" key-b; check "another tenant's task: 404" "404" "$code"
 req GET /tasks key-b; check "a tenant without a database password is served" "200" "$code"
