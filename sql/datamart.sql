@@ -142,6 +142,8 @@ CREATE TABLE iwd_dm.task_fact (
 );
 CREATE INDEX ON iwd_dm.task_fact (created_at);
 CREATE INDEX ON iwd_dm.task_fact (finished_at);
+-- when a task with a due time starts to count as pending overdue (aggregation reads a range of it)
+CREATE INDEX task_fact_overdue_from_idx ON iwd_dm.task_fact ((greatest(created_at, due_at))) WHERE due_at IS NOT NULL;
 
 -- ---------------------------------------------------------------------------------------------
 -- Aggregates: one table per level, one row per interval and grouping
@@ -221,21 +223,20 @@ $$;
 -- Loading
 -- ---------------------------------------------------------------------------------------------
 
--- Recompute the facts of these tasks from their whole history and current row. The statement is
--- planned with the ids at hand (EXECUTE): a few thousand tasks are looked up by index, a whole history
--- loaded from scratch is hashed and joined in one pass.
+-- Recompute the facts of these tasks (ids may repeat) from their whole history and current row. The
+-- statement is planned with the ids at hand (EXECUTE): a few thousand tasks are looked up by index, a
+-- whole history loaded from scratch is scanned once with the ids hashed.
 CREATE FUNCTION iwd_dm._refresh_task_facts(ids bigint[]) RETURNS void
 LANGUAGE plpgsql AS $$
 BEGIN
     EXECUTE $q$
-    WITH touched AS (SELECT DISTINCT id FROM unnest($1::bigint[]) AS u(id)),
-    history AS (
+    WITH history AS (
         SELECT x.task_id,
                min(x.at) FILTER (WHERE x.event = 'reserved') AS first_assigned_at,
                max(x.at) FILTER (WHERE x.event = 'reserved') AS last_assigned_at,
                max(x.at) FILTER (WHERE x.event = 'accepted') AS accepted_at
-        FROM iwd_dm.task_event_fact x JOIN touched ON touched.id = x.task_id
-        WHERE x.event IN ('reserved', 'accepted')
+        FROM iwd_dm.task_event_fact x
+        WHERE x.task_id = ANY ($1) AND x.event IN ('reserved', 'accepted')
         GROUP BY x.task_id)
     INSERT INTO iwd_dm.task_fact AS f
     SELECT t.id, t.external_id, t.capture_point, t.department, t.process, t.category, t.queue, t.media_type,
@@ -256,8 +257,8 @@ BEGIN
            t.status = 'completed' AND t.due_at IS NOT NULL AND t.completed_at > t.due_at,
            t.status = 'completed' AND (t.due_at IS NULL OR t.completed_at <= t.due_at)
     FROM iwd.task_all t
-    JOIN touched ON touched.id = t.id
     LEFT JOIN history e ON e.task_id = t.id
+    WHERE t.id = ANY ($1)
     ORDER BY t.id
     ON CONFLICT (task_id) DO UPDATE SET
         external_id = EXCLUDED.external_id, capture_point = EXCLUDED.capture_point,
@@ -305,17 +306,29 @@ BEGIN
     SELECT max(at) INTO prev_last_at FROM iwd_dm.task_event_fact;
     -- gaps older than any transaction can be are closed: their ids were rolled back
     DELETE FROM iwd_dm.event_gap WHERE seen_at < clock_timestamp() - interval '15 minutes';
-    WITH candidates AS (
-        SELECT e.* FROM iwd_dm.event_gap g JOIN iwd.task_event e ON e.id BETWEEN g.from_id AND g.to_id
-        UNION ALL
-        (SELECT e.* FROM iwd.task_event e WHERE e.id > mark ORDER BY e.id LIMIT batch)),
-    ins AS (
-        INSERT INTO iwd_dm.task_event_fact (event_id, task_id, at, event, actor, status_before, status_after, detail)
-        SELECT id, task_id, at, event, actor, status_before, status_after, detail FROM candidates
-        ON CONFLICT (event_id) DO NOTHING
-        RETURNING event_id, task_id, at)
-    SELECT count(*), max(event_id), array_agg(DISTINCT task_id), min(at), max(at)
-    INTO loaded, new_max, touched, first_at, last_at FROM ins;
+    -- Events after the watermark cannot have been loaded, unless the facts were restored without their
+    -- watermark: only then, and for the gaps, does the insert check each event for a conflict.
+    EXECUTE format($q$
+        WITH gap_events AS (
+            INSERT INTO iwd_dm.task_event_fact (event_id, task_id, at, event, actor, status_before, status_after,
+                                                detail)
+            SELECT e.id, e.task_id, e.at, e.event, e.actor, e.status_before, e.status_after, e.detail
+            FROM iwd_dm.event_gap g JOIN iwd.task_event e ON e.id BETWEEN g.from_id AND g.to_id
+            ON CONFLICT (event_id) DO NOTHING
+            RETURNING event_id, task_id, at),
+        new_events AS (
+            INSERT INTO iwd_dm.task_event_fact (event_id, task_id, at, event, actor, status_before, status_after,
+                                                detail)
+            SELECT e.id, e.task_id, e.at, e.event, e.actor, e.status_before, e.status_after, e.detail
+            FROM iwd.task_event e WHERE e.id > $1 ORDER BY e.id LIMIT $2
+            %s
+            RETURNING event_id, task_id, at)
+        SELECT count(*), max(event_id), array_agg(task_id), min(at), max(at)
+        FROM (SELECT * FROM gap_events UNION ALL SELECT * FROM new_events) ins
+        $q$, CASE WHEN EXISTS (SELECT 1 FROM iwd_dm.task_event_fact WHERE event_id > mark)
+                  THEN 'ON CONFLICT (event_id) DO NOTHING' END)
+    INTO loaded, new_max, touched, first_at, last_at
+    USING mark, batch;
     IF loaded = 0 THEN
         RETURN 0;
     END IF;
@@ -455,9 +468,13 @@ BEGIN
                 WHERE due_at IS NOT NULL AND greatest(created_at, due_at) >= $3 AND greatest(created_at, due_at) < $4
                   AND (finished_at IS NULL OR finished_at >= greatest(created_at, due_at))
                 UNION ALL
+                -- each reservation's task by its key (OFFSET 0 keeps the planner from hashing all the
+                -- facts for the few reservations of an intraday run)
                 SELECT f.department, f.process, f.category, f.queue, f.media_type, f.customer_segment, %6$s,
                        0, 1, 0, 0, 0, 0, 0, 0, 0, 0, NULL, NULL, NULL, 0
-                FROM iwd_dm.task_event_fact x JOIN iwd_dm.task_fact f ON f.task_id = x.task_id
+                FROM iwd_dm.task_event_fact x
+                CROSS JOIN LATERAL (SELECT department, process, category, queue, media_type, customer_segment
+                                    FROM iwd_dm.task_fact WHERE task_id = x.task_id OFFSET 0) f
                 WHERE x.event = 'reserved' AND x.at >= $3 AND x.at < $4) r
             WHERE mask <> 0
             GROUP BY %1$s, q, mask),

@@ -1,4 +1,4 @@
--- :tasks tasks over :days days ending at :end, four events each (created, reserved, accepted, and one
+-- :tasks tasks (ids :first …) over the :days days ending at :end, four events each (created, reserved, accepted, and one
 -- of completed/canceled/expired), written straight into the history as the core would have.
 \set ON_ERROR_STOP 1
 INSERT INTO iwd.task_closed (id, external_id, capture_point, media_type, department, process, category, queue,
@@ -10,7 +10,7 @@ SELECT i, 'G' || i, (ARRAY['erp', 'crm', 'mail', 'portal'])[1 + i % 4], 'workite
        CASE WHEN i % 20 = 0 THEN 'canceled' WHEN i % 50 = 1 THEN 'expired' ELSE 'completed' END,
        c, c, c + interval '4 hours', 'agent' || (i % 500), c + interval '20 minutes' * (1 + i % 5),
        c + interval '20 minutes' * (1 + i % 5) + interval '10 minutes' * (1 + i % 7), c
-FROM (SELECT i, (:'end'::timestamptz - interval '1 day' * :days) + (interval '1 day' * :days) * (i::float8 / :tasks) AS c
+FROM (SELECT i, (:'end'::timestamptz - interval '1 day' * :days) + (interval '1 day' * :days) * ((i - :first + 1)::float8 / :tasks) AS c
       FROM generate_series(:first, :first + :tasks - 1) i) s;
 INSERT INTO iwd.task_event (task_id, at, event, actor, status_before, status_after)
 SELECT t.id, e.at, e.event, e.actor, e.before, e.after
