@@ -11,14 +11,24 @@
  *   and the universal queue is a partial index over queued rows in queue
  *   order (priority DESC, business_value DESC, due_at, created_at, id). The
  *   index stays as small as the backlog, whatever the history size.
- * - A claim picks, then updates. The pick walks that index in order, filters
- *   by media type with free capacity, requested agent and skills
- *   (iwd.skills_met, a C function over the two jsonb skill maps), and stops at
- *   the first row whose transaction-scoped advisory lock it obtains
- *   (pg_try_advisory_xact_lock on the task id): concurrent claimers skip each
- *   other's candidates without waiting. The update then takes the row only if
- *   it is still queued; when another claimer took it after our snapshot, the
- *   claim looks again. Row locks (FOR UPDATE SKIP LOCKED) would do the same
+ * - Claims read a second partial index in the same order, bucketed by the
+ *   task's routing skill (iwd.routing_skill: the first of the skills it
+ *   requires, '' when it requires none). An agent can only take a task whose
+ *   every required skill it has, so the task's routing skill is always one of
+ *   the agent's: the pick reads the head of the agent's buckets (one short
+ *   index range per skill, plus the '' bucket) and merges them, instead of
+ *   walking the whole universal queue past the work of every other skill. A
+ *   specialist agent in a large backlog reads a handful of rows, not
+ *   thousands.
+ * - A claim picks, then updates. The pick returns the best few candidates
+ *   that fit (media type with free capacity, requested agent, skills and
+ *   levels through iwd.skills_met, a C function over the two jsonb skill
+ *   maps); the claim walks them in order and takes the first whose
+ *   transaction-scoped advisory lock it obtains (pg_try_advisory_xact_lock on
+ *   the task id) and that is still queued when it updates it, so that
+ *   concurrent claimers skip each other's candidates without waiting. Only
+ *   when every candidate was taken does it pick again, with a wider window.
+ *   Row locks (FOR UPDATE SKIP LOCKED) would do the same
  *   job, but a claimer that meets a row claimed after its snapshot locks the
  *   newest version before rejecting it and keeps that lock until it commits,
  *   which makes the completion of that task wait: advisory locks leave the
@@ -47,6 +57,7 @@
 #include "fmgr.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/fmgrprotos.h"
 #include "utils/jsonb.h"
 #include "utils/numeric.h"
 
@@ -57,6 +68,8 @@
 /* advisory lock class of the claim (the other key is the task id) */
 #define CLAIM_LOCK_CLASS 1230003
 #define CLAIM_ATTEMPTS_MAX 8
+/* candidates per skill bucket on the first pick (doubled on each new pick) */
+#define CLAIM_WINDOW 4
 
 static SPIPlanPtr agent_plan = NULL;
 static SPIPlanPtr load_plan = NULL;
@@ -132,6 +145,53 @@ iwd_skills_met(PG_FUNCTION_ARGS)
 	PG_RETURN_BOOL(SkillsMet(PG_GETARG_JSONB_P(0), PG_GETARG_JSONB_P(1)));
 }
 
+/* The routing skill of a skill map: its first key (jsonb keeps keys sorted), '' when it has none. */
+static text *
+RoutingSkill(Jsonb *skills)
+{
+	JsonbIterator *it;
+	JsonbValue	v;
+	JsonbIteratorToken tok;
+
+	if (!JB_ROOT_IS_OBJECT(skills) || JB_ROOT_COUNT(skills) == 0)
+		return cstring_to_text("");
+	it = JsonbIteratorInit(&skills->root);
+	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+		if (tok == WJB_KEY)
+			return cstring_to_text_with_len(v.val.string.val, v.val.string.len);
+	return cstring_to_text("");
+}
+
+PG_FUNCTION_INFO_V1(iwd_routing_skill);
+
+/* SQL: iwd.routing_skill(skills jsonb) RETURNS text (the claim index's bucket) */
+Datum
+iwd_routing_skill(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_TEXT_P(RoutingSkill(PG_GETARG_JSONB_P(0)));
+}
+
+/* The buckets an agent with these skills reads: each of its skills, and '' (tasks needing none). */
+static ArrayType *
+AgentBuckets(Jsonb *skills)
+{
+	Datum	   *keys = palloc(sizeof(Datum) * (JB_ROOT_COUNT(skills) + 1));
+	int			n = 0;
+
+	keys[n++] = CStringGetTextDatum("");
+	if (JB_ROOT_IS_OBJECT(skills))
+	{
+		JsonbIterator *it = JsonbIteratorInit(&skills->root);
+		JsonbValue	v;
+		JsonbIteratorToken tok;
+
+		while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+			if (tok == WJB_KEY)
+				keys[n++] = PointerGetDatum(cstring_to_text_with_len(v.val.string.val, v.val.string.len));
+	}
+	return construct_array(keys, n, TEXTOID, -1, false, TYPALIGN_INT);
+}
+
 /* Media types in which the agent (row 0 of the agent query) has free capacity. */
 static ArrayType *
 FreeMediaTypes(Jsonb *capacity, const char *agent)
@@ -193,7 +253,7 @@ ClaimTask(const char *agent, int reserve_seconds, bool *found)
 {
 	Oid			agent_types[1] = {TEXTOID};
 	Oid			claim_types[6] = {TEXTOID, TEXTARRAYOID, TIMESTAMPTZOID, TIMESTAMPTZOID, JSONBOID, INT8OID};
-	Oid			pick_types[3] = {TEXTOID, TEXTARRAYOID, JSONBOID};
+	Oid			pick_types[5] = {TEXTOID, TEXTARRAYOID, JSONBOID, TEXTARRAYOID, INT4OID};
 	Oid			event_types[4] = {INT8OID, TIMESTAMPTZOID, TEXTOID, TIMESTAMPTZOID};
 	Datum		agent_arg[1] = {CStringGetTextDatum(agent)};
 	TimestampTz now = IwdNow();
@@ -202,6 +262,7 @@ ClaimTask(const char *agent, int reserve_seconds, bool *found)
 	char	   *state;
 	Jsonb	   *skills;
 	ArrayType  *media;
+	ArrayType  *buckets;
 	Datum		claim_args[6];
 	Datum		event_args[4];
 	int64		task_id;
@@ -230,36 +291,58 @@ ClaimTask(const char *agent, int reserve_seconds, bool *found)
 	claim_args[2] = TimestampTzGetDatum(until);
 	claim_args[3] = TimestampTzGetDatum(now);
 	claim_args[4] = JsonbPGetDatum(skills);
-	for (int attempt = 0;; attempt++)
+	buckets = AgentBuckets(skills);
+	for (int attempt = 0, window = CLAIM_WINDOW;; attempt++, window *= 2)
 	{
-		Datum		pick_args[3] = {agent_arg[0], PointerGetDatum(media), JsonbPGetDatum(skills)};
+		Datum		pick_args[5] = {agent_arg[0], PointerGetDatum(media), JsonbPGetDatum(skills),
+		PointerGetDatum(buckets), Int32GetDatum(window)};
+		int			ncandidates;
+		int64	   *candidates;
+		bool		claimed = false;
 
-		/* the best queued task that fits and that no other claimer is taking */
+		/* the best queued tasks that fit, from the head of each of the agent's skill buckets */
 		if (SPI_execute_plan(KeepPlan(&pick_plan,
-									  "SELECT q.id FROM iwd.task q WHERE q.status = 'queued' "
-									  "AND CASE WHEN q.media_type = ANY ($2) "
+									  "SELECT c.id FROM unnest($4) AS s(k) CROSS JOIN LATERAL ("
+									  "SELECT q.id, q.priority, q.business_value, q.due_at, q.created_at "
+									  "FROM iwd.task q WHERE q.status = 'queued' "
+									  "AND iwd.routing_skill(q.skills) = s.k "
+									  "AND q.media_type = ANY ($2) "
 									  "AND (q.requested_agent IS NULL OR q.requested_agent = $1) "
 									  "AND iwd.skills_met(q.skills, $3) "
-									  "THEN pg_try_advisory_xact_lock(" CppAsString2(CLAIM_LOCK_CLASS) ", "
-									  "(q.id % 2147483647)::int4) ELSE false END "
 									  "ORDER BY q.priority DESC, q.business_value DESC, q.due_at ASC NULLS LAST, "
-									  "q.created_at, q.id LIMIT 1",
-									  3, pick_types), pick_args, NULL, false, 1) != SPI_OK_SELECT)
+									  "q.created_at, q.id LIMIT $5) c "
+									  "ORDER BY c.priority DESC, c.business_value DESC, c.due_at ASC NULLS LAST, "
+									  "c.created_at, c.id LIMIT $5",
+									  5, pick_types), pick_args, NULL, false, 0) != SPI_OK_SELECT)
 			elog(ERROR, "could not pick a task");
 		if (SPI_processed == 0)
 			return (Datum) 0;
-		claim_args[5] = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-		if (SPI_execute_plan(KeepPlan(&claim_plan,
-									  "UPDATE iwd.task t SET status = 'assigned', assigned_to = $1, "
-									  "reserved_until = $3, accepted_at = NULL, updated_at = $4 "
-									  "WHERE t.id = $6 AND t.status = 'queued' "
-									  "RETURNING t.id, iwd.task_json(t)",
-									  6, claim_types), claim_args, NULL, false, 1) != SPI_OK_UPDATE_RETURNING)
-			elog(ERROR, "could not claim a task");
-		if (SPI_processed == 1)
+		ncandidates = (int) SPI_processed;
+		candidates = palloc(sizeof(int64) * ncandidates);
+		for (int i = 0; i < ncandidates; i++)
+			candidates[i] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
+		for (int i = 0; i < ncandidates && !claimed; i++)
+		{
+			/* another claimer is taking it: next */
+			if (!DatumGetBool(DirectFunctionCall2(pg_try_advisory_xact_lock_int4,
+												  Int32GetDatum(CLAIM_LOCK_CLASS),
+												  Int32GetDatum((int32) (candidates[i] % PG_INT32_MAX)))))
+				continue;
+			claim_args[5] = Int64GetDatum(candidates[i]);
+			if (SPI_execute_plan(KeepPlan(&claim_plan,
+										  "UPDATE iwd.task t SET status = 'assigned', assigned_to = $1, "
+										  "reserved_until = $3, accepted_at = NULL, updated_at = $4 "
+										  "WHERE t.id = $6 AND t.status = 'queued' "
+										  "RETURNING t.id, iwd.task_json(t)",
+										  6, claim_types), claim_args, NULL, false, 1) != SPI_OK_UPDATE_RETURNING)
+				elog(ERROR, "could not claim a task");
+			/* 0 rows: another claimer took it between our snapshot and our update */
+			claimed = SPI_processed == 1;
+		}
+		if (claimed)
 			break;
-		/* another claimer took it between our snapshot and our update: look again */
-		if (attempt == CLAIM_ATTEMPTS_MAX)
+		/* every candidate was taken by others meanwhile: look again, further down */
+		if (attempt == CLAIM_ATTEMPTS_MAX || ncandidates < window)
 			return (Datum) 0;
 	}
 	task_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));

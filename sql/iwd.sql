@@ -230,14 +230,24 @@ CREATE FUNCTION iwd.is_terminal(status text) RETURNS boolean
 -- Does an agent with skill levels "agent" meet every level in "required"?
 CREATE FUNCTION iwd.skills_met(required jsonb, agent jsonb) RETURNS boolean
     AS 'MODULE_PATHNAME', 'iwd_skills_met' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+CREATE FUNCTION iwd.routing_skill(skills jsonb) RETURNS text
+    AS 'MODULE_PATHNAME', 'iwd_routing_skill' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+
+-- The claim index: the universal queue's order within buckets of the first required skill, so that an
+-- agent reads only the heads of the buckets of its own skills (see extension/claim.c).
+CREATE INDEX task_claim_idx ON iwd.task
+    (iwd.routing_skill(skills), priority DESC, business_value DESC, due_at ASC NULLS LAST, created_at, id)
+    WHERE status = 'queued';
 
 -- Reserve the next best task for an agent (NULL when nothing fits).
--- The claim must walk the queue index in order whatever the statistics say (after a bulk load they
--- may describe a small table, and a sort of the whole backlog would be chosen): the plan settings
--- below leave the planner only that path.
+-- The claim must walk the claim index in order whatever the statistics say (after a bulk load they
+-- may describe a small table, and a sort of a whole skill bucket would be chosen): the plan settings
+-- below leave the planner only that path (the merge of the few candidates is still sorted). With
+-- enable_sort off every plan looks expensive, so JIT is turned off: compiling would cost far more
+-- than the claim itself.
 CREATE FUNCTION iwd.next_task(agent text, reserve_seconds int DEFAULT 30) RETURNS jsonb
     AS 'MODULE_PATHNAME', 'iwd_next_task' LANGUAGE C VOLATILE STRICT
-    SET enable_sort = off SET enable_bitmapscan = off;
+    SET enable_sort = off SET enable_bitmapscan = off SET jit = off;
 
 -- Cumulative counters of this database since server start.
 CREATE FUNCTION iwd._counters(OUT claims bigint, OUT reservation_timeouts bigint)

@@ -61,6 +61,25 @@ SELECT iwd.queue_stats() -> 'queues';
 -- a longer reservation on request
 SELECT iwd.next_task('junior', 600) ->> 'reservedUntil';
 
+-- tasks needing several skills sit in the bucket of their first skill (jsonb key order: shorter
+-- first); an agent reads the buckets of its own skills and the one of tasks needing none
+SELECT iwd.routing_skill('{"billing": 1, "audit": 1}') AS pair, iwd.routing_skill('{}') AS none,
+       iwd.routing_skill('{"zeta": 1}') AS one;
+SELECT iwd.upsert_agent('{"id": "biller", "skills": {"billing": 3}, "capacity": {"chat": 10}, "state": "ready"}') IS NOT NULL;
+SELECT iwd.upsert_agent('{"id": "auditor", "skills": {"audit": 2, "billing": 3}, "capacity": {"chat": 10},
+                          "state": "ready"}') IS NOT NULL;
+SELECT task('pair', '{"priority": 90, "mediaType": "chat", "skills": {"billing": 1, "audit": 1}}') > 0;
+SELECT task('bill-hard', '{"priority": 80, "mediaType": "chat", "skills": {"billing": 5}}') > 0;
+SELECT task('plain', '{"priority": 50, "mediaType": "chat"}') > 0;
+SELECT task('bill-easy', '{"priority": 10, "mediaType": "chat", "skills": {"billing": 1}}') > 0;
+-- biller lacks audit and billing level 5: the task needing no skill, then the easy one, then nothing
+SELECT claim('biller');
+SELECT claim('biller');
+SELECT claim('biller');
+-- auditor has both skills of the pair, found in the audit bucket
+SELECT claim('auditor');
+SELECT claim('auditor');
+
 DROP FUNCTION task(text, jsonb);
 DROP FUNCTION claim(text);
 DROP EXTENSION iwd CASCADE;
