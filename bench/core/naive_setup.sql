@@ -5,7 +5,8 @@ CREATE INDEX naive_tasks_queue ON naive_tasks (priority DESC, created_at) WHERE 
 CREATE TABLE ceiling (id bigserial PRIMARY KEY, payload jsonb);
 CREATE FUNCTION naive_fill(n int) RETURNS void LANGUAGE sql AS $$
     INSERT INTO naive_tasks (priority, business_value, skill, status, payload)
-    SELECT (i::bigint * 7919) % 100, (i::bigint * 104729) % 1000, 'skill' || (1 + i % 50), 'queued',
-           jsonb_build_object('amount', i % 5000)
-    FROM generate_series(1, n - (SELECT count(*) FROM naive_tasks WHERE status = 'queued')::int) i
+    SELECT abs(hashint8(b + i)) % 100, abs(hashint8(-(b + i))) % 1000, 'skill' || (1 + (b + i) % 50), 'queued',
+           jsonb_build_object('amount', (b + i) % 5000)
+    FROM (SELECT coalesce(max(id), 0) AS b FROM naive_tasks) m,
+         generate_series(1, n - (SELECT count(*) FROM naive_tasks WHERE status = 'queued')::int) i
 $$;

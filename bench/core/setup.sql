@@ -1,4 +1,5 @@
--- Benchmark tenant: 20 categories over 50 skills, 500 ready agents with 1-5 skills (levels 1-10).
+-- Benchmark tenant (the issue's workload): 20 categories/queues, 50 skills, 500 ready agents with 1-5
+-- skills (levels 1-10), tasks needing 1-2 skills (levels 1-3), 10 % due within the hour.
 CREATE EXTENSION IF NOT EXISTS iwd;
 SELECT iwd.upsert_department('{"name": "Bench"}');
 SELECT iwd.upsert_category(jsonb_build_object(
@@ -6,23 +7,32 @@ SELECT iwd.upsert_category(jsonb_build_object(
     'slaMinutes', 60 * (1 + c % 8), 'queue', 'q' || c,
     'reprioritize', jsonb_build_object('step', 1, 'everyMinutes', 30, 'max', 100)))
 FROM generate_series(1, 20) c;
--- every agent can take every task here: the claim path, not the matching, is measured
+-- 500 agents with 1-5 skills each (levels 1-10); agent a has skills 7a, 7a+13, 7a+26, ... (mod 50), so
+-- that the pairs of skills two-skill tasks need (s, s+13) exist among the agents
+CREATE TABLE bench_agent_skills AS
+    SELECT a, 'skill' || (1 + (7 * a + 13 * j) % 50) AS skill, 1 + (a + 3 * j) % 10 AS level
+    FROM generate_series(1, 500) a, generate_series(0, 4) j WHERE j <= (a / 50) % 5;
+CREATE INDEX ON bench_agent_skills (a);
 SELECT iwd.upsert_agent(jsonb_build_object(
     'id', 'agent' || a, 'state', 'ready', 'capacity', jsonb_build_object('workitem', 5),
-    'skills', (SELECT jsonb_object_agg('skill' || s, 10) FROM generate_series(1, 50) s)))
-FROM generate_series(1, 500) a;
+    'skills', (SELECT jsonb_object_agg(skill, level) FROM bench_agent_skills s WHERE s.a = g.a)))
+FROM generate_series(1, 500) g(a);
 -- add_tasks(k): k new queued tasks through one iwd.create_tasks call
 CREATE FUNCTION bench_add_tasks(k int) RETURNS int LANGUAGE plpgsql AS $$
 DECLARE
     base bigint := (SELECT coalesce(max(id), 0) FROM iwd.task_all);
 BEGIN
-    PERFORM iwd.create_tasks((SELECT jsonb_agg(jsonb_build_object(
+    PERFORM iwd.create_tasks((SELECT jsonb_agg(jsonb_strip_nulls(jsonb_build_object(
         'externalId', 'B' || (base + i), 'capturePoint', 'bench',
         'category', 'cat' || (1 + (base + i) % 20),
-        'priority', ((base + i) * 7919) % 100,
-        'businessValue', ((base + i) * 104729) % 1000,
-        'skills', jsonb_build_object('skill' || (1 + (base + i) % 50), 1 + (base + i) % 10),
-        'attributes', jsonb_build_object('amount', (base + i) % 5000)))
+        'priority', abs(hashint8(base + i)) % 100,
+        'businessValue', abs(hashint8(-(base + i))) % 1000,
+        'skills', CASE WHEN (base + i) % 2 = 0
+                       THEN jsonb_build_object('skill' || (1 + (base + i) % 50), 1 + (base + i) % 3,
+                                               'skill' || (1 + ((base + i) % 50 + 13) % 50), 1)
+                       ELSE jsonb_build_object('skill' || (1 + (base + i) % 50), 1 + (base + i) % 3) END,
+        'dueAt', CASE WHEN (base + i) % 10 = 0 THEN iwd.now() + ((base + i) % 60 + 1) * interval '1 minute' END,
+        'attributes', jsonb_build_object('amount', (base + i) % 5000))))
         FROM generate_series(1, k) i));
     RETURN k;
 END $$;
