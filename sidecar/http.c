@@ -54,6 +54,8 @@ int iwd_respond_text(iwd_call_t *call, int status, const char *content_type, con
         h2o_send_inline(req, "", 0);
         return 0;
     }
+    /* a known length keeps the connection open whatever the status (h2o closes it otherwise) */
+    req->res.content_length = len;
     h2o_send_inline(req, body, len);
     return 0;
 }

@@ -175,6 +175,9 @@ check "a body over the limit: 413 in JSON" "413 413" "$code $(json .status.code)
 req GET "/tasks/$id" key-a; check "get a task" "200 INV-1" "$code $(json .externalId)"
 req GET /tasks/999999 key-a; check "an unknown task: 404" "404" "$code"
 req GET /tasks/abc key-a; check "a malformed id: 400" "400" "$code"
+reuse=$(curl -s -o /dev/null -o /dev/null -o /dev/null -w '%{http_code}:%{num_connects} ' -H 'x-api-key: key-a' \
+    "$base/tasks/999999" "$base/tasks/abc" "$base/tasks/$id")
+check "answers of any status keep the connection open" "404:1 400:0 200:0 " "$reuse"
 req PATCH "/tasks/$id" key-a '{"subject": "Approve ACME invoice 42", "priority": 70}'
 check "patch a task" "200 70" "$code $(json .priority)"
 req PATCH "/tasks/$id" key-a '{"status": "completed"}'
