@@ -225,11 +225,12 @@ $$;
 
 -- Recompute the facts of these tasks (ids may repeat) from their whole history and current row. The
 -- statement is planned with the ids at hand (EXECUTE): a few thousand tasks are looked up by index, a
--- whole history loaded from scratch is scanned once with the ids hashed.
+-- whole history loaded from scratch is scanned once with the ids hashed. Into an empty table (a load
+-- from scratch), rows are inserted without the conflict check.
 CREATE FUNCTION iwd_dm._refresh_task_facts(ids bigint[]) RETURNS void
 LANGUAGE plpgsql AS $$
 BEGIN
-    EXECUTE $q$
+    EXECUTE format($q$
     WITH history AS (
         SELECT x.task_id,
                min(x.at) FILTER (WHERE x.event = 'reserved') AS first_assigned_at,
@@ -260,6 +261,8 @@ BEGIN
     LEFT JOIN history e ON e.task_id = t.id
     WHERE t.id = ANY ($1)
     ORDER BY t.id
+    %s
+    $q$, CASE WHEN EXISTS (SELECT 1 FROM iwd_dm.task_fact) THEN $c$
     ON CONFLICT (task_id) DO UPDATE SET
         external_id = EXCLUDED.external_id, capture_point = EXCLUDED.capture_point,
         department = EXCLUDED.department, process = EXCLUDED.process, category = EXCLUDED.category,
@@ -272,7 +275,8 @@ BEGIN
         time_to_first_assignment_s = EXCLUDED.time_to_first_assignment_s, queue_s = EXCLUDED.queue_s,
         handle_s = EXCLUDED.handle_s, age_s = EXCLUDED.age_s, overdue = EXCLUDED.overdue,
         completed_in_sla = EXCLUDED.completed_in_sla
-    $q$ USING ids;
+    $c$ END)
+    USING ids;
 END $$;
 
 -- Mark dirty every interval of every level between two times.
@@ -488,36 +492,45 @@ BEGIN
         picked AS (
             SELECT array_position($5::text[], p.level) AS lvl, p.s FROM unnest($6::text[], $7::timestamptz[]) p(level, s)),
         flows AS MATERIALIZED (
-            SELECT l.lvl, f.gid,
-                   CASE l.lvl WHEN 1 THEN f.q AT TIME ZONE %8$L ELSE date_trunc($5[l.lvl], f.q) AT TIME ZONE %8$L END AS b,
-                   sum(f.created) AS created, sum(f.assigned) AS assigned, sum(f.completed) AS completed,
-                   sum(f.canceled) AS canceled, sum(f.rejected) AS rejected, sum(f.expired) AS expired,
-                   sum(f.overdue) AS overdue, sum(f.in_sla) AS in_sla, sum(f.backlog_delta) AS backlog_delta,
-                   sum(f.po_delta) AS po_delta, sum(f.sum_age_s) / nullif(sum(f.n_age_s), 0)::float8 AS avg_age_s,
-                   max(f.max_age_s) AS max_age_s, sum(f.sum_queue_s) / nullif(sum(f.n_queue_s), 0)::float8 AS avg_queue_s,
-                   sum(f.sum_handle_s) / nullif(sum(f.n_handle_s), 0)::float8 AS avg_handle_s, sum(f.value) AS value
-            FROM (SELECT n.gid, f.* FROM fine f JOIN groupings n ON %2$s) f
-            JOIN unnest($8::int[]) AS l(lvl) ON f.mask & (1 << (l.lvl - 1)) <> 0
-            GROUP BY 1, 2, 3
-            UNION ALL
-            SELECT f.lvl, n.gid, $1[f.lvl], 0, 0, 0, 0, 0, 0, 0, 0, f.backlog_delta, f.po_delta, NULL, NULL, NULL, NULL, 0
-            FROM open_at_lo f JOIN groupings n ON %2$s),
-        per_bucket AS (
-            -- each (level, grouping, interval) has at most one flow with durations: max() of one value is that
-            -- value; the open tasks and the fillers (the picked intervals without flows: their stocks) add none
-            SELECT lvl, gid, b, sum(created) AS created, sum(assigned) AS assigned, sum(completed) AS completed,
-                   sum(canceled) AS canceled, sum(rejected) AS rejected, sum(expired) AS expired,
-                   sum(overdue) AS overdue, sum(in_sla) AS in_sla, sum(backlog_delta) AS backlog_delta,
-                   sum(po_delta) AS po_delta, max(avg_age_s) AS avg_age_s, max(max_age_s) AS max_age_s,
-                   max(avg_queue_s) AS avg_queue_s, max(avg_handle_s) AS avg_handle_s, sum(value) AS value
-            FROM (SELECT * FROM flows
+            -- per level, grouping and interval: the sums of the quarter hours, and the open tasks at the
+            -- level's first interval (they add to the stocks only)
+            SELECT lvl, gid, b, sum(created)::bigint AS created, sum(assigned)::bigint AS assigned,
+                   sum(completed)::bigint AS completed, sum(canceled)::bigint AS canceled,
+                   sum(rejected)::bigint AS rejected, sum(expired)::bigint AS expired,
+                   sum(overdue)::bigint AS overdue, sum(in_sla)::bigint AS in_sla,
+                   sum(backlog_delta)::bigint AS backlog_delta, sum(po_delta)::bigint AS po_delta,
+                   sum(sum_age_s) / nullif(sum(n_age_s), 0)::float8 AS avg_age_s, max(max_age_s) AS max_age_s,
+                   sum(sum_queue_s) / nullif(sum(n_queue_s), 0)::float8 AS avg_queue_s,
+                   sum(sum_handle_s) / nullif(sum(n_handle_s), 0)::float8 AS avg_handle_s,
+                   sum(value)::bigint AS value
+            FROM (SELECT l.lvl, f.gid,
+                         CASE l.lvl WHEN 1 THEN f.q AT TIME ZONE %8$L
+                                    ELSE date_trunc($5[l.lvl], f.q) AT TIME ZONE %8$L END AS b,
+                         f.created, f.assigned, f.completed, f.canceled, f.rejected, f.expired, f.overdue, f.in_sla,
+                         f.backlog_delta, f.po_delta, f.sum_age_s, f.n_age_s, f.max_age_s, f.sum_queue_s, f.n_queue_s,
+                         f.sum_handle_s, f.n_handle_s, f.value
+                  FROM (SELECT n.gid, f.* FROM fine f JOIN groupings n ON %2$s) f
+                  JOIN unnest($8::int[]) AS l(lvl) ON f.mask & (1 << (l.lvl - 1)) <> 0
                   UNION ALL
-                  SELECT p.lvl, ng.gid, p.s, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, NULL, NULL, NULL, NULL, 0
-                  FROM (SELECT DISTINCT lvl, gid FROM flows) ng JOIN picked p USING (lvl)) filled
+                  SELECT f.lvl, n.gid, $1[f.lvl], 0, 0, 0, 0, 0, 0, 0, 0, f.backlog_delta, f.po_delta, NULL, 0, NULL,
+                         NULL, 0, NULL, 0, 0
+                  FROM open_at_lo f JOIN groupings n ON %2$s) x
             GROUP BY lvl, gid, b),
         stocks AS (
-            SELECT *, sum(backlog_delta) OVER w AS backlog_end, sum(po_delta) OVER w AS pending_overdue
-            FROM per_bucket WINDOW w AS (PARTITION BY lvl, gid ORDER BY b)),
+            -- every picked interval of each level's groupings, with or without flows; the running sums
+            -- also count the flows of the intervals between them
+            SELECT lvl, gid, b, coalesce(f.created, 0) AS created, coalesce(f.assigned, 0) AS assigned,
+                   coalesce(f.completed, 0) AS completed, coalesce(f.canceled, 0) AS canceled,
+                   coalesce(f.rejected, 0) AS rejected, coalesce(f.expired, 0) AS expired,
+                   coalesce(f.overdue, 0) AS overdue, coalesce(f.in_sla, 0) AS in_sla, f.avg_age_s, f.max_age_s,
+                   f.avg_queue_s, f.avg_handle_s, coalesce(f.value, 0) AS value,
+                   sum(coalesce(f.backlog_delta, 0)) OVER w AS backlog_end,
+                   sum(coalesce(f.po_delta, 0)) OVER w AS pending_overdue
+            FROM flows f
+            FULL JOIN (SELECT ng.lvl, ng.gid, p.s AS b
+                       FROM (SELECT DISTINCT lvl, gid FROM flows) ng JOIN picked p USING (lvl)) filler
+                USING (lvl, gid, b)
+            WINDOW w AS (PARTITION BY lvl, gid ORDER BY b)),
         result AS MATERIALIZED (
             SELECT s.lvl, s.b, n.department, n.process, n.category, n.queue, n.media_type, n.customer_segment,
                    s.created, s.assigned, s.completed, s.canceled, s.rejected, s.expired, s.overdue, s.in_sla,
