@@ -360,16 +360,6 @@ END $$;
 -- Aggregation
 -- ---------------------------------------------------------------------------------------------
 
--- The SQL expression of the start of the interval of a level containing time expression t, aligned
--- in time zone tz (weeks start on Monday). Set-based aggregation inlines it rather than calling a
--- function per row.
-CREATE FUNCTION iwd_dm._bucket_sql(level text, t text, tz text) RETURNS text
-LANGUAGE sql IMMUTABLE AS $$
-    SELECT CASE level
-        WHEN '15min' THEN format('(date_bin(''15 minutes'', (%s) AT TIME ZONE %L, timestamp ''2000-01-03'') AT TIME ZONE %L)', t, tz, tz)
-        ELSE format('(date_trunc(%L, (%s) AT TIME ZONE %L) AT TIME ZONE %L)', level, t, tz, tz) END
-$$;
-
 -- The select list q, mask of time expression t: its local quarter hour in time zone tz (a timestamp
 -- without time zone, so that every level's interval is a date_trunc of it), and the levels whose
 -- range [$1[i], $2[i]) holds t, as bit i - 1.
@@ -398,9 +388,9 @@ $$;
 -- per level, cost more than everything else together. The number is attached with a hash join on
 -- (column IS NULL, coalesce(column, '')) pairs, which is equality with NULLs equal. Rows are inserted
 -- in the order of each aggregate's unique index so that each index page is visited once.
--- (JIT compilation of these large statements costs more than it saves; the planner, which cannot
--- estimate the twelve-column join, would otherwise sort both sides for a merge join rather than hash
--- a few hundred groupings.)
+-- (JIT compilation of these large statements costs more than it saves. The planner cannot estimate
+-- the twelve-column join nor the number of flows: it would sort both sides for a merge join rather
+-- than hash a few hundred groupings, and group the facts by sorting them on text rather than hash.)
 CREATE FUNCTION iwd_dm._aggregate_intervals(picked_levels text[], picked_starts timestamptz[]) RETURNS void
 LANGUAGE plpgsql SET jit = off SET enable_mergejoin = off SET enable_sort = off AS $$
 DECLARE
