@@ -708,11 +708,82 @@ LANGUAGE sql AS $$
     SELECT (iwd._create_task(task, iwd.now())).result
 $$;
 
+-- Capture a batch of new tasks set-wise: one statement per table instead of one per task and table.
+-- NULL (nothing written) when the batch is not plainly new work: an element without capturePoint and
+-- externalId, a key already known or repeated in the batch, an element that fails validation, or a
+-- key taken concurrently; the caller then captures element by element.
+CREATE FUNCTION iwd._create_tasks_new(tasks jsonb, at timestamptz) RETURNS jsonb
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_n int := jsonb_array_length(tasks);
+    v_tasks iwd.task[];
+    v_keys int;
+    v_out jsonb;
+BEGIN
+    IF v_n < 2 OR EXISTS (
+        SELECT 1 FROM jsonb_array_elements(tasks) e
+        WHERE jsonb_typeof(e -> 'capturePoint') IS DISTINCT FROM 'string'
+           OR jsonb_typeof(e -> 'externalId') IS DISTINCT FROM 'string') THEN
+        RETURN NULL;
+    END IF;
+    IF (SELECT count(DISTINCT (e ->> 'capturePoint', e ->> 'externalId')) FROM jsonb_array_elements(tasks) e) < v_n
+       OR EXISTS (SELECT 1 FROM jsonb_array_elements(tasks) e JOIN iwd.task_key k
+                  ON k.capture_point = e ->> 'capturePoint' AND k.external_id = e ->> 'externalId') THEN
+        RETURN NULL;
+    END IF;
+    BEGIN
+        WITH p AS MATERIALIZED (
+            SELECT x.ord, iwd._prepare_task(x.e, NULL, at) AS t
+            FROM jsonb_array_elements(tasks) WITH ORDINALITY x(e, ord))
+        SELECT array_agg(ROW(
+                       nextval('iwd.task_id_seq'), (p.t).external_id, (p.t).capture_point,
+                       (p.t).media_type, (p.t).department, (p.t).process, (p.t).category, (p.t).queue,
+                       (p.t).customer_segment, (p.t).priority, (p.t).business_value,
+                       (p.t).priority_override, (p.t).business_value_override, (p.t).subject,
+                       (p.t).description, (p.t).skills, (p.t).attributes, (p.t).status, (p.t).created_at,
+                       (p.t).aging_from, (p.t).activation_at, (p.t).due_at, (p.t).expires_at,
+                       (p.t).assigned_to, (p.t).reserved_until, (p.t).accepted_at, (p.t).hold_reason,
+                       (p.t).error_reason, (p.t).completed_at, at, (p.t).reprioritize_at,
+                       (p.t).overdue_flagged, (p.t).classified_by, (p.t).customer_id, (p.t).product_type,
+                       (p.t).product_subtype, (p.t).requested_agent, (p.t).requested_skill,
+                       (p.t).source_created_at, (p.t).source_due_at, (p.t).source_process_type,
+                       (p.t).result_code)::iwd.task ORDER BY p.ord) INTO v_tasks
+        FROM p;
+    EXCEPTION WHEN OTHERS THEN
+        RETURN NULL;
+    END;
+    -- the keys decide between concurrent submissions: when one is taken meanwhile, nothing stays written
+    WITH k AS (INSERT INTO iwd.task_key (capture_point, external_id, task_id)
+               SELECT t.capture_point, t.external_id, t.id FROM unnest(v_tasks) t
+               ON CONFLICT DO NOTHING RETURNING 1)
+    SELECT count(*) INTO v_keys FROM k;
+    IF v_keys < v_n THEN
+        DELETE FROM iwd.task_key k USING unnest(v_tasks) t
+        WHERE k.capture_point = t.capture_point AND k.external_id = t.external_id AND k.task_id = t.id;
+        RETURN NULL;
+    END IF;
+    INSERT INTO iwd.task SELECT * FROM unnest(v_tasks);
+    INSERT INTO iwd.task_document (task_id, document)
+    SELECT t.id, iwd._document(t.subject, t.description, t.attributes) FROM unnest(v_tasks) t;
+    INSERT INTO iwd.task_event (task_id, at, event, actor, status_before, status_after, detail)
+    SELECT t.id, at, 'created', NULL, NULL, t.status,
+           jsonb_strip_nulls(jsonb_build_object('priority', t.priority, 'businessValue', t.business_value,
+                                                'category', t.category, 'errorReason', t.error_reason))
+    FROM unnest(v_tasks) t ORDER BY t.id;
+    IF current_setting('iwd.notify', true) = 'event' THEN
+        PERFORM pg_notify('iwd_task_event', t.id || ':created') FROM unnest(v_tasks) t;
+    END IF;
+    -- ids ascend in input order
+    SELECT jsonb_agg(iwd.task_json(t) ORDER BY t.id) INTO v_out FROM unnest(v_tasks) t;
+    RETURN v_out;
+END $$;
+
 -- Capture a JSON array of tasks, all or nothing; an error names the failing element's index.
 CREATE FUNCTION iwd.create_tasks(tasks jsonb) RETURNS jsonb
 LANGUAGE plpgsql AS $$
 DECLARE
     v_now timestamptz := iwd.now();
+    v_batch jsonb;
     v_out jsonb[] := '{}';
     v_i int := 0;
     v_state text;
@@ -722,6 +793,13 @@ DECLARE
 BEGIN
     IF tasks IS NULL OR jsonb_typeof(tasks) <> 'array' THEN
         RAISE EXCEPTION 'tasks must be a JSON array' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- the common case, a batch of new tasks, is captured set-wise; anything else (a known or repeated
+    -- key, an element without a key, an invalid element, a concurrent submission) takes the loop below,
+    -- which returns existing tasks and names the failing element
+    v_batch := iwd._create_tasks_new(tasks, v_now);
+    IF v_batch IS NOT NULL THEN
+        RETURN v_batch;
     END IF;
     BEGIN
         FOR i IN 0 .. jsonb_array_length(tasks) - 1 LOOP

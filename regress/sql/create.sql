@@ -55,6 +55,35 @@ SELECT err($$SELECT iwd.create_tasks('[{"externalId": "B-3", "capturePoint": "er
 SELECT count(*) FROM iwd.task WHERE external_id = 'B-3';
 SELECT err($$SELECT iwd.create_tasks('{"externalId": "B-5"}')$$);
 SELECT iwd.create_tasks('[]');
+-- a batch of new work is captured set-wise: ids ascend in input order, each task has its key, its search
+-- document and its "created" event
+CREATE TEMP TABLE batch AS
+SELECT t FROM jsonb_array_elements(iwd.create_tasks('[{"externalId": "S-1", "capturePoint": "erp", "priority": 5},
+                                                      {"externalId": "S-2", "capturePoint": "erp", "subject": "late fee"},
+                                                      {"externalId": "S-3", "capturePoint": "erp"}]')) t;
+SELECT jsonb_agg(t -> 'externalId') AS created,
+       max((t ->> 'id')::bigint) - min((t ->> 'id')::bigint) = 2 AS ids,
+       (SELECT array_agg(external_id ORDER BY id) FROM iwd.task WHERE external_id LIKE 'S-%') AS by_id,
+       (SELECT count(*) FROM iwd.task_key WHERE external_id LIKE 'S-%') AS keys,
+       (SELECT count(*) FROM iwd.task_document d JOIN iwd.task t ON t.id = d.task_id WHERE t.external_id LIKE 'S-%') AS docs,
+       (SELECT count(*) FROM iwd.task_event e JOIN iwd.task t ON t.id = e.task_id
+         WHERE t.external_id LIKE 'S-%' AND e.event = 'created') AS events
+FROM batch;
+SELECT s ->> 'externalId' AS found FROM iwd.search_tasks('late') s WHERE s ->> 'externalId' LIKE 'S-%';
+-- a key repeated inside a batch returns the first element's task; a known key returns the stored task
+TRUNCATE batch;
+INSERT INTO batch
+SELECT t FROM jsonb_array_elements(iwd.create_tasks('[{"externalId": "S-4", "capturePoint": "erp"},
+                                                      {"externalId": "S-4", "capturePoint": "erp"},
+                                                      {"externalId": "S-1", "capturePoint": "erp", "priority": 99}]')) t;
+SELECT t ->> 'externalId' AS ext, (t ->> 'id')::bigint = (SELECT task_id FROM iwd.task_key WHERE external_id = t ->> 'externalId') AS same,
+       t ->> 'priority' AS priority
+FROM batch;
+DROP TABLE batch;
+-- an invalid element anywhere in a batch of new work: the error names it and nothing is written
+SELECT err($$SELECT iwd.create_tasks('[{"externalId": "S-5", "capturePoint": "erp"},
+                                       {"externalId": "S-6", "capturePoint": "erp", "priority": "high"}]')$$);
+SELECT count(*) FROM iwd.task_key WHERE external_id IN ('S-5', 'S-6');
 
 -- every validation error names the field
 SELECT err($$SELECT iwd.create_task('[1]')$$);
