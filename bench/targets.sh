@@ -1,19 +1,25 @@
 #!/usr/bin/env bash
-# Claim + complete against its references, measured in the same run on the same server: the commit
-# ceiling (single-row INSERT transactions) and the hand-written queue, at 16 clients. Prints a markdown
-# section on stdout. IWD_BENCH_TARGET_SECONDS (20) per run, IWD_BENCH_TARGET_RUNS (3) runs, median.
+# The performance targets against their references, measured in the same run on the same server: the
+# commit ceiling (single-row INSERT transactions), the hand-written queue and the COPY floor, at 16
+# clients. Claim + complete (target 1), capture (target 2) and claims during a reprioritization pass
+# over the whole backlog (target 3). Prints a markdown section on stdout.
+# IWD_BENCH_TARGET_SECONDS (20) per run, IWD_BENCH_TARGET_RUNS (3) runs, median;
+# IWD_BENCH_TARGET_BACKLOG (1000000); IWD_BENCH_REPRI_SECONDS (60): the reprioritization runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${IWD_BENCH_TARGET_SECONDS:-20}
 runs=${IWD_BENCH_TARGET_RUNS:-3}
 big=${IWD_BENCH_TARGET_BACKLOG:-1000000}
 small=10000
+repri_seconds=${IWD_BENCH_REPRI_SECONDS:-60}
+capture=100000
 port=${IWD_BENCH_TARGET_PORT:-54344}
 . bench/lib.sh
 start_cluster targets "$port" "iwd.databases = 'bench'" "shared_buffers = 512MB" "max_wal_size = 4GB" \
     "checkpoint_timeout = 15min"
 sql -f "$work/setup.sql" >/dev/null
 sql -f "$work/naive_setup.sql" >/dev/null
+ms() { echo $(( $(date +%s%N) / 1000000 )); }
 
 # pgbench_run SCRIPT -> "tps first10 last10 p50 p99" (latencies in ms, from the per-transaction log)
 pgbench_run() {
@@ -34,6 +40,8 @@ measure() { # measure NAME SCRIPT [fill-sql]
     local tps=() firsts=() lasts=() p50=() p99=()
     for r in $(seq 1 "$runs"); do
         [ -n "$fill" ] && sql -c "$fill" >/dev/null
+        # every run starts right after a checkpoint: each queue pays its full-page writes alike
+        sql -c "CHECKPOINT" >/dev/null
         read -r t f l a b <<<"$(pgbench_run "$script")"
         tps+=("$t"); firsts+=("$f"); lasts+=("$l"); p50+=("$a"); p99+=("$b")
         echo "targets: $name run $r: $t tps (first 10 s $f, last 10 s $l, p50 $a ms, p99 $b ms)" >&2
@@ -41,20 +49,81 @@ measure() { # measure NAME SCRIPT [fill-sql]
     result[$name]="$(printf '%s\n' "${tps[@]}" | median) $(printf '%s\n' "${firsts[@]}" | median) $(printf '%s\n' "${lasts[@]}" | median) $(printf '%s\n' "${p50[@]}" | median) $(printf '%s\n' "${p99[@]}" | median)"
 }
 
+# capture (target 2): create_tasks of 100k tasks in batches of 1,000 against COPY of the same rows into a
+# plain table with the same columns and indexes
+sql -c "CREATE TABLE copy_floor (LIKE iwd.task INCLUDING ALL)" >/dev/null
+cap_rates=(); copy_rates=()
+for r in $(seq 1 "$runs"); do
+    before=$(sql -c "SELECT coalesce(max(id), 0) FROM iwd.task")
+    sql -c "CHECKPOINT" >/dev/null
+    t0=$(ms); sql -c "CALL bench_capture($capture)" >/dev/null; t_cap=$(( $(ms) - t0 ))
+    sql -c "COPY (SELECT * FROM iwd.task WHERE id > $before) TO '$work/capture.copy'" -c "TRUNCATE copy_floor" \
+        -c "CHECKPOINT" >/dev/null
+    t0=$(ms); sql -c "COPY copy_floor FROM '$work/capture.copy'" >/dev/null; t_copy=$(( $(ms) - t0 ))
+    cap_rates+=("$(awk -v n=$capture -v t=$t_cap 'BEGIN {printf "%.0f", n * 1000 / t}')")
+    copy_rates+=("$(awk -v n=$capture -v t=$t_copy 'BEGIN {printf "%.0f", n * 1000 / t}')")
+    echo "targets: capture run $r: create_tasks ${cap_rates[-1]} tasks/s, COPY ${copy_rates[-1]} rows/s" >&2
+done
+cap_rate=$(printf '%s\n' "${cap_rates[@]}" | median); copy_rate=$(printf '%s\n' "${copy_rates[@]}" | median)
+sql -c "DROP TABLE copy_floor" >/dev/null
+
 echo "targets: filling the queues..." >&2
 sql -c "SELECT bench_queue_fill($big)" >/dev/null
 sql -c "SELECT naive_fill($big)" -c "VACUUM ANALYZE" >/dev/null
 measure ceiling ceiling.sql
+measure create_one create_one.sql
 measure naive naive_claim_complete.sql "SELECT naive_fill($big)"
 measure iwd_big claim_complete.sql "SELECT bench_queue_fill($big)"
+
+# reprioritization (target 3): the iwd clock jumps past every task's next reprioritization, so the
+# scheduler's next pass rescores the whole backlog (in batches of iwd.batch_size) while 16 clients
+# claim; the claim rate over the pass is compared with a run without it, over the same seconds after a
+# checkpoint. progress_avg FILE SECONDS: mean rate of the per-second progress lines up to SECONDS.
+progress_avg() { awk -v d="$2" '/^progress: / {t = $2 + 0; if (t <= d + 0.5) {s += $4; n++}} END {printf "%.1f", n ? s / n : 0}' "$1"; }
+repri_run() { # repri_run OUTFILE
+    (cd "$work" && "${as_user[@]}" "$bindir/pgbench" -h "$work" -p "$port" -n -M prepared -c 16 -j 2 \
+        -T "$repri_seconds" -P 1 -f "$work/claim_complete.sql" bench) > "$1" 2>&1
+}
+sql -c "SELECT bench_queue_fill($big)" -c "CHECKPOINT" >/dev/null
+repri_run "$work/repri_base.txt"
+sql -c "SELECT bench_queue_fill($big)" -c "CHECKPOINT" >/dev/null
+due=$(sql -c "SELECT count(*) FROM iwd.task WHERE status <> 'assigned' AND reprioritize_at IS NOT NULL")
+repri_run "$work/repri_pass.txt" &
+bench_pid=$!
+t0=$(ms)
+sql -c "ALTER SYSTEM SET iwd.simulated_time = '$(sql -c "SELECT now() + interval '31 minutes'")'" \
+    -c "SELECT pg_reload_conf()" >/dev/null
+pass_ms=""
+while [ -z "$pass_ms" ]; do
+    left=$(sql -c "SELECT count(*) FROM iwd.task WHERE reprioritize_at <= iwd.now() AND status <> 'assigned'")
+    [ "$left" = 0 ] && pass_ms=$(( $(ms) - t0 ))
+    kill -0 "$bench_pid" 2>/dev/null || break
+    sleep 1
+done
+wait "$bench_pid" || true
+left_after_run=${left:-?}
+# without load the pass finishes; its total time is reported too
+while [ -z "$pass_ms" ]; do
+    left=$(sql -c "SELECT count(*) FROM iwd.task WHERE reprioritize_at <= iwd.now() AND status <> 'assigned'")
+    [ "$left" = 0 ] && pass_ms=$(( $(ms) - t0 ))
+    [ $(( $(ms) - t0 )) -gt 900000 ] && pass_ms="> 900000" && break
+    sleep 1
+done
+sql -c "ALTER SYSTEM RESET iwd.simulated_time" -c "SELECT pg_reload_conf()" >/dev/null
+window=$(awk -v p="${pass_ms%% *}" -v r="$repri_seconds" 'BEGIN {w = (p ~ /^[0-9]+$/) ? p / 1000 : r; if (w > r) w = r; printf "%.0f", w}')
+[ "$window" -lt 1 ] && window=1
+repri_with=$(progress_avg "$work/repri_pass.txt" "$window")
+repri_without=$(progress_avg "$work/repri_base.txt" "$window")
+echo "targets: reprioritization of $due tasks: ${pass_ms} ms; claims over the first $window s: $repri_with/s with the pass, $repri_without/s without" >&2
 sql -c "DELETE FROM iwd.task WHERE status = 'queued' AND id NOT IN (SELECT id FROM iwd.task WHERE status = 'queued' LIMIT $small)" -c "VACUUM ANALYZE iwd.task" >/dev/null
 measure iwd_small claim_complete.sql "SELECT bench_queue_fill($small)"
 
 read -r c_tps _ <<<"${result[ceiling]}"
+read -r one_tps _ <<<"${result[create_one]}"
 read -r n_tps n_first n_last _ <<<"${result[naive]}"
 read -r b_tps b_first b_last b_p50 b_p99 <<<"${result[iwd_big]}"
 read -r s_tps _ <<<"${result[iwd_small]}"
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", (b > 0) ? a / b : 0}'; }
 verdict() { awk -v v="$1" -v t="$2" -v op="$3" 'BEGIN {ok = (op == ">=") ? (v >= t) : (v <= t); print ok ? "met" : "**not met**"}'; }
 # pgbench counts one cycle (claim + complete, two transactions) as one "transaction" in both queue scripts
 cycles_vs_ceiling=$(awk -v a="$b_tps" -v c="$c_tps" 'BEGIN {printf "%.2f", 2 * a / c}')
@@ -63,11 +132,16 @@ echo "|---|---:|---:|---|"
 echo "| commit ceiling (single-row INSERT tx/s) | $c_tps | | |"
 echo "| hand-written queue, cycles/s (first / last 10 s) | $n_tps ($n_first / $n_last) | | |"
 echo "| iwd claim + complete, cycles/s (first / last 10 s) | $b_tps ($b_first / $b_last) | | |"
-echo "| iwd / hand-written queue | $(ratio "$b_tps" "$n_tps") | ≥ 2 | $(verdict "$(ratio "$b_tps" "$n_tps")" 2 ">=") |"
-echo "| iwd transactions / commit ceiling | $cycles_vs_ceiling | ≥ 0.60 | $(verdict "$cycles_vs_ceiling" 0.6 ">=") |"
-echo "| steadiness: last 10 s / first 10 s | $(ratio "$b_last" "$b_first") | ≥ 0.90 | $(verdict "$(ratio "$b_last" "$b_first")" 0.9 ">=") |"
-echo "| $big vs $small queued | $(ratio "$b_tps" "$s_tps") | ≥ 0.80 | $(verdict "$(ratio "$b_tps" "$s_tps")" 0.8 ">=") |"
-echo "| latency p99 / p50 ($b_p99 / $b_p50 ms) | $(ratio "$b_p99" "$b_p50") | ≤ 4 | $(verdict "$(ratio "$b_p99" "$b_p50")" 4 "<=") |"
+echo "| **1** iwd / hand-written queue | $(ratio "$b_tps" "$n_tps") | ≥ 2 | $(verdict "$(ratio "$b_tps" "$n_tps")" 2 ">=") |"
+echo "| **1** iwd transactions / commit ceiling | $cycles_vs_ceiling | ≥ 0.60 | $(verdict "$cycles_vs_ceiling" 0.6 ">=") |"
+echo "| **1** steadiness: last 10 s / first 10 s | $(ratio "$b_last" "$b_first") | ≥ 0.90 | $(verdict "$(ratio "$b_last" "$b_first")" 0.9 ">=") |"
+echo "| **1** $big vs $small queued ($b_tps / $s_tps) | $(ratio "$b_tps" "$s_tps") | ≥ 0.80 | $(verdict "$(ratio "$b_tps" "$s_tps")" 0.8 ">=") |"
+echo "| **1** latency p99 / p50 ($b_p99 / $b_p50 ms) | $(ratio "$b_p99" "$b_p50") | ≤ 4 | $(verdict "$(ratio "$b_p99" "$b_p50")" 4 "<=") |"
+echo "| **2** create_tasks, $capture tasks in batches of 1,000 (tasks/s) / COPY floor ($copy_rate rows/s) | $cap_rate / $copy_rate = $(ratio "$cap_rate" "$copy_rate") | ≥ 0.40 | $(verdict "$(ratio "$cap_rate" "$copy_rate")" 0.4 ">=") |"
+echo "| **2** single create_task tx/s / commit ceiling | $one_tps / $c_tps = $(ratio "$one_tps" "$c_tps") | ≥ 0.50 | $(verdict "$(ratio "$one_tps" "$c_tps")" 0.5 ">=") |"
+echo "| **3** reprioritization pass over $due queued tasks | ${pass_ms} ms ($left_after_run left when the claim run ended) | completes | $( [[ "$pass_ms" =~ ^[0-9]+$ ]] && echo met || echo '**not met**') |"
+echo "| **3** claims during the pass / without (first $window s after a checkpoint) | $repri_with / $repri_without = $(ratio "$repri_with" "$repri_without") | ≥ 0.80 | $(verdict "$(ratio "$repri_with" "$repri_without")" 0.8 ">=") |"
 echo
-echo "Medians of $runs runs of $seconds s. The issue asks for 60 s runs and at least 5 runs: set"
-echo "IWD_BENCH_TARGET_SECONDS=60 IWD_BENCH_TARGET_RUNS=5 (about 25 minutes)."
+echo "Medians of $runs runs of $seconds s (the reprioritization: one run of $repri_seconds s each way). Every run"
+echo "starts right after a CHECKPOINT. The issue's protocol is 60 s runs and at least 5 runs: set"
+echo "IWD_BENCH_TARGET_SECONDS=60 IWD_BENCH_TARGET_RUNS=5 (about 35 minutes)."

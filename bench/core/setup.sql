@@ -58,3 +58,13 @@ BEGIN
         COMMIT;
     END LOOP;
 END $$;
+-- capture(n): n tasks through iwd.create_tasks in batches of 1,000, one transaction per batch
+CREATE PROCEDURE bench_capture(n int) LANGUAGE plpgsql AS $$
+DECLARE
+    left_ int := n;
+BEGIN
+    WHILE left_ > 0 LOOP
+        left_ := left_ - bench_add_tasks(least(1000, left_));
+        COMMIT;
+    END LOOP;
+END $$;
