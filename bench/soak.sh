@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # make bench-soak: sustained claim + complete at 16 clients (IWD_SOAK_MINUTES, default 30) over a
 # 1M-task backlog kept topped up; compares the claim rate of the last minute with the first and reports
-# the hot table's size and dead tuples along the way. Prints a markdown section on stdout.
+# the hot table's size and dead tuples along the way. Prints a markdown section on stdout and keeps it in
+# bench/soak-results.md, which make bench appends to bench/RESULTS.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 minutes=${IWD_SOAK_MINUTES:-30}
@@ -29,12 +30,20 @@ kill "$filler" 2>/dev/null || true
 wait "$bench" || true
 first=$(awk '/^progress: / {print $4; exit}' "$work/soak.txt")
 last=$(awk '/^progress: / {v=$4} END {print v}' "$work/soak.txt")
-echo "| minute | claim + complete cycles/s | iwd.task size / dead tuples |"
-echo "|---:|---:|---|"
-i=0
-while read -r rate; do
-    echo "| $((i + 1)) | $rate | ${samples[$i]:-} |"
-    i=$((i + 1))
-done < <(awk '/^progress: / {print $4}' "$work/soak.txt")
-echo
-echo "Last minute / first minute: $(awk -v a="$last" -v b="$first" 'BEGIN {printf "%.2f", a / b}') (target ≥ 0.85)."
+{
+    echo "$minutes minutes of claim + complete at 16 clients (pgbench \`-M prepared -j 2\`) over a backlog of"
+    echo "$backlog queued tasks topped up every 20 s through \`iwd.create_tasks\` (one transaction per 1,000),"
+    echo "run on $(date -u +%Y-%m-%d); iwd.task's size and dead tuples sampled every minute."
+    echo
+    echo "| minute | claim + complete cycles/s | iwd.task size / dead tuples |"
+    echo "|---:|---:|---|"
+    i=0
+    while read -r rate; do
+        echo "| $((i + 1)) | $rate | ${samples[$i]:-} |"
+        i=$((i + 1))
+    done < <(awk '/^progress: / {print $4}' "$work/soak.txt")
+    echo
+    ratio=$(awk -v a="$last" -v b="$first" 'BEGIN {printf "%.2f", (b > 0) ? a / b : 0}')
+    echo "Last minute / first minute: $ratio (target ≥ 0.85: $(awk -v r="$ratio" 'BEGIN {print (r >= 0.85) ? "met" : "**not met**"}'))."
+} | tee bench/soak-results.md.new
+mv bench/soak-results.md.new bench/soak-results.md
