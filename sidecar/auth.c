@@ -39,9 +39,13 @@ void iwd_sha256_hex(const char *in, char out[65])
 {
     unsigned char digest[SHA256_DIGEST_LENGTH];
 
+    static const char hex[] = "0123456789abcdef";
+
     SHA256((const unsigned char *)in, strlen(in), digest);
-    for (int i = 0; i < SHA256_DIGEST_LENGTH; i++)
-        sprintf(out + 2 * i, "%02x", digest[i]);
+    for (int i = 0; i < SHA256_DIGEST_LENGTH; i++) { /* every request hashes its key: no printf */
+        out[2 * i] = hex[digest[i] >> 4];
+        out[2 * i + 1] = hex[digest[i] & 0xf];
+    }
     out[64] = '\0';
 }
 
