@@ -299,6 +299,7 @@ DECLARE
     mark bigint;
     loaded int;
     new_max bigint;
+    loaded_after_mark bigint;
     touched bigint[];
     first_at timestamptz;
     last_at timestamptz;
@@ -327,23 +328,26 @@ BEGIN
             FROM iwd.task_event e WHERE e.id > $1 ORDER BY e.id LIMIT $2
             %s
             RETURNING event_id, task_id, at)
-        SELECT count(*), max(event_id), array_agg(task_id), min(at), max(at)
+        SELECT count(*), count(*) FILTER (WHERE event_id > $1), max(event_id), array_agg(task_id), min(at), max(at)
         FROM (SELECT * FROM gap_events UNION ALL SELECT * FROM new_events) ins
         $q$, CASE WHEN EXISTS (SELECT 1 FROM iwd_dm.task_event_fact WHERE event_id > mark)
                   THEN 'ON CONFLICT (event_id) DO NOTHING' END)
-    INTO loaded, new_max, touched, first_at, last_at
+    INTO loaded, loaded_after_mark, new_max, touched, first_at, last_at
     USING mark, batch;
     IF loaded = 0 THEN
         RETURN 0;
     END IF;
     -- remember the gaps below the new watermark, forget the filled ones
     IF new_max > mark THEN
-        INSERT INTO iwd_dm.event_gap (from_id, to_id)
-        SELECT id + 1, next_id - 1
-        FROM (SELECT event_id AS id, lead(event_id) OVER (ORDER BY event_id) AS next_id
-              FROM iwd_dm.task_event_fact WHERE event_id >= mark AND event_id <= new_max) s
-        WHERE next_id > id + 1 AND id + 1 > mark
-        ON CONFLICT DO NOTHING;
+        -- as many events loaded above the mark as there are ids up to the new one: no gap to look for
+        IF loaded_after_mark < new_max - mark THEN
+            INSERT INTO iwd_dm.event_gap (from_id, to_id)
+            SELECT id + 1, next_id - 1
+            FROM (SELECT event_id AS id, lead(event_id) OVER (ORDER BY event_id) AS next_id
+                  FROM iwd_dm.task_event_fact WHERE event_id >= mark AND event_id <= new_max) s
+            WHERE next_id > id + 1 AND id + 1 > mark
+            ON CONFLICT DO NOTHING;
+        END IF;
         UPDATE iwd_dm.watermark SET last_event_id = new_max;
     END IF;
     DELETE FROM iwd_dm.event_gap g
