@@ -12,14 +12,15 @@
  *   order (priority DESC, business_value DESC, due_at, created_at, id). The
  *   index stays as small as the backlog, whatever the history size.
  * - Claims read a second partial index in the same order, bucketed by the
- *   task's routing skill (iwd.routing_skill: the first of the skills it
- *   requires, '' when it requires none). An agent can only take a task whose
- *   every required skill it has, so the task's routing skill is always one of
- *   the agent's: the pick reads the head of the agent's buckets (one short
- *   index range per skill, plus the '' bucket) and merges them, instead of
- *   walking the whole universal queue past the work of every other skill. A
- *   specialist agent in a large backlog reads a handful of rows, not
- *   thousands.
+ *   task's routing key (iwd.routing_key: the first of the skills it requires
+ *   and the level it requires, "name:level"; '' when it requires none). An
+ *   agent can only take a task whose every required skill it has at the
+ *   required level, so the task's routing key is always one of the agent's
+ *   buckets (each of its skills at each level up to its own, and ''): the
+ *   pick reads the head of those buckets (short index ranges) and merges
+ *   them, instead of walking the whole universal queue past the work of other
+ *   skills and of higher levels. A specialist or junior agent in a large
+ *   backlog reads a handful of rows, not thousands.
  * - A claim picks, then updates. The pick returns the best few candidates
  *   that fit (media type with free capacity, requested agent, skills and
  *   levels through iwd.skills_met, a C function over the two jsonb skill
@@ -70,6 +71,8 @@
 #define CLAIM_ATTEMPTS_MAX 8
 /* candidates per skill bucket on the first pick (doubled on each new pick) */
 #define CLAIM_WINDOW 4
+/* skill levels are validated to 0..10 */
+#define SKILL_LEVEL_MAX 10
 
 static SPIPlanPtr agent_plan = NULL;
 static SPIPlanPtr load_plan = NULL;
@@ -145,37 +148,58 @@ iwd_skills_met(PG_FUNCTION_ARGS)
 	PG_RETURN_BOOL(SkillsMet(PG_GETARG_JSONB_P(0), PG_GETARG_JSONB_P(1)));
 }
 
-/* The routing skill of a skill map: its first key (jsonb keeps keys sorted), '' when it has none. */
+/* A skill level as a bucket level: 0..SKILL_LEVEL_MAX (the validated range). */
+static int
+BucketLevel(JsonbValue *v)
+{
+	int			level = JsonbInt(v);
+
+	return level < 0 ? 0 : (level > SKILL_LEVEL_MAX ? SKILL_LEVEL_MAX : level);
+}
+
+/*
+ * The routing key of a task's skill map: its first skill (jsonb keeps keys
+ * sorted) and the level it requires, "name:level"; '' when it requires none.
+ */
 static text *
-RoutingSkill(Jsonb *skills)
+RoutingKey(Jsonb *skills)
 {
 	JsonbIterator *it;
 	JsonbValue	v;
 	JsonbIteratorToken tok;
+	JsonbValue	key = {0};
 
 	if (!JB_ROOT_IS_OBJECT(skills) || JB_ROOT_COUNT(skills) == 0)
 		return cstring_to_text("");
 	it = JsonbIteratorInit(&skills->root);
 	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	{
 		if (tok == WJB_KEY)
-			return cstring_to_text_with_len(v.val.string.val, v.val.string.len);
+			key = v;
+		else if (tok == WJB_VALUE)
+			return cstring_to_text(psprintf("%.*s:%d", key.val.string.len, key.val.string.val, BucketLevel(&v)));
+	}
 	return cstring_to_text("");
 }
 
-PG_FUNCTION_INFO_V1(iwd_routing_skill);
+PG_FUNCTION_INFO_V1(iwd_routing_key);
 
-/* SQL: iwd.routing_skill(skills jsonb) RETURNS text (the claim index's bucket) */
+/* SQL: iwd.routing_key(skills jsonb) RETURNS text (the claim index's bucket) */
 Datum
-iwd_routing_skill(PG_FUNCTION_ARGS)
+iwd_routing_key(PG_FUNCTION_ARGS)
 {
-	PG_RETURN_TEXT_P(RoutingSkill(PG_GETARG_JSONB_P(0)));
+	PG_RETURN_TEXT_P(RoutingKey(PG_GETARG_JSONB_P(0)));
 }
 
-/* The buckets an agent with these skills reads: each of its skills, and '' (tasks needing none). */
+/*
+ * The buckets an agent with these skills reads: for each of its skills at
+ * level L, the buckets of that skill required at levels 0..L; and '' (tasks
+ * needing no skill).
+ */
 static ArrayType *
 AgentBuckets(Jsonb *skills)
 {
-	Datum	   *keys = palloc(sizeof(Datum) * (JB_ROOT_COUNT(skills) + 1));
+	Datum	   *keys = palloc(sizeof(Datum) * (JB_ROOT_COUNT(skills) * (SKILL_LEVEL_MAX + 1) + 1));
 	int			n = 0;
 
 	keys[n++] = CStringGetTextDatum("");
@@ -183,11 +207,18 @@ AgentBuckets(Jsonb *skills)
 	{
 		JsonbIterator *it = JsonbIteratorInit(&skills->root);
 		JsonbValue	v;
+		JsonbValue	key = {0};
 		JsonbIteratorToken tok;
 
 		while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+		{
 			if (tok == WJB_KEY)
-				keys[n++] = PointerGetDatum(cstring_to_text_with_len(v.val.string.val, v.val.string.len));
+				key = v;
+			else if (tok == WJB_VALUE)
+				for (int level = 0; level <= BucketLevel(&v); level++)
+					keys[n++] = CStringGetTextDatum(psprintf("%.*s:%d", key.val.string.len, key.val.string.val,
+															 level));
+		}
 	}
 	return construct_array(keys, n, TEXTOID, -1, false, TYPALIGN_INT);
 }
@@ -305,7 +336,7 @@ ClaimTask(const char *agent, int reserve_seconds, bool *found)
 									  "SELECT c.id FROM unnest($4) AS s(k) CROSS JOIN LATERAL ("
 									  "SELECT q.id, q.priority, q.business_value, q.due_at, q.created_at "
 									  "FROM iwd.task q WHERE q.status = 'queued' "
-									  "AND iwd.routing_skill(q.skills) = s.k "
+									  "AND iwd.routing_key(q.skills) = s.k "
 									  "AND q.media_type = ANY ($2) "
 									  "AND (q.requested_agent IS NULL OR q.requested_agent = $1) "
 									  "AND iwd.skills_met(q.skills, $3) "

@@ -230,13 +230,13 @@ CREATE FUNCTION iwd.is_terminal(status text) RETURNS boolean
 -- Does an agent with skill levels "agent" meet every level in "required"?
 CREATE FUNCTION iwd.skills_met(required jsonb, agent jsonb) RETURNS boolean
     AS 'MODULE_PATHNAME', 'iwd_skills_met' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
-CREATE FUNCTION iwd.routing_skill(skills jsonb) RETURNS text
-    AS 'MODULE_PATHNAME', 'iwd_routing_skill' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+CREATE FUNCTION iwd.routing_key(skills jsonb) RETURNS text
+    AS 'MODULE_PATHNAME', 'iwd_routing_key' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
 
--- The claim index: the universal queue's order within buckets of the first required skill, so that an
--- agent reads only the heads of the buckets of its own skills (see extension/claim.c).
+-- The claim index: the universal queue's order within buckets of the first required skill and its
+-- level, so that an agent reads only the heads of the buckets it qualifies for (see extension/claim.c).
 CREATE INDEX task_claim_idx ON iwd.task
-    (iwd.routing_skill(skills), priority DESC, business_value DESC, due_at ASC NULLS LAST, created_at, id)
+    (iwd.routing_key(skills), priority DESC, business_value DESC, due_at ASC NULLS LAST, created_at, id)
     WHERE status = 'queued';
 
 -- Reserve the next best task for an agent (NULL when nothing fits).

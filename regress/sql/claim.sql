@@ -62,13 +62,14 @@ SELECT iwd.queue_stats() -> 'queues';
 SELECT iwd.next_task('junior', 600) ->> 'reservedUntil';
 
 -- tasks needing several skills sit in the bucket of their first skill (jsonb key order: shorter
--- first); an agent reads the buckets of its own skills and the one of tasks needing none
-SELECT iwd.routing_skill('{"billing": 1, "audit": 1}') AS pair, iwd.routing_skill('{}') AS none,
-       iwd.routing_skill('{"zeta": 1}') AS one;
+-- first) and its level; an agent reads the buckets of its own skills up to its levels, and the one of
+-- tasks needing none
+SELECT iwd.routing_key('{"billing": 1, "audit": 2}') AS pair, iwd.routing_key('{}') AS none,
+       iwd.routing_key('{"zeta": 0}') AS one, iwd.routing_key('{"zeta": 99}') AS capped;
 SELECT iwd.upsert_agent('{"id": "biller", "skills": {"billing": 3}, "capacity": {"chat": 10}, "state": "ready"}') IS NOT NULL;
 SELECT iwd.upsert_agent('{"id": "auditor", "skills": {"audit": 2, "billing": 3}, "capacity": {"chat": 10},
                           "state": "ready"}') IS NOT NULL;
-SELECT task('pair', '{"priority": 90, "mediaType": "chat", "skills": {"billing": 1, "audit": 1}}') > 0;
+SELECT task('pair', '{"priority": 90, "mediaType": "chat", "skills": {"billing": 1, "audit": 2}}') > 0;
 SELECT task('bill-hard', '{"priority": 80, "mediaType": "chat", "skills": {"billing": 5}}') > 0;
 SELECT task('plain', '{"priority": 50, "mediaType": "chat"}') > 0;
 SELECT task('bill-easy', '{"priority": 10, "mediaType": "chat", "skills": {"billing": 1}}') > 0;
