@@ -12,15 +12,16 @@
  *   order (priority DESC, business_value DESC, due_at, created_at, id). The
  *   index stays as small as the backlog, whatever the history size.
  * - Claims read a second partial index in the same order, bucketed by the
- *   task's routing key (iwd.routing_key: the first of the skills it requires
- *   and the level it requires, "name:level"; '' when it requires none). An
- *   agent can only take a task whose every required skill it has at the
- *   required level, so the task's routing key is always one of the agent's
- *   buckets (each of its skills at each level up to its own, and ''): the
- *   pick reads the head of those buckets (short index ranges) and merges
- *   them, instead of walking the whole universal queue past the work of other
- *   skills and of higher levels. A specialist or junior agent in a large
- *   backlog reads a handful of rows, not thousands.
+ *   task's routing key (iwd.routing_key): "name:level" for a task that needs
+ *   one skill, "first+second" (its first two skills) for one that needs
+ *   several, '' for one that needs none. An agent can only take a task whose
+ *   every required skill it has at the required level, so the task's key is
+ *   always one of the agent's buckets ('', each of its skills at each level up
+ *   to its own, each pair of its skills): the pick reads the head of those
+ *   buckets (short index ranges) and merges them, instead of walking the whole
+ *   universal queue past the work of other skills, of higher levels and of
+ *   skill combinations the agent lacks. Only levels within a multi-skill
+ *   bucket (and a third required skill) are left to the filter.
  * - A claim picks, then updates. The pick returns the best few candidates
  *   that fit (media type with free capacity, requested agent, skills and
  *   levels through iwd.skills_met, a C function over the two jsonb skill
@@ -158,8 +159,9 @@ BucketLevel(JsonbValue *v)
 }
 
 /*
- * The routing key of a task's skill map: its first skill (jsonb keeps keys
- * sorted) and the level it requires, "name:level"; '' when it requires none.
+ * The routing key of a task's skill map: '' when it requires no skill;
+ * "name:level" when it requires one; "first+second" (its first two skills in
+ * jsonb key order) when it requires several.
  */
 static text *
 RoutingKey(Jsonb *skills)
@@ -167,17 +169,22 @@ RoutingKey(Jsonb *skills)
 	JsonbIterator *it;
 	JsonbValue	v;
 	JsonbIteratorToken tok;
-	JsonbValue	key = {0};
+	JsonbValue	first = {0};
+	int			nkeys = 0;
 
 	if (!JB_ROOT_IS_OBJECT(skills) || JB_ROOT_COUNT(skills) == 0)
 		return cstring_to_text("");
 	it = JsonbIteratorInit(&skills->root);
 	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
 	{
+		if (tok == WJB_KEY && ++nkeys == 2)
+			return cstring_to_text(psprintf("%.*s+%.*s", first.val.string.len, first.val.string.val,
+											v.val.string.len, v.val.string.val));
 		if (tok == WJB_KEY)
-			key = v;
-		else if (tok == WJB_VALUE)
-			return cstring_to_text(psprintf("%.*s:%d", key.val.string.len, key.val.string.val, BucketLevel(&v)));
+			first = v;
+		else if (tok == WJB_VALUE && JB_ROOT_COUNT(skills) == 1)
+			return cstring_to_text(psprintf("%.*s:%d", first.val.string.len, first.val.string.val,
+											BucketLevel(&v)));
 	}
 	return cstring_to_text("");
 }
@@ -192,33 +199,45 @@ iwd_routing_key(PG_FUNCTION_ARGS)
 }
 
 /*
- * The buckets an agent with these skills reads: for each of its skills at
- * level L, the buckets of that skill required at levels 0..L; and '' (tasks
- * needing no skill).
+ * The buckets an agent with these skills reads: '' (tasks needing no skill);
+ * for each of its skills at level L, that skill required alone at levels
+ * 0..L; and each pair of its skills (tasks needing several, whose levels the
+ * pick checks).
  */
 static ArrayType *
 AgentBuckets(Jsonb *skills)
 {
-	Datum	   *keys = palloc(sizeof(Datum) * (JB_ROOT_COUNT(skills) * (SKILL_LEVEL_MAX + 1) + 1));
+	int			nskills = JB_ROOT_IS_OBJECT(skills) ? JB_ROOT_COUNT(skills) : 0;
+	Datum	   *keys = palloc(sizeof(Datum) * (nskills * (SKILL_LEVEL_MAX + 1) + nskills * nskills + 1));
+	JsonbValue *names = palloc(sizeof(JsonbValue) * (nskills + 1));
 	int			n = 0;
+	int			k = 0;
 
 	keys[n++] = CStringGetTextDatum("");
-	if (JB_ROOT_IS_OBJECT(skills))
+	if (nskills > 0)
 	{
 		JsonbIterator *it = JsonbIteratorInit(&skills->root);
 		JsonbValue	v;
-		JsonbValue	key = {0};
 		JsonbIteratorToken tok;
 
 		while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
 		{
 			if (tok == WJB_KEY)
-				key = v;
+				names[k] = v;
 			else if (tok == WJB_VALUE)
+			{
 				for (int level = 0; level <= BucketLevel(&v); level++)
-					keys[n++] = CStringGetTextDatum(psprintf("%.*s:%d", key.val.string.len, key.val.string.val,
-															 level));
+					keys[n++] = CStringGetTextDatum(psprintf("%.*s:%d", names[k].val.string.len,
+															 names[k].val.string.val, level));
+				k++;
+			}
 		}
+		/* the keys come in jsonb order, the order RoutingKey names a pair in */
+		for (int i = 0; i < k; i++)
+			for (int j = i + 1; j < k; j++)
+				keys[n++] = CStringGetTextDatum(psprintf("%.*s+%.*s", names[i].val.string.len,
+														 names[i].val.string.val, names[j].val.string.len,
+														 names[j].val.string.val));
 	}
 	return construct_array(keys, n, TEXTOID, -1, false, TYPALIGN_INT);
 }

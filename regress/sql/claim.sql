@@ -61,9 +61,9 @@ SELECT iwd.queue_stats() -> 'queues';
 -- a longer reservation on request
 SELECT iwd.next_task('junior', 600) ->> 'reservedUntil';
 
--- tasks needing several skills sit in the bucket of their first skill (jsonb key order: shorter
--- first) and its level; an agent reads the buckets of its own skills up to its levels, and the one of
--- tasks needing none
+-- a task needing one skill sits in the bucket of that skill and level, one needing several in the bucket of
+-- its first two skills (jsonb key order: shorter first); an agent reads the buckets of its skills up to
+-- its levels, of pairs of its skills, and the one of tasks needing none
 SELECT iwd.routing_key('{"billing": 1, "audit": 2}') AS pair, iwd.routing_key('{}') AS none,
        iwd.routing_key('{"zeta": 0}') AS one, iwd.routing_key('{"zeta": 99}') AS capped;
 SELECT iwd.upsert_agent('{"id": "biller", "skills": {"billing": 3}, "capacity": {"chat": 10}, "state": "ready"}') IS NOT NULL;
@@ -71,13 +71,15 @@ SELECT iwd.upsert_agent('{"id": "auditor", "skills": {"audit": 2, "billing": 3},
                           "state": "ready"}') IS NOT NULL;
 SELECT task('pair', '{"priority": 90, "mediaType": "chat", "skills": {"billing": 1, "audit": 2}}') > 0;
 SELECT task('bill-hard', '{"priority": 80, "mediaType": "chat", "skills": {"billing": 5}}') > 0;
+SELECT task('pair-hard', '{"priority": 95, "mediaType": "chat", "skills": {"billing": 5, "audit": 1}}') > 0;
 SELECT task('plain', '{"priority": 50, "mediaType": "chat"}') > 0;
 SELECT task('bill-easy', '{"priority": 10, "mediaType": "chat", "skills": {"billing": 1}}') > 0;
 -- biller lacks audit and billing level 5: the task needing no skill, then the easy one, then nothing
 SELECT claim('biller');
 SELECT claim('biller');
 SELECT claim('biller');
--- auditor has both skills of the pair, found in the audit bucket
+-- auditor has both skills of the pair (found in the bucket of that pair), but not the billing level
+-- pair-hard needs
 SELECT claim('auditor');
 SELECT claim('auditor');
 
