@@ -205,15 +205,27 @@ PGconn *iwd_pg_tenant(iwd_thread_t *thread, const iwd_tenant_t *tenant)
     return tc != NULL ? tc->conn : NULL;
 }
 
+/* Close the thread's connections to a tenant; the calls running or waiting on them are answered 503. */
 void iwd_pg_drop_tenant(iwd_thread_t *thread, const char *ccid)
 {
     iwd_tenant_conn_t *tc, *next;
+    iwd_pg_pending_t **p = &thread->waiting;
 
     for (tc = thread->tenants; tc != NULL; tc = next) {
         next = tc->next;
         if (strcmp(tc->ccid, ccid) == 0)
             close_conn(thread, tc);
     }
+    while (*p != NULL) {
+        iwd_pg_pending_t *pending = *p;
+        if (pending->call != NULL && strcmp(pending->call->tenant.ccid, ccid) != 0) {
+            p = &pending->next;
+            continue;
+        }
+        *p = pending->next;
+        fail_pending(pending, 503, "the tenant database connection was closed");
+    }
+    thread->waiting_tail = p;
 }
 
 /* Close every connection of the thread (at shutdown: its loop has stopped, nothing is answered). */
