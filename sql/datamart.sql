@@ -223,12 +223,15 @@ $$;
 -- Loading
 -- ---------------------------------------------------------------------------------------------
 
--- Recompute the facts of these tasks (ids may repeat) from their whole history and current row. The
--- statement is planned with the ids at hand (EXECUTE): a few thousand tasks are looked up by index, a
--- whole history loaded from scratch is scanned once with the ids hashed. Into an empty table (a load
--- from scratch), rows are inserted without the conflict check.
+-- Recompute the facts of these tasks (ids may repeat) from their whole history and current row. A
+-- batch's few thousand tasks are looked up by index; the planner is given the ids themselves only for
+-- a larger load (then it scans once with the ids hashed), as estimating each id costs more than the
+-- lookups of a small batch. Into an empty table (a load from scratch), rows are inserted without the
+-- conflict check.
 CREATE FUNCTION iwd_dm._refresh_task_facts(ids bigint[]) RETURNS void
 LANGUAGE plpgsql AS $$
+DECLARE
+    large_batch constant int := 20000;  -- ids (events), above which the planner sees them
 BEGIN
     EXECUTE format($q$
     WITH history AS (
@@ -237,7 +240,7 @@ BEGIN
                max(x.at) FILTER (WHERE x.event = 'reserved') AS last_assigned_at,
                max(x.at) FILTER (WHERE x.event = 'accepted') AS accepted_at
         FROM iwd_dm.task_event_fact x
-        WHERE x.task_id = ANY ($1) AND x.event IN ('reserved', 'accepted')
+        WHERE x.task_id = ANY (%1$s) AND x.event IN ('reserved', 'accepted')
         GROUP BY x.task_id)
     INSERT INTO iwd_dm.task_fact AS f
     SELECT t.id, t.external_id, t.capture_point, t.department, t.process, t.category, t.queue, t.media_type,
@@ -259,10 +262,11 @@ BEGIN
            t.status = 'completed' AND (t.due_at IS NULL OR t.completed_at <= t.due_at)
     FROM iwd.task_all t
     LEFT JOIN history e ON e.task_id = t.id
-    WHERE t.id = ANY ($1)
+    WHERE t.id = ANY (%1$s)
     ORDER BY t.id
-    %s
-    $q$, CASE WHEN EXISTS (SELECT 1 FROM iwd_dm.task_fact) THEN $c$
+    %2$s
+    $q$, CASE WHEN cardinality(ids) > large_batch THEN '$1' ELSE '(SELECT $1)::bigint[]' END,
+    CASE WHEN EXISTS (SELECT 1 FROM iwd_dm.task_fact) THEN $c$
     ON CONFLICT (task_id) DO UPDATE SET
         external_id = EXCLUDED.external_id, capture_point = EXCLUDED.capture_point,
         department = EXCLUDED.department, process = EXCLUDED.process, category = EXCLUDED.category,
