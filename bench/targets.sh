@@ -21,32 +21,41 @@ sql -f "$work/setup.sql" >/dev/null
 sql -f "$work/naive_setup.sql" >/dev/null
 ms() { echo $(( $(date +%s%N) / 1000000 )); }
 
-# pgbench_run SCRIPT -> "tps first10 last10 p50 p99" (latencies in ms, from the per-transaction log)
+# pgbench_run SCRIPT -> "tps first10 last10 p50 p99 walbytes fpi" (latencies in ms, from the
+# per-transaction log; WAL bytes and full-page images per pgbench transaction, from pg_stat_wal)
 pgbench_run() {
     rm -f "$work"/pgbench_log.*
+    local w0 w1
+    w0=$(sql -c "SELECT wal_bytes || ' ' || wal_fpi FROM pg_stat_wal")
     (cd "$work" && "${as_user[@]}" "$bindir/pgbench" -h "$work" -p "$port" -n -M prepared -c 16 -j 2 -T "$seconds" \
         -P 10 -l -f "$work/$1" bench) > "$work/out.txt" 2>&1
-    local tps first last lat
+    w1=$(sql -c "SELECT wal_bytes || ' ' || wal_fpi FROM pg_stat_wal")
+    local tps first last lat n wal
     tps=$(awk '/^tps = / {print $3}' "$work/out.txt")
     first=$(awk '/^progress: / {print $4; exit}' "$work/out.txt")
     last=$(awk '/^progress: / {v=$4} END {print v}' "$work/out.txt")
     lat=$(cat "$work"/pgbench_log.* | awk '{print $3 / 1000}' | sort -n | awk '{a[NR]=$1} END {print a[int(NR*0.5)+1], a[int(NR*0.99)+1]}')
-    echo "$tps $first $last $lat"
+    n=$(awk -F': ' '/^number of transactions actually processed/ {split($2, a, "/"); print a[1]}' "$work/out.txt")
+    wal=$(awk -v a="$w0" -v b="$w1" -v n="${n:-0}" 'BEGIN {split(a, x, " "); split(b, y, " ");
+          if (n > 0) printf "%.0f %.2f", (y[1] - x[1]) / n, (y[2] - x[2]) / n; else print "0 0"}')
+    echo "${tps:-0} ${first:-0} ${last:-0} ${lat:-0 0} $wal"
 }
 
-declare -A result
+declare -A result walinfo summary
 measure() { # measure NAME SCRIPT [fill-sql]
     local name=$1 script=$2 fill=${3:-}
-    local tps=() firsts=() lasts=() p50=() p99=()
+    local tps=() firsts=() lasts=() p50=() p99=() wals=() fpis=()
     for r in $(seq 1 "$runs"); do
         [ -n "$fill" ] && sql -c "$fill" >/dev/null
         # every run starts right after a checkpoint: each queue pays its full-page writes alike
         sql -c "CHECKPOINT" >/dev/null
-        read -r t f l a b <<<"$(pgbench_run "$script")"
-        tps+=("$t"); firsts+=("$f"); lasts+=("$l"); p50+=("$a"); p99+=("$b")
-        echo "targets: $name run $r: $t tps (first 10 s $f, last 10 s $l, p50 $a ms, p99 $b ms)" >&2
+        read -r t f l a b w i <<<"$(pgbench_run "$script")"
+        tps+=("$t"); firsts+=("$f"); lasts+=("$l"); p50+=("$a"); p99+=("$b"); wals+=("$w"); fpis+=("$i")
+        echo "targets: $name run $r: $t tps (first 10 s $f, last 10 s $l, p50 $a ms, p99 $b ms, WAL $w B and $i FPI per tx)" >&2
     done
     result[$name]="$(printf '%s\n' "${tps[@]}" | median) $(printf '%s\n' "${firsts[@]}" | median) $(printf '%s\n' "${lasts[@]}" | median) $(printf '%s\n' "${p50[@]}" | median) $(printf '%s\n' "${p99[@]}" | median)"
+    walinfo[$name]="$(printf '%s\n' "${wals[@]}" | median) B, $(printf '%s\n' "${fpis[@]}" | median) FPI"
+    summary[$name]="$(printf '%s\n' "${tps[@]}" | sort -n | head -1) / $(printf '%s\n' "${tps[@]}" | median) / $(printf '%s\n' "${tps[@]}" | sort -n | tail -1)"
 }
 
 # capture (target 2): create_tasks of 100k tasks in batches of 1,000 against COPY of the same rows into a
@@ -127,9 +136,16 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", (b > 0) ? a / b : 0}'; 
 verdict() { awk -v v="$1" -v t="$2" -v op="$3" 'BEGIN {ok = (op == ">=") ? (v >= t) : (v <= t); print ok ? "met" : "**not met**"}'; }
 # pgbench counts one cycle (claim + complete, two transactions) as one "transaction" in both queue scripts
 cycles_vs_ceiling=$(awk -v a="$b_tps" -v c="$c_tps" 'BEGIN {printf "%.2f", 2 * a / c}')
-echo "| measure (16 clients, $big queued unless noted) | value | target | |"
+echo "| run (16 clients, $big queued unless noted) | per second: min / median / max | WAL per pgbench transaction (median) |"
+echo "|---|---:|---:|"
+echo "| commit ceiling: single-row INSERT transactions | ${summary[ceiling]} | ${walinfo[ceiling]} |"
+echo "| single \`create_task\` transactions | ${summary[create_one]} | ${walinfo[create_one]} |"
+echo "| hand-written queue: claim + complete cycles | ${summary[naive]} | ${walinfo[naive]} |"
+echo "| iwd: claim + complete cycles | ${summary[iwd_big]} | ${walinfo[iwd_big]} |"
+echo "| iwd: claim + complete cycles, $small queued | ${summary[iwd_small]} | ${walinfo[iwd_small]} |"
+echo
+echo "| measure | value | target | |"
 echo "|---|---:|---:|---|"
-echo "| commit ceiling (single-row INSERT tx/s) | $c_tps | | |"
 echo "| hand-written queue, cycles/s (first / last 10 s) | $n_tps ($n_first / $n_last) | | |"
 echo "| iwd claim + complete, cycles/s (first / last 10 s) | $b_tps ($b_first / $b_last) | | |"
 echo "| **1** iwd / hand-written queue | $(ratio "$b_tps" "$n_tps") | ≥ 2 | $(verdict "$(ratio "$b_tps" "$n_tps")" 2 ">=") |"
