@@ -21,7 +21,9 @@
  *   buckets (short index ranges) and merges them, instead of walking the whole
  *   universal queue past the work of other skills, of higher levels and of
  *   skill combinations the agent lacks. Only levels within a multi-skill
- *   bucket (and a third required skill) are left to the filter.
+ *   bucket (and a third required skill) are left to the filter. An agent with
+ *   so many skills that its buckets number in the hundreds walks the universal
+ *   queue instead: most work fits a generalist, so that walk is short.
  * - A claim picks, then updates. The pick returns the best few candidates
  *   that fit (media type with free capacity, requested agent, skills and
  *   levels through iwd.skills_met, a C function over the two jsonb skill
@@ -72,12 +74,15 @@
 #define CLAIM_ATTEMPTS_MAX 8
 /* candidates per skill bucket on the first pick (doubled on each new pick) */
 #define CLAIM_WINDOW 4
+/* an agent with more buckets than this walks the universal queue instead (a generalist fits most work) */
+#define CLAIM_BUCKETS_MAX 128
 /* skill levels are validated to 0..10 */
 #define SKILL_LEVEL_MAX 10
 
 static SPIPlanPtr agent_plan = NULL;
 static SPIPlanPtr load_plan = NULL;
 static SPIPlanPtr pick_plan = NULL;
+static SPIPlanPtr walk_plan = NULL;
 static SPIPlanPtr claim_plan = NULL;
 static SPIPlanPtr event_plan = NULL;
 static SPIPlanPtr complete_plan = NULL;
@@ -350,8 +355,24 @@ ClaimTask(const char *agent, int reserve_seconds, bool *found)
 		int64	   *candidates;
 		bool		claimed = false;
 
-		/* the best queued tasks that fit, from the head of each of the agent's skill buckets */
-		if (SPI_execute_plan(KeepPlan(&pick_plan,
+		/*
+		 * The best queued tasks that fit, from the head of each of the agent's
+		 * buckets; for an agent with very many skills (hundreds of buckets), from
+		 * the universal queue, where most tasks fit it.
+		 */
+		if (ARR_DIMS(buckets)[0] > CLAIM_BUCKETS_MAX)
+		{
+			if (SPI_execute_plan(KeepPlan(&walk_plan,
+										  "SELECT q.id FROM iwd.task q WHERE q.status = 'queued' "
+										  "AND q.media_type = ANY ($2) "
+										  "AND (q.requested_agent IS NULL OR q.requested_agent = $1) "
+										  "AND iwd.skills_met(q.skills, $3) AND $4 IS NOT NULL "
+										  "ORDER BY q.priority DESC, q.business_value DESC, q.due_at ASC NULLS LAST, "
+										  "q.created_at, q.id LIMIT $5",
+										  5, pick_types), pick_args, NULL, false, 0) != SPI_OK_SELECT)
+				elog(ERROR, "could not pick a task");
+		}
+		else if (SPI_execute_plan(KeepPlan(&pick_plan,
 									  "SELECT c.id FROM unnest($4) AS s(k) CROSS JOIN LATERAL ("
 									  "SELECT q.id, q.priority, q.business_value, q.due_at, q.created_at "
 									  "FROM iwd.task q WHERE q.status = 'queued' "

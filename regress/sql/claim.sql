@@ -83,6 +83,14 @@ SELECT claim('biller');
 SELECT claim('auditor');
 SELECT claim('auditor');
 
+-- an agent with very many skills (here 199 buckets) walks the universal queue instead: same result
+SELECT iwd.upsert_agent(jsonb_build_object('id', 'generalist', 'state', 'ready', 'capacity', '{"chat": 10}'::jsonb,
+       'skills', (SELECT jsonb_object_agg('g' || i, 10) FROM generate_series(1, 12) i))) IS NOT NULL;
+SELECT task('g-pair', '{"priority": 40, "mediaType": "chat", "skills": {"g3": 4, "g11": 9}}') > 0;
+SELECT task('g-other', '{"priority": 60, "mediaType": "chat", "skills": {"g3": 4, "h1": 1}}') > 0;
+SELECT claim('generalist');
+SELECT claim('generalist');
+
 DROP FUNCTION task(text, jsonb);
 DROP FUNCTION claim(text);
 DROP EXTENSION iwd CASCADE;
