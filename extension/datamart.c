@@ -1,8 +1,12 @@
 /*-------------------------------------------------------------------------
  * datamart.c
  *	  The Data Mart schedule: iwd_dm.* parameters, a cron matcher, and the
- *	  scheduled execution chain that the scheduler's database worker runs, one
- *	  transaction per batch (the SQL steps are in sql/datamart.sql).
+ *	  scheduled execution chain, one transaction per batch (the SQL steps are
+ *	  in sql/datamart.sql). The scheduler's database worker checks the schedule;
+ *	  the chain itself runs in a background worker of its own ("iwd datamart"),
+ *	  so that a long load (the first run over a large history, a backfill) never
+ *	  holds up the scheduler passes, reservation timeouts and the vacuum of the
+ *	  hot table that the database worker does every second.
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -12,6 +16,10 @@
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "tcop/tcopprot.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
@@ -32,6 +40,12 @@ static bool dm_suspend = false;
 static int	dm_batch_size = DM_BATCH_DEFAULT;
 static char *dm_execution_chain = NULL;
 static char *dm_time_zone = NULL;
+
+/* the chain's worker, as seen from the database worker that started it */
+static BackgroundWorkerHandle *chain_worker = NULL;
+
+PGDLLEXPORT void iwd_datamart_main(Datum main_arg);
+static void StartChainWorker(const char *dbname);
 
 /* Field bounds: minute, hour, day of month, month, day of week (0 or 7 = Sunday). */
 static const int cron_min[CRON_FIELDS] = {0, 0, 1, 1, 0};
@@ -278,12 +292,12 @@ DatamartInstalled(void)
 }
 
 /*
- * Called by the scheduler's database worker on every loop: run the chain when
- * the schedule matches the current minute (in iwd_dm.time_zone), once per
- * minute. *last_minute remembers the minute of the last run.
+ * Called by the scheduler's database worker on every loop: start the chain's
+ * worker when the schedule matches the current minute (in iwd_dm.time_zone),
+ * once per minute. *last_minute remembers the minute of the last check.
  */
 void
-DatamartTick(int64 *last_minute, MemoryContext cxt)
+DatamartTick(int64 *last_minute, const char *dbname)
 {
 	TimestampTz now = GetCurrentTimestamp();
 	int64		minute = now / USECS_PER_MINUTE;
@@ -304,5 +318,62 @@ DatamartTick(int64 *last_minute, MemoryContext cxt)
 	tm.tm_mon += 1;				/* pg_localtime months are 0-based */
 	if (CronMatches(dm_schedule, &tm) != 1 || !DatamartInstalled())
 		return;
+	StartChainWorker(dbname);
+}
+
+/* Start the chain's worker for dbname, unless the previous run is still going. */
+static void
+StartChainWorker(const char *dbname)
+{
+	BackgroundWorker worker;
+	pid_t		pid;
+	MemoryContext old;
+
+	if (chain_worker != NULL && GetBackgroundWorkerPid(chain_worker, &pid) != BGWH_STOPPED)
+	{
+		ereport(LOG,
+				(errmsg("iwd Data Mart chain of database \"%s\" is still running; this scheduled run is skipped",
+						dbname)));
+		return;
+	}
+	memset(&worker, 0, sizeof(worker));
+	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	worker.bgw_restart_time = BGW_NEVER_RESTART;
+	snprintf(worker.bgw_library_name, BGW_MAXLEN, "iwd");
+	snprintf(worker.bgw_function_name, BGW_MAXLEN, "iwd_datamart_main");
+	snprintf(worker.bgw_name, BGW_MAXLEN, "iwd datamart %s", dbname);
+	snprintf(worker.bgw_type, BGW_MAXLEN, "iwd datamart");
+	strlcpy(worker.bgw_extra, dbname, BGW_EXTRALEN);
+	worker.bgw_notify_pid = MyProcPid;
+	/* the handle outlives the scheduler loop's memory */
+	old = MemoryContextSwitchTo(TopMemoryContext);
+	if (chain_worker != NULL)
+		pfree(chain_worker);
+	chain_worker = NULL;
+	if (!RegisterDynamicBackgroundWorker(&worker, &chain_worker))
+		ereport(WARNING,
+				(errmsg("iwd Data Mart: no background worker slot to run the chain of database \"%s\"", dbname),
+				 errhint("Raise max_worker_processes: iwd needs one per database in iwd.databases, one for the "
+						 "launcher, and one per database while its Data Mart chain runs.")));
+	MemoryContextSwitchTo(old);
+}
+
+/* The chain's worker: run the configured chain once in the database of bgw_extra, then exit. */
+void
+iwd_datamart_main(Datum main_arg)
+{
+	char		dbname[NAMEDATALEN];
+	MemoryContext cxt;
+
+	strlcpy(dbname, MyBgworkerEntry->bgw_extra, NAMEDATALEN);
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+	BackgroundWorkerInitializeConnection(dbname, NULL, 0);
+	cxt = AllocSetContextCreate(TopMemoryContext, "iwd datamart chain", ALLOCSET_DEFAULT_SIZES);
+	MemoryContextSwitchTo(cxt);
+	ereport(LOG, (errmsg("iwd Data Mart chain \"%s\" started for database \"%s\"", dm_execution_chain, dbname)));
 	RunScheduledChain(cxt);
+	proc_exit(0);
 }

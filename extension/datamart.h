@@ -1,6 +1,7 @@
 /*-------------------------------------------------------------------------
  * datamart.h
- *	  The Data Mart schedule (datamart.c), run by the scheduler's database worker.
+ *	  The Data Mart schedule (datamart.c), checked by the scheduler's database
+ *	  worker; the chain runs in a worker of its own.
  *-------------------------------------------------------------------------
  */
 #ifndef IWD_DATAMART_H
@@ -9,6 +10,6 @@
 #include "postgres.h"
 
 extern void DatamartInit(void);
-extern void DatamartTick(int64 *last_minute, MemoryContext cxt);
+extern void DatamartTick(int64 *last_minute, const char *dbname);
 
 #endif							/* IWD_DATAMART_H */

@@ -11,8 +11,8 @@
  * their first pass after start returns the reservations that timed out while
  * no scheduler ran. In iwd.notify = batch mode (the default) the database
  * worker also announces new task events every iwd.notify_interval, it
- * vacuums iwd.task after every iwd.vacuum_threshold events, and it runs the
- * Data Mart chain on its schedule (datamart.c).
+ * vacuums iwd.task after every iwd.vacuum_threshold events, and it starts the
+ * Data Mart chain on its schedule, in a worker of its own (datamart.c).
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -348,7 +348,7 @@ iwd_scheduler_database_main(Datum main_arg)
 				last_vacuum = GetCurrentTimestamp();
 				vacuumed_at_event = announced;
 			}
-			DatamartTick(&datamart_minute, loop_cxt);
+			DatamartTick(&datamart_minute, dbname);
 			MemoryContextSwitchTo(old);
 			MemoryContextReset(loop_cxt);
 		}

@@ -104,6 +104,8 @@ for _ in $(seq 1 75); do
     sleep 1
 done
 check "the scheduled Data Mart chain ran" "t" "$done_at"
+check "in a worker of its own" "t" \
+    "$(grep -q 'iwd Data Mart chain "full" started for database "tenant_a"' "$work/log" && echo t || echo f)"
 check "it loaded every event" "t" \
     "$(sql -d tenant_a -c "SELECT (SELECT count(*) FROM iwd_dm.task_event_fact) > 0 AND
                                   (SELECT last_summary->>'events' FROM iwd_dm.job_status WHERE execution_chain = 'full')::int > 0")"
