@@ -6,21 +6,23 @@
 # bench/RESULTS.md, with the last soak run (bench/soak-results.md, make bench-soak) and the analysis
 # (bench/analysis.md) appended.
 # Environment: IWD_BENCH_BACKLOGS ("10000 100000"), IWD_BENCH_CLIENTS ("1 4 16"),
-#              IWD_BENCH_SECONDS (10), IWD_BENCH_RUNS (3), IWD_BENCH_PORT (54340).
+#              IWD_BENCH_SECONDS (5), IWD_BENCH_RUNS (1), IWD_BENCH_PORT (54340) for that matrix;
+#              IWD_BENCH_SIDECAR_RUNS (5), IWD_BENCH_SIDECAR_SECONDS (5) for the sidecar; bench/targets.sh
+#              and bench/datamart/run.sh read their own.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 top=$(pwd)
 port=${IWD_BENCH_PORT:-54340}
 backlogs=${IWD_BENCH_BACKLOGS:-"10000 100000"}
 clients_list=${IWD_BENCH_CLIENTS:-"1 4 16"}
-seconds=${IWD_BENCH_SECONDS:-10}
-runs=${IWD_BENCH_RUNS:-3}
+seconds=${IWD_BENCH_SECONDS:-5}
+runs=${IWD_BENCH_RUNS:-1}
 out="$top/bench/out"
 mkdir -p "$out"
 . bench/lib.sh
-start_cluster claim "$port" "iwd.databases = 'bench'" "shared_buffers = 512MB" "max_wal_size = 4GB" \
+start_cluster claim "$port" "iwd.databases = 'bench'" "iwd_dm.suspend = on" "shared_buffers = 512MB" "max_wal_size = 4GB" \
     "checkpoint_timeout = 15min" "max_connections = 100"
-settings="shared_buffers=512MB, max_wal_size=4GB, synchronous_commit=on, fsync=on, scheduler running"
+settings="shared_buffers=512MB, max_wal_size=4GB, checkpoint_timeout=15min, synchronous_commit=on, fsync=on, the scheduler worker running (the Data Mart schedule suspended except in the soak)"
 sql -f "$work/setup.sql" >/dev/null
 
 
@@ -54,7 +56,8 @@ done
     echo "Written by \`make bench\` (bench/run.sh) on $(date -u +%Y-%m-%d). Machine: $(nproc) CPUs"\
          "($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')),"\
          "$(free -g | awk '/Mem:/ {print $2}') GB RAM; $("$bindir/postgres" --version)."
-    echo "Settings: $settings. Each figure is the median of $runs runs of $seconds s;"
+    echo "Settings: $settings. The claim matrix below is one run of $seconds s per cell (a survey; the targets"
+    echo "section has the medians of repeated runs);"
     echo "the machine is shared, so compare figures of one run of the script, not across runs."
     echo
     echo "## Claim + complete"
@@ -84,10 +87,10 @@ done
     echo
     echo "## Sidecar"
     echo
-    echo "wrk, 16 connections, 2 threads, against \`iwd-sidecar\` (2 worker threads) on a local PostgreSQL with a"
-    echo "100k-task backlog and 500 agents (\`bench/sidecar/run.sh\`); medians of $runs runs of ${IWD_BENCH_SIDECAR_SECONDS:-10} s."
+    echo "wrk, 16 connections, 2 threads, against \`iwd-sidecar\` (2 worker threads: one per CPU) on a local PostgreSQL with a"
+    echo "100k-task backlog and 500 agents (\`bench/sidecar/run.sh\`); medians of ${IWD_BENCH_SIDECAR_RUNS:-5} runs of ${IWD_BENCH_SIDECAR_SECONDS:-5} s."
     echo
-    IWD_BENCH_RUNS=$runs IWD_BENCH_SECONDS=${IWD_BENCH_SIDECAR_SECONDS:-10} bench/sidecar/run.sh
+    IWD_BENCH_RUNS=${IWD_BENCH_SIDECAR_RUNS:-5} IWD_BENCH_SECONDS=${IWD_BENCH_SIDECAR_SECONDS:-5} bench/sidecar/run.sh
     echo
     echo "## Targets"
     echo

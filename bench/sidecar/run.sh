@@ -35,6 +35,7 @@ listen_addresses = ''
 unix_socket_directories = '$work/pg'
 shared_preload_libraries = 'iwd'
 iwd.databases = 'tenant'
+iwd_dm.suspend = on
 shared_buffers = 256MB
 CONF
 "${as_user[@]}" "$bindir/pg_ctl" -D "$work/pg/data" -l "$work/pg/log" -w start >/dev/null
