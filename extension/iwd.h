@@ -18,6 +18,7 @@ extern char *iwd_simulated_time;
 extern int	iwd_notify;
 extern int	iwd_notify_interval_ms;
 extern int	iwd_vacuum_threshold;
+extern int	iwd_pass_duty;
 
 /* iwd.notify: how task events are announced on channel iwd_task_event */
 typedef enum IwdNotifyMode

@@ -330,8 +330,22 @@ iwd_scheduler_database_main(Datum main_arg)
 				last_pass = GetCurrentTimestamp();
 				do
 				{
+					TimestampTz started = GetCurrentTimestamp();
+					long		secs;
+					int			usecs;
+
 					CHECK_FOR_INTERRUPTS();
 					more = RunTickBatch();
+					/* a long pass rests between batches: iwd.pass_duty percent of the time working */
+					TimestampDifference(started, GetCurrentTimestamp(), &secs, &usecs);
+					if (more && iwd_pass_duty < 100)
+					{
+						long		rest_ms = (secs * 1000 + usecs / 1000) * (100 - iwd_pass_duty) / iwd_pass_duty;
+
+						(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, Max(rest_ms, 1),
+										 PG_WAIT_EXTENSION);
+						ResetLatch(MyLatch);
+					}
 				} while (more);
 			}
 			if (iwd_notify == IWD_NOTIFY_BATCH || iwd_vacuum_threshold > 0)
