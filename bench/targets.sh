@@ -42,14 +42,20 @@ pgbench_run() {
 }
 
 declare -A result walinfo summary
-measure() { # measure NAME SCRIPT [fill-sql]
-    local name=$1 script=$2 fill=${3:-}
+measure() { # measure NAME SCRIPT [fill-sql [top-up-sql run every second during the runs]]
+    local name=$1 script=$2 fill=${3:-} during=${4:-} topper
     local tps=() firsts=() lasts=() p50=() p99=() wals=() fpis=()
     for r in $(seq 1 "$runs"); do
         [ -n "$fill" ] && sql -c "$fill" >/dev/null
         # every run starts right after a checkpoint: each queue pays its full-page writes alike
         sql -c "CHECKPOINT" >/dev/null
+        topper=""
+        if [ -n "$during" ]; then
+            ( while sleep 1; do sql -c "$during" >/dev/null 2>&1 || true; done ) &
+            topper=$!
+        fi
         read -r t f l a b w i <<<"$(pgbench_run "$script")"
+        [ -n "$topper" ] && { kill "$topper" 2>/dev/null; wait "$topper" 2>/dev/null || true; }
         tps+=("$t"); firsts+=("$f"); lasts+=("$l"); p50+=("$a"); p99+=("$b"); wals+=("$w"); fpis+=("$i")
         echo "targets: $name run $r: $t tps (first 10 s $f, last 10 s $l, p50 $a ms, p99 $b ms, WAL $w B and $i FPI per tx)" >&2
     done
@@ -125,7 +131,8 @@ repri_with=$(progress_avg "$work/repri_pass.txt" "$window")
 repri_without=$(progress_avg "$work/repri_base.txt" "$window")
 echo "targets: reprioritization of $due tasks: ${pass_ms} ms; claims over the first $window s: $repri_with/s with the pass, $repri_without/s without" >&2
 sql -c "DELETE FROM iwd.task WHERE status = 'queued' AND id NOT IN (SELECT id FROM iwd.task WHERE status = 'queued' LIMIT $small)" -c "VACUUM ANALYZE iwd.task" >/dev/null
-measure iwd_small claim_complete.sql "SELECT bench_queue_fill($small)"
+# a small backlog drains in seconds at this rate: it is topped up every second during the runs
+measure iwd_small claim_complete.sql "SELECT bench_queue_fill($small)" "CALL bench_queue_topup($small)"
 
 read -r c_tps _ <<<"${result[ceiling]}"
 read -r one_tps _ <<<"${result[create_one]}"
@@ -142,7 +149,7 @@ echo "| commit ceiling: single-row INSERT transactions | ${summary[ceiling]} | $
 echo "| single \`create_task\` transactions | ${summary[create_one]} | ${walinfo[create_one]} |"
 echo "| hand-written queue: claim + complete cycles | ${summary[naive]} | ${walinfo[naive]} |"
 echo "| iwd: claim + complete cycles | ${summary[iwd_big]} | ${walinfo[iwd_big]} |"
-echo "| iwd: claim + complete cycles, $small queued | ${summary[iwd_small]} | ${walinfo[iwd_small]} |"
+echo "| iwd: claim + complete cycles, $small queued (topped up every second) | ${summary[iwd_small]} | ${walinfo[iwd_small]} |"
 echo
 echo "| measure | value | target | |"
 echo "|---|---:|---:|---|"
