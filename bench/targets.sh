@@ -31,7 +31,7 @@ pgbench_run() {
         -P 10 -l -f "$work/$1" bench) > "$work/out.txt" 2>&1
     w1=$(sql -c "SELECT wal_bytes || ' ' || wal_fpi FROM pg_stat_wal")
     local tps first last lat n wal
-    tps=$(awk '/^tps = / {print $3}' "$work/out.txt")
+    tps=$(awk '/^tps = / {printf "%.0f", $3}' "$work/out.txt")
     first=$(awk '/^progress: / {print $4; exit}' "$work/out.txt")
     last=$(awk '/^progress: / {v=$4} END {print v}' "$work/out.txt")
     lat=$(cat "$work"/pgbench_log.* | awk '{print $3 / 1000}' | sort -n | awk '{a[NR]=$1} END {print a[int(NR*0.5)+1], a[int(NR*0.99)+1]}')
