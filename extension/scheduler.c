@@ -75,24 +75,36 @@ SchedulerInit(void)
 	RegisterBackgroundWorker(&worker);
 }
 
-/* Start the database worker for dbname; NULL when no worker slot is free. */
-static BackgroundWorkerHandle *
-StartDatabaseWorker(const char *dbname)
+/*
+ * Register a dynamic worker of iwd running function in dbname (bgw_extra),
+ * named "<type> <dbname>", notifying this process; false when no slot is free.
+ */
+bool
+IwdStartDatabaseWorker(const char *function, const char *type, const char *dbname,
+					   BackgroundWorkerHandle **handle)
 {
 	BackgroundWorker worker;
-	BackgroundWorkerHandle *handle;
 
 	memset(&worker, 0, sizeof(worker));
 	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
 	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
 	worker.bgw_restart_time = BGW_NEVER_RESTART;
 	snprintf(worker.bgw_library_name, BGW_MAXLEN, "iwd");
-	snprintf(worker.bgw_function_name, BGW_MAXLEN, "iwd_scheduler_database_main");
-	snprintf(worker.bgw_name, BGW_MAXLEN, "iwd scheduler %s", dbname);
-	snprintf(worker.bgw_type, BGW_MAXLEN, "iwd scheduler");
+	snprintf(worker.bgw_function_name, BGW_MAXLEN, "%s", function);
+	snprintf(worker.bgw_name, BGW_MAXLEN, "%s %s", type, dbname);
+	snprintf(worker.bgw_type, BGW_MAXLEN, "%s", type);
 	strlcpy(worker.bgw_extra, dbname, BGW_EXTRALEN);
 	worker.bgw_notify_pid = MyProcPid;
-	if (!RegisterDynamicBackgroundWorker(&worker, &handle))
+	return RegisterDynamicBackgroundWorker(&worker, handle);
+}
+
+/* Start the database worker for dbname; NULL when no worker slot is free. */
+static BackgroundWorkerHandle *
+StartDatabaseWorker(const char *dbname)
+{
+	BackgroundWorkerHandle *handle;
+
+	if (!IwdStartDatabaseWorker("iwd_scheduler_database_main", "iwd scheduler", dbname, &handle))
 	{
 		ereport(WARNING,
 				(errmsg("iwd scheduler: no background worker slot for database \"%s\"", dbname),
@@ -300,6 +312,7 @@ iwd_scheduler_database_main(Datum main_arg)
 	int64		announced = -1;
 	int64		vacuumed_at_event = -1;
 	int64		datamart_minute = -1;
+	bool		pass_more = false;
 
 	strlcpy(dbname, MyBgworkerEntry->bgw_extra, NAMEDATALEN);
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
@@ -323,30 +336,26 @@ iwd_scheduler_database_main(Datum main_arg)
 		if (!RecoveryInProgress())
 		{
 			old = MemoryContextSwitchTo(loop_cxt);
-			if (TimestampDifferenceExceeds(last_pass, GetCurrentTimestamp(), iwd_scheduler_interval_ms))
+			/*
+			 * One batch of the pass per loop: a long pass (a whole backlog to
+			 * rescore or expire) rests between batches, iwd.pass_duty percent of
+			 * the time working, and the announcements, the vacuum and the Data
+			 * Mart schedule go on in between.
+			 */
+			if (pass_more || TimestampDifferenceExceeds(last_pass, GetCurrentTimestamp(), iwd_scheduler_interval_ms))
 			{
-				bool		more;
+				TimestampTz started = GetCurrentTimestamp();
+				long		secs;
+				int			usecs;
 
-				last_pass = GetCurrentTimestamp();
-				do
+				if (!pass_more)
+					last_pass = started;
+				pass_more = RunTickBatch();
+				if (pass_more)
 				{
-					TimestampTz started = GetCurrentTimestamp();
-					long		secs;
-					int			usecs;
-
-					CHECK_FOR_INTERRUPTS();
-					more = RunTickBatch();
-					/* a long pass rests between batches: iwd.pass_duty percent of the time working */
 					TimestampDifference(started, GetCurrentTimestamp(), &secs, &usecs);
-					if (more && iwd_pass_duty < 100)
-					{
-						long		rest_ms = (secs * 1000 + usecs / 1000) * (100 - iwd_pass_duty) / iwd_pass_duty;
-
-						(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, Max(rest_ms, 1),
-										 PG_WAIT_EXTENSION);
-						ResetLatch(MyLatch);
-					}
-				} while (more);
+					wait_ms = (secs * 1000 + usecs / 1000) * (100 - iwd_pass_duty) / iwd_pass_duty;
+				}
 			}
 			if (iwd_notify == IWD_NOTIFY_BATCH || iwd_vacuum_threshold > 0)
 			{
