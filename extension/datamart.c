@@ -325,7 +325,6 @@ DatamartTick(int64 *last_minute, const char *dbname)
 static void
 StartChainWorker(const char *dbname)
 {
-	BackgroundWorker worker;
 	pid_t		pid;
 	MemoryContext old;
 
@@ -336,22 +335,12 @@ StartChainWorker(const char *dbname)
 						dbname)));
 		return;
 	}
-	memset(&worker, 0, sizeof(worker));
-	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
-	worker.bgw_restart_time = BGW_NEVER_RESTART;
-	snprintf(worker.bgw_library_name, BGW_MAXLEN, "iwd");
-	snprintf(worker.bgw_function_name, BGW_MAXLEN, "iwd_datamart_main");
-	snprintf(worker.bgw_name, BGW_MAXLEN, "iwd datamart %s", dbname);
-	snprintf(worker.bgw_type, BGW_MAXLEN, "iwd datamart");
-	strlcpy(worker.bgw_extra, dbname, BGW_EXTRALEN);
-	worker.bgw_notify_pid = MyProcPid;
 	/* the handle outlives the scheduler loop's memory */
 	old = MemoryContextSwitchTo(TopMemoryContext);
 	if (chain_worker != NULL)
 		pfree(chain_worker);
 	chain_worker = NULL;
-	if (!RegisterDynamicBackgroundWorker(&worker, &chain_worker))
+	if (!IwdStartDatabaseWorker("iwd_datamart_main", "iwd datamart", dbname, &chain_worker))
 		ereport(WARNING,
 				(errmsg("iwd Data Mart: no background worker slot to run the chain of database \"%s\"", dbname),
 				 errhint("Raise max_worker_processes: iwd needs one per database in iwd.databases, one for the "

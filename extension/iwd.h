@@ -35,6 +35,11 @@ extern void ConfigCacheInit(void);
 
 /* The iwd clock: iwd.simulated_time when set, else the transaction start time. */
 extern TimestampTz IwdNow(void);
+
+/* scheduler.c: a dynamic worker of iwd in a database (see there) */
+struct BackgroundWorkerHandle;
+extern bool IwdStartDatabaseWorker(const char *function, const char *type, const char *dbname,
+								   struct BackgroundWorkerHandle **handle);
 extern bool IwdParseTimestamptz(const char *str, TimestampTz *result);
 
 #endif							/* IWD_H */
