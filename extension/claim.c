@@ -366,7 +366,7 @@ ClaimTask(const char *agent, int reserve_seconds, bool *found)
 										  "SELECT q.id FROM iwd.task q WHERE q.status = 'queued' "
 										  "AND q.media_type = ANY ($2) "
 										  "AND (q.requested_agent IS NULL OR q.requested_agent = $1) "
-										  "AND iwd.skills_met(q.skills, $3) AND $4 IS NOT NULL "
+										  "AND iwd.skills_met(q.skills, $3) "
 										  "ORDER BY q.priority DESC, q.business_value DESC, q.due_at ASC NULLS LAST, "
 										  "q.created_at, q.id LIMIT $5",
 										  5, pick_types), pick_args, NULL, false, 0) != SPI_OK_SELECT)

@@ -649,6 +649,13 @@ BEGIN
     END IF;
 END $$;
 
+-- The detail of a task's "created" event.
+CREATE FUNCTION iwd._created_detail(t iwd.task) RETURNS jsonb
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT jsonb_strip_nulls(jsonb_build_object('priority', t.priority, 'businessValue', t.business_value,
+                                                'category', t.category, 'errorReason', t.error_reason))
+$$;
+
 -- Create one task (see create_task) and return it with "created" telling whether it is new.
 CREATE FUNCTION iwd._create_task(task jsonb, at timestamptz, OUT created boolean, OUT result jsonb)
 LANGUAGE plpgsql AS $$
@@ -694,9 +701,7 @@ BEGIN
         t.requested_skill, t.source_created_at, t.source_due_at, t.source_process_type, t.result_code);
     INSERT INTO iwd.task_document (task_id, document)
     VALUES (t.id, iwd._document(t.subject, t.description, t.attributes));
-    PERFORM iwd._event(t.id, at, 'created', NULL, NULL, t.status,
-                       jsonb_strip_nulls(jsonb_build_object('priority', t.priority, 'businessValue', t.business_value,
-                                                            'category', t.category, 'errorReason', t.error_reason)));
+    PERFORM iwd._event(t.id, at, 'created', NULL, NULL, t.status, iwd._created_detail(t));
     created := true;
     result := iwd.task_json(t);
 END $$;
@@ -735,20 +740,10 @@ BEGIN
         WITH p AS MATERIALIZED (
             SELECT x.ord, iwd._prepare_task(x.e, NULL, at) AS t
             FROM jsonb_array_elements(tasks) WITH ORDINALITY x(e, ord))
-        SELECT array_agg(ROW(
-                       nextval('iwd.task_id_seq'), (p.t).external_id, (p.t).capture_point,
-                       (p.t).media_type, (p.t).department, (p.t).process, (p.t).category, (p.t).queue,
-                       (p.t).customer_segment, (p.t).priority, (p.t).business_value,
-                       (p.t).priority_override, (p.t).business_value_override, (p.t).subject,
-                       (p.t).description, (p.t).skills, (p.t).attributes, (p.t).status, (p.t).created_at,
-                       (p.t).aging_from, (p.t).activation_at, (p.t).due_at, (p.t).expires_at,
-                       (p.t).assigned_to, (p.t).reserved_until, (p.t).accepted_at, (p.t).hold_reason,
-                       (p.t).error_reason, (p.t).completed_at, at, (p.t).reprioritize_at,
-                       (p.t).overdue_flagged, (p.t).classified_by, (p.t).customer_id, (p.t).product_type,
-                       (p.t).product_subtype, (p.t).requested_agent, (p.t).requested_skill,
-                       (p.t).source_created_at, (p.t).source_due_at, (p.t).source_process_type,
-                       (p.t).result_code)::iwd.task ORDER BY p.ord) INTO v_tasks
-        FROM p;
+        -- each prepared task with its id and update time (jsonb_populate_record keeps the other fields)
+        SELECT array_agg(jsonb_populate_record(p.t, jsonb_build_object('id', nextval('iwd.task_id_seq'),
+                                                                      'updated_at', at)) ORDER BY p.ord)
+        INTO v_tasks FROM p;
     EXCEPTION WHEN OTHERS THEN
         RETURN NULL;
     END;
@@ -766,9 +761,7 @@ BEGIN
     INSERT INTO iwd.task_document (task_id, document)
     SELECT t.id, iwd._document(t.subject, t.description, t.attributes) FROM unnest(v_tasks) t;
     INSERT INTO iwd.task_event (task_id, at, event, actor, status_before, status_after, detail)
-    SELECT t.id, at, 'created', NULL, NULL, t.status,
-           jsonb_strip_nulls(jsonb_build_object('priority', t.priority, 'businessValue', t.business_value,
-                                                'category', t.category, 'errorReason', t.error_reason))
+    SELECT t.id, at, 'created', NULL, NULL, t.status, iwd._created_detail(t)
     FROM unnest(v_tasks) t ORDER BY t.id;
     IF current_setting('iwd.notify', true) = 'event' THEN
         PERFORM pg_notify('iwd_task_event', t.id || ':created') FROM unnest(v_tasks) t;
