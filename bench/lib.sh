@@ -4,6 +4,11 @@
 # $as_user, copies bench/core/*.sql into $work, and creates the database "bench".
 # sql ARGS... runs psql on it (unaligned, tuples only, stop on error).
 
+# The settings of the claim benchmarks (matrix, targets, soak): one tenant database served by the
+# scheduler worker, its Data Mart schedule suspended (the Data Mart has its own benchmark).
+bench_settings=("iwd.databases = 'bench'" "iwd_dm.suspend = on" "shared_buffers = 512MB" "max_wal_size = 4GB"
+                "checkpoint_timeout = 15min")
+
 start_cluster() {
     local name=$1 port=$2; shift 2
     bindir=$(/usr/lib/postgresql/15/bin/pg_config --bindir)

@@ -20,8 +20,7 @@ runs=${IWD_BENCH_RUNS:-1}
 out="$top/bench/out"
 mkdir -p "$out"
 . bench/lib.sh
-start_cluster claim "$port" "iwd.databases = 'bench'" "iwd_dm.suspend = on" "shared_buffers = 512MB" "max_wal_size = 4GB" \
-    "checkpoint_timeout = 15min" "max_connections = 100"
+start_cluster claim "$port" "${bench_settings[@]}" "max_connections = 100"
 settings="shared_buffers=512MB, max_wal_size=4GB, checkpoint_timeout=15min, synchronous_commit=on, fsync=on, the scheduler worker running (the Data Mart schedule suspended except in the soak)"
 sql -f "$work/setup.sql" >/dev/null
 

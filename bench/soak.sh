@@ -11,8 +11,7 @@ minutes=${IWD_SOAK_MINUTES:-30}
 backlog=${IWD_SOAK_BACKLOG:-1000000}
 port=${IWD_SOAK_PORT:-54346}
 . bench/lib.sh
-start_cluster soak "$port" "iwd.databases = 'bench'" "iwd_dm.suspend = on" "shared_buffers = 512MB" "max_wal_size = 4GB" \
-    "checkpoint_timeout = 15min"
+start_cluster soak "$port" "${bench_settings[@]}"
 sql -f "$work/setup.sql" >/dev/null
 # reprioritization every hour: no pass over the whole backlog falls inside the soak (bench/targets.sh
 # measures claims during one)

@@ -15,8 +15,7 @@ repri_seconds=${IWD_BENCH_REPRI_SECONDS:-60}
 capture=100000
 port=${IWD_BENCH_TARGET_PORT:-54344}
 . bench/lib.sh
-start_cluster targets "$port" "iwd.databases = 'bench'" "iwd_dm.suspend = on" "shared_buffers = 512MB" "max_wal_size = 4GB" \
-    "checkpoint_timeout = 15min"
+start_cluster targets "$port" "${bench_settings[@]}"
 sql -f "$work/setup.sql" >/dev/null
 sql -f "$work/naive_setup.sql" >/dev/null
 ms() { echo $(( $(date +%s%N) / 1000000 )); }
