@@ -12,11 +12,24 @@
  */
 #include "postgres.h"
 
+#include "access/genam.h"
 #include "access/htup_details.h"
+#include "access/stratnum.h"
+#include "access/table.h"
+#include "access/tableam.h"
+#include "catalog/namespace.h"
 #include "catalog/pg_type.h"
+#include "executor/tuptable.h"
+#include "miscadmin.h"
+#include "utils/acl.h"
+#include "utils/lsyscache.h"
+#include "utils/rel.h"
+#include "utils/relcache.h"
+#include "utils/snapmgr.h"
 #include "fmgr.h"
 #include "funcapi.h"
 #include "utils/builtins.h"
+#include "utils/fmgroids.h"
 #include "utils/datetime.h"
 #include "utils/jsonb.h"
 #include "utils/numeric.h"
@@ -644,17 +657,14 @@ PushField(JsonbParseState **state, FieldValue *v, FieldType type)
 	pushJsonbValue(state, WJB_VALUE, &jv);
 }
 
-PG_FUNCTION_INFO_V1(iwd_task_json);
-
 /*
- * SQL: iwd.task_json(t iwd.task) RETURNS jsonb
- *
  * The task in the REST shape: every field with a REST name, extended
  * attributes only when set, and "overdue" derived from the due time and the
- * completion time (or the iwd clock).
+ * completion time (or the iwd clock). rec is a row of iwd.task or of
+ * iwd.task_closed (columns are matched by name).
  */
-Datum
-iwd_task_json(PG_FUNCTION_ARGS)
+static Jsonb *
+TaskJson(HeapTupleHeader rec)
 {
 	TaskDraft	draft;
 	JsonbParseState *state = NULL;
@@ -664,7 +674,7 @@ iwd_task_json(PG_FUNCTION_ARGS)
 
 	memset(&draft, 0, sizeof(draft));
 	DraftInit(&draft);
-	DraftFromTuple(&draft, PG_GETARG_HEAPTUPLEHEADER(0));
+	DraftFromTuple(&draft, rec);
 	pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);
 	for (int i = 0; i < TF_COUNT; i++)
 	{
@@ -678,5 +688,77 @@ iwd_task_json(PG_FUNCTION_ARGS)
 	overdue.val.boolean = !due->isnull && (completed->isnull ? IwdNow() : completed->ts) > due->ts;
 	PushKey(&state, "overdue");
 	pushJsonbValue(&state, WJB_VALUE, &overdue);
-	PG_RETURN_JSONB_P(JsonbValueToJsonb(pushJsonbValue(&state, WJB_END_OBJECT, NULL)));
+	return JsonbValueToJsonb(pushJsonbValue(&state, WJB_END_OBJECT, NULL));
+}
+
+PG_FUNCTION_INFO_V1(iwd_task_json);
+
+/* SQL: iwd.task_json(t iwd.task) RETURNS jsonb */
+Datum
+iwd_task_json(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_JSONB_P(TaskJson(PG_GETARG_HEAPTUPLEHEADER(0)));
+}
+
+/*
+ * The row of iwd.<relname> whose primary key is id, as a composite datum in
+ * the current memory context, read through the primary key index with the
+ * statement's snapshot; false when there is none. The caller needs SELECT on
+ * the table, as a query would.
+ */
+static bool
+FetchTaskRow(const char *relname, int64 id, Datum *row)
+{
+	Oid			relid = get_relname_relid(relname, get_namespace_oid("iwd", false));
+	AclResult	acl;
+	Relation	rel;
+	Relation	index;
+	IndexScanDesc scan;
+	TupleTableSlot *slot;
+	ScanKeyData key;
+	bool		found;
+
+	if (!OidIsValid(relid))
+		elog(ERROR, "relation iwd.%s does not exist", relname);
+	acl = pg_class_aclcheck(relid, GetUserId(), ACL_SELECT);
+	if (acl != ACLCHECK_OK)
+		aclcheck_error(acl, OBJECT_TABLE, relname);
+	rel = table_open(relid, AccessShareLock);
+	index = index_open(RelationGetPrimaryKeyIndex(rel), AccessShareLock);
+	ScanKeyInit(&key, 1, BTEqualStrategyNumber, F_INT8EQ, Int64GetDatum(id));
+	slot = table_slot_create(rel, NULL);
+	scan = index_beginscan(rel, index, GetActiveSnapshot(), 1, 0);
+	index_rescan(scan, &key, 1, NULL, 0);
+	found = index_getnext_slot(scan, ForwardScanDirection, slot);
+	if (found)
+		*row = ExecFetchSlotHeapTupleDatum(slot);
+	index_endscan(scan);
+	ExecDropSingleTupleTableSlot(slot);
+	index_close(index, AccessShareLock);
+	table_close(rel, AccessShareLock);
+	return found;
+}
+
+PG_FUNCTION_INFO_V1(iwd_get_task);
+
+/*
+ * SQL: iwd.get_task(id bigint) RETURNS jsonb
+ *
+ * One task, open or closed, in the REST shape; SQLSTATE P0002 when there is
+ * none. The read behind GET /tasks/{id}: two primary-key probes at most, no
+ * executor and no planner, so that it costs little more than the protocol
+ * round trip around it. Both probes use the same snapshot, so a task moving
+ * to iwd.task_closed concurrently is found on one side or the other.
+ */
+Datum
+iwd_get_task(PG_FUNCTION_ARGS)
+{
+	int64		id = PG_GETARG_INT64(0);
+	Datum		row;
+
+	if (!FetchTaskRow("task", id, &row) && !FetchTaskRow("task_closed", id, &row))
+		ereport(ERROR,
+				(errcode(ERRCODE_NO_DATA_FOUND),
+				 errmsg("task " INT64_FORMAT " does not exist", id)));
+	PG_RETURN_JSONB_P(TaskJson(DatumGetHeapTupleHeader(row)));
 }

@@ -816,19 +816,7 @@ END $$;
 
 -- The task with this id, open or closed; P0002 when none.
 CREATE FUNCTION iwd.get_task(id bigint) RETURNS jsonb
-LANGUAGE plpgsql STABLE STRICT AS $$
-DECLARE
-    v jsonb;
-BEGIN
-    SELECT iwd.task_json(t) INTO v FROM iwd.task t WHERE t.id = get_task.id;
-    IF v IS NULL THEN
-        SELECT iwd.task_json(ROW(c.*)::iwd.task) INTO v FROM iwd.task_closed c WHERE c.id = get_task.id;
-    END IF;
-    IF v IS NULL THEN
-        PERFORM iwd._not_found('task', id::text);
-    END IF;
-    RETURN v;
-END $$;
+    AS 'MODULE_PATHNAME', 'iwd_get_task' LANGUAGE C STABLE STRICT;
 
 -- The keys whose values differ between two task documents.
 CREATE FUNCTION iwd._changed_keys(before jsonb, after jsonb) RETURNS jsonb

@@ -120,6 +120,20 @@ SELECT count(*) FROM iwd.task_key;
 -- get_task
 SELECT iwd.get_task(1) ->> 'externalId';
 SELECT err($$SELECT iwd.get_task(999)$$);
+SELECT iwd.get_task(NULL);
+-- it reads the tables with the caller's rights, as a query would
+CREATE ROLE iwd_regress_reader;
+GRANT USAGE ON SCHEMA iwd TO iwd_regress_reader;
+SET ROLE iwd_regress_reader;
+SELECT err($$SELECT iwd.get_task(1)$$);
+RESET ROLE;
+GRANT SELECT ON iwd.task, iwd.task_closed TO iwd_regress_reader;
+SET ROLE iwd_regress_reader;
+SELECT iwd.get_task(1) ->> 'externalId';
+RESET ROLE;
+REVOKE ALL ON iwd.task, iwd.task_closed FROM iwd_regress_reader;
+REVOKE ALL ON SCHEMA iwd FROM iwd_regress_reader;
+DROP ROLE iwd_regress_reader;
 
 DROP FUNCTION err(text);
 DROP EXTENSION iwd CASCADE;
