@@ -6,7 +6,7 @@
 # bench/RESULTS.md, with the last soak run (bench/soak-results.md, make bench-soak) and the analysis
 # (bench/analysis.md) appended.
 # Environment: IWD_BENCH_BACKLOGS ("10000 100000"), IWD_BENCH_CLIENTS ("1 4 16"),
-#              IWD_BENCH_SECONDS (5), IWD_BENCH_RUNS (1), IWD_BENCH_PORT (54340) for that matrix;
+#              IWD_BENCH_SECONDS (3), IWD_BENCH_RUNS (5), IWD_BENCH_PORT (54340) for that matrix;
 #              IWD_BENCH_SIDECAR_RUNS (5), IWD_BENCH_SIDECAR_SECONDS (5) for the sidecar; bench/targets.sh
 #              and bench/datamart/run.sh read their own.
 set -euo pipefail
@@ -15,8 +15,8 @@ top=$(pwd)
 port=${IWD_BENCH_PORT:-54340}
 backlogs=${IWD_BENCH_BACKLOGS:-"10000 100000"}
 clients_list=${IWD_BENCH_CLIENTS:-"1 4 16"}
-seconds=${IWD_BENCH_SECONDS:-5}
-runs=${IWD_BENCH_RUNS:-1}
+seconds=${IWD_BENCH_SECONDS:-3}
+runs=${IWD_BENCH_RUNS:-5}
 out="$top/bench/out"
 mkdir -p "$out"
 . bench/lib.sh
@@ -55,8 +55,8 @@ done
     echo "Written by \`make bench\` (bench/run.sh) on $(date -u +%Y-%m-%d). Machine: $(nproc) CPUs"\
          "($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')),"\
          "$(free -g | awk '/Mem:/ {print $2}') GB RAM; $("$bindir/postgres" --version)."
-    echo "Settings: $settings. The claim matrix below is one run of $seconds s per cell (a survey; the targets"
-    echo "section has the medians of repeated runs);"
+    echo "Settings: $settings. The claim matrix below is $runs runs of $seconds s per cell (a survey of backlogs and"
+    echo "clients; the targets section measures the protocol of each target against its references);"
     echo "the machine is shared, so compare figures of one run of the script, not across runs."
     echo
     echo "## Claim + complete"
@@ -101,7 +101,9 @@ done
     echo
     echo "\`bench/datamart/run.sh\`: $(( ${IWD_BENCH_DM_TASKS:-250000} * 4 )) task events over 30 simulated days"
     echo "(${IWD_BENCH_DM_TASKS:-250000} tasks: created, reserved, accepted, finished), written into the history; then"
-    echo "\`iwd_dm.run('full')\` from scratch, the reference query, 10k new events and \`iwd_dm.run('intraday')\`."
+    echo "\`iwd_dm.run('full')\` from an empty Data Mart and the reference (one \`INSERT … SELECT … GROUP BY\` of a daily"
+    echo "aggregate from the same events, each joined to its task), repeated; then 10k new events and"
+    echo "\`iwd_dm.run('intraday')\`, repeated."
     echo
     IWD_BENCH_DM_TASKS=${IWD_BENCH_DM_TASKS:-250000} bench/datamart/run.sh
     echo

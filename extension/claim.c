@@ -88,13 +88,19 @@ static SPIPlanPtr event_plan = NULL;
 static SPIPlanPtr complete_plan = NULL;
 static SPIPlanPtr transition_plan = NULL;
 
-/* Prepare and keep a plan for the life of the backend. */
+/*
+ * Prepare and keep a plan for the life of the backend. The plan is generic
+ * (planned once, replanned only when the tables' definitions or statistics
+ * change): left to choose, the plan cache would plan the pick afresh on every
+ * claim, since a generic plan with a LIMIT parameter is estimated dearer than
+ * a custom one, and planning would cost more than the pick itself.
+ */
 static SPIPlanPtr
 KeepPlan(SPIPlanPtr *slot, const char *sql, int nargs, Oid *argtypes)
 {
 	if (*slot == NULL)
 	{
-		SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
+		SPIPlanPtr	plan = SPI_prepare_cursor(sql, nargs, argtypes, CURSOR_OPT_GENERIC_PLAN);
 
 		if (plan == NULL)
 			elog(ERROR, "could not prepare claim statement: %s", SPI_result_code_string(SPI_result));

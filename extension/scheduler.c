@@ -46,6 +46,8 @@
 #define LAUNCHER_CHECK_MS 5000
 #define MAX_SCHEDULED_DATABASES 64
 #define VACUUM_MIN_INTERVAL_MS 1000
+/* the vacuum of iwd.task refreshes its statistics at most this often */
+#define ANALYZE_MIN_INTERVAL_MS 60000
 
 PGDLLEXPORT void iwd_scheduler_launcher_main(Datum main_arg);
 PGDLLEXPORT void iwd_scheduler_database_main(Datum main_arg);
@@ -273,20 +275,23 @@ AnnounceNewEvents(int64 announced, bool notify)
  * slow down steadily. Index cleanup is forced (the automatic bypass would keep
  * exactly these entries), truncation is off (its exclusive lock would stall
  * claims), locked tables are skipped, and statistics are refreshed on the way
- * (a queue's size changes fast).
+ * when "analyze" is set (a queue's size changes fast, but not every second:
+ * sampling the table costs far more than the vacuum, and new statistics make
+ * every session replan its statements on iwd.task).
  */
 static void
-VacuumTaskTable(void)
+VacuumTaskTable(bool analyze)
 {
 	MemoryContext portal_cxt = AllocSetContextCreate(TopMemoryContext, "iwd vacuum", ALLOCSET_DEFAULT_SIZES);
 	MemoryContext old_portal = PortalContext;
 	MemoryContext old = MemoryContextSwitchTo(portal_cxt);
 	VacuumStmt *stmt = makeNode(VacuumStmt);
 
-	stmt->options = list_make4(makeDefElem("index_cleanup", NULL, -1),
+	stmt->options = list_make3(makeDefElem("index_cleanup", NULL, -1),
 							   makeDefElem("truncate", (Node *) makeString("false"), -1),
-							   makeDefElem("skip_locked", NULL, -1),
-							   makeDefElem("analyze", NULL, -1));
+							   makeDefElem("skip_locked", NULL, -1));
+	if (analyze)
+		stmt->options = lappend(stmt->options, makeDefElem("analyze", NULL, -1));
 	stmt->rels = list_make1(makeVacuumRelation(makeRangeVar("iwd", "task", -1), InvalidOid, NIL));
 	stmt->is_vacuumcmd = true;
 	PortalContext = portal_cxt;
@@ -309,6 +314,7 @@ iwd_scheduler_database_main(Datum main_arg)
 	MemoryContext loop_cxt;
 	TimestampTz last_pass = 0;
 	TimestampTz last_vacuum = 0;
+	TimestampTz last_analyze = 0;
 	int64		announced = -1;
 	int64		vacuumed_at_event = -1;
 	int64		datamart_minute = -1;
@@ -367,8 +373,13 @@ iwd_scheduler_database_main(Datum main_arg)
 			if (iwd_vacuum_threshold > 0 && announced - vacuumed_at_event >= iwd_vacuum_threshold &&
 				TimestampDifferenceExceeds(last_vacuum, GetCurrentTimestamp(), VACUUM_MIN_INTERVAL_MS))
 			{
-				VacuumTaskTable();
+				bool		analyze = TimestampDifferenceExceeds(last_analyze, GetCurrentTimestamp(),
+																 ANALYZE_MIN_INTERVAL_MS);
+
+				VacuumTaskTable(analyze);
 				last_vacuum = GetCurrentTimestamp();
+				if (analyze)
+					last_analyze = last_vacuum;
 				vacuumed_at_event = announced;
 			}
 			DatamartTick(&datamart_minute, dbname);

@@ -106,6 +106,13 @@ sql -d tenant_a -c "SELECT iwd.create_task(jsonb_build_object('externalId', 'V' 
                     FROM generate_series(1, 20) i" >/dev/null
 wait_for "the worker vacuums iwd.task" "t" -d tenant_a \
     -c "SELECT vacuum_count > 0 FROM pg_stat_user_tables WHERE relid = 'iwd.task'::regclass"
+# it vacuums again after more events, but refreshes the statistics at most once a minute
+sql -d tenant_a -c "SELECT iwd.create_task(jsonb_build_object('externalId', 'W' || i, 'capturePoint', 'test'))
+                    FROM generate_series(1, 20) i" >/dev/null
+wait_for "the worker vacuums iwd.task again" "t" -d tenant_a \
+    -c "SELECT vacuum_count > 1 FROM pg_stat_user_tables WHERE relid = 'iwd.task'::regclass"
+check "the second vacuum within the minute does not analyze" "1" \
+    "$(sql -d tenant_a -c "SELECT analyze_count FROM pg_stat_user_tables WHERE relid = 'iwd.task'::regclass")"
 
 # the Data Mart chain runs on its schedule (every minute here), one transaction per batch
 sql -d postgres -c "ALTER SYSTEM SET iwd_dm.schedule = '* * * * *'" -c "ALTER SYSTEM SET iwd_dm.batch_size = 5" \
