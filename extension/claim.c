@@ -20,10 +20,14 @@
  *   to its own, each pair of its skills): the pick reads the head of those
  *   buckets (short index ranges) and merges them, instead of walking the whole
  *   universal queue past the work of other skills, of higher levels and of
- *   skill combinations the agent lacks. Only levels within a multi-skill
- *   bucket (and a third required skill) are left to the filter. An agent with
- *   so many skills that its buckets number in the hundreds walks the universal
- *   queue instead: most work fits a generalist, so that walk is short.
+ *   skill combinations the agent lacks. Buckets no task has ever had are
+ *   skipped: the pick joins the agent's buckets with the routing key
+ *   registry (iwd.routing_keys, below) by hashing, so that an agent with some
+ *   sixty buckets does not pay an index descent for each of its empty ones.
+ *   Only levels within a multi-skill bucket (and a third required skill) are
+ *   left to the filter. An agent with so many skills that its buckets number
+ *   in the hundreds walks the universal queue instead: most work fits a
+ *   generalist, so that walk is short.
  * - A claim picks, then updates. The pick returns the best few candidates
  *   that fit (media type with free capacity, requested agent, skills and
  *   levels through iwd.skills_met, a C function over the two jsonb skill
@@ -55,13 +59,19 @@
  */
 #include "postgres.h"
 
+#include "access/htup_details.h"
+#include "access/xact.h"
 #include "catalog/pg_type.h"
+#include "commands/trigger.h"
 #include "commands/async.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/fmgrprotos.h"
+#include "utils/hsearch.h"
+#include "utils/lsyscache.h"
+#include "utils/rel.h"
 #include "utils/jsonb.h"
 #include "utils/numeric.h"
 
@@ -207,6 +217,108 @@ Datum
 iwd_routing_key(PG_FUNCTION_ARGS)
 {
 	PG_RETURN_TEXT_P(RoutingKey(PG_GETARG_JSONB_P(0)));
+}
+
+/*
+ * The registry of routing keys (iwd.routing_keys): every key a task has had,
+ * so that a pick reads only the agent's buckets that may hold work (an agent
+ * with five skills at high levels has some sixty buckets, most of them empty:
+ * each costs an index descent). A BEFORE trigger on iwd.task adds the key of
+ * every row written with new skills, in the writing transaction, so a task is
+ * never visible without its key. Keys are never removed (the registry is
+ * bounded by skills x levels and skill pairs, and a trigger forbids deletes).
+ *
+ * Each backend remembers the keys it has seen committed by other
+ * transactions, which therefore exist for good, so that the trigger usually
+ * costs a hash lookup; the memory is dropped when the registry's table is a
+ * different one (the extension was re-created).
+ */
+#define KNOWN_KEY_LEN 128
+
+typedef struct KnownKey
+{
+	char		key[KNOWN_KEY_LEN];
+} KnownKey;
+
+static HTAB *known_keys = NULL;
+static Oid	known_keys_relid = InvalidOid;
+static SPIPlanPtr note_plan = NULL;
+static SPIPlanPtr note_xmin_plan = NULL;
+
+static SPIPlanPtr KeepPlan(SPIPlanPtr *slot, const char *sql, int nargs, Oid *argtypes);
+
+/* Register a routing key unless this backend knows it is registered. */
+static void
+NoteRoutingKey(Oid relid, const char *key)
+{
+	Oid			types[1] = {TEXTOID};
+	Datum		args[1];
+	bool		isnull;
+	TransactionId xmin;
+
+	if (known_keys == NULL || known_keys_relid != relid)
+	{
+		HASHCTL		ctl = {.keysize = KNOWN_KEY_LEN, .entrysize = sizeof(KnownKey)};
+
+		if (known_keys != NULL)
+			hash_destroy(known_keys);
+		known_keys = hash_create("iwd routing keys", 256, &ctl, HASH_ELEM | HASH_STRINGS);
+		known_keys_relid = relid;
+	}
+	if (strlen(key) < KNOWN_KEY_LEN && hash_search(known_keys, key, HASH_FIND, NULL) != NULL)
+		return;
+	args[0] = CStringGetTextDatum(key);
+	SPI_connect();
+	if (SPI_execute_plan(KeepPlan(&note_plan,
+								  "INSERT INTO iwd.routing_keys (key) VALUES ($1) ON CONFLICT DO NOTHING",
+								  1, types), args, NULL, false, 0) != SPI_OK_INSERT)
+		elog(ERROR, "could not register a routing key");
+	/*
+	 * Already there: remember it, unless this transaction wrote it (it would
+	 * be gone if this transaction or that subtransaction rolled back).
+	 */
+	if (SPI_processed == 0 && strlen(key) < KNOWN_KEY_LEN &&
+		SPI_execute_plan(KeepPlan(&note_xmin_plan, "SELECT xmin FROM iwd.routing_keys WHERE key = $1",
+								  1, types), args, NULL, true, 1) == SPI_OK_SELECT && SPI_processed == 1)
+	{
+		xmin = DatumGetTransactionId(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+		if (!isnull && !TransactionIdIsCurrentTransactionId(xmin))
+			hash_search(known_keys, key, HASH_ENTER, NULL);
+	}
+	SPI_finish();
+}
+
+PG_FUNCTION_INFO_V1(iwd_note_routing_key);
+
+/*
+ * Trigger (BEFORE INSERT OR UPDATE OF skills ON iwd.task, FOR EACH ROW):
+ * register the routing key of the row being written.
+ */
+Datum
+iwd_note_routing_key(PG_FUNCTION_ARGS)
+{
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+	HeapTuple	tuple;
+	TupleDesc	tupdesc;
+	int			attnum;
+	bool		isnull;
+	Datum		skills;
+	Oid			relid;
+
+	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_BEFORE(trigdata->tg_event) ||
+		!TRIGGER_FIRED_FOR_ROW(trigdata->tg_event))
+		elog(ERROR, "iwd._note_routing_key must run as a BEFORE ... FOR EACH ROW trigger");
+	tuple = TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event) ? trigdata->tg_newtuple : trigdata->tg_trigtuple;
+	tupdesc = RelationGetDescr(trigdata->tg_relation);
+	attnum = SPI_fnumber(tupdesc, "skills");
+	if (attnum <= 0)
+		elog(ERROR, "iwd._note_routing_key: the table has no column \"skills\"");
+	skills = heap_getattr(tuple, attnum, tupdesc, &isnull);
+	relid = get_relname_relid("routing_keys", RelationGetNamespace(trigdata->tg_relation));
+	if (!OidIsValid(relid))
+		elog(ERROR, "iwd._note_routing_key: the routing key registry is missing");
+	NoteRoutingKey(relid, isnull ? "" : text_to_cstring(RoutingKey(DatumGetJsonbP(skills))));
+	return PointerGetDatum(tuple);
 }
 
 /*
@@ -379,7 +491,8 @@ ClaimTask(const char *agent, int reserve_seconds, bool *found)
 				elog(ERROR, "could not pick a task");
 		}
 		else if (SPI_execute_plan(KeepPlan(&pick_plan,
-									  "SELECT c.id FROM unnest($4) AS s(k) CROSS JOIN LATERAL ("
+									  "SELECT c.id FROM unnest($4) AS s(k) "
+									  "JOIN iwd.routing_keys r ON r.key = s.k CROSS JOIN LATERAL ("
 									  "SELECT q.id, q.priority, q.business_value, q.due_at, q.created_at "
 									  "FROM iwd.task q WHERE q.status = 'queued' "
 									  "AND iwd.routing_key(q.skills) = s.k "

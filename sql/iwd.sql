@@ -239,15 +239,38 @@ CREATE INDEX task_claim_idx ON iwd.task
     (iwd.routing_key(skills), priority DESC, business_value DESC, due_at ASC NULLS LAST, created_at, id)
     WHERE status = 'queued';
 
+-- The routing key registry: every routing key a task has had, so that a claim reads only the agent's
+-- buckets that may hold work. Written by the trigger below in the transaction that writes the task;
+-- never changed or emptied (it stays as small as skills x levels and skill pairs).
+CREATE TABLE iwd.routing_keys (
+    key text PRIMARY KEY
+);
+CREATE FUNCTION iwd._note_routing_key() RETURNS trigger
+    AS 'MODULE_PATHNAME', 'iwd_note_routing_key' LANGUAGE C;
+CREATE TRIGGER task_routing_key BEFORE INSERT OR UPDATE OF skills ON iwd.task
+    FOR EACH ROW EXECUTE FUNCTION iwd._note_routing_key();
+CREATE FUNCTION iwd.forbid_routing_key_change() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'iwd.routing_keys only grows' USING ERRCODE = 'insufficient_privilege',
+        DETAIL = 'Sessions remember which routing keys exist; a removed key would hide its tasks from claims.';
+END $$;
+CREATE TRIGGER routing_keys_grow_only BEFORE UPDATE OR DELETE ON iwd.routing_keys
+    FOR EACH ROW EXECUTE FUNCTION iwd.forbid_routing_key_change();
+CREATE TRIGGER routing_keys_no_truncate BEFORE TRUNCATE ON iwd.routing_keys
+    FOR EACH STATEMENT EXECUTE FUNCTION iwd.forbid_routing_key_change();
+
 -- Reserve the next best task for an agent (NULL when nothing fits).
 -- The claim must walk the claim index in order whatever the statistics say (after a bulk load they
 -- may describe a small table, and a sort of a whole skill bucket would be chosen): the plan settings
--- below leave the planner only that path (the merge of the few candidates is still sorted). With
+-- below leave the planner only that path (the merge of the few candidates is still sorted), and match
+-- the agent's buckets with the routing key registry by hashing (a nested loop would compare every
+-- bucket with every key); the lateral read of each bucket stays a nested loop, the only way to run it. With
 -- enable_sort off every plan looks expensive, so JIT is turned off: compiling would cost far more
 -- than the claim itself.
 CREATE FUNCTION iwd.next_task(agent text, reserve_seconds int DEFAULT 30) RETURNS jsonb
     AS 'MODULE_PATHNAME', 'iwd_next_task' LANGUAGE C VOLATILE STRICT
-    SET enable_sort = off SET enable_bitmapscan = off SET jit = off;
+    SET enable_sort = off SET enable_bitmapscan = off SET enable_nestloop = off SET jit = off;
 
 -- Cumulative counters of this database since server start.
 CREATE FUNCTION iwd._counters(OUT claims bigint, OUT reservation_timeouts bigint)
@@ -282,6 +305,7 @@ DECLARE
 BEGIN
     FOREACH t IN ARRAY ARRAY['iwd.department', 'iwd.process', 'iwd.calendar', 'iwd.category', 'iwd.rule', 'iwd.agent',
                   'iwd.task', 'iwd.task_closed', 'iwd.task_key', 'iwd.task_document', 'iwd.task_event',
+                  'iwd.routing_keys',
                   'iwd.task_id_seq', 'iwd.task_event_id_seq'] LOOP
         PERFORM pg_catalog.pg_extension_config_dump(t::regclass, '');
     END LOOP;

@@ -91,6 +91,51 @@ SELECT task('g-other', '{"priority": 60, "mediaType": "chat", "skills": {"g3": 4
 SELECT claim('generalist');
 SELECT claim('generalist');
 
+-- the routing key registry: every key a task has had, written with the task
+SELECT key FROM iwd.routing_keys ORDER BY key;
+SELECT iwd.upsert_agent('{"id": "reg", "skills": {"r1": 5, "r2": 5}, "capacity": {"workitem": 10}, "state": "ready"}') IS NOT NULL;
+-- a key registered by a transaction that rolled back is not there, and the next writer registers it
+BEGIN;
+SELECT task('rolled-back', '{"skills": {"r1": 3}}') > 0;
+ROLLBACK;
+SELECT count(*) FROM iwd.routing_keys WHERE key = 'r1:3';
+SELECT task('r1-3', '{"priority": 95, "skills": {"r1": 3}}') > 0;
+SELECT count(*) FROM iwd.routing_keys WHERE key = 'r1:3';
+SELECT claim('reg');
+-- a key written twice in a subtransaction that rolled back (the second write finds the first)
+BEGIN;
+SAVEPOINT s;
+SELECT task('sub-a', '{"skills": {"r2": 4}}') > 0;
+SELECT task('sub-b', '{"skills": {"r2": 4}}') > 0;
+ROLLBACK TO SAVEPOINT s;
+COMMIT;
+SELECT count(*) FROM iwd.routing_keys WHERE key = 'r2:4';
+SELECT task('r2-4', '{"priority": 95, "skills": {"r2": 4}}') > 0;
+SELECT count(*) FROM iwd.routing_keys WHERE key = 'r2:4';
+SELECT claim('reg');
+-- a batch registers its keys; a change of skills registers the new key
+SELECT jsonb_array_length(iwd.create_tasks('[{"externalId": "b1", "capturePoint": "erp", "priority": 94, "skills": {"r1": 1, "r2": 2}},
+                                              {"externalId": "b2", "capturePoint": "erp", "priority": 93, "skills": {"r2": 1}}]'));
+SELECT iwd.update_task(task('moved', '{"priority": 92, "skills": {"r1": 2}}'), '{"skills": {"r2": 5}}') ->> 'skills';
+SELECT key FROM iwd.routing_keys WHERE key LIKE 'r%' ORDER BY key;
+SELECT claim('reg');
+SELECT claim('reg');
+SELECT claim('reg');
+-- the registry only grows
+DO $$ BEGIN DELETE FROM iwd.routing_keys; EXCEPTION WHEN insufficient_privilege THEN RAISE NOTICE '%', SQLERRM; END $$;
+DO $$ BEGIN UPDATE iwd.routing_keys SET key = 'x'; EXCEPTION WHEN insufficient_privilege THEN RAISE NOTICE '%', SQLERRM; END $$;
+DO $$ BEGIN TRUNCATE iwd.routing_keys; EXCEPTION WHEN insufficient_privilege THEN RAISE NOTICE '%', SQLERRM; END $$;
+SELECT count(*) > 0 FROM iwd.routing_keys;
+-- a key this session has found registered by another transaction (so it remembers it)
+SELECT task('known-key', '{"skills": {"invoices": 2}}') > 0;
+
 DROP FUNCTION task(text, jsonb);
 DROP FUNCTION claim(text);
+DROP EXTENSION iwd CASCADE;
+-- a new registry after the extension is re-created in the same session: the session forgets the old one
+CREATE EXTENSION iwd;
+SELECT iwd.upsert_agent('{"id": "again", "skills": {"invoices": 2}, "state": "ready"}') IS NOT NULL;
+SELECT iwd.create_task('{"externalId": "again", "capturePoint": "erp", "skills": {"invoices": 2}}') ->> 'externalId';
+SELECT key FROM iwd.routing_keys;
+SELECT iwd.next_task('again') ->> 'externalId';
 DROP EXTENSION iwd CASCADE;
