@@ -94,7 +94,6 @@ static SPIPlanPtr load_plan = NULL;
 static SPIPlanPtr pick_plan = NULL;
 static SPIPlanPtr walk_plan = NULL;
 static SPIPlanPtr claim_plan = NULL;
-static SPIPlanPtr event_plan = NULL;
 static SPIPlanPtr complete_plan = NULL;
 static SPIPlanPtr transition_plan = NULL;
 
@@ -427,7 +426,6 @@ ClaimTask(const char *agent, int reserve_seconds, bool *found)
 	Oid			agent_types[1] = {TEXTOID};
 	Oid			claim_types[6] = {TEXTOID, TEXTARRAYOID, TIMESTAMPTZOID, TIMESTAMPTZOID, JSONBOID, INT8OID};
 	Oid			pick_types[5] = {TEXTOID, TEXTARRAYOID, JSONBOID, TEXTARRAYOID, INT4OID};
-	Oid			event_types[4] = {INT8OID, TIMESTAMPTZOID, TEXTOID, TIMESTAMPTZOID};
 	Datum		agent_arg[1] = {CStringGetTextDatum(agent)};
 	TimestampTz now = IwdNow();
 	TimestampTz until = now + (int64) reserve_seconds * USECS_PER_SEC;
@@ -437,7 +435,6 @@ ClaimTask(const char *agent, int reserve_seconds, bool *found)
 	ArrayType  *media;
 	ArrayType  *buckets;
 	Datum		claim_args[6];
-	Datum		event_args[4];
 	int64		task_id;
 	Datum		task;
 
@@ -519,12 +516,17 @@ ClaimTask(const char *agent, int reserve_seconds, bool *found)
 												  Int32GetDatum((int32) (candidates[i] % PG_INT32_MAX)))))
 				continue;
 			claim_args[5] = Int64GetDatum(candidates[i]);
+			/* the reservation and its event, in one statement */
 			if (SPI_execute_plan(KeepPlan(&claim_plan,
-										  "UPDATE iwd.task t SET status = 'assigned', assigned_to = $1, "
+										  "WITH u AS (UPDATE iwd.task t SET status = 'assigned', assigned_to = $1, "
 										  "reserved_until = $3, accepted_at = NULL, updated_at = $4 "
 										  "WHERE t.id = $6 AND t.status = 'queued' "
-										  "RETURNING t.id, iwd.task_json(t)",
-										  6, claim_types), claim_args, NULL, false, 1) != SPI_OK_UPDATE_RETURNING)
+										  "RETURNING t.id, iwd.task_json(t) AS task), "
+										  "e AS (INSERT INTO iwd.task_event (task_id, at, event, actor, status_before, "
+										  "status_after, detail) SELECT u.id, $4, 'reserved', $1, 'queued', 'assigned', "
+										  "jsonb_build_object('reservedUntil', $3) FROM u) "
+										  "SELECT u.id, u.task FROM u",
+										  6, claim_types), claim_args, NULL, false, 0) != SPI_OK_SELECT)
 				elog(ERROR, "could not claim a task");
 			/* 0 rows: another claimer took it between our snapshot and our update */
 			claimed = SPI_processed == 1;
@@ -539,16 +541,6 @@ ClaimTask(const char *agent, int reserve_seconds, bool *found)
 	task = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
 	task = SPI_datumTransfer(task, false, -1);
 
-	event_args[0] = Int64GetDatum(task_id);
-	event_args[1] = TimestampTzGetDatum(now);
-	event_args[2] = agent_arg[0];
-	event_args[3] = TimestampTzGetDatum(until);
-	if (SPI_execute_plan(KeepPlan(&event_plan,
-								  "INSERT INTO iwd.task_event (task_id, at, event, actor, status_before, "
-								  "status_after, detail) VALUES ($1, $2, 'reserved', $3, 'queued', 'assigned', "
-								  "jsonb_build_object('reservedUntil', $4))",
-								  4, event_types), event_args, NULL, false, 0) != SPI_OK_INSERT)
-		elog(ERROR, "could not record the reservation");
 	NotifyTaskEvent(task_id, "reserved");
 	StatsCount(STAT_CLAIMS, 1);
 	*found = true;
