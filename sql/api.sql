@@ -533,6 +533,9 @@ $$;
 -- The task in the REST shape.
 CREATE FUNCTION iwd.task_json(t iwd.task) RETURNS jsonb
     AS 'MODULE_PATHNAME', 'iwd_task_json' LANGUAGE C STABLE STRICT;
+-- Tasks in the REST shape, as one JSON array in the array's order.
+CREATE FUNCTION iwd._tasks_json(tasks iwd.task[]) RETURNS jsonb
+    AS 'MODULE_PATHNAME', 'iwd_tasks_json' LANGUAGE C STABLE STRICT;
 
 -- Append an event (same transaction as the change); with iwd.notify = event, announce it on
 -- iwd_task_event (otherwise the scheduler worker announces new events in batches).
@@ -730,17 +733,11 @@ DECLARE
     v_n int := jsonb_array_length(tasks);
     v_tasks iwd.task[];
     v_keys int;
-    v_out jsonb;
 BEGIN
     IF v_n < 2 OR EXISTS (
         SELECT 1 FROM jsonb_array_elements(tasks) e
         WHERE jsonb_typeof(e -> 'capturePoint') IS DISTINCT FROM 'string'
            OR jsonb_typeof(e -> 'externalId') IS DISTINCT FROM 'string') THEN
-        RETURN NULL;
-    END IF;
-    IF (SELECT count(DISTINCT (e ->> 'capturePoint', e ->> 'externalId')) FROM jsonb_array_elements(tasks) e) < v_n
-       OR EXISTS (SELECT 1 FROM jsonb_array_elements(tasks) e JOIN iwd.task_key k
-                  ON k.capture_point = e ->> 'capturePoint' AND k.external_id = e ->> 'externalId') THEN
         RETURN NULL;
     END IF;
     BEGIN
@@ -754,7 +751,8 @@ BEGIN
     EXCEPTION WHEN OTHERS THEN
         RETURN NULL;
     END;
-    -- the keys decide between concurrent submissions: when one is taken meanwhile, nothing stays written
+    -- the keys decide: when one is known already, repeated in the batch or taken concurrently, nothing
+    -- stays written (no separate check beforehand: the insert finds all three)
     WITH k AS (INSERT INTO iwd.task_key (capture_point, external_id, task_id)
                SELECT t.capture_point, t.external_id, t.id FROM unnest(v_tasks) t
                ON CONFLICT DO NOTHING RETURNING 1)
@@ -773,9 +771,8 @@ BEGIN
     IF current_setting('iwd.notify', true) = 'event' THEN
         PERFORM pg_notify('iwd_task_event', t.id || ':created') FROM unnest(v_tasks) t;
     END IF;
-    -- ids ascend in input order
-    SELECT jsonb_agg(iwd.task_json(t) ORDER BY t.id) INTO v_out FROM unnest(v_tasks) t;
-    RETURN v_out;
+    -- in input order (v_tasks is; ids ascend in it)
+    RETURN iwd._tasks_json(v_tasks);
 END $$;
 
 -- Capture a JSON array of tasks, all or nothing; an error names the failing element's index.

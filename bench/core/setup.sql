@@ -17,12 +17,9 @@ SELECT iwd.upsert_agent(jsonb_build_object(
     'id', 'agent' || a, 'state', 'ready', 'capacity', jsonb_build_object('workitem', 5),
     'skills', (SELECT jsonb_object_agg(skill, level) FROM bench_agent_skills s WHERE s.a = g.a)))
 FROM generate_series(1, 500) g(a);
--- add_tasks(k): k new queued tasks through one iwd.create_tasks call
-CREATE FUNCTION bench_add_tasks(k int) RETURNS int LANGUAGE plpgsql AS $$
-DECLARE
-    base bigint := (SELECT coalesce(max(id), 0) FROM iwd.task_all);
-BEGIN
-    PERFORM iwd.create_tasks((SELECT jsonb_agg(jsonb_strip_nulls(jsonb_build_object(
+-- tasks_json(base, k): a batch of k new tasks (external ids B<base+1>...) as create_tasks takes it
+CREATE FUNCTION bench_tasks_json(base bigint, k int) RETURNS jsonb LANGUAGE sql AS $$
+    SELECT jsonb_agg(jsonb_strip_nulls(jsonb_build_object(
         'externalId', 'B' || (base + i), 'capturePoint', 'bench',
         'category', 'cat' || (1 + (base + i) % 20),
         'priority', abs(hashint8(base + i)) % 100,
@@ -32,8 +29,13 @@ BEGIN
                                                'skill' || (1 + ((base + i) % 50 + 13) % 50), 1)
                        ELSE jsonb_build_object('skill' || (1 + (base + i) % 50), 1 + (base + i) % 3) END,
         'dueAt', CASE WHEN (base + i) % 10 = 0 THEN iwd.now() + ((base + i) % 60 + 1) * interval '1 minute' END,
-        'attributes', jsonb_build_object('amount', (base + i) % 5000))))
-        FROM generate_series(1, k) i));
+        'attributes', jsonb_build_object('amount', (base + i) % 5000))) ORDER BY i)
+    FROM generate_series(1, k) i
+$$;
+-- add_tasks(k): k new queued tasks through one iwd.create_tasks call
+CREATE FUNCTION bench_add_tasks(k int) RETURNS int LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM iwd.create_tasks(bench_tasks_json((SELECT coalesce(max(id), 0) FROM iwd.task_all), k));
     RETURN k;
 END $$;
 -- queue_fill(n): add queued tasks until n are queued, in batches of 1,000 (one transaction)
@@ -58,13 +60,25 @@ BEGIN
         COMMIT;
     END LOOP;
 END $$;
--- capture(n): n tasks through iwd.create_tasks in batches of 1,000, one transaction per batch
-CREATE PROCEDURE bench_capture(n int) LANGUAGE plpgsql AS $$
+-- capture_prepare(n): the input of a capture run, n new tasks in batches of 1,000, written beforehand
+-- (the COPY floor reads a file written beforehand too)
+CREATE TABLE bench_batch (n int PRIMARY KEY, tasks jsonb NOT NULL);
+CREATE PROCEDURE bench_capture_prepare(n int) LANGUAGE plpgsql AS $$
 DECLARE
-    left_ int := n;
+    base bigint := (SELECT coalesce(max(id), 0) FROM iwd.task_all);
 BEGIN
-    WHILE left_ > 0 LOOP
-        left_ := left_ - bench_add_tasks(least(1000, left_));
+    TRUNCATE bench_batch;
+    INSERT INTO bench_batch
+    SELECT b, bench_tasks_json(base + b * 1000, least(1000, n - b * 1000))
+    FROM generate_series(0, (n - 1) / 1000) b;
+END $$;
+-- capture(): the prepared batches through iwd.create_tasks, one transaction per batch
+CREATE PROCEDURE bench_capture() LANGUAGE plpgsql AS $$
+DECLARE
+    b record;
+BEGIN
+    FOR b IN SELECT tasks FROM bench_batch ORDER BY n LOOP
+        PERFORM iwd.create_tasks(b.tasks);
         COMMIT;
     END LOOP;
 END $$;
