@@ -732,7 +732,6 @@ LANGUAGE plpgsql AS $$
 DECLARE
     v_n int := jsonb_array_length(tasks);
     v_tasks iwd.task[];
-    v_keys int;
 BEGIN
     IF v_n < 2 OR EXISTS (
         SELECT 1 FROM jsonb_array_elements(tasks) e
@@ -748,26 +747,20 @@ BEGIN
         SELECT array_agg(jsonb_populate_record(p.t, jsonb_build_object('id', nextval('iwd.task_id_seq'),
                                                                       'updated_at', at)) ORDER BY p.ord)
         INTO v_tasks FROM p;
+        -- the keys decide: when one is known already, repeated in the batch or taken concurrently (the
+        -- insert waits for the other transaction), the unique violation undoes the whole block (no
+        -- separate check beforehand: the insert finds all three)
+        INSERT INTO iwd.task_key (capture_point, external_id, task_id)
+        SELECT t.capture_point, t.external_id, t.id FROM unnest(v_tasks) t;
     EXCEPTION WHEN OTHERS THEN
         RETURN NULL;
     END;
-    -- the keys decide: when one is known already, repeated in the batch or taken concurrently, nothing
-    -- stays written (no separate check beforehand: the insert finds all three)
-    WITH k AS (INSERT INTO iwd.task_key (capture_point, external_id, task_id)
-               SELECT t.capture_point, t.external_id, t.id FROM unnest(v_tasks) t
-               ON CONFLICT DO NOTHING RETURNING 1)
-    SELECT count(*) INTO v_keys FROM k;
-    IF v_keys < v_n THEN
-        DELETE FROM iwd.task_key k USING unnest(v_tasks) t
-        WHERE k.capture_point = t.capture_point AND k.external_id = t.external_id AND k.task_id = t.id;
-        RETURN NULL;
-    END IF;
     INSERT INTO iwd.task SELECT * FROM unnest(v_tasks);
     INSERT INTO iwd.task_document (task_id, document)
     SELECT t.id, iwd._document(t.subject, t.description, t.attributes) FROM unnest(v_tasks) t;
     INSERT INTO iwd.task_event (task_id, at, event, actor, status_before, status_after, detail)
     SELECT t.id, at, 'created', NULL, NULL, t.status, iwd._created_detail(t)
-    FROM unnest(v_tasks) t ORDER BY t.id;
+    FROM unnest(v_tasks) t;
     IF current_setting('iwd.notify', true) = 'event' THEN
         PERFORM pg_notify('iwd_task_event', t.id || ':created') FROM unnest(v_tasks) t;
     END IF;
