@@ -31,7 +31,7 @@ char	   *iwd_simulated_time = NULL;
 int			iwd_notify = IWD_NOTIFY_BATCH;
 int			iwd_notify_interval_ms = IWD_NOTIFY_INTERVAL_MS_DEFAULT;
 int			iwd_vacuum_threshold = IWD_VACUUM_THRESHOLD_DEFAULT;
-int			iwd_pass_duty = 30;
+int			iwd_pass_duty = 20;
 
 static const struct config_enum_entry notify_modes[] = {
 	{"off", IWD_NOTIFY_OFF, false},
@@ -114,8 +114,8 @@ GucInit(void)
 	DefineCustomIntVariable("iwd.pass_duty",
 							"Share of the time (percent) a long scheduler pass works; it rests the rest between batches.",
 							"A pass that rescores or expires a whole backlog would otherwise take a CPU and the WAL "
-							"for itself until it is done; at 30 it takes about three times as long and leaves claims most of both.",
-							&iwd_pass_duty, 30, 1, 100, PGC_SIGHUP, 0, NULL, NULL, NULL);
+							"for itself until it is done; at 20 it takes about five times as long and leaves claims most of both.",
+							&iwd_pass_duty, 20, 1, 100, PGC_SIGHUP, 0, NULL, NULL, NULL);
 	MarkGUCPrefixReserved("iwd");
 }
 

@@ -139,6 +139,10 @@ counts="SELECT (SELECT count(*) FROM iwd.task_all) || ' ' || (SELECT count(*) FR
                (SELECT count(*) FROM iwd.agent) || ' ' || (SELECT count(*) FROM iwd.task_key) || ' ' ||
                (SELECT count(*) FROM iwd_dm.task_event_fact)"
 check "pg_dump and pg_restore keep every row" "$(sql -d tenant_a -c "$counts")" "$(sql -d restored -c "$counts")"
+check "pg_restore reports no error" "" "$(cat "$work/restore.err")"
+check "the restored routing key registry covers every open task" "0" \
+    "$(sql -d restored -c "SELECT count(*) FROM iwd.task t
+                           WHERE NOT EXISTS (SELECT 1 FROM iwd.routing_keys r WHERE r.key = iwd.routing_key(t.skills))")"
 check "the restored tenant keeps working" "t" \
     "$(sql -d restored -c "SELECT iwd.create_task('{\"externalId\": \"after-restore\", \"capturePoint\": \"test\"}') ->> 'id' IS NOT NULL")"
 
