@@ -25,6 +25,7 @@
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
 #include "utils/relcache.h"
+#include "utils/rls.h"
 #include "utils/snapmgr.h"
 #include "fmgr.h"
 #include "funcapi.h"
@@ -627,6 +628,9 @@ IsoTimestamp(TimestampTz ts)
 
 	if (TIMESTAMP_NOT_FINITE(ts) || timestamp2tm(ts, NULL, &tm, &fsec, NULL, NULL) != 0)
 		return pstrdup(TIMESTAMP_IS_NOBEGIN(ts) ? "-infinity" : "infinity");
+	if ((tm.tm_year < 0 || tm.tm_year > 9999) && fsec == 0)
+		return psprintf("%04d-%02d-%02dT%02d:%02d:%02dZ", tm.tm_year, tm.tm_mon, tm.tm_mday,
+						tm.tm_hour, tm.tm_min, tm.tm_sec);
 	if (tm.tm_year < 0 || tm.tm_year > 9999)
 		return psprintf("%04d-%02d-%02dT%02d:%02d:%02d.%06dZ", tm.tm_year, tm.tm_mon, tm.tm_mday,
 						tm.tm_hour, tm.tm_min, tm.tm_sec, (int) fsec);
@@ -809,7 +813,7 @@ iwd_tasks_json(PG_FUNCTION_ARGS)
 
 	get_typlenbyvalalign(ARR_ELEMTYPE(tasks), &typlen, &typbyval, &typalign);
 	deconstruct_array(tasks, ARR_ELEMTYPE(tasks), typlen, typbyval, typalign, &elems, &nulls, &n);
-	result = pushJsonbValue(&state, WJB_BEGIN_ARRAY, NULL);
+	pushJsonbValue(&state, WJB_BEGIN_ARRAY, NULL);
 	for (int i = 0; i < n; i++)
 	{
 		if (nulls[i])
@@ -853,6 +857,11 @@ FetchTaskRow(const char *relname, int64 id, Datum *row)
 	acl = pg_class_aclcheck(relid, GetUserId(), ACL_SELECT);
 	if (acl != ACLCHECK_OK)
 		aclcheck_error(acl, OBJECT_TABLE, relname);
+	/* a direct read would bypass row-level policies: refuse rather than show rows a query would hide */
+	if (check_enable_rls(relid, InvalidOid, false) == RLS_ENABLED)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("iwd.get_task does not read iwd.%s under row-level security", relname)));
 	rel = table_open(relid, AccessShareLock);
 	index = index_open(RelationGetPrimaryKeyIndex(rel), AccessShareLock);
 	ScanKeyInit(&key, 1, BTEqualStrategyNumber, F_INT8EQ, Int64GetDatum(id));
@@ -864,8 +873,9 @@ FetchTaskRow(const char *relname, int64 id, Datum *row)
 		*row = ExecFetchSlotHeapTupleDatum(slot);
 	index_endscan(scan);
 	ExecDropSingleTupleTableSlot(slot);
-	index_close(index, AccessShareLock);
-	table_close(rel, AccessShareLock);
+	/* the locks are kept until the end of the transaction, as a query's are */
+	index_close(index, NoLock);
+	table_close(rel, NoLock);
 	return found;
 }
 

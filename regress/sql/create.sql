@@ -131,6 +131,12 @@ GRANT SELECT ON iwd.task, iwd.task_closed TO iwd_regress_reader;
 SET ROLE iwd_regress_reader;
 SELECT iwd.get_task(1) ->> 'externalId';
 RESET ROLE;
+-- row-level policies are not bypassed: refused
+ALTER TABLE iwd.task ENABLE ROW LEVEL SECURITY;
+SET ROLE iwd_regress_reader;
+SELECT err($$SELECT iwd.get_task(1)$$);
+RESET ROLE;
+ALTER TABLE iwd.task DISABLE ROW LEVEL SECURITY;
 REVOKE ALL ON iwd.task, iwd.task_closed FROM iwd_regress_reader;
 REVOKE ALL ON SCHEMA iwd FROM iwd_regress_reader;
 DROP ROLE iwd_regress_reader;
