@@ -184,16 +184,17 @@ CREATE TABLE iwd.task_event (
 );
 CREATE INDEX task_event_task_idx ON iwd.task_event (task_id, id);
 
-CREATE FUNCTION iwd.forbid_event_change() RETURNS trigger
+-- Trigger: refuse the change (42501) with the message and detail given as the trigger's arguments.
+CREATE FUNCTION iwd.forbid_change() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
-    RAISE EXCEPTION 'iwd.task_event is append-only'
-        USING ERRCODE = 'insufficient_privilege',
-              DETAIL = 'Events are the audit trail and the Data Mart input; they are never changed.';
+    RAISE EXCEPTION '%', TG_ARGV[0] USING ERRCODE = 'insufficient_privilege', DETAIL = TG_ARGV[1];
 END $$;
 
 CREATE TRIGGER task_event_append_only BEFORE UPDATE OR DELETE ON iwd.task_event
-    FOR EACH ROW EXECUTE FUNCTION iwd.forbid_event_change();
+    FOR EACH ROW EXECUTE FUNCTION iwd.forbid_change(
+        'iwd.task_event is append-only',
+        'Events are the audit trail and the Data Mart input; they are never changed.');
 
 -- ---------------------------------------------------------------------------------------------
 -- C functions (iwd.so)
@@ -249,16 +250,14 @@ CREATE FUNCTION iwd._note_routing_key() RETURNS trigger
     AS 'MODULE_PATHNAME', 'iwd_note_routing_key' LANGUAGE C;
 CREATE TRIGGER task_routing_key BEFORE INSERT OR UPDATE OF skills ON iwd.task
     FOR EACH ROW EXECUTE FUNCTION iwd._note_routing_key();
-CREATE FUNCTION iwd.forbid_routing_key_change() RETURNS trigger
-LANGUAGE plpgsql AS $$
-BEGIN
-    RAISE EXCEPTION 'iwd.routing_keys only grows' USING ERRCODE = 'insufficient_privilege',
-        DETAIL = 'Sessions remember which routing keys exist; a removed key would hide its tasks from claims.';
-END $$;
 CREATE TRIGGER routing_keys_grow_only BEFORE UPDATE OR DELETE ON iwd.routing_keys
-    FOR EACH ROW EXECUTE FUNCTION iwd.forbid_routing_key_change();
+    FOR EACH ROW EXECUTE FUNCTION iwd.forbid_change(
+        'iwd.routing_keys only grows',
+        'Sessions remember which routing keys exist; a removed key would hide its tasks from claims.');
 CREATE TRIGGER routing_keys_no_truncate BEFORE TRUNCATE ON iwd.routing_keys
-    FOR EACH STATEMENT EXECUTE FUNCTION iwd.forbid_routing_key_change();
+    FOR EACH STATEMENT EXECUTE FUNCTION iwd.forbid_change(
+        'iwd.routing_keys only grows',
+        'Sessions remember which routing keys exist; a removed key would hide its tasks from claims.');
 
 -- Reserve the next best task for an agent (NULL when nothing fits).
 -- The claim must walk the claim index in order whatever the statistics say (after a bulk load they
