@@ -3,8 +3,11 @@
 # 1M-task backlog kept topped up; compares the claim rate of the last minute with the first and reports
 # the hot table's size and dead tuples along the way. The scheduler worker runs (passes, reservation
 # timeouts, its vacuum of iwd.task); the Data Mart schedule is suspended, so that the figures show the
-# hot path alone (the chain runs in a worker of its own and does not hold up the scheduler). Prints a markdown section on stdout and keeps it in
-# bench/soak-results.md, which make bench appends to bench/RESULTS.md.
+# hot path alone (the chain runs in a worker of its own and does not hold up the scheduler). Every
+# minute it also records the WAL written, the checkpoints so far, the share of CPU time the hypervisor
+# stole and the commonest wait event of the client backends (sampled every 5 s), so that a drop in the
+# rate can be told apart as I/O, checkpoint, other load or lock waits. Prints a markdown section on
+# stdout and keeps it in bench/soak-results.md, which make bench appends to bench/RESULTS.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 minutes=${IWD_SOAK_MINUTES:-30}
@@ -17,32 +20,65 @@ sql -f "$work/setup.sql" >/dev/null
 # measures claims during one)
 sql -c "UPDATE iwd.category SET reprioritize_every_min = 60" >/dev/null
 echo "soak: filling the queue to $backlog tasks..." >&2
+fill_start=$(date +%s)
 sql -c "SELECT bench_queue_fill($backlog)" -c "VACUUM ANALYZE" >/dev/null
+fill_seconds=$(( $(date +%s) - fill_start ))
 # keep the backlog topped up while the clients consume it
 ( while sleep 20; do sql -c "CALL bench_queue_topup($backlog)" >/dev/null 2>&1 || break; done ) &
 filler=$!
 (cd "$work" && "${as_user[@]}" "$bindir/pgbench" -h "$work" -p "$port" -n -M prepared -c 16 -j 2 \
     -T $((minutes * 60)) -P 60 -f "$work/claim_complete.sql" bench) > "$work/soak.txt" 2>&1 &
 bench=$!
+# the client backends' wait events, one line per backend every 5 s
+( while kill -0 "$bench" 2>/dev/null; do
+      sql -c "SELECT coalesce(wait_event_type || ':' || wait_event, 'CPU') FROM pg_stat_activity
+              WHERE backend_type = 'client backend' AND state = 'active' AND pid <> pg_backend_pid()" \
+          >> "$work/waits.txt" 2>/dev/null || true
+      sleep 5
+  done ) &
+sampler=$!
+# cumulative WAL bytes and checkpoints; /proc/stat's cpu line (steal is its 8th figure)
+wal_checkpoints() {
+    sql -c "SELECT w.wal_bytes, b.checkpoints_timed + b.checkpoints_req FROM pg_stat_wal w, pg_stat_bgwriter b" 2>/dev/null \
+        || echo '0|0'
+}
+cpu_line() { awk '/^cpu / {t = 0; for (i = 2; i <= NF; i++) t += $i; print t, $9}' /proc/stat; }
 samples=()
+prev_wal=$(wal_checkpoints | cut -d'|' -f1)
+prev_cpu=$(cpu_line)
+: > "$work/waits.txt"
 while kill -0 "$bench" 2>/dev/null; do
     sleep 60
-    samples+=("$(sql -c "SELECT pg_size_pretty(pg_total_relation_size('iwd.task')) || ' / ' || n_dead_tup
-                          FROM pg_stat_user_tables WHERE relid = 'iwd.task'::regclass" 2>/dev/null || echo '?')")
+    table=$(sql -c "SELECT pg_size_pretty(pg_total_relation_size('iwd.task')) || ' / ' || n_dead_tup
+                    FROM pg_stat_user_tables WHERE relid = 'iwd.task'::regclass" 2>/dev/null || echo '?')
+    wc=$(wal_checkpoints)
+    wal=$(awk -v a="${wc%%|*}" -v b="$prev_wal" 'BEGIN {printf "%.0f", (a - b) / 1048576}')
+    prev_wal=${wc%%|*}
+    cpu=$(cpu_line)
+    steal=$(awk -v now="$cpu" -v before="$prev_cpu" \
+        'BEGIN {split(now, n, " "); split(before, b, " "); t = n[1] - b[1]; printf "%.1f", (t > 0) ? 100 * (n[2] - b[2]) / t : 0}')
+    prev_cpu=$cpu
+    wait=$(sort "$work/waits.txt" | uniq -c | sort -rn | awk 'NR == 1 {w = $2; c = $1} {s += $1}
+                END {if (s) printf "%s %d %%", w, 100 * c / s; else print "-"}')
+    : > "$work/waits.txt"
+    samples+=("$table | $wal | ${wc##*|} | $steal | $wait")
 done
-kill "$filler" 2>/dev/null || true
+kill "$filler" "$sampler" 2>/dev/null || true
 wait "$bench" || true
 first=$(awk '/^progress: / {print $4; exit}' "$work/soak.txt")
 last=$(awk '/^progress: / {v=$4} END {print v}' "$work/soak.txt")
 {
     echo "$minutes minutes of claim + complete at 16 clients (pgbench \`-M prepared -j 2\`) over a backlog of"
     echo "$backlog queued tasks topped up every 20 s through \`iwd.create_tasks\` (one transaction per 1,000),"
-    echo "run on $(date -u +%Y-%m-%d); iwd.task's size and dead tuples sampled every minute. The scheduler worker"
-    echo "runs (its passes, reservation timeouts and vacuum of iwd.task); the Data Mart schedule is suspended and"
-    echo "reprioritization is hourly, so that no pass over the whole backlog falls inside the run."
+    echo "run on $(date -u +%Y-%m-%d) (the fill of the backlog took $fill_seconds s). The scheduler worker runs (its"
+    echo "passes, reservation timeouts and vacuum of iwd.task); the Data Mart schedule is suspended and"
+    echo "reprioritization is hourly, so that no pass over the whole backlog falls inside the run. Sampled every"
+    echo "minute: iwd.task's size and dead tuples, the WAL written in the minute, the checkpoints since the"
+    echo "start, the share of the machine's CPU time stolen by the hypervisor, and the commonest wait event of"
+    echo "the active client backends (sampled every 5 s; CPU = not waiting)."
     echo
-    echo "| minute | claim + complete cycles/s | iwd.task size / dead tuples |"
-    echo "|---:|---:|---|"
+    echo "| minute | claim + complete cycles/s | iwd.task size / dead tuples | WAL MB | checkpoints | steal % | commonest wait |"
+    echo "|---:|---:|---|---:|---:|---:|---|"
     i=0
     while read -r rate; do
         echo "| $((i + 1)) | $rate | ${samples[$i]:-} |"
