@@ -574,7 +574,19 @@ iwd_next_task(PG_FUNCTION_ARGS)
 	PG_RETURN_DATUM(task);
 }
 
-/* every column of iwd.task, in order, for the terminal copy written by completion */
+/*
+ * The terminal copy written by completion: the columns of iwd.task_closed and, in the same order, their
+ * values. A column added to iwd.task must be added to both (regress/sql/install.sql lists the columns
+ * and fails until it is; iwd._save_task and the expiry step of iwd._tick_batch copy them too).
+ */
+#define COMPLETED_COLUMNS \
+	"id, external_id, capture_point, media_type, department, process, category, queue, " \
+	"customer_segment, priority, business_value, priority_override, business_value_override, " \
+	"subject, description, skills, attributes, status, created_at, aging_from, " \
+	"activation_at, due_at, expires_at, assigned_to, reserved_until, accepted_at, hold_reason, " \
+	"error_reason, completed_at, updated_at, reprioritize_at, overdue_flagged, classified_by, customer_id, " \
+	"product_type, product_subtype, requested_agent, requested_skill, source_created_at, " \
+	"source_due_at, source_process_type, result_code"
 #define COMPLETED_COPY \
 	"d.id, d.external_id, d.capture_point, d.media_type, d.department, d.process, d.category, d.queue, " \
 	"d.customer_segment, d.priority, d.business_value, d.priority_override, d.business_value_override, " \
@@ -612,7 +624,8 @@ iwd_complete_task(PG_FUNCTION_ARGS)
 		SPI_execute_plan(KeepPlan(&complete_plan,
 								  "WITH d AS (DELETE FROM iwd.task t WHERE t.id = $1 "
 								  "AND ($2 IS NULL OR t.assigned_to IS NULL OR t.assigned_to = $2) RETURNING t.*), "
-								  "c AS (INSERT INTO iwd.task_closed SELECT " COMPLETED_COPY " FROM d RETURNING *), "
+								  "c AS (INSERT INTO iwd.task_closed (" COMPLETED_COLUMNS ") SELECT " COMPLETED_COPY
+								  " FROM d RETURNING *), "
 								  "e AS (INSERT INTO iwd.task_event (task_id, at, event, actor, status_before, "
 								  "status_after) SELECT d.id, $3, 'completed', $2, d.status, 'completed' FROM d) "
 								  "SELECT iwd.task_json(ROW(c.*)::iwd.task) FROM c",

@@ -195,6 +195,10 @@ CREATE TRIGGER task_event_append_only BEFORE UPDATE OR DELETE ON iwd.task_event
     FOR EACH ROW EXECUTE FUNCTION iwd.forbid_change(
         'iwd.task_event is append-only',
         'Events are the audit trail and the Data Mart input; they are never changed.');
+CREATE TRIGGER task_event_no_truncate BEFORE TRUNCATE ON iwd.task_event
+    FOR EACH STATEMENT EXECUTE FUNCTION iwd.forbid_change(
+        'iwd.task_event is append-only',
+        'Events are the audit trail and the Data Mart input; they are never changed.');
 
 -- ---------------------------------------------------------------------------------------------
 -- C functions (iwd.so)

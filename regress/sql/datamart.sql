@@ -108,6 +108,9 @@ SELECT iwd_dm.run('weekly');
 -- the job metrics
 SELECT line FROM regexp_split_to_table(iwd_dm.prometheus_metrics('t1'), E'\n') line
 WHERE line LIKE '# TYPE%' OR line LIKE '%execution_chain="full"%' AND line NOT LIKE 'iwddm_job_last_%';
+-- a tenant name is escaped as a label value (backslash, quote and line break)
+SELECT line FROM regexp_split_to_table(iwd_dm.prometheus_metrics(E'a"b\\c\nd'), E'\n') line
+WHERE line LIKE 'iwddm_job_active%execution_chain="full"%';
 
 -- the reporting role reads iwd_dm and nothing else
 SET ROLE iwd_gcxi;
