@@ -4,14 +4,14 @@
 # clients. Claim + complete (target 1), capture (target 2) and claims during a reprioritization pass
 # over the whole backlog (target 3). Prints a markdown section on stdout.
 # IWD_BENCH_TARGET_SECONDS (20) per run, IWD_BENCH_TARGET_RUNS (5) runs, median;
-# IWD_BENCH_TARGET_BACKLOG (1000000); IWD_BENCH_REPRI_SECONDS (60): the reprioritization runs.
+# IWD_BENCH_TARGET_BACKLOG (1000000); IWD_BENCH_REPRI_PAIRS (5) and IWD_BENCH_REPRI_WINDOW (12 s): the
+# windows without and with a reprioritization pass.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${IWD_BENCH_TARGET_SECONDS:-20}
 runs=${IWD_BENCH_TARGET_RUNS:-5}
 big=${IWD_BENCH_TARGET_BACKLOG:-1000000}
 small=10000
-repri_seconds=${IWD_BENCH_REPRI_SECONDS:-60}
 capture=100000
 port=${IWD_BENCH_TARGET_PORT:-54344}
 . bench/lib.sh
@@ -65,8 +65,13 @@ measure() { # measure NAME SCRIPT [fill-sql [top-up-sql run every second during 
 
 # capture (target 2): create_tasks of 100k tasks in batches of 1,000 against COPY of the same rows into a
 # plain table with the same columns and indexes
-sql -c "CREATE TABLE copy_floor (LIKE iwd.task INCLUDING ALL)" >/dev/null
-cap_rates=(); copy_rates=()
+# The same rows are also copied into a copy of each of the four tables a capture writes (task, key,
+# search document, created event): what any capture writing them would at least cost.
+sql -c "CREATE TABLE copy_floor (LIKE iwd.task INCLUDING ALL)" \
+    -c "CREATE TABLE floor_task (LIKE iwd.task INCLUDING ALL)" -c "CREATE TABLE floor_key (LIKE iwd.task_key INCLUDING ALL)" \
+    -c "CREATE TABLE floor_document (LIKE iwd.task_document INCLUDING ALL)" \
+    -c "CREATE TABLE floor_event (LIKE iwd.task_event INCLUDING ALL)" >/dev/null
+cap_rates=(); copy_rates=(); four_rates=()
 for r in $(seq 1 "$runs"); do
     before=$(sql -c "SELECT coalesce(max(id), 0) FROM iwd.task")
     sql -c "CALL bench_capture_prepare($capture)" -c "CHECKPOINT" >/dev/null
@@ -74,70 +79,104 @@ for r in $(seq 1 "$runs"); do
     sql -c "COPY (SELECT * FROM iwd.task WHERE id > $before) TO '$work/capture.copy'" -c "TRUNCATE copy_floor" \
         -c "CHECKPOINT" >/dev/null
     t0=$(ms); sql -c "COPY copy_floor FROM '$work/capture.copy'" >/dev/null; t_copy=$(( $(ms) - t0 ))
+    sql -c "COPY (SELECT * FROM iwd.task_key WHERE task_id > $before) TO '$work/capture_key.copy'" \
+        -c "COPY (SELECT * FROM iwd.task_document WHERE task_id > $before) TO '$work/capture_document.copy'" \
+        -c "COPY (SELECT * FROM iwd.task_event WHERE task_id > $before) TO '$work/capture_event.copy'" \
+        -c "TRUNCATE floor_task, floor_key, floor_document, floor_event" -c "CHECKPOINT" >/dev/null
+    t0=$(ms)
+    sql -c "COPY floor_task FROM '$work/capture.copy'" -c "COPY floor_key FROM '$work/capture_key.copy'" \
+        -c "COPY floor_document FROM '$work/capture_document.copy'" -c "COPY floor_event FROM '$work/capture_event.copy'" >/dev/null
+    t_four=$(( $(ms) - t0 ))
     cap_rates+=("$(awk -v n=$capture -v t=$t_cap 'BEGIN {printf "%.0f", n * 1000 / t}')")
     copy_rates+=("$(awk -v n=$capture -v t=$t_copy 'BEGIN {printf "%.0f", n * 1000 / t}')")
-    echo "targets: capture run $r: create_tasks ${cap_rates[-1]} tasks/s, COPY ${copy_rates[-1]} rows/s" >&2
+    four_rates+=("$(awk -v n=$capture -v t=$t_four 'BEGIN {printf "%.0f", n * 1000 / t}')")
+    echo "targets: capture run $r: create_tasks ${cap_rates[-1]} tasks/s, COPY ${copy_rates[-1]} rows/s, COPY into the four tables ${four_rates[-1]} tasks/s" >&2
 done
 cap_rate=$(printf '%s\n' "${cap_rates[@]}" | median); copy_rate=$(printf '%s\n' "${copy_rates[@]}" | median)
-sql -c "DROP TABLE copy_floor" >/dev/null
+four_rate=$(printf '%s\n' "${four_rates[@]}" | median)
+# the template of one capture's four rows for capture_floor_one.sql: the last task captured above
+floor_columns=$(sql -c "SELECT string_agg(attname, ', ' ORDER BY attnum) FROM pg_attribute
+                        WHERE attrelid = 'iwd.task'::regclass AND attnum > 2 AND NOT attisdropped")
+sql -c "DROP TABLE copy_floor" -c "TRUNCATE floor_task, floor_key, floor_document, floor_event" \
+    -c "CREATE SEQUENCE floor_id START 1000000000" \
+    -c "CREATE TEMPORARY TABLE last_captured AS SELECT max(id) AS id FROM iwd.task" \
+    -c "CREATE TABLE floor_template AS SELECT $floor_columns FROM iwd.task WHERE id = (SELECT id FROM last_captured)" \
+    -c "CREATE TABLE floor_template_document AS SELECT document FROM iwd.task_document WHERE task_id = (SELECT id FROM last_captured)" \
+    -c "CREATE TABLE floor_template_event AS SELECT detail FROM iwd.task_event WHERE task_id = (SELECT id FROM last_captured) AND event = 'created'" \
+    >/dev/null
+sed "s/@COLUMNS@/$floor_columns/" bench/core/capture_floor_one.sql > "$work/capture_floor_one.sql"
+chmod 644 "$work/capture_floor_one.sql"
 
 echo "targets: filling the queues..." >&2
 sql -c "SELECT bench_queue_fill($big)" >/dev/null
 sql -c "SELECT naive_fill($big)" -c "VACUUM ANALYZE" >/dev/null
 measure ceiling ceiling.sql
 measure create_one create_one.sql
+measure create_floor capture_floor_one.sql
 measure naive naive_claim_complete.sql "SELECT naive_fill($big)"
 measure iwd_big claim_complete.sql "SELECT bench_queue_fill($big)"
 
-# reprioritization (target 3): the iwd clock jumps past every task's next reprioritization, so the
-# scheduler's next pass rescores the whole backlog (in batches of iwd.batch_size) while 16 clients
-# claim; the claim rate over the pass is compared with a run without it, over the same seconds after a
-# checkpoint. progress_avg FILE SECONDS: mean rate of the per-second progress lines up to SECONDS.
-progress_avg() { awk -v d="$2" '/^progress: / {t = $2 + 0; if (t <= d + 0.5) {s += $4; n++}} END {printf "%.1f", n ? s / n : 0}' "$1"; }
-repri_run() { # repri_run OUTFILE
-    (cd "$work" && "${as_user[@]}" "$bindir/pgbench" -h "$work" -p "$port" -n -M prepared -c 16 -j 2 \
-        -T "$repri_seconds" -P 1 -f "$work/claim_complete.sql" bench) > "$1" 2>&1
+# reprioritization (target 3): one claim run of 2 x IWD_BENCH_REPRI_PAIRS windows of
+# IWD_BENCH_REPRI_WINDOW seconds, alternately without and with a pass. For a window with the pass the
+# iwd clock jumps 31 minutes ahead, past every queued task's next reprioritization, so the scheduler
+# rescores the backlog (in batches of iwd.batch_size); for a window without it the clock is set back
+# to real time and nothing is due (rescored tasks are due again only a period after the jump), so the
+# pass stops. The claim rate of each window (its first seconds skipped, while the scheduler takes up
+# the change) is compared as median with against median without: interleaving the windows in one run
+# keeps the noise of the shared machine out of the ratio. After the run the clock jumps once more and
+# the rest of the pass runs unloaded until nothing is due.
+repri_pairs=${IWD_BENCH_REPRI_PAIRS:-5}
+repri_window=${IWD_BENCH_REPRI_WINDOW:-12}
+repri_skip=3
+set_clock() { # set_clock ahead|real
+    if [ "$1" = ahead ]; then
+        sql -c "ALTER SYSTEM SET iwd.simulated_time = '$(sql -c "SELECT now() + interval '31 minutes'")'" \
+            -c "SELECT pg_reload_conf()" >/dev/null
+    else
+        sql -c "ALTER SYSTEM RESET iwd.simulated_time" -c "SELECT pg_reload_conf()" >/dev/null
+    fi
 }
-sql -c "SELECT bench_queue_fill($big)" -c "CHECKPOINT" >/dev/null
-repri_run "$work/repri_base.txt"
+still_due="SELECT count(*) FROM iwd.task WHERE reprioritize_at <= iwd.now() AND status <> 'assigned'"
 sql -c "SELECT bench_queue_fill($big)" -c "CHECKPOINT" >/dev/null
 due=$(sql -c "SELECT count(*) FROM iwd.task WHERE status <> 'assigned' AND reprioritize_at IS NOT NULL")
-repri_run "$work/repri_pass.txt" &
+(cd "$work" && "${as_user[@]}" "$bindir/pgbench" -h "$work" -p "$port" -n -M prepared -c 16 -j 2 \
+    -T $((2 * repri_pairs * repri_window)) -P 1 -f "$work/claim_complete.sql" bench) > "$work/repri.txt" 2>&1 &
 bench_pid=$!
 t0=$(ms)
-sql -c "ALTER SYSTEM SET iwd.simulated_time = '$(sql -c "SELECT now() + interval '31 minutes'")'" \
-    -c "SELECT pg_reload_conf()" >/dev/null
-pass_ms=""
-still_due="SELECT EXISTS (SELECT 1 FROM iwd.task WHERE reprioritize_at <= iwd.now() AND status <> 'assigned')"
-# while the claims are measured, only ask whether any task is still due (counting a million index
-# entries every second would take CPU from the claims being measured)
-while [ -z "$pass_ms" ]; do
-    due_left=$(sql -c "$still_due")
-    [ "$due_left" = f ] && pass_ms=$(( $(ms) - t0 ))
-    kill -0 "$bench_pid" 2>/dev/null || break
-    sleep 1
+for w in $(seq 0 $((2 * repri_pairs - 1))); do
+    if [ $((w % 2)) -eq 1 ]; then set_clock ahead; else set_clock real; fi
+    # the windows keep to the run's clock, whatever set_clock took
+    sleep "$(awk -v e=$(( t0 + (w + 1) * repri_window * 1000 - $(ms) )) 'BEGIN {printf "%.3f", (e > 0) ? e / 1000 : 0}')"
 done
 wait "$bench_pid" || true
-left_after_run=$(sql -c "SELECT count(*) FROM iwd.task WHERE reprioritize_at <= iwd.now() AND status <> 'assigned'")
-# without load the pass finishes; its total time is reported too
+set_clock real
+left_after_run=$(sql -c "$still_due")
+# window_rates PARITY: the mean claim rate of each window of that parity (0 without, 1 with the pass)
+window_rates() {
+    awk -v w="$repri_window" -v k="$repri_skip" -v p="$1" '/^progress: / {
+            t = $2 + 0; i = int((t - 0.5) / w); if (i % 2 == p && t - i * w > k) {s[i] += $4; n[i]++}}
+        END {for (i in s) printf "%.1f\n", s[i] / n[i]}' "$work/repri.txt"
+}
+with_rates=$(window_rates 1); without_rates=$(window_rates 0)
+repri_with=$(echo "$with_rates" | median); repri_without=$(echo "$without_rates" | median)
+repri_range() { echo "$1" | sort -n | awk 'NR == 1 {a = $1} {b = $1} END {printf "%s-%s", a, b}'; }
+# the rest of the pass, unloaded
+set_clock ahead
+t0=$(ms); pass_ms=""
 while [ -z "$pass_ms" ]; do
-    due_left=$(sql -c "$still_due")
-    [ "$due_left" = f ] && pass_ms=$(( $(ms) - t0 ))
+    [ "$(sql -c "$still_due")" = 0 ] && pass_ms=$(( $(ms) - t0 ))
     [ $(( $(ms) - t0 )) -gt 900000 ] && pass_ms="> 900000" && break
     sleep 1
 done
-sql -c "ALTER SYSTEM RESET iwd.simulated_time" -c "SELECT pg_reload_conf()" >/dev/null
-window=$(awk -v p="${pass_ms%% *}" -v r="$repri_seconds" 'BEGIN {w = (p ~ /^[0-9]+$/) ? p / 1000 : r; if (w > r) w = r; printf "%.0f", w}')
-[ "$window" -lt 1 ] && window=1
-repri_with=$(progress_avg "$work/repri_pass.txt" "$window")
-repri_without=$(progress_avg "$work/repri_base.txt" "$window")
-echo "targets: reprioritization of $due tasks: ${pass_ms} ms; claims over the first $window s: $repri_with/s with the pass, $repri_without/s without" >&2
+set_clock real
+echo "targets: reprioritization of $due tasks: claims $repri_with/s with the pass ($(repri_range "$with_rates")), $repri_without/s without ($(repri_range "$without_rates")); $left_after_run due after the run, the rest of the pass took ${pass_ms} ms unloaded" >&2
 sql -c "DELETE FROM iwd.task WHERE status = 'queued' AND id NOT IN (SELECT id FROM iwd.task WHERE status = 'queued' LIMIT $small)" -c "VACUUM ANALYZE iwd.task" >/dev/null
 # a small backlog drains in seconds at this rate: it is topped up every second during the runs
 measure iwd_small claim_complete.sql "SELECT bench_queue_fill($small)" "CALL bench_queue_topup($small)"
 
 read -r c_tps _ <<<"${result[ceiling]}"
 read -r one_tps _ <<<"${result[create_one]}"
+read -r floor_tps _ <<<"${result[create_floor]}"
 read -r n_tps n_first n_last _ <<<"${result[naive]}"
 read -r b_tps b_first b_last b_p50 b_p99 <<<"${result[iwd_big]}"
 read -r s_tps _ <<<"${result[iwd_small]}"
@@ -149,6 +188,7 @@ echo "| run (16 clients, $big queued unless noted) | per second: min / median / 
 echo "|---|---:|---:|"
 echo "| commit ceiling: single-row INSERT transactions | ${summary[ceiling]} | ${walinfo[ceiling]} |"
 echo "| single \`create_task\` transactions | ${summary[create_one]} | ${walinfo[create_one]} |"
+echo "| what one capture writes (task, key, document, event rows copied in one statement) | ${summary[create_floor]} | ${walinfo[create_floor]} |"
 echo "| hand-written queue: claim + complete cycles | ${summary[naive]} | ${walinfo[naive]} |"
 echo "| iwd: claim + complete cycles | ${summary[iwd_big]} | ${walinfo[iwd_big]} |"
 echo "| iwd: claim + complete cycles, $small queued (topped up every second) | ${summary[iwd_small]} | ${walinfo[iwd_small]} |"
@@ -163,10 +203,13 @@ echo "| **1** steadiness: last 10 s / first 10 s | $(ratio "$b_last" "$b_first")
 echo "| **1** $big vs $small queued ($b_tps / $s_tps) | $(ratio "$b_tps" "$s_tps") | ≥ 0.80 | $(verdict "$(ratio "$b_tps" "$s_tps")" 0.8 ">=") |"
 echo "| **1** latency p99 / p50 ($b_p99 / $b_p50 ms) | $(ratio "$b_p99" "$b_p50") | ≤ 4 | $(verdict "$(ratio "$b_p99" "$b_p50")" 4 "<=") |"
 echo "| **2** create_tasks, $capture tasks in batches of 1,000 (tasks/s) / COPY floor ($copy_rate rows/s) | $cap_rate / $copy_rate = $(ratio "$cap_rate" "$copy_rate") | ≥ 0.40 | $(verdict "$(ratio "$cap_rate" "$copy_rate")" 0.4 ">=") |"
+echo "| (2) COPY of a capture's rows into the four tables it writes / COPY floor | $four_rate / $copy_rate = $(ratio "$four_rate" "$copy_rate") | | the most any capture writing them can reach |"
 echo "| **2** single create_task tx/s / commit ceiling | $one_tps / $c_tps = $(ratio "$one_tps" "$c_tps") | ≥ 0.50 | $(verdict "$(ratio "$one_tps" "$c_tps")" 0.5 ">=") |"
-echo "| **3** reprioritization pass over $due queued tasks | ${pass_ms} ms ($left_after_run left when the claim run ended) | completes | $( [[ "$pass_ms" =~ ^[0-9]+$ ]] && echo met || echo '**not met**') |"
-echo "| **3** claims during the pass / without (first $window s after a checkpoint) | $repri_with / $repri_without = $(ratio "$repri_with" "$repri_without") | ≥ 0.80 | $(verdict "$(ratio "$repri_with" "$repri_without")" 0.8 ">=") |"
+echo "| (2) transactions writing one capture's four rows / commit ceiling | $floor_tps / $c_tps = $(ratio "$floor_tps" "$c_tps") | | the most any single capture writing them can reach |"
+echo "| **3** reprioritization pass over $due queued tasks | $((due - left_after_run)) rescored during the claim run, the other $left_after_run in ${pass_ms} ms after it | completes | $( [[ "$pass_ms" =~ ^[0-9]+$ ]] && echo met || echo '**not met**') |"
+echo "| **3** claims/s with the pass / without: medians of $repri_pairs windows each (min-max) | $repri_with ($(repri_range "$with_rates")) / $repri_without ($(repri_range "$without_rates")) = $(ratio "$repri_with" "$repri_without") | ≥ 0.80 | $(verdict "$(ratio "$repri_with" "$repri_without")" 0.8 ">=") |"
 echo
-echo "Medians of $runs runs of $seconds s (the reprioritization: one run of $repri_seconds s each way). Every run"
-echo "starts right after a CHECKPOINT. For 60 s runs (the protocol of target 1), set"
+echo "Medians of $runs runs of $seconds s; every run starts right after a CHECKPOINT. The reprioritization:"
+echo "one claim run of $((2 * repri_pairs)) windows of $repri_window s, without and with the pass in turn (each window's"
+echo "first $repri_skip s skipped), median of the windows each way. For 60 s runs (the protocol of target 1), set"
 echo "IWD_BENCH_TARGET_SECONDS=60 (about 35 minutes for this section)."
