@@ -94,6 +94,7 @@ for r in $(seq 1 "$runs"); do
 done
 cap_rate=$(printf '%s\n' "${cap_rates[@]}" | median); copy_rate=$(printf '%s\n' "${copy_rates[@]}" | median)
 four_rate=$(printf '%s\n' "${four_rates[@]}" | median)
+mmm() { printf '%s\n' "$@" | sort -n | awk '{a[NR] = $1} END {printf "%s", a[1]}'; printf ' / %s / ' "$(printf '%s\n' "$@" | median)"; printf '%s\n' "$@" | sort -n | tail -1; }
 # the template of one capture's four rows for capture_floor_one.sql: the last task captured above
 floor_columns=$(sql -c "SELECT string_agg(attname, ', ' ORDER BY attnum) FROM pg_attribute
                         WHERE attrelid = 'iwd.task'::regclass AND attnum > 2 AND NOT attisdropped")
@@ -191,6 +192,9 @@ echo "|---|---:|---:|"
 echo "| commit ceiling: single-row INSERT transactions | ${summary[ceiling]} | ${walinfo[ceiling]} |"
 echo "| single \`create_task\` transactions | ${summary[create_one]} | ${walinfo[create_one]} |"
 echo "| what one capture writes (task, key, document, event rows copied in one statement) | ${summary[create_floor]} | ${walinfo[create_floor]} |"
+echo "| \`create_tasks\`, $capture tasks in batches of 1,000 (tasks/s) | $(mmm "${cap_rates[@]}") | |"
+echo "| COPY floor: the same rows into a copy of iwd.task (rows/s) | $(mmm "${copy_rates[@]}") | |"
+echo "| COPY of the same tasks' rows into copies of the four tables a capture writes (tasks/s) | $(mmm "${four_rates[@]}") | |"
 echo "| hand-written queue: claim + complete cycles | ${summary[naive]} | ${walinfo[naive]} |"
 echo "| iwd: claim + complete cycles | ${summary[iwd_big]} | ${walinfo[iwd_big]} |"
 echo "| iwd: claim + complete cycles, $small queued (topped up every second) | ${summary[iwd_small]} | ${walinfo[iwd_small]} |"
