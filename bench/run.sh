@@ -6,7 +6,7 @@
 # bench/RESULTS.md, with the last soak run (bench/soak-results.md, make bench-soak) and the analysis
 # (bench/analysis.md) appended.
 # Environment: IWD_BENCH_BACKLOGS ("10000 100000"), IWD_BENCH_CLIENTS ("1 4 16"),
-#              IWD_BENCH_SECONDS (2), IWD_BENCH_RUNS (5), IWD_BENCH_PORT (54340) for that matrix;
+#              IWD_BENCH_SECONDS (2), IWD_BENCH_RUNS (3), IWD_BENCH_PORT (54340) for that matrix;
 #              IWD_BENCH_SIDECAR_RUNS (5), IWD_BENCH_SIDECAR_SECONDS (5) for the sidecar; bench/targets.sh
 #              and bench/datamart/run.sh read their own.
 set -euo pipefail
@@ -16,7 +16,7 @@ port=${IWD_BENCH_PORT:-54340}
 backlogs=${IWD_BENCH_BACKLOGS:-"10000 100000"}
 clients_list=${IWD_BENCH_CLIENTS:-"1 4 16"}
 seconds=${IWD_BENCH_SECONDS:-2}
-runs=${IWD_BENCH_RUNS:-5}
+runs=${IWD_BENCH_RUNS:-3}
 out="$top/bench/out"
 mkdir -p "$out"
 . bench/lib.sh

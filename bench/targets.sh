@@ -22,12 +22,13 @@ ms() { echo $(( $(date +%s%N) / 1000000 )); }
 
 # pgbench_run SCRIPT -> "tps first10 last10 p50 p99 walbytes fpi" (latencies in ms, from the
 # per-transaction log; WAL bytes and full-page images per pgbench transaction, from pg_stat_wal)
-pgbench_run() {
+pgbench_run() { # SCRIPT is a file of bench/core, or builtin:NAME for one of pgbench's own
     rm -f "$work"/pgbench_log.*
-    local w0 w1
+    local w0 w1 src=(-f "$work/$1")
+    [[ $1 == builtin:* ]] && src=(-b "${1#builtin:}")
     w0=$(sql -c "SELECT wal_bytes || ' ' || wal_fpi FROM pg_stat_wal")
     (cd "$work" && "${as_user[@]}" "$bindir/pgbench" -h "$work" -p "$port" -n -M prepared -c 16 -j 2 -T "$seconds" \
-        -P 10 -l -f "$work/$1" bench) > "$work/out.txt" 2>&1
+        -P 10 -l "${src[@]}" bench) > "$work/out.txt" 2>&1
     w1=$(sql -c "SELECT wal_bytes || ' ' || wal_fpi FROM pg_stat_wal")
     local tps first last lat n wal
     tps=$(awk '/^tps = / {printf "%.0f", $3}' "$work/out.txt")
@@ -112,6 +113,10 @@ echo "targets: filling the queues..." >&2
 sql -c "SELECT bench_queue_fill($big)" >/dev/null
 sql -c "SELECT naive_fill($big)" -c "VACUUM ANALYZE" >/dev/null
 measure ceiling ceiling.sql
+# pgbench's built-in TPC-B-like transaction for reference (scale 16: one branch per client)
+"${as_user[@]}" "$bindir/pgbench" -h "$work" -p "$port" -i -q -s 16 bench >/dev/null 2>&1
+seconds=10 measure tpcb builtin:tpcb-like  # a reference, steady from the start: shorter runs
+sql -c "DROP TABLE pgbench_accounts, pgbench_branches, pgbench_tellers, pgbench_history" >/dev/null
 measure create_one create_one.sql
 seconds=10 measure create_floor capture_floor_one.sql  # a floor, steady from the start: shorter runs
 measure naive naive_claim_complete.sql "SELECT naive_fill($big)"
@@ -190,6 +195,7 @@ cycles_vs_ceiling=$(awk -v a="$b_tps" -v c="$c_tps" 'BEGIN {printf "%.2f", 2 * a
 echo "| run (16 clients, $big queued unless noted) | per second: min / median / max | WAL per pgbench transaction (median) |"
 echo "|---|---:|---:|"
 echo "| commit ceiling: single-row INSERT transactions | ${summary[ceiling]} | ${walinfo[ceiling]} |"
+echo "| pgbench's built-in tpcb-like transactions (scale 16), for reference | ${summary[tpcb]} | ${walinfo[tpcb]} |"
 echo "| single \`create_task\` transactions | ${summary[create_one]} | ${walinfo[create_one]} |"
 echo "| what one capture writes (task, key, document, event rows copied in one statement) | ${summary[create_floor]} | ${walinfo[create_floor]} |"
 echo "| \`create_tasks\`, $capture tasks in batches of 1,000 (tasks/s) | $(mmm "${cap_rates[@]}") | |"
@@ -215,7 +221,7 @@ echo "| (2) transactions writing one capture's four rows / commit ceiling | $flo
 echo "| **3** reprioritization pass over $due queued tasks | $((due - left_after_run)) rescored during the claim run, the other $left_after_run in ${pass_ms} ms after it (unloaded, iwd.pass_duty 100) | completes | $( [[ "$pass_ms" =~ ^[0-9]+$ ]] && echo met || echo '**not met**') |"
 echo "| **3** claims/s with the pass / without: medians of $repri_pairs windows each (min-max) | $repri_with ($(repri_range "$with_rates")) / $repri_without ($(repri_range "$without_rates")) = $(ratio "$repri_with" "$repri_without") | ≥ 0.80 | $(verdict "$(ratio "$repri_with" "$repri_without")" 0.8 ">=") |"
 echo
-echo "Medians of $runs runs of $seconds s (the capture floor: 10 s); every run starts right after a CHECKPOINT. The reprioritization:"
+echo "Medians of $runs runs of $seconds s (the capture floor and tpcb-like: 10 s); every run starts right after a CHECKPOINT. The reprioritization:"
 echo "one claim run of $((2 * repri_pairs)) windows of $repri_window s, without and with the pass in turn (each window's"
 echo "first $repri_skip s skipped), median of the windows each way. For 60 s runs (the protocol of target 1), set"
 echo "IWD_BENCH_TARGET_SECONDS=60 (about 35 minutes for this section)."
