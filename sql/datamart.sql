@@ -715,7 +715,9 @@ LANGUAGE sql STABLE AS $$
         ('iwddm_job_last_fail', 'Time of the last failed run of the chain (Unix time).', 4))
     SELECT string_agg(format(E'# HELP %s %s\n# TYPE %s gauge\n', m.name, m.help, m.name)
                       || (SELECT string_agg(format(E'%s{tenant="%s",job="iwddm_metrics",execution_chain="%s"} %s\n',
-                                                   m.name, replace(replace(replace(tenant, '\', '\\'), '"', '\"'), E'\n', '\n'), s.chain,
+                                                   m.name,
+                                                   replace(replace(replace(tenant, '\', '\\'), '"', '\"'), E'\n', '\n'),
+                                                   s.chain,
                                                    CASE m.col WHEN 1 THEN s.active::int::text
                                                               WHEN 2 THEN s.last_start::text
                                                               WHEN 3 THEN s.last_success::text
