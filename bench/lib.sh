@@ -44,3 +44,8 @@ stop_cluster() {
 sql() { "${as_user[@]}" "$bindir/psql" -X -q -At -h "$work" -p "$bench_port" -v ON_ERROR_STOP=1 -d bench "$@"; }
 
 median() { sort -n | awk '{a[NR]=$1} END {if (NR == 0) print 0; else if (NR % 2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
+# min_med_max VALUES...: "min / median / max" of a list of numbers
+min_med_max() {
+    printf '%s / %s / %s' "$(printf '%s\n' "$@" | sort -n | head -1)" "$(printf '%s\n' "$@" | median)" \
+        "$(printf '%s\n' "$@" | sort -n | tail -1)"
+}

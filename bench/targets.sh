@@ -61,7 +61,7 @@ measure() { # measure NAME SCRIPT [fill-sql [top-up-sql run every second during 
     done
     result[$name]="$(printf '%s\n' "${tps[@]}" | median) $(printf '%s\n' "${firsts[@]}" | median) $(printf '%s\n' "${lasts[@]}" | median) $(printf '%s\n' "${p50[@]}" | median) $(printf '%s\n' "${p99[@]}" | median)"
     walinfo[$name]="$(printf '%s\n' "${wals[@]}" | median) B, $(printf '%s\n' "${fpis[@]}" | median) FPI"
-    summary[$name]="$(printf '%s\n' "${tps[@]}" | sort -n | head -1) / $(printf '%s\n' "${tps[@]}" | median) / $(printf '%s\n' "${tps[@]}" | sort -n | tail -1)"
+    summary[$name]=$(min_med_max "${tps[@]}")
 }
 
 # capture (target 2): create_tasks of 100k tasks in batches of 1,000 against COPY of the same rows into a
@@ -95,7 +95,6 @@ for r in $(seq 1 "$runs"); do
 done
 cap_rate=$(printf '%s\n' "${cap_rates[@]}" | median); copy_rate=$(printf '%s\n' "${copy_rates[@]}" | median)
 four_rate=$(printf '%s\n' "${four_rates[@]}" | median)
-mmm() { printf '%s\n' "$@" | sort -n | awk '{a[NR] = $1} END {printf "%s", a[1]}'; printf ' / %s / ' "$(printf '%s\n' "$@" | median)"; printf '%s\n' "$@" | sort -n | tail -1; }
 # the template of one capture's four rows for capture_floor_one.sql: the last task captured above
 floor_columns=$(sql -c "SELECT string_agg(attname, ', ' ORDER BY attnum) FROM pg_attribute
                         WHERE attrelid = 'iwd.task'::regclass AND attnum > 2 AND NOT attisdropped")
@@ -119,6 +118,8 @@ seconds=10 measure tpcb builtin:tpcb-like  # a reference, steady from the start:
 sql -c "DROP TABLE pgbench_accounts, pgbench_branches, pgbench_tellers, pgbench_history" >/dev/null
 measure create_one create_one.sql
 seconds=10 measure create_floor capture_floor_one.sql  # a floor, steady from the start: shorter runs
+sql -c "DROP TABLE floor_task, floor_key, floor_document, floor_event, floor_template, floor_template_document,
+                   floor_template_event" -c "DROP SEQUENCE floor_id" >/dev/null
 measure naive naive_claim_complete.sql "SELECT naive_fill($big)"
 measure iwd_big claim_complete.sql "SELECT bench_queue_fill($big)"
 
@@ -164,7 +165,6 @@ window_rates() {
 }
 with_rates=$(window_rates 1); without_rates=$(window_rates 0)
 repri_with=$(echo "$with_rates" | median); repri_without=$(echo "$without_rates" | median)
-repri_range() { echo "$1" | sort -n | awk 'NR == 1 {a = $1} {b = $1} END {printf "%s-%s", a, b}'; }
 # the rest of the pass, unloaded and without rests (iwd.pass_duty 100), so that it completes sooner
 sql -c "ALTER SYSTEM SET iwd.pass_duty = 100" >/dev/null
 set_clock ahead
@@ -177,7 +177,7 @@ while [ -z "$pass_ms" ]; do
 done
 sql -c "ALTER SYSTEM RESET iwd.pass_duty" >/dev/null
 set_clock real
-echo "targets: reprioritization of $due tasks: claims $repri_with/s with the pass ($(repri_range "$with_rates")), $repri_without/s without ($(repri_range "$without_rates")); $left_after_run due after the run, the rest of the pass took ${pass_ms} ms unloaded (iwd.pass_duty 100)" >&2
+echo "targets: reprioritization of $due tasks: claims/s with the pass $(min_med_max $with_rates), without $(min_med_max $without_rates) (min / median / max); $left_after_run due after the run, the rest of the pass took ${pass_ms} ms unloaded (iwd.pass_duty 100)" >&2
 sql -c "DELETE FROM iwd.task WHERE status = 'queued' AND id NOT IN (SELECT id FROM iwd.task WHERE status = 'queued' LIMIT $small)" -c "VACUUM ANALYZE iwd.task" >/dev/null
 # a small backlog drains in seconds at this rate: it is topped up every second during the runs
 measure iwd_small claim_complete.sql "SELECT bench_queue_fill($small)" "CALL bench_queue_topup($small)"
@@ -198,9 +198,9 @@ echo "| commit ceiling: single-row INSERT transactions | ${summary[ceiling]} | $
 echo "| pgbench's built-in tpcb-like transactions (scale 16), for reference | ${summary[tpcb]} | ${walinfo[tpcb]} |"
 echo "| single \`create_task\` transactions | ${summary[create_one]} | ${walinfo[create_one]} |"
 echo "| what one capture writes (task, key, document, event rows copied in one statement) | ${summary[create_floor]} | ${walinfo[create_floor]} |"
-echo "| \`create_tasks\`, $capture tasks in batches of 1,000 (tasks/s) | $(mmm "${cap_rates[@]}") | |"
-echo "| COPY floor: the same rows into a copy of iwd.task (rows/s) | $(mmm "${copy_rates[@]}") | |"
-echo "| COPY of the same tasks' rows into copies of the four tables a capture writes (tasks/s) | $(mmm "${four_rates[@]}") | |"
+echo "| \`create_tasks\`, $capture tasks in batches of 1,000 (tasks/s) | $(min_med_max "${cap_rates[@]}") | |"
+echo "| COPY floor: the same rows into a copy of iwd.task (rows/s) | $(min_med_max "${copy_rates[@]}") | |"
+echo "| COPY of the same tasks' rows into copies of the four tables a capture writes (tasks/s) | $(min_med_max "${four_rates[@]}") | |"
 echo "| hand-written queue: claim + complete cycles | ${summary[naive]} | ${walinfo[naive]} |"
 echo "| iwd: claim + complete cycles | ${summary[iwd_big]} | ${walinfo[iwd_big]} |"
 echo "| iwd: claim + complete cycles, $small queued (topped up every second) | ${summary[iwd_small]} | ${walinfo[iwd_small]} |"
@@ -219,7 +219,7 @@ echo "| (2) COPY of a capture's rows into the four tables it writes / COPY floor
 echo "| **2** single create_task tx/s / commit ceiling | $one_tps / $c_tps = $(ratio "$one_tps" "$c_tps") | ≥ 0.50 | $(verdict "$(ratio "$one_tps" "$c_tps")" 0.5 ">=") |"
 echo "| (2) transactions writing one capture's four rows / commit ceiling | $floor_tps / $c_tps = $(ratio "$floor_tps" "$c_tps") | | the most any single capture writing them can reach |"
 echo "| **3** reprioritization pass over $due queued tasks | $((due - left_after_run)) rescored during the claim run, the other $left_after_run in ${pass_ms} ms after it (unloaded, iwd.pass_duty 100) | completes | $( [[ "$pass_ms" =~ ^[0-9]+$ ]] && echo met || echo '**not met**') |"
-echo "| **3** claims/s with the pass / without: medians of $repri_pairs windows each (min-max) | $repri_with ($(repri_range "$with_rates")) / $repri_without ($(repri_range "$without_rates")) = $(ratio "$repri_with" "$repri_without") | ≥ 0.80 | $(verdict "$(ratio "$repri_with" "$repri_without")" 0.8 ">=") |"
+echo "| **3** claims/s with the pass / without: medians of $repri_pairs windows each (min / median / max of each) | with $(min_med_max $with_rates), without $(min_med_max $without_rates): $(ratio "$repri_with" "$repri_without") | ≥ 0.80 | $(verdict "$(ratio "$repri_with" "$repri_without")" 0.8 ">=") |"
 echo
 echo "Medians of $runs runs of $seconds s (the capture floor and tpcb-like: 10 s); every run starts right after a CHECKPOINT. The reprioritization:"
 echo "one claim run of $((2 * repri_pairs)) windows of $repri_window s, without and with the pass in turn (each window's"

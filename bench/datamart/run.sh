@@ -46,8 +46,6 @@ for r in $(seq 1 "$runs"); do
     intradays+=($(( $(ms) - t0 )))
     echo "datamart bench: run $r: intraday ${intradays[-1]} ms" >&2
 done
-# min / median / max of a list of numbers
-mmm() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {m = NR % 2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2; printf "%d / %d / %d", a[1], m, a[NR]}'; }
 med() { printf '%s\n' "$@" | median; }
 full=$(med "${fulls[@]}"); ref=$(med "${refs[@]}"); intraday=$(med "${intradays[@]}")
 ratios=$(for i in "${!fulls[@]}"; do awk -v a="${fulls[$i]}" -v b="${refs[$i]}" 'BEGIN {printf "%.1f ", a / b}'; done)
@@ -56,9 +54,9 @@ echo
 echo "| measure | min / median / max |"
 echo "|---|---:|"
 echo "| events loaded by \`full\` | $events |"
-echo "| \`full\` from scratch | $(mmm "${fulls[@]}") ms |"
-echo "| reference: one INSERT … SELECT … GROUP BY of the daily aggregate | $(mmm "${refs[@]}") ms |"
-echo "| incremental \`intraday\` after 10k new events | $(mmm "${intradays[@]}") ms |"
+echo "| \`full\` from scratch | $(min_med_max "${fulls[@]}") ms |"
+echo "| reference: one INSERT … SELECT … GROUP BY of the daily aggregate | $(min_med_max "${refs[@]}") ms |"
+echo "| incremental \`intraday\` after 10k new events | $(min_med_max "${intradays[@]}") ms |"
 echo
 echo "| ratio | of the medians | run by run | target |"
 echo "|---|---:|---:|---:|"
