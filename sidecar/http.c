@@ -86,36 +86,74 @@ int iwd_respond_error(iwd_call_t *call, int status, const char *fmt, ...)
     return rc;
 }
 
-/* Decode %XX and '+' of a URL component into out (at least len + 1 bytes); IWD_ERR when malformed. */
-int iwd_url_decode(const char *in, size_t len, char *out)
+/*
+ * Decode the %XX escapes of one URL component into out (at least len + 1 bytes, NUL-terminated). A query
+ * component also reads '+' as a space; a path segment keeps it. IWD_ERR when an escape is truncated or not
+ * hexadecimal, or when the value would hold a NUL byte (raw or %00): it would end the C string early.
+ */
+int iwd_url_decode(const char *in, size_t len, bool plus_is_space, char *out)
 {
     size_t o = 0;
 
     for (size_t i = 0; i < len; i++) {
         if (in[i] == '%') {
             unsigned char byte;
-            if (i + 2 >= len + 1 || h2o_hex_decode(&byte, in + i + 1, 2) != 0 || byte == 0)
+            if (len - i < 3 || h2o_hex_decode(&byte, in + i + 1, 2) != 0 || byte == 0)
                 return IWD_ERR;
             out[o++] = (char)byte;
             i += 2;
+        } else if (in[i] == '\0') {
+            return IWD_ERR;
         } else {
-            out[o++] = in[i] == '+' ? ' ' : in[i];
+            out[o++] = plus_is_space && in[i] == '+' ? ' ' : in[i];
         }
     }
     out[o] = '\0';
     return IWD_OK;
 }
 
-/* The decoded value of query parameter name, in the request pool; NULL when absent or malformed. */
+/* The query string of the request (after '?'), empty when it has none. */
+static h2o_iovec_t query_of(h2o_req_t *req)
+{
+    if (req->query_at == SIZE_MAX)
+        return h2o_iovec_init("", 0);
+    return h2o_iovec_init(req->path.base + req->query_at + 1, req->path.len - req->query_at - 1);
+}
+
+/*
+ * Whether every name and value of the query string decodes (iwd_url_decode). Routing answers 400 when
+ * not, so that iwd_query_param's NULL only ever means "absent".
+ */
+bool iwd_query_valid(h2o_req_t *req)
+{
+    h2o_iovec_t query = query_of(req);
+    const char *q = query.base, *end = query.base + query.len;
+    char *scratch = h2o_mem_alloc_pool(&req->pool, query.len + 1);
+
+    while (q < end) {
+        const char *amp = memchr(q, '&', end - q);
+        const char *stop = amp != NULL ? amp : end;
+        const char *eq = memchr(q, '=', stop - q);
+
+        if (eq != NULL && iwd_url_decode(eq + 1, stop - eq - 1, true, scratch) != IWD_OK)
+            return false;
+        if (iwd_url_decode(q, (eq != NULL ? eq : stop) - q, true, scratch) != IWD_OK)
+            return false;
+        q = stop + 1;
+    }
+    return true;
+}
+
+/*
+ * The decoded value of query parameter name (the first one given), in the request pool; NULL when absent
+ * or malformed (routing refuses a malformed query before any handler runs, see iwd_query_valid).
+ */
 char *iwd_query_param(h2o_req_t *req, const char *name)
 {
-    const char *q, *end;
+    h2o_iovec_t query = query_of(req);
+    const char *q = query.base, *end = query.base + query.len;
     size_t name_len = strlen(name);
 
-    if (req->query_at == SIZE_MAX)
-        return NULL;
-    q = req->path.base + req->query_at + 1;
-    end = req->path.base + req->path.len;
     while (q < end) {
         const char *amp = memchr(q, '&', end - q);
         const char *stop = amp != NULL ? amp : end;
@@ -125,7 +163,7 @@ char *iwd_query_param(h2o_req_t *req, const char *name)
         if ((size_t)(key_end - q) == name_len && memcmp(q, name, name_len) == 0) {
             const char *value = eq != NULL ? eq + 1 : stop;
             char *out = h2o_mem_alloc_pool(&req->pool, stop - value + 1);
-            if (iwd_url_decode(value, stop - value, out) != IWD_OK)
+            if (iwd_url_decode(value, stop - value, true, out) != IWD_OK)
                 return NULL;
             return out;
         }

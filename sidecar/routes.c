@@ -104,69 +104,155 @@ static const route_t routes[] = {
     {"GET", "/queue/stats", AUTH_READ, NULL, "SELECT iwd.queue_stats()", false, false, 200, 404, NULL},
 };
 
-/* Match a path (after the prefix) against a pattern, collecting parameters; false when it does not match. */
-static bool match(iwd_call_t *call, const char *pattern, const char *path, size_t path_len)
-{
-    const char *p = pattern, *s = path, *end = path + path_len;
+/* More segments than any route has, the prefix's included: such a path is answered 404 undecoded. */
+#define PATH_SEGMENTS_MAX 8
 
-    call->nparams = 0;
-    while (*p != '\0') {
-        if (s >= end || *s != '/' || *p != '/')
-            return false;
-        p++;
-        s++;
-        if (*p == '{') {
-            const char *seg_end = memchr(s, '/', end - s);
-            char *value;
-            if (seg_end == NULL)
-                seg_end = end;
-            if (seg_end == s || call->nparams == 4)
-                return false;
-            value = h2o_mem_alloc_pool(&call->req->pool, seg_end - s + 1);
-            if (iwd_url_decode(s, seg_end - s, value) != IWD_OK)
-                return false;
-            call->params[call->nparams++] = value;
-            s = seg_end;
-            p = strchr(p, '}') + 1;
-        } else {
-            size_t n = strcspn(p, "/");
-            if ((size_t)(end - s) < n || memcmp(p, s, n) != 0 || (s + n < end && s[n] != '/'))
-                return false;
-            p += n;
-            s += n;
-        }
+/*
+ * The request path (before the query) split at its '/' and each segment decoded once: an escaped slash
+ * (%2F) stays inside its segment and an escaped percent (%25) stays literal. A trailing '/' is ignored.
+ * Returns the number of segments; -1 when a segment does not decode (400), -2 when there are too many
+ * or the path does not start with '/' (404).
+ */
+static int split_path(h2o_req_t *req, char **segments)
+{
+    const char *s = req->path.base, *end = s + (req->query_at != SIZE_MAX ? req->query_at : req->path.len);
+    int n = 0;
+
+    if (s == end || *s != '/')
+        return -2;
+    if (end - s > 1 && end[-1] == '/')
+        end--;
+    while (s < end) {
+        const char *seg = s + 1, *seg_end = memchr(seg, '/', end - seg);
+        if (seg_end == NULL)
+            seg_end = end;
+        if (n == PATH_SEGMENTS_MAX)
+            return -2;
+        segments[n] = h2o_mem_alloc_pool(&req->pool, seg_end - seg + 1);
+        if (iwd_url_decode(seg, seg_end - seg, false, segments[n]) != IWD_OK)
+            return -1;
+        n++;
+        s = seg_end;
     }
-    return s == end;
+    return n;
 }
 
-/* The request body as a NUL-terminated JSON object text ("{}" when empty); NULL after responding 4xx. */
-static char *body_object(iwd_call_t *call, bool required)
+/*
+ * Match the segments of a pattern ("/a/{x}": "{x}" takes any non-empty segment as the next path parameter)
+ * from segment *at on, advancing *at; false when they do not match.
+ */
+static bool match_segments(iwd_call_t *call, const char *pattern, char *const *segments, int nsegments, int *at)
+{
+    const char *p = pattern;
+
+    while (*p == '/') {
+        size_t n = strcspn(p + 1, "/");
+        char *seg;
+
+        if (*at == nsegments)
+            return false;
+        seg = segments[(*at)++];
+        if (p[1] == '{') {
+            if (*seg == '\0' || call->nparams == 4)
+                return false;
+            call->params[call->nparams++] = seg;
+        } else if (strlen(seg) != n || memcmp(seg, p + 1, n) != 0) {
+            return false;
+        }
+        p += 1 + n;
+    }
+    return true;
+}
+
+/* Match the decoded path segments against the API prefix and a route pattern, collecting the parameters. */
+static bool match(iwd_call_t *call, const char *pattern, char *const *segments, int nsegments)
+{
+    int at = 0;
+
+    call->nparams = 0;
+    return match_segments(call, IWD_API_PREFIX, segments, nsegments, &at) &&
+           match_segments(call, pattern, segments, nsegments, &at) && at == nsegments;
+}
+
+/*
+ * The route of a request, with its path parameters in call->params; NULL when the request cannot be
+ * routed, with the status (400, 404, 405) and the message of the answer.
+ */
+static const route_t *resolve(iwd_call_t *call, int *status, char *message, size_t size)
 {
     h2o_req_t *req = call->req;
-    json_error_t err;
-    json_t *doc;
-    char *text;
+    char *segments[PATH_SEGMENTS_MAX];
+    int nsegments = split_path(req, segments);
+    bool path_matched = false;
 
-    if (req->entity.base == NULL || req->entity.len == 0) {
-        if (required) {
-            iwd_respond_error(call, 400, "a JSON body is required");
+    *status = 0;
+    if (nsegments == -1) {
+        *status = 400;
+        snprintf(message, size, "malformed path: a %% must start an escape %%XX other than %%00");
+        return NULL;
+    }
+    for (size_t i = 0; nsegments >= 0 && i < sizeof(routes) / sizeof(routes[0]); i++) {
+        const route_t *r = &routes[i];
+        if (!match(call, r->pattern, segments, nsegments))
+            continue;
+        path_matched = true;
+        if (!h2o_memis(req->method.base, req->method.len, r->method, strlen(r->method)))
+            continue;
+        if (!iwd_query_valid(req)) {
+            *status = 400;
+            snprintf(message, size, "malformed query: a %% must start an escape %%XX other than %%00");
             return NULL;
         }
-        return "{}";
+        return r;
     }
-    if (req->entity.len > iwd_conf.max_body_bytes) {
-        iwd_respond_error(call, 413, "the body exceeds %zu bytes", iwd_conf.max_body_bytes);
+    call->nparams = 0;
+    *status = path_matched ? 405 : 404;
+    if (path_matched)
+        snprintf(message, size, "method %.*s not allowed here", (int)req->method.len, req->method.base);
+    else
+        snprintf(message, size, "no such route");
+    return NULL;
+}
+
+/*
+ * The request body as a NUL-terminated JSON text for SQL ("{}" when empty and not required), with the
+ * member named required (when not NULL) a non-empty string in it; NULL when refused, with the status
+ * (400, 413) and the message of the answer.
+ */
+static char *body_text(h2o_req_t *req, bool required, const char *member, int *status, char *message, size_t size)
+{
+    json_error_t err;
+    json_t *doc, *value;
+    char *text = "{}";
+    bool member_ok;
+
+    *status = 400;
+    if (req->entity.base == NULL || req->entity.len == 0) {
+        if (required) {
+            snprintf(message, size, "a JSON body is required");
+            return NULL;
+        }
+        doc = json_object();
+    } else if (req->entity.len > iwd_conf.max_body_bytes) {
+        *status = 413;
+        snprintf(message, size, "the body exceeds %zu bytes", iwd_conf.max_body_bytes);
         return NULL;
-    }
-    doc = json_loadb(req->entity.base, req->entity.len, JSON_DECODE_ANY, &err);
-    if (doc == NULL) {
-        iwd_respond_error(call, 400, "malformed JSON: %s (line %d, column %d)", err.text, err.line, err.column);
+    } else if ((doc = json_loadb(req->entity.base, req->entity.len, JSON_DECODE_ANY, &err)) == NULL) {
+        snprintf(message, size, "malformed JSON: %s (line %d, column %d)", err.text, err.line, err.column);
         return NULL;
+    } else {
+        text = h2o_mem_alloc_pool(&req->pool, req->entity.len + 1);
+        memcpy(text, req->entity.base, req->entity.len);
+        text[req->entity.len] = '\0';
     }
+    value = member != NULL && json_is_object(doc) ? json_object_get(doc, member) : NULL;
+    member_ok = member == NULL || (json_is_string(value) && json_string_length(value) > 0);
     json_decref(doc);
-    text = h2o_mem_alloc_pool(&req->pool, req->entity.len + 1);
-    memcpy(text, req->entity.base, req->entity.len);
-    text[req->entity.len] = '\0';
+    if (!member_ok) {
+        snprintf(message, size, "body member \"%s\" is required (a non-empty string)", member);
+        return NULL;
+    }
+    *status = 0;
     return text;
 }
 
@@ -179,56 +265,32 @@ static int run_sql(iwd_call_t *call, const route_t *r)
     for (int i = 0; i < call->nparams; i++)
         values[n++] = call->params[i];
     if (r->body_arg) {
-        char *body = body_object(call, r->body_required);
+        char message[1024];
+        int status;
+        char *body = body_text(call->req, r->body_required, r->required, &status, message, sizeof(message));
         if (body == NULL)
-            return 0;
+            return iwd_respond_error(call, status, "%s", message);
         values[n++] = body;
-        if (r->required != NULL) {
-            json_t *doc = json_loads(body, JSON_DECODE_ANY, NULL);
-            json_t *member = json_is_object(doc) ? json_object_get(doc, r->required) : NULL;
-            bool ok = json_is_string(member) && json_string_length(member) > 0;
-            json_decref(doc);
-            if (!ok)
-                return iwd_respond_error(call, 400, "body member \"%s\" is required (a non-empty string)",
-                                         r->required);
-        }
     }
     return iwd_pg_call(call, r->sql, n, values, r->success, r->on_null);
 }
 
 int iwd_route(iwd_call_t *call)
 {
-    h2o_req_t *req = call->req;
-    const char *path = req->path_normalized.base;
-    size_t len = req->path_normalized.len, prefix = strlen(IWD_API_PREFIX);
-    bool path_matched = false;
+    char message[256];
+    int status;
+    const route_t *r = resolve(call, &status, message, sizeof(message));
 
-    if (len < prefix || memcmp(path, IWD_API_PREFIX, prefix) != 0)
-        return iwd_respond_error(call, 404, "no such route");
-    path += prefix;
-    len -= prefix;
-    if (len > 1 && path[len - 1] == '/')
-        len--;
-    for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
-        const route_t *r = &routes[i];
-        if (!match(call, r->pattern, path, len))
-            continue;
-        path_matched = true;
-        if (!h2o_memis(req->method.base, req->method.len, r->method, strlen(r->method)))
-            continue;
-        call->route = r->pattern;
-        if (r->auth == AUTH_ADMIN && !iwd_auth_admin(call))
-            return iwd_respond_error(call, 401, "provisioning needs the cluster admin key in x-api-key");
-        if ((r->auth == AUTH_READ || r->auth == AUTH_WRITE) && iwd_auth_tenant(call, r->auth == AUTH_WRITE) != IWD_OK)
-            return 0;
-        if (r->fn != NULL)
-            return r->fn(call);
-        return run_sql(call, r);
-    }
-    call->nparams = 0;
-    if (path_matched)
-        return iwd_respond_error(call, 405, "method %.*s not allowed here", (int)req->method.len, req->method.base);
-    return iwd_respond_error(call, 404, "no such route");
+    if (r == NULL)
+        return iwd_respond_error(call, status, "%s", message);
+    call->route = r->pattern;
+    if (r->auth == AUTH_ADMIN && !iwd_auth_admin(call))
+        return iwd_respond_error(call, 401, "provisioning needs the cluster admin key in x-api-key");
+    if ((r->auth == AUTH_READ || r->auth == AUTH_WRITE) && iwd_auth_tenant(call, r->auth == AUTH_WRITE) != IWD_OK)
+        return 0;
+    if (r->fn != NULL)
+        return r->fn(call);
+    return run_sql(call, r);
 }
 
 /* The route table, for the documentation test (iwd-sidecar --routes). */

@@ -9,44 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "provisioning.h"
 #include "sidecar.h"
-
-#define DEFAULT_DB_PORT 5432
-
-/* A string member at path a.b.c of doc; NULL when absent. Sets *bad when present but not a string. */
-static const char *member(json_t *doc, const char *path, bool *bad)
-{
-    char buf[128], *save = NULL;
-    json_t *v = doc;
-
-    snprintf(buf, sizeof(buf), "%s", path);
-    for (char *part = strtok_r(buf, ".", &save); part != NULL && v != NULL; part = strtok_r(NULL, ".", &save))
-        v = json_is_object(v) ? json_object_get(v, part) : NULL;
-    if (v == NULL || json_is_null(v))
-        return NULL;
-    if (!json_is_string(v)) {
-        *bad = true;
-        return NULL;
-    }
-    return json_string_value(v);
-}
-
-/* The required string at path, or NULL after answering 400 naming it. */
-static const char *required(iwd_call_t *call, json_t *doc, const char *path)
-{
-    bool bad = false;
-    const char *v = member(doc, path, &bad);
-
-    if (bad) {
-        iwd_respond_error(call, 400, "%s must be a string", path);
-        return NULL;
-    }
-    if (v == NULL || *v == '\0') {
-        iwd_respond_error(call, 400, "%s is required", path);
-        return NULL;
-    }
-    return v;
-}
 
 /* Run a control statement; false after answering 5xx. */
 static bool control_ok(iwd_call_t *call, PGresult *res)
@@ -63,66 +27,28 @@ static bool control_ok(iwd_call_t *call, PGresult *res)
 int iwd_on_provisioning_save(iwd_call_t *call)
 {
     h2o_req_t *req = call->req;
-    json_error_t err;
-    json_t *doc, *port_v, *ssl_v;
-    const char *ccid, *tenant_id, *host, *database, *user, *tenant_key, *password = NULL, *dm_key = NULL;
-    const char *name = NULL, *iwd_url = NULL, *email_url = NULL;
-    char port_s[16], conninfo[2048] = "", hash_t[65], hash_dm[65], *enc = NULL, *gws = NULL;
-    bool bad = false, ssl = false;
-    long port = DEFAULT_DB_PORT;
+    iwd_provisioning_t p;
+    const char *ccid, *host, *database, *user, *tenant_key, *password, *dm_key;
+    char port_s[16], conninfo[2048] = "", hash_t[65], hash_dm[65], *enc = NULL, err[256];
+    bool ssl;
+    long port;
     PGconn *tenant_db, *control;
     PGresult *res;
     int rc = 0;
 
     if (req->entity.len > iwd_conf.max_body_bytes)
         return iwd_respond_error(call, 413, "the body exceeds %zu bytes", iwd_conf.max_body_bytes);
-    if (req->entity.base == NULL || req->entity.len == 0)
-        return iwd_respond_error(call, 400, "a JSON body is required");
-    if ((doc = json_loadb(req->entity.base, req->entity.len, 0, &err)) == NULL)
-        return iwd_respond_error(call, 400, "malformed JSON: %s (line %d, column %d)", err.text, err.line, err.column);
-    if (!json_is_object(doc)) {
-        json_decref(doc);
-        return iwd_respond_error(call, 400, "the body must be a JSON object");
-    }
-    if ((ccid = required(call, doc, "tenant.ccid")) == NULL || (tenant_id = required(call, doc, "tenant.id")) == NULL ||
-        (host = required(call, doc, "iwd.db.host")) == NULL ||
-        (database = required(call, doc, "iwd.db.database")) == NULL ||
-        (user = required(call, doc, "iwd.db.user")) == NULL ||
-        (tenant_key = required(call, doc, "iwd.apiKeys.IWD_APIKEY_TENANT")) == NULL)
-        goto done;
-    password = member(doc, "iwd.db.password", &bad);
-    dm_key = member(doc, "iwd.apiKeys.IWD_APIKEY_IWDDM", &bad);
-    name = member(doc, "tenant.name", &bad);
-    iwd_url = member(doc, "iwd.url", &bad);
-    email_url = member(doc, "iwdEmail.url", &bad);
-    if (bad) {
-        rc = iwd_respond_error(call, 400, "tenant.name, iwd.url, iwd.db.password, iwd.apiKeys.IWD_APIKEY_IWDDM and "
-                                          "iwdEmail.url must be strings when given");
-        goto done;
-    }
-    port_v = json_object_get(json_object_get(json_object_get(doc, "iwd"), "db"), "port");
-    if (json_is_integer(port_v))
-        port = (long)json_integer_value(port_v);
-    else if (json_is_string(port_v))
-        port = strtol(json_string_value(port_v), NULL, 10);
-    else if (port_v != NULL && !json_is_null(port_v))
-        port = -1;
-    if (port < 1 || port > 65535) {
-        rc = iwd_respond_error(call, 400, "iwd.db.port must be a port number");
-        goto done;
-    }
-    ssl_v = json_object_get(json_object_get(json_object_get(doc, "iwd"), "db"), "ssl");
-    if (ssl_v != NULL && !json_is_null(ssl_v) && !json_is_boolean(ssl_v)) {
-        rc = iwd_respond_error(call, 400, "iwd.db.ssl must be true or false");
-        goto done;
-    }
-    ssl = json_is_true(ssl_v);
-    if (dm_key != NULL && strcmp(dm_key, tenant_key) == 0) {
-        rc = iwd_respond_error(call, 400, "iwd.apiKeys.IWD_APIKEY_IWDDM must differ from IWD_APIKEY_TENANT");
-        goto done;
-    }
-    if (json_object_get(json_object_get(doc, "tenant"), "gws") != NULL)
-        gws = json_dumps(json_object_get(json_object_get(doc, "tenant"), "gws"), JSON_COMPACT | JSON_ENCODE_ANY);
+    if (iwd_provisioning_parse(req->entity.base, req->entity.len, &p, err, sizeof(err)) != 0)
+        return iwd_respond_error(call, 400, "%s", err);
+    ccid = p.ccid;
+    host = p.host;
+    database = p.database;
+    user = p.user;
+    tenant_key = p.tenant_key;
+    password = p.password;
+    dm_key = p.dm_key;
+    ssl = p.ssl;
+    port = p.port;
 
     /* 1. the tenant database: reachable, extension installed, default configuration */
     {
@@ -138,10 +64,10 @@ int iwd_on_provisioning_save(iwd_call_t *call)
             /* the entry carries the password encrypted; here we need it in clear, once */
             char *quoted = malloc(2 * strlen(password) + 3), *o = quoted;
             *o++ = '\'';
-            for (const char *p = password; *p; p++) {
-                if (*p == '\'' || *p == '\\')
+            for (const char *c = password; *c; c++) {
+                if (*c == '\'' || *c == '\\')
                     *o++ = '\\';
-                *o++ = *p;
+                *o++ = *c;
             }
             *o++ = '\'';
             *o = '\0';
@@ -185,8 +111,8 @@ int iwd_on_provisioning_save(iwd_call_t *call)
     snprintf(port_s, sizeof(port_s), "%ld", port);
     PQclear(PQexec(control, "BEGIN"));
     {
-        const char *v[12] = {ccid, tenant_id, name, host, port_s, database, user, enc, ssl ? "true" : "false",
-                             iwd_url, email_url, gws};
+        const char *v[12] = {ccid, p.tenant_id, p.name, host, port_s, database, user, enc, ssl ? "true" : "false",
+                             p.iwd_url, p.email_url, p.gws};
         const char *k[3] = {ccid, hash_t, dm_key != NULL ? hash_dm : NULL};
         const char *dup[3] = {host, port_s, database};
         const char *own[2] = {hash_t, dm_key != NULL ? hash_dm : hash_t};
@@ -262,8 +188,7 @@ rollback:
     PQclear(PQexec(control, "ROLLBACK"));
 done:
     free(enc);
-    free(gws);
-    json_decref(doc);
+    iwd_provisioning_free(&p);
     return rc;
 }
 

@@ -130,8 +130,9 @@ int iwd_respond_json(iwd_call_t *call, int status, const char *body, size_t len)
 int iwd_respond_error(iwd_call_t *call, int status, const char *fmt, ...);
 int iwd_respond_text(iwd_call_t *call, int status, const char *content_type, const char *body, size_t len);
 char *iwd_query_param(h2o_req_t *req, const char *name);
+bool iwd_query_valid(h2o_req_t *req);
 char *iwd_header(h2o_req_t *req, const char *name);
-int iwd_url_decode(const char *in, size_t len, char *out);
+int iwd_url_decode(const char *in, size_t len, bool plus_is_space, char *out);
 
 /* PostgreSQL (pg.c). iwd_pg_call answers the request itself, now or once the result is in. */
 PGconn *iwd_pg_connect(const char *conninfo);

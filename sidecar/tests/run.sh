@@ -122,157 +122,176 @@ prov() { # prov CCID DB TENANT_KEY [DM_KEY] [PORT]
            \"database\": \"$2\", \"user\": \"postgres\", \"password\": \"pw'x\", \"ssl\": false},
            \"apiKeys\": {\"IWD_APIKEY_TENANT\": \"$3\"$dm}}, \"iwdEmail\": {\"url\": \"http://mail\"}}"
 }
-req POST /provisioning "" "$(prov a tenant_a key-a)"; check "provisioning without a key: 401" "401" "$code"
-req POST /provisioning "wrong" "$(prov a tenant_a key-a)"; check "provisioning with a tenant key: 401" "401" "$code"
+req POST /provisioning "" "$(prov a tenant_a tenant-key-a-0001)"; check "provisioning without a key: 401" "401" "$code"
+req POST /provisioning "wrong" "$(prov a tenant_a tenant-key-a-0001)"; check "provisioning with a tenant key: 401" "401" "$code"
 req POST /provisioning "$admin_key" '{"tenant": {"id": "a"}, "iwd": {}}'
 check "provisioning without tenant.ccid: 400" "400" "$code"
 check "the error names the missing parameter" "tenant.ccid is required" "$(json .status.message)"
-req POST /provisioning "$admin_key" "$(prov a tenant_a key-a | jq '.iwd.db.port = "x"')"
+req POST /provisioning "$admin_key" "$(prov a tenant_a tenant-key-a-0001 | jq '.iwd.db.port = "x"')"
 check "provisioning with a mistyped port: 400" "400" "$code"
 req POST /provisioning "$admin_key" '{"tenant": '
 check "provisioning with malformed JSON: 400" "400" "$code"
-req POST /provisioning "$admin_key" "$(prov z tenant_z key-z "" "$dead_port")"
+for ccid in "" "a b" "a/b" "a%0d%0aX" "$(printf 'a\r\nX-Injected: 1')" "$(head -c 65 /dev/zero | tr '\0' c)" "é"; do
+    req POST /provisioning "$admin_key" "$(prov a tenant_a tenant-key-a-0001 | jq --arg c "$ccid" '.tenant.ccid = $c')"
+    check "provisioning with the ccid $(jq -Rc . <<<"$ccid" | head -c 30): 400 naming tenant.ccid" "400 tenant.ccid" \
+        "$code $(json .status.message | cut -d' ' -f1)"
+done
+req POST /provisioning "$admin_key" "$(prov a tenant_a short-key-15chr)"
+check "a tenant key under 16 characters: 400 naming it" "400 iwd.apiKeys.IWD_APIKEY_TENANT must be at least 16 characters" \
+    "$code $(json .status.message)"
+req POST /provisioning "$admin_key" "$(prov a tenant_a tenant-key-a-0001 short-dm-key)"
+check "a read-only key under 16 characters: 400 naming it" "400 iwd.apiKeys.IWD_APIKEY_IWDDM" \
+    "$code $(json .status.message | cut -d' ' -f1)"
+req POST /provisioning "$admin_key" "$(prov a tenant_a 'tenant key a 0001 with spaces')"
+check "a tenant key with spaces: 400" "400" "$code"
+req POST /provisioning "$admin_key" "$(prov a tenant_a tenant-key-a-0001 | jq '.iwd.db.port = "5432x"')"
+check "a port with trailing characters: 400" "400 iwd.db.port" "$code $(json .status.message | cut -d' ' -f1)"
+req POST /provisioning "$admin_key" "$(prov a tenant_a tenant-key-a-0001 | jq '.iwd.db = "x"')"
+check "iwd.db not an object: 400" "400 iwd.db must be an object" "$code $(json .status.message)"
+req POST /provisioning "$admin_key" "$(prov a tenant_a tenant-key-a-0001 | jq '.iwd.db.database = ("d" * 64)')"
+check "a database name over 63 characters: 400" "400 iwd.db.database" "$code $(json .status.message | cut -d' ' -f1)"
+req POST /provisioning "$admin_key" "$(prov z tenant_z tenant-key-z-0001 "" "$dead_port")"
 check "provisioning an unreachable database: 502" "502" "$code"
 check_match "the 502 gives the reason" "not reachable" "$(json .status.message)"
 check "nothing was recorded for it" "0" \
     "$("${as_user[@]}" "$bindir/psql" -X -At -h "$work/pg" -p "$pg_port" control -c "SELECT count(*) FROM iwd_control.tenant WHERE ccid = 'z'")"
-req POST /provisioning "$admin_key" "$(prov a tenant_a key-a dm-a)"
+req POST /provisioning "$admin_key" "$(prov a tenant_a tenant-key-a-0001 report-key-a-0001)"
 check "provisioning tenant a" "200 true" "$code $(json .created)"
-req PUT /provisioning "$admin_key" "$(prov a tenant_a key-a dm-a)"
+req PUT /provisioning "$admin_key" "$(prov a tenant_a tenant-key-a-0001 report-key-a-0001)"
 check "provisioning again (PUT) is safe" "200 true" "$code $(json .created)"
-req POST /provisioning "$admin_key" "$(prov b tenant_b key-b | jq 'del(.iwd.db.password)')"
+req POST /provisioning "$admin_key" "$(prov b tenant_b tenant-key-b-0001 | jq 'del(.iwd.db.password)')"
 check "provisioning tenant b (no password)" "200" "$code"
-req POST /provisioning "$admin_key" "$(prov c tenant_b key-c)"
+req POST /provisioning "$admin_key" "$(prov c tenant_b tenant-key-c-0001)"
 check "a database serves one tenant only: 409" "409" "$code"
 stored=$("${as_user[@]}" "$bindir/psql" -X -At -h "$work/pg" -p "$pg_port" control \
-    -c "SELECT count(*) FROM iwd_control.api_key WHERE key_hash IN ('key-a', 'dm-a')
+    -c "SELECT count(*) FROM iwd_control.api_key WHERE key_hash IN ('tenant-key-a-0001', 'report-key-a-0001')
         UNION ALL SELECT count(*) FROM iwd_control.tenant WHERE db_password LIKE '%pw''x%'" | tr '\n' ' ')
 check "API keys are stored hashed and passwords encrypted" "0 0 " "$stored"
 check "the tenant database has the extension and defaults" "t" \
     "$("${as_user[@]}" "$bindir/psql" -X -At -h "$work/pg" -p "$pg_port" tenant_a -c "SELECT count(*) > 0 FROM iwd.category")"
 
 # --- tasks -----------------------------------------------------------------------------------------
-req POST /tasks key-a '{"externalId": "INV-1", "capturePoint": "erp", "subject": "Approve ACME invoice"}'
+req POST /tasks tenant-key-a-0001 '{"externalId": "INV-1", "capturePoint": "erp", "subject": "Approve ACME invoice"}'
 check "create a task: 201" "201" "$code"
 id=$(json .id)
-req POST /tasks key-a '{"externalId": "INV-1", "capturePoint": "erp", "subject": "again"}'
+req POST /tasks tenant-key-a-0001 '{"externalId": "INV-1", "capturePoint": "erp", "subject": "again"}'
 check "re-submitting returns the same task" "201 $id Approve ACME invoice" "$code $(json .id) $(json .subject)"
-req POST /tasks/bulk key-a '[{"externalId": "B-1", "capturePoint": "erp"}, {"externalId": "B-2", "capturePoint": "erp"}]'
+req POST /tasks/bulk tenant-key-a-0001 '[{"externalId": "B-1", "capturePoint": "erp"}, {"externalId": "B-2", "capturePoint": "erp"}]'
 check "bulk create: 201 with two tasks" "201 2" "$code $(json length)"
-req POST /tasks/bulk key-a '[{"externalId": "B-3", "capturePoint": "erp"}, {"capturePoint": "erp"}]'
+req POST /tasks/bulk tenant-key-a-0001 '[{"externalId": "B-3", "capturePoint": "erp"}, {"capturePoint": "erp"}]'
 check "bulk create is all or nothing and names the element" "400 tasks[1]" "$code $(json .status.message | cut -d: -f1)"
-req POST /tasks key-a '{"externalId": "X", "capturePoint": "erp", "colour": "red"}'
+req POST /tasks tenant-key-a-0001 '{"externalId": "X", "capturePoint": "erp", "colour": "red"}'
 check "an unknown task field: 400" "400" "$code"
 check_match "the error names the field" "colour" "$(json .status.message)"
-req POST /tasks key-a '{"externalId": "X", "capturePoint": "erp", "dueAt": "tomorrow"}'
+req POST /tasks tenant-key-a-0001 '{"externalId": "X", "capturePoint": "erp", "dueAt": "tomorrow"}'
 check "a malformed timestamp: 400" "400" "$code"
-req POST /tasks key-a '{"externalId": "X", '
+req POST /tasks tenant-key-a-0001 '{"externalId": "X", '
 check "malformed JSON: 400" "400" "$code"
-req POST /tasks key-a ''
+req POST /tasks tenant-key-a-0001 ''
 check "no body: 400" "400" "$code"
-req POST /tasks key-a "{\"externalId\": \"BIG\", \"capturePoint\": \"erp\", \"description\": \"$(head -c 5000 /dev/zero | tr '\0' x)\"}"
+req POST /tasks tenant-key-a-0001 "{\"externalId\": \"BIG\", \"capturePoint\": \"erp\", \"description\": \"$(head -c 5000 /dev/zero | tr '\0' x)\"}"
 check "a body over the limit: 413 in JSON" "413 413" "$code $(json .status.code)"
-req GET "/tasks/$id" key-a; check "get a task" "200 INV-1" "$code $(json .externalId)"
-req GET /tasks/999999 key-a; check "an unknown task: 404" "404" "$code"
-req GET /tasks/abc key-a; check "a malformed id: 400" "400" "$code"
-reuse=$(curl -s -o /dev/null -o /dev/null -o /dev/null -w '%{http_code}:%{num_connects} ' -H 'x-api-key: key-a' \
+req GET "/tasks/$id" tenant-key-a-0001; check "get a task" "200 INV-1" "$code $(json .externalId)"
+req GET /tasks/999999 tenant-key-a-0001; check "an unknown task: 404" "404" "$code"
+req GET /tasks/abc tenant-key-a-0001; check "a malformed id: 400" "400" "$code"
+reuse=$(curl -s -o /dev/null -o /dev/null -o /dev/null -w '%{http_code}:%{num_connects} ' -H 'x-api-key: tenant-key-a-0001' \
     "$base/tasks/999999" "$base/tasks/abc" "$base/tasks/$id")
 check "answers of any status keep the connection open" "404:1 400:0 200:0 " "$reuse"
-req PATCH "/tasks/$id" key-a '{"subject": "Approve ACME invoice 42", "priority": 70}'
+req PATCH "/tasks/$id" tenant-key-a-0001 '{"subject": "Approve ACME invoice 42", "priority": 70}'
 check "patch a task" "200 70" "$code $(json .priority)"
-req PATCH "/tasks/$id" key-a '{"status": "completed"}'
+req PATCH "/tasks/$id" tenant-key-a-0001 '{"status": "completed"}'
 check "patching a maintained field: 400" "400" "$code"
-req POST "/tasks/$id/hold" key-a '{"reason": "waiting"}'; check "hold" "200 held waiting" "$code $(json .status) $(json .holdReason)"
-req POST "/tasks/$id/hold" key-a; check "an illegal transition: 409" "409" "$code"
+req POST "/tasks/$id/hold" tenant-key-a-0001 '{"reason": "waiting"}'; check "hold" "200 held waiting" "$code $(json .status) $(json .holdReason)"
+req POST "/tasks/$id/hold" tenant-key-a-0001; check "an illegal transition: 409" "409" "$code"
 check_match "the 409 names current and requested state" "cannot hold task $id: it is held" "$(json .status.message)"
-req POST "/tasks/$id/resume" key-a; check "resume" "200 queued" "$code $(json .status)"
-req POST "/tasks/$id/reprioritize" key-a '{"priority": 90}'; check "reprioritize" "200 90" "$code $(json .priority)"
-req GET "/tasks/$id/history" key-a; check "history lists the events" "200 created" "$code $(json '.[0].event')"
-req GET /tasks/999999/history key-a; check "history of an unknown task: 404" "404" "$code"
+req POST "/tasks/$id/resume" tenant-key-a-0001; check "resume" "200 queued" "$code $(json .status)"
+req POST "/tasks/$id/reprioritize" tenant-key-a-0001 '{"priority": 90}'; check "reprioritize" "200 90" "$code $(json .priority)"
+req GET "/tasks/$id/history" tenant-key-a-0001; check "history lists the events" "200 created" "$code $(json '.[0].event')"
+req GET /tasks/999999/history tenant-key-a-0001; check "history of an unknown task: 404" "404" "$code"
 
 # --- agents ----------------------------------------------------------------------------------------
-req PUT /agents/a17 key-a '{"name": "Dana Ruiz", "skills": {"invoices": 5}, "capacity": {"workitem": 1}}'
+req PUT /agents/a17 tenant-key-a-0001 '{"name": "Dana Ruiz", "skills": {"invoices": 5}, "capacity": {"workitem": 1}}'
 check "put an agent" "200 not_ready" "$code $(json .state)"
-req POST /agents/a17/next key-a; check "a not_ready agent gets nothing: 204" "204" "$code"
-req POST /agents/a17/state key-a '{}'; check "state without a state: 400" "400" "$code"
-req POST /agents/a17/state key-a '{"state": "busy"}'; check "an invalid state: 400" "400" "$code"
-req POST /agents/a17/state key-a '{"state": "ready"}'; check "set the agent ready" "200 ready" "$code $(json .state)"
-req GET /agents/a17 key-a; check "get the agent" "200 Dana Ruiz" "$code $(json .name)"
-req POST /agents/a17/next key-a '{"reserveSeconds": 120}'
+req POST /agents/a17/next tenant-key-a-0001; check "a not_ready agent gets nothing: 204" "204" "$code"
+req POST /agents/a17/state tenant-key-a-0001 '{}'; check "state without a state: 400" "400" "$code"
+req POST /agents/a17/state tenant-key-a-0001 '{"state": "busy"}'; check "an invalid state: 400" "400" "$code"
+req POST /agents/a17/state tenant-key-a-0001 '{"state": "ready"}'; check "set the agent ready" "200 ready" "$code $(json .state)"
+req GET /agents/a17 tenant-key-a-0001; check "get the agent" "200 Dana Ruiz" "$code $(json .name)"
+req POST /agents/a17/next tenant-key-a-0001 '{"reserveSeconds": 120}'
 check "next best task: the highest priority" "200 $id assigned a17" "$code $(json .id) $(json .status) $(json .assignedTo)"
-req POST /agents/a17/next key-a; check "capacity reached: 204" "204" "$code"
-req POST "/tasks/$id/accept" key-a '{}'; check "accept without an agent: 400" "400" "$code"
-req POST "/tasks/$id/accept" key-a '{"agent": "a17"}'; check "accept" "200" "$code"
-req POST "/tasks/$id/complete" key-a '{"agent": "a17"}'; check "complete" "200 completed" "$code $(json .status)"
-req POST "/tasks/$id/restart" key-a; check "restart" "200 queued" "$code $(json .status)"
-req POST "/tasks/$id/cancel" key-a '{"reason": "duplicate"}'; check "cancel" "200 canceled" "$code $(json .status)"
-b1=$(curl -s -H 'x-api-key: key-a' "$base/tasks?limit=1" | jq -r '.tasks[0].id')
-req POST "/tasks/$b1/reject" key-a '{"reason": "cannot"}'; check "reject" "200 rejected" "$code $(json .status)"
-req GET /agents key-a; check "list agents" "200 1" "$code $(json length)"
-req GET /agents/nobody key-a; check "an unknown agent: 404" "404" "$code"
+req POST /agents/a17/next tenant-key-a-0001; check "capacity reached: 204" "204" "$code"
+req POST "/tasks/$id/accept" tenant-key-a-0001 '{}'; check "accept without an agent: 400" "400" "$code"
+req POST "/tasks/$id/accept" tenant-key-a-0001 '{"agent": "a17"}'; check "accept" "200" "$code"
+req POST "/tasks/$id/complete" tenant-key-a-0001 '{"agent": "a17"}'; check "complete" "200 completed" "$code $(json .status)"
+req POST "/tasks/$id/restart" tenant-key-a-0001; check "restart" "200 queued" "$code $(json .status)"
+req POST "/tasks/$id/cancel" tenant-key-a-0001 '{"reason": "duplicate"}'; check "cancel" "200 canceled" "$code $(json .status)"
+b1=$(curl -s -H 'x-api-key: tenant-key-a-0001' "$base/tasks?limit=1" | jq -r '.tasks[0].id')
+req POST "/tasks/$b1/reject" tenant-key-a-0001 '{"reason": "cannot"}'; check "reject" "200 rejected" "$code $(json .status)"
+req GET /agents tenant-key-a-0001; check "list agents" "200 1" "$code $(json length)"
+req GET /agents/nobody tenant-key-a-0001; check "an unknown agent: 404" "404" "$code"
 
 # --- configuration ---------------------------------------------------------------------------------
-req PUT /departments/Finance key-a '{"description": "Money"}'; check "put a department" "200 Finance" "$code $(json .name)"
-req PUT /processes/Invoices key-a '{"department": "Finance"}'; check "put a process" "200" "$code"
-req PUT /categories/Invoices key-a '{"department": "Finance", "priority": 50, "slaMinutes": 60}'
+req PUT /departments/Finance tenant-key-a-0001 '{"description": "Money"}'; check "put a department" "200 Finance" "$code $(json .name)"
+req PUT /processes/Invoices tenant-key-a-0001 '{"department": "Finance"}'; check "put a process" "200" "$code"
+req PUT /categories/Invoices tenant-key-a-0001 '{"department": "Finance", "priority": 50, "slaMinutes": 60}'
 check "put a category" "200 50" "$code $(json .priority)"
-req PUT /categories/Bad key-a '{"priority": "high"}'; check "an invalid category: 400" "400" "$code"
-req PUT /rules/classification/big key-a '{"order": 1, "when": {"field": "attributes.amount", "op": ">", "value": 100}, "set": {"category": "Invoices"}}'
+req PUT /categories/Bad tenant-key-a-0001 '{"priority": "high"}'; check "an invalid category: 400" "400" "$code"
+req PUT /rules/classification/big tenant-key-a-0001 '{"order": 1, "when": {"field": "attributes.amount", "op": ">", "value": 100}, "set": {"category": "Invoices"}}'
 check "put a classification rule" "200 classification" "$code $(json .kind)"
-req PUT /rules/prioritization/gold2 key-a '{"when": {}, "set": {"queue": "x"}}'; check "an invalid rule: 400" "400" "$code"
-req GET /rules/classification key-a; check "list rules of a kind" "200" "$code"
-req GET /rules/classification/big key-a; check "get a rule" "200 big" "$code $(json .name)"
-req PUT /calendars/office key-a '{"timeZone": "Europe/Paris"}'; check "put a calendar" "200" "$code"
-req GET /categories key-a; check "list categories" "200" "$code"
-req GET /departments/Finance key-a; check "get a department" "200" "$code"
-req DELETE /departments/Finance key-a; check "a department in use cannot be deleted: 409" "409" "$code"
-req DELETE /rules/classification/big key-a; check "delete a rule" "200" "$code"
-req DELETE /rules/classification/big key-a; check "delete it again: 404" "404" "$code"
-req POST /tasks key-a '{"externalId": "C-1", "capturePoint": "erp", "category": "Invoices"}'
+req PUT /rules/prioritization/gold2 tenant-key-a-0001 '{"when": {}, "set": {"queue": "x"}}'; check "an invalid rule: 400" "400" "$code"
+req GET /rules/classification tenant-key-a-0001; check "list rules of a kind" "200" "$code"
+req GET /rules/classification/big tenant-key-a-0001; check "get a rule" "200 big" "$code $(json .name)"
+req PUT /calendars/office tenant-key-a-0001 '{"timeZone": "Europe/Paris"}'; check "put a calendar" "200" "$code"
+req GET /categories tenant-key-a-0001; check "list categories" "200" "$code"
+req GET /departments/Finance tenant-key-a-0001; check "get a department" "200" "$code"
+req DELETE /departments/Finance tenant-key-a-0001; check "a department in use cannot be deleted: 409" "409" "$code"
+req DELETE /rules/classification/big tenant-key-a-0001; check "delete a rule" "200" "$code"
+req DELETE /rules/classification/big tenant-key-a-0001; check "delete it again: 404" "404" "$code"
+req POST /tasks tenant-key-a-0001 '{"externalId": "C-1", "capturePoint": "erp", "category": "Invoices"}'
 check "the configuration applies to new tasks" "201 Finance" "$code $(json .department)"
 
 # --- the queue, search, pagination -----------------------------------------------------------------
 for i in 1 2 3 4 5; do
-    curl -s -o /dev/null -H 'x-api-key: key-a' -H 'content-type: application/json' \
+    curl -s -o /dev/null -H 'x-api-key: tenant-key-a-0001' -H 'content-type: application/json' \
         --data-binary "{\"externalId\": \"Q-$i\", \"capturePoint\": \"crm\", \"priority\": $i, \"subject\": \"Refund $i\"}" "$base/tasks"
 done
-req GET "/tasks?capturePoint=crm&limit=2" key-a
+req GET "/tasks?capturePoint=crm&limit=2" tenant-key-a-0001
 check "the queue, filtered, in order" "200 Q-5 Q-4" "$code $(json '[.tasks[].externalId] | join(" ")')"
 cursor=$(json .nextCursor)
-req GET "/tasks?capturePoint=crm&limit=2&cursor=$cursor" key-a
+req GET "/tasks?capturePoint=crm&limit=2&cursor=$cursor" tenant-key-a-0001
 check "the next page" "200 Q-3 Q-2" "$code $(json '[.tasks[].externalId] | join(" ")')"
-req GET "/tasks?capturePoint=crm&limit=2&cursor=$(json .nextCursor)" key-a
+req GET "/tasks?capturePoint=crm&limit=2&cursor=$(json .nextCursor)" tenant-key-a-0001
 check "the last page has no cursor" "Q-1 null" "$(json '[.tasks[].externalId] | join(" ")') $(json .nextCursor)"
-req GET "/tasks?q=refund+3" key-a; check "full-text search" "200 Q-3" "$code $(json '.tasks[0].externalId')"
-req GET "/tasks?status=completed,canceled" key-a; check "closed statuses on request" "200" "$code"
-req GET "/tasks?colour=red" key-a; check "an unknown query parameter: 400" "400" "$code"
-req GET "/tasks?limit=0" key-a; check "a bad limit: 400" "400" "$code"
-req GET "/tasks?status=done" key-a; check "an unknown status: 400" "400" "$code"
-req GET /queue/stats key-a; check "queue statistics" "200" "$code"
+req GET "/tasks?q=refund+3" tenant-key-a-0001; check "full-text search" "200 Q-3" "$code $(json '.tasks[0].externalId')"
+req GET "/tasks?status=completed,canceled" tenant-key-a-0001; check "closed statuses on request" "200" "$code"
+req GET "/tasks?colour=red" tenant-key-a-0001; check "an unknown query parameter: 400" "400" "$code"
+req GET "/tasks?limit=0" tenant-key-a-0001; check "a bad limit: 400" "400" "$code"
+req GET "/tasks?status=done" tenant-key-a-0001; check "an unknown status: 400" "400" "$code"
+req GET /queue/stats tenant-key-a-0001; check "queue statistics" "200" "$code"
 
 # --- concurrent SQL calls: more than a thread's connections per tenant, and broken connections -------
-codes=$(seq 1 48 | xargs -P 48 -I{} curl -s -o /dev/null -w '%{http_code}\n' -H 'x-api-key: key-a' "$base/tasks/$id" | sort | uniq -c | tr -s ' ')
+codes=$(seq 1 48 | xargs -P 48 -I{} curl -s -o /dev/null -w '%{http_code}\n' -H 'x-api-key: tenant-key-a-0001' "$base/tasks/$id" | sort | uniq -c | tr -s ' ')
 check "48 concurrent reads, more than the threads' connections: all answered" " 48 200" "$codes"
-codes=$(seq 1 24 | xargs -P 24 -I{} curl -s -o /dev/null -w '%{http_code}\n' -H 'x-api-key: key-a' -H 'content-type: application/json' \
+codes=$(seq 1 24 | xargs -P 24 -I{} curl -s -o /dev/null -w '%{http_code}\n' -H 'x-api-key: tenant-key-a-0001' -H 'content-type: application/json' \
     --data-binary '{"externalId": "P-{}", "capturePoint": "parallel"}' "$base/tasks" | sort | uniq -c | tr -s ' ')
 check "24 concurrent creations: all answered" " 24 201" "$codes"
-seq 1 32 | xargs -P 32 -I{} curl -s -o /dev/null --max-time 0.01 -H 'x-api-key: key-a' "$base/tasks/$id" 2>/dev/null
-req GET "/tasks/$id" key-a; check "clients that leave before their answer do no harm" "200" "$code"
+seq 1 32 | xargs -P 32 -I{} curl -s -o /dev/null --max-time 0.01 -H 'x-api-key: tenant-key-a-0001' "$base/tasks/$id" 2>/dev/null
+req GET "/tasks/$id" tenant-key-a-0001; check "clients that leave before their answer do no harm" "200" "$code"
 "${as_user[@]}" "$bindir/psql" -X -q -At -h "$work/pg" -p "$pg_port" postgres \
     -c "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = 'tenant_a' AND application_name = 'iwd-sidecar'" >/dev/null
 sleep 0.2
 ok=0
-for i in 1 2 3 4 5 6; do req GET "/tasks/$id" key-a; [ "$code" = 200 ] && ok=$((ok + 1)); done
+for i in 1 2 3 4 5 6; do req GET "/tasks/$id" tenant-key-a-0001; [ "$code" = 200 ] && ok=$((ok + 1)); done
 check "after the tenant's connections are terminated, requests reconnect" "6" "$ok"
 
 # --- keys, tenants, routes -------------------------------------------------------------------------
-req GET "/tasks/$id" key-b; check "another tenant's task: 404" "404" "$code"
-req GET /tasks key-b; check "a tenant without a database password is served" "200" "$code"
+req GET "/tasks/$id" tenant-key-b-0001; check "another tenant's task: 404" "404" "$code"
+req GET /tasks tenant-key-b-0001; check "a tenant without a database password is served" "200" "$code"
 req GET "/tasks/$id" ""; check "no key: 401" "401" "$code"
-req GET "/tasks/$id" dm-a; check "the read-only key reads" "200" "$code"
-req POST /tasks dm-a '{"externalId": "RO", "capturePoint": "erp"}'; check "the read-only key cannot write: 403" "403" "$code"
-req GET /nothing key-a; check "an unknown route: 404" "404" "$code"
-req DELETE "/tasks/$id" key-a; check "a wrong method: 405" "405" "$code"
+req GET "/tasks/$id" report-key-a-0001; check "the read-only key reads" "200" "$code"
+req POST /tasks report-key-a-0001 '{"externalId": "RO", "capturePoint": "erp"}'; check "the read-only key cannot write: 403" "403" "$code"
+req GET /nothing tenant-key-a-0001; check "an unknown route: 404" "404" "$code"
+req DELETE "/tasks/$id" tenant-key-a-0001; check "a wrong method: 405" "405" "$code"
 for i in 1 2 3 4 5; do req GET "/tasks/$id" not-a-key; done
 req GET "/tasks/$id" not-a-key; check "a key that keeps failing is blacklisted: 429" "429" "$code"
 check_match "errors are JSON with status.code and status.message" '^\{"status":\{"code":429,"message":".+"\}\}$' "$body"
@@ -282,8 +301,8 @@ check_match "keys are cached in Redis" "iwd:key:" "$(redis-cli -p "$redis_port" 
 redis-cli -p "$redis_port" -a redis-secret --no-auth-warning shutdown nosave >/dev/null 2>&1
 sleep 5.3   # past the threads' own few-second memory of the keys, so lookups need Redis
 ok=0
-for i in 1 2 3 4 5 6; do req GET "/tasks/$id" key-a; [ "$code" = 200 ] && ok=$((ok + 1)); done
-req POST /tasks key-a '{"externalId": "R-1", "capturePoint": "erp"}'; [ "$code" = 201 ] && ok=$((ok + 1))
+for i in 1 2 3 4 5 6; do req GET "/tasks/$id" tenant-key-a-0001; [ "$code" = 200 ] && ok=$((ok + 1)); done
+req POST /tasks tenant-key-a-0001 '{"externalId": "R-1", "capturePoint": "erp"}'; [ "$code" = 201 ] && ok=$((ok + 1))
 check "with Redis down, requests still succeed" "7" "$ok"
 metrics=$(curl -s "$base/metrics")
 check_match "the outage shows in the Redis metrics" "iwd_redis_errors_total [1-9]" "$metrics"
@@ -291,7 +310,7 @@ redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no --r
     --daemonize yes --logfile "$work/redis.log" --dir "$work" >/dev/null
 ready=""
 for _ in $(seq 1 100); do
-    curl -s -o /dev/null -H 'x-api-key: key-a' "$base/tasks/$id"
+    curl -s -o /dev/null -H 'x-api-key: tenant-key-a-0001' "$base/tasks/$id"
     ready=$(curl -s "$base/metrics" | awk '/^iwd_redis_connections_ready /{print $2}')
     [ "$ready" = 2 ] && break
     sleep 0.1
@@ -336,7 +355,7 @@ check "the job metrics are pushed to the Pushgateway" "1" "$pushed"
 queued_a() { curl -s "$base/metrics" | awk '/^iwd_queue_tasks\{ccid="a",.*status="queued"\}/ {n += $2} END {print n + 0}'; }
 sleep $((metrics_ttl_ms / 1000 + 1))
 t0=$(date +%s%N); before=$(queued_a)
-req POST /tasks key-a '{"externalId": "TTL-1", "capturePoint": "erp"}'
+req POST /tasks tenant-key-a-0001 '{"externalId": "TTL-1", "capturePoint": "erp"}'
 within=$(queued_a); elapsed_ms=$((($(date +%s%N) - t0) / 1000000))
 if [ "$elapsed_ms" -lt "$metrics_ttl_ms" ]; then
     check "a scrape within IWD_METRICS_TTL_MS serves the same queue gauges, though a task was created" \
@@ -363,10 +382,10 @@ check "openapi.yaml documents every registered route" "" "$undocumented"
 req DELETE /provisioning/a "$admin_key"; check "delete without service or deleteTenant: 400" "400" "$code"
 req DELETE "/provisioning/nobody?deleteTenant=true" "$admin_key"; check "delete an unknown tenant: 404" "404" "$code"
 req DELETE "/provisioning/a?service=iWD,iWDEmail" "$admin_key"; check "remove tenant a's services" "200" "$code"
-req GET "/tasks/$id" key-a; check "its key no longer works" "401" "$code"
+req GET "/tasks/$id" tenant-key-a-0001; check "its key no longer works" "401" "$code"
 req DELETE "/provisioning/b?deleteTenant=true" "$admin_key"; check "delete tenant b" "200" "$code"
 req DELETE "/provisioning/b?deleteTenant=true" "$admin_key"; check "delete it again: 404" "404" "$code"
-req GET /tasks key-b; check "tenant b's key is gone" "401" "$code"
+req GET /tasks tenant-key-b-0001; check "tenant b's key is gone" "401" "$code"
 
 # --- shutdown and sanitizers -----------------------------------------------------------------------
 kill "$sidecar_pid"; wait "$sidecar_pid" 2>/dev/null; sidecar_pid=""
