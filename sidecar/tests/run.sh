@@ -230,6 +230,26 @@ req POST "/tasks/$b1/reject" tenant-key-a-0001 '{"reason": "cannot"}'; check "re
 req GET /agents tenant-key-a-0001; check "list agents" "200 1" "$code $(json length)"
 req GET /agents/nobody tenant-key-a-0001; check "an unknown agent: 404" "404" "$code"
 
+# --- URL decoding: each path segment and query value is decoded exactly once, never cut short -------
+req GET '/agents/a17%00zzz' tenant-key-a-0001; check "%00 in a path segment: 400 in JSON" "400 400" "$code $(json .status.code)"
+req GET '/agents/a17%4' tenant-key-a-0001; check "a truncated escape at the end of the path: 400" "400" "$code"
+req GET '/agents/a17%' tenant-key-a-0001; check "a lone % at the end of the path: 400" "400" "$code"
+req GET '/agents/a17%zz' tenant-key-a-0001; check "a non-hexadecimal escape: 400" "400" "$code"
+req PUT '/agents/x%2541' tenant-key-a-0001 '{"name": "Percent"}'
+check "%2541 is decoded once: the id is %41 literally" "200 x%41" "$code $(json .id)"
+req GET '/agents/x%2541' tenant-key-a-0001; check "and is found under the same escaped path" "200 x%41" "$code $(json .id)"
+req GET '/agents/xA' tenant-key-a-0001; check "no agent xA was made of it" "404" "$code"
+req PUT '/agents/y%2Fz' tenant-key-a-0001 '{"name": "Slash"}'
+check "an escaped slash stays inside its segment" "200 y/z" "$code $(json .id)"
+req POST '/agents/y%2Fz/state' tenant-key-a-0001 '{"state": "ready"}'
+check "and the segment is not split again by routing" "200 y/z ready" "$code $(json .id) $(json .state)"
+req PUT '/agents/p+q' tenant-key-a-0001 '{"name": "Plus"}'; check "a + in a path segment is a plus" "200 p+q" "$code $(json .id)"
+req GET '/tasks?capturePoint=erp%00x' tenant-key-a-0001; check "%00 in a query value: 400 in JSON" "400 400" "$code $(json .status.code)"
+req GET '/tasks?capturePoint=erp%4' tenant-key-a-0001; check "a truncated escape at the end of the query: 400" "400" "$code"
+req GET '/tasks?capturePoint=%65rp&limit=1' tenant-key-a-0001; check "a query value is decoded" "200 erp" "$code $(json '.tasks[0].capturePoint')"
+req GET '/tasks?capturePoint=%2565rp' tenant-key-a-0001; check "a query value is decoded once" "200 0" "$code $(json '.tasks | length')"
+for agent in x%2541 y%2Fz p+q; do curl -s -o /dev/null -X DELETE -H 'x-api-key: tenant-key-a-0001' "$base/agents/$agent"; done
+
 # --- configuration ---------------------------------------------------------------------------------
 req PUT /departments/Finance tenant-key-a-0001 '{"description": "Money"}'; check "put a department" "200 Finance" "$code $(json .name)"
 req PUT /processes/Invoices tenant-key-a-0001 '{"department": "Finance"}'; check "put a process" "200" "$code"
