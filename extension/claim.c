@@ -20,26 +20,29 @@
  *   to its own, each pair of its skills): the pick reads the head of those
  *   buckets (short index ranges) and merges them, instead of walking the whole
  *   universal queue past the work of other skills, of higher levels and of
- *   skill combinations the agent lacks. Buckets no task has ever had are
- *   skipped: the pick joins the agent's buckets with the routing key
- *   registry (iwd.routing_keys, below) by hashing, so that an agent with some
- *   sixty buckets does not pay an index descent for each of its empty ones.
+ *   skill combinations the agent lacks. Only buckets some task has had are
+ *   read: the claim enumerates them from the routing key registry
+ *   (iwd.routing_keys, below), which each session remembers, looking up each
+ *   of the agent's skills there rather than forming every pair of them, so
+ *   that the cost of the buckets follows the keys that exist, not the square
+ *   of the agent's skill count (bounded besides: IWD_AGENT_SKILLS_MAX).
  *   Only levels within a multi-skill bucket (and a third required skill) are
- *   left to the filter. An agent with so many skills that its buckets number
- *   in the hundreds walks the universal queue instead: most work fits a
+ *   left to the filter. An agent whose registered buckets number more than
+ *   CLAIM_BUCKETS_MAX walks the universal queue instead: most work fits a
  *   generalist, so that walk is short.
  * - A claim picks, then updates. The pick returns the best few candidates
  *   that fit (media type with free capacity, requested agent, skills and
  *   levels through iwd.skills_met, a C function over the two jsonb skill
  *   maps); the claim walks them in order and takes the first whose
- *   transaction-scoped advisory lock it obtains (pg_try_advisory_xact_lock on
- *   the task id) and that is still queued when it updates it, so that
+ *   transaction-scoped lock on the task id it obtains (one of iwd's own locks,
+ *   which no login can hold to stall claims: iwd.h) and that is still queued
+ *   when it updates it, so that
  *   concurrent claimers skip each other's candidates without waiting. Only
  *   when every candidate was taken does it pick again, with a wider window.
  *   Row locks (FOR UPDATE SKIP LOCKED) would do the same
  *   job, but a claimer that meets a row claimed after its snapshot locks the
  *   newest version before rejecting it and keeps that lock until it commits,
- *   which makes the completion of that task wait: advisory locks leave the
+ *   which makes the completion of that task wait: these locks leave the
  *   rows alone. Concurrent claimers therefore never wait on each other and
  *   never share a task.
  * - The agent's own row is locked (FOR NO KEY UPDATE) for the duration of the
@@ -49,8 +52,9 @@
  * - Completion is one statement: the open row is deleted, its terminal copy
  *   inserted into iwd.task_closed and the event recorded, all in data-modifying
  *   CTEs of one prepared plan (no separate row lock, no PL/pgSQL). Anything
- *   unusual (unknown or closed task, task assigned to another agent) falls
- *   back to the general transition, which raises the documented errors.
+ *   unusual (unknown or closed task, an agent that does not exist or does
+ *   not hold the task) falls back to the general transition, which raises
+ *   the documented errors.
  * - We use SPI with plans prepared once per backend: the statements are plain
  *   SQL that the planner turns into index scans, and SPI keeps the trigger,
  *   constraint and visibility semantics of ordinary DML, which direct heap
@@ -61,6 +65,7 @@
 
 #include "access/htup_details.h"
 #include "access/xact.h"
+#include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
 #include "commands/async.h"
@@ -70,24 +75,25 @@
 #include "utils/builtins.h"
 #include "utils/fmgrprotos.h"
 #include "utils/hsearch.h"
+#include "utils/inval.h"
 #include "utils/lsyscache.h"
+#include "utils/memutils.h"
 #include "utils/rel.h"
 #include "utils/jsonb.h"
 #include "utils/numeric.h"
 
 #include "iwd.h"
 #include "stats.h"
+#include "task.h"
 
 #define RESERVE_SECONDS_MAX (7 * 24 * 3600)
-/* advisory lock class of the claim (the other key is the task id) */
-#define CLAIM_LOCK_CLASS 1230003
 #define CLAIM_ATTEMPTS_MAX 8
 /* candidates per skill bucket on the first pick (doubled on each new pick) */
 #define CLAIM_WINDOW 4
 /* an agent with more buckets than this walks the universal queue instead (a generalist fits most work) */
 #define CLAIM_BUCKETS_MAX 128
 /* skill levels are validated to 0..10 */
-#define SKILL_LEVEL_MAX 10
+#define SKILL_LEVEL_MAX IWD_SKILL_LEVEL_MAX
 
 static SPIPlanPtr agent_plan = NULL;
 static SPIPlanPtr load_plan = NULL;
@@ -179,34 +185,60 @@ BucketLevel(JsonbValue *v)
 }
 
 /*
+ * A routing key and the skills it names: the first required skill (NULL for
+ * '') and, for a pair, the second.
+ */
+typedef struct RouteKey
+{
+	char	   *key;
+	char	   *skill;
+	char	   *paired_with;
+} RouteKey;
+
+/*
  * The routing key of a task's skill map: '' when it requires no skill;
  * "name:level" when it requires one; "first+second" (its first two skills in
  * jsonb key order) when it requires several.
  */
-static text *
-RoutingKey(Jsonb *skills)
+static RouteKey
+RoutingKeyOf(Jsonb *skills)
 {
 	JsonbIterator *it;
 	JsonbValue	v;
 	JsonbIteratorToken tok;
 	JsonbValue	first = {0};
 	int			nkeys = 0;
+	RouteKey	r = {.key = "", .skill = NULL, .paired_with = NULL};
 
 	if (!JB_ROOT_IS_OBJECT(skills) || JB_ROOT_COUNT(skills) == 0)
-		return cstring_to_text("");
+		return r;
 	it = JsonbIteratorInit(&skills->root);
 	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
 	{
 		if (tok == WJB_KEY && ++nkeys == 2)
-			return cstring_to_text(psprintf("%.*s+%.*s", first.val.string.len, first.val.string.val,
-											v.val.string.len, v.val.string.val));
+		{
+			r.skill = pnstrdup(first.val.string.val, first.val.string.len);
+			r.paired_with = pnstrdup(v.val.string.val, v.val.string.len);
+			r.key = psprintf("%s+%s", r.skill, r.paired_with);
+			return r;
+		}
 		if (tok == WJB_KEY)
 			first = v;
 		else if (tok == WJB_VALUE && JB_ROOT_COUNT(skills) == 1)
-			return cstring_to_text(psprintf("%.*s:%d", first.val.string.len, first.val.string.val,
-											BucketLevel(&v)));
+		{
+			r.skill = pnstrdup(first.val.string.val, first.val.string.len);
+			r.key = psprintf("%s:%d", r.skill, BucketLevel(&v));
+			return r;
+		}
 	}
-	return cstring_to_text("");
+	return r;
+}
+
+/* The routing key of a task's skill map, as text. */
+static text *
+RoutingKey(Jsonb *skills)
+{
+	return cstring_to_text(RoutingKeyOf(skills).key);
 }
 
 PG_FUNCTION_INFO_V1(iwd_routing_key);
@@ -220,9 +252,9 @@ iwd_routing_key(PG_FUNCTION_ARGS)
 
 /*
  * The registry of routing keys (iwd.routing_keys): every key a task has had,
- * so that a pick reads only the agent's buckets that may hold work (an agent
- * with five skills at high levels has some sixty buckets, most of them empty:
- * each costs an index descent). A BEFORE trigger on iwd.task adds the key of
+ * with the skills it names, so that a pick reads only the agent's buckets
+ * that may hold work (an agent with five skills at high levels has some sixty
+ * buckets, most of them empty: each would cost an index descent). A BEFORE trigger on iwd.task adds the key of
  * every row written with new skills, in the writing transaction, so a task is
  * never visible without its key. Keys are never removed (the registry is
  * bounded by skills x levels and skill pairs, and a trigger forbids deletes).
@@ -232,7 +264,8 @@ iwd_routing_key(PG_FUNCTION_ARGS)
  * costs a hash lookup; the memory is dropped when the registry's table is a
  * different one (the extension was re-created).
  */
-#define KNOWN_KEY_LEN 128
+/* the longest routing key: two skill names and "+" */
+#define KNOWN_KEY_LEN (2 * IWD_SKILL_NAME_MAX + 2)
 
 typedef struct KnownKey
 {
@@ -248,10 +281,12 @@ static SPIPlanPtr KeepPlan(SPIPlanPtr *slot, const char *sql, int nargs, Oid *ar
 
 /* Register a routing key unless this backend knows it is registered. */
 static void
-NoteRoutingKey(Oid relid, const char *key)
+NoteRoutingKey(Oid relid, RouteKey route)
 {
-	Oid			types[1] = {TEXTOID};
-	Datum		args[1];
+	Oid			types[3] = {TEXTOID, TEXTOID, TEXTOID};
+	Datum		args[3];
+	char		nulls[3] = {' ', ' ', ' '};
+	const char *key = route.key;
 	bool		isnull;
 	TransactionId xmin;
 
@@ -267,10 +302,16 @@ NoteRoutingKey(Oid relid, const char *key)
 	if (strlen(key) < KNOWN_KEY_LEN && hash_search(known_keys, key, HASH_FIND, NULL) != NULL)
 		return;
 	args[0] = CStringGetTextDatum(key);
+	args[1] = route.skill ? CStringGetTextDatum(route.skill) : (Datum) 0;
+	args[2] = route.paired_with ? CStringGetTextDatum(route.paired_with) : (Datum) 0;
+	nulls[1] = route.skill ? ' ' : 'n';
+	nulls[2] = route.paired_with ? ' ' : 'n';
 	SPI_connect();
+	IwdPushSearchPath();
 	if (SPI_execute_plan(KeepPlan(&note_plan,
-								  "INSERT INTO iwd.routing_keys (key) VALUES ($1) ON CONFLICT DO NOTHING",
-								  1, types), args, NULL, false, 0) != SPI_OK_INSERT)
+								  "INSERT INTO iwd.routing_keys (key, skill, paired_with) VALUES ($1, $2, $3) "
+								  "ON CONFLICT DO NOTHING",
+								  3, types), args, nulls, false, 0) != SPI_OK_INSERT)
 		elog(ERROR, "could not register a routing key");
 	/*
 	 * Already there: remember it, unless this transaction wrote it (it would
@@ -284,6 +325,7 @@ NoteRoutingKey(Oid relid, const char *key)
 		if (!isnull && !TransactionIdIsCurrentTransactionId(xmin))
 			hash_search(known_keys, key, HASH_ENTER, NULL);
 	}
+	IwdPopSearchPath();
 	SPI_finish();
 }
 
@@ -316,50 +358,195 @@ iwd_note_routing_key(PG_FUNCTION_ARGS)
 	relid = get_relname_relid("routing_keys", RelationGetNamespace(trigdata->tg_relation));
 	if (!OidIsValid(relid))
 		elog(ERROR, "iwd._note_routing_key: the routing key registry is missing");
-	NoteRoutingKey(relid, isnull ? "" : text_to_cstring(RoutingKey(DatumGetJsonbP(skills))));
+	NoteRoutingKey(relid, isnull ? (RouteKey) {.key = ""} : RoutingKeyOf(DatumGetJsonbP(skills)));
 	return PointerGetDatum(tuple);
 }
 
 /*
- * The buckets an agent with these skills reads: '' (tasks needing no skill);
- * for each of its skills at level L, that skill required alone at levels
- * 0..L; and each pair of its skills (tasks needing several, whose levels the
- * pick checks).
+ * The claim's memory of the registry: for each skill that starts a routing
+ * key, the levels at which it is registered alone and the skills it is
+ * registered in a pair with (sorted). Loaded from iwd.routing_keys on the
+ * first claim and again after it changes: a row added to the registry sends a
+ * relcache invalidation of its table (trigger routing_keys_changed) at
+ * commit, which every backend receives before its next statement. A key
+ * committed in the instant between its task becoming visible and that
+ * message being sent is missed by claims made in that instant only.
+ */
+typedef struct RegisteredSkill
+{
+	char		name[IWD_SKILL_NAME_MAX + 1];	/* hash key (a longer name is cut, and shares) */
+	uint32		levels;			/* bit l: "name:l" is registered */
+	int			npaired;
+	int			paired_cap;
+	char	  **paired;			/* "name+paired[i]" is registered */
+} RegisteredSkill;
+
+static MemoryContext registry_cxt = NULL;
+static HTAB *registry = NULL;
+static bool registry_valid = false;
+static bool registry_has_empty = false;
+static Oid	registry_relid = InvalidOid;
+static SPIPlanPtr registry_plan = NULL;
+
+/* Relcache callback: forget the registry when its table changes (InvalidOid: everything may have). */
+static void
+RegistryInvalidate(Datum arg, Oid relid)
+{
+	if (relid == InvalidOid || relid == registry_relid)
+		registry_valid = false;
+}
+
+static int
+ComparePaired(const void *a, const void *b)
+{
+	return strcmp(*(char *const *) a, *(char *const *) b);
+}
+
+/* (Re)load the registry from iwd.routing_keys (inside the claim's SPI connection). */
+static void
+LoadRegistry(void)
+{
+	HASHCTL		ctl = {.keysize = IWD_SKILL_NAME_MAX + 1, .entrysize = sizeof(RegisteredSkill)};
+	HASH_SEQ_STATUS seq;
+	RegisteredSkill *entry;
+	MemoryContext old;
+
+	if (registry_cxt == NULL)
+	{
+		registry_cxt = AllocSetContextCreate(TopMemoryContext, "iwd routing key registry", ALLOCSET_DEFAULT_SIZES);
+		CacheRegisterRelcacheCallback(RegistryInvalidate, (Datum) 0);
+	}
+	MemoryContextReset(registry_cxt);
+	registry = NULL;
+	registry_has_empty = false;
+	registry_relid = get_relname_relid("routing_keys", get_namespace_oid("iwd", false));
+	/* set first: an invalidation that arrives while the rows are read makes the next claim read again */
+	registry_valid = true;
+	if (SPI_execute_plan(KeepPlan(&registry_plan, "SELECT key, skill, paired_with FROM iwd.routing_keys", 0, NULL),
+						 NULL, NULL, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read the routing key registry");
+	ctl.hcxt = registry_cxt;
+	registry = hash_create("iwd routing key registry", Max(SPI_processed, 64), &ctl,
+						   HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+	old = MemoryContextSwitchTo(registry_cxt);
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	row = SPI_tuptable->vals[i];
+		char	   *key = SPI_getvalue(row, SPI_tuptable->tupdesc, 1);
+		char	   *skill = SPI_getvalue(row, SPI_tuptable->tupdesc, 2);
+		char	   *paired_with = SPI_getvalue(row, SPI_tuptable->tupdesc, 3);
+		bool		found;
+
+		if (skill == NULL)
+		{
+			registry_has_empty = true;
+			continue;
+		}
+		entry = hash_search(registry, skill, HASH_ENTER, &found);
+		if (!found)
+		{
+			entry->levels = 0;
+			entry->npaired = entry->paired_cap = 0;
+			entry->paired = NULL;
+		}
+		if (paired_with == NULL)
+		{
+			/* "skill:level" */
+			int			level = atoi(key + strlen(skill) + 1);
+
+			if (level >= 0 && level <= SKILL_LEVEL_MAX)
+				entry->levels |= (uint32) 1 << level;
+			continue;
+		}
+		if (entry->npaired == entry->paired_cap)
+		{
+			entry->paired_cap = entry->paired_cap == 0 ? 4 : entry->paired_cap * 2;
+			entry->paired = entry->paired == NULL ? palloc(sizeof(char *) * entry->paired_cap) :
+				repalloc(entry->paired, sizeof(char *) * entry->paired_cap);
+		}
+		entry->paired[entry->npaired++] = pstrdup(paired_with);
+	}
+	hash_seq_init(&seq, registry);
+	while ((entry = hash_seq_search(&seq)) != NULL)
+		if (entry->npaired > 1)
+			qsort(entry->paired, entry->npaired, sizeof(char *), ComparePaired);
+	MemoryContextSwitchTo(old);
+}
+
+/* Does the agent list this skill? */
+static bool
+AgentHasSkill(Jsonb *skills, const char *name)
+{
+	return getKeyJsonValueFromContainer(&skills->root, name, strlen(name), NULL) != NULL;
+}
+
+/*
+ * The registered buckets an agent with these skills may find work in, or
+ * NULL when they number more than CLAIM_BUCKETS_MAX (the claim then walks the
+ * universal queue): '' (tasks needing no skill); for each of its skills at
+ * level L, that skill required alone at a registered level 0..L; and each
+ * registered pair of two of its skills (tasks needing several, whose levels
+ * the pick checks). The cost is one lookup per skill of the agent plus, for
+ * each, the shorter of its registered pairs and the agent's skills: never
+ * the agent's pair cross product, and never more than the registry holds.
  */
 static ArrayType *
 AgentBuckets(Jsonb *skills)
 {
-	int			nskills = JB_ROOT_IS_OBJECT(skills) ? JB_ROOT_COUNT(skills) : 0;
-	Datum	   *keys = palloc(sizeof(Datum) * (nskills * (SKILL_LEVEL_MAX + 1) + nskills * nskills + 1));
-	JsonbValue *names = palloc(sizeof(JsonbValue) * (nskills + 1));
+	size_t		nskills = JB_ROOT_IS_OBJECT(skills) ? JB_ROOT_COUNT(skills) : 0;
+	Datum	   *keys = palloc(sizeof(Datum) * (CLAIM_BUCKETS_MAX + 1));
+	char	  **names = palloc(sizeof(char *) * (nskills + 1));
+	int		   *levels = palloc(sizeof(int) * (nskills + 1));
+	size_t		k = 0;
 	int			n = 0;
-	int			k = 0;
 
-	keys[n++] = CStringGetTextDatum("");
+	if (!registry_valid)
+		LoadRegistry();
+	if (registry_has_empty)
+		keys[n++] = CStringGetTextDatum("");
 	if (nskills > 0)
 	{
 		JsonbIterator *it = JsonbIteratorInit(&skills->root);
 		JsonbValue	v;
 		JsonbIteratorToken tok;
 
-		while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+		while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE && k < nskills)
 		{
 			if (tok == WJB_KEY)
-				names[k] = v;
+				names[k] = pnstrdup(v.val.string.val, v.val.string.len);
 			else if (tok == WJB_VALUE)
-			{
-				for (int level = 0; level <= BucketLevel(&v); level++)
-					keys[n++] = CStringGetTextDatum(psprintf("%.*s:%d", names[k].val.string.len,
-															 names[k].val.string.val, level));
-				k++;
-			}
+				levels[k++] = BucketLevel(&v);
 		}
-		/* the keys come in jsonb order, the order RoutingKey names a pair in */
-		for (int i = 0; i < k; i++)
-			for (int j = i + 1; j < k; j++)
-				keys[n++] = CStringGetTextDatum(psprintf("%.*s+%.*s", names[i].val.string.len,
-														 names[i].val.string.val, names[j].val.string.len,
-														 names[j].val.string.val));
+	}
+	for (size_t i = 0; i < k; i++)
+	{
+		RegisteredSkill *entry = hash_search(registry, names[i], HASH_FIND, NULL);
+
+		if (entry == NULL)
+			continue;
+		for (int level = 0; level <= levels[i]; level++)
+		{
+			if ((entry->levels & ((uint32) 1 << level)) == 0)
+				continue;
+			if (n == CLAIM_BUCKETS_MAX)
+				return NULL;
+			keys[n++] = CStringGetTextDatum(psprintf("%s:%d", names[i], level));
+		}
+		for (size_t j = 0; j < (size_t) entry->npaired && j < k; j++)
+		{
+			/* the pair's second skill: from the registered list or from the agent's, whichever is shorter */
+			const char *second = NULL;
+
+			if ((size_t) entry->npaired <= k)
+				second = AgentHasSkill(skills, entry->paired[j]) ? entry->paired[j] : NULL;
+			else if (bsearch(&names[j], entry->paired, entry->npaired, sizeof(char *), ComparePaired) != NULL)
+				second = names[j];
+			if (second == NULL)
+				continue;
+			if (n == CLAIM_BUCKETS_MAX)
+				return NULL;
+			keys[n++] = CStringGetTextDatum(psprintf("%s+%s", names[i], second));
+		}
 	}
 	return construct_array(keys, n, TEXTOID, -1, false, TYPALIGN_INT);
 }
@@ -451,6 +638,12 @@ ClaimTask(const char *agent, int reserve_seconds, bool *found)
 	if (strcmp(state, "ready") != 0)
 		return (Datum) 0;
 	skills = DatumGetJsonbPCopy(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+	/* only plain SQL can store more (iwd.upsert_agent refuses them) */
+	if (JB_ROOT_IS_OBJECT(skills) && JB_ROOT_COUNT(skills) > IWD_AGENT_SKILLS_MAX)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("agent \"%s\" has more than %d skills", agent, IWD_AGENT_SKILLS_MAX),
+				 errdetail("It has %u.", JB_ROOT_COUNT(skills))));
 	media = FreeMediaTypes(DatumGetJsonbPCopy(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3,
 															 &isnull)), agent);
 	if (media == NULL)
@@ -462,10 +655,14 @@ ClaimTask(const char *agent, int reserve_seconds, bool *found)
 	claim_args[3] = TimestampTzGetDatum(now);
 	claim_args[4] = JsonbPGetDatum(skills);
 	buckets = AgentBuckets(skills);
+	/* no registered bucket fits: every queued task's key is registered, so none fits */
+	if (buckets != NULL && ArrayGetNItems(ARR_NDIM(buckets), ARR_DIMS(buckets)) == 0)
+		return (Datum) 0;
 	for (int attempt = 0, window = CLAIM_WINDOW;; attempt++, window *= 2)
 	{
 		Datum		pick_args[5] = {agent_arg[0], PointerGetDatum(media), JsonbPGetDatum(skills),
 		PointerGetDatum(buckets), Int32GetDatum(window)};
+		char		pick_nulls[5] = {' ', ' ', ' ', buckets == NULL ? 'n' : ' ', ' '};
 		int			ncandidates;
 		int64	   *candidates;
 		bool		claimed = false;
@@ -475,7 +672,7 @@ ClaimTask(const char *agent, int reserve_seconds, bool *found)
 		 * buckets; for an agent with very many skills (hundreds of buckets), from
 		 * the universal queue, where most tasks fit it.
 		 */
-		if (ARR_DIMS(buckets)[0] > CLAIM_BUCKETS_MAX)
+		if (buckets == NULL)
 		{
 			if (SPI_execute_plan(KeepPlan(&walk_plan,
 										  "SELECT q.id FROM iwd.task q WHERE q.status = 'queued' "
@@ -484,12 +681,11 @@ ClaimTask(const char *agent, int reserve_seconds, bool *found)
 										  "AND iwd.skills_met(q.skills, $3) "
 										  "ORDER BY q.priority DESC, q.business_value DESC, q.due_at ASC NULLS LAST, "
 										  "q.created_at, q.id LIMIT $5",
-										  5, pick_types), pick_args, NULL, false, 0) != SPI_OK_SELECT)
+										  5, pick_types), pick_args, pick_nulls, false, 0) != SPI_OK_SELECT)
 				elog(ERROR, "could not pick a task");
 		}
 		else if (SPI_execute_plan(KeepPlan(&pick_plan,
-									  "SELECT c.id FROM unnest($4) AS s(k) "
-									  "JOIN iwd.routing_keys r ON r.key = s.k CROSS JOIN LATERAL ("
+									  "SELECT c.id FROM unnest($4) AS s(k) CROSS JOIN LATERAL ("
 									  "SELECT q.id, q.priority, q.business_value, q.due_at, q.created_at "
 									  "FROM iwd.task q WHERE q.status = 'queued' "
 									  "AND iwd.routing_key(q.skills) = s.k "
@@ -511,9 +707,7 @@ ClaimTask(const char *agent, int reserve_seconds, bool *found)
 		for (int i = 0; i < ncandidates && !claimed; i++)
 		{
 			/* another claimer is taking it: next */
-			if (!DatumGetBool(DirectFunctionCall2(pg_try_advisory_xact_lock_int4,
-												  Int32GetDatum(CLAIM_LOCK_CLASS),
-												  Int32GetDatum((int32) (candidates[i] % PG_INT32_MAX)))))
+			if (IwdLock(IWD_LOCK_CLAIM, (uint32) candidates[i], false, false) == LOCKACQUIRE_NOT_AVAIL)
 				continue;
 			claim_args[5] = Int64GetDatum(candidates[i]);
 			/* the reservation and its event, in one statement */
@@ -567,7 +761,9 @@ iwd_next_task(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("reserve_seconds must be between 1 and %d", RESERVE_SECONDS_MAX)));
 	SPI_connect();
+	IwdPushSearchPath();
 	task = ClaimTask(agent, reserve_seconds, &found);
+	IwdPopSearchPath();
 	SPI_finish();
 	if (!found)
 		PG_RETURN_NULL();
@@ -601,7 +797,9 @@ PG_FUNCTION_INFO_V1(iwd_complete_task);
 /*
  * SQL: iwd.complete_task(id bigint, agent text DEFAULT NULL) RETURNS jsonb
  *
- * Complete an open task; agent, when given, must be the one it is assigned to.
+ * Complete an open task. An agent, when given, must exist and hold the task
+ * (assigned to it), and is recorded as the event's actor; without one it is
+ * a supervisor's completion, from any open status (actor NULL).
  */
 Datum
 iwd_complete_task(PG_FUNCTION_ARGS)
@@ -620,10 +818,12 @@ iwd_complete_task(PG_FUNCTION_ARGS)
 	if (PG_ARGISNULL(1))
 		nulls[1] = 'n';
 	SPI_connect();
+	IwdPushSearchPath();
 	if (!PG_ARGISNULL(0) &&
 		SPI_execute_plan(KeepPlan(&complete_plan,
 								  "WITH d AS (DELETE FROM iwd.task t WHERE t.id = $1 "
-								  "AND ($2 IS NULL OR t.assigned_to IS NULL OR t.assigned_to = $2) RETURNING t.*), "
+								  "AND ($2 IS NULL OR (t.status = 'assigned' AND t.assigned_to = $2 "
+								  "AND EXISTS (SELECT 1 FROM iwd.agent a WHERE a.id = $2))) RETURNING t.*), "
 								  "c AS (INSERT INTO iwd.task_closed (" COMPLETED_COLUMNS ") SELECT " COMPLETED_COPY
 								  " FROM d RETURNING *), "
 								  "e AS (INSERT INTO iwd.task_event (task_id, at, event, actor, status_before, "
@@ -643,6 +843,7 @@ iwd_complete_task(PG_FUNCTION_ARGS)
 	}
 	task = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 	task = isnull ? (Datum) 0 : SPI_datumTransfer(task, false, -1);
+	IwdPopSearchPath();
 	SPI_finish();
 	if (isnull)
 		PG_RETURN_NULL();

@@ -213,9 +213,9 @@ ParseLeaf(RuleCond *cond, JsonbContainer *obj)
 		rule_error("operators contains and startsWith need a string \"value\"", NULL);
 }
 
-/* Parse a condition tree (in the current memory context). */
+/* Parse a condition tree (in the current memory context); depth counts the enclosing "all", "any", "not". */
 static RuleCond *
-ParseCondContainer(JsonbContainer *obj)
+ParseCondContainer(JsonbContainer *obj, int depth)
 {
 	RuleCond   *cond = palloc0(sizeof(RuleCond));
 	JsonbValue *all,
@@ -224,6 +224,8 @@ ParseCondContainer(JsonbContainer *obj)
 
 	if (!JsonContainerIsObject(obj))
 		rule_error("a condition must be a JSON object", NULL);
+	if (depth > IWD_CONDITION_DEPTH_MAX)
+		rule_error(psprintf("conditions nest deeper than %d levels", IWD_CONDITION_DEPTH_MAX), NULL);
 	all = ObjectKey(obj, "all");
 	any = ObjectKey(obj, "any");
 	not = ObjectKey(obj, "not");
@@ -249,7 +251,7 @@ ParseCondContainer(JsonbContainer *obj)
 				continue;
 			if (v.type != jbvBinary)
 				rule_error("a condition must be a JSON object", NULL);
-			cond->children[cond->nchildren++] = ParseCondContainer(v.val.binary.data);
+			cond->children[cond->nchildren++] = ParseCondContainer(v.val.binary.data, depth + 1);
 		}
 	}
 	else if (not != NULL)
@@ -259,7 +261,7 @@ ParseCondContainer(JsonbContainer *obj)
 		cond->kind = COND_NOT;
 		cond->nchildren = 1;
 		cond->children = palloc(sizeof(RuleCond *));
-		cond->children[0] = ParseCondContainer(not->val.binary.data);
+		cond->children[0] = ParseCondContainer(not->val.binary.data, depth + 1);
 	}
 	else
 		ParseLeaf(cond, obj);
@@ -275,9 +277,43 @@ ParseRuleCond(Jsonb *cond, MemoryContext cxt)
 
 	if (JB_ROOT_IS_SCALAR(cond) || !JB_ROOT_IS_OBJECT(cond))
 		rule_error("\"when\" must be a JSON object", NULL);
-	result = ParseCondContainer(&cond->root);
+	result = ParseCondContainer(&cond->root, 0);
 	MemoryContextSwitchTo(old);
 	return result;
+}
+
+/* Check a rule's "set.skills": the bounds of a task's skills, levels 0..10. */
+static void
+CheckRuleSkills(JsonbContainer *skills)
+{
+	JsonbIterator *it;
+	JsonbValue	v;
+	JsonbIteratorToken tok;
+	char	   *name = NULL;
+
+	CheckMapBounds(skills, "invalid rule:", "skills", IWD_TASK_SKILLS_MAX, IWD_SKILL_NAME_MAX);
+	it = JsonbIteratorInit(skills);
+	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	{
+		bool		err = false;
+		int			level;
+
+		if (tok == WJB_KEY)
+		{
+			name = pnstrdup(v.val.string.val, v.val.string.len);
+			if (name[0] == '\0')
+				rule_error("\"skills\" must not contain an empty skill name", NULL);
+			continue;
+		}
+		if (tok != WJB_VALUE)
+			continue;
+		level = v.type == jbvNumeric ? numeric_int4_opt_error(v.val.numeric, &err) : -1;
+		if (v.type != jbvNumeric || err || level < 0 || level > IWD_SKILL_LEVEL_MAX ||
+			!DatumGetBool(DirectFunctionCall2(numeric_eq, NumericGetDatum(v.val.numeric),
+											  NumericGetDatum(int64_to_numeric(level)))))
+			rule_error(psprintf("\"skills.%s\" must be an integer level", name),
+					   psprintf("Levels are 0 to %d.", IWD_SKILL_LEVEL_MAX));
+	}
 }
 
 /* Parse a priority adjustment: 50, "=50", "+10" or "-5". */
@@ -351,6 +387,7 @@ ParseRuleEffect(RuleDef *rule, Jsonb *effect, MemoryContext cxt)
 		{
 			if (v.type != jbvBinary || !JsonContainerIsObject(v.val.binary.data))
 				rule_error("\"skills\" must be an object of skill levels", NULL);
+			CheckRuleSkills(v.val.binary.data);
 			rule->set_fields[rule->nsets] = TF_SKILLS;
 			rule->set_json[rule->nsets++] = JsonbValueToJsonb(&v);
 			continue;
@@ -361,6 +398,7 @@ ParseRuleEffect(RuleDef *rule, Jsonb *effect, MemoryContext cxt)
 					   "It sets category, department, process, queue, customerSegment, mediaType and skills.");
 		if (v.type != jbvString || v.val.string.len == 0)
 			rule_error(psprintf("\"%s\" must be a non-empty string", key), NULL);
+		CheckLength("invalid rule:", key, v.val.string.len, IWD_NAME_MAX);
 		rule->set_fields[rule->nsets] = TaskFieldByJsonKey(key, strlen(key));
 		rule->set_text[rule->nsets++] = pnstrdup(v.val.string.val, v.val.string.len);
 	}

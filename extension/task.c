@@ -37,12 +37,17 @@
 #include "utils/numeric.h"
 #include "utils/timestamp.h"
 #include "utils/typcache.h"
+#include "lib/stringinfo.h"
+#include "mb/pg_wchar.h"
+#include "nodes/makefuncs.h"
+#include "nodes/value.h"
+#include "utils/memutils.h"
 
 #include "iwd.h"
 #include "task.h"
 
 #define SKILL_LEVEL_MIN 0
-#define SKILL_LEVEL_MAX 10
+#define SKILL_LEVEL_MAX IWD_SKILL_LEVEL_MAX
 
 const TaskFieldDef task_fields[TF_COUNT] = {
 	[TF_ID] = {"id", "id", FT_INT8, FI_READONLY},
@@ -256,15 +261,59 @@ ParseTimestampWithZone(const char *s, const char *key)
 	return result;
 }
 
-/* Check that a skills object maps names to levels 0..10. */
+/*
+ * Raise 22023 when a value given for field is longer than max bytes; what
+ * says whose field it is ("task field").
+ */
+void
+CheckLength(const char *what, const char *field, int len, int max)
+{
+	if (len > max)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s \"%s\" is longer than %d bytes", what, field, max),
+				 errdetail("It has %d bytes.", len)));
+}
+
+/*
+ * Raise 22023 when a map of names (skills, media types) has more than
+ * max_count entries or a name longer than max_name bytes. Counting costs
+ * nothing (the jsonb header holds it), so an oversized map is refused
+ * before it is walked.
+ */
+void
+CheckMapBounds(JsonbContainer *map, const char *what, const char *field, int max_count, int max_name)
+{
+	JsonbIterator *it;
+	JsonbValue	v;
+	JsonbIteratorToken tok;
+
+	if (JsonContainerSize(map) > (uint32) max_count)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s \"%s\" has more than %d entries", what, field, max_count),
+				 errdetail("It has %u.", JsonContainerSize(map))));
+	it = JsonbIteratorInit(map);
+	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+		if (tok == WJB_KEY && v.val.string.len > max_name)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("%s \"%s\" has a name longer than %d bytes", what, field, max_name),
+					 errdetail("A name of %d bytes starts with \"%s\".", v.val.string.len,
+							   pnstrdup(v.val.string.val, 32))));
+}
+
+/* Check that a task's skills object maps at most IWD_TASK_SKILLS_MAX names to levels 0..10. */
 static void
 ValidateSkills(JsonbContainer *skills, const char *key)
 {
-	JsonbIterator *it = JsonbIteratorInit(skills);
+	JsonbIterator *it;
 	JsonbValue	v;
 	JsonbIteratorToken tok;
 	char	   *skill = NULL;
 
+	CheckMapBounds(skills, "task field", key, IWD_TASK_SKILLS_MAX, IWD_SKILL_NAME_MAX);
+	it = JsonbIteratorInit(skills);
 	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
 	{
 		if (tok == WJB_KEY)
@@ -278,6 +327,77 @@ ValidateSkills(JsonbContainer *skills, const char *key)
 		else if (tok == WJB_VALUE)
 			JsonbIntValue(&v, psprintf("%s.%s", key, skill), SKILL_LEVEL_MIN, SKILL_LEVEL_MAX);
 	}
+}
+
+PG_FUNCTION_INFO_V1(iwd_levels);
+
+/*
+ * SQL: iwd._levels(doc jsonb, key text, what text, hi int, max_count int, max_name int) RETURNS jsonb
+ *
+ * The object member doc -> key mapping at most max_count names (each 1 to
+ * max_name bytes) to integer levels 0..hi; NULL when absent or null;
+ * otherwise 22023 naming the field. One pass over the map (the check of the
+ * configuration upserts: agent skills and capacity, category skills).
+ */
+Datum
+iwd_levels(PG_FUNCTION_ARGS)
+{
+	Jsonb	   *doc = PG_GETARG_JSONB_P(0);
+	char	   *key = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	char	   *what = text_to_cstring(PG_GETARG_TEXT_PP(2));
+	int			hi = PG_GETARG_INT32(3);
+	JsonbValue *map;
+	JsonbIterator *it;
+	JsonbValue	v;
+	JsonbIteratorToken tok;
+	char	   *name = NULL;
+
+	if (JB_ROOT_IS_SCALAR(doc) || !JB_ROOT_IS_OBJECT(doc))
+		PG_RETURN_NULL();
+	map = getKeyJsonValueFromContainer(&doc->root, key, strlen(key), NULL);
+	if (map == NULL || map->type == jbvNull)
+		PG_RETURN_NULL();
+	if (map->type != jbvBinary || !JsonContainerIsObject(map->val.binary.data))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s field \"%s\" must be an object of levels", what, key)));
+	CheckMapBounds(map->val.binary.data, psprintf("%s field", what), key, PG_GETARG_INT32(4), PG_GETARG_INT32(5));
+	it = JsonbIteratorInit(map->val.binary.data);
+	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	{
+		char	   *text;
+		char	   *end;
+		long long	n;
+
+		if (tok == WJB_KEY)
+		{
+			name = pnstrdup(v.val.string.val, v.val.string.len);
+			if (name[0] == '\0')
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("%s field \"%s\" has an empty name", what, key)));
+			continue;
+		}
+		if (tok != WJB_VALUE)
+			continue;
+		if (v.type != jbvNumeric)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("%s %s field \"%s\" must be an integer", what, key, name)));
+		text = DatumGetCString(DirectFunctionCall1(numeric_out, NumericGetDatum(v.val.numeric)));
+		errno = 0;
+		n = strtoll(text, &end, 10);
+		if (*end != '\0' || errno != 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("%s %s field \"%s\" must be an integer", what, key, name)));
+		if (n < 0 || n > hi)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("%s %s field \"%s\" is out of range", what, key, name),
+					 errdetail("The value must be between 0 and %d.", hi)));
+	}
+	PG_RETURN_JSONB_P(JsonbValueToJsonb(map));
 }
 
 /* Return a Jsonb of a container-valued JsonbValue. */
@@ -295,6 +415,17 @@ EmptyObject(void)
 
 	pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);
 	return JsonbValueToJsonb(pushJsonbValue(&state, WJB_END_OBJECT, NULL));
+}
+
+/* The longest value a text field of a task takes, in bytes. */
+static int
+TextFieldMax(int field)
+{
+	if (field == TF_DESCRIPTION)
+		return IWD_DESCRIPTION_MAX;
+	if (field == TF_SUBJECT)
+		return IWD_TEXT_MAX;
+	return IWD_NAME_MAX;
 }
 
 /* Set one draft field from one key of the input document. */
@@ -318,6 +449,7 @@ ApplyInputValue(TaskDraft *draft, int field, const char *key, JsonbValue *v)
 		case FT_TEXT:
 			if (v->type != jbvString)
 				wrong_type(key, "a string");
+			CheckLength("task field", key, v->val.string.len, TextFieldMax(field));
 			fv->text = pnstrdup(v->val.string.val, v->val.string.len);
 			break;
 		case FT_INT:
@@ -338,6 +470,11 @@ ApplyInputValue(TaskDraft *draft, int field, const char *key, JsonbValue *v)
 			if (v->type != jbvBinary || !JsonContainerIsObject(v->val.binary.data))
 				wrong_type(key, "an object");
 			fv->json = JsonbOfValue(v);
+			if (VARSIZE(fv->json) - VARHDRSZ > IWD_ATTRIBUTES_MAX)
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("task field \"%s\" is larger than %d bytes", key, IWD_ATTRIBUTES_MAX),
+						 errdetail("It takes %d bytes as jsonb.", (int) (VARSIZE(fv->json) - VARHDRSZ))));
 			break;
 		case FT_INT8:
 		case FT_BOOL:
@@ -877,6 +1014,97 @@ FetchTaskRow(const char *relname, int64 id, Datum *row)
 	index_close(index, NoLock);
 	table_close(rel, NoLock);
 	return found;
+}
+
+/* Append at most max bytes of t to buf, cut at a character boundary. */
+static void
+AppendPrefix(StringInfo buf, text *t, int max)
+{
+	const char *s = VARDATA_ANY(t);
+	int			len = VARSIZE_ANY_EXHDR(t);
+
+	appendBinaryStringInfo(buf, s, len <= max ? len : pg_mbcliplen(s, len, max));
+}
+
+/* The string and number values of a jsonb document, up to max bytes of them, separated by spaces. */
+static text *
+JsonbValuesPrefix(Jsonb *doc, int max)
+{
+	StringInfoData buf;
+	JsonbIterator *it = JsonbIteratorInit(&doc->root);
+	JsonbValue	v;
+	JsonbIteratorToken tok;
+
+	initStringInfo(&buf);
+	while (buf.len < max && (tok = JsonbIteratorNext(&it, &v, false)) != WJB_DONE)
+	{
+		text	   *value;
+
+		if (tok != WJB_VALUE && tok != WJB_ELEM)
+			continue;
+		if (v.type == jbvString)
+			value = cstring_to_text_with_len(v.val.string.val, v.val.string.len);
+		else if (v.type == jbvNumeric)
+			value = cstring_to_text(DatumGetCString(DirectFunctionCall1(numeric_out,
+																		 NumericGetDatum(v.val.numeric))));
+		else
+			continue;
+		AppendPrefix(&buf, value, max - buf.len);
+		appendStringInfoChar(&buf, ' ');
+	}
+	return cstring_to_text_with_len(buf.data, buf.len);
+}
+
+PG_FUNCTION_INFO_V1(iwd_document);
+
+/*
+ * SQL: iwd._document(subject text, description text, attributes jsonb) RETURNS tsvector
+ *
+ * The full-text search document of a task ('simple' configuration): the
+ * first IWD_DOCUMENT_TEXT_MAX bytes of subject and description, and the
+ * string and number values of attributes (those of a document larger than
+ * IWD_ATTRIBUTES_MAX, which only plain SQL can store, up to that many bytes).
+ * Its lexemes stay below a third of tsvector's 1 MB whatever the task holds,
+ * so that search never makes a capture fail.
+ */
+Datum
+iwd_document(PG_FUNCTION_ARGS)
+{
+	static Oid	simple = InvalidOid;
+	static Datum filter = (Datum) 0;
+	StringInfoData buf;
+	Datum		document;
+
+	if (!OidIsValid(simple))
+	{
+		MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+
+		filter = DirectFunctionCall1(jsonb_in, CStringGetDatum("[\"string\", \"numeric\"]"));
+		MemoryContextSwitchTo(old);
+		simple = get_ts_config_oid(list_make2(makeString("pg_catalog"), makeString("simple")), false);
+	}
+	initStringInfo(&buf);
+	if (!PG_ARGISNULL(0))
+		AppendPrefix(&buf, PG_GETARG_TEXT_PP(0), IWD_DOCUMENT_TEXT_MAX);
+	appendStringInfoChar(&buf, ' ');
+	if (!PG_ARGISNULL(1))
+		AppendPrefix(&buf, PG_GETARG_TEXT_PP(1), IWD_DOCUMENT_TEXT_MAX - buf.len);
+	document = DirectFunctionCall2(to_tsvector_byid, ObjectIdGetDatum(simple),
+								   PointerGetDatum(cstring_to_text_with_len(buf.data, buf.len)));
+	if (!PG_ARGISNULL(2))
+	{
+		Jsonb	   *attributes = PG_GETARG_JSONB_P(2);
+		Datum		values;
+
+		if (VARSIZE(attributes) - VARHDRSZ <= IWD_ATTRIBUTES_MAX)
+			values = DirectFunctionCall3(jsonb_to_tsvector_byid, ObjectIdGetDatum(simple),
+										 JsonbPGetDatum(attributes), filter);
+		else
+			values = DirectFunctionCall2(to_tsvector_byid, ObjectIdGetDatum(simple),
+										 PointerGetDatum(JsonbValuesPrefix(attributes, IWD_ATTRIBUTES_MAX)));
+		document = DirectFunctionCall2(tsvector_concat, document, values);
+	}
+	PG_RETURN_DATUM(document);
 }
 
 PG_FUNCTION_INFO_V1(iwd_get_task);

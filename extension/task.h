@@ -11,6 +11,40 @@
 #include "utils/jsonb.h"
 #include "utils/timestamp.h"
 
+/*
+ * Bounds on what a client may send (README, Security: Limits). Beyond them,
+ * input is refused with SQLSTATE 22023 naming the field and the limit, so
+ * that no value reaches an index row size limit (54000), the full-text
+ * search document's limits, or an unbounded claim.
+ */
+/* ids and names: task keys and classification fields, configuration names, agent ids, media types */
+#define IWD_NAME_MAX 256
+/* a skill name: a pair of them, with "+", makes a routing key */
+#define IWD_SKILL_NAME_MAX 128
+/* required skills of a task, a category or a classification rule's "set" */
+#define IWD_TASK_SKILLS_MAX 64
+/* skills of an agent: its claim reads only the buckets that exist, whatever the count */
+#define IWD_AGENT_SKILLS_MAX 256
+/* media types in an agent's capacity */
+#define IWD_AGENT_MEDIA_MAX 64
+/* a task's subject, a department's or process's description */
+#define IWD_TEXT_MAX (16 * 1024)
+/* a task's description (search indexes its beginning, see iwd._document) */
+#define IWD_DESCRIPTION_MAX (4 * 1024 * 1024)
+/* a task's attributes, in PostgreSQL's jsonb form */
+#define IWD_ATTRIBUTES_MAX (64 * 1024)
+/*
+ * the text the search document indexes: the beginning of subject and
+ * description, so that its lexemes stay far below tsvector's 1 MB
+ */
+#define IWD_DOCUMENT_TEXT_MAX (256 * 1024)
+/* a hold, cancel or reject reason */
+#define IWD_REASON_MAX 1024
+/* nesting of a rule condition ("all", "any", "not") */
+#define IWD_CONDITION_DEPTH_MAX 32
+/* skill levels */
+#define IWD_SKILL_LEVEL_MAX 10
+
 typedef enum TaskField
 {
 	TF_ID,
@@ -105,6 +139,8 @@ typedef struct TaskDraft
 } TaskDraft;
 
 extern int	TaskFieldByJsonKey(const char *key, int len);
+extern void CheckLength(const char *what, const char *field, int len, int max);
+extern void CheckMapBounds(JsonbContainer *map, const char *what, const char *field, int max_count, int max_name);
 extern void TaskDraftApplyInput(TaskDraft *draft, Jsonb *input, bool creating);
 extern void DraftSetText(TaskDraft *draft, TaskField field, const char *value);
 

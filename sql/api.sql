@@ -28,8 +28,9 @@ BEGIN
     END LOOP;
 END $$;
 
--- A string member of doc (NULL when absent or null), or 22023 naming it.
-CREATE FUNCTION iwd._str(doc jsonb, key text, what text) RETURNS text
+-- A string member of doc of at most max_len bytes (NULL when absent or null), or 22023 naming it. Names
+-- and ids take at most 256 bytes (IWD_NAME_MAX, extension/task.h), descriptions 16 KB (IWD_TEXT_MAX).
+CREATE FUNCTION iwd._str(doc jsonb, key text, what text, max_len int DEFAULT 256) RETURNS text
 LANGUAGE plpgsql IMMUTABLE AS $$
 BEGIN
     IF coalesce(jsonb_typeof(doc -> key), 'null') NOT IN ('string', 'null') THEN
@@ -37,6 +38,10 @@ BEGIN
     END IF;
     IF doc ->> key = '' THEN
         RAISE EXCEPTION '% field "%" must not be empty', what, key USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF octet_length(doc ->> key) > max_len THEN
+        RAISE EXCEPTION '% field "%" is longer than % bytes', what, key, max_len
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = format('It has %s bytes.', octet_length(doc ->> key));
     END IF;
     RETURN doc ->> key;
 END $$;
@@ -72,31 +77,11 @@ BEGIN
     RETURN (doc -> key)::boolean;
 END $$;
 
--- An object member of doc mapping names to integer levels in [0, hi] (NULL when absent), or 22023.
-CREATE FUNCTION iwd._levels(doc jsonb, key text, what text, hi int) RETURNS jsonb
-LANGUAGE plpgsql IMMUTABLE AS $$
-DECLARE
-    k text;
-BEGIN
-    IF coalesce(jsonb_typeof(doc -> key), 'null') = 'null' THEN
-        RETURN NULL;
-    END IF;
-    IF jsonb_typeof(doc -> key) <> 'object' THEN
-        RAISE EXCEPTION '% field "%" must be an object of levels', what, key
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    FOR k IN SELECT jsonb_object_keys(doc -> key) LOOP
-        IF k = '' THEN
-            RAISE EXCEPTION '% field "%" has an empty name', what, key USING ERRCODE = 'invalid_parameter_value';
-        END IF;
-        PERFORM iwd._int(doc -> key, k, format('%s %s', what, key), 0, hi);
-        IF jsonb_typeof(doc -> key -> k) <> 'number' THEN
-            RAISE EXCEPTION '% field "%.%" must be an integer', what, key, k
-                USING ERRCODE = 'invalid_parameter_value';
-        END IF;
-    END LOOP;
-    RETURN doc -> key;
-END $$;
+-- An object member of doc mapping at most max_count names (1 to max_name bytes each) to integer levels
+-- in [0, hi] (NULL when absent), or 22023 naming the field. The callers pass the bounds of
+-- extension/task.h (README, Security: Limits).
+CREATE FUNCTION iwd._levels(doc jsonb, key text, what text, hi int, max_count int, max_name int) RETURNS jsonb
+    AS 'MODULE_PATHNAME', 'iwd_levels' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
 
 -- Raise P0002 for an object that does not exist.
 CREATE FUNCTION iwd._not_found(what text, name text) RETURNS void
@@ -213,7 +198,7 @@ DECLARE
 BEGIN
     PERFORM iwd._check_object(department, 'department', '{name,description}', '{name}');
     INSERT INTO iwd.department (name, description)
-    VALUES (iwd._str(department, 'name', 'department'), iwd._str(department, 'description', 'department'))
+    VALUES (iwd._str(department, 'name', 'department'), iwd._str(department, 'description', 'department', 16384))
     ON CONFLICT (name) DO UPDATE SET description = EXCLUDED.description
     RETURNING * INTO d;
     RETURN iwd.department_json(d);
@@ -232,7 +217,7 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
     INSERT INTO iwd.process (name, department, description)
-    VALUES (iwd._str(process, 'name', 'process'), v_department, iwd._str(process, 'description', 'process'))
+    VALUES (iwd._str(process, 'name', 'process'), v_department, iwd._str(process, 'description', 'process', 16384))
     ON CONFLICT (name) DO UPDATE SET department = EXCLUDED.department, description = EXCLUDED.description
     RETURNING * INTO p;
     RETURN iwd.process_json(p);
@@ -317,7 +302,7 @@ BEGIN
             coalesce(iwd._int(category, 'businessValue', 'category'), 0),
             iwd._int(category, 'slaMinutes', 'category', 1),
             v_calendar,
-            coalesce(iwd._levels(category, 'skills', 'category', 10), '{}'),
+            coalesce(iwd._levels(category, 'skills', 'category', 10, 64, 128), '{}'),
             iwd._str(category, 'queue', 'category'),
             iwd._str(category, 'mediaType', 'category'),
             coalesce(iwd._int(v_re, 'step', 'category reprioritize'), 0),
@@ -379,8 +364,8 @@ BEGIN
     END IF;
     INSERT INTO iwd.agent AS x (id, name, skills, capacity, state, updated_at)
     VALUES (iwd._str(agent, 'id', 'agent'), iwd._str(agent, 'name', 'agent'),
-            coalesce(iwd._levels(agent, 'skills', 'agent', 10), '{}'),
-            coalesce(iwd._levels(agent, 'capacity', 'agent', 1000), '{"workitem": 1}'),
+            coalesce(iwd._levels(agent, 'skills', 'agent', 10, 256, 128), '{}'),
+            coalesce(iwd._levels(agent, 'capacity', 'agent', 1000, 64, 256), '{"workitem": 1}'),
             coalesce(v_state, 'not_ready'), now())
     ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, skills = EXCLUDED.skills, capacity = EXCLUDED.capacity,
         state = CASE WHEN v_state IS NULL THEN x.state ELSE EXCLUDED.state END, updated_at = EXCLUDED.updated_at
@@ -523,12 +508,11 @@ END $$;
 -- Tasks
 -- ---------------------------------------------------------------------------------------------
 
--- The search document of a task's text.
+-- The search document of a task's text: the first 256 KB of subject and description and the string and
+-- number values of attributes, in the 'simple' configuration. Bounded whatever the task holds, so that
+-- search never makes a capture fail (extension/task.c).
 CREATE FUNCTION iwd._document(subject text, description text, attributes jsonb) RETURNS tsvector
-LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-    SELECT to_tsvector('simple', coalesce(subject, '') || ' ' || coalesce(description, ''))
-           || jsonb_to_tsvector('simple', coalesce(attributes, '{}'), '["string", "numeric"]')
-$$;
+    AS 'MODULE_PATHNAME', 'iwd_document' LANGUAGE C IMMUTABLE PARALLEL SAFE;
 
 -- The task in the REST shape.
 CREATE FUNCTION iwd.task_json(t iwd.task) RETURNS jsonb
@@ -860,7 +844,28 @@ BEGIN
     RETURN v_after;
 END $$;
 
--- Apply a simple transition: check it, set the status, clear the reservation, record the event.
+-- An agent acts only on the tasks it holds: P0002 when the agent does not exist, 55000 when the task
+-- (in status, assigned to assigned_to) is not assigned to it.
+CREATE FUNCTION iwd._check_holder(task_id bigint, op text, agent text, status text, assigned_to text)
+RETURNS void LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM iwd.agent x WHERE x.id = agent) THEN
+        PERFORM iwd._not_found('agent', agent);
+    END IF;
+    IF status = 'assigned' AND assigned_to IS DISTINCT FROM agent THEN
+        RAISE EXCEPTION 'cannot % task %: it is assigned to "%"', op, task_id, assigned_to
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    IF status IS DISTINCT FROM 'assigned' THEN
+        RAISE EXCEPTION 'cannot % task %: it is not assigned to "%"', op, task_id, agent
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = format('It is %s; an agent finishes only the tasks it holds.', status),
+                  HINT = 'A supervisor finishes it without naming an agent.';
+    END IF;
+END $$;
+
+-- Apply a simple transition: check it, set the status, clear the reservation, record the event (actor:
+-- the agent that did it, NULL for a supervisor's or the tenant's action).
 CREATE FUNCTION iwd._transition(id bigint, op text, event text, actor text, detail jsonb,
                                 hold_reason text DEFAULT NULL) RETURNS jsonb
 LANGUAGE plpgsql AS $$
@@ -869,10 +874,13 @@ DECLARE
     t iwd.task := iwd._lock_task(id);
     v_before text := t.status;
 BEGIN
+    IF octet_length(coalesce(detail ->> 'reason', hold_reason)) > 1024 THEN
+        RAISE EXCEPTION 'reason is longer than 1024 bytes' USING ERRCODE = 'invalid_parameter_value',
+            DETAIL = format('It has %s bytes.', octet_length(coalesce(detail ->> 'reason', hold_reason)));
+    END IF;
     t.status := iwd._check_transition(id, t.status, op);
-    IF op IN ('complete', 'reject') AND actor IS NOT NULL AND t.assigned_to IS NOT NULL AND t.assigned_to <> actor THEN
-        RAISE EXCEPTION 'cannot % task %: it is assigned to "%"', op, id, t.assigned_to
-            USING ERRCODE = 'object_not_in_prerequisite_state';
+    IF op IN ('complete', 'reject') AND actor IS NOT NULL THEN
+        PERFORM iwd._check_holder(id, op, actor, v_before, t.assigned_to);
     END IF;
     IF iwd.is_terminal(t.status) THEN
         t.assigned_to := coalesce(actor, t.assigned_to);
@@ -928,12 +936,13 @@ LANGUAGE sql AS $$
     SELECT iwd._transition(id, 'cancel', 'canceled', NULL, jsonb_build_object('reason', reason))
 $$;
 
--- Complete a task (terminal); agent, when given, must be the one it is assigned to.
+-- Complete a task (terminal). With an agent: the task must be assigned to that agent (P0002 for an unknown
+-- agent, 55000 for a task it does not hold); without: a supervisor's action, from any open status.
 -- (C: one statement moves the row to iwd.task_closed and records the event; see extension/claim.c)
 CREATE FUNCTION iwd.complete_task(id bigint, agent text DEFAULT NULL) RETURNS jsonb
 AS 'MODULE_PATHNAME', 'iwd_complete_task' LANGUAGE C;
 
--- Reject a task (terminal), e.g. when the work cannot be done.
+-- Reject a task (terminal), e.g. when the work cannot be done; agent as in complete_task.
 CREATE FUNCTION iwd.reject_task(id bigint, agent text DEFAULT NULL, reason text DEFAULT NULL) RETURNS jsonb
 LANGUAGE sql AS $$
     SELECT iwd._transition(id, 'reject', 'rejected', agent, jsonb_build_object('reason', reason))
@@ -996,6 +1005,9 @@ DECLARE
     t iwd.task := iwd._lock_task(id);
 BEGIN
     PERFORM iwd._check_transition(id, t.status, 'accept');
+    IF NOT EXISTS (SELECT 1 FROM iwd.agent x WHERE x.id = agent) THEN
+        PERFORM iwd._not_found('agent', agent);
+    END IF;
     IF t.assigned_to <> agent THEN
         RAISE EXCEPTION 'cannot accept task %: it is reserved for "%"', id, t.assigned_to
             USING ERRCODE = 'object_not_in_prerequisite_state';

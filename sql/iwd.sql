@@ -244,16 +244,22 @@ CREATE INDEX task_claim_idx ON iwd.task
     (iwd.routing_key(skills), priority DESC, business_value DESC, due_at ASC NULLS LAST, created_at, id)
     WHERE status = 'queued';
 
--- The routing key registry: every routing key a task has had, so that a claim reads only the agent's
--- buckets that may hold work. Written by the trigger below in the transaction that writes the task;
--- never changed or emptied (it stays as small as skills x levels and skill pairs).
+-- The routing key registry: every routing key a task has had, with the skills it names (skill: the first
+-- required skill, NULL for ''; paired_with: the second, for a pair), so that a claim reads only the
+-- agent's buckets that may hold work. Written by the trigger below in the transaction that writes the
+-- task; never changed or emptied (it stays as small as skills x levels and skill pairs). Each session
+-- remembers it, and forgets it when a row is added (the relcache invalidation of routing_keys_changed).
 CREATE TABLE iwd.routing_keys (
-    key text PRIMARY KEY
+    key         text PRIMARY KEY,
+    skill       text,
+    paired_with text
 );
 CREATE FUNCTION iwd._note_routing_key() RETURNS trigger
     AS 'MODULE_PATHNAME', 'iwd_note_routing_key' LANGUAGE C;
 CREATE TRIGGER task_routing_key BEFORE INSERT OR UPDATE OF skills ON iwd.task
     FOR EACH ROW EXECUTE FUNCTION iwd._note_routing_key();
+CREATE TRIGGER routing_keys_changed AFTER INSERT ON iwd.routing_keys
+    FOR EACH ROW EXECUTE FUNCTION iwd._config_changed();
 CREATE TRIGGER routing_keys_grow_only BEFORE UPDATE OR DELETE ON iwd.routing_keys
     FOR EACH ROW EXECUTE FUNCTION iwd.forbid_change(
         'iwd.routing_keys only grows',
@@ -267,8 +273,8 @@ CREATE TRIGGER routing_keys_no_truncate BEFORE TRUNCATE ON iwd.routing_keys
 -- The claim must walk the claim index in order whatever the statistics say (after a bulk load they
 -- may describe a small table, and a sort of a whole skill bucket would be chosen): the plan settings
 -- below leave the planner only that path (the merge of the few candidates is still sorted), and match
--- the agent's buckets with the routing key registry by hashing (a nested loop would compare every
--- bucket with every key); the lateral read of each bucket stays a nested loop, the only way to run it. With
+-- the agent's buckets (registered keys only, see extension/claim.c) one by one; the lateral read of
+-- each bucket stays a nested loop, the only way to run it. With
 -- enable_sort off every plan looks expensive, so JIT is turned off: compiling would cost far more
 -- than the claim itself.
 CREATE FUNCTION iwd.next_task(agent text, reserve_seconds int DEFAULT 30) RETURNS jsonb

@@ -36,13 +36,14 @@ SELECT st(iwd.cancel_task(1, 'duplicate'));
 SELECT st(iwd.restart_task(1));
 -- queued -> rejected; assigned -> held; held -> canceled
 SELECT new_task('T2');
-SELECT st(iwd.reject_task(2, 'a2', 'cannot be done'));
+SELECT st(iwd.reject_task(2, NULL, 'cannot be done'));
 SELECT new_task('T3');
 SELECT st(iwd.next_task('a2'));
 SELECT st(iwd.next_task('a2'));
 SELECT st(iwd.hold_task(1, 'escalated'));
 SELECT st(iwd.cancel_task(1));
 -- assigned -> completed without accept, by the assigned agent; assigned -> rejected
+SELECT st(iwd.next_task('a2'));
 SELECT st(iwd.complete_task(3, 'a2'));
 SELECT new_task('T4');
 SELECT st(iwd.next_task('a1'));
@@ -73,6 +74,30 @@ SELECT st(iwd.resume_task(6));
 SELECT st(iwd.next_task('a1'));
 SELECT err('SELECT iwd.accept_task(6, ''a2'')');
 SELECT err('SELECT iwd.complete_task(6, ''a2'')');
+SELECT err('SELECT iwd.reject_task(6, ''a2'')');
+-- an agent finishes only the tasks it holds (55000), and must exist (P0002), even for a task assigned
+-- under its name; without an agent it is a supervisor's action, from any open status (actor NULL)
+SELECT err('SELECT iwd.complete_task(6, ''nobody'')');
+SELECT err('SELECT iwd.reject_task(6, ''nobody'')');
+SELECT err('SELECT iwd.accept_task(6, ''nobody'')');
+SELECT new_task('T7');
+SELECT err('SELECT iwd.complete_task(7, ''a2'')');
+SELECT err('SELECT iwd.reject_task(7, ''a2'')');
+SELECT st(iwd.hold_task(7, 'waiting'));
+SELECT err('SELECT iwd.complete_task(7, ''a2'')');
+SELECT st(iwd.complete_task(7));
+SELECT err('SELECT iwd.complete_task(7, ''a2'')');
+SELECT iwd.upsert_agent('{"id": "a3", "state": "ready"}') IS NOT NULL;
+SELECT new_task('T8');
+SELECT st(iwd.next_task('a3'));
+SELECT iwd.delete_agent('a3') ->> 'id';
+SELECT err('SELECT iwd.complete_task(8, ''a3'')');
+SELECT err('SELECT iwd.reject_task(8, ''a3'')');
+SELECT err('SELECT iwd.accept_task(8, ''a3'')');
+SELECT st(iwd.reject_task(8, NULL, 'agent left'));
+-- reasons are bounded (1024 bytes)
+SELECT err(format('SELECT iwd.hold_task(6, %L)', repeat('r', 1025)));
+SELECT err(format('SELECT iwd.cancel_task(6, %L)', repeat('r', 1025)));
 -- invalid input and unknown ids
 SELECT err('SELECT iwd.reprioritize_task(6, NULL, NULL)');
 SELECT err('SELECT iwd.update_task(6, ''"x"'')');
