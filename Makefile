@@ -7,8 +7,10 @@ PG_CONFIG ?= /usr/lib/postgresql/15/bin/pg_config
 
 MODULE_big = iwd
 OBJS       = $(patsubst %.c,%.o,$(sort $(wildcard extension/*.c)))
-# The install script is assembled from the per-subsystem SQL sources, in this order.
-SQL_PARTS  = sql/iwd.sql $(sort $(filter-out sql/iwd.sql sql/$(EXTENSION)--%,$(wildcard sql/[a-z]*.sql)))
+# The install script is assembled from the per-subsystem SQL sources, in this order; sql/security.sql
+# comes last (its grants and search_path settings cover every table and function defined before it).
+SQL_PARTS  = sql/iwd.sql $(sort $(filter-out sql/iwd.sql sql/security.sql sql/$(EXTENSION)--%,$(wildcard sql/[a-z]*.sql))) \
+             sql/security.sql
 DATA_built = sql/$(EXTENSION)--$(EXTVERSION).sql
 DATA       = $(wildcard sql/$(EXTENSION)--*--*.sql)
 EXTRA_CLEAN = sql/$(EXTENSION)--$(EXTVERSION).sql

@@ -19,11 +19,13 @@
 #include "postmaster/bgworker.h"
 #include "postmaster/interrupt.h"
 #include "storage/ipc.h"
+#include "storage/lock.h"
 #include "tcop/tcopprot.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
+#include "utils/timeout.h"
 #include "utils/timestamp.h"
 #include "pgtime.h"
 
@@ -34,12 +36,15 @@
 #define DM_BATCH_MIN 1
 #define DM_BATCH_MAX 10000000
 #define CRON_FIELDS 5
+/* a batch of the chain is seconds; a first load or a backfill of years, minutes */
+#define DM_STATEMENT_TIMEOUT_DEFAULT (30 * 60 * 1000)
 
 static char *dm_schedule = NULL;
 static bool dm_suspend = false;
 static int	dm_batch_size = DM_BATCH_DEFAULT;
 static char *dm_execution_chain = NULL;
 static char *dm_time_zone = NULL;
+static int	dm_statement_timeout_ms = DM_STATEMENT_TIMEOUT_DEFAULT;
 
 /* the chain's worker, as seen from the database worker that started it */
 static BackgroundWorkerHandle *chain_worker = NULL;
@@ -153,15 +158,27 @@ check_schedule(char **newval, void **extra, GucSource source)
 	return true;
 }
 
-/* Accept only the documented execution chains. */
-static bool
-check_chain(char **newval, void **extra, GucSource source)
+/*
+ * The key of a chain's lock (IWD_LOCK_DM_CHAIN): its position in this list,
+ * from 1; iwd_dm.prometheus_metrics finds the lock in pg_locks by it.
+ */
+static uint32
+ChainKey(const char *chain)
 {
 	static const char *const chains[] = {"initialize", "intraday", "historical", "full"};
 
 	for (int i = 0; i < (int) lengthof(chains); i++)
-		if (*newval != NULL && strcmp(*newval, chains[i]) == 0)
-			return true;
+		if (chain != NULL && strcmp(chain, chains[i]) == 0)
+			return i + 1;
+	return 0;
+}
+
+/* Accept only the documented execution chains. */
+static bool
+check_chain(char **newval, void **extra, GucSource source)
+{
+	if (ChainKey(*newval) != 0)
+		return true;
 	GUC_check_errdetail("Chains: initialize, intraday, historical, full.");
 	return false;
 }
@@ -194,6 +211,11 @@ DatamartInit(void)
 	DefineCustomStringVariable("iwd_dm.time_zone",
 							   "The time zone in which Data Mart intervals are aligned.",
 							   NULL, &dm_time_zone, "UTC", PGC_USERSET, 0, check_time_zone, NULL, NULL);
+	DefineCustomIntVariable("iwd_dm.statement_timeout",
+							"Longest a transaction of the scheduled Data Mart chain may run (0: no limit).",
+							"A run stopped by it is recorded as failed; the next run resumes its work.",
+							&dm_statement_timeout_ms, DM_STATEMENT_TIMEOUT_DEFAULT, 0, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
 	MarkGUCPrefixReserved("iwd_dm");
 }
 
@@ -205,11 +227,10 @@ RunStep(const char *sql, const char *chain)
 	Datum		args[2] = {CStringGetTextDatum(chain), Int32GetDatum(dm_batch_size)};
 	int64		result = 0;
 	bool		isnull = true;
+	IwdWorkerTransaction xact;
 
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	SPI_connect();
-	PushActiveSnapshot(GetTransactionSnapshot());
+	IwdWorkerStartTransaction(&xact, dm_statement_timeout_ms, 0);
+	IwdWorkerRequireRole(&xact);
 	pgstat_report_activity(STATE_RUNNING, sql);
 	if (SPI_execute_with_args(sql, 2, argtypes, args, NULL, false, 1) != SPI_OK_SELECT)
 		elog(ERROR, "iwd Data Mart step failed: %s", sql);
@@ -220,11 +241,25 @@ RunStep(const char *sql, const char *chain)
 
 		result = isnull ? 0 : DatumGetInt32(d);
 	}
-	SPI_finish();
-	PopActiveSnapshot();
-	CommitTransactionCommand();
+	IwdWorkerCommitTransaction(&xact);
 	pgstat_report_activity(STATE_IDLE, NULL);
 	return result;
+}
+
+/*
+ * Take the chain's lock for the whole run (a session lock: the run is many
+ * transactions); false when another run of this chain holds it. It is one of
+ * iwd's own locks (iwd.h): a login that takes advisory locks cannot hold it.
+ */
+static bool
+TryChainLock(const char *chain)
+{
+	bool		locked;
+
+	StartTransactionCommand();
+	locked = IwdLock(IWD_LOCK_DM_CHAIN, ChainKey(chain), true, false) != LOCKACQUIRE_NOT_AVAIL;
+	CommitTransactionCommand();
+	return locked;
 }
 
 /* Run the scheduled chain: one transaction per batch; a failure is recorded in iwd_dm.job_status. */
@@ -237,9 +272,14 @@ RunScheduledChain(MemoryContext cxt)
 				intervals = 0,
 				n;
 
+	if (!TryChainLock(chain))
+	{
+		ereport(LOG, (errmsg("iwd Data Mart chain \"%s\" is running in another session; this run is skipped",
+							 chain)));
+		return;
+	}
 	PG_TRY();
 	{
-		RunStep("SELECT pg_advisory_lock(hashtext('iwd_dm chain ' || $1))", chain);
 		RunStep("SELECT iwd_dm._job($1, 'start')", chain);
 		if (loads)
 		{
@@ -255,7 +295,6 @@ RunScheduledChain(MemoryContext cxt)
 		RunStep(psprintf("SELECT iwd_dm._job($1, 'success', jsonb_build_object('chain', $1, 'status', 'succeeded', "
 						 "'events', " INT64_FORMAT ", 'intervals', " INT64_FORMAT ", 'batchSize', $2))",
 						 events, intervals), chain);
-		RunStep("SELECT pg_advisory_unlock(hashtext('iwd_dm chain ' || $1))", chain);
 	}
 	PG_CATCH();
 	{
@@ -264,13 +303,37 @@ RunScheduledChain(MemoryContext cxt)
 		MemoryContextSwitchTo(cxt);
 		edata = CopyErrorData();
 		FlushErrorState();
+		disable_timeout(STATEMENT_TIMEOUT, false);
 		AbortCurrentTransaction();
 		ereport(LOG, (errmsg("iwd Data Mart chain \"%s\" failed: %s", chain, edata->message)));
 		RunStep(psprintf("SELECT iwd_dm._job($1, 'fail', NULL, %s)", quote_literal_cstr(edata->message)), chain);
-		RunStep("SELECT pg_advisory_unlock_all()", chain);
 		FreeErrorData(edata);
 	}
 	PG_END_TRY();
+	IwdUnlock(IWD_LOCK_DM_CHAIN, ChainKey(chain), true);
+}
+
+PG_FUNCTION_INFO_V1(iwd_dm_lock_chain);
+
+/*
+ * SQL: iwd_dm._lock_chain(chain text) RETURNS void
+ *
+ * Hold the chain's lock until the end of the transaction, waiting for a run
+ * in progress (iwd_dm.run: a chain in one transaction).
+ */
+Datum
+iwd_dm_lock_chain(PG_FUNCTION_ARGS)
+{
+	char	   *chain = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	uint32		key = ChainKey(chain);
+
+	if (key == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("unknown execution chain \"%s\"", chain),
+				 errhint("Chains: initialize, intraday, historical, full.")));
+	(void) IwdLock(IWD_LOCK_DM_CHAIN, key, false, true);
+	PG_RETURN_VOID();
 }
 
 /* Is the Data Mart installed here? */
@@ -279,15 +342,12 @@ DatamartInstalled(void)
 {
 	bool		installed;
 
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	SPI_connect();
-	PushActiveSnapshot(GetTransactionSnapshot());
+	IwdWorkerTransaction xact;
+
+	IwdWorkerStartTransaction(&xact, iwd_worker_statement_timeout_ms, iwd_worker_lock_timeout_ms);
 	installed = SPI_execute("SELECT 1 FROM pg_namespace WHERE nspname = 'iwd_dm'", true, 1) == SPI_OK_SELECT &&
 		SPI_processed == 1;
-	SPI_finish();
-	PopActiveSnapshot();
-	CommitTransactionCommand();
+	IwdWorkerCommitTransaction(&xact);
 	return installed;
 }
 
@@ -359,7 +419,7 @@ iwd_datamart_main(Datum main_arg)
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
-	BackgroundWorkerInitializeConnection(dbname, NULL, 0);
+	IwdWorkerConnect(dbname);
 	cxt = AllocSetContextCreate(TopMemoryContext, "iwd datamart chain", ALLOCSET_DEFAULT_SIZES);
 	MemoryContextSwitchTo(cxt);
 	ereport(LOG, (errmsg("iwd Data Mart chain \"%s\" started for database \"%s\"", dm_execution_chain, dbname)));

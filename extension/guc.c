@@ -23,6 +23,10 @@
 #define IWD_BATCH_DEFAULT 1000
 #define IWD_BATCH_MIN 1
 #define IWD_BATCH_MAX 1000000
+/* a scheduler batch takes milliseconds: a minute means it is stuck */
+#define IWD_WORKER_STATEMENT_TIMEOUT_MS_DEFAULT 60000
+/* the passes skip locked rows; a longer wait is a table lock a session forgot */
+#define IWD_WORKER_LOCK_TIMEOUT_MS_DEFAULT 5000
 
 char	   *iwd_databases = NULL;
 int			iwd_scheduler_interval_ms = IWD_INTERVAL_MS_DEFAULT;
@@ -32,6 +36,8 @@ int			iwd_notify = IWD_NOTIFY_BATCH;
 int			iwd_notify_interval_ms = IWD_NOTIFY_INTERVAL_MS_DEFAULT;
 int			iwd_vacuum_threshold = IWD_VACUUM_THRESHOLD_DEFAULT;
 int			iwd_pass_duty = 20;
+int			iwd_worker_statement_timeout_ms = IWD_WORKER_STATEMENT_TIMEOUT_MS_DEFAULT;
+int			iwd_worker_lock_timeout_ms = IWD_WORKER_LOCK_TIMEOUT_MS_DEFAULT;
 
 static const struct config_enum_entry notify_modes[] = {
 	{"off", IWD_NOTIFY_OFF, false},
@@ -116,6 +122,15 @@ GucInit(void)
 							"A pass that rescores or expires a whole backlog would otherwise take a CPU and the WAL "
 							"for itself until it is done; at 20 it takes about five times as long and leaves claims most of both.",
 							&iwd_pass_duty, 20, 1, 100, PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("iwd.worker_statement_timeout",
+							"Longest a transaction of the scheduler worker may run (0: no limit).",
+							"A batch stopped by it ends the worker with an error; the launcher starts it again.",
+							&iwd_worker_statement_timeout_ms, IWD_WORKER_STATEMENT_TIMEOUT_MS_DEFAULT, 0, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomIntVariable("iwd.worker_lock_timeout",
+							"Longest the scheduler worker waits for a lock (0: no limit).",
+							NULL, &iwd_worker_lock_timeout_ms, IWD_WORKER_LOCK_TIMEOUT_MS_DEFAULT, 0, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
 	MarkGUCPrefixReserved("iwd");
 }
 

@@ -33,10 +33,12 @@
 #include "storage/latch.h"
 #include "storage/proc.h"
 #include "tcop/utility.h"
+#include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
+#include "utils/timeout.h"
 #include "utils/varlena.h"
 
 #include "datamart.h"
@@ -192,6 +194,71 @@ iwd_scheduler_launcher_main(Datum main_arg)
 	}
 }
 
+/*
+ * Connect the worker to dbname as the bootstrap superuser, with the search
+ * path of iwd's workers: a setting of the database or role (ALTER DATABASE
+ * ... SET search_path, which the database's owner may run) is overridden, so
+ * that names in the worker's SQL never resolve to objects planted there.
+ */
+void
+IwdWorkerConnect(const char *dbname)
+{
+	BackgroundWorkerInitializeConnection(dbname, NULL, 0);
+	SetConfigOption("search_path", IWD_WORKER_SEARCH_PATH, PGC_SUSET, PGC_S_OVERRIDE);
+}
+
+/*
+ * Start a transaction of the worker's work, SPI connected with a snapshot,
+ * run as the role iwd_worker when it exists; timeout_ms (when > 0) bounds the
+ * transaction, lock_timeout_ms (0: none) each lock wait. A background worker
+ * runs no statement_timeout of its own (that is the client protocol's), so
+ * it is armed here.
+ */
+void
+IwdWorkerStartTransaction(IwdWorkerTransaction *xact, int timeout_ms, int lock_timeout_ms)
+{
+	Oid			role;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	SetConfigOption("lock_timeout", psprintf("%d", lock_timeout_ms), PGC_SUSET, PGC_S_OVERRIDE);
+	SPI_connect();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	GetUserIdAndSecContext(&xact->saved_user, &xact->saved_context);
+	role = get_role_oid(IWD_WORKER_ROLE, true);
+	xact->as_worker_role = OidIsValid(role);
+	/* SECURITY_LOCAL_USERID_CHANGE: no SET ROLE back to the session's superuser from here */
+	if (xact->as_worker_role)
+		SetUserIdAndSecContext(role, xact->saved_context | SECURITY_LOCAL_USERID_CHANGE);
+	xact->timeout_armed = timeout_ms > 0;
+	if (xact->timeout_armed)
+		enable_timeout_after(STATEMENT_TIMEOUT, timeout_ms);
+}
+
+/* Refuse to run iwd's SQL when the role iwd_worker is missing (the work would run as superuser). */
+void
+IwdWorkerRequireRole(IwdWorkerTransaction *xact)
+{
+	if (!xact->as_worker_role)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("role \"%s\" does not exist", IWD_WORKER_ROLE),
+				 errdetail("iwd's background workers run their work as this role, never as a superuser."),
+				 errhint("Create it again with ALTER EXTENSION iwd UPDATE or by reinstalling the extension.")));
+}
+
+/* Commit what IwdWorkerStartTransaction started, as the session's own user again. */
+void
+IwdWorkerCommitTransaction(IwdWorkerTransaction *xact)
+{
+	if (xact->timeout_armed)
+		disable_timeout(STATEMENT_TIMEOUT, false);
+	SetUserIdAndSecContext(xact->saved_user, xact->saved_context);
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+}
+
 /* Is iwd installed in this database? (inside a transaction, SPI connected) */
 static bool
 IwdInstalled(void)
@@ -209,24 +276,21 @@ static bool
 RunTickBatch(void)
 {
 	bool		more = false;
+	IwdWorkerTransaction xact;
 
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	SPI_connect();
-	PushActiveSnapshot(GetTransactionSnapshot());
+	IwdWorkerStartTransaction(&xact, iwd_worker_statement_timeout_ms, iwd_worker_lock_timeout_ms);
 	pgstat_report_activity(STATE_RUNNING, "iwd scheduler pass");
 	if (IwdInstalled())
 	{
 		bool		isnull;
 
+		IwdWorkerRequireRole(&xact);
 		if (SPI_execute("SELECT (iwd._tick_batch(iwd.now(), current_setting('iwd.batch_size')::int)"
 						" ->> 'more')::boolean", false, 1) != SPI_OK_SELECT || SPI_processed != 1)
 			elog(ERROR, "iwd scheduler: the scheduler pass failed");
 		more = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	}
-	SPI_finish();
-	PopActiveSnapshot();
-	CommitTransactionCommand();
+	IwdWorkerCommitTransaction(&xact);
 	pgstat_report_stat(false);
 	pgstat_report_activity(STATE_IDLE, NULL);
 	return more;
@@ -244,11 +308,9 @@ static int64
 AnnounceNewEvents(int64 announced, bool notify)
 {
 	int64		last = announced;
+	IwdWorkerTransaction xact;
 
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	SPI_connect();
-	PushActiveSnapshot(GetTransactionSnapshot());
+	IwdWorkerStartTransaction(&xact, iwd_worker_statement_timeout_ms, iwd_worker_lock_timeout_ms);
 	if (IwdInstalled() &&
 		SPI_execute("SELECT coalesce(max(id), 0) FROM iwd.task_event", true, 1) == SPI_OK_SELECT &&
 		SPI_processed == 1)
@@ -260,9 +322,7 @@ AnnounceNewEvents(int64 announced, bool notify)
 			Async_Notify("iwd_task_event",
 						 psprintf("events:" INT64_FORMAT ":" INT64_FORMAT, announced + 1, last));
 	}
-	SPI_finish();
-	PopActiveSnapshot();
-	CommitTransactionCommand();
+	IwdWorkerCommitTransaction(&xact);
 	return last;
 }
 
@@ -277,7 +337,10 @@ AnnounceNewEvents(int64 announced, bool notify)
  * claims), locked tables are skipped, and statistics are refreshed on the way
  * when "analyze" is set (a queue's size changes fast, but not every second:
  * sampling the table costs far more than the vacuum, and new statistics make
- * every session replan its statements on iwd.task).
+ * every session replan its statements on iwd.task). It runs as the worker's
+ * superuser, not as iwd_worker: PostgreSQL 15 lets only a table's owner (or a
+ * superuser) vacuum it. It runs no SQL of its own, and the index expressions
+ * it evaluates are C functions of iwd.
  */
 static void
 VacuumTaskTable(bool analyze)
@@ -324,7 +387,7 @@ iwd_scheduler_database_main(Datum main_arg)
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
-	BackgroundWorkerInitializeConnection(dbname, NULL, 0);
+	IwdWorkerConnect(dbname);
 	loop_cxt = AllocSetContextCreate(TopMemoryContext, "iwd scheduler loop", ALLOCSET_DEFAULT_SIZES);
 	ereport(LOG, (errmsg("iwd scheduler started for database \"%s\"", dbname)));
 

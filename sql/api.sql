@@ -93,11 +93,12 @@ BEGIN
     RAISE EXCEPTION '% "%" does not exist', what, name USING ERRCODE = 'no_data_found';
 END $$;
 
--- A timestamp in the REST shape: ISO 8601 in UTC with a "Z".
+-- A timestamp in the REST shape: ISO 8601 in UTC with a "Z". (Inlined, per row: left unpinned with every
+-- name qualified, as are the *_json shapes below; see sql/security.sql.)
 CREATE FUNCTION iwd._ts(t timestamptz) RETURNS text
 LANGUAGE sql STABLE PARALLEL SAFE AS $$
-    SELECT to_char(t AT TIME ZONE 'UTC',
-                   CASE WHEN extract(microseconds FROM t)::bigint % 1000000 = 0
+    SELECT pg_catalog.to_char(t AT TIME ZONE 'UTC',
+                   CASE WHEN extract(microseconds FROM t)::bigint OPERATOR(pg_catalog.%) 1000000 OPERATOR(pg_catalog.=) 0
                         THEN 'YYYY-MM-DD"T"HH24:MI:SS"Z"' ELSE 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"' END)
 $$;
 
@@ -150,43 +151,44 @@ END $$;
 
 CREATE FUNCTION iwd.department_json(d iwd.department) RETURNS jsonb
 LANGUAGE sql STABLE AS $$
-    SELECT jsonb_build_object('name', d.name, 'description', d.description)
+    SELECT pg_catalog.jsonb_build_object('name', d.name, 'description', d.description)
 $$;
 
 CREATE FUNCTION iwd.process_json(p iwd.process) RETURNS jsonb
 LANGUAGE sql STABLE AS $$
-    SELECT jsonb_build_object('name', p.name, 'department', p.department, 'description', p.description)
+    SELECT pg_catalog.jsonb_build_object('name', p.name, 'department', p.department, 'description', p.description)
 $$;
 
 CREATE FUNCTION iwd.calendar_json(c iwd.calendar) RETURNS jsonb
 LANGUAGE sql STABLE AS $$
-    SELECT jsonb_build_object('name', c.name, 'timeZone', c.time_zone,
-                              'workStart', to_char(c.work_start, 'HH24:MI'), 'workEnd', to_char(c.work_end, 'HH24:MI'),
-                              'workDays', to_jsonb(c.work_days), 'holidays', to_jsonb(c.holidays))
+    SELECT pg_catalog.jsonb_build_object('name', c.name, 'timeZone', c.time_zone,
+                              'workStart', pg_catalog.to_char(c.work_start, 'HH24:MI'),
+                              'workEnd', pg_catalog.to_char(c.work_end, 'HH24:MI'),
+                              'workDays', pg_catalog.to_jsonb(c.work_days), 'holidays', pg_catalog.to_jsonb(c.holidays))
 $$;
 
 CREATE FUNCTION iwd.category_json(c iwd.category) RETURNS jsonb
 LANGUAGE sql STABLE AS $$
-    SELECT jsonb_build_object(
+    SELECT pg_catalog.jsonb_build_object(
         'name', c.name, 'department', c.department, 'process', c.process, 'priority', c.priority,
         'businessValue', c.business_value, 'slaMinutes', c.sla_minutes, 'calendar', c.calendar,
         'skills', c.skills, 'queue', c.queue, 'mediaType', c.media_type,
         'reprioritize', CASE WHEN c.reprioritize_every_min IS NOT NULL THEN
-            jsonb_build_object('step', c.reprioritize_step, 'everyMinutes', c.reprioritize_every_min,
+            pg_catalog.jsonb_build_object('step', c.reprioritize_step, 'everyMinutes', c.reprioritize_every_min,
                                'max', c.reprioritize_max) END,
         'urgency', CASE WHEN c.urgency_within_min IS NOT NULL THEN
-            jsonb_build_object('withinMinutes', c.urgency_within_min, 'step', c.urgency_step) END)
+            pg_catalog.jsonb_build_object('withinMinutes', c.urgency_within_min, 'step', c.urgency_step) END)
 $$;
 
 CREATE FUNCTION iwd.rule_json(r iwd.rule) RETURNS jsonb
 LANGUAGE sql STABLE AS $$
-    SELECT jsonb_build_object('kind', r.kind, 'name', r.name, 'order', r.ord, 'department', r.department,
+    SELECT pg_catalog.jsonb_build_object('kind', r.kind, 'name', r.name, 'order', r.ord, 'department', r.department,
                               'process', r.process, 'enabled', r.enabled, 'when', r.cond, 'set', r.effect)
 $$;
 
 CREATE FUNCTION iwd.agent_json(a iwd.agent) RETURNS jsonb
 LANGUAGE sql STABLE AS $$
-    SELECT jsonb_build_object('id', a.id, 'name', a.name, 'skills', a.skills, 'capacity', a.capacity,
+    SELECT pg_catalog.jsonb_build_object('id', a.id, 'name', a.name, 'skills', a.skills, 'capacity', a.capacity,
                               'state', a.state)
 $$;
 
@@ -641,8 +643,8 @@ END $$;
 -- call would parse and plan its body again.
 CREATE FUNCTION iwd._created_detail(t iwd.task) RETURNS jsonb
 LANGUAGE sql STABLE AS $$
-    SELECT jsonb_strip_nulls(jsonb_build_object('priority', t.priority, 'businessValue', t.business_value,
-                                                'category', t.category, 'errorReason', t.error_reason))
+    SELECT pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object('priority', t.priority,
+        'businessValue', t.business_value, 'category', t.category, 'errorReason', t.error_reason))
 $$;
 
 -- Create one task (see create_task) and return it with "created" telling whether it is new.

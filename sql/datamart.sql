@@ -188,26 +188,48 @@ END $$;
 -- Time
 -- ---------------------------------------------------------------------------------------------
 
--- The reporting time zone (iwd_dm.time_zone, default UTC).
+-- Durations are summed as exact integer microseconds (a duration in seconds comes from two timestamps,
+-- so it is a whole number of them) and divided once, in numeric: an average is then the same to the last
+-- bit whatever the order in which rows were summed (a batched run and a single run group them
+-- differently; floating-point sums depend on that order).
+CREATE FUNCTION iwd_dm._us(seconds double precision) RETURNS bigint
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT pg_catalog.round(seconds OPERATOR(pg_catalog.*) 1000000)::bigint
+$$;
+
+-- The mean in seconds of n durations summing to sum_us microseconds; NULL when n is 0 or NULL.
+CREATE FUNCTION iwd_dm._avg_s(sum_us numeric, n numeric) RETURNS double precision
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT (sum_us OPERATOR(pg_catalog./) CASE WHEN n OPERATOR(pg_catalog.<>) 0 THEN n END
+            OPERATOR(pg_catalog./) 1000000)::double precision
+$$;
+
+-- Hold the chain's lock until the end of the transaction (one of iwd's own locks: see iwd.h).
+CREATE FUNCTION iwd_dm._lock_chain(chain text) RETURNS void
+    AS 'MODULE_PATHNAME', 'iwd_dm_lock_chain' LANGUAGE C VOLATILE STRICT;
+REVOKE EXECUTE ON FUNCTION iwd_dm._lock_chain(text) FROM PUBLIC;
+
+-- The reporting time zone (iwd_dm.time_zone, default UTC). Called per row (report views): left
+-- unpinned and inlined, every name qualified (see sql/security.sql).
 CREATE FUNCTION iwd_dm.time_zone() RETURNS text
 LANGUAGE sql STABLE AS $$
-    SELECT coalesce(nullif(current_setting('iwd_dm.time_zone', true), ''), 'UTC')
+    SELECT CASE WHEN pg_catalog.current_setting('iwd_dm.time_zone', true) OPERATOR(pg_catalog.<>) ''
+                THEN pg_catalog.current_setting('iwd_dm.time_zone', true) ELSE 'UTC' END
 $$;
 
 -- The start of the interval of a level that contains t, aligned in the reporting time zone
--- (weeks start on Monday).
+-- (weeks start on Monday). Called per row (report views): left unpinned, every name qualified (see
+-- sql/security.sql); a quarter hour is the hour's start binned by 15 minutes.
 CREATE FUNCTION iwd_dm.interval_start(level text, t timestamptz) RETURNS timestamptz
 LANGUAGE plpgsql STABLE STRICT AS $$
 DECLARE
-    tz text := iwd_dm.time_zone();
+    tz pg_catalog.text := iwd_dm.time_zone();
     local timestamp := t AT TIME ZONE tz;
 BEGIN
-    RETURN CASE level
-        WHEN '15min' THEN (date_trunc('hour', local) + floor(extract(minute FROM local) / 15) * interval '15 minutes')
-        WHEN 'hour' THEN date_trunc('hour', local)
-        WHEN 'day' THEN date_trunc('day', local)
-        WHEN 'week' THEN date_trunc('week', local)
-        WHEN 'month' THEN date_trunc('month', local)
+    RETURN CASE
+        WHEN level OPERATOR(pg_catalog.=) '15min'
+            THEN pg_catalog.date_bin('15 minutes', local, pg_catalog.date_trunc('hour', local))
+        WHEN level OPERATOR(pg_catalog.=) ANY ('{hour,day,week,month}') THEN pg_catalog.date_trunc(level, local)
     END AT TIME ZONE tz;
 END $$;
 
@@ -309,9 +331,9 @@ DECLARE
     last_at timestamptz;
     prev_last_at timestamptz;
 BEGIN
-    -- one loader at a time; concurrent runs wait here rather than interleave
-    PERFORM pg_advisory_xact_lock(hashtext('iwd_dm load'));
-    SELECT last_event_id INTO mark FROM iwd_dm.watermark;
+    -- one loader at a time; concurrent runs wait here rather than interleave (a row lock: only roles
+    -- that may update the watermark can take it, so no other login can stall the loader)
+    SELECT last_event_id INTO mark FROM iwd_dm.watermark FOR UPDATE;
     SELECT max(at) INTO prev_last_at FROM iwd_dm.task_event_fact;
     -- gaps older than any transaction can be are closed: their ids were rolled back
     DELETE FROM iwd_dm.event_gap WHERE seen_at < clock_timestamp() - interval '15 minutes';
@@ -448,9 +470,9 @@ BEGIN
                    sum(created) AS created, sum(assigned) AS assigned, sum(completed) AS completed,
                    sum(canceled) AS canceled, sum(rejected) AS rejected, sum(expired) AS expired,
                    sum(overdue) AS overdue, sum(in_sla) AS in_sla, sum(backlog_delta) AS backlog_delta,
-                   sum(po_delta) AS po_delta, sum(age_s) AS sum_age_s, count(age_s) AS n_age_s,
-                   max(age_s) AS max_age_s, sum(queue_s) AS sum_queue_s, count(queue_s) AS n_queue_s,
-                   sum(handle_s) AS sum_handle_s, count(handle_s) AS n_handle_s, sum(value) AS value
+                   sum(po_delta) AS po_delta, sum(iwd_dm._us(age_s)) AS sum_age_us, count(age_s) AS n_age_s,
+                   max(age_s) AS max_age_s, sum(iwd_dm._us(queue_s)) AS sum_queue_us, count(queue_s) AS n_queue_s,
+                   sum(iwd_dm._us(handle_s)) AS sum_handle_us, count(handle_s) AS n_handle_s, sum(value) AS value
             FROM (
                 SELECT %1$s, %3$s, 1 AS created, 0 AS assigned, 0 AS completed, 0 AS canceled, 0 AS rejected,
                        0 AS expired, 0 AS overdue, 0 AS in_sla, 1 AS backlog_delta, 0 AS po_delta,
@@ -497,16 +519,16 @@ BEGIN
                    sum(rejected)::bigint AS rejected, sum(expired)::bigint AS expired,
                    sum(overdue)::bigint AS overdue, sum(in_sla)::bigint AS in_sla,
                    sum(backlog_delta)::bigint AS backlog_delta, sum(po_delta)::bigint AS po_delta,
-                   sum(sum_age_s) / nullif(sum(n_age_s), 0)::float8 AS avg_age_s, max(max_age_s) AS max_age_s,
-                   sum(sum_queue_s) / nullif(sum(n_queue_s), 0)::float8 AS avg_queue_s,
-                   sum(sum_handle_s) / nullif(sum(n_handle_s), 0)::float8 AS avg_handle_s,
+                   iwd_dm._avg_s(sum(sum_age_us), sum(n_age_s)) AS avg_age_s, max(max_age_s) AS max_age_s,
+                   iwd_dm._avg_s(sum(sum_queue_us), sum(n_queue_s)) AS avg_queue_s,
+                   iwd_dm._avg_s(sum(sum_handle_us), sum(n_handle_s)) AS avg_handle_s,
                    sum(value)::bigint AS value
             FROM (SELECT l.lvl, f.gid,
                          CASE l.lvl WHEN 1 THEN f.q AT TIME ZONE %8$L
                                     ELSE date_trunc($5[l.lvl], f.q) AT TIME ZONE %8$L END AS b,
                          f.created, f.assigned, f.completed, f.canceled, f.rejected, f.expired, f.overdue, f.in_sla,
-                         f.backlog_delta, f.po_delta, f.sum_age_s, f.n_age_s, f.max_age_s, f.sum_queue_s, f.n_queue_s,
-                         f.sum_handle_s, f.n_handle_s, f.value
+                         f.backlog_delta, f.po_delta, f.sum_age_us, f.n_age_s, f.max_age_s, f.sum_queue_us, f.n_queue_s,
+                         f.sum_handle_us, f.n_handle_s, f.value
                   FROM (SELECT n.gid, f.* FROM fine f JOIN groupings n ON %2$s) f
                   JOIN unnest($8::int[]) AS l(lvl) ON f.mask & (1 << (l.lvl - 1)) <> 0
                   UNION ALL
@@ -610,9 +632,11 @@ END $$;
 
 -- Refresh the planner's statistics of the facts after a load that changed them noticeably (a tenth of
 -- the events or more; aggregation plans depend on them). A routine intraday load leaves them to
--- autovacuum: analyzing a million events costs more than the load itself.
+-- autovacuum: analyzing a million events costs more than the load itself. SECURITY DEFINER: only a
+-- table's owner may analyze it, and the scheduled chain runs as iwd_worker (executable by it alone; its
+-- search_path is pinned like every function's, sql/security.sql).
 CREATE FUNCTION iwd_dm._analyze(events bigint) RETURNS void
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SECURITY DEFINER AS $$
 BEGIN
     IF events >= 10000 AND events * 10 >= (SELECT reltuples FROM pg_class
                                            WHERE oid = 'iwd_dm.task_event_fact'::regclass) THEN
@@ -620,6 +644,7 @@ BEGIN
         ANALYZE iwd_dm.task_event_fact;
     END IF;
 END $$;
+REVOKE EXECUTE ON FUNCTION iwd_dm._analyze(bigint) FROM PUBLIC;
 
 -- The steps of a chain: initialize, load events, aggregate levels.
 CREATE FUNCTION iwd_dm._chain_levels(chain text) RETURNS text[]
@@ -661,8 +686,9 @@ BEGIN
         RAISE EXCEPTION 'unknown execution chain "%"', chain USING ERRCODE = 'invalid_parameter_value',
             HINT = 'Chains: initialize, intraday, historical, full.';
     END IF;
-    -- held while the chain runs: iwddm_job_active reads it
-    PERFORM pg_advisory_xact_lock(hashtext('iwd_dm chain ' || chain));
+    -- held while the chain runs (iwddm_job_active reads it): one of iwd's own locks, which no login can
+    -- take to stall the chain
+    PERFORM iwd_dm._lock_chain(chain);
     PERFORM iwd_dm._job(chain, 'start');
     BEGIN
         IF chain IN ('intraday', 'full') THEN
@@ -702,7 +728,9 @@ LANGUAGE sql STABLE AS $$
         SELECT j.execution_chain AS chain,
                EXISTS (SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' AND l.granted
                          AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-                         AND l.objid::bigint = (hashtext('iwd_dm chain ' || j.execution_chain)::bigint & 4294967295))
+                         AND l.objsubid = 3 AND l.classid = 2
+                         AND l.objid = array_position(ARRAY['initialize', 'intraday', 'historical', 'full'],
+                                                      j.execution_chain))
                  AS active,
                coalesce(extract(epoch FROM j.last_start), 0) AS last_start,
                coalesce(extract(epoch FROM j.last_success), 0) AS last_success,
@@ -743,9 +771,12 @@ CREATE VIEW iwd_dm.queue_activity AS
            sum(completed) AS completed, sum(canceled) AS canceled, sum(rejected) AS rejected,
            sum(expired) AS expired, sum(backlog_end) AS pending, sum(pending_overdue) AS pending_overdue,
            sum(overdue) AS finished_overdue,
-           sum(avg_age_s * completed) / nullif(sum(completed) FILTER (WHERE avg_age_s IS NOT NULL), 0) AS avg_finish_s,
-           sum(avg_queue_s * completed) / nullif(sum(completed) FILTER (WHERE avg_queue_s IS NOT NULL), 0) AS avg_accept_s,
-           sum(avg_handle_s * completed) / nullif(sum(completed) FILTER (WHERE avg_handle_s IS NOT NULL), 0) AS avg_handle_s
+           iwd_dm._avg_s(sum(iwd_dm._us(avg_age_s * completed)),
+                         sum(completed) FILTER (WHERE avg_age_s IS NOT NULL)) AS avg_finish_s,
+           iwd_dm._avg_s(sum(iwd_dm._us(avg_queue_s * completed)),
+                         sum(completed) FILTER (WHERE avg_queue_s IS NOT NULL)) AS avg_accept_s,
+           iwd_dm._avg_s(sum(iwd_dm._us(avg_handle_s * completed)),
+                         sum(completed) FILTER (WHERE avg_handle_s IS NOT NULL)) AS avg_handle_s
     FROM iwd_dm.agg_day GROUP BY interval_start, queue;
 
 -- Customer Segment Service Level per day.
@@ -759,7 +790,7 @@ CREATE VIEW iwd_dm.customer_segment_service_level AS
 CREATE VIEW iwd_dm.capture_point_business_value AS
     SELECT iwd_dm.interval_start('day', finished_at) AS day, capture_point,
            count(*) AS completed, sum(business_value) AS business_value_completed,
-           avg(age_s) AS avg_duration_s, max(age_s) AS max_duration_s
+           iwd_dm._avg_s(sum(iwd_dm._us(age_s)), count(age_s)) AS avg_duration_s, max(age_s) AS max_duration_s
     FROM iwd_dm.task_fact WHERE status = 'completed' GROUP BY 1, 2;
 
 -- Resource (agent) Performance per day.
@@ -770,7 +801,8 @@ CREATE VIEW iwd_dm.agent_activity AS
            count(*) FILTER (WHERE e.event = 'completed') AS completed,
            count(*) FILTER (WHERE e.event = 'rejected') AS rejected,
            count(*) FILTER (WHERE e.event = 'reservation_timeout') AS reservation_timeouts,
-           avg(f.handle_s) FILTER (WHERE e.event = 'completed') AS avg_handle_s,
+           iwd_dm._avg_s(sum(iwd_dm._us(f.handle_s)) FILTER (WHERE e.event = 'completed'),
+                         count(f.handle_s) FILTER (WHERE e.event = 'completed')) AS avg_handle_s,
            coalesce(sum(f.business_value) FILTER (WHERE e.event = 'completed'), 0) AS business_value_completed
     FROM iwd_dm.task_event_fact e LEFT JOIN iwd_dm.task_fact f ON f.task_id = e.task_id
     WHERE e.actor IS NOT NULL GROUP BY 1, 2;
@@ -781,19 +813,6 @@ CREATE VIEW iwd_dm.task_detail AS
            customer_segment, priority, business_value, status, agent, created_at, first_assigned_at, accepted_at,
            finished_at, due_at, queue_s, handle_s, age_s, overdue, completed_in_sla
     FROM iwd_dm.task_fact;
-
--- ---------------------------------------------------------------------------------------------
--- Read-only reporting role: iwd_dm only (roles are cluster-wide; created once)
--- ---------------------------------------------------------------------------------------------
-
-DO $$
-BEGIN
-    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'iwd_gcxi') THEN
-        CREATE ROLE iwd_gcxi NOLOGIN;
-    END IF;
-END $$;
-GRANT USAGE ON SCHEMA iwd_dm TO iwd_gcxi;
-GRANT SELECT ON ALL TABLES IN SCHEMA iwd_dm TO iwd_gcxi;
 
 -- Logical backups carry the Data Mart's facts, aggregates and pending work (its loading position and
 -- job state are not dumped: after a restore the next run reloads the history idempotently).
