@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # The scheduler background worker in a real cluster: it starts for the databases of iwd.databases,
 # activates deferred tasks, returns timed-out reservations, follows iwd.databases on reload, and
-# stops cleanly. Ends with "worker: N passed, M failed".
+# stops cleanly. Its work runs as the role iwd_worker; functions planted by a database owner who is
+# not a superuser never run, neither in the workers nor for a superuser; a login holding the advisory
+# locks the claim and the Data Mart once used stalls neither; a tenant's reporting login reads no
+# other tenant's Data Mart. Ends with "worker: N passed, M failed".
 set -uo pipefail
 bindir=$(/usr/lib/postgresql/15/bin/pg_config --bindir)
 port=${IWD_WORKER_PORT:-54331}
@@ -63,11 +66,22 @@ wait_for "a scheduler worker serves tenant_a" "1" -d postgres \
 check "no worker for a database not listed" "0" \
     "$(sql -d postgres -c "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'iwd scheduler' AND datname = 'tenant_b'")"
 
+# the worker's work runs as iwd_worker (a trigger records who writes the events)
+sql -d tenant_a -c "CREATE TABLE public.event_writer (who name, event text)" \
+    -c "GRANT INSERT ON public.event_writer TO PUBLIC" \
+    -c "CREATE FUNCTION public.record_writer() RETURNS trigger LANGUAGE plpgsql AS
+        \$\$ BEGIN INSERT INTO public.event_writer VALUES (current_user, NEW.event); RETURN NEW; END \$\$" \
+    -c "CREATE TRIGGER record_writer AFTER INSERT ON iwd.task_event FOR EACH ROW EXECUTE FUNCTION public.record_writer()"
+
 # deferred work is activated by the worker, without any call of iwd.tick()
 sql -d tenant_a -c "SELECT iwd.create_task(jsonb_build_object('externalId', 'D1', 'capturePoint', 'test',
     'activationAt', to_char(now() AT TIME ZONE 'UTC' + interval '1 second', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')))" >/dev/null
 check "a deferred task starts held" "held" "$(sql -d tenant_a -c "SELECT status FROM iwd.task WHERE external_id = 'D1'")"
 wait_for "the worker activates it" "queued" -d tenant_a -c "SELECT status FROM iwd.task WHERE external_id = 'D1'"
+check "as iwd_worker, not as a superuser" "iwd_worker" \
+    "$(sql -d tenant_a -c "SELECT string_agg(DISTINCT who, ',') FROM public.event_writer WHERE event = 'activated'")"
+check "the worker's role cannot log in and is no superuser" "false|false" \
+    "$(sql -d postgres -c "SELECT rolcanlogin || '|' || rolsuper FROM pg_roles WHERE rolname = 'iwd_worker'")"
 
 # a long pass works in batches and rests between them (iwd.pass_duty); it still gets through them all
 sql -d postgres -c "ALTER SYSTEM SET iwd.batch_size = 2" -c "ALTER SYSTEM SET iwd.pass_duty = 20" \
@@ -114,6 +128,57 @@ wait_for "the worker vacuums iwd.task again" "t" -d tenant_a \
 check "the second vacuum within the minute does not analyze" "1" \
     "$(sql -d tenant_a -c "SELECT analyze_count FROM pg_stat_user_tables WHERE relid = 'iwd.task'::regclass")"
 
+sql -d tenant_a -c "DROP TRIGGER record_writer ON iwd.task_event"
+
+# A database owner who is not a superuser plants look-alikes of what iwd calls, each recording that it
+# ran, and makes every session of the database look in that schema first.
+sql -d postgres -c "CREATE ROLE tenant_owner LOGIN" -c "CREATE DATABASE hostile OWNER tenant_owner"
+sql -d hostile -c "CREATE EXTENSION iwd"
+sql -d hostile -U tenant_owner <<'HOSTILE'
+CREATE SCHEMA evil;
+CREATE TABLE evil.ran (what text, who name);
+GRANT USAGE ON SCHEMA evil TO PUBLIC;
+GRANT INSERT ON evil.ran TO PUBLIC;
+CREATE FUNCTION evil.hashtext(text) RETURNS int LANGUAGE sql AS $$
+    INSERT INTO evil.ran VALUES ('hashtext', current_user); SELECT pg_catalog.hashtext($1) $$;
+CREATE FUNCTION evil.jsonb_typeof(jsonb) RETURNS text LANGUAGE sql AS $$
+    INSERT INTO evil.ran VALUES ('jsonb_typeof', current_user); SELECT pg_catalog.jsonb_typeof($1) $$;
+CREATE FUNCTION evil.current_setting(text, boolean) RETURNS text LANGUAGE sql AS $$
+    INSERT INTO evil.ran VALUES ('current_setting', current_user); SELECT pg_catalog.current_setting($1, $2) $$;
+CREATE FUNCTION evil.text_eq(text, text) RETURNS boolean LANGUAGE sql AS $$
+    INSERT INTO evil.ran VALUES ('=', current_user); SELECT $1 OPERATOR(pg_catalog.=) $2 $$;
+CREATE OPERATOR evil.= (LEFTARG = text, RIGHTARG = text, FUNCTION = evil.text_eq);
+ALTER DATABASE hostile SET search_path = evil, pg_catalog, iwd, iwd_dm;
+HOSTILE
+check "a new session of the database gets the planted search_path" "evil, pg_catalog, iwd, iwd_dm" \
+    "$(sql -d hostile -c "SHOW search_path")"
+# a superuser works with the tenant through every kind of function
+sql -d hostile -c "SELECT iwd.upsert_agent('{\"id\": \"h1\", \"state\": \"ready\"}')" \
+    -c "SELECT iwd.upsert_category('{\"name\": \"Claims\", \"queue\": \"claims\"}')" \
+    -c "SELECT iwd.create_task('{\"externalId\": \"H1\", \"capturePoint\": \"erp\", \"category\": \"Claims\"}')" \
+    -c "SELECT iwd.next_task('h1')" -c "SELECT iwd.complete_task(1, 'h1')" \
+    -c "SELECT iwd.create_task(jsonb_build_object('externalId', 'H2', 'capturePoint', 'erp',
+        'activationAt', to_char(now() AT TIME ZONE 'UTC' + interval '1 second', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')))" \
+    -c "SELECT iwd.queue_stats()" -c "SELECT iwd_dm.run('full')" >/dev/null
+sql -d postgres -c "ALTER SYSTEM SET iwd.databases = 'tenant_a, hostile'" -c "SELECT pg_reload_conf()" >/dev/null
+# (the test's own queries there use the catalog's operators: SET search_path first)
+wait_for "the scheduler pass runs in the planted database" "queued" -d hostile -c "SET search_path = pg_catalog" \
+    -c "SELECT status FROM iwd.task WHERE external_id = 'H2'"
+
+# A login of no privilege holds the advisory locks the claim (class 1230003, the task id) and the Data
+# Mart chain (hashtext('iwd_dm chain full')) used to take, for every queued task: neither stalls.
+sql -d postgres -c "CREATE ROLE nobody LOGIN"
+queued_ids=$(sql -d tenant_a -c "SELECT string_agg(id::text, ',') FROM iwd.task WHERE status = 'queued'")
+"${as_user[@]}" "$bindir/psql" -X -q -h "$work" -p "$port" -d tenant_a -U nobody \
+    -c "SELECT pg_advisory_lock(hashtext('iwd_dm chain full'))" \
+    -c "SELECT count(pg_advisory_lock(1230003, k)) FROM unnest('{$queued_ids}'::int[]) k" \
+    -c "SELECT pg_sleep(120)" >/dev/null 2>&1 &
+holder=$!
+wait_for "the login holds the old advisory locks" "t" -d tenant_a \
+    -c "SELECT count(*) > 1 FROM pg_locks l JOIN pg_stat_activity a USING (pid) WHERE a.usename = 'nobody' AND l.locktype = 'advisory'"
+check "a claim takes a task whose old advisory key a login holds" "t" \
+    "$(sql -d tenant_a -c "SELECT iwd.next_task('a1') IS NOT NULL")"
+
 # the Data Mart chain runs on its schedule (every minute here), one transaction per batch
 sql -d postgres -c "ALTER SYSTEM SET iwd_dm.schedule = '* * * * *'" -c "ALTER SYSTEM SET iwd_dm.batch_size = 5" \
     -c "ALTER SYSTEM SET iwd_dm.suspend = off" \
@@ -129,7 +194,30 @@ check "in a worker of its own" "t" \
 check "it loaded every event" "t" \
     "$(sql -d tenant_a -c "SELECT (SELECT count(*) FROM iwd_dm.task_event_fact) > 0 AND
                                   (SELECT last_summary->>'events' FROM iwd_dm.job_status WHERE execution_chain = 'full')::int > 0")"
+check "while a login held the chain's old advisory lock" "t" \
+    "$(kill -0 "$holder" 2>/dev/null && echo t || echo f)"
+kill "$holder" 2>/dev/null; wait "$holder" 2>/dev/null
+for _ in $(seq 1 30); do
+    done_at=$(sql -d hostile -c "SET search_path = pg_catalog" -c "SELECT last_summary ? 'batchSize' FROM iwd_dm.job_status WHERE execution_chain = 'full'")
+    [ "$done_at" = t ] && break
+    sleep 1
+done
+check "the scheduled chain ran in the planted database" "t" "$done_at"
 sql -d postgres -c "ALTER SYSTEM SET iwd_dm.suspend = on" -c "SELECT pg_reload_conf()" >/dev/null
+check "no planted function ran, for the superuser or a worker" "" \
+    "$(sql -d hostile -c "SELECT string_agg(DISTINCT what || ' as ' || who, ', ') FROM evil.ran")"
+
+# one reporting role per tenant database: a tenant's reporting login reads its own Data Mart only
+sql -d postgres -c "CREATE ROLE report_a LOGIN IN ROLE iwd_gcxi_tenant_a" \
+    -c "ALTER ROLE report_a SET log_min_messages = fatal" >/dev/null
+check "a reporting login reads its tenant's Data Mart" "t" \
+    "$(sql -d tenant_a -U report_a -c "SELECT count(*) > 0 FROM iwd_dm.queue_activity")"
+check "and not another tenant's" "permission denied" \
+    "$(sql -d tenant_b -U report_a -c "SELECT count(*) FROM iwd_dm.queue_activity" 2>&1 | grep -o 'permission denied' | head -1)"
+check "nor another tenant's facts" "permission denied" \
+    "$(sql -d tenant_b -U report_a -c "SELECT count(*) FROM iwd_dm.task_fact" 2>&1 | grep -o 'permission denied' | head -1)"
+check "each database has its reporting role" "iwd_gcxi_hostile,iwd_gcxi_tenant_a,iwd_gcxi_tenant_b" \
+    "$(sql -d postgres -c "SELECT string_agg(rolname, ',' ORDER BY rolname) FROM pg_roles WHERE rolname LIKE 'iwd\_gcxi%'")"
 
 # a logical backup (pg_dump) carries every task, event and configuration row, and restores
 "${as_user[@]}" "$bindir/pg_dump" -h "$work" -p "$port" -Fc -f "$work/tenant_a.dump" tenant_a
