@@ -300,7 +300,7 @@ CheckMapBounds(JsonbContainer *map, const char *what, const char *field, int max
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("%s \"%s\" has a name longer than %d bytes", what, field, max_name),
 					 errdetail("A name of %d bytes starts with \"%s\".", v.val.string.len,
-							   pnstrdup(v.val.string.val, 32))));
+							   pnstrdup(v.val.string.val, pg_mbcliplen(v.val.string.val, v.val.string.len, 32)))));
 }
 
 /* Check that a task's skills object maps at most IWD_TASK_SKILLS_MAX names to levels 0..10. */
