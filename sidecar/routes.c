@@ -199,6 +199,7 @@ static const route_t *resolve(iwd_call_t *call, int *status, char *message, size
         if (!h2o_memis(req->method.base, req->method.len, r->method, strlen(r->method)))
             continue;
         if (!iwd_query_valid(req)) {
+            call->nparams = 0;
             *status = 400;
             snprintf(message, size, "malformed query: a %% must start an escape %%XX other than %%00");
             return NULL;
@@ -236,6 +237,10 @@ static char *body_text(h2o_req_t *req, bool required, const char *member, int *s
     } else if (req->entity.len > iwd_conf.max_body_bytes) {
         *status = 413;
         snprintf(message, size, "the body exceeds %zu bytes", iwd_conf.max_body_bytes);
+        return NULL;
+    } else if (memchr(req->entity.base, '\0', req->entity.len) != NULL) {
+        /* jansson stops reading at a NUL byte: the rest would be validated by no one and cut from the SQL text */
+        snprintf(message, size, "malformed JSON: the body holds a NUL byte");
         return NULL;
     } else if ((doc = json_loadb(req->entity.base, req->entity.len, JSON_DECODE_ANY, &err)) == NULL) {
         snprintf(message, size, "malformed JSON: %s (line %d, column %d)", err.text, err.line, err.column);

@@ -248,6 +248,11 @@ req GET '/tasks?capturePoint=erp%00x' tenant-key-a-0001; check "%00 in a query v
 req GET '/tasks?capturePoint=erp%4' tenant-key-a-0001; check "a truncated escape at the end of the query: 400" "400" "$code"
 req GET '/tasks?capturePoint=%65rp&limit=1' tenant-key-a-0001; check "a query value is decoded" "200 erp" "$code $(json '.tasks[0].capturePoint')"
 req GET '/tasks?capturePoint=%2565rp' tenant-key-a-0001; check "a query value is decoded once" "200 0" "$code $(json '.tasks | length')"
+printf '7\0' >"$work/nul_body"   # jansson reads a number up to the NUL and accepts it
+code=$(curl -s -o "$work/body" -w '%{http_code}' -X PUT -H 'x-api-key: tenant-key-a-0001' \
+    -H 'content-type: application/json' --data-binary @"$work/nul_body" "$base/agents/nul")
+check "a body holding a NUL byte is malformed JSON: 400" "400 malformed JSON: the body holds a NUL byte" \
+    "$code $(jq -r .status.message "$work/body")"
 for agent in x%2541 y%2Fz p+q; do curl -s -o /dev/null -X DELETE -H 'x-api-key: tenant-key-a-0001' "$base/agents/$agent"; done
 
 # --- configuration ---------------------------------------------------------------------------------
