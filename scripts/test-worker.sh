@@ -250,6 +250,42 @@ sleep 0.5
 # (the one error this test provokes on purpose, the refused iwd.pass_duty, aside)
 check "no scheduler error in the server log" "0" "$(grep 'ERROR' "$work/log" | grep -vc 'parameter "iwd.pass_duty"')"
 
+# Worker transactions are bounded (errors provoked on purpose, after the check above): a statement
+# longer than iwd.worker_statement_timeout or a lock wait longer than iwd.worker_lock_timeout ends the
+# pass with an error, the launcher starts the worker again, and the work resumes once the cause is gone.
+# log_grep PATTERN: wait up to 15 s for PATTERN in the server log
+log_grep() {
+    for _ in $(seq 1 150); do grep -q "$1" "$work/log" && { echo t; return; }; sleep 0.1; done
+    echo f
+}
+deferred() {
+    sql -d tenant_b -c "SELECT iwd.create_task(jsonb_build_object('externalId', '$1', 'capturePoint', 'test',
+        'activationAt', to_char(now() AT TIME ZONE 'UTC' + interval '1 second', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')))" >/dev/null
+}
+sql -d tenant_b -c "CREATE FUNCTION public.slow_event() RETURNS trigger LANGUAGE plpgsql AS
+        \$\$ BEGIN PERFORM pg_catalog.pg_sleep(2); RETURN NEW; END \$\$" \
+    -c "CREATE TRIGGER slow_event BEFORE INSERT ON iwd.task_event FOR EACH ROW WHEN (NEW.event = 'activated')
+        EXECUTE FUNCTION public.slow_event()"
+sql -d postgres -c "ALTER SYSTEM SET iwd.databases = 'tenant_b'" -c "ALTER SYSTEM SET iwd.worker_statement_timeout = '500ms'" \
+    -c "SELECT pg_reload_conf()" >/dev/null
+deferred T1
+check "a pass longer than iwd.worker_statement_timeout is stopped" "t" \
+    "$(log_grep 'ERROR:  canceling statement due to statement timeout')"
+sql -d tenant_b -c "DROP TRIGGER slow_event ON iwd.task_event"
+wait_for "and done by the restarted worker" "queued" -d tenant_b -c "SELECT status FROM iwd.task WHERE external_id = 'T1'"
+sql -d postgres -c "ALTER SYSTEM RESET iwd.worker_statement_timeout" -c "ALTER SYSTEM SET iwd.worker_lock_timeout = '200ms'" \
+    -c "SELECT pg_reload_conf()" >/dev/null
+"${as_user[@]}" "$bindir/psql" -X -q -h "$work" -p "$port" -d tenant_b \
+    -c "BEGIN" -c "LOCK TABLE iwd.task IN ACCESS EXCLUSIVE MODE" -c "SELECT pg_sleep(3)" -c "COMMIT" >/dev/null 2>&1 &
+locker=$!
+deferred T2
+check "a lock held longer than iwd.worker_lock_timeout stops the pass" "t" \
+    "$(log_grep 'ERROR:  canceling statement due to lock timeout')"
+wait "$locker"
+wait_for "and the restarted worker does the work once the lock is gone" "queued" -d tenant_b \
+    -c "SELECT status FROM iwd.task WHERE external_id = 'T2'"
+sql -d postgres -c "ALTER SYSTEM RESET iwd.worker_lock_timeout" -c "SELECT pg_reload_conf()" >/dev/null
+
 "${as_user[@]}" "$bindir/pg_ctl" -D "$work/data" -m fast -w stop >/dev/null
 check "the server stops cleanly with the workers running" "0" "$?"
 echo "worker: $passed passed, $failed failed"
