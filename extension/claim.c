@@ -384,6 +384,7 @@ typedef struct RegisteredSkill
 static MemoryContext registry_cxt = NULL;
 static HTAB *registry = NULL;
 static bool registry_valid = false;
+static uint64 registry_invalidations = 0;
 static bool registry_has_empty = false;
 static Oid	registry_relid = InvalidOid;
 static SPIPlanPtr registry_plan = NULL;
@@ -393,7 +394,10 @@ static void
 RegistryInvalidate(Datum arg, Oid relid)
 {
 	if (relid == InvalidOid || relid == registry_relid)
+	{
 		registry_valid = false;
+		registry_invalidations++;
+	}
 }
 
 static int
@@ -409,7 +413,7 @@ LoadRegistry(void)
 	HASHCTL		ctl = {.keysize = IWD_SKILL_NAME_MAX + 1, .entrysize = sizeof(RegisteredSkill)};
 	HASH_SEQ_STATUS seq;
 	RegisteredSkill *entry;
-	MemoryContext old;
+	uint64		invalidations = registry_invalidations;
 
 	if (registry_cxt == NULL)
 	{
@@ -419,16 +423,14 @@ LoadRegistry(void)
 	MemoryContextReset(registry_cxt);
 	registry = NULL;
 	registry_has_empty = false;
+	registry_valid = false;
 	registry_relid = get_relname_relid("routing_keys", get_namespace_oid("iwd", false));
-	/* set first: an invalidation that arrives while the rows are read makes the next claim read again */
-	registry_valid = true;
 	if (SPI_execute_plan(KeepPlan(&registry_plan, "SELECT key, skill, paired_with FROM iwd.routing_keys", 0, NULL),
 						 NULL, NULL, true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read the routing key registry");
 	ctl.hcxt = registry_cxt;
 	registry = hash_create("iwd routing key registry", Max(SPI_processed, 64), &ctl,
 						   HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
-	old = MemoryContextSwitchTo(registry_cxt);
 	for (uint64 i = 0; i < SPI_processed; i++)
 	{
 		HeapTuple	row = SPI_tuptable->vals[i];
@@ -451,8 +453,9 @@ LoadRegistry(void)
 		}
 		if (paired_with == NULL)
 		{
-			/* "skill:level" */
-			int			level = atoi(key + strlen(skill) + 1);
+			/* "skill:level" (a row written by hand that is not is left out) */
+			size_t		len = strlen(skill);
+			int			level = strncmp(key, skill, len) == 0 && key[len] == ':' ? atoi(key + len + 1) : -1;
 
 			if (level >= 0 && level <= SKILL_LEVEL_MAX)
 				entry->levels |= (uint32) 1 << level;
@@ -461,16 +464,18 @@ LoadRegistry(void)
 		if (entry->npaired == entry->paired_cap)
 		{
 			entry->paired_cap = entry->paired_cap == 0 ? 4 : entry->paired_cap * 2;
-			entry->paired = entry->paired == NULL ? palloc(sizeof(char *) * entry->paired_cap) :
+			entry->paired = entry->paired == NULL ?
+				MemoryContextAlloc(registry_cxt, sizeof(char *) * entry->paired_cap) :
 				repalloc(entry->paired, sizeof(char *) * entry->paired_cap);
 		}
-		entry->paired[entry->npaired++] = pstrdup(paired_with);
+		entry->paired[entry->npaired++] = MemoryContextStrdup(registry_cxt, paired_with);
 	}
 	hash_seq_init(&seq, registry);
 	while ((entry = hash_seq_search(&seq)) != NULL)
 		if (entry->npaired > 1)
 			qsort(entry->paired, entry->npaired, sizeof(char *), ComparePaired);
-	MemoryContextSwitchTo(old);
+	/* kept unless an invalidation arrived while the rows were read (an error leaves it to reload too) */
+	registry_valid = registry_invalidations == invalidations;
 }
 
 /* Does the agent list this skill? */
