@@ -482,8 +482,9 @@ LoadCategories(IwdConfig *cfg)
 static void
 LoadRules(IwdConfig *cfg)
 {
-	if (SPI_execute("SELECT kind = 'classification', name, ord, department, process, cond, effect "
-					"FROM iwd.rule WHERE enabled ORDER BY kind, "
+	/* the operator qualified: this may run under a caller's search_path (iwd._prepare_task called directly) */
+	if (SPI_execute("SELECT kind OPERATOR(pg_catalog.=) 'classification', name, ord, department, process, "
+					"cond, effect FROM iwd.rule WHERE enabled ORDER BY kind, "
 					"CASE WHEN process IS NOT NULL THEN 2 WHEN department IS NOT NULL THEN 1 ELSE 0 END, "
 					"ord, name", true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read iwd.rule");
