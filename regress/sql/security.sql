@@ -42,6 +42,8 @@ SET search_path = evil, pg_catalog, iwd, iwd_dm, public;
 SELECT iwd.upsert_agent('{"id": "a1", "state": "ready", "skills": {"en": 5}}') IS NOT NULL AS agent;
 SELECT iwd.upsert_category('{"name": "Claims", "queue": "claims", "slaMinutes": 60}') IS NOT NULL AS category;
 SELECT iwd.upsert_rule('{"kind": "classification", "name": "r1", "when": {"field": "subject", "op": "contains", "value": "claim"}, "set": {"category": "Claims"}}') IS NOT NULL AS rule;
+-- a C function called directly loads the configuration just changed, under the caller's path
+SELECT (iwd._prepare_task('{"externalId": "P", "capturePoint": "erp", "subject": "a claim"}', NULL, now())).category;
 SET iwd.simulated_time = '2026-03-02 09:05+00';
 SELECT iwd.create_task('{"externalId": "T1", "capturePoint": "erp", "subject": "a claim", "skills": {"en": 1}}') ->> 'category';
 SELECT iwd.create_tasks('[{"externalId": "T2", "capturePoint": "erp"}, {"externalId": "T3", "capturePoint": "erp"}]') IS NOT NULL AS batch;
