@@ -17,6 +17,9 @@
 #define DEFAULT_PUSH_INTERVAL_S 15
 #define DEFAULT_METRICS_TTL_MS 2000
 #define MAX_METRICS_TTL_MS 3600000
+#define MIN_SECRET_KEY 32
+#define DEFAULT_AUTH_FAILURE_LIMIT 30
+#define MAX_AUTH_FAILURE_LIMIT 100000
 
 iwd_config_t iwd_conf;
 
@@ -29,6 +32,14 @@ static const char usage[] =
     "  --control-db CONNINFO  IWD_CONTROL_DB      libpq conninfo or URL of the control database (tenant\n"
     "                                             registry; created and migrated on start; required)\n"
     "  --admin-api-key KEY    IWD_ADMIN_API_KEY   the cluster key that guards /provisioning (required)\n"
+    "  --secret-key KEY       IWD_SECRET_KEY      the server secret: seals tenant database passwords, signs\n"
+    "                                             Redis entries, indexes API keys (required, 32 characters or\n"
+    "                                             more; the same on every replica; e.g. openssl rand -hex 32)\n"
+    "  --secret-key-previous KEY IWD_SECRET_KEY_PREVIOUS  during a rotation, the secret it replaces: what it\n"
+    "                                             sealed is still opened, and sealed again under the new one\n"
+    "  --auth-failure-limit N IWD_AUTH_FAILURE_LIMIT  failed authentications per client address within a\n"
+    "                                             minute before it is refused for a minute (429; default 30;\n"
+    "                                             0: no limit)\n"
     "  --redis-nodes LIST     IWD_REDIS_NODES     comma-separated redis://host:port (empty: no Redis)\n"
     "  --redis-password PW    IWD_REDIS_PASSWORD  Redis password (AUTH)\n"
     "  --redis-tls BOOL       IWD_REDIS_TLS       TLS to Redis (true/false; not supported by this build)\n"
@@ -90,6 +101,14 @@ static int apply(const char *name, const char *value)
         iwd_conf.control_db = strdup(value);
     } else if (strcmp(name, "admin-api-key") == 0) {
         iwd_conf.admin_api_key = strdup(value);
+    } else if (strcmp(name, "secret-key") == 0) {
+        iwd_conf.secret_key = strdup(value);
+    } else if (strcmp(name, "secret-key-previous") == 0) {
+        iwd_conf.secret_key_previous = strdup(value);
+    } else if (strcmp(name, "auth-failure-limit") == 0) {
+        if ((n = parse_int(value, 0, MAX_AUTH_FAILURE_LIMIT)) < 0)
+            goto invalid;
+        iwd_conf.auth_failure_limit = (int)n;
     } else if (strcmp(name, "redis-nodes") == 0) {
         iwd_conf.redis_nodes = strdup(value);
     } else if (strcmp(name, "redis-password") == 0) {
@@ -148,6 +167,8 @@ int iwd_config_load(int argc, char **argv)
         {"threads", "IWD_THREADS"},         {"max-body-bytes", "IWD_MAX_BODY_BYTES"},
         {"log-level", "IWD_LOG_LEVEL"},     {"pushgateway-url", "IWD_PUSHGATEWAY_URL"},
         {"push-interval", "IWD_PUSH_INTERVAL"}, {"metrics-ttl-ms", "IWD_METRICS_TTL_MS"},
+        {"secret-key", "IWD_SECRET_KEY"}, {"secret-key-previous", "IWD_SECRET_KEY_PREVIOUS"},
+        {"auth-failure-limit", "IWD_AUTH_FAILURE_LIMIT"},
     };
     static struct option options[] = {
         {"listen", required_argument, NULL, 0},         {"port", required_argument, NULL, 0},
@@ -157,6 +178,8 @@ int iwd_config_load(int argc, char **argv)
         {"threads", required_argument, NULL, 0},        {"max-body-bytes", required_argument, NULL, 0},
         {"log-level", required_argument, NULL, 0},      {"pushgateway-url", required_argument, NULL, 0},
         {"push-interval", required_argument, NULL, 0},  {"metrics-ttl-ms", required_argument, NULL, 0},
+        {"secret-key", required_argument, NULL, 0}, {"secret-key-previous", required_argument, NULL, 0},
+        {"auth-failure-limit", required_argument, NULL, 0},
         {"help", no_argument, NULL, 'h'},               {NULL, 0, NULL, 0},
     };
     int c, index;
@@ -164,7 +187,8 @@ int iwd_config_load(int argc, char **argv)
     iwd_conf = (iwd_config_t){.listen = "0.0.0.0", .port = DEFAULT_PORT, .threads = DEFAULT_THREADS,
                               .max_body_bytes = DEFAULT_MAX_BODY, .log_level = IWD_LOG_INFO,
                               .pushgateway_interval_s = DEFAULT_PUSH_INTERVAL_S,
-                              .metrics_ttl_ms = DEFAULT_METRICS_TTL_MS};
+                              .metrics_ttl_ms = DEFAULT_METRICS_TTL_MS,
+                              .auth_failure_limit = DEFAULT_AUTH_FAILURE_LIMIT};
     for (size_t i = 0; i < sizeof(settings) / sizeof(settings[0]); i++)
         if (apply(settings[i].name, getenv(settings[i].env)) != IWD_OK)
             return IWD_ERR;
@@ -186,6 +210,19 @@ int iwd_config_load(int argc, char **argv)
     }
     if (iwd_conf.admin_api_key == NULL || strlen(iwd_conf.admin_api_key) < 8) {
         fprintf(stderr, "iwd-sidecar: IWD_ADMIN_API_KEY (--admin-api-key) is required, 8 characters or more\n");
+        return IWD_ERR;
+    }
+    if (iwd_conf.secret_key == NULL || strlen(iwd_conf.secret_key) < MIN_SECRET_KEY ||
+        strcmp(iwd_conf.secret_key, iwd_conf.admin_api_key) == 0) {
+        fprintf(stderr, "iwd-sidecar: IWD_SECRET_KEY (--secret-key) is required, %d characters or more, and must"
+                        " differ from IWD_ADMIN_API_KEY\n", MIN_SECRET_KEY);
+        return IWD_ERR;
+    }
+    if (iwd_conf.secret_key_previous != NULL && *iwd_conf.secret_key_previous != '\0' &&
+        (strlen(iwd_conf.secret_key_previous) < MIN_SECRET_KEY ||
+         strcmp(iwd_conf.secret_key_previous, iwd_conf.secret_key) == 0)) {
+        fprintf(stderr, "iwd-sidecar: IWD_SECRET_KEY_PREVIOUS must be %d characters or more and differ from"
+                        " IWD_SECRET_KEY\n", MIN_SECRET_KEY);
         return IWD_ERR;
     }
     if (iwd_conf.redis_tls) {

@@ -564,6 +564,7 @@ int iwd_pg_control_migrate(PGconn *conn)
         "INSERT INTO iwd_control.schema_version SELECT 1 WHERE NOT EXISTS (SELECT 1 FROM iwd_control.schema_version)",
     };
     PGresult *res = PQexec(conn, "SELECT pg_advisory_lock(4024)");
+    int rc;
 
     PQclear(res);
     for (size_t i = 0; i < sizeof(steps) / sizeof(steps[0]); i++) {
@@ -576,6 +577,7 @@ int iwd_pg_control_migrate(PGconn *conn)
         }
         PQclear(res);
     }
+    rc = iwd_auth_migrate(conn);
     PQclear(PQexec(conn, "SELECT pg_advisory_unlock(4024)"));
-    return IWD_OK;
+    return rc;
 }

@@ -1,7 +1,9 @@
 /*
  * Pushgateway: when IWD_PUSHGATEWAY_URL is set, every IWD_PUSH_INTERVAL seconds the Data Mart job
  * metrics of each tenant (iwd_dm.prometheus_metrics) are PUT to
- * <url>/metrics/job/iwddm_metrics/tenant/<ccid>. Plain HTTP (a Pushgateway inside the cluster).
+ * <url>/metrics/job/iwddm_metrics/tenant/<ccid>. Plain HTTP (a Pushgateway inside the cluster). A ccid
+ * that is not 1-64 of [A-Za-z0-9._-] (one recorded before provisioning checked them) travels base64url
+ * encoded (tenant@base64/...), so that nothing in it can end the path or the request line.
  */
 #include <netdb.h>
 #include <stdio.h>
@@ -10,7 +12,28 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <openssl/evp.h>
+
+#include "provisioning.h"
 #include "sidecar.h"
+
+/*
+ * The grouping-key segment of a tenant's ccid (shorter than IWD_CCID_SIZE, as iwd_tenant_t holds it):
+ * "tenant/<ccid>", or "tenant@base64/<base64url of the ccid>".
+ */
+static void tenant_segment(const char ccid[IWD_CCID_SIZE], char *out, size_t size)
+{
+    unsigned char encoded[4 * ((IWD_CCID_SIZE + 2) / 3) + 1];
+
+    if (iwd_ccid_valid(ccid)) {
+        snprintf(out, size, "tenant/%s", ccid);
+        return;
+    }
+    EVP_EncodeBlock(encoded, (const unsigned char *)ccid, (int)strnlen(ccid, IWD_CCID_SIZE - 1));
+    for (unsigned char *p = encoded; *p != '\0'; p++)
+        *p = *p == '+' ? '-' : *p == '/' ? '_' : *p;
+    snprintf(out, size, "tenant@base64/%s", encoded);
+}
 
 /* PUT body to http://host:port/path; IWD_OK on a 2xx answer. */
 static int http_put(const char *url, const char *path, const char *body)
@@ -78,10 +101,11 @@ void *iwd_pushgateway_main(void *arg)
                 if (has) {
                     m = iwd_pg_exec(conn, tenant.ccid, "push", "SELECT iwd_dm.prometheus_metrics($1)", 1, v);
                     if (PQresultStatus(m) == PGRES_TUPLES_OK && PQntuples(m) == 1) {
-                        char path[512];
-                        snprintf(path, sizeof(path), "%s/metrics/job/iwddm_metrics/tenant/%s",
+                        char path[1024], segment[256];
+                        tenant_segment(tenant.ccid, segment, sizeof(segment));
+                        snprintf(path, sizeof(path), "%s/metrics/job/iwddm_metrics/%s",
                                  strchr(iwd_conf.pushgateway_url + 7, '/') ? strchr(iwd_conf.pushgateway_url + 7, '/') : "",
-                                 tenant.ccid);
+                                 segment);
                         if (http_put(iwd_conf.pushgateway_url, path, PQgetvalue(m, 0, 0)) != IWD_OK)
                             iwd_log(IWD_LOG_WARN, "pushgateway push failed", "%s", tenant.ccid);
                     }

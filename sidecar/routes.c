@@ -289,8 +289,9 @@ int iwd_route(iwd_call_t *call)
     if (r == NULL)
         return iwd_respond_error(call, status, "%s", message);
     call->route = r->pattern;
-    if (r->auth == AUTH_ADMIN && !iwd_auth_admin(call))
-        return iwd_respond_error(call, 401, "provisioning needs the cluster admin key in x-api-key");
+    if (r->auth == AUTH_ADMIN &&
+        iwd_auth_admin_request(call, "provisioning needs the cluster admin key in x-api-key") != IWD_OK)
+        return 0;
     if ((r->auth == AUTH_READ || r->auth == AUTH_WRITE) && iwd_auth_tenant(call, r->auth == AUTH_WRITE) != IWD_OK)
         return 0;
     if (r->fn != NULL)

@@ -35,6 +35,9 @@ typedef struct iwd_config {
     int port;
     char *control_db;
     char *admin_api_key;
+    char *secret_key;          /* IWD_SECRET_KEY: every key the sidecar derives (auth.c) */
+    char *secret_key_previous; /* IWD_SECRET_KEY_PREVIOUS: still opens what it sealed, during a rotation */
+    int auth_failure_limit;    /* failed authentications per client address and minute before 429; 0: none */
     char *redis_nodes;
     char *redis_password;
     bool redis_tls;
@@ -56,10 +59,12 @@ enum { IWD_LOG_ERROR, IWD_LOG_WARN, IWD_LOG_INFO, IWD_LOG_DEBUG };
 void iwd_log(int level, const char *msg, const char *fmt_extra, ...);
 void iwd_log_request(const char *ccid, const char *method, const char *path, int status, double duration_ms);
 
-/* A tenant as the registry knows it. */
+/* A tenant as the registry knows it. A ccid or conninfo that does not fit is refused, never cut. */
+#define IWD_CCID_SIZE 128
+#define IWD_CONNINFO_SIZE 2048
 typedef struct iwd_tenant {
-    char ccid[128];
-    char conninfo[1024];
+    char ccid[IWD_CCID_SIZE];
+    char conninfo[IWD_CONNINFO_SIZE];
     bool read_only; /* authenticated with the tenant's IWD_APIKEY_IWDDM */
 } iwd_tenant_t;
 
@@ -68,8 +73,8 @@ typedef struct iwd_tenant {
 #define IWD_PG_CONNS_PER_TENANT 8 /* connections one thread opens to one tenant for concurrent REST calls */
 typedef struct iwd_pg_pending iwd_pg_pending_t;
 typedef struct iwd_tenant_conn {
-    char ccid[128];
-    char conninfo[1024];
+    char ccid[IWD_CCID_SIZE];
+    char conninfo[IWD_CONNINFO_SIZE];
     PGconn *conn;
     const char *prepared[IWD_PREPARED_MAX]; /* SQL texts prepared on this connection, as "s<index>" */
     int nprepared;
@@ -88,14 +93,24 @@ typedef struct iwd_redis {
     int64_t down_since_ms;
 } iwd_redis_t;
 
-/* A key's tenant, remembered by one thread for a few seconds (auth.c); unused while hash is empty. */
+/* A key's tenant, or that it is unknown, remembered by one thread for a few seconds (auth.c), by key index. */
 #define IWD_KEY_CACHE_SLOTS 256
 typedef struct iwd_key_cache_slot {
     char hash[65];
+    bool unknown;
     iwd_tenant_t tenant;
     int64_t expires_ms;
     uint64_t generation;
 } iwd_key_cache_slot_t;
+
+/* A tenant's connection settings at one registry revision, kept by one thread for a minute (auth.c). */
+#define IWD_TENANT_CACHE_SLOTS 64
+typedef struct iwd_tenant_cache_slot {
+    iwd_tenant_t tenant;
+    char revision[32];
+    int64_t expires_ms;
+    uint64_t generation;
+} iwd_tenant_cache_slot_t;
 
 /* One worker thread. */
 typedef struct iwd_thread {
@@ -109,6 +124,7 @@ typedef struct iwd_thread {
     iwd_pg_pending_t *waiting, **waiting_tail; /* SQL calls waiting for a connection of their tenant */
     iwd_redis_t redis;
     iwd_key_cache_slot_t key_cache[IWD_KEY_CACHE_SLOTS];
+    iwd_tenant_cache_slot_t tenant_cache[IWD_TENANT_CACHE_SLOTS];
 } iwd_thread_t;
 
 extern h2o_globalconf_t iwd_h2o_config;
@@ -154,12 +170,28 @@ void iwd_redis_del(iwd_thread_t *thread, const char *key);
 
 /* Authentication and the tenant registry (auth.c). */
 void iwd_sha256_hex(const char *in, char out[65]);
+/* Authenticate a tenant route's key; IWD_ERR after answering 401, 403, 429 or 503. */
 int iwd_auth_tenant(iwd_call_t *call, bool write);
+/* Whether the request carries the admin key (a wrong one counts as a failure of the client's address). */
 bool iwd_auth_admin(iwd_call_t *call);
+/* Authenticate an admin route; IWD_ERR after answering 429 or 401 with message. */
+int iwd_auth_admin_request(iwd_call_t *call, const char *message);
+/* The index of an API key, and what the registry stores of a new key: index, salt and salted hash. */
+void iwd_key_index(const char *key, char index[65]);
+void iwd_key_seal(const char *key, char index[65], char salt[33], char verifier[65]);
+/* Seal a tenant database password under IWD_SECRET_KEY; open one (NULL when nothing we hold opens it). */
 char *iwd_encrypt_secret(const char *plain);
-char *iwd_decrypt_secret(const char *hex);
+char *iwd_decrypt_secret(const char *stored);
+/* A tenant's ccid and conninfo from its settings (password in clear); IWD_ERR when they do not fit. */
+int iwd_tenant_settings(iwd_tenant_t *tenant, const char *ccid, const char *host, int port, const char *db,
+                        const char *user, const char *password, bool ssl);
 int iwd_tenant_from_entry(iwd_tenant_t *tenant, const char *text);
-void iwd_auth_forget_tenant(iwd_thread_t *thread, const char *ccid, PGconn *control);
+/* After a registry change has committed: drop the Redis entries of the key indexes (a result's first
+ * column) and make every thread of this process forget what it remembers. */
+void iwd_auth_forget_keys(iwd_thread_t *thread, PGresult *indexes);
+void iwd_auth_forget_local(void);
+/* Schema 2 of the control database (keys by index and salted hash), passwords resealed; in a transaction. */
+int iwd_auth_migrate(PGconn *conn);
 
 /* Metrics (metrics.c). */
 void iwd_metrics_init(void);

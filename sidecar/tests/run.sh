@@ -23,6 +23,8 @@ fi
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 pg_port=$(free_port); redis_port=$(free_port); http_port=$(free_port); push_port=$(free_port); dead_port=$(free_port)
 admin_key="admin-key-for-tests"
+secret_key="server-secret-for-tests-0123456789abcdef"
+export IWD_SECRET_KEY=$secret_key   # every sidecar started here, unless a test says otherwise
 metrics_ttl_ms=2000
 base="http://127.0.0.1:$http_port/iwd/v3"
 
@@ -163,10 +165,15 @@ req POST /provisioning "$admin_key" "$(prov b tenant_b tenant-key-b-0001 | jq 'd
 check "provisioning tenant b (no password)" "200" "$code"
 req POST /provisioning "$admin_key" "$(prov c tenant_b tenant-key-c-0001)"
 check "a database serves one tenant only: 409" "409" "$code"
-stored=$("${as_user[@]}" "$bindir/psql" -X -At -h "$work/pg" -p "$pg_port" control \
-    -c "SELECT count(*) FROM iwd_control.api_key WHERE key_hash IN ('tenant-key-a-0001', 'report-key-a-0001')
-        UNION ALL SELECT count(*) FROM iwd_control.tenant WHERE db_password LIKE '%pw''x%'" | tr '\n' ' ')
-check "API keys are stored hashed and passwords encrypted" "0 0 " "$stored"
+control_sql() { "${as_user[@]}" "$bindir/psql" -X -At -h "$work/pg" -p "$pg_port" control -c "$1"; }
+sha_a=$(printf %s tenant-key-a-0001 | sha256sum | cut -d' ' -f1)
+stored=$(control_sql "SELECT count(*) FROM iwd_control.api_key k
+                      WHERE k::text LIKE '%tenant-key-a-0001%' OR k::text LIKE '%$sha_a%'
+                      UNION ALL SELECT count(DISTINCT salt) FROM iwd_control.api_key WHERE ccid = 'a'
+                      UNION ALL SELECT count(*) FROM iwd_control.tenant
+                      WHERE db_password LIKE '%pw''x%' OR db_password NOT LIKE 'v2:%'" | tr '\n' ' ')
+check "API keys are stored as an index and a salted hash (neither the key nor its SHA-256), passwords sealed" \
+    "0 2 0 " "$stored"
 check "the tenant database has the extension and defaults" "t" \
     "$("${as_user[@]}" "$bindir/psql" -X -At -h "$work/pg" -p "$pg_port" tenant_a -c "SELECT count(*) > 0 FROM iwd.category")"
 
@@ -317,9 +324,72 @@ req GET "/tasks/$id" report-key-a-0001; check "the read-only key reads" "200" "$
 req POST /tasks report-key-a-0001 '{"externalId": "RO", "capturePoint": "erp"}'; check "the read-only key cannot write: 403" "403" "$code"
 req GET /nothing tenant-key-a-0001; check "an unknown route: 404" "404" "$code"
 req DELETE "/tasks/$id" tenant-key-a-0001; check "a wrong method: 405" "405" "$code"
-for i in 1 2 3 4 5; do req GET "/tasks/$id" not-a-key; done
-req GET "/tasks/$id" not-a-key; check "a key that keeps failing is blacklisted: 429" "429" "$code"
-check_match "errors are JSON with status.code and status.message" '^\{"status":\{"code":429,"message":".+"\}\}$' "$body"
+req GET "/tasks/$id" not-a-key; check "an unknown key: 401" "401" "$code"
+check_match "errors are JSON with status.code and status.message" '^\{"status":\{"code":401,"message":".+"\}\}$' "$body"
+
+# --- Redis is untrusted storage: what it holds is signed, bound to its key, and no secret -------------
+redis() { redis-cli -p "$redis_port" -a redis-secret --no-auth-warning "$@"; }
+for k in tenant-key-a-0001 report-key-a-0001; do curl -s -o /dev/null -H "x-api-key: $k" "$base/tasks/$id"; done
+entries=$(for k in $(redis --scan --pattern 'iwd:key:*'); do redis get "$k"; echo; done)
+check "Redis holds the keys' entries" "true" "$(jq -s 'length >= 2' <<<"$entries")"
+check "no Redis entry holds a password or connection settings" "false" \
+    "$(jq -s 'map(has("pw") or has("host") or has("port") or has("user") or has("db")) | any' <<<"$entries")"
+check "no Redis value holds the password in clear" "0" "$(grep -c "pw'x" <<<"$entries")"
+# the Redis key an unknown key is looked up under, seen on the wire
+redis monitor >"$work/monitor" 2>&1 & monitor_pid=$!
+sleep 0.3
+req GET "/tasks/$id" forged-key-000000001; check "an unknown key: 401" "401" "$code"
+sleep 0.3; kill "$monitor_pid"; wait "$monitor_pid" 2>/dev/null
+forged_at=$(grep -o '"GET" "iwd:key:[0-9a-f]*"' "$work/monitor" | tail -1 | cut -d'"' -f4)
+tenant_at="" ; report_at=""
+for k in $(redis --scan --pattern 'iwd:key:*'); do
+    [ "$k" = "$forged_at" ] && continue
+    case "$(redis get "$k" | jq -r '.kind + "/" + .ccid')" in
+        tenant/a) tenant_at=$k ;;
+        iwddm/a) report_at=$k ;;
+    esac
+done
+check "the entries of both keys of tenant a are found" "yes yes yes" \
+    "$([ -n "$forged_at" ] && echo yes) $([ -n "$tenant_at" ] && echo yes) $([ -n "$report_at" ] && echo yes)"
+tenant_entry=$(redis get "$tenant_at")
+redis set "$forged_at" "$tenant_entry" ex 60 >/dev/null                        # a copy of a valid entry
+redis set "$report_at" "$(redis get "$report_at" | jq -c '.kind = "tenant"')" ex 60 >/dev/null   # read-only made write
+redis set "$tenant_at" "$(jq -c --argjson p "$dead_port" '.ccid = "b" | .db = "tenant_b" | .port = $p' \
+    <<<"$tenant_entry")" ex 60 >/dev/null                                         # pointed at another tenant and port
+sleep 10.3   # past the threads' own memory of the keys (and of the unknown one), so lookups read Redis
+req GET "/tasks/$id" forged-key-000000001; check "a forged Redis entry for an unknown key: still 401" "401" "$code"
+req POST /tasks report-key-a-0001 '{"externalId": "RO-2", "capturePoint": "erp"}'
+check "a read-only key's entry altered to write: still 403" "403" "$code"
+req GET "/tasks/$id" tenant-key-a-0001
+check "an entry pointed at another tenant, database and port is not used" "200 INV-1" "$code $(json .externalId)"
+check_match "unverifiable entries are logged as ignored" "unverifiable Redis entry" "$(cat "$work/sidecar.log")"
+
+# --- failed authentications: limited per client address, counted, without lookups ------------------
+auth_queries() {
+    curl -s -H "x-api-key: $admin_key" "$base/metrics" |
+        awk '/^iwdTenantDB_db_(success|errors)_total\{db="control",command="auth"/ {n += $2} END {print n + 0}'
+}
+before=$(auth_queries)
+for i in $(seq 1 1000); do
+    printf 'url = "%s/tasks"\nheader = "x-api-key: random-%s-%s"\noutput = "/dev/null"\nwrite-out = "%%{http_code}\\n"\nnext\n' \
+        "$base" "$RANDOM$RANDOM" "$i"
+done >"$work/random-keys.curl"
+codes=$(curl -s --interface 127.0.0.2 -K "$work/random-keys.curl" | sort | uniq -c | tr -s ' ' | tr '\n' ';')
+check "1,000 random keys from one address: 30 answered 401, then 429" " 30 401; 970 429;" "$codes"
+check "the control database was asked at most once per failure before the limit" "yes" \
+    "$([ $(($(auth_queries) - before)) -le 30 ] && echo yes || echo "no: $(($(auth_queries) - before)) lookups")"
+retry=$(curl -s -D - -o "$work/body" --interface 127.0.0.2 -H 'x-api-key: tenant-key-a-0001' "$base/tasks/$id" |
+    tr -d '\r' | awk -F': ' 'tolower($1) == "retry-after" {print $2}')
+check "the refused address gets 429 with Retry-After, even with a valid key" "429 yes" \
+    "$(jq -r .status.code "$work/body") $([ "${retry:-0}" -ge 1 ] && [ "${retry:-0}" -le 60 ] && echo yes)"
+check "a valid key from another address still works" "200" \
+    "$(curl -s -o /dev/null -w '%{http_code}' --interface 127.0.0.3 -H 'x-api-key: tenant-key-a-0001' "$base/tasks/$id")"
+check_match "refusals are counted in iwd_api_blacklist" '(^|
+)iwd_api_blacklist [1-9][0-9]{2}' "$(curl -s -H "x-api-key: $admin_key" "$base/metrics")"
+admin_codes=$(for i in $(seq 1 31); do
+    curl -s -o /dev/null -w '%{http_code}\n' --interface 127.0.0.4 -H "x-api-key: wrong-admin-$i" -X DELETE \
+        "$base/provisioning/a?deleteTenant=true"; done | sort | uniq -c | tr -s ' ' | tr '\n' ';')
+check "wrong admin keys count too: 30 answered 401, then 429" " 30 401; 1 429;" "$admin_codes"
 
 # --- Redis: cache, outage, recovery ----------------------------------------------------------------
 check_match "keys are cached in Redis" "iwd:key:" "$(redis-cli -p "$redis_port" -a redis-secret --no-auth-warning keys 'iwd:key:*' | head -1)"
