@@ -1134,6 +1134,11 @@ BEGIN
     IF filter ? 'afterId' THEN
         RAISE EXCEPTION 'search results are ranked: "afterId" does not apply' USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    -- a query of thousands of words nests its match too deep for the stack (54001)
+    IF octet_length(query) > 1024 THEN
+        RAISE EXCEPTION 'search query is longer than 1024 bytes' USING ERRCODE = 'invalid_parameter_value',
+            DETAIL = format('It has %s bytes.', octet_length(query));
+    END IF;
     v_query := websearch_to_tsquery('simple', coalesce(query, ''));
     IF numnode(v_query) = 0 THEN
         RAISE EXCEPTION 'search query must contain at least one word' USING ERRCODE = 'invalid_parameter_value';

@@ -122,6 +122,10 @@ UPDATE iwd.task SET attributes = jsonb_build_object('notes', (SELECT string_agg(
 SELECT iwd.update_task((SELECT id FROM iwd.task WHERE external_id = 'none'), '{"subject": "okapi"}') ->> 'subject';
 SELECT t ->> 'externalId' FROM iwd.search_tasks('okapi') t;
 SELECT length(iwd._document(NULL, repeat('word ', 1000000), NULL)::text) > 0;
+-- a search query takes 1 KB: thousands of words overflowed the stack (54001)
+SELECT err(format('SELECT count(*) FROM iwd.search_tasks(%L)', repeat('a ', 513)));
+SELECT count(*) FROM iwd.search_tasks(repeat('a ', 512));
+SELECT count(*) FROM iwd.search_tasks(repeat('a or ', 203) || 'aardvark');
 
 DROP FUNCTION err(text);
 DROP FUNCTION task(text, jsonb);
