@@ -98,7 +98,8 @@ END $$;
 CREATE FUNCTION iwd._ts(t timestamptz) RETURNS text
 LANGUAGE sql STABLE PARALLEL SAFE AS $$
     SELECT pg_catalog.to_char(t AT TIME ZONE 'UTC',
-                   CASE WHEN extract(microseconds FROM t)::bigint OPERATOR(pg_catalog.%) 1000000 OPERATOR(pg_catalog.=) 0
+                   CASE WHEN extract(microseconds FROM t)::bigint OPERATOR(pg_catalog.%) 1000000
+                             OPERATOR(pg_catalog.=) 0
                         THEN 'YYYY-MM-DD"T"HH24:MI:SS"Z"' ELSE 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"' END)
 $$;
 
@@ -242,6 +243,14 @@ BEGIN
        OR coalesce(jsonb_typeof(calendar -> 'holidays'), 'array') <> 'array' THEN
         RAISE EXCEPTION 'calendar fields "workDays" and "holidays" must be arrays'
             USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- every SLA due time walks the days of the calendar and looks each up in both lists
+    IF jsonb_array_length(coalesce(calendar -> 'workDays', '[]')) > 7 THEN
+        RAISE EXCEPTION 'calendar field "workDays" has more than 7 days' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF jsonb_array_length(coalesce(calendar -> 'holidays', '[]')) > 1000 THEN
+        RAISE EXCEPTION 'calendar field "holidays" has more than 1000 dates' USING ERRCODE = 'invalid_parameter_value',
+            DETAIL = format('It has %s.', jsonb_array_length(calendar -> 'holidays'));
     END IF;
     IF coalesce(iwd._str(calendar, 'workStart', 'calendar')::time, '09:00')
        >= coalesce(iwd._str(calendar, 'workEnd', 'calendar')::time, '17:00') THEN
@@ -647,7 +656,9 @@ LANGUAGE sql STABLE AS $$
         'businessValue', t.business_value, 'category', t.category, 'errorReason', t.error_reason))
 $$;
 
--- Create one task (see create_task) and return it with "created" telling whether it is new.
+-- Create one task (see create_task) and return it with "created" telling whether it is new. The capture
+-- path: left unpinned (no GUC save and restore per task), so every function and operator is qualified
+-- (sql/security.sql).
 CREATE FUNCTION iwd._create_task(task jsonb, at timestamptz, OUT created boolean, OUT result jsonb)
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -655,23 +666,26 @@ DECLARE
     v_id bigint;
 BEGIN
     created := false;
-    IF jsonb_typeof(task -> 'capturePoint') = 'string' AND jsonb_typeof(task -> 'externalId') = 'string' THEN
+    IF pg_catalog.jsonb_typeof(task OPERATOR(pg_catalog.->) 'capturePoint') OPERATOR(pg_catalog.=) 'string'
+       AND pg_catalog.jsonb_typeof(task OPERATOR(pg_catalog.->) 'externalId') OPERATOR(pg_catalog.=) 'string' THEN
         SELECT k.task_id INTO v_id FROM iwd.task_key k
-        WHERE k.capture_point = task ->> 'capturePoint' AND k.external_id = task ->> 'externalId';
+        WHERE k.capture_point OPERATOR(pg_catalog.=) (task OPERATOR(pg_catalog.->>) 'capturePoint')
+          AND k.external_id OPERATOR(pg_catalog.=) (task OPERATOR(pg_catalog.->>) 'externalId');
         IF FOUND THEN
             result := iwd.get_task(v_id);
             RETURN;
         END IF;
     END IF;
     t := iwd._prepare_task(task, NULL, at);
-    t.id := nextval('iwd.task_id_seq');
+    t.id := pg_catalog.nextval('iwd.task_id_seq');
     t.updated_at := at;
     -- the key decides between concurrent submissions of the same work: the loser returns the winner's task
     INSERT INTO iwd.task_key (capture_point, external_id, task_id) VALUES (t.capture_point, t.external_id, t.id)
     ON CONFLICT DO NOTHING;
     IF NOT FOUND THEN
         SELECT k.task_id INTO v_id FROM iwd.task_key k
-        WHERE k.capture_point = t.capture_point AND k.external_id = t.external_id;
+        WHERE k.capture_point OPERATOR(pg_catalog.=) t.capture_point
+          AND k.external_id OPERATOR(pg_catalog.=) t.external_id;
         result := iwd.get_task(v_id);
         RETURN;
     END IF;
@@ -695,8 +709,8 @@ BEGIN
     -- iwd._event, written out: capture is a hot path, and a nested PL/pgSQL call costs a fifth of it
     INSERT INTO iwd.task_event (task_id, at, event, status_after, detail)
     VALUES (t.id, at, 'created', t.status, iwd._created_detail(t));
-    IF current_setting('iwd.notify', true) = 'event' THEN
-        PERFORM pg_notify('iwd_task_event', t.id || ':created');
+    IF pg_catalog.current_setting('iwd.notify', true) OPERATOR(pg_catalog.=) 'event' THEN
+        PERFORM pg_catalog.pg_notify('iwd_task_event', t.id OPERATOR(pg_catalog.||) ':created');
     END IF;
     created := true;
     result := iwd.task_json(t);

@@ -57,7 +57,12 @@ SELECT iwd.get_task(2) ->> 'createdAt';
 SELECT count(*) AS queued FROM iwd.queue();
 SELECT count(*) AS found FROM iwd.search_tasks('claim', '{"status": "completed"}');
 SELECT count(*) AS events FROM iwd.task_history(1);
-SELECT jsonb_array_length(iwd.list_agents()) AS agents, jsonb_array_length(iwd.list_categories()) AS categories;
+SELECT iwd.upsert_department('{"name": "Finance"}') IS NOT NULL AS department,
+       iwd.upsert_process('{"name": "Billing", "department": "Finance"}') IS NOT NULL AS process,
+       iwd.upsert_calendar('{"name": "office"}') IS NOT NULL AS calendar;
+SELECT jsonb_array_length(iwd.list_agents()) AS agents, jsonb_array_length(iwd.list_categories()) AS categories,
+       jsonb_array_length(iwd.list_departments()) AS departments, jsonb_array_length(iwd.list_processes()) AS processes,
+       jsonb_array_length(iwd.list_calendars()) AS calendars, jsonb_array_length(iwd.list_rules()) AS rules;
 SELECT iwd.queue_stats() IS NOT NULL AS stats;
 SELECT iwd.tick('2026-03-02 12:00+00') ->> 'overdue' AS overdue;
 SELECT iwd_dm.run('full') ->> 'status' AS datamart;
