@@ -101,6 +101,13 @@ SELECT err(format('SELECT iwd.upsert_rule(%L)', jsonb_build_object('kind', 'clas
 SELECT err(format('SELECT iwd.upsert_rule(%L)', jsonb_build_object('kind', 'classification', 'name', 'r',
     'set', jsonb_build_object('category', repeat('c', 257)))));
 SELECT octet_length(iwd.upsert_department(jsonb_build_object('name', repeat('d', 256))) ->> 'name');
+-- a calendar lists at most 7 working days and 1000 holidays (each SLA due time looks days up in both)
+SELECT err(format('SELECT iwd.upsert_calendar(%L)', jsonb_build_object('name', 'cal',
+    'workDays', (SELECT jsonb_agg(1) FROM generate_series(1, 8)))));
+SELECT err(format('SELECT iwd.upsert_calendar(%L)', jsonb_build_object('name', 'cal',
+    'holidays', (SELECT jsonb_agg('2030-01-01'::date + g) FROM generate_series(1, 1001) g))));
+SELECT jsonb_array_length(iwd.upsert_calendar(jsonb_build_object('name', 'cal', 'workDays', '[1, 2, 3, 4, 5, 6, 7]'::jsonb,
+    'holidays', (SELECT jsonb_agg('2030-01-01'::date + g) FROM generate_series(1, 1000) g))) -> 'holidays');
 -- conditions nest at most 32 deep
 SELECT err(format('SELECT iwd.upsert_rule(%L)', jsonb_build_object('kind', 'classification', 'name', 'deep',
     'set', '{"queue": "q"}'::jsonb, 'when', (SELECT repeat('{"not": ', 33) || '{}' || repeat('}', 33))::jsonb)));
