@@ -4,7 +4,8 @@
 #   scripts/run.sh start    start (or restart) everything; safe to re-run
 #   scripts/run.sh stop     stop everything
 # Environment: IWD_PG_PORT (default 54320), IWD_DB (default iwd_demo), IWD_PORT (sidecar, 4024),
-#              IWD_ADMIN_API_KEY (default demo-admin-key), IWD_TENANT_API_KEY (default demo-tenant-key).
+#              IWD_ADMIN_API_KEY (default demo-admin-key), IWD_TENANT_API_KEY (default demo-tenant-api-key),
+#              IWD_SECRET_KEY (default: made once at random and kept in .iwd/secret-key).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 top=$(pwd)
@@ -16,7 +17,7 @@ pg_port=${IWD_PG_PORT:-54320}
 db=${IWD_DB:-iwd_demo}
 sidecar_port=${IWD_PORT:-4024}
 admin_key=${IWD_ADMIN_API_KEY:-demo-admin-key}
-tenant_key=${IWD_TENANT_API_KEY:-demo-tenant-key}
+tenant_key=${IWD_TENANT_API_KEY:-demo-tenant-api-key}
 as_user=()
 [ "$(id -u)" -eq 0 ] && as_user=(runuser -u postgres --)
 
@@ -71,7 +72,10 @@ start_all() {
     if [ -x sidecar/iwd-sidecar ]; then
         psql_db -d postgres -At -c "SELECT 1 FROM pg_database WHERE datname = 'iwd_control'" | grep -q 1 ||
             psql_db -d postgres -c "CREATE DATABASE iwd_control"
+        # the server secret seals the stored database passwords: the same one at every start
+        [ -s "$state/secret-key" ] || (umask 077; od -An -tx1 -N32 /dev/urandom | tr -d ' \n' >"$state/secret-key")
         IWD_PORT=$sidecar_port IWD_LISTEN=127.0.0.1 IWD_ADMIN_API_KEY=$admin_key \
+        IWD_SECRET_KEY=${IWD_SECRET_KEY:-$(cat "$state/secret-key")} \
         IWD_CONTROL_DB="host=$socket port=$pg_port dbname=iwd_control user=postgres" \
             nohup sidecar/iwd-sidecar >"$state/sidecar.log" 2>&1 &
         echo $! > "$state/sidecar.pid"

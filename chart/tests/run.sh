@@ -113,23 +113,27 @@ check "a ServiceAccount without an automounted token" "False" "$(q default 'one(
 check "no HPA, PDB, Ingress, NetworkPolicy, ServiceMonitor, PrometheusRule, Job, dashboard" "0" \
     "$(q default 'sum(len(kinds.get(k, [])) for k in ("HorizontalPodAutoscaler", "PodDisruptionBudget", "Ingress", "NetworkPolicy", "ServiceMonitor", "PrometheusRule", "Job")) + len(kinds["ConfigMap"]) - 1')"
 check "every contract variable is set" "[]" \
-    "$(q default 'sorted({"IWD_LISTEN","IWD_PORT","IWD_THREADS","IWD_MAX_BODY_BYTES","IWD_LOG_LEVEL","IWD_REDIS_NODES","IWD_REDIS_TLS","IWD_REDIS_CLUSTER","IWD_ADMIN_API_KEY","IWD_CONTROL_DB","IWD_REDIS_PASSWORD"} - set(list(one("ConfigMap")["data"]) + list(one("Secret")["stringData"])))')"
+    "$(q default 'sorted({"IWD_LISTEN","IWD_PORT","IWD_THREADS","IWD_MAX_BODY_BYTES","IWD_LOG_LEVEL","IWD_REDIS_NODES","IWD_REDIS_TLS","IWD_REDIS_CLUSTER","IWD_ADMIN_API_KEY","IWD_SECRET_KEY","IWD_CONTROL_DB","IWD_REDIS_PASSWORD"} - set(list(one("ConfigMap")["data"]) + list(one("Secret")["stringData"])))')"
 check "the ConfigMap and the Secret reach the container" "configMapRef secretRef" \
     "$(q default '" ".join(sorted(k for e in container(workload())["envFrom"] for k in e))')"
 check "a changed ConfigMap rolls the pods (checksum annotation)" "64" \
     "$(q default 'len(workload()["spec"]["template"]["metadata"]["annotations"]["checksum/config"])')"
 check "an empty admin key gets a random one of 40 characters" "40" "$(q default 'len(one("Secret")["stringData"]["IWD_ADMIN_API_KEY"])')"
+check "an empty server secret gets a random one of 64 characters, no previous one" "64 False" \
+    "$(q default 'str(len(one("Secret")["stringData"]["IWD_SECRET_KEY"])) + " " + str("IWD_SECRET_KEY_PREVIOUS" in one("Secret")["stringData"])')"
 check "numbers reach the sidecar as integers (4024, 2 threads, 1048576 bytes)" "4024 2 1048576" \
     "$(q default '" ".join(one("ConfigMap")["data"][k] for k in ("IWD_PORT", "IWD_THREADS", "IWD_MAX_BODY_BYTES"))')"
 check "the Data Mart push is off by default" "False" "$(q default '"IWD_PUSHGATEWAY_URL" in one("ConfigMap")["data"]')"
 
 echo "# no secret in a ConfigMap, whatever the values"
 render secrets --set sidecar.adminApiKey=admin-key-canary-1 --set 'sidecar.controlDb=host=pg password=dbpass-canary-2' \
+    --set sidecar.secretKey=server-secret-canary-4-0123456789abcdef \
+    --set sidecar.secretKeyPrevious=server-secret-canary-5-0123456789abcdef \
     --set redis.password=redis-canary-3 --set monitoring.dashboards=true --set monitoring.enabled=true
 check "no secret value and no secret name in any ConfigMap" "[]" \
     "$(q secrets '[(d["metadata"]["name"], k) for d in kinds["ConfigMap"] for k, v in d["data"].items() if "canary" in v or any(s in k for s in ("KEY", "PASSWORD", "CONTROL_DB", "SECRET"))]')"
-check "the given secrets are in the Secret" "admin-key-canary-1 host=pg password=dbpass-canary-2 redis-canary-3" \
-    "$(q secrets '" ".join(one("Secret")["stringData"][k] for k in ("IWD_ADMIN_API_KEY", "IWD_CONTROL_DB", "IWD_REDIS_PASSWORD"))')"
+check "the given secrets are in the Secret" "admin-key-canary-1 host=pg password=dbpass-canary-2 redis-canary-3 server-secret-canary-4-0123456789abcdef server-secret-canary-5-0123456789abcdef" \
+    "$(q secrets '" ".join(one("Secret")["stringData"][k] for k in ("IWD_ADMIN_API_KEY", "IWD_CONTROL_DB", "IWD_REDIS_PASSWORD", "IWD_SECRET_KEY", "IWD_SECRET_KEY_PREVIOUS"))')"
 check "no secret value anywhere but the Secret" "0" "$(grep -c canary <(q secrets '"\n".join(yaml.safe_dump(d) for d in docs if d["kind"] != "Secret")'))"
 
 echo "# monitoring"
@@ -227,7 +231,7 @@ for bad in "replicaCount=0" "deploymentType=StatefulSet" "image.pullPolicy=Somet
            "service.port=70000" "iwddm.env.executionChain=weekly" "iwddm.cronjob.schedule=hourly" \
            "iwddm.cronjob.schedule=*/15 * * *" "iwddm.cronjob.schedule=*/15 * * * 1'" "iwddm.env.batchSize=0" \
            "hpa.targetCPUPercent=500" "hpa.enable=true" "sidecar.logLevel=loud" "sidecar.threads=65" \
-           "sidecar.adminApiKey=short" "redis.nodes=redis://a:6379;rm" "resources.limits.cpu=two" \
+           "sidecar.adminApiKey=short" "sidecar.secretKey=too-short" "redis.nodes=redis://a:6379;rm" "resources.limits.cpu=two" \
            "iwddm.env.monitoring.pushgateway_url=https://pgw:9091" "podDisruptionBudget.minAvailable=-1" \
            "ingress.hosts[0].paths[0].pathType=Sometimes" "iwddm.db.sslmode=maybe" "monitoring.interval=often"; do
     "$helm" template iwd chart --set "$bad" >/dev/null 2>"$work/bad.err"
