@@ -92,6 +92,11 @@
 #define CLAIM_WINDOW 4
 /* an agent with more buckets than this walks the universal queue instead (a generalist fits most work) */
 #define CLAIM_BUCKETS_MAX 128
+/*
+ * the most routing keys a session remembers (some 5 MB); claims in a database
+ * whose tasks have made more walk the universal queue
+ */
+#define REGISTRY_CACHE_MAX 50000
 /* skill levels are validated to 0..10 */
 #define SKILL_LEVEL_MAX IWD_SKILL_LEVEL_MAX
 
@@ -370,7 +375,10 @@ iwd_note_routing_key(PG_FUNCTION_ARGS)
  * relcache invalidation of its table (trigger routing_keys_changed) at
  * commit, which every backend receives before its next statement. A key
  * committed in the instant between its task becoming visible and that
- * message being sent is missed by claims made in that instant only.
+ * message being sent is missed by claims made in that instant only. A
+ * registry of more than REGISTRY_CACHE_MAX keys is not remembered, so that a
+ * tenant inventing skills cannot grow every session's memory: its claims walk
+ * the universal queue.
  */
 typedef struct RegisteredSkill
 {
@@ -386,6 +394,7 @@ static HTAB *registry = NULL;
 static bool registry_valid = false;
 static uint64 registry_invalidations = 0;
 static bool registry_has_empty = false;
+static bool registry_too_large = false;
 static Oid	registry_relid = InvalidOid;
 static SPIPlanPtr registry_plan = NULL;
 
@@ -414,6 +423,7 @@ LoadRegistry(void)
 	HASH_SEQ_STATUS seq;
 	RegisteredSkill *entry;
 	uint64		invalidations = registry_invalidations;
+	uint64		nrows;
 
 	if (registry_cxt == NULL)
 	{
@@ -426,12 +436,14 @@ LoadRegistry(void)
 	registry_valid = false;
 	registry_relid = get_relname_relid("routing_keys", get_namespace_oid("iwd", false));
 	if (SPI_execute_plan(KeepPlan(&registry_plan, "SELECT key, skill, paired_with FROM iwd.routing_keys", 0, NULL),
-						 NULL, NULL, true, 0) != SPI_OK_SELECT)
+						 NULL, NULL, true, REGISTRY_CACHE_MAX + 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not read the routing key registry");
+	registry_too_large = SPI_processed > REGISTRY_CACHE_MAX;
+	nrows = registry_too_large ? 0 : SPI_processed;
 	ctl.hcxt = registry_cxt;
-	registry = hash_create("iwd routing key registry", Max(SPI_processed, 64), &ctl,
+	registry = hash_create("iwd routing key registry", Max(nrows, 64), &ctl,
 						   HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
-	for (uint64 i = 0; i < SPI_processed; i++)
+	for (uint64 i = 0; i < nrows; i++)
 	{
 		HeapTuple	row = SPI_tuptable->vals[i];
 		char	   *key = SPI_getvalue(row, SPI_tuptable->tupdesc, 1);
@@ -507,6 +519,8 @@ AgentBuckets(Jsonb *skills)
 
 	if (!registry_valid)
 		LoadRegistry();
+	if (registry_too_large)
+		return NULL;
 	if (registry_has_empty)
 		keys[n++] = CStringGetTextDatum("");
 	if (nskills > 0)

@@ -16,10 +16,19 @@
 #define DEFAULT_MAX_BODY (1024 * 1024)
 #define DEFAULT_PUSH_INTERVAL_S 15
 #define DEFAULT_METRICS_TTL_MS 2000
+#define MIN_METRICS_TTL_MS 100
 #define MAX_METRICS_TTL_MS 3600000
+#define DEFAULT_METRICS_PORT 9102
+#define DEFAULT_STATEMENT_TIMEOUT_MS 30000
+#define DEFAULT_LOCK_TIMEOUT_MS 10000
+#define MIN_TIMEOUT_MS 100
+#define MAX_TIMEOUT_MS 3600000
+#define DEFAULT_WAITING_PER_TENANT 32
+#define DEFAULT_WAITING_PER_THREAD 256
 #define MIN_SECRET_KEY 32
 #define DEFAULT_AUTH_FAILURE_LIMIT 30
 #define MAX_AUTH_FAILURE_LIMIT 100000
+#define MAX_WAITING 100000
 
 iwd_config_t iwd_conf;
 
@@ -50,9 +59,20 @@ static const char usage[] =
     "  --log-level LEVEL      IWD_LOG_LEVEL       error, warn, info (default) or debug\n"
     "  --pushgateway-url URL  IWD_PUSHGATEWAY_URL push the Data Mart job metrics there (empty: no push)\n"
     "  --push-interval N      IWD_PUSH_INTERVAL   seconds between two pushes (default 15)\n"
-    "  --metrics-ttl-ms N     IWD_METRICS_TTL_MS  how long /metrics serves the tenants' queue gauges and Data\n"
-    "                                             Mart job metrics it read, before reading them again\n"
-    "                                             (default 2000; 0: read them at every scrape)\n"
+    "  --metrics-ttl-ms N     IWD_METRICS_TTL_MS  how often a background collector reads the tenants' queue\n"
+    "                                             gauges and Data Mart job metrics again; scrapes serve its\n"
+    "                                             last reading (default 2000, at least 100)\n"
+    "  --metrics-listen ADDR  IWD_METRICS_LISTEN  address of the metrics listener (default 0.0.0.0)\n"
+    "  --metrics-port N       IWD_METRICS_PORT    port of the metrics listener: GET /metrics without a key\n"
+    "                                             (default 9102; 0: none). On the API port, /iwd/v3/metrics\n"
+    "                                             needs the admin key\n"
+    "  --statement-timeout-ms N IWD_STATEMENT_TIMEOUT_MS  longest SQL statement of a session (default\n"
+    "                                             30000); a REST call that runs longer answers 504\n"
+    "  --lock-timeout-ms N    IWD_LOCK_TIMEOUT_MS longest wait for a lock (default 10000); beyond: 503\n"
+    "  --waiting-calls-per-tenant N IWD_WAITING_CALLS_PER_TENANT  calls of one tenant that may wait for a\n"
+    "                                             database connection, per thread (default 32); beyond: 503\n"
+    "  --waiting-calls-per-thread N IWD_WAITING_CALLS_PER_THREAD  calls of all tenants that may wait, per\n"
+    "                                             thread (default 256); beyond: 503\n"
     "  --routes                                   list every route and exit\n"
     "  --help                                     this text\n";
 
@@ -145,9 +165,31 @@ static int apply(const char *name, const char *value)
             goto invalid;
         iwd_conf.pushgateway_interval_s = (int)n;
     } else if (strcmp(name, "metrics-ttl-ms") == 0) {
-        if ((n = parse_int(value, 0, MAX_METRICS_TTL_MS)) < 0)
+        if ((n = parse_int(value, MIN_METRICS_TTL_MS, MAX_METRICS_TTL_MS)) < 0)
             goto invalid;
         iwd_conf.metrics_ttl_ms = (int)n;
+    } else if (strcmp(name, "metrics-listen") == 0) {
+        iwd_conf.metrics_listen = strdup(value);
+    } else if (strcmp(name, "metrics-port") == 0) {
+        if ((n = parse_int(value, 0, 65535)) < 0)
+            goto invalid;
+        iwd_conf.metrics_port = (int)n;
+    } else if (strcmp(name, "statement-timeout-ms") == 0) {
+        if ((n = parse_int(value, MIN_TIMEOUT_MS, MAX_TIMEOUT_MS)) < 0)
+            goto invalid;
+        iwd_conf.statement_timeout_ms = (int)n;
+    } else if (strcmp(name, "lock-timeout-ms") == 0) {
+        if ((n = parse_int(value, MIN_TIMEOUT_MS, MAX_TIMEOUT_MS)) < 0)
+            goto invalid;
+        iwd_conf.lock_timeout_ms = (int)n;
+    } else if (strcmp(name, "waiting-calls-per-tenant") == 0) {
+        if ((n = parse_int(value, 1, MAX_WAITING)) < 0)
+            goto invalid;
+        iwd_conf.waiting_calls_per_tenant = (int)n;
+    } else if (strcmp(name, "waiting-calls-per-thread") == 0) {
+        if ((n = parse_int(value, 1, MAX_WAITING)) < 0)
+            goto invalid;
+        iwd_conf.waiting_calls_per_thread = (int)n;
     }
     return IWD_OK;
 invalid:
@@ -167,6 +209,10 @@ int iwd_config_load(int argc, char **argv)
         {"threads", "IWD_THREADS"},         {"max-body-bytes", "IWD_MAX_BODY_BYTES"},
         {"log-level", "IWD_LOG_LEVEL"},     {"pushgateway-url", "IWD_PUSHGATEWAY_URL"},
         {"push-interval", "IWD_PUSH_INTERVAL"}, {"metrics-ttl-ms", "IWD_METRICS_TTL_MS"},
+        {"metrics-listen", "IWD_METRICS_LISTEN"}, {"metrics-port", "IWD_METRICS_PORT"},
+        {"statement-timeout-ms", "IWD_STATEMENT_TIMEOUT_MS"}, {"lock-timeout-ms", "IWD_LOCK_TIMEOUT_MS"},
+        {"waiting-calls-per-tenant", "IWD_WAITING_CALLS_PER_TENANT"},
+        {"waiting-calls-per-thread", "IWD_WAITING_CALLS_PER_THREAD"},
         {"secret-key", "IWD_SECRET_KEY"}, {"secret-key-previous", "IWD_SECRET_KEY_PREVIOUS"},
         {"auth-failure-limit", "IWD_AUTH_FAILURE_LIMIT"},
     };
@@ -178,6 +224,10 @@ int iwd_config_load(int argc, char **argv)
         {"threads", required_argument, NULL, 0},        {"max-body-bytes", required_argument, NULL, 0},
         {"log-level", required_argument, NULL, 0},      {"pushgateway-url", required_argument, NULL, 0},
         {"push-interval", required_argument, NULL, 0},  {"metrics-ttl-ms", required_argument, NULL, 0},
+        {"metrics-listen", required_argument, NULL, 0}, {"metrics-port", required_argument, NULL, 0},
+        {"statement-timeout-ms", required_argument, NULL, 0}, {"lock-timeout-ms", required_argument, NULL, 0},
+        {"waiting-calls-per-tenant", required_argument, NULL, 0},
+        {"waiting-calls-per-thread", required_argument, NULL, 0},
         {"secret-key", required_argument, NULL, 0}, {"secret-key-previous", required_argument, NULL, 0},
         {"auth-failure-limit", required_argument, NULL, 0},
         {"help", no_argument, NULL, 'h'},               {NULL, 0, NULL, 0},
@@ -187,7 +237,12 @@ int iwd_config_load(int argc, char **argv)
     iwd_conf = (iwd_config_t){.listen = "0.0.0.0", .port = DEFAULT_PORT, .threads = DEFAULT_THREADS,
                               .max_body_bytes = DEFAULT_MAX_BODY, .log_level = IWD_LOG_INFO,
                               .pushgateway_interval_s = DEFAULT_PUSH_INTERVAL_S,
-                              .metrics_ttl_ms = DEFAULT_METRICS_TTL_MS,
+                              .metrics_ttl_ms = DEFAULT_METRICS_TTL_MS, .metrics_listen = "0.0.0.0",
+                              .metrics_port = DEFAULT_METRICS_PORT,
+                              .statement_timeout_ms = DEFAULT_STATEMENT_TIMEOUT_MS,
+                              .lock_timeout_ms = DEFAULT_LOCK_TIMEOUT_MS,
+                              .waiting_calls_per_tenant = DEFAULT_WAITING_PER_TENANT,
+                              .waiting_calls_per_thread = DEFAULT_WAITING_PER_THREAD,
                               .auth_failure_limit = DEFAULT_AUTH_FAILURE_LIMIT};
     for (size_t i = 0; i < sizeof(settings) / sizeof(settings[0]); i++)
         if (apply(settings[i].name, getenv(settings[i].env)) != IWD_OK)

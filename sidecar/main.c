@@ -20,6 +20,7 @@
 #define H2O_BODY_CEILING_FACTOR 4
 
 h2o_globalconf_t iwd_h2o_config;
+static h2o_globalconf_t metrics_h2o_config;
 static iwd_thread_t *threads;
 static volatile sig_atomic_t stopping;
 
@@ -44,27 +45,53 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
     return 0;
 }
 
+/*
+ * Every request of the metrics listener: GET /metrics (or the API's path, /iwd/v3/metrics) without a key.
+ * This port serves nothing else, so that it can be open to Prometheus while the API port is published.
+ */
+static int on_metrics_req(h2o_handler_t *self, h2o_req_t *req)
+{
+    iwd_call_t *call = h2o_mem_alloc_pool(&req->pool, sizeof(*call));
+    size_t len;
+    char *text, *copy;
+
+    (void)self;
+    *call = (iwd_call_t){.req = req, .thread = thread_of(req->conn->ctx), .route = "unmatched",
+                         .start_ms = iwd_now_ms_precise()};
+    if (!h2o_memis(req->path_normalized.base, req->path_normalized.len, H2O_STRLIT("/metrics")) &&
+        !h2o_memis(req->path_normalized.base, req->path_normalized.len, H2O_STRLIT(IWD_API_PREFIX "/metrics")))
+        return iwd_respond_error(call, 404, "this port serves GET /metrics only");
+    call->route = "/metrics";
+    if (!h2o_memis(req->method.base, req->method.len, H2O_STRLIT("GET")))
+        return iwd_respond_error(call, 405, "method %.*s not allowed here", (int)req->method.len, req->method.base);
+    text = iwd_metrics_render(&len);
+    copy = h2o_mem_alloc_pool(&req->pool, len);
+    memcpy(copy, text, len);
+    free(text);
+    return iwd_respond_text(call, 200, "text/plain; version=0.0.4", copy, len);
+}
+
 static void on_accept(h2o_socket_t *listener, const char *err)
 {
-    iwd_thread_t *thread = listener->data;
+    h2o_accept_ctx_t *accept_ctx = listener->data;
     h2o_socket_t *sock;
 
     if (err != NULL)
         return;
     if ((sock = h2o_evloop_socket_accept(listener)) == NULL)
         return;
-    h2o_accept(&thread->accept_ctx, sock);
+    h2o_accept(accept_ctx, sock);
 }
 
-/* A listening socket for one thread (SO_REUSEPORT: every thread binds the same port). */
-static int create_listener(iwd_thread_t *thread)
+/* A listening socket of one thread on addr:port (SO_REUSEPORT: every thread binds the same port). */
+static int create_listener(iwd_thread_t *thread, h2o_accept_ctx_t *accept_ctx, const char *listen_addr, int port)
 {
-    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons(iwd_conf.port)};
+    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons(port)};
     int fd, on = 1;
     h2o_socket_t *sock;
 
-    if (inet_pton(AF_INET, iwd_conf.listen, &addr.sin_addr) != 1) {
-        iwd_log(IWD_LOG_ERROR, "invalid listen address", "%s", iwd_conf.listen);
+    if (inet_pton(AF_INET, listen_addr, &addr.sin_addr) != 1) {
+        iwd_log(IWD_LOG_ERROR, "invalid listen address", "%s", listen_addr);
         return IWD_ERR;
     }
     if ((fd = socket(AF_INET, SOCK_STREAM, 0)) < 0 ||
@@ -72,13 +99,13 @@ static int create_listener(iwd_thread_t *thread)
         setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof(on)) != 0 ||
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on)) != 0 ||
         bind(fd, (struct sockaddr *)&addr, sizeof(addr)) != 0 || listen(fd, SOMAXCONN) != 0) {
-        iwd_log(IWD_LOG_ERROR, "cannot listen", "%s:%d: %s", iwd_conf.listen, iwd_conf.port, strerror(errno));
+        iwd_log(IWD_LOG_ERROR, "cannot listen", "%s:%d: %s", listen_addr, port, strerror(errno));
         if (fd >= 0)
             close(fd);
         return IWD_ERR;
     }
     sock = h2o_evloop_socket_create(thread->ctx.loop, fd, H2O_SOCKET_FLAG_DONT_READ);
-    sock->data = thread;
+    sock->data = accept_ctx;
     h2o_socket_read_start(sock, on_accept);
     return IWD_OK;
 }
@@ -87,13 +114,13 @@ static int create_listener(iwd_thread_t *thread)
  * Is the port already bound by another process? SO_REUSEPORT would otherwise let a second sidecar
  * (say, one that failed to stop) silently share the port's connections with us.
  */
-static bool port_taken(void)
+static bool port_taken(const char *listen_addr, int port)
 {
-    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons(iwd_conf.port)};
+    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons(port)};
     int fd = socket(AF_INET, SOCK_STREAM, 0), on = 1;
     bool taken;
 
-    if (fd < 0 || inet_pton(AF_INET, iwd_conf.listen, &addr.sin_addr) != 1) {
+    if (fd < 0 || inet_pton(AF_INET, listen_addr, &addr.sin_addr) != 1) {
         if (fd >= 0)
             close(fd);
         return false;
@@ -139,7 +166,7 @@ int main(int argc, char **argv)
     iwd_metrics_init();
 
     /* the control database must be reachable and migrated before we serve */
-    control = PQconnectdb(iwd_conf.control_db);
+    control = iwd_pg_connect(iwd_conf.control_db);
     if (PQstatus(control) != CONNECTION_OK) {
         iwd_log(IWD_LOG_ERROR, "cannot connect to the control database", "%s", PQerrorMessage(control));
         PQfinish(control);
@@ -157,9 +184,20 @@ int main(int argc, char **argv)
     path = h2o_config_register_path(host, "/", 0);
     handler = h2o_create_handler(path, sizeof(*handler));
     handler->on_req = on_req;
+    h2o_config_init(&metrics_h2o_config);
+    host = h2o_config_register_host(&metrics_h2o_config, h2o_iovec_init(H2O_STRLIT("default")), 65535);
+    path = h2o_config_register_path(host, "/", 0);
+    handler = h2o_create_handler(path, sizeof(*handler));
+    handler->on_req = on_metrics_req;
 
-    if (port_taken()) {
+    if (port_taken(iwd_conf.listen, iwd_conf.port)) {
         iwd_log(IWD_LOG_ERROR, "cannot listen: the port is in use", "%s:%d", iwd_conf.listen, iwd_conf.port);
+        return 1;
+    }
+    if (iwd_conf.metrics_port != 0 && (iwd_conf.metrics_port == iwd_conf.port ||
+                                       port_taken(iwd_conf.metrics_listen, iwd_conf.metrics_port))) {
+        iwd_log(IWD_LOG_ERROR, "cannot listen: the metrics port is in use", "%s:%d", iwd_conf.metrics_listen,
+                iwd_conf.metrics_port);
         return 1;
     }
     threads = calloc(iwd_conf.threads, sizeof(*threads));
@@ -170,15 +208,20 @@ int main(int argc, char **argv)
         h2o_context_init(&t->ctx, h2o_evloop_create(), &iwd_h2o_config);
         t->accept_ctx.ctx = &t->ctx;
         t->accept_ctx.hosts = iwd_h2o_config.hosts;
-        if (create_listener(t) != IWD_OK)
+        t->metrics_accept_ctx.ctx = &t->ctx;
+        t->metrics_accept_ctx.hosts = metrics_h2o_config.hosts;
+        if (create_listener(t, &t->accept_ctx, iwd_conf.listen, iwd_conf.port) != IWD_OK ||
+            (iwd_conf.metrics_port != 0 &&
+             create_listener(t, &t->metrics_accept_ctx, iwd_conf.metrics_listen, iwd_conf.metrics_port) != IWD_OK))
             return 1;
     }
     for (int i = 0; i < iwd_conf.threads; i++)
         pthread_create(&threads[i].tid, NULL, thread_main, &threads[i]);
     if (iwd_conf.pushgateway_url != NULL && *iwd_conf.pushgateway_url != '\0')
         pthread_create(&pusher, NULL, iwd_pushgateway_main, NULL);
-    iwd_log(IWD_LOG_INFO, "iwd-sidecar listening", "%s:%d, %d threads", iwd_conf.listen, iwd_conf.port,
-            iwd_conf.threads);
+    iwd_metrics_start_collector();
+    iwd_log(IWD_LOG_INFO, "iwd-sidecar listening", "%s:%d, %d threads; metrics on %s:%d", iwd_conf.listen,
+            iwd_conf.port, iwd_conf.threads, iwd_conf.metrics_listen, iwd_conf.metrics_port);
     for (int i = 0; i < iwd_conf.threads; i++)
         pthread_join(threads[i].tid, NULL);
     for (int i = 0; i < iwd_conf.threads; i++) {

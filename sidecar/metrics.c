@@ -2,9 +2,14 @@
  * iwd-sidecar metrics in the Prometheus text format, under the documented names. Series live in one
  * table guarded by a mutex (updates are a few hundred nanoseconds; there is no hot path here that a
  * lock-free design would pay back). Queue gauges and the Data Mart job metrics are read from each
- * tenant database at scrape time, at most once per IWD_METRICS_TTL_MS for all scrapes together.
+ * tenant database by a collector thread (below); a scrape renders its last reading.
+ *
+ * Label values are bounded by construction: methods outside HTTP's are "other", routes are patterns of
+ * the route table, ccid labels are registered tenants', SQLSTATEs and commands come from fixed sets,
+ * and queue / media type pairs are capped per tenant (QUEUE_SERIES_PER_TENANT).
  */
 #include <dirent.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,7 +35,7 @@ enum {
     F_REQUEST_TOTAL, F_SUCCESS, F_ERRORS, F_CLIENT_ERROR, F_SERVER_ERROR, F_API_REQUEST, F_API_DURATION,
     F_API_LONG, F_API_BLACKLIST, F_REDIS_ESTABLISHED, F_REDIS_RECONNECTING, F_REDIS_READY, F_REDIS_ERRORS,
     F_REDIS_UNTIL_READY, F_DB_CONNECT, F_DB_DISCONNECT, F_DB_REQUEST, F_DB_SUCCESS, F_DB_ERRORS, F_DB_DURATION,
-    F_COUNT
+    F_REFUSED, F_COUNT
 };
 
 static const family_t families[F_COUNT] = {
@@ -54,6 +59,8 @@ static const family_t families[F_COUNT] = {
     [F_DB_SUCCESS] = {"iwdTenantDB_db_success_total", "Successful database calls by command.", COUNTER},
     [F_DB_ERRORS] = {"iwdTenantDB_db_errors_total", "Failed database calls by SQLSTATE.", COUNTER},
     [F_DB_DURATION] = {"iwdTenantDB_db_request_duration_milliseconds", "Database call duration (ms).", HISTOGRAM},
+    [F_REFUSED] = {"iwd_waiting_calls_refused_total",
+                   "Calls answered 503 because too many were waiting for a database connection, per tenant.", COUNTER},
 };
 
 static const double buckets[] = {1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000};
@@ -194,10 +201,26 @@ static void observe(int family, double v, ...)
     pthread_mutex_unlock(&metrics_lock);
 }
 
-void iwd_metrics_request(const char *method, const char *route, int status, const char *ccid, double ms)
+/*
+ * The method as a label: any method outside the ones HTTP defines is "other", so that a client cannot
+ * add series by inventing methods (the route label is already a pattern of the table or "unmatched",
+ * and the ccid one a registered tenant's).
+ */
+static const char *method_label(const char *method)
+{
+    static const char *const known[] = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT",
+                                        "TRACE"};
+
+    for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++)
+        if (strcmp(method, known[i]) == 0)
+            return known[i];
+    return "other";
+}
+
+void iwd_metrics_request(const char *raw_method, const char *route, int status, const char *ccid, double ms)
 {
     char code[8];
-    const char *tenant = ccid != NULL ? ccid : "";
+    const char *tenant = ccid != NULL ? ccid : "", *method = method_label(raw_method);
 
     snprintf(code, sizeof(code), "%d", status);
     add(F_REQUEST_TOTAL, 1, NULL);
@@ -218,6 +241,11 @@ void iwd_metrics_request(const char *method, const char *route, int status, cons
 void iwd_metrics_blacklist(void)
 {
     add(F_API_BLACKLIST, 1, NULL);
+}
+
+void iwd_metrics_refused(const char *ccid)
+{
+    add(F_REFUSED, 1, "ccid", ccid, NULL);
 }
 
 void iwd_metrics_db(const char *db, const char *command, const char *code, double ms, bool connect, bool disconnect)
@@ -371,172 +399,366 @@ static const struct {
 };
 #define NJOB_METRICS ((int)(sizeof(job_metrics) / sizeof(job_metrics[0])))
 
+/* Sample lines of one tenant's job metrics kept (one per metric and execution chain: a few dozen). */
+#define JOB_SAMPLES_PER_TENANT 64
+
 /* File each sample line of a tenant's job metrics under its metric; comments are dropped. */
 static void collect_job_samples(text_t *by_metric, const char *text)
 {
     const char *line = text;
+    int kept = 0;
 
-    while (*line != '\0') {
+    while (*line != '\0' && kept < JOB_SAMPLES_PER_TENANT) {
         const char *end = strchr(line, '\n');
         size_t len = end != NULL ? (size_t)(end - line) : strlen(line);
         if (len > 0 && line[0] != '#')
             for (int j = 0; j < NJOB_METRICS; j++) {
                 size_t n = strlen(job_metrics[j].name);
-                if (len > n && strncmp(line, job_metrics[j].name, n) == 0 && (line[n] == '{' || line[n] == ' '))
+                if (len > n && strncmp(line, job_metrics[j].name, n) == 0 && (line[n] == '{' || line[n] == ' ')) {
                     put(&by_metric[j], "%.*s\n", (int)len, line);
+                    kept++;
+                }
             }
         line += len + (end != NULL);
     }
 }
 
-/* Queue gauges of every provisioned tenant, and the Data Mart job metrics where the tenant has them. */
-static void render_tenants(iwd_thread_t *thread, text_t *t)
-{
-    PGconn *control = iwd_pg_control(thread);
-    PGresult *res;
-    text_t tasks = {0}, oldest = {0}, claims = {0}, timeouts = {0};
-    text_t jobs_by_metric[NJOB_METRICS];
-
-    if (control == NULL)
-        return;
-    res = iwd_pg_exec(control, "control", "metrics",
-                      "SELECT ccid FROM iwd_control.tenant WHERE 'iWD' = ANY (services) ORDER BY ccid", 0, NULL);
-    tasks.buf = calloc(1, 1);
-    oldest.buf = calloc(1, 1);
-    claims.buf = calloc(1, 1);
-    timeouts.buf = calloc(1, 1);
-    for (int j = 0; j < NJOB_METRICS; j++)
-        jobs_by_metric[j] = (text_t){.buf = calloc(1, 1), .len = 0, .cap = 1};
-    for (int i = 0; PQresultStatus(res) == PGRES_TUPLES_OK && i < PQntuples(res); i++) {
-        const char *ccid = PQgetvalue(res, i, 0);
-        {
-            /* connect as the tenant's own registry entry says */
-            iwd_call_t call = {.thread = thread};
-            PGresult *r;
-            const char *v[1] = {ccid};
-            r = iwd_pg_exec(control, "control", "metrics",
-                            "SELECT json_build_object('kind', 'tenant', 'ccid', ccid, 'host', db_host, 'port', db_port,"
-                            " 'db', db_name, 'user', db_user, 'pw', db_password, 'ssl', db_ssl)::text"
-                            " FROM iwd_control.tenant WHERE ccid = $1", 1, v);
-            if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1) {
-                PGconn *conn;
-                if (iwd_tenant_from_entry(&call.tenant, PQgetvalue(r, 0, 0)) == IWD_OK &&
-                    (conn = iwd_pg_tenant(thread, &call.tenant)) != NULL) {
-                    char esc[256];
-                    PGresult *q = iwd_pg_exec(conn, ccid, "queue_stats",
-                                              "SELECT q->>'queue', q->>'mediaType', (q->>'queued')::bigint,"
-                                              " (q->>'assigned')::bigint, (q->>'held')::bigint,"
-                                              " (q->>'oldestQueuedSeconds')::float8, (s->>'claims')::bigint,"
-                                              " (s->>'reservationTimeouts')::bigint"
-                                              " FROM iwd.queue_stats() s LEFT JOIN LATERAL"
-                                              " jsonb_array_elements(s->'queues') q ON true",
-                                              0, NULL);
-                    escape_label(ccid, esc, sizeof(esc));
-                    for (int k = 0; PQresultStatus(q) == PGRES_TUPLES_OK && k < PQntuples(q); k++) {
-                        char qn[256], mt[256];
-                        if (k == 0) {
-                            put(&claims, "iwd_claims_total{ccid=\"%s\"} %s\n", esc, PQgetvalue(q, 0, 6));
-                            put(&timeouts, "iwd_reservation_timeouts_total{ccid=\"%s\"} %s\n", esc,
-                                PQgetvalue(q, 0, 7));
-                        }
-                        if (PQgetisnull(q, k, 1))
-                            continue;
-                        escape_label(PQgetvalue(q, k, 0), qn, sizeof(qn));
-                        escape_label(PQgetvalue(q, k, 1), mt, sizeof(mt));
-                        put(&tasks, "iwd_queue_tasks{ccid=\"%s\",queue=\"%s\",media_type=\"%s\",status=\"queued\"} %s\n",
-                            esc, qn, mt, PQgetvalue(q, k, 2));
-                        put(&tasks, "iwd_queue_tasks{ccid=\"%s\",queue=\"%s\",media_type=\"%s\",status=\"assigned\"} %s\n",
-                            esc, qn, mt, PQgetvalue(q, k, 3));
-                        put(&tasks, "iwd_queue_tasks{ccid=\"%s\",queue=\"%s\",media_type=\"%s\",status=\"held\"} %s\n",
-                            esc, qn, mt, PQgetvalue(q, k, 4));
-                        put(&oldest, "iwd_queue_oldest_task_age_seconds{ccid=\"%s\",queue=\"%s\",media_type=\"%s\"} %s\n",
-                            esc, qn, mt, PQgetvalue(q, k, 5));
-                    }
-                    PQclear(q);
-                    q = iwd_pg_exec(conn, ccid, "datamart_metrics",
-                                    "SELECT CASE WHEN to_regprocedure('iwd_dm.prometheus_metrics(text)') IS NOT NULL"
-                                    " THEN 1 END", 0, NULL);
-                    if (PQresultStatus(q) == PGRES_TUPLES_OK && !PQgetisnull(q, 0, 0)) {
-                        PGresult *m = iwd_pg_exec(conn, ccid, "datamart_metrics",
-                                                  "SELECT iwd_dm.prometheus_metrics($1)", 1, v);
-                        if (PQresultStatus(m) == PGRES_TUPLES_OK && PQntuples(m) == 1)
-                            collect_job_samples(jobs_by_metric, PQgetvalue(m, 0, 0));
-                        PQclear(m);
-                    }
-                    PQclear(q);
-                }
-            }
-            PQclear(r);
-        }
-    }
-    PQclear(res);
-    put(t, "# HELP iwd_queue_tasks Open tasks by tenant, queue, media type and status.\n"
-           "# TYPE iwd_queue_tasks gauge\n%s", tasks.buf);
-    put(t, "# HELP iwd_queue_oldest_task_age_seconds Age of the oldest queued task.\n"
-           "# TYPE iwd_queue_oldest_task_age_seconds gauge\n%s", oldest.buf);
-    put(t, "# HELP iwd_claims_total Tasks reserved by next_task since the database server started.\n"
-           "# TYPE iwd_claims_total counter\n%s", claims.buf);
-    put(t, "# HELP iwd_reservation_timeouts_total Reservations returned to the queue unaccepted.\n"
-           "# TYPE iwd_reservation_timeouts_total counter\n%s", timeouts.buf);
-    for (int j = 0; j < NJOB_METRICS; j++) {
-        put(t, "# HELP %s %s\n# TYPE %s gauge\n%s", job_metrics[j].name, job_metrics[j].help, job_metrics[j].name,
-            jobs_by_metric[j].buf);
-        free(jobs_by_metric[j].buf);
-    }
-    free(tasks.buf);
-    free(oldest.buf);
-    free(claims.buf);
-    free(timeouts.buf);
-}
-
 /*
- * The last reading of the tenants' families, shared by every thread's scrapes for iwd_conf.metrics_ttl_ms:
- * a reading runs a scan over each tenant's open tasks, which scrapes must not repeat under load. While one
- * thread reads again, concurrent scrapes serve the previous reading rather than start their own.
+ * The collector: one thread of its own reads the tenants' queue gauges and Data Mart job metrics every
+ * IWD_METRICS_TTL_MS, over its own connections (a short connect timeout, a short statement timeout and
+ * a deadline of its own on every answer), and publishes the text of that reading; a scrape copies the
+ * last one. A tenant server that is down or never answers delays only the collector's next reading,
+ * never a scrape and never a worker thread's requests.
  */
+#define COLLECT_CONNECT_TIMEOUT_S 2
+#define COLLECT_STATEMENT_TIMEOUT_MS 5000
+#define COLLECT_DEADLINE_MS 6000       /* the collector's own bound on one answer, whatever the server does */
+#define COLLECT_BACKOFF_MIN_MS 1000    /* after a failed reading of a tenant, no new attempt before this */
+#define COLLECT_BACKOFF_MAX_MS 60000
+#define QUEUE_SERIES_PER_TENANT 100    /* queue / media type pairs with series of their own, by backlog */
+
+/* A tenant database the collector reads, with its connection. */
+typedef struct collected {
+    iwd_tenant_t tenant;
+    PGconn *conn;
+    int64_t retry_at_ms;
+    int backoff_ms;
+    bool listed; /* still provisioned at the last reading of the registry */
+    struct collected *next;
+} collected_t;
+
+static collected_t *collected;
+static PGconn *collector_control;
+
+/* The reading scrapes serve: its text, replaced as a whole by the collector. */
 static struct {
     pthread_mutex_t lock;
     char *text;
-    int64_t read_at_ms;
-    bool reading;
-} tenants_cache = {.lock = PTHREAD_MUTEX_INITIALIZER};
+} snapshot = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
-/* Append the tenants' families to t: the shared reading when it is recent enough, a new one otherwise. */
-static void render_tenants_cached(iwd_thread_t *thread, text_t *t)
+/*
+ * Run one statement and wait for its answer until deadline_ms at most; NULL when the server did not
+ * answer in time or the connection broke (the caller closes the connection: a late answer would be read
+ * as the next statement's).
+ */
+static PGresult *query_within(PGconn *conn, const char *db, const char *command, const char *sql, int nparams,
+                              const char *const *values, int64_t deadline_ms)
 {
-    text_t fresh;
-    int64_t now = iwd_now_ms();
+    double start = iwd_now_ms_precise();
+    PGresult *res = NULL, *r;
+    const char *code = NULL;
 
-    pthread_mutex_lock(&tenants_cache.lock);
-    if (tenants_cache.text != NULL &&
-        (now - tenants_cache.read_at_ms < iwd_conf.metrics_ttl_ms || tenants_cache.reading)) {
-        put(t, "%s", tenants_cache.text);
-        pthread_mutex_unlock(&tenants_cache.lock);
-        return;
+    if (!PQsendQueryParams(conn, sql, nparams, NULL, values, NULL, NULL, 0))
+        goto failed;
+    while (PQflush(conn) > 0 || PQisBusy(conn)) {
+        struct pollfd pfd = {.fd = PQsocket(conn), .events = POLLIN | POLLOUT};
+        int64_t left = deadline_ms - iwd_now_ms();
+        if (left <= 0 || poll(&pfd, 1, (int)left) <= 0 || !PQconsumeInput(conn))
+            goto failed;
     }
-    tenants_cache.reading = true;
-    pthread_mutex_unlock(&tenants_cache.lock);
-
-    fresh = (text_t){.buf = calloc(1, 1), .len = 0, .cap = 1};
-    render_tenants(thread, &fresh);
-    put(t, "%s", fresh.buf);
-
-    pthread_mutex_lock(&tenants_cache.lock);
-    free(tenants_cache.text);
-    tenants_cache.text = fresh.buf;
-    tenants_cache.read_at_ms = iwd_now_ms();
-    tenants_cache.reading = false;
-    pthread_mutex_unlock(&tenants_cache.lock);
+    while ((r = PQgetResult(conn)) != NULL) {
+        if (res == NULL)
+            res = r;
+        else
+            PQclear(r);
+    }
+    if (PQresultStatus(res) != PGRES_TUPLES_OK && PQresultStatus(res) != PGRES_COMMAND_OK)
+        code = PQresultErrorField(res, PG_DIAG_SQLSTATE) != NULL ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : "08006";
+    iwd_metrics_db(db, command, code, iwd_now_ms_precise() - start, false, false);
+    return res;
+failed:
+    if (res != NULL)
+        PQclear(res);
+    iwd_metrics_db(db, command, "08006", iwd_now_ms_precise() - start, false, false);
+    return NULL;
 }
 
-char *iwd_metrics_render(iwd_thread_t *thread, size_t *len)
+/* Close a tenant's connection after a failure, and wait longer before each new attempt. */
+static void collect_failed(collected_t *c, const char *why)
+{
+    c->backoff_ms = c->backoff_ms == 0 ? COLLECT_BACKOFF_MIN_MS
+                                       : (c->backoff_ms * 2 > COLLECT_BACKOFF_MAX_MS ? COLLECT_BACKOFF_MAX_MS
+                                                                                   : c->backoff_ms * 2);
+    c->retry_at_ms = iwd_now_ms() + c->backoff_ms;
+    iwd_log(IWD_LOG_WARN, "tenant metrics not read", "%s: %s; next attempt in %d ms", c->tenant.ccid, why,
+            c->backoff_ms);
+    if (c->conn != NULL) { /* why may be its error message: closed only now */
+        PQfinish(c->conn);
+        c->conn = NULL;
+    }
+}
+
+/* The collector's entry for a tenant of the registry, its connection kept when its conninfo is the same. */
+static collected_t *collected_entry(const iwd_tenant_t *tenant)
+{
+    collected_t *c;
+
+    for (c = collected; c != NULL; c = c->next)
+        if (strcmp(c->tenant.ccid, tenant->ccid) == 0)
+            break;
+    if (c == NULL) {
+        c = calloc(1, sizeof(*c));
+        c->next = collected;
+        collected = c;
+    } else if (strcmp(c->tenant.conninfo, tenant->conninfo) != 0 && c->conn != NULL) {
+        PQfinish(c->conn); /* re-provisioned elsewhere */
+        c->conn = NULL;
+        c->retry_at_ms = 0;
+        c->backoff_ms = 0;
+    }
+    c->tenant = *tenant;
+    c->listed = true;
+    return c;
+}
+
+/* The tenant families of one reading, each gathered apart and rendered one after the other. */
+typedef struct reading {
+    text_t tasks, oldest, claims, timeouts, up, jobs[NJOB_METRICS];
+} reading_t;
+
+/*
+ * Read one tenant's gauges into the reading. Queue and media type are free text of the tenant's: the
+ * QUEUE_SERIES_PER_TENANT pairs with the largest backlog have series of their own, the rest are summed
+ * under queue="other", media_type="other".
+ */
+static bool collect_tenant(collected_t *c, reading_t *r, char *why, size_t why_size)
+{
+    char limit[16], esc[512];
+    const char *v[1] = {limit}, *ccid_v[1] = {c->tenant.ccid};
+    int64_t deadline = iwd_now_ms() + COLLECT_DEADLINE_MS;
+    PGresult *q;
+
+    snprintf(limit, sizeof(limit), "%d", QUEUE_SERIES_PER_TENANT);
+    q = query_within(c->conn, c->tenant.ccid, "queue_stats",
+                     "WITH s AS MATERIALIZED (SELECT iwd.queue_stats() AS v),"
+                     " ranked AS (SELECT q->>'queue' AS queue, q->>'mediaType' AS media_type,"
+                     " (q->>'queued')::bigint AS queued, (q->>'assigned')::bigint AS assigned,"
+                     " (q->>'held')::bigint AS held, (q->>'oldestQueuedSeconds')::float8 AS oldest,"
+                     " row_number() OVER (ORDER BY (q->>'queued')::bigint + (q->>'assigned')::bigint"
+                     " + (q->>'held')::bigint DESC, q->>'queue', q->>'mediaType') AS rank"
+                     " FROM s, jsonb_array_elements(s.v->'queues') q),"
+                     " capped AS (SELECT CASE WHEN rank <= $1::int THEN queue ELSE 'other' END AS queue,"
+                     " CASE WHEN rank <= $1::int THEN media_type ELSE 'other' END AS media_type,"
+                     " sum(queued) AS queued, sum(assigned) AS assigned, sum(held) AS held, max(oldest) AS oldest"
+                     " FROM ranked GROUP BY 1, 2)"
+                     " SELECT c.queue, c.media_type, c.queued, c.assigned, c.held, c.oldest,"
+                     " (s.v->>'claims')::bigint, (s.v->>'reservationTimeouts')::bigint"
+                     " FROM s LEFT JOIN capped c ON true ORDER BY c.queue, c.media_type",
+                     1, v, deadline);
+    if (q == NULL || PQresultStatus(q) != PGRES_TUPLES_OK) {
+        snprintf(why, why_size, "queue_stats: %s", q == NULL ? "no answer in time" : PQresultErrorMessage(q));
+        if (q != NULL)
+            PQclear(q);
+        return false;
+    }
+    escape_label(c->tenant.ccid, esc, sizeof(esc));
+    for (int k = 0; k < PQntuples(q); k++) {
+        char qn[1024], mt[1024];
+        if (k == 0) {
+            put(&r->claims, "iwd_claims_total{ccid=\"%s\"} %s\n", esc, PQgetvalue(q, 0, 6));
+            put(&r->timeouts, "iwd_reservation_timeouts_total{ccid=\"%s\"} %s\n", esc, PQgetvalue(q, 0, 7));
+        }
+        if (PQgetisnull(q, k, 0))
+            continue;
+        escape_label(PQgetvalue(q, k, 0), qn, sizeof(qn));
+        escape_label(PQgetvalue(q, k, 1), mt, sizeof(mt));
+        put(&r->tasks, "iwd_queue_tasks{ccid=\"%s\",queue=\"%s\",media_type=\"%s\",status=\"queued\"} %s\n", esc, qn,
+            mt, PQgetvalue(q, k, 2));
+        put(&r->tasks, "iwd_queue_tasks{ccid=\"%s\",queue=\"%s\",media_type=\"%s\",status=\"assigned\"} %s\n", esc,
+            qn, mt, PQgetvalue(q, k, 3));
+        put(&r->tasks, "iwd_queue_tasks{ccid=\"%s\",queue=\"%s\",media_type=\"%s\",status=\"held\"} %s\n", esc, qn,
+            mt, PQgetvalue(q, k, 4));
+        put(&r->oldest, "iwd_queue_oldest_task_age_seconds{ccid=\"%s\",queue=\"%s\",media_type=\"%s\"} %s\n", esc,
+            qn, mt, PQgetvalue(q, k, 5));
+    }
+    PQclear(q);
+    q = query_within(c->conn, c->tenant.ccid, "datamart_metrics",
+                     "SELECT CASE WHEN to_regprocedure('iwd_dm.prometheus_metrics(text)') IS NOT NULL"
+                     " THEN iwd_dm.prometheus_metrics($1) END",
+                     1, ccid_v, deadline);
+    if (q == NULL) {
+        snprintf(why, why_size, "datamart_metrics: no answer in time");
+        return false;
+    }
+    if (PQresultStatus(q) == PGRES_TUPLES_OK && PQntuples(q) == 1 && !PQgetisnull(q, 0, 0))
+        collect_job_samples(r->jobs, PQgetvalue(q, 0, 0));
+    PQclear(q);
+    return true;
+}
+
+/* The registry's tenants with the iWD service, as registry entries; NULL when the control database fails. */
+static PGresult *registry_tenants(void)
+{
+    PGresult *res;
+
+    if (collector_control != NULL && PQstatus(collector_control) != CONNECTION_OK) {
+        PQfinish(collector_control);
+        collector_control = NULL;
+    }
+    if (collector_control == NULL) {
+        collector_control = iwd_pg_connect_bounded(iwd_conf.control_db, COLLECT_CONNECT_TIMEOUT_S,
+                                                   COLLECT_STATEMENT_TIMEOUT_MS);
+        if (PQstatus(collector_control) != CONNECTION_OK) {
+            PQfinish(collector_control);
+            collector_control = NULL;
+            return NULL;
+        }
+    }
+    res = query_within(collector_control, "control", "metrics",
+                       "SELECT json_build_object('kind', 'tenant', 'ccid', ccid, 'host', db_host, 'port', db_port,"
+                       " 'db', db_name, 'user', db_user, 'pw', db_password, 'ssl', db_ssl)::text"
+                       " FROM iwd_control.tenant WHERE 'iWD' = ANY (services) ORDER BY ccid",
+                       0, NULL, iwd_now_ms() + COLLECT_DEADLINE_MS);
+    if (res == NULL || PQresultStatus(res) != PGRES_TUPLES_OK) {
+        if (res != NULL)
+            PQclear(res);
+        PQfinish(collector_control);
+        collector_control = NULL;
+        return NULL;
+    }
+    return res;
+}
+
+/* Forget the tenants no longer provisioned. */
+static void forget_unlisted(void)
+{
+    for (collected_t **p = &collected; *p != NULL;) {
+        collected_t *c = *p;
+        if (c->listed) {
+            p = &c->next;
+            continue;
+        }
+        *p = c->next;
+        if (c->conn != NULL)
+            PQfinish(c->conn);
+        free(c);
+    }
+}
+
+/* One reading of every tenant, rendered as the tenant families of the exposition. */
+static char *collect(void)
+{
+    reading_t r;
+    text_t out = {.buf = calloc(1, 1), .len = 0, .cap = 1};
+    text_t *all[] = {&r.tasks, &r.oldest, &r.claims, &r.timeouts, &r.up};
+    PGresult *res = registry_tenants();
+
+    for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++)
+        *all[i] = (text_t){.buf = calloc(1, 1), .len = 0, .cap = 1};
+    for (int j = 0; j < NJOB_METRICS; j++)
+        r.jobs[j] = (text_t){.buf = calloc(1, 1), .len = 0, .cap = 1};
+    for (collected_t *c = collected; c != NULL; c = c->next)
+        c->listed = res == NULL; /* the registry cannot be read: keep reading the tenants known */
+    for (int i = 0; res != NULL && i < PQntuples(res); i++) {
+        iwd_tenant_t tenant;
+        if (iwd_tenant_from_entry(&tenant, PQgetvalue(res, i, 0)) == IWD_OK)
+            collected_entry(&tenant);
+    }
+    if (res != NULL)
+        PQclear(res);
+    forget_unlisted();
+    for (collected_t *c = collected; c != NULL; c = c->next) {
+        char esc[512], why[512];
+        bool ok = false;
+        if (c->conn == NULL && iwd_now_ms() >= c->retry_at_ms) {
+            c->conn = iwd_pg_connect_bounded(c->tenant.conninfo, COLLECT_CONNECT_TIMEOUT_S,
+                                             COLLECT_STATEMENT_TIMEOUT_MS);
+            if (PQstatus(c->conn) == CONNECTION_OK) {
+                iwd_metrics_db(c->tenant.ccid, "connect", NULL, 0, true, false);
+            } else {
+                iwd_metrics_db(c->tenant.ccid, "connect", "08006", 0, false, false);
+                collect_failed(c, PQerrorMessage(c->conn));
+            }
+        }
+        if (c->conn != NULL) {
+            ok = collect_tenant(c, &r, why, sizeof(why));
+            if (ok) {
+                c->backoff_ms = 0;
+            } else {
+                iwd_metrics_db(c->tenant.ccid, "disconnect", NULL, 0, false, true);
+                collect_failed(c, why);
+            }
+        }
+        escape_label(c->tenant.ccid, esc, sizeof(esc));
+        put(&r.up, "iwd_tenant_metrics_up{ccid=\"%s\"} %d\n", esc, ok);
+    }
+    put(&out, "# HELP iwd_queue_tasks Open tasks by tenant, queue, media type and status.\n"
+              "# TYPE iwd_queue_tasks gauge\n%s", r.tasks.buf);
+    put(&out, "# HELP iwd_queue_oldest_task_age_seconds Age of the oldest queued task.\n"
+              "# TYPE iwd_queue_oldest_task_age_seconds gauge\n%s", r.oldest.buf);
+    put(&out, "# HELP iwd_claims_total Tasks reserved by next_task since the database server started.\n"
+              "# TYPE iwd_claims_total counter\n%s", r.claims.buf);
+    put(&out, "# HELP iwd_reservation_timeouts_total Reservations returned to the queue unaccepted.\n"
+              "# TYPE iwd_reservation_timeouts_total counter\n%s", r.timeouts.buf);
+    put(&out, "# HELP iwd_tenant_metrics_up Whether the last reading of the tenant's gauges succeeded.\n"
+              "# TYPE iwd_tenant_metrics_up gauge\n%s", r.up.buf);
+    for (int j = 0; j < NJOB_METRICS; j++) {
+        put(&out, "# HELP %s %s\n# TYPE %s gauge\n%s", job_metrics[j].name, job_metrics[j].help, job_metrics[j].name,
+            r.jobs[j].buf);
+        free(r.jobs[j].buf);
+    }
+    for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++)
+        free(all[i]->buf);
+    return out.buf;
+}
+
+static void *collector_main(void *arg)
+{
+    (void)arg;
+    for (;;) {
+        char *text = collect(), *old;
+        struct timespec pause = {.tv_sec = iwd_conf.metrics_ttl_ms / 1000,
+                                 .tv_nsec = (long)(iwd_conf.metrics_ttl_ms % 1000) * 1000000};
+
+        pthread_mutex_lock(&snapshot.lock);
+        old = snapshot.text;
+        snapshot.text = text;
+        pthread_mutex_unlock(&snapshot.lock);
+        free(old);
+        nanosleep(&pause, NULL);
+    }
+    return NULL;
+}
+
+void iwd_metrics_start_collector(void)
+{
+    pthread_t collector;
+
+    pthread_create(&collector, NULL, collector_main, NULL);
+    pthread_detach(collector);
+}
+
+char *iwd_metrics_render(size_t *len)
 {
     text_t t = {.buf = malloc(16384), .len = 0, .cap = 16384};
 
     t.buf[0] = '\0';
     render_series(&t);
     render_process(&t);
-    render_tenants_cached(thread, &t);
+    pthread_mutex_lock(&snapshot.lock);
+    if (snapshot.text != NULL)
+        put(&t, "%s", snapshot.text);
+    pthread_mutex_unlock(&snapshot.lock);
     *len = t.len;
     return t.buf;
 }

@@ -15,6 +15,7 @@
 #include "sidecar.h"
 
 #define MAX_TENANT_CONNS_PER_THREAD 256
+#define RETRY_AFTER_S 1 /* what a 503 tells the client to wait */
 
 int64_t iwd_now_ms(void)
 {
@@ -39,12 +40,58 @@ static void ignore_notice(void *arg, const char *message)
     (void)message;
 }
 
-PGconn *iwd_pg_connect(const char *conninfo)
+/*
+ * The startup options of every sidecar session: the conninfo's own options, then ours, which win (a
+ * later -c overrides an earlier one, and options given at connection override ALTER DATABASE / ROLE
+ * settings). A statement and a lock timeout so that no client call holds a backend or a lock for long,
+ * and a pinned search_path so that nothing a database owner plants in another schema is resolved.
+ */
+static char *session_options(const char *conninfo, int statement_timeout_ms)
 {
-    PGconn *conn = PQconnectdb(conninfo);
+    PQconninfoOption *parsed = PQconninfoParse(conninfo, NULL);
+    const char *own = "";
+    char *options;
 
+    for (PQconninfoOption *o = parsed; o != NULL && o->keyword != NULL; o++)
+        if (strcmp(o->keyword, "options") == 0 && o->val != NULL)
+            own = o->val;
+    if (asprintf(&options, "%s%s-c statement_timeout=%d -c lock_timeout=%d -c search_path=pg_catalog,iwd,pg_temp", own,
+                 *own != '\0' ? " " : "", statement_timeout_ms, iwd_conf.lock_timeout_ms) < 0)
+        abort();
+    PQconninfoFree(parsed);
+    return options;
+}
+
+/*
+ * Connect with the conninfo (a string or URL), the session options above taking precedence, and when
+ * connect_timeout_s is positive, that connect timeout rather than the conninfo's.
+ */
+static PGconn *connect_with(const char *conninfo, int statement_timeout_ms, int connect_timeout_s)
+{
+    char *options = session_options(conninfo, statement_timeout_ms), timeout[16];
+    const char *keywords[] = {"dbname", "options", NULL, NULL};
+    const char *values[] = {conninfo, options, NULL, NULL};
+    PGconn *conn;
+
+    if (connect_timeout_s > 0) {
+        snprintf(timeout, sizeof(timeout), "%d", connect_timeout_s);
+        keywords[2] = "connect_timeout";
+        values[2] = timeout;
+    }
+    conn = PQconnectdbParams(keywords, values, 1);
+    free(options);
     PQsetNoticeProcessor(conn, ignore_notice, NULL);
     return conn;
+}
+
+PGconn *iwd_pg_connect(const char *conninfo)
+{
+    return connect_with(conninfo, iwd_conf.statement_timeout_ms, 0);
+}
+
+PGconn *iwd_pg_connect_bounded(const char *conninfo, int connect_timeout_s, int statement_timeout_ms)
+{
+    return connect_with(conninfo, statement_timeout_ms, connect_timeout_s);
 }
 
 /* Open a connection; NULL (logged) when the server cannot be reached. */
@@ -276,9 +323,13 @@ int iwd_pg_error_status(PGresult *res)
         return 409;
     if (strcmp(code, "42501") == 0)
         return 403;
-    if (strncmp(code, "22", 2) == 0 || strcmp(code, "42P02") == 0)
+    /* 54: a program limit (an index row or a tsvector too large for a value the client sent) */
+    if (strncmp(code, "22", 2) == 0 || strcmp(code, "42P02") == 0 || strncmp(code, "54", 2) == 0)
         return 400;
-    if (strncmp(code, "08", 2) == 0 || strncmp(code, "57P", 3) == 0 || strcmp(code, "53300") == 0)
+    if (strcmp(code, "57014") == 0) /* canceled: IWD_STATEMENT_TIMEOUT_MS */
+        return 504;
+    if (strncmp(code, "08", 2) == 0 || strncmp(code, "57P", 3) == 0 || strncmp(code, "53", 2) == 0 ||
+        strcmp(code, "55P03") == 0) /* 55P03: IWD_LOCK_TIMEOUT_MS */
         return 503;
     return 500;
 }
@@ -299,6 +350,15 @@ static const char *command_of(const char *sql, char *buf, size_t size)
     return buf;
 }
 
+/* Tell the client of a 503 when to try again. */
+static void retry_later(iwd_call_t *call)
+{
+    char *seconds = h2o_mem_alloc_pool(&call->req->pool, 16);
+    int n = snprintf(seconds, 16, "%d", RETRY_AFTER_S);
+
+    h2o_add_header(&call->req->pool, &call->req->res.headers, H2O_TOKEN_RETRY_AFTER, NULL, seconds, n);
+}
+
 /* Answer a request from its SQL call's result: the jsonb value, 204/404 for NULL, or the error. */
 static void answer(iwd_call_t *call, PGresult *res, int success_status, int null_status)
 {
@@ -317,6 +377,8 @@ static void answer(iwd_call_t *call, PGresult *res, int success_status, int null
     status = iwd_pg_error_status(res);
     msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
     detail = PQresultErrorField(res, PG_DIAG_MESSAGE_DETAIL);
+    if (status == 503)
+        retry_later(call);
     if (status >= 500)
         iwd_log(IWD_LOG_ERROR, "database call failed", "%s: %s", call->tenant.ccid,
                 res != NULL ? PQresultErrorMessage(res) : "the connection broke");
@@ -334,8 +396,11 @@ static void fail_pending(iwd_pg_pending_t *pending, int status, const char *mess
 {
     iwd_call_t *call = detach(pending);
 
-    if (call != NULL)
+    if (call != NULL) {
+        if (status == 503)
+            retry_later(call);
         iwd_respond_error(call, status, "%s", message);
+    }
     pending_free(pending);
 }
 
@@ -378,15 +443,55 @@ static const char *statement(iwd_tenant_conn_t *tc, const char *sql, int nparams
 
 static void send_call(iwd_tenant_conn_t *tc, iwd_pg_pending_t *pending);
 
-/* Send a call on an idle connection of its tenant, queue it when all are in use, or answer 503. */
+/*
+ * Count the calls waiting for a connection on this thread, and those of one tenant; calls whose client
+ * went away are dropped on the way, so that they hold no place.
+ */
+static int count_waiting(iwd_thread_t *thread, const char *ccid, int *of_tenant)
+{
+    iwd_pg_pending_t **p = &thread->waiting;
+    int total = 0;
+
+    *of_tenant = 0;
+    while (*p != NULL) {
+        iwd_pg_pending_t *pending = *p;
+        if (pending->call == NULL) {
+            *p = pending->next;
+            pending_free(pending);
+            continue;
+        }
+        total++;
+        *of_tenant += strcmp(pending->call->tenant.ccid, ccid) == 0;
+        p = &pending->next;
+    }
+    thread->waiting_tail = p;
+    return total;
+}
+
+/*
+ * Send a call on an idle connection of its tenant, queue it when all are in use, or answer 503. The
+ * queue is bounded per tenant (so that one tenant's backlog leaves room for the others: each tenant has
+ * its own connections, so a tenant's calls wait only behind its own) and per thread (each waiting call
+ * holds its body); beyond either bound the call is refused at once, with Retry-After.
+ */
 static void dispatch(iwd_thread_t *thread, iwd_pg_pending_t *pending)
 {
     bool busy;
     iwd_tenant_conn_t *tc = idle_conn(thread, &pending->call->tenant, false, &busy);
+    int of_tenant, total;
 
     if (tc != NULL) {
         send_call(tc, pending);
     } else if (busy) {
+        total = count_waiting(thread, pending->call->tenant.ccid, &of_tenant);
+        if (of_tenant >= iwd_conf.waiting_calls_per_tenant || total >= iwd_conf.waiting_calls_per_thread) {
+            iwd_metrics_refused(pending->call->tenant.ccid);
+            fail_pending(pending, 503,
+                         of_tenant >= iwd_conf.waiting_calls_per_tenant
+                             ? "too many calls of this tenant are waiting for a database connection; retry later"
+                             : "too many calls are waiting for a database connection; retry later");
+            return;
+        }
         pending->next = NULL;
         *thread->waiting_tail = pending;
         thread->waiting_tail = &pending->next;

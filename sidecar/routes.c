@@ -34,7 +34,8 @@ static int on_metrics(iwd_call_t *call);
 static const route_t routes[] = {
     {"GET", "/health/live", AUTH_NONE, on_health_live, NULL, false, false, 200, 404, NULL},
     {"GET", "/health/ready", AUTH_NONE, on_health_ready, NULL, false, false, 200, 404, NULL},
-    {"GET", "/metrics", AUTH_NONE, on_metrics, NULL, false, false, 200, 404, NULL},
+    /* without a key on the metrics listener (IWD_METRICS_PORT) only: it names every tenant */
+    {"GET", "/metrics", AUTH_ADMIN, on_metrics, NULL, false, false, 200, 404, NULL},
     {"POST", "/provisioning", AUTH_ADMIN, iwd_on_provisioning_save, NULL, false, true, 200, 404, NULL},
     {"PUT", "/provisioning", AUTH_ADMIN, iwd_on_provisioning_save, NULL, false, true, 200, 404, NULL},
     {"DELETE", "/provisioning/{ccid}", AUTH_ADMIN, iwd_on_provisioning_delete, NULL, false, false, 200, 404, NULL},
@@ -280,6 +281,46 @@ static int run_sql(iwd_call_t *call, const route_t *r)
     return iwd_pg_call(call, r->sql, n, values, r->success, r->on_null);
 }
 
+/*
+ * Longest path parameter (an id or a name) and query value (a filter, possibly a comma-separated list),
+ * decoded: a longer one is refused before it reaches the database, where it could only fail.
+ */
+#define PATH_PARAM_BYTES_MAX 256
+#define QUERY_VALUE_BYTES_MAX 1024
+
+/* Whether the path parameters and query values are within their bounds; false with the message when not. */
+static bool within_length_bounds(iwd_call_t *call, char *message, size_t size)
+{
+    h2o_req_t *req = call->req;
+    const char *q, *end;
+
+    for (int i = 0; i < call->nparams; i++)
+        if (strlen(call->params[i]) > PATH_PARAM_BYTES_MAX) {
+            snprintf(message, size, "path parameter %d is longer than %d bytes", i + 1, PATH_PARAM_BYTES_MAX);
+            return false;
+        }
+    if (req->query_at == SIZE_MAX)
+        return true;
+    q = req->path.base + req->query_at + 1;
+    end = req->path.base + req->path.len;
+    while (q < end) {
+        const char *stop = memchr(q, '&', end - q), *eq, *p;
+        size_t decoded = 0;
+        if (stop == NULL)
+            stop = end;
+        eq = memchr(q, '=', stop - q);
+        for (p = eq != NULL ? eq + 1 : stop; p < stop; p += *p == '%' ? 3 : 1) /* the query decodes (routing) */
+            decoded++;
+        if (decoded > QUERY_VALUE_BYTES_MAX) {
+            snprintf(message, size, "query parameter \"%.*s\" is longer than %d bytes", (int)(eq - q > 64 ? 64 : eq - q),
+                     q, QUERY_VALUE_BYTES_MAX);
+            return false;
+        }
+        q = stop + 1;
+    }
+    return true;
+}
+
 int iwd_route(iwd_call_t *call)
 {
     char message[256];
@@ -290,10 +331,15 @@ int iwd_route(iwd_call_t *call)
         return iwd_respond_error(call, status, "%s", message);
     call->route = r->pattern;
     if (r->auth == AUTH_ADMIN &&
-        iwd_auth_admin_request(call, "provisioning needs the cluster admin key in x-api-key") != IWD_OK)
+        iwd_auth_admin_request(call, r->fn == on_metrics
+                                         ? "metrics need the cluster admin key in x-api-key on this port;"
+                                           " the metrics port (IWD_METRICS_PORT) serves them without one"
+                                         : "provisioning needs the cluster admin key in x-api-key") != IWD_OK)
         return 0;
     if ((r->auth == AUTH_READ || r->auth == AUTH_WRITE) && iwd_auth_tenant(call, r->auth == AUTH_WRITE) != IWD_OK)
         return 0;
+    if (!within_length_bounds(call, message, sizeof(message)))
+        return iwd_respond_error(call, 400, "%s", message);
     if (r->fn != NULL)
         return r->fn(call);
     return run_sql(call, r);
@@ -332,7 +378,7 @@ static int on_health_ready(iwd_call_t *call)
 static int on_metrics(iwd_call_t *call)
 {
     size_t len;
-    char *text = iwd_metrics_render(call->thread, &len);
+    char *text = iwd_metrics_render(&len);
     char *copy = h2o_mem_alloc_pool(&call->req->pool, len);
 
     memcpy(copy, text, len);

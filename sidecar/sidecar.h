@@ -7,8 +7,10 @@
  * thread. The SQL call of a REST route does not block the loop: it is sent with libpq's asynchronous
  * API on an idle connection of the tenant (a thread opens up to IWD_PG_CONNS_PER_TENANT), the loop
  * watches that connection's socket and answers the request when the result is in. Lookups that are
- * rare or cached (registry, provisioning, metrics, hiredis) stay synchronous and block only their
- * thread's loop, briefly.
+ * rare or cached (registry, provisioning, hiredis) stay synchronous and block only their thread's
+ * loop, briefly. Every session has a statement and a lock timeout (pg.c). The tenants' gauges are read
+ * by a collector thread of their own (metrics.c), which a scrape never waits for; scrapes come in on a
+ * listener of their own (IWD_METRICS_PORT), served by the same loops.
  */
 #ifndef IWD_SIDECAR_H
 #define IWD_SIDECAR_H
@@ -47,7 +49,13 @@ typedef struct iwd_config {
     int log_level; /* 0 error, 1 warn, 2 info, 3 debug */
     char *pushgateway_url;
     int pushgateway_interval_s;
-    int metrics_ttl_ms; /* how long scrapes share one reading of the tenants' gauges */
+    int metrics_ttl_ms; /* how often the collector reads the tenants' gauges again */
+    char *metrics_listen;
+    int metrics_port;   /* the unauthenticated metrics listener; 0: none */
+    int statement_timeout_ms;
+    int lock_timeout_ms;
+    int waiting_calls_per_tenant; /* SQL calls of one tenant that may wait for a connection, per thread */
+    int waiting_calls_per_thread; /* SQL calls of all tenants that may wait for a connection, per thread */
 } iwd_config_t;
 
 extern iwd_config_t iwd_conf;
@@ -118,6 +126,7 @@ typedef struct iwd_thread {
     pthread_t tid;
     h2o_context_t ctx;
     h2o_accept_ctx_t accept_ctx;
+    h2o_accept_ctx_t metrics_accept_ctx; /* the metrics listener's: same loop, its own routes */
     PGconn *control;
     iwd_tenant_conn_t *tenants;
     int tenant_conns;
@@ -152,6 +161,7 @@ int iwd_url_decode(const char *in, size_t len, bool plus_is_space, char *out);
 
 /* PostgreSQL (pg.c). iwd_pg_call answers the request itself, now or once the result is in. */
 PGconn *iwd_pg_connect(const char *conninfo);
+PGconn *iwd_pg_connect_bounded(const char *conninfo, int connect_timeout_s, int statement_timeout_ms);
 PGconn *iwd_pg_control(iwd_thread_t *thread);
 PGconn *iwd_pg_tenant(iwd_thread_t *thread, const iwd_tenant_t *tenant);
 void iwd_pg_drop_tenant(iwd_thread_t *thread, const char *ccid);
@@ -197,12 +207,14 @@ int iwd_auth_migrate(PGconn *conn);
 void iwd_metrics_init(void);
 void iwd_metrics_request(const char *method, const char *route, int status, const char *ccid, double ms);
 void iwd_metrics_blacklist(void);
+void iwd_metrics_refused(const char *ccid);
 void iwd_metrics_db(const char *db, const char *command, const char *code, double ms, bool connect,
                     bool disconnect);
 void iwd_metrics_redis_error(void);
 void iwd_metrics_redis_state(int delta_ready, int delta_reconnecting, int delta_established);
 void iwd_metrics_redis_ready_after(double ms);
-char *iwd_metrics_render(iwd_thread_t *thread, size_t *len);
+void iwd_metrics_start_collector(void);
+char *iwd_metrics_render(size_t *len);
 void *iwd_pushgateway_main(void *arg);
 
 /* Routes. */

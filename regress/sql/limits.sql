@@ -80,6 +80,14 @@ SELECT iwd.next_task('narrow') ->> 'externalId';
 SELECT task('u-pair', '{"priority": 1, "skills": {"u1": 1, "u2": 2}}');
 SELECT iwd.next_task('narrow') ->> 'externalId';
 SELECT key, skill, paired_with FROM iwd.routing_keys WHERE key LIKE 'u%' OR key = 's7:5' ORDER BY key;
+-- a registry of more than 50,000 keys is not remembered by the sessions: their claims walk the universal
+-- queue, with the same answers
+INSERT INTO iwd.routing_keys (key, skill) SELECT 'v' || g || ':1', 'v' || g FROM generate_series(1, 50001) g;
+SELECT task('u-single', '{"priority": 3, "skills": {"u2": 3}}');
+SELECT task('u-too-high', '{"priority": 4, "skills": {"u2": 4}}');
+SELECT iwd.upsert_agent('{"id": "u2-only", "state": "ready", "skills": {"u2": 3}, "capacity": {"workitem": 5}}') ->> 'id';
+SELECT iwd.next_task('u2-only') ->> 'externalId';
+SELECT iwd.next_task('u2-only') ->> 'externalId';
 
 -- ids and names: 256 bytes; 3 KB values are refused (not 54000), 256 bytes are kept
 SELECT err(format('SELECT task(%L, %L)', repeat('e', 3000), '{}'));
