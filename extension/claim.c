@@ -409,6 +409,7 @@ RegistryInvalidate(Datum arg, Oid relid)
 	}
 }
 
+/* Order of the paired skill names (qsort and bsearch over char * elements). */
 static int
 ComparePaired(const void *a, const void *b)
 {
