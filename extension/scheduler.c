@@ -244,7 +244,7 @@ IwdWorkerRequireRole(IwdWorkerTransaction *xact)
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("role \"%s\" does not exist", IWD_WORKER_ROLE),
 				 errdetail("iwd's background workers run their work as this role, never as a superuser."),
-				 errhint("Create it again with ALTER EXTENSION iwd UPDATE or by reinstalling the extension.")));
+				 errhint("Create it again (CREATE ROLE iwd_worker NOLOGIN) and grant it what README, Security, Roles lists.")));
 }
 
 /* Commit what IwdWorkerStartTransaction started, as the session's own user again. */

@@ -286,6 +286,14 @@ wait_for "and the restarted worker does the work once the lock is gone" "queued"
     -c "SELECT status FROM iwd.task WHERE external_id = 'T2'"
 sql -d postgres -c "ALTER SYSTEM RESET iwd.worker_lock_timeout" -c "SELECT pg_reload_conf()" >/dev/null
 
+# without its role a worker refuses to work rather than run the passes as the superuser
+for db in tenant_a tenant_b hostile restored; do sql -d "$db" -c "DROP OWNED BY iwd_worker"; done
+sql -d postgres -c "DROP ROLE iwd_worker"
+deferred T3
+check "without the role iwd_worker the worker refuses to work" "t" "$(log_grep 'role "iwd_worker" does not exist')"
+sleep 2
+check "and leaves the work undone" "held" "$(sql -d tenant_b -c "SELECT status FROM iwd.task WHERE external_id = 'T3'")"
+
 "${as_user[@]}" "$bindir/pg_ctl" -D "$work/data" -m fast -w stop >/dev/null
 check "the server stops cleanly with the workers running" "0" "$?"
 echo "worker: $passed passed, $failed failed"

@@ -38,7 +38,7 @@ GRANT EXECUTE ON FUNCTION iwd_dm._analyze(bigint) TO iwd_worker;
 -- PostgreSQL's 63 bytes, the name's first 45 bytes (whole characters), "_" and 8 hexadecimal digits of
 -- the name's MD5, so that two long names sharing a prefix get two roles.
 CREATE FUNCTION iwd_dm.reporting_role() RETURNS name
-LANGUAGE sql STABLE AS $$
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
     SELECT CASE WHEN octet_length('iwd_gcxi_' || current_database()) <= 63
                 THEN 'iwd_gcxi_' || current_database()
                 ELSE 'iwd_gcxi_' || (SELECT left(current_database(), k) FROM generate_series(45, 1, -1) k
