@@ -32,7 +32,7 @@ base="http://127.0.0.1:$http_port/iwd/v3"
 cleanup() {
     for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null; done
     [ -n "${sidecar_pid:-}" ] && kill "$sidecar_pid" 2>/dev/null
-    redis-cli -p "$redis_port" shutdown nosave >/dev/null 2>&1
+    redis-cli -p "$redis_port" -a redis-secret --no-auth-warning shutdown nosave >/dev/null 2>&1
     "${as_user[@]}" "$bindir/pg_ctl" -D "$work/pg/data" -m immediate -w stop >/dev/null 2>&1
     sleep 0.2
     [ -z "${IWD_KEEP:-}" ] && rm -rf "$work"
