@@ -70,6 +70,9 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- if and .Values.hpa.enabled (gt (int .Values.hpa.minReplicas) (int .Values.hpa.maxReplicas)) -}}
 {{- fail "hpa.minReplicas must not exceed hpa.maxReplicas" -}}
 {{- end -}}
+{{- if eq (int .Values.monitoring.port) (int .Values.service.port) -}}
+{{- fail "monitoring.port must differ from service.port: the metrics listener is a port of its own" -}}
+{{- end -}}
 {{- if and .Values.iwddm.env.monitoring.enabled (not .Values.iwddm.env.monitoring.pushgateway_url) -}}
 {{- fail "iwddm.env.monitoring.enabled needs iwddm.env.monitoring.pushgateway_url" -}}
 {{- end -}}

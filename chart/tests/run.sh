@@ -105,8 +105,13 @@ check "a writable /tmp beside the read-only root" "/tmp" \
     "$(q default '[m["mountPath"] for m in container(workload())["volumeMounts"]][0]')"
 check "dnsConfig ndots 3" "3" \
     "$(q default '[o["value"] for o in workload()["spec"]["template"]["spec"]["dnsConfig"]["options"] if o["name"] == "ndots"][0]')"
-check "a ClusterIP Service on 4024" "ClusterIP 4024 http" \
-    "$(q default '" ".join(str(x) for x in (one("Service")["spec"]["type"], one("Service")["spec"]["ports"][0]["port"], one("Service")["spec"]["ports"][0]["targetPort"]))')"
+check "a ClusterIP Service on 4024, and nothing else" "ClusterIP 4024 http 1" \
+    "$(q default '" ".join(str(x) for x in (one("Service")["spec"]["type"], one("Service")["spec"]["ports"][0]["port"], one("Service")["spec"]["ports"][0]["targetPort"], len(one("Service")["spec"]["ports"])))')"
+check "the metrics listener: container port 9102, IWD_METRICS_PORT, a ClusterIP Service of its own" \
+    "9102 9102 0.0.0.0 ClusterIP 9102 metrics" \
+    "$(q default '" ".join(str(x) for x in ([p["containerPort"] for p in container(workload())["ports"] if p["name"] == "metrics"][0], one("ConfigMap")["data"]["IWD_METRICS_PORT"], one("ConfigMap")["data"]["IWD_METRICS_LISTEN"], by_name("Service", "-metrics")["spec"]["type"], by_name("Service", "-metrics")["spec"]["ports"][0]["port"], by_name("Service", "-metrics")["spec"]["ports"][0]["targetPort"]))')"
+check "the metrics Service stays ClusterIP whatever service.type says" "LoadBalancer ClusterIP" \
+    "$(render lb --set service.type=LoadBalancer; q lb 'one("Service")["spec"]["type"] + " " + by_name("Service", "-metrics")["spec"]["type"]')"
 check "the Service selects the sidecar's pods" "True" \
     "$(q default 'one("Service")["spec"]["selector"].items() <= workload()["spec"]["template"]["metadata"]["labels"].items() and workload()["spec"]["selector"]["matchLabels"].items() <= workload()["spec"]["template"]["metadata"]["labels"].items()')"
 check "a ServiceAccount without an automounted token" "False" "$(q default 'one("ServiceAccount")["automountServiceAccountToken"]')"
@@ -138,12 +143,12 @@ check "no secret value anywhere but the Secret" "0" "$(grep -c canary <(q secret
 
 echo "# monitoring"
 render monitoring -f chart/ci/monitoring-values.yaml --api-versions monitoring.coreos.com/v1
-check "ServiceMonitor scrapes /iwd/v3/metrics on the http port every 15s" "/iwd/v3/metrics http 15s" \
+check "ServiceMonitor scrapes /metrics on the metrics port every 15s" "/metrics metrics 15s" \
     "$(q monitoring '" ".join(one("ServiceMonitor")["spec"]["endpoints"][0][k] for k in ("path", "port", "interval"))')"
 check "monitoring.labels reach the ServiceMonitor and the PrometheusRule" "kube-prometheus-stack kube-prometheus-stack" \
     "$(q monitoring 'one("ServiceMonitor")["metadata"]["labels"]["release"] + " " + one("PrometheusRule")["metadata"]["labels"]["release"]')"
-check "the ServiceMonitor selects the Service" "True" \
-    "$(q monitoring 'one("ServiceMonitor")["spec"]["selector"]["matchLabels"].items() <= one("Service")["metadata"]["labels"].items()')"
+check "the ServiceMonitor selects the metrics Service only" "True False" \
+    "$(q monitoring 'str(one("ServiceMonitor")["spec"]["selector"]["matchLabels"].items() <= by_name("Service", "-metrics")["metadata"]["labels"].items()) + " " + str(one("ServiceMonitor")["spec"]["selector"]["matchLabels"].items() <= one("Service")["metadata"]["labels"].items())')"
 check "four documented alerts" "IwdDatabaseConnections IwdDatabaseErrors IwdErrorRate IwdMemory" \
     "$(q monitoring '" ".join(sorted(r["alert"] for r in rules()))')"
 check "the dashboard is Grafana JSON with panels" "True" "$(q monitoring 'len(panels()) >= 8 and all(p["targets"] for p in panels())')"
@@ -158,7 +163,7 @@ cp chart/tests/alerts.test.yaml "$work/"
 check "the alerts fire at the documented thresholds and not below (promtool test rules)" "0" "$?"
 grep -q SUCCESS "$work/promtool-test.log" || cat "$work/promtool-test.log"
 render monitoring-plain -f chart/ci/monitoring-values.yaml
-check "without the Prometheus operator: scrape annotations instead of a ServiceMonitor" "true 4024 /iwd/v3/metrics 0" \
+check "without the Prometheus operator: scrape annotations instead of a ServiceMonitor" "true 9102 /metrics 0" \
     "$(q monitoring-plain '" ".join(workload()["spec"]["template"]["metadata"]["annotations"]["prometheus.io/" + k] for k in ("scrape", "port", "path")) + " " + str(len(kinds.get("ServiceMonitor", [])))')"
 
 echo "# ingress, HPA, PDB, network policies"
@@ -167,6 +172,8 @@ check "Ingress: TLS, class and the /iwd/ path" "iwd-tls nginx /iwd/ Prefix" \
     "$(q ingress '" ".join((one("Ingress")["spec"]["tls"][0]["secretName"], one("Ingress")["spec"]["ingressClassName"], one("Ingress")["spec"]["rules"][0]["http"]["paths"][0]["path"], one("Ingress")["spec"]["rules"][0]["http"]["paths"][0]["pathType"]))')"
 check "the Ingress routes to the Service's http port" "True" \
     "$(q ingress 'one("Ingress")["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"] == {"name": one("Service")["metadata"]["name"], "port": {"name": one("Service")["spec"]["ports"][0]["name"]}}')"
+check "the Ingress publishes no metrics: every backend is the API Service's http port" "[('iwd-iwd-sidecar', 'http')]" \
+    "$(q ingress 'sorted({(p["backend"]["service"]["name"], p["backend"]["service"]["port"]["name"]) for i in kinds["Ingress"] for r in i["spec"]["rules"] for p in r["http"]["paths"]})')"
 render hpa -f chart/ci/hpa-pdb-values.yaml
 check "HPA with its bounds and target, and no fixed replicas" "3 12 60 None" \
     "$(q hpa '" ".join(str(x) for x in (one("HorizontalPodAutoscaler")["spec"]["minReplicas"], one("HorizontalPodAutoscaler")["spec"]["maxReplicas"], one("HorizontalPodAutoscaler")["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"], workload()["spec"].get("replicas")))')"
@@ -175,8 +182,11 @@ check "the HPA scales the sidecar's workload" "True" \
 check "PDB minAvailable 2 over the sidecar's pods" "2 True" \
     "$(q hpa 'str(one("PodDisruptionBudget")["spec"]["minAvailable"]) + " " + str(one("PodDisruptionBudget")["spec"]["selector"]["matchLabels"].items() <= workload()["spec"]["template"]["metadata"]["labels"].items())')"
 render netpol -f chart/ci/network-policies-values.yaml
-check "NetworkPolicy: ingress on 4024 only, over the sidecar's pods" "[4024] True" \
-    "$(q netpol 'str([p["port"] for r in one("NetworkPolicy")["spec"]["ingress"] for p in r["ports"]]) + " " + str(one("NetworkPolicy")["spec"]["podSelector"]["matchLabels"].items() <= workload()["spec"]["template"]["metadata"]["labels"].items())')"
+check "NetworkPolicy: ingress on 4024 from anywhere, 9102 from the monitoring namespace, over the sidecar's pods" \
+    "[(4024, None), (9102, [{'namespaceSelector': {'matchLabels': {'kubernetes.io/metadata.name': 'monitoring'}}}])] True" \
+    "$(q netpol 'str([(p["port"], r.get("from")) for r in one("NetworkPolicy")["spec"]["ingress"] for p in r["ports"]]) + " " + str(one("NetworkPolicy")["spec"]["podSelector"]["matchLabels"].items() <= workload()["spec"]["template"]["metadata"]["labels"].items())')"
+check "NetworkPolicy: no metricsFrom leaves the metrics port closed" "[4024]" \
+    "$(render netpol-closed -f chart/ci/network-policies-values.yaml --set 'networkPolicies.metricsFrom=null'; q netpol-closed '[p["port"] for r in one("NetworkPolicy")["spec"]["ingress"] for p in r["ports"]]')"
 check "NetworkPolicy: egress to DNS, PostgreSQL, the Redis nodes' ports and the Pushgateway's" "[53, 53, 5432, 5433, 6379, 7000, 9091]" \
     "$(q netpol 'sorted(p["port"] for r in one("NetworkPolicy")["spec"]["egress"] for p in r["ports"])')"
 
@@ -233,11 +243,12 @@ for bad in "replicaCount=0" "deploymentType=StatefulSet" "image.pullPolicy=Somet
            "hpa.targetCPUPercent=500" "hpa.enable=true" "sidecar.logLevel=loud" "sidecar.threads=65" \
            "sidecar.adminApiKey=short" "sidecar.secretKey=too-short" "redis.nodes=redis://a:6379;rm" "resources.limits.cpu=two" \
            "iwddm.env.monitoring.pushgateway_url=https://pgw:9091" "podDisruptionBudget.minAvailable=-1" \
-           "ingress.hosts[0].paths[0].pathType=Sometimes" "iwddm.db.sslmode=maybe" "monitoring.interval=often"; do
+           "ingress.hosts[0].paths[0].pathType=Sometimes" "iwddm.db.sslmode=maybe" "monitoring.interval=often" \
+           "monitoring.port=0" "networkPolicies.metricsFrom[0].everyone=true"; do
     "$helm" template iwd chart --set "$bad" >/dev/null 2>"$work/bad.err"
     check "refused: $bad" "1 1" "$? $(grep -c 'values don.t meet the specifications of the schema' "$work/bad.err")"
 done
-for bad in "redis.enableTLS=true" "hpa.enabled=true,hpa.minReplicas=5,hpa.maxReplicas=3" \
+for bad in "redis.enableTLS=true" "hpa.enabled=true,hpa.minReplicas=5,hpa.maxReplicas=3" "monitoring.port=4024" \
            "iwddm.env.monitoring.enabled=true" "iwddm.db.host=pg,iwddm.db.user=postgres"; do
     "$helm" template iwd chart --set "$bad" >/dev/null 2>"$work/bad.err"
     check "refused with a reason: $bad" "1" "$?"
@@ -305,13 +316,14 @@ if [ ! -x sidecar/iwd-sidecar ]; then
     check "sidecar/iwd-sidecar is built (make)" "built" "missing"
     finish
 fi
-api_port=$(free_port); dead_port=$(free_port)
+api_port=$(free_port); dead_port=$(free_port); metrics_port=$(free_port)
 render live -f chart/ci/monitoring-values.yaml --set service.port="$api_port" --set sidecar.adminApiKey=chart-test-admin-key \
+    --set monitoring.port="$metrics_port" \
     --set "sidecar.controlDb=host=$work/sock port=$pg_port dbname=iwd_control user=postgres" \
     --set "redis.nodes=redis://127.0.0.1:$dead_port" --set "iwddm.env.monitoring.pushgateway_url=http://127.0.0.1:$dead_port"
 q live '"\n".join("%s=%s" % (kv[0], __import__("shlex").quote(str(kv[1]))) for d in docs if d["kind"] in ("ConfigMap", "Secret") for kv in (d.get("data") if d["kind"] == "ConfigMap" else d["stringData"]).items() if kv[0].startswith("IWD_"))' > "$work/live.env"
 # loopback only here; in the pod it listens on every address
-sed -i 's/^IWD_LISTEN=.*/IWD_LISTEN=127.0.0.1/' "$work/live.env"
+sed -i 's/^IWD_LISTEN=.*/IWD_LISTEN=127.0.0.1/; s/^IWD_METRICS_LISTEN=.*/IWD_METRICS_LISTEN=127.0.0.1/' "$work/live.env"
 (set -a; . "$work/live.env"; set +a; exec sidecar/iwd-sidecar) > "$work/sidecar.log" 2>&1 &
 sidecar_pid=$!
 api="http://127.0.0.1:$api_port/iwd/v3"
@@ -328,7 +340,8 @@ check "a task is created in the tenant" "queued" \
 check "completing a missing task is a 404 (and a counted database error)" "404" \
     "$(curl -s -o /dev/null -w '%{http_code}' -X POST "$api/tasks/987654321/complete" -H 'x-api-key: chart-test-tenant-key' -d '{"agentId": "a1"}')"
 sql -d tenant_a -c "SELECT iwd_dm.run('intraday')" >/dev/null
-curl -s "$api/metrics" > "$work/metrics.txt"
+check "the API port's metrics need the admin key" "401" "$(curl -s -o /dev/null -w '%{http_code}' "$api/metrics")"
+curl -s "http://127.0.0.1:$metrics_port/metrics" > "$work/metrics.txt"
 unknown=$(queries monitoring | grep -oE '\biwd[A-Za-z_]+' | sed -E 's/_(bucket|sum|count)$//' | sort -u |
           while read -r m; do grep -q "^# TYPE $m " "$work/metrics.txt" || echo "$m"; done | tr '\n' ' ')
 check "every metric of the alerts and the dashboard is exported by the sidecar" "" "$unknown"
