@@ -1,0 +1,138 @@
+#!/usr/bin/env bash
+# Runs iwd's libFuzzer targets under AddressSanitizer and UndefinedBehaviorSanitizer.
+#   scripts/fuzz.sh          the short run of make test: FUZZ_SECONDS (default 15) per sidecar target and
+#                            FUZZ_SQL_SECONDS (default 60) for the SQL target, from the seed corpus
+#   scripts/fuzz.sh long     make fuzz: FUZZ_SECONDS (default 180) and FUZZ_SQL_SECONDS (default 600), each
+#                            target growing its corpus in <dir>/build/corpus/ from one long run to the next
+# FUZZ_RUNS=N stops each target after N inputs (before its time is up). FUZZ_TARGETS="fuzz_url fuzz_sql"
+# picks targets. Targets: sidecar/fuzz/ (fuzz_url, fuzz_route, fuzz_body, fuzz_provisioning: the sidecar's
+# parsers in-process) and regress/fuzz/fuzz_sql (a client of a throwaway cluster preloading iwd).
+# A target passes when it ran to its end with no crash and at least FUZZ_MIN_EXECS (default 1000) inputs;
+# a crash leaves its input in sidecar/fuzz/crashes/ or regress/fuzz/crashes/, with the command replaying
+# it. IWD_KEEP=1 keeps the logs and the cluster's directory. Ends with the executions per target and in
+# total, then "fuzz: N passed, M failed".
+set -uo pipefail
+cd "$(dirname "$0")/.."
+top=$(pwd)
+mode=${1:-short}
+case "$mode" in
+    short) seconds=${FUZZ_SECONDS:-15}; sql_seconds=${FUZZ_SQL_SECONDS:-60} ;;
+    long) seconds=${FUZZ_SECONDS:-180}; sql_seconds=${FUZZ_SQL_SECONDS:-600} ;;
+    *) echo "usage: scripts/fuzz.sh [short|long]" >&2; exit 2 ;;
+esac
+min_execs=${FUZZ_MIN_EXECS:-1000}
+targets=${FUZZ_TARGETS:-fuzz_url fuzz_route fuzz_body fuzz_provisioning fuzz_sql}
+bindir=$(/usr/lib/postgresql/15/bin/pg_config --bindir)
+work=$(mktemp -d /tmp/iwd-fuzz.XXXXXX)
+chmod 755 "$work"
+passed=0; failed=0; total_execs=0
+summary=()
+as_user=()
+[ "$(id -u)" -eq 0 ] && as_user=(runuser -u postgres --)
+
+cleanup() {
+    [ -d "$work/pg/data" ] && "${as_user[@]}" "$bindir/pg_ctl" -D "$work/pg/data" -m immediate -w stop >/dev/null 2>&1
+    [ -z "${IWD_KEEP:-}" ] && rm -rf "$work"
+}
+trap cleanup EXIT
+
+fail_setup() { echo "$1"; echo "fuzz: $passed passed, $((failed + 1)) failed"; exit 1; }
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+command -v clang >/dev/null || fail_setup "clang is missing: run make deps"
+sidecar_targets=$(tr ' ' '\n' <<<"$targets" | grep -v '^fuzz_sql$' | sed 's|^|build/|' | tr '\n' ' ')
+if [ -n "${sidecar_targets// /}" ]; then
+    make -s -C sidecar/fuzz $sidecar_targets >"$work/build.log" 2>&1 ||
+        { cat "$work/build.log"; fail_setup "cannot build sidecar/fuzz"; }
+fi
+if grep -qw fuzz_sql <<<"$targets"; then
+    make -s -C regress/fuzz >"$work/build.log" 2>&1 ||
+        { cat "$work/build.log"; fail_setup "cannot build regress/fuzz"; }
+fi
+
+# A throwaway cluster preloading iwd, with the fixtures the SQL fuzzer expects.
+start_cluster() {
+    local port
+    port=$(free_port)
+    mkdir -p "$work/pg"
+    [ "$(id -u)" -eq 0 ] && chown postgres: "$work/pg"
+    "${as_user[@]}" "$bindir/initdb" -D "$work/pg/data" -A trust >/dev/null || return 1
+    cat >>"$work/pg/data/postgresql.conf" <<CONF
+port = $port
+listen_addresses = ''
+unix_socket_directories = '$work/pg'
+shared_preload_libraries = 'iwd'
+iwd.databases = ''
+fsync = off
+log_min_messages = warning
+log_min_error_statement = panic
+CONF
+    "${as_user[@]}" "$bindir/pg_ctl" -D "$work/pg/data" -l "$work/pg/log" -w start >/dev/null || return 1
+    "${as_user[@]}" "$bindir/createdb" -h "$work/pg" -p "$port" fuzz || return 1
+    "${as_user[@]}" "$bindir/psql" -X -q -v ON_ERROR_STOP=1 -h "$work/pg" -p "$port" fuzz \
+        -f regress/fuzz/fixtures.sql >"$work/fixtures.log" 2>&1 || { cat "$work/fixtures.log"; return 1; }
+    sql_conninfo="host=$work/pg port=$port dbname=fuzz user=postgres application_name=fuzz_sql"
+}
+
+# run_target NAME DIR SECONDS [ENV...]: one libFuzzer run, its verdict and its count of executions.
+run_target() {
+    local name=$1 dir=$2 secs=$3; shift 3
+    local corpus crashes=$top/$dir/crashes log=$work/$name.log rc execs args
+    if [ "$mode" = long ]; then
+        corpus=$top/$dir/build/corpus/$name
+        mkdir -p "$corpus"
+    else
+        corpus=$work/corpus/$name
+        mkdir -p "$corpus"
+    fi
+    cp -n "$top/$dir/corpus/$name"/* "$corpus"/ 2>/dev/null
+    mkdir -p "$crashes"
+    args=(-max_total_time="$secs" -print_final_stats=1 -max_len=4096 -timeout=30 -rss_limit_mb=2048
+          -artifact_prefix="$crashes/$name-")
+    [ -n "${FUZZ_RUNS:-}" ] && args+=(-runs="$FUZZ_RUNS")
+    env "$@" "$top/$dir/build/$name" "${args[@]}" "$corpus" >"$log" 2>&1
+    rc=$?
+    execs=$(awk '/stat::number_of_executed_units:/ {print $2}' "$log" | tail -n 1)
+    execs=${execs:-0}
+    total_execs=$((total_execs + execs))
+    summary+=("$(printf '%-18s %12s executions in %4s s' "$name" "$execs" "$secs")")
+    if [ "$rc" -eq 0 ] && [ "$execs" -ge "$min_execs" ]; then
+        passed=$((passed + 1)); echo "ok - $name: $execs executions in $secs s, no crash"
+    else
+        failed=$((failed + 1))
+        echo "not ok - $name: exit status $rc after $execs executions (at least $min_execs needed)"
+        grep -E -A25 'ERROR: AddressSanitizer|runtime error|property violated|fuzz_sql:|ERROR: libFuzzer' "$log" |
+            head -n 60
+        for f in $(grep -o "Test unit written to [^ ]*" "$log" | awk '{print $NF}'); do
+            echo "  reproducer: $f"
+            if [ "$name" = fuzz_sql ]; then
+                echo "  replay it:  IWD_FUZZ_CONNINFO='<a database made as start_cluster does>' $dir/build/$name $f"
+            else
+                echo "  replay it:  $dir/build/$name $f"
+            fi
+        done
+    fi
+}
+
+for target in $targets; do
+    case "$target" in
+        fuzz_sql)
+            start_cluster || fail_setup "the throwaway cluster did not start"
+            run_target fuzz_sql regress/fuzz "$sql_seconds" IWD_FUZZ_CONNINFO="$sql_conninfo"
+            alive=$("${as_user[@]}" "$bindir/psql" -X -At -h "$work/pg" -c 'SELECT 1' "$sql_conninfo" 2>&1)
+            crashed=$(grep -cE 'terminated by signal|was terminated by exception|PANIC' "$work/pg/log")
+            if [ "$alive" = 1 ] && [ "$crashed" -eq 0 ]; then
+                passed=$((passed + 1)); echo "ok - fuzz_sql: the server is alive and no backend crashed"
+            else
+                failed=$((failed + 1)); echo "not ok - fuzz_sql: server alive: '$alive', backend crashes: $crashed"
+                grep -E -B2 -A5 'terminated by signal|PANIC' "$work/pg/log" | head -n 40
+            fi
+            ;;
+        *) run_target "$target" sidecar/fuzz "$seconds" ;;
+    esac
+done
+
+for line in "${summary[@]}"; do echo "  $line"; done
+echo "  total              $(printf '%12s' "$total_execs") executions"
+echo "fuzz: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
