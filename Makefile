@@ -33,7 +33,7 @@ $(OBJS): $(wildcard extension/*.h)
 sql/$(EXTENSION)--$(EXTVERSION).sql: $(SQL_PARTS)
 	cat $^ > $@
 
-.PHONY: deps sidecar test run stop bench bench-soak dist check-version
+.PHONY: deps sidecar test run stop bench bench-soak dist check-version fuzz
 
 all: sidecar
 
@@ -67,6 +67,13 @@ bench-soak:
 	$(MAKE) all
 	$(MAKE) install
 	bench/soak.sh
+
+# Long fuzzing runs of every target (FUZZ_SECONDS per sidecar target, FUZZ_SQL_SECONDS for the SQL one,
+# FUZZ_RUNS to stop each after that many inputs); make test runs a short one.
+fuzz: deps
+	$(MAKE) all
+	$(MAKE) install
+	scripts/fuzz.sh long
 
 check-version:
 	@scripts/check-version.sh $(EXTVERSION)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every iwd test suite and ends with one line "N passed, M failed".
-# Suites: version check, pg_regress (regress/sql), isolation (regress/specs), worker, sidecar, chart.
+# Suites: version check, pg_regress (regress/sql), isolation (regress/specs), worker, sidecar, chart, fuzz (short).
 # Each suite script ends its output with its own "N passed, M failed" line; this driver adds them up.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -32,6 +32,7 @@ run_suite regress scripts/regress.sh
 [ -x scripts/test-worker.sh ] && run_suite worker scripts/test-worker.sh
 [ -x sidecar/tests/run.sh ] && run_suite sidecar sidecar/tests/run.sh
 [ -x chart/tests/run.sh ] && run_suite chart chart/tests/run.sh
+[ -x scripts/fuzz.sh ] && run_suite fuzz scripts/fuzz.sh
 
 rm -rf "$log_dir"
 echo "${total_passed} passed, ${total_failed} failed"
