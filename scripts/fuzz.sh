@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Runs iwd's libFuzzer targets under AddressSanitizer and UndefinedBehaviorSanitizer.
-#   scripts/fuzz.sh          the short run of make test: FUZZ_SECONDS (default 15) per sidecar target and
+#   scripts/fuzz.sh          the short run of make test: FUZZ_SECONDS (default 12) per sidecar target and
 #                            FUZZ_SQL_SECONDS (default 60) for the SQL target, from the seed corpus
 #   scripts/fuzz.sh long     make fuzz: FUZZ_SECONDS (default 180) and FUZZ_SQL_SECONDS (default 600), each
 #                            target growing its corpus in <dir>/build/corpus/ from one long run to the next
+#   scripts/fuzz.sh replay TARGET FILE...   runs a target on saved inputs (a reproducer), with its cluster
 # FUZZ_RUNS=N stops each target after N inputs (before its time is up). FUZZ_TARGETS="fuzz_url fuzz_sql"
 # picks targets. Targets: sidecar/fuzz/ (fuzz_url, fuzz_route, fuzz_body, fuzz_provisioning: the sidecar's
 # parsers in-process) and regress/fuzz/fuzz_sql (a client of a throwaway cluster preloading iwd).
@@ -12,16 +13,24 @@
 # it. IWD_KEEP=1 keeps the logs and the cluster's directory. Ends with the executions per target and in
 # total, then "fuzz: N passed, M failed".
 set -uo pipefail
+caller=$(pwd)
 cd "$(dirname "$0")/.."
 top=$(pwd)
 mode=${1:-short}
 case "$mode" in
-    short) seconds=${FUZZ_SECONDS:-15}; sql_seconds=${FUZZ_SQL_SECONDS:-60} ;;
+    replay) ;;
+    short) seconds=${FUZZ_SECONDS:-12}; sql_seconds=${FUZZ_SQL_SECONDS:-60} ;;
     long) seconds=${FUZZ_SECONDS:-180}; sql_seconds=${FUZZ_SQL_SECONDS:-600} ;;
-    *) echo "usage: scripts/fuzz.sh [short|long]" >&2; exit 2 ;;
+    *) echo "usage: scripts/fuzz.sh [short|long] | scripts/fuzz.sh replay TARGET FILE..." >&2; exit 2 ;;
 esac
 min_execs=${FUZZ_MIN_EXECS:-1000}
 targets=${FUZZ_TARGETS:-fuzz_url fuzz_route fuzz_body fuzz_provisioning fuzz_sql}
+if [ "$mode" = replay ]; then
+    [ $# -ge 3 ] || { echo "usage: scripts/fuzz.sh replay TARGET FILE..." >&2; exit 2; }
+    targets=$2
+    replay_files=()
+    for f in "${@:3}"; do [[ "$f" = /* ]] && replay_files+=("$f") || replay_files+=("$caller/$f"); done
+fi
 bindir=$(/usr/lib/postgresql/15/bin/pg_config --bindir)
 work=$(mktemp -d /tmp/iwd-fuzz.XXXXXX)
 chmod 755 "$work"
@@ -77,7 +86,7 @@ CONF
 # run_target NAME DIR SECONDS [ENV...]: one libFuzzer run, its verdict and its count of executions.
 run_target() {
     local name=$1 dir=$2 secs=$3; shift 3
-    local corpus crashes=$top/$dir/crashes log=$work/$name.log rc execs args
+    local corpus crashes=$top/$dir/crashes log=$work/$name.log rc execs args max_len
     if [ "$mode" = long ]; then
         corpus=$top/$dir/build/corpus/$name
         mkdir -p "$corpus"
@@ -87,7 +96,9 @@ run_target() {
     fi
     cp -n "$top/$dir/corpus/$name"/* "$corpus"/ 2>/dev/null
     mkdir -p "$crashes"
-    args=(-max_total_time="$secs" -print_final_stats=1 -max_len=4096 -timeout=30 -rss_limit_mb=2048
+    # the SQL documents may be long enough to pass the extension's length limits (index rows hold ~2.7 kB)
+    max_len=4096; [ "$name" = fuzz_sql ] && max_len=8192
+    args=(-max_total_time="$secs" -print_final_stats=1 -max_len="$max_len" -timeout=30 -rss_limit_mb=2048
           -artifact_prefix="$crashes/$name-")
     [ -n "${FUZZ_RUNS:-}" ] && args+=(-runs="$FUZZ_RUNS")
     env "$@" "$top/$dir/build/$name" "${args[@]}" "$corpus" >"$log" 2>&1
@@ -105,14 +116,21 @@ run_target() {
             head -n 60
         for f in $(grep -o "Test unit written to [^ ]*" "$log" | awk '{print $NF}'); do
             echo "  reproducer: $f"
-            if [ "$name" = fuzz_sql ]; then
-                echo "  replay it:  IWD_FUZZ_CONNINFO='<a database made as start_cluster does>' $dir/build/$name $f"
-            else
-                echo "  replay it:  $dir/build/$name $f"
-            fi
+            echo "  replay it:  scripts/fuzz.sh replay $name $f"
         done
     fi
 }
+
+# replay: run the target once on each file (a reproducer, a corpus entry) and show what it does
+if [ "$mode" = replay ]; then
+    if [ "$targets" = fuzz_sql ]; then
+        start_cluster || fail_setup "the throwaway cluster did not start"
+        IWD_FUZZ_CONNINFO="$sql_conninfo" regress/fuzz/build/fuzz_sql "${replay_files[@]}"
+    else
+        "sidecar/fuzz/build/$targets" "${replay_files[@]}"
+    fi
+    exit
+fi
 
 for target in $targets; do
     case "$target" in

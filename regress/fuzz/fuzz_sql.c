@@ -295,7 +295,7 @@ static json_t *generate(uint64_t *state, int depth);
 /* A string of n repetitions of one character (long values: index rows, tsvector, identifiers). */
 static json_t *long_string(uint64_t *state)
 {
-    size_t n = (size_t)1 << (next_random(state) % 12);
+    size_t n = (size_t)1 << (next_random(state) % 13);
     char *s = malloc(n + 1);
     json_t *value;
 
