@@ -103,7 +103,8 @@ missing=""
 for v in IWD_LISTEN IWD_PORT IWD_CONTROL_DB IWD_ADMIN_API_KEY IWD_REDIS_NODES IWD_REDIS_PASSWORD IWD_REDIS_TLS \
          IWD_REDIS_CLUSTER IWD_THREADS IWD_MAX_BODY_BYTES IWD_LOG_LEVEL IWD_PUSHGATEWAY_URL IWD_PUSH_INTERVAL \
          IWD_METRICS_TTL_MS IWD_METRICS_LISTEN IWD_METRICS_PORT IWD_STATEMENT_TIMEOUT_MS IWD_LOCK_TIMEOUT_MS \
-         IWD_WAITING_CALLS_PER_TENANT IWD_WAITING_CALLS_PER_THREAD; do
+         IWD_WAITING_CALLS_PER_TENANT IWD_WAITING_CALLS_PER_THREAD IWD_SECRET_KEY IWD_SECRET_KEY_PREVIOUS \
+         IWD_AUTH_FAILURE_LIMIT; do
     grep -q "$v" <<<"$help" || missing="$missing $v"
 done
 check "--help documents every environment variable" "" "$missing"
@@ -397,6 +398,12 @@ admin_codes=$(for i in $(seq 1 31); do
     curl -s -o /dev/null -w '%{http_code}\n' --interface 127.0.0.4 -H "x-api-key: wrong-admin-$i" -X DELETE \
         "$base/provisioning/a?deleteTenant=true"; done | sort | uniq -c | tr -s ' ' | tr '\n' ';')
 check "wrong admin keys count too: 30 answered 401, then 429" " 30 401; 1 429;" "$admin_codes"
+before=$(auth_queries)
+for i in $(seq 1 10); do
+    curl -s -o /dev/null --interface 127.0.0.5 -H 'x-api-key: the-same-unknown-key-01' "$base/tasks"
+done
+check "an unknown key asked again is answered from memory (at most one lookup per thread)" "yes" \
+    "$([ $(($(auth_queries) - before)) -le 2 ] && echo yes || echo "no: $(($(auth_queries) - before)) lookups")"
 
 # --- Redis: cache, outage, recovery ----------------------------------------------------------------
 check_match "keys are cached in Redis" "iwd:key:" "$(redis-cli -p "$redis_port" -a redis-secret --no-auth-warning keys 'iwd:key:*' | head -1)"
@@ -511,6 +518,10 @@ check "a sidecar whose IWD_SECRET_KEY did not seal the registry refuses to start
 for v in "" "short-secret" "$admin_key"; do
     IWD_SECRET_KEY=$v IWD_CONTROL_DB=x IWD_ADMIN_API_KEY=$admin_key ./iwd-sidecar-asan >/dev/null 2>&1
     check "IWD_SECRET_KEY='$v' is refused (required, 32 characters, not the admin key)" "2" "$?"
+done
+for v in -1 x 100001; do
+    IWD_AUTH_FAILURE_LIMIT=$v IWD_CONTROL_DB=x IWD_ADMIN_API_KEY=$admin_key ./iwd-sidecar-asan >/dev/null 2>&1
+    check "IWD_AUTH_FAILURE_LIMIT=$v is refused" "2" "$?"
 done
 
 # --- a control database of schema 1 (SHA-256 key digests, passwords sealed under the admin key) -------
