@@ -41,13 +41,13 @@ CONF
 "${as_user[@]}" "$bindir/pg_ctl" -D "$work/pg/data" -l "$work/pg/log" -w start >/dev/null
 sql -d postgres -c "CREATE DATABASE control" -c "CREATE DATABASE tenant"
 make -s -C sidecar >/dev/null
-IWD_LISTEN=127.0.0.1 IWD_PORT=$http_port IWD_ADMIN_API_KEY=bench-admin-key IWD_LOG_LEVEL=${IWD_BENCH_LOG_LEVEL:-warn} IWD_THREADS=$sidecar_threads \
+IWD_LISTEN=127.0.0.1 IWD_PORT=$http_port IWD_ADMIN_API_KEY=bench-admin-key IWD_SECRET_KEY=bench-server-secret-0123456789abcdef IWD_LOG_LEVEL=${IWD_BENCH_LOG_LEVEL:-warn} IWD_THREADS=$sidecar_threads \
 IWD_CONTROL_DB="host=$work/pg port=$pg_port dbname=control user=postgres" sidecar/iwd-sidecar >"$work/sidecar.log" 2>&1 &
 sidecar_pid=$!
 for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$http_port/iwd/v3/health/ready" >/dev/null && break; sleep 0.1; done
 curl -s --fail-with-body -X POST "http://127.0.0.1:$http_port/iwd/v3/provisioning" -H 'x-api-key: bench-admin-key' \
     -d "{\"tenant\": {\"id\": \"bench\", \"ccid\": \"bench\"}, \"iwd\": {\"db\": {\"host\": \"$work/pg\", \"port\": $pg_port,
-        \"database\": \"tenant\", \"user\": \"postgres\"}, \"apiKeys\": {\"IWD_APIKEY_TENANT\": \"bench-key\"}}}" >/dev/null
+        \"database\": \"tenant\", \"user\": \"postgres\"}, \"apiKeys\": {\"IWD_APIKEY_TENANT\": \"bench-tenant-key-0001\"}}}" >/dev/null
 sql -d tenant -c "SELECT count(iwd.upsert_agent(jsonb_build_object('id', 'agent' || a, 'state', 'ready',
                   'capacity', jsonb_build_object('workitem', 1000)))) FROM generate_series(1, 500) a" >/dev/null
 # a backlog for next_task and the tasks GET reads
@@ -91,7 +91,7 @@ ratio_per_run() { paste <(list "${rates[$1]}") <(list "${rates[$2]}") | awk '{pr
 
 # references: nginx serving a static file of a task's size, and create_task in SQL at the same concurrency
 mkdir -p "$work/www"
-curl -s -H 'x-api-key: bench-key' "$base/iwd/v3/tasks/1" > "$work/www/task.json"
+curl -s -H 'x-api-key: bench-tenant-key-0001' "$base/iwd/v3/tasks/1" > "$work/www/task.json"
 cat > "$work/nginx.conf" <<NGINX
 daemon on;
 pid $work/nginx.pid;

@@ -593,6 +593,104 @@ check "a ccid with a space and a slash reaches the Pushgateway whole (base64url 
     "$([ "${pushed:-0}" -ge 1 ] && echo yes)"
 control_sql "DELETE FROM iwd_control.tenant WHERE ccid = 'odd ccid/x'" >/dev/null
 
+# --- secrets: rotating the admin key or the server secret keeps every tenant served -----------------
+restart_sidecar() { kill "$sidecar_pid"; wait "$sidecar_pid" 2>/dev/null; start_sidecar; }
+sealed_before=$(control_sql "SELECT db_password FROM iwd_control.tenant WHERE ccid = 'a'")
+admin_key_was=$admin_key; admin_key="rotated-admin-key-for-tests"
+restart_sidecar || fail_setup "sidecar restart failed"
+req GET "/tasks/$id" tenant-key-a-0001
+check "after rotating IWD_ADMIN_API_KEY a tenant with a database password is served" "200 INV-1" "$code $(json .externalId)"
+req DELETE "/provisioning/nobody?deleteTenant=true" "$admin_key_was"; check "the old admin key no longer provisions" "401" "$code"
+admin_key=$admin_key_was
+export IWD_SECRET_KEY="rotated-server-secret-for-tests-0123456789" IWD_SECRET_KEY_PREVIOUS=$secret_key
+restart_sidecar || fail_setup "sidecar restart failed"
+sealed_after=$(control_sql "SELECT db_password FROM iwd_control.tenant WHERE ccid = 'a'")
+check "a new IWD_SECRET_KEY (the old one as IWD_SECRET_KEY_PREVIOUS) seals the stored password again at start" \
+    "yes" "$([ -n "$sealed_after" ] && [ "$sealed_after" != "$sealed_before" ] && echo yes)"
+req GET "/tasks/$id" tenant-key-a-0001; check "the tenant is served under the new secret" "200 INV-1" "$code $(json .externalId)"
+unset IWD_SECRET_KEY_PREVIOUS
+restart_sidecar || fail_setup "sidecar restart failed"
+req GET "/tasks/$id" tenant-key-a-0001; check "and once the previous secret is gone" "200 INV-1" "$code $(json .externalId)"
+req GET "/tasks/$id" report-key-a-0001; check "a key unused during the rotation still works" "200" "$code"
+IWD_PORT=$(free_port) IWD_METRICS_PORT=0 IWD_SECRET_KEY="a-secret-that-sealed-nothing-here-0123456789" \
+    IWD_CONTROL_DB="host=$work/pg port=$pg_port dbname=control user=postgres" IWD_ADMIN_API_KEY=$admin_key \
+    timeout 20 ./iwd-sidecar-asan >"$work/wrong-secret.log" 2>&1
+check "a sidecar whose IWD_SECRET_KEY did not seal the registry refuses to start" "1 1" \
+    "$? $(grep -c 'index key cannot be opened' "$work/wrong-secret.log")"
+for v in "" "short-secret" "$admin_key"; do
+    IWD_SECRET_KEY=$v IWD_CONTROL_DB=x IWD_ADMIN_API_KEY=$admin_key ./iwd-sidecar-asan >/dev/null 2>&1
+    check "IWD_SECRET_KEY='$v' is refused (required, 32 characters, not the admin key)" "2" "$?"
+done
+
+# --- a control database of schema 1 (SHA-256 key digests, passwords sealed under the admin key) -------
+"${as_user[@]}" "$bindir/createdb" -h "$work/pg" -p "$pg_port" control_v1
+legacy_pw=$(python3 -c '
+import hashlib, os, sys
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+key = hashlib.sha256(("iwd-db-password:" + sys.argv[1]).encode()).digest()
+nonce = os.urandom(12)
+sealed = AESGCM(key).encrypt(nonce, b"pw\x27x", None)
+print((nonce + sealed[-16:] + sealed[:-16]).hex())' "$admin_key")
+"${as_user[@]}" "$bindir/psql" -X -q -At -h "$work/pg" -p "$pg_port" control_v1 -v ON_ERROR_STOP=1 <<SQL >/dev/null
+CREATE SCHEMA iwd_control;
+CREATE TABLE iwd_control.schema_version (version int NOT NULL);
+INSERT INTO iwd_control.schema_version VALUES (1);
+CREATE TABLE iwd_control.tenant (ccid text PRIMARY KEY, tenant_id text, name text, db_host text NOT NULL,
+    db_port int NOT NULL, db_name text NOT NULL, db_user text NOT NULL, db_password text,
+    db_ssl boolean NOT NULL DEFAULT false, iwd_url text, email_url text, gws jsonb,
+    services text[] NOT NULL DEFAULT '{iWD}', created_at timestamptz NOT NULL DEFAULT now(),
+    updated_at timestamptz NOT NULL DEFAULT now());
+CREATE TABLE iwd_control.api_key (key_hash text PRIMARY KEY,
+    ccid text NOT NULL REFERENCES iwd_control.tenant ON DELETE CASCADE,
+    kind text NOT NULL CHECK (kind IN ('tenant', 'iwddm')));
+INSERT INTO iwd_control.tenant (ccid, db_host, db_port, db_name, db_user, db_password)
+    VALUES ('legacy', '127.0.0.1', $pg_port, 'tenant_a', 'postgres', '$legacy_pw');
+INSERT INTO iwd_control.api_key VALUES ('$(printf %s legacy-tenant-key-0001 | sha256sum | cut -d' ' -f1)', 'legacy', 'tenant');
+SQL
+legacy_port=$(free_port)
+IWD_LISTEN=127.0.0.1 IWD_PORT=$legacy_port IWD_METRICS_PORT=0 IWD_ADMIN_API_KEY=$admin_key IWD_THREADS=1 \
+    IWD_CONTROL_DB="host=$work/pg port=$pg_port dbname=control_v1 user=postgres" \
+    ASAN_OPTIONS=detect_leaks=0:abort_on_error=0 ./iwd-sidecar-asan >>"$work/sidecar.log" 2>&1 &
+legacy_pid=$!
+for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$legacy_port/iwd/v3/health/live" >/dev/null && break; sleep 0.1; done
+check "a key recorded by schema 1 works after the migration" "200 INV-1" \
+    "$(curl -s -o "$work/body" -w '%{http_code}' -H 'x-api-key: legacy-tenant-key-0001' \
+        "http://127.0.0.1:$legacy_port/iwd/v3/tasks/$id") $(jq -r .externalId "$work/body")"
+kill "$legacy_pid"; wait "$legacy_pid" 2>/dev/null
+check "schema 2: no digest kept, the password sealed under IWD_SECRET_KEY" "2 0 1 t" "$("${as_user[@]}" "$bindir/psql" \
+    -X -At -h "$work/pg" -p "$pg_port" control_v1 -c "SELECT (SELECT version FROM iwd_control.schema_version),
+        (SELECT count(*) FROM information_schema.columns WHERE table_name = 'api_key' AND column_name = 'key_hash'),
+        (SELECT count(*) FROM iwd_control.api_key WHERE length(salt) = 32 AND length(verifier) = 64),
+        (SELECT db_password LIKE 'v2:%' FROM iwd_control.tenant)" | tr '|\n' '  ' | sed 's/ $//')"
+
+# --- ccids: one too long to hold whole is refused, never cut; an odd one is pushed encoded ----------
+"${as_user[@]}" "$bindir/createdb" -h "$work/pg" -p "$pg_port" tenant_e
+req POST /provisioning "$admin_key" "$(prov e tenant_e tenant-key-e-0001)"; check "provisioning tenant e" "200" "$code"
+long_ccid=$(head -c 130 /dev/zero | tr '\0' e)
+control_sql "BEGIN;
+    UPDATE iwd_control.tenant SET db_name = 'moved_' || db_name WHERE ccid = 'e';
+    INSERT INTO iwd_control.tenant (ccid, tenant_id, db_host, db_port, db_name, db_user, db_password, services)
+        SELECT '$long_ccid', tenant_id, db_host, db_port, 'tenant_e', db_user, db_password, services
+        FROM iwd_control.tenant WHERE ccid = 'e';
+    UPDATE iwd_control.api_key SET ccid = '$long_ccid' WHERE ccid = 'e';
+    DELETE FROM iwd_control.tenant WHERE ccid = 'e';
+    COMMIT" >/dev/null
+req GET /tasks tenant-key-e-0001
+check "a tenant whose ccid (recorded before ccids were checked) is too long to hold whole: 503, not served" \
+    "503 yes" "$code $(grep -q 'cannot be used' <<<"$body" && echo yes)"
+control_sql "DELETE FROM iwd_control.tenant WHERE ccid = '$long_ccid';
+    INSERT INTO iwd_control.tenant (ccid, db_host, db_port, db_name, db_user)
+    VALUES ('odd ccid/x', 'localhost', $pg_port, 'tenant_a', 'postgres')" >/dev/null
+pushed=""
+for _ in $(seq 1 50); do
+    pushed=$(curl -s "http://127.0.0.1:$push_port/metrics" | grep -c 'tenant="odd ccid/x"')
+    [ "$pushed" -ge 1 ] && break
+    sleep 0.1
+done
+check "a ccid with a space and a slash reaches the Pushgateway whole (base64url grouping key)" "yes" \
+    "$([ "${pushed:-0}" -ge 1 ] && echo yes)"
+control_sql "DELETE FROM iwd_control.tenant WHERE ccid = 'odd ccid/x'" >/dev/null
+
 # --- deprovisioning --------------------------------------------------------------------------------
 req DELETE /provisioning/a "$admin_key"; check "delete without service or deleteTenant: 400" "400" "$code"
 req DELETE "/provisioning/nobody?deleteTenant=true" "$admin_key"; check "delete an unknown tenant: 404" "404" "$code"
