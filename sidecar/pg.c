@@ -571,9 +571,14 @@ static void on_result_ready(h2o_socket_t *sock, const char *err)
 
     (void)err;
     if (!PQconsumeInput(tc->conn)) {
-        if (tc->running != NULL)
+        if (tc->running != NULL) {
+            /* rows may have come, but no ReadyForQuery: the commit is not confirmed, the call failed */
+            if (tc->result != NULL && PQresultStatus(tc->result) != PGRES_FATAL_ERROR) {
+                PQclear(tc->result);
+                tc->result = NULL;
+            }
             complete(tc);
-        else
+        } else
             unwatch(tc); /* an idle connection the server closed: reset on its next use */
         return;
     }
@@ -588,10 +593,15 @@ static void on_result_ready(h2o_socket_t *sock, const char *err)
             complete(tc);
             return;
         }
-        if (tc->result == NULL)
+        if (tc->result == NULL) {
             tc->result = res;
-        else
+        } else if (PQresultStatus(res) == PGRES_FATAL_ERROR) {
+            /* an error after the rows (the commit failed, or the server went away before it): it wins */
+            PQclear(tc->result);
+            tc->result = res;
+        } else {
             PQclear(res);
+        }
     }
 }
 
