@@ -6,6 +6,7 @@
 #ifndef IWD_FUZZ_H
 #define IWD_FUZZ_H
 
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -73,6 +74,44 @@ static inline char *fuzz_percent_encode(const char *s, size_t len)
     }
     *o = '\0';
     return out;
+}
+
+static inline int fuzz_hex_value(unsigned char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+/*
+ * The reference percent-decoder, written independently of http.c: RFC 3986 decoding that refuses what would
+ * cut a C string short (a NUL byte, raw or %00); the decoded length, or -1 when refused.
+ */
+static inline long fuzz_reference_decode(const char *in, size_t len, bool plus_is_space, char *out)
+{
+    size_t o = 0, i = 0;
+
+    while (i < len) {
+        unsigned char c = (unsigned char)in[i];
+        if (c == '%') {
+            int hi = i + 1 < len ? fuzz_hex_value((unsigned char)in[i + 1]) : -1;
+            int lo = i + 2 < len ? fuzz_hex_value((unsigned char)in[i + 2]) : -1;
+            if (hi < 0 || lo < 0 || (hi == 0 && lo == 0))
+                return -1;
+            out[o++] = (char)(hi * 16 + lo);
+            i += 3;
+            continue;
+        }
+        if (c == '\0')
+            return -1;
+        out[o++] = plus_is_space && c == '+' ? ' ' : (char)c;
+        i++;
+    }
+    return (long)o;
 }
 
 #endif

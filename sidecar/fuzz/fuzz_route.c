@@ -1,8 +1,9 @@
 /*
  * libFuzzer target: routing. The input is "<method> <raw path and query>" (no space: a GET of the whole
- * input). The route found must take the request's method, its parameters must be the non-empty decoded
- * segments (no NUL, nothing re-split), and a path rebuilt from them by percent-encoding must route to the
- * same route with the same parameters; a request refused is refused with 400, 404 or 405.
+ * input). The route found must take the request's method, its parameters must be the non-empty raw segments
+ * decoded once (no NUL, nothing decoded twice or split again at an escaped '/'), and a path rebuilt from them
+ * by percent-encoding must route to the same route with the same parameters; a request refused is refused
+ * with 400, 404 or 405.
  */
 #include <stdint.h>
 
@@ -17,6 +18,40 @@ static size_t count_params(const char *pattern)
     for (const char *p = pattern; *p != '\0'; p++)
         n += *p == '{';
     return n;
+}
+
+/*
+ * Each parameter must be its raw segment decoded once by the reference decoder: the raw path (before '?',
+ * one trailing '/' dropped) split at '/' here, independently of routes.c, against the prefix and pattern.
+ */
+static void check_params_raw(const route_t *r, const iwd_call_t *call, const char *path, size_t len)
+{
+    char pattern[256], *decoded = malloc(len + 1);
+    const char *seg = path + 1, *end = path + len, *p = pattern + 1;
+    int param = 0;
+
+    snprintf(pattern, sizeof(pattern), "%s%s", IWD_API_PREFIX, r->pattern);
+    if (len > 1 && path[len - 1] == '/')
+        end--;
+    while (*p != '\0' || seg <= end) {
+        const char *seg_end = memchr(seg, '/', end - seg);
+        size_t pattern_len = strcspn(p, "/");
+        if (seg_end == NULL)
+            seg_end = end;
+        if (*p == '{') {
+            long n = fuzz_reference_decode(seg, seg_end - seg, false, decoded);
+            FUZZ_REQUIRE(n >= 0 && strlen(call->params[param]) == (size_t)n &&
+                             memcmp(call->params[param], decoded, n) == 0,
+                         "parameter %d is not its segment \"%.*s\" decoded once", param, (int)(seg_end - seg), seg);
+            param++;
+        }
+        p += pattern_len + (p[pattern_len] == '/');
+        seg = seg_end + 1;
+        if (*p == '\0')
+            break;
+    }
+    FUZZ_REQUIRE(seg > end, "the path has segments beyond the pattern %s", pattern);
+    free(decoded);
 }
 
 /* The path of a route with these parameters, each percent-encoded, and the query (from '?') appended. */
@@ -84,6 +119,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             FUZZ_REQUIRE(call.params[i][0] != '\0', "an empty parameter");
             params[i] = call.params[i];
         }
+        check_params_raw(r, &call, path, req.query_at != SIZE_MAX ? req.query_at : path_len);
         again_path = rebuild(r->pattern, params, query, query_len, &again_len);
         fuzz_request_init(&again, again_method, method_len, again_path, again_len);
         again_route = resolve(&again_call, &status, message, sizeof(message));

@@ -1,52 +1,17 @@
 /*
  * libFuzzer target: URL component decoding (iwd_url_decode) and the query string (iwd_query_valid,
- * iwd_query_param) on raw client bytes, checked against a reference decoder written independently.
+ * iwd_query_param) on raw client bytes, checked against the reference decoder of fuzz.h.
  */
 #include <stdbool.h>
 #include <stdint.h>
 
 #include "fuzz.h"
 
-static int hex_value(unsigned char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
-/* RFC 3986 percent-decoding that refuses what would cut a C string short; -1 when refused. */
-static long reference_decode(const char *in, size_t len, bool plus_is_space, char *out)
-{
-    size_t o = 0, i = 0;
-
-    while (i < len) {
-        unsigned char c = (unsigned char)in[i];
-        if (c == '%') {
-            int hi = i + 1 < len ? hex_value((unsigned char)in[i + 1]) : -1;
-            int lo = i + 2 < len ? hex_value((unsigned char)in[i + 2]) : -1;
-            if (hi < 0 || lo < 0 || (hi == 0 && lo == 0))
-                return -1;
-            out[o++] = (char)(hi * 16 + lo);
-            i += 3;
-            continue;
-        }
-        if (c == '\0')
-            return -1;
-        out[o++] = plus_is_space && c == '+' ? ' ' : (char)c;
-        i++;
-    }
-    return (long)o;
-}
-
 static void check_decode(const char *in, size_t len, bool plus_is_space)
 {
     char *out = malloc(len + 1), *ref = malloc(len + 1);
     int rc = iwd_url_decode(in, len, plus_is_space, out);
-    long ref_len = reference_decode(in, len, plus_is_space, ref);
+    long ref_len = fuzz_reference_decode(in, len, plus_is_space, ref);
 
     FUZZ_REQUIRE((rc == IWD_OK) == (ref_len >= 0), "iwd_url_decode says %d, the reference %ld", rc, ref_len);
     if (rc == IWD_OK) {
@@ -86,7 +51,7 @@ static void check_query(const char *query, size_t len)
                 const char *feq = memchr(f, '=', fstop - f), *fname_end = feq != NULL ? feq : fstop;
                 if ((size_t)(fname_end - f) == strlen(name) && memcmp(f, name, strlen(name)) == 0) {
                     const char *v = feq != NULL ? feq + 1 : fstop;
-                    ref_len = reference_decode(v, fstop - v, true, ref);
+                    ref_len = fuzz_reference_decode(v, fstop - v, true, ref);
                     break;
                 }
                 f = fstop + 1;
