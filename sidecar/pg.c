@@ -4,6 +4,9 @@
  * Every tenant REST call is one call of the extension's SQL API, sent asynchronously (see sidecar.h):
  * iwd_pg_call sends it on an idle connection or queues it, the thread's loop reads the result when the
  * connection's socket is readable, answers the request and gives the connection to the next call.
+ * A new connection is opened by a short-lived connector thread, which hands it to the loop when it is
+ * established: a tenant server that is slow to answer or unreachable (up to the connect timeout) holds
+ * up only its own tenant's calls, never the loop.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -170,14 +173,27 @@ static void unwatch(iwd_tenant_conn_t *tc)
     tc->sock = NULL;
 }
 
-/* Close one tenant connection; the call it was running, if any, is answered 503. */
-static void close_conn(iwd_thread_t *thread, iwd_tenant_conn_t *gone)
+/*
+ * Close one tenant connection; the call it was running, if any, is answered 503. One still being opened
+ * is only marked: its connector thread reports it later, and it is freed then.
+ */
+static void unlink_conn(iwd_thread_t *thread, iwd_tenant_conn_t *gone)
 {
     for (iwd_tenant_conn_t **p = &thread->tenants; *p != NULL; p = &(*p)->next)
         if (*p == gone) {
             *p = gone->next;
             break;
         }
+    thread->tenant_conns--;
+}
+
+static void close_conn(iwd_thread_t *thread, iwd_tenant_conn_t *gone)
+{
+    unlink_conn(thread, gone);
+    if (gone->connecting) {
+        gone->abandoned = true;
+        return;
+    }
     if (gone->running != NULL)
         fail_pending(gone->running, 503, "the tenant database connection was closed");
     gone->running = NULL;
@@ -187,15 +203,113 @@ static void close_conn(iwd_thread_t *thread, iwd_tenant_conn_t *gone)
     PQfinish(gone->conn);
     iwd_metrics_db(gone->ccid, "disconnect", NULL, 0, false, true);
     free(gone);
-    thread->tenant_conns--;
+}
+
+static void fail_waiting(iwd_thread_t *thread, const char *ccid, int status, const char *message);
+static void next_waiting(iwd_thread_t *thread, iwd_tenant_conn_t *tc, const char *ccid);
+
+/* A connection a connector thread opened (or failed to), reported to the loop of the thread that asked. */
+typedef struct connect_job {
+    h2o_multithread_message_t super;
+    h2o_multithread_receiver_t *receiver;
+    iwd_tenant_conn_t *tc; /* read only by the connector: its conninfo does not change */
+    PGconn *conn;
+} connect_job_t;
+
+static void *connector_main(void *arg)
+{
+    connect_job_t *job = arg;
+
+    job->conn = iwd_pg_connect(job->tc->conninfo);
+    h2o_multithread_send_message(job->receiver, &job->super);
+    return NULL;
 }
 
 /*
- * An idle connection to the tenant's database: one this thread has, or a new one. NULL with *busy set
- * when the thread already has IWD_PG_CONNS_PER_TENANT connections in use and may_exceed is false (the
- * caller waits for one); NULL with *busy clear when the database cannot be reached.
+ * The loop's end of the connector threads: a new connection serves the first call of its tenant that is
+ * waiting; a failed one fails the tenant's waiting calls when the thread has no other connection to it.
  */
-static iwd_tenant_conn_t *idle_conn(iwd_thread_t *thread, const iwd_tenant_t *tenant, bool may_exceed, bool *busy)
+static void on_connected(h2o_multithread_receiver_t *receiver, h2o_linklist_t *messages)
+{
+    iwd_thread_t *thread = (iwd_thread_t *)((char *)receiver - offsetof(iwd_thread_t, pg_connected));
+
+    while (!h2o_linklist_is_empty(messages)) {
+        connect_job_t *job = (connect_job_t *)H2O_STRUCT_FROM_MEMBER(h2o_multithread_message_t, link, messages->next);
+        iwd_tenant_conn_t *tc = job->tc, *other;
+        PGconn *conn = job->conn;
+        bool others = false;
+
+        h2o_linklist_unlink(&job->super.link);
+        free(job);
+        tc->connecting = false;
+        if (tc->abandoned) {
+            PQfinish(conn);
+            free(tc);
+            continue;
+        }
+        if (PQstatus(conn) != CONNECTION_OK) {
+            iwd_log(IWD_LOG_WARN, "database connection failed", "%s: %s", tc->ccid, PQerrorMessage(conn));
+            iwd_metrics_db(tc->ccid, "connect", "08006", 0, false, false);
+            PQfinish(conn);
+            unlink_conn(thread, tc);
+            for (other = thread->tenants; other != NULL; other = other->next)
+                others |= strcmp(other->ccid, tc->ccid) == 0;
+            if (!others)
+                fail_waiting(thread, tc->ccid, 503, "the tenant database is not reachable");
+            free(tc);
+            continue;
+        }
+        tc->conn = conn;
+        iwd_metrics_db(tc->ccid, "connect", NULL, 0, true, false);
+        next_waiting(thread, tc, tc->ccid);
+    }
+}
+
+/*
+ * Have a connector thread open a new connection to the tenant's database for this thread: the entry is
+ * in the thread's list at once (connecting), the connection comes through on_connected. IWD_ERR when no
+ * thread can be started.
+ */
+static int start_connect(iwd_thread_t *thread, const iwd_tenant_t *tenant)
+{
+    iwd_tenant_conn_t *tc = calloc(1, sizeof(*tc));
+    connect_job_t *job = calloc(1, sizeof(*job));
+    pthread_attr_t attr;
+    pthread_t connector;
+    int rc;
+
+    if (thread->pg_connected.cb == NULL)
+        h2o_multithread_register_receiver(thread->ctx.queue, &thread->pg_connected, on_connected);
+    snprintf(tc->ccid, sizeof(tc->ccid), "%s", tenant->ccid);
+    snprintf(tc->conninfo, sizeof(tc->conninfo), "%s", tenant->conninfo);
+    tc->thread = thread;
+    tc->connecting = true;
+    job->receiver = &thread->pg_connected;
+    job->tc = tc;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    rc = pthread_create(&connector, &attr, connector_main, job);
+    pthread_attr_destroy(&attr);
+    if (rc != 0) {
+        iwd_log(IWD_LOG_ERROR, "cannot start a connector thread", "%s: %s", tenant->ccid, strerror(rc));
+        free(job);
+        free(tc);
+        return IWD_ERR;
+    }
+    tc->next = thread->tenants;
+    thread->tenants = tc;
+    thread->tenant_conns++;
+    return IWD_OK;
+}
+
+/*
+ * An idle connection to the tenant's database. From a worker thread (sync false) the loop never waits
+ * for a connection to be established: NULL with *busy set when the call must wait, because the thread's
+ * IWD_PG_CONNS_PER_TENANT connections to the tenant are in use or a new one is being opened for it;
+ * NULL with *busy clear when none can be had. A thread without a loop (sync true) gets a new
+ * connection at once, beyond the bound.
+ */
+static iwd_tenant_conn_t *idle_conn(iwd_thread_t *thread, const iwd_tenant_t *tenant, bool sync, bool *busy)
 {
     iwd_tenant_conn_t *tc, *next;
     PGconn *conn;
@@ -212,8 +326,12 @@ static iwd_tenant_conn_t *idle_conn(iwd_thread_t *thread, const iwd_tenant_t *te
             in_use = 0;
             break;
         }
-        if (tc->running != NULL) {
+        if (tc->running != NULL || tc->connecting) {
             in_use++;
+            continue;
+        }
+        if (PQstatus(tc->conn) != CONNECTION_OK && !sync) {
+            close_conn(thread, tc); /* broken while idle: a new connection replaces it */
             continue;
         }
         if (PQstatus(tc->conn) != CONNECTION_OK) {
@@ -225,12 +343,16 @@ static iwd_tenant_conn_t *idle_conn(iwd_thread_t *thread, const iwd_tenant_t *te
         }
         return tc;
     }
-    if (in_use >= IWD_PG_CONNS_PER_TENANT && !may_exceed) {
+    if (in_use >= IWD_PG_CONNS_PER_TENANT && !sync) {
         *busy = true;
         return NULL;
     }
     if (thread->tenant_conns >= MAX_TENANT_CONNS_PER_THREAD)
         return NULL;
+    if (!sync) {
+        *busy = start_connect(thread, tenant) == IWD_OK;
+        return NULL;
+    }
     if ((conn = connect_db(tenant->conninfo, tenant->ccid)) == NULL)
         return NULL;
     tc = calloc(1, sizeof(*tc));
@@ -256,13 +378,20 @@ PGconn *iwd_pg_tenant(iwd_thread_t *thread, const iwd_tenant_t *tenant)
 void iwd_pg_drop_tenant(iwd_thread_t *thread, const char *ccid)
 {
     iwd_tenant_conn_t *tc, *next;
-    iwd_pg_pending_t **p = &thread->waiting;
 
     for (tc = thread->tenants; tc != NULL; tc = next) {
         next = tc->next;
         if (strcmp(tc->ccid, ccid) == 0)
             close_conn(thread, tc);
     }
+    fail_waiting(thread, ccid, 503, "the tenant database connection was closed");
+}
+
+/* Answer every call of the tenant waiting for a connection (and drop those whose client went away). */
+static void fail_waiting(iwd_thread_t *thread, const char *ccid, int status, const char *message)
+{
+    iwd_pg_pending_t **p = &thread->waiting;
+
     while (*p != NULL) {
         iwd_pg_pending_t *pending = *p;
         if (pending->call != NULL && strcmp(pending->call->tenant.ccid, ccid) != 0) {
@@ -270,7 +399,7 @@ void iwd_pg_drop_tenant(iwd_thread_t *thread, const char *ccid)
             continue;
         }
         *p = pending->next;
-        fail_pending(pending, 503, "the tenant database connection was closed");
+        fail_pending(pending, status, message);
     }
     thread->waiting_tail = p;
 }

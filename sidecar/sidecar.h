@@ -90,6 +90,8 @@ typedef struct iwd_tenant_conn {
     h2o_socket_t *sock;        /* the loop's watch on the connection's socket, once a call was sent on it */
     iwd_pg_pending_t *running; /* the call whose result the connection is receiving; NULL when idle */
     PGresult *result;          /* that call's result, until the connection is ready for the next */
+    bool connecting;           /* being opened by a connector thread (pg.c); conn is NULL until then */
+    bool abandoned;            /* closed while connecting: freed when the connector reports */
     struct iwd_tenant_conn *next;
 } iwd_tenant_conn_t;
 
@@ -131,6 +133,7 @@ typedef struct iwd_thread {
     iwd_tenant_conn_t *tenants;
     int tenant_conns;
     iwd_pg_pending_t *waiting, **waiting_tail; /* SQL calls waiting for a connection of their tenant */
+    h2o_multithread_receiver_t pg_connected;   /* new tenant connections, from the connector threads */
     iwd_redis_t redis;
     iwd_key_cache_slot_t key_cache[IWD_KEY_CACHE_SLOTS];
     iwd_tenant_cache_slot_t tenant_cache[IWD_TENANT_CACHE_SLOTS];

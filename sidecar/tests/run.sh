@@ -709,13 +709,32 @@ check "meanwhile another tenant's requests answered within 500 ms" "ok" \
     "$([ "$slowest_request" -lt 500 ] && echo ok || echo "$slowest_request ms")"
 psql_as control -c "DELETE FROM iwd_control.tenant WHERE ccid = 'hung'" >/dev/null
 
+# a tenant whose server stops answering: its calls wait for a connection opened off the loop, and
+# another tenant on the same (single) thread is answered meanwhile
+restart_with() { # restart_with [NAME=VALUE...]: the sidecar again, with these settings
+    kill "$sidecar_pid"; wait "$sidecar_pid" 2>/dev/null; start_sidecar "$@" || fail_setup "sidecar restart failed"
+}
+move_l() { # move_l PORT: tenant l's registry entry points at PORT; no cache remembers the old one
+    psql_as control -c "UPDATE iwd_control.tenant SET db_port = $1, updated_at = now() WHERE ccid = 'l'" >/dev/null
+    redis-cli -p "$redis_port" -a redis-secret --no-auth-warning flushall >/dev/null
+}
+move_l "$hang_port"
+restart_with IWD_THREADS=1
+curl -s -o /dev/null -w '%{http_code} %{time_total}' -H "x-api-key: $key_l" "$base/agents" >"$work/silent" &
+silent_pid=$!
+sleep 0.5
+ms=$(curl -s -o /dev/null -w '%{http_code} %{time_total}' -H "x-api-key: $key_m" "$base/tasks?limit=1")
+check "while a connection to tenant l's silent server is opened, tenant m on the same thread is answered at once" \
+    "ok" "$(awk '$1 == 200 && $2 < 0.5 {print "ok"; next} {print}' <<<"$ms")"
+wait "$silent_pid"
+check "tenant l's call: 503 once the connect timeout (5 s) has passed" "503 ok" \
+    "$(awk '{print $1, ($2 >= 4.5 && $2 < 8 ? "ok" : $2 " s")}' "$work/silent")"
+move_l "$pg_port"
+
 # statement and lock timeouts, and the bound on calls waiting for a connection: one thread, so that
 # tenant m shares it with tenant l's backlog. The database's own settings cannot lift the timeouts.
 psql_as postgres -c "ALTER DATABASE tenant_l SET statement_timeout = 0" -c "ALTER DATABASE tenant_l SET lock_timeout = 0" \
     -c "ALTER DATABASE tenant_l SET search_path = public" >/dev/null
-restart_with() { # restart_with [NAME=VALUE...]: the sidecar again, with these settings
-    kill "$sidecar_pid"; wait "$sidecar_pid" 2>/dev/null; start_sidecar "$@" || fail_setup "sidecar restart failed"
-}
 restart_with IWD_THREADS=1 IWD_STATEMENT_TIMEOUT_MS=1500 IWD_LOCK_TIMEOUT_MS=60000 IWD_WAITING_CALLS_PER_TENANT=4
 lock_agents() { # lock_agents SECONDS: hold an exclusive lock on tenant l's agents, in the background
     psql_as tenant_l -c "BEGIN" -c "LOCK TABLE iwd.agent IN ACCESS EXCLUSIVE MODE" -c "SELECT pg_sleep($1)" \
