@@ -33,7 +33,7 @@ $(OBJS): $(wildcard extension/*.h)
 sql/$(EXTENSION)--$(EXTVERSION).sql: $(SQL_PARTS)
 	cat $^ > $@
 
-.PHONY: deps sidecar test run stop bench bench-soak dist check-version fuzz
+.PHONY: deps sidecar test run stop bench bench-soak dist check-version fuzz test-faults faults-long
 
 all: sidecar
 
@@ -74,6 +74,19 @@ fuzz: deps
 	$(MAKE) all
 	$(MAKE) install
 	scripts/fuzz.sh long
+
+# The fault suite (kill -9 under load) and the hostile-input suite alone; make test runs them too.
+test-faults: deps
+	$(MAKE) all
+	$(MAKE) install
+	tests/faults/run.sh
+	tests/hostile/run.sh
+
+# The fault suite with IWD_FAULT_ROUNDS rounds of every fault (default 10, about 5 minutes).
+faults-long: deps
+	$(MAKE) all
+	$(MAKE) install
+	tests/faults/run.sh --long
 
 check-version:
 	@scripts/check-version.sh $(EXTVERSION)

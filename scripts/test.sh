@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every iwd test suite and ends with one line "N passed, M failed".
-# Suites: version check, pg_regress (regress/sql), isolation (regress/specs), worker, sidecar, chart, fuzz (short).
+# Suites: version check, pg_regress (regress/sql), isolation (regress/specs), worker, sidecar, chart, fuzz (short),
+# faults (kill -9 under load, tests/faults) and hostile inputs (tests/hostile).
 # Each suite script ends its output with its own "N passed, M failed" line; this driver adds them up.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -33,6 +34,8 @@ run_suite regress scripts/regress.sh
 [ -x sidecar/tests/run.sh ] && run_suite sidecar sidecar/tests/run.sh
 [ -x chart/tests/run.sh ] && run_suite chart chart/tests/run.sh
 [ -x scripts/fuzz.sh ] && run_suite fuzz scripts/fuzz.sh
+[ -x tests/faults/run.sh ] && run_suite faults tests/faults/run.sh
+[ -x tests/hostile/run.sh ] && run_suite hostile tests/hostile/run.sh
 
 rm -rf "$log_dir"
 echo "${total_passed} passed, ${total_failed} failed"

@@ -68,14 +68,15 @@ redis_start() {
 }
 redis_cli() { redis-cli -p "$redis_port" -a "$redis_password" --no-auth-warning "$@"; }
 
-# sidecar_start [ENV=VALUE...]: the ASan build on $http_port, extra settings as environment assignments
+# sidecar_start [ENV=VALUE...]: the ASan build (or $IWD_SIDECAR_BIN) on $http_port, extra settings as environment
+# assignments
 sidecar_start() {
     env IWD_LISTEN=127.0.0.1 IWD_PORT="$http_port" IWD_ADMIN_API_KEY="$admin_key" IWD_SECRET_KEY="$secret_key" \
         IWD_CONTROL_DB="host=$work/pg port=$pg_port dbname=control user=postgres" \
         IWD_REDIS_NODES="redis://127.0.0.1:$redis_port" IWD_REDIS_PASSWORD="$redis_password" IWD_THREADS=2 \
         IWD_METRICS_LISTEN=127.0.0.1 IWD_METRICS_PORT="$metrics_port" \
         ASAN_OPTIONS=detect_leaks=0:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 "$@" \
-        "$top/sidecar/iwd-sidecar-asan" >>"$work/sidecar.log" 2>&1 &
+        "${IWD_SIDECAR_BIN:-$top/sidecar/iwd-sidecar-asan}" >>"$work/sidecar.log" 2>&1 &
     sidecar_pid=$!
     for _ in $(seq 1 200); do
         curl -sf "$base/health/live" >/dev/null && return 0
