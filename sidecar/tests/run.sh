@@ -345,9 +345,10 @@ check "no Redis entry holds a password or connection settings" "false" \
 check "no Redis value holds the password in clear" "0" "$(grep -c "pw'x" <<<"$entries")"
 # the Redis key an unknown key is looked up under, seen on the wire
 redis monitor >"$work/monitor" 2>&1 & monitor_pid=$!
-sleep 0.3
+for _ in $(seq 1 50); do grep -q '^OK' "$work/monitor" && break; sleep 0.1; done
 req GET "/tasks/$id" forged-key-000000001; check "an unknown key: 401" "401" "$code"
-sleep 0.3; kill "$monitor_pid"; wait "$monitor_pid" 2>/dev/null
+for _ in $(seq 1 50); do grep -q '"GET" "iwd:key:' "$work/monitor" && break; sleep 0.1; done
+kill "$monitor_pid"; wait "$monitor_pid" 2>/dev/null
 forged_at=$(grep -o '"GET" "iwd:key:[0-9a-f]*"' "$work/monitor" | tail -1 | cut -d'"' -f4)
 tenant_at="" ; report_at=""
 for k in $(redis --scan --pattern 'iwd:key:*'); do
