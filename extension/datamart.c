@@ -2,11 +2,11 @@
  * datamart.c
  *	  The Data Mart schedule: iwd_dm.* parameters, a cron matcher, and the
  *	  scheduled execution chain, one transaction per batch (the SQL steps are
- *	  in sql/datamart.sql). The scheduler's database worker checks the schedule;
- *	  the chain itself runs in a background worker of its own ("iwd datamart"),
- *	  so that a long load (the first run over a large history, a backfill) never
- *	  holds up the scheduler passes, reservation timeouts and the vacuum of the
- *	  hot table that the database worker does every second.
+ *	  in sql/datamart.sql). The launcher checks the schedule once a minute
+ *	  (launcher.c); each tenant's chain runs in a background worker of its own
+ *	  ("iwd datamart"), at most iwd_dm.max_workers at once, so that a long load
+ *	  (the first run over a large history, a backfill) never holds up the
+ *	  scheduler passes, reservation timeouts and the vacuum of the hot table.
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -31,6 +31,7 @@
 
 #include "datamart.h"
 #include "iwd.h"
+#include "pool.h"
 
 #define DM_BATCH_DEFAULT 10000
 #define DM_BATCH_MIN 1
@@ -38,6 +39,8 @@
 #define CRON_FIELDS 5
 /* a batch of the chain is seconds; a first load or a backfill of years, minutes */
 #define DM_STATEMENT_TIMEOUT_DEFAULT (30 * 60 * 1000)
+#define DM_MAX_WORKERS_DEFAULT 2
+#define DM_MAX_WORKERS_MAX 1024
 
 static char *dm_schedule = NULL;
 static bool dm_suspend = false;
@@ -45,12 +48,9 @@ static int	dm_batch_size = DM_BATCH_DEFAULT;
 static char *dm_execution_chain = NULL;
 static char *dm_time_zone = NULL;
 static int	dm_statement_timeout_ms = DM_STATEMENT_TIMEOUT_DEFAULT;
-
-/* the chain's worker, as seen from the database worker that started it */
-static BackgroundWorkerHandle *chain_worker = NULL;
+int			iwd_dm_max_workers = DM_MAX_WORKERS_DEFAULT;
 
 PGDLLEXPORT void iwd_datamart_main(Datum main_arg);
-static void StartChainWorker(const char *dbname);
 
 /* Field bounds: minute, hour, day of month, month, day of week (0 or 7 = Sunday). */
 static const int cron_min[CRON_FIELDS] = {0, 0, 1, 1, 0};
@@ -216,6 +216,11 @@ DatamartInit(void)
 							"A run stopped by it is recorded as failed; the next run resumes its work.",
 							&dm_statement_timeout_ms, DM_STATEMENT_TIMEOUT_DEFAULT, 0, INT_MAX,
 							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomIntVariable("iwd_dm.max_workers",
+							"Most scheduled Data Mart chains running at once, for all tenant databases.",
+							"The tenants whose schedule came wait for a free one, in turn.",
+							&iwd_dm_max_workers, DM_MAX_WORKERS_DEFAULT, 0, DM_MAX_WORKERS_MAX,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
 	MarkGUCPrefixReserved("iwd_dm");
 }
 
@@ -352,74 +357,45 @@ DatamartInstalled(void)
 }
 
 /*
- * Called by the scheduler's database worker on every loop: start the chain's
- * worker when the schedule matches the current minute (in iwd_dm.time_zone),
- * once per minute. *last_minute remembers the minute of the last check.
+ * Does the schedule (iwd_dm.schedule, in iwd_dm.time_zone as the server's
+ * configuration sets them) match the minute of now, unless suspended? The
+ * launcher asks once a minute.
  */
-void
-DatamartTick(int64 *last_minute, const char *dbname)
+bool
+DatamartScheduled(TimestampTz now)
 {
-	TimestampTz now = GetCurrentTimestamp();
-	int64		minute = now / USECS_PER_MINUTE;
 	struct pg_tm tm;
 	pg_tz	   *tz;
 	pg_time_t	t;
 	struct pg_tm *ltm;
 
-	if (dm_suspend || minute == *last_minute)
-		return;
-	*last_minute = minute;
+	if (dm_suspend)
+		return false;
 	tz = pg_tzset(dm_time_zone ? dm_time_zone : "UTC");
+	if (tz == NULL)
+		return false;
 	t = timestamptz_to_time_t(now);
 	ltm = pg_localtime(&t, tz);
-	if (ltm == NULL || tz == NULL)
-		return;
+	if (ltm == NULL)
+		return false;
 	tm = *ltm;
 	tm.tm_mon += 1;				/* pg_localtime months are 0-based */
-	if (CronMatches(dm_schedule, &tm) != 1 || !DatamartInstalled())
-		return;
-	StartChainWorker(dbname);
+	return CronMatches(dm_schedule, &tm) == 1;
 }
 
-/* Start the chain's worker for dbname, unless the previous run is still going. */
-static void
-StartChainWorker(const char *dbname)
-{
-	pid_t		pid;
-	MemoryContext old;
-
-	if (chain_worker != NULL && GetBackgroundWorkerPid(chain_worker, &pid) != BGWH_STOPPED)
-	{
-		ereport(LOG,
-				(errmsg("iwd Data Mart chain of database \"%s\" is still running; this scheduled run is skipped",
-						dbname)));
-		return;
-	}
-	/* the handle outlives the scheduler loop's memory */
-	old = MemoryContextSwitchTo(TopMemoryContext);
-	if (chain_worker != NULL)
-		pfree(chain_worker);
-	chain_worker = NULL;
-	if (!IwdStartDatabaseWorker("iwd_datamart_main", "iwd datamart", dbname, &chain_worker))
-		ereport(WARNING,
-				(errmsg("iwd Data Mart: no background worker slot to run the chain of database \"%s\"", dbname),
-				 errhint("Raise max_worker_processes: iwd needs one per database in iwd.databases, one for the "
-						 "launcher, and one per database while its Data Mart chain runs.")));
-	MemoryContextSwitchTo(old);
-}
-
-/* The chain's worker: run the configured chain once in the database of bgw_extra, then exit. */
+/* The chain's worker: run the configured chain once in the database of bgw_extra (when installed), then exit. */
 void
 iwd_datamart_main(Datum main_arg)
 {
-	char		dbname[NAMEDATALEN];
+	const char *dbname;
 	MemoryContext cxt;
 
-	strlcpy(dbname, MyBgworkerEntry->bgw_extra, NAMEDATALEN);
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
-	IwdWorkerConnect(dbname);
+	dbname = IwdWorkerConnect();
+	if (!DatamartInstalled())
+		proc_exit(0);
 	cxt = AllocSetContextCreate(TopMemoryContext, "iwd datamart chain", ALLOCSET_DEFAULT_SIZES);
 	MemoryContextSwitchTo(cxt);
 	ereport(LOG, (errmsg("iwd Data Mart chain \"%s\" started for database \"%s\"", dm_execution_chain, dbname)));

@@ -1,7 +1,7 @@
 /*-------------------------------------------------------------------------
  * datamart.h
- *	  The Data Mart schedule (datamart.c), checked by the scheduler's database
- *	  worker; the chain runs in a worker of its own.
+ *	  The Data Mart schedule (datamart.c), checked by the launcher; the chain
+ *	  runs in a worker of its own.
  *-------------------------------------------------------------------------
  */
 #ifndef IWD_DATAMART_H
@@ -9,7 +9,11 @@
 
 #include "postgres.h"
 
+#include "utils/timestamp.h"
+
+extern int	iwd_dm_max_workers;
+
 extern void DatamartInit(void);
-extern void DatamartTick(int64 *last_minute, const char *dbname);
+extern bool DatamartScheduled(TimestampTz now);
 
 #endif							/* IWD_DATAMART_H */

@@ -13,6 +13,7 @@
 #include "utils/timestamp.h"
 
 #include "iwd.h"
+#include "pool.h"
 
 #define IWD_INTERVAL_MS_DEFAULT 1000
 #define IWD_INTERVAL_MS_MIN 10
@@ -27,6 +28,12 @@
 #define IWD_WORKER_STATEMENT_TIMEOUT_MS_DEFAULT 60000
 /* the passes skip locked rows; a longer wait is a table lock a session forgot */
 #define IWD_WORKER_LOCK_TIMEOUT_MS_DEFAULT 5000
+/* with the launcher and iwd_dm.max_workers' 2, within PostgreSQL's default max_worker_processes (8) */
+#define IWD_MAX_WORKERS_DEFAULT 4
+#define IWD_MAX_WORKERS_MAX 1024
+#define IWD_MAX_DATABASES_DEFAULT 1000
+#define IWD_MAX_DATABASES_MAX 100000
+#define IWD_WORKER_IDLE_TIMEOUT_MS_DEFAULT 5000
 
 char	   *iwd_databases = NULL;
 int			iwd_scheduler_interval_ms = IWD_INTERVAL_MS_DEFAULT;
@@ -38,6 +45,9 @@ int			iwd_vacuum_threshold = IWD_VACUUM_THRESHOLD_DEFAULT;
 int			iwd_pass_duty = 20;
 int			iwd_worker_statement_timeout_ms = IWD_WORKER_STATEMENT_TIMEOUT_MS_DEFAULT;
 int			iwd_worker_lock_timeout_ms = IWD_WORKER_LOCK_TIMEOUT_MS_DEFAULT;
+int			iwd_max_workers = IWD_MAX_WORKERS_DEFAULT;
+int			iwd_max_databases = IWD_MAX_DATABASES_DEFAULT;
+int			iwd_worker_idle_timeout_ms = IWD_WORKER_IDLE_TIMEOUT_MS_DEFAULT;
 
 static const struct config_enum_entry notify_modes[] = {
 	{"off", IWD_NOTIFY_OFF, false},
@@ -87,10 +97,25 @@ void
 GucInit(void)
 {
 	DefineCustomStringVariable("iwd.databases",
-							   "Databases whose iwd scheduler the background worker runs (comma-separated).",
+							   "The only databases iwd's workers serve (comma-separated); empty: every database with iwd.",
 							   NULL, &iwd_databases, "", PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("iwd.max_workers",
+							"Most scheduler workers running at once, for all tenant databases (0: none).",
+							"A tenant's worker starts when something of it is due; tenants due while all run wait, "
+							"earliest due first.",
+							&iwd_max_workers, IWD_MAX_WORKERS_DEFAULT, 0, IWD_MAX_WORKERS_MAX,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("iwd.max_databases",
+							"Most tenant databases iwd serves on this server (shared memory, set at start).",
+							"A database beyond it is not served; that is logged and counted in iwd.worker_stats().",
+							&iwd_max_databases, IWD_MAX_DATABASES_DEFAULT, 1, IWD_MAX_DATABASES_MAX,
+							PGC_POSTMASTER, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("iwd.worker_idle_timeout",
+							"How long a tenant's worker stays without work due or sessions writing before it exits.",
+							NULL, &iwd_worker_idle_timeout_ms, IWD_WORKER_IDLE_TIMEOUT_MS_DEFAULT, 0, IWD_INTERVAL_MS_MAX,
+							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
 	DefineCustomIntVariable("iwd.scheduler_interval",
-							"Time between two scheduler passes.",
+							"Shortest time between two scheduler passes of a tenant (work due waits at most this long).",
 							NULL, &iwd_scheduler_interval_ms, IWD_INTERVAL_MS_DEFAULT,
 							IWD_INTERVAL_MS_MIN, IWD_INTERVAL_MS_MAX, PGC_SIGHUP, GUC_UNIT_MS,
 							NULL, NULL, NULL);
@@ -124,7 +149,7 @@ GucInit(void)
 							&iwd_pass_duty, 20, 1, 100, PGC_SIGHUP, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("iwd.worker_statement_timeout",
 							"Longest a transaction of the scheduler worker may run (0: no limit).",
-							"A batch stopped by it ends the worker with an error; the launcher starts it again.",
+							"A batch stopped by it ends the worker with an error; the launcher starts another after 5 s.",
 							&iwd_worker_statement_timeout_ms, IWD_WORKER_STATEMENT_TIMEOUT_MS_DEFAULT, 0, INT_MAX,
 							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
 	DefineCustomIntVariable("iwd.worker_lock_timeout",

@@ -14,6 +14,7 @@
 
 #include "datamart.h"
 #include "iwd.h"
+#include "pool.h"
 
 PG_MODULE_MAGIC;
 
@@ -30,7 +31,8 @@ _PG_init(void)
 	DatamartInit();
 	ConfigCacheInit();
 	StatsInit();
-	SchedulerInit();
+	PoolInit();
+	LauncherInit();
 }
 
 /*

@@ -32,17 +32,16 @@ typedef enum IwdNotifyMode
 } IwdNotifyMode;
 
 extern void GucInit(void);
-extern void SchedulerInit(void);
 extern void StatsInit(void);
 extern void ConfigCacheInit(void);
 
 /* The iwd clock: iwd.simulated_time when set, else the transaction start time. */
 extern TimestampTz IwdNow(void);
 
-/* scheduler.c: a dynamic worker of iwd in a database (see there) */
+/* scheduler.c: a dynamic worker of iwd for a tenant's slot in the registry (see there) */
 struct BackgroundWorkerHandle;
-extern bool IwdStartDatabaseWorker(const char *function, const char *type, const char *dbname,
-								   struct BackgroundWorkerHandle **handle);
+extern bool IwdStartDatabaseWorker(const char *function, const char *type, int index, Oid dboid,
+								   const char *datname, struct BackgroundWorkerHandle **handle);
 extern bool IwdParseTimestamptz(const char *str, TimestampTz *result);
 
 /*
@@ -64,7 +63,7 @@ typedef struct IwdWorkerTransaction
 	bool		timeout_armed;
 } IwdWorkerTransaction;
 
-extern void IwdWorkerConnect(const char *dbname);
+extern const char *IwdWorkerConnect(void);
 extern void IwdWorkerStartTransaction(IwdWorkerTransaction *xact, int timeout_ms, int lock_timeout_ms);
 extern void IwdWorkerRequireRole(IwdWorkerTransaction *xact);
 extern void IwdWorkerCommitTransaction(IwdWorkerTransaction *xact);

@@ -2,17 +2,17 @@
  * scheduler.c
  *	  The "iwd scheduler" background workers.
  *
- * One launcher (registered at preload) reads iwd.databases and keeps one
- * database worker alive per listed database. Each database worker calls
- * a scheduler pass every iwd.scheduler_interval: activation of deferred tasks,
- * expiry, overdue flags, reprioritization and reservation timeouts, each in
- * small batches committed separately so that no lock is held for long. The
- * workers run only on a primary; on a standby they wait for promotion, and
- * their first pass after start returns the reservations that timed out while
- * no scheduler ran. In iwd.notify = batch mode (the default) the database
- * worker also announces new task events every iwd.notify_interval, it
- * vacuums iwd.task after every iwd.vacuum_threshold events, and it starts the
- * Data Mart chain on its schedule, in a worker of its own (datamart.c).
+ * A tenant's worker is started by the launcher (launcher.c) when something
+ * of its tenant is due, and exits when nothing is due for a while. It runs
+ * the scheduler pass: activation of deferred tasks, expiry, overdue flags,
+ * reprioritization and reservation timeouts, each in small batches committed
+ * separately so that no lock is held for long. The launcher runs only on a
+ * primary (on a standby, after promotion), and the first worker of each
+ * tenant returns the reservations that timed out while no scheduler ran. In
+ * iwd.notify = batch mode (the default) the worker also announces new task
+ * events iwd.notify_interval after they are written, and it vacuums
+ * iwd.task after every iwd.vacuum_threshold events. Also here: how every
+ * worker of iwd connects and runs its transactions.
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -20,6 +20,7 @@
 #include "access/xact.h"
 #include "access/xlog.h"
 #include "commands/async.h"
+#include "commands/dbcommands.h"
 #include "commands/vacuum.h"
 #include "nodes/makefuncs.h"
 #include "parser/parse_node.h"
@@ -35,56 +36,29 @@
 #include "tcop/utility.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
+#include "utils/lsyscache.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 #include "utils/timeout.h"
 #include "utils/varlena.h"
 
-#include "datamart.h"
 #include "iwd.h"
+#include "pool.h"
 
-#define LAUNCHER_RESTART_SECONDS 10
-#define LAUNCHER_CHECK_MS 5000
-#define MAX_SCHEDULED_DATABASES 64
 #define VACUUM_MIN_INTERVAL_MS 1000
 /* the vacuum of iwd.task refreshes its statistics at most this often */
 #define ANALYZE_MIN_INTERVAL_MS 60000
 
-PGDLLEXPORT void iwd_scheduler_launcher_main(Datum main_arg);
 PGDLLEXPORT void iwd_scheduler_database_main(Datum main_arg);
 
-typedef struct DatabaseWorker
-{
-	char		dbname[NAMEDATALEN];
-	BackgroundWorkerHandle *handle;
-} DatabaseWorker;
-
-/* Register the launcher; without preloading there is no scheduler (iwd.tick() still works). */
-void
-SchedulerInit(void)
-{
-	BackgroundWorker worker;
-
-	if (!process_shared_preload_libraries_in_progress)
-		return;
-	memset(&worker, 0, sizeof(worker));
-	worker.bgw_flags = BGWORKER_SHMEM_ACCESS;
-	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
-	worker.bgw_restart_time = LAUNCHER_RESTART_SECONDS;
-	snprintf(worker.bgw_library_name, BGW_MAXLEN, "iwd");
-	snprintf(worker.bgw_function_name, BGW_MAXLEN, "iwd_scheduler_launcher_main");
-	snprintf(worker.bgw_name, BGW_MAXLEN, "iwd scheduler launcher");
-	snprintf(worker.bgw_type, BGW_MAXLEN, "iwd scheduler launcher");
-	RegisterBackgroundWorker(&worker);
-}
-
 /*
- * Register a dynamic worker of iwd running function in dbname (bgw_extra),
- * named "<type> <dbname>", notifying this process; false when no slot is free.
+ * Register a dynamic worker of iwd running function(index) in database
+ * dboid (bgw_extra), named "<type> <datname>", notifying this process;
+ * false when no background worker slot is free.
  */
 bool
-IwdStartDatabaseWorker(const char *function, const char *type, const char *dbname,
+IwdStartDatabaseWorker(const char *function, const char *type, int index, Oid dboid, const char *datname,
 					   BackgroundWorkerHandle **handle)
 {
 	BackgroundWorker worker;
@@ -95,116 +69,35 @@ IwdStartDatabaseWorker(const char *function, const char *type, const char *dbnam
 	worker.bgw_restart_time = BGW_NEVER_RESTART;
 	snprintf(worker.bgw_library_name, BGW_MAXLEN, "iwd");
 	snprintf(worker.bgw_function_name, BGW_MAXLEN, "%s", function);
-	snprintf(worker.bgw_name, BGW_MAXLEN, "%s %s", type, dbname);
+	snprintf(worker.bgw_name, BGW_MAXLEN, "%s %s", type, datname);
 	snprintf(worker.bgw_type, BGW_MAXLEN, "%s", type);
-	strlcpy(worker.bgw_extra, dbname, BGW_EXTRALEN);
+	worker.bgw_main_arg = Int32GetDatum(index);
+	memcpy(worker.bgw_extra, &dboid, sizeof(Oid));
 	worker.bgw_notify_pid = MyProcPid;
 	return RegisterDynamicBackgroundWorker(&worker, handle);
 }
 
-/* Start the database worker for dbname; NULL when no worker slot is free. */
-static BackgroundWorkerHandle *
-StartDatabaseWorker(const char *dbname)
-{
-	BackgroundWorkerHandle *handle;
-
-	if (!IwdStartDatabaseWorker("iwd_scheduler_database_main", "iwd scheduler", dbname, &handle))
-	{
-		ereport(WARNING,
-				(errmsg("iwd scheduler: no background worker slot for database \"%s\"", dbname),
-				 errhint("Raise max_worker_processes.")));
-		return NULL;
-	}
-	return handle;
-}
-
-/* Is the worker behind handle still starting or running? */
-static bool
-WorkerAlive(BackgroundWorkerHandle *handle)
-{
-	pid_t		pid;
-
-	return handle != NULL && GetBackgroundWorkerPid(handle, &pid) != BGWH_STOPPED;
-}
-
-/* Make the set of database workers match iwd.databases. */
-static int
-SyncDatabaseWorkers(DatabaseWorker *workers, int nworkers)
-{
-	char	   *list = pstrdup(iwd_databases ? iwd_databases : "");
-	List	   *names = NIL;
-	DatabaseWorker next[MAX_SCHEDULED_DATABASES];
-	int			nnext = 0;
-	ListCell   *lc;
-
-	if (!SplitIdentifierString(list, ',', &names))
-	{
-		ereport(WARNING, (errmsg("iwd scheduler: iwd.databases is not a valid list of names")));
-		names = NIL;
-	}
-	foreach(lc, names)
-	{
-		const char *name = lfirst(lc);
-		DatabaseWorker *w = &next[nnext];
-
-		if (name[0] == '\0' || nnext == MAX_SCHEDULED_DATABASES)
-			continue;
-		strlcpy(w->dbname, name, NAMEDATALEN);
-		w->handle = NULL;
-		for (int i = 0; i < nworkers; i++)
-			if (strcmp(workers[i].dbname, name) == 0 && workers[i].handle != NULL)
-			{
-				w->handle = workers[i].handle;
-				workers[i].handle = NULL;
-			}
-		if (!WorkerAlive(w->handle))
-			w->handle = StartDatabaseWorker(name);
-		nnext++;
-	}
-	for (int i = 0; i < nworkers; i++)
-		if (workers[i].handle != NULL)
-			TerminateBackgroundWorker(workers[i].handle);
-	memcpy(workers, next, sizeof(DatabaseWorker) * nnext);
-	return nnext;
-}
-
-/* The launcher: keeps one worker per database of iwd.databases. */
-void
-iwd_scheduler_launcher_main(Datum main_arg)
-{
-	DatabaseWorker *workers = palloc0(sizeof(DatabaseWorker) * MAX_SCHEDULED_DATABASES);
-	int			nworkers = 0;
-
-	pqsignal(SIGHUP, SignalHandlerForConfigReload);
-	pqsignal(SIGTERM, die);
-	BackgroundWorkerUnblockSignals();
-
-	for (;;)
-	{
-		CHECK_FOR_INTERRUPTS();
-		if (ConfigReloadPending)
-		{
-			ConfigReloadPending = false;
-			ProcessConfigFile(PGC_SIGHUP);
-		}
-		nworkers = SyncDatabaseWorkers(workers, nworkers);
-		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 LAUNCHER_CHECK_MS, PG_WAIT_EXTENSION);
-		ResetLatch(MyLatch);
-	}
-}
-
 /*
- * Connect the worker to dbname as the bootstrap superuser, with the search
- * path of iwd's workers: a setting of the database or role (ALTER DATABASE
- * ... SET search_path, which the database's owner may run) is overridden, so
- * that names in the worker's SQL never resolve to objects planted there.
+ * Connect the worker to the database of its bgw_extra as the bootstrap
+ * superuser, with the search path of iwd's workers: a setting of the
+ * database or role (ALTER DATABASE ... SET search_path, which the database's
+ * owner may run) is overridden, so that names in the worker's SQL never
+ * resolve to objects planted there. Returns the database's name.
  */
-void
-IwdWorkerConnect(const char *dbname)
+const char *
+IwdWorkerConnect(void)
 {
-	BackgroundWorkerInitializeConnection(dbname, NULL, 0);
+	Oid			dboid;
+	char	   *dbname;
+
+	memcpy(&dboid, MyBgworkerEntry->bgw_extra, sizeof(Oid));
+	iwd_is_worker = true;
+	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
 	SetConfigOption("search_path", IWD_WORKER_SEARCH_PATH, PGC_SUSET, PGC_S_OVERRIDE);
+	StartTransactionCommand();
+	dbname = MemoryContextStrdup(TopMemoryContext, get_database_name(MyDatabaseId));
+	CommitTransactionCommand();
+	return dbname;
 }
 
 /*
@@ -296,34 +189,54 @@ RunTickBatch(void)
 	return more;
 }
 
-/*
- * Batch mode of iwd.notify: announce the events written since the last
- * announcement with one NOTIFY iwd_task_event "events:<first id>:<last id>"
- * (when notify; the position also paces the vacuum of iwd.task).
- * Announcing from here rather than from each writing transaction matters:
- * PostgreSQL serializes the commits of notifying transactions. Returns the
- * last event id announced; the first call only takes the current position.
- */
-static int64
-AnnounceNewEvents(int64 announced, bool notify)
+/* What a worker reads of its tenant after its work: see SurveyTenant. */
+typedef struct TenantSurvey
 {
-	int64		last = announced;
+	bool		installed;
+	int64		last_event;
+	TimestampTz next_due;		/* server time (IWD_DUE_NONE: nothing due) */
+} TenantSurvey;
+
+/*
+ * Read whether iwd is installed, the last event id and the tenant's next due
+ * time (iwd._next_due(), in the iwd clock, turned into server time). In
+ * batch mode of iwd.notify, announce the events written since the last
+ * announcement with one NOTIFY iwd_task_event "events:<first id>:<last id>".
+ * Announcing from here rather than from each writing transaction matters:
+ * PostgreSQL serializes the commits of notifying transactions. The first
+ * survey after the server's start only takes the current position.
+ */
+static void
+SurveyTenant(IwdTenant *tenant, TenantSurvey *survey)
+{
 	IwdWorkerTransaction xact;
 
 	IwdWorkerStartTransaction(&xact, iwd_worker_statement_timeout_ms, iwd_worker_lock_timeout_ms);
-	if (IwdInstalled() &&
-		SPI_execute("SELECT coalesce(max(id), 0) FROM iwd.task_event", true, 1) == SPI_OK_SELECT &&
-		SPI_processed == 1)
+	pgstat_report_activity(STATE_RUNNING, "iwd scheduler: announcements and next due time");
+	survey->installed = IwdInstalled();
+	survey->last_event = tenant->announced_event;
+	survey->next_due = IWD_DUE_NONE;
+	if (survey->installed)
 	{
 		bool		isnull;
+		Datum		due;
 
-		last = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-		if (notify && announced >= 0 && last > announced)
-			Async_Notify("iwd_task_event",
-						 psprintf("events:" INT64_FORMAT ":" INT64_FORMAT, announced + 1, last));
+		IwdWorkerRequireRole(&xact);
+		if (SPI_execute("SELECT coalesce(max(id), 0), iwd._next_due() FROM iwd.task_event", true, 1) != SPI_OK_SELECT ||
+			SPI_processed != 1)
+			elog(ERROR, "iwd scheduler: reading the next due time failed");
+		survey->last_event = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+		due = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
+		if (!isnull)
+			survey->next_due = GetCurrentTimestamp() + (DatumGetTimestampTz(due) - IwdNow());
+		if (iwd_notify == IWD_NOTIFY_BATCH && tenant->announced_event >= 0 &&
+			survey->last_event > tenant->announced_event)
+			Async_Notify("iwd_task_event", psprintf("events:" INT64_FORMAT ":" INT64_FORMAT,
+													tenant->announced_event + 1, survey->last_event));
 	}
 	IwdWorkerCommitTransaction(&xact);
-	return last;
+	pgstat_report_activity(STATE_IDLE, NULL);
+	tenant->announced_event = survey->last_event;
 }
 
 /*
@@ -369,32 +282,99 @@ VacuumTaskTable(bool analyze)
 	MemoryContextDelete(portal_cxt);
 }
 
-/* A database worker: scheduler passes every iwd.scheduler_interval, event announcements in between. */
+/*
+ * Vacuum iwd.task once iwd.vacuum_threshold events were written since the
+ * last vacuum, at most once a second (the position lives in the tenant's
+ * slot, across workers); returns when to look again, IWD_DUE_NONE when the
+ * events do not call for a vacuum.
+ */
+static TimestampTz
+VacuumWhenDue(IwdTenant *tenant, int64 last_event)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	bool		analyze;
+
+	if (tenant->vacuumed_at_event < 0)
+		tenant->vacuumed_at_event = last_event;
+	if (iwd_vacuum_threshold <= 0 || last_event - tenant->vacuumed_at_event < iwd_vacuum_threshold)
+		return IWD_DUE_NONE;
+	if (!TimestampDifferenceExceeds(tenant->last_vacuum, now, VACUUM_MIN_INTERVAL_MS))
+		return tenant->last_vacuum + (TimestampTz) VACUUM_MIN_INTERVAL_MS * 1000;
+	analyze = TimestampDifferenceExceeds(tenant->last_analyze, now, ANALYZE_MIN_INTERVAL_MS);
+	VacuumTaskTable(analyze);
+	tenant->last_vacuum = GetCurrentTimestamp();
+	if (analyze)
+		tenant->last_analyze = tenant->last_vacuum;
+	tenant->vacuumed_at_event = last_event;
+	return IWD_DUE_NONE;
+}
+
+/* On any exit: the tenant's announcements wake the launcher again. */
+static void
+Disown(int code, Datum arg)
+{
+	IwdTenant  *tenant = (IwdTenant *) DatumGetPointer(arg);
+
+	pg_atomic_write_u32(&tenant->owner_procno, INVALID_PGPROCNO);
+}
+
+/*
+ * Leave, reporting when the tenant is next due (with what was announced
+ * since the last look: announcements made after the take below stay in the
+ * slot for the launcher).
+ */
+static void
+pg_attribute_noreturn()
+WorkerExit(IwdTenant *tenant, IwdWorkerReport report, TimestampTz next_due)
+{
+	pg_atomic_write_u32(&tenant->owner_procno, INVALID_PGPROCNO);
+	pg_memory_barrier();
+	tenant->report_next_due = Min(next_due, PoolTake(tenant));
+	pg_write_barrier();
+	tenant->report = report;
+	proc_exit(0);
+}
+
+/*
+ * A tenant's worker ("iwd scheduler <database>"), started by the launcher
+ * when something of the tenant is due: it runs the scheduler pass when work
+ * is due (at most every iwd.scheduler_interval), announces the events
+ * sessions write, vacuums iwd.task, and stays while work falls due or
+ * sessions write within iwd.worker_idle_timeout; then it reports the
+ * tenant's next due time and exits. It makes way sooner when other tenants
+ * wait for a worker: once it has nothing due now, or has run longer than
+ * iwd.worker_idle_timeout.
+ */
 void
 iwd_scheduler_database_main(Datum main_arg)
 {
-	char		dbname[NAMEDATALEN];
+	IwdTenant  *tenant = PoolTenant(DatumGetInt32(main_arg));
 	MemoryContext loop_cxt;
+	TimestampTz started;
+	TimestampTz last_activity;
 	TimestampTz last_pass = 0;
-	TimestampTz last_vacuum = 0;
-	TimestampTz last_analyze = 0;
-	int64		announced = -1;
-	int64		vacuumed_at_event = -1;
-	int64		datamart_minute = -1;
+	TimestampTz pass_at = 0;
+	TimestampTz survey_at = 0;
 	bool		pass_more = false;
 
-	strlcpy(dbname, MyBgworkerEntry->bgw_extra, NAMEDATALEN);
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
-	IwdWorkerConnect(dbname);
+	(void) IwdWorkerConnect();
+	if (pg_atomic_read_u32(&tenant->dboid) != MyDatabaseId)
+		proc_exit(0);
+	pg_atomic_write_u32(&tenant->owner_procno, MyProc->pgprocno);
+	before_shmem_exit(Disown, PointerGetDatum(tenant));
+	started = GetCurrentTimestamp();
+	last_activity = 0;
 	loop_cxt = AllocSetContextCreate(TopMemoryContext, "iwd scheduler loop", ALLOCSET_DEFAULT_SIZES);
-	ereport(LOG, (errmsg("iwd scheduler started for database \"%s\"", dbname)));
 
 	for (;;)
 	{
 		MemoryContext old;
-		long		wait_ms = iwd_scheduler_interval_ms;
+		TimestampTz now;
+		TimestampTz announced;
+		TimestampTz wake;
 
 		CHECK_FOR_INTERRUPTS();
 		if (ConfigReloadPending)
@@ -402,54 +382,62 @@ iwd_scheduler_database_main(Datum main_arg)
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
 		}
-		if (!RecoveryInProgress())
+		old = MemoryContextSwitchTo(loop_cxt);
+		now = GetCurrentTimestamp();
+		announced = PoolTake(tenant);
+		if (announced != IWD_DUE_NONE)
 		{
-			old = MemoryContextSwitchTo(loop_cxt);
-			/*
-			 * One batch of the pass per loop: a long pass (a whole backlog to
-			 * rescore or expire) rests between batches, iwd.pass_duty percent of
-			 * the time working, and the announcements, the vacuum and the Data
-			 * Mart schedule go on in between.
-			 */
-			if (pass_more || TimestampDifferenceExceeds(last_pass, GetCurrentTimestamp(), iwd_scheduler_interval_ms))
-			{
-				TimestampTz started = GetCurrentTimestamp();
-				long		secs;
-				int			usecs;
-
-				if (!pass_more)
-					last_pass = started;
-				pass_more = RunTickBatch();
-				if (pass_more)
-				{
-					TimestampDifference(started, GetCurrentTimestamp(), &secs, &usecs);
-					wait_ms = (secs * 1000 + usecs / 1000) * (100 - iwd_pass_duty) / iwd_pass_duty;
-				}
-			}
-			if (iwd_notify == IWD_NOTIFY_BATCH || iwd_vacuum_threshold > 0)
-			{
-				announced = AnnounceNewEvents(announced, iwd_notify == IWD_NOTIFY_BATCH);
-				wait_ms = Min(wait_ms, iwd_notify_interval_ms);
-			}
-			if (vacuumed_at_event < 0)
-				vacuumed_at_event = announced;
-			if (iwd_vacuum_threshold > 0 && announced - vacuumed_at_event >= iwd_vacuum_threshold &&
-				TimestampDifferenceExceeds(last_vacuum, GetCurrentTimestamp(), VACUUM_MIN_INTERVAL_MS))
-			{
-				bool		analyze = TimestampDifferenceExceeds(last_analyze, GetCurrentTimestamp(),
-																 ANALYZE_MIN_INTERVAL_MS);
-
-				VacuumTaskTable(analyze);
-				last_vacuum = GetCurrentTimestamp();
-				if (analyze)
-					last_analyze = last_vacuum;
-				vacuumed_at_event = announced;
-			}
-			DatamartTick(&datamart_minute, dbname);
-			MemoryContextSwitchTo(old);
-			MemoryContextReset(loop_cxt);
+			last_activity = now;
+			survey_at = Min(survey_at, announced);
 		}
-		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, wait_ms, PG_WAIT_EXTENSION);
+		/*
+		 * One batch of the pass per loop: a long pass (a whole backlog to
+		 * rescore or expire) rests between batches, iwd.pass_duty percent of
+		 * the time working, and the announcements and the vacuum go on in
+		 * between.
+		 */
+		if (pass_more || now >= pass_at)
+		{
+			long		secs;
+			int			usecs;
+
+			if (!pass_more)
+				last_pass = now;
+			pass_more = RunTickBatch();
+			survey_at = 0;
+			if (pass_more)
+			{
+				TimestampDifference(now, GetCurrentTimestamp(), &secs, &usecs);
+				pass_at = GetCurrentTimestamp() +
+					(secs * USECS_PER_SEC + usecs) * (100 - iwd_pass_duty) / iwd_pass_duty;
+			}
+		}
+		if (GetCurrentTimestamp() >= survey_at)
+		{
+			TenantSurvey survey;
+
+			SurveyTenant(tenant, &survey);
+			if (!survey.installed)
+				WorkerExit(tenant, REPORT_NOT_INSTALLED, IWD_DUE_NONE);
+			if (!pass_more)
+				pass_at = survey.next_due == IWD_DUE_NONE ? IWD_DUE_NONE :
+					Max(survey.next_due, last_pass + (TimestampTz) iwd_scheduler_interval_ms * 1000);
+			survey_at = VacuumWhenDue(tenant, survey.last_event);
+		}
+		MemoryContextSwitchTo(old);
+		MemoryContextReset(loop_cxt);
+
+		now = GetCurrentTimestamp();
+		wake = Min(pass_at, survey_at);
+		if ((wake - now > (TimestampTz) iwd_worker_idle_timeout_ms * 1000 &&
+			 now - last_activity > (TimestampTz) iwd_worker_idle_timeout_ms * 1000) ||
+			(pg_atomic_read_u32(&iwd_pool->waiting) > 0 &&
+			 (wake > now || now - started > (TimestampTz) iwd_worker_idle_timeout_ms * 1000)))
+			WorkerExit(tenant, REPORT_DONE, wake);
+		PoolPublishWake(tenant, &wake);
+		if (wake > now)
+			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+							 (long) Min((wake - now + 999) / 1000, (TimestampTz) INT_MAX), PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);
 	}
 }

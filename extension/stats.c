@@ -20,9 +20,8 @@
 #include "utils/builtins.h"
 
 #include "iwd.h"
+#include "pool.h"
 #include "stats.h"
-
-#define STATS_DATABASES 256
 
 typedef struct DatabaseStats
 {
@@ -30,11 +29,19 @@ typedef struct DatabaseStats
 	pg_atomic_uint64 counts[STAT_KINDS];
 } DatabaseStats;
 
+/* one entry per database, as many as the tenant registry's slots (iwd.max_databases) */
 typedef struct IwdStats
 {
 	slock_t		mutex;
-	DatabaseStats db[STATS_DATABASES];
+	int			ndatabases;
+	DatabaseStats db[FLEXIBLE_ARRAY_MEMBER];
 } IwdStats;
+
+static Size
+StatsSize(void)
+{
+	return add_size(offsetof(IwdStats, db), mul_size(sizeof(DatabaseStats), iwd_max_databases));
+}
 
 static IwdStats *stats = NULL;
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
@@ -46,7 +53,7 @@ stats_shmem_request(void)
 {
 	if (prev_shmem_request_hook)
 		prev_shmem_request_hook();
-	RequestAddinShmemSpace(sizeof(IwdStats));
+	RequestAddinShmemSpace(StatsSize());
 }
 
 /* Attach to (or create) the counters. */
@@ -58,11 +65,12 @@ stats_shmem_startup(void)
 	if (prev_shmem_startup_hook)
 		prev_shmem_startup_hook();
 	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
-	stats = ShmemInitStruct("iwd stats", sizeof(IwdStats), &found);
+	stats = ShmemInitStruct("iwd stats", StatsSize(), &found);
 	if (!found)
 	{
 		SpinLockInit(&stats->mutex);
-		for (int i = 0; i < STATS_DATABASES; i++)
+		stats->ndatabases = iwd_max_databases;
+		for (int i = 0; i < stats->ndatabases; i++)
 		{
 			pg_atomic_init_u32(&stats->db[i].dboid, InvalidOid);
 			for (int k = 0; k < STAT_KINDS; k++)
@@ -92,11 +100,11 @@ MyDatabaseStats(void)
 
 	if (stats == NULL)
 		return NULL;
-	for (int i = 0; i < STATS_DATABASES; i++)
+	for (int i = 0; i < stats->ndatabases; i++)
 		if (pg_atomic_read_u32(&stats->db[i].dboid) == MyDatabaseId)
 			return &stats->db[i];
 	SpinLockAcquire(&stats->mutex);
-	for (int i = 0; i < STATS_DATABASES && result == NULL; i++)
+	for (int i = 0; i < stats->ndatabases && result == NULL; i++)
 	{
 		uint32		oid = pg_atomic_read_u32(&stats->db[i].dboid);
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The scheduler background worker in a real cluster: it starts for the databases of iwd.databases,
-# activates deferred tasks, returns timed-out reservations, follows iwd.databases on reload, and
-# stops cleanly. Its work runs as the role iwd_worker; functions planted by a database owner who is
+# The scheduler background workers in a real cluster: the launcher serves the databases of
+# iwd.databases (a filter here; scripts/test-density.sh covers every database, the pool's bound and many
+# tenants), a tenant's worker activates deferred tasks, returns timed-out reservations, announces events
+# and vacuums; the launcher follows iwd.databases on reload, and the server stops cleanly. Its work runs as the role iwd_worker; functions planted by a database owner who is
 # not a superuser never run, neither in the workers nor for a superuser; a login holding the advisory
 # locks the claim and the Data Mart once used stalls neither; a tenant's reporting login reads no
 # other tenant's Data Mart. Ends with "worker: N passed, M failed".
@@ -61,10 +62,11 @@ sql -d postgres -c "CREATE DATABASE tenant_a" -c "CREATE DATABASE tenant_b"
 sql -d tenant_a -c "CREATE EXTENSION iwd"
 sql -d tenant_b -c "CREATE EXTENSION iwd"
 
-wait_for "a scheduler worker serves tenant_a" "1" -d postgres \
-    -c "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'iwd scheduler' AND datname = 'tenant_a'"
-check "no worker for a database not listed" "0" \
-    "$(sql -d postgres -c "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'iwd scheduler' AND datname = 'tenant_b'")"
+# served: the tenant databases the launcher serves (iwd.worker_stats(), readable from any database with iwd)
+served_sql="SELECT coalesce(string_agg(t->>'database', ',' ORDER BY t->>'database'), '')
+            FROM jsonb_array_elements(iwd.worker_stats()->'tenants') t WHERE t->>'state' = 'served'"
+wait_for "the launcher serves tenant_a" "tenant_a" -d tenant_b -c "$served_sql"
+check "and not a database left out of iwd.databases" "tenant_a" "$(sql -d tenant_b -c "$served_sql")"
 
 # the worker's work runs as iwd_worker (a trigger records who writes the events)
 sql -d tenant_a -c "CREATE TABLE public.event_writer (who name, event text)" \
@@ -234,19 +236,22 @@ check "the restored routing key registry covers every open task" "0" \
 check "the restored tenant keeps working" "t" \
     "$(sql -d restored -c "SELECT iwd.create_task('{\"externalId\": \"after-restore\", \"capturePoint\": \"test\"}') ->> 'id' IS NOT NULL")"
 
-# the worker follows iwd.databases on reload
+# the launcher follows iwd.databases on reload
 sql -d postgres -c "ALTER SYSTEM SET iwd.databases = 'tenant_a, tenant_b'" -c "SELECT pg_reload_conf()" >/dev/null
-wait_for "a worker starts for a database added on reload" "1" -d postgres \
-    -c "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'iwd scheduler' AND datname = 'tenant_b'"
+wait_for "a database added on reload is served" "tenant_a,tenant_b" -d tenant_b -c "$served_sql"
+sql -d tenant_b -c "SELECT iwd.create_task(jsonb_build_object('externalId', 'B0', 'capturePoint', 'test',
+    'activationAt', to_char(now() AT TIME ZONE 'UTC' + interval '1 second', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')))" >/dev/null
+wait_for "and its deferred work is done" "queued" -d tenant_b -c "SELECT status FROM iwd.task WHERE external_id = 'B0'"
 sql -d postgres -c "ALTER SYSTEM SET iwd.databases = 'tenant_b'" -c "SELECT pg_reload_conf()" >/dev/null
-wait_for "the worker of a database removed on reload stops" "0" -d postgres \
-    -c "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'iwd scheduler' AND datname = 'tenant_a'"
+wait_for "a database removed on reload is no longer served" "tenant_b" -d tenant_b -c "$served_sql"
 
-# a database without the extension is left alone, and no error is logged
-sql -d postgres -c "CREATE DATABASE plain" -c "ALTER SYSTEM SET iwd.databases = 'plain'" -c "SELECT pg_reload_conf()" >/dev/null
-wait_for "a worker serves a database without iwd" "1" -d postgres \
-    -c "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'iwd scheduler' AND datname = 'plain'"
+# a database without the extension is probed once and left alone, and no error is logged
+starts=$(sql -d tenant_b -c "SELECT iwd.worker_stats()->>'starts'")
+sql -d postgres -c "CREATE DATABASE plain" -c "ALTER SYSTEM SET iwd.databases = 'plain, tenant_b'" -c "SELECT pg_reload_conf()" >/dev/null
+wait_for "a database without iwd is probed" "t" -d tenant_b -c "SELECT (iwd.worker_stats()->>'starts')::int > $starts"
 sleep 0.5
+check "and then forgotten" "tenant_b" \
+    "$(sql -d tenant_b -c "SELECT string_agg(t->>'database', ',') FROM jsonb_array_elements(iwd.worker_stats()->'tenants') t")"
 # (the one error this test provokes on purpose, the refused iwd.pass_duty, aside)
 check "no scheduler error in the server log" "0" "$(grep 'ERROR' "$work/log" | grep -vc 'parameter "iwd.pass_duty"')"
 

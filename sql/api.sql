@@ -1278,6 +1278,24 @@ BEGIN
                               'more', greatest(n_act, n_exp, n_timeout, n_overdue, n_repri) >= batch);
 END $$;
 
+-- When the scheduler pass next has work (the earliest of the times _tick_batch compares with "at"); NULL when
+-- nothing is due. Each step is one probe of its partial index; the tenant's worker reads it after its work.
+CREATE FUNCTION iwd._next_due() RETURNS timestamptz
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
+    SELECT least(
+        (SELECT activation_at FROM iwd.task
+         WHERE status = 'held' AND activation_at IS NOT NULL AND hold_reason IS NULL
+         ORDER BY activation_at LIMIT 1),
+        (SELECT reserved_until FROM iwd.task
+         WHERE status = 'assigned' AND accepted_at IS NULL ORDER BY reserved_until LIMIT 1),
+        (SELECT expires_at FROM iwd.task
+         WHERE expires_at IS NOT NULL AND status <> 'assigned' ORDER BY expires_at LIMIT 1),
+        (SELECT due_at FROM iwd.task
+         WHERE NOT overdue_flagged AND due_at IS NOT NULL ORDER BY due_at LIMIT 1),
+        (SELECT reprioritize_at FROM iwd.task
+         WHERE reprioritize_at IS NOT NULL AND status <> 'assigned' ORDER BY reprioritize_at LIMIT 1))
+$$;
+
 -- Run one full scheduler pass at "at" (batches of iwd.batch_size) and return the counts.
 CREATE FUNCTION iwd.tick(at timestamptz DEFAULT NULL) RETURNS jsonb
 LANGUAGE plpgsql AS $$

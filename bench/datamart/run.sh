@@ -7,7 +7,7 @@ cd "$(dirname "$0")/../.."
 tasks=${IWD_BENCH_DM_TASKS:-250000}
 port=${IWD_BENCH_DM_PORT:-54343}
 . bench/lib.sh
-start_cluster dm "$port" "iwd.databases = ''" "shared_buffers = 512MB" "work_mem = 64MB" "max_wal_size = 4GB"
+start_cluster dm "$port" "iwd.max_workers = 0" "shared_buffers = 512MB" "work_mem = 64MB" "max_wal_size = 4GB"
 cp bench/datamart/generate.sql "$work/"; chmod 644 "$work/generate.sql"
 ms() { echo $(( $(date +%s%N) / 1000000 )); }
 sql -c "CREATE EXTENSION iwd"

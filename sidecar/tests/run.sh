@@ -85,7 +85,7 @@ port = $pg_port
 listen_addresses = '127.0.0.1'
 unix_socket_directories = '$work/pg'
 shared_preload_libraries = 'iwd'
-iwd.databases = ''
+iwd.max_workers = 0
 CONF
 "${as_user[@]}" "$bindir/pg_ctl" -D "$work/pg/data" -l "$work/pg/log" -w start >/dev/null || fail_setup "PostgreSQL did not start"
 for db in control tenant_a tenant_b; do
