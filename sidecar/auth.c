@@ -34,7 +34,6 @@
 #include <openssl/rand.h>
 #include <openssl/sha.h>
 
-#include "provisioning.h"
 #include "sidecar.h"
 
 #define CACHE_TTL_S 60 /* a signed Redis entry's life, and how long a thread keeps a tenant's settings */
@@ -46,6 +45,7 @@
 #define BLOCK_MS 60000
 #define ADDRESS_SLOTS 4096
 #define CACHE_ENTRY_VERSION 1
+#define CLOCK_SKEW_S 5 /* how far apart the replicas' clocks may be (the expiry of a Redis entry is wall-clock time) */
 #define GCM_NONCE 12
 #define GCM_TAG 16
 #define SALT_BYTES 16
@@ -515,7 +515,7 @@ static bool entry_recall(iwd_thread_t *thread, const char *index, char ccid[IWD_
     if (ok) {
         entry_mac(keyring(CURRENT), redis_key, e_ccid, e_kind, e_rev, (long long)expires, mac);
         ok = CRYPTO_memcmp(mac, e_mac, 64) == 0 && expires > (json_int_t)time(NULL) &&
-             expires <= (json_int_t)time(NULL) + CACHE_TTL_S + 5;
+             expires <= (json_int_t)time(NULL) + CACHE_TTL_S + CLOCK_SKEW_S;
     }
     if (ok) {
         snprintf(ccid, IWD_CCID_SIZE, "%s", e_ccid);
@@ -539,6 +539,33 @@ enum lookup_result { FOUND, UNKNOWN, UNAVAILABLE, UNUSABLE };
     " FROM iwd_control.api_key k JOIN iwd_control.tenant t USING (ccid)"                                             \
     " WHERE k.key_index = $1 AND 'iWD' = ANY (t.services)"
 
+/* The tenant of a registry row of KEY_QUERY: its settings (password opened) and revision. */
+static enum lookup_result tenant_from_row(PGresult *res, iwd_tenant_t *tenant, char revision[32])
+{
+    const char *ccid = PQgetvalue(res, 0, 3), *sealed = PQgetvalue(res, 0, 8);
+    char *password = NULL;
+    bool current;
+    int rc;
+
+    if (*sealed != '\0' && (password = open_password(sealed, &current)) == NULL) {
+        iwd_log(IWD_LOG_ERROR, "a tenant database password cannot be decrypted with IWD_SECRET_KEY", "%.64s", ccid);
+        return UNUSABLE;
+    }
+    rc = iwd_tenant_settings(tenant, ccid, PQgetvalue(res, 0, 4), atoi(PQgetvalue(res, 0, 5)), PQgetvalue(res, 0, 6),
+                             PQgetvalue(res, 0, 7), password, strcmp(PQgetvalue(res, 0, 9), "t") == 0);
+    if (password != NULL) {
+        OPENSSL_cleanse(password, strlen(password));
+        free(password);
+    }
+    if (rc != IWD_OK) {
+        iwd_log(IWD_LOG_ERROR, "a tenant's registry entry cannot be used (ccid or settings too long)", "%.64s", ccid);
+        return UNUSABLE;
+    }
+    tenant->read_only = strcmp(PQgetvalue(res, 0, 0), "iwddm") == 0;
+    snprintf(revision, 32, "%s", PQgetvalue(res, 0, 10));
+    return FOUND;
+}
+
 /* Look a key up in the control database by its index, and confirm it by its salted hash. */
 static enum lookup_result registry_lookup(iwd_thread_t *thread, const char *key, const char *index,
                                           iwd_tenant_t *tenant, char revision[32])
@@ -547,49 +574,20 @@ static enum lookup_result registry_lookup(iwd_thread_t *thread, const char *key,
     PGresult *res;
     char digest[65], verifier[65];
     const char *values[1] = {index};
-    bool found, current;
-    char *password = NULL;
-    enum lookup_result result;
+    enum lookup_result result = UNKNOWN;
 
     if (control == NULL)
         return UNAVAILABLE;
-    iwd_sha256_hex(key, digest);
     res = iwd_pg_exec(control, "control", "auth", KEY_QUERY, 1, values);
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
         PQclear(res);
         return UNAVAILABLE;
     }
-    found = PQntuples(res) == 1;
-    if (found) {
+    if (PQntuples(res) == 1) {
+        iwd_sha256_hex(key, digest);
         verifier_of(digest, PQgetvalue(res, 0, 1), verifier);
-        found = strlen(PQgetvalue(res, 0, 2)) == 64 && CRYPTO_memcmp(verifier, PQgetvalue(res, 0, 2), 64) == 0;
-    }
-    if (!found) {
-        PQclear(res);
-        return UNKNOWN;
-    }
-    result = FOUND;
-    if (!PQgetisnull(res, 0, 8) && *PQgetvalue(res, 0, 8) != '\0' &&
-        (password = open_password(PQgetvalue(res, 0, 8), &current)) == NULL) {
-        iwd_log(IWD_LOG_ERROR, "a tenant database password cannot be decrypted with IWD_SECRET_KEY", "%s",
-                PQgetvalue(res, 0, 3));
-        result = UNUSABLE;
-    }
-    if (result == FOUND &&
-        iwd_tenant_settings(tenant, PQgetvalue(res, 0, 3), PQgetvalue(res, 0, 4), atoi(PQgetvalue(res, 0, 5)),
-                            PQgetvalue(res, 0, 6), PQgetvalue(res, 0, 7), password,
-                            strcmp(PQgetvalue(res, 0, 9), "t") == 0) != IWD_OK) {
-        iwd_log(IWD_LOG_ERROR, "a tenant's registry entry cannot be used (ccid or settings too long)", "%.64s",
-                PQgetvalue(res, 0, 3));
-        result = UNUSABLE;
-    }
-    if (result == FOUND) {
-        tenant->read_only = strcmp(PQgetvalue(res, 0, 0), "iwddm") == 0;
-        snprintf(revision, 32, "%s", PQgetvalue(res, 0, 10));
-    }
-    if (password != NULL) {
-        OPENSSL_cleanse(password, strlen(password));
-        free(password);
+        if (strlen(PQgetvalue(res, 0, 2)) == 64 && CRYPTO_memcmp(verifier, PQgetvalue(res, 0, 2), 64) == 0)
+            result = tenant_from_row(res, tenant, revision);
     }
     PQclear(res);
     return result;
@@ -877,8 +875,9 @@ static bool load_index_key(PGconn *conn)
     char hex[65], *sealed, *plain;
     bool current, ok;
 
-    if (!migrate_step(conn, "CREATE TABLE IF NOT EXISTS iwd_control.secret (name text PRIMARY KEY, sealed text NOT NULL)",
-                      0, NULL))
+    if (!migrate_step(conn,
+                      "CREATE TABLE IF NOT EXISTS iwd_control.secret (name text PRIMARY KEY, sealed text NOT NULL)", 0,
+                      NULL))
         return false;
     res = PQexec(conn, "SELECT sealed FROM iwd_control.secret WHERE name = 'key_index' FOR UPDATE");
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {

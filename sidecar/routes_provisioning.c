@@ -111,7 +111,8 @@ int iwd_on_provisioning_save(iwd_call_t *call)
         const char *own[3] = {index_t, p.dm_key != NULL ? index_dm : index_t, p.ccid};
 
         res = iwd_pg_exec(control, "control", "provision",
-                          "SELECT ccid FROM iwd_control.tenant WHERE db_host = $1 AND db_port = $2::int AND db_name = $3",
+                          "SELECT ccid FROM iwd_control.tenant"
+                          " WHERE db_host = $1 AND db_port = $2::int AND db_name = $3",
                           3, dup);
         if (!control_ok(call, res))
             goto rollback;
@@ -222,7 +223,8 @@ int iwd_on_provisioning_delete(iwd_call_t *call)
         v[1] = list;
         res = iwd_pg_exec(control, "control", "deprovision",
                           "UPDATE iwd_control.tenant SET services = ARRAY(SELECT s FROM unnest(services) s"
-                          " WHERE s NOT IN (SELECT jsonb_array_elements_text($2::jsonb))), updated_at = clock_timestamp()"
+                          " WHERE s NOT IN (SELECT jsonb_array_elements_text($2::jsonb))),"
+                          " updated_at = clock_timestamp()"
                           " WHERE ccid = $1",
                           2, v);
     }
