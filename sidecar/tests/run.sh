@@ -361,6 +361,8 @@ done
 check "the entries of both keys of tenant a are found" "yes yes yes" \
     "$([ -n "$forged_at" ] && echo yes) $([ -n "$tenant_at" ] && echo yes) $([ -n "$report_at" ] && echo yes)"
 tenant_entry=$(redis get "$tenant_at")
+redis_errors() { curl -s -H "x-api-key: $admin_key" "$base/metrics" | awk '/^iwd_redis_errors_total / {print $2}'; }
+redis_errors_before=$(redis_errors)
 redis set "$forged_at" "$tenant_entry" ex 60 >/dev/null                        # a copy of a valid entry
 redis set "$report_at" "$(redis get "$report_at" | jq -c '.kind = "tenant"')" ex 60 >/dev/null   # read-only made write
 redis set "$tenant_at" "$(jq -c --argjson p "$dead_port" '.ccid = "b" | .db = "tenant_b" | .port = $p' \
@@ -372,6 +374,8 @@ check "a read-only key's entry altered to write: still 403" "403" "$code"
 req GET "/tasks/$id" tenant-key-a-0001
 check "an entry pointed at another tenant, database and port is not used" "200 INV-1" "$code $(json .externalId)"
 check_match "unverifiable entries are logged as ignored" "unverifiable Redis entry" "$(cat "$work/sidecar.log")"
+check "and counted in iwd_redis_errors_total" "yes" \
+    "$([ "$(redis_errors)" -ge $((${redis_errors_before:-0} + 3)) ] && echo yes || echo "no: $redis_errors_before, then $(redis_errors)")"
 
 # --- failed authentications: limited per client address, counted, without lookups ------------------
 auth_queries() {
