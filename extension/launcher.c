@@ -163,6 +163,11 @@ Release(int index)
 		TerminateBackgroundWorker(w->worker);
 	if (WorkerRunning(w->datamart, &pid))
 		TerminateBackgroundWorker(w->datamart);
+	if (w->worker == NULL && w->datamart == NULL && !w->adopted)
+	{
+		memset(w, 0, sizeof(*w));
+		PoolRelease(index);
+	}
 }
 
 /* Log, once per database, that one more tenant found no free slot. */
@@ -382,6 +387,10 @@ FoldAnnouncements(TimestampTz now)
 			continue;
 		if (state == TENANT_DROPPED)
 		{
+			Oid			dboid = w->dboid;
+
+			/* DROP EXTENSION: not probed again until a CREATE EXTENSION announces it */
+			(void) hash_search(not_installed, &dboid, HASH_ENTER, NULL);
 			Release(i);
 			continue;
 		}
@@ -556,6 +565,8 @@ SleepMs(TimestampTz now)
 	TimestampTz wake = last_scan + (TimestampTz) SCAN_INTERVAL_MS * 1000;
 	int			databases = 0;
 
+	bool		pool_full = iwd_pool->running >= iwd_max_workers;
+
 	for (int i = 0; i < nslots; i++)
 	{
 		TenantWork *w = &work[i];
@@ -563,7 +574,8 @@ SleepMs(TimestampTz now)
 		if (w->dboid == InvalidOid || w->releasing)
 			continue;
 		databases++;
-		if (w->worker == NULL && !w->adopted)
+		/* with every worker busy, the next one to exit wakes the launcher (bgw_notify_pid) */
+		if (w->worker == NULL && !w->adopted && !pool_full)
 			wake = Min(wake, w->next_due);
 		if (w->datamart_pending)
 			wake = Min(wake, now + (TimestampTz) NO_SLOT_RETRY_MS * 1000);

@@ -327,9 +327,12 @@ static void
 pg_attribute_noreturn()
 WorkerExit(IwdTenant *tenant, IwdWorkerReport report, TimestampTz next_due)
 {
+	TimestampTz announced;
+
 	pg_atomic_write_u32(&tenant->owner_procno, INVALID_PGPROCNO);
 	pg_memory_barrier();
-	tenant->report_next_due = Min(next_due, PoolTake(tenant));
+	announced = PoolTake(tenant);
+	tenant->report_next_due = Min(next_due, announced);
 	pg_write_barrier();
 	tenant->report = report;
 	proc_exit(0);

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every iwd test suite and ends with one line "N passed, M failed".
-# Suites: version check, pg_regress (regress/sql), isolation (regress/specs), worker, sidecar, chart, fuzz (short),
+# Suites: version check, pg_regress (regress/sql), isolation (regress/specs), worker, density, sidecar, chart, fuzz (short),
 # faults (kill -9 under load, tests/faults) and hostile inputs (tests/hostile).
 # Each suite script ends its output with its own "N passed, M failed" line; this driver adds them up.
 set -uo pipefail
@@ -31,6 +31,7 @@ run_suite version scripts/check-version.sh
 run_suite dist scripts/dist-check.sh
 run_suite regress scripts/regress.sh
 [ -x scripts/test-worker.sh ] && run_suite worker scripts/test-worker.sh
+[ -x scripts/test-density.sh ] && run_suite density scripts/test-density.sh
 [ -x sidecar/tests/run.sh ] && run_suite sidecar sidecar/tests/run.sh
 [ -x chart/tests/run.sh ] && run_suite chart chart/tests/run.sh
 [ -x scripts/fuzz.sh ] && run_suite fuzz scripts/fuzz.sh

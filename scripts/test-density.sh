@@ -1,0 +1,183 @@
+#!/usr/bin/env bash
+# Many tenant databases on one server, served by a bounded pool of workers: more tenant databases (80,
+# made from a template that holds iwd, so no CREATE EXTENSION runs in them) than the old cap of 64, each
+# with a reservation that must time out and a deferred task to activate, every one done within 2 s of
+# its time, never more than iwd.max_workers workers at once; a database gets served within seconds of
+# CREATE EXTENSION and no longer after DROP EXTENSION; iwd.databases, when set, leaves the others out;
+# a reservation that timed out while the server was down is returned after the restart; a database past
+# iwd.max_databases is logged and counted. Ends with "density: N passed, M failed".
+set -uo pipefail
+bindir=$(/usr/lib/postgresql/15/bin/pg_config --bindir)
+port=${IWD_DENSITY_PORT:-54341}
+tenants=${IWD_DENSITY_TENANTS:-80}
+max_workers=3
+work=$(mktemp -d /tmp/iwd-density.XXXXXX)
+as_user=()
+if [ "$(id -u)" -eq 0 ]; then
+    chown postgres: "$work"
+    as_user=(runuser -u postgres --)
+fi
+passed=0; failed=0
+sampler=
+
+stop() {
+    [ -n "$sampler" ] && kill "$sampler" 2>/dev/null
+    "${as_user[@]}" "$bindir/pg_ctl" -D "$work/data" -m fast -w stop >/dev/null 2>&1
+    [ "$failed" -gt 0 ] && cp "$work/log" /tmp/iwd-density-failed.log
+    rm -rf "$work"
+}
+trap stop EXIT
+
+sql() { "${as_user[@]}" "$bindir/psql" -X -q -At -h "$work" -p "$port" -v ON_ERROR_STOP=1 "$@"; }
+
+# check NAME EXPECTED ACTUAL
+check() {
+    if [ "$2" = "$3" ]; then
+        passed=$((passed + 1)); echo "ok - $1"
+    else
+        failed=$((failed + 1)); echo "not ok - $1: expected '$2', got '$3'"
+    fi
+}
+
+# wait_for NAME EXPECTED SECONDS SQL...: poll until the query returns EXPECTED
+wait_for() {
+    local name=$1 expected=$2 seconds=$3; shift 3
+    local got=""
+    for _ in $(seq 1 $((seconds * 10))); do
+        got=$(sql "$@" 2>/dev/null)
+        [ "$got" = "$expected" ] && break
+        sleep 0.1
+    done
+    check "$name" "$expected" "$got"
+}
+
+# the tenant databases the launcher serves, by name
+served_sql="SELECT coalesce(string_agg(t->>'database', ',' ORDER BY t->>'database'), '')
+            FROM jsonb_array_elements(iwd.worker_stats()->'tenants') t WHERE t->>'state' = 'served'"
+# a timestamp N seconds from now, as iwd reads it
+at_sql() { echo "to_char(now() AT TIME ZONE 'UTC' + interval '$1 second', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"; }
+tenant() { printf 't%03d' "$1"; }
+
+"${as_user[@]}" "$bindir/initdb" -D "$work/data" -A trust >/dev/null || { echo "density: 0 passed, 1 failed"; exit 1; }
+cat >> "$work/data/postgresql.conf" <<CONF
+port = $port
+listen_addresses = ''
+unix_socket_directories = '$work'
+shared_preload_libraries = 'iwd'
+max_worker_processes = 16
+# 80 databases make a shutdown checkpoint fsync tens of thousands of files; this test needs no durability
+fsync = off
+iwd.max_workers = $max_workers
+iwd_dm.suspend = on
+CONF
+"${as_user[@]}" "$bindir/pg_ctl" -D "$work/data" -l "$work/log" -w start >/dev/null || { cat "$work/log"; echo "density: 0 passed, 1 failed"; exit 1; }
+
+# the template holds iwd, an agent and a deadline table; a template database is never served
+sql -d postgres -c "CREATE DATABASE tpl"
+sql -d tpl -c "CREATE EXTENSION iwd" -c "SELECT iwd.upsert_agent('{\"id\": \"a1\", \"state\": \"ready\"}')" \
+    -c "CREATE TABLE public.deadline (what text, due timestamptz)" >/dev/null
+sql -d postgres -c "ALTER DATABASE tpl IS_TEMPLATE true"
+for i in $(seq 1 "$tenants"); do echo "CREATE DATABASE $(tenant "$i") TEMPLATE tpl;"; done | sql -d postgres
+sql -d postgres -c "CREATE DATABASE monitor" && sql -d monitor -c "CREATE EXTENSION iwd"
+wait_for "every tenant database is found and served, the template left out" "$((tenants + 1))" 30 -d monitor \
+    -c "SELECT count(*) FROM jsonb_array_elements(iwd.worker_stats()->'tenants') t WHERE t->>'state' = 'served'"
+
+# the pool's bound: sample the iwd scheduler workers while every tenant has work falling due
+"${as_user[@]}" "$bindir/psql" -X -q -At -h "$work" -p "$port" -d postgres -c "CREATE TEMP TABLE sample (n int)" -c "
+    DO \$\$ BEGIN FOR i IN 1..600 LOOP
+        INSERT INTO sample SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'iwd scheduler';
+        COMMIT; PERFORM pg_sleep(0.025); END LOOP; END \$\$" -c "SELECT max(n) FROM sample" > "$work/sample.out" 2>&1 &
+sampler=$!
+
+# in every tenant: a reservation of 3 s and a task deferred by 4 s (their deadlines spread over the loop)
+writers=()
+for i in $(seq 1 "$tenants"); do
+    sql -d "$(tenant "$i")" -c "SELECT iwd.create_task('{\"externalId\": \"R\", \"capturePoint\": \"test\"}')" \
+        -c "INSERT INTO public.deadline SELECT 'reservation', (iwd.next_task('a1', 3) ->> 'reservedUntil')::timestamptz" \
+        -c "SELECT iwd.create_task(jsonb_build_object('externalId', 'D', 'capturePoint', 'test', 'activationAt', $(at_sql 4)))" \
+        -c "INSERT INTO public.deadline SELECT 'activation', activation_at FROM iwd.task WHERE external_id = 'D'" >/dev/null &
+    writers+=($!)
+    [ $((i % 8)) -eq 0 ] && { wait "${writers[@]}"; writers=(); }
+done
+[ ${#writers[@]} -gt 0 ] && wait "${writers[@]}"
+sleep 7
+late_sql="SELECT coalesce(max(greatest(
+              (SELECT max(e.at) FROM iwd.task_event e JOIN iwd.task t ON t.id = e.task_id
+               WHERE t.external_id = 'R' AND e.event = 'reservation_timeout')
+              - (SELECT due FROM public.deadline WHERE what = 'reservation'),
+              (SELECT max(e.at) FROM iwd.task_event e JOIN iwd.task t ON t.id = e.task_id
+               WHERE t.external_id = 'D' AND e.event = 'activated')
+              - (SELECT due FROM public.deadline WHERE what = 'activation'))), interval '1 day')"
+done_count=0; worst=0
+for i in $(seq 1 "$tenants"); do
+    row=$(sql -d "$(tenant "$i")" -c "SELECT (SELECT count(*) FROM iwd.task WHERE status = 'queued')
+                                      || ' ' || round(extract(epoch FROM ($late_sql)) * 1000)")
+    if [ "${row%% *}" = 2 ]; then
+        done_count=$((done_count + 1))
+    else
+        echo "# $(tenant "$i"): $(sql -d "$(tenant "$i")" -c "SELECT string_agg(external_id || ' ' || status || ' ' ||
+            coalesce(reserved_until::text, activation_at::text, ''), '; ') FROM iwd.task")"
+        echo "#   $(sql -d "$(tenant "$i")" -c "SELECT string_agg(at::time || ' ' || event, '; ' ORDER BY id) FROM iwd.task_event")"
+        echo "#   $(sql -d "$(tenant "$i")" -c "SELECT t FROM jsonb_array_elements(iwd.worker_stats()->'tenants') t
+                                              WHERE t->>'database' = current_database()")"
+    fi
+    late=${row##* }
+    [ "$late" -gt "$worst" ] && worst=$late
+done
+check "every tenant's reservation timed out and deferred task activated" "$tenants" "$done_count"
+check "each within 2 s of its time (worst: ${worst} ms)" "t" "$([ "$worst" -le 2000 ] && echo t || echo f)"
+wait "$sampler"; sampler=
+most=$(tail -n 1 "$work/sample.out")
+check "never more than iwd.max_workers ($max_workers) scheduler workers at once (most seen: $most)" "t" \
+    "$([ -n "$most" ] && [ "$most" -le "$max_workers" ] && [ "$most" -ge 1 ] && echo t || echo f)"
+check "and idle tenants keep none" "0" "$(sql -d postgres -c "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'iwd scheduler'")"
+
+# CREATE EXTENSION in a new database: served within seconds, its work done; DROP EXTENSION: no longer
+sql -d postgres -c "CREATE DATABASE fresh"
+started=$(date +%s%N)
+sql -d fresh -c "CREATE EXTENSION iwd"
+for _ in $(seq 1 100); do
+    [ "$(sql -d monitor -c "SELECT count(*) FROM jsonb_array_elements(iwd.worker_stats()->'tenants') t
+                            WHERE t->>'database' = 'fresh' AND t->>'state' = 'served' AND (t->>'starts')::int > 0")" = 1 ] && break
+    sleep 0.05
+done
+served_ms=$((($(date +%s%N) - started) / 1000000))
+check "a database is served within 2 s of CREATE EXTENSION (${served_ms} ms)" "t" "$([ "$served_ms" -le 2000 ] && echo t || echo f)"
+sql -d fresh -c "SELECT iwd.create_task(jsonb_build_object('externalId', 'F', 'capturePoint', 'test', 'activationAt', $(at_sql 1)))" >/dev/null
+wait_for "and its deferred work is done" "queued" 5 -d fresh -c "SELECT status FROM iwd.task WHERE external_id = 'F'"
+sql -d fresh -c "DROP EXTENSION iwd"
+wait_for "DROP EXTENSION: the database is no longer served" "0" 3 -d monitor \
+    -c "SELECT count(*) FROM jsonb_array_elements(iwd.worker_stats()->'tenants') t WHERE t->>'database' = 'fresh'"
+
+# iwd.databases set: only those are served
+sql -d postgres -c "ALTER SYSTEM SET iwd.databases = 'monitor, t001'" -c "SELECT pg_reload_conf()" >/dev/null
+wait_for "iwd.databases set: the databases it does not name are left out" "monitor,t001" 5 -d monitor -c "$served_sql"
+for db in t001 t002; do
+    sql -d "$db" -c "SELECT iwd.create_task(jsonb_build_object('externalId', 'G', 'capturePoint', 'test', 'activationAt', $(at_sql 1)))" >/dev/null
+done
+wait_for "a named database's deferred work is done" "queued" 5 -d t001 -c "SELECT status FROM iwd.task WHERE external_id = 'G'"
+check "another's is not" "held" "$(sql -d t002 -c "SELECT status FROM iwd.task WHERE external_id = 'G'")"
+sql -d postgres -c "ALTER SYSTEM RESET iwd.databases" -c "SELECT pg_reload_conf()" >/dev/null
+wait_for "iwd.databases emptied: it is served again and its work done" "queued" 15 -d t002 \
+    -c "SELECT status FROM iwd.task WHERE external_id = 'G'"
+
+# a reservation that times out while the server is down is returned once it is back
+sql -d t003 -c "SELECT iwd.create_task('{\"externalId\": \"S\", \"capturePoint\": \"test\"}')" \
+    -c "SELECT iwd.next_task('a1', 1)" >/dev/null
+"${as_user[@]}" "$bindir/pg_ctl" -D "$work/data" -m fast -w stop >/dev/null
+sleep 1.5
+echo "iwd.max_databases = 50" >> "$work/data/postgresql.conf"
+"${as_user[@]}" "$bindir/pg_ctl" -D "$work/data" -l "$work/log" -w start >/dev/null
+wait_for "after a restart a reservation that timed out meanwhile is returned" "queued" 15 -d t003 \
+    -c "SELECT status FROM iwd.task WHERE external_id = 'S'"
+# (t003 is among the first 50 databases of pg_database; the others past the limit are logged and counted)
+check "a database past iwd.max_databases is logged" "t" \
+    "$(grep -q 'is not served: iwd.max_databases (50) databases are' "$work/log" && echo t || echo f)"
+check "and counted" "t" \
+    "$(sql -d t003 -c "SELECT (iwd.worker_stats()->>'databasesOverLimit')::int > 0 AND (iwd.worker_stats()->>'databases')::int <= 50")"
+check "no error in the server log" "0" "$(grep -c 'ERROR' "$work/log")"
+
+"${as_user[@]}" "$bindir/pg_ctl" -D "$work/data" -m fast -w stop >/dev/null
+check "the server stops cleanly" "0" "$?"
+echo "density: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
