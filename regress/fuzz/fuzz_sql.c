@@ -292,14 +292,23 @@ static const char *const templates[NCALLS] = {
 
 static json_t *generate(uint64_t *state, int depth);
 
-/* A string of n repetitions of one character (long values: index rows, tsvector, identifiers). */
+/*
+ * A long value (index rows, tsvector, identifiers): one character repeated, or letters and digits drawn at
+ * random, which no compression shrinks (an index row of a repeated character fits where random text does not).
+ */
 static json_t *long_string(uint64_t *state)
 {
+    static const char alphabet[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 -";
     size_t n = (size_t)1 << (next_random(state) % 13);
     char *s = malloc(n + 1);
     json_t *value;
 
-    memset(s, "aZ9 -\xc3"[next_random(state) % 5], n);
+    if (next_random(state) % 2 == 0) {
+        memset(s, "aZ9 -"[next_random(state) % 5], n);
+    } else {
+        for (size_t i = 0; i < n; i++)
+            s[i] = alphabet[next_random(state) % (sizeof(alphabet) - 1)];
+    }
     s[n] = '\0';
     value = json_string(s);
     free(s);
