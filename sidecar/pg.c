@@ -207,6 +207,7 @@ static void close_conn(iwd_thread_t *thread, iwd_tenant_conn_t *gone)
 
 static void fail_waiting(iwd_thread_t *thread, const char *ccid, int status, const char *message);
 static void next_waiting(iwd_thread_t *thread, iwd_tenant_conn_t *tc, const char *ccid);
+static int watch(iwd_tenant_conn_t *tc);
 
 /* A connection a connector thread opened (or failed to), reported to the loop of the thread that asked. */
 typedef struct connect_job {
@@ -261,6 +262,10 @@ static void on_connected(h2o_multithread_receiver_t *receiver, h2o_linklist_t *m
         }
         tc->conn = conn;
         iwd_metrics_db(tc->ccid, "connect", NULL, 0, true, false);
+        if (watch(tc) != IWD_OK) {
+            close_conn(thread, tc);
+            continue;
+        }
         next_waiting(thread, tc, tc->ccid);
     }
 }
@@ -542,39 +547,35 @@ static void on_request_gone(void *guard)
         pending->call = NULL;
 }
 
-/*
- * The name of the prepared statement of a fixed SQL text of the route table on this connection, prepared
- * on first use so that the server parses and plans it once per connection rather than once per request;
- * NULL when it cannot be prepared (the error, a bad input type or a broken connection, then surfaces
- * from the plain call).
- */
-static const char *statement(iwd_tenant_conn_t *tc, const char *sql, int nparams, char name[16])
-{
-    PGresult *res;
-    bool ok;
-    int i;
+static void send_call(iwd_tenant_conn_t *tc, iwd_pg_pending_t *pending);
+static void run_prepared(iwd_tenant_conn_t *tc);
+static void on_result_ready(h2o_socket_t *sock, const char *err);
 
-    for (i = 0; i < tc->nprepared && tc->prepared[i] != sql; i++)
-        ;
-    snprintf(name, 16, "s%d", i);
-    if (i < tc->nprepared)
-        return name;
-    if (i == IWD_PREPARED_MAX)
-        return NULL;
-    res = PQprepare(tc->conn, name, sql, nparams, NULL);
-    ok = PQresultStatus(res) == PGRES_COMMAND_OK;
-    PQclear(res);
-    if (!ok)
-        return NULL;
-    tc->prepared[tc->nprepared++] = sql;
-    return name;
+/*
+ * Watch the connection's socket from the loop (a duplicate of it, see unwatch), idle or not: a server
+ * that closes an idle connection is noticed at once, so that no call is sent on it. IWD_ERR when out of
+ * descriptors.
+ */
+static int watch(iwd_tenant_conn_t *tc)
+{
+    int fd;
+
+    if (tc->sock != NULL)
+        return IWD_OK;
+    if ((fd = dup(PQsocket(tc->conn))) < 0) {
+        iwd_log(IWD_LOG_ERROR, "cannot watch a tenant connection", "%s: %s", tc->ccid, strerror(errno));
+        return IWD_ERR;
+    }
+    tc->sock = h2o_evloop_socket_create(tc->thread->ctx.loop, fd, H2O_SOCKET_FLAG_DONT_READ);
+    tc->sock->data = tc;
+    h2o_socket_read_start(tc->sock, on_result_ready);
+    return IWD_OK;
 }
 
-static void send_call(iwd_tenant_conn_t *tc, iwd_pg_pending_t *pending);
-
 /*
- * Count the calls waiting for a connection on this thread, and those of one tenant; calls whose client
- * went away are dropped on the way, so that they hold no place.
+ * Count the calls waiting for a busy connection on this thread, and those of one tenant: the calls in the
+ * queue but as many as the connections being opened will take. Calls whose client went away are dropped
+ * on the way, so that they hold no place.
  */
 static int count_waiting(iwd_thread_t *thread, const char *ccid, int *of_tenant)
 {
@@ -582,6 +583,11 @@ static int count_waiting(iwd_thread_t *thread, const char *ccid, int *of_tenant)
     int total = 0;
 
     *of_tenant = 0;
+    for (iwd_tenant_conn_t *tc = thread->tenants; tc != NULL; tc = tc->next)
+        if (tc->connecting) {
+            total--;
+            *of_tenant -= strcmp(tc->ccid, ccid) == 0;
+        }
     while (*p != NULL) {
         iwd_pg_pending_t *pending = *p;
         if (pending->call == NULL) {
@@ -708,7 +714,7 @@ static void on_result_ready(h2o_socket_t *sock, const char *err)
             }
             complete(tc);
         } else
-            unwatch(tc); /* an idle connection the server closed: reset on its next use */
+            unwatch(tc); /* an idle connection the server closed: replaced on its next use */
         return;
     }
     if (tc->running == NULL) {
@@ -718,6 +724,10 @@ static void on_result_ready(h2o_socket_t *sock, const char *err)
     }
     while (!PQisBusy(tc->conn)) {
         PGresult *res = PQgetResult(tc->conn);
+        if (res == NULL && tc->preparing != NULL) {
+            run_prepared(tc);
+            return;
+        }
         if (res == NULL) {
             complete(tc);
             return;
@@ -734,36 +744,64 @@ static void on_result_ready(h2o_socket_t *sock, const char *err)
     }
 }
 
-/* Send a call on an idle connection (libpq blocks only until the query is written) and watch for its result. */
+/*
+ * The running call's statement is prepared, or could not be (a bad input type, a broken connection: the
+ * error then surfaces from the plain call): send the call itself.
+ */
+static void run_prepared(iwd_tenant_conn_t *tc)
+{
+    iwd_pg_pending_t *pending = tc->running;
+    const char *const *values = (const char *const *)pending->values;
+    bool prepared = tc->result != NULL && PQresultStatus(tc->result) == PGRES_COMMAND_OK;
+    char name[16];
+    int sent;
+
+    if (tc->result != NULL)
+        PQclear(tc->result);
+    tc->result = NULL;
+    snprintf(name, sizeof(name), "s%d", tc->nprepared);
+    if (prepared)
+        tc->prepared[tc->nprepared++] = tc->preparing;
+    tc->preparing = NULL;
+    if (prepared)
+        sent = PQsendQueryPrepared(tc->conn, name, pending->nparams, values, NULL, NULL, 0);
+    else
+        sent = PQsendQueryParams(tc->conn, pending->sql, pending->nparams, NULL, values, NULL, NULL, 0);
+    if (!sent)
+        complete(tc);
+}
+
+/*
+ * Send a call on an idle connection (libpq blocks only until the query is written) and watch for its
+ * result. A fixed SQL text of the route table is prepared on its first use on the connection, so that
+ * the server parses and plans it once per connection rather than once per request; the preparation is
+ * sent like the call (its answer comes through the loop, run_prepared sends the call).
+ */
 static void send_call(iwd_tenant_conn_t *tc, iwd_pg_pending_t *pending)
 {
-    char name[16];
-    const char *stmt = statement(tc, pending->sql, pending->nparams, name);
     const char *const *values = (const char *const *)pending->values;
-    int sent;
+    char name[16];
+    int i, sent;
 
     tc->running = pending;
     pending->sent_ms = iwd_now_ms_precise();
-    if (stmt != NULL)
-        sent = PQsendQueryPrepared(tc->conn, stmt, pending->nparams, values, NULL, NULL, 0);
-    else
+    for (i = 0; i < tc->nprepared && tc->prepared[i] != pending->sql; i++)
+        ;
+    snprintf(name, sizeof(name), "s%d", i);
+    if (i < tc->nprepared) {
+        sent = PQsendQueryPrepared(tc->conn, name, pending->nparams, values, NULL, NULL, 0);
+    } else if (i < IWD_PREPARED_MAX) {
+        sent = PQsendPrepare(tc->conn, name, pending->sql, pending->nparams, NULL);
+        tc->preparing = sent ? pending->sql : NULL;
+    } else {
         sent = PQsendQueryParams(tc->conn, pending->sql, pending->nparams, NULL, values, NULL, NULL, 0);
+    }
     if (!sent) {
         complete(tc);
         return;
     }
-    if (tc->sock == NULL) {
-        int fd = dup(PQsocket(tc->conn));
-        if (fd < 0) {
-            /* out of descriptors: this connection cannot be watched, its call fails */
-            iwd_log(IWD_LOG_ERROR, "cannot watch a tenant connection", "%s: %s", tc->ccid, strerror(errno));
-            close_conn(tc->thread, tc);
-            return;
-        }
-        tc->sock = h2o_evloop_socket_create(tc->thread->ctx.loop, fd, H2O_SOCKET_FLAG_DONT_READ);
-        tc->sock->data = tc;
-        h2o_socket_read_start(tc->sock, on_result_ready);
-    }
+    if (watch(tc) != IWD_OK)
+        close_conn(tc->thread, tc); /* its call fails */
 }
 
 int iwd_pg_call(iwd_call_t *call, const char *sql, int nparams, const char *const *values, int success_status,

@@ -90,6 +90,7 @@ typedef struct iwd_tenant_conn {
     h2o_socket_t *sock;        /* the loop's watch on the connection's socket, once a call was sent on it */
     iwd_pg_pending_t *running; /* the call whose result the connection is receiving; NULL when idle */
     PGresult *result;          /* that call's result, until the connection is ready for the next */
+    const char *preparing;     /* the SQL text being prepared for the running call, before it is sent */
     bool connecting;           /* being opened by a connector thread (pg.c); conn is NULL until then */
     bool abandoned;            /* closed while connecting: freed when the connector reports */
     struct iwd_tenant_conn *next;
