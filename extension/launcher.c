@@ -179,7 +179,7 @@ OverLimit(Oid dboid, const char *datname)
 
 	if (!found)
 		ereport(WARNING,
-				(errmsg("iwd scheduler: database \"%s\" is not served: iwd.max_databases (%d) databases are",
+				(errmsg("iwd scheduler: database \"%s\" is not served: iwd.max_databases (%d) databases are served already",
 						datname, nslots),
 				 errhint("Raise iwd.max_databases (a restart) or move tenant databases to another server.")));
 	e->logged = true;

@@ -172,7 +172,7 @@ wait_for "after a restart a reservation that timed out meanwhile is returned" "q
     -c "SELECT status FROM iwd.task WHERE external_id = 'S'"
 # (t003 is among the first 50 databases of pg_database; the others past the limit are logged and counted)
 check "a database past iwd.max_databases is logged" "t" \
-    "$(grep -q 'is not served: iwd.max_databases (50) databases are' "$work/log" && echo t || echo f)"
+    "$(grep -q 'is not served: iwd.max_databases (50) databases are served already' "$work/log" && echo t || echo f)"
 check "and counted" "t" \
     "$(sql -d t003 -c "SELECT (iwd.worker_stats()->>'databasesOverLimit')::int > 0 AND (iwd.worker_stats()->>'databases')::int <= 50")"
 check "no error in the server log" "0" "$(grep -c 'ERROR' "$work/log")"

@@ -280,10 +280,11 @@ sql -d tenant_b -c "DROP TRIGGER slow_event ON iwd.task_event"
 wait_for "and done by the restarted worker" "queued" -d tenant_b -c "SELECT status FROM iwd.task WHERE external_id = 'T1'"
 sql -d postgres -c "ALTER SYSTEM RESET iwd.worker_statement_timeout" -c "ALTER SYSTEM SET iwd.worker_lock_timeout = '200ms'" \
     -c "SELECT pg_reload_conf()" >/dev/null
+# (the task first: its activation falls due while the lock is held)
+deferred T2
 "${as_user[@]}" "$bindir/psql" -X -q -h "$work" -p "$port" -d tenant_b \
     -c "BEGIN" -c "LOCK TABLE iwd.task IN ACCESS EXCLUSIVE MODE" -c "SELECT pg_sleep(3)" -c "COMMIT" >/dev/null 2>&1 &
 locker=$!
-deferred T2
 check "a lock held longer than iwd.worker_lock_timeout stops the pass" "t" \
     "$(log_grep 'ERROR:  canceling statement due to lock timeout')"
 wait "$locker"
