@@ -49,7 +49,7 @@ max_connections = 200
 $1
 CONF
 }
-pg_start() { "${as_user[@]}" "$bindir/pg_ctl" -D "$work/pg/data" -l "$work/pg/log" -w -t 120 start >/dev/null; }
+pg_start() { "${as_user[@]}" "$bindir/pg_ctl" -D "$work/pg/data" -l "$work/pg/log" -w -t 120 start >>"$work/pg_ctl.log" 2>&1; }
 postmaster_pid() { head -1 "$work/pg/data/postmaster.pid" 2>/dev/null; }
 # pg_wait: until the server accepts queries again (after a crash and its recovery), at most 60 s
 pg_wait() {
