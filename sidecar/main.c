@@ -210,6 +210,7 @@ int main(int argc, char **argv)
         t->accept_ctx.hosts = iwd_h2o_config.hosts;
         t->metrics_accept_ctx.ctx = &t->ctx;
         t->metrics_accept_ctx.hosts = metrics_h2o_config.hosts;
+        iwd_pg_thread_init(t);
         if (create_listener(t, &t->accept_ctx, iwd_conf.listen, iwd_conf.port) != IWD_OK ||
             (iwd_conf.metrics_port != 0 &&
              create_listener(t, &t->metrics_accept_ctx, iwd_conf.metrics_listen, iwd_conf.metrics_port) != IWD_OK))

@@ -19,6 +19,8 @@
 
 #define MAX_TENANT_CONNS_PER_THREAD 256
 #define RETRY_AFTER_S 1 /* what a 503 tells the client to wait */
+#define DEFAULT_CONNECT_TIMEOUT_S 5
+#define CALL_DEADLINE_GRACE_MS 5000 /* past the statement timeout, the server is taken for gone */
 
 int64_t iwd_now_ms(void)
 {
@@ -49,15 +51,19 @@ static void ignore_notice(void *arg, const char *message)
  * settings). A statement and a lock timeout so that no client call holds a backend or a lock for long,
  * and a pinned search_path so that nothing a database owner plants in another schema is resolved.
  */
-static char *session_options(const char *conninfo, int statement_timeout_ms)
+static char *session_options(const char *conninfo, int statement_timeout_ms, bool *has_connect_timeout)
 {
     PQconninfoOption *parsed = PQconninfoParse(conninfo, NULL);
     const char *own = "";
     char *options;
 
-    for (PQconninfoOption *o = parsed; o != NULL && o->keyword != NULL; o++)
+    *has_connect_timeout = getenv("PGCONNECT_TIMEOUT") != NULL;
+    for (PQconninfoOption *o = parsed; o != NULL && o->keyword != NULL; o++) {
         if (strcmp(o->keyword, "options") == 0 && o->val != NULL)
             own = o->val;
+        if (strcmp(o->keyword, "connect_timeout") == 0 && o->val != NULL)
+            *has_connect_timeout = true;
+    }
     if (asprintf(&options, "%s%s-c statement_timeout=%d -c lock_timeout=%d -c search_path=pg_catalog,iwd,pg_temp", own,
                  *own != '\0' ? " " : "", statement_timeout_ms, iwd_conf.lock_timeout_ms) < 0)
         abort();
@@ -67,15 +73,20 @@ static char *session_options(const char *conninfo, int statement_timeout_ms)
 
 /*
  * Connect with the conninfo (a string or URL), the session options above taking precedence, and when
- * connect_timeout_s is positive, that connect timeout rather than the conninfo's.
+ * connect_timeout_s is positive, that connect timeout rather than the conninfo's. A conninfo without a
+ * connect timeout gets DEFAULT_CONNECT_TIMEOUT_S: libpq's default is to wait as long as TCP does
+ * (minutes, for a server that went off the network).
  */
 static PGconn *connect_with(const char *conninfo, int statement_timeout_ms, int connect_timeout_s)
 {
-    char *options = session_options(conninfo, statement_timeout_ms), timeout[16];
+    bool has_connect_timeout;
+    char *options = session_options(conninfo, statement_timeout_ms, &has_connect_timeout), timeout[16];
     const char *keywords[] = {"dbname", "options", NULL, NULL};
     const char *values[] = {conninfo, options, NULL, NULL};
     PGconn *conn;
 
+    if (connect_timeout_s <= 0 && !has_connect_timeout)
+        connect_timeout_s = DEFAULT_CONNECT_TIMEOUT_S;
     if (connect_timeout_s > 0) {
         snprintf(timeout, sizeof(timeout), "%d", connect_timeout_s);
         keywords[2] = "connect_timeout";
@@ -197,6 +208,8 @@ static void close_conn(iwd_thread_t *thread, iwd_tenant_conn_t *gone)
     if (gone->running != NULL)
         fail_pending(gone->running, 503, "the tenant database connection was closed");
     gone->running = NULL;
+    if (h2o_timeout_is_linked(&gone->deadline))
+        h2o_timeout_unlink(&gone->deadline);
     if (gone->result != NULL)
         PQclear(gone->result);
     unwatch(gone);
@@ -283,8 +296,6 @@ static int start_connect(iwd_thread_t *thread, const iwd_tenant_t *tenant)
     pthread_t connector;
     int rc;
 
-    if (thread->pg_connected.cb == NULL)
-        h2o_multithread_register_receiver(thread->ctx.queue, &thread->pg_connected, on_connected);
     snprintf(tc->ccid, sizeof(tc->ccid), "%s", tenant->ccid);
     snprintf(tc->conninfo, sizeof(tc->conninfo), "%s", tenant->conninfo);
     tc->thread = thread;
@@ -410,6 +421,14 @@ static void fail_waiting(iwd_thread_t *thread, const char *ccid, int status, con
 }
 
 /* Close every connection of the thread (at shutdown: its loop has stopped, nothing is answered). */
+/* A worker thread's share of this file: where connector threads report, the deadline of its calls. */
+void iwd_pg_thread_init(iwd_thread_t *thread)
+{
+    h2o_multithread_register_receiver(thread->ctx.queue, &thread->pg_connected, on_connected);
+    h2o_timeout_init(thread->ctx.loop, &thread->pg_call_deadline,
+                     (uint64_t)iwd_conf.statement_timeout_ms + CALL_DEADLINE_GRACE_MS);
+}
+
 void iwd_pg_close_all(iwd_thread_t *thread)
 {
     while (thread->waiting != NULL) {
@@ -674,6 +693,8 @@ static void complete(iwd_tenant_conn_t *tc)
 
     tc->running = NULL;
     tc->result = NULL;
+    if (h2o_timeout_is_linked(&tc->deadline))
+        h2o_timeout_unlink(&tc->deadline);
     memcpy(ccid, tc->ccid, sizeof(ccid));
     if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK)
         code = PQresultErrorField(res, PG_DIAG_SQLSTATE) != NULL ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : "08006";
@@ -772,6 +793,29 @@ static void run_prepared(iwd_tenant_conn_t *tc)
 }
 
 /*
+ * A call's server sent nothing back for IWD_STATEMENT_TIMEOUT_MS and a grace: its own timeout would have
+ * ended the statement, so the server is stopped or cut off. The call is answered 504 and the connection
+ * dropped (a late answer could not be told from the next call's); the tenant's next waiting call gets a
+ * new one.
+ */
+static void on_call_deadline(h2o_timeout_entry_t *entry)
+{
+    iwd_tenant_conn_t *tc = (iwd_tenant_conn_t *)((char *)entry - offsetof(iwd_tenant_conn_t, deadline));
+    iwd_thread_t *thread = tc->thread;
+    char ccid[sizeof(tc->ccid)];
+
+    iwd_log(IWD_LOG_ERROR, "a tenant database did not answer a call", "%s: nothing within %d ms", tc->ccid,
+            iwd_conf.statement_timeout_ms + CALL_DEADLINE_GRACE_MS);
+    iwd_metrics_db(tc->ccid, tc->running->command, "08006", iwd_now_ms_precise() - tc->running->sent_ms, false,
+                   false);
+    fail_pending(tc->running, 504, "the tenant database did not answer in time");
+    tc->running = NULL;
+    memcpy(ccid, tc->ccid, sizeof(ccid));
+    close_conn(thread, tc);
+    next_waiting(thread, NULL, ccid);
+}
+
+/*
  * Send a call on an idle connection (libpq blocks only until the query is written) and watch for its
  * result. A fixed SQL text of the route table is prepared on its first use on the connection, so that
  * the server parses and plans it once per connection rather than once per request; the preparation is
@@ -785,6 +829,8 @@ static void send_call(iwd_tenant_conn_t *tc, iwd_pg_pending_t *pending)
 
     tc->running = pending;
     pending->sent_ms = iwd_now_ms_precise();
+    tc->deadline.cb = on_call_deadline;
+    h2o_timeout_link(tc->thread->ctx.loop, &tc->thread->pg_call_deadline, &tc->deadline);
     for (i = 0; i < tc->nprepared && tc->prepared[i] != pending->sql; i++)
         ;
     snprintf(name, sizeof(name), "s%d", i);

@@ -91,6 +91,7 @@ typedef struct iwd_tenant_conn {
     iwd_pg_pending_t *running; /* the call whose result the connection is receiving; NULL when idle */
     PGresult *result;          /* that call's result, until the connection is ready for the next */
     const char *preparing;     /* the SQL text being prepared for the running call, before it is sent */
+    h2o_timeout_entry_t deadline; /* the running call's: a server that never answers (pg.c) */
     bool connecting;           /* being opened by a connector thread (pg.c); conn is NULL until then */
     bool abandoned;            /* closed while connecting: freed when the connector reports */
     struct iwd_tenant_conn *next;
@@ -135,6 +136,7 @@ typedef struct iwd_thread {
     int tenant_conns;
     iwd_pg_pending_t *waiting, **waiting_tail; /* SQL calls waiting for a connection of their tenant */
     h2o_multithread_receiver_t pg_connected;   /* new tenant connections, from the connector threads */
+    h2o_timeout_t pg_call_deadline;            /* IWD_STATEMENT_TIMEOUT_MS and a grace: see pg.c */
     iwd_redis_t redis;
     iwd_key_cache_slot_t key_cache[IWD_KEY_CACHE_SLOTS];
     iwd_tenant_cache_slot_t tenant_cache[IWD_TENANT_CACHE_SLOTS];
@@ -169,6 +171,7 @@ PGconn *iwd_pg_connect_bounded(const char *conninfo, int connect_timeout_s, int 
 PGconn *iwd_pg_control(iwd_thread_t *thread);
 PGconn *iwd_pg_tenant(iwd_thread_t *thread, const iwd_tenant_t *tenant);
 void iwd_pg_drop_tenant(iwd_thread_t *thread, const char *ccid);
+void iwd_pg_thread_init(iwd_thread_t *thread);
 void iwd_pg_close_all(iwd_thread_t *thread);
 int iwd_pg_call(iwd_call_t *call, const char *sql, int nparams, const char *const *values, int success_status,
                 int null_status);

@@ -752,6 +752,18 @@ check "while tenant l's server does not answer a preparation, tenant m on the sa
     "ok" "$(awk '$1 == 200 && $2 < 0.5 {print "ok"; next} {print}' <<<"$ms")"
 wait "$stopped_pid"
 check "tenant l's call is answered once its server goes on" "200" "$(cat "$work/stopped")"
+# a server that never answers a call: past IWD_STATEMENT_TIMEOUT_MS and 5 s, 504 and a new connection
+restart_with IWD_THREADS=1 IWD_STATEMENT_TIMEOUT_MS=1000
+req GET /agents "$key_l"; check "tenant l, before its server stops" "200" "$code"
+backends=$(psql_as postgres -c "SELECT string_agg(pid::text, ' ') FROM pg_stat_activity WHERE datname = 'tenant_l' AND application_name = 'iwd-sidecar'")
+kill -STOP $backends
+t0=$(date +%s%N)
+code=$(curl -s --max-time 12 -o "$work/body" -w '%{http_code}' -H "x-api-key: $key_l" "$base/agents"); body=$(cat "$work/body")
+elapsed_ms=$((($(date +%s%N) - t0) / 1000000))
+kill -CONT $backends
+check "a call its server never answers: 504 in JSON after IWD_STATEMENT_TIMEOUT_MS + 5 s" "504 504 ok" \
+    "$code $(json .status.code) $([ "$elapsed_ms" -ge 5900 ] && [ "$elapsed_ms" -lt 9000 ] && echo ok || echo "$elapsed_ms ms")"
+req GET /agents "$key_l"; check "the next call gets a new connection" "200" "$code"
 
 # statement and lock timeouts, and the bound on calls waiting for a connection: one thread, so that
 # tenant m shares it with tenant l's backlog. The database's own settings cannot lift the timeouts.
