@@ -4,6 +4,7 @@
 #   scripts/run.sh start    start (or restart) everything; safe to re-run
 #   scripts/run.sh stop     stop everything
 # Environment: IWD_PG_PORT (default 54320), IWD_DB (default iwd_demo), IWD_PORT (sidecar, 4024),
+#              IWD_METRICS_PORT (the sidecar's metrics listener, 9102),
 #              IWD_ADMIN_API_KEY (default demo-admin-key), IWD_TENANT_API_KEY (default demo-tenant-api-key),
 #              IWD_SECRET_KEY (default: made once at random and kept in .iwd/secret-key).
 set -euo pipefail
@@ -16,6 +17,7 @@ socket="$state/run"
 pg_port=${IWD_PG_PORT:-54320}
 db=${IWD_DB:-iwd_demo}
 sidecar_port=${IWD_PORT:-4024}
+metrics_port=${IWD_METRICS_PORT:-9102}
 admin_key=${IWD_ADMIN_API_KEY:-demo-admin-key}
 tenant_key=${IWD_TENANT_API_KEY:-demo-tenant-api-key}
 as_user=()
@@ -75,6 +77,7 @@ start_all() {
         # the server secret seals the stored database passwords: the same one at every start
         [ -s "$state/secret-key" ] || (umask 077; od -An -tx1 -N32 /dev/urandom | tr -d ' \n' >"$state/secret-key")
         IWD_PORT=$sidecar_port IWD_LISTEN=127.0.0.1 IWD_ADMIN_API_KEY=$admin_key \
+        IWD_METRICS_LISTEN=127.0.0.1 IWD_METRICS_PORT=$metrics_port \
         IWD_SECRET_KEY=${IWD_SECRET_KEY:-$(cat "$state/secret-key")} \
         IWD_CONTROL_DB="host=$socket port=$pg_port dbname=iwd_control user=postgres" \
             nohup sidecar/iwd-sidecar >"$state/sidecar.log" 2>&1 &
@@ -125,7 +128,7 @@ Try the REST API (iwd-sidecar on port $sidecar_port, tenant key $tenant_key):
        -d '{"externalId": "TRY-1", "capturePoint": "erp", "attributes": {"documentType": "invoice", "amount": 15000}}'
   curl -H 'x-api-key: $tenant_key' -X POST $api/agents/agent01/next
   curl -H 'x-api-key: $tenant_key' '$api/tasks?q=complaint'
-  curl $api/metrics
+  curl http://127.0.0.1:$metrics_port/metrics
 CURL
     fi
     echo "Stop with: make stop"

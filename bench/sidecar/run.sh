@@ -42,7 +42,7 @@ CONF
 sql -d postgres -c "CREATE DATABASE control" -c "CREATE DATABASE tenant"
 make -s -C sidecar >/dev/null
 IWD_LISTEN=127.0.0.1 IWD_PORT=$http_port IWD_ADMIN_API_KEY=bench-admin-key IWD_SECRET_KEY=bench-server-secret-0123456789abcdef IWD_LOG_LEVEL=${IWD_BENCH_LOG_LEVEL:-warn} IWD_THREADS=$sidecar_threads \
-IWD_CONTROL_DB="host=$work/pg port=$pg_port dbname=control user=postgres" sidecar/iwd-sidecar >"$work/sidecar.log" 2>&1 &
+IWD_CONTROL_DB="host=$work/pg port=$pg_port dbname=control user=postgres" IWD_METRICS_PORT=0 sidecar/iwd-sidecar >"$work/sidecar.log" 2>&1 &
 sidecar_pid=$!
 for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$http_port/iwd/v3/health/ready" >/dev/null && break; sleep 0.1; done
 curl -s --fail-with-body -X POST "http://127.0.0.1:$http_port/iwd/v3/provisioning" -H 'x-api-key: bench-admin-key' \

@@ -376,6 +376,9 @@ check "the restored copy has the tenant's task and its history, and the tenant r
 
 echo "# container files"
 check "the sidecar image runs as the chart's user" "10001" "$(sed -n 's/^USER *//p' docker/Dockerfile.sidecar)"
+check "the sidecar image exposes the chart's API and metrics ports" \
+    "$(python3 -c 'import yaml; v = yaml.safe_load(open("chart/values.yaml")); print(v["service"]["port"], v["monitoring"]["port"])')" \
+    "$(sed -n 's/^EXPOSE *//p' docker/Dockerfile.sidecar)"
 check "the images build with the README's commands (scripts/deps.sh, make, make install)" "1 1 1" \
     "$(grep -cx 'RUN scripts/deps.sh && make' docker/Dockerfile.sidecar) $(grep -cx 'RUN scripts/deps.sh && make && make install DESTDIR=/out' docker/Dockerfile.postgres) $(grep -c '^FROM debian:12-slim$' docker/Dockerfile.sidecar)"
 missing_libs=""
