@@ -184,10 +184,7 @@ static void unwatch(iwd_tenant_conn_t *tc)
     tc->sock = NULL;
 }
 
-/*
- * Close one tenant connection; the call it was running, if any, is answered 503. One still being opened
- * is only marked: its connector thread reports it later, and it is freed then.
- */
+/* Take a tenant connection out of the thread's list. */
 static void unlink_conn(iwd_thread_t *thread, iwd_tenant_conn_t *gone)
 {
     for (iwd_tenant_conn_t **p = &thread->tenants; *p != NULL; p = &(*p)->next)
@@ -198,6 +195,10 @@ static void unlink_conn(iwd_thread_t *thread, iwd_tenant_conn_t *gone)
     thread->tenant_conns--;
 }
 
+/*
+ * Close one tenant connection; the call it was running, if any, is answered 503. One still being opened
+ * is only marked: its connector thread reports it later, and it is freed then.
+ */
 static void close_conn(iwd_thread_t *thread, iwd_tenant_conn_t *gone)
 {
     unlink_conn(thread, gone);
