@@ -51,7 +51,7 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 command -v clang >/dev/null || fail_setup "clang is missing: run make deps"
 sidecar_targets=$(tr ' ' '\n' <<<"$targets" | grep -v '^fuzz_sql$' | sed 's|^|build/|' | tr '\n' ' ')
 if [ -n "${sidecar_targets// /}" ]; then
-    make -s -C sidecar/fuzz $sidecar_targets >"$work/build.log" 2>&1 ||
+    make -s -j"$(nproc)" -C sidecar/fuzz $sidecar_targets >"$work/build.log" 2>&1 ||
         { cat "$work/build.log"; fail_setup "cannot build sidecar/fuzz"; }
 fi
 if grep -qw fuzz_sql <<<"$targets"; then
