@@ -217,9 +217,9 @@ static const route_t *resolve(iwd_call_t *call, int *status, char *message, size
 }
 
 /*
- * The request body as a NUL-terminated JSON text for SQL ("{}" when empty and not required), with the
- * member named required (when not NULL) a non-empty string in it; NULL when refused, with the status
- * (400, 413) and the message of the answer.
+ * The request body as a NUL-terminated JSON text for SQL ("{}" when empty and not required), holding
+ * member (when not NULL) as a non-empty string; NULL when refused, with the status (400, 413) and the
+ * message of the answer.
  */
 static char *body_text(h2o_req_t *req, bool required, const char *member, int *status, char *message, size_t size)
 {
