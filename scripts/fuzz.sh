@@ -6,8 +6,9 @@
 #                            target growing its corpus in <dir>/build/corpus/ from one long run to the next
 #   scripts/fuzz.sh replay TARGET FILE...   runs a target on saved inputs (a reproducer), with its cluster
 # FUZZ_RUNS=N stops each target after N inputs (before its time is up). FUZZ_TARGETS="fuzz_url fuzz_sql"
-# picks targets. Targets: sidecar/fuzz/ (fuzz_url, fuzz_route, fuzz_body, fuzz_provisioning: the sidecar's
-# parsers in-process) and regress/fuzz/fuzz_sql (a client of a throwaway cluster preloading iwd).
+# picks targets. FUZZ_SQL_MEMORY_MB (default 512) bounds a backend's private memory. Targets: sidecar/fuzz/
+# (fuzz_url, fuzz_route, fuzz_body, fuzz_provisioning: the sidecar's parsers in-process) and
+# regress/fuzz/fuzz_sql (a client of a throwaway cluster preloading iwd).
 # A target passes when it ran to its end with no crash and at least FUZZ_MIN_EXECS (default 1000) inputs;
 # a crash leaves its input in sidecar/fuzz/crashes/ or regress/fuzz/crashes/, with the command replaying
 # it. IWD_KEEP=1 keeps the logs and the cluster's directory. Ends with the executions per target and in
@@ -24,6 +25,8 @@ case "$mode" in
     *) echo "usage: scripts/fuzz.sh [short|long] | scripts/fuzz.sh replay TARGET FILE..." >&2; exit 2 ;;
 esac
 min_execs=${FUZZ_MIN_EXECS:-1000}
+sql_memory_mb=${FUZZ_SQL_MEMORY_MB:-512}
+SHARED_AND_CODE_MB=512 # a backend's address space beyond its private memory: shared buffers, libraries
 targets=${FUZZ_TARGETS:-fuzz_url fuzz_route fuzz_body fuzz_provisioning fuzz_sql}
 if [ "$mode" = replay ]; then
     [ $# -ge 3 ] || { echo "usage: scripts/fuzz.sh replay TARGET FILE..." >&2; exit 2; }
@@ -76,7 +79,10 @@ fsync = off
 log_min_messages = warning
 log_min_error_statement = panic
 CONF
-    "${as_user[@]}" "$bindir/pg_ctl" -D "$work/pg/data" -l "$work/pg/log" -w start >/dev/null || return 1
+    # the backends' address space is bounded, so that a statement wanting more memory fails (53200, which
+    # fuzz_sql reports) instead of being missed between two readings of the backend's memory
+    "${as_user[@]}" bash -c 'ulimit -v "$1" && exec "$2/pg_ctl" -D "$3/pg/data" -l "$3/pg/log" -w start' _ \
+        $(((sql_memory_mb + SHARED_AND_CODE_MB) * 1024)) "$bindir" "$work" >/dev/null || return 1
     "${as_user[@]}" "$bindir/createdb" -h "$work/pg" -p "$port" fuzz || return 1
     "${as_user[@]}" "$bindir/psql" -X -q -v ON_ERROR_STOP=1 -h "$work/pg" -p "$port" fuzz \
         -f regress/fuzz/fixtures.sql >"$work/fixtures.log" 2>&1 || { cat "$work/fixtures.log"; return 1; }
@@ -125,7 +131,8 @@ run_target() {
 if [ "$mode" = replay ]; then
     if [ "$targets" = fuzz_sql ]; then
         start_cluster || fail_setup "the throwaway cluster did not start"
-        IWD_FUZZ_CONNINFO="$sql_conninfo" regress/fuzz/build/fuzz_sql "${replay_files[@]}"
+        IWD_FUZZ_CONNINFO="$sql_conninfo" IWD_FUZZ_MEMORY_MB="$sql_memory_mb" regress/fuzz/build/fuzz_sql \
+            "${replay_files[@]}"
     else
         "sidecar/fuzz/build/$targets" "${replay_files[@]}"
     fi
@@ -136,7 +143,8 @@ for target in $targets; do
     case "$target" in
         fuzz_sql)
             start_cluster || fail_setup "the throwaway cluster did not start"
-            run_target fuzz_sql regress/fuzz "$sql_seconds" IWD_FUZZ_CONNINFO="$sql_conninfo"
+            run_target fuzz_sql regress/fuzz "$sql_seconds" IWD_FUZZ_CONNINFO="$sql_conninfo" \
+                IWD_FUZZ_MEMORY_MB="$sql_memory_mb"
             alive=$("${as_user[@]}" "$bindir/psql" -X -At -h "$work/pg" -c 'SELECT 1' "$sql_conninfo" 2>&1)
             crashed=$(grep -cE 'terminated by signal|was terminated by exception|PANIC' "$work/pg/log")
             if [ "$alive" = 1 ] && [ "$crashed" -eq 0 ]; then
