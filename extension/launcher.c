@@ -469,6 +469,9 @@ StartDueWorkers(TimestampTz now)
 		IwdTenant  *t = PoolTenant(i);
 		int64		delay_ms = (now - w->next_due) / 1000;
 
+		/* a first worker (a probe) has no deadline: its wait is not a late start */
+		bool		probe = pg_atomic_read_u32(&t->state) == TENANT_NEW;
+
 		t->report = REPORT_NONE;
 		pg_atomic_write_u32(&t->state, TENANT_SERVED);
 		/* everything committed before this point is in the worker's snapshot */
@@ -482,9 +485,10 @@ StartDueWorkers(TimestampTz now)
 		w->started_due = w->next_due;
 		t->starts++;
 		iwd_pool->starts++;
-		if (delay_ms > IWD_LATE_START_MS)
+		if (!probe && delay_ms > IWD_LATE_START_MS)
 			iwd_pool->late_starts++;
-		iwd_pool->max_start_delay_ms = Max(iwd_pool->max_start_delay_ms, delay_ms);
+		if (!probe)
+			iwd_pool->max_start_delay_ms = Max(iwd_pool->max_start_delay_ms, delay_ms);
 		running++;
 		started++;
 	}
