@@ -45,7 +45,6 @@ init_cluster() {
 listen_addresses = 'localhost'
 unix_socket_directories = '$socket'
 shared_preload_libraries = 'iwd'
-iwd.databases = '$db'
 timezone = 'UTC'
 CONF
 }

@@ -10,7 +10,7 @@ set -uo pipefail
 bindir=$(/usr/lib/postgresql/15/bin/pg_config --bindir)
 port=${IWD_DENSITY_PORT:-54341}
 tenants=${IWD_DENSITY_TENANTS:-80}
-max_workers=3
+max_workers=4
 work=$(mktemp -d /tmp/iwd-density.XXXXXX)
 as_user=()
 if [ "$(id -u)" -eq 0 ]; then
