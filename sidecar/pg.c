@@ -21,6 +21,7 @@
 #define RETRY_AFTER_S 1 /* what a 503 tells the client to wait */
 #define DEFAULT_CONNECT_TIMEOUT_S 5
 #define CALL_DEADLINE_GRACE_MS 5000 /* past the statement timeout, the server is taken for gone */
+#define FLUSH_TICK_MS 10            /* a call libpq could not write at once is written on this often */
 
 int64_t iwd_now_ms(void)
 {
@@ -211,6 +212,8 @@ static void close_conn(iwd_thread_t *thread, iwd_tenant_conn_t *gone)
     gone->running = NULL;
     if (h2o_timeout_is_linked(&gone->deadline))
         h2o_timeout_unlink(&gone->deadline);
+    if (h2o_timeout_is_linked(&gone->flush_tick))
+        h2o_timeout_unlink(&gone->flush_tick);
     if (gone->result != NULL)
         PQclear(gone->result);
     unwatch(gone);
@@ -276,7 +279,7 @@ static void on_connected(h2o_multithread_receiver_t *receiver, h2o_linklist_t *m
         }
         tc->conn = conn;
         iwd_metrics_db(tc->ccid, "connect", NULL, 0, true, false);
-        if (watch(tc) != IWD_OK) {
+        if (PQsetnonblocking(conn, 1) != 0 || watch(tc) != IWD_OK) {
             close_conn(thread, tc);
             continue;
         }
@@ -428,6 +431,7 @@ void iwd_pg_thread_init(iwd_thread_t *thread)
     h2o_multithread_register_receiver(thread->ctx.queue, &thread->pg_connected, on_connected);
     h2o_timeout_init(thread->ctx.loop, &thread->pg_call_deadline,
                      (uint64_t)iwd_conf.statement_timeout_ms + CALL_DEADLINE_GRACE_MS);
+    h2o_timeout_init(thread->ctx.loop, &thread->pg_flush_tick, FLUSH_TICK_MS);
 }
 
 void iwd_pg_close_all(iwd_thread_t *thread)
@@ -696,6 +700,8 @@ static void complete(iwd_tenant_conn_t *tc)
     tc->result = NULL;
     if (h2o_timeout_is_linked(&tc->deadline))
         h2o_timeout_unlink(&tc->deadline);
+    if (h2o_timeout_is_linked(&tc->flush_tick))
+        h2o_timeout_unlink(&tc->flush_tick);
     memcpy(ccid, tc->ccid, sizeof(ccid));
     if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK)
         code = PQresultErrorField(res, PG_DIAG_SQLSTATE) != NULL ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : "08006";
@@ -766,6 +772,33 @@ static void on_result_ready(h2o_socket_t *sock, const char *err)
     }
 }
 
+static void on_flush_tick(h2o_timeout_entry_t *entry);
+
+/*
+ * Write what libpq holds of the running call (connections of the loop are non-blocking: a large call, or
+ * a server that reads slowly or not at all, never holds the loop in a write). What the socket does not
+ * take now is written on at the next tick; the call's deadline bounds it all. IWD_ERR when the
+ * connection broke.
+ */
+static int flush(iwd_tenant_conn_t *tc)
+{
+    int rc = PQflush(tc->conn);
+
+    if (rc == 1 && !h2o_timeout_is_linked(&tc->flush_tick)) {
+        tc->flush_tick.cb = on_flush_tick;
+        h2o_timeout_link(tc->thread->ctx.loop, &tc->thread->pg_flush_tick, &tc->flush_tick);
+    }
+    return rc < 0 ? IWD_ERR : IWD_OK;
+}
+
+static void on_flush_tick(h2o_timeout_entry_t *entry)
+{
+    iwd_tenant_conn_t *tc = (iwd_tenant_conn_t *)((char *)entry - offsetof(iwd_tenant_conn_t, flush_tick));
+
+    if (tc->running != NULL && flush(tc) != IWD_OK)
+        complete(tc);
+}
+
 /*
  * The running call's statement is prepared, or could not be (a bad input type, a broken connection: the
  * error then surfaces from the plain call): send the call itself.
@@ -789,7 +822,7 @@ static void run_prepared(iwd_tenant_conn_t *tc)
         sent = PQsendQueryPrepared(tc->conn, name, pending->nparams, values, NULL, NULL, 0);
     else
         sent = PQsendQueryParams(tc->conn, pending->sql, pending->nparams, NULL, values, NULL, NULL, 0);
-    if (!sent)
+    if (!sent || flush(tc) != IWD_OK)
         complete(tc);
 }
 
@@ -843,7 +876,7 @@ static void send_call(iwd_tenant_conn_t *tc, iwd_pg_pending_t *pending)
     } else {
         sent = PQsendQueryParams(tc->conn, pending->sql, pending->nparams, NULL, values, NULL, NULL, 0);
     }
-    if (!sent) {
+    if (!sent || flush(tc) != IWD_OK) {
         complete(tc);
         return;
     }

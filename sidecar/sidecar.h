@@ -92,6 +92,7 @@ typedef struct iwd_tenant_conn {
     PGresult *result;          /* that call's result, until the connection is ready for the next */
     const char *preparing;     /* the SQL text being prepared for the running call, before it is sent */
     h2o_timeout_entry_t deadline; /* the running call's: a server that never answers (pg.c) */
+    h2o_timeout_entry_t flush_tick; /* the running call not yet written whole: write more soon */
     bool connecting;           /* being opened by a connector thread (pg.c); conn is NULL until then */
     bool abandoned;            /* closed while connecting: freed when the connector reports */
     struct iwd_tenant_conn *next;
@@ -137,6 +138,7 @@ typedef struct iwd_thread {
     iwd_pg_pending_t *waiting, **waiting_tail; /* SQL calls waiting for a connection of their tenant */
     h2o_multithread_receiver_t pg_connected;   /* new tenant connections, from the connector threads */
     h2o_timeout_t pg_call_deadline;            /* IWD_STATEMENT_TIMEOUT_MS and a grace: see pg.c */
+    h2o_timeout_t pg_flush_tick;               /* how soon a call not written whole is written on */
     iwd_redis_t redis;
     iwd_key_cache_slot_t key_cache[IWD_KEY_CACHE_SLOTS];
     iwd_tenant_cache_slot_t tenant_cache[IWD_TENANT_CACHE_SLOTS];

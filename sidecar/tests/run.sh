@@ -753,7 +753,7 @@ check "while tenant l's server does not answer a preparation, tenant m on the sa
 wait "$stopped_pid"
 check "tenant l's call is answered once its server goes on" "200" "$(cat "$work/stopped")"
 # a server that never answers a call: past IWD_STATEMENT_TIMEOUT_MS and 5 s, 504 and a new connection
-restart_with IWD_THREADS=1 IWD_STATEMENT_TIMEOUT_MS=1000
+restart_with IWD_THREADS=1 IWD_STATEMENT_TIMEOUT_MS=1000 IWD_MAX_BODY_BYTES=20000000
 req GET /agents "$key_l"; check "tenant l, before its server stops" "200" "$code"
 backends=$(psql_as postgres -c "SELECT string_agg(pid::text, ' ') FROM pg_stat_activity WHERE datname = 'tenant_l' AND application_name = 'iwd-sidecar'")
 kill -STOP $backends
@@ -764,6 +764,22 @@ kill -CONT $backends
 check "a call its server never answers: 504 in JSON after IWD_STATEMENT_TIMEOUT_MS + 5 s" "504 504 ok" \
     "$code $(json .status.code) $([ "$elapsed_ms" -ge 5900 ] && [ "$elapsed_ms" -lt 9000 ] && echo ok || echo "$elapsed_ms ms")"
 req GET /agents "$key_l"; check "the next call gets a new connection" "200" "$code"
+# a 16 MB call to a server that reads nothing: the loop writes what the socket takes, never waits
+req GET /tasks?limit=1 "$key_m"; check "tenant m, before" "200" "$code"
+req PUT /agents/small "$key_l" '{"name": "Small"}'; check "the agent upsert is prepared on tenant l's connection" "200" "$code"
+python3 -c 'import sys; sys.stdout.write("{\"name\": \"" + "n" * 16000000 + "\"}")' >"$work/big.json"
+backends=$(psql_as postgres -c "SELECT string_agg(pid::text, ' ') FROM pg_stat_activity WHERE datname = 'tenant_l' AND application_name = 'iwd-sidecar'")
+kill -STOP $backends
+curl -s --max-time 15 -o /dev/null -w '%{http_code}' -X PUT -H "x-api-key: $key_l" -H 'content-type: application/json' \
+    --data-binary @"$work/big.json" "$base/agents/big" >"$work/big.code" &
+big_pid=$!
+sleep 2
+ms=$(curl -s --max-time 3 -o /dev/null -w '%{http_code} %{time_total}' -H "x-api-key: $key_m" "$base/tasks?limit=1")
+check "while a 16 MB call waits for a server that reads nothing, tenant m on the same thread is answered at once" \
+    "ok" "$(awk '$1 == 200 && $2 < 0.5 {print "ok"; next} {print}' <<<"$ms")"
+wait "$big_pid"
+kill -CONT $backends
+check "the 16 MB call: 504 at its deadline" "504" "$(cat "$work/big.code")"
 
 # statement and lock timeouts, and the bound on calls waiting for a connection: one thread, so that
 # tenant m shares it with tenant l's backlog. The database's own settings cannot lift the timeouts.
