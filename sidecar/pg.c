@@ -6,7 +6,9 @@
  * connection's socket is readable, answers the request and gives the connection to the next call.
  * A new connection is opened by a short-lived connector thread, which hands it to the loop when it is
  * established: a tenant server that is slow to answer or unreachable (up to the connect timeout) holds
- * up only its own tenant's calls, never the loop.
+ * up only its own tenant's calls, never the loop. Nothing else waits for a server either: the loop's
+ * connections are non-blocking, statements are prepared through the loop, and a call the server never
+ * answers ends at a deadline of the loop.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -850,8 +852,7 @@ static void on_call_deadline(h2o_timeout_entry_t *entry)
 }
 
 /*
- * Send a call on an idle connection (libpq blocks only until the query is written) and watch for its
- * result. A fixed SQL text of the route table is prepared on its first use on the connection, so that
+ * Send a call on an idle connection (non-blocking: see flush) and watch for its result. A fixed SQL text of the route table is prepared on its first use on the connection, so that
  * the server parses and plans it once per connection rather than once per request; the preparation is
  * sent like the call (its answer comes through the loop, run_prepared sends the call).
  */
