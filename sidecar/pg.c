@@ -852,9 +852,10 @@ static void on_call_deadline(h2o_timeout_entry_t *entry)
 }
 
 /*
- * Send a call on an idle connection (non-blocking: see flush) and watch for its result. A fixed SQL text of the route table is prepared on its first use on the connection, so that
- * the server parses and plans it once per connection rather than once per request; the preparation is
- * sent like the call (its answer comes through the loop, run_prepared sends the call).
+ * Send a call on an idle connection (non-blocking: see flush) and watch for its result. A fixed SQL
+ * text of the route table is prepared on its first use on the connection, so that the server parses and
+ * plans it once per connection rather than once per request; the preparation is sent like the call (its
+ * answer comes through the loop, run_prepared sends the call).
  */
 static void send_call(iwd_tenant_conn_t *tc, iwd_pg_pending_t *pending)
 {
