@@ -312,8 +312,9 @@ static bool within_length_bounds(iwd_call_t *call, char *message, size_t size)
         for (p = eq != NULL ? eq + 1 : stop; p < stop; p += *p == '%' ? 3 : 1) /* the query decodes (routing) */
             decoded++;
         if (decoded > QUERY_VALUE_BYTES_MAX) {
-            snprintf(message, size, "query parameter \"%.*s\" is longer than %d bytes", (int)(eq - q > 64 ? 64 : eq - q),
-                     q, QUERY_VALUE_BYTES_MAX);
+            int name_len = (int)(eq - q > 64 ? 64 : eq - q);
+            snprintf(message, size, "query parameter \"%.*s\" is longer than %d bytes", name_len, q,
+                     QUERY_VALUE_BYTES_MAX);
             return false;
         }
         q = stop + 1;
