@@ -26,11 +26,11 @@ sidecar_pid=""
 
 check() { # check NAME EXPECTED ACTUAL
     if [ "$2" = "$3" ]; then passed=$((passed + 1)); echo "ok - $1"
-    else failed=$((failed + 1)); echo "not ok - $1: expected '$2', got '$3'"; fi
+    else failed=$((failed + 1)); echo "not ok - $1: expected '$2', got '$3'"; return 1; fi
 }
 check_match() { # check_match NAME REGEX ACTUAL
     if [[ "$3" =~ $2 ]]; then passed=$((passed + 1)); echo "ok - $1"
-    else failed=$((failed + 1)); echo "not ok - $1: '${3:0:300}' does not match /$2/"; fi
+    else failed=$((failed + 1)); echo "not ok - $1: '${3:0:300}' does not match /$2/"; return 1; fi
 }
 fail_setup() { echo "$1"; echo "$suite: $passed passed, $((failed + 1)) failed"; exit 1; }
 

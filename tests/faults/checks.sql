@@ -2,7 +2,7 @@
 -- changes (a CSV file on psql's standard input). Each row: "check name|violations"; every count must be 0.
 -- Only the tasks with an event above :since_event or an acknowledgement from :since_ms (epoch ms) on are
 -- checked (0 and 0: every task): the others have not changed since a previous check.
-SET statement_timeout = '120s';
+SET statement_timeout = '600s';
 -- one snapshot for every check, taken after the acknowledgements were read
 BEGIN ISOLATION LEVEL REPEATABLE READ;
 CREATE TEMP TABLE ack (client text, via text, op text, task_id bigint, external_id text, agent text,
@@ -12,7 +12,7 @@ CREATE TEMP TABLE recent AS
     SELECT task_id FROM iwd.task_event WHERE id > :since_event
     UNION SELECT task_id FROM ack WHERE at_ms >= :since_ms;
 CREATE UNIQUE INDEX ON recent (task_id);
-DELETE FROM ack WHERE task_id NOT IN (SELECT task_id FROM recent);
+DELETE FROM ack a WHERE NOT EXISTS (SELECT 1 FROM recent r WHERE r.task_id = a.task_id);
 CREATE TEMP TABLE ev AS
     SELECT e.*, lag(e.status_after) OVER w AS previous_after, lag(e.id) OVER w AS previous_id,
            row_number() OVER (PARTITION BY e.task_id ORDER BY e.id DESC) AS from_last

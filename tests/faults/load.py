@@ -36,6 +36,7 @@ class Client:
         self.http = None
         self.db = None
         self.rng = random.Random(name)
+        self.unavailable = False  # the last failure was the server's (unreachable, 5xx, connection), not a refusal
 
     # --- transport ---------------------------------------------------------------------------------
     def rest(self, method, path, body=None):
@@ -98,17 +99,20 @@ class Client:
 
     # --- operations: each returns the task document on an acknowledged change, else None ----------
     def op(self, verb, path_or_sql, body=None, params=None, ok=(200, 201)):
+        self.unavailable = False
         if self.via == "rest":
             code, doc = self.rest(verb, path_or_sql, body)
             if code in ok and isinstance(doc, dict) and "id" in doc:
                 return doc
             if code == 204:
                 return None
+            self.unavailable = code is None or code >= 500
             self.pause()
             return None
         try:
             return self.call(path_or_sql, params)
-        except psycopg2.Error:
+        except psycopg2.Error as e:
+            self.unavailable = e.pgcode is None or e.pgcode[:2] in ("08", "57", "53")
             self.pause()
             return None
 
@@ -190,15 +194,22 @@ class Client:
             if self.stopped():
                 break
             self.claim()
-            # work on what the agent holds; a task it can no longer act on (its reservation timed out
-            # while the server restarted) is dropped after one refused attempt
+            # work on what the agent holds: a task the server could not act on (it was restarting) is
+            # tried again later, so that it does not hold the agent's capacity for ever; one refused
+            # (its reservation timed out meanwhile) is dropped
             for task in list(self.held):
                 if self.stopped():
                     break
                 self.held.remove(task)
-                if task.get("acceptedAt") is None and not self.accept(task):
-                    continue
-                self.finish(task)
+                if task.get("acceptedAt") is None:
+                    accepted = self.accept(task)
+                    if not accepted:
+                        if self.unavailable:
+                            self.held.append(task)
+                        continue
+                    task = accepted
+                if not self.finish(task) and self.unavailable:
+                    self.held.append(task)
         with open(os.path.join(self.args.log_dir, "summary-%s.json" % self.name), "w") as f:
             json.dump(self.stats, f)
 

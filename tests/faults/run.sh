@@ -203,9 +203,18 @@ done
 touch "$work/stop"; wait "$load_pid"; load_pid=""
 check "the load ran to its end without an exception" "" "$(grep -m1 -E 'Traceback|Error' "$work/load.log")"
 consistency "the load (every task)" full
-sql postgres -c "ALTER SYSTEM SET iwd_dm.suspend = on" -c "SELECT pg_reload_conf()" >/dev/null
+# the history must stand still while the Data Mart is compared: the reservations the load left unaccepted
+# time out (the scheduler returns them), then the scheduler and the Data Mart schedule stop
+unaccepted="SELECT count(*) FROM iwd.task WHERE status = 'assigned' AND accepted_at IS NULL"
+for _ in $(seq 1 300); do
+    [ "$(sql "$tenant_db" -c "$unaccepted")" = 0 ] && break
+    sleep 0.1
+done
+check "the scheduler returns every reservation left unaccepted" "0" "$(sql "$tenant_db" -c "$unaccepted")"
+sql postgres -c "ALTER SYSTEM SET iwd_dm.suspend = on" -c "ALTER SYSTEM SET iwd.databases = ''" -c "SELECT pg_reload_conf()" >/dev/null
 for _ in $(seq 1 600); do
-    [ "$(sql postgres -c "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'iwd datamart'")" = 0 ] && break
+    [ "$(sql postgres -c "SELECT count(*) FROM pg_stat_activity WHERE backend_type IN ('iwd datamart', 'iwd scheduler')
+                          AND datname = '$tenant_db'")" = 0 ] && break
     sleep 0.1
 done
 check "the Data Mart rerun succeeds" "succeeded" "$(sql "$tenant_db" -c "SELECT iwd_dm.run('full') ->> 'status'")"
@@ -226,7 +235,11 @@ for t in $dm_tables; do
                    + (SELECT count(*) FROM (SELECT $1 FROM iwd_dm.$t EXCEPT ALL SELECT $1 FROM fault_incremental.$t) b)"
     }
     check "Data Mart $t: the rerun's rows equal a rebuild from scratch (all but the averages)" "0" \
-        "$(sql "$tenant_db" -c "$(diff_sql "$exact_cols")")"
+        "$(sql "$tenant_db" -c "$(diff_sql "$exact_cols")")" ||
+        sql "$tenant_db" -c "(SELECT '# rerun only: ' || to_jsonb(r) FROM (SELECT $exact_cols FROM fault_incremental.$t
+                                 EXCEPT ALL SELECT $exact_cols FROM iwd_dm.$t) r LIMIT 3)
+                             UNION ALL (SELECT '# rebuild only: ' || to_jsonb(r) FROM (SELECT $exact_cols FROM iwd_dm.$t
+                                 EXCEPT ALL SELECT $exact_cols FROM fault_incremental.$t) r LIMIT 3)"
     if [ "$t" != task_fact ]; then
         check "Data Mart $t: the same averages ($avg_cols) to the last bit" "0" "$(sql "$tenant_db" -c "$(diff_sql "$all_cols")")"
     fi
