@@ -107,5 +107,13 @@ servers_stop() {
     sleep 0.2
 }
 
+# children PID: the processes whose parent is PID (from /proc: procps may be missing)
+children() {
+    local p
+    for p in /proc/[0-9]*; do
+        [ "$(sed 's/.*) //' "$p/stat" 2>/dev/null | cut -d' ' -f2)" = "$1" ] && echo "${p#/proc/}"
+    done
+}
+
 # rss_kb PID: resident memory of a process in kB
 rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }

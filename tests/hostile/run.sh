@@ -444,7 +444,7 @@ sidecar_rss=$(rss_kb "$sidecar_pid")
 check "the sidecar's memory grew by less than 512 MB" "yes" \
     "$([ $((sidecar_rss - sidecar_rss0)) -lt 524288 ] && echo yes || echo "no ($(((sidecar_rss - sidecar_rss0) / 1024)) MB)")"
 biggest=0
-for p in $(pgrep -P "$(postmaster_pid)"); do
+for p in $(children "$(postmaster_pid)"); do
     r=$(rss_kb "$p"); [ "${r:-0}" -gt "$biggest" ] && biggest=$r
 done
 check "every backend's memory under 512 MB" "yes" "$([ "$biggest" -lt 524288 ] && echo yes || echo "no ($((biggest / 1024)) MB)")"
