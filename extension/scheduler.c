@@ -356,7 +356,8 @@ iwd_scheduler_database_main(Datum main_arg)
 	TimestampTz started;
 	TimestampTz last_activity;
 	TimestampTz last_pass = 0;
-	TimestampTz pass_at = 0;
+	/* the first survey says whether a pass is due (a worker started to announce events needs none) */
+	TimestampTz pass_at = IWD_DUE_NONE;
 	TimestampTz survey_at = 0;
 	bool		pass_more = false;
 
@@ -432,10 +433,17 @@ iwd_scheduler_database_main(Datum main_arg)
 
 		now = GetCurrentTimestamp();
 		wake = Min(pass_at, survey_at);
+		/*
+		 * Leave when idle; when other tenants wait, leave once nothing is due
+		 * within iwd.scheduler_interval or after iwd.worker_idle_timeout of
+		 * work (a busy tenant would otherwise keep its worker for good, and
+		 * leaving at every pause would cost a worker's start per announcement).
+		 */
 		if ((wake - now > (TimestampTz) iwd_worker_idle_timeout_ms * 1000 &&
 			 now - last_activity > (TimestampTz) iwd_worker_idle_timeout_ms * 1000) ||
 			(pg_atomic_read_u32(&iwd_pool->waiting) > 0 &&
-			 (wake > now || now - started > (TimestampTz) iwd_worker_idle_timeout_ms * 1000)))
+			 (wake - now > (TimestampTz) iwd_scheduler_interval_ms * 1000 ||
+			  now - started > (TimestampTz) iwd_worker_idle_timeout_ms * 1000)))
 			WorkerExit(tenant, REPORT_DONE, wake);
 		PoolPublishWake(tenant, &wake);
 		if (wake > now)
