@@ -432,20 +432,35 @@ iwd_scheduler_database_main(Datum main_arg)
 		MemoryContextReset(loop_cxt);
 
 		now = GetCurrentTimestamp();
+		/* sessions writing now keep the tenant active (a survey is due for them) */
+		announced = PoolTake(tenant);
+		if (announced != IWD_DUE_NONE)
+		{
+			last_activity = now;
+			survey_at = Min(survey_at, announced);
+		}
 		wake = Min(pass_at, survey_at);
 		/*
-		 * Leave when idle; when other tenants wait, leave once nothing is due
-		 * within iwd.scheduler_interval or after iwd.worker_idle_timeout of
-		 * work (a busy tenant would otherwise keep its worker for good, and
-		 * leaving at every pause would cost a worker's start per announcement).
+		 * Leave when idle. When other tenants wait, leave once nothing is due
+		 * sooner than the next announcement could be (a tenant with a
+		 * deadline further off makes way), or after iwd.worker_idle_timeout
+		 * of work (a tenant whose sessions write all the time would otherwise
+		 * keep its worker for good, and leaving at every pause would cost a
+		 * worker's start per announcement).
 		 */
 		if ((wake - now > (TimestampTz) iwd_worker_idle_timeout_ms * 1000 &&
 			 now - last_activity > (TimestampTz) iwd_worker_idle_timeout_ms * 1000) ||
 			(pg_atomic_read_u32(&iwd_pool->waiting) > 0 &&
-			 (wake - now > (TimestampTz) iwd_scheduler_interval_ms * 1000 ||
+			 (wake - now > (TimestampTz) Min(iwd_notify_interval_ms, iwd_scheduler_interval_ms) * 1000 ||
 			  now - started > (TimestampTz) iwd_worker_idle_timeout_ms * 1000)))
 			WorkerExit(tenant, REPORT_DONE, wake);
 		PoolPublishWake(tenant, &wake);
+		/* what was announced while publishing is due for a survey */
+		if (wake < Min(pass_at, survey_at))
+		{
+			last_activity = now;
+			survey_at = wake;
+		}
 		if (wake > now)
 			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 							 (long) Min((wake - now + 999) / 1000, (TimestampTz) INT_MAX), PG_WAIT_EXTENSION);
