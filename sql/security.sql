@@ -34,16 +34,25 @@ GRANT EXECUTE ON FUNCTION iwd_dm._analyze(bigint) TO iwd_worker;
 -- reporting login; a login of one tenant's role reads no other tenant's Data Mart.
 -- ---------------------------------------------------------------------------------------------
 
--- The name of this database's reporting role: "iwd_gcxi_" and the database name; when that passes
--- PostgreSQL's 63 bytes, the name's first 45 bytes (whole characters), "_" and 8 hexadecimal digits of
--- the name's MD5, so that two long names sharing a prefix get two roles.
+-- The name of this database's role for a purpose: the prefix and the database name; when that passes
+-- PostgreSQL's 63 bytes, the name's first bytes (whole characters) that leave room for "_" and 8
+-- hexadecimal digits of the name's MD5, so that two long names sharing a prefix get two roles (45 bytes
+-- of the name after "iwd_gcxi_", 46 after "iwd_app_"). The one rule of every per-database role.
+CREATE FUNCTION iwd._role_name(prefix text) RETURNS name
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
+    SELECT CASE WHEN octet_length(prefix || current_database()) <= 63
+                THEN prefix || current_database()
+                ELSE prefix || (SELECT left(current_database(), k)
+                                FROM generate_series(63 - octet_length(prefix) - 9, 1, -1) k
+                                WHERE octet_length(left(current_database(), k)) <= 63 - octet_length(prefix) - 9
+                                LIMIT 1)
+                     || '_' || left(md5(current_database()), 8) END::name
+$$;
+
+-- The name of this database's reporting role: "iwd_gcxi_" and the database name (iwd._role_name).
 CREATE FUNCTION iwd_dm.reporting_role() RETURNS name
 LANGUAGE sql STABLE PARALLEL SAFE AS $$
-    SELECT CASE WHEN octet_length('iwd_gcxi_' || current_database()) <= 63
-                THEN 'iwd_gcxi_' || current_database()
-                ELSE 'iwd_gcxi_' || (SELECT left(current_database(), k) FROM generate_series(45, 1, -1) k
-                                     WHERE octet_length(left(current_database(), k)) <= 45 LIMIT 1)
-                     || '_' || left(md5(current_database()), 8) END::name
+    SELECT iwd._role_name('iwd_gcxi_')
 $$;
 
 DO $$
@@ -54,6 +63,36 @@ BEGIN
         EXECUTE format('CREATE ROLE %I NOLOGIN', r);
     END IF;
     EXECUTE format('GRANT USAGE ON SCHEMA iwd_dm TO %I', r);
+    EXECUTE format('GRANT SELECT ON ALL TABLES IN SCHEMA iwd_dm TO %I', r);
+END $$;
+
+-- ---------------------------------------------------------------------------------------------
+-- The application role of this database: iwd_app_<database>, NOLOGIN, what the public API and the
+-- sidecar's routes need and nothing more: USAGE on iwd and iwd_dm; SELECT, INSERT, UPDATE, DELETE on
+-- iwd's tables (the API's functions run with their caller's rights) but only SELECT, INSERT on the
+-- history iwd.task_event (no event is ever changed or removed); the sequences; SELECT on iwd_dm (job
+-- status, metrics). No ownership: it cannot ALTER, DROP or TRUNCATE anything of iwd, nor create in its
+-- schemas. Grant it to the tenant's application login (the sidecar's provisioned user); a login of one
+-- tenant's role has no rights in another tenant's database.
+-- ---------------------------------------------------------------------------------------------
+
+-- The name of this database's application role: "iwd_app_" and the database name (iwd._role_name).
+CREATE FUNCTION iwd.app_role() RETURNS name
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
+    SELECT iwd._role_name('iwd_app_')
+$$;
+
+DO $$
+DECLARE
+    r name := iwd.app_role();
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = r) THEN
+        EXECUTE format('CREATE ROLE %I NOLOGIN', r);
+    END IF;
+    EXECUTE format('GRANT USAGE ON SCHEMA iwd, iwd_dm TO %I', r);
+    EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA iwd TO %I', r);
+    EXECUTE format('REVOKE UPDATE, DELETE ON iwd.task_event FROM %I', r);
+    EXECUTE format('GRANT USAGE ON ALL SEQUENCES IN SCHEMA iwd TO %I', r);
     EXECUTE format('GRANT SELECT ON ALL TABLES IN SCHEMA iwd_dm TO %I', r);
 END $$;
 

@@ -98,6 +98,44 @@ RESET ROLE;
 -- no cluster-wide reporting role
 SELECT count(*) AS cluster_wide_reporting_role FROM pg_roles WHERE rolname = 'iwd_gcxi';
 
+-- the application role of this database: a login member runs the whole public API, but cannot rewrite
+-- the history nor change iwd's definitions
+SELECT iwd.app_role(), iwd.app_role() = 'iwd_app_regression' AS named_after_database;
+SELECT rolcanlogin, rolsuper, rolcreaterole, rolcreatedb FROM pg_roles WHERE rolname = iwd.app_role();
+CREATE ROLE app_login LOGIN IN ROLE iwd_app_regression;
+SET ROLE app_login;
+SELECT iwd.upsert_department('{"name": "AppDept"}') ->> 'name';
+SELECT iwd.upsert_agent('{"id": "app-agent", "skills": {"apps": 5}, "capacity": {"workitem": 5}, "state": "ready"}') ->> 'id';
+SELECT iwd.create_task('{"externalId": "app-1", "capturePoint": "app", "subject": "App invoice", "skills": {"apps": 1}}') ->> 'status';
+SELECT t ->> 'id' AS claimed, t ->> 'status' AS claimed_status FROM iwd.next_task('app-agent') t \gset
+SELECT :'claimed_status' AS claimed_status;
+SELECT iwd.accept_task(:claimed, 'app-agent') ->> 'status';
+SELECT iwd.complete_task(:claimed, 'app-agent') ->> 'status';
+SELECT count(*) AS listed FROM iwd.task_all WHERE external_id = 'app-1';
+SELECT count(*) AS found FROM iwd.search_tasks('"App invoice"');
+SELECT iwd.queue_stats() IS NOT NULL AS queue_stats;
+SELECT count(*) >= 0 AS reads_job_status FROM iwd_dm.job_status;
+-- (the API's functions run with their caller's rights and append events: INSERT stays granted)
+UPDATE iwd.task_event SET actor = 'forged';
+DELETE FROM iwd.task_event;
+TRUNCATE iwd.task_event;
+TRUNCATE iwd.task;
+ALTER TABLE iwd.task ADD COLUMN x int;
+DROP TABLE iwd.task_event;
+DROP FUNCTION iwd.next_task(text, integer);
+CREATE FUNCTION iwd.planted() RETURNS int LANGUAGE sql AS 'SELECT 1';
+RESET ROLE;
+-- the application role of another database gives nothing here: its grants exist only where iwd was
+-- installed in that database
+CREATE ROLE iwd_app_elsewhere NOLOGIN;
+CREATE ROLE other_login LOGIN IN ROLE iwd_app_elsewhere;
+SET ROLE other_login;
+SELECT count(*) FROM iwd.task;
+SELECT iwd.next_task('app-agent');
+RESET ROLE;
+DROP ROLE other_login;
+DROP ROLE iwd_app_elsewhere;
+
 -- the workers' role: NOLOGIN, not a superuser, writes iwd's tables but cannot change their definitions
 SELECT rolname, rolcanlogin, rolsuper, rolcreaterole, rolcreatedb FROM pg_roles WHERE rolname = 'iwd_worker';
 SET ROLE iwd_worker;
@@ -132,3 +170,4 @@ DROP SCHEMA evil CASCADE;
 REVOKE CREATE ON DATABASE regression FROM hostile_owner;
 DROP ROLE hostile_owner;
 DROP ROLE plain_login;
+DROP ROLE app_login;
