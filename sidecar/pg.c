@@ -11,6 +11,7 @@
  * answers ends at a deadline of the loop.
  */
 #include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -246,6 +247,33 @@ static void *connector_main(void *arg)
 }
 
 /*
+ * Warn, once per tenant and thread, that a tenant's sessions run as a superuser: they should log in as a
+ * member of the database's iwd_app_<database> role (README, Roles). The tenants warned are remembered by
+ * the FNV-1a hash of their ccid (a log line, not an identity), up to IWD_SUPERUSER_WARNED per thread.
+ */
+#define IWD_SUPERUSER_WARNED 1024
+static _Thread_local uint64_t superuser_warned[IWD_SUPERUSER_WARNED];
+static _Thread_local int nsuperuser_warned;
+
+static void warn_superuser(const iwd_tenant_conn_t *tc)
+{
+    const char *su = PQparameterStatus(tc->conn, "is_superuser");
+    uint64_t h = 14695981039346656037u;
+
+    if (su == NULL || strcmp(su, "on") != 0)
+        return;
+    for (const char *c = tc->ccid; *c != '\0'; c++)
+        h = (h ^ (unsigned char)*c) * 1099511628211u;
+    for (int i = 0; i < nsuperuser_warned; i++)
+        if (superuser_warned[i] == h)
+            return;
+    if (nsuperuser_warned < IWD_SUPERUSER_WARNED)
+        superuser_warned[nsuperuser_warned++] = h;
+    iwd_log(IWD_LOG_WARN, "tenant sessions run as a superuser", "%s: user %s of database %s; use a login that is a member"
+            " of iwd_app_<database> (SELECT iwd.app_role() in that database)", tc->ccid, PQuser(tc->conn), PQdb(tc->conn));
+}
+
+/*
  * The loop's end of the connector threads: a new connection serves the first call of its tenant that is
  * waiting; a failed one fails the tenant's waiting calls when the thread has no other connection to it.
  */
@@ -281,6 +309,7 @@ static void on_connected(h2o_multithread_receiver_t *receiver, h2o_linklist_t *m
         }
         tc->conn = conn;
         iwd_metrics_db(tc->ccid, "connect", NULL, 0, true, false);
+        warn_superuser(tc);
         if (PQsetnonblocking(conn, 1) != 0 || watch(tc) != IWD_OK) {
             close_conn(thread, tc);
             continue;

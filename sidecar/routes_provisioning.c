@@ -1,6 +1,6 @@
 /*
  * Provisioning (guarded by the cluster admin key): POST|PUT /iwd/v3/provisioning records a tenant,
- * prepares its database (CREATE EXTENSION iwd, default configuration) and stores its API keys as an
+ * prepares its database (CREATE EXTENSION iwd unless installed, default configuration) and stores its API keys as an
  * index and a salted hash (auth.c); DELETE /iwd/v3/provisioning/{ccid} removes services or the whole
  * tenant. The body is validated first (provisioning.c), the tenant database is prepared before anything
  * is recorded, and the registry is written in one transaction, so a failure leaves nothing half-written;
@@ -47,8 +47,26 @@ static bool prepare_database(iwd_call_t *call, const iwd_provisioning_t *p)
         PQfinish(db);
         return false;
     }
-    res = PQexec(db, "CREATE EXTENSION IF NOT EXISTS iwd");
-    if (PQresultStatus(res) == PGRES_COMMAND_OK) {
+    /* installed already (by a superuser): the tenant's login, a member of iwd_app_<database>, needs no more */
+    res = PQexec(db, "SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'iwd'");
+    if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 0) {
+        const char *su = PQparameterStatus(db, "is_superuser");
+
+        PQclear(res);
+        if (su == NULL || strcmp(su, "on") != 0) {
+            iwd_respond_error(call, 409,
+                              "the tenant database %s lacks the extension iwd and user %s may not install it:"
+                              " a superuser runs CREATE EXTENSION iwd in it first",
+                              p->database, p->user);
+            PQfinish(db);
+            return false;
+        }
+        res = PQexec(db, "CREATE EXTENSION IF NOT EXISTS iwd");
+        if (PQresultStatus(res) == PGRES_COMMAND_OK) {
+            PQclear(res);
+            res = PQexec(db, "SELECT iwd.seed_defaults()");
+        }
+    } else if (PQresultStatus(res) == PGRES_TUPLES_OK) {
         PQclear(res);
         res = PQexec(db, "SELECT iwd.seed_defaults()");
     }

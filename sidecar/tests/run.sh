@@ -324,6 +324,33 @@ ok=0
 for i in 1 2 3 4 5 6; do req GET "/tasks/$id" tenant-key-a-0001; [ "$code" = 200 ] && ok=$((ok + 1)); done
 check "after the tenant's connections are terminated, requests reconnect" "6" "$ok"
 
+# --- least privilege: a tenant whose login is a member of iwd_app_<database>, not a superuser ---------
+su_sql() { "${as_user[@]}" "$bindir/psql" -X -At -q -v ON_ERROR_STOP=1 -h "$work/pg" -p "$pg_port" "$@"; }
+for db in tenant_app tenant_bare; do
+    "${as_user[@]}" "$bindir/createdb" -h "$work/pg" -p "$pg_port" "$db" || fail_setup "createdb $db failed"
+done
+su_sql tenant_app -c "CREATE EXTENSION iwd" -c "CREATE ROLE app_login LOGIN PASSWORD 'pw''x' IN ROLE iwd_app_tenant_app" \
+    || fail_setup "cannot prepare tenant_app"
+check "the application login is not a superuser" "f" "$(su_sql tenant_app -c "SELECT rolsuper FROM pg_roles WHERE rolname = 'app_login'")"
+req POST /provisioning "$admin_key" "$(prov q tenant_bare tenant-key-q-0001 | jq '.iwd.db.user = "app_login"')"
+check "a login that may not install the extension, on a database without it: 409" "409" "$code"
+check_match "the 409 names what is missing" "lacks the extension iwd.*CREATE EXTENSION iwd" "$(json .status.message)"
+req POST /provisioning "$admin_key" "$(prov p tenant_app tenant-key-p-0001 | jq '.iwd.db.user = "app_login"')"
+check "provisioning with a member of iwd_app_<database>, the extension installed" "200 true" "$code $(json .created)"
+req POST /tasks tenant-key-p-0001 '{"externalId": "APP-1", "capturePoint": "erp", "subject": "Least privilege", "skills": {"apps": 1}}'
+check "least privilege: create a task" "201" "$code"
+app_task=$(json .id)
+req GET /tasks tenant-key-p-0001; check "least privilege: list the tasks" "200 1" "$code $(json '.tasks | length')"
+req PUT /agents/p1 tenant-key-p-0001 '{"name": "Least", "skills": {"apps": 5}, "capacity": {"workitem": 1}, "state": "ready"}'
+check "least privilege: put an agent" "200" "$code"
+req POST /agents/p1/next tenant-key-p-0001; check "least privilege: next task" "200 $app_task assigned" "$code $(json .id) $(json .status)"
+req POST "/tasks/$app_task/complete" tenant-key-p-0001 '{"agent": "p1"}'
+check "least privilege: complete" "200 completed" "$code $(json .status)"
+req GET /queue/stats tenant-key-p-0001; check "least privilege: queue statistics" "200" "$code"
+check_match "superuser sessions are warned about (tenant a)" '"tenant sessions run as a superuser".*"a: user postgres of database tenant_a' \
+    "$(cat "$work/sidecar.log")"
+check "the application login's sessions are not" "0" "$(grep '"tenant sessions run as a superuser"' "$work/sidecar.log" | grep -c '"p: ')"
+
 # --- keys, tenants, routes -------------------------------------------------------------------------
 req GET "/tasks/$id" tenant-key-b-0001; check "another tenant's task: 404" "404" "$code"
 req GET /tasks tenant-key-b-0001; check "a tenant without a database password is served" "200" "$code"
