@@ -86,20 +86,20 @@ fault_backends() {
 }
 
 fault_postmaster() {
-    local pm children
+    local pm alive kids
     pm=$(postmaster_pid)
-    children=$(pgrep -P "$pm" | tr '\n' ' ')
+    kids=$(children "$pm" | tr '\n' ' ')
     kill -9 "$pm"
     faults_injected=$((faults_injected + 1))
     # the backends notice the postmaster's death and exit; a new postmaster needs them gone
     for _ in $(seq 1 300); do
         alive=0
-        for c in $children; do kill -0 "$c" 2>/dev/null && alive=1; done
+        for c in $kids; do kill -0 "$c" 2>/dev/null && alive=1; done
         [ "$alive" = 0 ] && break
         sleep 0.1
     done
     # shellcheck disable=SC2086
-    [ "$alive" = 0 ] || kill -9 $children 2>/dev/null
+    [ "$alive" = 0 ] || kill -9 $kids 2>/dev/null
     sleep 0.5
     pg_start
     check "kill -9 of the postmaster: restarted, it recovers" "0" "$(recovered; echo $?)"
