@@ -6,6 +6,8 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <signal.h>
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -131,10 +133,42 @@ static bool port_taken(const char *listen_addr, int port)
     return taken;
 }
 
+/*
+ * A worker thread sets up its own loop, h2o context and listeners before it serves: libh2o 2.2.5 gives a
+ * socket the input-buffer allocator of the thread that creates it (h2o_socket_buffer_prototype and its
+ * recycle list are thread-local, unlocked). A context made on the main thread would leave its
+ * multithread queue's pipe socket (woken by every connector thread's message, pg.c) allocating and
+ * freeing its buffers in the main thread's recycle list from every worker thread at once: under a burst
+ * of failed connections (a postmaster gone) the list was corrupted and a freed buffer handed out again.
+ * The main thread waits at startup_barrier for every thread's setup; a thread serves only if all succeeded.
+ */
+static pthread_barrier_t startup_barrier;
+static atomic_bool startup_failed;
+
+static int thread_setup(iwd_thread_t *t)
+{
+    h2o_context_init(&t->ctx, h2o_evloop_create(), &iwd_h2o_config);
+    t->accept_ctx.ctx = &t->ctx;
+    t->accept_ctx.hosts = iwd_h2o_config.hosts;
+    t->metrics_accept_ctx.ctx = &t->ctx;
+    t->metrics_accept_ctx.hosts = metrics_h2o_config.hosts;
+    iwd_pg_thread_init(t);
+    if (create_listener(t, &t->accept_ctx, iwd_conf.listen, iwd_conf.port) != IWD_OK ||
+        (iwd_conf.metrics_port != 0 &&
+         create_listener(t, &t->metrics_accept_ctx, iwd_conf.metrics_listen, iwd_conf.metrics_port) != IWD_OK))
+        return IWD_ERR;
+    return IWD_OK;
+}
+
 static void *thread_main(void *arg)
 {
     iwd_thread_t *thread = arg;
 
+    if (thread_setup(thread) != IWD_OK)
+        atomic_store(&startup_failed, true);
+    pthread_barrier_wait(&startup_barrier);
+    if (atomic_load(&startup_failed))
+        return NULL;
     while (!stopping && h2o_evloop_run(thread->ctx.loop, 500) == 0)
         ;
     return NULL;
@@ -201,23 +235,22 @@ int main(int argc, char **argv)
         return 1;
     }
     threads = calloc(iwd_conf.threads, sizeof(*threads));
+    pthread_barrier_init(&startup_barrier, NULL, (unsigned)iwd_conf.threads + 1);
     for (int i = 0; i < iwd_conf.threads; i++) {
         iwd_thread_t *t = &threads[i];
         t->index = i;
         t->waiting_tail = &t->waiting;
-        h2o_context_init(&t->ctx, h2o_evloop_create(), &iwd_h2o_config);
-        t->accept_ctx.ctx = &t->ctx;
-        t->accept_ctx.hosts = iwd_h2o_config.hosts;
-        t->metrics_accept_ctx.ctx = &t->ctx;
-        t->metrics_accept_ctx.hosts = metrics_h2o_config.hosts;
-        iwd_pg_thread_init(t);
-        if (create_listener(t, &t->accept_ctx, iwd_conf.listen, iwd_conf.port) != IWD_OK ||
-            (iwd_conf.metrics_port != 0 &&
-             create_listener(t, &t->metrics_accept_ctx, iwd_conf.metrics_listen, iwd_conf.metrics_port) != IWD_OK))
+        if (pthread_create(&t->tid, NULL, thread_main, t) != 0) {
+            iwd_log(IWD_LOG_ERROR, "cannot start a worker thread", NULL);
             return 1;
+        }
     }
-    for (int i = 0; i < iwd_conf.threads; i++)
-        pthread_create(&threads[i].tid, NULL, thread_main, &threads[i]);
+    pthread_barrier_wait(&startup_barrier);
+    if (atomic_load(&startup_failed)) {
+        for (int i = 0; i < iwd_conf.threads; i++)
+            pthread_join(threads[i].tid, NULL);
+        return 1;
+    }
     if (iwd_conf.pushgateway_url != NULL && *iwd_conf.pushgateway_url != '\0')
         pthread_create(&pusher, NULL, iwd_pushgateway_main, NULL);
     iwd_metrics_start_collector();
