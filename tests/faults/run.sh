@@ -211,7 +211,7 @@ for _ in $(seq 1 300); do
     sleep 0.1
 done
 check "the scheduler returns every reservation left unaccepted" "0" "$(sql "$tenant_db" -c "$unaccepted")"
-sql postgres -c "ALTER SYSTEM SET iwd_dm.suspend = on" -c "ALTER SYSTEM SET iwd.databases = ''" -c "SELECT pg_reload_conf()" >/dev/null
+sql postgres -c "ALTER SYSTEM SET iwd_dm.suspend = on" -c "ALTER SYSTEM SET iwd.max_workers = 0" -c "SELECT pg_reload_conf()" >/dev/null
 for _ in $(seq 1 600); do
     [ "$(sql postgres -c "SELECT count(*) FROM pg_stat_activity WHERE backend_type IN ('iwd datamart', 'iwd scheduler')
                           AND datname = '$tenant_db'")" = 0 ] && break

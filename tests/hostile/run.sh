@@ -81,7 +81,7 @@ long() { head -c "$1" /dev/zero | tr '\0' "${2:-x}"; }
 
 # --- servers -----------------------------------------------------------------------------------------
 build_sidecar || fail_setup "cannot build iwd-sidecar-asan"
-pg_init "iwd.databases = ''
+pg_init "iwd.max_workers = 0
 log_min_messages = warning" || fail_setup "initdb failed"
 pg_start || fail_setup "PostgreSQL did not start"
 sql postgres -c "CREATE DATABASE control" || fail_setup "createdb control failed"
