@@ -97,7 +97,9 @@ for i in $(seq 1 "$tenants"); do
         -c "SELECT iwd.create_task(jsonb_build_object('externalId', 'D', 'capturePoint', 'test', 'activationAt', $(at_sql 4)))" \
         -c "INSERT INTO public.deadline SELECT 'activation', activation_at FROM iwd.task WHERE external_id = 'D'" >/dev/null &
     writers+=($!)
-    [ $((i % 8)) -eq 0 ] && { wait "${writers[@]}"; writers=(); }
+    # a batch of 8 tenants every quarter second: deadlines arrive as a steady stream (some 30 a second),
+    # not as one burst that 4 workers on a 2-core machine could not start fast enough for
+    [ $((i % 8)) -eq 0 ] && { wait "${writers[@]}"; writers=(); sleep 0.25; }
 done
 [ ${#writers[@]} -gt 0 ] && wait "${writers[@]}"
 sleep 7
