@@ -7,10 +7,11 @@ PG_CONFIG ?= /usr/lib/postgresql/15/bin/pg_config
 
 MODULE_big = iwd
 OBJS       = $(patsubst %.c,%.o,$(sort $(wildcard extension/*.c)))
-# The install script is assembled from the per-subsystem SQL sources, in this order; sql/security.sql
-# comes last (its grants and search_path settings cover every table and function defined before it).
-SQL_PARTS  = sql/iwd.sql $(sort $(filter-out sql/iwd.sql sql/security.sql sql/$(EXTENSION)--%,$(wildcard sql/[a-z]*.sql))) \
-             sql/security.sql
+# The install script is assembled from the per-subsystem SQL sources, in this order: each part uses only
+# what the parts before it define (SQL-language bodies are checked when created); sql/security.sql comes
+# last (its grants and search_path settings cover every table and function defined before it).
+SQL_PARTS  = sql/iwd.sql sql/common.sql sql/calendar.sql sql/config.sql sql/tasks.sql sql/lifecycle.sql \
+             sql/queue.sql sql/scheduler.sql sql/datamart.sql sql/workers.sql sql/security.sql
 DATA_built = sql/$(EXTENSION)--$(EXTVERSION).sql
 DATA       = $(wildcard sql/$(EXTENSION)--*--*.sql)
 EXTRA_CLEAN = sql/$(EXTENSION)--$(EXTVERSION).sql

@@ -1,0 +1,120 @@
+-- iwd scheduler pass: one batch of each step, the next due time and the full pass (iwd.tick).
+
+-- ---------------------------------------------------------------------------------------------
+-- The scheduler pass
+-- ---------------------------------------------------------------------------------------------
+
+-- One batch of each scheduler step at "at"; "more" tells whether a step filled its batch.
+CREATE FUNCTION iwd._tick_batch(at timestamptz, batch int) RETURNS jsonb
+LANGUAGE plpgsql AS $$
+DECLARE
+    n_act int; n_exp int; n_timeout int; n_overdue int; n_repri int;
+BEGIN
+    WITH c AS (SELECT id FROM iwd.task
+               WHERE status = 'held' AND activation_at IS NOT NULL AND activation_at <= at AND hold_reason IS NULL
+               ORDER BY activation_at LIMIT batch FOR UPDATE SKIP LOCKED),
+         u AS (UPDATE iwd.task t SET status = 'queued', updated_at = at FROM c WHERE t.id = c.id RETURNING t.id),
+         e AS (INSERT INTO iwd.task_event (task_id, at, event, status_before, status_after)
+               SELECT u.id, at, 'activated', 'held', 'queued' FROM u RETURNING 1)
+    SELECT count(*) INTO n_act FROM e;
+
+    WITH c AS (SELECT id, assigned_to FROM iwd.task
+               WHERE status = 'assigned' AND accepted_at IS NULL AND reserved_until <= at
+               ORDER BY reserved_until LIMIT batch FOR UPDATE SKIP LOCKED),
+         u AS (UPDATE iwd.task t SET status = 'queued', assigned_to = NULL, reserved_until = NULL, updated_at = at
+               FROM c WHERE t.id = c.id RETURNING t.id, c.assigned_to),
+         e AS (INSERT INTO iwd.task_event (task_id, at, event, actor, status_before, status_after)
+               SELECT u.id, at, 'reservation_timeout', u.assigned_to, 'assigned', 'queued' FROM u RETURNING 1)
+    SELECT count(*) INTO n_timeout FROM e;
+    PERFORM iwd._count('reservation_timeouts', n_timeout);
+
+    WITH c AS (SELECT id FROM iwd.task
+               WHERE expires_at IS NOT NULL AND expires_at <= at AND status <> 'assigned'
+               ORDER BY expires_at LIMIT batch FOR UPDATE SKIP LOCKED),
+         d AS (DELETE FROM iwd.task t USING c WHERE t.id = c.id RETURNING t.*),
+         i AS (INSERT INTO iwd.task_closed (
+             id, external_id, capture_point, media_type, department, process, category, queue,
+             customer_segment, priority, business_value, priority_override, business_value_override, subject,
+             description, skills, attributes, status, created_at, aging_from, activation_at, due_at,
+             expires_at, assigned_to, reserved_until, accepted_at, hold_reason, error_reason, completed_at,
+             updated_at, reprioritize_at, overdue_flagged, classified_by, customer_id, product_type,
+             product_subtype, requested_agent, requested_skill, source_created_at, source_due_at,
+             source_process_type, result_code)
+               SELECT
+                   d.id, d.external_id, d.capture_point, d.media_type, d.department, d.process, d.category,
+                   d.queue, d.customer_segment, d.priority, d.business_value, d.priority_override,
+                   d.business_value_override, d.subject, d.description, d.skills, d.attributes, 'expired',
+                   d.created_at, d.aging_from, d.activation_at, d.due_at, d.expires_at, d.assigned_to,
+                   d.reserved_until, d.accepted_at, d.hold_reason, d.error_reason, at, at, d.reprioritize_at,
+                   d.overdue_flagged, d.classified_by, d.customer_id, d.product_type, d.product_subtype,
+                   d.requested_agent, d.requested_skill, d.source_created_at, d.source_due_at,
+                   d.source_process_type, d.result_code
+               FROM d),
+         e AS (INSERT INTO iwd.task_event (task_id, at, event, status_before, status_after)
+               SELECT d.id, at, 'expired', d.status, 'expired' FROM d RETURNING 1)
+    SELECT count(*) INTO n_exp FROM e;
+
+    WITH c AS (SELECT id FROM iwd.task
+               WHERE NOT overdue_flagged AND due_at IS NOT NULL AND due_at < at
+               ORDER BY due_at LIMIT batch FOR UPDATE SKIP LOCKED),
+         u AS (UPDATE iwd.task t SET overdue_flagged = true FROM c WHERE t.id = c.id RETURNING t.id, t.status, t.due_at),
+         e AS (INSERT INTO iwd.task_event (task_id, at, event, status_before, status_after, detail)
+               SELECT u.id, at, 'overdue', u.status, u.status, jsonb_build_object('dueAt', iwd._ts(u.due_at))
+               FROM u RETURNING 1)
+    SELECT count(*) INTO n_overdue FROM e;
+
+    -- reprioritization changes scores, not states: it writes no events (the schedule is the record)
+    WITH c AS (SELECT t FROM iwd.task t
+               WHERE reprioritize_at IS NOT NULL AND reprioritize_at <= at AND status <> 'assigned'
+               ORDER BY reprioritize_at LIMIT batch FOR UPDATE SKIP LOCKED),
+         r AS (SELECT (c.t).id AS id, s.priority, s.business_value, s.reprioritize_at
+               FROM c, LATERAL iwd._rescore(c.t, at) s)
+    UPDATE iwd.task t SET priority = r.priority, business_value = r.business_value, reprioritize_at = r.reprioritize_at
+    FROM r WHERE t.id = r.id;
+    GET DIAGNOSTICS n_repri = ROW_COUNT;
+
+    IF n_act + n_exp + n_timeout + n_overdue > 0 AND current_setting('iwd.notify', true) = 'event' THEN
+        PERFORM pg_notify('iwd_task_event', 'tick');
+    END IF;
+    RETURN jsonb_build_object('activated', n_act, 'expired', n_exp, 'reservationTimeouts', n_timeout,
+                              'overdue', n_overdue, 'reprioritized', n_repri,
+                              'more', greatest(n_act, n_exp, n_timeout, n_overdue, n_repri) >= batch);
+END $$;
+
+-- When the scheduler pass next has work (the earliest of the times _tick_batch compares with "at"); NULL when
+-- nothing is due. Each step is one probe of its partial index; the tenant's worker reads it after its work.
+CREATE FUNCTION iwd._next_due() RETURNS timestamptz
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
+    SELECT least(
+        (SELECT activation_at FROM iwd.task
+         WHERE status = 'held' AND activation_at IS NOT NULL AND hold_reason IS NULL
+         ORDER BY activation_at LIMIT 1),
+        (SELECT reserved_until FROM iwd.task
+         WHERE status = 'assigned' AND accepted_at IS NULL ORDER BY reserved_until LIMIT 1),
+        (SELECT expires_at FROM iwd.task
+         WHERE expires_at IS NOT NULL AND status <> 'assigned' ORDER BY expires_at LIMIT 1),
+        (SELECT due_at FROM iwd.task
+         WHERE NOT overdue_flagged AND due_at IS NOT NULL ORDER BY due_at LIMIT 1),
+        (SELECT reprioritize_at FROM iwd.task
+         WHERE reprioritize_at IS NOT NULL AND status <> 'assigned' ORDER BY reprioritize_at LIMIT 1))
+$$;
+
+-- Run one full scheduler pass at "at" (batches of iwd.batch_size) and return the counts.
+CREATE FUNCTION iwd.tick(at timestamptz DEFAULT NULL) RETURNS jsonb
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_at timestamptz := coalesce(at, iwd.now());
+    v_batch int := coalesce(current_setting('iwd.batch_size', true), '1000')::int;
+    r jsonb;
+    total jsonb := '{"activated": 0, "expired": 0, "reservationTimeouts": 0, "overdue": 0, "reprioritized": 0}';
+    k text;
+BEGIN
+    LOOP
+        r := iwd._tick_batch(v_at, v_batch);
+        FOR k IN SELECT jsonb_object_keys(total) LOOP
+            total := jsonb_set(total, ARRAY[k], to_jsonb((total ->> k)::int + (r ->> k)::int));
+        END LOOP;
+        EXIT WHEN NOT (r ->> 'more')::boolean;
+    END LOOP;
+    RETURN total;
+END $$;

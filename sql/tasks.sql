@@ -1,0 +1,346 @@
+-- iwd tasks: the task row's JSON shape, events, storing a task, capture (one and batch), get and update.
+
+-- ---------------------------------------------------------------------------------------------
+-- Tasks
+-- ---------------------------------------------------------------------------------------------
+
+-- The search document of a task's text: the first 256 KB of subject and description and the string and
+-- number values of attributes, in the 'simple' configuration. Bounded whatever the task holds, so that
+-- search never makes a capture fail (extension/task.c).
+CREATE FUNCTION iwd._document(subject text, description text, attributes jsonb) RETURNS tsvector
+    AS 'MODULE_PATHNAME', 'iwd_document' LANGUAGE C IMMUTABLE PARALLEL SAFE;
+
+-- The task in the REST shape.
+CREATE FUNCTION iwd.task_json(t iwd.task) RETURNS jsonb
+    AS 'MODULE_PATHNAME', 'iwd_task_json' LANGUAGE C STABLE STRICT;
+-- Tasks in the REST shape, as one JSON array in the array's order.
+CREATE FUNCTION iwd._tasks_json(tasks iwd.task[]) RETURNS jsonb
+    AS 'MODULE_PATHNAME', 'iwd_tasks_json' LANGUAGE C STABLE STRICT;
+
+-- Append an event (same transaction as the change); with iwd.notify = event, announce it on
+-- iwd_task_event (otherwise the scheduler worker announces new events in batches).
+CREATE FUNCTION iwd._event(task_id bigint, at timestamptz, event text, actor text, status_before text,
+                           status_after text, detail jsonb DEFAULT '{}') RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO iwd.task_event (task_id, at, event, actor, status_before, status_after, detail)
+    VALUES (task_id, at, event, actor, status_before, status_after, coalesce(detail, '{}'));
+    IF current_setting('iwd.notify', true) = 'event' THEN
+        PERFORM pg_notify('iwd_task_event', task_id || ':' || event);
+    END IF;
+END $$;
+
+-- Lock a task (open or closed) for a lifecycle change; P0002 when it does not exist.
+CREATE FUNCTION iwd._lock_task(id bigint) RETURNS iwd.task
+LANGUAGE plpgsql AS $$
+DECLARE
+    t iwd.task;
+BEGIN
+    SELECT x.* INTO t FROM iwd.task x WHERE x.id = _lock_task.id FOR UPDATE;
+    IF FOUND THEN
+        RETURN t;
+    END IF;
+    SELECT x.* INTO t FROM iwd.task_closed x WHERE x.id = _lock_task.id FOR UPDATE;
+    IF NOT FOUND THEN
+        PERFORM iwd._not_found('task', id::text);
+    END IF;
+    RETURN t;
+END $$;
+
+-- Store a changed task: open tasks live in iwd.task, terminal ones in iwd.task_closed.
+CREATE FUNCTION iwd._save_task(status_before text, t iwd.task) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF iwd.is_terminal(status_before) = iwd.is_terminal(t.status) THEN
+        IF iwd.is_terminal(t.status) THEN
+            UPDATE iwd.task_closed SET (
+                id, external_id, capture_point, media_type, department, process, category, queue,
+                customer_segment, priority, business_value, priority_override, business_value_override,
+                subject, description, skills, attributes, status, created_at, aging_from, activation_at,
+                due_at, expires_at, assigned_to, reserved_until, accepted_at, hold_reason, error_reason,
+                completed_at, updated_at, reprioritize_at, overdue_flagged, classified_by, customer_id,
+                product_type, product_subtype, requested_agent, requested_skill, source_created_at,
+                source_due_at, source_process_type, result_code)
+            = (
+                t.id, t.external_id, t.capture_point, t.media_type, t.department, t.process, t.category,
+                t.queue, t.customer_segment, t.priority, t.business_value, t.priority_override,
+                t.business_value_override, t.subject, t.description, t.skills, t.attributes, t.status,
+                t.created_at, t.aging_from, t.activation_at, t.due_at, t.expires_at, t.assigned_to,
+                t.reserved_until, t.accepted_at, t.hold_reason, t.error_reason, t.completed_at, t.updated_at,
+                t.reprioritize_at, t.overdue_flagged, t.classified_by, t.customer_id, t.product_type,
+                t.product_subtype, t.requested_agent, t.requested_skill, t.source_created_at,
+                t.source_due_at, t.source_process_type, t.result_code)
+            WHERE id = t.id;
+        ELSE
+            UPDATE iwd.task SET (
+                id, external_id, capture_point, media_type, department, process, category, queue,
+                customer_segment, priority, business_value, priority_override, business_value_override,
+                subject, description, skills, attributes, status, created_at, aging_from, activation_at,
+                due_at, expires_at, assigned_to, reserved_until, accepted_at, hold_reason, error_reason,
+                completed_at, updated_at, reprioritize_at, overdue_flagged, classified_by, customer_id,
+                product_type, product_subtype, requested_agent, requested_skill, source_created_at,
+                source_due_at, source_process_type, result_code)
+            = (
+                t.id, t.external_id, t.capture_point, t.media_type, t.department, t.process, t.category,
+                t.queue, t.customer_segment, t.priority, t.business_value, t.priority_override,
+                t.business_value_override, t.subject, t.description, t.skills, t.attributes, t.status,
+                t.created_at, t.aging_from, t.activation_at, t.due_at, t.expires_at, t.assigned_to,
+                t.reserved_until, t.accepted_at, t.hold_reason, t.error_reason, t.completed_at, t.updated_at,
+                t.reprioritize_at, t.overdue_flagged, t.classified_by, t.customer_id, t.product_type,
+                t.product_subtype, t.requested_agent, t.requested_skill, t.source_created_at,
+                t.source_due_at, t.source_process_type, t.result_code)
+            WHERE id = t.id;
+        END IF;
+    ELSIF iwd.is_terminal(t.status) THEN
+        DELETE FROM iwd.task WHERE id = t.id;
+        INSERT INTO iwd.task_closed (
+            id, external_id, capture_point, media_type, department, process, category, queue,
+            customer_segment, priority, business_value, priority_override, business_value_override, subject,
+            description, skills, attributes, status, created_at, aging_from, activation_at, due_at,
+            expires_at, assigned_to, reserved_until, accepted_at, hold_reason, error_reason, completed_at,
+            updated_at, reprioritize_at, overdue_flagged, classified_by, customer_id, product_type,
+            product_subtype, requested_agent, requested_skill, source_created_at, source_due_at,
+            source_process_type, result_code)
+        VALUES (
+            t.id, t.external_id, t.capture_point, t.media_type, t.department, t.process, t.category, t.queue,
+            t.customer_segment, t.priority, t.business_value, t.priority_override, t.business_value_override,
+            t.subject, t.description, t.skills, t.attributes, t.status, t.created_at, t.aging_from,
+            t.activation_at, t.due_at, t.expires_at, t.assigned_to, t.reserved_until, t.accepted_at,
+            t.hold_reason, t.error_reason, t.completed_at, t.updated_at, t.reprioritize_at,
+            t.overdue_flagged, t.classified_by, t.customer_id, t.product_type, t.product_subtype,
+            t.requested_agent, t.requested_skill, t.source_created_at, t.source_due_at,
+            t.source_process_type, t.result_code);
+    ELSE
+        DELETE FROM iwd.task_closed WHERE id = t.id;
+        INSERT INTO iwd.task (
+            id, external_id, capture_point, media_type, department, process, category, queue,
+            customer_segment, priority, business_value, priority_override, business_value_override, subject,
+            description, skills, attributes, status, created_at, aging_from, activation_at, due_at,
+            expires_at, assigned_to, reserved_until, accepted_at, hold_reason, error_reason, completed_at,
+            updated_at, reprioritize_at, overdue_flagged, classified_by, customer_id, product_type,
+            product_subtype, requested_agent, requested_skill, source_created_at, source_due_at,
+            source_process_type, result_code)
+        VALUES (
+            t.id, t.external_id, t.capture_point, t.media_type, t.department, t.process, t.category, t.queue,
+            t.customer_segment, t.priority, t.business_value, t.priority_override, t.business_value_override,
+            t.subject, t.description, t.skills, t.attributes, t.status, t.created_at, t.aging_from,
+            t.activation_at, t.due_at, t.expires_at, t.assigned_to, t.reserved_until, t.accepted_at,
+            t.hold_reason, t.error_reason, t.completed_at, t.updated_at, t.reprioritize_at,
+            t.overdue_flagged, t.classified_by, t.customer_id, t.product_type, t.product_subtype,
+            t.requested_agent, t.requested_skill, t.source_created_at, t.source_due_at,
+            t.source_process_type, t.result_code);
+    END IF;
+END $$;
+
+-- The detail of a task's "created" event.
+-- STABLE, as jsonb_build_object is: an IMMUTABLE SQL function calling it would not be inlined, and each
+-- call would parse and plan its body again.
+CREATE FUNCTION iwd._created_detail(t iwd.task) RETURNS jsonb
+LANGUAGE sql STABLE AS $$
+    SELECT pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object('priority', t.priority,
+        'businessValue', t.business_value, 'category', t.category, 'errorReason', t.error_reason))
+$$;
+
+-- Create one task (see create_task) and return it with "created" telling whether it is new. The capture
+-- path: left unpinned (no GUC save and restore per task), so every function and operator is qualified
+-- (sql/security.sql).
+CREATE FUNCTION iwd._create_task(task jsonb, at timestamptz, OUT created boolean, OUT result jsonb)
+LANGUAGE plpgsql AS $$
+DECLARE
+    t iwd.task;
+    v_id bigint;
+BEGIN
+    created := false;
+    IF pg_catalog.jsonb_typeof(task OPERATOR(pg_catalog.->) 'capturePoint') OPERATOR(pg_catalog.=) 'string'
+       AND pg_catalog.jsonb_typeof(task OPERATOR(pg_catalog.->) 'externalId') OPERATOR(pg_catalog.=) 'string' THEN
+        SELECT k.task_id INTO v_id FROM iwd.task_key k
+        WHERE k.capture_point OPERATOR(pg_catalog.=) (task OPERATOR(pg_catalog.->>) 'capturePoint')
+          AND k.external_id OPERATOR(pg_catalog.=) (task OPERATOR(pg_catalog.->>) 'externalId');
+        IF FOUND THEN
+            result := iwd.get_task(v_id);
+            RETURN;
+        END IF;
+    END IF;
+    t := iwd._prepare_task(task, NULL, at);
+    t.id := pg_catalog.nextval('iwd.task_id_seq');
+    t.updated_at := at;
+    -- the key decides between concurrent submissions of the same work: the loser returns the winner's task
+    INSERT INTO iwd.task_key (capture_point, external_id, task_id) VALUES (t.capture_point, t.external_id, t.id)
+    ON CONFLICT DO NOTHING;
+    IF NOT FOUND THEN
+        SELECT k.task_id INTO v_id FROM iwd.task_key k
+        WHERE k.capture_point OPERATOR(pg_catalog.=) t.capture_point
+          AND k.external_id OPERATOR(pg_catalog.=) t.external_id;
+        result := iwd.get_task(v_id);
+        RETURN;
+    END IF;
+    INSERT INTO iwd.task (
+        id, external_id, capture_point, media_type, department, process, category, queue, customer_segment,
+        priority, business_value, priority_override, business_value_override, subject, description, skills,
+        attributes, status, created_at, aging_from, activation_at, due_at, expires_at, assigned_to,
+        reserved_until, accepted_at, hold_reason, error_reason, completed_at, updated_at, reprioritize_at,
+        overdue_flagged, classified_by, customer_id, product_type, product_subtype, requested_agent,
+        requested_skill, source_created_at, source_due_at, source_process_type, result_code)
+    VALUES (
+        t.id, t.external_id, t.capture_point, t.media_type, t.department, t.process, t.category, t.queue,
+        t.customer_segment, t.priority, t.business_value, t.priority_override, t.business_value_override,
+        t.subject, t.description, t.skills, t.attributes, t.status, t.created_at, t.aging_from,
+        t.activation_at, t.due_at, t.expires_at, t.assigned_to, t.reserved_until, t.accepted_at,
+        t.hold_reason, t.error_reason, t.completed_at, t.updated_at, t.reprioritize_at, t.overdue_flagged,
+        t.classified_by, t.customer_id, t.product_type, t.product_subtype, t.requested_agent,
+        t.requested_skill, t.source_created_at, t.source_due_at, t.source_process_type, t.result_code);
+    INSERT INTO iwd.task_document (task_id, document)
+    VALUES (t.id, iwd._document(t.subject, t.description, t.attributes));
+    -- iwd._event, written out: capture is a hot path, and a nested PL/pgSQL call costs a fifth of it
+    INSERT INTO iwd.task_event (task_id, at, event, status_after, detail)
+    VALUES (t.id, at, 'created', t.status, iwd._created_detail(t));
+    IF pg_catalog.current_setting('iwd.notify', true) OPERATOR(pg_catalog.=) 'event' THEN
+        PERFORM pg_catalog.pg_notify('iwd_task_event', t.id OPERATOR(pg_catalog.||) ':created');
+    END IF;
+    created := true;
+    result := iwd.task_json(t);
+END $$;
+
+-- Capture a task: validate, classify, score, queue (or hold until activationAt). Re-submitting the same
+-- (capturePoint, externalId) returns the existing task unchanged.
+CREATE FUNCTION iwd.create_task(task jsonb) RETURNS jsonb
+LANGUAGE sql AS $$
+    SELECT (iwd._create_task(task, iwd.now())).result
+$$;
+
+-- Capture a batch of new tasks set-wise: one statement per table instead of one per task and table.
+-- NULL (nothing written) when the batch is not plainly new work: an element without capturePoint and
+-- externalId, a key already known or repeated in the batch, an element that fails validation, or a
+-- key taken concurrently; the caller then captures element by element.
+CREATE FUNCTION iwd._create_tasks_new(tasks jsonb, at timestamptz) RETURNS jsonb
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_n int := jsonb_array_length(tasks);
+    v_tasks iwd.task[];
+BEGIN
+    IF v_n < 2 OR EXISTS (
+        SELECT 1 FROM jsonb_array_elements(tasks) e
+        WHERE jsonb_typeof(e -> 'capturePoint') IS DISTINCT FROM 'string'
+           OR jsonb_typeof(e -> 'externalId') IS DISTINCT FROM 'string') THEN
+        RETURN NULL;
+    END IF;
+    BEGIN
+        WITH p AS MATERIALIZED (
+            SELECT x.ord, iwd._prepare_task(x.e, NULL, at) AS t
+            FROM jsonb_array_elements(tasks) WITH ORDINALITY x(e, ord))
+        -- each prepared task with its id and update time (jsonb_populate_record keeps the other fields)
+        SELECT array_agg(jsonb_populate_record(p.t, jsonb_build_object('id', nextval('iwd.task_id_seq'),
+                                                                      'updated_at', at)) ORDER BY p.ord)
+        INTO v_tasks FROM p;
+        -- the keys decide: when one is known already, repeated in the batch or taken concurrently (the
+        -- insert waits for the other transaction), the unique violation undoes the whole block (no
+        -- separate check beforehand: the insert finds all three)
+        INSERT INTO iwd.task_key (capture_point, external_id, task_id)
+        SELECT t.capture_point, t.external_id, t.id FROM unnest(v_tasks) t;
+    EXCEPTION WHEN OTHERS THEN
+        RETURN NULL;
+    END;
+    INSERT INTO iwd.task SELECT * FROM unnest(v_tasks);
+    INSERT INTO iwd.task_document (task_id, document)
+    SELECT t.id, iwd._document(t.subject, t.description, t.attributes) FROM unnest(v_tasks) t;
+    INSERT INTO iwd.task_event (task_id, at, event, actor, status_before, status_after, detail)
+    SELECT t.id, at, 'created', NULL, NULL, t.status, iwd._created_detail(t)
+    FROM unnest(v_tasks) t;
+    IF current_setting('iwd.notify', true) = 'event' THEN
+        PERFORM pg_notify('iwd_task_event', t.id || ':created') FROM unnest(v_tasks) t;
+    END IF;
+    -- in input order (v_tasks is; ids ascend in it)
+    RETURN iwd._tasks_json(v_tasks);
+END $$;
+
+-- Capture a JSON array of tasks, all or nothing; an error names the failing element's index.
+CREATE FUNCTION iwd.create_tasks(tasks jsonb) RETURNS jsonb
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_now timestamptz := iwd.now();
+    v_batch jsonb;
+    v_out jsonb[] := '{}';
+    v_i int := 0;
+    v_state text;
+    v_msg text;
+    v_detail text;
+    v_hint text;
+BEGIN
+    IF tasks IS NULL OR jsonb_typeof(tasks) <> 'array' THEN
+        RAISE EXCEPTION 'tasks must be a JSON array' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- the common case, a batch of new tasks, is captured set-wise; anything else (a known or repeated
+    -- key, an element without a key, an invalid element, a concurrent submission) takes the loop below,
+    -- which returns existing tasks and names the failing element
+    v_batch := iwd._create_tasks_new(tasks, v_now);
+    IF v_batch IS NOT NULL THEN
+        RETURN v_batch;
+    END IF;
+    BEGIN
+        FOR i IN 0 .. jsonb_array_length(tasks) - 1 LOOP
+            v_i := i;
+            v_out := v_out || (iwd._create_task(tasks -> i, v_now)).result;
+        END LOOP;
+    EXCEPTION WHEN OTHERS THEN
+        GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_msg = MESSAGE_TEXT, v_detail = PG_EXCEPTION_DETAIL,
+                                v_hint = PG_EXCEPTION_HINT;
+        v_detail := nullif(v_detail, '');
+        v_hint := nullif(v_hint, '');
+        IF v_detail IS NOT NULL THEN
+            RAISE EXCEPTION 'tasks[%]: %', v_i, v_msg USING ERRCODE = v_state, DETAIL = v_detail;
+        ELSIF v_hint IS NOT NULL THEN
+            RAISE EXCEPTION 'tasks[%]: %', v_i, v_msg USING ERRCODE = v_state, HINT = v_hint;
+        END IF;
+        RAISE EXCEPTION 'tasks[%]: %', v_i, v_msg USING ERRCODE = v_state;
+    END;
+    RETURN to_jsonb(v_out);
+END $$;
+
+-- The task with this id, open or closed; P0002 when none.
+CREATE FUNCTION iwd.get_task(id bigint) RETURNS jsonb
+    AS 'MODULE_PATHNAME', 'iwd_get_task' LANGUAGE C STABLE STRICT;
+
+-- The keys whose values differ between two task documents.
+CREATE FUNCTION iwd._changed_keys(before jsonb, after jsonb) RETURNS jsonb
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT coalesce(jsonb_agg(a.key ORDER BY a.key), '[]')
+    FROM jsonb_each(after) a
+    WHERE a.key NOT IN ('updatedAt') AND a.value IS DISTINCT FROM before -> a.key
+$$;
+
+-- Change a task's fields; re-classifies and re-scores when relevant fields change.
+CREATE FUNCTION iwd.update_task(id bigint, patch jsonb) RETURNS jsonb
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_now timestamptz := iwd.now();
+    t iwd.task := iwd._lock_task(id);
+    n iwd.task;
+    v_before jsonb;
+    v_after jsonb;
+BEGIN
+    PERFORM iwd._check_transition(id, t.status, 'update');
+    IF patch IS NULL OR jsonb_typeof(patch) <> 'object' THEN
+        RAISE EXCEPTION 'a task patch must be a JSON object' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    n := iwd._prepare_task(patch, t, v_now);
+    IF n.status <> 'assigned' THEN
+        n.assigned_to := NULL;
+        n.reserved_until := NULL;
+        n.accepted_at := NULL;
+    END IF;
+    n.updated_at := v_now;
+    PERFORM iwd._save_task(t.status, n);
+    IF (n.subject, n.description, n.attributes) IS DISTINCT FROM (t.subject, t.description, t.attributes) THEN
+        UPDATE iwd.task_document SET document = iwd._document(n.subject, n.description, n.attributes)
+        WHERE task_id = n.id;
+    END IF;
+    v_before := iwd.task_json(t);
+    v_after := iwd.task_json(n);
+    PERFORM iwd._event(id, v_now, 'updated', NULL, t.status, n.status,
+                       jsonb_build_object('changed', iwd._changed_keys(v_before, v_after)));
+    IF n.status = 'errorHeld' AND t.status <> 'errorHeld' THEN
+        PERFORM iwd._event(id, v_now, 'error_held', NULL, t.status, n.status,
+                           jsonb_build_object('errorReason', n.error_reason));
+    END IF;
+    RETURN v_after;
+END $$;
