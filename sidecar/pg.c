@@ -26,22 +26,6 @@
 #define CALL_DEADLINE_GRACE_MS 5000 /* past the statement timeout, the server is taken for gone */
 #define FLUSH_TICK_MS 10            /* a call libpq could not write at once is written on this often */
 
-int64_t iwd_now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-double iwd_now_ms_precise(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1000.0 + ts.tv_nsec / 1e6;
-}
-
 /* Server notices (e.g. "extension already exists, skipping") are not errors: keep them out of the log. */
 static void ignore_notice(void *arg, const char *message)
 {

@@ -25,6 +25,8 @@
 #include <jansson.h>
 #include <libpq-fe.h>
 
+#include "clock.h"
+
 #define IWD_OK 0
 #define IWD_ERR -1
 
@@ -232,8 +234,5 @@ void iwd_print_routes(void);
 int iwd_on_provisioning_save(iwd_call_t *call);
 int iwd_on_provisioning_delete(iwd_call_t *call);
 int iwd_on_tasks_list(iwd_call_t *call);
-
-int64_t iwd_now_ms(void);
-double iwd_now_ms_precise(void);
 
 #endif
