@@ -1,29 +1,41 @@
 #!/usr/bin/env bash
-# make run / make stop: an embedded local PostgreSQL cluster under ./.iwd/ with a demo tenant
-# database, and iwd-sidecar when it is built.
+# make run / make stop: an embedded local PostgreSQL cluster with a demo tenant database, and iwd-sidecar
+# when it is built.
 #   scripts/run.sh start    start (or restart) everything; safe to re-run
 #   scripts/run.sh stop     stop everything
+#   scripts/run.sh remove   stop everything and delete the cluster and ./.iwd/ (the next start begins afresh)
+# The cluster (data, socket, server log) lives in .iwd/cluster/ when the invoking user runs it. PostgreSQL
+# refuses to run as root, so as root it runs as the postgres user, which may not be able to enter the
+# checkout (a clone under /root): its files are then in /var/lib/iwd/<checkout name>-<hash of its path>/
+# and .iwd/cluster is a link to them. .iwd/ keeps what only the invoking user reads: the server secret,
+# the sidecar's log and pid. A cluster made by an older make run in .iwd/pgdata is used as it is.
 # Environment: IWD_PG_PORT (default 54320), IWD_DB (default iwd_demo), IWD_PORT (sidecar, 4024),
 #              IWD_METRICS_PORT (the sidecar's metrics listener, 9102),
 #              IWD_ADMIN_API_KEY (default demo-admin-key), IWD_TENANT_API_KEY (default demo-tenant-api-key),
 #              IWD_SECRET_KEY (default: made once at random and kept in .iwd/secret-key).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-top=$(pwd)
-bindir=$(/usr/lib/postgresql/15/bin/pg_config --bindir)
+top=$(pwd -P)
+. scripts/lib.sh
 state="$top/.iwd"
-pgdata="$state/pgdata"
-socket="$state/run"
 pg_port=${IWD_PG_PORT:-54320}
 db=${IWD_DB:-iwd_demo}
 sidecar_port=${IWD_PORT:-4024}
 metrics_port=${IWD_METRICS_PORT:-9102}
 admin_key=${IWD_ADMIN_API_KEY:-demo-admin-key}
 tenant_key=${IWD_TENANT_API_KEY:-demo-tenant-api-key}
-as_user=()
-[ "$(id -u)" -eq 0 ] && as_user=(runuser -u postgres --)
 
-psql_db() { "${as_user[@]}" "$bindir/psql" -X -q -h "$socket" -p "$pg_port" -v ON_ERROR_STOP=1 "$@"; }
+# the cluster's directory: .iwd/cluster, which as root links to a directory postgres can reach
+if [ -f "$state/pgdata/PG_VERSION" ]; then
+    pg_dir="$state/run"; pg_data="$state/pgdata"; pg_log="$state/postgresql.log"
+elif [ "$(id -u)" -eq 0 ]; then
+    pg_dir="/var/lib/iwd/$(basename "$top" | tr -c 'A-Za-z0-9._\n-' _ | cut -c1-24)-$(printf %s "$top" | sha256sum | cut -c1-8)"
+    pg_data="$pg_dir/data"; pg_log="$pg_dir/log"
+else
+    pg_dir="$state/cluster"; pg_data="$pg_dir/data"; pg_log="$pg_dir/log"
+fi
+
+psql_db() { cluster_client psql -X -q -v ON_ERROR_STOP=1 "$@"; }
 
 stop_all() {
     if [ -f "$state/sidecar.pid" ]; then
@@ -32,27 +44,24 @@ stop_all() {
         for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
         rm -f "$state/sidecar.pid"
     fi
-    if [ -f "$pgdata/postmaster.pid" ]; then
-        "${as_user[@]}" "$bindir/pg_ctl" -D "$pgdata" -m fast -w stop >/dev/null
-    fi
+    cluster_stop fast
 }
 
 init_cluster() {
-    mkdir -p "$state" "$socket"
-    [ "$(id -u)" -eq 0 ] && chown postgres: "$state" "$socket"
-    "${as_user[@]}" "$bindir/initdb" -D "$pgdata" -A trust -E UTF8 >/dev/null
-    cat >> "$pgdata/postgresql.conf" <<CONF
-listen_addresses = 'localhost'
-unix_socket_directories = '$socket'
-shared_preload_libraries = 'iwd'
-timezone = 'UTC'
-CONF
+    mkdir -p "$state"
+    if [ "$(id -u)" -eq 0 ]; then
+        mkdir -p /var/lib/iwd
+        chmod 755 /var/lib/iwd
+        ln -sfn "$pg_dir" "$state/cluster"
+    fi
+    cluster_init "$pg_dir" "listen_addresses = 'localhost'
+timezone = 'UTC'" -E UTF8 >/dev/null
 }
 
 start_all() {
-    [ -f "$pgdata/PG_VERSION" ] || init_cluster
+    [ -f "$pg_data/PG_VERSION" ] || init_cluster
     stop_all
-    "${as_user[@]}" "$bindir/pg_ctl" -D "$pgdata" -l "$state/postgresql.log" -o "-p $pg_port" -w start >/dev/null
+    cluster_start -o "-p $pg_port"
     # the demo database is rebuilt when the extension's install script changed since it was loaded
     script_sum=$(sha256sum sql/iwd--*.sql | sha256sum | cut -c1-16)
     if [ "$(cat "$state/extension.sum" 2>/dev/null)" != "$script_sum" ] &&
@@ -78,7 +87,7 @@ start_all() {
         IWD_PORT=$sidecar_port IWD_LISTEN=127.0.0.1 IWD_ADMIN_API_KEY=$admin_key \
         IWD_METRICS_LISTEN=127.0.0.1 IWD_METRICS_PORT=$metrics_port \
         IWD_SECRET_KEY=${IWD_SECRET_KEY:-$(cat "$state/secret-key")} \
-        IWD_CONTROL_DB="host=$socket port=$pg_port dbname=iwd_control user=postgres" \
+        IWD_CONTROL_DB="host=$pg_dir port=$pg_port dbname=iwd_control user=postgres" \
             nohup sidecar/iwd-sidecar >"$state/sidecar.log" 2>&1 &
         echo $! > "$state/sidecar.pid"
         for _ in $(seq 1 50); do
@@ -89,14 +98,14 @@ start_all() {
             -H "x-api-key: $admin_key" -H 'content-type: application/json' \
             -d "{\"tenant\": {\"id\": \"demo\", \"name\": \"Demo\", \"ccid\": \"demo\"},
                  \"iwd\": {\"url\": \"http://127.0.0.1:$sidecar_port\",
-                           \"db\": {\"host\": \"$socket\", \"port\": $pg_port, \"database\": \"$db\",
+                           \"db\": {\"host\": \"$pg_dir\", \"port\": $pg_port, \"database\": \"$db\",
                                     \"user\": \"postgres\", \"password\": \"\", \"ssl\": false},
                            \"apiKeys\": {\"IWD_APIKEY_TENANT\": \"$tenant_key\"}}}" >/dev/null ||
             echo "note: provisioning the demo tenant through the sidecar failed; see $state/sidecar.log"
     fi
 
     echo
-    echo "iwd is running: PostgreSQL on port $pg_port (socket $socket), tenant database $db."
+    echo "iwd is running: PostgreSQL on port $pg_port (socket and files in $pg_dir), tenant database $db."
     echo
     echo "The head of the universal queue:"
     psql_db -d "$db" -c "SELECT t->>'id' AS id, t->>'externalId' AS external_id, t->>'category' AS category,
@@ -108,7 +117,7 @@ start_all() {
                                 round(avg_finish_s) AS avg_finish_s FROM iwd_dm.queue_activity
                          WHERE day = iwd_dm.interval_start('day', now()) ORDER BY queue"
     cat <<TRY
-Try, in psql ("${as_user[*]:+${as_user[*]} }$bindir/psql -h $socket -p $pg_port $db"):
+Try, in psql ("$bindir/psql -h $pg_dir -p $pg_port -U $pg_superuser $db"):
   SELECT iwd.next_task('agent01');                        -- reserve the next best task for an agent
   SELECT iwd.accept_task(<id>, 'agent01');                -- confirm it
   SELECT iwd.complete_task(<id>, 'agent01');              -- finish it
@@ -133,8 +142,17 @@ CURL
     echo "Stop with: make stop"
 }
 
+# remove_all: stops everything and deletes the cluster (where the link points) and .iwd/
+remove_all() {
+    stop_all
+    [ -e "$pg_data" ] && rm -rf "$pg_dir"
+    rm -rf "$state"
+    echo "iwd removed: the cluster ($pg_dir) and $state are deleted."
+}
+
 case "${1:-start}" in
     start) start_all ;;
     stop) stop_all; echo "iwd stopped." ;;
-    *) echo "usage: $0 start|stop" >&2; exit 2 ;;
+    remove) remove_all ;;
+    *) echo "usage: $0 start|stop|remove" >&2; exit 2 ;;
 esac
