@@ -7,32 +7,18 @@
 # locks the claim and the Data Mart once used stalls neither; a tenant's reporting login reads no
 # other tenant's Data Mart. Ends with "worker: N passed, M failed".
 set -uo pipefail
-bindir=$(/usr/lib/postgresql/15/bin/pg_config --bindir)
-port=${IWD_WORKER_PORT:-54331}
-work=$(mktemp -d /tmp/iwd-worker.XXXXXX)
-as_user=()
-if [ "$(id -u)" -eq 0 ]; then
-    chown postgres: "$work"
-    as_user=(runuser -u postgres --)
-fi
-passed=0; failed=0
+suite=worker
+. "$(dirname "$0")/lib.sh"
+pg_port=${IWD_WORKER_PORT:-}
+work=$(work_dir worker)
 
 stop() {
-    "${as_user[@]}" "$bindir/pg_ctl" -D "$work/data" -m fast -w stop >/dev/null 2>&1
+    cluster_stop fast
     rm -rf "$work"
 }
 trap stop EXIT
 
-sql() { "${as_user[@]}" "$bindir/psql" -X -q -At -h "$work" -p "$port" -v ON_ERROR_STOP=1 "$@"; }
-
-# check NAME EXPECTED ACTUAL
-check() {
-    if [ "$2" = "$3" ]; then
-        passed=$((passed + 1)); echo "ok - $1"
-    else
-        failed=$((failed + 1)); echo "not ok - $1: expected '$2', got '$3'"
-    fi
-}
+sql() { cluster_sql "$@"; }
 
 # wait_for NAME EXPECTED SQL...: poll for up to 15 s until the query returns EXPECTED
 wait_for() {
@@ -46,18 +32,11 @@ wait_for() {
     check "$name" "$expected" "$got"
 }
 
-"${as_user[@]}" "$bindir/initdb" -D "$work/data" -A trust >/dev/null || { echo "worker: 0 passed, 1 failed"; exit 1; }
-cat >> "$work/data/postgresql.conf" <<CONF
-port = $port
-listen_addresses = ''
-unix_socket_directories = '$work'
-shared_preload_libraries = 'iwd'
-iwd.databases = 'tenant_a'
+cluster_init "$work/pg" "iwd.databases = 'tenant_a'
 iwd.scheduler_interval = 100ms
 # no scheduled Data Mart run before the test asks for one (the default schedule is every 15 minutes)
-iwd_dm.suspend = on
-CONF
-"${as_user[@]}" "$bindir/pg_ctl" -D "$work/data" -l "$work/log" -w start >/dev/null || { cat "$work/log"; echo "worker: 0 passed, 1 failed"; exit 1; }
+iwd_dm.suspend = on" || fail_setup "initdb failed"
+cluster_start || fail_setup "PostgreSQL did not start"
 sql -d postgres -c "CREATE DATABASE tenant_a" -c "CREATE DATABASE tenant_b"
 sql -d tenant_a -c "CREATE EXTENSION iwd"
 sql -d tenant_b -c "CREATE EXTENSION iwd"
@@ -107,7 +86,7 @@ check "the timeout is in the history" "reservation_timeout|a1" \
     "$(sql -d tenant_a -c "SELECT event || '|' || actor FROM iwd.task_event WHERE event = 'reservation_timeout'")"
 
 # batch announcements: the worker announces new events on iwd_task_event
-"${as_user[@]}" "$bindir/psql" -X -q -h "$work" -p "$port" -d tenant_a \
+cluster_client psql -X -q -d tenant_a \
     -c "LISTEN iwd_task_event" -c "SELECT pg_sleep(1.5)" -c "SELECT 1" > "$work/listen.out" 2>&1 &
 listener=$!
 sleep 0.5
@@ -171,7 +150,7 @@ wait_for "the scheduler pass runs in the planted database" "queued" -d hostile -
 # Mart chain (hashtext('iwd_dm chain full')) used to take, for every queued task: neither stalls.
 sql -d postgres -c "CREATE ROLE nobody LOGIN"
 queued_ids=$(sql -d tenant_a -c "SELECT string_agg(id::text, ',') FROM iwd.task WHERE status = 'queued'")
-"${as_user[@]}" "$bindir/psql" -X -q -h "$work" -p "$port" -d tenant_a -U nobody \
+cluster_client psql -X -q -d tenant_a -U nobody \
     -c "SELECT pg_advisory_lock(hashtext('iwd_dm chain full'))" \
     -c "SELECT count(pg_advisory_lock(1230003, k)) FROM unnest('{$queued_ids}'::int[]) k" \
     -c "SELECT pg_sleep(120)" >/dev/null 2>&1 &
@@ -193,7 +172,7 @@ for _ in $(seq 1 75); do
 done
 check "the scheduled Data Mart chain ran" "t" "$done_at"
 check "in a worker of its own" "t" \
-    "$(grep -q 'iwd Data Mart chain "full" started for database "tenant_a"' "$work/log" && echo t || echo f)"
+    "$(grep -q 'iwd Data Mart chain "full" started for database "tenant_a"' "$pg_log" && echo t || echo f)"
 check "it loaded every event" "t" \
     "$(sql -d tenant_a -c "SELECT (SELECT count(*) FROM iwd_dm.task_event_fact) > 0 AND
                                   (SELECT last_summary->>'events' FROM iwd_dm.job_status WHERE execution_chain = 'full')::int > 0")"
@@ -223,9 +202,9 @@ check "each database has its reporting role" "iwd_gcxi_hostile,iwd_gcxi_tenant_a
     "$(sql -d postgres -c "SELECT string_agg(rolname, ',' ORDER BY rolname) FROM pg_roles WHERE rolname LIKE 'iwd\_gcxi%'")"
 
 # a logical backup (pg_dump) carries every task, event and configuration row, and restores
-"${as_user[@]}" "$bindir/pg_dump" -h "$work" -p "$port" -Fc -f "$work/tenant_a.dump" tenant_a
+cluster_client pg_dump -Fc -f "$work/tenant_a.dump" tenant_a
 sql -d postgres -c "CREATE DATABASE restored"
-"${as_user[@]}" "$bindir/pg_restore" -h "$work" -p "$port" -d restored "$work/tenant_a.dump" 2>"$work/restore.err"
+cluster_client pg_restore -d restored "$work/tenant_a.dump" 2>"$work/restore.err"
 counts="SELECT (SELECT count(*) FROM iwd.task_all) || ' ' || (SELECT count(*) FROM iwd.task_event) || ' ' ||
                (SELECT count(*) FROM iwd.agent) || ' ' || (SELECT count(*) FROM iwd.task_key) || ' ' ||
                (SELECT count(*) FROM iwd_dm.task_event_fact)"
@@ -254,14 +233,14 @@ sleep 0.5
 check "and then forgotten" "tenant_b" \
     "$(sql -d tenant_b -c "SELECT string_agg(t->>'database', ',') FROM jsonb_array_elements(iwd.worker_stats()->'tenants') t")"
 # (the one error this test provokes on purpose, the refused iwd.pass_duty, aside)
-check "no scheduler error in the server log" "0" "$(grep 'ERROR' "$work/log" | grep -vc 'parameter "iwd.pass_duty"')"
+check "no scheduler error in the server log" "0" "$(grep 'ERROR' "$pg_log" | grep -vc 'parameter "iwd.pass_duty"')"
 
 # Worker transactions are bounded (errors provoked on purpose, after the check above): a statement
 # longer than iwd.worker_statement_timeout or a lock wait longer than iwd.worker_lock_timeout ends the
 # pass with an error, the launcher starts the worker again, and the work resumes once the cause is gone.
 # log_grep PATTERN: wait up to 15 s for PATTERN in the server log
 log_grep() {
-    for _ in $(seq 1 150); do grep -q "$1" "$work/log" && { echo t; return; }; sleep 0.1; done
+    for _ in $(seq 1 150); do grep -q "$1" "$pg_log" && { echo t; return; }; sleep 0.1; done
     echo f
 }
 deferred() {
@@ -283,7 +262,7 @@ sql -d postgres -c "ALTER SYSTEM RESET iwd.worker_statement_timeout" -c "ALTER S
     -c "SELECT pg_reload_conf()" >/dev/null
 # (the task first: its activation falls due while the lock is held)
 deferred T2
-"${as_user[@]}" "$bindir/psql" -X -q -h "$work" -p "$port" -d tenant_b \
+cluster_client psql -X -q -d tenant_b \
     -c "BEGIN" -c "LOCK TABLE iwd.task IN ACCESS EXCLUSIVE MODE" -c "SELECT pg_sleep(3)" -c "COMMIT" >/dev/null 2>&1 &
 locker=$!
 check "a lock held longer than iwd.worker_lock_timeout stops the pass" "t" \
@@ -301,7 +280,6 @@ check "without the role iwd_worker the worker refuses to work" "t" "$(log_grep '
 sleep 2
 check "and leaves the work undone" "held" "$(sql -d tenant_b -c "SELECT status FROM iwd.task WHERE external_id = 'T3'")"
 
-"${as_user[@]}" "$bindir/pg_ctl" -D "$work/data" -m fast -w stop >/dev/null
+cluster_stop fast
 check "the server stops cleanly with the workers running" "0" "$?"
-echo "worker: $passed passed, $failed failed"
-[ "$failed" -eq 0 ]
+summary
