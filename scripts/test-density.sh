@@ -7,37 +7,23 @@
 # a reservation that timed out while the server was down is returned after the restart; a database past
 # iwd.max_databases is logged and counted. Ends with "density: N passed, M failed".
 set -uo pipefail
-bindir=$(/usr/lib/postgresql/15/bin/pg_config --bindir)
-port=${IWD_DENSITY_PORT:-54341}
+suite=density
+. "$(dirname "$0")/lib.sh"
+pg_port=${IWD_DENSITY_PORT:-}
 tenants=${IWD_DENSITY_TENANTS:-80}
 max_workers=4
-work=$(mktemp -d /tmp/iwd-density.XXXXXX)
-as_user=()
-if [ "$(id -u)" -eq 0 ]; then
-    chown postgres: "$work"
-    as_user=(runuser -u postgres --)
-fi
-passed=0; failed=0
+work=$(work_dir density)
 sampler=
 
 stop() {
     [ -n "$sampler" ] && kill "$sampler" 2>/dev/null
-    "${as_user[@]}" "$bindir/pg_ctl" -D "$work/data" -m fast -w stop >/dev/null 2>&1
-    [ "$failed" -gt 0 ] && cp "$work/log" /tmp/iwd-density-failed.log
+    cluster_stop fast
+    [ "$failed" -gt 0 ] && cp "$pg_log" /tmp/iwd-density-failed.log
     rm -rf "$work"
 }
 trap stop EXIT
 
-sql() { "${as_user[@]}" "$bindir/psql" -X -q -At -h "$work" -p "$port" -v ON_ERROR_STOP=1 "$@"; }
-
-# check NAME EXPECTED ACTUAL
-check() {
-    if [ "$2" = "$3" ]; then
-        passed=$((passed + 1)); echo "ok - $1"
-    else
-        failed=$((failed + 1)); echo "not ok - $1: expected '$2', got '$3'"
-    fi
-}
+sql() { cluster_sql "$@"; }
 
 # wait_for NAME EXPECTED SECONDS SQL...: poll until the query returns EXPECTED
 wait_for() {
@@ -58,19 +44,12 @@ served_sql="SELECT coalesce(string_agg(t->>'database', ',' ORDER BY t->>'databas
 at_sql() { echo "to_char(now() AT TIME ZONE 'UTC' + interval '$1 second', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"; }
 tenant() { printf 't%03d' "$1"; }
 
-"${as_user[@]}" "$bindir/initdb" -D "$work/data" -A trust >/dev/null || { echo "density: 0 passed, 1 failed"; exit 1; }
-cat >> "$work/data/postgresql.conf" <<CONF
-port = $port
-listen_addresses = ''
-unix_socket_directories = '$work'
-shared_preload_libraries = 'iwd'
-max_worker_processes = 16
+cluster_init "$work/pg" "max_worker_processes = 16
 # 80 databases make a shutdown checkpoint fsync tens of thousands of files; this test needs no durability
 fsync = off
 iwd.max_workers = $max_workers
-iwd_dm.suspend = on
-CONF
-"${as_user[@]}" "$bindir/pg_ctl" -D "$work/data" -l "$work/log" -w start >/dev/null || { cat "$work/log"; echo "density: 0 passed, 1 failed"; exit 1; }
+iwd_dm.suspend = on" || fail_setup "initdb failed"
+cluster_start || fail_setup "PostgreSQL did not start"
 
 # the template holds iwd, an agent and a deadline table; a template database is never served
 sql -d postgres -c "CREATE DATABASE tpl"
@@ -83,7 +62,7 @@ wait_for "every tenant database is found and served, the template left out" "$((
     -c "SELECT count(*) FROM jsonb_array_elements(iwd.worker_stats()->'tenants') t WHERE t->>'state' = 'served'"
 
 # the pool's bound: sample the iwd scheduler workers while every tenant has work falling due
-"${as_user[@]}" "$bindir/psql" -X -q -At -h "$work" -p "$port" -d postgres -c "CREATE TEMP TABLE sample (n int)" -c "
+cluster_client psql -X -q -At -d postgres -c "CREATE TEMP TABLE sample (n int)" -c "
     DO \$\$ BEGIN FOR i IN 1..600 LOOP
         INSERT INTO sample SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'iwd scheduler';
         COMMIT; PERFORM pg_sleep(0.025); END LOOP; END \$\$" -c "SELECT max(n) FROM sample" > "$work/sample.out" 2>&1 &
@@ -166,20 +145,19 @@ wait_for "iwd.databases emptied: it is served again and its work done" "queued" 
 # a reservation that times out while the server is down is returned once it is back
 sql -d t003 -c "SELECT iwd.create_task('{\"externalId\": \"S\", \"capturePoint\": \"test\"}')" \
     -c "SELECT iwd.next_task('a1', 1)" >/dev/null
-"${as_user[@]}" "$bindir/pg_ctl" -D "$work/data" -m fast -w stop >/dev/null
+cluster_stop fast
 sleep 1.5
-echo "iwd.max_databases = 50" >> "$work/data/postgresql.conf"
-"${as_user[@]}" "$bindir/pg_ctl" -D "$work/data" -l "$work/log" -w start >/dev/null
+echo "iwd.max_databases = 50" >> "$pg_data/postgresql.conf"
+cluster_start
 wait_for "after a restart a reservation that timed out meanwhile is returned" "queued" 15 -d t003 \
     -c "SELECT status FROM iwd.task WHERE external_id = 'S'"
 # (t003 is among the first 50 databases of pg_database; the others past the limit are logged and counted)
 check "a database past iwd.max_databases is logged" "t" \
-    "$(grep -q 'is not served: iwd.max_databases (50) databases are served already' "$work/log" && echo t || echo f)"
+    "$(grep -q 'is not served: iwd.max_databases (50) databases are served already' "$pg_log" && echo t || echo f)"
 check "and counted" "t" \
     "$(sql -d t003 -c "SELECT (iwd.worker_stats()->>'databasesOverLimit')::int > 0 AND (iwd.worker_stats()->>'databases')::int <= 50")"
-check "no error in the server log" "0" "$(grep -c 'ERROR' "$work/log")"
+check "no error in the server log" "0" "$(grep -c 'ERROR' "$pg_log")"
 
-"${as_user[@]}" "$bindir/pg_ctl" -D "$work/data" -m fast -w stop >/dev/null
+cluster_stop fast
 check "the server stops cleanly" "0" "$?"
-echo "density: $passed passed, $failed failed"
-[ "$failed" -eq 0 ]
+summary
