@@ -1,0 +1,40 @@
+-- iwd 0.1.0 -> 0.2.0: what changed in the schema. The Makefile appends every function, view, trigger,
+-- grant and comment of 0.2.0 (sql/upgrade/rerun.awk), so this prelude holds only what those cannot do:
+-- new and changed tables, columns, indexes and roles, and the functions that were dropped or whose
+-- arguments or result changed (CREATE OR REPLACE keeps neither apart).
+\echo Use "ALTER EXTENSION iwd UPDATE TO '0.2.0'" to load this file. \quit
+
+-- Input checking moved to C (iwd._levels) or into the functions that used iwd._str: the old helpers go.
+DROP FUNCTION iwd._str(jsonb, text, text);
+DROP FUNCTION iwd._levels(jsonb, text, text, integer);
+
+-- The routing key registry names the skills of each key (the claim reads them instead of parsing keys).
+-- A key's skills come from a task that has it, in the order its skill map lists them, as
+-- iwd._note_routing_key writes them; a key no task has any more is read from its text (a single skill
+-- "name:level", else the pair "first+second"). The registry only grows: its guard is lifted for this.
+ALTER TABLE iwd.routing_keys ADD COLUMN skill text, ADD COLUMN paired_with text;
+ALTER TABLE iwd.routing_keys DISABLE TRIGGER routing_keys_grow_only;
+UPDATE iwd.routing_keys r SET skill = k.names[1], paired_with = k.names[2]
+FROM (SELECT DISTINCT ON (iwd.routing_key(t.skills)) iwd.routing_key(t.skills) AS key,
+             ARRAY(SELECT n FROM jsonb_object_keys(t.skills) n LIMIT 2) AS names
+      FROM (SELECT skills FROM iwd.task UNION ALL SELECT skills FROM iwd.task_closed) t
+      WHERE jsonb_typeof(t.skills) = 'object') k
+WHERE r.key = k.key AND r.key <> '';
+UPDATE iwd.routing_keys r
+SET skill = CASE WHEN r.key ~ ':-?[0-9]+$' THEN regexp_replace(r.key, ':-?[0-9]+$', '')
+                 ELSE split_part(r.key, '+', 1) END,
+    paired_with = CASE WHEN r.key ~ ':-?[0-9]+$' THEN NULL
+                       ELSE substr(r.key, length(split_part(r.key, '+', 1)) + 2) END
+WHERE r.skill IS NULL AND r.key <> '';
+ALTER TABLE iwd.routing_keys ENABLE TRIGGER routing_keys_grow_only;
+
+-- 0.1.0's reporting role iwd_gcxi read the Data Mart of every database; 0.2.0 gives each database its own,
+-- iwd_gcxi_<database> (created below). The shared role keeps its other rights, in the databases not yet
+-- updated; grant the new role to the reporting logins of this database.
+DO $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'iwd_gcxi') THEN
+        REVOKE ALL ON ALL TABLES IN SCHEMA iwd_dm FROM iwd_gcxi;
+        REVOKE ALL ON SCHEMA iwd_dm FROM iwd_gcxi;
+    END IF;
+END $$;
