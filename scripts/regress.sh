@@ -1,50 +1,42 @@
 #!/usr/bin/env bash
-# Runs the pg_regress suites (regress/sql) and the isolation specs (regress/specs) on temporary
-# instances that preload iwd. PostgreSQL refuses to run as root, so as root the suites run as the
-# "postgres" user from a copy of regress/ that it owns.
+# Runs the pg_regress suites (regress/sql) and the isolation specs (regress/specs) with `make installcheck`
+# against a throwaway cluster configured by regress/regress.conf (iwd preloaded, no background workers),
+# on port IWD_REGRESS_PORT or a free one (scripts/lib.sh). IWD_REGRESS_RESULTS=DIR keeps the actual
+# outputs (to review and adopt as expected files). Ends with "regress: N passed, M failed".
 set -uo pipefail
-cd "$(dirname "$0")/.."
-bindir=$(/usr/lib/postgresql/15/bin/pg_config --bindir)
-pgxs_dir=$(dirname "$(/usr/lib/postgresql/15/bin/pg_config --pgxs)")/..
-work=$(mktemp -d /tmp/iwd-regress.XXXXXX)
-cp -r regress "$work/"
-as_user=()
-if [ "$(id -u)" -eq 0 ]; then
-    chown -R postgres: "$work"
-    as_user=(runuser -u postgres --)
-fi
-port=${IWD_REGRESS_PORT:-54329}
-tests=$(cd regress/sql && ls *.sql 2>/dev/null | sed 's/\.sql$//' | sort)
-specs=$(cd regress/specs && ls *.spec 2>/dev/null | sed 's/\.spec$//' | sort)
-passed=0; failed=0
+suite=regress
+source "$(dirname "$0")/lib.sh"
+cd "$iwd_top"
+work=$(work_dir regress) || fail_setup "no work directory"
+trap 'cluster_stop immediate; rm -rf "$work"' EXIT
+pg_port=${IWD_REGRESS_PORT:-}
+cluster_init "$work/cluster" "$(cat regress/regress.conf)" || fail_setup "initdb failed"
+cluster_start || fail_setup "the cluster did not start"
 
-# count_results LOG: adds pg_regress's per-test "ok"/"FAILED" lines to the totals.
-count_results() {
-    local ok bad
-    ok=$(grep -cE '^(test| ) .* \.\.\. ok|^ok [0-9]+' "$1")
-    bad=$(grep -cE '\.\.\. FAILED|^not ok [0-9]+' "$1")
-    passed=$((passed + ok)); failed=$((failed + bad))
-}
+# the pg_regress suites, then the isolation specs (each whatever the other's outcome)
+make_rc=0
+for only in "ISOLATION=" "REGRESS="; do
+    PGHOST=$pg_dir PGPORT=$pg_port PGUSER=$pg_superuser \
+        make -s installcheck PG_CONFIG="$PG_CONFIG" REGRESS_OUTDIR="$work/out" "$only" 2>&1 |
+        tee -a "$work/installcheck.log"
+    rc=${PIPESTATUS[0]}
+    [ "$rc" -eq 0 ] || make_rc=$rc
+done
 
-if [ -n "$tests" ]; then
-    (cd "$work" && "${as_user[@]}" "$pgxs_dir/test/regress/pg_regress" --bindir="$bindir" \
-        --temp-instance="$work/tmp_check" --temp-config="$work/regress/regress.conf" --port="$port" \
-        --inputdir="$work/regress" --outputdir="$work/out" $tests) 2>&1 | tee "$work/regress.log"
-    count_results "$work/regress.log"
-    [ -f "$work/out/regression.diffs" ] && cat "$work/out/regression.diffs"
+# pg_regress's per-test "ok" / "FAILED" lines, of both suites
+passed=$(grep -cE '^(test| ) .* \.\.\. ok|^ok [0-9]+' "$work/installcheck.log")
+failed=$(grep -cE '\.\.\. FAILED|^not ok [0-9]+' "$work/installcheck.log")
+for diffs in "$work/out/regression.diffs" "$work/out/output_iso/regression.diffs"; do
+    [ -s "$diffs" ] && cat "$diffs"
+done
+if [ "$make_rc" -ne 0 ] && [ "$failed" -eq 0 ]; then
+    echo "make installcheck failed (status $make_rc) without a failed test:"
+    tail -n 20 "$pg_log"
+    failed=1
 fi
-if [ -n "$specs" ]; then
-    (cd "$work" && "${as_user[@]}" "$pgxs_dir/test/isolation/pg_isolation_regress" --bindir="$bindir" \
-        --temp-instance="$work/tmp_check_iso" --temp-config="$work/regress/regress.conf" --port="$port" \
-        --inputdir="$work/regress" --outputdir="$work/out_iso" $specs) 2>&1 | tee "$work/isolation.log"
-    count_results "$work/isolation.log"
-    [ -f "$work/out_iso/regression.diffs" ] && cat "$work/out_iso/regression.diffs"
-fi
-# IWD_REGRESS_RESULTS=DIR keeps the actual outputs (to review and adopt as expected files)
 if [ -n "${IWD_REGRESS_RESULTS:-}" ]; then
     mkdir -p "$IWD_REGRESS_RESULTS"
-    cp "$work"/out/results/*.out "$work"/out_iso/results/*.out "$IWD_REGRESS_RESULTS"/ 2>/dev/null
+    cp "$work"/out/results/*.out "$work"/out/output_iso/results/*.out "$IWD_REGRESS_RESULTS"/ 2>/dev/null
 fi
-rm -rf "$work"
-echo "regress: $passed passed, $failed failed"
-[ "$failed" -eq 0 ] && [ $((passed + failed)) -gt 0 ]
+[ $((passed + failed)) -gt 0 ] || { echo "no test ran"; failed=1; }
+summary
