@@ -34,22 +34,17 @@ if [ "$mode" = replay ]; then
     replay_files=()
     for f in "${@:3}"; do [[ "$f" = /* ]] && replay_files+=("$f") || replay_files+=("$caller/$f"); done
 fi
-bindir=$(/usr/lib/postgresql/15/bin/pg_config --bindir)
-work=$(mktemp -d /tmp/iwd-fuzz.XXXXXX)
-chmod 755 "$work"
-passed=0; failed=0; total_execs=0
+suite=fuzz
+. scripts/lib.sh
+work=$(work_dir fuzz)
+total_execs=0
 summary=()
-as_user=()
-[ "$(id -u)" -eq 0 ] && as_user=(runuser -u postgres --)
 
 cleanup() {
-    [ -d "$work/pg/data" ] && "${as_user[@]}" "$bindir/pg_ctl" -D "$work/pg/data" -m immediate -w stop >/dev/null 2>&1
+    cluster_stop immediate
     [ -z "${IWD_KEEP:-}" ] && rm -rf "$work"
 }
 trap cleanup EXIT
-
-fail_setup() { echo "$1"; echo "fuzz: $passed passed, $((failed + 1)) failed"; exit 1; }
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 command -v clang >/dev/null || fail_setup "clang is missing: run make deps"
 sidecar_targets=$(tr ' ' '\n' <<<"$targets" | grep -v '^fuzz_sql$' | sed 's|^|build/|' | tr '\n' ' ')
@@ -64,29 +59,18 @@ fi
 
 # A throwaway cluster preloading iwd, with the fixtures the SQL fuzzer expects.
 start_cluster() {
-    local port
-    port=$(free_port)
-    mkdir -p "$work/pg"
-    [ "$(id -u)" -eq 0 ] && chown postgres: "$work/pg"
-    "${as_user[@]}" "$bindir/initdb" -D "$work/pg/data" -A trust >/dev/null || return 1
-    cat >>"$work/pg/data/postgresql.conf" <<CONF
-port = $port
-listen_addresses = ''
-unix_socket_directories = '$work/pg'
-shared_preload_libraries = 'iwd'
-iwd.max_workers = 0
+    cluster_init "$work/pg" "iwd.max_workers = 0
 fsync = off
 log_min_messages = warning
-log_min_error_statement = panic
-CONF
+log_min_error_statement = panic" || return 1
     # the backends' address space is bounded, so that a statement wanting more memory fails (53200, which
     # fuzz_sql reports) instead of being missed between two readings of the backend's memory
-    "${as_user[@]}" bash -c 'ulimit -v "$1" && exec "$2/pg_ctl" -D "$3/pg/data" -l "$3/pg/log" -w start' _ \
-        $(((sql_memory_mb + SHARED_AND_CODE_MB) * 1024)) "$bindir" "$work" >/dev/null || return 1
-    "${as_user[@]}" "$bindir/createdb" -h "$work/pg" -p "$port" fuzz || return 1
-    "${as_user[@]}" "$bindir/psql" -X -q -v ON_ERROR_STOP=1 -h "$work/pg" -p "$port" fuzz \
+    as_postgres bash -c 'ulimit -v "$1" && exec "$2/pg_ctl" -D "$3" -l "$4" -w start' _ \
+        $(((sql_memory_mb + SHARED_AND_CODE_MB) * 1024)) "$bindir" "$pg_data" "$pg_log" >/dev/null || return 1
+    cluster_client createdb fuzz || return 1
+    cluster_client psql -X -q -v ON_ERROR_STOP=1 fuzz \
         -f regress/fuzz/fixtures.sql >"$work/fixtures.log" 2>&1 || { cat "$work/fixtures.log"; return 1; }
-    sql_conninfo="host=$work/pg port=$port dbname=fuzz user=postgres application_name=fuzz_sql"
+    sql_conninfo="host=$pg_dir port=$pg_port dbname=fuzz user=$pg_superuser application_name=fuzz_sql"
 }
 
 # run_target NAME DIR SECONDS [ENV...]: one libFuzzer run, its verdict and its count of executions.
@@ -145,13 +129,13 @@ for target in $targets; do
             start_cluster || fail_setup "the throwaway cluster did not start"
             run_target fuzz_sql regress/fuzz "$sql_seconds" IWD_FUZZ_CONNINFO="$sql_conninfo" \
                 IWD_FUZZ_MEMORY_MB="$sql_memory_mb"
-            alive=$("${as_user[@]}" "$bindir/psql" -X -At -h "$work/pg" -c 'SELECT 1' "$sql_conninfo" 2>&1)
-            crashed=$(grep -cE 'terminated by signal|was terminated by exception|PANIC' "$work/pg/log")
+            alive=$(cluster_client psql -X -At -c 'SELECT 1' "$sql_conninfo" 2>&1)
+            crashed=$(grep -cE 'terminated by signal|was terminated by exception|PANIC' "$pg_log")
             if [ "$alive" = 1 ] && [ "$crashed" -eq 0 ]; then
                 passed=$((passed + 1)); echo "ok - fuzz_sql: the server is alive and no backend crashed"
             else
                 failed=$((failed + 1)); echo "not ok - fuzz_sql: server alive: '$alive', backend crashes: $crashed"
-                grep -E -B2 -A5 'terminated by signal|PANIC' "$work/pg/log" | head -n 40
+                grep -E -B2 -A5 'terminated by signal|PANIC' "$pg_log" | head -n 40
             fi
             ;;
         *) run_target "$target" sidecar/fuzz "$seconds" ;;
@@ -160,5 +144,4 @@ done
 
 for line in "${summary[@]}"; do echo "  $line"; done
 echo "  total              $(printf '%12s' "$total_execs") executions"
-echo "fuzz: $passed passed, $failed failed"
-[ "$failed" -eq 0 ]
+summary
