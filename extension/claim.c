@@ -82,9 +82,9 @@
 #include "utils/jsonb.h"
 #include "utils/numeric.h"
 
+#include "draft.h"
 #include "iwd.h"
 #include "stats.h"
-#include "task.h"
 
 #define RESERVE_SECONDS_MAX (7 * 24 * 3600)
 #define CLAIM_ATTEMPTS_MAX 8

@@ -12,9 +12,10 @@
 #include "executor/spi.h"
 #include "utils/builtins.h"
 
+#include "classify.h"
 #include "config.h"
+#include "draft.h"
 #include "iwd.h"
-#include "task.h"
 
 /*
  * Apply the matching classification rules, in order, to the fields the input

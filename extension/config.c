@@ -28,6 +28,8 @@
 #include "utils/rel.h"
 
 #include "config.h"
+#include "draft.h"
+#include "input.h"
 #include "iwd.h"
 
 #define CONFIG_RELATIONS 3

@@ -9,7 +9,7 @@
 #include "postgres.h"
 #include "utils/jsonb.h"
 
-#include "task.h"
+#include "draft.h"
 
 typedef struct CategoryDef
 {

@@ -32,6 +32,7 @@
 #include "datamart.h"
 #include "iwd.h"
 #include "pool.h"
+#include "worker.h"
 
 #define DM_BATCH_DEFAULT 10000
 #define DM_BATCH_MIN 1

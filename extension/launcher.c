@@ -41,6 +41,7 @@
 #include "datamart.h"
 #include "iwd.h"
 #include "pool.h"
+#include "worker.h"
 
 #define LAUNCHER_RESTART_SECONDS 10
 /* pg_database is read this often (new databases, dropped ones) */

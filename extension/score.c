@@ -15,8 +15,9 @@
 #include "postgres.h"
 
 #include "config.h"
+#include "draft.h"
 #include "iwd.h"
-#include "task.h"
+#include "score.h"
 
 /* Apply an adjustment to a running value. */
 static int64

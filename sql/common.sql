@@ -29,7 +29,7 @@ BEGIN
 END $$;
 
 -- A string member of doc of at most max_len bytes (NULL when absent or null), or 22023 naming it. Names
--- and ids take at most 256 bytes (IWD_NAME_MAX, extension/task.h), descriptions 16 KB (IWD_TEXT_MAX).
+-- and ids take at most 256 bytes (IWD_NAME_MAX, extension/draft.h), descriptions 16 KB (IWD_TEXT_MAX).
 CREATE FUNCTION iwd._str(doc jsonb, key text, what text, max_len int DEFAULT 256) RETURNS text
 LANGUAGE plpgsql IMMUTABLE AS $$
 BEGIN
@@ -79,7 +79,7 @@ END $$;
 
 -- An object member of doc mapping at most max_count names (1 to max_name bytes each) to integer levels
 -- in [0, hi] (NULL when absent), or 22023 naming the field. The callers pass the bounds of
--- extension/task.h (README, Security: Limits).
+-- extension/draft.h (README, Security: Limits).
 CREATE FUNCTION iwd._levels(doc jsonb, key text, what text, hi int, max_count int, max_name int) RETURNS jsonb
     AS 'MODULE_PATHNAME', 'iwd_levels' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
 

@@ -1,13 +1,23 @@
 /*-------------------------------------------------------------------------
- * task.h
- *	  The task draft: one task's fields while it is validated, classified and
- *	  scored, before it becomes (or updates) a row of iwd.task.
+ * draft.h
+ *	  The task's fields and its draft: one task's fields while it is
+ *	  validated, classified and scored, before it becomes (or updates) a row
+ *	  of iwd.task; the bounds on what a client may send.
+ *
+ * The task row itself is declared once, by CREATE TABLE iwd.task
+ * (sql/iwd.sql). task_fields names the columns the draft works on and their
+ * REST names; a column it does not name is carried through unchanged (its
+ * default when a task is created), so a column added to iwd.task needs no
+ * line here unless the task document or the rules are to see it.
  *-------------------------------------------------------------------------
  */
-#ifndef IWD_TASK_H
-#define IWD_TASK_H
+#ifndef IWD_DRAFT_H
+#define IWD_DRAFT_H
 
 #include "postgres.h"
+
+#include "access/htup.h"
+#include "access/tupdesc.h"
 #include "utils/jsonb.h"
 #include "utils/timestamp.h"
 
@@ -136,16 +146,18 @@ typedef struct TaskDraft
 {
 	FieldValue	f[TF_COUNT];
 	bool		category_changed;
+	/* the row the draft was loaded from (DraftFromTuple), for the columns task_fields does not name */
+	Oid			row_typid;
+	int			row_natts;
+	Datum	   *row_values;
+	bool	   *row_nulls;
 } TaskDraft;
 
 extern int	TaskFieldByJsonKey(const char *key, int len);
-extern void CheckLength(const char *what, const char *field, int len, int max);
-extern void CheckMapBounds(JsonbContainer *map, const char *what, const char *field, int max_count, int max_name);
-extern void TaskDraftApplyInput(TaskDraft *draft, Jsonb *input, bool creating);
+extern void DraftInit(TaskDraft *draft);
 extern void DraftSetText(TaskDraft *draft, TaskField field, const char *value);
+extern void DraftFromTuple(TaskDraft *draft, HeapTupleHeader rec);
+extern HeapTuple DraftToTuple(TaskDraft *draft, TupleDesc tupdesc);
+extern Jsonb *EmptyJsonbObject(void);
 
-/* classify.c and score.c */
-extern void ClassifyTask(TaskDraft *draft, const char *old_category, bool creating, TimestampTz now);
-extern void ScoreTask(TaskDraft *draft, TimestampTz now);
-
-#endif							/* IWD_TASK_H */
+#endif							/* IWD_DRAFT_H */

@@ -1,0 +1,21 @@
+/*-------------------------------------------------------------------------
+ * taskjson.h
+ *	  The task document (taskjson.c): a task row in the REST shape, and the
+ *	  read of one task by id.
+ *-------------------------------------------------------------------------
+ */
+#ifndef IWD_TASKJSON_H
+#define IWD_TASKJSON_H
+
+#include "postgres.h"
+
+#include "fmgr.h"
+
+/* SQL: iwd.task_json(t iwd.task) RETURNS jsonb */
+extern PGDLLEXPORT Datum iwd_task_json(PG_FUNCTION_ARGS);
+/* SQL: iwd._tasks_json(tasks iwd.task[]) RETURNS jsonb */
+extern PGDLLEXPORT Datum iwd_tasks_json(PG_FUNCTION_ARGS);
+/* SQL: iwd.get_task(id bigint) RETURNS jsonb */
+extern PGDLLEXPORT Datum iwd_get_task(PG_FUNCTION_ARGS);
+
+#endif							/* IWD_TASKJSON_H */
