@@ -64,6 +64,7 @@
 #include "postgres.h"
 
 #include "access/htup_details.h"
+#include "access/table.h"
 #include "access/xact.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
@@ -791,26 +792,110 @@ iwd_next_task(PG_FUNCTION_ARGS)
 }
 
 /*
- * The terminal copy written by completion: the columns of iwd.task_closed and, in the same order, their
- * values. A column added to iwd.task must be added to both (regress/sql/install.sql lists the columns
- * and fails until it is; iwd._save_task and the expiry step of iwd._tick_batch copy them too).
+ * The terminal copy completion writes into iwd.task_closed: every column of
+ * that table, taken by name from the row deleted from iwd.task, except those
+ * completion sets (below). The column list is the table's own descriptor
+ * (sql/iwd.sql declares the task row once, and iwd.task_closed from it), so
+ * a column added to the task is carried over without a change here. The
+ * statement is built once per backend and again when iwd.task_closed's
+ * definition changes (a relcache invalidation), before its plan is used.
  */
-#define COMPLETED_COLUMNS \
-	"id, external_id, capture_point, media_type, department, process, category, queue, " \
-	"customer_segment, priority, business_value, priority_override, business_value_override, " \
-	"subject, description, skills, attributes, status, created_at, aging_from, " \
-	"activation_at, due_at, expires_at, assigned_to, reserved_until, accepted_at, hold_reason, " \
-	"error_reason, completed_at, updated_at, reprioritize_at, overdue_flagged, classified_by, customer_id, " \
-	"product_type, product_subtype, requested_agent, requested_skill, source_created_at, " \
-	"source_due_at, source_process_type, result_code"
-#define COMPLETED_COPY \
-	"d.id, d.external_id, d.capture_point, d.media_type, d.department, d.process, d.category, d.queue, " \
-	"d.customer_segment, d.priority, d.business_value, d.priority_override, d.business_value_override, " \
-	"d.subject, d.description, d.skills, d.attributes, 'completed', d.created_at, d.aging_from, " \
-	"d.activation_at, d.due_at, d.expires_at, coalesce($2, d.assigned_to), NULL, d.accepted_at, NULL, " \
-	"d.error_reason, $3, $3, d.reprioritize_at, d.overdue_flagged, d.classified_by, d.customer_id, " \
-	"d.product_type, d.product_subtype, d.requested_agent, d.requested_skill, d.source_created_at, " \
-	"d.source_due_at, d.source_process_type, d.result_code"
+typedef struct CompletedValue
+{
+	const char *column;
+	const char *value;			/* SQL over d (the deleted row), $2 (agent), $3 (time) */
+} CompletedValue;
+
+static const CompletedValue completed_values[] = {
+	{"status", "'completed'"},
+	{"assigned_to", "coalesce($2, d.assigned_to)"},
+	{"reserved_until", "NULL"},
+	{"hold_reason", "NULL"},
+	{"completed_at", "$3"},
+	{"updated_at", "$3"},
+};
+
+static char *complete_sql = NULL;
+static bool complete_sql_valid = false;
+static Oid	task_closed_relid = InvalidOid;
+
+/* Relcache callback: build the completion statement again when iwd.task_closed (or anything) changed. */
+static void
+CompleteInvalidate(Datum arg, Oid relid)
+{
+	if (relid == InvalidOid || relid == task_closed_relid)
+		complete_sql_valid = false;
+}
+
+/* The value completion writes into a column of iwd.task_closed. */
+static const char *
+CompletedValueOf(const char *column)
+{
+	for (int i = 0; i < (int) lengthof(completed_values); i++)
+		if (strcmp(completed_values[i].column, column) == 0)
+			return completed_values[i].value;
+	return psprintf("d.%s", quote_identifier(column));
+}
+
+/*
+ * The completion statement for the current definition of iwd.task_closed;
+ * the kept plan is dropped when the statement changes.
+ */
+static const char *
+CompleteSql(void)
+{
+	static bool callback_registered = false;
+	StringInfoData columns;
+	StringInfoData values;
+	Relation	rel;
+	TupleDesc	tupdesc;
+	char	   *sql;
+
+	if (complete_sql_valid)
+		return complete_sql;
+	if (!callback_registered)
+	{
+		CacheRegisterRelcacheCallback(CompleteInvalidate, (Datum) 0);
+		callback_registered = true;
+	}
+	task_closed_relid = get_relname_relid("task_closed", get_namespace_oid("iwd", false));
+	if (!OidIsValid(task_closed_relid))
+		elog(ERROR, "relation iwd.task_closed does not exist");
+	rel = table_open(task_closed_relid, AccessShareLock);
+	tupdesc = RelationGetDescr(rel);
+	initStringInfo(&columns);
+	initStringInfo(&values);
+	for (int a = 0; a < tupdesc->natts; a++)
+	{
+		Form_pg_attribute att = TupleDescAttr(tupdesc, a);
+
+		if (att->attisdropped)
+			continue;
+		appendStringInfo(&columns, "%s%s", columns.len > 0 ? ", " : "", quote_identifier(NameStr(att->attname)));
+		appendStringInfo(&values, "%s%s", values.len > 0 ? ", " : "", CompletedValueOf(NameStr(att->attname)));
+	}
+	/* the lock is kept until the end of the transaction, as the statement's own is */
+	table_close(rel, NoLock);
+	sql = psprintf("WITH d AS (DELETE FROM iwd.task t WHERE t.id = $1 "
+				   "AND ($2 IS NULL OR (t.status = 'assigned' AND t.assigned_to = $2 "
+				   "AND EXISTS (SELECT 1 FROM iwd.agent a WHERE a.id = $2))) RETURNING t.*), "
+				   "c AS (INSERT INTO iwd.task_closed (%s) SELECT %s FROM d RETURNING *), "
+				   "e AS (INSERT INTO iwd.task_event (task_id, at, event, actor, status_before, "
+				   "status_after) SELECT d.id, $3, 'completed', $2, d.status, 'completed' FROM d) "
+				   "SELECT iwd.task_json(ROW(c.*)::iwd.task) FROM c",
+				   columns.data, values.data);
+	if (complete_sql == NULL || strcmp(sql, complete_sql) != 0)
+	{
+		if (complete_plan != NULL)
+			SPI_freeplan(complete_plan);
+		complete_plan = NULL;
+		if (complete_sql != NULL)
+			pfree(complete_sql);
+		complete_sql = MemoryContextStrdup(TopMemoryContext, sql);
+	}
+	complete_sql_valid = true;
+	return complete_sql;
+}
 
 PG_FUNCTION_INFO_V1(iwd_complete_task);
 
@@ -840,16 +925,7 @@ iwd_complete_task(PG_FUNCTION_ARGS)
 	SPI_connect();
 	IwdPushSearchPath();
 	if (!PG_ARGISNULL(0) &&
-		SPI_execute_plan(KeepPlan(&complete_plan,
-								  "WITH d AS (DELETE FROM iwd.task t WHERE t.id = $1 "
-								  "AND ($2 IS NULL OR (t.status = 'assigned' AND t.assigned_to = $2 "
-								  "AND EXISTS (SELECT 1 FROM iwd.agent a WHERE a.id = $2))) RETURNING t.*), "
-								  "c AS (INSERT INTO iwd.task_closed (" COMPLETED_COLUMNS ") SELECT " COMPLETED_COPY
-								  " FROM d RETURNING *), "
-								  "e AS (INSERT INTO iwd.task_event (task_id, at, event, actor, status_before, "
-								  "status_after) SELECT d.id, $3, 'completed', $2, d.status, 'completed' FROM d) "
-								  "SELECT iwd.task_json(ROW(c.*)::iwd.task) FROM c",
-								  3, types), args, nulls, false, 0) != SPI_OK_SELECT)
+		SPI_execute_plan(KeepPlan(&complete_plan, CompleteSql(), 3, types), args, nulls, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not complete a task");
 	if (!PG_ARGISNULL(0) && SPI_processed == 1)
 		NotifyTaskEvent(DatumGetInt64(args[0]), "completed");

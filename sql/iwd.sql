@@ -128,6 +128,8 @@ CREATE TABLE iwd.task (
     result_code         text
 ) WITH (fillfactor = 80);
 
+-- Declared from iwd.task: the task row has one declaration, above (iwd._derive_from_task, sql/tasks.sql,
+-- keeps the two alike and makes what copies the row).
 CREATE TABLE iwd.task_closed (LIKE iwd.task INCLUDING DEFAULTS INCLUDING CONSTRAINTS);
 ALTER TABLE iwd.task_closed ADD PRIMARY KEY (id);
 

@@ -31,27 +31,13 @@ BEGIN
     WITH c AS (SELECT id FROM iwd.task
                WHERE expires_at IS NOT NULL AND expires_at <= at AND status <> 'assigned'
                ORDER BY expires_at LIMIT batch FOR UPDATE SKIP LOCKED),
-         d AS (DELETE FROM iwd.task t USING c WHERE t.id = c.id RETURNING t.*),
-         i AS (INSERT INTO iwd.task_closed (
-             id, external_id, capture_point, media_type, department, process, category, queue,
-             customer_segment, priority, business_value, priority_override, business_value_override, subject,
-             description, skills, attributes, status, created_at, aging_from, activation_at, due_at,
-             expires_at, assigned_to, reserved_until, accepted_at, hold_reason, error_reason, completed_at,
-             updated_at, reprioritize_at, overdue_flagged, classified_by, customer_id, product_type,
-             product_subtype, requested_agent, requested_skill, source_created_at, source_due_at,
-             source_process_type, result_code)
-               SELECT
-                   d.id, d.external_id, d.capture_point, d.media_type, d.department, d.process, d.category,
-                   d.queue, d.customer_segment, d.priority, d.business_value, d.priority_override,
-                   d.business_value_override, d.subject, d.description, d.skills, d.attributes, 'expired',
-                   d.created_at, d.aging_from, d.activation_at, d.due_at, d.expires_at, d.assigned_to,
-                   d.reserved_until, d.accepted_at, d.hold_reason, d.error_reason, at, at, d.reprioritize_at,
-                   d.overdue_flagged, d.classified_by, d.customer_id, d.product_type, d.product_subtype,
-                   d.requested_agent, d.requested_skill, d.source_created_at, d.source_due_at,
-                   d.source_process_type, d.result_code
-               FROM d),
+         d AS (DELETE FROM iwd.task t USING c WHERE t.id = c.id RETURNING t),
+         -- the whole row, closed: iwd.task_closed has iwd.task's columns in its order (iwd._derive_from_task)
+         i AS (INSERT INTO iwd.task_closed
+               SELECT x.* FROM d, LATERAL jsonb_populate_record(d.t, jsonb_build_object(
+                   'status', 'expired', 'completed_at', at, 'updated_at', at)) x),
          e AS (INSERT INTO iwd.task_event (task_id, at, event, status_before, status_after)
-               SELECT d.id, at, 'expired', d.status, 'expired' FROM d RETURNING 1)
+               SELECT (d.t).id, at, 'expired', (d.t).status, 'expired' FROM d RETURNING 1)
     SELECT count(*) INTO n_exp FROM e;
 
     WITH c AS (SELECT id FROM iwd.task

@@ -6,7 +6,7 @@
 
 -- The search document of a task's text: the first 256 KB of subject and description and the string and
 -- number values of attributes, in the 'simple' configuration. Bounded whatever the task holds, so that
--- search never makes a capture fail (extension/task.c).
+-- search never makes a capture fail (extension/search.c).
 CREATE FUNCTION iwd._document(subject text, description text, attributes jsonb) RETURNS tsvector
     AS 'MODULE_PATHNAME', 'iwd_document' LANGUAGE C IMMUTABLE PARALLEL SAFE;
 
@@ -47,90 +47,97 @@ BEGIN
     RETURN t;
 END $$;
 
--- Store a changed task: open tasks live in iwd.task, terminal ones in iwd.task_closed.
-CREATE FUNCTION iwd._save_task(status_before text, t iwd.task) RETURNS void
-LANGUAGE plpgsql AS $$
+-- The task row is declared once, by CREATE TABLE iwd.task (sql/iwd.sql); what copies it whole follows that
+-- declaration. This function makes from the catalog what must name every column: the columns of
+-- iwd.task_closed (a column iwd.task has and it lacks is added, with its type, collation, default, NOT NULL
+-- and CHECK constraints; the two must then list the same columns in the same order), the view
+-- iwd.task_all and iwd._save_task below. It runs once here, again in every upgrade (sql/upgrade), and by
+-- hand after an ALTER TABLE iwd.task ADD COLUMN (README, Architecture: adding a task column). The other
+-- copies name no column: completion builds its list from iwd.task_closed's descriptor (extension/claim.c),
+-- capture, expiry and the draft (extension/draft.c) copy whole rows.
+CREATE FUNCTION iwd._derive_from_task() RETURNS void
+LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE AS $derive$
+DECLARE
+    c record;
+    v_task text[];
+    v_closed text[];
+    v_columns text;
+    v_values text;
 BEGIN
-    IF iwd.is_terminal(status_before) = iwd.is_terminal(t.status) THEN
-        IF iwd.is_terminal(t.status) THEN
-            UPDATE iwd.task_closed SET (
-                id, external_id, capture_point, media_type, department, process, category, queue,
-                customer_segment, priority, business_value, priority_override, business_value_override,
-                subject, description, skills, attributes, status, created_at, aging_from, activation_at,
-                due_at, expires_at, assigned_to, reserved_until, accepted_at, hold_reason, error_reason,
-                completed_at, updated_at, reprioritize_at, overdue_flagged, classified_by, customer_id,
-                product_type, product_subtype, requested_agent, requested_skill, source_created_at,
-                source_due_at, source_process_type, result_code)
-            = (
-                t.id, t.external_id, t.capture_point, t.media_type, t.department, t.process, t.category,
-                t.queue, t.customer_segment, t.priority, t.business_value, t.priority_override,
-                t.business_value_override, t.subject, t.description, t.skills, t.attributes, t.status,
-                t.created_at, t.aging_from, t.activation_at, t.due_at, t.expires_at, t.assigned_to,
-                t.reserved_until, t.accepted_at, t.hold_reason, t.error_reason, t.completed_at, t.updated_at,
-                t.reprioritize_at, t.overdue_flagged, t.classified_by, t.customer_id, t.product_type,
-                t.product_subtype, t.requested_agent, t.requested_skill, t.source_created_at,
-                t.source_due_at, t.source_process_type, t.result_code)
-            WHERE id = t.id;
-        ELSE
-            UPDATE iwd.task SET (
-                id, external_id, capture_point, media_type, department, process, category, queue,
-                customer_segment, priority, business_value, priority_override, business_value_override,
-                subject, description, skills, attributes, status, created_at, aging_from, activation_at,
-                due_at, expires_at, assigned_to, reserved_until, accepted_at, hold_reason, error_reason,
-                completed_at, updated_at, reprioritize_at, overdue_flagged, classified_by, customer_id,
-                product_type, product_subtype, requested_agent, requested_skill, source_created_at,
-                source_due_at, source_process_type, result_code)
-            = (
-                t.id, t.external_id, t.capture_point, t.media_type, t.department, t.process, t.category,
-                t.queue, t.customer_segment, t.priority, t.business_value, t.priority_override,
-                t.business_value_override, t.subject, t.description, t.skills, t.attributes, t.status,
-                t.created_at, t.aging_from, t.activation_at, t.due_at, t.expires_at, t.assigned_to,
-                t.reserved_until, t.accepted_at, t.hold_reason, t.error_reason, t.completed_at, t.updated_at,
-                t.reprioritize_at, t.overdue_flagged, t.classified_by, t.customer_id, t.product_type,
-                t.product_subtype, t.requested_agent, t.requested_skill, t.source_created_at,
-                t.source_due_at, t.source_process_type, t.result_code)
-            WHERE id = t.id;
-        END IF;
-    ELSIF iwd.is_terminal(t.status) THEN
-        DELETE FROM iwd.task WHERE id = t.id;
-        INSERT INTO iwd.task_closed (
-            id, external_id, capture_point, media_type, department, process, category, queue,
-            customer_segment, priority, business_value, priority_override, business_value_override, subject,
-            description, skills, attributes, status, created_at, aging_from, activation_at, due_at,
-            expires_at, assigned_to, reserved_until, accepted_at, hold_reason, error_reason, completed_at,
-            updated_at, reprioritize_at, overdue_flagged, classified_by, customer_id, product_type,
-            product_subtype, requested_agent, requested_skill, source_created_at, source_due_at,
-            source_process_type, result_code)
-        VALUES (
-            t.id, t.external_id, t.capture_point, t.media_type, t.department, t.process, t.category, t.queue,
-            t.customer_segment, t.priority, t.business_value, t.priority_override, t.business_value_override,
-            t.subject, t.description, t.skills, t.attributes, t.status, t.created_at, t.aging_from,
-            t.activation_at, t.due_at, t.expires_at, t.assigned_to, t.reserved_until, t.accepted_at,
-            t.hold_reason, t.error_reason, t.completed_at, t.updated_at, t.reprioritize_at,
-            t.overdue_flagged, t.classified_by, t.customer_id, t.product_type, t.product_subtype,
-            t.requested_agent, t.requested_skill, t.source_created_at, t.source_due_at,
-            t.source_process_type, t.result_code);
-    ELSE
-        DELETE FROM iwd.task_closed WHERE id = t.id;
-        INSERT INTO iwd.task (
-            id, external_id, capture_point, media_type, department, process, category, queue,
-            customer_segment, priority, business_value, priority_override, business_value_override, subject,
-            description, skills, attributes, status, created_at, aging_from, activation_at, due_at,
-            expires_at, assigned_to, reserved_until, accepted_at, hold_reason, error_reason, completed_at,
-            updated_at, reprioritize_at, overdue_flagged, classified_by, customer_id, product_type,
-            product_subtype, requested_agent, requested_skill, source_created_at, source_due_at,
-            source_process_type, result_code)
-        VALUES (
-            t.id, t.external_id, t.capture_point, t.media_type, t.department, t.process, t.category, t.queue,
-            t.customer_segment, t.priority, t.business_value, t.priority_override, t.business_value_override,
-            t.subject, t.description, t.skills, t.attributes, t.status, t.created_at, t.aging_from,
-            t.activation_at, t.due_at, t.expires_at, t.assigned_to, t.reserved_until, t.accepted_at,
-            t.hold_reason, t.error_reason, t.completed_at, t.updated_at, t.reprioritize_at,
-            t.overdue_flagged, t.classified_by, t.customer_id, t.product_type, t.product_subtype,
-            t.requested_agent, t.requested_skill, t.source_created_at, t.source_due_at,
-            t.source_process_type, t.result_code);
+    FOR c IN
+        SELECT a.attname, format_type(a.atttypid, a.atttypmod) AS type, a.attnotnull,
+               pg_get_expr(d.adbin, d.adrelid) AS default_expr,
+               CASE WHEN a.attcollation <> ty.typcollation
+                    THEN format(' COLLATE %I.%I', cn.nspname, co.collname) END AS collation
+        FROM pg_attribute a
+        JOIN pg_type ty ON ty.oid = a.atttypid
+        LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+        LEFT JOIN pg_collation co ON co.oid = a.attcollation
+        LEFT JOIN pg_namespace cn ON cn.oid = co.collnamespace
+        WHERE a.attrelid = 'iwd.task'::regclass AND a.attnum > 0 AND NOT a.attisdropped
+          AND NOT EXISTS (SELECT 1 FROM pg_attribute b WHERE b.attrelid = 'iwd.task_closed'::regclass
+                          AND b.attname = a.attname AND NOT b.attisdropped)
+        ORDER BY a.attnum
+    LOOP
+        EXECUTE format('ALTER TABLE iwd.task_closed ADD COLUMN %I %s%s%s%s', c.attname, c.type,
+                       coalesce(c.collation, ''), coalesce(' DEFAULT ' || c.default_expr, ''),
+                       CASE WHEN c.attnotnull THEN ' NOT NULL' ELSE '' END);
+    END LOOP;
+    FOR c IN
+        SELECT x.conname, pg_get_constraintdef(x.oid) AS def FROM pg_constraint x
+        WHERE x.conrelid = 'iwd.task'::regclass AND x.contype = 'c'
+          AND NOT EXISTS (SELECT 1 FROM pg_constraint y WHERE y.conrelid = 'iwd.task_closed'::regclass
+                          AND y.conname = x.conname)
+    LOOP
+        EXECUTE format('ALTER TABLE iwd.task_closed ADD CONSTRAINT %I %s', c.conname, c.def);
+    END LOOP;
+    SELECT array_agg(format('%I %s', a.attname, format_type(a.atttypid, a.atttypmod)) ORDER BY a.attnum)
+    INTO v_task FROM pg_attribute a WHERE a.attrelid = 'iwd.task'::regclass AND a.attnum > 0 AND NOT a.attisdropped;
+    SELECT array_agg(format('%I %s', a.attname, format_type(a.atttypid, a.atttypmod)) ORDER BY a.attnum)
+    INTO v_closed FROM pg_attribute a
+    WHERE a.attrelid = 'iwd.task_closed'::regclass AND a.attnum > 0 AND NOT a.attisdropped;
+    IF v_task IS DISTINCT FROM v_closed THEN
+        RAISE EXCEPTION 'iwd.task_closed does not have the columns of iwd.task'
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = format('iwd.task has (%s); iwd.task_closed has (%s).', array_to_string(v_task, ', '),
+                                  array_to_string(v_closed, ', ')),
+                  HINT = 'Closed tasks are copied whole: change both tables the same way (a column is dropped '
+                         'from both, or its type changed in both).';
     END IF;
-END $$;
+    CREATE OR REPLACE VIEW iwd.task_all AS
+        SELECT * FROM iwd.task
+        UNION ALL
+        SELECT * FROM iwd.task_closed;
+    SELECT string_agg(quote_ident(a.attname), ', ' ORDER BY a.attnum),
+           string_agg('t.' || quote_ident(a.attname), ', ' ORDER BY a.attnum)
+    INTO v_columns, v_values
+    FROM pg_attribute a WHERE a.attrelid = 'iwd.task'::regclass AND a.attnum > 0 AND NOT a.attisdropped;
+    -- Store a changed task: open tasks live in iwd.task, terminal ones in iwd.task_closed.
+    EXECUTE format($f$
+        CREATE OR REPLACE FUNCTION iwd._save_task(status_before text, t iwd.task) RETURNS void
+        LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE
+        SET search_path = pg_catalog, iwd, iwd_dm, pg_temp AS $$
+        BEGIN
+            IF iwd.is_terminal(status_before) = iwd.is_terminal(t.status) THEN
+                IF iwd.is_terminal(t.status) THEN
+                    UPDATE iwd.task_closed SET (%1$s) = (%2$s) WHERE id = t.id;
+                ELSE
+                    UPDATE iwd.task SET (%1$s) = (%2$s) WHERE id = t.id;
+                END IF;
+            ELSIF iwd.is_terminal(t.status) THEN
+                DELETE FROM iwd.task WHERE id = t.id;
+                INSERT INTO iwd.task_closed (%1$s) VALUES (%2$s);
+            ELSE
+                DELETE FROM iwd.task_closed WHERE id = t.id;
+                INSERT INTO iwd.task (%1$s) VALUES (%2$s);
+            END IF;
+        END $$;
+        COMMENT ON FUNCTION iwd._save_task(text, iwd.task) IS
+            'Store a changed task: open tasks live in iwd.task, terminal ones in iwd.task_closed.';
+        $f$, v_columns, v_values);
+END $derive$;
+REVOKE EXECUTE ON FUNCTION iwd._derive_from_task() FROM PUBLIC;
+SELECT iwd._derive_from_task();
 
 -- The detail of a task's "created" event.
 -- STABLE, as jsonb_build_object is: an IMMUTABLE SQL function calling it would not be inlined, and each
@@ -174,21 +181,8 @@ BEGIN
         result := iwd.get_task(v_id);
         RETURN;
     END IF;
-    INSERT INTO iwd.task (
-        id, external_id, capture_point, media_type, department, process, category, queue, customer_segment,
-        priority, business_value, priority_override, business_value_override, subject, description, skills,
-        attributes, status, created_at, aging_from, activation_at, due_at, expires_at, assigned_to,
-        reserved_until, accepted_at, hold_reason, error_reason, completed_at, updated_at, reprioritize_at,
-        overdue_flagged, classified_by, customer_id, product_type, product_subtype, requested_agent,
-        requested_skill, source_created_at, source_due_at, source_process_type, result_code)
-    VALUES (
-        t.id, t.external_id, t.capture_point, t.media_type, t.department, t.process, t.category, t.queue,
-        t.customer_segment, t.priority, t.business_value, t.priority_override, t.business_value_override,
-        t.subject, t.description, t.skills, t.attributes, t.status, t.created_at, t.aging_from,
-        t.activation_at, t.due_at, t.expires_at, t.assigned_to, t.reserved_until, t.accepted_at,
-        t.hold_reason, t.error_reason, t.completed_at, t.updated_at, t.reprioritize_at, t.overdue_flagged,
-        t.classified_by, t.customer_id, t.product_type, t.product_subtype, t.requested_agent,
-        t.requested_skill, t.source_created_at, t.source_due_at, t.source_process_type, t.result_code);
+    -- the whole row, as iwd._prepare_task made it (every column of iwd.task, in its order)
+    INSERT INTO iwd.task SELECT (t).*;
     INSERT INTO iwd.task_document (task_id, document)
     VALUES (t.id, iwd._document(t.subject, t.description, t.attributes));
     -- iwd._event, written out: capture is a hot path, and a nested PL/pgSQL call costs a fifth of it

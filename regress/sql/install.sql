@@ -26,15 +26,6 @@ UPDATE iwd.task_event SET event = 'x';
 DELETE FROM iwd.task_event;
 TRUNCATE iwd.task_event;
 SELECT count(*) AS events_kept FROM iwd.task_event;
--- A terminal task is copied column by column from iwd.task to iwd.task_closed. A column added to
--- iwd.task must be added to iwd._save_task, the expiry step of iwd._tick_batch and COMPLETED_COLUMNS /
--- COMPLETED_COPY in extension/claim.c, then to the list below.
-SELECT attname AS task_column
-  FROM pg_attribute WHERE attrelid = 'iwd.task'::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum;
-SELECT f AS function_missing_a_column, a.attname
-  FROM unnest(ARRAY['iwd._save_task', 'iwd._tick_batch']) f, pg_attribute a
- WHERE a.attrelid = 'iwd.task'::regclass AND a.attnum > 0 AND NOT a.attisdropped
-   AND pg_get_functiondef(f::regproc) !~ ('\m' || a.attname || '\M');
 DROP EXTENSION iwd CASCADE;
 -- and it installs again cleanly
 CREATE EXTENSION iwd;
