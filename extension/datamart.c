@@ -342,7 +342,7 @@ iwd_dm_lock_chain(PG_FUNCTION_ARGS)
 	PG_RETURN_VOID();
 }
 
-/* Is the Data Mart installed here? */
+/* Is the Data Mart installed here, at this library's release (IwdWorkerExtensionCurrent)? */
 static bool
 DatamartInstalled(void)
 {
@@ -351,8 +351,7 @@ DatamartInstalled(void)
 	IwdWorkerTransaction xact;
 
 	IwdWorkerStartTransaction(&xact, iwd_worker_statement_timeout_ms, iwd_worker_lock_timeout_ms);
-	installed = SPI_execute("SELECT 1 FROM pg_namespace WHERE nspname = 'iwd_dm'", true, 1) == SPI_OK_SELECT &&
-		SPI_processed == 1;
+	installed = IwdWorkerExtensionCurrent();
 	IwdWorkerCommitTransaction(&xact);
 	return installed;
 }

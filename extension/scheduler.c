@@ -45,20 +45,22 @@
 
 #include "iwd.h"
 #include "pool.h"
+#include "scheduler.h"
 #include "worker.h"
 
 #define VACUUM_MIN_INTERVAL_MS 1000
 /* the vacuum of iwd.task refreshes its statistics at most this often */
 #define ANALYZE_MIN_INTERVAL_MS 60000
 
-PGDLLEXPORT void iwd_scheduler_database_main(Datum main_arg);
-
-/* Is iwd installed in this database? (inside a transaction, SPI connected) */
+/*
+ * Is iwd installed in this database, at this library's release? (inside a
+ * transaction, SPI connected; a database still at an earlier release is left
+ * alone until it is updated: IwdWorkerExtensionCurrent)
+ */
 static bool
 IwdInstalled(void)
 {
-	return SPI_execute("SELECT 1 FROM pg_extension WHERE extname = 'iwd'", true, 1) == SPI_OK_SELECT &&
-		SPI_processed == 1;
+	return IwdWorkerExtensionCurrent();
 }
 
 /*

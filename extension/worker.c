@@ -24,6 +24,10 @@
 #include "pool.h"
 #include "worker.h"
 
+#ifndef IWD_EXTVERSION
+#error "IWD_EXTVERSION (the release) is not defined: build with the top Makefile"
+#endif
+
 /*
  * Register a dynamic worker of iwd running function(index) in database
  * dboid (bgw_extra), named "<type> <datname>", notifying this process;
@@ -110,6 +114,35 @@ IwdWorkerRequireRole(IwdWorkerTransaction *xact)
 				 errmsg("role \"%s\" does not exist", IWD_WORKER_ROLE),
 				 errdetail("iwd's background workers run their work as this role, never as a superuser."),
 				 errhint("Create it again (CREATE ROLE iwd_worker NOLOGIN) and grant it what README, Security, Roles lists.")));
+}
+
+/*
+ * Is iwd installed in this database at the release of this library (the
+ * Makefile's EXTVERSION)? Inside a worker transaction. After the server
+ * restarts on a new release, a database not yet updated keeps the previous
+ * release's tables and functions, which this library's SQL does not match:
+ * it is left alone, said once per worker in the log, until ALTER EXTENSION
+ * iwd UPDATE (whose script announces the database again).
+ */
+bool
+IwdWorkerExtensionCurrent(void)
+{
+	static bool logged = false;
+	char	   *version;
+
+	if (SPI_execute("SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'iwd'", true, 1) != SPI_OK_SELECT ||
+		SPI_processed != 1)
+		return false;
+	version = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+	if (version != NULL && strcmp(version, IWD_EXTVERSION) == 0)
+		return true;
+	if (!logged)
+		ereport(LOG,
+				(errmsg("iwd: database \"%s\" has iwd %s, this server's library is %s: not served until "
+						"ALTER EXTENSION iwd UPDATE", get_database_name(MyDatabaseId), version, IWD_EXTVERSION),
+				 errhint("Run ALTER EXTENSION iwd UPDATE in this database.")));
+	logged = true;
+	return false;
 }
 
 /* Commit what IwdWorkerStartTransaction started, as the session's own user again. */

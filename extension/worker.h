@@ -37,6 +37,7 @@ typedef struct IwdWorkerTransaction
 extern const char *IwdWorkerConnect(void);
 extern void IwdWorkerStartTransaction(IwdWorkerTransaction *xact, int timeout_ms, int lock_timeout_ms);
 extern void IwdWorkerRequireRole(IwdWorkerTransaction *xact);
+extern bool IwdWorkerExtensionCurrent(void);
 extern void IwdWorkerCommitTransaction(IwdWorkerTransaction *xact);
 
 #endif							/* IWD_WORKER_H */

@@ -30,6 +30,7 @@ run_suite() {
 run_suite version scripts/check-version.sh
 run_suite dist scripts/dist-check.sh
 run_suite regress scripts/regress.sh
+run_suite upgrade scripts/test-upgrade.sh
 [ -x scripts/test-worker.sh ] && run_suite worker scripts/test-worker.sh
 [ -x scripts/test-density.sh ] && run_suite density scripts/test-density.sh
 [ -x sidecar/tests/run.sh ] && run_suite sidecar sidecar/tests/run.sh

@@ -7,6 +7,8 @@
 -- Input checking moved to C (iwd._levels) or into the functions that used iwd._str: the old helpers go.
 DROP FUNCTION iwd._str(jsonb, text, text);
 DROP FUNCTION iwd._levels(jsonb, text, text, integer);
+-- the Data Mart's quarter-hour binning takes the levels and their bounds since
+DROP FUNCTION iwd_dm._quarter_sql(text, text);
 
 -- The routing key registry names the skills of each key (the claim reads them instead of parsing keys).
 -- A key's skills come from a task that has it, in the order its skill map lists them, as

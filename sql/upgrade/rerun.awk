@@ -33,7 +33,8 @@ function rerun(text,    lead, body, head, upper) {
         return lead body
     if (head ~ /^DO /) {
         upper = toupper(body)
-        if (upper ~ /CREATE[ \t\r\n]+(TABLE|INDEX|UNIQUE[ \t\r\n]+INDEX|SEQUENCE|SCHEMA)|INSERT[ \t\r\n]+INTO|ALTER[ \t\r\n]+TABLE/)
+        gsub(/[ \t\r\n]+/, " ", upper)
+        if (upper ~ /CREATE (TABLE|INDEX|UNIQUE INDEX|SEQUENCE|SCHEMA)|INSERT INTO|ALTER TABLE/)
             return ""
         gsub(/CREATE[ \t]+FUNCTION/, "CREATE OR REPLACE FUNCTION", body)
         return lead body
