@@ -83,6 +83,7 @@
 #include "utils/jsonb.h"
 #include "utils/numeric.h"
 
+#include "claim.h"
 #include "draft.h"
 #include "iwd.h"
 #include "stats.h"

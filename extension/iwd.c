@@ -14,6 +14,7 @@
 
 #include "datamart.h"
 #include "iwd.h"
+#include "launcher.h"
 #include "pool.h"
 
 PG_MODULE_MAGIC;

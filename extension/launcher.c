@@ -40,6 +40,7 @@
 
 #include "datamart.h"
 #include "iwd.h"
+#include "launcher.h"
 #include "pool.h"
 #include "worker.h"
 
@@ -52,8 +53,6 @@
 #define NO_SLOT_RETRY_MS 1000
 /* warnings that could repeat every loop are logged at most this often */
 #define WARNING_INTERVAL_MS 60000
-
-PGDLLEXPORT void iwd_scheduler_launcher_main(Datum main_arg);
 
 /* The launcher's own view of a slot (same index as the registry's). */
 typedef struct TenantWork

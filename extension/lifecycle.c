@@ -11,6 +11,7 @@
 #include "utils/builtins.h"
 
 #include "iwd.h"
+#include "lifecycle.h"
 
 #define S_NEW (1 << 0)
 #define S_QUEUED (1 << 1)

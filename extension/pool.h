@@ -100,7 +100,4 @@ extern TimestampTz PoolTake(IwdTenant *tenant);
 extern void PoolPublishWake(IwdTenant *tenant, TimestampTz *wake);
 extern void PoolWake(IwdTenant *tenant);
 
-/* launcher.c */
-extern void LauncherInit(void);
-
 #endif							/* IWD_POOL_H */
