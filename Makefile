@@ -33,6 +33,7 @@ ISOLATION      = $(sort $(basename $(notdir $(wildcard regress/specs/*.spec))))
 REGRESS_OUTDIR ?= .
 REGRESS_OPTS   = --inputdir=regress --outputdir=$(REGRESS_OUTDIR)
 ISOLATION_OPTS = --inputdir=regress --outputdir=$(REGRESS_OUTDIR)/output_iso
+REGRESS_PREP   = installcheck-cluster
 
 # -Wextra minus the three warnings that PostgreSQL's own headers and fmgr macros trigger.
 PG_CFLAGS  = -std=gnu11 -Wall -Wextra -Werror -Wno-unused-parameter -Wno-sign-compare \
@@ -49,6 +50,16 @@ endif
 # the tests' expected output names the database "regression" (its per-database roles)
 CONTRIB_TESTDB = regression
 
+# make installcheck needs a cluster that preloads iwd and runs none of its workers (README, Install).
+installcheck-cluster:
+	@settings=$$('$(bindir)/psql' -XAtq -d postgres -c "SELECT current_setting('shared_preload_libraries') \
+	    || '|' || coalesce(current_setting('iwd.max_workers', true), '')") || exit 1; \
+	preload=$${settings%|*}; workers=$${settings##*|}; \
+	case ",$$preload," in *[,\ ]iwd[,\ ]*) ;; \
+	    *) echo "make installcheck: the cluster must preload iwd, not '$$preload'" >&2; exit 1;; esac; \
+	[ "$$workers" = 0 ] || { echo "make installcheck: the cluster must set iwd.max_workers = 0, not $$workers" >&2; \
+	    exit 1; }
+
 # Every object depends on every header (PGXS tracks no header dependencies without --enable-depend).
 $(OBJS): $(wildcard extension/*.h)
 
@@ -62,7 +73,8 @@ sql/$(EXTENSION)--$(EXTVERSION).sql: $(SQL_PARTS)
 $(UPGRADE): sql/upgrade/$(UPGRADE_FROM)--$(EXTVERSION).sql sql/upgrade/rerun.awk $(SQL_PARTS)
 	{ cat $<; awk -f sql/upgrade/rerun.awk $(SQL_PARTS); } > $@.tmp && mv $@.tmp $@
 
-.PHONY: deps sidecar test run stop bench bench-soak dist check-version fuzz test-faults faults-long
+.PHONY: deps sidecar test run stop bench bench-soak dist check-version fuzz test-faults faults-long \
+        installcheck-cluster
 
 deps:
 	@scripts/deps.sh

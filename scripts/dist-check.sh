@@ -26,9 +26,11 @@ check "every path is under $name-$version/" "0" "$(grep -vc "^$name-$version/" <
 for f in META.json "$name.control" Makefile README.md; do
     check "the package contains $f" "1" "$(grep -cx "$name-$version/$f" <<<"$listing")"
 done
+# what HEAD holds (the zip is HEAD's archive; the index may hold other work)
 for dir in sql extension; do
-    missing=$(git ls-files "$dir" | while read -r f; do grep -qx "$name-$version/$f" <<<"$listing" || echo "$f"; done)
-    check "the package contains all of $dir/ ($(git ls-files "$dir" | wc -l) files)" "" "$missing"
+    files=$(git ls-tree -r --name-only HEAD -- "$dir")
+    missing=$(while read -r f; do grep -qx "$name-$version/$f" <<<"$listing" || echo "$f"; done <<<"$files")
+    check "the package contains all of $dir/ ($(wc -l <<<"$files") files)" "" "$missing"
 done
 
 unzip -q "$work/$zip" -d "$work"
@@ -54,13 +56,17 @@ check "maintainer is a string or a list of strings" "true" \
     "$(jq '.maintainer | (type == "string") or (type == "array" and length > 0 and all(type == "string"))' "$meta")"
 
 # the unpacked package builds and installs as any PGXS extension (into a staging directory)
-pg_config=/usr/lib/postgresql/15/bin/pg_config
+pg_config=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
 make -C "$top" -s PG_CONFIG="$pg_config" >"$work/build.log" 2>&1
 check "the unpacked package builds with make" "0" "$?" || tail -20 "$work/build.log"
 make -C "$top" -s PG_CONFIG="$pg_config" install DESTDIR="$work/root" >>"$work/build.log" 2>&1
 check "make install DESTDIR=... succeeds" "0" "$?" || tail -20 "$work/build.log"
-check "make install puts the library, the control file and the install script in place" "3" \
+upgrade_from=$(sed -n 's/^UPGRADE_FROM *= *//p' Makefile)
+check "make install puts the library, the control file, the install and upgrade scripts in place" "4" \
     "$(ls "$work/root$("$pg_config" --pkglibdir)/$name.so" \
           "$work/root$("$pg_config" --sharedir)/extension/$name.control" \
-          "$work/root$("$pg_config" --sharedir)/extension/$name--$version.sql" 2>/dev/null | wc -l)"
+          "$work/root$("$pg_config" --sharedir)/extension/$name--$version.sql" \
+          "$work/root$("$pg_config" --sharedir)/extension/$name--$upgrade_from--$version.sql" 2>/dev/null | wc -l)"
+check "the unpacked package's build needs none of the sidecar's libraries" "0" \
+    "$(grep -cE 'h2o|hiredis|jansson|sidecar' "$work/build.log")"
 finish
