@@ -400,15 +400,17 @@ static bool registry_too_large = false;
 static Oid	registry_relid = InvalidOid;
 static SPIPlanPtr registry_plan = NULL;
 
-/* Relcache callback: forget the registry when its table changes (InvalidOid: everything may have). */
+static void ClaimRelcacheCallback(Datum arg, Oid relid);
+
+/* Register the claim's relcache callback once per backend (callback slots are few). */
 static void
-RegistryInvalidate(Datum arg, Oid relid)
+ClaimRegisterCallback(void)
 {
-	if (relid == InvalidOid || relid == registry_relid)
-	{
-		registry_valid = false;
-		registry_invalidations++;
-	}
+	static bool registered = false;
+
+	if (!registered)
+		CacheRegisterRelcacheCallback(ClaimRelcacheCallback, (Datum) 0);
+	registered = true;
 }
 
 /* Order of the paired skill names (qsort and bsearch over char * elements). */
@@ -431,7 +433,7 @@ LoadRegistry(void)
 	if (registry_cxt == NULL)
 	{
 		registry_cxt = AllocSetContextCreate(TopMemoryContext, "iwd routing key registry", ALLOCSET_DEFAULT_SIZES);
-		CacheRegisterRelcacheCallback(RegistryInvalidate, (Datum) 0);
+		ClaimRegisterCallback();
 	}
 	MemoryContextReset(registry_cxt);
 	registry = NULL;
@@ -820,10 +822,19 @@ static char *complete_sql = NULL;
 static bool complete_sql_valid = false;
 static Oid	task_closed_relid = InvalidOid;
 
-/* Relcache callback: build the completion statement again when iwd.task_closed (or anything) changed. */
+/*
+ * Relcache callback (InvalidOid: everything may have changed): forget the
+ * routing key registry when its table changes, and build the completion
+ * statement again when iwd.task_closed does.
+ */
 static void
-CompleteInvalidate(Datum arg, Oid relid)
+ClaimRelcacheCallback(Datum arg, Oid relid)
 {
+	if (relid == InvalidOid || relid == registry_relid)
+	{
+		registry_valid = false;
+		registry_invalidations++;
+	}
 	if (relid == InvalidOid || relid == task_closed_relid)
 		complete_sql_valid = false;
 }
@@ -845,7 +856,6 @@ CompletedValueOf(const char *column)
 static const char *
 CompleteSql(void)
 {
-	static bool callback_registered = false;
 	StringInfoData columns;
 	StringInfoData values;
 	Relation	rel;
@@ -854,11 +864,7 @@ CompleteSql(void)
 
 	if (complete_sql_valid)
 		return complete_sql;
-	if (!callback_registered)
-	{
-		CacheRegisterRelcacheCallback(CompleteInvalidate, (Datum) 0);
-		callback_registered = true;
-	}
+	ClaimRegisterCallback();
 	task_closed_relid = get_relname_relid("task_closed", get_namespace_oid("iwd", false));
 	if (!OidIsValid(task_closed_relid))
 		elog(ERROR, "relation iwd.task_closed does not exist");
