@@ -3,7 +3,7 @@
 # its install script as released kept in regress/upgrade/) and updated with ALTER EXTENSION iwd UPDATE
 # must end up with the same catalog as a fresh install of EXTVERSION, its work intact and usable.
 #   1. A throwaway cluster runs the previous release's library (built from its release commit, cached in
-#      $TMPDIR/iwd-<version>-<commit>): database A gets the previous release and some work through its
+#      /tmp/iwd-<version>-<commit>): database A gets the previous release and some work through its
 #      SQL API (regress/upgrade/data-<version>.sql).
 #   2. The cluster restarts on the installed (current) library with workers: the launcher leaves A alone
 #      until it is updated, saying so in the log; A is updated; B gets a fresh install; their catalogs
@@ -38,7 +38,7 @@ for f in iwd--$to.sql iwd--$from--$to.sql; do
 done
 
 # --- the previous release's library --------------------------------------------------------------------
-lib_from=${TMPDIR:-/tmp}/iwd-$from-$from_commit
+lib_from=/tmp/iwd-$from-$from_commit
 if [ ! -f "$lib_from/iwd.so" ]; then
     git cat-file -e "$from_commit^{commit}" 2>/dev/null ||
         fail_setup "commit $from_commit (release $from) is not in this clone: fetch the full history"

@@ -1,7 +1,10 @@
 -- iwd 0.1.0 -> 0.2.0: what changed in the schema. The Makefile appends every function, view, trigger,
--- grant and comment of 0.2.0 (sql/upgrade/rerun.awk), so this prelude holds only what those cannot do:
--- new and changed tables, columns, indexes and roles, and the functions that were dropped or whose
--- arguments or result changed (CREATE OR REPLACE keeps neither apart).
+-- grant and comment of 0.2.0 as CREATE OR REPLACE (sql/upgrade/rerun.awk), so this prelude holds only
+-- what that cannot do: new and changed tables, columns, indexes, types and roles, the rows they need, and
+-- the objects to drop first: functions removed or whose argument types, argument names or result changed
+-- (CREATE OR REPLACE would add an overload or refuse), views whose columns changed other than by adding
+-- some at the end. scripts/test-upgrade.sh shows what is missing: the catalog's differences from a fresh
+-- install.
 \echo Use "ALTER EXTENSION iwd UPDATE TO '0.2.0'" to load this file. \quit
 
 -- Input checking moved to C (iwd._levels) or into the functions that used iwd._str: the old helpers go.
