@@ -19,6 +19,7 @@
 #include "utils/builtins.h"
 #include "utils/datum.h"
 #include "utils/jsonb.h"
+#include "utils/memutils.h"
 #include "utils/rel.h"
 #include "utils/typcache.h"
 
@@ -74,7 +75,8 @@ typedef struct RowMap
 {
 	Oid			typid;
 	int			natts;
-	int			field_of_att[64];
+	int			capacity;		/* entries allocated in field_of_att */
+	int		   *field_of_att;	/* in TopMemoryContext */
 } RowMap;
 
 static RowMap row_map;
@@ -99,8 +101,15 @@ BuildRowMap(TupleDesc tupdesc)
 {
 	if (row_map.typid == tupdesc->tdtypeid && row_map.natts == tupdesc->natts)
 		return;
-	if (tupdesc->natts > (int) lengthof(row_map.field_of_att))
-		elog(ERROR, "iwd.task has too many columns");
+	if (tupdesc->natts > row_map.capacity)
+	{
+		int		   *grown = MemoryContextAlloc(TopMemoryContext, sizeof(int) * tupdesc->natts);
+
+		if (row_map.field_of_att != NULL)
+			pfree(row_map.field_of_att);
+		row_map.field_of_att = grown;
+		row_map.capacity = tupdesc->natts;
+	}
 	for (int a = 0; a < tupdesc->natts; a++)
 	{
 		Form_pg_attribute att = TupleDescAttr(tupdesc, a);
