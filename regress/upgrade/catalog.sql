@@ -2,10 +2,10 @@
 -- to compare an upgraded database with a fresh install: the extension's member objects; functions
 -- (signature, result, language, source, volatility, strictness, parallel safety, settings, security
 -- definer, privileges); tables, views and sequences (columns in order with types, defaults, not null;
--- view definitions; sequence parameters); constraints, indexes, triggers, policies, schemas, types, the
--- rows the install script seeds, and the per-database roles. Privileges are the effective ones (a NULL
--- ACL is the owner's default); the database's own name, which per-database role names carry, reads
--- <db>, so that two databases compare equal.
+-- view definitions; sequence parameters; comments); constraints, indexes, triggers, rules, statistics
+-- objects, policies, schemas, types, the rows the install script seeds, and the per-database roles.
+-- Privileges are the effective ones (a NULL ACL is the owner's default); the database's own name, which
+-- per-database role names carry, reads <db>, so that two databases compare equal.
 \set ON_ERROR_STOP on
 -- an ACL as its sorted "grantee:privilege" list ("*": grantable)
 CREATE FUNCTION pg_temp.acl(acl aclitem[]) RETURNS text
@@ -51,7 +51,11 @@ facts(line) AS (
     FROM pg_proc p JOIN nsp n ON n.oid = p.pronamespace JOIN pg_language l ON l.oid = p.prolang
     UNION ALL
     SELECT 'relation ' || c.oid::regclass || ' kind=' || c.relkind::text || ' persistence=' || c.relpersistence::text ||
-           ' rls=' || c.relrowsecurity || ' options=' || coalesce(array_to_string(c.reloptions, ','), '') ||
+           ' rls=' || c.relrowsecurity || ' replident=' || c.relreplident::text ||
+           ' partkey=' || coalesce(pg_get_partkeydef(c.oid), '') || ' inherits=' ||
+           coalesce((SELECT string_agg(i.inhparent::regclass::text, ',' ORDER BY i.inhseqno) FROM pg_inherits i
+                     WHERE i.inhrelid = c.oid), '') ||
+           ' options=' || coalesce(array_to_string(c.reloptions, ','), '') ||
            ' owner=' || pg_get_userbyid(c.relowner) || ' acl=' ||
            pg_temp.acl(coalesce(c.relacl, acldefault(CASE WHEN c.relkind = 'S' THEN 's' ELSE 'r' END::"char",
                                                      c.relowner))) ||
@@ -69,7 +73,8 @@ facts(line) AS (
            CASE WHEN a.attgenerated <> '' THEN ' generated ' || a.attgenerated::text ELSE '' END ||
            CASE WHEN a.attcollation <> 0 AND a.attcollation <> t.typcollation
                 THEN ' collate ' || a.attcollation::regcollation ELSE '' END ||
-           coalesce(' acl=' || pg_temp.acl(a.attacl), '')
+           coalesce(' acl=' || pg_temp.acl(a.attacl), '') ||
+           coalesce(' comment=' || col_description(c.oid, a.attnum), '')
     FROM pg_class c JOIN nsp n ON n.oid = c.relnamespace
     JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
     JOIN pg_type t ON t.oid = a.atttypid
@@ -96,6 +101,12 @@ facts(line) AS (
     SELECT 'trigger ' || pg_get_triggerdef(tg.oid) || ' enabled=' || tg.tgenabled::text
     FROM pg_trigger tg JOIN pg_class c ON c.oid = tg.tgrelid JOIN nsp n ON n.oid = c.relnamespace
     WHERE NOT tg.tgisinternal
+    UNION ALL
+    SELECT 'rule ' || r.schemaname || '.' || r.tablename || ' ' || r.rulename || ' ' || r.definition
+    FROM pg_rules r WHERE r.schemaname IN ('iwd', 'iwd_dm')
+    UNION ALL
+    SELECT 'statistics ' || s.oid::regclass::text || ' ' || pg_get_statisticsobjdef(s.oid)
+    FROM pg_statistic_ext s JOIN nsp n ON n.oid = s.stxnamespace
     UNION ALL
     SELECT 'policy ' || po.schemaname || '.' || po.tablename || ' ' || po.policyname || ' ' || po.permissive ||
            ' ' || array_to_string(po.roles, ',') || ' ' || po.cmd || ' using=' || coalesce(po.qual, '') ||
