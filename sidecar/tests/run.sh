@@ -6,21 +6,13 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 sidecar_dir=$(pwd)
-bindir=$(/usr/lib/postgresql/15/bin/pg_config --bindir)
-work=$(mktemp -d /tmp/iwd-sidecar-test.XXXXXX)
-chmod 755 "$work"
-passed=0; failed=0
+suite=sidecar
+# shellcheck source=../../scripts/lib.sh
+. ../scripts/lib.sh
+work=$(work_dir sidecar-test)
 pids=()
-as_user=()
-if [ "$(id -u)" -eq 0 ]; then
-    mkdir -p "$work/pg"; chown postgres: "$work/pg"
-    as_user=(runuser -u postgres --)
-else
-    mkdir -p "$work/pg"
-fi
-
-# free_port: a TCP port nobody listens on
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# the tests' own psql and createdb calls below: as the invoking user, logged in as the cluster's superuser
+as_user=("${as_client[@]}")
 pg_port=$(free_port); redis_port=$(free_port); http_port=$(free_port); push_port=$(free_port); dead_port=$(free_port)
 admin_key="admin-key-for-tests"
 secret_key="server-secret-for-tests-0123456789abcdef"
@@ -31,22 +23,11 @@ base="http://127.0.0.1:$http_port/iwd/v3"
 
 cleanup() {
     for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null; done
-    [ -n "${sidecar_pid:-}" ] && kill "$sidecar_pid" 2>/dev/null
-    redis-cli -p "$redis_port" -a redis-secret --no-auth-warning shutdown nosave >/dev/null 2>&1
-    "${as_user[@]}" "$bindir/pg_ctl" -D "$work/pg/data" -m immediate -w stop >/dev/null 2>&1
+    servers_stop immediate
     sleep 0.2
     [ -z "${IWD_KEEP:-}" ] && rm -rf "$work"
 }
 trap cleanup EXIT
-
-check() { # check NAME EXPECTED ACTUAL
-    if [ "$2" = "$3" ]; then passed=$((passed + 1)); echo "ok - $1"
-    else failed=$((failed + 1)); echo "not ok - $1: expected '$2', got '$3'"; fi
-}
-check_match() { # check_match NAME REGEX ACTUAL
-    if [[ "$3" =~ $2 ]]; then passed=$((passed + 1)); echo "ok - $1"
-    else failed=$((failed + 1)); echo "not ok - $1: '$3' does not match /$2/"; fi
-}
 
 # req METHOD PATH KEY [BODY]: sets $code and $body
 req() {
@@ -74,8 +55,6 @@ start_sidecar() { # start_sidecar [NAME=VALUE...]: the settings below, overridde
     echo "the sidecar did not start:"; cat "$work/sidecar.log"; return 1
 }
 
-fail_setup() { echo "$1"; echo "sidecar: $passed passed, $((failed + 1)) failed"; exit 1; }
-
 make -s asan >/dev/null || fail_setup "cannot build iwd-sidecar-asan"
 # every sidecar started by start_sidecar runs with tests/recycle_guard.c: it aborts when one of libh2o's
 # per-thread buffer allocators is used by a second thread (a race that corrupts it only once in a while)
@@ -83,20 +62,13 @@ cc -std=gnu11 -Wall -Wextra -Werror -O1 -shared -fPIC -o "$work/recycle_guard.so
     || fail_setup "cannot build tests/recycle_guard.c"
 
 # --- servers ---------------------------------------------------------------------------------------
-"${as_user[@]}" "$bindir/initdb" -D "$work/pg/data" -A trust >/dev/null || fail_setup "initdb failed"
-cat >> "$work/pg/data/postgresql.conf" <<CONF
-port = $pg_port
-listen_addresses = '127.0.0.1'
-unix_socket_directories = '$work/pg'
-shared_preload_libraries = 'iwd'
-iwd.max_workers = 0
-CONF
-"${as_user[@]}" "$bindir/pg_ctl" -D "$work/pg/data" -l "$work/pg/log" -w start >/dev/null || fail_setup "PostgreSQL did not start"
+cluster_init "$work/pg" "listen_addresses = '127.0.0.1'
+iwd.max_workers = 0" || fail_setup "initdb failed"
+cluster_start || fail_setup "PostgreSQL did not start"
 for db in control tenant_a tenant_b; do
-    "${as_user[@]}" "$bindir/createdb" -h "$work/pg" -p "$pg_port" "$db" || fail_setup "createdb $db failed"
+    cluster_client createdb "$db" || fail_setup "createdb $db failed"
 done
-redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no --requirepass redis-secret \
-    --daemonize yes --logfile "$work/redis.log" --dir "$work" >/dev/null || fail_setup "redis-server did not start"
+redis_start "$work" redis-secret || fail_setup "redis-server did not start"
 prometheus-pushgateway --web.listen-address="127.0.0.1:$push_port" >"$work/push.log" 2>&1 &
 pids+=($!)
 start_sidecar || fail_setup "sidecar start failed"
@@ -897,5 +869,4 @@ check "no AddressSanitizer or UndefinedBehaviorSanitizer report" "0" \
 check "each of libh2o's buffer allocators used by one thread only" "0" "$(grep -c recycle_guard "$work/sidecar.log")"
 check "every log line is a JSON object" "0" "$(grep -v '^{.*}$' "$work/sidecar.log" | grep -c .)"
 
-echo "sidecar: $passed passed, $failed failed"
-[ "$failed" -eq 0 ]
+summary
