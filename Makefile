@@ -6,7 +6,10 @@
 # against iwd.control, META.json, chart/Chart.yaml and sidecar/openapi.yaml (scripts/check-version.sh).
 EXTENSION  = iwd
 EXTVERSION = 0.2.0
-# The release the upgrade script sql/iwd--$(UPGRADE_FROM)--$(EXTVERSION).sql starts from.
+# The release the upgrade script sql/iwd--$(UPGRADE_FROM)--$(EXTVERSION).sql starts from. The next release
+# commits this release's built upgrade script in sql/ as it shipped (DATA installs it), keeps this
+# release's install script in regress/upgrade/ and its commit in scripts/test-upgrade.sh, and starts
+# sql/upgrade/$(EXTVERSION)--<next>.sql.
 UPGRADE_FROM = 0.1.0
 
 PG_CONFIG ?= /usr/lib/postgresql/15/bin/pg_config
