@@ -14,9 +14,9 @@ suite=faults
 rounds=2
 [ "${1:-}" = --long ] && rounds=${IWD_FAULT_ROUNDS:-10}
 here=$(cd "$(dirname "$0")" && pwd)
-work=$(mktemp -d /tmp/iwd-faults.XXXXXX)
 # shellcheck source=../lib.sh
 . "$here/../lib.sh"
+work=$(work_dir faults)
 load_pid=""
 faults_injected=0
 tenant_db=tenant_f
@@ -24,7 +24,7 @@ tenant_key="fault-tenant-key-0123456789abcdef"
 
 cleanup() {
     [ -n "$load_pid" ] && { touch "$work/stop"; wait "$load_pid" 2>/dev/null; }
-    servers_stop
+    servers_stop immediate
     [ -z "${IWD_KEEP:-}" ] && rm -rf "$work"
 }
 trap cleanup EXIT
@@ -63,9 +63,15 @@ consistency() {
     grep '^# ' <<<"$out"
 }
 
-# crashes_recovered: the cluster accepts queries again and the sidecar serves the tenant
+# recovered [PID...]: the killed processes are gone (the postmaster reaped them: it has noticed the crash
+# and restarts the cluster, so a query answered before that is not taken for a recovery), the cluster
+# accepts queries again and the sidecar serves the tenant
 recovered() {
-    pg_wait || return 1
+    local pid
+    for pid in "$@"; do
+        for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    done
+    cluster_wait || return 1
     for _ in $(seq 1 300); do
         [ "$(curl -s -o /dev/null -w '%{http_code}' -H "x-api-key: $tenant_key" "$base/tasks?limit=1")" = 200 ] && return 0
         sleep 0.1
@@ -82,7 +88,8 @@ fault_backends() {
     # shellcheck disable=SC2086
     kill -9 $pids
     faults_injected=$((faults_injected + 1))
-    check "kill -9 of $(wc -w <<<"$pids") backends: the cluster recovers" "0" "$(recovered; echo $?)"
+    # shellcheck disable=SC2086
+    check "kill -9 of $(wc -w <<<"$pids") backends: the cluster recovers" "0" "$(recovered $pids; echo $?)"
 }
 
 fault_postmaster() {
@@ -101,7 +108,7 @@ fault_postmaster() {
     # shellcheck disable=SC2086
     [ "$alive" = 0 ] || kill -9 $kids 2>/dev/null
     sleep 0.5
-    pg_start
+    cluster_start
     check "kill -9 of the postmaster: restarted, it recovers" "0" "$(recovered; echo $?)"
 }
 
@@ -119,7 +126,7 @@ fault_redis() {
     sleep 3   # requests go on without Redis
     check "kill -9 of Redis: the tenant is served without it" "0" "$(recovered; echo $?)"
     rm -f "$work/redis.pid"
-    redis_start
+    redis_start "$work" "$redis_password"
     check "Redis restarted" "PONG" "$(redis_cli ping)"
 }
 
@@ -142,7 +149,7 @@ fault_datamart_worker() {
         sleep 0.1
         if kill -9 "$pid" 2>/dev/null; then
             faults_injected=$((faults_injected + 1))
-            check "kill -9 of the Data Mart worker mid-chain: the cluster recovers" "0" "$(recovered; echo $?)"
+            check "kill -9 of the Data Mart worker mid-chain: the cluster recovers" "0" "$(recovered "$pid"; echo $?)"
             return
         fi
         sleep 1
@@ -158,7 +165,7 @@ fault_datamart_run() {
     pid=$(wait_backend "application_name = 'fault-dm-run' AND state = 'active' AND query LIKE '%iwd_dm.run%'" 10)
     if [ -n "$pid" ] && kill -9 "$pid" 2>/dev/null; then
         faults_injected=$((faults_injected + 1))
-        check "kill -9 of an iwd_dm.run('full') session mid-chain: the cluster recovers" "0" "$(recovered; echo $?)"
+        check "kill -9 of an iwd_dm.run('full') session mid-chain: the cluster recovers" "0" "$(recovered "$pid"; echo $?)"
     else
         check "kill -9 of an iwd_dm.run('full') session: caught running" "running" "finished first"
     fi
@@ -172,9 +179,9 @@ iwd.scheduler_interval = 100ms
 iwd_dm.schedule = '* * * * *'
 iwd_dm.batch_size = 50
 log_min_messages = warning" || fail_setup "initdb failed"
-pg_start || fail_setup "PostgreSQL did not start"
+cluster_start || fail_setup "PostgreSQL did not start"
 sql postgres -c "CREATE DATABASE control" || fail_setup "createdb control failed"
-redis_start || fail_setup "redis-server did not start"
+redis_start "$work" "$redis_password" || fail_setup "redis-server did not start"
 sidecar_start || fail_setup "sidecar start failed"
 provision f "$tenant_db" "$tenant_key" || fail_setup "provisioning the tenant failed"
 
@@ -182,7 +189,7 @@ per_round=7
 seconds=$((rounds * per_round * 45 + 120))
 mkdir -p "$work/load"
 /usr/bin/python3 "$here/load.py" --base "$base" --key "$tenant_key" \
-    --dsn "host=$work/pg port=$pg_port dbname=$tenant_db user=postgres" \
+    --dsn "host=$pg_dir port=$pg_port dbname=$tenant_db user=$pg_superuser" \
     --rest-clients 12 --sql-clients 4 --seconds "$seconds" --log-dir "$work/load" --stop-file "$work/stop" \
     >"$work/load.log" 2>&1 &
 load_pid=$!
@@ -256,5 +263,4 @@ events=$(sql "$tenant_db" -c "SELECT count(*) FROM iwd.task_event")
 codes=$(cat "$work"/load/summary-*.json 2>/dev/null | jq -s -r 'map(.codes) | reduce .[] as $c ({}; reduce ($c | to_entries[]) as $e (.; .[$e.key] += $e.value)) | to_entries | map("\(.key): \(.value)") | join(", ")')
 echo "# $(($(date +%s) - t0)) s of load: $(acks) acknowledged changes on $tasks tasks ($events events), $faults_injected faults injected"
 echo "# answers seen by the clients: $codes"
-echo "$suite: $passed passed, $failed failed"
-[ "$failed" -eq 0 ]
+summary

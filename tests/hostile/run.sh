@@ -9,9 +9,9 @@
 set -uo pipefail
 suite=hostile
 here=$(cd "$(dirname "$0")" && pwd)
-work=$(mktemp -d /tmp/iwd-hostile.XXXXXX)
 # shellcheck source=../lib.sh
 . "$here/../lib.sh"
+work=$(work_dir hostile)
 key="hostile-tenant-key-0123456789"
 bystander_key="bystander-tenant-key-0123456789"
 dm_key="hostile-reporting-key-0123456789"
@@ -19,7 +19,7 @@ flood_source=127.0.0.2   # the forged-key flood comes from its own loopback addr
 max_body=$((4 * 1024 * 1024))
 cleanup() {
     [ -n "${slow_pid:-}" ] && kill "$slow_pid" 2>/dev/null
-    servers_stop
+    servers_stop immediate
     [ -z "${IWD_KEEP:-}" ] && rm -rf "$work"
 }
 trap cleanup EXIT
@@ -36,7 +36,7 @@ req() {
 # reqs METHOD PATH KEY BODY: req with the body given inline
 reqs() { printf '%s' "$4" > "$work/inline.json"; req "$1" "$2" "$3" "$work/inline.json"; }
 
-crashes() { grep -c -E 'terminated by signal|was terminated by exception|terminating any other active server processes' "$work/pg/log"; }
+crashes() { grep -c -E 'terminated by signal|was terminated by exception|terminating any other active server processes' "$pg_log"; }
 crashes_before=0
 
 # clean NAME: the last answer is a 2xx, or a 4xx whose body is the JSON error of that code; no backend
@@ -83,9 +83,9 @@ long() { head -c "$1" /dev/zero | tr '\0' "${2:-x}"; }
 build_sidecar || fail_setup "cannot build iwd-sidecar-asan"
 pg_init "iwd.max_workers = 0
 log_min_messages = warning" || fail_setup "initdb failed"
-pg_start || fail_setup "PostgreSQL did not start"
+cluster_start || fail_setup "PostgreSQL did not start"
 sql postgres -c "CREATE DATABASE control" || fail_setup "createdb control failed"
-redis_start || fail_setup "redis-server did not start"
+redis_start "$work" "$redis_password" || fail_setup "redis-server did not start"
 sidecar_start IWD_MAX_BODY_BYTES=$max_body IWD_AUTH_FAILURE_LIMIT=100 IWD_METRICS_TTL_MS=500 ||
     fail_setup "sidecar start failed"
 provision h tenant_h "$key" || fail_setup "provisioning tenant h failed"
@@ -144,7 +144,7 @@ SELECT iwd.next_task('q10000') IS NOT NULL AS got;
 SELECT 'ms ' || round(extract(epoch FROM clock_timestamp() - :'t0') * 1000);
 SELECT pg_sleep(1);
 SQL
-"${as_user[@]}" "$bindir/psql" -X -q -At -h "$work/pg" -p "$pg_port" -d tenant_h -f "$work/q10000.sql" >"$work/q10000.out" 2>&1 &
+cluster_client psql -X -q -At -d tenant_h -f "$work/q10000.sql" >"$work/q10000.out" 2>&1 &
 q_psql=$!
 sleep 0.3
 q_pid=$(head -1 "$work/q10000.out")
@@ -379,7 +379,7 @@ locks=$(sql tenant_h -c "SELECT string_agg(CASE objsubid WHEN 1 THEN format('pg_
                          FROM pg_locks WHERE locktype = 'advisory' AND granted
                            AND pid IN (SELECT pid FROM pg_stat_activity WHERE query LIKE '%pg_sleep(3)%')")
 if [ -n "$locks" ]; then
-    "${as_user[@]}" "$bindir/psql" -X -q -h "$work/pg" -p "$pg_port" -U hostile_login -d tenant_h \
+    cluster_client psql -X -q -U hostile_login -d tenant_h \
         -c "SELECT $locks" -c "SELECT pg_sleep(20)" >"$work/lock-holder.out" 2>&1 &
     holder=$!
 fi
@@ -458,5 +458,4 @@ check "no 5xx answer but 503 (bounded waiting calls) in the sidecar's log" "0" \
 kill "$sidecar_pid"; wait "$sidecar_pid" 2>/dev/null; sidecar_pid=""
 check "no AddressSanitizer or UndefinedBehaviorSanitizer report" "0" \
     "$(grep -c -E 'AddressSanitizer|runtime error' "$work/sidecar.log")"
-echo "$suite: $passed passed, $failed failed"
-[ "$failed" -eq 0 ]
+summary
