@@ -312,7 +312,7 @@ check "an upgrade with suspend: true suspends it" "0 2 * * 1-5|on" \
 
 echo "# iwd-sidecar runs with the rendered ConfigMap and Secret"
 if [ ! -x sidecar/iwd-sidecar ]; then
-    check "sidecar/iwd-sidecar is built (make)" "built" "missing"
+    check "sidecar/iwd-sidecar is built (make sidecar)" "built" "missing"
     finish
 fi
 api_port=$(free_port); dead_port=$(free_port); metrics_port=$(free_port)
