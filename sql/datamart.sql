@@ -390,15 +390,151 @@ END $$;
 -- Aggregation
 -- ---------------------------------------------------------------------------------------------
 
--- The select list q, mask of time expression t: its local quarter hour in time zone tz (a timestamp
--- without time zone, so that every level's interval is a date_trunc of it), and the levels whose
--- range [$1[i], $2[i]) holds t, as bit i - 1.
-CREATE FUNCTION iwd_dm._quarter_sql(t text, tz text) RETURNS text
+-- The one statement that recomputes a set of intervals (iwd_dm._aggregate_intervals, which explains
+-- it) is assembled from the pieces below, each a function returning SQL text. A level is known by its
+-- number lvl, its position in ARRAY['15min', 'hour', 'day', 'week', 'month']; bit lvl - 1 of a mask stands
+-- for it. Values enter the text as literals (%L), so that the statement reads as it runs and the planner
+-- sees every bound; timestamps are written while DateStyle is ISO (set by the caller), a form that reads
+-- back exactly whatever the time zone. grouping_cols is the column list department … customer_segment.
+
+-- "t is in [lo, hi)" for a time expression t.
+CREATE FUNCTION iwd_dm._in_range_sql(t text, lo timestamptz, hi timestamptz) RETURNS text
+LANGUAGE sql STABLE AS $$
+    SELECT format('(%1$s) >= %2$L::timestamptz AND (%1$s) < %3$L::timestamptz', t, lo, hi)
+$$;
+
+-- The select list "q, mask" of time expression t: its local quarter hour in time zone tz (a timestamp
+-- without time zone, so that every level's interval is a date_trunc of it), and the picked levels lvls
+-- whose range [los[i], his[i]) holds t, as bit lvl - 1.
+CREATE FUNCTION iwd_dm._quarter_sql(t text, tz text, lvls int[], los timestamptz[], his timestamptz[])
+RETURNS text LANGUAGE sql STABLE AS $$
+    SELECT format('date_bin(''15 minutes'', (%s) AT TIME ZONE %L, timestamp ''2000-01-03'') AS q, ', t, tz)
+           || string_agg(format('CASE WHEN %s THEN %s ELSE 0 END', iwd_dm._in_range_sql(t, r.lo, r.hi),
+                                1 << (r.lvl - 1)), ' | ' ORDER BY r.lvl)
+           || ' AS mask'
+    FROM unnest(lvls, los, his) r(lvl, lo, hi)
+$$;
+
+-- CTE "fine": the flows of every fact in the picked ranges, hashed by grouping, local quarter hour and
+-- mask. A task adds +1 created and +1 backlog when created; its outcome, durations and value and -1
+-- backlog when finished (and -1 pending overdue if it was); +1 pending overdue when it falls overdue
+-- open; +1 assigned per reservation.
+CREATE FUNCTION iwd_dm._fine_sql(grouping_cols text, tz text, lvls int[], los timestamptz[], his timestamptz[])
+RETURNS text LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    -- every fact counted has its time in [lo, hi), the union of the picked ranges
+    lo constant timestamptz := (SELECT min(x) FROM unnest(los) x);
+    hi constant timestamptz := (SELECT max(x) FROM unnest(his) x);
+BEGIN
+    RETURN format($q$
+        fine AS MATERIALIZED (
+            SELECT %1$s, q, mask,
+                   sum(created) AS created, sum(assigned) AS assigned, sum(completed) AS completed,
+                   sum(canceled) AS canceled, sum(rejected) AS rejected, sum(expired) AS expired,
+                   sum(overdue) AS overdue, sum(in_sla) AS in_sla, sum(backlog_delta) AS backlog_delta,
+                   sum(po_delta) AS po_delta, sum(iwd_dm._us(age_s)) AS sum_age_us, count(age_s) AS n_age_s,
+                   max(age_s) AS max_age_s, sum(iwd_dm._us(queue_s)) AS sum_queue_us, count(queue_s) AS n_queue_s,
+                   sum(iwd_dm._us(handle_s)) AS sum_handle_us, count(handle_s) AS n_handle_s, sum(value) AS value
+            FROM (
+                SELECT %1$s, %2$s, 1 AS created, 0 AS assigned, 0 AS completed, 0 AS canceled, 0 AS rejected,
+                       0 AS expired, 0 AS overdue, 0 AS in_sla, 1 AS backlog_delta, 0 AS po_delta,
+                       NULL::float8 AS age_s, NULL::float8 AS queue_s, NULL::float8 AS handle_s, 0 AS value
+                FROM iwd_dm.task_fact WHERE %3$s
+                UNION ALL
+                SELECT %1$s, %4$s, 0, 0, (status = 'completed')::int, (status = 'canceled')::int,
+                       (status = 'rejected')::int, (status = 'expired')::int, overdue::int, completed_in_sla::int, -1,
+                       -(due_at IS NOT NULL AND finished_at >= greatest(created_at, due_at))::int,
+                       CASE WHEN status = 'completed' THEN age_s END, CASE WHEN status = 'completed' THEN queue_s END,
+                       CASE WHEN status = 'completed' THEN handle_s END,
+                       CASE WHEN status = 'completed' THEN business_value ELSE 0 END
+                FROM iwd_dm.task_fact WHERE %5$s
+                UNION ALL
+                SELECT %1$s, %6$s, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, NULL, NULL, NULL, 0
+                FROM iwd_dm.task_fact
+                WHERE due_at IS NOT NULL AND %7$s
+                  AND (finished_at IS NULL OR finished_at >= greatest(created_at, due_at))
+                UNION ALL
+                -- each reservation's task by its key (OFFSET 0 keeps the planner from hashing all the
+                -- facts for the few reservations of an intraday run)
+                SELECT f.department, f.process, f.category, f.queue, f.media_type, f.customer_segment, %8$s,
+                       0, 1, 0, 0, 0, 0, 0, 0, 0, 0, NULL, NULL, NULL, 0
+                FROM iwd_dm.task_event_fact x
+                CROSS JOIN LATERAL (SELECT department, process, category, queue, media_type, customer_segment
+                                    FROM iwd_dm.task_fact WHERE task_id = x.task_id OFFSET 0) f
+                WHERE x.event = 'reserved' AND %9$s) r
+            WHERE mask <> 0
+            GROUP BY %1$s, q, mask)$q$,
+        grouping_cols,
+        iwd_dm._quarter_sql('created_at', tz, lvls, los, his), iwd_dm._in_range_sql('created_at', lo, hi),
+        iwd_dm._quarter_sql('finished_at', tz, lvls, los, his), iwd_dm._in_range_sql('finished_at', lo, hi),
+        iwd_dm._quarter_sql('greatest(created_at, due_at)', tz, lvls, los, his),
+        iwd_dm._in_range_sql('greatest(created_at, due_at)', lo, hi),
+        iwd_dm._quarter_sql('x.at', tz, lvls, los, his), iwd_dm._in_range_sql('x.at', lo, hi));
+END $$;
+
+-- One level's part of CTE "open_at_start": the tasks open at lo, the start of the level's first picked
+-- interval, whose counts are the starting values of its stocks (po: pending overdue at lo).
+CREATE FUNCTION iwd_dm._open_at_sql(grouping_cols text, lvl int, lo timestamptz) RETURNS text
+LANGUAGE sql STABLE AS $$
+    SELECT format($q$
+                SELECT %1$s AS lvl, %2$L::timestamptz AS b, %3$s,
+                       (due_at IS NOT NULL AND greatest(created_at, due_at) < %2$L::timestamptz)::int AS po
+                FROM iwd_dm.task_fact
+                WHERE created_at < %2$L::timestamptz AND (finished_at IS NULL OR finished_at >= %2$L::timestamptz)$q$,
+                  lvl, lo, grouping_cols)
+$$;
+
+-- CTE "flows": per level, grouping number and interval start b, the sums of the quarter hours of "fine"
+-- that fall in the level's picked range, and the open tasks at the level's first interval (they add to
+-- the stocks only). A level's interval is its date_trunc of the local quarter hour.
+CREATE FUNCTION iwd_dm._flows_sql(grouping_cols text, tz text, lvls int[]) RETURNS text
+LANGUAGE sql STABLE AS $$
+    SELECT format($q$
+        flows AS MATERIALIZED (
+            SELECT lvl, gid, b, sum(created)::bigint AS created, sum(assigned)::bigint AS assigned,
+                   sum(completed)::bigint AS completed, sum(canceled)::bigint AS canceled,
+                   sum(rejected)::bigint AS rejected, sum(expired)::bigint AS expired,
+                   sum(overdue)::bigint AS overdue, sum(in_sla)::bigint AS in_sla,
+                   sum(backlog_delta)::bigint AS backlog_delta, sum(po_delta)::bigint AS po_delta,
+                   iwd_dm._avg_s(sum(sum_age_us), sum(n_age_s)) AS avg_age_s, max(max_age_s) AS max_age_s,
+                   iwd_dm._avg_s(sum(sum_queue_us), sum(n_queue_s)) AS avg_queue_s,
+                   iwd_dm._avg_s(sum(sum_handle_us), sum(n_handle_s)) AS avg_handle_s,
+                   sum(value)::bigint AS value
+            FROM (SELECT l.lvl, f.gid, CASE l.lvl %1$s END AT TIME ZONE %2$L AS b,
+                         f.created, f.assigned, f.completed, f.canceled, f.rejected, f.expired, f.overdue, f.in_sla,
+                         f.backlog_delta, f.po_delta, f.sum_age_us, f.n_age_s, f.max_age_s, f.sum_queue_us, f.n_queue_s,
+                         f.sum_handle_us, f.n_handle_s, f.value
+                  FROM (SELECT n.gid, f.* FROM fine f JOIN groupings n ON %3$s) f
+                  JOIN unnest(%4$L::int[]) AS l(lvl) ON f.mask & (1 << (l.lvl - 1)) <> 0
+                  UNION ALL
+                  SELECT f.lvl, n.gid, f.b, 0, 0, 0, 0, 0, 0, 0, 0, f.backlog_delta, f.po_delta, NULL, 0, NULL,
+                         NULL, 0, NULL, 0, 0
+                  FROM open_at_start f JOIN groupings n ON %3$s) x
+            GROUP BY lvl, gid, b)$q$,
+        (SELECT string_agg(format('WHEN %s THEN %s', l.lvl,
+                                  CASE WHEN l.lvl = 1 THEN 'f.q' ELSE format('date_trunc(%L, f.q)', l.level) END), ' ')
+         FROM unnest(ARRAY['15min', 'hour', 'day', 'week', 'month']) WITH ORDINALITY l(level, lvl)
+         WHERE l.lvl = ANY (lvls)),
+        tz,
+        -- equality of the grouping columns with NULLs equal, as hash join keys
+        (SELECT string_agg(format('(f.%1$s IS NULL) = (n.%1$s IS NULL) AND coalesce(f.%1$s, '''') = '
+                                  'coalesce(n.%1$s, '''')', c), ' AND ')
+         FROM unnest(string_to_array(grouping_cols, ', ')) c),
+        lvls)
+$$;
+
+-- One level's CTE "ins_<level>": its rows of "result" into its aggregate, in the order of its unique index.
+CREATE FUNCTION iwd_dm._insert_sql(lvl int, level text) RETURNS text
 LANGUAGE sql IMMUTABLE AS $$
-    SELECT format('date_bin(''15 minutes'', (%1$s) AT TIME ZONE %2$L, timestamp ''2000-01-03'') AS q, ', t, tz)
-           || string_agg(format('CASE WHEN (%1$s) >= $1[%2$s] AND (%1$s) < $2[%2$s] THEN %3$s ELSE 0 END', t, i,
-                                1 << (i - 1)), ' | ') || ' AS mask'
-    FROM generate_series(1, 5) i
+    SELECT format($q$
+        %1$I AS (
+            INSERT INTO iwd_dm.%2$I
+            SELECT b, department, process, category, queue, media_type, customer_segment, created, assigned,
+                   completed, canceled, rejected, expired, overdue, in_sla, backlog_end, pending_overdue,
+                   avg_age_s, max_age_s, avg_queue_s, avg_handle_s, value
+            FROM result WHERE lvl = %3$s
+            ORDER BY b, department COLLATE "C", process COLLATE "C", category COLLATE "C", queue COLLATE "C",
+                     media_type COLLATE "C", customer_segment COLLATE "C")$q$, 'ins_' || level, 'agg_' || level, lvl)
 $$;
 
 -- Recompute the aggregates of a set of intervals, of one or more levels, from the facts in one pass:
@@ -410,132 +546,67 @@ $$;
 -- and -1 at its finish, and the stock at e is the count open at the level's first interval's start
 -- plus the running sum of the changes up to e.
 --
--- One scan of the facts serves every level: the fact rows are hashed into flows per grouping
+-- One scan of the facts serves every level ("fine"): the fact rows are hashed into flows per grouping
 -- (department … customer_segment), local quarter hour (every interval of every level is a union of
 -- those) and the set of levels whose range holds the row; each level's flows are sums of those
--- (averages are sums over counts). Only then are the groupings numbered, and the running sums sort
--- (level, number, interval): sorting the facts on six text columns in the database collation, once
--- per level, cost more than everything else together. The number is attached with a hash join on
--- (column IS NULL, coalesce(column, '')) pairs, which is equality with NULLs equal. Rows are inserted
--- in the order of each aggregate's unique index so that each index page is visited once.
--- (JIT compilation of these large statements costs more than it saves. The planner cannot estimate
+-- ("flows"; averages are sums over counts). Only then are the groupings numbered ("groupings"), and the
+-- running sums ("stocks") sort (level, number, interval): sorting the facts on six text columns in the
+-- database collation, once per level, cost more than everything else together. The number is attached
+-- with a hash join on (column IS NULL, coalesce(column, '')) pairs, which is equality with NULLs equal.
+-- Rows are inserted in the order of each aggregate's unique index so that each index page is visited
+-- once. (JIT compilation of this large statement costs more than it saves. The planner cannot estimate
 -- the twelve-column join nor the number of flows: it would sort both sides for a merge join rather
 -- than hash a few hundred groupings, and group the facts by sorting them on text rather than hash.)
 CREATE FUNCTION iwd_dm._aggregate_intervals(picked_levels text[], picked_starts timestamptz[]) RETURNS void
-LANGUAGE plpgsql SET jit = off SET enable_mergejoin = off SET enable_sort = off AS $$
+LANGUAGE plpgsql SET jit = off SET enable_mergejoin = off SET enable_sort = off SET DateStyle = 'ISO' AS $$
 DECLARE
-    tz text := iwd_dm.time_zone();
-    levels constant text[] := ARRAY['15min', 'hour', 'day', 'week', 'month'];
-    g constant text := 'department, process, category, queue, media_type, customer_segment';
-    same_grouping text := (SELECT string_agg(format('(f.%1$s IS NULL) = (n.%1$s IS NULL) AND '
-                                                    'coalesce(f.%1$s, '''') = coalesce(n.%1$s, '''')', c), ' AND ')
-                           FROM unnest(string_to_array(g, ', ')) c);
-    lo timestamptz[];
-    hi timestamptz[];
-    present int[];
-    open_at_lo text := '';
-    inserts text := '';
-    i int;
+    tz constant text := iwd_dm.time_zone();
+    grouping_cols constant text := 'department, process, category, queue, media_type, customer_segment';
+    pick record;
+    -- per picked level: its number and the range [lo, hi) of its picked intervals
+    lvls int[] := '{}';
+    los timestamptz[] := '{}';
+    his timestamptz[] := '{}';
+    -- every picked interval as (level number, start)
+    picked_lvls int[] := '{}';
+    picked_ss timestamptz[] := '{}';
+    open_at_start text[] := '{}';
+    inserts text[] := '{}';
 BEGIN
-    SELECT array_agg(b.lo ORDER BY l.i), array_agg(b.hi ORDER BY l.i),
-           array_agg(l.i ORDER BY l.i) FILTER (WHERE b.lo IS NOT NULL)
-    INTO lo, hi, present
-    FROM unnest(levels) WITH ORDINALITY l(level, i)
-    LEFT JOIN (SELECT p.level, min(p.s) AS lo, iwd_dm.interval_end(p.level, max(p.s)) AS hi
-               FROM unnest(picked_levels, picked_starts) p(level, s) GROUP BY p.level) b USING (level);
-    IF present IS NULL THEN
+    FOR pick IN
+        SELECT l.lvl, l.level, array_agg(p.s) AS starts, min(p.s) AS lo, iwd_dm.interval_end(l.level, max(p.s)) AS hi
+        FROM unnest(picked_levels, picked_starts) p(level, s)
+        JOIN unnest(ARRAY['15min', 'hour', 'day', 'week', 'month']) WITH ORDINALITY l(level, lvl) USING (level)
+        GROUP BY l.lvl, l.level ORDER BY l.lvl
+    LOOP
+        EXECUTE format('DELETE FROM iwd_dm.%I WHERE interval_start = ANY ($1)', 'agg_' || pick.level)
+        USING pick.starts;
+        lvls := lvls || pick.lvl::int;
+        los := los || pick.lo;
+        his := his || pick.hi;
+        picked_lvls := picked_lvls || array_fill(pick.lvl::int, ARRAY[cardinality(pick.starts)]);
+        picked_ss := picked_ss || pick.starts;
+        open_at_start := open_at_start || iwd_dm._open_at_sql(grouping_cols, pick.lvl::int, pick.lo);
+        inserts := inserts || iwd_dm._insert_sql(pick.lvl::int, pick.level);
+    END LOOP;
+    IF cardinality(lvls) = 0 THEN
         RETURN;
     END IF;
-    FOREACH i IN ARRAY present LOOP
-        EXECUTE format('DELETE FROM iwd_dm.agg_%s WHERE interval_start = ANY ($1)', levels[i])
-        USING (SELECT array_agg(s) FROM unnest(picked_levels, picked_starts) p(level, s) WHERE level = levels[i]);
-        open_at_lo := open_at_lo || format($q$%1$s
-                SELECT %2$s AS lvl, %3$s, (due_at IS NOT NULL AND greatest(created_at, due_at) < $1[%2$s])::int AS po
-                FROM iwd_dm.task_fact
-                WHERE created_at < $1[%2$s] AND (finished_at IS NULL OR finished_at >= $1[%2$s])$q$,
-            CASE WHEN open_at_lo = '' THEN '' ELSE E'\n                UNION ALL' END, i, g);
-        inserts := inserts || format($q$,
-        ins_%1$s AS (
-            INSERT INTO iwd_dm.agg_%1$s
-            SELECT b, department, process, category, queue, media_type, customer_segment, created, assigned,
-                   completed, canceled, rejected, expired, overdue, in_sla, backlog_end, pending_overdue,
-                   avg_age_s, max_age_s, avg_queue_s, avg_handle_s, value
-            FROM result WHERE lvl = %2$s
-            ORDER BY b, department COLLATE "C", process COLLATE "C", category COLLATE "C", queue COLLATE "C",
-                     media_type COLLATE "C", customer_segment COLLATE "C")$q$, levels[i], i);
-    END LOOP;
-    EXECUTE format($q$
-        WITH fine AS MATERIALIZED (
-            SELECT %1$s, q, mask,
-                   sum(created) AS created, sum(assigned) AS assigned, sum(completed) AS completed,
-                   sum(canceled) AS canceled, sum(rejected) AS rejected, sum(expired) AS expired,
-                   sum(overdue) AS overdue, sum(in_sla) AS in_sla, sum(backlog_delta) AS backlog_delta,
-                   sum(po_delta) AS po_delta, sum(iwd_dm._us(age_s)) AS sum_age_us, count(age_s) AS n_age_s,
-                   max(age_s) AS max_age_s, sum(iwd_dm._us(queue_s)) AS sum_queue_us, count(queue_s) AS n_queue_s,
-                   sum(iwd_dm._us(handle_s)) AS sum_handle_us, count(handle_s) AS n_handle_s, sum(value) AS value
-            FROM (
-                SELECT %1$s, %3$s, 1 AS created, 0 AS assigned, 0 AS completed, 0 AS canceled, 0 AS rejected,
-                       0 AS expired, 0 AS overdue, 0 AS in_sla, 1 AS backlog_delta, 0 AS po_delta,
-                       NULL::float8 AS age_s, NULL::float8 AS queue_s, NULL::float8 AS handle_s, 0 AS value
-                FROM iwd_dm.task_fact WHERE created_at >= $3 AND created_at < $4
-                UNION ALL
-                SELECT %1$s, %4$s, 0, 0, (status = 'completed')::int, (status = 'canceled')::int,
-                       (status = 'rejected')::int, (status = 'expired')::int, overdue::int, completed_in_sla::int, -1,
-                       -(due_at IS NOT NULL AND finished_at >= greatest(created_at, due_at))::int,
-                       CASE WHEN status = 'completed' THEN age_s END, CASE WHEN status = 'completed' THEN queue_s END,
-                       CASE WHEN status = 'completed' THEN handle_s END,
-                       CASE WHEN status = 'completed' THEN business_value ELSE 0 END
-                FROM iwd_dm.task_fact WHERE finished_at >= $3 AND finished_at < $4
-                UNION ALL
-                SELECT %1$s, %5$s, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, NULL, NULL, NULL, 0
-                FROM iwd_dm.task_fact
-                WHERE due_at IS NOT NULL AND greatest(created_at, due_at) >= $3 AND greatest(created_at, due_at) < $4
-                  AND (finished_at IS NULL OR finished_at >= greatest(created_at, due_at))
-                UNION ALL
-                -- each reservation's task by its key (OFFSET 0 keeps the planner from hashing all the
-                -- facts for the few reservations of an intraday run)
-                SELECT f.department, f.process, f.category, f.queue, f.media_type, f.customer_segment, %6$s,
-                       0, 1, 0, 0, 0, 0, 0, 0, 0, 0, NULL, NULL, NULL, 0
-                FROM iwd_dm.task_event_fact x
-                CROSS JOIN LATERAL (SELECT department, process, category, queue, media_type, customer_segment
-                                    FROM iwd_dm.task_fact WHERE task_id = x.task_id OFFSET 0) f
-                WHERE x.event = 'reserved' AND x.at >= $3 AND x.at < $4) r
-            WHERE mask <> 0
-            GROUP BY %1$s, q, mask),
-        open_at_lo AS MATERIALIZED (
-            -- per level: the tasks open at its first interval's start, the stocks' starting values
-            SELECT lvl, %1$s, count(*) AS backlog_delta, sum(po) AS po_delta
-            FROM (%7$s) o
-            GROUP BY lvl, %1$s),
+    EXECUTE 'WITH' || array_to_string(ARRAY[
+        iwd_dm._fine_sql(grouping_cols, tz, lvls, los, his),
+        format($q$
+        open_at_start AS MATERIALIZED (
+            SELECT lvl, b, %1$s, count(*) AS backlog_delta, sum(po) AS po_delta
+            FROM (%2$s) o
+            GROUP BY lvl, b, %1$s)$q$, grouping_cols, array_to_string(open_at_start, E'\n                UNION ALL')),
+        format($q$
         groupings AS MATERIALIZED (
-            SELECT row_number() OVER () AS gid, * FROM (SELECT %1$s FROM fine UNION SELECT %1$s FROM open_at_lo) d),
-        picked AS (
-            SELECT array_position($5::text[], p.level) AS lvl, p.s FROM unnest($6::text[], $7::timestamptz[]) p(level, s)),
-        flows AS MATERIALIZED (
-            -- per level, grouping and interval: the sums of the quarter hours, and the open tasks at the
-            -- level's first interval (they add to the stocks only)
-            SELECT lvl, gid, b, sum(created)::bigint AS created, sum(assigned)::bigint AS assigned,
-                   sum(completed)::bigint AS completed, sum(canceled)::bigint AS canceled,
-                   sum(rejected)::bigint AS rejected, sum(expired)::bigint AS expired,
-                   sum(overdue)::bigint AS overdue, sum(in_sla)::bigint AS in_sla,
-                   sum(backlog_delta)::bigint AS backlog_delta, sum(po_delta)::bigint AS po_delta,
-                   iwd_dm._avg_s(sum(sum_age_us), sum(n_age_s)) AS avg_age_s, max(max_age_s) AS max_age_s,
-                   iwd_dm._avg_s(sum(sum_queue_us), sum(n_queue_s)) AS avg_queue_s,
-                   iwd_dm._avg_s(sum(sum_handle_us), sum(n_handle_s)) AS avg_handle_s,
-                   sum(value)::bigint AS value
-            FROM (SELECT l.lvl, f.gid,
-                         CASE l.lvl WHEN 1 THEN f.q AT TIME ZONE %8$L
-                                    ELSE date_trunc($5[l.lvl], f.q) AT TIME ZONE %8$L END AS b,
-                         f.created, f.assigned, f.completed, f.canceled, f.rejected, f.expired, f.overdue, f.in_sla,
-                         f.backlog_delta, f.po_delta, f.sum_age_us, f.n_age_s, f.max_age_s, f.sum_queue_us, f.n_queue_s,
-                         f.sum_handle_us, f.n_handle_s, f.value
-                  FROM (SELECT n.gid, f.* FROM fine f JOIN groupings n ON %2$s) f
-                  JOIN unnest($8::int[]) AS l(lvl) ON f.mask & (1 << (l.lvl - 1)) <> 0
-                  UNION ALL
-                  SELECT f.lvl, n.gid, $1[f.lvl], 0, 0, 0, 0, 0, 0, 0, 0, f.backlog_delta, f.po_delta, NULL, 0, NULL,
-                         NULL, 0, NULL, 0, 0
-                  FROM open_at_lo f JOIN groupings n ON %2$s) x
-            GROUP BY lvl, gid, b),
+            SELECT row_number() OVER () AS gid, *
+            FROM (SELECT %1$s FROM fine UNION SELECT %1$s FROM open_at_start) d)$q$, grouping_cols),
+        format($q$
+        picked AS (SELECT lvl, s FROM unnest(%L::int[], %L::timestamptz[]) p(lvl, s))$q$, picked_lvls, picked_ss),
+        iwd_dm._flows_sql(grouping_cols, tz, lvls),
+        $q$
         stocks AS (
             -- every picked interval of each level's groupings, with or without flows; the running sums
             -- also count the flows of the intervals between them
@@ -550,20 +621,16 @@ BEGIN
             FULL JOIN (SELECT ng.lvl, ng.gid, p.s AS b
                        FROM (SELECT DISTINCT lvl, gid FROM flows) ng JOIN picked p USING (lvl)) filler
                 USING (lvl, gid, b)
-            WINDOW w AS (PARTITION BY lvl, gid ORDER BY b)),
+            WINDOW w AS (PARTITION BY lvl, gid ORDER BY b))$q$,
+        $q$
         result AS MATERIALIZED (
+            -- the picked intervals with something to report
             SELECT s.lvl, s.b, n.department, n.process, n.category, n.queue, n.media_type, n.customer_segment,
                    s.created, s.assigned, s.completed, s.canceled, s.rejected, s.expired, s.overdue, s.in_sla,
                    s.backlog_end, s.pending_overdue, s.avg_age_s, s.max_age_s, s.avg_queue_s, s.avg_handle_s, s.value
             FROM stocks s JOIN groupings n USING (gid) JOIN picked p ON p.lvl = s.lvl AND p.s = s.b
-            WHERE (s.created + s.assigned + s.completed + s.canceled + s.rejected + s.expired + s.backlog_end) > 0)
-        %9$s
-        SELECT 1
-        $q$, g, same_grouping, iwd_dm._quarter_sql('created_at', tz), iwd_dm._quarter_sql('finished_at', tz),
-        iwd_dm._quarter_sql('greatest(created_at, due_at)', tz), iwd_dm._quarter_sql('x.at', tz), open_at_lo, tz,
-        inserts)
-    USING lo, hi, (SELECT min(x) FROM unnest(lo) x), (SELECT max(x) FROM unnest(hi) x), levels, picked_levels,
-          picked_starts, present;
+            WHERE (s.created + s.assigned + s.completed + s.canceled + s.rejected + s.expired + s.backlog_end) > 0)$q$
+        ] || inserts, ',') || E'\n        SELECT 1';
 END $$;
 
 -- Aggregate up to batch dirty intervals of each of the given levels, all in one pass; returns how many.
