@@ -8,7 +8,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "sidecar.h"
+#include "config.h"
+#include "iwd.h"
+#include "log.h"
 
 #define DEFAULT_PORT 4024
 #define DEFAULT_THREADS 2

@@ -1,10 +1,15 @@
-/* iwd-sidecar HTTP helpers: JSON responses, error bodies, query parameters and headers. */
+/* iwd-sidecar HTTP (http.h): JSON responses, error bodies, query parameters and headers. */
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
-#include "sidecar.h"
+#include <jansson.h>
+
+#include "clock.h"
+#include "http.h"
+#include "log.h"
+#include "metrics.h"
 
 static const char *reason_of(int status)
 {
@@ -53,12 +58,12 @@ int iwd_respond_text(iwd_call_t *call, int status, const char *content_type, con
     h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, content_type, strlen(content_type));
     if (status == 204) {
         h2o_send_inline(req, "", 0);
-        return 0;
+        return IWD_OK;
     }
     /* a known length keeps the connection open whatever the status (h2o closes it otherwise) */
     req->res.content_length = len;
     h2o_send_inline(req, body, len);
-    return 0;
+    return IWD_OK;
 }
 
 int iwd_respond_json(iwd_call_t *call, int status, const char *body, size_t len)

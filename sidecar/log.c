@@ -5,9 +5,14 @@
 #include <string.h>
 #include <time.h>
 
-#include "sidecar.h"
+#include <pthread.h>
+
+#include <jansson.h>
+
+#include "log.h"
 
 static const char *level_names[] = {"error", "warn", "info", "debug"};
+static int log_level = IWD_LOG_INFO; /* set before any thread starts, read-only afterwards */
 static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
 
 /* Stamp and write one log object (when its level is enabled), and free it. */
@@ -18,7 +23,7 @@ static void emit(int level, json_t *obj)
     char when[64];
     char *line;
 
-    if (level > iwd_conf.log_level) {
+    if (level > log_level) {
         json_decref(obj);
         return;
     }
@@ -35,6 +40,11 @@ static void emit(int level, json_t *obj)
     pthread_mutex_unlock(&log_lock);
     free(line);
     json_decref(obj);
+}
+
+void iwd_log_set_level(int level)
+{
+    log_level = level;
 }
 
 void iwd_log(int level, const char *msg, const char *fmt_extra, ...)
@@ -58,7 +68,7 @@ void iwd_log_request(const char *ccid, const char *method, const char *path, int
     int level = status >= 500 ? IWD_LOG_ERROR : IWD_LOG_INFO;
     json_t *obj;
 
-    if (level > iwd_conf.log_level)
+    if (level > log_level)
         return; /* every request passes here: build nothing that is not written */
     obj = json_object();
     json_object_set_new(obj, "msg", json_string("request"));

@@ -1,6 +1,6 @@
 /*
- * iwd-sidecar: the iwd REST API v3. Configuration, the worker threads (one h2o event loop each, see
- * sidecar.h) and the single request entry point.
+ * iwd-sidecar: the iwd REST API v3. Start-up (configuration, the control database's schema), the worker
+ * threads (one h2o event loop each, see thread.h), their listeners and the single request entry point.
  */
 #include <errno.h>
 #include <netinet/in.h>
@@ -16,12 +16,24 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "sidecar.h"
+#include "clock.h"
+#include "collector.h"
+#include "config.h"
+#include "control.h"
+#include "http.h"
+#include "iwd.h"
+#include "log.h"
+#include "metrics.h"
+#include "pg.h"
+#include "push.h"
+#include "redis.h"
+#include "routes.h"
+#include "thread.h"
 
 /* h2o refuses bodies above this itself (plain text); up to it, we answer 413 in JSON. */
 #define H2O_BODY_CEILING_FACTOR 4
 
-h2o_globalconf_t iwd_h2o_config;
+static h2o_globalconf_t iwd_h2o_config;
 static h2o_globalconf_t metrics_h2o_config;
 static iwd_thread_t *threads;
 static volatile sig_atomic_t stopping;
@@ -44,7 +56,7 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
     *call = (iwd_call_t){.req = req, .thread = thread_of(req->conn->ctx), .route = "unmatched",
                          .start_ms = iwd_now_ms_precise()};
     iwd_route(call);
-    return 0;
+    return IWD_OK;
 }
 
 /*
@@ -194,6 +206,7 @@ int main(int argc, char **argv)
     }
     if (iwd_config_load(argc, argv) != IWD_OK)
         return 2;
+    iwd_log_set_level(iwd_conf.log_level);
     signal(SIGPIPE, SIG_IGN);
     signal(SIGTERM, on_signal);
     signal(SIGINT, on_signal);
@@ -206,7 +219,7 @@ int main(int argc, char **argv)
         PQfinish(control);
         return 1;
     }
-    if (iwd_pg_control_migrate(control) != IWD_OK) {
+    if (iwd_control_migrate(control) != IWD_OK) {
         PQfinish(control);
         return 1;
     }
@@ -253,7 +266,7 @@ int main(int argc, char **argv)
     }
     if (iwd_conf.pushgateway_url != NULL && *iwd_conf.pushgateway_url != '\0')
         pthread_create(&pusher, NULL, iwd_pushgateway_main, NULL);
-    iwd_metrics_start_collector();
+    iwd_collector_start();
     iwd_log(IWD_LOG_INFO, "iwd-sidecar listening", "%s:%d, %d threads; metrics on %s:%d", iwd_conf.listen,
             iwd_conf.port, iwd_conf.threads, iwd_conf.metrics_listen, iwd_conf.metrics_port);
     for (int i = 0; i < iwd_conf.threads; i++)
@@ -263,8 +276,7 @@ int main(int argc, char **argv)
         iwd_pg_close_all(t);
         if (t->control != NULL)
             PQfinish(t->control);
-        if (t->redis.ctx != NULL)
-            redisFree(t->redis.ctx);
+        iwd_redis_close(&t->redis);
     }
     iwd_log(IWD_LOG_INFO, "iwd-sidecar stopped", NULL);
     return 0;

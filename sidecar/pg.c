@@ -1,7 +1,7 @@
 /*
  * iwd-sidecar PostgreSQL access: each thread keeps one connection to the control database and a few per
  * tenant it has served (up to IWD_PG_CONNS_PER_TENANT in use at once), reconnecting when one breaks.
- * Every tenant REST call is one call of the extension's SQL API, sent asynchronously (see sidecar.h):
+ * Every tenant REST call is one call of the extension's SQL API, sent asynchronously (see thread.h):
  * iwd_pg_call sends it on an idle connection or queues it, the thread's loop reads the result when the
  * connection's socket is readable, answers the request and gives the connection to the next call.
  * A new connection is opened by a short-lived connector thread, which hands it to the loop when it is
@@ -18,10 +18,15 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "sidecar.h"
+#include "answer.h"
+#include "clock.h"
+#include "config.h"
+#include "iwd.h"
+#include "log.h"
+#include "metrics.h"
+#include "pg.h"
 
 #define MAX_TENANT_CONNS_PER_THREAD 256
-#define RETRY_AFTER_S 1 /* what a 503 tells the client to wait */
 #define DEFAULT_CONNECT_TIMEOUT_S 5
 #define CALL_DEADLINE_GRACE_MS 5000 /* past the statement timeout, the server is taken for gone */
 #define FLUSH_TICK_MS 10            /* a call libpq could not write at once is written on this often */
@@ -482,31 +487,6 @@ PGresult *iwd_pg_exec(PGconn *conn, const char *db_label, const char *command, c
     return res;
 }
 
-/* The HTTP status of a failed SQL call, from its SQLSTATE. */
-int iwd_pg_error_status(PGresult *res)
-{
-    const char *code = res != NULL ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
-
-    if (code == NULL)
-        return 503;
-    if (strcmp(code, "P0002") == 0)
-        return 404;
-    if (strcmp(code, "55000") == 0 || strncmp(code, "23", 2) == 0 || strcmp(code, "40001") == 0 ||
-        strcmp(code, "40P01") == 0)
-        return 409;
-    if (strcmp(code, "42501") == 0)
-        return 403;
-    /* 54: a program limit (an index row or a tsvector too large for a value the client sent) */
-    if (strncmp(code, "22", 2) == 0 || strcmp(code, "42P02") == 0 || strncmp(code, "54", 2) == 0)
-        return 400;
-    if (strcmp(code, "57014") == 0) /* canceled: IWD_STATEMENT_TIMEOUT_MS */
-        return 504;
-    if (strncmp(code, "08", 2) == 0 || strncmp(code, "57P", 3) == 0 || strncmp(code, "53", 2) == 0 ||
-        strcmp(code, "55P03") == 0) /* 55P03: IWD_LOCK_TIMEOUT_MS */
-        return 503;
-    return 500;
-}
-
 /* The first word of an SQL call (its function name), for metrics. */
 static const char *command_of(const char *sql, char *buf, size_t size)
 {
@@ -523,57 +503,12 @@ static const char *command_of(const char *sql, char *buf, size_t size)
     return buf;
 }
 
-/* Tell the client of a 503 when to try again. */
-static void retry_later(iwd_call_t *call)
-{
-    char *seconds = h2o_mem_alloc_pool(&call->req->pool, 16);
-    int n = snprintf(seconds, 16, "%d", RETRY_AFTER_S);
-
-    h2o_add_header(&call->req->pool, &call->req->res.headers, H2O_TOKEN_RETRY_AFTER, NULL, seconds, n);
-}
-
-/* Answer a request from its SQL call's result: the jsonb value, 204/404 for NULL, or the error. */
-static void answer(iwd_call_t *call, PGresult *res, int success_status, int null_status)
-{
-    int status;
-    const char *msg, *detail;
-
-    if (PQresultStatus(res) == PGRES_TUPLES_OK) {
-        if ((PQntuples(res) != 1 || PQgetisnull(res, 0, 0)) && null_status == 204)
-            iwd_respond_json(call, 204, "", 0);
-        else if (PQntuples(res) != 1 || PQgetisnull(res, 0, 0))
-            iwd_respond_error(call, null_status, "not found");
-        else
-            iwd_respond_json(call, success_status, PQgetvalue(res, 0, 0), PQgetlength(res, 0, 0));
-        return;
-    }
-    status = iwd_pg_error_status(res);
-    msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
-    detail = PQresultErrorField(res, PG_DIAG_MESSAGE_DETAIL);
-    if (status == 503)
-        retry_later(call);
-    if (status >= 500)
-        iwd_log(IWD_LOG_ERROR, "database call failed", "%s: %s", call->tenant.ccid,
-                res != NULL ? PQresultErrorMessage(res) : "the connection broke");
-    if (status == 500)
-        iwd_respond_error(call, 500, "internal error");
-    else if (msg == NULL)
-        iwd_respond_error(call, status, "the tenant database is not reachable");
-    else if (detail != NULL)
-        iwd_respond_error(call, status, "%s: %s", msg, detail);
-    else
-        iwd_respond_error(call, status, "%s", msg);
-}
-
 static void fail_pending(iwd_pg_pending_t *pending, int status, const char *message)
 {
     iwd_call_t *call = detach(pending);
 
-    if (call != NULL) {
-        if (status == 503)
-            retry_later(call);
-        iwd_respond_error(call, status, "%s", message);
-    }
+    if (call != NULL)
+        iwd_answer_error(call, status, message);
     pending_free(pending);
 }
 
@@ -735,7 +670,7 @@ static void complete(iwd_tenant_conn_t *tc)
         return;
     }
     if ((call = detach(pending)) != NULL)
-        answer(call, res, pending->success_status, pending->null_status);
+        iwd_answer_result(call, res, pending->success_status, pending->null_status);
     PQclear(res);
     pending_free(pending);
     next_waiting(thread, tc, ccid);
@@ -919,42 +854,4 @@ int iwd_pg_call(iwd_call_t *call, const char *sql, int nparams, const char *cons
     snprintf(pending->command, sizeof(pending->command), "%s", command_of(sql, command, sizeof(command)));
     dispatch(call->thread, pending);
     return 0;
-}
-/* Create or migrate the control database's schema (idempotent). */
-int iwd_pg_control_migrate(PGconn *conn)
-{
-    static const char *const steps[] = {
-        "CREATE SCHEMA IF NOT EXISTS iwd_control",
-        "CREATE TABLE IF NOT EXISTS iwd_control.schema_version (version int NOT NULL)",
-        "CREATE TABLE IF NOT EXISTS iwd_control.tenant ("
-        " ccid text PRIMARY KEY, tenant_id text, name text,"
-        " db_host text NOT NULL, db_port int NOT NULL, db_name text NOT NULL, db_user text NOT NULL,"
-        " db_password text, db_ssl boolean NOT NULL DEFAULT false,"
-        " iwd_url text, email_url text, gws jsonb,"
-        " services text[] NOT NULL DEFAULT '{iWD}',"
-        " created_at timestamptz NOT NULL DEFAULT now(), updated_at timestamptz NOT NULL DEFAULT now())",
-        "CREATE UNIQUE INDEX IF NOT EXISTS tenant_database_idx ON iwd_control.tenant (db_host, db_port, db_name)",
-        "CREATE TABLE IF NOT EXISTS iwd_control.api_key ("
-        " key_hash text PRIMARY KEY,"
-        " ccid text NOT NULL REFERENCES iwd_control.tenant ON DELETE CASCADE,"
-        " kind text NOT NULL CHECK (kind IN ('tenant', 'iwddm')))",
-        "INSERT INTO iwd_control.schema_version SELECT 1 WHERE NOT EXISTS (SELECT 1 FROM iwd_control.schema_version)",
-    };
-    PGresult *res = PQexec(conn, "SELECT pg_advisory_lock(4024)");
-    int rc;
-
-    PQclear(res);
-    for (size_t i = 0; i < sizeof(steps) / sizeof(steps[0]); i++) {
-        res = PQexec(conn, steps[i]);
-        if (PQresultStatus(res) != PGRES_COMMAND_OK) {
-            iwd_log(IWD_LOG_ERROR, "control database migration failed", "%s", PQresultErrorMessage(res));
-            PQclear(res);
-            PQclear(PQexec(conn, "SELECT pg_advisory_unlock(4024)"));
-            return IWD_ERR;
-        }
-        PQclear(res);
-    }
-    rc = iwd_auth_migrate(conn);
-    PQclear(PQexec(conn, "SELECT pg_advisory_unlock(4024)"));
-    return rc;
 }

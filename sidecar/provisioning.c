@@ -9,6 +9,7 @@
 
 #include <jansson.h>
 
+#include "iwd.h"
 #include "provisioning.h"
 
 #define PATH_MAX_DEPTH 4
@@ -23,7 +24,7 @@ static int fail(char *err, size_t errlen, const char *fmt, ...)
         vsnprintf(err, errlen, fmt, ap);
         va_end(ap);
     }
-    return -1;
+    return IWD_ERR;
 }
 
 bool iwd_ccid_valid(const char *ccid)
@@ -73,16 +74,16 @@ static int lookup(json_t *doc, const char *path, json_t **value, char *err, size
 
         v = json_object_getn(v, start, n);
         if (v == NULL || json_is_null(v))
-            return 0;
+            return IWD_OK;
         if (dot == NULL) {
             *value = v;
-            return 0;
+            return IWD_OK;
         }
         if (!json_is_object(v))
             return fail(err, errlen, "%.*s must be an object", (int)(dot - path), path);
         start = dot + 1;
     }
-    return 0;
+    return IWD_OK;
 }
 
 /*
@@ -96,19 +97,19 @@ static int string_at(json_t *doc, const char *path, bool required, size_t max, b
     json_t *v;
 
     *out = NULL;
-    if (lookup(doc, path, &v, err, errlen) != 0)
-        return -1;
+    if (lookup(doc, path, &v, err, errlen) != IWD_OK)
+        return IWD_ERR;
     if (v != NULL && !json_is_string(v))
         return fail(err, errlen, "%s must be a string", path);
     if (v == NULL || json_string_length(v) == 0)
-        return required ? fail(err, errlen, "%s is required", path) : 0;
+        return required ? fail(err, errlen, "%s is required", path) : IWD_OK;
     if (json_string_length(v) > max)
         return fail(err, errlen, "%s is longer than %zu characters", path, max);
     if (strlen(json_string_value(v)) != json_string_length(v) || (!allow_control && has_control(json_string_value(v))))
         return fail(err, errlen, "%s must not contain control characters", path);
     if ((*out = strdup(json_string_value(v))) == NULL)
         return fail(err, errlen, "out of memory");
-    return 0;
+    return IWD_OK;
 }
 
 /* iwd.db.port: an integer or a string of digits within 1..65535; 5432 when absent. */
@@ -118,10 +119,10 @@ static int port_at(json_t *doc, int *port, char *err, size_t errlen)
     long long n = -1;
 
     *port = 5432;
-    if (lookup(doc, "iwd.db.port", &v, err, errlen) != 0)
-        return -1;
+    if (lookup(doc, "iwd.db.port", &v, err, errlen) != IWD_OK)
+        return IWD_ERR;
     if (v == NULL)
-        return 0;
+        return IWD_OK;
     if (json_is_integer(v)) {
         n = json_integer_value(v);
     } else if (json_is_string(v) && json_string_length(v) > 0 && json_string_length(v) <= 5 &&
@@ -131,7 +132,7 @@ static int port_at(json_t *doc, int *port, char *err, size_t errlen)
     if (n < 1 || n > 65535)
         return fail(err, errlen, "iwd.db.port must be a port number (1 to 65535)");
     *port = (int)n;
-    return 0;
+    return IWD_OK;
 }
 
 /* An API key: length and characters. */
@@ -141,7 +142,7 @@ static int key_valid(const char *path, const char *key, char *err, size_t errlen
         return fail(err, errlen, "%s must be at least %d characters", path, IWD_API_KEY_MIN);
     if (!key_chars_valid(key))
         return fail(err, errlen, "%s must be printable ASCII without spaces", path);
-    return 0;
+    return IWD_OK;
 }
 
 void iwd_provisioning_free(iwd_provisioning_t *out)
@@ -161,35 +162,36 @@ static int validate(json_t *doc, iwd_provisioning_t *out, char *err, size_t errl
 
     if (!json_is_object(doc))
         return fail(err, errlen, "the body must be a JSON object");
-    if (string_at(doc, "tenant.ccid", true, IWD_CCID_MAX, false, &out->ccid, err, errlen) != 0 ||
-        string_at(doc, "tenant.id", true, IWD_NAME_MAX, false, &out->tenant_id, err, errlen) != 0 ||
-        string_at(doc, "iwd.db.host", true, IWD_DB_HOST_MAX, false, &out->host, err, errlen) != 0 ||
-        string_at(doc, "iwd.db.database", true, IWD_DB_IDENT_MAX, false, &out->database, err, errlen) != 0 ||
-        string_at(doc, "iwd.db.user", true, IWD_DB_IDENT_MAX, false, &out->user, err, errlen) != 0 ||
+    if (string_at(doc, "tenant.ccid", true, IWD_CCID_MAX, false, &out->ccid, err, errlen) != IWD_OK ||
+        string_at(doc, "tenant.id", true, IWD_NAME_MAX, false, &out->tenant_id, err, errlen) != IWD_OK ||
+        string_at(doc, "iwd.db.host", true, IWD_DB_HOST_MAX, false, &out->host, err, errlen) != IWD_OK ||
+        string_at(doc, "iwd.db.database", true, IWD_DB_IDENT_MAX, false, &out->database, err, errlen) != IWD_OK ||
+        string_at(doc, "iwd.db.user", true, IWD_DB_IDENT_MAX, false, &out->user, err, errlen) != IWD_OK ||
         string_at(doc, "iwd.apiKeys.IWD_APIKEY_TENANT", true, IWD_API_KEY_MAX, false, &out->tenant_key, err,
-                  errlen) != 0 ||
-        string_at(doc, "iwd.apiKeys.IWD_APIKEY_IWDDM", false, IWD_API_KEY_MAX, false, &out->dm_key, err, errlen) != 0 ||
-        string_at(doc, "iwd.db.password", false, IWD_DB_PASSWORD_MAX, true, &out->password, err, errlen) != 0 ||
-        string_at(doc, "tenant.name", false, IWD_NAME_MAX, false, &out->name, err, errlen) != 0 ||
-        string_at(doc, "iwd.url", false, IWD_URL_MAX, false, &out->iwd_url, err, errlen) != 0 ||
-        string_at(doc, "iwdEmail.url", false, IWD_URL_MAX, false, &out->email_url, err, errlen) != 0)
-        return -1;
+                  errlen) != IWD_OK ||
+        string_at(doc, "iwd.apiKeys.IWD_APIKEY_IWDDM", false, IWD_API_KEY_MAX, false, &out->dm_key, err,
+                  errlen) != IWD_OK ||
+        string_at(doc, "iwd.db.password", false, IWD_DB_PASSWORD_MAX, true, &out->password, err, errlen) != IWD_OK ||
+        string_at(doc, "tenant.name", false, IWD_NAME_MAX, false, &out->name, err, errlen) != IWD_OK ||
+        string_at(doc, "iwd.url", false, IWD_URL_MAX, false, &out->iwd_url, err, errlen) != IWD_OK ||
+        string_at(doc, "iwdEmail.url", false, IWD_URL_MAX, false, &out->email_url, err, errlen) != IWD_OK)
+        return IWD_ERR;
     if (!iwd_ccid_valid(out->ccid))
         return fail(err, errlen, "tenant.ccid must be 1 to %d of the characters A-Z a-z 0-9 . _ -", IWD_CCID_MAX);
-    if (key_valid("iwd.apiKeys.IWD_APIKEY_TENANT", out->tenant_key, err, errlen) != 0 ||
-        (out->dm_key != NULL && key_valid("iwd.apiKeys.IWD_APIKEY_IWDDM", out->dm_key, err, errlen) != 0))
-        return -1;
+    if (key_valid("iwd.apiKeys.IWD_APIKEY_TENANT", out->tenant_key, err, errlen) != IWD_OK ||
+        (out->dm_key != NULL && key_valid("iwd.apiKeys.IWD_APIKEY_IWDDM", out->dm_key, err, errlen) != IWD_OK))
+        return IWD_ERR;
     if (out->dm_key != NULL && strcmp(out->dm_key, out->tenant_key) == 0)
         return fail(err, errlen, "iwd.apiKeys.IWD_APIKEY_IWDDM must differ from IWD_APIKEY_TENANT");
-    if (port_at(doc, &out->port, err, errlen) != 0)
-        return -1;
-    if (lookup(doc, "iwd.db.ssl", &v, err, errlen) != 0)
-        return -1;
+    if (port_at(doc, &out->port, err, errlen) != IWD_OK)
+        return IWD_ERR;
+    if (lookup(doc, "iwd.db.ssl", &v, err, errlen) != IWD_OK)
+        return IWD_ERR;
     if (v != NULL && !json_is_boolean(v))
         return fail(err, errlen, "iwd.db.ssl must be true or false");
     out->ssl = json_is_true(v);
-    if (lookup(doc, "tenant.gws", &v, err, errlen) != 0)
-        return -1;
+    if (lookup(doc, "tenant.gws", &v, err, errlen) != IWD_OK)
+        return IWD_ERR;
     if (v != NULL) {
         if (!json_is_object(v))
             return fail(err, errlen, "tenant.gws must be an object");
@@ -198,7 +200,7 @@ static int validate(json_t *doc, iwd_provisioning_t *out, char *err, size_t errl
         if (strlen(out->gws) > IWD_GWS_MAX)
             return fail(err, errlen, "tenant.gws is larger than %d bytes", IWD_GWS_MAX);
     }
-    return 0;
+    return IWD_OK;
 }
 
 int iwd_provisioning_parse(const char *body, size_t len, iwd_provisioning_t *out, char *err, size_t errlen)
@@ -217,7 +219,7 @@ int iwd_provisioning_parse(const char *body, size_t len, iwd_provisioning_t *out
         return fail(err, errlen, "malformed JSON: %s (line %d, column %d)", jerr.text, jerr.line, jerr.column);
     rc = validate(doc, out, err, errlen);
     json_decref(doc);
-    if (rc != 0)
+    if (rc != IWD_OK)
         iwd_provisioning_free(out);
     return rc;
 }

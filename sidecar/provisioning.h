@@ -37,8 +37,8 @@ typedef struct iwd_provisioning {
 } iwd_provisioning_t;
 
 /*
- * Parse and validate a provisioning body of len bytes (not NUL-terminated). Returns 0 and fills out, or
- * -1 with a message naming the offending field in err (always NUL-terminated when errlen > 0) and out
+ * Parse and validate a provisioning body of len bytes (not NUL-terminated). Returns IWD_OK (iwd.h) and fills
+ * out, or IWD_ERR with a message naming the offending field in err (always NUL-terminated when errlen > 0) and out
  * left empty. Nothing is allocated on failure.
  */
 int iwd_provisioning_parse(const char *body, size_t len, iwd_provisioning_t *out, char *err, size_t errlen);

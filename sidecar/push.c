@@ -14,8 +14,14 @@
 
 #include <openssl/evp.h>
 
+#include "config.h"
+#include "iwd.h"
+#include "log.h"
+#include "pg.h"
 #include "provisioning.h"
-#include "sidecar.h"
+#include "push.h"
+#include "tenant.h"
+#include "thread.h"
 
 /*
  * The grouping-key segment of a tenant's ccid (shorter than IWD_CCID_SIZE, as iwd_tenant_t holds it):

@@ -2,7 +2,7 @@
  * iwd-sidecar Redis cache: API key -> tenant and tenant -> connection settings. Redis only accelerates:
  * when it is unreachable every lookup goes to the control database, and the thread retries Redis with
  * an exponential back-off (100 ms doubling to 30 s) without delaying requests. Calls are synchronous
- * with short timeouts on the calling thread's own connection (see sidecar.h for the threading model).
+ * with short timeouts on the calling thread's own connection (see thread.h for the threading model).
  * With IWD_REDIS_CLUSTER the keys go to the first reachable node; MOVED/ASK answers are not followed
  * and count as errors (the cache then falls back to the control database for those keys).
  */
@@ -10,7 +10,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "sidecar.h"
+#include "clock.h"
+#include "config.h"
+#include "iwd.h"
+#include "metrics.h"
+#include "redis.h"
 
 #define CONNECT_TIMEOUT_MS 200
 #define COMMAND_TIMEOUT_MS 200
@@ -35,10 +39,8 @@ static int parse_node(const char *node, char *host, size_t host_size, int *port)
     return IWD_OK;
 }
 
-static void mark_down(iwd_thread_t *thread)
+static void mark_down(iwd_redis_t *r)
 {
-    iwd_redis_t *r = &thread->redis;
-
     if (r->ctx != NULL) {
         redisFree(r->ctx);
         r->ctx = NULL;
@@ -52,10 +54,8 @@ static void mark_down(iwd_thread_t *thread)
 }
 
 /* The thread's Redis connection, connecting when due; NULL when there is none. */
-static redisContext *connection(iwd_thread_t *thread)
-{
-    iwd_redis_t *r = &thread->redis;
-    char *nodes, *save = NULL;
+static redisContext *connection(iwd_redis_t *r)
+{    char *nodes, *save = NULL;
     bool first_attempt = r->down_since_ms == 0 && r->backoff_ms == 0;
 
     if (iwd_conf.redis_nodes == NULL || *iwd_conf.redis_nodes == '\0')
@@ -117,9 +117,9 @@ static redisContext *connection(iwd_thread_t *thread)
 }
 
 /* Run one command; NULL (and the connection marked down on transport errors) when it fails. */
-static redisReply *command(iwd_thread_t *thread, const char *fmt, const char *a, const char *b, int n)
+static redisReply *command(iwd_redis_t *r, const char *fmt, const char *a, const char *b, int n)
 {
-    redisContext *ctx = connection(thread);
+    redisContext *ctx = connection(r);
     redisReply *reply;
 
     if (ctx == NULL)
@@ -129,7 +129,7 @@ static redisReply *command(iwd_thread_t *thread, const char *fmt, const char *a,
         iwd_metrics_redis_error();
         if (reply != NULL)
             freeReplyObject(reply);
-        mark_down(thread);
+        mark_down(r);
         return NULL;
     }
     if (reply->type == REDIS_REPLY_ERROR) {
@@ -140,9 +140,9 @@ static redisReply *command(iwd_thread_t *thread, const char *fmt, const char *a,
     return reply;
 }
 
-char *iwd_redis_get(iwd_thread_t *thread, const char *key)
+char *iwd_redis_get(iwd_redis_t *redis, const char *key)
 {
-    redisReply *reply = command(thread, "GET %s", key, NULL, 0);
+    redisReply *reply = command(redis, "GET %s", key, NULL, 0);
     char *value = NULL;
 
     if (reply == NULL)
@@ -153,18 +153,25 @@ char *iwd_redis_get(iwd_thread_t *thread, const char *key)
     return value;
 }
 
-void iwd_redis_set(iwd_thread_t *thread, const char *key, const char *value, int ttl_s)
+void iwd_redis_set(iwd_redis_t *redis, const char *key, const char *value, int ttl_s)
 {
-    redisReply *reply = command(thread, "SET %s %s EX %d", key, value, ttl_s);
+    redisReply *reply = command(redis, "SET %s %s EX %d", key, value, ttl_s);
 
     if (reply != NULL)
         freeReplyObject(reply);
 }
 
-void iwd_redis_del(iwd_thread_t *thread, const char *key)
+void iwd_redis_del(iwd_redis_t *redis, const char *key)
 {
-    redisReply *reply = command(thread, "DEL %s", key, NULL, 0);
+    redisReply *reply = command(redis, "DEL %s", key, NULL, 0);
 
     if (reply != NULL)
         freeReplyObject(reply);
+}
+
+void iwd_redis_close(iwd_redis_t *redis)
+{
+    if (redis->ctx != NULL)
+        redisFree(redis->ctx);
+    redis->ctx = NULL;
 }

@@ -1,109 +1,24 @@
 /*
- * iwd-sidecar routing: the table of every route under /iwd/v3. Most routes are one call of the
- * extension's SQL API whose jsonb result is the response body; the table says which SQL, which
- * arguments (path parameters, the body, body members) and which statuses.
+ * iwd-sidecar router (routes.h): a request's route found in the resources' tables, its path and query
+ * decoded and bounded, its key checked, and the route run: an SQL route's arguments (path parameters, the
+ * body, body members) sent as one call of the extension's SQL API, or the route's handler called.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "sidecar.h"
+#include <jansson.h>
 
-enum auth_kind { AUTH_NONE, AUTH_ADMIN, AUTH_READ, AUTH_WRITE };
+#include "auth.h"
+#include "config.h"
+#include "iwd.h"
+#include "pg.h"
+#include "routes.h"
 
-typedef int (*route_fn)(iwd_call_t *call);
-
-typedef struct route {
-    const char *method;
-    const char *pattern;   /* after /iwd/v3; "{x}" matches one segment */
-    enum auth_kind auth;
-    route_fn fn;           /* custom handler, or NULL for an SQL route */
-    const char *sql;       /* $n arguments are text: path parameters first, then the body when body_arg */
-    bool body_arg;         /* pass the body (a JSON object; "{}" when empty) as the last argument */
-    bool body_required;
-    int success;           /* status of a non-NULL result */
-    int on_null;           /* status of a NULL result */
-    const char *required;  /* a body member that must be a non-empty string */
-} route_t;
-
-static int on_health_live(iwd_call_t *call);
-static int on_health_ready(iwd_call_t *call);
-static int on_metrics(iwd_call_t *call);
-
-/* Every route; sidecar/openapi.yaml documents each (a test checks it). */
-static const route_t routes[] = {
-    {"GET", "/health/live", AUTH_NONE, on_health_live, NULL, false, false, 200, 404, NULL},
-    {"GET", "/health/ready", AUTH_NONE, on_health_ready, NULL, false, false, 200, 404, NULL},
-    /* without a key on the metrics listener (IWD_METRICS_PORT) only: it names every tenant */
-    {"GET", "/metrics", AUTH_ADMIN, on_metrics, NULL, false, false, 200, 404, NULL},
-    {"POST", "/provisioning", AUTH_ADMIN, iwd_on_provisioning_save, NULL, false, true, 200, 404, NULL},
-    {"PUT", "/provisioning", AUTH_ADMIN, iwd_on_provisioning_save, NULL, false, true, 200, 404, NULL},
-    {"DELETE", "/provisioning/{ccid}", AUTH_ADMIN, iwd_on_provisioning_delete, NULL, false, false, 200, 404, NULL},
-
-    {"GET", "/tasks", AUTH_READ, iwd_on_tasks_list, NULL, false, false, 200, 404, NULL},
-    {"POST", "/tasks", AUTH_WRITE, NULL, "SELECT iwd.create_task($1::jsonb)", true, true, 201, 500, NULL},
-    {"POST", "/tasks/bulk", AUTH_WRITE, NULL, "SELECT iwd.create_tasks($1::jsonb)", true, true, 201, 500, NULL},
-    {"GET", "/tasks/{id}", AUTH_READ, NULL, "SELECT iwd.get_task($1::bigint)", false, false, 200, 404, NULL},
-    {"PATCH", "/tasks/{id}", AUTH_WRITE, NULL, "SELECT iwd.update_task($1::bigint, $2::jsonb)", true, true, 200, 404, NULL},
-    {"GET", "/tasks/{id}/history", AUTH_READ, NULL,
-     "SELECT CASE WHEN iwd.get_task($1::bigint) IS NOT NULL THEN"
-     " (SELECT coalesce(jsonb_agg(h), '[]') FROM iwd.task_history($1::bigint) h) END",
-     false, false, 200, 404, NULL},
-    {"POST", "/tasks/{id}/hold", AUTH_WRITE, NULL, "SELECT iwd.hold_task($1::bigint, $2::jsonb->>'reason')", true,
-     false, 200, 404, NULL},
-    {"POST", "/tasks/{id}/resume", AUTH_WRITE, NULL, "SELECT iwd.resume_task($1::bigint)", false, false, 200, 404, NULL},
-    {"POST", "/tasks/{id}/cancel", AUTH_WRITE, NULL, "SELECT iwd.cancel_task($1::bigint, $2::jsonb->>'reason')",
-     true, false, 200, 404, NULL},
-    {"POST", "/tasks/{id}/complete", AUTH_WRITE, NULL,
-     "SELECT iwd.complete_task($1::bigint, $2::jsonb->>'agent')", true, false, 200, 404, NULL},
-    {"POST", "/tasks/{id}/reject", AUTH_WRITE, NULL,
-     "SELECT iwd.reject_task($1::bigint, $2::jsonb->>'agent', $2::jsonb->>'reason')", true, false, 200, 404, NULL},
-    {"POST", "/tasks/{id}/restart", AUTH_WRITE, NULL, "SELECT iwd.restart_task($1::bigint)", false, false, 200, 404, NULL},
-    {"POST", "/tasks/{id}/accept", AUTH_WRITE, NULL,
-     "SELECT iwd.accept_task($1::bigint, $2::jsonb->>'agent')", true, true, 200, 404, "agent"},
-    {"POST", "/tasks/{id}/reprioritize", AUTH_WRITE, NULL,
-     "SELECT iwd.reprioritize_task($1::bigint, ($2::jsonb->>'priority')::int, ($2::jsonb->>'businessValue')::int)",
-     true, true, 200, 404, NULL},
-
-    {"GET", "/agents", AUTH_READ, NULL, "SELECT iwd.list_agents()", false, false, 200, 404, NULL},
-    {"GET", "/agents/{id}", AUTH_READ, NULL, "SELECT iwd.get_agent($1)", false, false, 200, 404, NULL},
-    {"PUT", "/agents/{id}", AUTH_WRITE, NULL,
-     "SELECT iwd.upsert_agent($2::jsonb || jsonb_build_object('id', $1::text))", true, true, 200, 404, NULL},
-    {"DELETE", "/agents/{id}", AUTH_WRITE, NULL, "SELECT iwd.delete_agent($1)", false, false, 200, 404, NULL},
-    {"POST", "/agents/{id}/state", AUTH_WRITE, NULL,
-     "SELECT iwd.set_agent_state($1, $2::jsonb->>'state')", true, true, 200, 404, "state"},
-    {"POST", "/agents/{id}/next", AUTH_WRITE, NULL,
-     "SELECT iwd.next_task($1, coalesce(($2::jsonb->>'reserveSeconds')::int, 30))", true, false, 200, 204, NULL},
-
-    {"GET", "/departments", AUTH_READ, NULL, "SELECT iwd.list_departments()", false, false, 200, 404, NULL},
-    {"GET", "/departments/{name}", AUTH_READ, NULL, "SELECT iwd.get_department($1)", false, false, 200, 404, NULL},
-    {"PUT", "/departments/{name}", AUTH_WRITE, NULL,
-     "SELECT iwd.upsert_department($2::jsonb || jsonb_build_object('name', $1::text))", true, true, 200, 404, NULL},
-    {"DELETE", "/departments/{name}", AUTH_WRITE, NULL, "SELECT iwd.delete_department($1)", false, false, 200, 404, NULL},
-    {"GET", "/processes", AUTH_READ, NULL, "SELECT iwd.list_processes()", false, false, 200, 404, NULL},
-    {"GET", "/processes/{name}", AUTH_READ, NULL, "SELECT iwd.get_process($1)", false, false, 200, 404, NULL},
-    {"PUT", "/processes/{name}", AUTH_WRITE, NULL,
-     "SELECT iwd.upsert_process($2::jsonb || jsonb_build_object('name', $1::text))", true, true, 200, 404, NULL},
-    {"DELETE", "/processes/{name}", AUTH_WRITE, NULL, "SELECT iwd.delete_process($1)", false, false, 200, 404, NULL},
-    {"GET", "/categories", AUTH_READ, NULL, "SELECT iwd.list_categories()", false, false, 200, 404, NULL},
-    {"GET", "/categories/{name}", AUTH_READ, NULL, "SELECT iwd.get_category($1)", false, false, 200, 404, NULL},
-    {"PUT", "/categories/{name}", AUTH_WRITE, NULL,
-     "SELECT iwd.upsert_category($2::jsonb || jsonb_build_object('name', $1::text))", true, true, 200, 404, NULL},
-    {"DELETE", "/categories/{name}", AUTH_WRITE, NULL, "SELECT iwd.delete_category($1)", false, false, 200, 404, NULL},
-    {"GET", "/calendars", AUTH_READ, NULL, "SELECT iwd.list_calendars()", false, false, 200, 404, NULL},
-    {"GET", "/calendars/{name}", AUTH_READ, NULL, "SELECT iwd.get_calendar($1)", false, false, 200, 404, NULL},
-    {"PUT", "/calendars/{name}", AUTH_WRITE, NULL,
-     "SELECT iwd.upsert_calendar($2::jsonb || jsonb_build_object('name', $1::text))", true, true, 200, 404, NULL},
-    {"DELETE", "/calendars/{name}", AUTH_WRITE, NULL, "SELECT iwd.delete_calendar($1)", false, false, 200, 404, NULL},
-    {"GET", "/rules", AUTH_READ, NULL, "SELECT iwd.list_rules()", false, false, 200, 404, NULL},
-    {"GET", "/rules/{kind}", AUTH_READ, NULL, "SELECT iwd.list_rules($1)", false, false, 200, 404, NULL},
-    {"GET", "/rules/{kind}/{name}", AUTH_READ, NULL, "SELECT iwd.get_rule($1, $2)", false, false, 200, 404, NULL},
-    {"PUT", "/rules/{kind}/{name}", AUTH_WRITE, NULL,
-     "SELECT iwd.upsert_rule($3::jsonb || jsonb_build_object('kind', $1::text, 'name', $2::text))", true, true, 200,
-     404, NULL},
-    {"DELETE", "/rules/{kind}/{name}", AUTH_WRITE, NULL, "SELECT iwd.delete_rule($1, $2)", false, false, 200, 404, NULL},
-    {"GET", "/queue/stats", AUTH_READ, NULL, "SELECT iwd.queue_stats()", false, false, 200, 404, NULL},
-};
+/* Every resource's routes; sidecar/openapi.yaml documents each (a test checks it). */
+static const iwd_route_table_t *const tables[] = {&iwd_routes_health, &iwd_routes_provisioning, &iwd_routes_tasks,
+                                                  &iwd_routes_agents, &iwd_routes_configuration};
+#define NTABLES (sizeof(tables) / sizeof(tables[0]))
 
 /* More segments than any route has, the prefix's included: such a path is answered 404 undecoded. */
 #define PATH_SEGMENTS_MAX 8
@@ -179,7 +94,7 @@ static bool match(iwd_call_t *call, const char *pattern, char *const *segments, 
  * The route of a request, with its path parameters in call->params; NULL when the request cannot be
  * routed, with the status (400, 404, 405) and the message of the answer.
  */
-static const route_t *resolve(iwd_call_t *call, int *status, char *message, size_t size)
+static const iwd_route_t *resolve(iwd_call_t *call, int *status, char *message, size_t size)
 {
     h2o_req_t *req = call->req;
     char *segments[PATH_SEGMENTS_MAX];
@@ -192,21 +107,22 @@ static const route_t *resolve(iwd_call_t *call, int *status, char *message, size
         snprintf(message, size, "malformed path: a %% must start an escape %%XX other than %%00");
         return NULL;
     }
-    for (size_t i = 0; nsegments >= 0 && i < sizeof(routes) / sizeof(routes[0]); i++) {
-        const route_t *r = &routes[i];
-        if (!match(call, r->pattern, segments, nsegments))
-            continue;
-        path_matched = true;
-        if (!h2o_memis(req->method.base, req->method.len, r->method, strlen(r->method)))
-            continue;
-        if (!iwd_query_valid(req)) {
-            call->nparams = 0;
-            *status = 400;
-            snprintf(message, size, "malformed query: a %% must start an escape %%XX other than %%00");
-            return NULL;
+    for (size_t t = 0; nsegments >= 0 && t < NTABLES; t++)
+        for (size_t i = 0; i < tables[t]->n; i++) {
+            const iwd_route_t *r = &tables[t]->routes[i];
+            if (!match(call, r->pattern, segments, nsegments))
+                continue;
+            path_matched = true;
+            if (!h2o_memis(req->method.base, req->method.len, r->method, strlen(r->method)))
+                continue;
+            if (!iwd_query_valid(req)) {
+                call->nparams = 0;
+                *status = 400;
+                snprintf(message, size, "malformed query: a %% must start an escape %%XX other than %%00");
+                return NULL;
+            }
+            return r;
         }
-        return r;
-    }
     call->nparams = 0;
     *status = path_matched ? 405 : 404;
     if (path_matched)
@@ -263,7 +179,7 @@ static char *body_text(h2o_req_t *req, bool required, const char *member, int *s
 }
 
 /* Run an SQL route. */
-static int run_sql(iwd_call_t *call, const route_t *r)
+static int run_sql(iwd_call_t *call, const iwd_route_t *r)
 {
     const char *values[5];
     int n = 0;
@@ -278,7 +194,7 @@ static int run_sql(iwd_call_t *call, const route_t *r)
             return iwd_respond_error(call, status, "%s", message);
         values[n++] = body;
     }
-    return iwd_pg_call(call, r->sql, n, values, r->success, r->on_null);
+    return iwd_pg_call(call, r->sql, n, values, r->success != 0 ? r->success : 200, r->on_null != 0 ? r->on_null : 404);
 }
 
 /*
@@ -326,63 +242,27 @@ int iwd_route(iwd_call_t *call)
 {
     char message[256];
     int status;
-    const route_t *r = resolve(call, &status, message, sizeof(message));
+    const iwd_route_t *r = resolve(call, &status, message, sizeof(message));
 
     if (r == NULL)
         return iwd_respond_error(call, status, "%s", message);
     call->route = r->pattern;
-    if (r->auth == AUTH_ADMIN &&
-        iwd_auth_admin_request(call, r->fn == on_metrics
-                                         ? "metrics need the cluster admin key in x-api-key on this port;"
-                                           " the metrics port (IWD_METRICS_PORT) serves them without one"
-                                         : "provisioning needs the cluster admin key in x-api-key") != IWD_OK)
-        return 0;
-    if ((r->auth == AUTH_READ || r->auth == AUTH_WRITE) && iwd_auth_tenant(call, r->auth == AUTH_WRITE) != IWD_OK)
-        return 0;
+    if (r->auth == IWD_AUTH_ADMIN && iwd_auth_admin_request(call, r->unauthorized) != IWD_OK)
+        return IWD_OK;
+    if ((r->auth == IWD_AUTH_READ || r->auth == IWD_AUTH_WRITE) &&
+        iwd_auth_tenant(call, r->auth == IWD_AUTH_WRITE) != IWD_OK)
+        return IWD_OK;
     if (!within_length_bounds(call, message, sizeof(message)))
         return iwd_respond_error(call, 400, "%s", message);
-    if (r->fn != NULL)
-        return r->fn(call);
+    if (r->handler != NULL)
+        return r->handler(call);
     return run_sql(call, r);
 }
 
 /* The route table, for the documentation test (iwd-sidecar --routes). */
 void iwd_print_routes(void)
 {
-    for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++)
-        printf("%s %s%s\n", routes[i].method, IWD_API_PREFIX, routes[i].pattern);
-}
-
-static int on_health_live(iwd_call_t *call)
-{
-    static const char body[] = "{\"status\":\"live\"}";
-    return iwd_respond_json(call, 200, body, sizeof(body) - 1);
-}
-
-static int on_health_ready(iwd_call_t *call)
-{
-    static const char body[] = "{\"status\":\"ready\"}";
-    PGconn *control = iwd_pg_control(call->thread);
-    PGresult *res;
-    bool ok;
-
-    if (control == NULL)
-        return iwd_respond_error(call, 503, "the control database is not reachable");
-    res = iwd_pg_exec(control, "control", "ready", "SELECT 1", 0, NULL);
-    ok = PQresultStatus(res) == PGRES_TUPLES_OK;
-    PQclear(res);
-    if (!ok)
-        return iwd_respond_error(call, 503, "the control database is not answering");
-    return iwd_respond_json(call, 200, body, sizeof(body) - 1);
-}
-
-static int on_metrics(iwd_call_t *call)
-{
-    size_t len;
-    char *text = iwd_metrics_render(&len);
-    char *copy = h2o_mem_alloc_pool(&call->req->pool, len);
-
-    memcpy(copy, text, len);
-    free(text);
-    return iwd_respond_text(call, 200, "text/plain; version=0.0.4", copy, len);
+    for (size_t t = 0; t < NTABLES; t++)
+        for (size_t i = 0; i < tables[t]->n; i++)
+            printf("%s %s%s\n", tables[t]->routes[i].method, IWD_API_PREFIX, tables[t]->routes[i].pattern);
 }

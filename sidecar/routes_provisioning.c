@@ -1,8 +1,8 @@
 /*
  * Provisioning (guarded by the cluster admin key): POST|PUT /iwd/v3/provisioning records a tenant,
- * prepares its database (CREATE EXTENSION iwd unless installed, default configuration) and stores its API keys as an
- * index and a salted hash (auth.c); DELETE /iwd/v3/provisioning/{ccid} removes services or the whole
- * tenant. The body is validated first (provisioning.c), the tenant database is prepared before anything
+ * prepares its database (CREATE EXTENSION iwd unless installed, default configuration) and stores its API
+ * keys as an index and a salted hash (secret.c); DELETE /iwd/v3/provisioning/{ccid} removes services or the
+ * whole tenant. The body is validated first (provisioning.c), the tenant database is prepared before anything
  * is recorded, and the registry is written in one transaction, so a failure leaves nothing half-written;
  * repeating a request is safe. Caches forget the tenant's old keys only once the change has committed,
  * so that no lookup made in between can cache what the change removed.
@@ -11,25 +11,57 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <jansson.h>
+#include <libpq-fe.h>
 #include <openssl/crypto.h>
 
+#include "config.h"
+#include "iwd.h"
+#include "log.h"
+#include "pg.h"
 #include "provisioning.h"
-#include "sidecar.h"
+#include "registry.h"
+#include "routes.h"
+#include "secret.h"
+#include "tenant.h"
 
-/* Run a control statement; false after answering 5xx. */
-static bool control_ok(iwd_call_t *call, PGresult *res)
+#define UNAUTHORIZED "provisioning needs the cluster admin key in x-api-key"
+
+/* The answer when the registry cannot be written: the control database's error logged, 503. */
+static int registry_failed(iwd_call_t *call, PGresult *res)
 {
+    iwd_log(IWD_LOG_ERROR, "control database write failed", "%s", PQresultErrorMessage(res));
+    PQclear(res);
+    iwd_respond_error(call, 503, "the tenant registry could not be written");
+    return IWD_ERR;
+}
+
+/* Run a statement of the registry's transaction; NULL after answering 503 when it fails. */
+static PGresult *registry_exec(iwd_call_t *call, PGconn *control, const char *sql, int nparams,
+                               const char *const *values)
+{
+    PGresult *res = iwd_pg_exec(control, "control", "provision", sql, nparams, values);
     ExecStatusType st = PQresultStatus(res);
 
     if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK)
-        return true;
-    iwd_log(IWD_LOG_ERROR, "control database write failed", "%s", PQresultErrorMessage(res));
-    iwd_respond_error(call, 503, "the tenant registry could not be written");
-    return false;
+        return res;
+    registry_failed(call, res);
+    return NULL;
 }
 
-/* Reach the tenant database, install the extension and the default configuration; false after 4xx/5xx. */
-static bool prepare_database(iwd_call_t *call, const iwd_provisioning_t *p)
+/* Run a statement whose result is not needed; IWD_ERR after answering 503 when it fails. */
+static int registry_do(iwd_call_t *call, PGconn *control, const char *sql, int nparams, const char *const *values)
+{
+    PGresult *res = registry_exec(call, control, sql, nparams, values);
+
+    if (res == NULL)
+        return IWD_ERR;
+    PQclear(res);
+    return IWD_OK;
+}
+
+/* Reach the tenant database, install the extension and the default configuration; IWD_ERR after 4xx/5xx. */
+static int prepare_database(iwd_call_t *call, const iwd_provisioning_t *p)
 {
     iwd_tenant_t t;
     PGconn *db;
@@ -38,14 +70,14 @@ static bool prepare_database(iwd_call_t *call, const iwd_provisioning_t *p)
 
     if (iwd_tenant_settings(&t, p->ccid, p->host, p->port, p->database, p->user, p->password, p->ssl) != IWD_OK) {
         iwd_respond_error(call, 400, "the database settings (iwd.db) are too long together");
-        return false;
+        return IWD_ERR;
     }
     db = iwd_pg_connect(t.conninfo);
     OPENSSL_cleanse(t.conninfo, sizeof(t.conninfo));
     if (PQstatus(db) != CONNECTION_OK) {
         iwd_respond_error(call, 502, "the tenant database is not reachable: %s", PQerrorMessage(db));
         PQfinish(db);
-        return false;
+        return IWD_ERR;
     }
     /* installed already (by a superuser): the tenant's login, a member of iwd_app_<database>, needs no more */
     res = PQexec(db, "SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'iwd'");
@@ -59,7 +91,7 @@ static bool prepare_database(iwd_call_t *call, const iwd_provisioning_t *p)
                               " a superuser runs CREATE EXTENSION iwd in it first",
                               p->database, p->user);
             PQfinish(db);
-            return false;
+            return IWD_ERR;
         }
         res = PQexec(db, "CREATE EXTENSION IF NOT EXISTS iwd");
         if (PQresultStatus(res) == PGRES_COMMAND_OK) {
@@ -78,7 +110,7 @@ static bool prepare_database(iwd_call_t *call, const iwd_provisioning_t *p)
                               : PQerrorMessage(db));
     PQclear(res);
     PQfinish(db);
-    return ok;
+    return ok ? IWD_OK : IWD_ERR;
 }
 
 /* The indexes of a tenant's keys, its registry rows locked until the transaction ends. */
@@ -90,116 +122,160 @@ static PGresult *lock_keys(PGconn *control, const char *ccid)
                        "SELECT key_index FROM iwd_control.api_key WHERE ccid = $1 FOR UPDATE", 1, v);
 }
 
-int iwd_on_provisioning_save(iwd_call_t *call)
+/* What the registry stores of a request besides its text: the keys' indexes and salted hashes, the password sealed. */
+typedef struct sealed_request {
+    char port[16];
+    char *password; /* NULL when none */
+    char index_t[65], salt_t[33], verifier_t[65];
+    char index_dm[65], salt_dm[33], verifier_dm[65]; /* empty when there is no IWD_APIKEY_IWDDM */
+} sealed_request_t;
+
+static void seal_request(const iwd_provisioning_t *p, sealed_request_t *s)
 {
-    h2o_req_t *req = call->req;
-    iwd_provisioning_t p;
-    char port_s[16], err[256], *sealed = NULL;
-    char index_t[65], salt_t[33], verifier_t[65], index_dm[65] = "", salt_dm[33] = "", verifier_dm[65] = "";
-    PGconn *control;
-    PGresult *res, *old_keys = NULL;
-    int rc = 0;
+    *s = (sealed_request_t){.password = p->password != NULL ? iwd_encrypt_secret(p->password) : NULL};
+    snprintf(s->port, sizeof(s->port), "%d", p->port);
+    iwd_key_seal(p->tenant_key, s->index_t, s->salt_t, s->verifier_t);
+    if (p->dm_key != NULL)
+        iwd_key_seal(p->dm_key, s->index_dm, s->salt_dm, s->verifier_dm);
+}
 
-    if (req->entity.len > iwd_conf.max_body_bytes)
-        return iwd_respond_error(call, 413, "the body exceeds %zu bytes", iwd_conf.max_body_bytes);
-    if (iwd_provisioning_parse(req->entity.base, req->entity.len, &p, err, sizeof(err)) != 0)
-        return iwd_respond_error(call, 400, "%s", err);
+/* The request takes nothing of another tenant: its database, its keys; IWD_ERR after answering 409 or 503. */
+static int check_conflicts(iwd_call_t *call, PGconn *control, const iwd_provisioning_t *p, const sealed_request_t *s)
+{
+    const char *database[3] = {p->host, s->port, p->database};
+    const char *keys[3] = {s->index_t, p->dm_key != NULL ? s->index_dm : s->index_t, p->ccid};
+    PGresult *res;
+    int rc = IWD_OK;
 
-    /* 1. the tenant database: reachable, extension installed, default configuration */
-    if (!prepare_database(call, &p))
-        goto done;
-
-    /* 2. the registry, in one transaction */
-    if ((control = iwd_pg_control(call->thread)) == NULL) {
-        rc = iwd_respond_error(call, 503, "the tenant registry is not reachable");
-        goto done;
+    res = registry_exec(call, control,
+                        "SELECT ccid FROM iwd_control.tenant WHERE db_host = $1 AND db_port = $2::int AND db_name = $3",
+                        3, database);
+    if (res == NULL)
+        return IWD_ERR;
+    if (PQntuples(res) == 1 && strcmp(PQgetvalue(res, 0, 0), p->ccid) != 0) {
+        iwd_respond_error(call, 409, "that database already serves tenant %s", PQgetvalue(res, 0, 0));
+        rc = IWD_ERR;
     }
-    iwd_key_seal(p.tenant_key, index_t, salt_t, verifier_t);
-    if (p.dm_key != NULL)
-        iwd_key_seal(p.dm_key, index_dm, salt_dm, verifier_dm);
-    sealed = p.password != NULL ? iwd_encrypt_secret(p.password) : NULL;
-    snprintf(port_s, sizeof(port_s), "%d", p.port);
-    PQclear(PQexec(control, "BEGIN"));
-    {
-        const char *v[12] = {p.ccid, p.tenant_id, p.name, p.host, port_s, p.database, p.user, sealed,
-                             p.ssl ? "true" : "false", p.iwd_url, p.email_url, p.gws};
-        const char *k[7] = {p.ccid, index_t, salt_t, verifier_t, p.dm_key != NULL ? index_dm : NULL, salt_dm,
-                            verifier_dm};
-        const char *dup[3] = {p.host, port_s, p.database};
-        const char *own[3] = {index_t, p.dm_key != NULL ? index_dm : index_t, p.ccid};
-
-        res = iwd_pg_exec(control, "control", "provision",
-                          "SELECT ccid FROM iwd_control.tenant"
-                          " WHERE db_host = $1 AND db_port = $2::int AND db_name = $3",
-                          3, dup);
-        if (!control_ok(call, res))
-            goto rollback;
-        if (PQntuples(res) == 1 && strcmp(PQgetvalue(res, 0, 0), p.ccid) != 0) {
-            rc = iwd_respond_error(call, 409, "that database already serves tenant %s", PQgetvalue(res, 0, 0));
-            goto rollback;
-        }
-        PQclear(res);
-        res = iwd_pg_exec(control, "control", "provision",
-                          "SELECT 1 FROM iwd_control.api_key WHERE key_index IN ($1, $2) AND ccid <> $3", 3, own);
-        if (!control_ok(call, res))
-            goto rollback;
-        if (PQntuples(res) > 0) {
-            rc = iwd_respond_error(call, 409, "an API key of this request belongs to another tenant");
-            goto rollback;
-        }
-        PQclear(res);
-        res = iwd_pg_exec(control, "control", "provision",
-                          "INSERT INTO iwd_control.tenant (ccid, tenant_id, name, db_host, db_port, db_name, db_user,"
-                          " db_password, db_ssl, iwd_url, email_url, gws, services)"
-                          " VALUES ($1, $2, $3, $4, $5::int, $6, $7, $8, $9::boolean, $10, $11::text, $12::jsonb,"
-                          " CASE WHEN $11::text IS NULL THEN '{iWD}'::text[] ELSE '{iWD,iWDEmail}' END)"
-                          " ON CONFLICT (ccid) DO UPDATE SET tenant_id = EXCLUDED.tenant_id, name = EXCLUDED.name,"
-                          " db_host = EXCLUDED.db_host, db_port = EXCLUDED.db_port, db_name = EXCLUDED.db_name,"
-                          " db_user = EXCLUDED.db_user, db_password = EXCLUDED.db_password, db_ssl = EXCLUDED.db_ssl,"
-                          " iwd_url = EXCLUDED.iwd_url, email_url = EXCLUDED.email_url, gws = EXCLUDED.gws,"
-                          " services = EXCLUDED.services, updated_at = clock_timestamp()",
-                          12, v);
-        if (!control_ok(call, res))
-            goto rollback;
-        PQclear(res);
-        res = old_keys = lock_keys(control, p.ccid);
-        if (!control_ok(call, res))
-            goto rollback;
-        res = iwd_pg_exec(control, "control", "provision", "DELETE FROM iwd_control.api_key WHERE ccid = $1", 1, k);
-        if (!control_ok(call, res))
-            goto rollback;
-        PQclear(res);
-        res = iwd_pg_exec(control, "control", "provision",
-                          "INSERT INTO iwd_control.api_key (key_index, ccid, kind, salt, verifier)"
-                          " SELECT $2, $1, 'tenant', $3, $4"
-                          " UNION ALL SELECT $5::text, $1, 'iwddm', $6, $7 WHERE $5::text IS NOT NULL",
-                          7, k);
-        if (!control_ok(call, res))
-            goto rollback;
-        PQclear(res);
-        res = PQexec(control, "COMMIT");
-        if (!control_ok(call, res))
-            goto rollback;
-        PQclear(res);
+    PQclear(res);
+    if (rc != IWD_OK)
+        return rc;
+    res = registry_exec(call, control,
+                        "SELECT 1 FROM iwd_control.api_key WHERE key_index IN ($1, $2) AND ccid <> $3", 3, keys);
+    if (res == NULL)
+        return IWD_ERR;
+    if (PQntuples(res) > 0) {
+        iwd_respond_error(call, 409, "an API key of this request belongs to another tenant");
+        rc = IWD_ERR;
     }
-    iwd_auth_forget_keys(call->thread, old_keys);
-    iwd_pg_drop_tenant(call->thread, p.ccid);
-    iwd_log(IWD_LOG_INFO, "tenant provisioned", "%s", p.ccid);
-    rc = iwd_respond_json(call, 200, "{\"created\":true}", strlen("{\"created\":true}"));
-    goto done;
-
-rollback:
-    if (res != old_keys)
-        PQclear(res);
-    PQclear(PQexec(control, "ROLLBACK"));
-done:
-    PQclear(old_keys);
-    free(sealed);
-    iwd_provisioning_free(&p);
+    PQclear(res);
     return rc;
 }
 
-int iwd_on_provisioning_delete(iwd_call_t *call)
+/* Record the tenant (a new row, or its row updated); IWD_ERR after answering 503. */
+static int upsert_tenant(iwd_call_t *call, PGconn *control, const iwd_provisioning_t *p, const sealed_request_t *s)
+{
+    const char *v[12] = {p->ccid, p->tenant_id, p->name,     p->host,      s->port,   p->database,
+                         p->user, s->password,  p->ssl ? "true" : "false", p->iwd_url, p->email_url, p->gws};
+
+    return registry_do(call, control,
+                       "INSERT INTO iwd_control.tenant (ccid, tenant_id, name, db_host, db_port, db_name, db_user,"
+                       " db_password, db_ssl, iwd_url, email_url, gws, services)"
+                       " VALUES ($1, $2, $3, $4, $5::int, $6, $7, $8, $9::boolean, $10, $11::text, $12::jsonb,"
+                       " CASE WHEN $11::text IS NULL THEN '{iWD}'::text[] ELSE '{iWD,iWDEmail}' END)"
+                       " ON CONFLICT (ccid) DO UPDATE SET tenant_id = EXCLUDED.tenant_id, name = EXCLUDED.name,"
+                       " db_host = EXCLUDED.db_host, db_port = EXCLUDED.db_port, db_name = EXCLUDED.db_name,"
+                       " db_user = EXCLUDED.db_user, db_password = EXCLUDED.db_password, db_ssl = EXCLUDED.db_ssl,"
+                       " iwd_url = EXCLUDED.iwd_url, email_url = EXCLUDED.email_url, gws = EXCLUDED.gws,"
+                       " services = EXCLUDED.services, updated_at = clock_timestamp()",
+                       12, v);
+}
+
+/*
+ * Replace the tenant's keys with the request's; *old_keys gets the indexes of the keys replaced, for the
+ * caches to forget once the transaction has committed. IWD_ERR after answering 503.
+ */
+static int replace_keys(iwd_call_t *call, PGconn *control, const iwd_provisioning_t *p, const sealed_request_t *s,
+                        PGresult **old_keys)
+{
+    const char *k[7] = {p->ccid, s->index_t, s->salt_t, s->verifier_t, p->dm_key != NULL ? s->index_dm : NULL,
+                        s->salt_dm, s->verifier_dm};
+    PGresult *res = lock_keys(control, p->ccid);
+
+    if (PQresultStatus(res) != PGRES_TUPLES_OK)
+        return registry_failed(call, res);
+    *old_keys = res;
+    if (registry_do(call, control, "DELETE FROM iwd_control.api_key WHERE ccid = $1", 1, k) != IWD_OK)
+        return IWD_ERR;
+    return registry_do(call, control,
+                       "INSERT INTO iwd_control.api_key (key_index, ccid, kind, salt, verifier)"
+                       " SELECT $2, $1, 'tenant', $3, $4"
+                       " UNION ALL SELECT $5::text, $1, 'iwddm', $6, $7 WHERE $5::text IS NOT NULL",
+                       7, k);
+}
+
+/*
+ * Write the tenant into the registry in one transaction: nothing of another tenant taken, the tenant's
+ * row, its keys. IWD_ERR after answering (rolled back).
+ */
+static int write_registry(iwd_call_t *call, PGconn *control, const iwd_provisioning_t *p, const sealed_request_t *s,
+                          PGresult **old_keys)
+{
+    PGresult *res;
+
+    PQclear(PQexec(control, "BEGIN"));
+    if (check_conflicts(call, control, p, s) != IWD_OK || upsert_tenant(call, control, p, s) != IWD_OK ||
+        replace_keys(call, control, p, s, old_keys) != IWD_OK) {
+        PQclear(PQexec(control, "ROLLBACK"));
+        return IWD_ERR;
+    }
+    res = PQexec(control, "COMMIT");
+    if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+        registry_failed(call, res);
+        PQclear(PQexec(control, "ROLLBACK"));
+        return IWD_ERR;
+    }
+    PQclear(res);
+    return IWD_OK;
+}
+
+/* POST|PUT /provisioning: the body validated, the tenant database prepared, then the registry written. */
+static int on_provisioning_save(iwd_call_t *call)
+{
+    h2o_req_t *req = call->req;
+    iwd_provisioning_t p;
+    sealed_request_t sealed;
+    PGconn *control;
+    PGresult *old_keys = NULL;
+    char err[256];
+
+    if (req->entity.len > iwd_conf.max_body_bytes)
+        return iwd_respond_error(call, 413, "the body exceeds %zu bytes", iwd_conf.max_body_bytes);
+    if (iwd_provisioning_parse(req->entity.base, req->entity.len, &p, err, sizeof(err)) != IWD_OK)
+        return iwd_respond_error(call, 400, "%s", err);
+    if (prepare_database(call, &p) != IWD_OK) {
+        iwd_provisioning_free(&p);
+        return IWD_OK;
+    }
+    if ((control = iwd_pg_control(call->thread)) == NULL) {
+        iwd_provisioning_free(&p);
+        return iwd_respond_error(call, 503, "the tenant registry is not reachable");
+    }
+    seal_request(&p, &sealed);
+    if (write_registry(call, control, &p, &sealed, &old_keys) == IWD_OK) {
+        /* after the commit: a lookup made before it may have cached the keys again */
+        iwd_registry_forget_keys(call->thread, old_keys);
+        iwd_pg_drop_tenant(call->thread, p.ccid);
+        iwd_log(IWD_LOG_INFO, "tenant provisioned", "%s", p.ccid);
+        iwd_respond_json(call, 200, "{\"created\":true}", strlen("{\"created\":true}"));
+    }
+    PQclear(old_keys);
+    free(sealed.password);
+    iwd_provisioning_free(&p);
+    return IWD_OK;
+}
+
+/* DELETE /provisioning/{ccid}?service=iWD,iWDEmail or ?deleteTenant=true. */
+static int on_provisioning_delete(iwd_call_t *call)
 {
     const char *ccid = call->params[0];
     char *service = iwd_query_param(call->req, "service");
@@ -258,7 +334,7 @@ int iwd_on_provisioning_delete(iwd_call_t *call)
     PQclear(res);
     if (status == 200) {
         /* after the commit: a lookup made before it may have cached the keys again */
-        iwd_auth_forget_keys(call->thread, keys);
+        iwd_registry_forget_keys(call->thread, keys);
         iwd_pg_drop_tenant(call->thread, ccid);
     }
     PQclear(keys);
@@ -268,3 +344,14 @@ int iwd_on_provisioning_delete(iwd_call_t *call)
         return iwd_respond_error(call, 404, "unknown tenant %s", ccid);
     return iwd_respond_json(call, 200, "{\"deleted\":true}", strlen("{\"deleted\":true}"));
 }
+
+static const iwd_route_t routes[] = {
+    {.method = "POST", .pattern = "/provisioning", .auth = IWD_AUTH_ADMIN, .unauthorized = UNAUTHORIZED,
+     .handler = on_provisioning_save},
+    {.method = "PUT", .pattern = "/provisioning", .auth = IWD_AUTH_ADMIN, .unauthorized = UNAUTHORIZED,
+     .handler = on_provisioning_save},
+    {.method = "DELETE", .pattern = "/provisioning/{ccid}", .auth = IWD_AUTH_ADMIN, .unauthorized = UNAUTHORIZED,
+     .handler = on_provisioning_delete},
+};
+
+const iwd_route_table_t iwd_routes_provisioning = IWD_ROUTE_TABLE(routes);

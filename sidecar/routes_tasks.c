@@ -1,19 +1,23 @@
 /*
- * GET /iwd/v3/tasks: the universal queue (filters, keyset pagination with limit + cursor) or, with q=,
- * full-text search. Answers {"tasks": [...], "nextCursor": "<id>" | null}.
+ * iwd-sidecar routes of tasks: capture, the lifecycle actions, history, the queue's statistics and
+ * GET /iwd/v3/tasks, the universal queue (filters, keyset pagination with limit + cursor) or, with q=,
+ * full-text search, which answers {"tasks": [...], "nextCursor": "<id>" | null}.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "sidecar.h"
+#include <jansson.h>
+
+#include "pg.h"
+#include "routes.h"
 
 #define DEFAULT_LIMIT "50"
 
 static const char *const filter_params[] = {"department", "process", "category", "queue", "status", "mediaType",
                                             "customerSegment", "capturePoint", "assignedTo"};
 
-int iwd_on_tasks_list(iwd_call_t *call)
+static int on_tasks_list(iwd_call_t *call)
 {
     h2o_req_t *req = call->req;
     json_t *filter = json_object();
@@ -104,3 +108,39 @@ int iwd_on_tasks_list(iwd_call_t *call)
     free(text);
     return rc;
 }
+
+static const iwd_route_t routes[] = {
+    {.method = "GET", .pattern = "/tasks", .auth = IWD_AUTH_READ, .handler = on_tasks_list},
+    {.method = "POST", .pattern = "/tasks", .auth = IWD_AUTH_WRITE, .sql = "SELECT iwd.create_task($1::jsonb)",
+     .body_arg = true, .body_required = true, .success = 201, .on_null = 500},
+    {.method = "POST", .pattern = "/tasks/bulk", .auth = IWD_AUTH_WRITE, .sql = "SELECT iwd.create_tasks($1::jsonb)",
+     .body_arg = true, .body_required = true, .success = 201, .on_null = 500},
+    {.method = "GET", .pattern = "/tasks/{id}", .auth = IWD_AUTH_READ, .sql = "SELECT iwd.get_task($1::bigint)"},
+    {.method = "PATCH", .pattern = "/tasks/{id}", .auth = IWD_AUTH_WRITE,
+     .sql = "SELECT iwd.update_task($1::bigint, $2::jsonb)", .body_arg = true, .body_required = true},
+    {.method = "GET", .pattern = "/tasks/{id}/history", .auth = IWD_AUTH_READ,
+     .sql = "SELECT CASE WHEN iwd.get_task($1::bigint) IS NOT NULL THEN"
+             " (SELECT coalesce(jsonb_agg(h), '[]') FROM iwd.task_history($1::bigint) h) END"},
+    {.method = "POST", .pattern = "/tasks/{id}/hold", .auth = IWD_AUTH_WRITE,
+     .sql = "SELECT iwd.hold_task($1::bigint, $2::jsonb->>'reason')", .body_arg = true},
+    {.method = "POST", .pattern = "/tasks/{id}/resume", .auth = IWD_AUTH_WRITE,
+     .sql = "SELECT iwd.resume_task($1::bigint)"},
+    {.method = "POST", .pattern = "/tasks/{id}/cancel", .auth = IWD_AUTH_WRITE,
+     .sql = "SELECT iwd.cancel_task($1::bigint, $2::jsonb->>'reason')", .body_arg = true},
+    {.method = "POST", .pattern = "/tasks/{id}/complete", .auth = IWD_AUTH_WRITE,
+     .sql = "SELECT iwd.complete_task($1::bigint, $2::jsonb->>'agent')", .body_arg = true},
+    {.method = "POST", .pattern = "/tasks/{id}/reject", .auth = IWD_AUTH_WRITE,
+     .sql = "SELECT iwd.reject_task($1::bigint, $2::jsonb->>'agent', $2::jsonb->>'reason')", .body_arg = true},
+    {.method = "POST", .pattern = "/tasks/{id}/restart", .auth = IWD_AUTH_WRITE,
+     .sql = "SELECT iwd.restart_task($1::bigint)"},
+    {.method = "POST", .pattern = "/tasks/{id}/accept", .auth = IWD_AUTH_WRITE,
+     .sql = "SELECT iwd.accept_task($1::bigint, $2::jsonb->>'agent')", .body_arg = true, .body_required = true,
+     .required = "agent"},
+    {.method = "POST", .pattern = "/tasks/{id}/reprioritize", .auth = IWD_AUTH_WRITE,
+     .sql = "SELECT iwd.reprioritize_task($1::bigint, ($2::jsonb->>'priority')::int,"
+            " ($2::jsonb->>'businessValue')::int)",
+     .body_arg = true, .body_required = true},
+    {.method = "GET", .pattern = "/queue/stats", .auth = IWD_AUTH_READ, .sql = "SELECT iwd.queue_stats()"},
+};
+
+const iwd_route_table_t iwd_routes_tasks = IWD_ROUTE_TABLE(routes);

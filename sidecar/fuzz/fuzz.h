@@ -11,7 +11,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "sidecar.h"
+#include "config.h"
+#include "http.h"
+#include "iwd.h"
 
 /* A property of the parser that must hold for every input; a failure aborts (libFuzzer saves the input). */
 #define FUZZ_REQUIRE(cond, ...)                                                                                    \

@@ -1,5 +1,5 @@
 /*
- * libFuzzer target: the JSON body of the SQL routes (body_text in routes.c). The first input byte picks a
+ * libFuzzer target: the JSON body of the SQL routes (body_text in routes.c, the tables in routes_*.c). The first input byte picks a
  * route that takes a body, the rest is the body. What is accepted must reach SQL whole (no NUL cutting the
  * text short), parse as JSON, and carry the route's required member; what is refused gets 400 or 413.
  */
@@ -11,7 +11,9 @@
 
 #define FUZZ_MAX_BODY_BYTES 4096
 
-static const route_t *body_routes[sizeof(routes) / sizeof(routes[0])];
+#define FUZZ_MAX_BODY_ROUTES 256
+
+static const iwd_route_t *body_routes[FUZZ_MAX_BODY_ROUTES];
 static size_t nbody_routes;
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
@@ -19,15 +21,16 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     (void)argc;
     (void)argv;
     iwd_conf.max_body_bytes = FUZZ_MAX_BODY_BYTES;
-    for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++)
-        if (routes[i].body_arg)
-            body_routes[nbody_routes++] = &routes[i];
+    for (size_t t = 0; t < NTABLES; t++)
+        for (size_t i = 0; i < tables[t]->n; i++)
+            if (tables[t]->routes[i].body_arg && nbody_routes < FUZZ_MAX_BODY_ROUTES)
+                body_routes[nbody_routes++] = &tables[t]->routes[i];
     return 0;
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    const route_t *r;
+    const iwd_route_t *r;
     char *method, *path, *body, *text, message[1024];
     h2o_req_t req;
     int status;

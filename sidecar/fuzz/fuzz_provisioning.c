@@ -31,9 +31,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     int rc = iwd_provisioning_parse(body, size, &out, err, sizeof(err));
     int rc_again = iwd_provisioning_parse(body, size, &again, err_again, sizeof(err_again));
 
-    FUZZ_REQUIRE(rc == 0 || rc == -1, "rc %d", rc);
+    FUZZ_REQUIRE(rc == IWD_OK || rc == IWD_ERR, "rc %d", rc);
     FUZZ_REQUIRE(rc == rc_again, "two answers to the same body");
-    if (rc != 0) {
+    if (rc != IWD_OK) {
         static const iwd_provisioning_t empty;
         FUZZ_REQUIRE(err[0] != '\0', "a refusal without a message");
         FUZZ_REQUIRE(strcmp(err, err_again) == 0, "two messages for the same body");

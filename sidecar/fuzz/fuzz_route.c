@@ -24,7 +24,7 @@ static size_t count_params(const char *pattern)
  * Each parameter must be its raw segment decoded once by the reference decoder: the raw path (before '?',
  * one trailing '/' dropped) split at '/' here, independently of routes.c, against the prefix and pattern.
  */
-static void check_params_raw(const route_t *r, const iwd_call_t *call, const char *path, size_t len)
+static void check_params_raw(const iwd_route_t *r, const iwd_call_t *call, const char *path, size_t len)
 {
     char pattern[256], *decoded = malloc(len + 1);
     const char *seg = path + 1, *end = path + len, *p = pattern + 1;
@@ -93,7 +93,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     iwd_call_t call = {.req = &req};
     char message[256];
     int status;
-    const route_t *r;
+    const iwd_route_t *r;
 
     fuzz_request_init(&req, method, method_len, path, path_len);
     r = resolve(&call, &status, message, sizeof(message));
@@ -107,7 +107,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         char *params[4], *again_path, *again_method = fuzz_copy(method, method_len);
         h2o_req_t again;
         iwd_call_t again_call = {.req = &again};
-        const route_t *again_route;
+        const iwd_route_t *again_route;
 
         FUZZ_REQUIRE(status == 0, "status %d with a route", status);
         FUZZ_REQUIRE(h2o_memis(method, method_len, r->method, strlen(r->method)), "route %s %s for another method",

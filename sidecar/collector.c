@@ -1,0 +1,365 @@
+/*
+ * iwd-sidecar metrics collection (collector.h). One thread of its own reads the tenants' queue gauges and
+ * Data Mart job metrics every IWD_METRICS_TTL_MS, over its own connections (a short connect timeout, a short
+ * statement timeout and a deadline of its own on every answer), and hands the text of that reading to
+ * metrics.c; a scrape copies the last one. A tenant server that is down or never answers delays only the
+ * collector's next reading, never a scrape and never a worker thread's requests.
+ */
+#include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "clock.h"
+#include "collector.h"
+#include "config.h"
+#include "iwd.h"
+#include "log.h"
+#include "metrics.h"
+#include "pg.h"
+#include "tenant.h"
+#include "text.h"
+
+/* The Data Mart job metrics (iwd_dm.prometheus_metrics of each tenant), merged into one family each. */
+static const struct {
+    const char *name, *help;
+} job_metrics[] = {
+    {"iwddm_job_active", "Whether the Data Mart execution chain is running."},
+    {"iwddm_job_last_start", "Start of the last run of the chain (Unix time)."},
+    {"iwddm_job_last_success", "End of the last successful run of the chain (Unix time)."},
+    {"iwddm_job_last_fail", "Time of the last failed run of the chain (Unix time)."},
+};
+#define NJOB_METRICS ((int)(sizeof(job_metrics) / sizeof(job_metrics[0])))
+
+/* Sample lines of one tenant's job metrics kept (one per metric and execution chain: a few dozen). */
+#define JOB_SAMPLES_PER_TENANT 64
+
+/* File each sample line of a tenant's job metrics under its metric; comments are dropped. */
+static void collect_job_samples(iwd_text_t *by_metric, const char *text)
+{
+    const char *line = text;
+    int kept = 0;
+
+    while (*line != '\0' && kept < JOB_SAMPLES_PER_TENANT) {
+        const char *end = strchr(line, '\n');
+        size_t len = end != NULL ? (size_t)(end - line) : strlen(line);
+        if (len > 0 && line[0] != '#')
+            for (int j = 0; j < NJOB_METRICS; j++) {
+                size_t n = strlen(job_metrics[j].name);
+                if (len > n && strncmp(line, job_metrics[j].name, n) == 0 && (line[n] == '{' || line[n] == ' ')) {
+                    iwd_text_put(&by_metric[j], "%.*s\n", (int)len, line);
+                    kept++;
+                }
+            }
+        line += len + (end != NULL);
+    }
+}
+
+#define COLLECT_CONNECT_TIMEOUT_S 2
+#define COLLECT_STATEMENT_TIMEOUT_MS 5000
+#define COLLECT_DEADLINE_MS 6000       /* the collector's own bound on one answer, whatever the server does */
+#define COLLECT_BACKOFF_MIN_MS 1000    /* after a failed reading of a tenant, no new attempt before this */
+#define COLLECT_BACKOFF_MAX_MS 60000
+#define QUEUE_SERIES_PER_TENANT 100    /* queue / media type pairs with series of their own, by backlog */
+
+/* A tenant database the collector reads, with its connection. */
+typedef struct collected {
+    iwd_tenant_t tenant;
+    PGconn *conn;
+    int64_t retry_at_ms;
+    int backoff_ms;
+    bool listed; /* still provisioned at the last reading of the registry */
+    struct collected *next;
+} collected_t;
+
+static collected_t *collected;
+static PGconn *collector_control;
+
+/*
+ * Run one statement and wait for its answer until deadline_ms at most; NULL when the server did not
+ * answer in time or the connection broke (the caller closes the connection: a late answer would be read
+ * as the next statement's).
+ */
+static PGresult *query_within(PGconn *conn, const char *db, const char *command, const char *sql, int nparams,
+                              const char *const *values, int64_t deadline_ms)
+{
+    double start = iwd_now_ms_precise();
+    PGresult *res = NULL, *r;
+    const char *code = NULL;
+
+    if (!PQsendQueryParams(conn, sql, nparams, NULL, values, NULL, NULL, 0))
+        goto failed;
+    while (PQflush(conn) > 0 || PQisBusy(conn)) {
+        struct pollfd pfd = {.fd = PQsocket(conn), .events = POLLIN | POLLOUT};
+        int64_t left = deadline_ms - iwd_now_ms();
+        if (left <= 0 || poll(&pfd, 1, (int)left) <= 0 || !PQconsumeInput(conn))
+            goto failed;
+    }
+    while ((r = PQgetResult(conn)) != NULL) {
+        if (res == NULL)
+            res = r;
+        else
+            PQclear(r);
+    }
+    if (PQresultStatus(res) != PGRES_TUPLES_OK && PQresultStatus(res) != PGRES_COMMAND_OK)
+        code = PQresultErrorField(res, PG_DIAG_SQLSTATE) != NULL ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : "08006";
+    iwd_metrics_db(db, command, code, iwd_now_ms_precise() - start, false, false);
+    return res;
+failed:
+    if (res != NULL)
+        PQclear(res);
+    iwd_metrics_db(db, command, "08006", iwd_now_ms_precise() - start, false, false);
+    return NULL;
+}
+
+/* Close a tenant's connection after a failure, and wait longer before each new attempt. */
+static void collect_failed(collected_t *c, const char *why)
+{
+    c->backoff_ms = c->backoff_ms == 0 ? COLLECT_BACKOFF_MIN_MS
+                                       : (c->backoff_ms * 2 > COLLECT_BACKOFF_MAX_MS ? COLLECT_BACKOFF_MAX_MS
+                                                                                   : c->backoff_ms * 2);
+    c->retry_at_ms = iwd_now_ms() + c->backoff_ms;
+    iwd_log(IWD_LOG_WARN, "tenant metrics not read", "%s: %s; next attempt in %d ms", c->tenant.ccid, why,
+            c->backoff_ms);
+    if (c->conn != NULL) { /* why may be its error message: closed only now */
+        PQfinish(c->conn);
+        c->conn = NULL;
+    }
+}
+
+/* The collector's entry for a tenant of the registry, its connection kept when its conninfo is the same. */
+static collected_t *collected_entry(const iwd_tenant_t *tenant)
+{
+    collected_t *c;
+
+    for (c = collected; c != NULL; c = c->next)
+        if (strcmp(c->tenant.ccid, tenant->ccid) == 0)
+            break;
+    if (c == NULL) {
+        c = calloc(1, sizeof(*c));
+        c->next = collected;
+        collected = c;
+    } else if (strcmp(c->tenant.conninfo, tenant->conninfo) != 0 && c->conn != NULL) {
+        PQfinish(c->conn); /* re-provisioned elsewhere */
+        c->conn = NULL;
+        c->retry_at_ms = 0;
+        c->backoff_ms = 0;
+    }
+    c->tenant = *tenant;
+    c->listed = true;
+    return c;
+}
+
+/* The tenant families of one reading, each gathered apart and rendered one after the other. */
+typedef struct reading {
+    iwd_text_t tasks, oldest, claims, timeouts, up, jobs[NJOB_METRICS];
+} reading_t;
+
+/*
+ * Read one tenant's gauges into the reading. Queue and media type are free text of the tenant's: the
+ * QUEUE_SERIES_PER_TENANT pairs with the largest backlog have series of their own, the rest are summed
+ * under queue="other", media_type="other".
+ */
+static bool collect_tenant(collected_t *c, reading_t *r, char *why, size_t why_size)
+{
+    char limit[16], esc[512];
+    const char *v[1] = {limit}, *ccid_v[1] = {c->tenant.ccid};
+    int64_t deadline = iwd_now_ms() + COLLECT_DEADLINE_MS;
+    PGresult *q;
+
+    snprintf(limit, sizeof(limit), "%d", QUEUE_SERIES_PER_TENANT);
+    q = query_within(c->conn, c->tenant.ccid, "queue_stats",
+                     "WITH s AS MATERIALIZED (SELECT iwd.queue_stats() AS v),"
+                     " ranked AS (SELECT q->>'queue' AS queue, q->>'mediaType' AS media_type,"
+                     " (q->>'queued')::bigint AS queued, (q->>'assigned')::bigint AS assigned,"
+                     " (q->>'held')::bigint AS held, (q->>'oldestQueuedSeconds')::float8 AS oldest,"
+                     " row_number() OVER (ORDER BY (q->>'queued')::bigint + (q->>'assigned')::bigint"
+                     " + (q->>'held')::bigint DESC, q->>'queue', q->>'mediaType') AS rank"
+                     " FROM s, jsonb_array_elements(s.v->'queues') q),"
+                     " capped AS (SELECT CASE WHEN rank <= $1::int THEN queue ELSE 'other' END AS queue,"
+                     " CASE WHEN rank <= $1::int THEN media_type ELSE 'other' END AS media_type,"
+                     " sum(queued) AS queued, sum(assigned) AS assigned, sum(held) AS held, max(oldest) AS oldest"
+                     " FROM ranked GROUP BY 1, 2)"
+                     " SELECT c.queue, c.media_type, c.queued, c.assigned, c.held, c.oldest,"
+                     " (s.v->>'claims')::bigint, (s.v->>'reservationTimeouts')::bigint"
+                     " FROM s LEFT JOIN capped c ON true ORDER BY c.queue, c.media_type",
+                     1, v, deadline);
+    if (q == NULL || PQresultStatus(q) != PGRES_TUPLES_OK) {
+        snprintf(why, why_size, "queue_stats: %s", q == NULL ? "no answer in time" : PQresultErrorMessage(q));
+        if (q != NULL)
+            PQclear(q);
+        return false;
+    }
+    iwd_metrics_escape_label(c->tenant.ccid, esc, sizeof(esc));
+    for (int k = 0; k < PQntuples(q); k++) {
+        char qn[1024], mt[1024];
+        if (k == 0) {
+            iwd_text_put(&r->claims, "iwd_claims_total{ccid=\"%s\"} %s\n", esc, PQgetvalue(q, 0, 6));
+            iwd_text_put(&r->timeouts, "iwd_reservation_timeouts_total{ccid=\"%s\"} %s\n", esc, PQgetvalue(q, 0, 7));
+        }
+        if (PQgetisnull(q, k, 0))
+            continue;
+        iwd_metrics_escape_label(PQgetvalue(q, k, 0), qn, sizeof(qn));
+        iwd_metrics_escape_label(PQgetvalue(q, k, 1), mt, sizeof(mt));
+        iwd_text_put(&r->tasks, "iwd_queue_tasks{ccid=\"%s\",queue=\"%s\",media_type=\"%s\",status=\"queued\"} %s\n",
+                     esc, qn, mt, PQgetvalue(q, k, 2));
+        iwd_text_put(&r->tasks, "iwd_queue_tasks{ccid=\"%s\",queue=\"%s\",media_type=\"%s\",status=\"assigned\"} %s\n",
+                     esc, qn, mt, PQgetvalue(q, k, 3));
+        iwd_text_put(&r->tasks, "iwd_queue_tasks{ccid=\"%s\",queue=\"%s\",media_type=\"%s\",status=\"held\"} %s\n",
+                     esc, qn, mt, PQgetvalue(q, k, 4));
+        iwd_text_put(&r->oldest, "iwd_queue_oldest_task_age_seconds{ccid=\"%s\",queue=\"%s\",media_type=\"%s\"} %s\n",
+                     esc, qn, mt, PQgetvalue(q, k, 5));
+    }
+    PQclear(q);
+    q = query_within(c->conn, c->tenant.ccid, "datamart_metrics",
+                     "SELECT CASE WHEN to_regprocedure('iwd_dm.prometheus_metrics(text)') IS NOT NULL"
+                     " THEN iwd_dm.prometheus_metrics($1) END",
+                     1, ccid_v, deadline);
+    if (q == NULL) {
+        snprintf(why, why_size, "datamart_metrics: no answer in time");
+        return false;
+    }
+    if (PQresultStatus(q) == PGRES_TUPLES_OK && PQntuples(q) == 1 && !PQgetisnull(q, 0, 0))
+        collect_job_samples(r->jobs, PQgetvalue(q, 0, 0));
+    PQclear(q);
+    return true;
+}
+
+/* The registry's tenants with the iWD service, as registry entries; NULL when the control database fails. */
+static PGresult *registry_tenants(void)
+{
+    PGresult *res;
+
+    if (collector_control != NULL && PQstatus(collector_control) != CONNECTION_OK) {
+        PQfinish(collector_control);
+        collector_control = NULL;
+    }
+    if (collector_control == NULL) {
+        collector_control = iwd_pg_connect_bounded(iwd_conf.control_db, COLLECT_CONNECT_TIMEOUT_S,
+                                                   COLLECT_STATEMENT_TIMEOUT_MS);
+        if (PQstatus(collector_control) != CONNECTION_OK) {
+            PQfinish(collector_control);
+            collector_control = NULL;
+            return NULL;
+        }
+    }
+    res = query_within(collector_control, "control", "metrics",
+                       "SELECT json_build_object('kind', 'tenant', 'ccid', ccid, 'host', db_host, 'port', db_port,"
+                       " 'db', db_name, 'user', db_user, 'pw', db_password, 'ssl', db_ssl)::text"
+                       " FROM iwd_control.tenant WHERE 'iWD' = ANY (services) ORDER BY ccid",
+                       0, NULL, iwd_now_ms() + COLLECT_DEADLINE_MS);
+    if (res == NULL || PQresultStatus(res) != PGRES_TUPLES_OK) {
+        if (res != NULL)
+            PQclear(res);
+        PQfinish(collector_control);
+        collector_control = NULL;
+        return NULL;
+    }
+    return res;
+}
+
+/* Forget the tenants no longer provisioned. */
+static void forget_unlisted(void)
+{
+    for (collected_t **p = &collected; *p != NULL;) {
+        collected_t *c = *p;
+        if (c->listed) {
+            p = &c->next;
+            continue;
+        }
+        *p = c->next;
+        if (c->conn != NULL)
+            PQfinish(c->conn);
+        free(c);
+    }
+}
+
+/* One reading of every tenant, rendered as the tenant families of the exposition. */
+static char *collect(void)
+{
+    reading_t r;
+    iwd_text_t out = iwd_text_new(1);
+    iwd_text_t *all[] = {&r.tasks, &r.oldest, &r.claims, &r.timeouts, &r.up};
+    PGresult *res = registry_tenants();
+
+    for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++)
+        *all[i] = (iwd_text_t)iwd_text_new(1);
+    for (int j = 0; j < NJOB_METRICS; j++)
+        r.jobs[j] = (iwd_text_t)iwd_text_new(1);
+    for (collected_t *c = collected; c != NULL; c = c->next)
+        c->listed = res == NULL; /* the registry cannot be read: keep reading the tenants known */
+    for (int i = 0; res != NULL && i < PQntuples(res); i++) {
+        iwd_tenant_t tenant;
+        if (iwd_tenant_from_entry(&tenant, PQgetvalue(res, i, 0)) == IWD_OK)
+            collected_entry(&tenant);
+    }
+    if (res != NULL)
+        PQclear(res);
+    forget_unlisted();
+    for (collected_t *c = collected; c != NULL; c = c->next) {
+        char esc[512], why[512];
+        bool ok = false;
+        if (c->conn == NULL && iwd_now_ms() >= c->retry_at_ms) {
+            c->conn = iwd_pg_connect_bounded(c->tenant.conninfo, COLLECT_CONNECT_TIMEOUT_S,
+                                             COLLECT_STATEMENT_TIMEOUT_MS);
+            if (PQstatus(c->conn) == CONNECTION_OK) {
+                iwd_metrics_db(c->tenant.ccid, "connect", NULL, 0, true, false);
+            } else {
+                iwd_metrics_db(c->tenant.ccid, "connect", "08006", 0, false, false);
+                collect_failed(c, PQerrorMessage(c->conn));
+            }
+        }
+        if (c->conn != NULL) {
+            ok = collect_tenant(c, &r, why, sizeof(why));
+            if (ok) {
+                c->backoff_ms = 0;
+            } else {
+                iwd_metrics_db(c->tenant.ccid, "disconnect", NULL, 0, false, true);
+                collect_failed(c, why);
+            }
+        }
+        iwd_metrics_escape_label(c->tenant.ccid, esc, sizeof(esc));
+        iwd_text_put(&r.up, "iwd_tenant_metrics_up{ccid=\"%s\"} %d\n", esc, ok);
+    }
+    iwd_text_put(&out, "# HELP iwd_queue_tasks Open tasks by tenant, queue, media type and status.\n"
+              "# TYPE iwd_queue_tasks gauge\n%s", r.tasks.buf);
+    iwd_text_put(&out, "# HELP iwd_queue_oldest_task_age_seconds Age of the oldest queued task.\n"
+              "# TYPE iwd_queue_oldest_task_age_seconds gauge\n%s", r.oldest.buf);
+    iwd_text_put(&out, "# HELP iwd_claims_total Tasks reserved by next_task since the database server started.\n"
+              "# TYPE iwd_claims_total counter\n%s", r.claims.buf);
+    iwd_text_put(&out, "# HELP iwd_reservation_timeouts_total Reservations returned to the queue unaccepted.\n"
+              "# TYPE iwd_reservation_timeouts_total counter\n%s", r.timeouts.buf);
+    iwd_text_put(&out, "# HELP iwd_tenant_metrics_up Whether the last reading of the tenant's gauges succeeded.\n"
+              "# TYPE iwd_tenant_metrics_up gauge\n%s", r.up.buf);
+    for (int j = 0; j < NJOB_METRICS; j++) {
+        iwd_text_put(&out, "# HELP %s %s\n# TYPE %s gauge\n%s", job_metrics[j].name, job_metrics[j].help,
+                     job_metrics[j].name, r.jobs[j].buf);
+        free(r.jobs[j].buf);
+    }
+    for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++)
+        free(all[i]->buf);
+    return out.buf;
+}
+
+static void *collector_main(void *arg)
+{
+    (void)arg;
+    for (;;) {
+        struct timespec pause = {.tv_sec = iwd_conf.metrics_ttl_ms / 1000,
+                                 .tv_nsec = (long)(iwd_conf.metrics_ttl_ms % 1000) * 1000000};
+
+        iwd_metrics_set_tenant_families(collect());
+        nanosleep(&pause, NULL);
+    }
+    return NULL;
+}
+
+void iwd_collector_start(void)
+{
+    pthread_t collector;
+
+    pthread_create(&collector, NULL, collector_main, NULL);
+    pthread_detach(collector);
+}

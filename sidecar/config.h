@@ -1,0 +1,40 @@
+/* iwd-sidecar configuration: environment variables (the Helm chart's contract), overridden by flags. */
+#ifndef IWD_CONFIG_H
+#define IWD_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+typedef struct iwd_config {
+    char *listen;
+    int port;
+    char *control_db;
+    char *admin_api_key;
+    char *secret_key;          /* IWD_SECRET_KEY: every key the sidecar derives (auth.c) */
+    char *secret_key_previous; /* IWD_SECRET_KEY_PREVIOUS: still opens what it sealed, during a rotation */
+    int auth_failure_limit;    /* failed authentications per client address and minute before 429; 0: none */
+    char *redis_nodes;
+    char *redis_password;
+    bool redis_tls;
+    bool redis_cluster;
+    int threads;
+    size_t max_body_bytes;
+    int log_level; /* 0 error, 1 warn, 2 info, 3 debug */
+    char *pushgateway_url;
+    int pushgateway_interval_s;
+    int metrics_ttl_ms; /* how often the collector reads the tenants' gauges again */
+    char *metrics_listen;
+    int metrics_port;   /* the unauthenticated metrics listener; 0: none */
+    int statement_timeout_ms;
+    int lock_timeout_ms;
+    int waiting_calls_per_tenant; /* SQL calls of one tenant that may wait for a connection, per thread */
+    int waiting_calls_per_thread; /* SQL calls of all tenants that may wait for a connection, per thread */
+} iwd_config_t;
+
+/* The configuration, set once by iwd_config_load before any thread starts and read-only afterwards. */
+extern iwd_config_t iwd_conf;
+
+/* Load the environment, then the flags; IWD_ERR with the reason on stderr when a setting is invalid. */
+int iwd_config_load(int argc, char **argv);
+
+#endif

@@ -1,0 +1,58 @@
+/*
+ * iwd-sidecar routes: every route under /iwd/v3, one table per REST resource (routes_<resource>.c), and the
+ * router (routes.c) that matches a request, checks its key and runs its route. Most routes are one call of
+ * the extension's SQL API whose jsonb result is the response body: the table says which SQL, which
+ * arguments and which statuses. A new resource is a new routes_<resource>.c with its table, listed in
+ * routes.c.
+ */
+#ifndef IWD_ROUTES_H
+#define IWD_ROUTES_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "http.h"
+
+typedef enum iwd_route_auth {
+    IWD_AUTH_NONE,
+    IWD_AUTH_ADMIN, /* the cluster admin key */
+    IWD_AUTH_READ,  /* a tenant key, the read-only IWD_APIKEY_IWDDM included */
+    IWD_AUTH_WRITE, /* a tenant's IWD_APIKEY_TENANT */
+} iwd_route_auth_t;
+
+/* A route, written with designated initializers: what is left out is NULL, false or the default. */
+typedef struct iwd_route {
+    const char *method;
+    const char *pattern;        /* after /iwd/v3; "{x}" matches one segment */
+    iwd_route_auth_t auth;
+    const char *unauthorized;   /* an admin route's 401 message */
+    int (*handler)(iwd_call_t *call); /* answers the request (IWD_OK); NULL for an SQL route */
+    const char *sql;            /* $n arguments are text: path parameters first, then the body when body_arg */
+    bool body_arg;              /* pass the body (a JSON object; "{}" when empty) as the last argument */
+    bool body_required;
+    int success;                /* status of a non-NULL result; 0: 200 */
+    int on_null;                /* status of a NULL result; 0: 404 */
+    const char *required;       /* a body member that must be a non-empty string */
+} iwd_route_t;
+
+/* The routes of one resource. */
+typedef struct iwd_route_table {
+    const iwd_route_t *routes;
+    size_t n;
+} iwd_route_table_t;
+
+#define IWD_ROUTE_TABLE(array) {(array), sizeof(array) / sizeof((array)[0])}
+
+extern const iwd_route_table_t iwd_routes_health;         /* routes_health.c */
+extern const iwd_route_table_t iwd_routes_provisioning;   /* routes_provisioning.c */
+extern const iwd_route_table_t iwd_routes_tasks;          /* routes_tasks.c */
+extern const iwd_route_table_t iwd_routes_agents;         /* routes_agents.c */
+extern const iwd_route_table_t iwd_routes_configuration;  /* routes_configuration.c */
+
+/* Route a request and answer it (now, or from the loop once its SQL call's result is in); IWD_OK. */
+int iwd_route(iwd_call_t *call);
+
+/* Print every route, "METHOD /iwd/v3/pattern" a line (iwd-sidecar --routes). */
+void iwd_print_routes(void);
+
+#endif
