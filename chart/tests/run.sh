@@ -10,12 +10,9 @@
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 top=$(pwd)
-passed=0; failed=0
-check() {
-    if [ "$2" = "$3" ]; then passed=$((passed + 1)); echo "ok - $1"; return 0; fi
-    failed=$((failed + 1)); echo "not ok - $1: expected '$2', got '$3'"; return 1
-}
-finish() { echo "chart: $passed passed, $failed failed"; [ "$failed" -eq 0 ]; exit; }
+suite=chart
+. scripts/lib.sh
+finish() { summary; exit; }
 
 if [ -x "$top/.tools/bin/helm" ]; then
     helm="$top/.tools/bin/helm"
@@ -29,17 +26,12 @@ if ! python3 -c 'import yaml' 2>/dev/null; then
     python3 -c 'import yaml' 2>/dev/null || { check "python3-yaml" "installed" "missing"; finish; }
 fi
 
-work=$(mktemp -d /tmp/iwd-chart.XXXXXX)
-chmod 0755 "$work"
-# PostgreSQL refuses to run as root: as root, its programs run as the "postgres" user
-as_pg=()
-[ "$(id -u)" -eq 0 ] && as_pg=(runuser -u postgres --)
-pg_pid=""; sidecar_pid=""
+work=$(work_dir chart)
 cleanup() {
-    [ -n "$sidecar_pid" ] && kill "$sidecar_pid" 2>/dev/null && wait "$sidecar_pid" 2>/dev/null
-    [ -n "$pg_pid" ] && "${as_pg[@]}" /usr/lib/postgresql/15/bin/pg_ctl -D "$work/pg" -m immediate -w stop >/dev/null 2>&1
+    sidecar_stop
+    cluster_stop immediate
     [ -f "$work/pg-restored/postmaster.pid" ] &&
-        "${as_pg[@]}" /usr/lib/postgresql/15/bin/pg_ctl -D "$work/pg-restored" -m immediate -w stop >/dev/null 2>&1
+        as_postgres "$bindir/pg_ctl" -D "$work/pg-restored" -m immediate -w stop >/dev/null 2>&1
     rm -rf "$work"
 }
 trap cleanup EXIT
@@ -256,16 +248,11 @@ done
 check "the Redis TLS refusal says why" "1" "$("$helm" template iwd chart --set redis.enableTLS=true 2>&1 | grep -c 'hiredis, which has no TLS')"
 
 echo "# the Data Mart settings Job's SQL on a real PostgreSQL with iwd preloaded"
-bindir=/usr/lib/postgresql/15/bin
-free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-if [ ! -f "$($bindir/pg_config --sharedir)/extension/iwd.control" ]; then
+if [ ! -f "$("$PG_CONFIG" --sharedir)/extension/iwd.control" ]; then
     check "the iwd extension is installed (make install)" "installed" "missing"
     finish
 fi
-pg_port=$(free_port)
-mkdir -p "$work/pg" "$work/sock"
-[ "$(id -u)" -eq 0 ] && chown postgres: "$work/pg" "$work/sock"
-sql() { "${as_pg[@]}" "$bindir/psql" -X -q -At -h "$work/sock" -p "$pg_port" "$@"; }
+sql() { cluster_client psql -X -q -At "$@"; }
 # settled EXPECTED COMMAND...: the command's output once it is EXPECTED (a reload takes effect
 # asynchronously), or its last output after 5 s
 settled() {
@@ -273,22 +260,14 @@ settled() {
     for _ in $(seq 1 50); do out=$("$@"); [ "$out" = "$want" ] && break; sleep 0.1; done
     echo "$out"
 }
-"${as_pg[@]}" "$bindir/initdb" -D "$work/pg" -A trust -E UTF8 >/dev/null
-cat >> "$work/pg/postgresql.conf" <<CONF
-listen_addresses = ''
-unix_socket_directories = '$work/sock'
-shared_preload_libraries = 'iwd'
-CONF
-"${as_pg[@]}" "$bindir/pg_ctl" -D "$work/pg" -l "$work/sock/postgresql.log" -o "-p $pg_port" -w start >/dev/null
-pg_pid=$(head -1 "$work/pg/postmaster.pid" 2>/dev/null)
-check "PostgreSQL with shared_preload_libraries = 'iwd' starts" "1" "$(sql -d postgres -c 'SELECT 1')" ||
-    { cat "$work/sock/postgresql.log"; finish; }
+cluster_init "$work/pg" "" -E UTF8 && cluster_start
+check "PostgreSQL with shared_preload_libraries = 'iwd' starts" "1" "$(sql -d postgres -c 'SELECT 1')" || finish
 sql -d postgres -c "CREATE DATABASE tenant_a" -c "CREATE DATABASE iwd_control"
 sql -d tenant_a -c "CREATE EXTENSION iwd"
 # the Job's command, as rendered, with psql's connection from its PG* variables
 mapfile -t job_cmd < <(q rs '"\n".join(container(one("Job"))["command"])')
 check "the Job runs psql" "psql" "${job_cmd[0]}"
-"${as_pg[@]}" env PGHOST="$work/sock" PGPORT="$pg_port" PGUSER=postgres \
+env PGHOST="$pg_dir" PGPORT="$pg_port" PGUSER="$pg_superuser" \
     PGDATABASE="$(q rs '[e["value"] for e in container(one("Job"))["env"] if e["name"] == "PGDATABASE"][0]')" \
     "$bindir/${job_cmd[0]}" "${job_cmd[@]:1}" > "$work/job.log" 2>&1
 check "the Job's SQL succeeds" "0" "$?"
@@ -304,7 +283,7 @@ sql -d tenant_a -c "GRANT EXECUTE ON FUNCTION pg_reload_conf() TO iwddm_settings
 render suspend -f chart/ci/replicaset-iwddm-values.yaml --set iwddm.cronjob.suspend=true --set 'iwddm.cronjob.schedule=0 2 * * 1-5' \
     --set iwddm.db.user=iwddm_settings
 mapfile -t job_cmd < <(q suspend '"\n".join(container(one("Job"))["command"])')
-"${as_pg[@]}" env PGHOST="$work/sock" PGPORT="$pg_port" PGUSER=iwddm_settings PGDATABASE=tenant_a \
+env PGHOST="$pg_dir" PGPORT="$pg_port" PGUSER=iwddm_settings PGDATABASE=tenant_a \
     "$bindir/${job_cmd[0]}" "${job_cmd[@]:1}" >> "$work/job.log" 2>&1
 check "an upgrade by a role with the guide's grants succeeds" "0" "$?"
 check "an upgrade with suspend: true suspends it" "0 2 * * 1-5|on" \
@@ -318,21 +297,20 @@ fi
 api_port=$(free_port); dead_port=$(free_port); metrics_port=$(free_port)
 render live -f chart/ci/monitoring-values.yaml --set service.port="$api_port" --set sidecar.adminApiKey=chart-test-admin-key \
     --set monitoring.port="$metrics_port" \
-    --set "sidecar.controlDb=host=$work/sock port=$pg_port dbname=iwd_control user=postgres" \
+    --set "sidecar.controlDb=host=$pg_dir port=$pg_port dbname=iwd_control user=$pg_superuser" \
     --set "redis.nodes=redis://127.0.0.1:$dead_port" --set "iwddm.env.monitoring.pushgateway_url=http://127.0.0.1:$dead_port"
 q live '"\n".join("%s=%s" % (kv[0], __import__("shlex").quote(str(kv[1]))) for d in docs if d["kind"] in ("ConfigMap", "Secret") for kv in (d.get("data") if d["kind"] == "ConfigMap" else d["stringData"]).items() if kv[0].startswith("IWD_"))' > "$work/live.env"
 # loopback only here; in the pod it listens on every address
 sed -i 's/^IWD_LISTEN=.*/IWD_LISTEN=127.0.0.1/; s/^IWD_METRICS_LISTEN=.*/IWD_METRICS_LISTEN=127.0.0.1/' "$work/live.env"
-(set -a; . "$work/live.env"; set +a; exec sidecar/iwd-sidecar) > "$work/sidecar.log" 2>&1 &
-sidecar_pid=$!
 api="http://127.0.0.1:$api_port/iwd/v3"
-for _ in $(seq 1 100); do curl -sf "$api/health/ready" >/dev/null && break; sleep 0.1; done
+sidecar_launch "$work/sidecar.log" "$api/health/ready" \
+    bash -c 'set -a; . "$1"; set +a; exec sidecar/iwd-sidecar' _ "$work/live.env"
 check "ready on /iwd/v3/health/ready (Redis unreachable: PostgreSQL serves)" "200" "$(curl -s -o /dev/null -w '%{http_code}' "$api/health/ready")" ||
     { sed 's/^/# /' "$work/sidecar.log" "$work/live.env"; finish; }
 check "live on /iwd/v3/health/live" "200" "$(curl -s -o /dev/null -w '%{http_code}' "$api/health/live")"
 check "the Secret's admin key provisions a tenant" '{"created":true}' "$(curl -s -X POST "$api/provisioning" -H 'x-api-key: chart-test-admin-key' -d '{
     "tenant": {"id": "a", "name": "Tenant A", "ccid": "a"},
-    "iwd": {"url": "http://127.0.0.1", "db": {"host": "'"$work/sock"'", "port": '"$pg_port"', "database": "tenant_a", "user": "postgres", "password": "", "ssl": false},
+    "iwd": {"url": "http://127.0.0.1", "db": {"host": "'"$pg_dir"'", "port": '"$pg_port"', "database": "tenant_a", "user": "postgres", "password": "", "ssl": false},
             "apiKeys": {"IWD_APIKEY_TENANT": "chart-test-tenant-key"}}}')"
 check "a task is created in the tenant" "queued" \
     "$(curl -s -X POST "$api/tasks" -H 'x-api-key: chart-test-tenant-key' -d '{"externalId": "CHART-1", "capturePoint": "chart"}' | jq -r .status)"
@@ -362,16 +340,17 @@ for expr in sys.stdin:
 check "every label the alerts and the dashboard group by is on the exported series" "" "$bad_labels"
 
 echo "# backup and restore as the operator's guide describes (a physical base backup)"
-mkdir -m 0700 "$work/pg-restored" && [ "$(id -u)" -eq 0 ] && chown postgres: "$work/pg-restored"
-"${as_pg[@]}" "$bindir/pg_basebackup" -h "$work/sock" -p "$pg_port" -U postgres -D "$work/pg-restored" -X stream -c fast \
+owned_by_postgres "$work/pg-restored" && chmod 0700 "$work/pg-restored"
+as_postgres "$bindir/pg_basebackup" -h "$pg_dir" -p "$pg_port" -U "$pg_superuser" -D "$work/pg-restored" -X stream -c fast \
     > "$work/basebackup.log" 2>&1
 check "pg_basebackup of the tenant server" "0" "$?" || cat "$work/basebackup.log"
 restored_port=$(free_port)
-"${as_pg[@]}" "$bindir/pg_ctl" -D "$work/pg-restored" -l "$work/sock/restored.log" -o "-p $restored_port" -w start >/dev/null
-restored() { "${as_pg[@]}" "$bindir/psql" -X -q -At -h "$work/sock" -p "$restored_port" "$@"; }
+# (its log beside the first cluster's, in a directory postgres may write)
+as_postgres "$bindir/pg_ctl" -D "$work/pg-restored" -l "$pg_dir/restored.log" -o "-p $restored_port" -w start >/dev/null
+restored() { "${as_client[@]}" "$bindir/psql" -X -q -At -h "$pg_dir" -p "$restored_port" "$@"; }
 check "the restored copy has the tenant's task and its history, and the tenant registry" "1 t 1" \
     "$(restored -d tenant_a -c "SELECT count(*) FROM iwd.task WHERE external_id = 'CHART-1'") $(restored -d tenant_a -c "SELECT count(*) > 0 FROM iwd.task_event e JOIN iwd.task t ON t.id = e.task_id WHERE t.external_id = 'CHART-1'") $(restored -d iwd_control -c "SELECT count(*) FROM iwd_control.tenant WHERE ccid = 'a'")"
-"${as_pg[@]}" "$bindir/pg_ctl" -D "$work/pg-restored" -m fast -w stop >/dev/null
+as_postgres "$bindir/pg_ctl" -D "$work/pg-restored" -m fast -w stop >/dev/null
 
 echo "# container files"
 check "the sidecar image runs as the chart's user" "10001" "$(sed -n 's/^USER *//p' docker/Dockerfile.sidecar)"
@@ -388,7 +367,7 @@ for lib in $(objdump -p sidecar/iwd-sidecar | awk '/NEEDED/ {print $2}'); do
 done
 check "the sidecar image installs the package of every library iwd-sidecar links" "" "$missing_libs"
 check "the PostgreSQL image preloads iwd" "1" "$(grep -c "shared_preload_libraries = 'iwd'\" >> /usr/share/postgresql/postgresql.conf.sample" docker/Dockerfile.postgres)"
-"${as_pg[@]}" env PGHOST="$work/sock" PGPORT="$pg_port" POSTGRES_USER=postgres IWD_DATABASES="tenant_a,tenant_b" \
+env PGHOST="$pg_dir" PGPORT="$pg_port" POSTGRES_USER="$pg_superuser" IWD_DATABASES="tenant_a,tenant_b" \
     sh docker/initdb-iwd.sh > "$work/initdb.log" 2>&1
 check "the PostgreSQL image's first-start script succeeds (an existing database is kept)" "0" "$?"
 check "it creates the tenant databases with the extension, served as every database with it (no filter)" "1|" \
