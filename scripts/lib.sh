@@ -9,7 +9,8 @@
 # the invoking user and log in as "postgres", the cluster's superuser whoever runs it (initdb -U
 # postgres, trust authentication), so they read the checkout's files themselves.
 #
-# A script sets $suite (the name on its result line) before sourcing when it counts checks.
+# A script sets $suite (the name on its result line) before sourcing when it counts checks. Every
+# function works under set -e too (make run and the benchmarks use it).
 
 iwd_top=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # the pg_config the top Makefile uses unless told otherwise (make PG_CONFIG=... passes it on)
@@ -135,7 +136,7 @@ sidecar_launch() {
 }
 sidecar_stop() {
     [ -n "$sidecar_pid" ] || return 0
-    kill "$sidecar_pid" 2>/dev/null
+    kill "$sidecar_pid" 2>/dev/null || true
     for _ in $(seq 1 50); do kill -0 "$sidecar_pid" 2>/dev/null || break; sleep 0.1; done
     sidecar_pid=""
 }
