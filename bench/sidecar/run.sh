@@ -9,44 +9,35 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 top=$(pwd)
-bindir=$(/usr/lib/postgresql/15/bin/pg_config --bindir)
+. scripts/lib.sh
 seconds=${IWD_BENCH_SECONDS:-10}
 runs=${IWD_BENCH_RUNS:-3}
 # as many sidecar threads as the box has CPUs: its SQL calls are asynchronous, more threads only add switches
 sidecar_threads=${IWD_BENCH_SIDECAR_THREADS:-$(nproc)}
-work=$(mktemp -d /tmp/iwd-bench-sidecar.XXXXXX)
-chmod 755 "$work"
-pg_port=${IWD_BENCH_PG_PORT:-54341}
-http_port=${IWD_BENCH_HTTP_PORT:-54342}
-as_user=()
-if [ "$(id -u)" -eq 0 ]; then mkdir -p "$work/pg"; chown postgres: "$work/pg"; as_user=(runuser -u postgres --); else mkdir -p "$work/pg"; fi
+work=$(work_dir bench-sidecar)
+pg_port=${IWD_BENCH_PG_PORT:-}
+http_port=${IWD_BENCH_HTTP_PORT:-$(free_port)}
 cleanup() {
-    [ -n "${sidecar_pid:-}" ] && kill "$sidecar_pid" 2>/dev/null
-    "${as_user[@]}" "$bindir/pg_ctl" -D "$work/pg/data" -m fast -w stop >/dev/null 2>&1
+    sidecar_stop
+    cluster_stop fast
     rm -rf "$work"
 }
 trap cleanup EXIT
-sql() { "${as_user[@]}" "$bindir/psql" -X -q -At -h "$work/pg" -p "$pg_port" -v ON_ERROR_STOP=1 "$@"; }
+sql() { cluster_sql "$@"; }
 
-"${as_user[@]}" "$bindir/initdb" -D "$work/pg/data" -A trust >/dev/null
-cat >> "$work/pg/data/postgresql.conf" <<CONF
-port = $pg_port
-listen_addresses = ''
-unix_socket_directories = '$work/pg'
-shared_preload_libraries = 'iwd'
-iwd.databases = 'tenant'
+cluster_init "$work/pg" "iwd.databases = 'tenant'
 iwd_dm.suspend = on
-shared_buffers = 256MB
-CONF
-"${as_user[@]}" "$bindir/pg_ctl" -D "$work/pg/data" -l "$work/pg/log" -w start >/dev/null
+shared_buffers = 256MB"
+cluster_start
 sql -d postgres -c "CREATE DATABASE control" -c "CREATE DATABASE tenant"
 make -s -C sidecar >/dev/null
-IWD_LISTEN=127.0.0.1 IWD_PORT=$http_port IWD_ADMIN_API_KEY=bench-admin-key IWD_SECRET_KEY=bench-server-secret-0123456789abcdef IWD_LOG_LEVEL=${IWD_BENCH_LOG_LEVEL:-warn} IWD_THREADS=$sidecar_threads \
-IWD_CONTROL_DB="host=$work/pg port=$pg_port dbname=control user=postgres" IWD_METRICS_PORT=0 sidecar/iwd-sidecar >"$work/sidecar.log" 2>&1 &
-sidecar_pid=$!
-for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$http_port/iwd/v3/health/ready" >/dev/null && break; sleep 0.1; done
+sidecar_launch "$work/sidecar.log" "http://127.0.0.1:$http_port/iwd/v3/health/ready" \
+    env IWD_LISTEN=127.0.0.1 IWD_PORT="$http_port" IWD_ADMIN_API_KEY=bench-admin-key \
+    IWD_SECRET_KEY=bench-server-secret-0123456789abcdef IWD_LOG_LEVEL="${IWD_BENCH_LOG_LEVEL:-warn}" \
+    IWD_THREADS="$sidecar_threads" IWD_CONTROL_DB="host=$pg_dir port=$pg_port dbname=control user=$pg_superuser" \
+    IWD_METRICS_PORT=0 sidecar/iwd-sidecar
 curl -s --fail-with-body -X POST "http://127.0.0.1:$http_port/iwd/v3/provisioning" -H 'x-api-key: bench-admin-key' \
-    -d "{\"tenant\": {\"id\": \"bench\", \"ccid\": \"bench\"}, \"iwd\": {\"db\": {\"host\": \"$work/pg\", \"port\": $pg_port,
+    -d "{\"tenant\": {\"id\": \"bench\", \"ccid\": \"bench\"}, \"iwd\": {\"db\": {\"host\": \"$pg_dir\", \"port\": $pg_port,
         \"database\": \"tenant\", \"user\": \"postgres\"}, \"apiKeys\": {\"IWD_APIKEY_TENANT\": \"bench-tenant-key-0001\"}}}" >/dev/null
 sql -d tenant -c "SELECT count(iwd.upsert_agent(jsonb_build_object('id', 'agent' || a, 'state', 'ready',
                   'capacity', jsonb_build_object('workitem', 1000)))) FROM generate_series(1, 500) a" >/dev/null
@@ -57,7 +48,7 @@ sql -d tenant -c "SELECT count(*) FROM (SELECT iwd.create_tasks((SELECT jsonb_ag
 
 median() { sort -n | awk '{a[NR]=$1} END {if (NR % 2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
 base="http://127.0.0.1:$http_port"
-nginx_port=${IWD_BENCH_NGINX_PORT:-54345}
+nginx_port=${IWD_BENCH_NGINX_PORT:-$(free_port)}
 sidecar_requests=0
 declare -A rates lats non2xx socket
 # wrk_output_counts OUTPUT: "requests non-2xx socket-errors" of one wrk run
@@ -80,7 +71,7 @@ wrk_run() {
 }
 # sql_run CASE: one pgbench run of create_task in SQL at the same concurrency
 sql_run() {
-    rates[$1]+="$("${as_user[@]}" "$bindir/pgbench" -h "$work/pg" -p "$pg_port" -n -M prepared -c 16 -j 2 -T "$seconds" \
+    rates[$1]+="$(cluster_client pgbench -n -M prepared -c 16 -j 2 -T "$seconds" \
         -f "$work/create_task.sql" tenant 2>&1 | awk '/^tps = / {print $3}') "
     echo "sidecar bench: $1: $(awk '{print $NF}' <<<"${rates[$1]}") tps" >&2
 }
