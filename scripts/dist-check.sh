@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Checks the PGXN package: "make dist" builds iwd-<version>.zip (git archive of HEAD) with the files PGXN
 # and PGXS need; the version agrees in the Makefile, iwd.control and META.json; META.json carries the
-# keys meta-spec 1.0.0 requires; and the unpacked package builds and installs as any PGXS extension.
-# The zip is moved to a temporary directory. Ends with "dist: N passed, M failed".
+# keys meta-spec 1.0.0 requires; the unpacked package builds and installs as any PGXS extension; and
+# every function of its install script states its labels (scripts/check-sql-labels.py). The zip is moved
+# to a temporary directory. Ends with "dist: N passed, M failed".
 set -uo pipefail
 cd "$(dirname "$0")/.."
 passed=0; failed=0
@@ -69,4 +70,11 @@ check "make install puts the library, the control file, the install and upgrade 
           "$work/root$("$pg_config" --sharedir)/extension/$name--$upgrade_from--$version.sql" 2>/dev/null | wc -l)"
 check "the unpacked package's build needs none of the sidecar's libraries" "0" \
     "$(grep -cE 'h2o|hiredis|jansson|sidecar' "$work/build.log")"
+# every function states its volatility, null behaviour and parallel safety (and the check can fail)
+scripts/check-sql-labels.py "$work/root$("$pg_config" --sharedir)/extension/$name--$version.sql" >"$work/labels.log"
+check "every function of the install script has its three labels; a SAFE one calls only SAFE ones" "0" "$?" ||
+    grep -v '^sql-labels:' "$work/labels.log"
+check "the label check fails on a function without labels" "1" \
+    "$(echo "CREATE FUNCTION f() RETURNS int LANGUAGE sql AS 'SELECT 1';" | scripts/check-sql-labels.py >/dev/null
+       echo $?)"
 finish

@@ -6,7 +6,7 @@
 
 -- start + minutes of working time in the calendar (working days and hours, holidays, time zone).
 CREATE FUNCTION iwd.business_time_add(start timestamptz, minutes int, calendar text) RETURNS timestamptz
-LANGUAGE plpgsql STABLE STRICT AS $$
+LANGUAGE plpgsql STABLE STRICT PARALLEL SAFE AS $$
 DECLARE
     c iwd.calendar;
     v_local timestamp;

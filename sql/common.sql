@@ -9,7 +9,7 @@
 
 -- Raise 22023 unless doc is an object whose keys are all allowed and required ones present.
 CREATE FUNCTION iwd._check_object(doc jsonb, what text, allowed text[], required text[] DEFAULT '{}')
-RETURNS void LANGUAGE plpgsql IMMUTABLE AS $$
+RETURNS void LANGUAGE plpgsql IMMUTABLE CALLED ON NULL INPUT PARALLEL SAFE AS $$
 DECLARE
     k text;
 BEGIN
@@ -31,7 +31,7 @@ END $$;
 -- A string member of doc of at most max_len bytes (NULL when absent or null), or 22023 naming it. Names
 -- and ids take at most 256 bytes (IWD_NAME_MAX, extension/draft.h), descriptions 16 KB (IWD_TEXT_MAX).
 CREATE FUNCTION iwd._str(doc jsonb, key text, what text, max_len int DEFAULT 256) RETURNS text
-LANGUAGE plpgsql IMMUTABLE AS $$
+LANGUAGE plpgsql IMMUTABLE CALLED ON NULL INPUT PARALLEL SAFE AS $$
 BEGIN
     IF coalesce(jsonb_typeof(doc -> key), 'null') NOT IN ('string', 'null') THEN
         RAISE EXCEPTION '% field "%" must be a string', what, key USING ERRCODE = 'invalid_parameter_value';
@@ -49,7 +49,7 @@ END $$;
 -- An integer member of doc within [lo, hi] (NULL when absent or null), or 22023 naming it.
 CREATE FUNCTION iwd._int(doc jsonb, key text, what text, lo bigint DEFAULT -2147483648,
                          hi bigint DEFAULT 2147483647) RETURNS int
-LANGUAGE plpgsql IMMUTABLE AS $$
+LANGUAGE plpgsql IMMUTABLE CALLED ON NULL INPUT PARALLEL SAFE AS $$
 DECLARE
     n numeric;
 BEGIN
@@ -69,7 +69,7 @@ END $$;
 
 -- A boolean member of doc (NULL when absent or null), or 22023 naming it.
 CREATE FUNCTION iwd._bool(doc jsonb, key text, what text) RETURNS boolean
-LANGUAGE plpgsql IMMUTABLE AS $$
+LANGUAGE plpgsql IMMUTABLE CALLED ON NULL INPUT PARALLEL SAFE AS $$
 BEGIN
     IF coalesce(jsonb_typeof(doc -> key), 'null') NOT IN ('boolean', 'null') THEN
         RAISE EXCEPTION '% field "%" must be true or false', what, key USING ERRCODE = 'invalid_parameter_value';
@@ -85,7 +85,7 @@ CREATE FUNCTION iwd._levels(doc jsonb, key text, what text, hi int, max_count in
 
 -- Raise P0002 for an object that does not exist.
 CREATE FUNCTION iwd._not_found(what text, name text) RETURNS void
-LANGUAGE plpgsql IMMUTABLE AS $$
+LANGUAGE plpgsql IMMUTABLE CALLED ON NULL INPUT PARALLEL SAFE AS $$
 BEGIN
     IF what = 'task' THEN
         RAISE EXCEPTION 'task % does not exist', name USING ERRCODE = 'no_data_found';
@@ -96,7 +96,7 @@ END $$;
 -- A timestamp in the REST shape: ISO 8601 in UTC with a "Z". (Inlined, per row: left unpinned with every
 -- name qualified, as are the *_json shapes below; see sql/security.sql.)
 CREATE FUNCTION iwd._ts(t timestamptz) RETURNS text
-LANGUAGE sql STABLE PARALLEL SAFE AS $$
+LANGUAGE sql STABLE CALLED ON NULL INPUT PARALLEL SAFE AS $$
     SELECT pg_catalog.to_char(t AT TIME ZONE 'UTC',
                    CASE WHEN extract(microseconds FROM t)::bigint OPERATOR(pg_catalog.%) 1000000
                              OPERATOR(pg_catalog.=) 0

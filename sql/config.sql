@@ -6,17 +6,17 @@
 -- ---------------------------------------------------------------------------------------------
 
 CREATE FUNCTION iwd.department_json(d iwd.department) RETURNS jsonb
-LANGUAGE sql STABLE AS $$
+LANGUAGE sql STABLE CALLED ON NULL INPUT PARALLEL SAFE AS $$
     SELECT pg_catalog.jsonb_build_object('name', d.name, 'description', d.description)
 $$;
 
 CREATE FUNCTION iwd.process_json(p iwd.process) RETURNS jsonb
-LANGUAGE sql STABLE AS $$
+LANGUAGE sql STABLE CALLED ON NULL INPUT PARALLEL SAFE AS $$
     SELECT pg_catalog.jsonb_build_object('name', p.name, 'department', p.department, 'description', p.description)
 $$;
 
 CREATE FUNCTION iwd.calendar_json(c iwd.calendar) RETURNS jsonb
-LANGUAGE sql STABLE AS $$
+LANGUAGE sql STABLE CALLED ON NULL INPUT PARALLEL SAFE AS $$
     SELECT pg_catalog.jsonb_build_object('name', c.name, 'timeZone', c.time_zone,
                               'workStart', pg_catalog.to_char(c.work_start, 'HH24:MI'),
                               'workEnd', pg_catalog.to_char(c.work_end, 'HH24:MI'),
@@ -24,7 +24,7 @@ LANGUAGE sql STABLE AS $$
 $$;
 
 CREATE FUNCTION iwd.category_json(c iwd.category) RETURNS jsonb
-LANGUAGE sql STABLE AS $$
+LANGUAGE sql STABLE CALLED ON NULL INPUT PARALLEL SAFE AS $$
     SELECT pg_catalog.jsonb_build_object(
         'name', c.name, 'department', c.department, 'process', c.process, 'priority', c.priority,
         'businessValue', c.business_value, 'slaMinutes', c.sla_minutes, 'calendar', c.calendar,
@@ -37,20 +37,20 @@ LANGUAGE sql STABLE AS $$
 $$;
 
 CREATE FUNCTION iwd.rule_json(r iwd.rule) RETURNS jsonb
-LANGUAGE sql STABLE AS $$
+LANGUAGE sql STABLE CALLED ON NULL INPUT PARALLEL SAFE AS $$
     SELECT pg_catalog.jsonb_build_object('kind', r.kind, 'name', r.name, 'order', r.ord, 'department', r.department,
                               'process', r.process, 'enabled', r.enabled, 'when', r.cond, 'set', r.effect)
 $$;
 
 CREATE FUNCTION iwd.agent_json(a iwd.agent) RETURNS jsonb
-LANGUAGE sql STABLE AS $$
+LANGUAGE sql STABLE CALLED ON NULL INPUT PARALLEL SAFE AS $$
     SELECT pg_catalog.jsonb_build_object('id', a.id, 'name', a.name, 'skills', a.skills, 'capacity', a.capacity,
                               'state', a.state)
 $$;
 
 -- Create or replace a department {"name","description"}.
 CREATE FUNCTION iwd.upsert_department(department jsonb) RETURNS jsonb
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE AS $$
 DECLARE
     d iwd.department;
 BEGIN
@@ -64,7 +64,7 @@ END $$;
 
 -- Create or replace a process {"name","department","description"}.
 CREATE FUNCTION iwd.upsert_process(process jsonb) RETURNS jsonb
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE AS $$
 DECLARE
     p iwd.process;
     v_department text := iwd._str(process, 'department', 'process');
@@ -83,7 +83,7 @@ END $$;
 
 -- Create or replace a business calendar {"name","timeZone","workStart","workEnd","workDays","holidays"}.
 CREATE FUNCTION iwd.upsert_calendar(calendar jsonb) RETURNS jsonb
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE AS $$
 DECLARE
     c iwd.calendar;
     v_tz text;
@@ -126,7 +126,7 @@ END $$;
 
 -- Create or replace a category (DESIGN shape, plus "calendar" and "mediaType").
 CREATE FUNCTION iwd.upsert_category(category jsonb) RETURNS jsonb
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE AS $$
 DECLARE
     c iwd.category;
     v_re jsonb := category -> 'reprioritize';
@@ -190,7 +190,7 @@ END $$;
 
 -- Create or replace a rule {"kind","name","order","department","process","enabled","when","set"}.
 CREATE FUNCTION iwd.upsert_rule(rule jsonb) RETURNS jsonb
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE AS $$
 DECLARE
     r iwd.rule;
     v_kind text := iwd._str(rule, 'kind', 'rule');
@@ -219,7 +219,7 @@ END $$;
 
 -- Create or replace an agent {"id","name","skills","capacity","state"}; an absent state is kept.
 CREATE FUNCTION iwd.upsert_agent(agent jsonb) RETURNS jsonb
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE AS $$
 DECLARE
     a iwd.agent;
     v_state text := iwd._str(agent, 'state', 'agent');
@@ -241,7 +241,7 @@ END $$;
 
 -- Set an agent ready (it receives tasks from iwd.next_task) or not_ready.
 CREATE FUNCTION iwd.set_agent_state(agent text, state text) RETURNS jsonb
-LANGUAGE plpgsql STRICT AS $$
+LANGUAGE plpgsql VOLATILE STRICT PARALLEL UNSAFE AS $$
 DECLARE
     a iwd.agent;
 BEGIN
@@ -270,7 +270,7 @@ BEGIN
                                    ('agent', 'agents', 'id', 'id')) v(obj, plural, arg, sort) LOOP
         EXECUTE format($f$
             CREATE FUNCTION iwd.get_%1$s(%3$s text) RETURNS jsonb
-            LANGUAGE plpgsql STABLE STRICT AS $$
+            LANGUAGE plpgsql STABLE STRICT PARALLEL SAFE AS $$
             DECLARE
                 v jsonb;
             BEGIN
@@ -283,13 +283,13 @@ BEGIN
             COMMENT ON FUNCTION iwd.get_%1$s(text) IS 'The %1$s with this %3$s; P0002 when none.';
 
             CREATE FUNCTION iwd.list_%2$s() RETURNS jsonb
-            LANGUAGE sql STABLE AS $$
+            LANGUAGE sql STABLE CALLED ON NULL INPUT PARALLEL SAFE AS $$
                 SELECT coalesce(jsonb_agg(iwd.%1$s_json(x) ORDER BY %4$s), '[]') FROM iwd.%1$s x
             $$;
             COMMENT ON FUNCTION iwd.list_%2$s() IS 'Every %1$s, as a JSON array.';
 
             CREATE FUNCTION iwd.delete_%1$s(%3$s text) RETURNS jsonb
-            LANGUAGE plpgsql STRICT AS $$
+            LANGUAGE plpgsql VOLATILE STRICT PARALLEL UNSAFE AS $$
             DECLARE
                 x iwd.%1$s;
             BEGIN
@@ -306,7 +306,7 @@ END $do$;
 
 -- The rule of this kind and name; P0002 when none.
 CREATE FUNCTION iwd.get_rule(kind text, name text) RETURNS jsonb
-LANGUAGE plpgsql STABLE STRICT AS $$
+LANGUAGE plpgsql STABLE STRICT PARALLEL SAFE AS $$
 DECLARE
     v jsonb;
 BEGIN
@@ -319,7 +319,7 @@ END $$;
 
 -- Every rule (of one kind when given), in evaluation order, as a JSON array.
 CREATE FUNCTION iwd.list_rules(kind text DEFAULT NULL) RETURNS jsonb
-LANGUAGE sql STABLE AS $$
+LANGUAGE sql STABLE CALLED ON NULL INPUT PARALLEL SAFE AS $$
     SELECT coalesce(jsonb_agg(iwd.rule_json(x) ORDER BY x.kind,
                               CASE WHEN x.process IS NOT NULL THEN 2 WHEN x.department IS NOT NULL THEN 1 ELSE 0 END,
                               x.ord, x.name), '[]')
@@ -328,7 +328,7 @@ $$;
 
 -- Delete a rule and return it; P0002 when none.
 CREATE FUNCTION iwd.delete_rule(kind text, name text) RETURNS jsonb
-LANGUAGE plpgsql STRICT AS $$
+LANGUAGE plpgsql VOLATILE STRICT PARALLEL UNSAFE AS $$
 DECLARE
     x iwd.rule;
 BEGIN
@@ -342,7 +342,7 @@ END $$;
 
 -- Seed a default configuration (idempotent: existing objects are kept). Returns what it created.
 CREATE FUNCTION iwd.seed_defaults() RETURNS jsonb
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE AS $$
 DECLARE
     n_dep int; n_proc int; n_cal int; n_cat int; n_rule int;
 BEGIN

@@ -193,26 +193,26 @@ END $$;
 -- bit whatever the order in which rows were summed (a batched run and a single run group them
 -- differently; floating-point sums depend on that order).
 CREATE FUNCTION iwd_dm._us(seconds double precision) RETURNS bigint
-LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+LANGUAGE sql IMMUTABLE CALLED ON NULL INPUT PARALLEL SAFE AS $$
     SELECT pg_catalog.round(seconds OPERATOR(pg_catalog.*) 1000000)::bigint
 $$;
 
 -- The mean in seconds of n durations summing to sum_us microseconds; NULL when n is 0 or NULL.
 CREATE FUNCTION iwd_dm._avg_s(sum_us numeric, n numeric) RETURNS double precision
-LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+LANGUAGE sql IMMUTABLE CALLED ON NULL INPUT PARALLEL SAFE AS $$
     SELECT (sum_us OPERATOR(pg_catalog./) CASE WHEN n OPERATOR(pg_catalog.<>) 0 THEN n END
             OPERATOR(pg_catalog./) 1000000)::double precision
 $$;
 
 -- Hold the chain's lock until the end of the transaction (one of iwd's own locks: see iwd.h).
 CREATE FUNCTION iwd_dm._lock_chain(chain text) RETURNS void
-    AS 'MODULE_PATHNAME', 'iwd_dm_lock_chain' LANGUAGE C VOLATILE STRICT;
+    AS 'MODULE_PATHNAME', 'iwd_dm_lock_chain' LANGUAGE C VOLATILE STRICT PARALLEL UNSAFE;
 REVOKE EXECUTE ON FUNCTION iwd_dm._lock_chain(text) FROM PUBLIC;
 
 -- The reporting time zone (iwd_dm.time_zone, default UTC). Called per row (report views): left
 -- unpinned and inlined, every name qualified (see sql/security.sql).
 CREATE FUNCTION iwd_dm.time_zone() RETURNS text
-LANGUAGE sql STABLE AS $$
+LANGUAGE sql STABLE CALLED ON NULL INPUT PARALLEL SAFE AS $$
     SELECT CASE WHEN pg_catalog.current_setting('iwd_dm.time_zone', true) OPERATOR(pg_catalog.<>) ''
                 THEN pg_catalog.current_setting('iwd_dm.time_zone', true) ELSE 'UTC' END
 $$;
@@ -221,7 +221,7 @@ $$;
 -- (weeks start on Monday). Called per row (report views): left unpinned, every name qualified (see
 -- sql/security.sql); a quarter hour is the hour's start binned by 15 minutes.
 CREATE FUNCTION iwd_dm.interval_start(level text, t timestamptz) RETURNS timestamptz
-LANGUAGE plpgsql STABLE STRICT AS $$
+LANGUAGE plpgsql STABLE STRICT PARALLEL SAFE AS $$
 DECLARE
     tz pg_catalog.text := iwd_dm.time_zone();
     local timestamp := t AT TIME ZONE tz;
@@ -235,7 +235,7 @@ END $$;
 
 -- The end (exclusive) of the interval of a level that starts at s.
 CREATE FUNCTION iwd_dm.interval_end(level text, s timestamptz) RETURNS timestamptz
-LANGUAGE sql STABLE STRICT AS $$
+LANGUAGE sql STABLE STRICT PARALLEL SAFE AS $$
     SELECT ((s AT TIME ZONE iwd_dm.time_zone()) + CASE level WHEN '15min' THEN interval '15 minutes'
         WHEN 'hour' THEN interval '1 hour' WHEN 'day' THEN interval '1 day' WHEN 'week' THEN interval '1 week'
         WHEN 'month' THEN interval '1 month' END) AT TIME ZONE iwd_dm.time_zone()
@@ -251,7 +251,7 @@ $$;
 -- lookups of a small batch. Into an empty table (a load from scratch), rows are inserted without the
 -- conflict check.
 CREATE FUNCTION iwd_dm._refresh_task_facts(ids bigint[]) RETURNS void
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE AS $$
 DECLARE
     large_batch constant int := 20000;  -- ids (events), above which the planner sees them
 BEGIN
@@ -307,7 +307,7 @@ END $$;
 
 -- Mark dirty every interval of every level between two times.
 CREATE FUNCTION iwd_dm._mark_dirty(first_at timestamptz, last_at timestamptz) RETURNS void
-LANGUAGE sql AS $$
+LANGUAGE sql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE AS $$
     INSERT INTO iwd_dm.dirty (level, interval_start)
     SELECT DISTINCT l.level, iwd_dm.interval_start(l.level, g)
     FROM (VALUES ('15min', interval '15 minutes'), ('hour', interval '1 hour'), ('day', interval '1 day'),
@@ -320,7 +320,7 @@ $$;
 -- Load one batch of events (the gaps first, then after the watermark): facts of the touched tasks,
 -- dirty intervals of every level from each touched task's creation to now. Returns the events loaded.
 CREATE FUNCTION iwd_dm._load_batch(batch int) RETURNS int
-LANGUAGE plpgsql SET jit = off AS $$
+LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE SET jit = off AS $$
 DECLARE
     mark bigint;
     loaded int;
@@ -399,7 +399,7 @@ END $$;
 
 -- "t is in [lo, hi)" for a time expression t.
 CREATE FUNCTION iwd_dm._in_range_sql(t text, lo timestamptz, hi timestamptz) RETURNS text
-LANGUAGE sql STABLE AS $$
+LANGUAGE sql STABLE CALLED ON NULL INPUT PARALLEL SAFE AS $$
     SELECT format('(%1$s) >= %2$L::timestamptz AND (%1$s) < %3$L::timestamptz', t, lo, hi)
 $$;
 
@@ -407,7 +407,7 @@ $$;
 -- without time zone, so that every level's interval is a date_trunc of it), and the picked levels lvls
 -- whose range [los[i], his[i]) holds t, as bit lvl - 1.
 CREATE FUNCTION iwd_dm._quarter_sql(t text, tz text, lvls int[], los timestamptz[], his timestamptz[])
-RETURNS text LANGUAGE sql STABLE AS $$
+RETURNS text LANGUAGE sql STABLE CALLED ON NULL INPUT PARALLEL SAFE AS $$
     SELECT format('date_bin(''15 minutes'', (%s) AT TIME ZONE %L, timestamp ''2000-01-03'') AS q, ', t, tz)
            || string_agg(format('CASE WHEN %s THEN %s ELSE 0 END', iwd_dm._in_range_sql(t, r.lo, r.hi),
                                 1 << (r.lvl - 1)), ' | ' ORDER BY r.lvl)
@@ -420,7 +420,7 @@ $$;
 -- backlog when finished (and -1 pending overdue if it was); +1 pending overdue when it falls overdue
 -- open; +1 assigned per reservation.
 CREATE FUNCTION iwd_dm._fine_sql(grouping_cols text, tz text, lvls int[], los timestamptz[], his timestamptz[])
-RETURNS text LANGUAGE plpgsql STABLE AS $$
+RETURNS text LANGUAGE plpgsql STABLE CALLED ON NULL INPUT PARALLEL SAFE AS $$
 DECLARE
     -- every fact counted has its time in [lo, hi), the union of the picked ranges
     lo constant timestamptz := (SELECT min(x) FROM unnest(los) x);
@@ -475,7 +475,7 @@ END $$;
 -- One level's part of CTE "open_at_start": the tasks open at lo, the start of the level's first picked
 -- interval, whose counts are the starting values of its stocks (po: pending overdue at lo).
 CREATE FUNCTION iwd_dm._open_at_sql(grouping_cols text, lvl int, lo timestamptz) RETURNS text
-LANGUAGE sql STABLE AS $$
+LANGUAGE sql STABLE CALLED ON NULL INPUT PARALLEL SAFE AS $$
     SELECT format($q$
                 SELECT %1$s AS lvl, %2$L::timestamptz AS b, %3$s,
                        (due_at IS NOT NULL AND greatest(created_at, due_at) < %2$L::timestamptz)::int AS po
@@ -488,7 +488,7 @@ $$;
 -- that fall in the level's picked range, and the open tasks at the level's first interval (they add to
 -- the stocks only). A level's interval is its date_trunc of the local quarter hour.
 CREATE FUNCTION iwd_dm._flows_sql(grouping_cols text, tz text, lvls int[]) RETURNS text
-LANGUAGE sql STABLE AS $$
+LANGUAGE sql STABLE CALLED ON NULL INPUT PARALLEL SAFE AS $$
     SELECT format($q$
         flows AS MATERIALIZED (
             SELECT lvl, gid, b, sum(created)::bigint AS created, sum(assigned)::bigint AS assigned,
@@ -525,7 +525,7 @@ $$;
 
 -- One level's CTE "ins_<level>": its rows of "result" into its aggregate, in the order of its unique index.
 CREATE FUNCTION iwd_dm._insert_sql(lvl int, level text) RETURNS text
-LANGUAGE sql IMMUTABLE AS $$
+LANGUAGE sql IMMUTABLE CALLED ON NULL INPUT PARALLEL SAFE AS $$
     SELECT format($q$
         %1$I AS (
             INSERT INTO iwd_dm.%2$I
@@ -558,7 +558,8 @@ $$;
 -- the twelve-column join nor the number of flows: it would sort both sides for a merge join rather
 -- than hash a few hundred groupings, and group the facts by sorting them on text rather than hash.)
 CREATE FUNCTION iwd_dm._aggregate_intervals(picked_levels text[], picked_starts timestamptz[]) RETURNS void
-LANGUAGE plpgsql SET jit = off SET enable_mergejoin = off SET enable_sort = off SET DateStyle = 'ISO' AS $$
+LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE
+SET jit = off SET enable_mergejoin = off SET enable_sort = off SET DateStyle = 'ISO' AS $$
 DECLARE
     tz constant text := iwd_dm.time_zone();
     grouping_cols constant text := 'department, process, category, queue, media_type, customer_segment';
@@ -635,7 +636,7 @@ END $$;
 
 -- Aggregate up to batch dirty intervals of each of the given levels, all in one pass; returns how many.
 CREATE FUNCTION iwd_dm._aggregate_batch(levels text[], batch int) RETURNS int
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE AS $$
 DECLARE
     picked_levels text[];
     picked_starts timestamptz[];
@@ -655,7 +656,7 @@ END $$;
 
 -- Dimensions from the configuration and the facts; the calendar around the facts.
 CREATE FUNCTION iwd_dm._initialize() RETURNS int
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE AS $$
 DECLARE
     n int := 0;
     k int;
@@ -703,7 +704,7 @@ END $$;
 -- table's owner may analyze it, and the scheduled chain runs as iwd_worker (executable by it alone; its
 -- search_path is pinned like every function's, sql/security.sql).
 CREATE FUNCTION iwd_dm._analyze(events bigint) RETURNS void
-LANGUAGE plpgsql SECURITY DEFINER AS $$
+LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE SECURITY DEFINER AS $$
 BEGIN
     IF events >= 10000 AND events * 10 >= (SELECT reltuples FROM pg_class
                                            WHERE oid = 'iwd_dm.task_event_fact'::regclass) THEN
@@ -715,14 +716,14 @@ REVOKE EXECUTE ON FUNCTION iwd_dm._analyze(bigint) FROM PUBLIC;
 
 -- The steps of a chain: initialize, load events, aggregate levels.
 CREATE FUNCTION iwd_dm._chain_levels(chain text) RETURNS text[]
-LANGUAGE sql IMMUTABLE AS $$
+LANGUAGE sql IMMUTABLE CALLED ON NULL INPUT PARALLEL SAFE AS $$
     SELECT CASE chain WHEN 'intraday' THEN ARRAY['15min'] WHEN 'historical' THEN ARRAY['hour', 'day', 'week', 'month']
                       WHEN 'full' THEN ARRAY['15min', 'hour', 'day', 'week', 'month'] ELSE ARRAY[]::text[] END
 $$;
 
 -- Record the start, success or failure of a chain (the worker calls it in its own transactions).
 CREATE FUNCTION iwd_dm._job(chain text, what text, summary jsonb DEFAULT NULL, error text DEFAULT NULL)
-RETURNS void LANGUAGE sql AS $$
+RETURNS void LANGUAGE sql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE AS $$
     UPDATE iwd_dm.job_status SET
         last_start = CASE WHEN what = 'start' THEN clock_timestamp() ELSE last_start END,
         last_success = CASE WHEN what = 'success' THEN clock_timestamp() ELSE last_success END,
@@ -737,7 +738,7 @@ $$;
 -- is undone. The chain is one transaction here, so batches only bound the work per statement: events
 -- are loaded a million at a time (a history loaded from scratch takes one statement per table).
 CREATE FUNCTION iwd_dm.run(chain text) RETURNS jsonb
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE AS $$
 DECLARE
     started timestamptz := clock_timestamp();
     batch int := coalesce(nullif(current_setting('iwd_dm.batch_size', true), '')::int, 10000);
@@ -790,7 +791,7 @@ END $$;
 
 -- The documented job metrics in the Prometheus text format, for the sidecar's /metrics and pushes.
 CREATE FUNCTION iwd_dm.prometheus_metrics(tenant text) RETURNS text
-LANGUAGE sql STABLE AS $$
+LANGUAGE sql STABLE CALLED ON NULL INPUT PARALLEL SAFE AS $$
     WITH s AS (
         SELECT j.execution_chain AS chain,
                EXISTS (SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' AND l.granted

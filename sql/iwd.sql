@@ -188,7 +188,7 @@ CREATE INDEX task_event_task_idx ON iwd.task_event (task_id, id);
 
 -- Trigger: refuse the change (42501) with the message and detail given as the trigger's arguments.
 CREATE FUNCTION iwd.forbid_change() RETURNS trigger
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE AS $$
 BEGIN
     RAISE EXCEPTION '%', TG_ARGV[0] USING ERRCODE = 'insufficient_privilege', DETAIL = TG_ARGV[1];
 END $$;
@@ -208,23 +208,23 @@ CREATE TRIGGER task_event_no_truncate BEFORE TRUNCATE ON iwd.task_event
 
 -- The iwd clock: iwd.simulated_time when set, else the transaction start time.
 CREATE FUNCTION iwd.now() RETURNS timestamptz
-    AS 'MODULE_PATHNAME', 'iwd_now' LANGUAGE C STABLE PARALLEL SAFE;
+    AS 'MODULE_PATHNAME', 'iwd_now' LANGUAGE C STABLE CALLED ON NULL INPUT PARALLEL SAFE;
 
 -- Validate, classify and score a task document (current IS NULL: a new task). Writes nothing.
 CREATE FUNCTION iwd._prepare_task(input jsonb, current iwd.task, at timestamptz) RETURNS iwd.task
-    AS 'MODULE_PATHNAME', 'iwd_prepare_task' LANGUAGE C STABLE;
+    AS 'MODULE_PATHNAME', 'iwd_prepare_task' LANGUAGE C STABLE CALLED ON NULL INPUT PARALLEL UNSAFE;
 
 -- The task with priority, business value and next reprioritization time recomputed at "at".
 CREATE FUNCTION iwd._rescore(task iwd.task, at timestamptz) RETURNS iwd.task
-    AS 'MODULE_PATHNAME', 'iwd_rescore' LANGUAGE C STABLE STRICT;
+    AS 'MODULE_PATHNAME', 'iwd_rescore' LANGUAGE C STABLE STRICT PARALLEL UNSAFE;
 
 -- Raise 22023 when a rule's condition or effect is invalid.
 CREATE FUNCTION iwd._validate_rule(kind text, cond jsonb, effect jsonb) RETURNS void
-    AS 'MODULE_PATHNAME', 'iwd_validate_rule' LANGUAGE C STABLE STRICT;
+    AS 'MODULE_PATHNAME', 'iwd_validate_rule' LANGUAGE C STABLE STRICT PARALLEL SAFE;
 
 -- Statement trigger: invalidate every backend's cached configuration.
 CREATE FUNCTION iwd._config_changed() RETURNS trigger
-    AS 'MODULE_PATHNAME', 'iwd_config_changed' LANGUAGE C;
+    AS 'MODULE_PATHNAME', 'iwd_config_changed' LANGUAGE C VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE;
 
 -- The status an operation leads to, or SQLSTATE 55000 naming the current and requested state.
 CREATE FUNCTION iwd._check_transition(id bigint, status text, op text) RETURNS text
@@ -257,7 +257,7 @@ CREATE TABLE iwd.routing_keys (
     paired_with text
 );
 CREATE FUNCTION iwd._note_routing_key() RETURNS trigger
-    AS 'MODULE_PATHNAME', 'iwd_note_routing_key' LANGUAGE C;
+    AS 'MODULE_PATHNAME', 'iwd_note_routing_key' LANGUAGE C VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE;
 CREATE TRIGGER task_routing_key BEFORE INSERT OR UPDATE OF skills ON iwd.task
     FOR EACH ROW EXECUTE FUNCTION iwd._note_routing_key();
 CREATE TRIGGER routing_keys_changed AFTER INSERT ON iwd.routing_keys
@@ -280,15 +280,15 @@ CREATE TRIGGER routing_keys_no_truncate BEFORE TRUNCATE ON iwd.routing_keys
 -- enable_sort off every plan looks expensive, so JIT is turned off: compiling would cost far more
 -- than the claim itself.
 CREATE FUNCTION iwd.next_task(agent text, reserve_seconds int DEFAULT 30) RETURNS jsonb
-    AS 'MODULE_PATHNAME', 'iwd_next_task' LANGUAGE C VOLATILE STRICT
+    AS 'MODULE_PATHNAME', 'iwd_next_task' LANGUAGE C VOLATILE STRICT PARALLEL UNSAFE
     SET enable_sort = off SET enable_bitmapscan = off SET enable_nestloop = off SET jit = off;
 
 -- Cumulative counters of this database since server start.
 CREATE FUNCTION iwd._counters(OUT claims bigint, OUT reservation_timeouts bigint)
-    AS 'MODULE_PATHNAME', 'iwd_counters' LANGUAGE C VOLATILE;
+    AS 'MODULE_PATHNAME', 'iwd_counters' LANGUAGE C VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE;
 
 CREATE FUNCTION iwd._count(kind text, n bigint) RETURNS void
-    AS 'MODULE_PATHNAME', 'iwd_count' LANGUAGE C VOLATILE STRICT;
+    AS 'MODULE_PATHNAME', 'iwd_count' LANGUAGE C VOLATILE STRICT PARALLEL UNSAFE;
 
 CREATE TRIGGER category_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON iwd.category
     FOR EACH STATEMENT EXECUTE FUNCTION iwd._config_changed();
@@ -299,7 +299,7 @@ CREATE TRIGGER calendar_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON 
 
 -- Rules written with plain SQL are validated like those written through iwd.upsert_rule().
 CREATE FUNCTION iwd.validate_rule_row() RETURNS trigger
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE AS $$
 BEGIN
     PERFORM iwd._validate_rule(NEW.kind, NEW.cond, NEW.effect);
     RETURN NEW;

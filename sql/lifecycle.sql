@@ -3,7 +3,7 @@
 -- An agent acts only on the tasks it holds: P0002 when the agent does not exist, 55000 when the task
 -- (in status, assigned to assigned_to) is not assigned to it.
 CREATE FUNCTION iwd._check_holder(task_id bigint, op text, agent text, status text, assigned_to text)
-RETURNS void LANGUAGE plpgsql STABLE AS $$
+RETURNS void LANGUAGE plpgsql STABLE CALLED ON NULL INPUT PARALLEL SAFE AS $$
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM iwd.agent x WHERE x.id = agent) THEN
         PERFORM iwd._not_found('agent', agent);
@@ -24,7 +24,7 @@ END $$;
 -- the agent that did it, NULL for a supervisor's or the tenant's action).
 CREATE FUNCTION iwd._transition(id bigint, op text, event text, actor text, detail jsonb,
                                 hold_reason text DEFAULT NULL) RETURNS jsonb
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE AS $$
 DECLARE
     v_now timestamptz := iwd.now();
     t iwd.task := iwd._lock_task(id);
@@ -56,14 +56,14 @@ END $$;
 
 -- Park a task (supervisor hold) until iwd.resume_task.
 CREATE FUNCTION iwd.hold_task(id bigint, reason text DEFAULT NULL) RETURNS jsonb
-LANGUAGE sql AS $$
+LANGUAGE sql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE AS $$
     SELECT iwd._transition(id, 'hold', 'held', NULL, jsonb_build_object('reason', reason),
                            coalesce(reason, 'held by supervisor'))
 $$;
 
 -- Return a held or errorHeld task to the queue (an errorHeld task is classified again first).
 CREATE FUNCTION iwd.resume_task(id bigint) RETURNS jsonb
-LANGUAGE plpgsql STRICT AS $$
+LANGUAGE plpgsql VOLATILE STRICT PARALLEL UNSAFE AS $$
 DECLARE
     v_now timestamptz := iwd.now();
     t iwd.task := iwd._lock_task(id);
@@ -88,7 +88,7 @@ END $$;
 
 -- Cancel an open task (terminal).
 CREATE FUNCTION iwd.cancel_task(id bigint, reason text DEFAULT NULL) RETURNS jsonb
-LANGUAGE sql AS $$
+LANGUAGE sql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE AS $$
     SELECT iwd._transition(id, 'cancel', 'canceled', NULL, jsonb_build_object('reason', reason))
 $$;
 
@@ -96,17 +96,17 @@ $$;
 -- agent, 55000 for a task it does not hold); without: a supervisor's action, from any open status.
 -- (C: one statement moves the row to iwd.task_closed and records the event; see extension/claim.c)
 CREATE FUNCTION iwd.complete_task(id bigint, agent text DEFAULT NULL) RETURNS jsonb
-AS 'MODULE_PATHNAME', 'iwd_complete_task' LANGUAGE C;
+AS 'MODULE_PATHNAME', 'iwd_complete_task' LANGUAGE C VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE;
 
 -- Reject a task (terminal), e.g. when the work cannot be done; agent as in complete_task.
 CREATE FUNCTION iwd.reject_task(id bigint, agent text DEFAULT NULL, reason text DEFAULT NULL) RETURNS jsonb
-LANGUAGE sql AS $$
+LANGUAGE sql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE AS $$
     SELECT iwd._transition(id, 'reject', 'rejected', agent, jsonb_build_object('reason', reason))
 $$;
 
 -- Bring a terminal task back: it is classified and scored again and re-enters the queue.
 CREATE FUNCTION iwd.restart_task(id bigint) RETURNS jsonb
-LANGUAGE plpgsql STRICT AS $$
+LANGUAGE plpgsql VOLATILE STRICT PARALLEL UNSAFE AS $$
 DECLARE
     v_now timestamptz := iwd.now();
     t iwd.task := iwd._lock_task(id);
@@ -131,7 +131,7 @@ END $$;
 
 -- Set a task's priority (and business value); rules, aging and urgency still apply on top.
 CREATE FUNCTION iwd.reprioritize_task(id bigint, priority int, business_value int DEFAULT NULL) RETURNS jsonb
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE AS $$
 DECLARE
     v_now timestamptz := iwd.now();
     t iwd.task := iwd._lock_task(id);
@@ -155,7 +155,7 @@ END $$;
 
 -- Confirm a reservation made by iwd.next_task: the task stays with the agent until it is finished.
 CREATE FUNCTION iwd.accept_task(id bigint, agent text) RETURNS jsonb
-LANGUAGE plpgsql STRICT AS $$
+LANGUAGE plpgsql VOLATILE STRICT PARALLEL UNSAFE AS $$
 DECLARE
     v_now timestamptz := iwd.now();
     t iwd.task := iwd._lock_task(id);

@@ -6,7 +6,7 @@
 
 -- A filter document as an SQL condition over alias t (values quoted as literals).
 CREATE FUNCTION iwd._task_where(filter jsonb, default_statuses text[]) RETURNS text
-LANGUAGE plpgsql STABLE AS $$
+LANGUAGE plpgsql STABLE CALLED ON NULL INPUT PARALLEL SAFE AS $$
 DECLARE
     v_where text[] := '{}';
     v_key text;
@@ -54,7 +54,7 @@ END $$;
 
 -- Does a status list need closed tasks?
 CREATE FUNCTION iwd._source(filter jsonb) RETURNS text
-LANGUAGE sql IMMUTABLE AS $$
+LANGUAGE sql IMMUTABLE CALLED ON NULL INPUT PARALLEL SAFE AS $$
     SELECT CASE WHEN EXISTS (SELECT 1 FROM jsonb_array_elements_text(
                                CASE jsonb_typeof(filter -> 'status') WHEN 'array' THEN filter -> 'status'
                                     WHEN 'string' THEN jsonb_build_array(filter -> 'status') ELSE '[]' END) s
@@ -64,7 +64,7 @@ $$;
 
 -- Raise 22023 unless 1 <= lim <= 1000.
 CREATE FUNCTION iwd._check_limit(lim int) RETURNS void
-LANGUAGE plpgsql IMMUTABLE AS $$
+LANGUAGE plpgsql IMMUTABLE CALLED ON NULL INPUT PARALLEL SAFE AS $$
 BEGIN
     IF lim IS NULL OR lim < 1 OR lim > 1000 THEN
         RAISE EXCEPTION 'limit must be between 1 and 1000' USING ERRCODE = 'invalid_parameter_value';
@@ -74,7 +74,7 @@ END $$;
 -- The universal queue (Global Task List) in distribution order, filtered, with keyset pagination
 -- ("afterId": the id of the last task of the previous page).
 CREATE FUNCTION iwd.queue(filter jsonb DEFAULT '{}', lim int DEFAULT 50) RETURNS SETOF jsonb
-LANGUAGE plpgsql STABLE AS $$
+LANGUAGE plpgsql STABLE CALLED ON NULL INPUT PARALLEL SAFE AS $$
 DECLARE
     v_where text := iwd._task_where(filter, ARRAY['new', 'queued', 'assigned', 'held', 'errorHeld']);
     v_after bigint := iwd._int(filter, 'afterId', 'filter', 1, 9223372036854775807);
@@ -100,7 +100,7 @@ END $$;
 
 -- Full-text search over subject, description and attributes of every task, best match first.
 CREATE FUNCTION iwd.search_tasks(query text, filter jsonb DEFAULT '{}', lim int DEFAULT 50) RETURNS SETOF jsonb
-LANGUAGE plpgsql STABLE AS $$
+LANGUAGE plpgsql STABLE CALLED ON NULL INPUT PARALLEL SAFE AS $$
 DECLARE
     v_where text := iwd._task_where(filter, NULL);
     v_query tsquery;
@@ -126,7 +126,7 @@ END $$;
 
 -- Every event of a task, oldest first.
 CREATE FUNCTION iwd.task_history(id bigint) RETURNS SETOF jsonb
-LANGUAGE plpgsql STABLE STRICT AS $$
+LANGUAGE plpgsql STABLE STRICT PARALLEL SAFE AS $$
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM iwd.task WHERE task.id = task_history.id)
        AND NOT EXISTS (SELECT 1 FROM iwd.task_closed c WHERE c.id = task_history.id) THEN
@@ -141,7 +141,7 @@ END $$;
 
 -- Open work per queue and media type, plus the claim counters since server start.
 CREATE FUNCTION iwd.queue_stats() RETURNS jsonb
-LANGUAGE sql STABLE AS $$
+LANGUAGE sql STABLE CALLED ON NULL INPUT PARALLEL UNSAFE AS $$
     SELECT jsonb_build_object(
         'queues', coalesce((
             SELECT jsonb_agg(jsonb_build_object('queue', s.queue, 'mediaType', s.media_type, 'queued', s.queued,

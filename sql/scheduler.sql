@@ -6,7 +6,7 @@
 
 -- One batch of each scheduler step at "at"; "more" tells whether a step filled its batch.
 CREATE FUNCTION iwd._tick_batch(at timestamptz, batch int) RETURNS jsonb
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE AS $$
 DECLARE
     n_act int; n_exp int; n_timeout int; n_overdue int; n_repri int;
 BEGIN
@@ -70,7 +70,7 @@ END $$;
 -- When the scheduler pass next has work (the earliest of the times _tick_batch compares with "at"); NULL when
 -- nothing is due. Each step is one probe of its partial index; the tenant's worker reads it after its work.
 CREATE FUNCTION iwd._next_due() RETURNS timestamptz
-LANGUAGE sql STABLE PARALLEL SAFE AS $$
+LANGUAGE sql STABLE CALLED ON NULL INPUT PARALLEL SAFE AS $$
     SELECT least(
         (SELECT activation_at FROM iwd.task
          WHERE status = 'held' AND activation_at IS NOT NULL AND hold_reason IS NULL
@@ -87,7 +87,7 @@ $$;
 
 -- Run one full scheduler pass at "at" (batches of iwd.batch_size) and return the counts.
 CREATE FUNCTION iwd.tick(at timestamptz DEFAULT NULL) RETURNS jsonb
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE AS $$
 DECLARE
     v_at timestamptz := coalesce(at, iwd.now());
     v_batch int := coalesce(current_setting('iwd.batch_size', true), '1000')::int;

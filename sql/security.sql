@@ -39,7 +39,7 @@ GRANT EXECUTE ON FUNCTION iwd_dm._analyze(bigint) TO iwd_worker;
 -- hexadecimal digits of the name's MD5, so that two long names sharing a prefix get two roles (45 bytes
 -- of the name after "iwd_gcxi_", 46 after "iwd_app_"). The one rule of every per-database role.
 CREATE FUNCTION iwd._role_name(prefix text) RETURNS name
-LANGUAGE sql STABLE PARALLEL SAFE AS $$
+LANGUAGE sql STABLE CALLED ON NULL INPUT PARALLEL SAFE AS $$
     SELECT CASE WHEN octet_length(prefix || current_database()) <= 63
                 THEN prefix || current_database()
                 ELSE prefix || (SELECT left(current_database(), k)
@@ -51,7 +51,7 @@ $$;
 
 -- The name of this database's reporting role: "iwd_gcxi_" and the database name (iwd._role_name).
 CREATE FUNCTION iwd_dm.reporting_role() RETURNS name
-LANGUAGE sql STABLE PARALLEL SAFE AS $$
+LANGUAGE sql STABLE CALLED ON NULL INPUT PARALLEL SAFE AS $$
     SELECT iwd._role_name('iwd_gcxi_')
 $$;
 
@@ -78,7 +78,7 @@ END $$;
 
 -- The name of this database's application role: "iwd_app_" and the database name (iwd._role_name).
 CREATE FUNCTION iwd.app_role() RETURNS name
-LANGUAGE sql STABLE PARALLEL SAFE AS $$
+LANGUAGE sql STABLE CALLED ON NULL INPUT PARALLEL SAFE AS $$
     SELECT iwd._role_name('iwd_app_')
 $$;
 

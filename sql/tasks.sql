@@ -8,20 +8,20 @@
 -- number values of attributes, in the 'simple' configuration. Bounded whatever the task holds, so that
 -- search never makes a capture fail (extension/search.c).
 CREATE FUNCTION iwd._document(subject text, description text, attributes jsonb) RETURNS tsvector
-    AS 'MODULE_PATHNAME', 'iwd_document' LANGUAGE C IMMUTABLE PARALLEL SAFE;
+    AS 'MODULE_PATHNAME', 'iwd_document' LANGUAGE C IMMUTABLE CALLED ON NULL INPUT PARALLEL SAFE;
 
 -- The task in the REST shape.
 CREATE FUNCTION iwd.task_json(t iwd.task) RETURNS jsonb
-    AS 'MODULE_PATHNAME', 'iwd_task_json' LANGUAGE C STABLE STRICT;
+    AS 'MODULE_PATHNAME', 'iwd_task_json' LANGUAGE C STABLE STRICT PARALLEL SAFE;
 -- Tasks in the REST shape, as one JSON array in the array's order.
 CREATE FUNCTION iwd._tasks_json(tasks iwd.task[]) RETURNS jsonb
-    AS 'MODULE_PATHNAME', 'iwd_tasks_json' LANGUAGE C STABLE STRICT;
+    AS 'MODULE_PATHNAME', 'iwd_tasks_json' LANGUAGE C STABLE STRICT PARALLEL SAFE;
 
 -- Append an event (same transaction as the change); with iwd.notify = event, announce it on
 -- iwd_task_event (otherwise the scheduler worker announces new events in batches).
 CREATE FUNCTION iwd._event(task_id bigint, at timestamptz, event text, actor text, status_before text,
                            status_after text, detail jsonb DEFAULT '{}') RETURNS void
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE AS $$
 BEGIN
     INSERT INTO iwd.task_event (task_id, at, event, actor, status_before, status_after, detail)
     VALUES (task_id, at, event, actor, status_before, status_after, coalesce(detail, '{}'));
@@ -32,7 +32,7 @@ END $$;
 
 -- Lock a task (open or closed) for a lifecycle change; P0002 when it does not exist.
 CREATE FUNCTION iwd._lock_task(id bigint) RETURNS iwd.task
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE AS $$
 DECLARE
     t iwd.task;
 BEGIN
@@ -143,7 +143,7 @@ SELECT iwd._derive_from_task();
 -- STABLE, as jsonb_build_object is: an IMMUTABLE SQL function calling it would not be inlined, and each
 -- call would parse and plan its body again.
 CREATE FUNCTION iwd._created_detail(t iwd.task) RETURNS jsonb
-LANGUAGE sql STABLE AS $$
+LANGUAGE sql STABLE CALLED ON NULL INPUT PARALLEL SAFE AS $$
     SELECT pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object('priority', t.priority,
         'businessValue', t.business_value, 'category', t.category, 'errorReason', t.error_reason))
 $$;
@@ -152,7 +152,7 @@ $$;
 -- path: left unpinned (no GUC save and restore per task), so every function and operator is qualified
 -- (sql/security.sql).
 CREATE FUNCTION iwd._create_task(task jsonb, at timestamptz, OUT created boolean, OUT result jsonb)
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE AS $$
 DECLARE
     t iwd.task;
     v_id bigint;
@@ -198,7 +198,7 @@ END $$;
 -- Capture a task: validate, classify, score, queue (or hold until activationAt). Re-submitting the same
 -- (capturePoint, externalId) returns the existing task unchanged.
 CREATE FUNCTION iwd.create_task(task jsonb) RETURNS jsonb
-LANGUAGE sql AS $$
+LANGUAGE sql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE AS $$
     SELECT (iwd._create_task(task, iwd.now())).result
 $$;
 
@@ -207,7 +207,7 @@ $$;
 -- externalId, a key already known or repeated in the batch, an element that fails validation, or a
 -- key taken concurrently; the caller then captures element by element.
 CREATE FUNCTION iwd._create_tasks_new(tasks jsonb, at timestamptz) RETURNS jsonb
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE AS $$
 DECLARE
     v_n int := jsonb_array_length(tasks);
     v_tasks iwd.task[];
@@ -249,7 +249,7 @@ END $$;
 
 -- Capture a JSON array of tasks, all or nothing; an error names the failing element's index.
 CREATE FUNCTION iwd.create_tasks(tasks jsonb) RETURNS jsonb
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE AS $$
 DECLARE
     v_now timestamptz := iwd.now();
     v_batch jsonb;
@@ -292,11 +292,11 @@ END $$;
 
 -- The task with this id, open or closed; P0002 when none.
 CREATE FUNCTION iwd.get_task(id bigint) RETURNS jsonb
-    AS 'MODULE_PATHNAME', 'iwd_get_task' LANGUAGE C STABLE STRICT;
+    AS 'MODULE_PATHNAME', 'iwd_get_task' LANGUAGE C STABLE STRICT PARALLEL SAFE;
 
 -- The keys whose values differ between two task documents.
 CREATE FUNCTION iwd._changed_keys(before jsonb, after jsonb) RETURNS jsonb
-LANGUAGE sql IMMUTABLE AS $$
+LANGUAGE sql IMMUTABLE CALLED ON NULL INPUT PARALLEL SAFE AS $$
     SELECT coalesce(jsonb_agg(a.key ORDER BY a.key), '[]')
     FROM jsonb_each(after) a
     WHERE a.key NOT IN ('updatedAt') AND a.value IS DISTINCT FROM before -> a.key
@@ -304,7 +304,7 @@ $$;
 
 -- Change a task's fields; re-classifies and re-scores when relevant fields change.
 CREATE FUNCTION iwd.update_task(id bigint, patch jsonb) RETURNS jsonb
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE AS $$
 DECLARE
     v_now timestamptz := iwd.now();
     t iwd.task := iwd._lock_task(id);
