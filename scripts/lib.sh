@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared by make run, the test suites and the benchmarks (sourced, not run): the PostgreSQL programs of
 # $PG_CONFIG, free loopback ports, a throwaway cluster preloading iwd, a redis-server, the sidecar, and
 # the check helpers with the result line "SUITE: N passed, M failed".

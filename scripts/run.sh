@@ -29,7 +29,8 @@ tenant_key=${IWD_TENANT_API_KEY:-demo-tenant-api-key}
 if [ -f "$state/pgdata/PG_VERSION" ]; then
     pg_dir="$state/run"; pg_data="$state/pgdata"; pg_log="$state/postgresql.log"
 elif [ "$(id -u)" -eq 0 ]; then
-    pg_dir="/var/lib/iwd/$(basename "$top" | tr -c 'A-Za-z0-9._\n-' _ | cut -c1-24)-$(printf %s "$top" | sha256sum | cut -c1-8)"
+    checkout_name=$(basename "$top" | tr -c 'A-Za-z0-9._\n-' _ | cut -c1-24)
+    pg_dir="/var/lib/iwd/$checkout_name-$(printf %s "$top" | sha256sum | cut -c1-8)"
     pg_data="$pg_dir/data"; pg_log="$pg_dir/log"
 else
     pg_dir="$state/cluster"; pg_data="$pg_dir/data"; pg_log="$pg_dir/log"

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared by the fault and hostile-input suites (sourced, not run): scripts/lib.sh's cluster, Redis and
 # sidecar (built with AddressSanitizer) with the settings both suites use, each on a free loopback port,
 # plus the tenant provisioning and the process readings they share. The caller sets $work (a fresh

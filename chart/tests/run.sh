@@ -341,7 +341,8 @@ check "every label the alerts and the dashboard group by is on the exported seri
 
 echo "# backup and restore as the operator's guide describes (a physical base backup)"
 owned_by_postgres "$work/pg-restored" && chmod 0700 "$work/pg-restored"
-as_postgres "$bindir/pg_basebackup" -h "$pg_dir" -p "$pg_port" -U "$pg_superuser" -D "$work/pg-restored" -X stream -c fast \
+as_postgres "$bindir/pg_basebackup" -h "$pg_dir" -p "$pg_port" -U "$pg_superuser" -D "$work/pg-restored" \
+    -X stream -c fast \
     > "$work/basebackup.log" 2>&1
 check "pg_basebackup of the tenant server" "0" "$?" || cat "$work/basebackup.log"
 restored_port=$(free_port)

@@ -165,7 +165,8 @@ fault_datamart_run() {
     pid=$(wait_backend "application_name = 'fault-dm-run' AND state = 'active' AND query LIKE '%iwd_dm.run%'" 10)
     if [ -n "$pid" ] && kill -9 "$pid" 2>/dev/null; then
         faults_injected=$((faults_injected + 1))
-        check "kill -9 of an iwd_dm.run('full') session mid-chain: the cluster recovers" "0" "$(recovered "$pid"; echo $?)"
+        check "kill -9 of an iwd_dm.run('full') session mid-chain: the cluster recovers" "0" \
+            "$(recovered "$pid"; echo $?)"
     else
         check "kill -9 of an iwd_dm.run('full') session: caught running" "running" "finished first"
     fi
