@@ -85,6 +85,7 @@
 
 #include "claim.h"
 #include "draft.h"
+#include "guard.h"
 #include "iwd.h"
 #include "stats.h"
 

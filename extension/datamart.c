@@ -30,6 +30,7 @@
 #include "pgtime.h"
 
 #include "datamart.h"
+#include "guard.h"
 #include "iwd.h"
 #include "pool.h"
 #include "worker.h"
@@ -40,8 +41,6 @@
 #define CRON_FIELDS 5
 /* a batch of the chain is seconds; a first load or a backfill of years, minutes */
 #define DM_STATEMENT_TIMEOUT_DEFAULT (30 * 60 * 1000)
-#define DM_MAX_WORKERS_DEFAULT 2
-#define DM_MAX_WORKERS_MAX 1024
 
 static char *dm_schedule = NULL;
 static bool dm_suspend = false;
@@ -49,7 +48,6 @@ static int	dm_batch_size = DM_BATCH_DEFAULT;
 static char *dm_execution_chain = NULL;
 static char *dm_time_zone = NULL;
 static int	dm_statement_timeout_ms = DM_STATEMENT_TIMEOUT_DEFAULT;
-int			iwd_dm_max_workers = DM_MAX_WORKERS_DEFAULT;
 
 PGDLLEXPORT void iwd_datamart_main(Datum main_arg);
 
@@ -194,7 +192,7 @@ check_time_zone(char **newval, void **extra, GucSource source)
 	return false;
 }
 
-/* Define the iwd_dm.* parameters. */
+/* Define the iwd_dm.* parameters (iwd_dm.max_workers, a cap of the worker pool, is guc.c's). */
 void
 DatamartInit(void)
 {
@@ -217,11 +215,6 @@ DatamartInit(void)
 							"A run stopped by it is recorded as failed; the next run resumes its work.",
 							&dm_statement_timeout_ms, DM_STATEMENT_TIMEOUT_DEFAULT, 0, INT_MAX,
 							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
-	DefineCustomIntVariable("iwd_dm.max_workers",
-							"Most scheduled Data Mart chains running at once, for all tenant databases.",
-							"The tenants whose schedule came wait for a free one, in turn.",
-							&iwd_dm_max_workers, DM_MAX_WORKERS_DEFAULT, 0, DM_MAX_WORKERS_MAX,
-							PGC_SIGHUP, 0, NULL, NULL, NULL);
 	MarkGUCPrefixReserved("iwd_dm");
 }
 

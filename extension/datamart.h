@@ -11,8 +11,6 @@
 
 #include "utils/timestamp.h"
 
-extern int	iwd_dm_max_workers;
-
 extern void DatamartInit(void);
 extern bool DatamartScheduled(TimestampTz now);
 

@@ -31,6 +31,8 @@
 /* with the launcher and iwd_dm.max_workers' 2, within PostgreSQL's default max_worker_processes (8) */
 #define IWD_MAX_WORKERS_DEFAULT 4
 #define IWD_MAX_WORKERS_MAX 1024
+#define IWD_DM_MAX_WORKERS_DEFAULT 2
+#define IWD_DM_MAX_WORKERS_MAX 1024
 #define IWD_MAX_DATABASES_DEFAULT 1000
 #define IWD_MAX_DATABASES_MAX 100000
 #define IWD_WORKER_IDLE_TIMEOUT_MS_DEFAULT 5000
@@ -46,6 +48,7 @@ int			iwd_pass_duty = 20;
 int			iwd_worker_statement_timeout_ms = IWD_WORKER_STATEMENT_TIMEOUT_MS_DEFAULT;
 int			iwd_worker_lock_timeout_ms = IWD_WORKER_LOCK_TIMEOUT_MS_DEFAULT;
 int			iwd_max_workers = IWD_MAX_WORKERS_DEFAULT;
+int			iwd_dm_max_workers = IWD_DM_MAX_WORKERS_DEFAULT;
 int			iwd_max_databases = IWD_MAX_DATABASES_DEFAULT;
 int			iwd_worker_idle_timeout_ms = IWD_WORKER_IDLE_TIMEOUT_MS_DEFAULT;
 
@@ -92,7 +95,7 @@ check_simulated_time(char **newval, void **extra, GucSource source)
 	return false;
 }
 
-/* Define every iwd.* parameter. */
+/* Define every iwd.* parameter, and iwd_dm.max_workers (the worker pool's cap on Data Mart chains). */
 void
 GucInit(void)
 {
@@ -104,6 +107,11 @@ GucInit(void)
 							"A tenant's worker starts when something of it is due; tenants due while all run wait, "
 							"earliest due first.",
 							&iwd_max_workers, IWD_MAX_WORKERS_DEFAULT, 0, IWD_MAX_WORKERS_MAX,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("iwd_dm.max_workers",
+							"Most scheduled Data Mart chains running at once, for all tenant databases.",
+							"The tenants whose schedule came wait for a free one, in turn.",
+							&iwd_dm_max_workers, IWD_DM_MAX_WORKERS_DEFAULT, 0, IWD_DM_MAX_WORKERS_MAX,
 							PGC_SIGHUP, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("iwd.max_databases",
 							"Most tenant databases iwd serves on this server (shared memory, set at start).",

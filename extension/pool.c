@@ -34,7 +34,6 @@
 #include "utils/json.h"
 #include "utils/jsonb.h"
 
-#include "datamart.h"
 #include "iwd.h"
 #include "pool.h"
 

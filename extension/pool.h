@@ -86,6 +86,7 @@ typedef struct IwdPool
 
 /* GUCs (guc.c) */
 extern int	iwd_max_workers;
+extern int	iwd_dm_max_workers;
 extern int	iwd_max_databases;
 extern int	iwd_worker_idle_timeout_ms;
 
