@@ -13,6 +13,8 @@ EXTVERSION = 0.2.0
 UPGRADE_FROM = 0.1.0
 
 PG_CONFIG ?= /usr/lib/postgresql/15/bin/pg_config
+# the scripts make runs (scripts/lib.sh) use the same one
+export PG_CONFIG
 
 MODULE_big = iwd
 OBJS       = $(patsubst %.c,%.o,$(sort $(wildcard extension/*.c)))

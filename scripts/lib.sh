@@ -14,7 +14,7 @@
 # function works under set -e too (make run and the benchmarks use it).
 
 iwd_top=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-# the pg_config the top Makefile uses unless told otherwise (make PG_CONFIG=... passes it on)
+# the top Makefile's pg_config (make exports PG_CONFIG to the scripts it runs), unless told otherwise
 PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
 bindir=$("$PG_CONFIG" --bindir) || { echo "$PG_CONFIG does not run: set PG_CONFIG or run make deps" >&2; exit 1; }
 pg_superuser=postgres
