@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs every iwd test suite and ends with one line "N passed, M failed".
-# Suites: version check, sidecar module layers, pg_regress (regress/sql), isolation (regress/specs), worker,
-# density, sidecar, chart, fuzz (short), faults (kill -9 under load, tests/faults) and hostile inputs
-# (tests/hostile).
+# Suites: version check, sidecar module layers, extension call layers, pg_regress (regress/sql), isolation
+# (regress/specs), worker, density, sidecar, chart, fuzz (short), faults (kill -9 under load, tests/faults)
+# and hostile inputs (tests/hostile).
 # Each suite script ends its output with its own "N passed, M failed" line; this driver adds them up.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -30,6 +30,7 @@ run_suite() {
 
 run_suite version scripts/check-version.sh
 run_suite layers scripts/check-layers.sh
+run_suite extension-calls scripts/check-extension-calls.sh
 run_suite dist scripts/dist-check.sh
 run_suite regress scripts/regress.sh
 run_suite upgrade scripts/test-upgrade.sh
