@@ -7,6 +7,7 @@
 #define IWD_CONFIG_H
 
 #include "postgres.h"
+#include "fmgr.h"
 #include "utils/jsonb.h"
 
 #include "draft.h"
@@ -130,5 +131,10 @@ extern CategoryDef *FindCategory(IwdConfig *config, const char *name);
 extern RuleCond *ParseRuleCond(Jsonb *cond, MemoryContext cxt);
 extern void ParseRuleEffect(RuleDef *rule, Jsonb *effect, MemoryContext cxt);
 extern bool RuleCondMatches(RuleCond *cond, TaskDraft *draft, TimestampTz now);
+
+/* SQL: iwd._validate_rule(kind text, cond jsonb, effect jsonb) RETURNS void (22023 when invalid) */
+extern PGDLLEXPORT Datum iwd_validate_rule(PG_FUNCTION_ARGS);
+/* SQL: trigger iwd._config_changed() (statement triggers on the configuration tables) */
+extern PGDLLEXPORT Datum iwd_config_changed(PG_FUNCTION_ARGS);
 
 #endif							/* IWD_CONFIG_H */

@@ -49,7 +49,6 @@ static char *dm_execution_chain = NULL;
 static char *dm_time_zone = NULL;
 static int	dm_statement_timeout_ms = DM_STATEMENT_TIMEOUT_DEFAULT;
 
-PGDLLEXPORT void iwd_datamart_main(Datum main_arg);
 
 /* Field bounds: minute, hour, day of month, month, day of week (0 or 7 = Sunday). */
 static const int cron_min[CRON_FIELDS] = {0, 0, 1, 1, 0};

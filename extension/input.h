@@ -10,6 +10,7 @@
 
 #include "postgres.h"
 
+#include "fmgr.h"
 #include "utils/jsonb.h"
 
 #include "draft.h"
@@ -20,5 +21,8 @@ extern void CheckLength(const char *what, const char *field, int len, int max);
 extern void CheckMapBounds(JsonbContainer *map, const char *what, const char *field, int max_count, int max_name);
 /* Validate a task document (a patch when !creating) and merge it into the draft. */
 extern void TaskDraftApplyInput(TaskDraft *draft, Jsonb *input, bool creating);
+
+/* SQL: iwd._levels(doc jsonb, key text, what text, hi int, max_count int, max_name int) RETURNS jsonb */
+extern PGDLLEXPORT Datum iwd_levels(PG_FUNCTION_ARGS);
 
 #endif							/* IWD_INPUT_H */

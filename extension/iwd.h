@@ -8,6 +8,8 @@
 #define IWD_H
 
 #include "postgres.h"
+
+#include "fmgr.h"
 #include "utils/timestamp.h"
 
 /* GUCs (guc.c) */
@@ -36,6 +38,8 @@ extern void ConfigCacheInit(void);
 
 /* The iwd clock: iwd.simulated_time when set, else the transaction start time. */
 extern TimestampTz IwdNow(void);
+/* SQL: iwd.now() RETURNS timestamptz */
+extern PGDLLEXPORT Datum iwd_now(PG_FUNCTION_ARGS);
 
 /* guc.c: parse a timestamp with time zone; false where timestamptz_in would raise an error */
 extern bool IwdParseTimestamptz(const char *str, TimestampTz *result);

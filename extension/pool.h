@@ -16,6 +16,7 @@
 
 #include "postgres.h"
 
+#include "fmgr.h"
 #include "port/atomics.h"
 #include "storage/spin.h"
 #include "utils/timestamp.h"
@@ -100,5 +101,12 @@ extern void PoolRelease(int index);
 extern TimestampTz PoolTake(IwdTenant *tenant);
 extern void PoolPublishWake(IwdTenant *tenant, TimestampTz *wake);
 extern void PoolWake(IwdTenant *tenant);
+
+/* SQL: trigger iwd._tasks_changed() (BEFORE ... FOR EACH STATEMENT on iwd.task and iwd.task_event) */
+extern PGDLLEXPORT Datum iwd_tasks_changed(PG_FUNCTION_ARGS);
+/* SQL: iwd._serve_database() RETURNS void */
+extern PGDLLEXPORT Datum iwd_serve_database(PG_FUNCTION_ARGS);
+/* SQL: iwd.worker_stats() RETURNS jsonb */
+extern PGDLLEXPORT Datum iwd_worker_stats(PG_FUNCTION_ARGS);
 
 #endif							/* IWD_POOL_H */

@@ -6,6 +6,10 @@
 #ifndef IWD_STATS_H
 #define IWD_STATS_H
 
+#include "postgres.h"
+
+#include "fmgr.h"
+
 typedef enum StatKind
 {
 	STAT_CLAIMS,
@@ -14,5 +18,10 @@ typedef enum StatKind
 } StatKind;
 
 extern void StatsCount(StatKind kind, int64 n);
+
+/* SQL: iwd._counters(OUT claims bigint, OUT reservation_timeouts bigint) */
+extern PGDLLEXPORT Datum iwd_counters(PG_FUNCTION_ARGS);
+/* SQL: iwd._count(kind text, n bigint) RETURNS void */
+extern PGDLLEXPORT Datum iwd_count(PG_FUNCTION_ARGS);
 
 #endif							/* IWD_STATS_H */
