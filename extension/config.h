@@ -126,6 +126,8 @@ typedef struct IwdConfig
 	RuleDef    *prioritization; /* global, department, process; each by ord */
 } IwdConfig;
 
+/* Register the cache's invalidation callback (from _PG_init). */
+extern void ConfigCacheInit(void);
 extern IwdConfig *GetIwdConfig(void);
 extern CategoryDef *FindCategory(IwdConfig *config, const char *name);
 extern RuleCond *ParseRuleCond(Jsonb *cond, MemoryContext cxt);

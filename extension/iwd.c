@@ -8,10 +8,12 @@
 #include "fmgr.h"
 #include "miscadmin.h"
 
+#include "config.h"
 #include "datamart.h"
 #include "iwd.h"
 #include "launcher.h"
 #include "pool.h"
+#include "stats.h"
 
 PG_MODULE_MAGIC;
 

@@ -1,7 +1,7 @@
 /*-------------------------------------------------------------------------
  * iwd.h
- *	  Shared declarations of the iwd extension: GUCs, the iwd clock, and the
- *	  per-subsystem entry points that _PG_init dispatches to.
+ *	  Shared declarations of the iwd extension: the parameters and the iwd
+ *	  clock (guc.c).
  *-------------------------------------------------------------------------
  */
 #ifndef IWD_H
@@ -32,9 +32,8 @@ typedef enum IwdNotifyMode
 	IWD_NOTIFY_EVENT			/* each event, by the transaction that writes it */
 } IwdNotifyMode;
 
+/* Define the parameters (from _PG_init). */
 extern void GucInit(void);
-extern void StatsInit(void);
-extern void ConfigCacheInit(void);
 
 /* The iwd clock: iwd.simulated_time when set, else the transaction start time. */
 extern TimestampTz IwdNow(void);

@@ -17,6 +17,8 @@ typedef enum StatKind
 	STAT_KINDS
 } StatKind;
 
+/* Request the counters' shared memory (from _PG_init). */
+extern void StatsInit(void);
 extern void StatsCount(StatKind kind, int64 n);
 
 /* SQL: iwd._counters(OUT claims bigint, OUT reservation_timeouts bigint) */
