@@ -47,7 +47,7 @@ static int migrate_keys(PGconn *conn)
             ok = false;
             break;
         }
-        iwd_key_seal_digest(digest, index, salt, verifier);
+        iwd_secret_key_seal_digest(digest, index, salt, verifier);
         ok = migrate_step(conn,
                           "UPDATE iwd_control.api_key SET key_index = $2, salt = $3, verifier = $4 WHERE key_hash = $1",
                           4, values) == IWD_OK;
@@ -80,7 +80,7 @@ static int reseal_passwords(PGconn *conn)
             continue;
         }
         if (!current) {
-            const char *values[2] = {PQgetvalue(res, i, 0), sealed = iwd_encrypt_secret(plain)};
+            const char *values[2] = {PQgetvalue(res, i, 0), sealed = iwd_secret_seal(plain)};
             ok = migrate_step(conn, "UPDATE iwd_control.tenant SET db_password = $2 WHERE ccid = $1", 2, values) ==
                  IWD_OK;
             free(sealed);
@@ -113,7 +113,7 @@ static int load_index_key(PGconn *conn)
         PQclear(res);
         return IWD_ERR;
     }
-    if (iwd_key_index_open(PQntuples(res) == 0 ? NULL : PQgetvalue(res, 0, 0), &current) != IWD_OK) {
+    if (iwd_secret_index_key_open(PQntuples(res) == 0 ? NULL : PQgetvalue(res, 0, 0), &current) != IWD_OK) {
         iwd_log(IWD_LOG_ERROR, "the API key index key cannot be opened: IWD_SECRET_KEY (or IWD_SECRET_KEY_PREVIOUS)"
                                " is not the secret that sealed it", NULL);
         PQclear(res);
@@ -122,7 +122,7 @@ static int load_index_key(PGconn *conn)
     PQclear(res);
     if (current)
         return IWD_OK;
-    sealed = iwd_key_index_seal();
+    sealed = iwd_secret_index_key_seal();
     rc = migrate_step(conn,
                       "INSERT INTO iwd_control.secret VALUES ('key_index', $1)"
                       " ON CONFLICT (name) DO UPDATE SET sealed = EXCLUDED.sealed",

@@ -265,7 +265,7 @@ int main(int argc, char **argv)
         return 1;
     }
     if (iwd_conf.pushgateway_url != NULL && *iwd_conf.pushgateway_url != '\0')
-        pthread_create(&pusher, NULL, iwd_pushgateway_main, NULL);
+        pthread_create(&pusher, NULL, iwd_push_main, NULL);
     iwd_collector_start();
     iwd_log(IWD_LOG_INFO, "iwd-sidecar listening", "%s:%d, %d threads; metrics on %s:%d", iwd_conf.listen,
             iwd_conf.port, iwd_conf.threads, iwd_conf.metrics_listen, iwd_conf.metrics_port);

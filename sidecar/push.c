@@ -77,7 +77,44 @@ static int http_put(const char *url, const char *path, const char *body)
     return ok ? IWD_OK : IWD_ERR;
 }
 
-void *iwd_pushgateway_main(void *arg)
+/* The path of a tenant's group on the Pushgateway: the URL's own path, then the job and the tenant. */
+static void group_path(const char *ccid, char *path, size_t size)
+{
+    const char *base = strchr(iwd_conf.pushgateway_url + 7, '/');
+    char segment[256];
+
+    tenant_segment(ccid, segment, sizeof(segment));
+    snprintf(path, size, "%s/metrics/job/iwddm_metrics/%s", base != NULL ? base : "", segment);
+}
+
+/* Push one tenant's Data Mart job metrics, when its database has the Data Mart. */
+static void push_tenant(iwd_thread_t *self, const iwd_tenant_t *tenant)
+{
+    const char *v[1] = {tenant->ccid};
+    PGconn *conn = iwd_pg_tenant(self, tenant);
+    PGresult *m;
+    char path[1024];
+    bool has;
+
+    if (conn == NULL)
+        return;
+    m = iwd_pg_exec(conn, tenant->ccid, "push",
+                    "SELECT CASE WHEN to_regprocedure('iwd_dm.prometheus_metrics(text)') IS NOT NULL THEN 1 END", 0,
+                    NULL);
+    has = PQresultStatus(m) == PGRES_TUPLES_OK && !PQgetisnull(m, 0, 0);
+    PQclear(m);
+    if (!has)
+        return;
+    m = iwd_pg_exec(conn, tenant->ccid, "push", "SELECT iwd_dm.prometheus_metrics($1)", 1, v);
+    if (PQresultStatus(m) == PGRES_TUPLES_OK && PQntuples(m) == 1) {
+        group_path(tenant->ccid, path, sizeof(path));
+        if (http_put(iwd_conf.pushgateway_url, path, PQgetvalue(m, 0, 0)) != IWD_OK)
+            iwd_log(IWD_LOG_WARN, "pushgateway push failed", "%s", tenant->ccid);
+    }
+    PQclear(m);
+}
+
+void *iwd_push_main(void *arg)
 {
     iwd_thread_t self = {.index = -1};
 
@@ -91,33 +128,11 @@ void *iwd_pushgateway_main(void *arg)
                                                       " db_user, 'pw', db_password, 'ssl', db_ssl)::text"
                                                       " FROM iwd_control.tenant WHERE 'iWD' = ANY (services)",
                                                       0, NULL);
+
         for (int i = 0; res != NULL && PQresultStatus(res) == PGRES_TUPLES_OK && i < PQntuples(res); i++) {
             iwd_tenant_t tenant;
-            PGconn *conn;
-            if (iwd_tenant_from_entry(&tenant, PQgetvalue(res, i, 0)) != IWD_OK ||
-                (conn = iwd_pg_tenant(&self, &tenant)) == NULL)
-                continue;
-            {
-                const char *v[1] = {tenant.ccid};
-                PGresult *m = iwd_pg_exec(conn, tenant.ccid, "push",
-                                          "SELECT CASE WHEN to_regprocedure('iwd_dm.prometheus_metrics(text)') IS NOT NULL"
-                                          " THEN 1 END", 0, NULL);
-                bool has = PQresultStatus(m) == PGRES_TUPLES_OK && !PQgetisnull(m, 0, 0);
-                PQclear(m);
-                if (has) {
-                    m = iwd_pg_exec(conn, tenant.ccid, "push", "SELECT iwd_dm.prometheus_metrics($1)", 1, v);
-                    if (PQresultStatus(m) == PGRES_TUPLES_OK && PQntuples(m) == 1) {
-                        char path[1024], segment[256];
-                        tenant_segment(tenant.ccid, segment, sizeof(segment));
-                        snprintf(path, sizeof(path), "%s/metrics/job/iwddm_metrics/%s",
-                                 strchr(iwd_conf.pushgateway_url + 7, '/') ? strchr(iwd_conf.pushgateway_url + 7, '/') : "",
-                                 segment);
-                        if (http_put(iwd_conf.pushgateway_url, path, PQgetvalue(m, 0, 0)) != IWD_OK)
-                            iwd_log(IWD_LOG_WARN, "pushgateway push failed", "%s", tenant.ccid);
-                    }
-                    PQclear(m);
-                }
-            }
+            if (iwd_tenant_from_entry(&tenant, PQgetvalue(res, i, 0)) == IWD_OK)
+                push_tenant(&self, &tenant);
         }
         if (res != NULL)
             PQclear(res);

@@ -3,6 +3,6 @@
 #define IWD_PUSH_H
 
 /* The pushing thread's body: a push of every tenant each IWD_PUSH_INTERVAL seconds, for as long as the process runs. */
-void *iwd_pushgateway_main(void *arg);
+void *iwd_push_main(void *arg);
 
 #endif

@@ -247,7 +247,7 @@ static iwd_registry_result_t registry_lookup(iwd_thread_t *thread, const char *k
         PQclear(res);
         return IWD_REGISTRY_UNAVAILABLE;
     }
-    if (PQntuples(res) == 1 && iwd_key_verify(key, PQgetvalue(res, 0, 1), PQgetvalue(res, 0, 2)))
+    if (PQntuples(res) == 1 && iwd_secret_key_verify(key, PQgetvalue(res, 0, 1), PQgetvalue(res, 0, 2)))
         result = tenant_from_row(res, tenant, revision);
     PQclear(res);
     return result;
@@ -288,7 +288,7 @@ iwd_registry_result_t iwd_registry_find(iwd_thread_t *thread, const char *key, i
     char index[65];
     iwd_registry_result_t result;
 
-    iwd_key_index(key, index);
+    iwd_secret_key_index(key, index);
     switch (local_recall(thread, index, tenant)) {
     case 1:
         return IWD_KEY_FOUND;

@@ -132,11 +132,11 @@ typedef struct sealed_request {
 
 static void seal_request(const iwd_provisioning_t *p, sealed_request_t *s)
 {
-    *s = (sealed_request_t){.password = p->password != NULL ? iwd_encrypt_secret(p->password) : NULL};
+    *s = (sealed_request_t){.password = p->password != NULL ? iwd_secret_seal(p->password) : NULL};
     snprintf(s->port, sizeof(s->port), "%d", p->port);
-    iwd_key_seal(p->tenant_key, s->index_t, s->salt_t, s->verifier_t);
+    iwd_secret_key_seal(p->tenant_key, s->index_t, s->salt_t, s->verifier_t);
     if (p->dm_key != NULL)
-        iwd_key_seal(p->dm_key, s->index_dm, s->salt_dm, s->verifier_dm);
+        iwd_secret_key_seal(p->dm_key, s->index_dm, s->salt_dm, s->verifier_dm);
 }
 
 /* The request takes nothing of another tenant: its database, its keys; IWD_ERR after answering 409 or 503. */
@@ -274,56 +274,66 @@ static int on_provisioning_save(iwd_call_t *call)
     return IWD_OK;
 }
 
-/* DELETE /provisioning/{ccid}?service=iWD,iWDEmail or ?deleteTenant=true. */
-static int on_provisioning_delete(iwd_call_t *call)
+/*
+ * The services a DELETE removes, as a JSON array text (malloc'd; "[]" with *whole set when the whole
+ * tenant goes); NULL after answering 400.
+ */
+static char *services_to_remove(iwd_call_t *call, bool *whole)
 {
-    const char *ccid = call->params[0];
     char *service = iwd_query_param(call->req, "service");
     char *delete_tenant = iwd_query_param(call->req, "deleteTenant");
-    bool whole = delete_tenant != NULL && strcmp(delete_tenant, "true") == 0;
-    PGconn *control;
-    PGresult *res, *keys;
-    const char *v[2] = {ccid, NULL};
     json_t *services;
-    char *list = NULL;
-    int status = 200;
+    char *list;
 
-    if (delete_tenant != NULL && strcmp(delete_tenant, "true") != 0 && strcmp(delete_tenant, "false") != 0)
-        return iwd_respond_error(call, 400, "deleteTenant must be true or false");
-    if (!whole && (service == NULL || *service == '\0'))
-        return iwd_respond_error(call, 400, "give service=iWD,iWDEmail or deleteTenant=true");
+    *whole = delete_tenant != NULL && strcmp(delete_tenant, "true") == 0;
+    if (delete_tenant != NULL && strcmp(delete_tenant, "true") != 0 && strcmp(delete_tenant, "false") != 0) {
+        iwd_respond_error(call, 400, "deleteTenant must be true or false");
+        return NULL;
+    }
+    if (!*whole && (service == NULL || *service == '\0')) {
+        iwd_respond_error(call, 400, "give service=iWD,iWDEmail or deleteTenant=true");
+        return NULL;
+    }
     services = json_array();
-    if (!whole) {
+    if (!*whole) {
         char *save = NULL;
         for (char *s = strtok_r(service, ",", &save); s != NULL; s = strtok_r(NULL, ",", &save)) {
             if (strcmp(s, "iWD") != 0 && strcmp(s, "iWDEmail") != 0) {
                 json_decref(services);
-                return iwd_respond_error(call, 400, "unknown service \"%s\" (iWD, iWDEmail)", s);
+                iwd_respond_error(call, 400, "unknown service \"%s\" (iWD, iWDEmail)", s);
+                return NULL;
             }
             json_array_append_new(services, json_string(s));
         }
     }
     list = json_dumps(services, JSON_COMPACT);
     json_decref(services);
-    if ((control = iwd_pg_control(call->thread)) == NULL) {
-        free(list);
-        return iwd_respond_error(call, 503, "the tenant registry is not reachable");
-    }
+    return list;
+}
+
+/*
+ * Remove the tenant (whole) or the services of list from the registry, in one transaction; *keys gets the
+ * indexes of the tenant's keys, for the caches to forget once it has committed. The status to answer:
+ * 200, 404 (no such tenant) or 503.
+ */
+static int remove_from_registry(PGconn *control, const char *ccid, bool whole, const char *list, PGresult **keys)
+{
+    const char *v[2] = {ccid, list};
+    PGresult *res;
+    int status = 200;
+
     PQclear(PQexec(control, "BEGIN"));
-    keys = lock_keys(control, ccid);
-    if (whole) {
+    *keys = lock_keys(control, ccid);
+    if (whole)
         res = iwd_pg_exec(control, "control", "deprovision", "DELETE FROM iwd_control.tenant WHERE ccid = $1", 1, v);
-    } else {
-        v[1] = list;
+    else
         res = iwd_pg_exec(control, "control", "deprovision",
                           "UPDATE iwd_control.tenant SET services = ARRAY(SELECT s FROM unnest(services) s"
                           " WHERE s NOT IN (SELECT jsonb_array_elements_text($2::jsonb))),"
                           " updated_at = clock_timestamp()"
                           " WHERE ccid = $1",
                           2, v);
-    }
-    free(list);
-    if (PQresultStatus(keys) != PGRES_TUPLES_OK || PQresultStatus(res) != PGRES_COMMAND_OK)
+    if (PQresultStatus(*keys) != PGRES_TUPLES_OK || PQresultStatus(res) != PGRES_COMMAND_OK)
         status = 503;
     else if (strcmp(PQcmdTuples(res), "0") == 0)
         status = 404;
@@ -332,6 +342,27 @@ static int on_provisioning_delete(iwd_call_t *call)
     if (status == 200 && PQresultStatus(res) != PGRES_COMMAND_OK)
         status = 503;
     PQclear(res);
+    return status;
+}
+
+/* DELETE /provisioning/{ccid}?service=iWD,iWDEmail or ?deleteTenant=true. */
+static int on_provisioning_delete(iwd_call_t *call)
+{
+    const char *ccid = call->params[0];
+    PGconn *control;
+    PGresult *keys;
+    char *list;
+    bool whole;
+    int status;
+
+    if ((list = services_to_remove(call, &whole)) == NULL)
+        return IWD_OK;
+    if ((control = iwd_pg_control(call->thread)) == NULL) {
+        free(list);
+        return iwd_respond_error(call, 503, "the tenant registry is not reachable");
+    }
+    status = remove_from_registry(control, ccid, whole, list, &keys);
+    free(list);
     if (status == 200) {
         /* after the commit: a lookup made before it may have cached the keys again */
         iwd_registry_forget_keys(call->thread, keys);

@@ -44,7 +44,7 @@ enum { CURRENT, PREVIOUS, NKEYRINGS };
 static keyring_t keyrings[NKEYRINGS];
 static pthread_once_t keyrings_once = PTHREAD_ONCE_INIT;
 
-/* The key that indexes API keys: random, sealed in iwd_control.secret; loaded at start (iwd_key_index_open). */
+/* The key that indexes API keys: random, sealed in iwd_control.secret; loaded at start (control.c). */
 static unsigned char index_key[32];
 
 static const char hex_digits[] = "0123456789abcdef";
@@ -58,7 +58,8 @@ static void to_hex(const unsigned char *in, size_t n, char *out)
     out[2 * n] = '\0';
 }
 
-void iwd_sha256_hex(const char *in, char out[65])
+/* SHA-256 of a string, in hex. */
+static void sha256_hex(const char *in, char out[65])
 {
     unsigned char digest[SHA256_DIGEST_LENGTH];
 
@@ -127,7 +128,7 @@ static void legacy_password_key(unsigned char key[32])
 
 /* --- passwords ----------------------------------------------------------------------------------- */
 
-char *iwd_encrypt_secret(const char *plain)
+char *iwd_secret_seal(const char *plain)
 {
     const unsigned char *key = keyring(CURRENT)->password;
     unsigned char nonce[GCM_NONCE], tag[GCM_TAG];
@@ -209,13 +210,6 @@ char *iwd_secret_open(const char *stored, bool *current)
     return keyring(PREVIOUS) != NULL ? open_sealed(stored + prefix, keyring(PREVIOUS)->password) : NULL;
 }
 
-char *iwd_decrypt_secret(const char *stored)
-{
-    bool current;
-
-    return iwd_secret_open(stored, &current);
-}
-
 /* --- API keys ------------------------------------------------------------------------------------ */
 
 /* The index of an API key: HMAC(index key, SHA-256(key)), of its hex digest. */
@@ -230,15 +224,15 @@ static void verifier_of(const char *digest_hex, const char *salt_hex, char out[6
     hmac_hex((const unsigned char *)salt_hex, strlen(salt_hex), digest_hex, 64, out);
 }
 
-void iwd_key_index(const char *key, char index[65])
+void iwd_secret_key_index(const char *key, char index[65])
 {
     char digest[65];
 
-    iwd_sha256_hex(key, digest);
+    sha256_hex(key, digest);
     key_index_of(digest, index);
 }
 
-void iwd_key_seal_digest(const char *digest, char index[65], char salt[2 * SALT_BYTES + 1], char verifier[65])
+void iwd_secret_key_seal_digest(const char *digest, char index[65], char salt[2 * SALT_BYTES + 1], char verifier[65])
 {
     unsigned char raw[SALT_BYTES];
 
@@ -249,24 +243,24 @@ void iwd_key_seal_digest(const char *digest, char index[65], char salt[2 * SALT_
     verifier_of(digest, salt, verifier);
 }
 
-void iwd_key_seal(const char *key, char index[65], char salt[2 * SALT_BYTES + 1], char verifier[65])
+void iwd_secret_key_seal(const char *key, char index[65], char salt[2 * SALT_BYTES + 1], char verifier[65])
 {
     char digest[65];
 
-    iwd_sha256_hex(key, digest);
-    iwd_key_seal_digest(digest, index, salt, verifier);
+    sha256_hex(key, digest);
+    iwd_secret_key_seal_digest(digest, index, salt, verifier);
 }
 
-bool iwd_key_verify(const char *key, const char *salt, const char *stored_verifier)
+bool iwd_secret_key_verify(const char *key, const char *salt, const char *stored_verifier)
 {
     char digest[65], verifier[65];
 
-    iwd_sha256_hex(key, digest);
+    sha256_hex(key, digest);
     verifier_of(digest, salt, verifier);
     return strlen(stored_verifier) == 64 && CRYPTO_memcmp(verifier, stored_verifier, 64) == 0;
 }
 
-int iwd_key_index_open(const char *sealed, bool *current)
+int iwd_secret_index_key_open(const char *sealed, bool *current)
 {
     char *plain;
 
@@ -286,12 +280,12 @@ int iwd_key_index_open(const char *sealed, bool *current)
     return IWD_ERR;
 }
 
-char *iwd_key_index_seal(void)
+char *iwd_secret_index_key_seal(void)
 {
     char hex[65], *sealed;
 
     to_hex(index_key, sizeof(index_key), hex);
-    sealed = iwd_encrypt_secret(hex);
+    sealed = iwd_secret_seal(hex);
     OPENSSL_cleanse(hex, sizeof(hex));
     return sealed;
 }

@@ -64,6 +64,7 @@ int iwd_tenant_from_entry(iwd_tenant_t *tenant, const char *text)
     const char *kind, *ccid, *host, *db, *user;
     int port, ssl, rc;
     char *password = NULL;
+    bool current;
 
     if (e == NULL)
         return IWD_ERR;
@@ -73,7 +74,7 @@ int iwd_tenant_from_entry(iwd_tenant_t *tenant, const char *text)
         return IWD_ERR;
     }
     if (json_is_string(pw_value) && json_string_length(pw_value) > 0 &&
-        (password = iwd_decrypt_secret(json_string_value(pw_value))) == NULL) {
+        (password = iwd_secret_open(json_string_value(pw_value), &current)) == NULL) {
         iwd_log(IWD_LOG_ERROR, "a tenant database password cannot be decrypted with IWD_SECRET_KEY", "%s", ccid);
         json_decref(e);
         return IWD_ERR;
