@@ -52,6 +52,14 @@ if [ ! -f "$lib_from/iwd.so" ]; then
         rm -rf "$lib_from" && mv "$lib_from.new" "$lib_from" || fail_setup "could not keep the library of $from"
 fi
 
+# the install script kept in regress/upgrade/ is the one the release built: its Makefile's recipe, sql/iwd.sql
+# then the other parts in name order
+released_parts=$(git ls-tree --name-only "$from_commit" sql/ | grep -E '^sql/[a-z][^/]*\.sql$' | grep -v '^sql/iwd--' |
+                 grep -vx sql/iwd.sql | LC_ALL=C sort)
+check "regress/upgrade/iwd--$from.sql is the install script release $from built" "" \
+    "$(for f in sql/iwd.sql $released_parts; do git show "$from_commit:$f"; done |
+       diff - "regress/upgrade/iwd--$from.sql" | head -n 5)"
+
 # its install script, loading "iwd" through dynamic_library_path (the previous library while it is first
 # on the path) instead of $libdir/iwd
 cp "regress/upgrade/iwd--$from.sql" "$extdir/iwd--$from.sql" &&
