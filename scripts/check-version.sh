@@ -6,7 +6,7 @@
 # -DIWD_VERSION, whether built from the top Makefile or alone). A copy of those files with one of them
 # off must fail the check, naming it. Ends with "version: N passed, M failed".
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 want=${1:-$(sed -n 's/^EXTVERSION *= *//p' Makefile)}
 passed=0; failed=0
 check() { # check NAME EXPECTED ACTUAL

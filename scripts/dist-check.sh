@@ -5,7 +5,7 @@
 # every function of its install script states its labels (scripts/check-sql-labels.py). The zip is moved
 # to a temporary directory. Ends with "dist: N passed, M failed".
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 passed=0; failed=0
 check() {
     if [ "$2" = "$3" ]; then passed=$((passed + 1)); echo "ok - $1"; return 0; fi

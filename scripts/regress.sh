@@ -5,8 +5,9 @@
 # outputs (to review and adopt as expected files). Ends with "regress: N passed, M failed".
 set -uo pipefail
 suite=regress
+# shellcheck source=lib.sh
 source "$(dirname "$0")/lib.sh"
-cd "$iwd_top"
+cd "$iwd_top" || exit 1
 work=$(work_dir regress) || fail_setup "no work directory"
 trap 'cluster_stop immediate; rm -rf "$work"' EXIT
 pg_port=${IWD_REGRESS_PORT:-}

@@ -15,8 +15,9 @@
 # run. Ends with "upgrade: N passed, M failed".
 set -uo pipefail
 suite=upgrade
+# shellcheck source=lib.sh
 source "$(dirname "$0")/lib.sh"
-cd "$iwd_top"
+cd "$iwd_top" || exit 1
 from=$(sed -n 's/^UPGRADE_FROM *= *//p' Makefile)
 to=$(sed -n 's/^EXTVERSION *= *//p' Makefile)
 # the commit that released $from (its install script: regress/upgrade/iwd--$from.sql)
@@ -32,7 +33,7 @@ trap cleanup EXIT
 
 [ -f "$extdir/iwd--$to.sql" ] && [ -f "$extdir/iwd--$from--$to.sql" ] ||
     fail_setup "iwd $to and its upgrade script are not installed: run make install"
-make -s sql/iwd--$to.sql sql/iwd--$from--$to.sql || fail_setup "the SQL scripts do not build"
+make -s "sql/iwd--$to.sql" "sql/iwd--$from--$to.sql" || fail_setup "the SQL scripts do not build"
 for f in iwd--$to.sql iwd--$from--$to.sql; do
     cmp -s "sql/$f" "$extdir/$f" || echo "warning: the installed $f is not this tree's (make install)"
 done
