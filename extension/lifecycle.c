@@ -2,13 +2,18 @@
  * lifecycle.c
  *	  The task state machine: which operation is legal from which status, and
  *	  the status it leads to. Every lifecycle function checks here first.
+ *	  Also the row of a task that closes, as the scheduler's expiry copies it.
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
+#include "access/htup_details.h"
+#include "executor/spi.h"
 #include "fmgr.h"
+#include "funcapi.h"
 #include "lib/stringinfo.h"
 #include "utils/builtins.h"
+#include "utils/typcache.h"
 
 #include "iwd.h"
 #include "lifecycle.h"
@@ -115,4 +120,43 @@ Datum
 iwd_is_terminal(PG_FUNCTION_ARGS)
 {
 	PG_RETURN_BOOL((StatusBit(text_to_cstring(PG_GETARG_TEXT_PP(0))) & S_TERMINAL) != 0);
+}
+
+/* The columns a closing task's row changes, set to the status and to the time. */
+static const char *const closed_columns[] = {"status", "completed_at", "updated_at"};
+
+PG_FUNCTION_INFO_V1(iwd_closed_row);
+
+/*
+ * SQL: iwd._closed_row(t iwd.task, status text, at timestamptz) RETURNS iwd.task
+ *
+ * The task's row as it is stored when it closes with this status at "at":
+ * status, completed_at and updated_at set, every other column as it was.
+ * Columns are found by name, so the row follows iwd.task's declaration.
+ */
+Datum
+iwd_closed_row(PG_FUNCTION_ARGS)
+{
+	HeapTupleHeader rec = PG_GETARG_HEAPTUPLEHEADER(0);
+	TupleDesc	tupdesc = lookup_rowtype_tupdesc(HeapTupleHeaderGetTypeId(rec), HeapTupleHeaderGetTypMod(rec));
+	HeapTupleData tuple;
+	int			columns[lengthof(closed_columns)];
+	Datum		values[lengthof(closed_columns)];
+	bool		nulls[lengthof(closed_columns)] = {false};
+	HeapTuple	closed;
+
+	tuple.t_len = HeapTupleHeaderGetDatumLength(rec);
+	ItemPointerSetInvalid(&tuple.t_self);
+	tuple.t_tableOid = InvalidOid;
+	tuple.t_data = rec;
+	for (int i = 0; i < (int) lengthof(closed_columns); i++)
+	{
+		columns[i] = SPI_fnumber(tupdesc, closed_columns[i]);
+		if (columns[i] <= 0)
+			elog(ERROR, "iwd._closed_row: the row has no column \"%s\"", closed_columns[i]);
+		values[i] = i == 0 ? PG_GETARG_DATUM(1) : PG_GETARG_DATUM(2);
+	}
+	closed = heap_modify_tuple_by_cols(&tuple, tupdesc, lengthof(closed_columns), columns, values, nulls);
+	ReleaseTupleDesc(tupdesc);
+	PG_RETURN_DATUM(HeapTupleGetDatum(closed));
 }

@@ -1,6 +1,6 @@
 /*-------------------------------------------------------------------------
  * lifecycle.h
- *	  The task state machine (lifecycle.c).
+ *	  The task state machine (lifecycle.c), and the row of a task that closes.
  *-------------------------------------------------------------------------
  */
 #ifndef IWD_LIFECYCLE_H
@@ -14,5 +14,7 @@
 extern PGDLLEXPORT Datum iwd_check_transition(PG_FUNCTION_ARGS);
 /* SQL: iwd.is_terminal(status text) RETURNS boolean */
 extern PGDLLEXPORT Datum iwd_is_terminal(PG_FUNCTION_ARGS);
+/* SQL: iwd._closed_row(t iwd.task, status text, at timestamptz) RETURNS iwd.task */
+extern PGDLLEXPORT Datum iwd_closed_row(PG_FUNCTION_ARGS);
 
 #endif							/* IWD_LIFECYCLE_H */

@@ -234,6 +234,11 @@ CREATE FUNCTION iwd._check_transition(id bigint, status text, op text) RETURNS t
 CREATE FUNCTION iwd.is_terminal(status text) RETURNS boolean
     AS 'MODULE_PATHNAME', 'iwd_is_terminal' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
 
+-- The task's row as it is stored when it closes with this status at "at": status, completed_at and
+-- updated_at set, every other column as it was (found by name: the row follows iwd.task's declaration).
+CREATE FUNCTION iwd._closed_row(t iwd.task, status text, at timestamptz) RETURNS iwd.task
+    AS 'MODULE_PATHNAME', 'iwd_closed_row' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+
 -- Does an agent with skill levels "agent" meet every level in "required"?
 CREATE FUNCTION iwd.skills_met(required jsonb, agent jsonb) RETURNS boolean
     AS 'MODULE_PATHNAME', 'iwd_skills_met' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;

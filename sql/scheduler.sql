@@ -32,10 +32,10 @@ BEGIN
                WHERE expires_at IS NOT NULL AND expires_at <= at AND status <> 'assigned'
                ORDER BY expires_at LIMIT batch FOR UPDATE SKIP LOCKED),
          d AS (DELETE FROM iwd.task t USING c WHERE t.id = c.id RETURNING t),
-         -- the whole row, closed: iwd.task_closed has iwd.task's columns in its order (iwd._derive_from_task)
+         -- the whole row, closed: iwd.task_closed has iwd.task's columns in its order (iwd._derive_from_task);
+         -- OFFSET 0 computes each closed row once, not once per column
          i AS (INSERT INTO iwd.task_closed
-               SELECT x.* FROM d, LATERAL jsonb_populate_record(d.t, jsonb_build_object(
-                   'status', 'expired', 'completed_at', at, 'updated_at', at)) x),
+               SELECT (x.t).* FROM (SELECT iwd._closed_row(d.t, 'expired', at) AS t FROM d OFFSET 0) x),
          e AS (INSERT INTO iwd.task_event (task_id, at, event, status_before, status_after)
                SELECT (d.t).id, at, 'expired', (d.t).status, 'expired' FROM d RETURNING 1)
     SELECT count(*) INTO n_exp FROM e;
