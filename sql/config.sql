@@ -136,7 +136,8 @@ DECLARE
     v_calendar text := iwd._str(category, 'calendar', 'category');
 BEGIN
     PERFORM iwd._check_object(category, 'category',
-        '{name,department,process,priority,businessValue,slaMinutes,calendar,skills,queue,mediaType,reprioritize,urgency}',
+        '{name,department,process,priority,businessValue,slaMinutes,calendar,skills,queue,mediaType,'
+        'reprioritize,urgency}',
         '{name}');
     IF coalesce(jsonb_typeof(v_re), 'null') = 'null' THEN
         v_re := NULL;

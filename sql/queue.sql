@@ -25,7 +25,8 @@ BEGIN
         IF jsonb_typeof(filter -> v_key) = 'string' THEN
             v_values := ARRAY[filter ->> v_key];
         ELSIF jsonb_typeof(filter -> v_key) = 'array'
-              AND NOT EXISTS (SELECT 1 FROM jsonb_array_elements(filter -> v_key) e WHERE jsonb_typeof(e) <> 'string') THEN
+              AND NOT EXISTS (SELECT 1 FROM jsonb_array_elements(filter -> v_key) e
+                              WHERE jsonb_typeof(e) <> 'string') THEN
             v_values := ARRAY(SELECT jsonb_array_elements_text(filter -> v_key));
         ELSE
             RAISE EXCEPTION 'filter field "%" must be a string or an array of strings', v_key
@@ -34,8 +35,10 @@ BEGIN
         IF v_key = 'status' THEN
             IF NOT v_values <@ ARRAY['new', 'queued', 'assigned', 'held', 'errorHeld', 'completed', 'canceled',
                                      'rejected', 'expired'] THEN
-                RAISE EXCEPTION 'filter field "status" has an unknown status' USING ERRCODE = 'invalid_parameter_value',
-                    DETAIL = 'Statuses: new, queued, assigned, held, errorHeld, completed, canceled, rejected, expired.';
+                RAISE EXCEPTION 'filter field "status" has an unknown status'
+                    USING ERRCODE = 'invalid_parameter_value',
+                          DETAIL = 'Statuses: new, queued, assigned, held, errorHeld, completed, canceled, '
+                                   'rejected, expired.';
             END IF;
             v_statuses := v_values;
         ELSE
@@ -88,7 +91,8 @@ BEGIN
                 USING ERRCODE = 'invalid_parameter_value';
         END IF;
         v_where := v_where || format(
-            ' AND (-t.priority::bigint, -t.business_value::bigint, coalesce(t.due_at, ''infinity''), t.created_at, t.id)'
+            ' AND (-t.priority::bigint, -t.business_value::bigint, coalesce(t.due_at, ''infinity''),'
+            ' t.created_at, t.id)'
             ' > (%s, %s, %L::timestamptz, %L::timestamptz, %s)',
             -a.priority::bigint, -a.business_value::bigint, coalesce(a.due_at, 'infinity'), a.created_at, v_after);
     END IF;
