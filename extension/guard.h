@@ -31,7 +31,8 @@ extern void IwdPopSearchPath(void);
 typedef enum IwdLockClass
 {
 	IWD_LOCK_CLAIM = 1,			/* key: the task id a claimer is taking */
-	IWD_LOCK_DM_CHAIN = 2		/* key: the Data Mart execution chain (datamart.c) */
+	IWD_LOCK_DM_CHAIN = 2,		/* key: the Data Mart execution chain (datamart.c) */
+	IWD_LOCK_EVENTS = 3			/* key 0: the publication of task events (events.c) */
 } IwdLockClass;
 
 extern LockAcquireResult IwdLock(IwdLockClass lock_class, uint32 key, bool session, bool wait);

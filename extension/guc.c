@@ -36,6 +36,8 @@
 #define IWD_MAX_DATABASES_DEFAULT 1000
 #define IWD_MAX_DATABASES_MAX 100000
 #define IWD_WORKER_IDLE_TIMEOUT_MS_DEFAULT 5000
+#define IWD_EVENT_RETENTION_DEFAULT "7 days"
+#define IWD_WEBHOOK_RETRY_FOR_DEFAULT "24 hours"
 
 char	   *iwd_databases = NULL;
 int			iwd_scheduler_interval_ms = IWD_INTERVAL_MS_DEFAULT;
@@ -51,6 +53,9 @@ int			iwd_max_workers = IWD_MAX_WORKERS_DEFAULT;
 int			iwd_dm_max_workers = IWD_DM_MAX_WORKERS_DEFAULT;
 int			iwd_max_databases = IWD_MAX_DATABASES_DEFAULT;
 int			iwd_worker_idle_timeout_ms = IWD_WORKER_IDLE_TIMEOUT_MS_DEFAULT;
+/* read by the SQL of the event feed and the webhook deliveries (sql/events.sql), through current_setting */
+static char *iwd_event_retention = NULL;
+static char *iwd_webhook_retry_for = NULL;
 
 static const struct config_enum_entry notify_modes[] = {
 	{"off", IWD_NOTIFY_OFF, false},
@@ -92,6 +97,33 @@ check_simulated_time(char **newval, void **extra, GucSource source)
 	if (*newval == NULL || (*newval)[0] == '\0' || IwdParseTimestamptz(*newval, &ts))
 		return true;
 	GUC_check_errdetail("\"%s\" is not a timestamp with time zone.", *newval);
+	return false;
+}
+
+/*
+ * Accept only a positive interval (what the event retention and the webhook
+ * retry window are), at SET time rather than at use; parsed as interval_in
+ * does, without raising.
+ */
+static bool
+check_positive_interval(char **newval, void **extra, GucSource source)
+{
+	char		workbuf[MAXDATELEN + MAXDATEFIELDS];
+	char	   *field[MAXDATEFIELDS];
+	int			ftype[MAXDATEFIELDS];
+	int			nf;
+	int			dtype;
+	struct pg_itm_in itm;
+	Interval	span;
+
+	if (*newval != NULL && strlen(*newval) < MAXDATELEN &&
+		ParseDateTime(*newval, workbuf, sizeof(workbuf), field, ftype, MAXDATEFIELDS, &nf) == 0 &&
+		DecodeInterval(field, ftype, nf, INTERVAL_FULL_RANGE, &dtype, &itm) == 0 && dtype == DTK_DELTA &&
+		itmin2interval(&itm, &span) == 0 &&
+		(span.month > 0 || span.day > 0 || span.time > 0) && span.month >= 0 && span.day >= 0 && span.time >= 0)
+		return true;
+	GUC_check_errdetail("\"%s\" is not a positive interval (for example '7 days' or '90 s').",
+						*newval == NULL ? "" : *newval);
 	return false;
 }
 
@@ -164,6 +196,17 @@ GucInit(void)
 							"Longest the scheduler worker waits for a lock (0: no limit).",
 							NULL, &iwd_worker_lock_timeout_ms, IWD_WORKER_LOCK_TIMEOUT_MS_DEFAULT, 0, INT_MAX,
 							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomStringVariable("iwd.event_retention",
+							   "How long published task events stay in the event feed (iwd.event_feed).",
+							   "The scheduler worker deletes older ones in batches; a reader resuming before the "
+							   "oldest kept event continues from it.",
+							   &iwd_event_retention, IWD_EVENT_RETENTION_DEFAULT, PGC_USERSET, 0,
+							   check_positive_interval, NULL, NULL);
+	DefineCustomStringVariable("iwd.webhook_retry_for",
+							   "How long a webhook delivery is retried before it is marked failed.",
+							   "Counted from the delivery's creation, or from its last manual retry.",
+							   &iwd_webhook_retry_for, IWD_WEBHOOK_RETRY_FOR_DEFAULT, PGC_USERSET, 0,
+							   check_positive_interval, NULL, NULL);
 	MarkGUCPrefixReserved("iwd");
 }
 

@@ -11,7 +11,9 @@
  * tenant returns the reservations that timed out while no scheduler ran. In
  * iwd.notify = batch mode (the default) the worker also announces new task
  * events iwd.notify_interval after they are written, and it vacuums
- * iwd.task after every iwd.vacuum_threshold events. How a worker is
+ * iwd.task after every iwd.vacuum_threshold events. On the same surveys it
+ * publishes the tenant's task events to the event feed and the webhooks
+ * (sql/events.sql), which a sidecar does sooner when one runs. How a worker is
  * started, connects and runs its transactions: worker.c.
  *-------------------------------------------------------------------------
  */
@@ -88,6 +90,39 @@ RunTickBatch(void)
 	}
 	IwdWorkerCommitTransaction(&xact);
 	pgstat_report_stat(false);
+	pgstat_report_activity(STATE_IDLE, NULL);
+	return more;
+}
+
+/*
+ * Publish the tenant's committed task events (iwd.publish_events: the event
+ * feed and the webhooks' deliveries) and delete one batch of what the feed
+ * no longer keeps (iwd._expire_events), in a transaction of their own, so
+ * that events go out with no sidecar running. When a sidecar is publishing,
+ * iwd.publish_events returns at once. Returns whether events still wait
+ * (a publication fills at most its batch).
+ */
+static bool
+PublishEvents(void)
+{
+	bool		more = false;
+	IwdWorkerTransaction xact;
+
+	IwdWorkerStartTransaction(&xact, iwd_worker_statement_timeout_ms, iwd_worker_lock_timeout_ms);
+	pgstat_report_activity(STATE_RUNNING, "iwd scheduler: event publication");
+	if (IwdInstalled())
+	{
+		bool		isnull;
+
+		IwdWorkerRequireRole(&xact);
+		if (SPI_execute("SELECT iwd.publish_events(current_setting('iwd.batch_size')::int),"
+						" iwd._expire_events(current_setting('iwd.batch_size')::int),"
+						" EXISTS (SELECT FROM iwd.event_outbox)", false, 1) != SPI_OK_SELECT ||
+			SPI_processed != 1)
+			elog(ERROR, "iwd scheduler: the event publication failed");
+		more = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull));
+	}
+	IwdWorkerCommitTransaction(&xact);
 	pgstat_report_activity(STATE_IDLE, NULL);
 	return more;
 }
@@ -322,6 +357,7 @@ iwd_scheduler_database_main(Datum main_arg)
 		if (GetCurrentTimestamp() >= survey_at)
 		{
 			TenantSurvey survey;
+			bool		events_waiting = PublishEvents();
 
 			SurveyTenant(tenant, &survey);
 			if (!survey.installed)
@@ -330,6 +366,9 @@ iwd_scheduler_database_main(Datum main_arg)
 				pass_at = survey.next_due == IWD_DUE_NONE ? IWD_DUE_NONE :
 					Max(survey.next_due, last_pass + (TimestampTz) iwd_scheduler_interval_ms * 1000);
 			survey_at = VacuumWhenDue(tenant, survey.last_event);
+			if (events_waiting)
+				survey_at = Min(survey_at, GetCurrentTimestamp() +
+								(TimestampTz) iwd_notify_interval_ms * 1000);
 		}
 		MemoryContextSwitchTo(old);
 		MemoryContextReset(loop_cxt);

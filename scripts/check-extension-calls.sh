@@ -11,6 +11,7 @@ cd "$(dirname "$0")/.."
 layers="
 guc 0
 guard 0
+events 1
 draft 1
 search 1
 lifecycle 1

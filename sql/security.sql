@@ -22,6 +22,14 @@ GRANT SELECT ON ALL TABLES IN SCHEMA iwd TO iwd_worker;
 GRANT UPDATE, DELETE ON iwd.task TO iwd_worker;
 GRANT INSERT ON iwd.task_event, iwd.task_closed TO iwd_worker;
 GRANT USAGE ON ALL SEQUENCES IN SCHEMA iwd TO iwd_worker;
+-- the events out (sql/events.sql): the outbox rows of the pass's events, their publication into the feed
+-- with the webhooks' deliveries, and retention; never a webhook's secret
+GRANT INSERT, DELETE ON iwd.event_outbox TO iwd_worker;
+GRANT INSERT, DELETE ON iwd.event_feed TO iwd_worker;
+GRANT INSERT, DELETE ON iwd.webhook_delivery TO iwd_worker;
+REVOKE SELECT ON iwd.webhook FROM iwd_worker;
+GRANT SELECT (name, url, events, enabled, filter, created_at, from_feed_id) ON iwd.webhook TO iwd_worker;
+GRANT EXECUTE ON FUNCTION iwd._try_lock_publication() TO iwd_worker;
 -- the Data Mart chain writes only iwd_dm, and analyzes its facts through iwd_dm._analyze (SECURITY
 -- DEFINER: only a table's owner may analyze it)
 GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA iwd_dm TO iwd_worker;
@@ -92,6 +100,12 @@ BEGIN
     EXECUTE format('GRANT USAGE ON SCHEMA iwd, iwd_dm TO %I', r);
     EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA iwd TO %I', r);
     EXECUTE format('REVOKE UPDATE, DELETE ON iwd.task_event FROM %I', r);
+    -- a webhook's secret is written, never read back: only iwd.claim_deliveries returns it, to sign
+    EXECUTE format('REVOKE SELECT ON iwd.webhook FROM %I', r);
+    EXECUTE format('GRANT SELECT (name, url, events, enabled, filter, created_at, from_feed_id) ON iwd.webhook TO %I',
+                   r);
+    EXECUTE format('GRANT EXECUTE ON FUNCTION iwd.claim_deliveries(text, int, interval) TO %I', r);
+    EXECUTE format('GRANT EXECUTE ON FUNCTION iwd._try_lock_publication() TO %I', r);
     EXECUTE format('GRANT USAGE ON ALL SEQUENCES IN SCHEMA iwd TO %I', r);
     EXECUTE format('GRANT SELECT ON ALL TABLES IN SCHEMA iwd_dm TO %I', r);
 END $$;

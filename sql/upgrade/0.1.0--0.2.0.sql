@@ -43,3 +43,71 @@ BEGIN
         REVOKE ALL ON SCHEMA iwd_dm FROM iwd_gcxi;
     END IF;
 END $$;
+
+-- Events out (sql/events.sql): the outbox of task events, the event feed and its counter, webhooks and their
+-- deliveries. The events written before the update are history only: the feed starts with the first event
+-- written after it. iwd.event_types() is defined here first: the webhook table's check calls it (the
+-- functions that follow define it again, identically).
+CREATE FUNCTION iwd.event_types() RETURNS text[]
+LANGUAGE sql IMMUTABLE CALLED ON NULL INPUT PARALLEL SAFE AS $$
+    SELECT ARRAY['task.created', 'task.updated', 'task.reprioritized', 'task.held', 'task.resumed', 'task.reserved',
+                 'task.accepted', 'task.reservation_timed_out', 'task.completed', 'task.canceled', 'task.rejected',
+                 'task.expired', 'task.restarted', 'task.error_held']
+$$;
+
+CREATE TABLE iwd.event_outbox (
+    event_id bigint PRIMARY KEY,
+    type     text NOT NULL,
+    task_id  bigint NOT NULL,
+    at       timestamptz NOT NULL,
+    doc      jsonb NOT NULL
+);
+
+CREATE SEQUENCE iwd.event_feed_id_seq;
+-- id: the public event id, given at publication by one publisher at a time, so that ids increase in the
+-- order readers can see the events (an event that commits late gets a later id: a reader resuming after
+-- id N misses nothing). doc: the event document without "id".
+CREATE TABLE iwd.event_feed (
+    id           bigint PRIMARY KEY,
+    event_id     bigint NOT NULL UNIQUE,
+    type         text NOT NULL,
+    task_id      bigint NOT NULL,
+    at           timestamptz NOT NULL,
+    published_at timestamptz NOT NULL DEFAULT now(),
+    doc          jsonb NOT NULL
+);
+CREATE INDEX event_feed_published_idx ON iwd.event_feed (published_at);
+
+CREATE TABLE iwd.webhook (
+    name         text PRIMARY KEY CHECK (name ~ '^[A-Za-z0-9._-]{1,128}$'),
+    url          text NOT NULL CHECK (url ~* '^https?://[^[:space:][:cntrl:]/?#]+' AND octet_length(url) <= 2048),
+    events       text[] CHECK (events <@ iwd.event_types() AND cardinality(events) > 0),
+    secret       text NOT NULL CHECK (octet_length(secret) BETWEEN 1 AND 256),
+    enabled      boolean NOT NULL DEFAULT true,
+    filter       jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(filter) = 'object'),
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    from_feed_id bigint NOT NULL
+);
+
+CREATE TABLE iwd.webhook_delivery (
+    id              uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    webhook         text NOT NULL REFERENCES iwd.webhook (name) ON DELETE CASCADE,
+    feed_id         bigint NOT NULL,
+    task_id         bigint NOT NULL,
+    type            text NOT NULL,
+    status          text NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'delivered', 'failed')),
+    attempts        int NOT NULL DEFAULT 0,
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    last_attempt_at timestamptz,
+    last_status     int,
+    last_error      text,
+    next_attempt_at timestamptz,
+    lease_owner     text,
+    lease_until     timestamptz,
+    retried_at      timestamptz,
+    UNIQUE (webhook, feed_id)
+);
+-- the claim: due pending deliveries, and the oldest pending one of each (webhook, task)
+CREATE INDEX webhook_delivery_due_idx ON iwd.webhook_delivery (next_attempt_at) WHERE status = 'pending';
+CREATE INDEX webhook_delivery_task_idx ON iwd.webhook_delivery (webhook, task_id, feed_id) WHERE status = 'pending';
+CREATE INDEX webhook_delivery_created_idx ON iwd.webhook_delivery (created_at) WHERE status <> 'pending';

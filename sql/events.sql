@@ -1,0 +1,567 @@
+-- iwd events out: the outbox of task events, the event feed in commit order, webhooks and their deliveries
+-- (README, Events). The sidecar's event stream reads the feed; its webhook delivery claims deliveries here.
+
+-- ---------------------------------------------------------------------------------------------
+-- Event types and filters
+-- ---------------------------------------------------------------------------------------------
+
+-- The public event types, in the order of the README.
+CREATE FUNCTION iwd.event_types() RETURNS text[]
+LANGUAGE sql IMMUTABLE CALLED ON NULL INPUT PARALLEL SAFE AS $$
+    SELECT ARRAY['task.created', 'task.updated', 'task.reprioritized', 'task.held', 'task.resumed', 'task.reserved',
+                 'task.accepted', 'task.reservation_timed_out', 'task.completed', 'task.canceled', 'task.rejected',
+                 'task.expired', 'task.restarted', 'task.error_held']
+$$;
+
+-- The public type of a history event: "task." and its name, except the scheduler's own events: a
+-- reservation timeout is task.reservation_timed_out, a deferred task's activation (held -> queued) is
+-- task.resumed and the overdue flag is task.updated (the task document changed).
+CREATE FUNCTION iwd._event_type(event text) RETURNS text
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
+    SELECT CASE event WHEN 'reservation_timeout' THEN 'task.reservation_timed_out'
+                      WHEN 'activated' THEN 'task.resumed'
+                      WHEN 'overdue' THEN 'task.updated'
+                      ELSE 'task.' || event END
+$$;
+
+-- A list of event types checked (22023 naming "what": empty, an unknown type or more than the known
+-- types), without duplicates; NULL (all types) stays NULL.
+CREATE FUNCTION iwd._check_event_types(types text[], what text) RETURNS text[]
+LANGUAGE plpgsql IMMUTABLE CALLED ON NULL INPUT PARALLEL SAFE AS $$
+DECLARE
+    v_unknown text;
+BEGIN
+    IF types IS NULL THEN
+        RETURN NULL;
+    END IF;
+    IF cardinality(types) = 0 THEN
+        RAISE EXCEPTION '% must not be empty', what USING ERRCODE = 'invalid_parameter_value',
+            DETAIL = 'Omit it to receive every event type.';
+    END IF;
+    SELECT t INTO v_unknown FROM unnest(types) t WHERE t IS NULL OR t <> ALL (iwd.event_types()) LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION '% has an unknown event type "%"', what, coalesce(v_unknown, 'null')
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('Event types: %s.', array_to_string(iwd.event_types(), ', '));
+    END IF;
+    RETURN ARRAY(SELECT DISTINCT t FROM unnest(types) t ORDER BY t);
+END $$;
+
+-- An event filter checked and normalized: the keys of the GET /tasks filters, each a string or an array of
+-- at most 100 strings, as {"key": [values]} with the task document's key names (22023 naming the field).
+CREATE FUNCTION iwd._event_filter(filter jsonb, what text) RETURNS jsonb
+LANGUAGE plpgsql IMMUTABLE CALLED ON NULL INPUT PARALLEL SAFE AS $$
+DECLARE
+    v_out jsonb := '{}';
+    v_key text;
+    v_value jsonb;
+BEGIN
+    IF filter IS NULL OR filter = 'null' THEN
+        RETURN '{}';
+    END IF;
+    PERFORM iwd._check_object(filter, what,
+        '{department,process,category,queue,status,mediaType,customerSegment,capturePoint,assignedTo}');
+    FOR v_key, v_value IN SELECT key, value FROM jsonb_each(filter) ORDER BY key LOOP
+        CONTINUE WHEN v_value = 'null';
+        IF jsonb_typeof(v_value) = 'string' THEN
+            v_value := jsonb_build_array(v_value);
+        ELSIF jsonb_typeof(v_value) <> 'array' OR jsonb_array_length(v_value) = 0
+              OR EXISTS (SELECT 1 FROM jsonb_array_elements(v_value) e WHERE jsonb_typeof(e) <> 'string') THEN
+            RAISE EXCEPTION '% field "%" must be a string or a non-empty array of strings', what, v_key
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        IF jsonb_array_length(v_value) > 100 THEN
+            RAISE EXCEPTION '% field "%" has more than 100 values', what, v_key USING ERRCODE = 'invalid_parameter_value',
+                DETAIL = format('It has %s.', jsonb_array_length(v_value));
+        END IF;
+        IF EXISTS (SELECT 1 FROM jsonb_array_elements_text(v_value) e WHERE octet_length(e) > 256) THEN
+            RAISE EXCEPTION '% field "%" has a value longer than 256 bytes', what, v_key
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        v_out := v_out || jsonb_build_object(v_key, v_value);
+    END LOOP;
+    RETURN v_out;
+END $$;
+
+-- Does a task document match a normalized event filter (every key: the task's value is one of the listed)?
+CREATE FUNCTION iwd._event_matches(filter jsonb, task jsonb) RETURNS boolean
+LANGUAGE sql IMMUTABLE CALLED ON NULL INPUT PARALLEL SAFE AS $$
+    SELECT filter = '{}' OR NOT EXISTS (
+        SELECT 1 FROM jsonb_each(filter) f
+        WHERE NOT coalesce(f.value @> jsonb_build_array(task -> f.key), false))
+$$;
+
+-- ---------------------------------------------------------------------------------------------
+-- The outbox: every history event, written in the transaction that writes the event
+-- ---------------------------------------------------------------------------------------------
+
+-- An event waiting for its publication: the event document without its public id ("task": the task
+-- document after the event). Rows of a transaction that rolls back go with it.
+CREATE TABLE iwd.event_outbox (
+    event_id bigint PRIMARY KEY,
+    type     text NOT NULL,
+    task_id  bigint NOT NULL,
+    at       timestamptz NOT NULL,
+    doc      jsonb NOT NULL
+);
+
+-- Statement trigger on iwd.task_event: the outbox rows of the statement's events, in one statement (the
+-- task is read after the change: the writers record the event after saving the task), and one
+-- notification on iwd_events (delivered at commit; PostgreSQL folds duplicates).
+CREATE FUNCTION iwd._outbox_events() RETURNS trigger
+LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE AS $$
+BEGIN
+    INSERT INTO iwd.event_outbox (event_id, type, task_id, at, doc)
+    SELECT e.id, e.type, e.task_id, e.at,
+           jsonb_build_object('type', e.type, 'at', iwd._ts(e.at), 'taskId', e.task_id,
+                              'externalId', (e.t).external_id, 'capturePoint', (e.t).capture_point,
+                              'agent', e.actor, 'task', iwd.task_json(e.t))
+    FROM (SELECT n.id, iwd._event_type(n.event) AS type, n.task_id, n.at, n.actor,
+                 coalesce((SELECT o FROM iwd.task o WHERE o.id = n.task_id),
+                          (SELECT ROW(c.*)::iwd.task FROM iwd.task_closed c WHERE c.id = n.task_id)) AS t
+          FROM new_events n OFFSET 0) e;
+    PERFORM pg_notify('iwd_events', '');
+    RETURN NULL;
+END $$;
+
+CREATE TRIGGER task_event_outbox AFTER INSERT ON iwd.task_event
+    REFERENCING NEW TABLE AS new_events
+    FOR EACH STATEMENT EXECUTE FUNCTION iwd._outbox_events();
+
+-- ---------------------------------------------------------------------------------------------
+-- The event feed: published events, numbered in the order they become visible
+-- ---------------------------------------------------------------------------------------------
+
+CREATE SEQUENCE iwd.event_feed_id_seq;
+
+-- id: the public event id, given at publication by one publisher at a time, so that ids increase in the
+-- order readers can see the events (an event that commits late gets a later id: a reader resuming after
+-- id N misses nothing). doc: the event document without "id".
+CREATE TABLE iwd.event_feed (
+    id           bigint PRIMARY KEY,
+    event_id     bigint NOT NULL UNIQUE,
+    type         text NOT NULL,
+    task_id      bigint NOT NULL,
+    at           timestamptz NOT NULL,
+    published_at timestamptz NOT NULL DEFAULT now(),
+    doc          jsonb NOT NULL
+);
+CREATE INDEX event_feed_published_idx ON iwd.event_feed (published_at);
+
+-- The last published event id (0 when none).
+CREATE FUNCTION iwd.events_head() RETURNS bigint
+LANGUAGE sql STABLE CALLED ON NULL INPUT PARALLEL SAFE AS $$
+    SELECT coalesce(max(id), 0) FROM iwd.event_feed
+$$;
+
+-- Take the publication lock until the transaction ends; false at once when another transaction has it.
+-- Only the publishers' roles may take it (sql/security.sql): held in a long transaction, it stops publication.
+CREATE FUNCTION iwd._try_lock_publication() RETURNS boolean
+    AS 'MODULE_PATHNAME', 'iwd_try_lock_publication' LANGUAGE C VOLATILE STRICT PARALLEL UNSAFE;
+REVOKE EXECUTE ON FUNCTION iwd._try_lock_publication() FROM PUBLIC;
+
+-- ---------------------------------------------------------------------------------------------
+-- Webhooks
+-- ---------------------------------------------------------------------------------------------
+
+-- events NULL: every type. filter: normalized (iwd._event_filter). from_feed_id: the last published event
+-- id when the webhook was created; it receives the events published after it. The secret signs the
+-- deliveries and is never shown: only iwd.claim_deliveries reads it (sql/security.sql).
+CREATE TABLE iwd.webhook (
+    name         text PRIMARY KEY CHECK (name ~ '^[A-Za-z0-9._-]{1,128}$'),
+    url          text NOT NULL CHECK (url ~* '^https?://[^[:space:][:cntrl:]/?#]+' AND octet_length(url) <= 2048),
+    events       text[] CHECK (events <@ iwd.event_types() AND cardinality(events) > 0),
+    secret       text NOT NULL CHECK (octet_length(secret) BETWEEN 1 AND 256),
+    enabled      boolean NOT NULL DEFAULT true,
+    filter       jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(filter) = 'object'),
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    from_feed_id bigint NOT NULL
+);
+
+-- One delivery of one event to one webhook; its id is the X-Iwd-Delivery header, the same on every
+-- attempt. retried_at: the last manual retry (the retry window counts from it).
+CREATE TABLE iwd.webhook_delivery (
+    id              uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    webhook         text NOT NULL REFERENCES iwd.webhook (name) ON DELETE CASCADE,
+    feed_id         bigint NOT NULL,
+    task_id         bigint NOT NULL,
+    type            text NOT NULL,
+    status          text NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'delivered', 'failed')),
+    attempts        int NOT NULL DEFAULT 0,
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    last_attempt_at timestamptz,
+    last_status     int,
+    last_error      text,
+    next_attempt_at timestamptz,
+    lease_owner     text,
+    lease_until     timestamptz,
+    retried_at      timestamptz,
+    UNIQUE (webhook, feed_id)
+);
+-- the claim: due pending deliveries, and the oldest pending one of each (webhook, task)
+CREATE INDEX webhook_delivery_due_idx ON iwd.webhook_delivery (next_attempt_at) WHERE status = 'pending';
+CREATE INDEX webhook_delivery_task_idx ON iwd.webhook_delivery (webhook, task_id, feed_id) WHERE status = 'pending';
+CREATE INDEX webhook_delivery_created_idx ON iwd.webhook_delivery (created_at) WHERE status <> 'pending';
+
+-- The webhook in the REST shape (no secret: "hasSecret").
+CREATE FUNCTION iwd.webhook_json(w iwd.webhook) RETURNS jsonb
+LANGUAGE sql STABLE CALLED ON NULL INPUT PARALLEL SAFE AS $$
+    SELECT jsonb_build_object('name', w.name, 'url', w.url, 'events', to_jsonb(w.events), 'enabled', w.enabled,
+                              'filter', w.filter, 'hasSecret', true, 'createdAt', iwd._ts(w.created_at))
+$$;
+
+-- Create or replace a webhook (PUT semantics: omitted fields take their defaults, except the secret, which
+-- an update keeps when omitted). At most 100 webhooks per tenant. Returns it without its secret.
+CREATE FUNCTION iwd.upsert_webhook(webhook jsonb) RETURNS jsonb
+LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE AS $$
+DECLARE
+    v_name text;
+    v_url text;
+    v_secret text;
+    v_events text[];
+    v_enabled boolean;
+    v_filter jsonb;
+BEGIN
+    PERFORM iwd._check_object(webhook, 'webhook', '{name,url,events,secret,enabled,filter,hasSecret,createdAt}',
+                              '{name,url}');
+    v_name := iwd._str(webhook, 'name', 'webhook', 128);
+    IF v_name !~ '^[A-Za-z0-9._-]+$' THEN
+        RAISE EXCEPTION 'webhook field "name" may only hold letters, digits, ".", "_" and "-"'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = format('It is "%s".', v_name);
+    END IF;
+    v_url := iwd._str(webhook, 'url', 'webhook', 2048);
+    IF v_url !~* '^https?://[^[:space:][:cntrl:]/?#@]+' OR v_url ~ '[[:space:][:cntrl:]]' THEN
+        RAISE EXCEPTION 'webhook field "url" must be an http or https URL' USING ERRCODE = 'invalid_parameter_value',
+            DETAIL = 'It must start with http:// or https:// and a host, and hold no spaces or control characters.';
+    END IF;
+    IF coalesce(jsonb_typeof(webhook -> 'events'), 'null') NOT IN ('array', 'null')
+       OR EXISTS (SELECT 1 FROM jsonb_array_elements(CASE jsonb_typeof(webhook -> 'events')
+                                                       WHEN 'array' THEN webhook -> 'events' ELSE '[]' END) e
+                  WHERE jsonb_typeof(e) <> 'string') THEN
+        RAISE EXCEPTION 'webhook field "events" must be an array of event types' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF jsonb_typeof(webhook -> 'events') = 'array' THEN
+        v_events := iwd._check_event_types(ARRAY(SELECT jsonb_array_elements_text(webhook -> 'events')),
+                                           'webhook field "events"');
+    END IF;
+    v_secret := iwd._str(webhook, 'secret', 'webhook', 256);
+    v_enabled := coalesce(iwd._bool(webhook, 'enabled', 'webhook'), true);
+    v_filter := iwd._event_filter(webhook -> 'filter', 'webhook field "filter"');
+    -- the name is the lock: concurrent upserts of one webhook take turns
+    PERFORM pg_advisory_xact_lock(hashtext('iwd.webhook'), hashtext(v_name));
+    IF NOT EXISTS (SELECT 1 FROM iwd.webhook x WHERE x.name = v_name) THEN
+        IF v_secret IS NULL THEN
+            RAISE EXCEPTION 'webhook field "secret" is required' USING ERRCODE = 'invalid_parameter_value',
+                DETAIL = 'A new webhook needs the secret that signs its deliveries.';
+        END IF;
+        IF (SELECT count(*) FROM iwd.webhook) >= 100 THEN
+            RAISE EXCEPTION 'too many webhooks' USING ERRCODE = 'program_limit_exceeded',
+                DETAIL = 'A tenant may have at most 100 webhooks; delete one first.';
+        END IF;
+        INSERT INTO iwd.webhook (name, url, events, secret, enabled, filter, from_feed_id)
+        VALUES (v_name, v_url, v_events, v_secret, v_enabled, v_filter, iwd.events_head());
+    ELSE
+        UPDATE iwd.webhook x SET url = v_url, events = v_events, enabled = v_enabled, filter = v_filter
+        WHERE x.name = v_name;
+        IF v_secret IS NOT NULL THEN
+            UPDATE iwd.webhook x SET secret = v_secret WHERE x.name = v_name;
+        END IF;
+    END IF;
+    RETURN iwd.get_webhook(v_name);
+END $$;
+
+-- The webhook with this name (no secret); P0002 when none.
+CREATE FUNCTION iwd.get_webhook(name text) RETURNS jsonb
+LANGUAGE plpgsql STABLE CALLED ON NULL INPUT PARALLEL SAFE AS $$
+DECLARE
+    v_webhook jsonb;
+BEGIN
+    SELECT iwd.webhook_json(ROW(x.name, x.url, x.events, NULL, x.enabled, x.filter, x.created_at,
+                                x.from_feed_id)::iwd.webhook)
+    INTO v_webhook FROM iwd.webhook x WHERE x.name = get_webhook.name;
+    IF NOT FOUND THEN
+        PERFORM iwd._not_found('webhook', name);
+    END IF;
+    RETURN v_webhook;
+END $$;
+
+-- Every webhook (no secrets), by name.
+CREATE FUNCTION iwd.list_webhooks() RETURNS jsonb
+LANGUAGE sql STABLE CALLED ON NULL INPUT PARALLEL SAFE AS $$
+    SELECT coalesce(jsonb_agg(iwd.webhook_json(ROW(x.name, x.url, x.events, NULL, x.enabled, x.filter, x.created_at,
+                                                   x.from_feed_id)::iwd.webhook) ORDER BY x.name), '[]')
+    FROM iwd.webhook x
+$$;
+
+-- Delete a webhook and its deliveries; false when there was none.
+CREATE FUNCTION iwd.delete_webhook(name text) RETURNS boolean
+LANGUAGE sql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE AS $$
+    WITH d AS (DELETE FROM iwd.webhook x WHERE x.name = delete_webhook.name RETURNING 1)
+    SELECT EXISTS (SELECT 1 FROM d)
+$$;
+
+-- ---------------------------------------------------------------------------------------------
+-- Publication and retention
+-- ---------------------------------------------------------------------------------------------
+
+-- Publish up to "max" committed outbox events, in event order: each gets the next feed id, and one
+-- delivery per enabled webhook whose types and filter match, in this transaction. One publisher at a time
+-- (iwd's own lock); a caller that cannot take it at once returns without waiting (the holder publishes).
+-- When it published something it notifies iwd_events, so that every listener reads the new events.
+-- Returns the last published id.
+CREATE FUNCTION iwd.publish_events(max int DEFAULT 10000) RETURNS bigint
+LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE AS $$
+DECLARE
+    v_last bigint;
+BEGIN
+    IF max IS NULL OR max < 1 OR max > 100000 THEN
+        RAISE EXCEPTION 'max must be between 1 and 100000' USING ERRCODE = 'invalid_parameter_value',
+            DETAIL = format('It is %s.', coalesce(max::text, 'null'));
+    END IF;
+    IF NOT iwd._try_lock_publication() THEN
+        RETURN iwd.events_head();
+    END IF;
+    -- one statement, one snapshot: the webhooks that get deliveries are those visible with these events
+    WITH o AS (DELETE FROM iwd.event_outbox x
+               WHERE x.event_id IN (SELECT y.event_id FROM iwd.event_outbox y ORDER BY y.event_id LIMIT max)
+               RETURNING x.*),
+         f AS (INSERT INTO iwd.event_feed (id, event_id, type, task_id, at, doc)
+               SELECT nextval('iwd.event_feed_id_seq'), s.event_id, s.type, s.task_id, s.at, s.doc
+               FROM (SELECT * FROM o ORDER BY o.event_id) s
+               RETURNING id, type, task_id, doc),
+         d AS (INSERT INTO iwd.webhook_delivery (webhook, feed_id, task_id, type, created_at, next_attempt_at)
+               SELECT w.name, f.id, f.task_id, f.type, iwd.now(), iwd.now()
+               FROM f JOIN iwd.webhook w ON w.enabled AND f.id > w.from_feed_id
+                                            AND (w.events IS NULL OR f.type = ANY (w.events))
+                                            AND iwd._event_matches(w.filter, f.doc -> 'task'))
+    SELECT max(f.id) INTO v_last FROM f;
+    IF v_last IS NULL THEN
+        RETURN iwd.events_head();
+    END IF;
+    PERFORM pg_notify('iwd_events', v_last::text);
+    RETURN v_last;
+END $$;
+
+-- Delete up to "batch" feed events published longer than iwd.event_retention ago (never the last one: it
+-- holds the head; never one a pending delivery still has to send) and as many settled deliveries older
+-- than that; returns how many rows went. The scheduler worker calls it on its passes.
+CREATE FUNCTION iwd._expire_events(batch int) RETURNS bigint
+LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE AS $$
+DECLARE
+    v_before timestamptz := now() - coalesce(current_setting('iwd.event_retention', true), '7 days')::interval;
+    v_feed bigint;
+    v_deliveries bigint;
+BEGIN
+    WITH c AS (SELECT f.id FROM iwd.event_feed f
+               WHERE f.published_at < v_before AND f.id < (SELECT max(l.id) FROM iwd.event_feed l)
+                 AND NOT EXISTS (SELECT 1 FROM iwd.webhook_delivery d WHERE d.feed_id = f.id AND d.status = 'pending')
+               ORDER BY f.published_at LIMIT batch)
+    DELETE FROM iwd.event_feed f USING c WHERE f.id = c.id;
+    GET DIAGNOSTICS v_feed = ROW_COUNT;
+    WITH c AS (SELECT d.id FROM iwd.webhook_delivery d
+               WHERE d.status <> 'pending' AND d.created_at < v_before ORDER BY d.created_at LIMIT batch)
+    DELETE FROM iwd.webhook_delivery d USING c WHERE d.id = c.id;
+    GET DIAGNOSTICS v_deliveries = ROW_COUNT;
+    RETURN v_feed + v_deliveries;
+END $$;
+
+-- ---------------------------------------------------------------------------------------------
+-- Reading the feed
+-- ---------------------------------------------------------------------------------------------
+
+-- Up to "lim" (1 to 1000) events published after id "after", oldest first, of the given types (NULL: all)
+-- whose task document matches the filter (the keys of the GET /tasks filters):
+-- {"events": [event documents], "next": the last id returned, or "after" when none}. An "after" older than
+-- the feed keeps (iwd.event_retention) continues from the oldest event kept.
+CREATE FUNCTION iwd.events_after(after bigint, lim int DEFAULT 100, types text[] DEFAULT NULL,
+                                 filter jsonb DEFAULT '{}') RETURNS jsonb
+LANGUAGE plpgsql STABLE CALLED ON NULL INPUT PARALLEL SAFE AS $$
+DECLARE
+    v_types text[] := iwd._check_event_types(types, 'types');
+    v_filter jsonb := iwd._event_filter(filter, 'filter');
+    v_events jsonb;
+    v_next bigint;
+BEGIN
+    IF after IS NULL OR after < 0 THEN
+        RAISE EXCEPTION 'after must be an event id (0 or more)' USING ERRCODE = 'invalid_parameter_value',
+            DETAIL = format('It is %s.', coalesce(after::text, 'null'));
+    END IF;
+    PERFORM iwd._check_limit(lim);
+    SELECT coalesce(jsonb_agg(jsonb_build_object('id', e.id) || e.doc ORDER BY e.id), '[]'), max(e.id)
+    INTO v_events, v_next
+    FROM (SELECT f.id, f.doc FROM iwd.event_feed f
+          WHERE f.id > after AND (v_types IS NULL OR f.type = ANY (v_types))
+            AND iwd._event_matches(v_filter, f.doc -> 'task')
+          ORDER BY f.id LIMIT lim) e;
+    RETURN jsonb_build_object('events', v_events, 'next', coalesce(v_next, after));
+END $$;
+
+-- ---------------------------------------------------------------------------------------------
+-- Deliveries
+-- ---------------------------------------------------------------------------------------------
+
+-- Claim up to "lim" (1 to 1000) due deliveries for "owner" (a sidecar replica's id) for "lease" (1 s to
+-- 1 h): pending, due, not leased (or the lease ran out), of an enabled webhook, and the oldest pending
+-- delivery of its (webhook, task), so that one endpoint gets one task's events in order, one at a time.
+-- Concurrent claimers skip each other's rows. body: the exact text to POST (the event document).
+-- SECURITY DEFINER: it returns the webhook's secret, which its callers cannot read (sql/security.sql).
+CREATE FUNCTION iwd.claim_deliveries(owner text, lim int DEFAULT 32, lease interval DEFAULT '60 s')
+RETURNS TABLE (id uuid, webhook text, url text, secret text, feed_id bigint, type text, body text)
+LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE SECURITY DEFINER AS $$
+DECLARE
+    v_now timestamptz := iwd.now();
+BEGIN
+    IF owner IS NULL OR owner = '' OR octet_length(owner) > 256 THEN
+        RAISE EXCEPTION 'owner must be a non-empty string of at most 256 bytes' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM iwd._check_limit(lim);
+    IF lease IS NULL OR lease < interval '1 s' OR lease > interval '1 h' THEN
+        RAISE EXCEPTION 'lease must be between 1 second and 1 hour' USING ERRCODE = 'invalid_parameter_value',
+            DETAIL = format('It is %s.', coalesce(lease::text, 'null'));
+    END IF;
+    RETURN QUERY
+    WITH c AS (SELECT d.id FROM iwd.webhook_delivery d JOIN iwd.webhook w ON w.name = d.webhook
+               WHERE d.status = 'pending' AND d.next_attempt_at <= v_now AND w.enabled
+                 AND (d.lease_until IS NULL OR d.lease_until <= v_now)
+                 AND NOT EXISTS (SELECT 1 FROM iwd.webhook_delivery o
+                                 WHERE o.webhook = d.webhook AND o.task_id = d.task_id AND o.status = 'pending'
+                                   AND o.feed_id < d.feed_id)
+               ORDER BY d.next_attempt_at, d.feed_id LIMIT lim
+               FOR UPDATE OF d SKIP LOCKED),
+         u AS (UPDATE iwd.webhook_delivery d SET lease_owner = owner, lease_until = v_now + lease
+               FROM c WHERE d.id = c.id
+               RETURNING d.id, d.webhook, d.feed_id, d.type, d.next_attempt_at)
+    SELECT u.id, u.webhook, w.url, w.secret, u.feed_id, u.type, (jsonb_build_object('id', f.id) || f.doc)::text
+    FROM u JOIN iwd.webhook w ON w.name = u.webhook JOIN iwd.event_feed f ON f.id = u.feed_id
+    ORDER BY u.next_attempt_at, u.feed_id;
+END $$;
+REVOKE EXECUTE ON FUNCTION iwd.claim_deliveries(text, int, interval) FROM PUBLIC;
+
+-- The delivery in the REST shape.
+CREATE FUNCTION iwd.delivery_json(d iwd.webhook_delivery) RETURNS jsonb
+LANGUAGE sql STABLE CALLED ON NULL INPUT PARALLEL SAFE AS $$
+    SELECT jsonb_build_object('id', d.id, 'eventId', d.feed_id, 'type', d.type, 'taskId', d.task_id,
+                              'status', d.status, 'attempts', d.attempts,
+                              'lastAttemptAt', iwd._ts(d.last_attempt_at), 'lastStatus', d.last_status,
+                              'lastError', d.last_error,
+                              'nextAttemptAt', CASE WHEN d.status = 'pending' THEN iwd._ts(d.next_attempt_at) END)
+$$;
+
+-- Record an attempt of a delivery claimed by "owner": a 2xx http_status delivers it; anything else (or NULL:
+-- no answer, "error" says why) schedules the next attempt 1 s x 2^(attempts - 1) later (at most 10 min), or
+-- fails it once iwd.webhook_retry_for has passed since its creation (or its last manual retry). Releases
+-- the lease. Returns the new status, or 'lost' when the delivery is no longer this owner's.
+CREATE FUNCTION iwd.finish_delivery(id uuid, owner text, http_status int, error text) RETURNS text
+LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE AS $$
+DECLARE
+    v_now timestamptz := iwd.now();
+    v_retry_for interval := coalesce(current_setting('iwd.webhook_retry_for', true), '24 hours')::interval;
+    d iwd.webhook_delivery;
+BEGIN
+    IF http_status IS NOT NULL AND (http_status < 100 OR http_status > 599) THEN
+        RAISE EXCEPTION 'http_status must be an HTTP status code (100 to 599)' USING ERRCODE = 'invalid_parameter_value',
+            DETAIL = format('It is %s.', http_status);
+    END IF;
+    SELECT x.* INTO d FROM iwd.webhook_delivery x WHERE x.id = finish_delivery.id FOR UPDATE;
+    IF NOT FOUND OR d.status <> 'pending' OR d.lease_owner IS DISTINCT FROM owner THEN
+        RETURN 'lost';
+    END IF;
+    d.attempts := d.attempts + 1;
+    d.last_attempt_at := v_now;
+    d.last_status := http_status;
+    d.last_error := left(error, 1024);
+    IF http_status BETWEEN 200 AND 299 THEN
+        d.status := 'delivered';
+        d.next_attempt_at := NULL;
+    ELSIF v_now >= coalesce(d.retried_at, d.created_at) + v_retry_for THEN
+        d.status := 'failed';
+        d.next_attempt_at := NULL;
+    ELSE
+        d.next_attempt_at := v_now + least(interval '1 s' * power(2, least(d.attempts - 1, 20)), interval '10 min');
+    END IF;
+    UPDATE iwd.webhook_delivery x
+    SET status = d.status, attempts = d.attempts, last_attempt_at = d.last_attempt_at, last_status = d.last_status,
+        last_error = d.last_error, next_attempt_at = d.next_attempt_at, lease_owner = NULL, lease_until = NULL
+    WHERE x.id = d.id;
+    RETURN d.status;
+END $$;
+
+-- A webhook's deliveries, newest first, optionally of one status, "lim" (1 to 1000) per page:
+-- {"deliveries": [...], "next": the cursor of the next page, or null after the last}. P0002 for an
+-- unknown webhook, 22023 for an unknown status or a malformed cursor.
+CREATE FUNCTION iwd.webhook_deliveries(name text, status text DEFAULT NULL, lim int DEFAULT 100,
+                                       cursor text DEFAULT NULL) RETURNS jsonb
+LANGUAGE plpgsql STABLE CALLED ON NULL INPUT PARALLEL SAFE AS $$
+DECLARE
+    v_before bigint;
+    v_page jsonb;
+    v_count int;
+    v_last bigint;
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM iwd.webhook w WHERE w.name = webhook_deliveries.name) THEN
+        PERFORM iwd._not_found('webhook', name);
+    END IF;
+    IF status IS NOT NULL AND status NOT IN ('pending', 'delivered', 'failed') THEN
+        RAISE EXCEPTION 'unknown delivery status "%"', status USING ERRCODE = 'invalid_parameter_value',
+            DETAIL = 'Statuses: pending, delivered, failed.';
+    END IF;
+    PERFORM iwd._check_limit(lim);
+    IF cursor IS NOT NULL THEN
+        IF cursor !~ '^[0-9]{1,18}$' THEN
+            RAISE EXCEPTION 'malformed deliveries cursor' USING ERRCODE = 'invalid_parameter_value',
+                DETAIL = 'Pass the "next" value of the previous page unchanged.';
+        END IF;
+        v_before := cursor::bigint;
+    END IF;
+    SELECT coalesce(jsonb_agg(iwd.delivery_json(p) ORDER BY p.feed_id DESC), '[]'), count(*), min(p.feed_id)
+    INTO v_page, v_count, v_last
+    FROM (SELECT d.* FROM iwd.webhook_delivery d
+          WHERE d.webhook = webhook_deliveries.name AND (v_before IS NULL OR d.feed_id < v_before)
+            AND (webhook_deliveries.status IS NULL OR d.status = webhook_deliveries.status)
+          ORDER BY d.feed_id DESC LIMIT lim) p;
+    RETURN jsonb_build_object('deliveries', v_page, 'next', CASE WHEN v_count = lim THEN v_last::text END);
+END $$;
+
+-- Make a failed (or pending) delivery pending and due now, with a new retry window; P0002 when the
+-- webhook or the delivery is unknown, 55000 when it was delivered. Returns the delivery.
+CREATE FUNCTION iwd.retry_delivery(name text, id uuid) RETURNS jsonb
+LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE AS $$
+DECLARE
+    v_now timestamptz := iwd.now();
+    d iwd.webhook_delivery;
+BEGIN
+    SELECT x.* INTO d FROM iwd.webhook_delivery x
+    WHERE x.webhook = retry_delivery.name AND x.id = retry_delivery.id FOR UPDATE;
+    IF NOT FOUND THEN
+        IF NOT EXISTS (SELECT 1 FROM iwd.webhook w WHERE w.name = retry_delivery.name) THEN
+            PERFORM iwd._not_found('webhook', name);
+        END IF;
+        PERFORM iwd._not_found('delivery', coalesce(id::text, 'null'));
+    END IF;
+    IF d.status = 'delivered' THEN
+        RAISE EXCEPTION 'delivery % was delivered', id USING ERRCODE = 'object_not_in_prerequisite_state',
+            DETAIL = 'Only a failed or pending delivery can be retried.';
+    END IF;
+    UPDATE iwd.webhook_delivery x SET status = 'pending', next_attempt_at = v_now, retried_at = v_now
+    WHERE x.id = d.id RETURNING x.* INTO d;
+    RETURN iwd.delivery_json(d);
+END $$;
+
+-- The pending deliveries of every webhook (the sidecar's iwd_webhook_pending metric).
+CREATE FUNCTION iwd.webhook_stats() RETURNS TABLE (webhook text, pending bigint)
+LANGUAGE sql STABLE CALLED ON NULL INPUT PARALLEL SAFE AS $$
+    SELECT w.name, count(d.id) FROM iwd.webhook w
+    LEFT JOIN iwd.webhook_delivery d ON d.webhook = w.name AND d.status = 'pending'
+    GROUP BY w.name ORDER BY w.name
+$$;
+
+-- Logical backups keep the tenant's events, webhooks and deliveries (see sql/iwd.sql).
+DO $$
+DECLARE
+    t text;
+BEGIN
+    FOREACH t IN ARRAY ARRAY['iwd.event_outbox', 'iwd.event_feed', 'iwd.event_feed_id_seq', 'iwd.webhook',
+                             'iwd.webhook_delivery'] LOOP
+        PERFORM pg_catalog.pg_extension_config_dump(t::regclass, '');
+    END LOOP;
+END $$;
