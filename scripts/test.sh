@@ -34,6 +34,7 @@ run_suite extension-calls scripts/check-extension-calls.sh
 run_suite dist scripts/dist-check.sh
 run_suite regress scripts/regress.sh
 run_suite upgrade scripts/test-upgrade.sh
+[ -x scripts/test-run.sh ] && run_suite run scripts/test-run.sh
 [ -x scripts/test-worker.sh ] && run_suite worker scripts/test-worker.sh
 [ -x scripts/test-density.sh ] && run_suite density scripts/test-density.sh
 [ -x sidecar/tests/run.sh ] && run_suite sidecar sidecar/tests/run.sh
