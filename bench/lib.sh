@@ -1,4 +1,4 @@
-# shellcheck shell=bash
+# shellcheck shell=bash disable=SC2034 # (its variables are for the benchmarks)
 # Shared by the benchmark scripts: a throwaway PostgreSQL cluster that preloads iwd, from scripts/lib.sh.
 #   start_cluster NAME PORT [postgresql.conf lines...]
 # sets $work (the cluster's directory, also its socket directory, removed on exit; PORT empty: a free

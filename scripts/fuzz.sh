@@ -15,7 +15,7 @@
 # total, then "fuzz: N passed, M failed".
 set -uo pipefail
 caller=$(pwd)
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 top=$(pwd)
 mode=${1:-short}
 case "$mode" in
@@ -35,6 +35,7 @@ if [ "$mode" = replay ]; then
     for f in "${@:3}"; do [[ "$f" = /* ]] && replay_files+=("$f") || replay_files+=("$caller/$f"); done
 fi
 suite=fuzz
+# shellcheck source=lib.sh
 . scripts/lib.sh
 work=$(work_dir fuzz)
 total_execs=0

@@ -1,4 +1,4 @@
-# shellcheck shell=bash
+# shellcheck shell=bash disable=SC2034,SC2154 # (its variables are for the scripts that source it, $suite theirs)
 # Shared by make run, the test suites and the benchmarks (sourced, not run): the PostgreSQL programs of
 # $PG_CONFIG, free loopback ports, a throwaway cluster preloading iwd, a redis-server, the sidecar, and
 # the check helpers with the result line "SUITE: N passed, M failed".

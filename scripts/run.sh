@@ -16,6 +16,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 top=$(pwd -P)
+# shellcheck source=lib.sh
 . scripts/lib.sh
 state="$top/.iwd"
 pg_port=${IWD_PG_PORT:-54320}

@@ -8,6 +8,7 @@
 # iwd.max_databases is logged and counted. Ends with "density: N passed, M failed".
 set -uo pipefail
 suite=density
+# shellcheck source=lib.sh
 . "$(dirname "$0")/lib.sh"
 pg_port=${IWD_DENSITY_PORT:-}
 tenants=${IWD_DENSITY_TENANTS:-80}

@@ -6,6 +6,7 @@
 # Ends with "run: N passed, M failed".
 set -uo pipefail
 suite=run
+# shellcheck source=lib.sh
 . "$(dirname "$0")/lib.sh"
 work=$(mktemp -d /tmp/iwd-run-test.XXXXXX) || fail_setup "no work directory"   # mode 0700: postgres stays out
 checkout="$work/iwd"

