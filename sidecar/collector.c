@@ -19,6 +19,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "pg.h"
+#include "server_slots.h"
 #include "tenant.h"
 #include "text.h"
 
@@ -227,6 +228,62 @@ static bool collect_tenant(collected_t *c, reading_t *r, char *why, size_t why_s
     return true;
 }
 
+/*
+ * iwd's pool of workers on each database server, as iwd.worker_stats() reports it (cluster-wide numbers):
+ * read through the connection of one tenant of the server whose gauges were just read, the next one when
+ * that fails (a login outside pg_monitor), at most POOL_ATTEMPTS_PER_SERVER per server and reading.
+ */
+#define POOL_ATTEMPTS_PER_SERVER 3
+static void collect_pools(iwd_text_t *out)
+{
+    static const char *const families[][2] = {
+        {"iwd_pool_workers_running", "iwd's workers running on the database server."},
+        {"iwd_pool_workers_max", "iwd.max_workers of the database server."},
+        {"iwd_pool_databases_waiting", "Databases with work due, waiting for a worker."},
+        {"iwd_pool_databases", "Databases with iwd served by the pool."},
+        {"iwd_pool_databases_over_limit", "Databases with iwd not served: beyond iwd.max_databases."},
+        {"iwd_pool_databases_max", "iwd.max_databases of the database server."},
+    };
+    iwd_text_t by_family[6];
+    char done[64][320], key[320], label[700];
+    int ndone = 0, attempts[64] = {0};
+
+    for (int f = 0; f < 6; f++)
+        by_family[f] = iwd_text_new(1);
+    for (collected_t *c = collected; c != NULL; c = c->next) {
+        int k;
+        PGresult *q;
+        if (c->conn == NULL || !iwd_slots_server_key(c->tenant.conninfo, key, sizeof(key)))
+            continue;
+        for (k = 0; k < ndone && strcmp(done[k], key) != 0; k++)
+            ;
+        if (k == ndone && ndone == 64)
+            continue; /* more servers than a reading covers: their pools are not exported */
+        if (k == ndone)
+            snprintf(done[ndone++], sizeof(done[0]), "%s", key);
+        if (attempts[k] < 0 || attempts[k]++ >= POOL_ATTEMPTS_PER_SERVER)
+            continue;
+        q = query_within(c->conn, c->tenant.ccid, "worker_stats",
+                         "SELECT s->>'running', s->>'maxWorkers', s->>'waiting', s->>'databases',"
+                         " s->>'databasesOverLimit', s->>'maxDatabases' FROM iwd.worker_stats() s",
+                         0, NULL, iwd_now_ms() + COLLECT_DEADLINE_MS);
+        if (q != NULL && PQresultStatus(q) == PGRES_TUPLES_OK && PQntuples(q) == 1) {
+            iwd_metrics_escape_label(key, label, sizeof(label));
+            for (int f = 0; f < 6; f++)
+                iwd_text_put(&by_family[f], "%s{server=\"%s\"} %s\n", families[f][0], label,
+                             PQgetisnull(q, 0, f) ? "0" : PQgetvalue(q, 0, f));
+            attempts[k] = -1;
+        }
+        if (q != NULL)
+            PQclear(q);
+    }
+    for (int f = 0; f < 6; f++) {
+        iwd_text_put(out, "# HELP %s %s\n# TYPE %s gauge\n%s", families[f][0], families[f][1], families[f][0],
+                     by_family[f].buf);
+        free(by_family[f].buf);
+    }
+}
+
 /* The registry's tenants with the iWD service, as registry entries; NULL when the control database fails. */
 static PGresult *registry_tenants(void)
 {
@@ -306,6 +363,10 @@ static char *collect(void)
                                              COLLECT_STATEMENT_TIMEOUT_MS);
             if (PQstatus(c->conn) == CONNECTION_OK) {
                 iwd_metrics_db(c->tenant.ccid, "connect", NULL, 0, true, false);
+                /* told apart from the API's sessions (the server cap counts those only) */
+                PQclear(query_within(c->conn, c->tenant.ccid, "application_name",
+                                     "SET application_name = 'iwd-sidecar-collector'", 0, NULL,
+                                     iwd_now_ms() + COLLECT_DEADLINE_MS));
             } else {
                 iwd_metrics_db(c->tenant.ccid, "connect", "08006", 0, false, false);
                 collect_failed(c, PQerrorMessage(c->conn));
@@ -338,6 +399,7 @@ static char *collect(void)
                      job_metrics[j].name, r.jobs[j].buf);
         free(r.jobs[j].buf);
     }
+    collect_pools(&out);
     for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++)
         free(all[i]->buf);
     return out.buf;

@@ -31,6 +31,10 @@
 #define DEFAULT_AUTH_FAILURE_LIMIT 30
 #define MAX_AUTH_FAILURE_LIMIT 100000
 #define MAX_WAITING 100000
+#define DEFAULT_PG_IDLE_TIMEOUT_S 60
+#define MAX_PG_IDLE_TIMEOUT_S 86400
+#define DEFAULT_PG_MAX_CONNECTIONS_PER_SERVER 20
+#define MAX_PG_CONNECTIONS_PER_SERVER 100000
 
 iwd_config_t iwd_conf;
 
@@ -75,6 +79,14 @@ static const char usage[] =
     "                                             database connection, per thread (default 32); beyond: 503\n"
     "  --waiting-calls-per-thread N IWD_WAITING_CALLS_PER_THREAD  calls of all tenants that may wait, per\n"
     "                                             thread (default 256); beyond: 503\n"
+    "  --pg-idle-timeout-s N  IWD_PG_IDLE_TIMEOUT_S  an idle tenant database connection is closed after N\n"
+    "                                             seconds (default 60)\n"
+    "  --pg-max-connections-per-server N IWD_PG_MAX_CONNECTIONS_PER_SERVER  tenant database connections to\n"
+    "                                             one PostgreSQL server (host and port), all threads and\n"
+    "                                             tenants together (default 20); at the cap a call waits for\n"
+    "                                             a connection, and an idle one of another tenant is closed\n"
+    "  --pg-prepare BOOL      IWD_PG_PREPARE      prepare each route's statement once per connection\n"
+    "                                             (default true; false behind PgBouncer in transaction mode)\n"
     "  --routes                                   list every route and exit\n"
     "  --help                                     this text\n";
 
@@ -192,6 +204,18 @@ static int apply(const char *name, const char *value)
         if ((n = parse_int(value, 1, MAX_WAITING)) < 0)
             goto invalid;
         iwd_conf.waiting_calls_per_thread = (int)n;
+    } else if (strcmp(name, "pg-idle-timeout-s") == 0) {
+        if ((n = parse_int(value, 1, MAX_PG_IDLE_TIMEOUT_S)) < 0)
+            goto invalid;
+        iwd_conf.pg_idle_timeout_s = (int)n;
+    } else if (strcmp(name, "pg-max-connections-per-server") == 0) {
+        if ((n = parse_int(value, 1, MAX_PG_CONNECTIONS_PER_SERVER)) < 0)
+            goto invalid;
+        iwd_conf.pg_max_connections_per_server = (int)n;
+    } else if (strcmp(name, "pg-prepare") == 0) {
+        if ((b = parse_bool(value)) < 0)
+            goto invalid;
+        iwd_conf.pg_prepare = b;
     }
     return IWD_OK;
 invalid:
@@ -217,6 +241,9 @@ int iwd_config_load(int argc, char **argv)
         {"waiting-calls-per-thread", "IWD_WAITING_CALLS_PER_THREAD"},
         {"secret-key", "IWD_SECRET_KEY"}, {"secret-key-previous", "IWD_SECRET_KEY_PREVIOUS"},
         {"auth-failure-limit", "IWD_AUTH_FAILURE_LIMIT"},
+        {"pg-idle-timeout-s", "IWD_PG_IDLE_TIMEOUT_S"},
+        {"pg-max-connections-per-server", "IWD_PG_MAX_CONNECTIONS_PER_SERVER"},
+        {"pg-prepare", "IWD_PG_PREPARE"},
     };
     static struct option options[] = {
         {"listen", required_argument, NULL, 0},         {"port", required_argument, NULL, 0},
@@ -232,6 +259,9 @@ int iwd_config_load(int argc, char **argv)
         {"waiting-calls-per-thread", required_argument, NULL, 0},
         {"secret-key", required_argument, NULL, 0}, {"secret-key-previous", required_argument, NULL, 0},
         {"auth-failure-limit", required_argument, NULL, 0},
+        {"pg-idle-timeout-s", required_argument, NULL, 0},
+        {"pg-max-connections-per-server", required_argument, NULL, 0},
+        {"pg-prepare", required_argument, NULL, 0},
         {"help", no_argument, NULL, 'h'},               {NULL, 0, NULL, 0},
     };
     int c, index;
@@ -245,7 +275,10 @@ int iwd_config_load(int argc, char **argv)
                               .lock_timeout_ms = DEFAULT_LOCK_TIMEOUT_MS,
                               .waiting_calls_per_tenant = DEFAULT_WAITING_PER_TENANT,
                               .waiting_calls_per_thread = DEFAULT_WAITING_PER_THREAD,
-                              .auth_failure_limit = DEFAULT_AUTH_FAILURE_LIMIT};
+                              .auth_failure_limit = DEFAULT_AUTH_FAILURE_LIMIT,
+                              .pg_idle_timeout_s = DEFAULT_PG_IDLE_TIMEOUT_S,
+                              .pg_max_connections_per_server = DEFAULT_PG_MAX_CONNECTIONS_PER_SERVER,
+                              .pg_prepare = true};
     for (size_t i = 0; i < sizeof(settings) / sizeof(settings[0]); i++)
         if (apply(settings[i].name, getenv(settings[i].env)) != IWD_OK)
             return IWD_ERR;

@@ -29,6 +29,9 @@ typedef struct iwd_config {
     int lock_timeout_ms;
     int waiting_calls_per_tenant; /* SQL calls of one tenant that may wait for a connection, per thread */
     int waiting_calls_per_thread; /* SQL calls of all tenants that may wait for a connection, per thread */
+    int pg_idle_timeout_s;        /* an idle tenant connection is closed after this */
+    int pg_max_connections_per_server; /* tenant connections to one database server, all threads */
+    bool pg_prepare;              /* prepare each route's statement once per connection (off behind PgBouncer) */
 } iwd_config_t;
 
 /* The configuration, set once by iwd_config_load before any thread starts and read-only afterwards. */

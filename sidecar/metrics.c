@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "metrics.h"
+#include "server_slots.h"
 #include "text.h"
 
 #define MAX_SERIES 4096
@@ -387,9 +388,13 @@ void iwd_metrics_set_tenant_families(char *text)
 char *iwd_metrics_render(size_t *len)
 {
     iwd_text_t t = iwd_text_new(16384);
+    char *slots;
 
     render_series(&t);
     render_process(&t);
+    slots = iwd_slots_metrics();
+    iwd_text_put(&t, "%s", slots);
+    free(slots);
     pthread_mutex_lock(&tenant_families.lock);
     if (tenant_families.text != NULL)
         iwd_text_put(&t, "%s", tenant_families.text);

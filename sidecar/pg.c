@@ -9,13 +9,23 @@
  * up only its own tenant's calls, never the loop. Nothing else waits for a server either: the loop's
  * connections are non-blocking, statements are prepared through the loop, and a call the server never
  * answers ends at a deadline of the loop.
+ *
+ * Connections scale with active tenants: one idle for IWD_PG_IDLE_TIMEOUT_S is closed by a timer of the
+ * loop, and every tenant connection holds a slot of its database server (server_slots.h), at most
+ * IWD_PG_MAX_CONNECTIONS_PER_SERVER for all threads. A call that finds no slot waits in its thread's queue
+ * (bounded like any waiting call, and for at most IWD_STATEMENT_TIMEOUT_MS); waiting marks idle
+ * connections of other tenants of the server, least recently used first, to be closed by their threads.
+ * A slot freed anywhere is granted to a waiting thread, whose loop is woken by a message (slot_waker_t):
+ * it closes its marked connections and opens connections for its waiting calls with the slots it holds.
  */
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "answer.h"
@@ -30,6 +40,7 @@
 #define DEFAULT_CONNECT_TIMEOUT_S 5
 #define CALL_DEADLINE_GRACE_MS 5000 /* past the statement timeout, the server is taken for gone */
 #define FLUSH_TICK_MS 10            /* a call libpq could not write at once is written on this often */
+#define LINGER_MS 1000              /* longest a closed connection's slot waits for its server to end the session */
 
 /* Server notices (e.g. "extension already exists, skipping") are not errors: keep them out of the log. */
 static void ignore_notice(void *arg, const char *message)
@@ -140,8 +151,30 @@ struct iwd_pg_pending {
     bool retried;
     char command[64];
     double sent_ms;
+    iwd_thread_t *thread;
+    iwd_server_t *slot_server;      /* waiting for a slot of this server (server_slots.h); NULL otherwise */
+    bool slot_claimed;              /* given a slot in this round of claim_slots, its connection not yet started */
+    h2o_timeout_entry_t wait_deadline; /* while waiting: answered 503 after IWD_STATEMENT_TIMEOUT_MS */
     iwd_pg_pending_t *next;
 };
+
+/*
+ * A worker thread's end of the server slots: the message that wakes its loop when a slot is granted to
+ * it or one of its idle connections is to be closed (one in flight at a time: woken), and the timeouts
+ * of its idle connections and waiting calls.
+ */
+typedef struct slot_waker {
+    iwd_thread_t *thread;
+    h2o_multithread_receiver_t receiver;
+    h2o_multithread_message_t message;
+    atomic_bool woken;
+    h2o_timeout_t idle;
+    h2o_timeout_t wait;
+    h2o_timeout_t linger;
+} slot_waker_t;
+
+static slot_waker_t wakers[IWD_SLOTS_MAX_THREADS];
+static bool shutting_down; /* iwd_pg_close_all: the loops have stopped, nothing lingers */
 
 static void fail_pending(iwd_pg_pending_t *pending, int status, const char *message);
 
@@ -159,6 +192,8 @@ static iwd_call_t *detach(iwd_pg_pending_t *pending)
 static void pending_free(iwd_pg_pending_t *pending)
 {
     detach(pending);
+    if (h2o_timeout_is_linked(&pending->wait_deadline))
+        h2o_timeout_unlink(&pending->wait_deadline);
     for (int i = 0; i < pending->nparams; i++)
         free(pending->values[i]);
     free(pending);
@@ -175,6 +210,65 @@ static void unwatch(iwd_tenant_conn_t *tc)
         return;
     h2o_socket_close(tc->sock);
     tc->sock = NULL;
+}
+
+/*
+ * A closed connection's slot is released once its server has ended the session (end of file on the
+ * socket the loop watched, which outlives libpq's descriptor), so that the server never counts more of
+ * the sidecar's sessions than the cap, not even while a backend exits; after LINGER_MS at most.
+ */
+typedef struct lingering {
+    h2o_socket_t *sock;
+    iwd_server_t *server;
+    h2o_timeout_entry_t timer;
+} lingering_t;
+
+static void linger_done(lingering_t *l)
+{
+    if (h2o_timeout_is_linked(&l->timer))
+        h2o_timeout_unlink(&l->timer);
+    h2o_socket_close(l->sock);
+    iwd_slots_release(l->server);
+    free(l);
+}
+
+static void on_linger_readable(h2o_socket_t *sock, const char *err)
+{
+    char discard[512];
+    ssize_t n = err != NULL ? 0 : recv(h2o_socket_get_fd(sock), discard, sizeof(discard), MSG_DONTWAIT);
+
+    if (n > 0 || (n < 0 && (errno == EAGAIN || errno == EINTR)))
+        return;
+    linger_done(sock->data); /* end of file, or the connection is gone */
+}
+
+static void on_linger_timeout(h2o_timeout_entry_t *entry)
+{
+    linger_done(H2O_STRUCT_FROM_MEMBER(lingering_t, timer, entry));
+}
+
+/* Close the connection's session and release its slot once the server has ended it (see lingering_t). */
+static void finish_session(iwd_tenant_conn_t *tc)
+{
+    lingering_t *l;
+
+    if (tc->sock == NULL || tc->slot.server == NULL || shutting_down) {
+        unwatch(tc);
+        PQfinish(tc->conn);
+        if (tc->slot.server != NULL)
+            iwd_slots_release(tc->slot.server);
+        return;
+    }
+    l = calloc(1, sizeof(*l));
+    l->sock = tc->sock;
+    l->server = tc->slot.server;
+    tc->sock = NULL;
+    l->sock->data = l;
+    h2o_socket_read_stop(l->sock);
+    h2o_socket_read_start(l->sock, on_linger_readable);
+    l->timer.cb = on_linger_timeout;
+    h2o_timeout_link(tc->thread->ctx.loop, &wakers[tc->thread->index].linger, &l->timer);
+    PQfinish(tc->conn);
 }
 
 /* Take a tenant connection out of the thread's list. */
@@ -199,6 +293,9 @@ static void close_conn(iwd_thread_t *thread, iwd_tenant_conn_t *gone)
         gone->abandoned = true;
         return;
     }
+    if (h2o_timeout_is_linked(&gone->idle_timer))
+        h2o_timeout_unlink(&gone->idle_timer);
+    iwd_slots_forget(&gone->slot);
     if (gone->running != NULL)
         fail_pending(gone->running, 503, "the tenant database connection was closed");
     gone->running = NULL;
@@ -208,8 +305,7 @@ static void close_conn(iwd_thread_t *thread, iwd_tenant_conn_t *gone)
         h2o_timeout_unlink(&gone->flush_tick);
     if (gone->result != NULL)
         PQclear(gone->result);
-    unwatch(gone);
-    PQfinish(gone->conn);
+    finish_session(gone);
     iwd_metrics_db(gone->ccid, "disconnect", NULL, 0, false, true);
     free(gone);
 }
@@ -281,6 +377,8 @@ static void on_connected(h2o_multithread_receiver_t *receiver, h2o_linklist_t *m
         tc->connecting = false;
         if (tc->abandoned) {
             PQfinish(conn);
+            if (tc->slot.server != NULL)
+                iwd_slots_release(tc->slot.server);
             free(tc);
             continue;
         }
@@ -288,6 +386,8 @@ static void on_connected(h2o_multithread_receiver_t *receiver, h2o_linklist_t *m
             iwd_log(IWD_LOG_WARN, "database connection failed", "%s: %s", tc->ccid, PQerrorMessage(conn));
             iwd_metrics_db(tc->ccid, "connect", "08006", 0, false, false);
             PQfinish(conn);
+            if (tc->slot.server != NULL)
+                iwd_slots_release(tc->slot.server);
             unlink_conn(thread, tc);
             for (other = thread->tenants; other != NULL; other = other->next)
                 others |= strcmp(other->ccid, tc->ccid) == 0;
@@ -308,11 +408,11 @@ static void on_connected(h2o_multithread_receiver_t *receiver, h2o_linklist_t *m
 }
 
 /*
- * Have a connector thread open a new connection to the tenant's database for this thread: the entry is
- * in the thread's list at once (connecting), the connection comes through on_connected. IWD_ERR when no
- * thread can be started.
+ * Have a connector thread open a new connection to the tenant's database for this thread, on a slot of
+ * its server (NULL: one without a slot): the entry is in the thread's list at once (connecting), the
+ * connection comes through on_connected. IWD_ERR when no thread can be started (the slot is released).
  */
-static int start_connect(iwd_thread_t *thread, const iwd_tenant_t *tenant)
+static int start_connect(iwd_thread_t *thread, const iwd_tenant_t *tenant, iwd_server_t *server)
 {
     iwd_tenant_conn_t *tc = calloc(1, sizeof(*tc));
     connect_job_t *job = calloc(1, sizeof(*job));
@@ -324,6 +424,8 @@ static int start_connect(iwd_thread_t *thread, const iwd_tenant_t *tenant)
     snprintf(tc->conninfo, sizeof(tc->conninfo), "%s", tenant->conninfo);
     tc->thread = thread;
     tc->connecting = true;
+    tc->slot.server = server;
+    tc->slot.thread = thread->index;
     job->receiver = &thread->pg_connected;
     job->tc = tc;
     pthread_attr_init(&attr);
@@ -334,6 +436,8 @@ static int start_connect(iwd_thread_t *thread, const iwd_tenant_t *tenant)
         iwd_log(IWD_LOG_ERROR, "cannot start a connector thread", "%s: %s", tenant->ccid, strerror(rc));
         free(job);
         free(tc);
+        if (server != NULL)
+            iwd_slots_release(server);
         return IWD_ERR;
     }
     tc->next = thread->tenants;
@@ -345,17 +449,20 @@ static int start_connect(iwd_thread_t *thread, const iwd_tenant_t *tenant)
 /*
  * An idle connection to the tenant's database. From a worker thread (sync false) the loop never waits
  * for a connection to be established: NULL with *busy set when the call must wait, because the thread's
- * IWD_PG_CONNS_PER_TENANT connections to the tenant are in use or a new one is being opened for it;
- * NULL with *busy clear when none can be had. A thread without a loop (sync true) gets a new
- * connection at once, beyond the bound.
+ * IWD_PG_CONNS_PER_TENANT connections to the tenant are in use, a new one is being opened for it, or
+ * (*slot_wait set to the server) its database server has no free slot; NULL with *busy clear when none
+ * can be had. A thread without a loop (sync true) gets a new connection at once, outside the slots.
  */
-static iwd_tenant_conn_t *idle_conn(iwd_thread_t *thread, const iwd_tenant_t *tenant, bool sync, bool *busy)
+static iwd_tenant_conn_t *idle_conn(iwd_thread_t *thread, const iwd_tenant_t *tenant, bool sync, bool *busy,
+                                    iwd_server_t **slot_wait)
 {
     iwd_tenant_conn_t *tc, *next;
+    iwd_server_t *server;
     PGconn *conn;
     int in_use = 0;
 
     *busy = false;
+    *slot_wait = NULL;
     for (tc = thread->tenants; tc != NULL; tc = next) {
         next = tc->next;
         if (strcmp(tc->ccid, tenant->ccid) != 0)
@@ -368,6 +475,10 @@ static iwd_tenant_conn_t *idle_conn(iwd_thread_t *thread, const iwd_tenant_t *te
         }
         if (tc->running != NULL || tc->connecting) {
             in_use++;
+            continue;
+        }
+        if (!sync && !iwd_slots_take(&tc->slot)) {
+            close_conn(thread, tc); /* its slot is wanted by a call of another tenant */
             continue;
         }
         if (PQstatus(tc->conn) != CONNECTION_OK && !sync) {
@@ -390,11 +501,18 @@ static iwd_tenant_conn_t *idle_conn(iwd_thread_t *thread, const iwd_tenant_t *te
     if (thread->tenant_conns >= MAX_TENANT_CONNS_PER_THREAD)
         return NULL;
     if (!sync) {
-        *busy = start_connect(thread, tenant) == IWD_OK;
+        server = iwd_slots_server(tenant->conninfo);
+        if (server != NULL && !iwd_slots_acquire(server, thread->index)) {
+            *busy = true;
+            *slot_wait = server;
+            return NULL;
+        }
+        *busy = start_connect(thread, tenant, server) == IWD_OK;
         return NULL;
     }
     if ((conn = connect_db(tenant->conninfo, tenant->ccid)) == NULL)
         return NULL;
+    PQclear(PQexec(conn, "SET application_name = 'iwd-sidecar-push'")); /* apart from the API's sessions */
     tc = calloc(1, sizeof(*tc));
     snprintf(tc->ccid, sizeof(tc->ccid), "%s", tenant->ccid);
     snprintf(tc->conninfo, sizeof(tc->conninfo), "%s", tenant->conninfo);
@@ -409,7 +527,8 @@ static iwd_tenant_conn_t *idle_conn(iwd_thread_t *thread, const iwd_tenant_t *te
 PGconn *iwd_pg_tenant(iwd_thread_t *thread, const iwd_tenant_t *tenant)
 {
     bool busy;
-    iwd_tenant_conn_t *tc = idle_conn(thread, tenant, true, &busy);
+    iwd_server_t *slot_wait;
+    iwd_tenant_conn_t *tc = idle_conn(thread, tenant, true, &busy, &slot_wait);
 
     return tc != NULL ? tc->conn : NULL;
 }
@@ -444,18 +563,51 @@ static void fail_waiting(iwd_thread_t *thread, const char *ccid, int status, con
     thread->waiting_tail = p;
 }
 
-/* Close every connection of the thread (at shutdown: its loop has stopped, nothing is answered). */
-/* A worker thread's share of this file: where connector threads report, the deadline of its calls. */
+/* Wake a worker thread's loop for its slots (server_slots.h); from any thread. */
+static void wake_for_slots(int index)
+{
+    slot_waker_t *w = &wakers[index];
+
+    if (w->thread != NULL && !atomic_exchange(&w->woken, true))
+        h2o_multithread_send_message(&w->receiver, &w->message);
+}
+
+static void on_slots_wake(h2o_multithread_receiver_t *receiver, h2o_linklist_t *messages);
+static void on_idle_timeout(h2o_timeout_entry_t *entry);
+static void on_wait_deadline(h2o_timeout_entry_t *entry);
+
+static pthread_once_t slots_once = PTHREAD_ONCE_INIT;
+
+static void slots_setup(void)
+{
+    iwd_slots_init(iwd_conf.pg_max_connections_per_server, wake_for_slots);
+}
+
+/*
+ * A worker thread's share of this file: where connector threads report, the deadline of its calls, its
+ * end of the server slots and the timeouts of its idle connections and waiting calls.
+ */
 void iwd_pg_thread_init(iwd_thread_t *thread)
 {
+    slot_waker_t *w = &wakers[thread->index];
+
+    pthread_once(&slots_once, slots_setup);
     h2o_multithread_register_receiver(thread->ctx.queue, &thread->pg_connected, on_connected);
     h2o_timeout_init(thread->ctx.loop, &thread->pg_call_deadline,
                      (uint64_t)iwd_conf.statement_timeout_ms + CALL_DEADLINE_GRACE_MS);
     h2o_timeout_init(thread->ctx.loop, &thread->pg_flush_tick, FLUSH_TICK_MS);
+    h2o_timeout_init(thread->ctx.loop, &w->idle, (uint64_t)iwd_conf.pg_idle_timeout_s * 1000);
+    h2o_timeout_init(thread->ctx.loop, &w->wait, (uint64_t)iwd_conf.statement_timeout_ms);
+    h2o_timeout_init(thread->ctx.loop, &w->linger, LINGER_MS);
+    h2o_multithread_register_receiver(thread->ctx.queue, &w->receiver, on_slots_wake);
+    w->thread = thread;
 }
+
+/* Close every connection of the thread (at shutdown: its loop has stopped, nothing is answered). */
 
 void iwd_pg_close_all(iwd_thread_t *thread)
 {
+    shutting_down = true;
     while (thread->waiting != NULL) {
         iwd_pg_pending_t *pending = thread->waiting;
         thread->waiting = pending->next;
@@ -522,6 +674,7 @@ static void on_request_gone(void *guard)
 }
 
 static void send_call(iwd_tenant_conn_t *tc, iwd_pg_pending_t *pending);
+static void claim_slots(iwd_thread_t *thread);
 static void run_prepared(iwd_tenant_conn_t *tc);
 static void on_result_ready(h2o_socket_t *sock, const char *err);
 
@@ -578,15 +731,16 @@ static int count_waiting(iwd_thread_t *thread, const char *ccid, int *of_tenant)
 }
 
 /*
- * Send a call on an idle connection of its tenant, queue it when all are in use, or answer 503. The
- * queue is bounded per tenant (so that one tenant's backlog leaves room for the others: each tenant has
- * its own connections, so a tenant's calls wait only behind its own) and per thread (each waiting call
- * holds its body); beyond either bound the call is refused at once, with Retry-After.
+ * Send a call on an idle connection of its tenant, queue it when all are in use or its server has no
+ * free slot, or answer 503. The queue is bounded per tenant (so that one tenant's backlog leaves room
+ * for the others) and per thread (each waiting call holds its body); beyond either bound the call is
+ * refused at once, with Retry-After. A queued call waits at most IWD_STATEMENT_TIMEOUT_MS.
  */
 static void dispatch(iwd_thread_t *thread, iwd_pg_pending_t *pending)
 {
     bool busy;
-    iwd_tenant_conn_t *tc = idle_conn(thread, &pending->call->tenant, false, &busy);
+    iwd_server_t *slot_wait;
+    iwd_tenant_conn_t *tc = idle_conn(thread, &pending->call->tenant, false, &busy, &slot_wait);
     int of_tenant, total;
 
     if (tc != NULL) {
@@ -604,9 +758,131 @@ static void dispatch(iwd_thread_t *thread, iwd_pg_pending_t *pending)
         pending->next = NULL;
         *thread->waiting_tail = pending;
         thread->waiting_tail = &pending->next;
+        pending->slot_server = slot_wait;
+        if (!h2o_timeout_is_linked(&pending->wait_deadline)) {
+            pending->wait_deadline.cb = on_wait_deadline;
+            h2o_timeout_link(thread->ctx.loop, &wakers[thread->index].wait, &pending->wait_deadline);
+        }
+        if (slot_wait != NULL)
+            claim_slots(thread);
     } else {
         fail_pending(pending, 503, "the tenant database is not reachable");
     }
+}
+
+/* The connections of the thread to a tenant, open or being opened. */
+static int conns_of(iwd_thread_t *thread, const char *ccid)
+{
+    int n = 0;
+
+    for (iwd_tenant_conn_t *tc = thread->tenants; tc != NULL; tc = tc->next)
+        n += strcmp(tc->ccid, ccid) == 0;
+    return n;
+}
+
+/*
+ * A round of the thread's calls waiting for a slot of their server: in queue order, each whose tenant
+ * may have another connection is given a slot (granted to the thread or free) or counted as a want of
+ * the server (server_slots.h); then, the slots' lock released, a connection is started for each call
+ * given a slot. The connection serves its tenant's first waiting call.
+ */
+static void claim_slots(iwd_thread_t *thread)
+{
+    iwd_pg_pending_t *pending;
+
+    iwd_slots_begin_wants(thread->index);
+    for (pending = thread->waiting; pending != NULL; pending = pending->next)
+        if (pending->call != NULL && pending->slot_server != NULL &&
+            conns_of(thread, pending->call->tenant.ccid) < IWD_PG_CONNS_PER_TENANT)
+            pending->slot_claimed = iwd_slots_claim(pending->slot_server, thread->index);
+    iwd_slots_end_wants(thread->index);
+    for (pending = thread->waiting; pending != NULL; pending = pending->next) {
+        iwd_server_t *server = pending->slot_server;
+        if (!pending->slot_claimed)
+            continue;
+        pending->slot_claimed = false;
+        pending->slot_server = NULL;
+        if (conns_of(thread, pending->call->tenant.ccid) >= IWD_PG_CONNS_PER_TENANT ||
+            thread->tenant_conns >= MAX_TENANT_CONNS_PER_THREAD)
+            iwd_slots_release(server); /* this round gave the tenant connections enough already */
+        else
+            start_connect(thread, &pending->call->tenant, server);
+    }
+}
+
+/*
+ * The thread is woken for its slots: it closes its idle connections marked for eviction (their slots go
+ * to the calls that wait, here or on another thread), then claims the slots granted to it.
+ */
+static void on_slots_wake(h2o_multithread_receiver_t *receiver, h2o_linklist_t *messages)
+{
+    slot_waker_t *w = H2O_STRUCT_FROM_MEMBER(slot_waker_t, receiver, receiver);
+    iwd_thread_t *thread = w->thread;
+    iwd_tenant_conn_t *tc, *next;
+
+    while (!h2o_linklist_is_empty(messages))
+        h2o_linklist_unlink(messages->next);
+    atomic_store(&w->woken, false);
+    for (tc = thread->tenants; tc != NULL; tc = next) {
+        next = tc->next;
+        if (!tc->connecting && tc->running == NULL && iwd_slots_evicting(&tc->slot))
+            close_conn(thread, tc);
+    }
+    claim_slots(thread);
+}
+
+/*
+ * A connection with no call to run: idle, closed after IWD_PG_IDLE_TIMEOUT_S unless used again; or
+ * closed at once when calls of another tenant wait for a slot of its server.
+ */
+static void rest(iwd_thread_t *thread, iwd_tenant_conn_t *tc)
+{
+    if (!iwd_slots_idle(&tc->slot)) {
+        close_conn(thread, tc);
+        return;
+    }
+    if (!h2o_timeout_is_linked(&tc->idle_timer)) {
+        tc->idle_timer.cb = on_idle_timeout;
+        h2o_timeout_link(thread->ctx.loop, &wakers[thread->index].idle, &tc->idle_timer);
+    }
+}
+
+static void on_idle_timeout(h2o_timeout_entry_t *entry)
+{
+    iwd_tenant_conn_t *tc = H2O_STRUCT_FROM_MEMBER(iwd_tenant_conn_t, idle_timer, entry);
+
+    if (tc->running != NULL || tc->connecting)
+        return;
+    if (tc->slot.server != NULL)
+        iwd_slots_count_idle_timeout(tc->slot.server);
+    close_conn(tc->thread, tc);
+}
+
+/*
+ * A call waited IWD_STATEMENT_TIMEOUT_MS for a connection (its tenant's were busy for that long, or its
+ * server had no free slot): it is answered 503 with Retry-After, and counted for its server.
+ */
+static void on_wait_deadline(h2o_timeout_entry_t *entry)
+{
+    iwd_pg_pending_t *pending = H2O_STRUCT_FROM_MEMBER(iwd_pg_pending_t, wait_deadline, entry);
+    iwd_thread_t *thread = pending->thread;
+    iwd_server_t *server = pending->slot_server;
+    iwd_pg_pending_t **p;
+
+    for (p = &thread->waiting; *p != NULL && *p != pending; p = &(*p)->next)
+        ;
+    if (*p == NULL)
+        return; /* not waiting (cannot happen: the deadline is unlinked when the call leaves the queue) */
+    *p = pending->next;
+    if (thread->waiting_tail == &pending->next)
+        thread->waiting_tail = p;
+    if (server == NULL && pending->call != NULL)
+        server = iwd_slots_server(pending->call->tenant.conninfo);
+    if (server != NULL && pending->call != NULL)
+        iwd_slots_count_wait_timeout(server);
+    fail_pending(pending, 503, "no connection to the tenant database became free in time; retry later");
+    if (server != NULL)
+        claim_slots(thread); /* the thread's wants, counted again */
 }
 
 /* Give a connection of the tenant (tc, or a new one when NULL) to the first call waiting for one. */
@@ -633,6 +909,8 @@ static void next_waiting(iwd_thread_t *thread, iwd_tenant_conn_t *tc, const char
             dispatch(thread, pending);
         return;
     }
+    if (tc != NULL)
+        rest(thread, tc);
 }
 
 /* A call's result is in, or its connection broke: answer it, or retry it once on a new connection. */
@@ -692,7 +970,7 @@ static void on_result_ready(h2o_socket_t *sock, const char *err)
             }
             complete(tc);
         } else
-            unwatch(tc); /* an idle connection the server closed: replaced on its next use */
+            close_conn(tc->thread, tc); /* an idle connection the server closed: its slot is free again */
         return;
     }
     if (tc->running == NULL) {
@@ -803,7 +1081,9 @@ static void on_call_deadline(h2o_timeout_entry_t *entry)
  * Send a call on an idle connection (non-blocking: see flush) and watch for its result. A fixed SQL
  * text of the route table is prepared on its first use on the connection, so that the server parses and
  * plans it once per connection rather than once per request; the preparation is sent like the call (its
- * answer comes through the loop, run_prepared sends the call).
+ * answer comes through the loop, run_prepared sends the call). With IWD_PG_PREPARE off (PgBouncer in
+ * transaction mode, where a prepared statement lives on a server connection the next call may not get),
+ * every call is sent as an unnamed statement.
  */
 static void send_call(iwd_tenant_conn_t *tc, iwd_pg_pending_t *pending)
 {
@@ -813,6 +1093,10 @@ static void send_call(iwd_tenant_conn_t *tc, iwd_pg_pending_t *pending)
 
     tc->running = pending;
     pending->sent_ms = iwd_now_ms_precise();
+    if (h2o_timeout_is_linked(&pending->wait_deadline))
+        h2o_timeout_unlink(&pending->wait_deadline);
+    if (h2o_timeout_is_linked(&tc->idle_timer))
+        h2o_timeout_unlink(&tc->idle_timer);
     tc->deadline.cb = on_call_deadline;
     h2o_timeout_link(tc->thread->ctx.loop, &tc->thread->pg_call_deadline, &tc->deadline);
     for (i = 0; i < tc->nprepared && tc->prepared[i] != pending->sql; i++)
@@ -820,7 +1104,7 @@ static void send_call(iwd_tenant_conn_t *tc, iwd_pg_pending_t *pending)
     snprintf(name, sizeof(name), "s%d", i);
     if (i < tc->nprepared) {
         sent = PQsendQueryPrepared(tc->conn, name, pending->nparams, values, NULL, NULL, 0);
-    } else if (i < IWD_PREPARED_MAX) {
+    } else if (i < IWD_PREPARED_MAX && iwd_conf.pg_prepare) {
         sent = PQsendPrepare(tc->conn, name, pending->sql, pending->nparams, NULL);
         tc->preparing = sent ? pending->sql : NULL;
     } else {
@@ -843,6 +1127,7 @@ int iwd_pg_call(iwd_call_t *call, const char *sql, int nparams, const char *cons
     if (nparams > PENDING_MAX_PARAMS)
         abort(); /* the route table never has more */
     pending->call = call;
+    pending->thread = call->thread;
     pending->guard = h2o_mem_alloc_shared(&call->req->pool, sizeof(*pending->guard), on_request_gone);
     *pending->guard = pending;
     pending->sql = sql;

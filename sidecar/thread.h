@@ -23,6 +23,7 @@
 #include <libpq-fe.h>
 
 #include "redis.h"
+#include "server_slots.h"
 #include "tenant.h"
 
 /* One connection to a tenant database, owned by one thread. */
@@ -44,6 +45,8 @@ typedef struct iwd_tenant_conn {
     h2o_timeout_entry_t flush_tick; /* the running call not yet written whole: write more soon */
     bool connecting;           /* being opened by a connector thread (pg.c); conn is NULL until then */
     bool abandoned;            /* closed while connecting: freed when the connector reports */
+    iwd_slot_conn_t slot;      /* its slot of the database server's cap, and its place among the idle ones */
+    h2o_timeout_entry_t idle_timer; /* closes it after IWD_PG_IDLE_TIMEOUT_S idle (pg.c) */
     struct iwd_tenant_conn *next;
 } iwd_tenant_conn_t;
 

@@ -80,7 +80,7 @@ for v in IWD_LISTEN IWD_PORT IWD_CONTROL_DB IWD_ADMIN_API_KEY IWD_REDIS_NODES IW
          IWD_REDIS_CLUSTER IWD_THREADS IWD_MAX_BODY_BYTES IWD_LOG_LEVEL IWD_PUSHGATEWAY_URL IWD_PUSH_INTERVAL \
          IWD_METRICS_TTL_MS IWD_METRICS_LISTEN IWD_METRICS_PORT IWD_STATEMENT_TIMEOUT_MS IWD_LOCK_TIMEOUT_MS \
          IWD_WAITING_CALLS_PER_TENANT IWD_WAITING_CALLS_PER_THREAD IWD_SECRET_KEY IWD_SECRET_KEY_PREVIOUS \
-         IWD_AUTH_FAILURE_LIMIT; do
+         IWD_AUTH_FAILURE_LIMIT IWD_PG_IDLE_TIMEOUT_S IWD_PG_MAX_CONNECTIONS_PER_SERVER IWD_PG_PREPARE; do
     grep -q "$v" <<<"$help" || missing="$missing $v"
 done
 check "--help documents every environment variable" "" "$missing"
@@ -91,7 +91,8 @@ for ttl in -1 0 x 3600001; do
     check "IWD_METRICS_TTL_MS=$ttl is refused" "2" "$?"
 done
 for setting in IWD_METRICS_PORT=65536 IWD_STATEMENT_TIMEOUT_MS=0 IWD_STATEMENT_TIMEOUT_MS=x IWD_LOCK_TIMEOUT_MS=99 \
-               IWD_WAITING_CALLS_PER_TENANT=0 IWD_WAITING_CALLS_PER_THREAD=-1; do
+               IWD_WAITING_CALLS_PER_TENANT=0 IWD_WAITING_CALLS_PER_THREAD=-1 IWD_PG_IDLE_TIMEOUT_S=0 \
+               IWD_PG_MAX_CONNECTIONS_PER_SERVER=0 IWD_PG_MAX_CONNECTIONS_PER_SERVER=x IWD_PG_PREPARE=maybe; do
     env "$setting" IWD_CONTROL_DB=x IWD_ADMIN_API_KEY=$admin_key ./iwd-sidecar-asan >/dev/null 2>&1
     check "$setting is refused" "2" "$?"
 done
@@ -860,6 +861,135 @@ check "a call that waits for a lock past IWD_LOCK_TIMEOUT_MS: 503 in JSON" "503 
 check_match "its message says why" "lock timeout" "$(json .status.message)"
 check "with Retry-After" "1" "$(grep -ci '^retry-after: 1' "$work/headers")"
 wait "$lock_pid"
+restart_with
+
+# --- connections per database server: a cap shared by every thread, waiting, eviction, idle timeout -----
+# Six tenants of their own (d1..d6) on the one server; a sampler counts the sidecar's API sessions
+# (application_name iwd-sidecar: the collector and the Pushgateway name theirs apart).
+for i in 1 2 3 4 5 6; do
+    "${as_user[@]}" "$bindir/createdb" -h "$work/pg" -p "$pg_port" "dens_$i" || fail_setup "createdb dens_$i failed"
+    req POST /provisioning "$admin_key" "$(prov "d$i" "dens_$i" "density-key-d$i-0001")"
+    [ "$code" = 200 ] || fail_setup "provisioning d$i: $code $body"
+done
+api_sessions() {
+    psql_as postgres -c "SELECT count(*) FROM pg_stat_activity
+                         WHERE datname LIKE 'dens\_%' AND application_name = 'iwd-sidecar'"
+}
+server_label="127.0.0.1:$pg_port"
+slots_metric() { # slots_metric NAME [LABELS]: the value of one of the server's series on the metrics listener
+    curl -s "$metrics_url" |
+        awk -v name="$1" -v labels="{server=\"$server_label\"${2:+,$2}}" '$1 == name labels {print $2}'
+}
+round_robin() { # round_robin CLIENTS REQUESTS: each client (keep-alive) GETs /tasks of d1..d6 in turn
+    python3 - "$http_port" "$1" "$2" <<'PY'
+import collections, http.client, sys, threading
+port, clients, requests = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+counts, lock = collections.Counter(), threading.Lock()
+def client(k):
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    for n in range(requests):
+        tenant = (k + n) % 6 + 1
+        try:
+            c.request("GET", "/iwd/v3/tasks?limit=1", headers={"x-api-key": f"density-key-d{tenant}-0001"})
+            r = c.getresponse(); r.read(); status = r.status
+        except Exception as e:
+            status = type(e).__name__; c.close(); c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        with lock: counts[status] += 1
+ts = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
+for t in ts: t.start()
+for t in ts: t.join()
+print(" ".join(f"{n} {k}" for k, n in sorted(counts.items(), key=str)))
+PY
+}
+restart_with IWD_PG_MAX_CONNECTIONS_PER_SERVER=2 IWD_PG_IDLE_TIMEOUT_S=2
+( peak=0
+  while :; do
+      n=$(api_sessions); [ "${n:-0}" -gt "$peak" ] && peak=$n && echo "$peak" >"$work/peak"; sleep 0.05
+  done ) &
+sampler_pid=$!
+echo 0 >"$work/peak"
+codes=$(round_robin 12 40)
+kill "$sampler_pid"; wait "$sampler_pid" 2>/dev/null
+check "480 requests round robin over 6 tenants, 12 clients, a cap of 2 connections: all answered" "480 200" "$codes"
+peak=$(cat "$work/peak")
+check "the server never saw more than 2 API sessions of the sidecar (sampled every 50 ms)" "ok" \
+    "$([ "$peak" -ge 1 ] && [ "$peak" -le 2 ] && echo ok || echo "peak $peak")"
+check "iwd_pg_server_connections never passes the cap" "ok" \
+    "$(v=$(slots_metric iwd_pg_server_connections); [ -n "$v" ] && [ "$v" -le 2 ] && echo ok || echo "'$v'")"
+check "iwd_pg_server_connections_max is the cap" "2" "$(slots_metric iwd_pg_server_connections_max)"
+positive() { [ "${1:-0}" -gt 0 ] && echo ok || echo "'$1'"; }
+check "idle connections of other tenants were closed to make room (evicted)" "ok" \
+    "$(positive "$(slots_metric iwd_pg_server_connections_closed_total 'reason="evicted"')")"
+sleep 3.5
+check "after IWD_PG_IDLE_TIMEOUT_S (2 s) without calls, no API session is left" "0" "$(api_sessions)"
+check "the idle timeout is counted" "ok" \
+    "$(positive "$(slots_metric iwd_pg_server_connections_closed_total 'reason="idle_timeout"')")"
+req GET "/tasks?limit=1" density-key-d3-0001
+check "a tenant is served again after its connection closed idle" "200" "$code"
+check "nothing waits for a slot any more" "0" "$(slots_metric iwd_pg_server_waiting_calls)"
+check_match "iwd's pool of workers is exported per server (iwd.worker_stats())" \
+    "iwd_pool_databases_over_limit\{server=\"$server_label\"\} 0" "$(curl -s "$metrics_url")"
+check_match "with the databases it serves" "iwd_pool_databases\{server=\"$server_label\"\} [1-9]" \
+    "$(curl -s "$metrics_url")"
+
+# the bound on waiting calls with a cap of 1: one call holds the server's only slot (a lock keeps it),
+# four calls of other tenants wait for it (IWD_WAITING_CALLS_PER_THREAD), the rest are refused at once;
+# of those waiting, the first gets the slot when it frees, the others 503 after IWD_STATEMENT_TIMEOUT_MS
+restart_with IWD_THREADS=1 IWD_PG_MAX_CONNECTIONS_PER_SERVER=1 IWD_WAITING_CALLS_PER_THREAD=4 \
+    IWD_STATEMENT_TIMEOUT_MS=2000
+lock_pids=()
+for i in 1 2 3 4 5 6; do
+    psql_as "dens_$i" -c "BEGIN" -c "LOCK TABLE iwd.agent IN ACCESS EXCLUSIVE MODE" -c "SELECT pg_sleep(8)" \
+        -c "COMMIT" >/dev/null &
+    lock_pids+=($!)
+done
+for _ in $(seq 1 50); do
+    [ "$(psql_as postgres -c "SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database
+                              WHERE d.datname LIKE 'dens\_%' AND l.mode = 'AccessExclusiveLock' AND l.granted
+                              AND l.locktype = 'relation'")" -ge 6 ] && break
+    sleep 0.1
+done
+timeouts_before=$(slots_metric iwd_pg_server_wait_timeouts_total)
+curl -s -o "$work/first" -w '%{http_code}\n' -H "x-api-key: density-key-d1-0001" "$base/agents" >"$work/first_code" &
+first_pid=$!
+sleep 0.5
+k=0
+wait_pids=()
+for i in 2 3 4 5 6 2 3 4 5; do
+    k=$((k + 1))
+    curl -s -o "$work/wait_$k" -w '%{http_code} %header{retry-after}\n' -H "x-api-key: density-key-d$i-0001" \
+        "$base/agents" >>"$work/waits" &
+    wait_pids+=($!)
+done
+sleep 0.3
+check "calls waiting for the server's slot are counted" "4" "$(slots_metric iwd_pg_server_waiting_calls)"
+wait "$first_pid"
+for pid in "${wait_pids[@]}" "${lock_pids[@]}"; do wait "$pid"; done
+messages=$(cat "$work"/wait_* | jq -r 'select(.status.code == 503) | .status.message')
+refused=$(grep -c 'too many calls are waiting' <<<"$messages")
+timed_out=$(grep -c 'became free in time' <<<"$messages")
+check "beyond IWD_WAITING_CALLS_PER_THREAD, calls are refused at once: 503 in JSON" "5" "$refused"
+check "waiting calls that get no slot within IWD_STATEMENT_TIMEOUT_MS: 503 in JSON" "ok" \
+    "$([ "$timed_out" -ge 2 ] && [ "$timed_out" -le 3 ] && echo ok || echo "$timed_out")"
+check "every 503 says when to retry" "$(grep -c '^503 ' "$work/waits")" "$(grep -c '^503 1$' "$work/waits")"
+check "the waits that timed out are counted" "$timed_out" \
+    "$(( $(slots_metric iwd_pg_server_wait_timeouts_total) - ${timeouts_before:-0} ))"
+
+# IWD_PG_PREPARE=off (PgBouncer in transaction mode): calls go as unnamed statements, none is prepared
+psql_as postgres -c "ALTER DATABASE dens_1 SET log_min_duration_statement = 0" >/dev/null
+log_from=$(stat -c %s "$work/pg/log")
+restart_with
+for _ in 1 2 3; do req GET "/tasks?limit=1" density-key-d1-0001; done
+new_log() { tail -c +"$log_from" "$work/pg/log"; }
+check "by default a route's statement is prepared once per connection" "ok" \
+    "$(new_log | grep -q 'execute s[0-9]*: ' && echo ok || echo 'no execute s<N> in the log')"
+log_from=$(stat -c %s "$work/pg/log")
+restart_with IWD_PG_PREPARE=off
+for _ in 1 2 3; do req GET "/tasks?limit=1" density-key-d1-0001; done
+check "IWD_PG_PREPARE=off: served" "200" "$code"
+check "IWD_PG_PREPARE=off: no statement prepared, each call unnamed" "0 ok" \
+    "$(new_log | grep -c 'execute s[0-9]*: ') $(new_log | grep -q 'execute <unnamed>: ' && echo ok)"
+psql_as postgres -c "ALTER DATABASE dens_1 RESET log_min_duration_statement" >/dev/null
 restart_with
 
 # --- shutdown and sanitizers -----------------------------------------------------------------------
