@@ -5,7 +5,7 @@ set -euo pipefail
 
 packages=(gcc make libc6-dev pkg-config
           postgresql-15 postgresql-client-15 postgresql-server-dev-15 libpq-dev
-          libh2o-evloop-dev libhiredis-dev libjansson-dev libssl-dev zlib1g-dev
+          libh2o-evloop-dev libhiredis-dev libjansson-dev libssl-dev zlib1g-dev libcurl4-openssl-dev
           redis-server curl jq prometheus prometheus-pushgateway unzip zip python3 python3-yaml
           python3-cryptography python3-psycopg2
           clang libclang-rt-14-dev)  # libFuzzer and the sanitizers' runtimes (scripts/fuzz.sh)

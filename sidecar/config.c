@@ -2,6 +2,7 @@
  * iwd-sidecar configuration: environment variables (the contract the Helm chart uses), overridden by
  * command-line flags of the same meaning.
  */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
@@ -31,6 +32,7 @@
 #define DEFAULT_AUTH_FAILURE_LIMIT 30
 #define MAX_AUTH_FAILURE_LIMIT 100000
 #define MAX_WAITING 100000
+#define MAX_DENY_NETWORKS 256
 #define DEFAULT_PG_IDLE_TIMEOUT_S 60
 #define MAX_PG_IDLE_TIMEOUT_S 86400
 #define DEFAULT_PG_MAX_CONNECTIONS_PER_SERVER 20
@@ -87,6 +89,11 @@ static const char usage[] =
     "                                             a connection, and an idle one of another tenant is closed\n"
     "  --pg-prepare BOOL      IWD_PG_PREPARE      prepare each route's statement once per connection\n"
     "                                             (default true; false behind PgBouncer in transaction mode)\n"
+    "  --ca-file PATH         IWD_CA_FILE         PEM certificates trusted for https webhooks besides the\n"
+    "                                             system's CAs (e.g. a private CA of in-cluster receivers)\n"
+    "  --webhook-deny-networks LIST IWD_WEBHOOK_DENY_NETWORKS  comma-separated CIDR networks (IPv4 or IPv6)\n"
+    "                                             webhooks may not connect to, checked on the resolved\n"
+    "                                             address (default empty: any host)\n"
     "  --routes                                   list every route and exit\n"
     "  --help                                     this text\n";
 
@@ -115,6 +122,56 @@ static long parse_int(const char *s, long min, long max)
     if (errno != 0 || *end != '\0' || v < min || v > max)
         return -1;
     return v;
+}
+
+/*
+ * Parse a comma-separated list of CIDR networks ("10.0.0.0/8, fd00::/8"; an address alone is a network of
+ * that one address) into iwd_conf's deny list; IWD_ERR when an entry is not one.
+ */
+static int parse_networks(const char *list)
+{
+    char *copy = strdup(list), *save = NULL;
+    int rc = IWD_OK;
+
+    free(iwd_conf.webhook_deny_networks);
+    iwd_conf.webhook_deny_networks = calloc(MAX_DENY_NETWORKS, sizeof(iwd_network_t));
+    iwd_conf.webhook_deny_count = 0;
+    for (char *item = strtok_r(copy, ",", &save); item != NULL && rc == IWD_OK; item = strtok_r(NULL, ",", &save)) {
+        iwd_network_t *n = &iwd_conf.webhook_deny_networks[iwd_conf.webhook_deny_count];
+        char *slash, *end;
+        long prefix;
+
+        item += strspn(item, " \t");
+        for (end = item + strlen(item); end > item && (end[-1] == ' ' || end[-1] == '\t'); end--)
+            *(end - 1) = '\0';
+        if (*item == '\0')
+            continue;
+        if (iwd_conf.webhook_deny_count == MAX_DENY_NETWORKS) {
+            rc = IWD_ERR;
+            break;
+        }
+        if ((slash = strchr(item, '/')) != NULL)
+            *slash = '\0';
+        n->family = strchr(item, ':') != NULL ? AF_INET6 : AF_INET;
+        if (inet_pton(n->family, item, n->addr) != 1) {
+            rc = IWD_ERR;
+            break;
+        }
+        prefix = n->family == AF_INET ? 32 : 128;
+        if (slash != NULL) {
+            errno = 0;
+            long p = strtol(slash + 1, &end, 10);
+            if (errno != 0 || slash[1] == '\0' || *end != '\0' || p < 0 || p > prefix) {
+                rc = IWD_ERR;
+                break;
+            }
+            prefix = p;
+        }
+        n->prefix = (int)prefix;
+        iwd_conf.webhook_deny_count++;
+    }
+    free(copy);
+    return rc;
 }
 
 /* Apply one setting by name; IWD_ERR with a message on stderr when its value is invalid. */
@@ -216,6 +273,11 @@ static int apply(const char *name, const char *value)
         if ((b = parse_bool(value)) < 0)
             goto invalid;
         iwd_conf.pg_prepare = b;
+    } else if (strcmp(name, "ca-file") == 0) {
+        iwd_conf.ca_file = *value != '\0' ? strdup(value) : NULL;
+    } else if (strcmp(name, "webhook-deny-networks") == 0) {
+        if (parse_networks(value) != IWD_OK)
+            goto invalid;
     }
     return IWD_OK;
 invalid:
@@ -241,6 +303,7 @@ int iwd_config_load(int argc, char **argv)
         {"waiting-calls-per-thread", "IWD_WAITING_CALLS_PER_THREAD"},
         {"secret-key", "IWD_SECRET_KEY"}, {"secret-key-previous", "IWD_SECRET_KEY_PREVIOUS"},
         {"auth-failure-limit", "IWD_AUTH_FAILURE_LIMIT"},
+        {"ca-file", "IWD_CA_FILE"}, {"webhook-deny-networks", "IWD_WEBHOOK_DENY_NETWORKS"},
         {"pg-idle-timeout-s", "IWD_PG_IDLE_TIMEOUT_S"},
         {"pg-max-connections-per-server", "IWD_PG_MAX_CONNECTIONS_PER_SERVER"},
         {"pg-prepare", "IWD_PG_PREPARE"},
@@ -259,6 +322,7 @@ int iwd_config_load(int argc, char **argv)
         {"waiting-calls-per-thread", required_argument, NULL, 0},
         {"secret-key", required_argument, NULL, 0}, {"secret-key-previous", required_argument, NULL, 0},
         {"auth-failure-limit", required_argument, NULL, 0},
+        {"ca-file", required_argument, NULL, 0}, {"webhook-deny-networks", required_argument, NULL, 0},
         {"pg-idle-timeout-s", required_argument, NULL, 0},
         {"pg-max-connections-per-server", required_argument, NULL, 0},
         {"pg-prepare", required_argument, NULL, 0},

@@ -5,6 +5,13 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+/* A network of IWD_WEBHOOK_DENY_NETWORKS: an IPv4 or IPv6 address and its prefix length. */
+typedef struct iwd_network {
+    int family;              /* AF_INET or AF_INET6 */
+    unsigned char addr[16];  /* network order; the first 4 bytes for IPv4 */
+    int prefix;
+} iwd_network_t;
+
 typedef struct iwd_config {
     char *listen;
     int port;
@@ -32,6 +39,9 @@ typedef struct iwd_config {
     int pg_idle_timeout_s;        /* an idle tenant connection is closed after this */
     int pg_max_connections_per_server; /* tenant connections to one database server, all threads */
     bool pg_prepare;              /* prepare each route's statement once per connection (off behind PgBouncer) */
+    char *ca_file;                /* IWD_CA_FILE: PEM certificates trusted for https webhooks, besides the system's */
+    iwd_network_t *webhook_deny_networks; /* IWD_WEBHOOK_DENY_NETWORKS: addresses webhooks may not reach */
+    int webhook_deny_count;
 } iwd_config_t;
 
 /* The configuration, set once by iwd_config_load before any thread starts and read-only afterwards. */

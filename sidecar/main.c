@@ -29,6 +29,7 @@
 #include "redis.h"
 #include "routes.h"
 #include "thread.h"
+#include "webhooks.h"
 
 /* h2o refuses bodies above this itself (plain text); up to it, we answer 413 in JSON. */
 #define H2O_BODY_CEILING_FACTOR 4
@@ -207,6 +208,8 @@ int main(int argc, char **argv)
     if (iwd_config_load(argc, argv) != IWD_OK)
         return 2;
     iwd_log_set_level(iwd_conf.log_level);
+    if (iwd_webhooks_init() != IWD_OK)
+        return 2;
     signal(SIGPIPE, SIG_IGN);
     signal(SIGTERM, on_signal);
     signal(SIGINT, on_signal);
@@ -267,6 +270,7 @@ int main(int argc, char **argv)
     if (iwd_conf.pushgateway_url != NULL && *iwd_conf.pushgateway_url != '\0')
         pthread_create(&pusher, NULL, iwd_push_main, NULL);
     iwd_collector_start();
+    iwd_webhooks_start();
     iwd_log(IWD_LOG_INFO, "iwd-sidecar listening", "%s:%d, %d threads; metrics on %s:%d", iwd_conf.listen,
             iwd_conf.port, iwd_conf.threads, iwd_conf.metrics_listen, iwd_conf.metrics_port);
     for (int i = 0; i < iwd_conf.threads; i++)

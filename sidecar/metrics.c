@@ -38,7 +38,7 @@ enum {
     F_REQUEST_TOTAL, F_SUCCESS, F_ERRORS, F_CLIENT_ERROR, F_SERVER_ERROR, F_API_REQUEST, F_API_DURATION,
     F_API_LONG, F_API_BLACKLIST, F_REDIS_ESTABLISHED, F_REDIS_RECONNECTING, F_REDIS_READY, F_REDIS_ERRORS,
     F_REDIS_UNTIL_READY, F_DB_CONNECT, F_DB_DISCONNECT, F_DB_REQUEST, F_DB_SUCCESS, F_DB_ERRORS, F_DB_DURATION,
-    F_REFUSED, F_COUNT
+    F_REFUSED, F_WEBHOOK_DELIVERIES, F_COUNT
 };
 
 static const family_t families[F_COUNT] = {
@@ -64,6 +64,10 @@ static const family_t families[F_COUNT] = {
     [F_DB_DURATION] = {"iwdTenantDB_db_request_duration_milliseconds", "Database call duration (ms).", HISTOGRAM},
     [F_REFUSED] = {"iwd_waiting_calls_refused_total",
                    "Calls answered 503 because too many were waiting for a database connection, per tenant.", COUNTER},
+    [F_WEBHOOK_DELIVERIES] = {"iwd_webhook_deliveries_total",
+                              "Webhook delivery attempts by tenant, webhook and result (delivered, retry: a failed"
+                              " attempt to be made again, failed: given up, lost: its lease had passed to another"
+                              " replica).", COUNTER},
 };
 
 static const double buckets[] = {1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000};
@@ -289,6 +293,11 @@ void iwd_metrics_redis_ready_after(double ms)
     observe(F_REDIS_UNTIL_READY, ms, NULL);
 }
 
+void iwd_metrics_webhook_delivery(const char *ccid, const char *webhook, const char *result)
+{
+    add(F_WEBHOOK_DELIVERIES, 1, "ccid", ccid, "webhook", webhook, "result", result, NULL);
+}
+
 static void render_series(iwd_text_t *t)
 {
     pthread_mutex_lock(&metrics_lock);
@@ -385,6 +394,23 @@ void iwd_metrics_set_tenant_families(char *text)
     free(old);
 }
 
+/* The webhook deliveries pending, as the delivery thread last read them (webhooks.c), replaced as a whole. */
+static struct {
+    pthread_mutex_t lock;
+    char *text;
+} webhook_pending = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+void iwd_metrics_set_webhook_pending(char *text)
+{
+    char *old;
+
+    pthread_mutex_lock(&webhook_pending.lock);
+    old = webhook_pending.text;
+    webhook_pending.text = text;
+    pthread_mutex_unlock(&webhook_pending.lock);
+    free(old);
+}
+
 char *iwd_metrics_render(size_t *len)
 {
     iwd_text_t t = iwd_text_new(16384);
@@ -399,6 +425,11 @@ char *iwd_metrics_render(size_t *len)
     if (tenant_families.text != NULL)
         iwd_text_put(&t, "%s", tenant_families.text);
     pthread_mutex_unlock(&tenant_families.lock);
+    pthread_mutex_lock(&webhook_pending.lock);
+    iwd_text_put(&t, "# HELP iwd_webhook_pending Webhook deliveries not yet delivered nor failed, by tenant and"
+                     " webhook.\n# TYPE iwd_webhook_pending gauge\n%s",
+                 webhook_pending.text != NULL ? webhook_pending.text : "");
+    pthread_mutex_unlock(&webhook_pending.lock);
     *len = t.len;
     return t.buf;
 }

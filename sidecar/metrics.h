@@ -27,6 +27,11 @@ void iwd_metrics_redis_state(int delta_ready, int delta_reconnecting, int delta_
 /* Redis ready again, ms after it was lost. */
 void iwd_metrics_redis_ready_after(double ms);
 
+/* A webhook delivery attempt's outcome (result: delivered, retry, failed or lost). */
+void iwd_metrics_webhook_delivery(const char *ccid, const char *webhook, const char *result);
+/* The deliveries pending per tenant and webhook (iwd_webhook_pending samples; text is taken over). */
+void iwd_metrics_set_webhook_pending(char *text);
+
 /* Escape a label value (backslash, quote, newline) into out. */
 void iwd_metrics_escape_label(const char *in, char *out, size_t size);
 /* The tenants' families of the exposition, as the collector last read them (text is taken over). */

@@ -17,7 +17,8 @@
 
 /* Every resource's routes; sidecar/openapi.yaml documents each (a test checks it). */
 static const iwd_route_table_t *const tables[] = {&iwd_routes_health, &iwd_routes_provisioning, &iwd_routes_tasks,
-                                                  &iwd_routes_agents, &iwd_routes_configuration};
+                                                  &iwd_routes_agents, &iwd_routes_configuration,
+                                                  &iwd_routes_webhooks};
 #define NTABLES (sizeof(tables) / sizeof(tables[0]))
 
 /* More segments than any route has, the prefix's included: such a path is answered 404 undecoded. */
@@ -194,6 +195,8 @@ static int run_sql(iwd_call_t *call, const iwd_route_t *r)
             return iwd_respond_error(call, status, "%s", message);
         values[n++] = body;
     }
+    if (r->before != NULL)
+        r->before(call);
     return iwd_pg_call(call, r->sql, n, values, r->success != 0 ? r->success : 200, r->on_null != 0 ? r->on_null : 404);
 }
 

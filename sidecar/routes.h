@@ -33,6 +33,7 @@ typedef struct iwd_route {
     int success;                /* status of a non-NULL result; 0: 200 */
     int on_null;                /* status of a NULL result; 0: 404 */
     const char *required;       /* a body member that must be a non-empty string */
+    void (*before)(iwd_call_t *call); /* an SQL route's side effect, run as its call is sent (e.g. a wake-up) */
 } iwd_route_t;
 
 /* The routes of one resource. */
@@ -48,6 +49,7 @@ extern const iwd_route_table_t iwd_routes_provisioning;   /* routes_provisioning
 extern const iwd_route_table_t iwd_routes_tasks;          /* routes_tasks.c */
 extern const iwd_route_table_t iwd_routes_agents;         /* routes_agents.c */
 extern const iwd_route_table_t iwd_routes_configuration;  /* routes_configuration.c */
+extern const iwd_route_table_t iwd_routes_webhooks;       /* routes_webhooks.c */
 
 /* Route a request and answer it (now, or from the loop once its SQL call's result is in); IWD_OK. */
 int iwd_route(iwd_call_t *call);

@@ -992,6 +992,10 @@ check "IWD_PG_PREPARE=off: no statement prepared, each call unnamed" "0 ok" \
 psql_as postgres -c "ALTER DATABASE dens_1 RESET log_min_duration_statement" >/dev/null
 restart_with
 
+# --- webhooks: a suite with servers of its own (tests/webhooks.sh), its checks counted here -----------
+read -r wp wf < <(tests/webhooks.sh 2>&1 | tee /dev/stderr | sed -n 's/^webhooks: \([0-9]*\) passed, \([0-9]*\) failed$/\1 \2/p')
+passed=$((passed + ${wp:-0})); failed=$((failed + ${wf:-1}))
+
 # --- shutdown and sanitizers -----------------------------------------------------------------------
 kill "$sidecar_pid"; wait "$sidecar_pid" 2>/dev/null; sidecar_pid=""
 check "no AddressSanitizer or UndefinedBehaviorSanitizer report" "0" \

@@ -1,0 +1,1092 @@
+/*
+ * iwd-sidecar webhook delivery (webhooks.h).
+ *
+ * What is delivered lives in the tenant database only: publishing events (iwd.publish_events) makes one
+ * iwd.webhook_delivery row per matching webhook in the same transaction, and a delivery is pending until an
+ * attempt succeeds or its retry period ends. The sidecar holds nothing that a crash could lose: it claims due
+ * deliveries with a lease (iwd.claim_deliveries: FOR UPDATE SKIP LOCKED, at most one per webhook and task,
+ * the oldest, so that events of one task reach one endpoint in order), attempts each once, and reports the
+ * outcome (iwd.finish_delivery, which sets the back-off or the final status). A replica killed mid-attempt
+ * leaves its leases to expire (60 s); any replica claims those deliveries again, with the same id. Each
+ * replica claims under an owner id drawn at random when it starts, so two replicas never attempt one
+ * delivery at the same time, and a late report of a lease that passed to another is refused ("lost").
+ *
+ * Two threads of their own, so that no worker thread's loop ever waits for a receiver or for this work:
+ *  - the dispatcher talks to the databases, synchronously, over connections of its own (a short connect and
+ *    statement timeout, a deadline on every answer). It reads the registry's tenants every
+ *    REGISTRY_INTERVAL_MS, asks each whether it has webhooks (again every PROBE_INTERVAL_MS for those without),
+ *    and keeps a connection to each that has, on which it LISTENs to iwd_events: a notification (a
+ *    committed event), a wake-up from a route that changed webhooks or asked a retry, or every POLL_INTERVAL_MS
+ *    (retries come due) make it publish the tenant's events, claim its due deliveries and hand them to the
+ *    sender; it reports the sender's outcomes, and every STATS_INTERVAL_MS reads the pending counts for
+ *    iwd_webhook_pending.
+ *  - the sender runs a libcurl multi handle: every attempt is a non-blocking transfer of that one loop, at
+ *    most CONCURRENT_PER_ENDPOINT at a time per webhook and CONCURRENT_TOTAL in all, each bounded by
+ *    ATTEMPT_TIMEOUT_S, so a receiver that never answers holds up only its own webhook's queue.
+ * libcurl rather than h2o's client: it verifies certificates against the system's CAs, resolves names
+ * without blocking (threaded resolver), lets us check the resolved address before connecting
+ * (IWD_WEBHOOK_DENY_NETWORKS) and restrict protocols to http and https without following redirects; Debian
+ * maintains it (libcurl4-openssl-dev).
+ *
+ * A claimed delivery holds its lease for LEASE_S, and is never attempted once the lease may have ended: the
+ * sender drops a delivery that could not start within START_WITHIN_MS of its claim (an endpoint slower than
+ * its queue), and the dispatcher keeps at most HELD_PER_ENDPOINT claimed deliveries per webhook and
+ * HELD_TOTAL in all (a claim beyond is left unattempted). What is dropped or left is not lost: it comes due
+ * again when its lease runs out, and the next events of its task wait for it. So a slow endpoint costs
+ * other webhooks at most its share of HELD_TOTAL, and a fast one is never starved of claims.
+ */
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <curl/curl.h>
+#include <jansson.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/pem.h>
+#include <openssl/rand.h>
+#include <openssl/x509.h>
+
+#include "clock.h"
+#include "config.h"
+#include "iwd.h"
+#include "log.h"
+#include "metrics.h"
+#include "pg.h"
+#include "text.h"
+#include "webhooks.h"
+
+#define ATTEMPT_TIMEOUT_S 10        /* DESIGN: no answer within 10 s is a failed attempt */
+#define LEASE_S 60                  /* a claim's lease: a dead replica's deliveries come due again after it */
+#define CONCURRENT_PER_ENDPOINT 8
+#define CONCURRENT_TOTAL 128
+#define HELD_PER_ENDPOINT 256       /* claimed and not yet reported, per webhook: beyond, a claim is left */
+#define HELD_TOTAL 1024
+#define CLAIM_BATCH 128
+#define START_WITHIN_MS 45000       /* leaves an attempt started then its 10 s before the lease ends */
+#define POLL_INTERVAL_MS 1000       /* retries come due: each tenant with webhooks is asked this often */
+#define NOTIFIED_AGAIN_MS 200       /* after a notification, once more: another publisher may have had the lock */
+#define REGISTRY_INTERVAL_MS 10000
+#define PROBE_INTERVAL_MS 30000     /* a tenant without webhooks is asked again after this */
+#define WAKE_GRACE_MS 60000         /* a woken tenant is polled this long even if its probe finds no webhook */
+#define STATS_INTERVAL_MS 5000
+#define CONNECT_TIMEOUT_S 2
+#define STATEMENT_TIMEOUT_MS 5000
+#define DEADLINE_MS 6000            /* the dispatcher's own bound on one answer, whatever the server does */
+#define BACKOFF_MIN_MS 1000
+#define BACKOFF_MAX_MS 60000
+#define ERROR_TEXT_BYTES 300        /* of a failed attempt's response body, kept as last_error */
+#define MAX_WAKES 64                /* tenants woken and not yet seen by the dispatcher */
+
+/* A claimed delivery, from its claim to the report of its attempt. */
+typedef struct delivery {
+    char ccid[IWD_CCID_SIZE];
+    char *id, *webhook, *url, *secret, *type, *body; /* malloc'd */
+    int64_t claimed_ms;
+    /* the attempt (the sender's) */
+    CURL *easy;
+    struct curl_slist *headers;
+    char curl_error[CURL_ERROR_SIZE];
+    char response[ERROR_TEXT_BYTES + 1];
+    size_t response_len;
+    char denied[INET6_ADDRSTRLEN]; /* the resolved address refused by IWD_WEBHOOK_DENY_NETWORKS, if any */
+    /* the outcome (for the dispatcher) */
+    bool dropped;                  /* not attempted: left to its lease's expiry */
+    int http_status;               /* 0: no HTTP answer */
+    char error[ERROR_TEXT_BYTES + 64];
+    struct delivery *next;
+} delivery_t;
+
+/* A webhook of a tenant: its claimed deliveries (the dispatcher's count) or its queue (the sender's). */
+typedef struct endpoint {
+    char ccid[IWD_CCID_SIZE];
+    char *webhook;
+    int held;                      /* dispatcher: claimed, not yet reported */
+    int active;                    /* sender: attempts in flight */
+    delivery_t *waiting, **waiting_tail;
+    struct endpoint *next;
+} endpoint_t;
+
+/* A tenant as the dispatcher knows it. */
+typedef struct watched {
+    iwd_tenant_t tenant;
+    PGconn *conn;                  /* kept while it has webhooks (LISTEN iwd_events) */
+    bool has_webhooks;
+    bool listed;                   /* in the registry at its last reading */
+    int64_t woken_until_ms;        /* polled until then even without webhooks found */
+    int64_t probe_at_ms, poll_at_ms, stats_at_ms, retry_at_ms;
+    int backoff_ms;
+    char *pending_text;            /* its iwd_webhook_pending samples, as last read */
+    delivery_t *finished;          /* outcomes to report */
+    struct watched *next;
+} watched_t;
+
+static char replica_id[64];
+static struct curl_blob ca_blob;   /* the system's CAs and IWD_CA_FILE's; empty without IWD_CA_FILE */
+static CURLM *multi;
+
+/* What the threads hand each other, under one lock. */
+static pthread_mutex_t queue_lock = PTHREAD_MUTEX_INITIALIZER;
+static delivery_t *to_send, **to_send_tail = &to_send;   /* dispatcher -> sender */
+static delivery_t *finished, **finished_tail = &finished; /* sender -> dispatcher */
+static iwd_tenant_t wakes[MAX_WAKES];                    /* routes -> dispatcher */
+static int nwakes;
+static int wake_pipe[2] = {-1, -1};
+
+static watched_t *watched;
+static endpoint_t *held_endpoints;  /* the dispatcher's */
+static int held_total;
+static endpoint_t *send_endpoints;  /* the sender's */
+static int active_total;
+static PGconn *control;
+
+/* --- the sender ---------------------------------------------------------------------------------- */
+
+/* The endpoint of a tenant's webhook in list *list, created when new. */
+static endpoint_t *endpoint_of(endpoint_t **list, const char *ccid, const char *webhook)
+{
+    endpoint_t *e;
+
+    for (e = *list; e != NULL; e = e->next)
+        if (strcmp(e->webhook, webhook) == 0 && strcmp(e->ccid, ccid) == 0)
+            return e;
+    e = calloc(1, sizeof(*e));
+    snprintf(e->ccid, sizeof(e->ccid), "%s", ccid);
+    e->webhook = strdup(webhook);
+    e->waiting_tail = &e->waiting;
+    e->next = *list;
+    *list = e;
+    return e;
+}
+
+/* Forget the endpoints with nothing held, waiting or in flight (webhooks come and go). */
+static void prune_endpoints(endpoint_t **list)
+{
+    for (endpoint_t **p = list; *p != NULL;) {
+        endpoint_t *e = *p;
+        if (e->held > 0 || e->active > 0 || e->waiting != NULL) {
+            p = &e->next;
+            continue;
+        }
+        *p = e->next;
+        free(e->webhook);
+        free(e);
+    }
+}
+
+/* Whether address a (family, bytes) lies in network n. */
+static bool in_network(const iwd_network_t *n, int family, const unsigned char *a)
+{
+    int full = n->prefix / 8, rest = n->prefix % 8;
+
+    if (n->family != family)
+        return false;
+    if (memcmp(n->addr, a, full) != 0)
+        return false;
+    return rest == 0 || ((n->addr[full] ^ a[full]) & (0xff << (8 - rest)) & 0xff) == 0;
+}
+
+/* Whether an address is in IWD_WEBHOOK_DENY_NETWORKS (an IPv4-mapped IPv6 address as its IPv4 one). */
+static bool denied_address(const struct sockaddr *sa)
+{
+    static const unsigned char v4_mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+    int family = sa->sa_family;
+    const unsigned char *a;
+
+    if (family == AF_INET) {
+        a = (const unsigned char *)&((const struct sockaddr_in *)sa)->sin_addr;
+    } else if (family == AF_INET6) {
+        a = (const unsigned char *)&((const struct sockaddr_in6 *)sa)->sin6_addr;
+        if (memcmp(a, v4_mapped, sizeof(v4_mapped)) == 0) {
+            family = AF_INET;
+            a += sizeof(v4_mapped);
+        }
+    } else {
+        return true; /* neither IPv4 nor IPv6: nothing a webhook should use */
+    }
+    for (int i = 0; i < iwd_conf.webhook_deny_count; i++)
+        if (in_network(&iwd_conf.webhook_deny_networks[i], family, a))
+            return true;
+    return false;
+}
+
+/* libcurl's socket for each address it tries: refused when the address is denied (checked after resolving). */
+static curl_socket_t open_socket(void *clientp, curlsocktype purpose, struct curl_sockaddr *address)
+{
+    delivery_t *d = clientp;
+
+    (void)purpose;
+    if (denied_address(&address->addr)) {
+        const void *a = address->family == AF_INET ? (const void *)&((struct sockaddr_in *)&address->addr)->sin_addr
+                                                   : (const void *)&((struct sockaddr_in6 *)&address->addr)->sin6_addr;
+        if (inet_ntop(address->family, a, d->denied, sizeof(d->denied)) == NULL)
+            snprintf(d->denied, sizeof(d->denied), "?");
+        return CURL_SOCKET_BAD;
+    }
+    return socket(address->family, address->socktype, address->protocol);
+}
+
+/* The start of the response body, kept for last_error; the rest is read and discarded. */
+static size_t on_response(char *data, size_t size, size_t n, void *clientp)
+{
+    delivery_t *d = clientp;
+    size_t len = size * n, room = ERROR_TEXT_BYTES - d->response_len;
+
+    if (room > 0) {
+        memcpy(d->response + d->response_len, data, len < room ? len : room);
+        d->response_len += len < room ? len : room;
+    }
+    return len;
+}
+
+/* The signature header of an attempt: HMAC-SHA256 of "<timestamp>.<body>" under the webhook's secret. */
+static void signature(const delivery_t *d, const char *timestamp, char *out, size_t size)
+{
+    unsigned char mac[EVP_MAX_MD_SIZE];
+    unsigned int mac_len = 0;
+    size_t tlen = strlen(timestamp), blen = strlen(d->body);
+    unsigned char *signed_text = malloc(tlen + 1 + blen);
+    size_t o;
+
+    memcpy(signed_text, timestamp, tlen);
+    signed_text[tlen] = '.';
+    memcpy(signed_text + tlen + 1, d->body, blen);
+    if (HMAC(EVP_sha256(), d->secret, (int)strlen(d->secret), signed_text, tlen + 1 + blen, mac, &mac_len) == NULL)
+        abort();
+    free(signed_text);
+    o = (size_t)snprintf(out, size, "X-Iwd-Signature: sha256=");
+    for (unsigned int i = 0; i < mac_len && o + 3 <= size; i++)
+        o += (size_t)snprintf(out + o, size - o, "%02x", mac[i]);
+}
+
+/* Start one attempt of a delivery on the multi handle. */
+static void start_attempt(delivery_t *d)
+{
+    char timestamp[32], line[1024];
+
+    snprintf(timestamp, sizeof(timestamp), "%lld", (long long)time(NULL));
+    d->headers = curl_slist_append(NULL, "Content-Type: application/json");
+    snprintf(line, sizeof(line), "X-Iwd-Event: %s", d->type);
+    d->headers = curl_slist_append(d->headers, line);
+    snprintf(line, sizeof(line), "X-Iwd-Delivery: %s", d->id);
+    d->headers = curl_slist_append(d->headers, line);
+    snprintf(line, sizeof(line), "X-Iwd-Timestamp: %s", timestamp);
+    d->headers = curl_slist_append(d->headers, line);
+    signature(d, timestamp, line, sizeof(line));
+    d->headers = curl_slist_append(d->headers, line);
+    d->headers = curl_slist_append(d->headers, "Expect:"); /* no 100-continue round trip */
+    d->headers = curl_slist_append(d->headers, "User-Agent: iwd-sidecar/" IWD_VERSION);
+    d->easy = curl_easy_init();
+    curl_easy_setopt(d->easy, CURLOPT_URL, d->url);
+    curl_easy_setopt(d->easy, CURLOPT_POST, 1L);
+    curl_easy_setopt(d->easy, CURLOPT_POSTFIELDS, d->body);
+    curl_easy_setopt(d->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)strlen(d->body));
+    curl_easy_setopt(d->easy, CURLOPT_HTTPHEADER, d->headers);
+    curl_easy_setopt(d->easy, CURLOPT_TIMEOUT, (long)ATTEMPT_TIMEOUT_S);
+    curl_easy_setopt(d->easy, CURLOPT_FOLLOWLOCATION, 0L);
+    curl_easy_setopt(d->easy, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(d->easy, CURLOPT_PROXY, ""); /* no proxy from the environment: the address checked is the receiver's */
+    curl_easy_setopt(d->easy, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(d->easy, CURLOPT_ERRORBUFFER, d->curl_error);
+    curl_easy_setopt(d->easy, CURLOPT_WRITEFUNCTION, on_response);
+    curl_easy_setopt(d->easy, CURLOPT_WRITEDATA, d);
+    curl_easy_setopt(d->easy, CURLOPT_OPENSOCKETFUNCTION, open_socket);
+    curl_easy_setopt(d->easy, CURLOPT_OPENSOCKETDATA, d);
+    curl_easy_setopt(d->easy, CURLOPT_PRIVATE, d);
+    if (ca_blob.len > 0)
+        curl_easy_setopt(d->easy, CURLOPT_CAINFO_BLOB, &ca_blob);
+    curl_multi_add_handle(multi, d->easy);
+}
+
+/* Printable text of a response body, for last_error (control characters as spaces). */
+static void printable(char *s, size_t len)
+{
+    for (size_t i = 0; i < len; i++)
+        if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
+            s[i] = ' ';
+    s[len] = '\0';
+}
+
+/* The outcome of a finished transfer, in the delivery's http_status and error. */
+static void record_outcome(delivery_t *d, CURLcode rc)
+{
+    long status = 0;
+
+    curl_easy_getinfo(d->easy, CURLINFO_RESPONSE_CODE, &status);
+    printable(d->response, d->response_len);
+    if (rc == CURLE_OK) {
+        d->http_status = (int)status;
+        if (status >= 200 && status < 300)
+            d->error[0] = '\0';
+        else if (status >= 300 && status < 400)
+            snprintf(d->error, sizeof(d->error), "HTTP %ld: redirects are not followed", status);
+        else
+            snprintf(d->error, sizeof(d->error), "HTTP %ld: %s", status, d->response);
+    } else if (d->denied[0] != '\0') {
+        snprintf(d->error, sizeof(d->error), "the address %s is in IWD_WEBHOOK_DENY_NETWORKS", d->denied);
+    } else if (rc == CURLE_OPERATION_TIMEDOUT) {
+        snprintf(d->error, sizeof(d->error), "no answer within %d s", ATTEMPT_TIMEOUT_S);
+    } else {
+        snprintf(d->error, sizeof(d->error), "%s%s%s", curl_easy_strerror(rc), d->curl_error[0] ? ": " : "",
+                 d->curl_error);
+    }
+    curl_multi_remove_handle(multi, d->easy);
+    curl_easy_cleanup(d->easy);
+    curl_slist_free_all(d->headers);
+    d->easy = NULL;
+    d->headers = NULL;
+}
+
+/* Hand a delivery back to the dispatcher, attempted or dropped, and wake it. */
+static void hand_back(delivery_t *d)
+{
+    char byte = 1;
+
+    d->next = NULL;
+    pthread_mutex_lock(&queue_lock);
+    *finished_tail = d;
+    finished_tail = &d->next;
+    pthread_mutex_unlock(&queue_lock);
+    if (write(wake_pipe[1], &byte, 1) < 0 && errno != EAGAIN)
+        iwd_log(IWD_LOG_WARN, "webhook dispatcher not woken", "%s", strerror(errno));
+}
+
+/* Start the waiting attempts that the bounds allow; drop those that waited past START_WITHIN_MS. */
+static void start_waiting(void)
+{
+    int64_t now = iwd_now_ms();
+
+    for (endpoint_t *e = send_endpoints; e != NULL; e = e->next)
+        while (e->waiting != NULL && e->active < CONCURRENT_PER_ENDPOINT && active_total < CONCURRENT_TOTAL) {
+            delivery_t *d = e->waiting;
+            if ((e->waiting = d->next) == NULL)
+                e->waiting_tail = &e->waiting;
+            if (now - d->claimed_ms > START_WITHIN_MS) {
+                d->dropped = true;
+                hand_back(d);
+                continue;
+            }
+            e->active++;
+            active_total++;
+            start_attempt(d);
+        }
+}
+
+static void *sender_main(void *arg)
+{
+    (void)arg;
+    for (;;) {
+        delivery_t *batch;
+        CURLMsg *msg;
+        int running, left;
+
+        pthread_mutex_lock(&queue_lock);
+        batch = to_send;
+        to_send = NULL;
+        to_send_tail = &to_send;
+        pthread_mutex_unlock(&queue_lock);
+        while (batch != NULL) {
+            delivery_t *d = batch;
+            endpoint_t *e = endpoint_of(&send_endpoints, d->ccid, d->webhook);
+            batch = d->next;
+            d->next = NULL;
+            *e->waiting_tail = d;
+            e->waiting_tail = &d->next;
+        }
+        start_waiting();
+        curl_multi_perform(multi, &running);
+        while ((msg = curl_multi_info_read(multi, &left)) != NULL) {
+            delivery_t *d;
+            char *private;
+            if (msg->msg != CURLMSG_DONE)
+                continue;
+            curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, &private);
+            d = (delivery_t *)private;
+            record_outcome(d, msg->data.result);
+            endpoint_of(&send_endpoints, d->ccid, d->webhook)->active--;
+            active_total--;
+            hand_back(d);
+        }
+        prune_endpoints(&send_endpoints);
+        curl_multi_poll(multi, NULL, 0, POLL_INTERVAL_MS, NULL);
+    }
+    return NULL;
+}
+
+/* --- the dispatcher ------------------------------------------------------------------------------ */
+
+/*
+ * Run one statement and wait for its answer until the deadline; NULL when none came in time or the
+ * connection broke (the caller closes it). Notifications that arrive meanwhile stay in libpq's queue.
+ */
+static PGresult *query(PGconn *conn, const char *db, const char *command, const char *sql, int nparams,
+                       const char *const *values)
+{
+    int64_t deadline = iwd_now_ms() + DEADLINE_MS;
+    double start = iwd_now_ms_precise();
+    PGresult *res = NULL, *r;
+    const char *code = NULL;
+
+    if (!PQsendQueryParams(conn, sql, nparams, NULL, values, NULL, NULL, 0))
+        goto failed;
+    while (PQflush(conn) > 0 || PQisBusy(conn)) {
+        struct pollfd pfd = {.fd = PQsocket(conn), .events = POLLIN | POLLOUT};
+        int64_t left = deadline - iwd_now_ms();
+        if (left <= 0 || poll(&pfd, 1, (int)left) <= 0 || !PQconsumeInput(conn))
+            goto failed;
+    }
+    while ((r = PQgetResult(conn)) != NULL) {
+        if (res == NULL)
+            res = r;
+        else
+            PQclear(r);
+    }
+    if (PQresultStatus(res) != PGRES_TUPLES_OK && PQresultStatus(res) != PGRES_COMMAND_OK)
+        code = PQresultErrorField(res, PG_DIAG_SQLSTATE) != NULL ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : "08006";
+    iwd_metrics_db(db, command, code, iwd_now_ms_precise() - start, false, false);
+    return res;
+failed:
+    if (res != NULL)
+        PQclear(res);
+    iwd_metrics_db(db, command, "08006", iwd_now_ms_precise() - start, false, false);
+    return NULL;
+}
+
+/* Whether a statement's answer is rows (else it is cleared, with the reason in why). */
+static bool rows(PGresult *res, char *why, size_t size, const char *what)
+{
+    if (res != NULL && PQresultStatus(res) == PGRES_TUPLES_OK)
+        return true;
+    snprintf(why, size, "%s: %s", what, res == NULL ? "no answer in time" : PQresultErrorMessage(res));
+    if (res != NULL)
+        PQclear(res);
+    return false;
+}
+
+/* Close a tenant's connection after a failure; the next attempt waits longer each time. */
+static void tenant_failed(watched_t *w, const char *why)
+{
+    w->backoff_ms = w->backoff_ms == 0 ? BACKOFF_MIN_MS
+                                       : (w->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : w->backoff_ms * 2);
+    w->retry_at_ms = iwd_now_ms() + w->backoff_ms;
+    iwd_log(IWD_LOG_WARN, "webhook deliveries not read", "%s: %s; next attempt in %d ms", w->tenant.ccid, why,
+            w->backoff_ms);
+    if (w->conn != NULL) {
+        PQfinish(w->conn);
+        w->conn = NULL;
+        iwd_metrics_db(w->tenant.ccid, "disconnect", NULL, 0, false, true);
+    }
+}
+
+/* The tenant's connection, opened when needed (LISTEN iwd_events on it); false when it cannot be. */
+static bool tenant_connect(watched_t *w)
+{
+    PGresult *res;
+    char why[512];
+
+    if (w->conn != NULL && PQstatus(w->conn) == CONNECTION_OK)
+        return true;
+    if (w->conn != NULL)
+        tenant_failed(w, "the connection broke");
+    if (iwd_now_ms() < w->retry_at_ms)
+        return false;
+    w->conn = iwd_pg_connect_bounded(w->tenant.conninfo, CONNECT_TIMEOUT_S, STATEMENT_TIMEOUT_MS);
+    if (PQstatus(w->conn) != CONNECTION_OK) {
+        iwd_metrics_db(w->tenant.ccid, "connect", "08006", 0, false, false);
+        snprintf(why, sizeof(why), "%s", PQerrorMessage(w->conn));
+        tenant_failed(w, why);
+        return false;
+    }
+    iwd_metrics_db(w->tenant.ccid, "connect", NULL, 0, true, false);
+    /* told apart from the API's sessions (the server cap counts those only) */
+    res = query(w->conn, w->tenant.ccid, "listen", "SET application_name = 'iwd-sidecar-webhooks'", 0, NULL);
+    if (res == NULL || PQresultStatus(res) != PGRES_COMMAND_OK) {
+        if (res != NULL)
+            PQclear(res);
+        tenant_failed(w, "cannot set the session up");
+        return false;
+    }
+    PQclear(res);
+    res = query(w->conn, w->tenant.ccid, "listen", "LISTEN iwd_events", 0, NULL);
+    if (res == NULL || PQresultStatus(res) != PGRES_COMMAND_OK) {
+        if (res != NULL)
+            PQclear(res);
+        tenant_failed(w, "LISTEN iwd_events failed");
+        return false;
+    }
+    PQclear(res);
+    w->backoff_ms = 0;
+    return true;
+}
+
+/* Whether the tenant has webhooks (an extension without them has none); false with why when unknown. */
+static bool probe(watched_t *w, bool *has, char *why, size_t size)
+{
+    PGresult *res = query(w->conn, w->tenant.ccid, "webhook_stats",
+                          "SELECT CASE WHEN to_regprocedure('iwd.claim_deliveries(text,integer,interval)') IS NULL"
+                          " THEN false ELSE EXISTS (SELECT FROM iwd.webhook_stats()) END",
+                          0, NULL);
+
+    if (!rows(res, why, size, "webhook_stats"))
+        return false;
+    *has = PQntuples(res) == 1 && strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+    PQclear(res);
+    return true;
+}
+
+/* Report the tenant's attempts (one statement for all of them); false with why when it fails. */
+static bool report(watched_t *w, char *why, size_t size)
+{
+    json_t *outcomes = json_array();
+    const char *values[2];
+    PGresult *res;
+    char *text;
+
+    for (delivery_t *d = w->finished; d != NULL; d = d->next)
+        json_array_append_new(outcomes, json_pack("{s:s, s:o, s:o}", "id", d->id, "status",
+                                                  d->http_status > 0 ? json_integer(d->http_status) : json_null(),
+                                                  "error", d->error[0] ? json_string(d->error) : json_null()));
+    text = json_dumps(outcomes, JSON_COMPACT);
+    json_decref(outcomes);
+    values[0] = replica_id;
+    values[1] = text;
+    res = query(w->conn, w->tenant.ccid, "finish_delivery",
+                "SELECT o.id::text, iwd.finish_delivery(o.id, $1, o.status, o.error)"
+                " FROM jsonb_to_recordset($2::jsonb) AS o(id uuid, status int, error text)",
+                2, values);
+    free(text);
+    if (!rows(res, why, size, "finish_delivery"))
+        return false;
+    for (int i = 0; i < PQntuples(res); i++) {
+        const char *status = PQgetvalue(res, i, 1), *webhook = "";
+        for (delivery_t *d = w->finished; d != NULL; d = d->next)
+            if (strcmp(d->id, PQgetvalue(res, i, 0)) == 0)
+                webhook = d->webhook;
+        iwd_metrics_webhook_delivery(w->tenant.ccid, webhook,
+                                     strcmp(status, "pending") == 0 ? "retry" : status);
+    }
+    PQclear(res);
+    return true;
+}
+
+static void free_delivery(delivery_t *d)
+{
+    free(d->id);
+    free(d->webhook);
+    free(d->url);
+    free(d->secret);
+    free(d->type);
+    free(d->body);
+    free(d);
+}
+
+/* Forget the tenant's reported (or unreportable: their leases expire) deliveries, and what they held. */
+static void release_finished(watched_t *w)
+{
+    while (w->finished != NULL) {
+        delivery_t *d = w->finished;
+        endpoint_t *e = endpoint_of(&held_endpoints, d->ccid, d->webhook);
+        w->finished = d->next;
+        e->held--;
+        held_total--;
+        free_delivery(d);
+    }
+    prune_endpoints(&held_endpoints);
+}
+
+/* Hand deliveries to the sender and wake it. */
+static void send_all(delivery_t *list)
+{
+    delivery_t *last = list;
+
+    if (list == NULL)
+        return;
+    while (last->next != NULL)
+        last = last->next;
+    pthread_mutex_lock(&queue_lock);
+    *to_send_tail = list;
+    to_send_tail = &last->next;
+    pthread_mutex_unlock(&queue_lock);
+    curl_multi_wakeup(multi);
+}
+
+/*
+ * Publish the tenant's events and claim its due deliveries, within the bounds of what is held; returns
+ * the number claimed, -1 with why on failure.
+ */
+static int claim(watched_t *w, char *why, size_t size)
+{
+    char lim[16], lease[16];
+    const char *values[3] = {replica_id, lim, lease};
+    delivery_t *list = NULL, **tail = &list;
+    PGresult *res;
+    int n, room = HELD_TOTAL - held_total;
+
+    res = query(w->conn, w->tenant.ccid, "publish_events", "SELECT iwd.publish_events()", 0, NULL);
+    if (!rows(res, why, size, "publish_events"))
+        return -1;
+    PQclear(res);
+    if (room <= 0)
+        return 0;
+    snprintf(lim, sizeof(lim), "%d", room < CLAIM_BATCH ? room : CLAIM_BATCH);
+    snprintf(lease, sizeof(lease), "%d s", LEASE_S);
+    res = query(w->conn, w->tenant.ccid, "claim_deliveries",
+                "SELECT id::text, webhook, url, secret, type, body FROM iwd.claim_deliveries($1, $2::int, $3::interval)",
+                3, values);
+    if (!rows(res, why, size, "claim_deliveries"))
+        return -1;
+    n = PQntuples(res);
+    for (int i = 0; i < n; i++) {
+        endpoint_t *e = endpoint_of(&held_endpoints, w->tenant.ccid, PQgetvalue(res, i, 1));
+        delivery_t *d;
+        if (e->held >= HELD_PER_ENDPOINT) /* attempted after its lease expires: the webhook is slow */
+            continue;
+        d = calloc(1, sizeof(*d));
+        snprintf(d->ccid, sizeof(d->ccid), "%s", w->tenant.ccid);
+        d->id = strdup(PQgetvalue(res, i, 0));
+        d->webhook = strdup(PQgetvalue(res, i, 1));
+        d->url = strdup(PQgetvalue(res, i, 2));
+        d->secret = strdup(PQgetvalue(res, i, 3));
+        d->type = strdup(PQgetvalue(res, i, 4));
+        d->body = strdup(PQgetvalue(res, i, 5));
+        d->claimed_ms = iwd_now_ms();
+        e->held++;
+        held_total++;
+        *tail = d;
+        tail = &d->next;
+    }
+    PQclear(res);
+    prune_endpoints(&held_endpoints);
+    send_all(list);
+    return n;
+}
+
+/* Read the tenant's pending counts for iwd_webhook_pending; false with why on failure. */
+static bool read_pending(watched_t *w, char *why, size_t size)
+{
+    PGresult *res = query(w->conn, w->tenant.ccid, "webhook_stats", "SELECT webhook, pending FROM iwd.webhook_stats()",
+                          0, NULL);
+    iwd_text_t text = iwd_text_new(256);
+    char ccid[512], webhook[512];
+
+    if (!rows(res, why, size, "webhook_stats")) {
+        free(text.buf);
+        return false;
+    }
+    iwd_metrics_escape_label(w->tenant.ccid, ccid, sizeof(ccid));
+    for (int i = 0; i < PQntuples(res); i++) {
+        iwd_metrics_escape_label(PQgetvalue(res, i, 0), webhook, sizeof(webhook));
+        iwd_text_put(&text, "iwd_webhook_pending{ccid=\"%s\",webhook=\"%s\"} %s\n", ccid, webhook,
+                     PQgetvalue(res, i, 1));
+    }
+    PQclear(res);
+    free(w->pending_text);
+    w->pending_text = text.buf;
+    return true;
+}
+
+/* The dispatcher's entry for a tenant, created when new; its connection is closed when its conninfo changed. */
+static watched_t *watched_entry(const iwd_tenant_t *tenant)
+{
+    watched_t *w;
+
+    for (w = watched; w != NULL; w = w->next)
+        if (strcmp(w->tenant.ccid, tenant->ccid) == 0)
+            break;
+    if (w == NULL) {
+        w = calloc(1, sizeof(*w));
+        w->next = watched;
+        watched = w;
+    } else if (strcmp(w->tenant.conninfo, tenant->conninfo) != 0 && w->conn != NULL) {
+        PQfinish(w->conn); /* re-provisioned elsewhere */
+        w->conn = NULL;
+        w->retry_at_ms = 0;
+        w->backoff_ms = 0;
+    }
+    w->tenant = *tenant;
+    w->listed = true;
+    return w;
+}
+
+/* The registry's tenants with the iWD service (as registry entries); NULL when the control database fails. */
+static PGresult *registry_tenants(void)
+{
+    PGresult *res;
+
+    if (control != NULL && PQstatus(control) != CONNECTION_OK) {
+        PQfinish(control);
+        control = NULL;
+    }
+    if (control == NULL) {
+        control = iwd_pg_connect_bounded(iwd_conf.control_db, CONNECT_TIMEOUT_S, STATEMENT_TIMEOUT_MS);
+        if (PQstatus(control) != CONNECTION_OK) {
+            PQfinish(control);
+            control = NULL;
+            return NULL;
+        }
+    }
+    res = query(control, "control", "webhooks",
+                "SELECT json_build_object('kind', 'tenant', 'ccid', ccid, 'host', db_host, 'port', db_port,"
+                " 'db', db_name, 'user', db_user, 'pw', db_password, 'ssl', db_ssl)::text"
+                " FROM iwd_control.tenant WHERE 'iWD' = ANY (services) ORDER BY ccid",
+                0, NULL);
+    if (res == NULL || PQresultStatus(res) != PGRES_TUPLES_OK) {
+        if (res != NULL)
+            PQclear(res);
+        PQfinish(control);
+        control = NULL;
+        return NULL;
+    }
+    return res;
+}
+
+/* Read the registry again: new tenants are watched, those no longer provisioned forgotten. */
+static void refresh_registry(void)
+{
+    PGresult *res = registry_tenants();
+    int64_t now = iwd_now_ms();
+
+    if (res == NULL)
+        return; /* keep watching the tenants known */
+    for (watched_t *w = watched; w != NULL; w = w->next)
+        w->listed = false;
+    for (int i = 0; i < PQntuples(res); i++) {
+        iwd_tenant_t tenant;
+        if (iwd_tenant_from_entry(&tenant, PQgetvalue(res, i, 0)) == IWD_OK)
+            watched_entry(&tenant);
+    }
+    PQclear(res);
+    for (watched_t **p = &watched; *p != NULL;) {
+        watched_t *w = *p;
+        if (w->listed || w->woken_until_ms > now || w->finished != NULL) {
+            p = &w->next;
+            continue;
+        }
+        *p = w->next;
+        if (w->conn != NULL)
+            PQfinish(w->conn);
+        free(w->pending_text);
+        free(w);
+    }
+}
+
+/* Take the wake-ups of the routes and the sender's outcomes, filed under their tenants. */
+static void take_handed(void)
+{
+    iwd_tenant_t woken[MAX_WAKES];
+    delivery_t *done;
+    int n;
+    char drain[256];
+    int64_t now = iwd_now_ms();
+
+    while (read(wake_pipe[0], drain, sizeof(drain)) > 0)
+        ;
+    pthread_mutex_lock(&queue_lock);
+    n = nwakes;
+    memcpy(woken, wakes, sizeof(iwd_tenant_t) * n);
+    nwakes = 0;
+    done = finished;
+    finished = NULL;
+    finished_tail = &finished;
+    pthread_mutex_unlock(&queue_lock);
+    for (int i = 0; i < n; i++) {
+        bool listed = false;
+        watched_t *w;
+        for (w = watched; w != NULL && strcmp(w->tenant.ccid, woken[i].ccid) != 0; w = w->next)
+            ;
+        listed = w != NULL && w->listed;
+        w = watched_entry(&woken[i]);
+        w->listed = listed;
+        w->woken_until_ms = now + WAKE_GRACE_MS;
+        w->poll_at_ms = now;
+        w->probe_at_ms = now;
+        w->retry_at_ms = 0;
+    }
+    while (done != NULL) {
+        delivery_t *d = done;
+        watched_t *w;
+        done = d->next;
+        for (w = watched; w != NULL && strcmp(w->tenant.ccid, d->ccid) != 0; w = w->next)
+            ;
+        if (w == NULL) { /* cannot happen: a tenant with deliveries is kept */
+            endpoint_t *e = endpoint_of(&held_endpoints, d->ccid, d->webhook);
+            e->held--;
+            held_total--;
+            free_delivery(d);
+            continue;
+        }
+        if (d->dropped) {
+            endpoint_t *e = endpoint_of(&held_endpoints, d->ccid, d->webhook);
+            e->held--;
+            held_total--;
+            free_delivery(d);
+            continue;
+        }
+        d->next = w->finished;
+        w->finished = d;
+        w->poll_at_ms = now; /* a task's next event may be due now that this one is delivered */
+    }
+    prune_endpoints(&held_endpoints);
+}
+
+/* Serve one tenant: probe, report, claim, read its pending counts, whichever is due. */
+static void serve(watched_t *w, int64_t now)
+{
+    char why[1024];
+    bool has, woken = w->woken_until_ms > now, active = w->has_webhooks || woken;
+    int n;
+
+    if (w->finished == NULL && !(active && now >= w->poll_at_ms) && now < w->probe_at_ms)
+        return;
+    if (!tenant_connect(w))
+        return;
+    if (now >= w->probe_at_ms || (!w->has_webhooks && woken)) {
+        if (!probe(w, &has, why, sizeof(why))) {
+            tenant_failed(w, why);
+            return;
+        }
+        w->has_webhooks = has;
+        w->probe_at_ms = now + PROBE_INTERVAL_MS;
+    }
+    if (w->finished != NULL) {
+        if (!report(w, why, sizeof(why))) {
+            release_finished(w);
+            tenant_failed(w, why);
+            return;
+        }
+        release_finished(w);
+    }
+    if (!w->has_webhooks && !woken) {
+        if (w->conn != NULL) { /* nothing to deliver: no connection kept */
+            PQfinish(w->conn);
+            w->conn = NULL;
+            iwd_metrics_db(w->tenant.ccid, "disconnect", NULL, 0, false, true);
+        }
+        free(w->pending_text);
+        w->pending_text = NULL;
+        return;
+    }
+    if (now >= w->poll_at_ms) {
+        if ((n = claim(w, why, sizeof(why))) < 0) {
+            tenant_failed(w, why);
+            return;
+        }
+        w->poll_at_ms = n >= CLAIM_BATCH ? now : now + POLL_INTERVAL_MS; /* a backlog: at once again */
+    }
+    if (now >= w->stats_at_ms) {
+        if (!read_pending(w, why, sizeof(why))) {
+            tenant_failed(w, why);
+            return;
+        }
+        w->stats_at_ms = now + STATS_INTERVAL_MS;
+    }
+}
+
+/* Hand the pending counts of every tenant to the metrics. */
+static void publish_pending(void)
+{
+    iwd_text_t text = iwd_text_new(256);
+
+    for (watched_t *w = watched; w != NULL; w = w->next)
+        if (w->pending_text != NULL)
+            iwd_text_put(&text, "%s", w->pending_text);
+    iwd_metrics_set_webhook_pending(text.buf);
+}
+
+/*
+ * Wait for a wake-up, a notification on a tenant's connection, or the next time something is due
+ * (POLL_INTERVAL_MS at most); a notified tenant is due now.
+ */
+static void wait_for_work(void)
+{
+    struct pollfd fds[1 + 512];
+    watched_t *of[1 + 512];
+    int n = 0;
+    int64_t now = iwd_now_ms(), timeout = POLL_INTERVAL_MS;
+
+    for (watched_t *w = watched; w != NULL; w = w->next) {
+        int64_t due = w->poll_at_ms > w->retry_at_ms ? w->poll_at_ms : w->retry_at_ms;
+        if ((w->has_webhooks || w->woken_until_ms > now || w->finished != NULL) && due - now < timeout)
+            timeout = due - now > 0 ? due - now : 0;
+    }
+
+    fds[n++] = (struct pollfd){.fd = wake_pipe[0], .events = POLLIN};
+    for (watched_t *w = watched; w != NULL && n < (int)(sizeof(fds) / sizeof(fds[0])); w = w->next)
+        if (w->conn != NULL && PQstatus(w->conn) == CONNECTION_OK) {
+            of[n] = w;
+            fds[n++] = (struct pollfd){.fd = PQsocket(w->conn), .events = POLLIN};
+        }
+    if (poll(fds, n, (int)timeout) <= 0)
+        return;
+    for (int i = 1; i < n; i++) {
+        watched_t *w = of[i];
+        PGnotify *note;
+        bool notified = false;
+        if (fds[i].revents == 0)
+            continue;
+        if (!PQconsumeInput(w->conn)) {
+            tenant_failed(w, "the connection broke");
+            continue;
+        }
+        while ((note = PQnotifies(w->conn)) != NULL) {
+            notified = true;
+            PQfreemem(note);
+        }
+        if (notified && w->poll_at_ms > now)
+            w->poll_at_ms = now;
+    }
+}
+
+/* Notifications read along with answers: the tenant is due now, and once more a little later. */
+static void notified_meanwhile(int64_t now)
+{
+    for (watched_t *w = watched; w != NULL; w = w->next) {
+        PGnotify *note;
+        bool notified = false;
+        if (w->conn == NULL)
+            continue;
+        while ((note = PQnotifies(w->conn)) != NULL) {
+            notified = true;
+            PQfreemem(note);
+        }
+        if (notified)
+            w->poll_at_ms = now + NOTIFIED_AGAIN_MS < w->poll_at_ms ? now + NOTIFIED_AGAIN_MS : w->poll_at_ms;
+    }
+}
+
+static void *dispatcher_main(void *arg)
+{
+    int64_t registry_at = 0, pending_at = 0;
+
+    (void)arg;
+    for (;;) {
+        int64_t now = iwd_now_ms();
+
+        if (now >= registry_at) {
+            refresh_registry();
+            registry_at = now + REGISTRY_INTERVAL_MS;
+        }
+        take_handed();
+        for (watched_t *w = watched; w != NULL; w = w->next)
+            serve(w, iwd_now_ms());
+        notified_meanwhile(iwd_now_ms());
+        if (now >= pending_at) {
+            publish_pending();
+            pending_at = now + STATS_INTERVAL_MS;
+        }
+        wait_for_work();
+    }
+    return NULL;
+}
+
+/* --- start-up and wake-ups ----------------------------------------------------------------------- */
+
+/* Append a file's bytes to a text; IWD_ERR when it cannot be read. */
+static int append_file(iwd_text_t *t, const char *path)
+{
+    FILE *f = fopen(path, "r");
+    char buf[8192];
+    size_t n;
+
+    if (f == NULL)
+        return IWD_ERR;
+    while ((n = fread(buf, 1, sizeof(buf), f)) > 0)
+        iwd_text_put(t, "%.*s", (int)n, buf);
+    fclose(f);
+    iwd_text_put(t, "\n");
+    return IWD_OK;
+}
+
+/* The number of PEM certificates in a file (0 when none or unreadable). */
+static int count_certificates(const char *path)
+{
+    BIO *bio = BIO_new_file(path, "r");
+    X509 *cert;
+    int n = 0;
+
+    if (bio == NULL)
+        return 0;
+    while ((cert = PEM_read_bio_X509(bio, NULL, NULL, NULL)) != NULL) {
+        n++;
+        X509_free(cert);
+    }
+    BIO_free(bio);
+    return n;
+}
+
+int iwd_webhooks_init(void)
+{
+    unsigned char random[8];
+    char host[32] = "";
+
+    if (curl_global_init(CURL_GLOBAL_ALL) != CURLE_OK) {
+        fprintf(stderr, "iwd-sidecar: libcurl cannot be initialised\n");
+        return IWD_ERR;
+    }
+    if (RAND_bytes(random, sizeof(random)) != 1) {
+        fprintf(stderr, "iwd-sidecar: no random bytes for the replica's id\n");
+        return IWD_ERR;
+    }
+    gethostname(host, sizeof(host) - 1);
+    snprintf(replica_id, sizeof(replica_id), "%s-%02x%02x%02x%02x%02x%02x%02x%02x", host, random[0], random[1],
+             random[2], random[3], random[4], random[5], random[6], random[7]);
+    if (iwd_conf.ca_file != NULL) {
+        const curl_version_info_data *v = curl_version_info(CURLVERSION_NOW);
+        iwd_text_t bundle = iwd_text_new(256 * 1024);
+        int n = count_certificates(iwd_conf.ca_file);
+
+        if (n == 0) {
+            fprintf(stderr, "iwd-sidecar: IWD_CA_FILE %s holds no PEM certificate (or cannot be read)\n",
+                    iwd_conf.ca_file);
+            free(bundle.buf);
+            return IWD_ERR;
+        }
+        /* the system's CAs first: CURLOPT_CAINFO_BLOB replaces libcurl's default bundle */
+        if (v->cainfo != NULL && append_file(&bundle, v->cainfo) != IWD_OK)
+            iwd_log(IWD_LOG_WARN, "the system's CA bundle cannot be read", "%s", v->cainfo);
+        append_file(&bundle, iwd_conf.ca_file);
+        ca_blob = (struct curl_blob){.data = bundle.buf, .len = bundle.len, .flags = CURL_BLOB_NOCOPY};
+        iwd_log(IWD_LOG_INFO, "webhooks trust IWD_CA_FILE", "%s: %d certificates", iwd_conf.ca_file, n);
+    }
+    if (pipe2(wake_pipe, O_NONBLOCK | O_CLOEXEC) != 0 || (multi = curl_multi_init()) == NULL) {
+        fprintf(stderr, "iwd-sidecar: cannot set the webhook delivery up\n");
+        return IWD_ERR;
+    }
+    return IWD_OK;
+}
+
+void iwd_webhooks_start(void)
+{
+    pthread_t dispatcher, sender;
+
+    pthread_create(&sender, NULL, sender_main, NULL);
+    pthread_detach(sender);
+    pthread_create(&dispatcher, NULL, dispatcher_main, NULL);
+    pthread_detach(dispatcher);
+    iwd_log(IWD_LOG_INFO, "webhook delivery started", "replica %s", replica_id);
+}
+
+void iwd_webhooks_wake(const iwd_tenant_t *tenant)
+{
+    char byte = 1;
+    int i;
+
+    pthread_mutex_lock(&queue_lock);
+    for (i = 0; i < nwakes && strcmp(wakes[i].ccid, tenant->ccid) != 0; i++)
+        ;
+    if (i == nwakes && nwakes < MAX_WAKES) /* beyond: the dispatcher is behind and polls anyway */
+        wakes[nwakes++] = *tenant;
+    pthread_mutex_unlock(&queue_lock);
+    if (wake_pipe[1] >= 0 && write(wake_pipe[1], &byte, 1) < 0 && errno != EAGAIN)
+        iwd_log(IWD_LOG_WARN, "webhook dispatcher not woken", "%s", strerror(errno));
+}
