@@ -28,6 +28,7 @@ pg 8
 registry 9
 collector 9
 push 9
+events 9
 webhooks 9
 auth 10
 routes 11

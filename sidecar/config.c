@@ -32,6 +32,13 @@
 #define DEFAULT_AUTH_FAILURE_LIMIT 30
 #define MAX_AUTH_FAILURE_LIMIT 100000
 #define MAX_WAITING 100000
+#define DEFAULT_MAX_STREAMS 10000
+#define DEFAULT_MAX_STREAMS_PER_TENANT 2000
+#define MAX_STREAMS_LIMIT 1000000
+#define DEFAULT_EVENTS_HEARTBEAT_S 15
+#define MAX_EVENTS_HEARTBEAT_S 15 /* DESIGN §11: a heartbeat at least every 15 s */
+#define DEFAULT_EVENTS_BUFFER_BYTES (1024 * 1024)
+#define MIN_EVENTS_BUFFER_BYTES 4096
 #define MAX_DENY_NETWORKS 256
 #define DEFAULT_PG_IDLE_TIMEOUT_S 60
 #define MAX_PG_IDLE_TIMEOUT_S 86400
@@ -94,6 +101,13 @@ static const char usage[] =
     "  --webhook-deny-networks LIST IWD_WEBHOOK_DENY_NETWORKS  comma-separated CIDR networks (IPv4 or IPv6)\n"
     "                                             webhooks may not connect to, checked on the resolved\n"
     "                                             address (default empty: any host)\n"
+    "  --max-streams N        IWD_MAX_STREAMS     open event streams (GET /events, long-polls waiting\n"
+    "                                             included) of this sidecar (default 10000); beyond: 503\n"
+    "  --max-streams-per-tenant N IWD_MAX_STREAMS_PER_TENANT  the same for one tenant (default 2000)\n"
+    "  --events-heartbeat-s N IWD_EVENTS_HEARTBEAT_S  an event stream that sent nothing for N seconds sends\n"
+    "                                             a comment line (default 15, at most 15)\n"
+    "  --events-buffer-bytes N IWD_EVENTS_BUFFER_BYTES  unsent output of one event stream; a client that\n"
+    "                                             falls further behind is disconnected (default 1048576)\n"
     "  --routes                                   list every route and exit\n"
     "  --help                                     this text\n";
 
@@ -261,6 +275,22 @@ static int apply(const char *name, const char *value)
         if ((n = parse_int(value, 1, MAX_WAITING)) < 0)
             goto invalid;
         iwd_conf.waiting_calls_per_thread = (int)n;
+    } else if (strcmp(name, "max-streams") == 0) {
+        if ((n = parse_int(value, 1, MAX_STREAMS_LIMIT)) < 0)
+            goto invalid;
+        iwd_conf.max_streams = (int)n;
+    } else if (strcmp(name, "max-streams-per-tenant") == 0) {
+        if ((n = parse_int(value, 1, MAX_STREAMS_LIMIT)) < 0)
+            goto invalid;
+        iwd_conf.max_streams_per_tenant = (int)n;
+    } else if (strcmp(name, "events-heartbeat-s") == 0) {
+        if ((n = parse_int(value, 1, MAX_EVENTS_HEARTBEAT_S)) < 0)
+            goto invalid;
+        iwd_conf.events_heartbeat_s = (int)n;
+    } else if (strcmp(name, "events-buffer-bytes") == 0) {
+        if ((n = parse_int(value, MIN_EVENTS_BUFFER_BYTES, 1L << 30)) < 0)
+            goto invalid;
+        iwd_conf.events_buffer_bytes = (size_t)n;
     } else if (strcmp(name, "pg-idle-timeout-s") == 0) {
         if ((n = parse_int(value, 1, MAX_PG_IDLE_TIMEOUT_S)) < 0)
             goto invalid;
@@ -303,6 +333,8 @@ int iwd_config_load(int argc, char **argv)
         {"waiting-calls-per-thread", "IWD_WAITING_CALLS_PER_THREAD"},
         {"secret-key", "IWD_SECRET_KEY"}, {"secret-key-previous", "IWD_SECRET_KEY_PREVIOUS"},
         {"auth-failure-limit", "IWD_AUTH_FAILURE_LIMIT"},
+        {"max-streams", "IWD_MAX_STREAMS"}, {"max-streams-per-tenant", "IWD_MAX_STREAMS_PER_TENANT"},
+        {"events-heartbeat-s", "IWD_EVENTS_HEARTBEAT_S"}, {"events-buffer-bytes", "IWD_EVENTS_BUFFER_BYTES"},
         {"ca-file", "IWD_CA_FILE"}, {"webhook-deny-networks", "IWD_WEBHOOK_DENY_NETWORKS"},
         {"pg-idle-timeout-s", "IWD_PG_IDLE_TIMEOUT_S"},
         {"pg-max-connections-per-server", "IWD_PG_MAX_CONNECTIONS_PER_SERVER"},
@@ -322,6 +354,8 @@ int iwd_config_load(int argc, char **argv)
         {"waiting-calls-per-thread", required_argument, NULL, 0},
         {"secret-key", required_argument, NULL, 0}, {"secret-key-previous", required_argument, NULL, 0},
         {"auth-failure-limit", required_argument, NULL, 0},
+        {"max-streams", required_argument, NULL, 0},    {"max-streams-per-tenant", required_argument, NULL, 0},
+        {"events-heartbeat-s", required_argument, NULL, 0}, {"events-buffer-bytes", required_argument, NULL, 0},
         {"ca-file", required_argument, NULL, 0}, {"webhook-deny-networks", required_argument, NULL, 0},
         {"pg-idle-timeout-s", required_argument, NULL, 0},
         {"pg-max-connections-per-server", required_argument, NULL, 0},
@@ -339,6 +373,10 @@ int iwd_config_load(int argc, char **argv)
                               .lock_timeout_ms = DEFAULT_LOCK_TIMEOUT_MS,
                               .waiting_calls_per_tenant = DEFAULT_WAITING_PER_TENANT,
                               .waiting_calls_per_thread = DEFAULT_WAITING_PER_THREAD,
+                              .max_streams = DEFAULT_MAX_STREAMS,
+                              .max_streams_per_tenant = DEFAULT_MAX_STREAMS_PER_TENANT,
+                              .events_heartbeat_s = DEFAULT_EVENTS_HEARTBEAT_S,
+                              .events_buffer_bytes = DEFAULT_EVENTS_BUFFER_BYTES,
                               .auth_failure_limit = DEFAULT_AUTH_FAILURE_LIMIT,
                               .pg_idle_timeout_s = DEFAULT_PG_IDLE_TIMEOUT_S,
                               .pg_max_connections_per_server = DEFAULT_PG_MAX_CONNECTIONS_PER_SERVER,

@@ -36,6 +36,10 @@ typedef struct iwd_config {
     int lock_timeout_ms;
     int waiting_calls_per_tenant; /* SQL calls of one tenant that may wait for a connection, per thread */
     int waiting_calls_per_thread; /* SQL calls of all tenants that may wait for a connection, per thread */
+    int max_streams;              /* event streams and parked long-polls of the sidecar (events.c) */
+    int max_streams_per_tenant;   /* the same for one tenant */
+    int events_heartbeat_s;       /* an event stream sends a comment when it sent nothing for this long */
+    size_t events_buffer_bytes;   /* an event stream's unsent output; beyond it, its client is disconnected */
     int pg_idle_timeout_s;        /* an idle tenant connection is closed after this */
     int pg_max_connections_per_server; /* tenant connections to one database server, all threads */
     bool pg_prepare;              /* prepare each route's statement once per connection (off behind PgBouncer) */

@@ -38,7 +38,7 @@ enum {
     F_REQUEST_TOTAL, F_SUCCESS, F_ERRORS, F_CLIENT_ERROR, F_SERVER_ERROR, F_API_REQUEST, F_API_DURATION,
     F_API_LONG, F_API_BLACKLIST, F_REDIS_ESTABLISHED, F_REDIS_RECONNECTING, F_REDIS_READY, F_REDIS_ERRORS,
     F_REDIS_UNTIL_READY, F_DB_CONNECT, F_DB_DISCONNECT, F_DB_REQUEST, F_DB_SUCCESS, F_DB_ERRORS, F_DB_DURATION,
-    F_REFUSED, F_WEBHOOK_DELIVERIES, F_COUNT
+    F_REFUSED, F_WEBHOOK_DELIVERIES, F_EVENTS_STREAMS, F_EVENTS_REFUSED, F_EVENTS_DROPPED, F_COUNT
 };
 
 static const family_t families[F_COUNT] = {
@@ -64,6 +64,14 @@ static const family_t families[F_COUNT] = {
     [F_DB_DURATION] = {"iwdTenantDB_db_request_duration_milliseconds", "Database call duration (ms).", HISTOGRAM},
     [F_REFUSED] = {"iwd_waiting_calls_refused_total",
                    "Calls answered 503 because too many were waiting for a database connection, per tenant.", COUNTER},
+    [F_EVENTS_STREAMS] = {"iwd_events_streams_open", "Open event streams (GET /events), long-polls waiting included.",
+                          GAUGE},
+    [F_EVENTS_REFUSED] = {"iwd_events_streams_refused_total",
+                          "Event streams answered 503 because IWD_MAX_STREAMS or its per-tenant bound was reached.",
+                          COUNTER},
+    [F_EVENTS_DROPPED] = {"iwd_events_streams_dropped_total",
+                          "Event streams closed because their client fell IWD_EVENTS_BUFFER_BYTES behind, per tenant.",
+                          COUNTER},
     [F_WEBHOOK_DELIVERIES] = {"iwd_webhook_deliveries_total",
                               "Webhook delivery attempts by tenant, webhook and result (delivered, retry: a failed"
                               " attempt to be made again, failed: given up, lost: its lease had passed to another"
@@ -254,6 +262,21 @@ void iwd_metrics_refused(const char *ccid)
     add(F_REFUSED, 1, "ccid", ccid, NULL);
 }
 
+void iwd_metrics_events_streams(int delta)
+{
+    add(F_EVENTS_STREAMS, delta, NULL);
+}
+
+void iwd_metrics_events_refused(const char *ccid)
+{
+    add(F_EVENTS_REFUSED, 1, "ccid", ccid, NULL);
+}
+
+void iwd_metrics_events_dropped(const char *ccid)
+{
+    add(F_EVENTS_DROPPED, 1, "ccid", ccid, NULL);
+}
+
 void iwd_metrics_db(const char *db, const char *command, const char *code, double ms, bool connect, bool disconnect)
 {
     if (connect) {
@@ -307,7 +330,7 @@ static void render_series(iwd_text_t *t)
             fam->type == COUNTER ? "counter" : fam->type == GAUGE ? "gauge" : "histogram");
         if (fam->type != HISTOGRAM && (f == F_REQUEST_TOTAL || f == F_API_LONG || f == F_API_BLACKLIST ||
                                        f == F_REDIS_ESTABLISHED || f == F_REDIS_RECONNECTING ||
-                                       f == F_REDIS_READY || f == F_REDIS_ERRORS)) {
+                                       f == F_REDIS_READY || f == F_REDIS_ERRORS || f == F_EVENTS_STREAMS)) {
             /* unlabelled series appear from the start, at zero */
             bool seen = false;
             for (int i = 0; i < nseries; i++)

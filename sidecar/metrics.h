@@ -17,6 +17,10 @@ void iwd_metrics_request(const char *method, const char *route, int status, cons
 void iwd_metrics_blacklist(void);
 /* A call refused (503) because too many were waiting for a connection of its tenant. */
 void iwd_metrics_refused(const char *ccid);
+/* Event streams (and parked long-polls) opened (+1) or closed (-1); one refused (503) or dropped (a slow client). */
+void iwd_metrics_events_streams(int delta);
+void iwd_metrics_events_refused(const char *ccid);
+void iwd_metrics_events_dropped(const char *ccid);
 /* A database call (code: its SQLSTATE, NULL on success), a connection opened, or one closed. */
 void iwd_metrics_db(const char *db, const char *command, const char *code, double ms, bool connect,
                     bool disconnect);

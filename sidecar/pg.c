@@ -149,6 +149,8 @@ struct iwd_pg_pending {
     int nparams;
     int success_status, null_status;
     bool retried;
+    iwd_pg_result_cb on_result;     /* given the result instead of answering from it (iwd_pg_call_then) */
+    void *on_result_arg;
     char command[64];
     double sent_ms;
     iwd_thread_t *thread;
@@ -659,7 +661,9 @@ static void fail_pending(iwd_pg_pending_t *pending, int status, const char *mess
 {
     iwd_call_t *call = detach(pending);
 
-    if (call != NULL)
+    if (call != NULL && pending->on_result != NULL)
+        pending->on_result(call, NULL, status, message, pending->on_result_arg);
+    else if (call != NULL)
         iwd_answer_error(call, status, message);
     pending_free(pending);
 }
@@ -947,7 +951,9 @@ static void complete(iwd_tenant_conn_t *tc)
         next_waiting(thread, NULL, ccid);
         return;
     }
-    if ((call = detach(pending)) != NULL)
+    if ((call = detach(pending)) != NULL && pending->on_result != NULL)
+        pending->on_result(call, res, 0, NULL, pending->on_result_arg);
+    else if (call != NULL)
         iwd_answer_result(call, res, pending->success_status, pending->null_status);
     PQclear(res);
     pending_free(pending);
@@ -1118,8 +1124,9 @@ static void send_call(iwd_tenant_conn_t *tc, iwd_pg_pending_t *pending)
         close_conn(tc->thread, tc); /* its call fails */
 }
 
-int iwd_pg_call(iwd_call_t *call, const char *sql, int nparams, const char *const *values, int success_status,
-                int null_status)
+/* A route's SQL call, answered from its result or, when on_result is set, handed to it. */
+static int call_sql(iwd_call_t *call, const char *sql, int nparams, const char *const *values, int success_status,
+                    int null_status, iwd_pg_result_cb on_result, void *on_result_arg)
 {
     iwd_pg_pending_t *pending = calloc(1, sizeof(*pending));
     char command[64];
@@ -1136,7 +1143,21 @@ int iwd_pg_call(iwd_call_t *call, const char *sql, int nparams, const char *cons
         pending->values[i] = values[i] != NULL ? strdup(values[i]) : NULL;
     pending->success_status = success_status;
     pending->null_status = null_status;
+    pending->on_result = on_result;
+    pending->on_result_arg = on_result_arg;
     snprintf(pending->command, sizeof(pending->command), "%s", command_of(sql, command, sizeof(command)));
     dispatch(call->thread, pending);
     return 0;
+}
+
+int iwd_pg_call(iwd_call_t *call, const char *sql, int nparams, const char *const *values, int success_status,
+                int null_status)
+{
+    return call_sql(call, sql, nparams, values, success_status, null_status, NULL, NULL);
+}
+
+int iwd_pg_call_then(iwd_call_t *call, const char *sql, int nparams, const char *const *values,
+                     iwd_pg_result_cb on_result, void *arg)
+{
+    return call_sql(call, sql, nparams, values, 200, 404, on_result, arg);
 }

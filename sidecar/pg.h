@@ -32,6 +32,16 @@ void iwd_pg_close_all(iwd_thread_t *thread);
  */
 int iwd_pg_call(iwd_call_t *call, const char *sql, int nparams, const char *const *values, int success_status,
                 int null_status);
+/*
+ * What a call run by iwd_pg_call_then hands over instead of answering: its result (res, freed by the caller
+ * once on_result returns), or NULL with the status (503, 504) and message of a call that got no result. On
+ * the call's thread, while the request lives (never once it is gone). on_result must not send another call
+ * before it returns (the connection is not idle yet): a follow-up call goes from the loop.
+ */
+typedef void (*iwd_pg_result_cb)(iwd_call_t *call, PGresult *res, int status, const char *message, void *arg);
+/* Run a route's SQL call like iwd_pg_call, its result handed to on_result rather than answered; IWD_OK. */
+int iwd_pg_call_then(iwd_call_t *call, const char *sql, int nparams, const char *const *values,
+                     iwd_pg_result_cb on_result, void *arg);
 /* Run one statement synchronously, counted in the metrics under db_label and command. */
 PGresult *iwd_pg_exec(PGconn *conn, const char *db_label, const char *command, const char *sql, int nparams,
                       const char *const *values);
