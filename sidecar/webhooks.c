@@ -75,7 +75,6 @@
 #define CLAIM_BATCH 128
 #define START_WITHIN_MS 45000       /* leaves an attempt started then its 10 s before the lease ends */
 #define POLL_INTERVAL_MS 1000       /* retries come due: each tenant with webhooks is asked this often */
-#define NOTIFIED_AGAIN_MS 200       /* after a notification, once more: another publisher may have had the lock */
 #define REGISTRY_INTERVAL_MS 10000
 #define PROBE_INTERVAL_MS 30000     /* a tenant without webhooks is asked again after this */
 #define WAKE_GRACE_MS 60000         /* a woken tenant is polled this long even if its probe finds no webhook */
@@ -947,7 +946,10 @@ static void wait_for_work(void)
     }
 }
 
-/* Notifications read along with answers: the tenant is due now, and once more a little later. */
+/*
+ * Notifications read along with answers (events committed, or published by another publisher while this
+ * one's publish_events found the lock taken): the tenant is due now.
+ */
 static void notified_meanwhile(int64_t now)
 {
     for (watched_t *w = watched; w != NULL; w = w->next) {
@@ -959,8 +961,8 @@ static void notified_meanwhile(int64_t now)
             notified = true;
             PQfreemem(note);
         }
-        if (notified)
-            w->poll_at_ms = now + NOTIFIED_AGAIN_MS < w->poll_at_ms ? now + NOTIFIED_AGAIN_MS : w->poll_at_ms;
+        if (notified && w->poll_at_ms > now)
+            w->poll_at_ms = now;
     }
 }
 
