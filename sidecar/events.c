@@ -48,6 +48,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "pg.h"
+#include "server_slots.h"
 
 #define MAX_THREADS 64           /* IWD_THREADS is at most this (config.c) */
 #define HUB_PAGE 1000            /* events per read of the feed by a hub */
@@ -99,13 +100,14 @@ typedef struct hub {
     char conninfo[IWD_CONNINFO_SIZE];
     /* under registry_lock */
     bool listed;
+    iwd_server_t *slot; /* the server whose connection slot the hub's connection holds; NULL: none */
     int streams, on_thread[MAX_THREADS];
     int64_t head; /* the last event fanned out; -1 until the connection has read it (owner writes) */
     /* the owner thread's */
     iwd_thread_t *owner;
     PGconn *conn;
     h2o_socket_t *sock;
-    bool connecting, running, starting, again, failing;
+    bool connecting, running, starting, again, failing, slot_wanted;
     int64_t notified; /* the highest id announced on iwd_events since the round began (INT64_MAX: unknown) */
     PGresult *last; /* the running query's last result */
     h2o_timeout_entry_t poll;
@@ -140,6 +142,7 @@ typedef struct stream {
     int64_t sent;        /* the last event id sent; none at or below it is sent again */
     int64_t cursor;      /* the next catch-up call reads after it */
     int64_t call_join;   /* the join point when the catch-up call in flight was sent */
+    unsigned fallbacks, call_fallbacks; /* fall-backs so far, and when the call in flight was sent */
     bool registered, catching_up, page_due, calling, writing, heartbeat_due, gone, ended;
     event_list_t queue, held;
     event_t *inflight[SEND_BATCH];
@@ -361,6 +364,50 @@ static void hub_fan_out(hub_t *hub, event_t **events, size_t n, int64_t head)
         h2o_multithread_send_message(&threads[to_thread[i]].receiver, &to[i]->super);
 }
 
+/*
+ * A slot of the tenant's database server for the hub's connection (server_slots.h): hub connections count
+ * against IWD_PG_MAX_CONNECTIONS_PER_SERVER like the calls' connections, but take at most half of it, so that
+ * REST calls always keep room (a hub is never idle, never closed to make room). False when there is none
+ * now: the next poll asks again, and the streams wait for their live events meanwhile.
+ */
+static bool hub_take_slot(hub_t *hub)
+{
+    iwd_server_t *server = iwd_slots_server(hub->conninfo);
+    int holding = 0, most = iwd_conf.pg_max_connections_per_server / 2;
+    bool taken;
+
+    if (server == NULL)
+        return true; /* a conninfo without a server of its own (pg.c does not count it either) */
+    pthread_mutex_lock(&registry_lock);
+    for (hub_t *h = hubs; h != NULL; h = h->next)
+        holding += h->slot == server;
+    pthread_mutex_unlock(&registry_lock);
+    taken = holding < (most > 1 ? most : 1) && iwd_slots_acquire(server, hub->owner->index);
+    if (!taken && !hub->slot_wanted)
+        iwd_log(IWD_LOG_WARN, "an event hub waits for a connection slot", "%s: server %s", hub->ccid,
+                iwd_slots_server_name(server));
+    hub->slot_wanted = !taken;
+    if (taken) {
+        pthread_mutex_lock(&registry_lock);
+        hub->slot = server;
+        pthread_mutex_unlock(&registry_lock);
+    }
+    return taken;
+}
+
+/* The hub's connection is closed (or was never opened): its server slot goes back. */
+static void hub_give_slot(hub_t *hub)
+{
+    iwd_server_t *server;
+
+    pthread_mutex_lock(&registry_lock);
+    server = hub->slot;
+    hub->slot = NULL;
+    pthread_mutex_unlock(&registry_lock);
+    if (server != NULL)
+        iwd_slots_release(server);
+}
+
 static void unwatch_hub(hub_t *hub)
 {
     if (hub->sock != NULL)
@@ -377,6 +424,7 @@ static void hub_disconnect(hub_t *hub, const char *why)
         PQclear(hub->last);
     hub->last = NULL;
     PQfinish(hub->conn);
+    hub_give_slot(hub);
     hub->conn = NULL;
     hub->running = false;
     hub->starting = false;
@@ -505,6 +553,7 @@ static void hub_connected(hub_t *hub, PGconn *conn)
     hub->connecting = false;
     if (!hub->listed) {
         PQfinish(conn);
+        hub_give_slot(hub);
         return;
     }
     if (PQstatus(conn) != CONNECTION_OK) {
@@ -513,12 +562,14 @@ static void hub_connected(hub_t *hub, PGconn *conn)
         hub->failing = true;
         iwd_metrics_db(hub->ccid, "connect", "08006", 0, false, false);
         PQfinish(conn);
+        hub_give_slot(hub);
         return;
     }
     iwd_metrics_db(hub->ccid, "connect", NULL, 0, true, false);
     if (PQsetnonblocking(conn, 1) != 0 || (fd = dup(PQsocket(conn))) < 0) {
         iwd_log(IWD_LOG_ERROR, "an event hub cannot watch its connection", "%s: %s", hub->ccid, strerror(errno));
         PQfinish(conn);
+        hub_give_slot(hub);
         return;
     }
     hub->conn = conn;
@@ -540,11 +591,14 @@ static void *connector_main(void *arg)
 /* Open the hub's connection on a connector thread (connecting never holds the loop). */
 static void hub_connect(hub_t *hub)
 {
-    message_t *m = calloc(1, sizeof(*m));
+    message_t *m;
     pthread_attr_t attr;
     pthread_t connector;
     int rc;
 
+    if (!hub_take_slot(hub))
+        return;
+    m = calloc(1, sizeof(*m));
     m->kind = MSG_CONNECTED;
     m->hub = hub;
     atomic_fetch_add(&hub->refs, 1);
@@ -556,6 +610,7 @@ static void hub_connect(hub_t *hub)
     if (rc != 0) {
         iwd_log(IWD_LOG_ERROR, "cannot start a connector thread", "%s: %s", hub->ccid, strerror(rc));
         hub->connecting = false;
+        hub_give_slot(hub);
         hub_release(hub);
         free(m);
     }
@@ -581,6 +636,7 @@ static bool hub_close(hub_t *hub)
         if (hub->last != NULL)
             PQclear(hub->last);
         PQfinish(hub->conn);
+        hub_give_slot(hub);
         iwd_metrics_db(hub->ccid, "disconnect", NULL, 0, false, true);
     }
     hub_release(hub);
@@ -829,7 +885,7 @@ static void on_proceed(h2o_generator_t *generator, h2o_req_t *req)
         h2o_send(req, NULL, 0, H2O_SEND_STATE_ERROR);
         return;
     }
-    if (s->page_due && !s->calling && stream_bytes(s) < iwd_conf.events_buffer_bytes / 2)
+    if (s->page_due && s->catching_up && !s->calling && stream_bytes(s) < iwd_conf.events_buffer_bytes / 2)
         fetch_page(s);
     stream_flush(s);
 }
@@ -861,6 +917,7 @@ static void fall_back(stream_t *s)
 {
     list_clear(&s->queue);
     list_clear(&s->held);
+    s->fallbacks++; /* a page asked for before now may skip what was let go: it is read again */
     s->page_bytes = 0;
     s->sent = s->written;
     s->cursor = s->written;
@@ -911,6 +968,15 @@ static void on_page(iwd_call_t *call, PGresult *res, int status, const char *mes
         stream_end(s, false, res == NULL ? message : PQresultErrorMessage(res));
         return;
     }
+    if (s->call_fallbacks != s->fallbacks) { /* asked for before a fall-back: the cursor moved back since */
+        for (size_t i = 0; i < n; i++)
+            event_release(events[i]);
+        free(events);
+        s->page_due = true;
+        if (!s->writing && !h2o_timeout_is_linked(&s->soon))
+            h2o_timeout_link(s->te->thread->ctx.loop, &s->te->soon, &s->soon);
+        return;
+    }
     s->page_bytes = 0;
     for (size_t i = 0; i < n; i++) {
         if (events[i]->id <= s->join && events[i]->id > s->sent && matches(&s->query, events[i])) {
@@ -943,6 +1009,7 @@ static void fetch_page(stream_t *s)
     s->page_due = false;
     s->calling = true;
     s->call_join = s->join;
+    s->call_fallbacks = s->fallbacks;
     snprintf(after, sizeof(after), "%" PRId64, s->cursor);
     snprintf(limit, sizeof(limit), "%d", CATCH_UP_PAGE);
     iwd_pg_call_then(s->call, CATCH_UP_SQL, 4, values, on_page, s);
@@ -952,7 +1019,7 @@ static void on_soon(h2o_timeout_entry_t *entry)
 {
     stream_t *s = H2O_STRUCT_FROM_MEMBER(stream_t, soon, entry);
 
-    if (!s->calling && !s->gone && !s->ended)
+    if (s->page_due && s->catching_up && !s->calling && !s->gone && !s->ended)
         fetch_page(s);
 }
 

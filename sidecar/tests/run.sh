@@ -996,6 +996,16 @@ restart_with
 read -r wp wf < <(tests/webhooks.sh 2>&1 | tee /dev/stderr | sed -n 's/^webhooks: \([0-9]*\) passed, \([0-9]*\) failed$/\1 \2/p')
 passed=$((passed + ${wp:-0})); failed=$((failed + ${wf:-1}))
 
+# --- the event stream (tests/events.sh: a cluster and a sidecar of its own; its checks count here) ----
+tests/events.sh 2>&1 | tee "$work/events.log" | grep -v '^events: '
+events_result=$(grep -E '^events: [0-9]+ passed, [0-9]+ failed$' "$work/events.log" | tail -n 1)
+if [ -n "$events_result" ]; then
+    read -r _ events_passed _ events_failed _ <<<"$events_result"
+    passed=$((passed + events_passed)); failed=$((failed + events_failed))
+else
+    failed=$((failed + 1)); echo "not ok - tests/events.sh printed no result line"
+fi
+
 # --- shutdown and sanitizers -----------------------------------------------------------------------
 kill "$sidecar_pid"; wait "$sidecar_pid" 2>/dev/null; sidecar_pid=""
 check "no AddressSanitizer or UndefinedBehaviorSanitizer report" "0" \
