@@ -14,12 +14,16 @@
  * Two threads of their own, so that no worker thread's loop ever waits for a receiver or for this work:
  *  - the dispatcher talks to the databases, synchronously, over connections of its own (a short connect and
  *    statement timeout, a deadline on every answer). It reads the registry's tenants every
- *    REGISTRY_INTERVAL_MS, asks each whether it has webhooks (again every PROBE_INTERVAL_MS for those without),
- *    and keeps a connection to each that has, on which it LISTENs to iwd_events: a notification (a
+ *    REGISTRY_INTERVAL_MS, asks each whether it has webhooks (at start, then every PROBE_INTERVAL_MS for
+ *    those without: an idle tenant costs a short connection every 5 minutes, not one kept open; the replica
+ *    that serves a PUT /webhooks is woken at once, the others learn within that interval), and keeps a
+ *    connection to each that has, on which it LISTENs to iwd_events: a notification (a
  *    committed event), a wake-up from a route that changed webhooks or asked a retry, or every POLL_INTERVAL_MS
  *    (retries come due) make it publish the tenant's events, claim its due deliveries and hand them to the
  *    sender; it reports the sender's outcomes, and every STATS_INTERVAL_MS reads the pending counts for
- *    iwd_webhook_pending.
+ *    iwd_webhook_pending. A tenant database that is slow to answer delays the others' claims and reports by
+ *    DEADLINE_MS at most per statement, and is then left alone for a growing pause; the HTTP attempts in
+ *    flight are not delayed (they are the sender's).
  *  - the sender runs a libcurl multi handle: every attempt is a non-blocking transfer of that one loop, at
  *    most CONCURRENT_PER_ENDPOINT at a time per webhook and CONCURRENT_TOTAL in all, each bounded by
  *    ATTEMPT_TIMEOUT_S, so a receiver that never answers holds up only its own webhook's queue.
@@ -76,7 +80,7 @@
 #define START_WITHIN_MS 45000       /* leaves an attempt started then its 10 s before the lease ends */
 #define POLL_INTERVAL_MS 1000       /* retries come due: each tenant with webhooks is asked this often */
 #define REGISTRY_INTERVAL_MS 10000
-#define PROBE_INTERVAL_MS 30000     /* a tenant without webhooks is asked again after this */
+#define PROBE_INTERVAL_MS 300000    /* a tenant without webhooks is asked again after this (see above) */
 #define WAKE_GRACE_MS 60000         /* a woken tenant is polled this long even if its probe finds no webhook */
 #define STATS_INTERVAL_MS 5000
 #define CONNECT_TIMEOUT_S 2
@@ -817,7 +821,7 @@ static void take_handed(void)
         done = d->next;
         for (w = watched; w != NULL && strcmp(w->tenant.ccid, d->ccid) != 0; w = w->next)
             ;
-        if (w == NULL) { /* cannot happen: a tenant with deliveries is kept */
+        if (w == NULL) { /* a tenant no longer provisioned: not reported, its leases run out */
             endpoint_t *e = endpoint_of(&held_endpoints, d->ccid, d->webhook);
             e->held--;
             held_total--;

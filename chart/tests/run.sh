@@ -122,6 +122,14 @@ check "an empty server secret gets a random one of 64 characters, no previous on
 check "numbers reach the sidecar as integers (4024, 2 threads, 1048576 bytes)" "4024 2 1048576" \
     "$(q default '" ".join(one("ConfigMap")["data"][k] for k in ("IWD_PORT", "IWD_THREADS", "IWD_MAX_BODY_BYTES"))')"
 check "the Data Mart push is off by default" "False" "$(q default '"IWD_PUSHGATEWAY_URL" in one("ConfigMap")["data"]')"
+check "webhooks by default: the system's CAs only, no network denied" "False  False" \
+    "$(q default 'str("IWD_CA_FILE" in one("ConfigMap")["data"]) + " " + one("ConfigMap")["data"]["IWD_WEBHOOK_DENY_NETWORKS"] + " " + str(any(v["name"] == "webhook-ca" for v in workload()["spec"]["template"]["spec"]["volumes"]))')"
+render webhooks --set sidecar.webhooks.caSecret=receivers-ca --set 'sidecar.webhooks.denyNetworks=169.254.0.0/16\,127.0.0.0/8'
+check "sidecar.webhooks.caSecret: its ca.crt mounted read-only as IWD_CA_FILE; denyNetworks: IWD_WEBHOOK_DENY_NETWORKS" \
+    "/etc/iwd/webhook-ca/ca.crt receivers-ca ca.crt True 169.254.0.0/16,127.0.0.0/8" \
+    "$(q webhooks '" ".join(str(x) for x in (one("ConfigMap")["data"]["IWD_CA_FILE"], [v for v in workload()["spec"]["template"]["spec"]["volumes"] if v["name"] == "webhook-ca"][0]["secret"]["secretName"], [v for v in workload()["spec"]["template"]["spec"]["volumes"] if v["name"] == "webhook-ca"][0]["secret"]["items"][0]["key"], [m for m in container(workload())["volumeMounts"] if m["name"] == "webhook-ca" and m["mountPath"] == "/etc/iwd/webhook-ca"][0]["readOnly"], one("ConfigMap")["data"]["IWD_WEBHOOK_DENY_NETWORKS"]))')"
+render webhooks-bad --set 'sidecar.webhooks.denyNetworks=10.0.0.0/8;curl'
+check "the schema refuses a deny list that is not CIDR networks" "1" "$?"
 
 echo "# no secret in a ConfigMap, whatever the values"
 render secrets --set sidecar.adminApiKey=admin-key-canary-1 --set 'sidecar.controlDb=host=pg password=dbpass-canary-2' \
