@@ -753,7 +753,8 @@ static int stream_register(stream_t *s)
     if (full) {
         atomic_fetch_sub(&streams_open, 1);
         iwd_metrics_events_refused(call->tenant.ccid);
-        iwd_answer_error(call, 503, "this tenant holds its most event streams (IWD_MAX_STREAMS_PER_TENANT); retry later");
+        iwd_answer_error(call, 503,
+                         "this tenant holds its most event streams (IWD_MAX_STREAMS_PER_TENANT); retry later");
         return IWD_ERR;
     }
     s->hub = hub;

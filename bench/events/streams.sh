@@ -38,7 +38,8 @@ sidecar_launch "$work/sidecar.log" "$base/health/ready" \
     IWD_CONTROL_DB="host=$pg_dir port=$pg_port dbname=control user=$pg_superuser" IWD_METRICS_PORT=0 \
     sidecar/iwd-sidecar
 curl -s --fail-with-body -X POST "$base/provisioning" -H 'x-api-key: bench-admin-key' \
-    -d "{\"tenant\": {\"id\": \"bench\", \"ccid\": \"bench\"}, \"iwd\": {\"db\": {\"host\": \"$pg_dir\", \"port\": $pg_port,
+    -d "{\"tenant\": {\"id\": \"bench\", \"ccid\": \"bench\"},
+        \"iwd\": {\"db\": {\"host\": \"$pg_dir\", \"port\": $pg_port,
         \"database\": \"tenant\", \"user\": \"postgres\"}, \"apiKeys\": {\"IWD_APIKEY_TENANT\": \"$key\"}}}" >/dev/null
 curl -s -o /dev/null -H "x-api-key: $key" "$base/tasks?limit=1" # the tenant's first call, as a client would
 
@@ -91,7 +92,8 @@ idle_cpu=$(awk -v t="$((t1 - t0))" -v hz="$hz" -v s="$idle_seconds" 'BEGIN {prin
 
 echo "streams bench: creating $tasks tasks" >&2
 c0=$(cpu_ticks)
-cluster_sql -d tenant -c "SELECT count(iwd.create_task(jsonb_build_object('externalId', 'S-' || g, 'capturePoint', 'bench')))
+cluster_sql -d tenant -c "SELECT count(iwd.create_task(jsonb_build_object('externalId', 'S-' || g,
+                                                                          'capturePoint', 'bench')))
                           FROM generate_series(1, $tasks) g" >/dev/null
 start=$(date +%s.%N)
 wait "$client_pid"; client_pid=""
@@ -100,6 +102,12 @@ read -r complete last <"$work/client.out"
 burst_s=$(awk -v a="$start" -v b="$last" 'BEGIN {printf "%.2f", b - a}')
 burst_cpu=$(awk -v t="$((c1 - c0))" -v hz="$hz" 'BEGIN {printf "%.2f", t / hz}')
 
-echo "| streams | RSS before / with the streams | per stream | open fds before / with | CPU at idle (${idle_seconds} s) | $tasks tasks committed at once: every stream had every event after | events written | sidecar CPU for the burst | streams complete |"
+echo "| streams | RSS before / with the streams | per stream | open fds before / with" \
+     "| CPU at idle (${idle_seconds} s)" \
+     "| $tasks tasks committed at once: every stream had every event after | events written" \
+     "| sidecar CPU for the burst | streams complete |"
 echo "|---|---|---|---|---|---|---|---|---|"
-echo "| $streams | $((rss_before / 1024)) MB / $((rss_open / 1024)) MB | $(( (rss_open - rss_before) / streams )) kB | $fds_before / $fds_open | ${idle_cpu} % of one CPU | ${burst_s} s | $((streams * tasks)) | ${burst_cpu} s | $complete / $streams |"
+echo "| $streams | $((rss_before / 1024)) MB / $((rss_open / 1024)) MB" \
+     "| $(( (rss_open - rss_before) / streams )) kB" \
+     "| $fds_before / $fds_open | ${idle_cpu} % of one CPU | ${burst_s} s | $((streams * tasks)) | ${burst_cpu} s" \
+     "| $complete / $streams |"

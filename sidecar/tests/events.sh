@@ -81,7 +81,8 @@ same_ids() {
     python3 -c 'import sys
 e, a = sys.argv[1].split(), sys.argv[2].split()
 d = next((i for i in range(min(len(e), len(a))) if e[i] != a[i]), min(len(e), len(a)))
-print("ok" if e == a else f"{len(e)} expected, {len(a)} got, first difference at {d}: {e[d:d+3]} / {a[d:d+3]}")' "$1" "$2"
+print("ok" if e == a else f"{len(e)} expected, {len(a)} got, first difference at {d}: {e[d:d+3]} / {a[d:d+3]}")' \
+        "$1" "$2"
 }
 # published AFTER N: until the feed holds N events after AFTER (the hub publishes them; at most 10 s)
 published() {
@@ -103,11 +104,15 @@ redis_start "$work" redis-secret || fail_setup "redis-server did not start"
 start_sidecar || fail_setup "sidecar start failed"
 prov() { # prov CCID DB KEY
     echo "{\"tenant\": {\"id\": \"$1\", \"name\": \"Tenant $1\", \"ccid\": \"$1\"},
-           \"iwd\": {\"url\": \"http://iwd\", \"db\": {\"host\": \"127.0.0.1\", \"port\": $pg_port, \"database\": \"$2\",
-           \"user\": \"postgres\", \"password\": \"pw\", \"ssl\": false}, \"apiKeys\": {\"IWD_APIKEY_TENANT\": \"$3\"}}}"
+           \"iwd\": {\"url\": \"http://iwd\", \"db\": {\"host\": \"127.0.0.1\", \"port\": $pg_port,
+           \"database\": \"$2\", \"user\": \"postgres\", \"password\": \"pw\", \"ssl\": false},
+           \"apiKeys\": {\"IWD_APIKEY_TENANT\": \"$3\"}}}"
 }
-req POST /provisioning "$admin_key" "$(prov e tenant_e "$key_e")"; [ "$code" = 200 ] || fail_setup "provisioning e: $code $body"
-req POST /provisioning "$admin_key" "$(prov f tenant_f "$key_f")"; [ "$code" = 200 ] || fail_setup "provisioning f: $code $body"
+for t in e f; do
+    k="events-key-$t-0001"
+    req POST /provisioning "$admin_key" "$(prov "$t" "tenant_$t" "$k")"
+    [ "$code" = 200 ] || fail_setup "provisioning $t: $code $body"
+done
 req PUT /agents/ev1 "$key_e" '{"name": "Eve", "capacity": {"workitem": 1}, "state": "ready"}'
 [ "$code" = 200 ] || fail_setup "agent: $code $body"
 
@@ -231,7 +236,8 @@ req POST /tasks "$key_e" '{"externalId": "AFTER-ROLLBACK", "capturePoint": "erp"
 wait_events rollback 1
 sleep 0.5
 check "after a rollback, the stream gets the next committed task and nothing of the rolled-back one" \
-    "AFTER-ROLLBACK" "$(grep '^data: ' "$work/rollback.sse" | cut -c7- | jq -r .externalId | tr '\n' ' ' | sed 's/ $//')"
+    "AFTER-ROLLBACK" \
+    "$(grep '^data: ' "$work/rollback.sse" | cut -c7- | jq -r .externalId | tr '\n' ' ' | sed 's/ $//')"
 check "the outbox and the feed hold nothing of it" "0" \
     "$(tenant_sql -c "SELECT count(*) FROM iwd.event_feed WHERE doc->>'externalId' = 'ROLLED-BACK'")"
 stop_stream rollback
@@ -252,9 +258,11 @@ check "JSON: at once means under a second" "ok" "$([ "$took" -lt 1000 ] && echo 
 poll "?after=$head&wait=2"
 check "JSON: nothing after \`after\`: {events: [], next: after} when the wait ends" "200 0 $head" \
     "$code $(jq '.events | length' <<<"$body") $(jq -r .next <<<"$body")"
-check "JSON: after about the wait (2 s)" "ok" "$([ "$took" -ge 1900 ] && [ "$took" -lt 4000 ] && echo ok || echo "$took ms")"
+check "JSON: after about the wait (2 s)" "ok" \
+    "$([ "$took" -ge 1900 ] && [ "$took" -lt 4000 ] && echo ok || echo "$took ms")"
 poll "?after=$head"
-check "JSON without wait: answered at once, empty" "200 0 $head" "$code $(jq '.events | length' <<<"$body") $(jq -r .next <<<"$body")"
+check "JSON without wait: answered at once, empty" "200 0 $head" \
+    "$code $(jq '.events | length' <<<"$body") $(jq -r .next <<<"$body")"
 ( sleep 1; curl -s -o /dev/null -X POST -H "x-api-key: $key_e" -H 'content-type: application/json' \
     --data-binary '{"externalId": "EV-WAKE", "capturePoint": "erp"}' "$base/tasks" ) &
 poll "?after=$head&wait=20"
@@ -277,11 +285,13 @@ echo $! >"$work/f1.pid"
 sleep 0.5
 check "another tenant still gets one" "ok" "$(grep -q '^: iwd event stream' "$work/f1.sse" && echo ok)"
 body=$(curl -s -m 5 -w ' %{http_code}' -H "x-api-key: $key_f" "$base/events")
-check_match "beyond IWD_MAX_STREAMS=3: 503 in JSON" '^\{"status":\{"code":503,"message":"this sidecar holds.*"\}\} 503$' "$body"
+check_match "beyond IWD_MAX_STREAMS=3: 503 in JSON" \
+    '^\{"status":\{"code":503,"message":"this sidecar holds.*"\}\} 503$' "$body"
 poll "?wait=5"
 check "a long-poll that would wait counts as a stream" "503" "$code"
 check "iwd_events_streams_open counts them" "3" "$(metric iwd_events_streams_open)"
-check "refusals are counted" "3" "$(curl -s "$metrics_url" | awk '/^iwd_events_streams_refused_total/ {n += $2} END {print n}')"
+check "refusals are counted" "3" \
+    "$(curl -s "$metrics_url" | awk '/^iwd_events_streams_refused_total/ {n += $2} END {print n}')"
 stop_stream l1
 for _ in $(seq 1 50); do [ "$(metric iwd_events_streams_open)" = 2 ] && break; sleep 0.1; done
 check "a stream whose client left frees its place (noticed by its next write, a heartbeat at the latest)" "2" \
@@ -372,7 +382,8 @@ rss_kb=$(awk '/^VmRSS/ {print $2}' "/proc/$sidecar_pid/status"); fds=$(find "/pr
 threads=$(awk '/^Threads/ {print $2}' "/proc/$sidecar_pid/status")
 echo "# 1,000 open streams (AddressSanitizer build): RSS ${rss_kb} kB, ${fds} open fds, ${threads} threads"
 check "one database connection feeds them all (the hub's), besides the API's" "1" \
-    "$(cluster_sql -d postgres -c "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'iwd-sidecar-events'")"
+    "$(cluster_sql -d postgres -c "SELECT count(*) FROM pg_stat_activity
+                                    WHERE application_name = 'iwd-sidecar-events'")"
 creators=()
 for i in $(seq 1 50); do
     curl -s -o /dev/null -X POST -H "x-api-key: $key_e" -H 'content-type: application/json' \
