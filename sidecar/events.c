@@ -1045,7 +1045,7 @@ static void stream_joined(stream_t *s)
 static void answer_events(stream_t *s, event_list_t *events)
 {
     h2o_req_t *req = s->call->req;
-    size_t size = 32, n = 0, o;
+    size_t size = 64, n = 0, o; /* the braces, "events", "next" and its 20 digits at most */
     int64_t next = s->sent;
     char *body;
 

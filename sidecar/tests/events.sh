@@ -270,6 +270,16 @@ check "JSON: a parked long-poll is answered by the first event that comes" "200 
     "$code $(jq -r '.events[0].externalId' <<<"$body")"
 check "JSON: within a second or so of it" "ok" "$([ "$took" -lt 3500 ] && echo ok || echo "$took ms")"
 check "JSON: next is the event's id" "$(jq -r '.events[-1].id' <<<"$body")" "$(jq -r .next <<<"$body")"
+# event ids of 19 digits (the feed's sequence moved far on): a parked long-poll's answer holds them whole
+tenant_sql -c "SELECT setval('iwd.event_feed_id_seq', 9000000000000000000)" >/dev/null
+head=$(head_id)
+( sleep 1; curl -s -o /dev/null -X POST -H "x-api-key: $key_e" -H 'content-type: application/json' \
+    --data-binary '{"externalId": "EV-BIG", "capturePoint": "erp"}' "$base/tasks" ) &
+poll "?after=$head&wait=20"
+big_next() { # the first event's externalId and next of a JSON answer (python, not jq: jq reads numbers as doubles)
+    python3 -c 'import json, sys; d = json.loads(sys.argv[1]); print(d["events"][0]["externalId"], d["next"])' "$1"
+}
+check "JSON: a 19-digit event id in a long-poll's answer" "200 EV-BIG 9000000000000000001" "$code $(big_next "$body")"
 poll "?types=task.completed&wait=1"
 check "JSON without after starts from now: nothing old" "200 0" "$code $(jq '.events | length' <<<"$body")"
 
