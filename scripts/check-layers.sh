@@ -24,6 +24,7 @@ control 5
 thread 6
 http 6
 answer 7
+static 7
 pg 8
 registry 9
 collector 9

@@ -28,6 +28,7 @@
 #include "push.h"
 #include "redis.h"
 #include "routes.h"
+#include "static.h"
 #include "thread.h"
 #include "webhooks.h"
 
@@ -56,6 +57,8 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
     (void)self;
     *call = (iwd_call_t){.req = req, .thread = thread_of(req->conn->ctx), .route = "unmatched",
                          .start_ms = iwd_now_ms_precise()};
+    if (iwd_static_path(req))
+        return iwd_static_serve(call);
     iwd_route(call);
     return IWD_OK;
 }
@@ -208,7 +211,7 @@ int main(int argc, char **argv)
     if (iwd_config_load(argc, argv) != IWD_OK)
         return 2;
     iwd_log_set_level(iwd_conf.log_level);
-    if (iwd_webhooks_init() != IWD_OK)
+    if (iwd_webhooks_init() != IWD_OK || iwd_static_init() != IWD_OK)
         return 2;
     signal(SIGPIPE, SIG_IGN);
     signal(SIGTERM, on_signal);

@@ -1,0 +1,62 @@
+// The Workload Manager's entry: sign-in (the key kept in session storage), the views and live updates.
+import { api, session } from './api.js';
+import { setupDesk } from './desk.js';
+import { startLive } from './live.js';
+import { loadTasks, refreshPanel, setupTasks } from './tasks.js';
+import { loadAgents, loadConfiguration, loadDashboard } from './views.js';
+
+const $ = (id) => document.getElementById(id);
+const LOADERS = { tasks: loadTasks, agents: loadAgents, configuration: loadConfiguration, dashboard: loadDashboard };
+let current = 'tasks';
+let stopLive = null;
+
+function showView(name) {
+    current = name;
+    for (const button of $('nav').querySelectorAll('[data-view]')) {
+        button.setAttribute('aria-pressed', String(button.dataset.view === name));
+    }
+    for (const view of document.querySelectorAll('.view')) view.hidden = view.id !== `view-${name}`;
+    LOADERS[name]?.();
+}
+
+async function onEvents() {
+    if (current === 'tasks') await Promise.all([loadTasks(), refreshPanel()]);
+    else await LOADERS[current]?.();
+}
+
+function signedIn() {
+    $('sign-in').hidden = true;
+    $('nav').hidden = false;
+    showView('tasks');
+    stopLive = startLive(onEvents, (text) => { $('live').textContent = text; });
+}
+
+function signOut() {
+    stopLive?.();
+    session.key = null;
+    location.reload();
+}
+
+async function signIn(event) {
+    event.preventDefault();
+    $('sign-in-error').textContent = '';
+    session.key = $('api-key').value.trim();
+    try {
+        await api.tasks({ limit: 1 });
+    } catch (error) {
+        session.key = null;
+        $('sign-in-error').textContent = error.message;
+        return;
+    }
+    $('api-key').value = '';
+    signedIn();
+}
+
+setupTasks();
+setupDesk();
+$('sign-in-form').addEventListener('submit', signIn);
+$('sign-out').addEventListener('click', signOut);
+for (const button of $('nav').querySelectorAll('[data-view]')) {
+    button.addEventListener('click', () => showView(button.dataset.view));
+}
+if (session.key) signedIn(); else $('api-key').focus();
