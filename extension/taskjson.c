@@ -1,8 +1,9 @@
 /*-------------------------------------------------------------------------
  * taskjson.c
  *	  The task document: a row of iwd.task or iwd.task_closed in the REST
- *	  shape (iwd.task_json, iwd._tasks_json), and iwd.get_task, the read by id
- *	  behind GET /tasks/{id}.
+ *	  shape (iwd.task_json, iwd._tasks_json), iwd.get_task, the read by id
+ *	  behind GET /tasks/{id}, and the event document that embeds the task
+ *	  (iwd._event_document, for the outbox of sql/events.sql).
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -12,6 +13,7 @@
 #include "access/table.h"
 #include "access/tableam.h"
 #include "catalog/namespace.h"
+#include "executor/executor.h"
 #include "executor/tuptable.h"
 #include "fmgr.h"
 #include "miscadmin.h"
@@ -349,4 +351,68 @@ iwd_get_task(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_NO_DATA_FOUND),
 				 errmsg("task " INT64_FORMAT " does not exist", id)));
 	PG_RETURN_JSONB_P(TaskJson(DatumGetHeapTupleHeader(row)));
+}
+
+/* Push a text column of a task row as a JSON string (null when NULL). */
+static void
+PushColumn(JsonbParseState **state, HeapTupleHeader rec, const char *column)
+{
+	JsonbValue	null = {.type = jbvNull};
+	bool		isnull;
+	Datum		value = GetAttributeByName(rec, column, &isnull);
+
+	if (isnull)
+		pushJsonbValue(state, WJB_VALUE, &null);
+	else
+		PushString(state, TextDatumGetCString(value));
+}
+
+PG_FUNCTION_INFO_V1(iwd_event_document);
+
+/*
+ * SQL: iwd._event_document(task_id bigint, type text, at timestamptz, agent text) RETURNS jsonb
+ *
+ * A task event's document without its id: type, at, taskId, externalId,
+ * capturePoint, agent and task, the task document as it is now (the outbox
+ * trigger runs after the change), read as iwd.get_task reads it; NULL when
+ * the task does not exist. Built in one pass: the task is pushed into the
+ * event rather than built as a document and taken apart again, which would
+ * cost the outbox, and so every capture and claim, half as much again.
+ */
+Datum
+iwd_event_document(PG_FUNCTION_ARGS)
+{
+	JsonbParseState *state = NULL;
+	JsonbValue	task_id = {.type = jbvNumeric};
+	JsonbValue	null = {.type = jbvNull};
+	HeapTupleHeader rec;
+	Datum		row;
+	int64		id;
+
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2))
+		PG_RETURN_NULL();
+	id = PG_GETARG_INT64(0);
+	if (!FetchTaskRow("task", id, &row) && !FetchTaskRow("task_closed", id, &row))
+		PG_RETURN_NULL();
+	rec = DatumGetHeapTupleHeader(row);
+	task_id.val.numeric = int64_to_numeric(id);
+	pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);
+	PushKey(&state, "type");
+	PushString(&state, text_to_cstring(PG_GETARG_TEXT_PP(1)));
+	PushKey(&state, "at");
+	PushString(&state, IsoTimestamp(PG_GETARG_TIMESTAMPTZ(2)));
+	PushKey(&state, "taskId");
+	pushJsonbValue(&state, WJB_VALUE, &task_id);
+	PushKey(&state, "externalId");
+	PushColumn(&state, rec, "external_id");
+	PushKey(&state, "capturePoint");
+	PushColumn(&state, rec, "capture_point");
+	PushKey(&state, "agent");
+	if (PG_ARGISNULL(3))
+		pushJsonbValue(&state, WJB_VALUE, &null);
+	else
+		PushString(&state, text_to_cstring(PG_GETARG_TEXT_PP(3)));
+	PushKey(&state, "task");
+	PushTask(&state, rec);
+	PG_RETURN_JSONB_P(JsonbValueToJsonb(pushJsonbValue(&state, WJB_END_OBJECT, NULL)));
 }

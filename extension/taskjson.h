@@ -1,7 +1,7 @@
 /*-------------------------------------------------------------------------
  * taskjson.h
- *	  The task document (taskjson.c): a task row in the REST shape, and the
- *	  read of one task by id.
+ *	  The task document (taskjson.c): a task row in the REST shape, the read
+ *	  of one task by id, and the event document that embeds the task.
  *-------------------------------------------------------------------------
  */
 #ifndef IWD_TASKJSON_H
@@ -17,5 +17,7 @@ extern PGDLLEXPORT Datum iwd_task_json(PG_FUNCTION_ARGS);
 extern PGDLLEXPORT Datum iwd_tasks_json(PG_FUNCTION_ARGS);
 /* SQL: iwd.get_task(id bigint) RETURNS jsonb */
 extern PGDLLEXPORT Datum iwd_get_task(PG_FUNCTION_ARGS);
+/* SQL: iwd._event_document(task_id bigint, type text, at timestamptz, agent text) RETURNS jsonb */
+extern PGDLLEXPORT Datum iwd_event_document(PG_FUNCTION_ARGS);
 
 #endif							/* IWD_TASKJSON_H */

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The scheduler background workers in a real cluster: the launcher serves the databases of
 # iwd.databases (a filter here; scripts/test-density.sh covers every database, the pool's bound and many
-# tenants), a tenant's worker activates deferred tasks, returns timed-out reservations, announces events
-# and vacuums; the launcher follows iwd.databases on reload, and the server stops cleanly. Its work runs as the role iwd_worker; functions planted by a database owner who is
+# tenants), a tenant's worker activates deferred tasks, returns timed-out reservations, announces events,
+# publishes them to the event feed and the webhooks (and deletes what the feed no longer keeps) and vacuums;
+# the launcher follows iwd.databases on reload, and the server stops cleanly. Its work runs as the role
+# iwd_worker; functions planted by a database owner who is
 # not a superuser never run, neither in the workers nor for a superuser; a login holding the advisory
 # locks the claim and the Data Mart once used stalls neither; a tenant's reporting login reads no
 # other tenant's Data Mart. Ends with "worker: N passed, M failed".
@@ -86,6 +88,10 @@ wait_for "the worker returns the timed-out reservation" "queued" -d tenant_a \
 check "the timeout is in the history" "reservation_timeout|a1" \
     "$(sql -d tenant_a -c "SELECT event || '|' || actor FROM iwd.task_event WHERE event = 'reservation_timeout'")"
 
+# with no sidecar, the worker publishes the events to the event feed and creates the webhooks' deliveries
+sql -d tenant_a -c "SELECT iwd.upsert_webhook('{\"name\": \"crm\", \"url\": \"http://127.0.0.1:9/\", \"secret\": \"k\"}')" \
+    >/dev/null
+
 # batch announcements: the worker announces new events on iwd_task_event
 cluster_client psql -X -q -d tenant_a \
     -c "LISTEN iwd_task_event" -c "SELECT pg_sleep(1.5)" -c "SELECT 1" > "$work/listen.out" 2>&1 &
@@ -95,6 +101,23 @@ sql -d tenant_a -c "SELECT iwd.cancel_task((SELECT id FROM iwd.task WHERE extern
 wait "$listener"
 check "new events are announced in a batch" "1" \
     "$(grep -c 'notification "iwd_task_event" with payload "events:[0-9]*:[0-9]*"' "$work/listen.out")"
+
+wait_for "the worker publishes every event to the feed, with no sidecar" "0" -d tenant_a \
+    -c "SELECT count(*) FROM iwd.event_outbox"
+check "in history order, each once" "t" \
+    "$(sql -d tenant_a -c "SELECT array_agg(event_id ORDER BY id) = (SELECT array_agg(id ORDER BY id) FROM iwd.task_event)
+                           FROM iwd.event_feed")"
+check "with the webhook's delivery of the events after its creation" "task.canceled" \
+    "$(sql -d tenant_a -c "SELECT string_agg(type, ',') FROM iwd.webhook_delivery WHERE webhook = 'crm'")"
+# the worker deletes the events published longer ago than iwd.event_retention (not the last one)
+old_head=$(sql -d tenant_a -c "SELECT iwd.events_head()")
+sql -d tenant_a -c "SELECT iwd.delete_webhook('crm')" >/dev/null
+sql -d postgres -c "ALTER SYSTEM SET iwd.event_retention = '1 s'" -c "SELECT pg_reload_conf()" >/dev/null
+sleep 1.5
+sql -d tenant_a -c "SELECT iwd.create_task('{\"externalId\": \"R1\", \"capturePoint\": \"test\"}')" >/dev/null
+wait_for "the worker deletes the events iwd.event_retention no longer keeps" "t" -d tenant_a \
+    -c "SELECT min(id) > $old_head FROM iwd.event_feed"
+sql -d postgres -c "ALTER SYSTEM RESET iwd.event_retention" -c "SELECT pg_reload_conf()" >/dev/null
 
 # the worker vacuums iwd.task once enough events have been written (threshold lowered for the test)
 sql -d postgres -c "ALTER SYSTEM SET iwd.vacuum_threshold = 10" -c "SELECT pg_reload_conf()" >/dev/null

@@ -15,13 +15,15 @@ $$;
 
 -- The public type of a history event: "task." and its name, except the scheduler's own events: a
 -- reservation timeout is task.reservation_timed_out, a deferred task's activation (held -> queued) is
--- task.resumed and the overdue flag is task.updated (the task document changed).
+-- task.resumed and the overdue flag is task.updated (the task document changed). Inlined into the outbox
+-- trigger (not STRICT: a CASE is not, and a STRICT function's body must be to be inlined): left unpinned,
+-- every operator qualified (sql/security.sql).
 CREATE FUNCTION iwd._event_type(event text) RETURNS text
-LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
-    SELECT CASE event WHEN 'reservation_timeout' THEN 'task.reservation_timed_out'
-                      WHEN 'activated' THEN 'task.resumed'
-                      WHEN 'overdue' THEN 'task.updated'
-                      ELSE 'task.' || event END
+LANGUAGE sql IMMUTABLE CALLED ON NULL INPUT PARALLEL SAFE AS $$
+    SELECT CASE WHEN event OPERATOR(pg_catalog.=) 'reservation_timeout' THEN 'task.reservation_timed_out'
+                WHEN event OPERATOR(pg_catalog.=) 'activated' THEN 'task.resumed'
+                WHEN event OPERATOR(pg_catalog.=) 'overdue' THEN 'task.updated'
+                ELSE 'task.' OPERATOR(pg_catalog.||) event END
 $$;
 
 -- A list of event types checked (22023 naming "what": empty, an unknown type or more than the known
@@ -71,7 +73,8 @@ BEGIN
                 USING ERRCODE = 'invalid_parameter_value';
         END IF;
         IF jsonb_array_length(v_value) > 100 THEN
-            RAISE EXCEPTION '% field "%" has more than 100 values', what, v_key USING ERRCODE = 'invalid_parameter_value',
+            RAISE EXCEPTION '% field "%" has more than 100 values', what, v_key
+                USING ERRCODE = 'invalid_parameter_value',
                 DETAIL = format('It has %s.', jsonb_array_length(v_value));
         END IF;
         IF EXISTS (SELECT 1 FROM jsonb_array_elements_text(v_value) e WHERE octet_length(e) > 256) THEN
@@ -105,22 +108,35 @@ CREATE TABLE iwd.event_outbox (
     doc      jsonb NOT NULL
 );
 
+-- The document of a task event without its id ("task": the task document now), in one pass; NULL when the
+-- task does not exist (extension/taskjson.c).
+CREATE FUNCTION iwd._event_document(task_id bigint, type text, at timestamptz, agent text) RETURNS jsonb
+    AS 'MODULE_PATHNAME', 'iwd_event_document' LANGUAGE C STABLE CALLED ON NULL INPUT PARALLEL SAFE;
+
 -- Statement trigger on iwd.task_event: the outbox rows of the statement's events, in one statement (the
--- task is read after the change: the writers record the event after saving the task), and one
--- notification on iwd_events (delivered at commit; PostgreSQL folds duplicates).
+-- task, open or closed, is read after the change: the writers record an event after saving its task; an
+-- event written by hand for a task that does not exist has no document and is not published). The task
+-- is read by primary key, not joined: the trigger runs under its caller's plan settings, and
+-- iwd.next_task's (enable_nestloop off) would make a join read whole tables.
+-- With iwd.notify = event it also notifies iwd_events (delivered at commit; PostgreSQL folds duplicates),
+-- so that a listener publishes at once; but PostgreSQL serializes the commits of notifying transactions,
+-- which costs capture and claims much of their throughput at a few clients. By default (batch) the
+-- tenant's scheduler worker publishes within iwd.notify_interval of the commit, and its publication
+-- notifies iwd_events. Runs in every capture and claim: left unpinned (a SET clause costs a search path
+-- change and its undoing per statement), so every function, operator and type is qualified
+-- (sql/security.sql).
 CREATE FUNCTION iwd._outbox_events() RETURNS trigger
 LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE AS $$
 BEGIN
     INSERT INTO iwd.event_outbox (event_id, type, task_id, at, doc)
-    SELECT e.id, e.type, e.task_id, e.at,
-           jsonb_build_object('type', e.type, 'at', iwd._ts(e.at), 'taskId', e.task_id,
-                              'externalId', (e.t).external_id, 'capturePoint', (e.t).capture_point,
-                              'agent', e.actor, 'task', iwd.task_json(e.t))
-    FROM (SELECT n.id, iwd._event_type(n.event) AS type, n.task_id, n.at, n.actor,
-                 coalesce((SELECT o FROM iwd.task o WHERE o.id = n.task_id),
-                          (SELECT ROW(c.*)::iwd.task FROM iwd.task_closed c WHERE c.id = n.task_id)) AS t
-          FROM new_events n OFFSET 0) e;
-    PERFORM pg_notify('iwd_events', '');
+    SELECT d.id, d.type, d.task_id, d.at, d.doc
+    FROM (SELECT e.id, e.type, e.task_id, e.at, iwd._event_document(e.task_id, e.type, e.at, e.actor) AS doc
+          FROM (SELECT n.id, iwd._event_type(n.event) AS type, n.task_id, n.at, n.actor FROM new_events n) e
+          OFFSET 0) d
+    WHERE d.doc IS NOT NULL;
+    IF pg_catalog.current_setting('iwd.notify', true) OPERATOR(pg_catalog.=) 'event' THEN
+        PERFORM pg_catalog.pg_notify('iwd_events', '');
+    END IF;
     RETURN NULL;
 END $$;
 
@@ -238,7 +254,8 @@ BEGIN
        OR EXISTS (SELECT 1 FROM jsonb_array_elements(CASE jsonb_typeof(webhook -> 'events')
                                                        WHEN 'array' THEN webhook -> 'events' ELSE '[]' END) e
                   WHERE jsonb_typeof(e) <> 'string') THEN
-        RAISE EXCEPTION 'webhook field "events" must be an array of event types' USING ERRCODE = 'invalid_parameter_value';
+        RAISE EXCEPTION 'webhook field "events" must be an array of event types'
+            USING ERRCODE = 'invalid_parameter_value';
     END IF;
     IF jsonb_typeof(webhook -> 'events') = 'array' THEN
         v_events := iwd._check_event_types(ARRAY(SELECT jsonb_array_elements_text(webhook -> 'events')),
@@ -412,7 +429,8 @@ DECLARE
     v_now timestamptz := iwd.now();
 BEGIN
     IF owner IS NULL OR owner = '' OR octet_length(owner) > 256 THEN
-        RAISE EXCEPTION 'owner must be a non-empty string of at most 256 bytes' USING ERRCODE = 'invalid_parameter_value';
+        RAISE EXCEPTION 'owner must be a non-empty string of at most 256 bytes'
+            USING ERRCODE = 'invalid_parameter_value';
     END IF;
     PERFORM iwd._check_limit(lim);
     IF lease IS NULL OR lease < interval '1 s' OR lease > interval '1 h' THEN
@@ -459,7 +477,8 @@ DECLARE
     d iwd.webhook_delivery;
 BEGIN
     IF http_status IS NOT NULL AND (http_status < 100 OR http_status > 599) THEN
-        RAISE EXCEPTION 'http_status must be an HTTP status code (100 to 599)' USING ERRCODE = 'invalid_parameter_value',
+        RAISE EXCEPTION 'http_status must be an HTTP status code (100 to 599)'
+            USING ERRCODE = 'invalid_parameter_value',
             DETAIL = format('It is %s.', http_status);
     END IF;
     SELECT x.* INTO d FROM iwd.webhook_delivery x WHERE x.id = finish_delivery.id FOR UPDATE;

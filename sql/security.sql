@@ -125,6 +125,8 @@ END $$;
 --     iwd._create_task        the capture itself (PL/pgSQL), once per task
 --     iwd._created_detail     inlined into each capture's event
 --     iwd._ts, iwd.*_json     per row of every listing
+--     iwd._outbox_events      the outbox trigger, once per statement that writes events (sql/events.sql)
+--     iwd._event_type         inlined into it
 --     iwd_dm.time_zone, iwd_dm.interval_start, iwd_dm._us, iwd_dm._avg_s
 --                             per row of the report views and the aggregation
 --   A function added to this list must be written the same way (regress/sql/security.sql lists the
@@ -147,7 +149,8 @@ BEGIN
           AND n.nspname || '.' || p.proname NOT IN (
               'iwd.create_task', 'iwd._create_task', 'iwd._created_detail', 'iwd._ts', 'iwd.department_json',
               'iwd.process_json', 'iwd.calendar_json', 'iwd.category_json', 'iwd.rule_json', 'iwd.agent_json',
-              'iwd_dm.time_zone', 'iwd_dm.interval_start', 'iwd_dm._us', 'iwd_dm._avg_s')
+              'iwd_dm.time_zone', 'iwd_dm.interval_start', 'iwd_dm._us', 'iwd_dm._avg_s', 'iwd._outbox_events',
+              'iwd._event_type')
     LOOP
         EXECUTE format('ALTER FUNCTION %s SET search_path = pg_catalog, iwd, iwd_dm, pg_temp', f);
     END LOOP;

@@ -71,6 +71,13 @@ SELECT count(*) AS rows FROM iwd_dm.capture_point_business_value;
 SELECT count(*) AS rows FROM iwd_dm.agent_activity;
 SELECT iwd_dm.interval_start('15min', '2026-03-02 09:59+00'), iwd_dm.interval_start('month', '2026-03-02 09:59+00');
 SELECT length(iwd_dm.prometheus_metrics('t1')) > 0 AS metrics;
+-- events out: the outbox trigger ran in every capture and claim above; publication, the feed, webhooks
+SELECT iwd.upsert_webhook('{"name": "crm", "url": "https://crm.example/", "secret": "s3cret"}') ->> 'hasSecret';
+SELECT iwd.publish_events() > 0 AS published;
+SELECT iwd.events_head() > 0 AS head;
+SELECT jsonb_array_length(iwd.events_after(0, 100, '{task.created}', '{"capturePoint": "erp"}') -> 'events') AS created;
+SELECT count(*) AS claimed FROM iwd.claim_deliveries('replica-1');
+SELECT iwd.webhook_deliveries('crm', 'pending') -> 'next' AS next, count(*) AS stats FROM iwd.webhook_stats();
 RESET search_path;
 RESET iwd.simulated_time;
 -- none of the planted functions ran
@@ -115,6 +122,16 @@ SELECT count(*) AS listed FROM iwd.task_all WHERE external_id = 'app-1';
 SELECT count(*) AS found FROM iwd.search_tasks('"App invoice"');
 SELECT iwd.queue_stats() IS NOT NULL AS queue_stats;
 SELECT count(*) >= 0 AS reads_job_status FROM iwd_dm.job_status;
+-- webhooks: the application writes a webhook's secret but never reads it back, except through the claim
+SELECT iwd.upsert_webhook('{"name": "app-hook", "url": "http://app.example/", "secret": "app-s3cret"}') ->> 'name';
+SELECT iwd.publish_events() > 0 AS published;
+SELECT count(*) AS deliveries FROM iwd.webhook_delivery WHERE webhook = 'app-hook';
+SELECT secret FROM iwd.webhook WHERE name = 'app-hook';
+SELECT * FROM iwd.webhook WHERE name = 'app-hook';
+SELECT name, url, enabled FROM iwd.webhook WHERE name = 'app-hook';
+SELECT DISTINCT secret FROM iwd.claim_deliveries('app-replica', 1000) WHERE webhook = 'app-hook';
+SELECT iwd.upsert_webhook('{"name": "app-hook", "url": "http://app.example/2"}') ->> 'url';
+SELECT iwd._try_lock_publication();
 -- (the API's functions run with their caller's rights and append events: INSERT stays granted)
 UPDATE iwd.task_event SET actor = 'forged';
 DELETE FROM iwd.task_event;
@@ -153,6 +170,13 @@ CREATE ROLE plain_login;
 SET ROLE plain_login;
 SELECT pg_advisory_lock(hashtext('iwd_dm chain full')) IS NOT NULL AS holds_old_key;
 RESET ROLE;
+-- nor, even with the use of schema iwd, the publication lock of the event feed or the webhooks' secrets
+GRANT USAGE ON SCHEMA iwd TO plain_login;
+SET ROLE plain_login;
+SELECT iwd._try_lock_publication();
+SELECT * FROM iwd.claim_deliveries('intruder');
+RESET ROLE;
+REVOKE USAGE ON SCHEMA iwd FROM plain_login;
 SELECT line FROM regexp_split_to_table(iwd_dm.prometheus_metrics('t'), E'\n') line
 WHERE line LIKE 'iwddm_job_active%';
 BEGIN;

@@ -104,7 +104,8 @@ WHERE webhook = 'crm' AND feed_id = 2;
 RESET iwd.webhook_retry_for;
 SELECT * FROM deliveries('crm');
 -- manual retry: failed -> pending, due now, with a new window; delivered ones cannot be retried
-SELECT r - 'id' FROM iwd.retry_delivery('crm', (SELECT id FROM iwd.webhook_delivery WHERE webhook = 'crm' AND feed_id = 2)) r;
+SELECT r - 'id'
+FROM iwd.retry_delivery('crm', (SELECT id FROM iwd.webhook_delivery WHERE webhook = 'crm' AND feed_id = 2)) r;
 SELECT feed_id FROM iwd.claim_deliveries('replica-1', 10);
 SELECT iwd.finish_delivery(id, 'replica-1', 500, NULL) FROM iwd.webhook_delivery WHERE webhook = 'crm' AND feed_id = 2;
 SELECT regexp_replace(hook_err(format('SELECT iwd.retry_delivery(%L, %L)', 'crm',
@@ -155,11 +156,14 @@ SELECT hook_err($$SELECT iwd.upsert_webhook('{"name": "x", "url": "http://x/", "
 SELECT hook_err(format('SELECT iwd.upsert_webhook(%L)',
                   jsonb_build_object('name', 'x', 'url', 'http://x/', 'secret', repeat('s', 257))));
 SELECT hook_err($$SELECT iwd.upsert_webhook('{"name": "x", "url": "http://x/", "secret": "k", "events": []}')$$);
-SELECT hook_err($$SELECT iwd.upsert_webhook('{"name": "x", "url": "http://x/", "secret": "k", "events": ["task.x"]}')$$);
-SELECT hook_err($$SELECT iwd.upsert_webhook('{"name": "x", "url": "http://x/", "secret": "k", "events": "task.created"}')$$);
+SELECT hook_err($$SELECT iwd.upsert_webhook('{"name": "x", "url": "http://x/", "secret": "k",
+                                              "events": ["task.x"]}')$$);
+SELECT hook_err($$SELECT iwd.upsert_webhook('{"name": "x", "url": "http://x/", "secret": "k",
+                                              "events": "task.created"}')$$);
 SELECT hook_err($$SELECT iwd.upsert_webhook('{"name": "x", "url": "http://x/", "secret": "k", "events": [1]}')$$);
 SELECT hook_err($$SELECT iwd.upsert_webhook('{"name": "x", "url": "http://x/", "secret": "k", "enabled": "yes"}')$$);
-SELECT hook_err($$SELECT iwd.upsert_webhook('{"name": "x", "url": "http://x/", "secret": "k", "filter": {"x": "y"}}')$$);
+SELECT hook_err($$SELECT iwd.upsert_webhook('{"name": "x", "url": "http://x/", "secret": "k",
+                                              "filter": {"x": "y"}}')$$);
 SELECT hook_err($$SELECT iwd.upsert_webhook('{"name": "x", "url": "http://x/", "secret": "k", "filter": "vip"}')$$);
 SELECT count(*) FROM iwd.webhook WHERE name = 'x';
 -- at most 100 webhooks
