@@ -97,6 +97,8 @@ cc -std=gnu11 -Wall -Wextra -Werror -O1 -shared -fPIC -o "$work/recycle_guard.so
 # --- servers ---------------------------------------------------------------------------------------
 cluster_init "$work/pg" "listen_addresses = '127.0.0.1'
 iwd.max_workers = 0
+# no scheduler worker publishes here: each writing transaction announces its events on iwd_events
+iwd.notify = event
 max_connections = 200" || fail_setup "initdb failed"
 cluster_start || fail_setup "PostgreSQL did not start"
 for db in control tenant_e tenant_f; do cluster_client createdb "$db" || fail_setup "createdb $db failed"; done

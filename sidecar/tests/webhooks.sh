@@ -67,7 +67,9 @@ sidecar_log_clean() { ! grep -q -E 'AddressSanitizer|runtime error' "$work"/side
 # --- servers, a test CA, the receiver ---------------------------------------------------------------
 make -s asan >/dev/null || fail_setup "cannot build iwd-sidecar-asan"
 cluster_init "$work/pg" "listen_addresses = '127.0.0.1'
-iwd.max_workers = 0" || fail_setup "initdb failed"
+iwd.max_workers = 0
+# no scheduler worker publishes here: each writing transaction announces its events on iwd_events
+iwd.notify = event" || fail_setup "initdb failed"
 cluster_start || fail_setup "PostgreSQL did not start"
 for db in control t1 t2; do cluster_client createdb "$db" || fail_setup "createdb $db failed"; done
 # t2's deliveries fail after 4 s of attempts rather than 24 h
