@@ -244,6 +244,19 @@ check "the outbox and the feed hold nothing of it" "0" \
     "$(tenant_sql -c "SELECT count(*) FROM iwd.event_feed WHERE doc->>'externalId' = 'ROLLED-BACK'")"
 stop_stream rollback
 
+# --- the hub's connection dies: it comes back by itself and the streams miss nothing ------------------
+stream reconnect "$base/events"
+from=$(head_id)
+cluster_sql -d postgres -c "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+                            WHERE application_name = 'iwd-sidecar-events'" >/dev/null
+for i in 1 2 3; do req POST /tasks "$key_e" "{\"externalId\": \"EV-RC$i\", \"capturePoint\": \"erp\"}"; done
+wait_events reconnect 3
+published "$from" 3
+check "after its hub's connection was terminated, the stream gets every event, once" "$(feed_ids "$from")" \
+    "$(ids reconnect)"
+check_match "the lost connection is logged" '"an event hub lost its database connection"' "$(cat "$work/sidecar.log")"
+stop_stream reconnect
+
 # --- the JSON form and its long-poll --------------------------------------------------------------
 poll() { # poll QUERY: sets $body, $code and $took (ms)
     local t0; t0=$(date +%s%3N)
