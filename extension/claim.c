@@ -55,6 +55,11 @@
  *   unusual (unknown or closed task, an agent that does not exist or does
  *   not hold the task) falls back to the general transition, which raises
  *   the documented errors.
+ * - An agent that declined a task (iwd.decline_task) is not offered it again
+ *   for a while. The agent's row, which the claim reads anyway, holds the
+ *   end of its latest decline: only while that lies ahead does the claim read
+ *   the agent's declined tasks (one index probe) and leave them out of the
+ *   pick, so an agent without declines costs no extra statement.
  * - We use SPI with plans prepared once per backend: the statements are plain
  *   SQL that the planner turns into index scans, and SPI keeps the trigger,
  *   constraint and visibility semantics of ordinary DML, which direct heap
@@ -110,6 +115,7 @@ static SPIPlanPtr walk_plan = NULL;
 static SPIPlanPtr claim_plan = NULL;
 static SPIPlanPtr complete_plan = NULL;
 static SPIPlanPtr transition_plan = NULL;
+static SPIPlanPtr declined_plan = NULL;
 
 /*
  * Prepare and keep a plan for the life of the backend. The plan is generic
@@ -631,13 +637,30 @@ NotifyTaskEvent(int64 task_id, const char *event)
 		Async_Notify("iwd_task_event", psprintf(INT64_FORMAT ":%s", task_id, event));
 }
 
+/* The tasks the agent declined that are still kept from it (a bigint[]), or NULL when none. */
+static ArrayType *
+DeclinedTasks(Datum agent, TimestampTz now)
+{
+	Oid			types[2] = {TEXTOID, TIMESTAMPTZOID};
+	Datum		args[2] = {agent, TimestampTzGetDatum(now)};
+	bool		isnull;
+	Datum		ids;
+
+	if (SPI_execute_plan(KeepPlan(&declined_plan,
+								  "SELECT array_agg(task_id) FROM iwd.task_decline WHERE agent = $1 AND until > $2",
+								  2, types), args, NULL, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "could not read the agent's declined tasks");
+	ids = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	return isnull ? NULL : DatumGetArrayTypePCopy(ids);
+}
+
 /* Claim the best task for the agent; NULL datum when none fits. */
 static Datum
 ClaimTask(const char *agent, int reserve_seconds, bool *found)
 {
 	Oid			agent_types[1] = {TEXTOID};
 	Oid			claim_types[6] = {TEXTOID, TEXTARRAYOID, TIMESTAMPTZOID, TIMESTAMPTZOID, JSONBOID, INT8OID};
-	Oid			pick_types[5] = {TEXTOID, TEXTARRAYOID, JSONBOID, TEXTARRAYOID, INT4OID};
+	Oid			pick_types[6] = {TEXTOID, TEXTARRAYOID, JSONBOID, TEXTARRAYOID, INT4OID, INT8ARRAYOID};
 	Datum		agent_arg[1] = {CStringGetTextDatum(agent)};
 	TimestampTz now = IwdNow();
 	TimestampTz until = now + (int64) reserve_seconds * USECS_PER_SEC;
@@ -646,13 +669,17 @@ ClaimTask(const char *agent, int reserve_seconds, bool *found)
 	Jsonb	   *skills;
 	ArrayType  *media;
 	ArrayType  *buckets;
+	ArrayType  *declined = NULL;
+	Datum		declined_until;
+	bool		has_declines;
 	Datum		claim_args[6];
 	int64		task_id;
 	Datum		task;
 
 	*found = false;
 	if (SPI_execute_plan(KeepPlan(&agent_plan,
-								  "SELECT state, skills, capacity FROM iwd.agent WHERE id = $1 FOR NO KEY UPDATE",
+								  "SELECT state, skills, capacity, declined_until FROM iwd.agent WHERE id = $1 "
+								  "FOR NO KEY UPDATE",
 								  1, agent_types), agent_arg, NULL, false, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not read agent");
 	if (SPI_processed == 0)
@@ -669,10 +696,15 @@ ClaimTask(const char *agent, int reserve_seconds, bool *found)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("agent \"%s\" has more than %d skills", agent, IWD_AGENT_SKILLS_MAX),
 				 errdetail("It has %u.", JB_ROOT_COUNT(skills))));
+	declined_until = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 4, &isnull);
+	has_declines = !isnull && DatumGetTimestampTz(declined_until) > now;
 	media = FreeMediaTypes(DatumGetJsonbPCopy(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3,
 															 &isnull)), agent);
 	if (media == NULL)
 		return (Datum) 0;
+	/* only while the agent's latest decline lasts: one index probe */
+	if (has_declines)
+		declined = DeclinedTasks(agent_arg[0], now);
 
 	claim_args[0] = agent_arg[0];
 	claim_args[1] = PointerGetDatum(media);
@@ -685,9 +717,9 @@ ClaimTask(const char *agent, int reserve_seconds, bool *found)
 		return (Datum) 0;
 	for (int attempt = 0, window = CLAIM_WINDOW;; attempt++, window *= 2)
 	{
-		Datum		pick_args[5] = {agent_arg[0], PointerGetDatum(media), JsonbPGetDatum(skills),
-		PointerGetDatum(buckets), Int32GetDatum(window)};
-		char		pick_nulls[5] = {' ', ' ', ' ', buckets == NULL ? 'n' : ' ', ' '};
+		Datum		pick_args[6] = {agent_arg[0], PointerGetDatum(media), JsonbPGetDatum(skills),
+		PointerGetDatum(buckets), Int32GetDatum(window), PointerGetDatum(declined)};
+		char		pick_nulls[6] = {' ', ' ', ' ', buckets == NULL ? 'n' : ' ', ' ', declined == NULL ? 'n' : ' '};
 		int			ncandidates;
 		int64	   *candidates;
 		bool		claimed = false;
@@ -704,9 +736,10 @@ ClaimTask(const char *agent, int reserve_seconds, bool *found)
 										  "AND q.media_type = ANY ($2) "
 										  "AND (q.requested_agent IS NULL OR q.requested_agent = $1) "
 										  "AND iwd.skills_met(q.skills, $3) "
+										  "AND ($6 IS NULL OR q.id <> ALL ($6)) "
 										  "ORDER BY q.priority DESC, q.business_value DESC, q.due_at ASC NULLS LAST, "
 										  "q.created_at, q.id LIMIT $5",
-										  5, pick_types), pick_args, pick_nulls, false, 0) != SPI_OK_SELECT)
+										  6, pick_types), pick_args, pick_nulls, false, 0) != SPI_OK_SELECT)
 				elog(ERROR, "could not pick a task");
 		}
 		else if (SPI_execute_plan(KeepPlan(&pick_plan,
@@ -717,11 +750,12 @@ ClaimTask(const char *agent, int reserve_seconds, bool *found)
 									  "AND q.media_type = ANY ($2) "
 									  "AND (q.requested_agent IS NULL OR q.requested_agent = $1) "
 									  "AND iwd.skills_met(q.skills, $3) "
+									  "AND ($6 IS NULL OR q.id <> ALL ($6)) "
 									  "ORDER BY q.priority DESC, q.business_value DESC, q.due_at ASC NULLS LAST, "
 									  "q.created_at, q.id LIMIT $5) c "
 									  "ORDER BY c.priority DESC, c.business_value DESC, c.due_at ASC NULLS LAST, "
 									  "c.created_at, c.id LIMIT $5",
-									  5, pick_types), pick_args, NULL, false, 0) != SPI_OK_SELECT)
+									  6, pick_types), pick_args, pick_nulls, false, 0) != SPI_OK_SELECT)
 			elog(ERROR, "could not pick a task");
 		if (SPI_processed == 0)
 			return (Datum) 0;

@@ -38,6 +38,7 @@
 #define IWD_WORKER_IDLE_TIMEOUT_MS_DEFAULT 5000
 #define IWD_EVENT_RETENTION_DEFAULT "7 days"
 #define IWD_WEBHOOK_RETRY_FOR_DEFAULT "24 hours"
+#define IWD_DECLINE_FOR_DEFAULT "10 min"
 
 char	   *iwd_databases = NULL;
 int			iwd_scheduler_interval_ms = IWD_INTERVAL_MS_DEFAULT;
@@ -56,6 +57,8 @@ int			iwd_worker_idle_timeout_ms = IWD_WORKER_IDLE_TIMEOUT_MS_DEFAULT;
 /* read by the SQL of the event feed and the webhook deliveries (sql/events.sql), through current_setting */
 static char *iwd_event_retention = NULL;
 static char *iwd_webhook_retry_for = NULL;
+/* read by iwd.decline_task (sql/lifecycle.sql) */
+static char *iwd_decline_for = NULL;
 
 static const struct config_enum_entry notify_modes[] = {
 	{"off", IWD_NOTIFY_OFF, false},
@@ -206,6 +209,11 @@ GucInit(void)
 							   "How long a webhook delivery is retried before it is marked failed.",
 							   "Counted from the delivery's creation, or from its last manual retry.",
 							   &iwd_webhook_retry_for, IWD_WEBHOOK_RETRY_FOR_DEFAULT, PGC_USERSET, 0,
+							   check_positive_interval, NULL, NULL);
+	DefineCustomStringVariable("iwd.decline_for",
+							   "How long a task an agent declined is not offered to that agent again.",
+							   "The task goes back to the queue at once for every other agent.",
+							   &iwd_decline_for, IWD_DECLINE_FOR_DEFAULT, PGC_USERSET, 0,
 							   check_positive_interval, NULL, NULL);
 	MarkGUCPrefixReserved("iwd");
 }

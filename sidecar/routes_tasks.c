@@ -136,6 +136,9 @@ static const iwd_route_t routes[] = {
     {.method = "POST", .pattern = "/tasks/{id}/accept", .auth = IWD_AUTH_WRITE,
      .sql = "SELECT iwd.accept_task($1::bigint, $2::jsonb->>'agent')", .body_arg = true, .body_required = true,
      .required = "agent"},
+    {.method = "POST", .pattern = "/tasks/{id}/decline", .auth = IWD_AUTH_WRITE,
+     .sql = "SELECT iwd.decline_task($1::bigint, $2::jsonb->>'agent', $2::jsonb->>'reason')", .body_arg = true,
+     .body_required = true, .required = "agent"},
     {.method = "POST", .pattern = "/tasks/{id}/reprioritize", .auth = IWD_AUTH_WRITE,
      .sql = "SELECT iwd.reprioritize_task($1::bigint, ($2::jsonb->>'priority')::int,"
             " ($2::jsonb->>'businessValue')::int)",

@@ -71,7 +71,9 @@ CREATE TABLE iwd.agent (
     skills     jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(skills) = 'object'),
     capacity   jsonb NOT NULL DEFAULT '{"workitem": 1}' CHECK (jsonb_typeof(capacity) = 'object'),
     state      text NOT NULL DEFAULT 'not_ready' CHECK (state IN ('ready', 'not_ready')),
-    updated_at timestamptz NOT NULL DEFAULT now()
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    -- the end of the agent's latest decline (iwd.decline_task): until then its claims skip what it declined
+    declined_until timestamptz
 );
 
 -- ---------------------------------------------------------------------------------------------

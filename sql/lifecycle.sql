@@ -1,4 +1,4 @@
--- iwd task lifecycle: hold, resume, cancel, complete, reject, restart, reprioritize and accept.
+-- iwd task lifecycle: hold, resume, cancel, complete, reject, restart, reprioritize, accept and decline.
 
 -- An agent acts only on the tasks it holds: P0002 when the agent does not exist, 55000 when the task
 -- (in status, assigned to assigned_to) is not assigned to it.
@@ -176,5 +176,49 @@ BEGIN
     t.updated_at := v_now;
     PERFORM iwd._save_task(t.status, t);
     PERFORM iwd._event(id, v_now, 'accepted', agent, t.status, t.status);
+    RETURN iwd.task_json(t);
+END $$;
+
+-- The tasks agents declined and until when the claim skips each for that agent (iwd.decline_task). The
+-- agent's row keeps the end of its latest decline (iwd.agent.declined_until), which the claim reads anyway:
+-- an agent without an active decline costs the claim nothing more. Rows of past declines are deleted by
+-- the agent's next decline.
+CREATE TABLE iwd.task_decline (
+    agent   text NOT NULL REFERENCES iwd.agent (id) ON DELETE CASCADE,
+    task_id bigint NOT NULL,
+    until   timestamptz NOT NULL,
+    PRIMARY KEY (agent, task_id)
+);
+
+-- An agent hands back a task reserved to it that it cannot take: the task is queued again for the others,
+-- and not offered to this agent for iwd.decline_for. Errors as complete_task's with an agent.
+CREATE FUNCTION iwd.decline_task(id bigint, agent text, reason text DEFAULT NULL) RETURNS jsonb
+LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE AS $$
+DECLARE
+    v_now timestamptz := iwd.now();
+    t iwd.task := iwd._lock_task(id);
+    v_until timestamptz := v_now + current_setting('iwd.decline_for')::interval;
+BEGIN
+    IF agent IS NULL OR agent = '' THEN
+        RAISE EXCEPTION 'decline needs an agent' USING ERRCODE = 'invalid_parameter_value',
+            DETAIL = 'Only the agent a task is reserved to declines it; a supervisor holds or cancels it.';
+    END IF;
+    IF octet_length(reason) > 1024 THEN
+        RAISE EXCEPTION 'reason is longer than 1024 bytes' USING ERRCODE = 'invalid_parameter_value',
+            DETAIL = format('It has %s bytes.', octet_length(reason));
+    END IF;
+    PERFORM iwd._check_holder(id, 'decline', agent, t.status, t.assigned_to);
+    t.status := 'queued';
+    t.assigned_to := NULL;
+    t.reserved_until := NULL;
+    t.accepted_at := NULL;
+    t.updated_at := v_now;
+    PERFORM iwd._save_task('assigned', t);
+    DELETE FROM iwd.task_decline d WHERE d.agent = decline_task.agent AND d.until <= v_now;
+    INSERT INTO iwd.task_decline AS d (agent, task_id, until) VALUES (decline_task.agent, id, v_until)
+    ON CONFLICT ON CONSTRAINT task_decline_pkey DO UPDATE SET until = EXCLUDED.until;
+    UPDATE iwd.agent a SET declined_until = greatest(a.declined_until, v_until) WHERE a.id = decline_task.agent;
+    PERFORM iwd._event(id, v_now, 'declined', agent, 'assigned', 'queued',
+                       jsonb_strip_nulls(jsonb_build_object('reason', reason, 'until', iwd._ts(v_until))));
     RETURN iwd.task_json(t);
 END $$;

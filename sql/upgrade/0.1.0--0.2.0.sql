@@ -52,7 +52,7 @@ CREATE FUNCTION iwd.event_types() RETURNS text[]
 LANGUAGE sql IMMUTABLE CALLED ON NULL INPUT PARALLEL SAFE AS $$
     SELECT ARRAY['task.created', 'task.updated', 'task.reprioritized', 'task.held', 'task.resumed', 'task.reserved',
                  'task.accepted', 'task.reservation_timed_out', 'task.completed', 'task.canceled', 'task.rejected',
-                 'task.expired', 'task.restarted', 'task.error_held']
+                 'task.expired', 'task.restarted', 'task.error_held', 'task.declined']
 $$;
 
 CREATE TABLE iwd.event_outbox (
@@ -111,3 +111,12 @@ CREATE TABLE iwd.webhook_delivery (
 CREATE INDEX webhook_delivery_due_idx ON iwd.webhook_delivery (next_attempt_at) WHERE status = 'pending';
 CREATE INDEX webhook_delivery_task_idx ON iwd.webhook_delivery (webhook, task_id, feed_id) WHERE status = 'pending';
 CREATE INDEX webhook_delivery_created_idx ON iwd.webhook_delivery (created_at) WHERE status <> 'pending';
+
+-- Declines (sql/lifecycle.sql): the end of each agent's latest decline, and the tasks it declined.
+ALTER TABLE iwd.agent ADD COLUMN declined_until timestamptz;
+CREATE TABLE iwd.task_decline (
+    agent   text NOT NULL REFERENCES iwd.agent (id) ON DELETE CASCADE,
+    task_id bigint NOT NULL,
+    until   timestamptz NOT NULL,
+    PRIMARY KEY (agent, task_id)
+);
