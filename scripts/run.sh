@@ -139,6 +139,7 @@ Try the REST API (iwd-sidecar on port $sidecar_port, tenant key $tenant_key):
   curl -H 'x-api-key: $tenant_key' -X POST $api/agents/agent01/next
   curl -H 'x-api-key: $tenant_key' '$api/tasks?q=complaint'
   curl http://127.0.0.1:$metrics_port/metrics
+Open the Workload Manager: http://127.0.0.1:$sidecar_port/iwd/ui/ (sign in with the key $tenant_key)
 CURL
     fi
     echo "Stop with: make stop"

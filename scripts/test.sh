@@ -38,6 +38,7 @@ run_suite upgrade scripts/test-upgrade.sh
 [ -x scripts/test-worker.sh ] && run_suite worker scripts/test-worker.sh
 [ -x scripts/test-density.sh ] && run_suite density scripts/test-density.sh
 [ -x sidecar/tests/run.sh ] && run_suite sidecar sidecar/tests/run.sh
+[ -x tests/ui/run.sh ] && run_suite ui tests/ui/run.sh
 [ -x chart/tests/run.sh ] && run_suite chart chart/tests/run.sh
 [ -x scripts/fuzz.sh ] && run_suite fuzz scripts/fuzz.sh
 [ -x tests/faults/run.sh ] && run_suite faults tests/faults/run.sh

@@ -1,5 +1,6 @@
 // The agent desktop: get the next task, accept it before its reservation ends (a live countdown),
-// complete it or reject it with a reason.
+// complete it, decline it (back to the queue, not offered to this agent again for a while) or reject it
+// (closed for everyone), with a reason.
 import { api } from './api.js';
 import { fillFields, formatNumber, formatTime } from './format.js';
 
@@ -9,8 +10,12 @@ let timer = null;
 
 function showCountdown() {
     const until = current?.reservedUntil ? new Date(current.reservedUntil).getTime() : NaN;
+    if (current?.acceptedAt) {
+        $('desk-countdown').textContent = 'Accepted: working on it';
+        return;
+    }
     if (!current || current.status !== 'assigned' || Number.isNaN(until)) {
-        $('desk-countdown').textContent = current?.status === 'accepted' ? 'Accepted: working on it' : '';
+        $('desk-countdown').textContent = '';
         return;
     }
     const left = Math.max(0, Math.round((until - Date.now()) / 1000));
@@ -30,9 +35,9 @@ function show(task) {
         ['Priority', formatNumber(task.priority)], ['Business value', formatNumber(task.businessValue)],
         ['Due', formatTime(task.dueAt)], ['Description', task.description],
     ]);
-    $('desk-accept').disabled = task.status !== 'assigned';
-    $('desk-complete').disabled = !['assigned', 'accepted'].includes(task.status);
-    $('desk-reject').disabled = !['assigned', 'accepted'].includes(task.status);
+    const open = task.status === 'assigned';
+    $('desk-accept').disabled = !open || Boolean(task.acceptedAt);
+    for (const id of ['desk-complete', 'desk-decline', 'desk-reject']) $(id).disabled = !open;
     showCountdown();
     timer = setInterval(showCountdown, 1000);
 }
@@ -66,6 +71,11 @@ export function setupDesk() {
         await api.act(current.id, 'complete', { agent: agent() });
         show(null);
     }, 'Completed.'));
+    $('desk-decline').addEventListener('click', () => run(async () => {
+        const reason = $('desk-reason').value.trim();
+        await api.act(current.id, 'decline', reason ? { agent: agent(), reason } : { agent: agent() });
+        show(null);
+    }, 'Declined: the task is back in the queue.'));
     $('desk-reject').addEventListener('click', () => run(async () => {
         const reason = $('desk-reason').value.trim();
         await api.act(current.id, 'reject', reason ? { reason } : {});

@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# The Workload Manager end to end: a real PostgreSQL (a throwaway cluster preloading iwd), a real
+# redis-server and the sidecar built with AddressSanitizer serving /iwd/ui/; first its serving over HTTP
+# with curl (content types, ETag revalidation, the security headers, no path outside the page), then the
+# page itself in Debian's headless chromium driven by playwright-core (ui.test.mjs; installed by npm ci
+# from this directory's package-lock.json into .tools/ui/, which downloads no browser).
+# Screenshots go to tests/ui/artifacts/. Ends with "ui: N passed, M failed".
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+top=$(pwd)
+suite=ui
+# shellcheck source=../../scripts/lib.sh
+. scripts/lib.sh
+work=$(work_dir ui-test)
+admin_key="admin-key-for-ui-tests"
+tenant_key="tenant-key-ui-0001"
+reader_key="reader-key-ui-0001"
+export IWD_SECRET_KEY="server-secret-for-ui-tests-0123456789abcdef"
+http_port=$(free_port)
+site="http://127.0.0.1:$http_port"
+base="$site/iwd/v3"
+tools=$top/.tools/ui
+
+cleanup() {
+    servers_stop immediate
+    [ -z "${IWD_KEEP:-}" ] && rm -rf "$work"
+}
+trap cleanup EXIT
+
+command -v chromium >/dev/null || fail_setup "chromium is not installed (scripts/deps.sh installs it)"
+make -s -C sidecar asan >/dev/null || fail_setup "cannot build iwd-sidecar-asan"
+# playwright-core at the version of package-lock.json, installed again only when the lock file changed
+if ! cmp -s tests/ui/package-lock.json "$tools/package-lock.json" || [ ! -d "$tools/node_modules/playwright-core" ]; then
+    mkdir -p "$tools" && cp tests/ui/package.json tests/ui/package-lock.json "$tools/" &&
+        (cd "$tools" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund >"$work/npm.log" 2>&1) ||
+        { cat "$work/npm.log"; fail_setup "npm ci of tests/ui failed"; }
+fi
+
+# --- servers ---------------------------------------------------------------------------------------
+cluster_init "$work/pg" "listen_addresses = '127.0.0.1'
+iwd.max_workers = 0" || fail_setup "initdb failed"
+cluster_start || fail_setup "PostgreSQL did not start"
+for db in control tenant_ui; do cluster_client createdb "$db" || fail_setup "createdb $db failed"; done
+redis_start "$work" redis-secret || fail_setup "redis-server did not start"
+IWD_LISTEN=127.0.0.1 IWD_PORT=$http_port IWD_ADMIN_API_KEY=$admin_key IWD_METRICS_PORT=0 \
+    IWD_CONTROL_DB="host=$work/pg port=$pg_port dbname=control user=postgres" \
+    IWD_REDIS_NODES="redis://127.0.0.1:$redis_port" IWD_REDIS_PASSWORD=redis-secret IWD_THREADS=2 \
+    ASAN_OPTIONS=detect_leaks=0:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
+    sidecar_launch "$work/sidecar.log" "$base/health/live" sidecar/iwd-sidecar-asan || fail_setup "sidecar start failed"
+
+api() { # api METHOD PATH [BODY]: the answer's body; fails on a status >= 400
+    curl -sf -X "$1" -H "x-api-key: $tenant_key" -H 'content-type: application/json' ${3:+--data-binary "$3"} "$base$2"
+}
+curl -sf -X POST -H "x-api-key: $admin_key" -H 'content-type: application/json' "$base/provisioning" --data-binary \
+    "{\"tenant\": {\"id\": \"ui\", \"name\": \"UI tenant\", \"ccid\": \"ui\"},
+      \"iwd\": {\"url\": \"http://iwd\", \"db\": {\"host\": \"127.0.0.1\", \"port\": $pg_port, \"database\": \"tenant_ui\",
+      \"user\": \"postgres\", \"password\": \"x\", \"ssl\": false},
+      \"apiKeys\": {\"IWD_APIKEY_TENANT\": \"$tenant_key\", \"IWD_APIKEY_IWDDM\": \"$reader_key\"}},
+      \"iwdEmail\": {\"url\": \"http://mail\"}}" >/dev/null || fail_setup "provisioning the tenant failed"
+for i in 1 2 3 4 5 6; do
+    api POST /tasks "{\"externalId\": \"UI-$i\", \"capturePoint\": \"erp\", \"subject\": \"Invoice $i\",
+                      \"priority\": $((i * 10)), \"attributes\": {\"amount\": $((i * 1000))}}" >/dev/null ||
+        fail_setup "creating task UI-$i failed"
+done
+api PUT /agents/desk1 '{"name": "Desk Agent", "skills": {}, "capacity": {"workitem": 1}}' >/dev/null &&
+    api POST /agents/desk1/state '{"state": "ready"}' >/dev/null || fail_setup "the agent desk1 failed"
+
+# --- serving ---------------------------------------------------------------------------------------
+headers() { curl -s -D - -o "$work/page" "$@" | tr -d '\r'; }
+header() { sed -n "s/^$1: //Ip" <<<"$2" | head -1; }
+h=$(headers "$site/iwd/ui/")
+check "GET /iwd/ui/ answers the page" "200" "$(sed -n '1s/^HTTP[^ ]* \([0-9]*\).*/\1/p' <<<"$h")"
+check "as text/html" "text/html; charset=utf-8" "$(header content-type "$h")"
+check_match "with a Content-Security-Policy without inline script" "^default-src 'self'; script-src 'self'; " \
+    "$(header content-security-policy "$h")"
+check "no sniffing" "nosniff" "$(header x-content-type-options "$h")"
+check "no framing" "DENY" "$(header x-frame-options "$h")"
+check "revalidated each time" "no-cache" "$(header cache-control "$h")"
+etag=$(header etag "$h")
+check_match "a strong ETag" '^"[0-9a-f]{32}"$' "$etag"
+check "the body is sidecar/ui/index.html" "" "$(cmp "$work/page" sidecar/ui/index.html 2>&1)"
+check "If-None-Match with the ETag: 304" "304" \
+    "$(curl -s -o /dev/null -w '%{http_code}' -H "If-None-Match: $etag" "$site/iwd/ui/index.html")"
+check "another ETag: 200" "200" "$(curl -s -o /dev/null -w '%{http_code}' -H 'If-None-Match: "x"' "$site/iwd/ui/")"
+check "a module as JavaScript" "text/javascript; charset=utf-8" \
+    "$(curl -s -o /dev/null -w '%{content_type}' "$site/iwd/ui/js/app.js")"
+check "the style sheet as CSS" "text/css; charset=utf-8" "$(curl -s -o /dev/null -w '%{content_type}' "$site/iwd/ui/app.css")"
+check "HEAD: 200 without a body" "200 0" "$(curl -s -I -o /dev/null -w '%{http_code} %{size_download}' "$site/iwd/ui/")"
+check "/iwd/ui redirects to /iwd/ui/" "301 /iwd/ui/" \
+    "$(curl -s -o /dev/null -w '%{http_code} ' -D - "$site/iwd/ui" | tr -d '\r' | sed -n 's/^location: //Ip' | tr -d '\n' |
+       sed "s|^|$(curl -s -o /dev/null -w '%{http_code} ' "$site/iwd/ui")|")"
+check "POST: 405 in JSON" "405 405" \
+    "$(curl -s -o "$work/body" -w '%{http_code}' -X POST "$site/iwd/ui/") $(jq -r .status.code "$work/body")"
+for path in '/iwd/ui/../v3/health/live' '/iwd/ui/%2e%2e/%2e%2e/etc/passwd' '/iwd/ui/..%2f..%2fetc%2fpasswd' \
+            '/iwd/ui/js/../../../../etc/passwd' '/iwd/ui//etc/passwd' '/iwd/ui/js/' '/iwd/ui/index.html%00' \
+            '/iwd/ui/.gitignore' '/iwd/ui/nope.js'; do
+    code=$(curl -s --path-as-is -o "$work/body" -w '%{http_code}' "$site$path")
+    check "$path: 404, nothing outside the page" "404 404" "$code $(jq -r .status.code "$work/body" 2>/dev/null)"
+done
+long=$(printf 'a%.0s' $(seq 1 300))
+check "a path over 256 bytes: 414" "414" "$(curl -s -o /dev/null -w '%{http_code}' "$site/iwd/ui/$long")"
+check "/iwd/uix is no page path (the API's 404)" "404 no such route" \
+    "$(curl -s -o "$work/body" -w '%{http_code}' "$site/iwd/uix") $(jq -r .status.message "$work/body")"
+
+# --- the page in chromium --------------------------------------------------------------------------
+mkdir -p tests/ui/artifacts
+IWD_TOOLS=$tools IWD_UI_URL="$site/iwd/ui/" IWD_TENANT_KEY=$tenant_key IWD_READER_KEY=$reader_key \
+    IWD_ARTIFACTS=$top/tests/ui/artifacts node tests/ui/ui.test.mjs >"$work/browser.log" 2>&1
+rc=$?
+cat "$work/browser.log"
+passed=$((passed + $(grep -c '^ok - ' "$work/browser.log")))
+failed=$((failed + $(grep -c '^not ok - ' "$work/browser.log")))
+if [ "$rc" -ne 0 ] && ! grep -q '^not ok - ' "$work/browser.log"; then
+    failed=$((failed + 1)); echo "not ok - the browser test exited with status $rc"
+fi
+check "the sidecar logged no sanitizer report" "0" "$(grep -c 'runtime error\|AddressSanitizer' "$work/sidecar.log")"
+summary

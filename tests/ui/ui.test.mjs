@@ -1,0 +1,246 @@
+// The Workload Manager in headless chromium (Debian's /usr/bin/chromium) driven by playwright-core:
+// each check prints "ok - name" or "not ok - name: why"; tests/ui/run.sh counts them.
+import { createRequire } from 'node:module';
+
+const require = createRequire(`${process.env.IWD_TOOLS}/package.json`);
+const { chromium } = require('playwright-core');
+
+const url = process.env.IWD_UI_URL;
+const tenantKey = process.env.IWD_TENANT_KEY;
+const readerKey = process.env.IWD_READER_KEY;
+const artifacts = process.env.IWD_ARTIFACTS;
+const LIVE_MS = 40000;
+// the network errors chromium logs for refusals this test provokes on purpose (a wrong key, a refused action)
+const EXPECTED_REFUSAL = /Failed to load resource: the server responded with a status of (401|403|409)/;
+
+let failures = 0;
+const consoleErrors = [];
+
+async function check(name, body) {
+    try {
+        await body();
+        console.log(`ok - ${name}`);
+    } catch (error) {
+        failures++;
+        console.log(`not ok - ${name}: ${String(error.message).split('\n')[0]}`);
+    }
+}
+
+function expectEqual(actual, expected, what) {
+    if (actual !== expected) throw new Error(`${what}: expected ${JSON.stringify(expected)}, got ${JSON.stringify(actual)}`);
+}
+
+async function newPage(browser, viewport = { width: 1280, height: 800 }) {
+    const context = await browser.newContext({ viewport, timezoneId: 'Europe/Berlin', locale: 'de-DE' });
+    const page = await context.newPage();
+    page.on('console', (message) => {
+        if (message.type() === 'error' && !EXPECTED_REFUSAL.test(message.text())) consoleErrors.push(message.text());
+    });
+    page.on('pageerror', (error) => consoleErrors.push(`page error: ${error.message}`));
+    await page.goto(url);
+    return page;
+}
+
+async function signIn(page, key) {
+    await page.getByLabel('API key').fill(key);
+    await page.getByRole('button', { name: 'Sign in' }).click();
+}
+
+const rows = (page) => page.locator('#task-table tbody tr');
+const externalIds = (page) => page.locator('#task-table tbody tr td:nth-child(2)').allTextContents();
+const rowOf = (page, externalId) => rows(page).filter({ has: page.getByRole('cell', { name: externalId, exact: true }) });
+
+async function confirmDialog(page, fill = {}) {
+    const dialog = page.getByRole('dialog');
+    await dialog.waitFor();
+    if (fill.reason !== undefined) await dialog.getByLabel('Reason').fill(fill.reason);
+    if (fill.priority !== undefined) await dialog.getByLabel('Priority').fill(String(fill.priority));
+    await dialog.getByRole('button', { name: 'Confirm' }).click();
+}
+
+async function statusOf(page) {
+    return page.locator('#panel-fields dt:text-is("Status") + dd').textContent();
+}
+
+const browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: ['--no-sandbox'] });
+try {
+    const page = await newPage(browser);
+
+    await check('a wrong key is refused with the API message', async () => {
+        await signIn(page, 'no-such-key-0000000');
+        await page.locator('#sign-in-error', { hasText: 'unknown x-api-key' }).waitFor();
+    });
+
+    await check('sign in shows the Global Task List with its headers', async () => {
+        await signIn(page, tenantKey);
+        await rows(page).first().waitFor();
+        const headers = await page.locator('#task-table thead th').allTextContents();
+        expectEqual(headers.join('|'),
+            'ID|External ID|Category|Queue|Status|Priority|Business value|Due|Assigned to', 'headers');
+        expectEqual(await rows(page).count(), 6, 'rows');
+        const stored = await page.evaluate(() => [sessionStorage.getItem('iwd.apiKey'), localStorage.length]);
+        expectEqual(stored.join(','), `${tenantKey},0`, 'the key in session storage only');
+    });
+
+    await check('the list is in queue order: highest priority first', async () => {
+        expectEqual((await externalIds(page))[0], 'UI-6', 'first row');
+    });
+
+    await check('filter and text search narrow the list', async () => {
+        await page.getByLabel('Search').fill('invoice');
+        await page.getByRole('button', { name: 'Apply filters' }).click();
+        await page.waitForFunction(() => document.querySelectorAll('#task-table tbody tr').length === 6);
+        await page.getByLabel('Status').selectOption('held');
+        await page.getByRole('button', { name: 'Apply filters' }).click();
+        await page.locator('#tasks-empty').waitFor({ state: 'visible' });
+        await page.getByRole('button', { name: 'Clear' }).click();
+        await page.waitForFunction(() => document.querySelectorAll('#task-table tbody tr').length === 6);
+    });
+
+    await check('open a task: its fields, attributes and history', async () => {
+        await rowOf(page, 'UI-2').click();
+        await page.locator('#panel-title', { hasText: 'Invoice 2' }).waitFor();
+        expectEqual(await statusOf(page), 'queued', 'status');
+        const attributes = JSON.parse(await page.locator('#panel-attributes').textContent());
+        expectEqual(attributes.amount, 2000, 'attribute amount');
+        await page.locator('#panel-history li', { hasText: 'created' }).first().waitFor();
+    });
+
+    await check('hold it, with a confirmation and a reason', async () => {
+        await page.getByRole('button', { name: 'Hold' }).click();
+        await confirmDialog(page, { reason: 'waiting for the customer' });
+        await page.locator('#panel-fields dd', { hasText: 'waiting for the customer' }).waitFor();
+        expectEqual(await statusOf(page), 'held', 'status');
+        await rowOf(page, 'UI-2').locator('td', { hasText: 'held' }).waitFor();
+    });
+
+    await check('an action the API refuses shows its message', async () => {
+        await page.getByRole('button', { name: 'Hold' }).click();
+        await confirmDialog(page);
+        await page.locator('#panel-error', { hasText: /cannot hold task \d+: it is held/ }).waitFor();
+    });
+
+    await check('backing out of the confirmation does nothing', async () => {
+        await page.getByRole('button', { name: 'Cancel' }).click();
+        await page.getByRole('dialog').getByRole('button', { name: 'Back' }).click();
+        expectEqual(await statusOf(page), 'held', 'status');
+    });
+
+    await check('resume it', async () => {
+        await page.getByRole('button', { name: 'Resume' }).click();
+        await confirmDialog(page);
+        await page.waitForFunction(() => [...document.querySelectorAll('#panel-fields dt')]
+            .find((dt) => dt.textContent === 'Status')?.nextElementSibling.textContent === 'queued');
+    });
+    if (artifacts) await page.screenshot({ path: `${artifacts}/task-list.png` });
+
+    await check('reprioritize the last task and see the order change', async () => {
+        const before = await externalIds(page);
+        expectEqual(before[before.length - 1], 'UI-1', 'last row before');
+        await rowOf(page, 'UI-1').click();
+        await page.locator('#panel-title', { hasText: 'Invoice 1' }).waitFor();
+        await page.getByRole('button', { name: 'Reprioritize' }).click();
+        await confirmDialog(page, { priority: 99 });
+        await page.waitForFunction(() =>
+            document.querySelector('#task-table tbody tr td:nth-child(2)')?.textContent === 'UI-1');
+    });
+
+    await check('the task list is usable from the keyboard', async () => {
+        await rows(page).nth(1).focus();
+        await page.keyboard.press('Enter');
+        await page.locator('#panel-title', { hasText: 'Invoice 6' }).waitFor();
+    });
+
+    await check('a second browser sees a change live', async () => {
+        const second = await newPage(browser);
+        await signIn(second, tenantKey);
+        await rowOf(second, 'UI-4').waitFor();
+        await second.locator('#live', { hasText: 'Live' }).waitFor();
+        await rowOf(page, 'UI-4').click();
+        await page.locator('#panel-title', { hasText: 'Invoice 4' }).waitFor();
+        await page.getByRole('button', { name: 'Hold' }).click();
+        await confirmDialog(page, { reason: 'audit' });
+        await rowOf(second, 'UI-4').locator('td', { hasText: 'held' }).waitFor({ timeout: LIVE_MS });
+        await second.context().close();
+    });
+
+    await check('agents are listed with state and skills', async () => {
+        await page.getByRole('button', { name: 'Agents' }).click();
+        await page.locator('#agent-table tbody tr', { hasText: 'desk1' }).locator('td', { hasText: 'ready' }).waitFor();
+    });
+
+    await check('the configuration is shown', async () => {
+        await page.getByRole('button', { name: 'Configuration' }).click();
+        await page.locator('#configuration h3', { hasText: 'Categories' }).waitFor();
+        expectEqual(await page.locator('#configuration h3').count(), 5, 'groups');
+    });
+
+    await check('the dashboard charts the backlog by queue', async () => {
+        await page.getByRole('button', { name: 'Dashboard' }).click();
+        await page.locator('#backlog-chart svg rect').first().waitFor();
+        await page.locator('.figure', { hasText: 'Held' }).locator('strong', { hasText: '1' }).waitFor();
+    });
+    if (artifacts) await page.screenshot({ path: `${artifacts}/dashboard.png` });
+
+    await check('an agent gets the next task, with the reservation countdown', async () => {
+        await page.getByRole('button', { name: 'Agent desktop' }).click();
+        await page.getByLabel('Agent ID').fill('desk1');
+        await page.getByRole('button', { name: 'Get next task' }).click();
+        await page.locator('#desk-task-title', { hasText: 'Invoice 1' }).waitFor();
+        await page.locator('#desk-countdown', { hasText: /Reservation ends in [12]:\d\d/ }).waitFor();
+    });
+    if (artifacts) await page.screenshot({ path: `${artifacts}/agent-desktop.png` });
+
+    await check('the agent accepts and completes it', async () => {
+        await page.getByRole('button', { name: 'Accept' }).click();
+        await page.locator('#desk-countdown', { hasText: 'Accepted' }).waitFor();
+        await page.getByRole('button', { name: 'Complete' }).click();
+        await page.locator('#desk-message', { hasText: 'Completed.' }).waitFor();
+        await page.getByRole('button', { name: 'Tasks' }).click();
+        await page.waitForFunction(() => ![...document.querySelectorAll('#task-table tbody td:nth-child(2)')]
+            .some((td) => td.textContent === 'UI-1'));
+    });
+
+    await check('the agent declines the next task: it goes back to the queue', async () => {
+        await page.getByRole('button', { name: 'Agent desktop' }).click();
+        await page.getByRole('button', { name: 'Get next task' }).click();
+        await page.locator('#desk-task-title', { hasText: 'Invoice 6' }).waitFor();
+        await page.getByRole('textbox', { name: 'Reason' }).fill('not my language');
+        await page.getByRole('button', { name: 'Decline' }).click();
+        await page.locator('#desk-message', { hasText: 'Declined' }).waitFor();
+        await page.getByRole('button', { name: 'Tasks' }).click();
+        await rowOf(page, 'UI-6').locator('td', { hasText: 'queued' }).waitFor();
+    });
+
+    await check('a read-only key sees the refusal of an action', async () => {
+        const reader = await newPage(browser);
+        await signIn(reader, readerKey);
+        await rowOf(reader, 'UI-3').click();
+        await reader.getByRole('button', { name: 'Hold' }).click();
+        await confirmDialog(reader);
+        await reader.locator('#panel-error', { hasText: /read-only|not allowed|forbidden/i }).waitFor();
+        await reader.context().close();
+    });
+
+    await check('times in the browser zone, numbers grouped', async () => {
+        const narrow = await newPage(browser, { width: 420, height: 800 });
+        await narrow.getByLabel('API key').waitFor();
+        expectEqual(await narrow.evaluate(() => sessionStorage.length), 0, 'a new browser context holds no key');
+        await signIn(narrow, tenantKey);
+        await rowOf(narrow, 'UI-3').click();
+        await narrow.locator('#panel-title', { hasText: 'Invoice 3' }).waitFor();
+        const created = await narrow.locator('#panel-fields dt:text-is("Created") + dd').textContent();
+        if (!/\d{2}\.\d{2}\.\d{4}|\d{1,2}\. \w+\.? \d{4}/.test(created)) throw new Error(`created: ${created}`);
+        const width = await narrow.evaluate(() => document.documentElement.scrollWidth);
+        if (width > 420) throw new Error(`the page is ${width} px wide in a 420 px window`);
+        if (artifacts) await narrow.screenshot({ path: `${artifacts}/narrow.png`, fullPage: true });
+        await narrow.context().close();
+    });
+
+    await check('no console errors', async () => {
+        if (consoleErrors.length > 0) throw new Error(consoleErrors.join(' | '));
+    });
+} finally {
+    await browser.close();
+}
+process.exit(failures > 0 ? 1 : 0);
