@@ -1,7 +1,8 @@
 /*
  * iwd-sidecar routes of tasks: capture, the lifecycle actions, history, the queue's statistics and
  * GET /iwd/v3/tasks, the universal queue (filters, keyset pagination with limit + cursor) or, with q=,
- * full-text search, which answers {"tasks": [...], "nextCursor": "<id>" | null}.
+ * full-text search, which answers {"tasks": [...], "nextCursor": "<id>" | null}, and POST /tasks/batch, a
+ * supervisor's action on many tasks in one SQL call.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -109,12 +110,88 @@ static int on_tasks_list(iwd_call_t *call)
     return rc;
 }
 
+/* the request members of POST /tasks/batch */
+static const char *const batch_members[] = {"action", "ids", "filter", "args", "dryRun"};
+
+/*
+ * POST /tasks/batch {"action", "ids" | "filter", "args", "dryRun"}: one call of iwd.batch_action, the
+ * tenant's ccid recorded as the actor of every event; the SQL function checks the values.
+ */
+static int on_tasks_batch(iwd_call_t *call)
+{
+    h2o_req_t *req = call->req;
+    json_error_t err;
+    json_t *body, *args, *member;
+    const char *key, *values[5];
+    char *ids = NULL, *filter = NULL, *args_text;
+    int rc;
+
+    if (req->entity.base == NULL || req->entity.len == 0)
+        return iwd_respond_error(call, 400, "a JSON body is required");
+    if (memchr(req->entity.base, '\0', req->entity.len) != NULL)
+        return iwd_respond_error(call, 400, "malformed JSON: the body holds a NUL byte");
+    if ((body = json_loadb(req->entity.base, req->entity.len, 0, &err)) == NULL)
+        return iwd_respond_error(call, 400, "malformed JSON: %s (line %d, column %d)", err.text, err.line, err.column);
+    json_object_foreach(body, key, member) {
+        bool known = false;
+        for (size_t i = 0; i < sizeof(batch_members) / sizeof(*batch_members); i++)
+            known |= strcmp(key, batch_members[i]) == 0;
+        if (!known) {
+            rc = iwd_respond_error(call, 400, "unknown key \"%.64s\" in the batch action", key);
+            json_decref(body);
+            return rc;
+        }
+    }
+    if (!json_is_string(json_object_get(body, "action")) ||
+        ((member = json_object_get(body, "ids")) != NULL && !json_is_array(member) && !json_is_null(member)) ||
+        ((member = json_object_get(body, "filter")) != NULL && !json_is_object(member) && !json_is_null(member)) ||
+        ((args = json_object_get(body, "args")) != NULL && !json_is_object(args) && !json_is_null(args)) ||
+        ((member = json_object_get(body, "dryRun")) != NULL && !json_is_boolean(member))) {
+        json_decref(body);
+        return iwd_respond_error(call, 400, "a batch action is {\"action\": string, \"ids\": [task id, ...] or "
+                                            "\"filter\": {...}, \"args\": {...}, \"dryRun\": boolean}");
+    }
+    if ((member = json_object_get(body, "ids")) != NULL && json_is_array(member)) {
+        size_t i;
+        json_t *id;
+        json_array_foreach(member, i, id) {
+            if (!json_is_integer(id)) {
+                json_decref(body);
+                return iwd_respond_error(call, 400, "\"ids\" must hold task ids (integers)");
+            }
+        }
+        ids = json_dumps(member, JSON_COMPACT);
+    }
+    if ((member = json_object_get(body, "filter")) != NULL && json_is_object(member))
+        filter = json_dumps(member, JSON_COMPACT);
+    args = json_is_object(args) ? json_deep_copy(args) : json_object();
+    if (json_object_get(body, "dryRun") != NULL)
+        json_object_set(args, "dryRun", json_object_get(body, "dryRun"));
+    args_text = json_dumps(args, JSON_COMPACT);
+    json_decref(args);
+    values[0] = json_string_value(json_object_get(body, "action"));
+    values[1] = ids;
+    values[2] = filter;
+    values[3] = call->tenant.ccid;
+    values[4] = args_text;
+    rc = iwd_pg_call(call,
+                     "SELECT iwd.batch_action($1, CASE WHEN $2::jsonb IS NOT NULL THEN"
+                     " ARRAY(SELECT jsonb_array_elements_text($2::jsonb)::bigint) END, $3::jsonb, $4, $5::jsonb)",
+                     5, values, 200, 500);
+    free(ids);
+    free(filter);
+    free(args_text);
+    json_decref(body);
+    return rc;
+}
+
 static const iwd_route_t routes[] = {
     {.method = "GET", .pattern = "/tasks", .auth = IWD_AUTH_READ, .handler = on_tasks_list},
     {.method = "POST", .pattern = "/tasks", .auth = IWD_AUTH_WRITE, .sql = "SELECT iwd.create_task($1::jsonb)",
      .body_arg = true, .body_required = true, .success = 201, .on_null = 500},
     {.method = "POST", .pattern = "/tasks/bulk", .auth = IWD_AUTH_WRITE, .sql = "SELECT iwd.create_tasks($1::jsonb)",
      .body_arg = true, .body_required = true, .success = 201, .on_null = 500},
+    {.method = "POST", .pattern = "/tasks/batch", .auth = IWD_AUTH_WRITE, .handler = on_tasks_batch},
     {.method = "GET", .pattern = "/tasks/{id}", .auth = IWD_AUTH_READ, .sql = "SELECT iwd.get_task($1::bigint)"},
     {.method = "PATCH", .pattern = "/tasks/{id}", .auth = IWD_AUTH_WRITE,
      .sql = "SELECT iwd.update_task($1::bigint, $2::jsonb)", .body_arg = true, .body_required = true},

@@ -161,3 +161,166 @@ LANGUAGE sql STABLE CALLED ON NULL INPUT PARALLEL UNSAFE AS $$
         'claims', c.claims, 'reservationTimeouts', c.reservation_timeouts)
     FROM iwd._counters() c
 $$;
+
+-- ---------------------------------------------------------------------------------------------
+-- Batch actions: a supervisor's hold, resume, cancel or reprioritize of many tasks in one call
+-- ---------------------------------------------------------------------------------------------
+
+-- A task as one batch action leaves it (the row written back; the status says whether it applies: a
+-- resumed errorHeld task still in error stays errorHeld and is skipped).
+CREATE FUNCTION iwd._batch_row(action text, t iwd.task, at timestamptz, args jsonb) RETURNS iwd.task
+LANGUAGE plpgsql STABLE STRICT PARALLEL UNSAFE AS $$
+BEGIN
+    IF action = 'reprioritize' THEN
+        t.priority_override := coalesce((args ->> 'priority')::int, t.priority_override);
+        t.business_value_override := coalesce((args ->> 'businessValue')::int, t.business_value_override);
+        t := iwd._rescore(t, at);
+    ELSIF action = 'resume' AND t.status = 'errorHeld' THEN
+        t := iwd._prepare_task(NULL, t, at);
+        IF t.status = 'errorHeld' THEN
+            RETURN t;
+        END IF;
+        t.status := 'queued';
+    ELSIF action = 'cancel' THEN
+        -- as iwd.cancel_task: the agent it was with stays on record
+        t.status := 'canceled';
+        t.completed_at := at;
+        t.reserved_until := NULL;
+        t.hold_reason := NULL;
+    ELSE
+        t.status := CASE action WHEN 'hold' THEN 'held' ELSE 'queued' END;
+        t.assigned_to := NULL;
+        t.reserved_until := NULL;
+        t.accepted_at := NULL;
+        t.hold_reason := CASE WHEN action = 'hold' THEN coalesce(args ->> 'reason', 'held by supervisor') END;
+    END IF;
+    t.updated_at := at;
+    RETURN t;
+END $$;
+
+-- Apply one action to a set of tasks, chosen by id (at most 10,000) or by the queue filter of iwd.queue
+-- (the first 10,000 in queue order; "remaining" counts the rest): {"matched": N (tasks chosen), "changed":
+-- M, "skipped": [{"id", "reason"}] (the first 100), "remaining": R}. Actions: hold {"reason"}, resume,
+-- cancel {"reason"}, reprioritize {"priority", "businessValue"}; args "dryRun": true counts and changes
+-- nothing. Set-wise: the tasks are locked, written and their events recorded (actor: who did it) by one
+-- statement each, whatever their number.
+CREATE FUNCTION iwd.batch_action(action text, ids bigint[] DEFAULT NULL, filter jsonb DEFAULT NULL,
+                                 actor text DEFAULT NULL, args jsonb DEFAULT '{}') RETURNS jsonb
+LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE AS $$
+DECLARE
+    c_max_tasks constant int := 10000;
+    c_max_skipped constant int := 100;
+    v_now timestamptz := iwd.now();
+    v_from text[];
+    v_event text;
+    v_matched bigint;
+    v_ids bigint[];
+    v_old iwd.task[];
+    v_new iwd.task[];
+    v_skipped jsonb;
+BEGIN
+    args := coalesce(args, '{}');
+    v_from := CASE action WHEN 'hold' THEN ARRAY['new', 'queued', 'assigned', 'errorHeld']
+                          WHEN 'resume' THEN ARRAY['held', 'errorHeld']
+                          WHEN 'cancel' THEN ARRAY['new', 'queued', 'assigned', 'held', 'errorHeld']
+                          WHEN 'reprioritize' THEN ARRAY['new', 'queued', 'assigned', 'held', 'errorHeld'] END;
+    IF v_from IS NULL THEN
+        RAISE EXCEPTION 'unknown batch action "%"', action USING ERRCODE = 'invalid_parameter_value',
+            DETAIL = 'Actions: hold, resume, cancel, reprioritize.';
+    END IF;
+    v_event := CASE action WHEN 'hold' THEN 'held' WHEN 'resume' THEN 'resumed' WHEN 'cancel' THEN 'canceled'
+                           ELSE 'reprioritized' END;
+    PERFORM iwd._check_object(args, 'args', CASE action WHEN 'reprioritize' THEN '{priority,businessValue,dryRun}'
+                                                         WHEN 'resume' THEN '{dryRun}'
+                                                         ELSE '{reason,dryRun}' END::text[]);
+    PERFORM iwd._bool(args, 'dryRun', 'args');
+    IF args ? 'reason' AND jsonb_typeof(args -> 'reason') NOT IN ('string', 'null') THEN
+        RAISE EXCEPTION 'args field "reason" must be a string' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF octet_length(args ->> 'reason') > 1024 THEN
+        RAISE EXCEPTION 'reason is longer than 1024 bytes' USING ERRCODE = 'invalid_parameter_value',
+            DETAIL = format('It has %s bytes.', octet_length(args ->> 'reason'));
+    END IF;
+    IF action = 'reprioritize' THEN
+        IF iwd._int(args, 'priority', 'args') IS NULL AND iwd._int(args, 'businessValue', 'args') IS NULL THEN
+            RAISE EXCEPTION 'reprioritize needs a priority or a business value'
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+    END IF;
+    IF octet_length(actor) > 256 THEN
+        RAISE EXCEPTION 'actor is longer than 256 bytes' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF (ids IS NULL) = (filter IS NULL) THEN
+        RAISE EXCEPTION 'a batch action needs either ids or a filter' USING ERRCODE = 'invalid_parameter_value',
+            DETAIL = 'ids: the tasks to act on; filter: every open task the queue filter matches ({} for all).';
+    END IF;
+
+    IF ids IS NOT NULL THEN
+        IF cardinality(ids) > c_max_tasks THEN
+            RAISE EXCEPTION 'ids holds more than % task ids', c_max_tasks USING ERRCODE = 'invalid_parameter_value',
+                DETAIL = format('It holds %s.', cardinality(ids));
+        END IF;
+        IF array_position(ids, NULL) IS NOT NULL THEN
+            RAISE EXCEPTION 'ids must not hold null' USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        v_ids := ARRAY(SELECT DISTINCT i FROM unnest(ids) i ORDER BY i);
+        v_matched := cardinality(v_ids);
+    ELSE
+        IF jsonb_typeof(filter) <> 'object' OR filter ? 'afterId' THEN
+            RAISE EXCEPTION 'a batch filter must be an object of the queue filter''s fields, without "afterId"'
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        EXECUTE format('SELECT count(*) FROM %s t WHERE %s', iwd._source(filter),
+                       iwd._task_where(filter, ARRAY['new', 'queued', 'assigned', 'held', 'errorHeld']))
+            INTO v_matched;
+        EXECUTE format('SELECT ARRAY(SELECT t.id FROM %s t WHERE %s ORDER BY t.priority DESC, t.business_value DESC, '
+                       't.due_at ASC NULLS LAST, t.created_at, t.id LIMIT %s)', iwd._source(filter),
+                       iwd._task_where(filter, ARRAY['new', 'queued', 'assigned', 'held', 'errorHeld']), c_max_tasks)
+            INTO v_ids;
+    END IF;
+
+    -- the tasks the action applies to, locked (in id order: two batches never deadlock each other)
+    SELECT coalesce(array_agg(x ORDER BY (x).id), '{}') INTO v_old
+    FROM (SELECT t AS x FROM iwd.task t WHERE t.id = ANY (v_ids) AND t.status = ANY (v_from)
+          ORDER BY t.id FOR UPDATE) s;
+    IF action = 'resume' THEN
+        -- an errorHeld task still in error after its classification again stays where it is
+        SELECT coalesce(array_agg(v_old[r.i] ORDER BY r.i), '{}'), coalesce(array_agg(r.n ORDER BY r.i), '{}')
+        INTO v_old, v_new
+        FROM (SELECT i, iwd._batch_row(action, v_old[i], v_now, args) AS n FROM generate_subscripts(v_old, 1) i) r
+        WHERE (r.n).status <> 'errorHeld';
+    ELSE
+        v_new := ARRAY(SELECT iwd._batch_row(action, v_old[i], v_now, args) FROM generate_subscripts(v_old, 1) i
+                       ORDER BY i);
+    END IF;
+    SELECT coalesce(jsonb_agg(jsonb_build_object('id', s.id, 'reason', s.reason) ORDER BY s.id), '[]') INTO v_skipped
+    FROM (SELECT i.id, CASE WHEN a.id IS NULL THEN 'task does not exist'
+                            WHEN a.status = 'errorHeld' AND action = 'resume' THEN 'it is still in error'
+                            ELSE format('cannot %s a task that is %s', action, a.status) END AS reason
+          FROM unnest(v_ids) i(id) LEFT JOIN iwd.task_all a ON a.id = i.id
+          LEFT JOIN unnest(v_old) o ON o.id = i.id
+          WHERE o.id IS NULL
+          ORDER BY i.id LIMIT c_max_skipped) s;
+    IF coalesce(iwd._bool(args, 'dryRun', 'args'), false) THEN
+        RETURN jsonb_build_object('matched', v_matched, 'changed', 0, 'wouldChange', cardinality(v_old),
+                                  'skipped', v_skipped, 'remaining', v_matched - cardinality(v_ids), 'dryRun', true);
+    END IF;
+
+    PERFORM iwd._save_task((v_old[i]).status, v_new[i]) FROM generate_subscripts(v_old, 1) i;
+    INSERT INTO iwd.task_event (task_id, at, event, actor, status_before, status_after, detail)
+    SELECT (v_old[i]).id, v_now, v_event, batch_action.actor, (v_old[i]).status, (v_new[i]).status,
+           jsonb_strip_nulls(CASE action
+               WHEN 'reprioritize' THEN
+                   jsonb_build_object('priority', jsonb_build_object('from', (v_old[i]).priority,
+                                                                     'to', (v_new[i]).priority),
+                                      'businessValue', jsonb_build_object('from', (v_old[i]).business_value,
+                                                                          'to', (v_new[i]).business_value),
+                                      'batch', true)
+               ELSE jsonb_build_object('reason', args ->> 'reason', 'batch', true) END)
+    FROM generate_subscripts(v_old, 1) i ORDER BY i;
+    IF current_setting('iwd.notify', true) = 'event' THEN
+        PERFORM pg_notify('iwd_task_event', (v_old[i]).id || ':' || v_event) FROM generate_subscripts(v_old, 1) i;
+    END IF;
+    RETURN jsonb_build_object('matched', v_matched, 'changed', cardinality(v_old), 'skipped', v_skipped,
+                              'remaining', v_matched - cardinality(v_ids));
+END $$;

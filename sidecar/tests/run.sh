@@ -1006,6 +1006,16 @@ else
     failed=$((failed + 1)); echo "not ok - tests/events.sh printed no result line"
 fi
 
+# --- decline and batch actions (tests/actions.sh: a cluster and a sidecar of its own; its checks count here)
+tests/actions.sh 2>&1 | tee "$work/actions.log" | grep -v '^actions: '
+actions_result=$(grep -E '^actions: [0-9]+ passed, [0-9]+ failed$' "$work/actions.log" | tail -n 1)
+if [ -n "$actions_result" ]; then
+    read -r _ actions_passed _ actions_failed _ <<<"$actions_result"
+    passed=$((passed + actions_passed)); failed=$((failed + actions_failed))
+else
+    failed=$((failed + 1)); echo "not ok - tests/actions.sh printed no result line"
+fi
+
 # --- shutdown and sanitizers -----------------------------------------------------------------------
 kill "$sidecar_pid"; wait "$sidecar_pid" 2>/dev/null; sidecar_pid=""
 check "no AddressSanitizer or UndefinedBehaviorSanitizer report" "0" \
