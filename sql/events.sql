@@ -10,7 +10,7 @@ CREATE FUNCTION iwd.event_types() RETURNS text[]
 LANGUAGE sql IMMUTABLE CALLED ON NULL INPUT PARALLEL SAFE AS $$
     SELECT ARRAY['task.created', 'task.updated', 'task.reprioritized', 'task.held', 'task.resumed', 'task.reserved',
                  'task.accepted', 'task.reservation_timed_out', 'task.completed', 'task.canceled', 'task.rejected',
-                 'task.expired', 'task.restarted', 'task.error_held', 'task.declined']
+                 'task.expired', 'task.restarted', 'task.error_held']
 $$;
 
 -- The public type of a history event: "task." and its name, except the scheduler's own events: a
@@ -99,9 +99,11 @@ $$;
 -- ---------------------------------------------------------------------------------------------
 
 -- An event waiting for its publication: the event document without its public id ("task": the task
--- document after the event). Rows of a transaction that rolls back go with it.
+-- document after the event). Rows of a transaction that rolls back go with it. No index: each publication
+-- takes what is there, and an index would keep an entry of every event published until a vacuum, which
+-- every publication would walk again.
 CREATE TABLE iwd.event_outbox (
-    event_id bigint PRIMARY KEY,
+    event_id bigint NOT NULL,
     type     text NOT NULL,
     task_id  bigint NOT NULL,
     at       timestamptz NOT NULL,
@@ -155,14 +157,16 @@ CREATE SEQUENCE iwd.event_feed_id_seq;
 -- id N misses nothing). doc: the event document without "id".
 CREATE TABLE iwd.event_feed (
     id           bigint PRIMARY KEY,
-    event_id     bigint NOT NULL UNIQUE,
+    event_id     bigint NOT NULL,
     type         text NOT NULL,
     task_id      bigint NOT NULL,
     at           timestamptz NOT NULL,
     published_at timestamptz NOT NULL DEFAULT now(),
     doc          jsonb NOT NULL
 );
-CREATE INDEX event_feed_published_idx ON iwd.event_feed (published_at);
+-- retention's: publication times follow the ids, so a block range index finds the old events at little cost
+-- per publication
+CREATE INDEX event_feed_published_idx ON iwd.event_feed USING brin (published_at);
 
 -- The last published event id (0 when none).
 CREATE FUNCTION iwd.events_head() RETURNS bigint
@@ -321,8 +325,9 @@ $$;
 -- Publication and retention
 -- ---------------------------------------------------------------------------------------------
 
--- Publish up to "max" committed outbox events, in event order: each gets the next feed id, and one
--- delivery per enabled webhook whose types and filter match, in this transaction. One publisher at a time
+-- Publish up to "max" committed outbox events: each gets the next feed id (in history order within the
+-- batch), and one delivery per enabled webhook whose types and filter match, in this transaction. An event
+-- that commits after a later one was published gets a later feed id. One publisher at a time
 -- (iwd's own lock); a caller that cannot take it at once returns without waiting (the holder publishes).
 -- When it published something it notifies iwd_events, so that every listener reads the new events.
 -- Returns the last published id.
@@ -338,20 +343,23 @@ BEGIN
     IF NOT iwd._try_lock_publication() THEN
         RETURN iwd.events_head();
     END IF;
-    -- one statement, one snapshot: the webhooks that get deliveries are those visible with these events
+    -- one statement, one snapshot: a batch of at most "max" committed events, as the outbox stores them
+    -- (about the order they were written), numbered in history order; the webhooks that get deliveries
+    -- are those visible with these events. Only the ids are sorted, not the documents.
     WITH o AS (DELETE FROM iwd.event_outbox x
-               WHERE x.event_id IN (SELECT y.event_id FROM iwd.event_outbox y ORDER BY y.event_id LIMIT max)
-               RETURNING x.*),
+               WHERE x.ctid = ANY (ARRAY(SELECT y.ctid FROM iwd.event_outbox y LIMIT max))
+               RETURNING x.event_id, x.type, x.task_id, x.at, x.doc),
+         n AS (SELECT s.event_id, nextval('iwd.event_feed_id_seq') AS id
+               FROM (SELECT o.event_id FROM o ORDER BY o.event_id) s),
          f AS (INSERT INTO iwd.event_feed (id, event_id, type, task_id, at, doc)
-               SELECT nextval('iwd.event_feed_id_seq'), s.event_id, s.type, s.task_id, s.at, s.doc
-               FROM (SELECT * FROM o ORDER BY o.event_id) s
+               SELECT n.id, o.event_id, o.type, o.task_id, o.at, o.doc FROM o JOIN n ON n.event_id = o.event_id
                RETURNING id, type, task_id, doc),
          d AS (INSERT INTO iwd.webhook_delivery (webhook, feed_id, task_id, type, created_at, next_attempt_at)
                SELECT w.name, f.id, f.task_id, f.type, iwd.now(), iwd.now()
                FROM f JOIN iwd.webhook w ON w.enabled AND f.id > w.from_feed_id
                                             AND (w.events IS NULL OR f.type = ANY (w.events))
                                             AND iwd._event_matches(w.filter, f.doc -> 'task'))
-    SELECT max(f.id) INTO v_last FROM f;
+    SELECT pg_catalog.max(f.id) INTO v_last FROM f;
     IF v_last IS NULL THEN
         RETURN iwd.events_head();
     END IF;

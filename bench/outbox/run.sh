@@ -28,7 +28,9 @@ pgbench_tps() {
 : > "$out/results.tsv"
 for r in $(seq 1 "$runs"); do
     for clients in $clients_list; do
-        for mode in disable enable; do
+        # odd runs measure without the outbox first, even runs with it first
+        modes="disable enable"; [ $((r % 2)) -eq 0 ] && modes="enable disable"
+        for mode in $modes; do
             outbox "$mode"
             capture=$(pgbench_tps create_one.sql "$clients")
             sql -c "CALL bench_queue_topup(10000)" >/dev/null
@@ -44,7 +46,8 @@ waiting=$(sql -c "SELECT count(*) FROM iwd.event_outbox")
 
 # column COLUMN CLIENTS MODE: the values of one cell, one per line
 column() { awk -v k="$1" -v c="$2" -v m="$3" '$1 == c && $2 == m {print $k}' "$out/results.tsv"; }
-echo "$runs runs of $seconds s per cell, pgbench \`-M prepared -j 2\`; in each run the outbox is off, then on."
+echo "$runs runs of $seconds s per cell, pgbench \`-M prepared -j 2\`; the outbox off then on in odd runs, on then off"
+echo "in even runs."
 echo "Capture: \`iwd.create_task\`, one task per transaction (bench/core/create_one.sql). Claim + complete:"
 echo "one \`iwd.next_task\` and one \`iwd.complete_task\` transaction per cycle (bench/core/claim_complete.sql),"
 echo "10k queued."

@@ -56,7 +56,7 @@ LANGUAGE sql IMMUTABLE CALLED ON NULL INPUT PARALLEL SAFE AS $$
 $$;
 
 CREATE TABLE iwd.event_outbox (
-    event_id bigint PRIMARY KEY,
+    event_id bigint NOT NULL,
     type     text NOT NULL,
     task_id  bigint NOT NULL,
     at       timestamptz NOT NULL,
@@ -69,14 +69,14 @@ CREATE SEQUENCE iwd.event_feed_id_seq;
 -- id N misses nothing). doc: the event document without "id".
 CREATE TABLE iwd.event_feed (
     id           bigint PRIMARY KEY,
-    event_id     bigint NOT NULL UNIQUE,
+    event_id     bigint NOT NULL,
     type         text NOT NULL,
     task_id      bigint NOT NULL,
     at           timestamptz NOT NULL,
     published_at timestamptz NOT NULL DEFAULT now(),
     doc          jsonb NOT NULL
 );
-CREATE INDEX event_feed_published_idx ON iwd.event_feed (published_at);
+CREATE INDEX event_feed_published_idx ON iwd.event_feed USING brin (published_at);
 
 CREATE TABLE iwd.webhook (
     name         text PRIMARY KEY CHECK (name ~ '^[A-Za-z0-9._-]{1,128}$'),
