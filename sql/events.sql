@@ -10,7 +10,7 @@ CREATE FUNCTION iwd.event_types() RETURNS text[]
 LANGUAGE sql IMMUTABLE CALLED ON NULL INPUT PARALLEL SAFE AS $$
     SELECT ARRAY['task.created', 'task.updated', 'task.reprioritized', 'task.held', 'task.resumed', 'task.reserved',
                  'task.accepted', 'task.reservation_timed_out', 'task.completed', 'task.canceled', 'task.rejected',
-                 'task.expired', 'task.restarted', 'task.error_held']
+                 'task.expired', 'task.restarted', 'task.error_held', 'task.declined']
 $$;
 
 -- The public type of a history event: "task." and its name, except the scheduler's own events: a
