@@ -6,10 +6,10 @@
 # from this directory's package-lock.json into .tools/ui/, which downloads no browser).
 # Screenshots go to tests/ui/artifacts/. Ends with "ui: N passed, M failed".
 set -uo pipefail
-cd "$(dirname "$0")/../.."
+cd "$(dirname "$0")/../.." || exit 1
 top=$(pwd)
 suite=ui
-# shellcheck source=../../scripts/lib.sh
+# shellcheck source=scripts/lib.sh
 . scripts/lib.sh
 work=$(work_dir ui-test)
 admin_key="admin-key-for-ui-tests"
@@ -30,10 +30,13 @@ trap cleanup EXIT
 command -v chromium >/dev/null || fail_setup "chromium is not installed (scripts/deps.sh installs it)"
 make -s -C sidecar asan >/dev/null || fail_setup "cannot build iwd-sidecar-asan"
 # playwright-core at the version of package-lock.json, installed again only when the lock file changed
-if ! cmp -s tests/ui/package-lock.json "$tools/package-lock.json" || [ ! -d "$tools/node_modules/playwright-core" ]; then
-    mkdir -p "$tools" && cp tests/ui/package.json tests/ui/package-lock.json "$tools/" &&
-        (cd "$tools" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund >"$work/npm.log" 2>&1) ||
-        { cat "$work/npm.log"; fail_setup "npm ci of tests/ui failed"; }
+if ! cmp -s tests/ui/package-lock.json "$tools/package-lock.json" ||
+   [ ! -d "$tools/node_modules/playwright-core" ]; then
+    { mkdir -p "$tools" && cp tests/ui/package.json tests/ui/package-lock.json "$tools/"; } ||
+        fail_setup "cannot copy tests/ui's package files to $tools"
+    if ! (cd "$tools" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund >"$work/npm.log" 2>&1); then
+        cat "$work/npm.log"; fail_setup "npm ci of tests/ui failed"
+    fi
 fi
 
 # --- servers ---------------------------------------------------------------------------------------
@@ -53,8 +56,8 @@ api() { # api METHOD PATH [BODY]: the answer's body; fails on a status >= 400
 }
 curl -sf -X POST -H "x-api-key: $admin_key" -H 'content-type: application/json' "$base/provisioning" --data-binary \
     "{\"tenant\": {\"id\": \"ui\", \"name\": \"UI tenant\", \"ccid\": \"ui\"},
-      \"iwd\": {\"url\": \"http://iwd\", \"db\": {\"host\": \"127.0.0.1\", \"port\": $pg_port, \"database\": \"tenant_ui\",
-      \"user\": \"postgres\", \"password\": \"x\", \"ssl\": false},
+      \"iwd\": {\"url\": \"http://iwd\", \"db\": {\"host\": \"127.0.0.1\", \"port\": $pg_port,
+      \"database\": \"tenant_ui\", \"user\": \"postgres\", \"password\": \"x\", \"ssl\": false},
       \"apiKeys\": {\"IWD_APIKEY_TENANT\": \"$tenant_key\", \"IWD_APIKEY_IWDDM\": \"$reader_key\"}},
       \"iwdEmail\": {\"url\": \"http://mail\"}}" >/dev/null || fail_setup "provisioning the tenant failed"
 for i in 1 2 3 4 5 6; do
@@ -62,8 +65,9 @@ for i in 1 2 3 4 5 6; do
                       \"priority\": $((i * 10)), \"attributes\": {\"amount\": $((i * 1000))}}" >/dev/null ||
         fail_setup "creating task UI-$i failed"
 done
-api PUT /agents/desk1 '{"name": "Desk Agent", "skills": {}, "capacity": {"workitem": 1}}' >/dev/null &&
-    api POST /agents/desk1/state '{"state": "ready"}' >/dev/null || fail_setup "the agent desk1 failed"
+api PUT /agents/desk1 '{"name": "Desk Agent", "skills": {}, "capacity": {"workitem": 1}}' >/dev/null ||
+    fail_setup "creating the agent desk1 failed"
+api POST /agents/desk1/state '{"state": "ready"}' >/dev/null || fail_setup "setting desk1 ready failed"
 
 # --- serving ---------------------------------------------------------------------------------------
 headers() { curl -s -D - -o "$work/page" "$@" | tr -d '\r'; }
@@ -84,11 +88,11 @@ check "If-None-Match with the ETag: 304" "304" \
 check "another ETag: 200" "200" "$(curl -s -o /dev/null -w '%{http_code}' -H 'If-None-Match: "x"' "$site/iwd/ui/")"
 check "a module as JavaScript" "text/javascript; charset=utf-8" \
     "$(curl -s -o /dev/null -w '%{content_type}' "$site/iwd/ui/js/app.js")"
-check "the style sheet as CSS" "text/css; charset=utf-8" "$(curl -s -o /dev/null -w '%{content_type}' "$site/iwd/ui/app.css")"
+check "the style sheet as CSS" "text/css; charset=utf-8" \
+    "$(curl -s -o /dev/null -w '%{content_type}' "$site/iwd/ui/app.css")"
 check "HEAD: 200 without a body" "200 0" "$(curl -s -I -o /dev/null -w '%{http_code} %{size_download}' "$site/iwd/ui/")"
-check "/iwd/ui redirects to /iwd/ui/" "301 /iwd/ui/" \
-    "$(curl -s -o /dev/null -w '%{http_code} ' -D - "$site/iwd/ui" | tr -d '\r' | sed -n 's/^location: //Ip' | tr -d '\n' |
-       sed "s|^|$(curl -s -o /dev/null -w '%{http_code} ' "$site/iwd/ui")|")"
+check "/iwd/ui redirects to /iwd/ui/" "301 $site/iwd/ui/" \
+    "$(curl -s -o /dev/null -w '%{http_code} %{redirect_url}' "$site/iwd/ui")"
 check "POST: 405 in JSON" "405 405" \
     "$(curl -s -o "$work/body" -w '%{http_code}' -X POST "$site/iwd/ui/") $(jq -r .status.code "$work/body")"
 for path in '/iwd/ui/../v3/health/live' '/iwd/ui/%2e%2e/%2e%2e/etc/passwd' '/iwd/ui/..%2f..%2fetc%2fpasswd' \

@@ -27,7 +27,9 @@ async function check(name, body) {
 }
 
 function expectEqual(actual, expected, what) {
-    if (actual !== expected) throw new Error(`${what}: expected ${JSON.stringify(expected)}, got ${JSON.stringify(actual)}`);
+    if (actual !== expected) {
+        throw new Error(`${what}: expected ${JSON.stringify(expected)}, got ${JSON.stringify(actual)}`);
+    }
 }
 
 async function newPage(browser, viewport = { width: 1280, height: 800 }) {
@@ -48,7 +50,8 @@ async function signIn(page, key) {
 
 const rows = (page) => page.locator('#task-table tbody tr');
 const externalIds = (page) => page.locator('#task-table tbody tr td:nth-child(2)').allTextContents();
-const rowOf = (page, externalId) => rows(page).filter({ has: page.getByRole('cell', { name: externalId, exact: true }) });
+const rowOf = (page, externalId) =>
+    rows(page).filter({ has: page.getByRole('cell', { name: externalId, exact: true }) });
 
 async function confirmDialog(page, fill = {}) {
     const dialog = page.getByRole('dialog');

@@ -33,7 +33,8 @@ function row(task) {
         el('td', {}, task.queue ?? ''), el('td', {}, task.status),
         el('td', { class: 'num' }, formatNumber(task.priority)),
         el('td', { class: 'num' }, formatNumber(task.businessValue)),
-        el('td', {}, el('time', { datetime: task.dueAt }, formatTime(task.dueAt))), el('td', {}, task.assignedTo ?? ''));
+        el('td', {}, el('time', { datetime: task.dueAt }, formatTime(task.dueAt))),
+        el('td', {}, task.assignedTo ?? ''));
     tr.addEventListener('click', () => openTask(task.id));
     tr.addEventListener('keydown', (event) => {
         if (event.key === 'Enter' || event.key === ' ') { event.preventDefault(); openTask(task.id); }
@@ -60,7 +61,9 @@ export async function loadTasks() {
 
 async function openTask(id) {
     state.selected = id;
-    for (const tr of $('task-table').tBodies[0].rows) tr.setAttribute('aria-selected', String(tr.dataset.id === String(id)));
+    for (const tr of $('task-table').tBodies[0].rows) {
+        tr.setAttribute('aria-selected', String(tr.dataset.id === String(id)));
+    }
     $('task-panel').hidden = false;
     $('panel-error').textContent = '';
     await refreshPanel();
