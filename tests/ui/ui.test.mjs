@@ -65,6 +65,29 @@ async function statusOf(page) {
     return page.locator('#panel-fields dt:text-is("Status") + dd').textContent();
 }
 
+// A REST call of the test itself (not the page's), with the tenant key.
+async function rest(method, path, body) {
+    const response = await fetch(new URL(`/iwd/v3${path}`, url), {
+        method, headers: { 'x-api-key': tenantKey, 'content-type': 'application/json' },
+        body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    if (!response.ok) throw new Error(`${method} ${path}: ${response.status} ${await response.text()}`);
+    return response.json();
+}
+
+async function taskId(externalId) {
+    const page = await rest('GET', '/tasks?limit=100');
+    return page.tasks.find((task) => task.externalId === externalId).id;
+}
+
+// What a hidden tab reports (headless chromium keeps every page visible), and its event.
+async function setVisibility(page, visibility) {
+    await page.evaluate((value) => {
+        Object.defineProperty(document, 'visibilityState', { value, configurable: true });
+        document.dispatchEvent(new Event('visibilitychange'));
+    }, visibility);
+}
+
 const browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: ['--no-sandbox'] });
 try {
     const page = await newPage(browser);
@@ -165,6 +188,28 @@ try {
         await confirmDialog(page, { reason: 'audit' });
         await rowOf(second, 'UI-4').locator('td', { hasText: 'held' }).waitFor({ timeout: LIVE_MS });
         await second.context().close();
+    });
+
+    await check('updates pause while the tab is hidden and catch up on return', async () => {
+        const watcher = await newPage(browser);
+        await signIn(watcher, tenantKey);
+        await rowOf(watcher, 'UI-5').waitFor();
+        await watcher.locator('#live', { hasText: 'Live' }).waitFor();
+        let eventCalls = 0;
+        watcher.on('request', (request) => { if (request.url().includes('/iwd/v3/events')) eventCalls++; });
+        await setVisibility(watcher, 'hidden');
+        await watcher.locator('#live', { hasText: 'Paused' }).waitFor();
+        const id = await taskId('UI-5');
+        await rest('POST', `/tasks/${id}/hold`, { reason: 'while hidden' });
+        await watcher.waitForTimeout(3000);
+        expectEqual(await rowOf(watcher, 'UI-5').locator('td:nth-child(5)').textContent(), 'queued', 'while hidden');
+        expectEqual(eventCalls, 0, 'event stream calls while hidden');
+        await setVisibility(watcher, 'visible');
+        await rowOf(watcher, 'UI-5').locator('td', { hasText: 'held' }).waitFor({ timeout: LIVE_MS });
+        await watcher.locator('#live', { hasText: 'Live' }).waitFor({ timeout: LIVE_MS });
+        if (eventCalls === 0) throw new Error('no event stream call after the return');
+        await rest('POST', `/tasks/${id}/resume`, {});
+        await watcher.context().close();
     });
 
     await check('agents are listed with state and skills', async () => {

@@ -10,19 +10,20 @@ const RETRY_MS = 3000;
 export function startLive(onEvents, onStatus) {
     let after = null;
     let controller = null;
-    let stopped = false;
+    // each start of the loop has its own generation: a loop left behind by a hide and show stops
+    let generation = 0;
 
-    async function loop() {
-        while (!stopped && document.visibilityState === 'visible') {
+    async function loop(mine) {
+        while (mine === generation && document.visibilityState === 'visible') {
             controller = new AbortController();
             try {
                 const page = await api.events(after ?? undefined, WAIT_S, controller.signal);
-                const events = page?.events ?? [];
-                if (page && page.next !== undefined && page.next !== null) after = page.next;
+                if (mine !== generation) return;
+                if (page?.next !== undefined && page.next !== null) after = page.next;
                 onStatus('Live');
-                if (events.length > 0) await onEvents(events);
+                if ((page?.events ?? []).length > 0) await onEvents(page.events);
             } catch (error) {
-                if (error.name === 'AbortError') return;
+                if (error.name === 'AbortError' || mine !== generation) return;
                 onStatus(`Live updates interrupted: ${error.message}`);
                 await new Promise((resolve) => setTimeout(resolve, RETRY_MS));
             }
@@ -30,19 +31,21 @@ export function startLive(onEvents, onStatus) {
     }
 
     function onVisibility() {
+        generation++;
+        controller?.abort();
         if (document.visibilityState === 'visible') {
+            const mine = generation;
             onStatus('Catching up');
-            onEvents([]).finally(loop);
+            onEvents([]).finally(() => loop(mine));
         } else {
             onStatus('Paused while the tab is hidden');
-            controller?.abort();
         }
     }
 
     document.addEventListener('visibilitychange', onVisibility);
-    loop();
+    loop(generation);
     return () => {
-        stopped = true;
+        generation++;
         controller?.abort();
         document.removeEventListener('visibilitychange', onVisibility);
     };
