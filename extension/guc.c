@@ -39,6 +39,7 @@
 #define IWD_EVENT_RETENTION_DEFAULT "7 days"
 #define IWD_WEBHOOK_RETRY_FOR_DEFAULT "24 hours"
 #define IWD_DECLINE_FOR_DEFAULT "10 min"
+#define IWD_DM_SERVICE_LEVEL_THRESHOLD_DEFAULT "20 s"
 
 char	   *iwd_databases = NULL;
 int			iwd_scheduler_interval_ms = IWD_INTERVAL_MS_DEFAULT;
@@ -59,6 +60,8 @@ static char *iwd_event_retention = NULL;
 static char *iwd_webhook_retry_for = NULL;
 /* read by iwd.decline_task (sql/lifecycle.sql) */
 static char *iwd_decline_for = NULL;
+/* read by the Data Mart's aggregation (sql/datamart.sql, iwd_dm.service_level_threshold()) */
+static char *iwd_dm_service_level_threshold = NULL;
 
 static const struct config_enum_entry notify_modes[] = {
 	{"off", IWD_NOTIFY_OFF, false},
@@ -130,7 +133,10 @@ check_positive_interval(char **newval, void **extra, GucSource source)
 	return false;
 }
 
-/* Define every iwd.* parameter, and iwd_dm.max_workers (the worker pool's cap on Data Mart chains). */
+/*
+ * Define every iwd.* parameter, iwd_dm.max_workers (the worker pool's cap on
+ * Data Mart chains) and iwd_dm.service_level_threshold.
+ */
 void
 GucInit(void)
 {
@@ -214,6 +220,13 @@ GucInit(void)
 							   "How long a task an agent declined is not offered to that agent again.",
 							   "The task goes back to the queue at once for every other agent.",
 							   &iwd_decline_for, IWD_DECLINE_FOR_DEFAULT, PGC_USERSET, 0,
+							   check_positive_interval, NULL, NULL);
+	DefineCustomStringVariable("iwd_dm.service_level_threshold",
+							   "The contact-centre service level's threshold: a task reserved within it of its creation "
+							   "counts as answered in time.",
+							   "The Data Mart's aggregates count, per interval, the tasks whose wait ended and those "
+							   "reserved within it (sl_offered, sl_within).",
+							   &iwd_dm_service_level_threshold, IWD_DM_SERVICE_LEVEL_THRESHOLD_DEFAULT, PGC_USERSET, 0,
 							   check_positive_interval, NULL, NULL);
 	MarkGUCPrefixReserved("iwd");
 }

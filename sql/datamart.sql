@@ -178,6 +178,8 @@ BEGIN
                 avg_queue_s              double precision,
                 avg_handle_s             double precision,
                 business_value_completed bigint NOT NULL DEFAULT 0,
+                sl_offered               bigint NOT NULL DEFAULT 0,
+                sl_within                bigint NOT NULL DEFAULT 0,
                 UNIQUE NULLS NOT DISTINCT (interval_start, department, process, category, queue, media_type,
                                            customer_segment)
             )$t$, lvl);
@@ -406,6 +408,13 @@ $$;
 -- The select list "q, mask" of time expression t: its local quarter hour in time zone tz (a timestamp
 -- without time zone, so that every level's interval is a date_trunc of it), and the picked levels lvls
 -- whose range [los[i], his[i]) holds t, as bit lvl - 1.
+-- The contact-centre service level's threshold (iwd_dm.service_level_threshold): a task counts as answered
+-- within it when its first reservation came at most this long after its creation.
+CREATE FUNCTION iwd_dm.service_level_threshold() RETURNS interval
+LANGUAGE sql STABLE CALLED ON NULL INPUT PARALLEL SAFE AS $$
+    SELECT coalesce(nullif(current_setting('iwd_dm.service_level_threshold', true), ''), '20 s')::interval
+$$;
+
 CREATE FUNCTION iwd_dm._quarter_sql(t text, tz text, lvls int[], los timestamptz[], his timestamptz[])
 RETURNS text LANGUAGE sql STABLE CALLED ON NULL INPUT PARALLEL SAFE AS $$
     SELECT format('date_bin(''15 minutes'', (%s) AT TIME ZONE %L, timestamp ''2000-01-03'') AS q, ', t, tz)
@@ -434,11 +443,13 @@ BEGIN
                    sum(overdue) AS overdue, sum(in_sla) AS in_sla, sum(backlog_delta) AS backlog_delta,
                    sum(po_delta) AS po_delta, sum(iwd_dm._us(age_s)) AS sum_age_us, count(age_s) AS n_age_s,
                    max(age_s) AS max_age_s, sum(iwd_dm._us(queue_s)) AS sum_queue_us, count(queue_s) AS n_queue_s,
-                   sum(iwd_dm._us(handle_s)) AS sum_handle_us, count(handle_s) AS n_handle_s, sum(value) AS value
+                   sum(iwd_dm._us(handle_s)) AS sum_handle_us, count(handle_s) AS n_handle_s, sum(value) AS value,
+                   sum(sl_offered) AS sl_offered, sum(sl_within) AS sl_within
             FROM (
                 SELECT %1$s, %2$s, 1 AS created, 0 AS assigned, 0 AS completed, 0 AS canceled, 0 AS rejected,
                        0 AS expired, 0 AS overdue, 0 AS in_sla, 1 AS backlog_delta, 0 AS po_delta,
-                       NULL::float8 AS age_s, NULL::float8 AS queue_s, NULL::float8 AS handle_s, 0 AS value
+                       NULL::float8 AS age_s, NULL::float8 AS queue_s, NULL::float8 AS handle_s, 0 AS value,
+                       0 AS sl_offered, 0 AS sl_within
                 FROM iwd_dm.task_fact WHERE %3$s
                 UNION ALL
                 SELECT %1$s, %4$s, 0, 0, (status = 'completed')::int, (status = 'canceled')::int,
@@ -446,10 +457,11 @@ BEGIN
                        -(due_at IS NOT NULL AND finished_at >= greatest(created_at, due_at))::int,
                        CASE WHEN status = 'completed' THEN age_s END, CASE WHEN status = 'completed' THEN queue_s END,
                        CASE WHEN status = 'completed' THEN handle_s END,
-                       CASE WHEN status = 'completed' THEN business_value ELSE 0 END
+                       CASE WHEN status = 'completed' THEN business_value ELSE 0 END,
+                       (first_assigned_at IS NULL)::int, 0
                 FROM iwd_dm.task_fact WHERE %5$s
                 UNION ALL
-                SELECT %1$s, %6$s, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, NULL, NULL, NULL, 0
+                SELECT %1$s, %6$s, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, NULL, NULL, NULL, 0, 0, 0
                 FROM iwd_dm.task_fact
                 WHERE due_at IS NOT NULL AND %7$s
                   AND (finished_at IS NULL OR finished_at >= greatest(created_at, due_at))
@@ -457,9 +469,11 @@ BEGIN
                 -- each reservation's task by its key (OFFSET 0 keeps the planner from hashing all the
                 -- facts for the few reservations of an intraday run)
                 SELECT f.department, f.process, f.category, f.queue, f.media_type, f.customer_segment, %8$s,
-                       0, 1, 0, 0, 0, 0, 0, 0, 0, 0, NULL, NULL, NULL, 0
+                       0, 1, 0, 0, 0, 0, 0, 0, 0, 0, NULL, NULL, NULL, 0, (x.at = f.first_assigned_at)::int,
+                       (x.at = f.first_assigned_at AND f.time_to_first_assignment_s <= %10$s)::int
                 FROM iwd_dm.task_event_fact x
-                CROSS JOIN LATERAL (SELECT department, process, category, queue, media_type, customer_segment
+                CROSS JOIN LATERAL (SELECT department, process, category, queue, media_type, customer_segment,
+                                           first_assigned_at, time_to_first_assignment_s
                                     FROM iwd_dm.task_fact WHERE task_id = x.task_id OFFSET 0) f
                 WHERE x.event = 'reserved' AND %9$s) r
             WHERE mask <> 0
@@ -469,7 +483,8 @@ BEGIN
         iwd_dm._quarter_sql('finished_at', tz, lvls, los, his), iwd_dm._in_range_sql('finished_at', lo, hi),
         iwd_dm._quarter_sql('greatest(created_at, due_at)', tz, lvls, los, his),
         iwd_dm._in_range_sql('greatest(created_at, due_at)', lo, hi),
-        iwd_dm._quarter_sql('x.at', tz, lvls, los, his), iwd_dm._in_range_sql('x.at', lo, hi));
+        iwd_dm._quarter_sql('x.at', tz, lvls, los, his), iwd_dm._in_range_sql('x.at', lo, hi),
+        extract(epoch FROM iwd_dm.service_level_threshold()));
 END $$;
 
 -- One level's part of CTE "open_at_start": the tasks open at lo, the start of the level's first picked
@@ -499,16 +514,17 @@ LANGUAGE sql STABLE CALLED ON NULL INPUT PARALLEL SAFE AS $$
                    iwd_dm._avg_s(sum(sum_age_us), sum(n_age_s)) AS avg_age_s, max(max_age_s) AS max_age_s,
                    iwd_dm._avg_s(sum(sum_queue_us), sum(n_queue_s)) AS avg_queue_s,
                    iwd_dm._avg_s(sum(sum_handle_us), sum(n_handle_s)) AS avg_handle_s,
-                   sum(value)::bigint AS value
+                   sum(value)::bigint AS value, sum(sl_offered)::bigint AS sl_offered,
+                   sum(sl_within)::bigint AS sl_within
             FROM (SELECT l.lvl, f.gid, CASE l.lvl %1$s END AT TIME ZONE %2$L AS b,
                          f.created, f.assigned, f.completed, f.canceled, f.rejected, f.expired, f.overdue, f.in_sla,
                          f.backlog_delta, f.po_delta, f.sum_age_us, f.n_age_s, f.max_age_s, f.sum_queue_us, f.n_queue_s,
-                         f.sum_handle_us, f.n_handle_s, f.value
+                         f.sum_handle_us, f.n_handle_s, f.value, f.sl_offered, f.sl_within
                   FROM (SELECT n.gid, f.* FROM fine f JOIN groupings n ON %3$s) f
                   JOIN unnest(%4$L::int[]) AS l(lvl) ON f.mask & (1 << (l.lvl - 1)) <> 0
                   UNION ALL
                   SELECT f.lvl, n.gid, f.b, 0, 0, 0, 0, 0, 0, 0, 0, f.backlog_delta, f.po_delta, NULL, 0, NULL,
-                         NULL, 0, NULL, 0, 0
+                         NULL, 0, NULL, 0, 0, 0, 0
                   FROM open_at_start f JOIN groupings n ON %3$s) x
             GROUP BY lvl, gid, b)$q$,
         (SELECT string_agg(format('WHEN %s THEN %s', l.lvl,
@@ -531,7 +547,7 @@ LANGUAGE sql IMMUTABLE CALLED ON NULL INPUT PARALLEL SAFE AS $$
             INSERT INTO iwd_dm.%2$I
             SELECT b, department, process, category, queue, media_type, customer_segment, created, assigned,
                    completed, canceled, rejected, expired, overdue, in_sla, backlog_end, pending_overdue,
-                   avg_age_s, max_age_s, avg_queue_s, avg_handle_s, value
+                   avg_age_s, max_age_s, avg_queue_s, avg_handle_s, value, sl_offered, sl_within
             FROM result WHERE lvl = %3$s
             ORDER BY b, department COLLATE "C", process COLLATE "C", category COLLATE "C", queue COLLATE "C",
                      media_type COLLATE "C", customer_segment COLLATE "C")$q$, 'ins_' || level, 'agg_' || level, lvl)
@@ -616,6 +632,7 @@ BEGIN
                    coalesce(f.rejected, 0) AS rejected, coalesce(f.expired, 0) AS expired,
                    coalesce(f.overdue, 0) AS overdue, coalesce(f.in_sla, 0) AS in_sla, f.avg_age_s, f.max_age_s,
                    f.avg_queue_s, f.avg_handle_s, coalesce(f.value, 0) AS value,
+                   coalesce(f.sl_offered, 0) AS sl_offered, coalesce(f.sl_within, 0) AS sl_within,
                    sum(coalesce(f.backlog_delta, 0)) OVER w AS backlog_end,
                    sum(coalesce(f.po_delta, 0)) OVER w AS pending_overdue
             FROM flows f
@@ -628,7 +645,8 @@ BEGIN
             -- the picked intervals with something to report
             SELECT s.lvl, s.b, n.department, n.process, n.category, n.queue, n.media_type, n.customer_segment,
                    s.created, s.assigned, s.completed, s.canceled, s.rejected, s.expired, s.overdue, s.in_sla,
-                   s.backlog_end, s.pending_overdue, s.avg_age_s, s.max_age_s, s.avg_queue_s, s.avg_handle_s, s.value
+                   s.backlog_end, s.pending_overdue, s.avg_age_s, s.max_age_s, s.avg_queue_s, s.avg_handle_s, s.value,
+                   s.sl_offered, s.sl_within
             FROM stocks s JOIN groupings n USING (gid) JOIN picked p ON p.lvl = s.lvl AND p.s = s.b
             WHERE (s.created + s.assigned + s.completed + s.canceled + s.rejected + s.expired + s.backlog_end) > 0)$q$
         ] || inserts, ',') || E'\n        SELECT 1';
@@ -853,6 +871,16 @@ CREATE VIEW iwd_dm.customer_segment_service_level AS
            sum(completed_in_sla) AS completed_on_time,
            round(100.0 * sum(completed_in_sla) / nullif(sum(completed), 0), 2) AS pct_on_time
     FROM iwd_dm.agg_day GROUP BY interval_start, customer_segment;
+
+-- The contact-centre service level per quarter hour and queue: of the tasks whose wait in the queue ended
+-- in the interval (first reserved, or finished without a reservation), the share reserved within
+-- iwd_dm.service_level_threshold of their creation ("80 % within 20 s"). Coarser levels: agg_hour … agg_month.
+CREATE VIEW iwd_dm.service_level_report AS
+    SELECT interval_start, department, process, category, queue, sum(sl_offered) AS offered,
+           sum(sl_within) AS within_threshold,
+           round(100.0 * sum(sl_within) / nullif(sum(sl_offered), 0), 2) AS service_level_pct,
+           iwd_dm.service_level_threshold() AS threshold
+    FROM iwd_dm.agg_15min GROUP BY interval_start, department, process, category, queue;
 
 -- Capture Point Task Duration and business value per day of completion.
 CREATE VIEW iwd_dm.capture_point_business_value AS

@@ -154,9 +154,41 @@ SELECT avg_age_s FROM iwd_dm.agg_day WHERE queue = 'mail' AND interval_start = '
 SELECT avg_finish_s, avg_accept_s FROM iwd_dm.queue_activity WHERE queue = 'mail' AND day = '2026-03-03 00:00+00';
 SELECT avg_duration_s FROM iwd_dm.capture_point_business_value WHERE capture_point = 'repro';
 
+-- the contact-centre service level: of the tasks whose wait ended in an interval (first reserved, or
+-- finished without a reservation), those reserved within iwd_dm.service_level_threshold of their creation
+SHOW iwd_dm.service_level_threshold;
+SET iwd.simulated_time = '2026-05-04 09:00:00+00';
+SELECT iwd.upsert_agent('{"id": "sl-agent", "capacity": {"workitem": 10}, "state": "ready"}') IS NOT NULL;
+SELECT count(iwd.create_task(jsonb_build_object('externalId', 'SL-' || i, 'capturePoint', 'sl', 'queue', 'sl',
+                                                'priority', 1000 - i)))
+FROM generate_series(1, 3) i;
+SET iwd.simulated_time = '2026-05-04 09:00:15+00';
+SELECT iwd.next_task('sl-agent') ->> 'externalId' AS reserved_within;
+SET iwd.simulated_time = '2026-05-04 09:01:00+00';
+SELECT iwd.next_task('sl-agent') ->> 'externalId' AS reserved_late;
+SET iwd.simulated_time = '2026-05-04 09:02:00+00';
+SELECT iwd.cancel_task((SELECT id FROM iwd.task WHERE external_id = 'SL-3'), 'abandoned') ->> 'status';
+SET iwd.simulated_time = '2026-05-04 10:00:00+00';
+SELECT iwd_dm.run('intraday') ->> 'status' AS run;
+SELECT interval_start, queue, offered, within_threshold, service_level_pct, threshold
+FROM iwd_dm.service_level_report WHERE queue = 'sl';
+-- a longer threshold counts both reservations, in a rebuild
+SET iwd_dm.service_level_threshold = '90 s';
+TRUNCATE iwd_dm.task_event_fact, iwd_dm.task_fact, iwd_dm.agg_15min, iwd_dm.agg_hour, iwd_dm.agg_day,
+         iwd_dm.agg_week, iwd_dm.agg_month, iwd_dm.dirty, iwd_dm.event_gap;
+UPDATE iwd_dm.watermark SET last_event_id = 0;
+SELECT iwd_dm.run('full') ->> 'status' AS rebuilt;
+SELECT offered, within_threshold, service_level_pct, threshold FROM iwd_dm.service_level_report WHERE queue = 'sl';
+SELECT sum(sl_offered) AS offered, sum(sl_within) AS within FROM iwd_dm.agg_month WHERE queue = 'sl';
+RESET iwd_dm.service_level_threshold;
+RESET iwd.simulated_time;
+SET iwd_dm.service_level_threshold = '0';
+SET iwd_dm.service_level_threshold = 'soon';
+
 -- the reporting role of this database reads iwd_dm and nothing else
 SET ROLE iwd_gcxi_regression;
 SELECT count(*) > 0 AS can_read_reports FROM iwd_dm.queue_activity;
+SELECT count(*) > 0 AS can_read_service_level FROM iwd_dm.service_level_report;
 SELECT count(*) FROM iwd.task;
 SELECT iwd.create_task('{"externalId": "X", "capturePoint": "x"}');
 INSERT INTO iwd_dm.agg_day (interval_start) VALUES (now());

@@ -120,3 +120,17 @@ CREATE TABLE iwd.task_decline (
     until   timestamptz NOT NULL,
     PRIMARY KEY (agent, task_id)
 );
+
+-- The contact-centre service level in the Data Mart's aggregates (sql/datamart.sql): the tasks whose wait
+-- ended in the interval and those reserved within iwd_dm.service_level_threshold. Intervals aggregated before
+-- the update read 0 until they are aggregated again (README, Data Mart: rebuilding the aggregates).
+ALTER TABLE iwd_dm.agg_15min ADD COLUMN sl_offered bigint NOT NULL DEFAULT 0,
+    ADD COLUMN sl_within bigint NOT NULL DEFAULT 0;
+ALTER TABLE iwd_dm.agg_hour ADD COLUMN sl_offered bigint NOT NULL DEFAULT 0,
+    ADD COLUMN sl_within bigint NOT NULL DEFAULT 0;
+ALTER TABLE iwd_dm.agg_day ADD COLUMN sl_offered bigint NOT NULL DEFAULT 0,
+    ADD COLUMN sl_within bigint NOT NULL DEFAULT 0;
+ALTER TABLE iwd_dm.agg_week ADD COLUMN sl_offered bigint NOT NULL DEFAULT 0,
+    ADD COLUMN sl_within bigint NOT NULL DEFAULT 0;
+ALTER TABLE iwd_dm.agg_month ADD COLUMN sl_offered bigint NOT NULL DEFAULT 0,
+    ADD COLUMN sl_within bigint NOT NULL DEFAULT 0;
