@@ -106,8 +106,9 @@ static const char usage[] =
     "  --max-streams-per-tenant N IWD_MAX_STREAMS_PER_TENANT  the same for one tenant (default 2000)\n"
     "  --events-heartbeat-s N IWD_EVENTS_HEARTBEAT_S  an event stream that sent nothing for N seconds sends\n"
     "                                             a comment line (default 15, at most 15)\n"
-    "  --events-buffer-bytes N IWD_EVENTS_BUFFER_BYTES  unsent output of one event stream; a client that\n"
-    "                                             falls further behind is disconnected (default 1048576)\n"
+    "  --events-buffer-bytes N IWD_EVENTS_BUFFER_BYTES  unsent output of one event stream (default 1048576);\n"
+    "                                             a client further behind is fed from the database again,\n"
+    "                                             and dropped if it also reads nothing for 5 heartbeats\n"
     "  --routes                                   list every route and exit\n"
     "  --help                                     this text\n";
 

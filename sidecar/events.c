@@ -25,9 +25,10 @@
  * hub brings a matching event or the wait ends.
  *
  * Bounds: IWD_MAX_STREAMS per sidecar and IWD_MAX_STREAMS_PER_TENANT (503 beyond); a stream's unsent output is
- * at most IWD_EVENTS_BUFFER_BYTES: a client that does not read is disconnected (counted in
- * iwd_events_streams_dropped_total) and resumes with Last-Event-ID; nothing is buffered without bound. A
- * comment line goes out when nothing else did for IWD_EVENTS_HEARTBEAT_S.
+ * at most IWD_EVENTS_BUFFER_BYTES (and the catch-up page being written): a client that falls further behind
+ * is fed from the database again (fall_back), and one that also takes nothing for five heartbeat intervals
+ * is disconnected (counted in iwd_events_streams_dropped_total) and resumes with Last-Event-ID; nothing is
+ * buffered without bound. A comment line goes out when nothing else did for IWD_EVENTS_HEARTBEAT_S.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -55,7 +56,8 @@
 #define HUB_POLL_MS 2000         /* a hub's round at least this often, and its reconnection attempts */
 #define HUB_LINGER_MS 15000      /* a hub without streams keeps its connection this long */
 #define CATCH_UP_PAGE 1000       /* events per catch-up call of a stream */
-#define SEND_BATCH 64            /* events handed to h2o in one write */
+#define SEND_BATCH 64            /* events handed to h2o in one write (and half the unsent bound at most) */
+#define STALL_HEARTBEATS 5       /* a client behind that took nothing for this many heartbeat intervals is dropped */
 #define OPENING ": iwd event stream\n\n"
 #define HEARTBEAT ": heartbeat\n\n"
 
@@ -151,6 +153,7 @@ typedef struct stream {
     int64_t written;     /* the last event id handed to h2o */
     int64_t seen;        /* the highest id the hub has offered the stream */
     int64_t write_started_ms;
+    bool behind;         /* fell back to the database (fall_back) and not caught up since */
     h2o_iovec_t iov[SEND_BATCH];
     h2o_timeout_entry_t heartbeat, soon, wait;
 } stream_t;
@@ -845,7 +848,7 @@ static void stream_flush(stream_t *s)
     if (s->writing || s->gone || s->ended)
         return;
     s->inflight_bytes = 0;
-    while (n < SEND_BATCH && s->queue.n > 0) {
+    while (n < SEND_BATCH && s->queue.n > 0 && (n == 0 || s->inflight_bytes < iwd_conf.events_buffer_bytes / 2)) {
         event_t *e = list_shift(&s->queue);
         s->inflight[n] = e;
         s->written = e->id;
@@ -897,10 +900,10 @@ static void on_heartbeat(h2o_timeout_entry_t *entry)
     stream_t *s = H2O_STRUCT_FROM_MEMBER(stream_t, heartbeat, entry);
 
     s->heartbeat_due = true;
-    if (s->writing && iwd_now_ms() - s->write_started_ms >= (int64_t)iwd_conf.events_heartbeat_s * 1000 &&
-        stream_bytes(s) > iwd_conf.events_buffer_bytes) {
-        stream_end(s, true, "the client took nothing for IWD_EVENTS_HEARTBEAT_S with more than"
-                            " IWD_EVENTS_BUFFER_BYTES unsent");
+    if (s->writing && (s->behind || too_far_behind(s)) &&
+        iwd_now_ms() - s->write_started_ms >= (int64_t)STALL_HEARTBEATS * iwd_conf.events_heartbeat_s * 1000) {
+        stream_end(s, true, "the client fell IWD_EVENTS_BUFFER_BYTES behind and took nothing for five"
+                            " IWD_EVENTS_HEARTBEAT_S");
         return;
     }
     if (s->writing) /* the client has not taken the last write yet: look again later */
@@ -912,13 +915,14 @@ static void on_heartbeat(h2o_timeout_entry_t *entry)
  * The client fell more than IWD_EVENTS_BUFFER_BYTES behind (a burst it takes slower than it comes): what it
  * was not handed yet is let go and read again from the database after the last event written, page by page
  * as the client takes them, up to the last event the hub offered; the live events after it are held again.
- * Memory stays bounded whatever the client does; one that takes nothing at all is dropped (on_heartbeat).
+ * Memory stays bounded whatever the client does; one that takes nothing for long is dropped (on_heartbeat).
  */
 static void fall_back(stream_t *s)
 {
     list_clear(&s->queue);
     list_clear(&s->held);
     s->fallbacks++; /* a page asked for before now may skip what was let go: it is read again */
+    s->behind = true;
     s->page_bytes = 0;
     s->sent = s->written;
     s->cursor = s->written;
@@ -941,6 +945,7 @@ static void stream_queue(stream_t *s, event_t *e)
 static void catch_up_done(stream_t *s)
 {
     s->catching_up = false;
+    s->behind = false;
     s->page_due = false;
     while (s->held.n > 0) {
         event_t *e = list_shift(&s->held);

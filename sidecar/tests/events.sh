@@ -59,15 +59,15 @@ stream() {
     local name=$1; shift
     curl -sN -H "x-api-key: $key_e" "$@" >"$work/$name.sse" 2>/dev/null &
     echo $! >"$work/$name.pid"
-    for _ in $(seq 1 50); do grep -q '^: iwd event stream' "$work/$name.sse" 2>/dev/null && return 0; sleep 0.1; done
+    for _ in $(seq 1 200); do grep -q '^: iwd event stream' "$work/$name.sse" 2>/dev/null && return 0; sleep 0.1; done
     return 1
 }
 stop_stream() { kill "$(cat "$work/$1.pid")" 2>/dev/null; wait "$(cat "$work/$1.pid")" 2>/dev/null; }
 # ids NAME: the event ids a stream received, one line
 ids() { awk '/^id: / {printf "%s%s", sep, $2; sep = " "}' "$work/$1.sse"; }
-# wait_events NAME N: until the stream holds N events (at most 10 s)
+# wait_events NAME N: until the stream holds N events (at most 30 s)
 wait_events() {
-    for _ in $(seq 1 100); do [ "$(grep -c '^id: ' "$work/$1.sse")" -ge "$2" ] && return 0; sleep 0.1; done
+    for _ in $(seq 1 300); do [ "$(grep -c '^id: ' "$work/$1.sse")" -ge "$2" ] && return 0; sleep 0.1; done
     return 1
 }
 # feed_ids AFTER [WHERE]: the ids the tenant's feed holds after AFTER, one line
@@ -84,9 +84,9 @@ d = next((i for i in range(min(len(e), len(a))) if e[i] != a[i]), min(len(e), le
 print("ok" if e == a else f"{len(e)} expected, {len(a)} got, first difference at {d}: {e[d:d+3]} / {a[d:d+3]}")' \
         "$1" "$2"
 }
-# published AFTER N: until the feed holds N events after AFTER (the hub publishes them; at most 10 s)
+# published AFTER N: until the feed holds N events after AFTER (the hub publishes them; at most 30 s)
 published() {
-    for _ in $(seq 1 100); do [ "$(feed_ids "$1" | wc -w)" -ge "$2" ] && return 0; sleep 0.1; done
+    for _ in $(seq 1 300); do [ "$(feed_ids "$1" | wc -w)" -ge "$2" ] && return 0; sleep 0.1; done
     return 1
 }
 
@@ -152,7 +152,7 @@ check "the completed event's document holds the task after the event" "completed
 
 # --- heartbeats ------------------------------------------------------------------------------------
 before=$(grep -c '^: heartbeat' "$work/live.sse")
-sleep 2.5
+sleep 3.5
 check "an idle stream sends a comment every IWD_EVENTS_HEARTBEAT_S (1 s here)" "ok" \
     "$([ $(($(grep -c '^: heartbeat' "$work/live.sse") - before)) -ge 2 ] && echo ok)"
 
@@ -265,16 +265,16 @@ poll() { # poll QUERY: sets $body, $code and $took (ms)
     took=$(($(date +%s%3N) - t0))
 }
 head=$(head_id)
-poll "?after=$last&limit=2&wait=10"
+poll "?after=$last&limit=2&wait=20"
 check "JSON: events after \`after\` are answered at once, at most limit of them" \
     "200 $(feed_ids "$last" | cut -d' ' -f1-2) $(feed_ids "$last" | cut -d' ' -f2)" \
     "$code $(jq -r '[.events[].id] | join(" ")' <<<"$body") $(jq -r .next <<<"$body")"
-check "JSON: at once means under a second" "ok" "$([ "$took" -lt 1000 ] && echo ok || echo "$took ms")"
+check "JSON: at once, not after the wait (20 s)" "ok" "$([ "$took" -lt 5000 ] && echo ok || echo "$took ms")"
 poll "?after=$head&wait=2"
 check "JSON: nothing after \`after\`: {events: [], next: after} when the wait ends" "200 0 $head" \
     "$code $(jq '.events | length' <<<"$body") $(jq -r .next <<<"$body")"
 check "JSON: after about the wait (2 s)" "ok" \
-    "$([ "$took" -ge 1900 ] && [ "$took" -lt 4000 ] && echo ok || echo "$took ms")"
+    "$([ "$took" -ge 1900 ] && [ "$took" -lt 10000 ] && echo ok || echo "$took ms")"
 poll "?after=$head"
 check "JSON without wait: answered at once, empty" "200 0 $head" \
     "$code $(jq '.events | length' <<<"$body") $(jq -r .next <<<"$body")"
@@ -283,7 +283,8 @@ check "JSON without wait: answered at once, empty" "200 0 $head" \
 poll "?after=$head&wait=20"
 check "JSON: a parked long-poll is answered by the first event that comes" "200 EV-WAKE" \
     "$code $(jq -r '.events[0].externalId' <<<"$body")"
-check "JSON: within a second or so of it" "ok" "$([ "$took" -lt 3500 ] && echo ok || echo "$took ms")"
+check "JSON: when it comes (1 s in), not at the end of the wait (20 s)" "ok" \
+    "$([ "$took" -lt 10000 ] && echo ok || echo "$took ms")"
 check "JSON: next is the event's id" "$(jq -r '.events[-1].id' <<<"$body")" "$(jq -r .next <<<"$body")"
 # event ids of 19 digits (the feed's sequence moved far on): a parked long-poll's answer holds them whole
 tenant_sql -c "SELECT setval('iwd.event_feed_id_seq', 9000000000000000000)" >/dev/null
@@ -323,15 +324,18 @@ check "a stream whose client left frees its place (noticed by its next write, a 
     "$(metric iwd_events_streams_open)"
 stop_stream l2; stop_stream f1
 
-# --- a client that does not read is disconnected, not buffered without bound ------------------------
+# --- a client that does not read is fed from the database, then disconnected: never buffered without bound ---
 restart_sidecar IWD_EVENTS_BUFFER_BYTES=65536
-python3 - "$http_port" "$key_e" >"$work/slow.out" 2>&1 <<'PY' &
-import socket, sys, time
+python3 - "$http_port" "$key_e" "$work/slow.go" >"$work/slow.out" 2>&1 <<'PY' &
+import os, socket, sys, time
 s = socket.socket()
 s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
 s.connect(("127.0.0.1", int(sys.argv[1])))
 s.sendall(f"GET /iwd/v3/events HTTP/1.1\r\nHost: x\r\nx-api-key: {sys.argv[2]}\r\n\r\n".encode())
-time.sleep(25)  # never reads while events flow
+for _ in range(600):  # reads nothing until the test has seen the stream dropped (at most 2 minutes)
+    if os.path.exists(sys.argv[3]):
+        break
+    time.sleep(0.2)
 s.settimeout(5)
 total = 0
 try:
@@ -352,10 +356,11 @@ fast_from=$(head_id)
 stream fast "$base/events"
 tenant_sql -c "SELECT count(iwd.create_task(jsonb_build_object('externalId', 'SLOW-' || g, 'capturePoint', 'sql',
                'subject', repeat('word ', 800)))) FROM generate_series(1, 3000) g" >/dev/null
-for _ in $(seq 1 100); do [ "$(metric iwd_events_streams_dropped_total)" = "" ] || break; sleep 0.2; done
-check "the slow client is dropped and counted in iwd_events_streams_dropped_total" "1" \
-    "$(curl -s "$metrics_url" | awk '/^iwd_events_streams_dropped_total/ {n += $2} END {print n + 0}')"
+dropped() { curl -s "$metrics_url" | awk '/^iwd_events_streams_dropped_total/ {n += $2} END {print n + 0}'; }
+for _ in $(seq 1 300); do [ "$(dropped)" = 0 ] || break; sleep 0.2; done
+check "the slow client is dropped and counted in iwd_events_streams_dropped_total" "1" "$(dropped)"
 check_match "the drop is logged" '"an event stream was closed".*took nothing' "$(cat "$work/sidecar.log")"
+touch "$work/slow.go"
 wait "$slow_pid"
 check_match "the slow client finds its connection closed once it reads" "^closed [0-9]+$" "$(cat "$work/slow.out")"
 req POST /tasks "$key_e" '{"externalId": "EV-AFTER-SLOW", "capturePoint": "erp"}'
