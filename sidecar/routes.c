@@ -195,6 +195,8 @@ static int run_sql(iwd_call_t *call, const iwd_route_t *r)
             return iwd_respond_error(call, status, "%s", message);
         values[n++] = body;
     }
+    if (r->actor_arg)
+        values[n++] = call->tenant.ccid;
     if (r->before != NULL)
         r->before(call);
     return iwd_pg_call(call, r->sql, n, values, r->success != 0 ? r->success : 200, r->on_null != 0 ? r->on_null : 404);

@@ -30,6 +30,7 @@ typedef struct iwd_route {
     const char *sql;            /* $n arguments are text: path parameters first, then the body when body_arg */
     bool body_arg;              /* pass the body (a JSON object; "{}" when empty) as the last argument */
     bool body_required;
+    bool actor_arg;             /* pass who calls (the tenant's ccid) as the last argument: a supervisor's action */
     int success;                /* status of a non-NULL result; 0: 200 */
     int on_null;                /* status of a NULL result; 0: 404 */
     const char *required;       /* a body member that must be a non-empty string */

@@ -199,17 +199,17 @@ static const iwd_route_t routes[] = {
      .sql = "SELECT CASE WHEN iwd.get_task($1::bigint) IS NOT NULL THEN"
              " (SELECT coalesce(jsonb_agg(h), '[]') FROM iwd.task_history($1::bigint) h) END"},
     {.method = "POST", .pattern = "/tasks/{id}/hold", .auth = IWD_AUTH_WRITE,
-     .sql = "SELECT iwd.hold_task($1::bigint, $2::jsonb->>'reason')", .body_arg = true},
+     .sql = "SELECT iwd.hold_task($1::bigint, $2::jsonb->>'reason', $3)", .body_arg = true, .actor_arg = true},
     {.method = "POST", .pattern = "/tasks/{id}/resume", .auth = IWD_AUTH_WRITE,
-     .sql = "SELECT iwd.resume_task($1::bigint)"},
+     .sql = "SELECT iwd.resume_task($1::bigint, $2)", .actor_arg = true},
     {.method = "POST", .pattern = "/tasks/{id}/cancel", .auth = IWD_AUTH_WRITE,
-     .sql = "SELECT iwd.cancel_task($1::bigint, $2::jsonb->>'reason')", .body_arg = true},
+     .sql = "SELECT iwd.cancel_task($1::bigint, $2::jsonb->>'reason', $3)", .body_arg = true, .actor_arg = true},
     {.method = "POST", .pattern = "/tasks/{id}/complete", .auth = IWD_AUTH_WRITE,
      .sql = "SELECT iwd.complete_task($1::bigint, $2::jsonb->>'agent')", .body_arg = true},
     {.method = "POST", .pattern = "/tasks/{id}/reject", .auth = IWD_AUTH_WRITE,
      .sql = "SELECT iwd.reject_task($1::bigint, $2::jsonb->>'agent', $2::jsonb->>'reason')", .body_arg = true},
     {.method = "POST", .pattern = "/tasks/{id}/restart", .auth = IWD_AUTH_WRITE,
-     .sql = "SELECT iwd.restart_task($1::bigint)"},
+     .sql = "SELECT iwd.restart_task($1::bigint, $2)", .actor_arg = true},
     {.method = "POST", .pattern = "/tasks/{id}/accept", .auth = IWD_AUTH_WRITE,
      .sql = "SELECT iwd.accept_task($1::bigint, $2::jsonb->>'agent')", .body_arg = true, .body_required = true,
      .required = "agent"},
@@ -218,8 +218,8 @@ static const iwd_route_t routes[] = {
      .body_required = true, .required = "agent"},
     {.method = "POST", .pattern = "/tasks/{id}/reprioritize", .auth = IWD_AUTH_WRITE,
      .sql = "SELECT iwd.reprioritize_task($1::bigint, ($2::jsonb->>'priority')::int,"
-            " ($2::jsonb->>'businessValue')::int)",
-     .body_arg = true, .body_required = true},
+            " ($2::jsonb->>'businessValue')::int, $3)",
+     .body_arg = true, .body_required = true, .actor_arg = true},
     {.method = "GET", .pattern = "/queue/stats", .auth = IWD_AUTH_READ, .sql = "SELECT iwd.queue_stats()"},
 };
 

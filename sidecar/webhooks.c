@@ -298,8 +298,7 @@ static void start_attempt(delivery_t *d)
     curl_easy_setopt(d->easy, CURLOPT_TIMEOUT, (long)ATTEMPT_TIMEOUT_S);
     curl_easy_setopt(d->easy, CURLOPT_FOLLOWLOCATION, 0L);
     curl_easy_setopt(d->easy, CURLOPT_PROTOCOLS_STR, "http,https");
-    /* no proxy from the environment: the address checked is the receiver's */
-    curl_easy_setopt(d->easy, CURLOPT_PROXY, "");
+    curl_easy_setopt(d->easy, CURLOPT_PROXY, ""); /* no proxy from the environment: the address checked is the receiver's */
     curl_easy_setopt(d->easy, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(d->easy, CURLOPT_ERRORBUFFER, d->curl_error);
     curl_easy_setopt(d->easy, CURLOPT_WRITEFUNCTION, on_response);
@@ -496,7 +495,7 @@ static void tenant_failed(watched_t *w, const char *why)
 static bool tenant_connect(watched_t *w)
 {
     PGresult *res;
-    char why[512], conninfo[IWD_CONNINFO_SIZE + 64];
+    char why[512];
 
     if (w->conn != NULL && PQstatus(w->conn) == CONNECTION_OK)
         return true;
@@ -504,9 +503,7 @@ static bool tenant_connect(watched_t *w)
         tenant_failed(w, "the connection broke");
     if (iwd_now_ms() < w->retry_at_ms)
         return false;
-    /* told apart from the API's sessions from the start (the server cap counts those only): the last wins */
-    snprintf(conninfo, sizeof(conninfo), "%s application_name=iwd-sidecar-webhooks", w->tenant.conninfo);
-    w->conn = iwd_pg_connect_bounded(conninfo, CONNECT_TIMEOUT_S, STATEMENT_TIMEOUT_MS);
+    w->conn = iwd_pg_connect_bounded(w->tenant.conninfo, CONNECT_TIMEOUT_S, STATEMENT_TIMEOUT_MS);
     if (PQstatus(w->conn) != CONNECTION_OK) {
         iwd_metrics_db(w->tenant.ccid, "connect", "08006", 0, false, false);
         snprintf(why, sizeof(why), "%s", PQerrorMessage(w->conn));
@@ -514,6 +511,15 @@ static bool tenant_connect(watched_t *w)
         return false;
     }
     iwd_metrics_db(w->tenant.ccid, "connect", NULL, 0, true, false);
+    /* told apart from the API's sessions (the server cap counts those only) */
+    res = query(w->conn, w->tenant.ccid, "listen", "SET application_name = 'iwd-sidecar-webhooks'", 0, NULL);
+    if (res == NULL || PQresultStatus(res) != PGRES_COMMAND_OK) {
+        if (res != NULL)
+            PQclear(res);
+        tenant_failed(w, "cannot set the session up");
+        return false;
+    }
+    PQclear(res);
     res = query(w->conn, w->tenant.ccid, "listen", "LISTEN iwd_events", 0, NULL);
     if (res == NULL || PQresultStatus(res) != PGRES_COMMAND_OK) {
         if (res != NULL)
@@ -638,8 +644,7 @@ static int claim(watched_t *w, char *why, size_t size)
     snprintf(lim, sizeof(lim), "%d", room < CLAIM_BATCH ? room : CLAIM_BATCH);
     snprintf(lease, sizeof(lease), "%d s", LEASE_S);
     res = query(w->conn, w->tenant.ccid, "claim_deliveries",
-                "SELECT id::text, webhook, url, secret, type, body"
-                " FROM iwd.claim_deliveries($1, $2::int, $3::interval)",
+                "SELECT id::text, webhook, url, secret, type, body FROM iwd.claim_deliveries($1, $2::int, $3::interval)",
                 3, values);
     if (!rows(res, why, size, "claim_deliveries"))
         return -1;

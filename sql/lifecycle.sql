@@ -21,9 +21,10 @@ BEGIN
 END $$;
 
 -- Apply a simple transition: check it, set the status, clear the reservation, record the event (actor:
--- the agent that did it, NULL for a supervisor's or the tenant's action).
+-- the agent that did it; for a supervisor's or the tenant's action NULL, and the event's actor is done_by,
+-- who did it when known).
 CREATE FUNCTION iwd._transition(id bigint, op text, event text, actor text, detail jsonb,
-                                hold_reason text DEFAULT NULL) RETURNS jsonb
+                                hold_reason text DEFAULT NULL, done_by text DEFAULT NULL) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE AS $$
 DECLARE
     v_now timestamptz := iwd.now();
@@ -50,28 +51,42 @@ BEGIN
     t.hold_reason := hold_reason;
     t.updated_at := v_now;
     PERFORM iwd._save_task(v_before, t);
-    PERFORM iwd._event(id, v_now, event, actor, v_before, t.status, jsonb_strip_nulls(detail));
+    PERFORM iwd._event(id, v_now, event, coalesce(actor, done_by), v_before, t.status, jsonb_strip_nulls(detail));
     RETURN iwd.task_json(t);
 END $$;
 
--- Park a task (supervisor hold) until iwd.resume_task.
-CREATE FUNCTION iwd.hold_task(id bigint, reason text DEFAULT NULL) RETURNS jsonb
-LANGUAGE sql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE AS $$
-    SELECT iwd._transition(id, 'hold', 'held', NULL, jsonb_build_object('reason', reason),
-                           coalesce(reason, 'held by supervisor'))
-$$;
+-- Raise 22023 unless an actor (who did a supervisor's action) is NULL or up to 256 bytes.
+CREATE FUNCTION iwd._check_actor(actor text) RETURNS void
+LANGUAGE plpgsql IMMUTABLE CALLED ON NULL INPUT PARALLEL SAFE AS $$
+BEGIN
+    IF octet_length(actor) > 256 THEN
+        RAISE EXCEPTION 'actor is longer than 256 bytes' USING ERRCODE = 'invalid_parameter_value',
+            DETAIL = format('It has %s bytes.', octet_length(actor));
+    END IF;
+END $$;
+
+-- Park a task (supervisor hold) until iwd.resume_task. actor (here and in resume, cancel, restart and
+-- reprioritize): who did it, recorded as the event's actor (the sidecar passes the tenant's ccid).
+CREATE FUNCTION iwd.hold_task(id bigint, reason text DEFAULT NULL, actor text DEFAULT NULL) RETURNS jsonb
+LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE AS $$
+BEGIN
+    PERFORM iwd._check_actor(actor);
+    RETURN iwd._transition(id, 'hold', 'held', NULL, jsonb_build_object('reason', reason),
+                           coalesce(reason, 'held by supervisor'), actor);
+END $$;
 
 -- Return a held or errorHeld task to the queue (an errorHeld task is classified again first).
-CREATE FUNCTION iwd.resume_task(id bigint) RETURNS jsonb
-LANGUAGE plpgsql VOLATILE STRICT PARALLEL UNSAFE AS $$
+CREATE FUNCTION iwd.resume_task(id bigint, actor text DEFAULT NULL) RETURNS jsonb
+LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE AS $$
 DECLARE
     v_now timestamptz := iwd.now();
     t iwd.task := iwd._lock_task(id);
     n iwd.task;
 BEGIN
+    PERFORM iwd._check_actor(actor);
     PERFORM iwd._check_transition(id, t.status, 'resume');
     IF t.status = 'held' THEN
-        RETURN iwd._transition(id, 'resume', 'resumed', NULL, '{}');
+        RETURN iwd._transition(id, 'resume', 'resumed', NULL, '{}', NULL, actor);
     END IF;
     n := iwd._prepare_task(NULL, t, v_now);
     IF n.status = 'errorHeld' THEN
@@ -82,15 +97,17 @@ BEGIN
     n.status := 'queued';
     n.updated_at := v_now;
     PERFORM iwd._save_task(t.status, n);
-    PERFORM iwd._event(id, v_now, 'resumed', NULL, t.status, n.status);
+    PERFORM iwd._event(id, v_now, 'resumed', actor, t.status, n.status);
     RETURN iwd.task_json(n);
 END $$;
 
 -- Cancel an open task (terminal).
-CREATE FUNCTION iwd.cancel_task(id bigint, reason text DEFAULT NULL) RETURNS jsonb
-LANGUAGE sql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE AS $$
-    SELECT iwd._transition(id, 'cancel', 'canceled', NULL, jsonb_build_object('reason', reason))
-$$;
+CREATE FUNCTION iwd.cancel_task(id bigint, reason text DEFAULT NULL, actor text DEFAULT NULL) RETURNS jsonb
+LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE AS $$
+BEGIN
+    PERFORM iwd._check_actor(actor);
+    RETURN iwd._transition(id, 'cancel', 'canceled', NULL, jsonb_build_object('reason', reason), NULL, actor);
+END $$;
 
 -- Complete a task (terminal). With an agent: the task must be assigned to that agent (P0002 for an unknown
 -- agent, 55000 for a task it does not hold); without: a supervisor's action, from any open status.
@@ -105,14 +122,15 @@ LANGUAGE sql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE AS $$
 $$;
 
 -- Bring a terminal task back: it is classified and scored again and re-enters the queue.
-CREATE FUNCTION iwd.restart_task(id bigint) RETURNS jsonb
-LANGUAGE plpgsql VOLATILE STRICT PARALLEL UNSAFE AS $$
+CREATE FUNCTION iwd.restart_task(id bigint, actor text DEFAULT NULL) RETURNS jsonb
+LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE AS $$
 DECLARE
     v_now timestamptz := iwd.now();
     t iwd.task := iwd._lock_task(id);
     v_before text := t.status;
     n iwd.task;
 BEGIN
+    PERFORM iwd._check_actor(actor);
     PERFORM iwd._check_transition(id, t.status, 'restart');
     t.status := 'new';
     t.assigned_to := NULL;
@@ -125,18 +143,20 @@ BEGIN
     n := iwd._prepare_task(NULL, t, v_now);
     n.updated_at := v_now;
     PERFORM iwd._save_task(v_before, n);
-    PERFORM iwd._event(id, v_now, 'restarted', NULL, v_before, n.status);
+    PERFORM iwd._event(id, v_now, 'restarted', actor, v_before, n.status);
     RETURN iwd.task_json(n);
 END $$;
 
 -- Set a task's priority (and business value); rules, aging and urgency still apply on top.
-CREATE FUNCTION iwd.reprioritize_task(id bigint, priority int, business_value int DEFAULT NULL) RETURNS jsonb
+CREATE FUNCTION iwd.reprioritize_task(id bigint, priority int, business_value int DEFAULT NULL,
+                                      actor text DEFAULT NULL) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE AS $$
 DECLARE
     v_now timestamptz := iwd.now();
     t iwd.task := iwd._lock_task(id);
     n iwd.task;
 BEGIN
+    PERFORM iwd._check_actor(actor);
     PERFORM iwd._check_transition(id, t.status, 'reprioritize');
     IF priority IS NULL AND business_value IS NULL THEN
         RAISE EXCEPTION 'reprioritize needs a priority or a business value' USING ERRCODE = 'invalid_parameter_value';
@@ -146,7 +166,7 @@ BEGIN
     n := iwd._rescore(t, v_now);
     n.updated_at := v_now;
     PERFORM iwd._save_task(t.status, n);
-    PERFORM iwd._event(id, v_now, 'reprioritized', NULL, t.status, n.status,
+    PERFORM iwd._event(id, v_now, 'reprioritized', actor, t.status, n.status,
                        jsonb_build_object('priority', jsonb_build_object('from', t.priority, 'to', n.priority),
                                           'businessValue', jsonb_build_object('from', t.business_value,
                                                                               'to', n.business_value)));

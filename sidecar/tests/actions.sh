@@ -114,6 +114,18 @@ check "cancel all matching" "200 5 5" "$code $(json .matched) $(json .changed)"
 req GET "/tasks/${ids[4]}" "$key"
 check "a canceled task" "canceled" "$(json .status)"
 
+# the single supervisor actions record who did them too
+req POST /tasks "$key" '{"externalId": "S-1", "capturePoint": "erp"}'; s1=$(json .id)
+req POST "/tasks/$s1/hold" "$key" '{"reason": "check"}'; check "hold one task" "200 held" "$code $(json .status)"
+req POST "/tasks/$s1/resume" "$key"; check "resume it" "200 queued" "$code $(json .status)"
+req POST "/tasks/$s1/reprioritize" "$key" '{"priority": 7}'; check "reprioritize it" "200 7" "$code $(json .priority)"
+req POST "/tasks/$s1/cancel" "$key" '{}'; check "cancel it" "200 canceled" "$code $(json .status)"
+req POST "/tasks/$s1/restart" "$key"; check "restart it" "200 queued" "$code $(json .status)"
+req GET "/tasks/$s1/history" "$key"
+check "each action's event names the tenant's ccid as its actor" \
+    "held:ccid-a resumed:ccid-a reprioritized:ccid-a canceled:ccid-a restarted:ccid-a" \
+    "$(json '[.[] | select(.event != "created") | "\(.event):\(.actor)"] | join(" ")')"
+
 # the body's errors, each a 400 with a message
 bad() { # bad NAME BODY EXPECTED-MESSAGE
     req POST /tasks/batch "$key" "$2"

@@ -993,8 +993,7 @@ psql_as postgres -c "ALTER DATABASE dens_1 RESET log_min_duration_statement" >/d
 restart_with
 
 # --- webhooks: a suite with servers of its own (tests/webhooks.sh), its checks counted here -----------
-tests/webhooks.sh >"$work/webhooks.log" 2>&1; cat "$work/webhooks.log"
-read -r wp wf < <(sed -n 's/^webhooks: \([0-9]*\) passed, \([0-9]*\) failed$/\1 \2/p' "$work/webhooks.log")
+read -r wp wf < <(tests/webhooks.sh 2>&1 | tee /dev/stderr | sed -n 's/^webhooks: \([0-9]*\) passed, \([0-9]*\) failed$/\1 \2/p')
 passed=$((passed + ${wp:-0})); failed=$((failed + ${wf:-1}))
 
 # --- the event stream (tests/events.sh: a cluster and a sidecar of its own; its checks count here) ----

@@ -12,6 +12,13 @@ DROP FUNCTION iwd._str(jsonb, text, text);
 DROP FUNCTION iwd._levels(jsonb, text, text, integer);
 -- the Data Mart's quarter-hour binning takes the levels and their bounds since
 DROP FUNCTION iwd_dm._quarter_sql(text, text);
+-- supervisors' actions name who did them (an actor argument, recorded as the event's actor)
+DROP FUNCTION iwd._transition(bigint, text, text, text, jsonb, text);
+DROP FUNCTION iwd.hold_task(bigint, text);
+DROP FUNCTION iwd.resume_task(bigint);
+DROP FUNCTION iwd.cancel_task(bigint, text);
+DROP FUNCTION iwd.restart_task(bigint);
+DROP FUNCTION iwd.reprioritize_task(bigint, int, int);
 
 -- The routing key registry names the skills of each key (the claim reads them instead of parsing keys).
 -- A key's skills come from a task that has it, in the order its skill map lists them, as
