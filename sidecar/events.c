@@ -64,7 +64,7 @@
 const char *const iwd_event_types[IWD_EVENT_TYPES] = {
     "task.created",  "task.updated",  "task.reprioritized",        "task.held",      "task.resumed",
     "task.reserved", "task.accepted", "task.reservation_timed_out", "task.completed", "task.canceled",
-    "task.rejected", "task.expired",  "task.restarted",             "task.error_held"};
+    "task.rejected", "task.expired",  "task.restarted",             "task.error_held", "task.declined"};
 
 const char *const iwd_event_filter_keys[IWD_EVENT_FILTER_KEYS] = {
     "department", "process", "category", "queue", "status", "mediaType", "customerSegment", "capturePoint",

@@ -11,8 +11,8 @@
 
 #include "http.h"
 
-/* The event types of DESIGN §11, in this order (a stream's type filter is a mask over it). */
-#define IWD_EVENT_TYPES 14
+/* The event types, those of iwd.event_types() in its order (a stream's type filter is a mask over them). */
+#define IWD_EVENT_TYPES 15
 extern const char *const iwd_event_types[IWD_EVENT_TYPES];
 
 /* The task document's fields a stream may filter on: the filters of GET /tasks, in this order. */

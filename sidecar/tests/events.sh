@@ -122,6 +122,9 @@ req PUT /agents/ev1 "$key_e" '{"name": "Eve", "capacity": {"workitem": 1}, "stat
 stream live "$base/events" || fail_setup "the stream did not open"
 check_match "the stream answers text/event-stream" "200 text/event-stream" \
     "$(curl -s -m 1 -o /dev/null -w '%{http_code} %{content_type}' -H "x-api-key: $key_e" "$base/events")"
+all_types=$(tenant_sql -c "SELECT array_to_string(iwd.event_types(), ',')")
+check "every type of iwd.event_types() is known to ?types=" "200" \
+    "$(curl -s -m 1 -o /dev/null -w '%{http_code}' -H "x-api-key: $key_e" "$base/events?types=$all_types")"
 req POST /tasks "$key_e" '{"externalId": "EV-1", "capturePoint": "erp", "subject": "first"}'; task1=$(json .id)
 req POST /agents/ev1/next "$key_e" '{"reserveSeconds": 120}'
 check "the agent reserves the task" "200 $task1" "$code $(json .id)"
