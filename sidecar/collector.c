@@ -64,14 +64,28 @@ static void collect_job_samples(iwd_text_t *by_metric, const char *text)
 #define COLLECT_BACKOFF_MIN_MS 1000    /* after a failed reading of a tenant, no new attempt before this */
 #define COLLECT_BACKOFF_MAX_MS 60000
 #define QUEUE_SERIES_PER_TENANT 100    /* queue / media type pairs with series of their own, by backlog */
+#define COLLECT_IDLE_EVERY_MS 60000    /* a tenant the API has not served lately is read this often */
+#define COLLECT_IDLE_CONNECTS 32       /* connections opened per reading for such tenants, at most */
 
-/* A tenant database the collector reads, with its connection. */
+struct reading;
+
+/*
+ * A tenant database the collector reads, with its connection and its last reading. A tenant the API
+ * served within IWD_PG_IDLE_TIMEOUT_S (server_slots.h) is read every IWD_METRICS_TTL_MS over a connection
+ * kept open; any other every COLLECT_IDLE_EVERY_MS, over a connection closed after its reading, at most
+ * COLLECT_IDLE_CONNECTS such connections per reading: the collector's sessions and its cost follow the
+ * active tenants, and an idle tenant's gauges are those of its last reading.
+ */
 typedef struct collected {
     iwd_tenant_t tenant;
     PGconn *conn;
     int64_t retry_at_ms;
     int backoff_ms;
-    bool listed; /* still provisioned at the last reading of the registry */
+    bool listed;            /* still provisioned at the last reading of the registry */
+    bool ok;                /* its last reading succeeded */
+    bool close_after;       /* not active: its connection is closed at the end of this reading */
+    int64_t idle_read_at_ms; /* when it is read again if it stays idle */
+    struct reading *last;   /* its families at its last reading (NULL: never read) */
     struct collected *next;
 } collected_t;
 
@@ -158,6 +172,35 @@ typedef struct reading {
     iwd_text_t tasks, oldest, claims, timeouts, up, jobs[NJOB_METRICS];
 } reading_t;
 
+/* A tenant's reading, emptied (allocated on first use). */
+static reading_t *reading_reset(reading_t *r)
+{
+    iwd_text_t *all[] = {NULL, NULL, NULL, NULL, NULL};
+
+    if (r == NULL)
+        r = calloc(1, sizeof(*r));
+    all[0] = &r->tasks, all[1] = &r->oldest, all[2] = &r->claims, all[3] = &r->timeouts, all[4] = &r->up;
+    for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++) {
+        free(all[i]->buf);
+        *all[i] = iwd_text_new(1);
+    }
+    for (int j = 0; j < NJOB_METRICS; j++) {
+        free(r->jobs[j].buf);
+        r->jobs[j] = iwd_text_new(1);
+    }
+    return r;
+}
+
+static void reading_free(reading_t *r)
+{
+    if (r == NULL)
+        return;
+    free(r->tasks.buf), free(r->oldest.buf), free(r->claims.buf), free(r->timeouts.buf), free(r->up.buf);
+    for (int j = 0; j < NJOB_METRICS; j++)
+        free(r->jobs[j].buf);
+    free(r);
+}
+
 /*
  * Read one tenant's gauges into the reading. Queue and media type are free text of the tenant's: the
  * QUEUE_SERIES_PER_TENANT pairs with the largest backlog have series of their own, the rest are summed
@@ -230,13 +273,16 @@ static bool collect_tenant(collected_t *c, reading_t *r, char *why, size_t why_s
 
 /*
  * iwd's pool of workers on each database server, as iwd.worker_stats() reports it (cluster-wide numbers):
- * read through the connection of one tenant of the server whose gauges were just read, the next one when
- * that fails (a login outside pg_monitor), at most POOL_ATTEMPTS_PER_SERVER per server and reading.
+ * read through the connection of one tenant of the server read in this reading, the next one when that
+ * fails (a login outside pg_monitor), at most POOL_ATTEMPTS_PER_SERVER per server and reading. A server
+ * none of whose tenants was read keeps its last values; at most POOL_SERVERS servers are exported.
  */
 #define POOL_ATTEMPTS_PER_SERVER 3
+#define POOL_SERVERS 64
+#define POOL_FAMILIES 6
 static void collect_pools(iwd_text_t *out)
 {
-    static const char *const families[][2] = {
+    static const char *const families[POOL_FAMILIES][2] = {
         {"iwd_pool_workers_running", "iwd's workers running on the database server."},
         {"iwd_pool_workers_max", "iwd.max_workers of the database server."},
         {"iwd_pool_databases_waiting", "Databases with work due, waiting for a worker."},
@@ -244,23 +290,26 @@ static void collect_pools(iwd_text_t *out)
         {"iwd_pool_databases_over_limit", "Databases with iwd not served: beyond iwd.max_databases."},
         {"iwd_pool_databases_max", "iwd.max_databases of the database server."},
     };
-    iwd_text_t by_family[6];
-    char done[64][320], key[320], label[700];
-    int ndone = 0, attempts[64] = {0};
+    static struct {
+        char key[320];
+        bool read; /* values holds a reading */
+        char values[POOL_FAMILIES][24];
+    } servers[POOL_SERVERS];
+    static int nservers;
+    int attempts[POOL_SERVERS] = {0};
+    char key[320], label[700];
 
-    for (int f = 0; f < 6; f++)
-        by_family[f] = iwd_text_new(1);
     for (collected_t *c = collected; c != NULL; c = c->next) {
         int k;
         PGresult *q;
         if (c->conn == NULL || !iwd_slots_server_key(c->tenant.conninfo, key, sizeof(key)))
             continue;
-        for (k = 0; k < ndone && strcmp(done[k], key) != 0; k++)
+        for (k = 0; k < nservers && strcmp(servers[k].key, key) != 0; k++)
             ;
-        if (k == ndone && ndone == 64)
-            continue; /* more servers than a reading covers: their pools are not exported */
-        if (k == ndone)
-            snprintf(done[ndone++], sizeof(done[0]), "%s", key);
+        if (k == POOL_SERVERS)
+            continue; /* more servers than the metrics cover: their pools are not exported */
+        if (k == nservers)
+            snprintf(servers[nservers++].key, sizeof(servers[0].key), "%s", key);
         if (attempts[k] < 0 || attempts[k]++ >= POOL_ATTEMPTS_PER_SERVER)
             continue;
         q = query_within(c->conn, c->tenant.ccid, "worker_stats",
@@ -268,19 +317,23 @@ static void collect_pools(iwd_text_t *out)
                          " s->>'databasesOverLimit', s->>'maxDatabases' FROM iwd.worker_stats() s",
                          0, NULL, iwd_now_ms() + COLLECT_DEADLINE_MS);
         if (q != NULL && PQresultStatus(q) == PGRES_TUPLES_OK && PQntuples(q) == 1) {
-            iwd_metrics_escape_label(key, label, sizeof(label));
-            for (int f = 0; f < 6; f++)
-                iwd_text_put(&by_family[f], "%s{server=\"%s\"} %s\n", families[f][0], label,
-                             PQgetisnull(q, 0, f) ? "0" : PQgetvalue(q, 0, f));
+            servers[k].read = true;
+            for (int f = 0; f < POOL_FAMILIES; f++)
+                snprintf(servers[k].values[f], sizeof(servers[k].values[f]), "%s",
+                         PQgetisnull(q, 0, f) ? "0" : PQgetvalue(q, 0, f));
             attempts[k] = -1;
         }
         if (q != NULL)
             PQclear(q);
     }
-    for (int f = 0; f < 6; f++) {
-        iwd_text_put(out, "# HELP %s %s\n# TYPE %s gauge\n%s", families[f][0], families[f][1], families[f][0],
-                     by_family[f].buf);
-        free(by_family[f].buf);
+    for (int f = 0; f < POOL_FAMILIES; f++) {
+        iwd_text_put(out, "# HELP %s %s\n# TYPE %s gauge\n", families[f][0], families[f][1], families[f][0]);
+        for (int k = 0; k < nservers; k++) {
+            if (!servers[k].read)
+                continue;
+            iwd_metrics_escape_label(servers[k].key, label, sizeof(label));
+            iwd_text_put(out, "%s{server=\"%s\"} %s\n", families[f][0], label, servers[k].values[f]);
+        }
     }
 }
 
@@ -329,22 +382,63 @@ static void forget_unlisted(void)
         *p = c->next;
         if (c->conn != NULL)
             PQfinish(c->conn);
+        reading_free(c->last);
         free(c);
     }
 }
 
-/* One reading of every tenant, rendered as the tenant families of the exposition. */
+/* Read one tenant into its own reading, opening its connection first when it has none. */
+static void read_tenant(collected_t *c)
+{
+    char why[512];
+
+    if (c->conn == NULL && iwd_now_ms() >= c->retry_at_ms) {
+        c->conn = iwd_pg_connect_bounded(c->tenant.conninfo, COLLECT_CONNECT_TIMEOUT_S,
+                                         COLLECT_STATEMENT_TIMEOUT_MS);
+        if (PQstatus(c->conn) == CONNECTION_OK) {
+            iwd_metrics_db(c->tenant.ccid, "connect", NULL, 0, true, false);
+            /* told apart from the API's sessions (the server cap counts those only) */
+            PQclear(query_within(c->conn, c->tenant.ccid, "application_name",
+                                 "SET application_name = 'iwd-sidecar-collector'", 0, NULL,
+                                 iwd_now_ms() + COLLECT_DEADLINE_MS));
+        } else {
+            iwd_metrics_db(c->tenant.ccid, "connect", "08006", 0, false, false);
+            collect_failed(c, PQerrorMessage(c->conn));
+        }
+    }
+    c->last = reading_reset(c->last);
+    c->ok = false;
+    if (c->conn == NULL)
+        return;
+    c->ok = collect_tenant(c, c->last, why, sizeof(why));
+    if (c->ok) {
+        c->backoff_ms = 0;
+        return;
+    }
+    reading_reset(c->last); /* no gauges of a failed reading */
+    iwd_metrics_db(c->tenant.ccid, "disconnect", NULL, 0, false, true);
+    collect_failed(c, why);
+}
+
+/* One reading of the tenants due, rendered with the last reading of the others as the tenant families. */
 static char *collect(void)
 {
-    reading_t r;
-    iwd_text_t out = iwd_text_new(1);
-    iwd_text_t *all[] = {&r.tasks, &r.oldest, &r.claims, &r.timeouts, &r.up};
+    static const struct {
+        const char *name, *type, *help;
+        size_t member;
+    } families[] = {
+        {"iwd_queue_tasks", "gauge", "Open tasks by tenant, queue, media type and status.", offsetof(reading_t, tasks)},
+        {"iwd_queue_oldest_task_age_seconds", "gauge", "Age of the oldest queued task.", offsetof(reading_t, oldest)},
+        {"iwd_claims_total", "counter", "Tasks reserved by next_task since the database server started.",
+         offsetof(reading_t, claims)},
+        {"iwd_reservation_timeouts_total", "counter", "Reservations returned to the queue unaccepted.",
+         offsetof(reading_t, timeouts)},
+    };
+    iwd_text_t out = iwd_text_new(1), up = iwd_text_new(1);
     PGresult *res = registry_tenants();
+    int64_t now = iwd_now_ms(), active_since = now - (int64_t)iwd_conf.pg_idle_timeout_s * 1000;
+    int idle_connects = 0;
 
-    for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++)
-        *all[i] = (iwd_text_t)iwd_text_new(1);
-    for (int j = 0; j < NJOB_METRICS; j++)
-        r.jobs[j] = (iwd_text_t)iwd_text_new(1);
     for (collected_t *c = collected; c != NULL; c = c->next)
         c->listed = res == NULL; /* the registry cannot be read: keep reading the tenants known */
     for (int i = 0; res != NULL && i < PQntuples(res); i++) {
@@ -356,52 +450,44 @@ static char *collect(void)
         PQclear(res);
     forget_unlisted();
     for (collected_t *c = collected; c != NULL; c = c->next) {
-        char esc[512], why[512];
-        bool ok = false;
-        if (c->conn == NULL && iwd_now_ms() >= c->retry_at_ms) {
-            c->conn = iwd_pg_connect_bounded(c->tenant.conninfo, COLLECT_CONNECT_TIMEOUT_S,
-                                             COLLECT_STATEMENT_TIMEOUT_MS);
-            if (PQstatus(c->conn) == CONNECTION_OK) {
-                iwd_metrics_db(c->tenant.ccid, "connect", NULL, 0, true, false);
-                /* told apart from the API's sessions (the server cap counts those only) */
-                PQclear(query_within(c->conn, c->tenant.ccid, "application_name",
-                                     "SET application_name = 'iwd-sidecar-collector'", 0, NULL,
-                                     iwd_now_ms() + COLLECT_DEADLINE_MS));
-            } else {
-                iwd_metrics_db(c->tenant.ccid, "connect", "08006", 0, false, false);
-                collect_failed(c, PQerrorMessage(c->conn));
-            }
-        }
-        if (c->conn != NULL) {
-            ok = collect_tenant(c, &r, why, sizeof(why));
-            if (ok) {
-                c->backoff_ms = 0;
-            } else {
-                iwd_metrics_db(c->tenant.ccid, "disconnect", NULL, 0, false, true);
-                collect_failed(c, why);
-            }
-        }
-        iwd_metrics_escape_label(c->tenant.ccid, esc, sizeof(esc));
-        iwd_text_put(&r.up, "iwd_tenant_metrics_up{ccid=\"%s\"} %d\n", esc, ok);
+        bool active = iwd_slots_active(c->tenant.ccid, active_since);
+        c->close_after = !active; /* read or not, an idle tenant keeps no connection past this reading */
+        if (!active && c->last != NULL && now < c->idle_read_at_ms)
+            continue;
+        if (!active && c->conn == NULL && idle_connects++ >= COLLECT_IDLE_CONNECTS)
+            continue;
+        read_tenant(c);
+        c->idle_read_at_ms = now + COLLECT_IDLE_EVERY_MS;
     }
-    iwd_text_put(&out, "# HELP iwd_queue_tasks Open tasks by tenant, queue, media type and status.\n"
-              "# TYPE iwd_queue_tasks gauge\n%s", r.tasks.buf);
-    iwd_text_put(&out, "# HELP iwd_queue_oldest_task_age_seconds Age of the oldest queued task.\n"
-              "# TYPE iwd_queue_oldest_task_age_seconds gauge\n%s", r.oldest.buf);
-    iwd_text_put(&out, "# HELP iwd_claims_total Tasks reserved by next_task since the database server started.\n"
-              "# TYPE iwd_claims_total counter\n%s", r.claims.buf);
-    iwd_text_put(&out, "# HELP iwd_reservation_timeouts_total Reservations returned to the queue unaccepted.\n"
-              "# TYPE iwd_reservation_timeouts_total counter\n%s", r.timeouts.buf);
+    for (size_t f = 0; f < sizeof(families) / sizeof(families[0]); f++) {
+        iwd_text_put(&out, "# HELP %s %s\n# TYPE %s %s\n", families[f].name, families[f].help, families[f].name,
+                     families[f].type);
+        for (collected_t *c = collected; c != NULL; c = c->next)
+            if (c->last != NULL)
+                iwd_text_put(&out, "%s", ((iwd_text_t *)((char *)c->last + families[f].member))->buf);
+    }
+    for (collected_t *c = collected; c != NULL; c = c->next) {
+        char esc[512];
+        iwd_metrics_escape_label(c->tenant.ccid, esc, sizeof(esc));
+        iwd_text_put(&up, "iwd_tenant_metrics_up{ccid=\"%s\"} %d\n", esc, c->ok);
+    }
     iwd_text_put(&out, "# HELP iwd_tenant_metrics_up Whether the last reading of the tenant's gauges succeeded.\n"
-              "# TYPE iwd_tenant_metrics_up gauge\n%s", r.up.buf);
+                 "# TYPE iwd_tenant_metrics_up gauge\n%s", up.buf);
+    free(up.buf);
     for (int j = 0; j < NJOB_METRICS; j++) {
-        iwd_text_put(&out, "# HELP %s %s\n# TYPE %s gauge\n%s", job_metrics[j].name, job_metrics[j].help,
-                     job_metrics[j].name, r.jobs[j].buf);
-        free(r.jobs[j].buf);
+        iwd_text_put(&out, "# HELP %s %s\n# TYPE %s gauge\n", job_metrics[j].name, job_metrics[j].help,
+                     job_metrics[j].name);
+        for (collected_t *c = collected; c != NULL; c = c->next)
+            if (c->last != NULL)
+                iwd_text_put(&out, "%s", c->last->jobs[j].buf);
     }
     collect_pools(&out);
-    for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++)
-        free(all[i]->buf);
+    for (collected_t *c = collected; c != NULL; c = c->next)
+        if (c->close_after && c->conn != NULL) {
+            PQfinish(c->conn);
+            c->conn = NULL;
+            iwd_metrics_db(c->tenant.ccid, "disconnect", NULL, 0, false, true);
+        }
     return out.buf;
 }
 

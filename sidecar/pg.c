@@ -1146,6 +1146,7 @@ static int call_sql(iwd_call_t *call, const char *sql, int nparams, const char *
     pending->on_result = on_result;
     pending->on_result_arg = on_result_arg;
     snprintf(pending->command, sizeof(pending->command), "%s", command_of(sql, command, sizeof(command)));
+    iwd_slots_touch(call->tenant.ccid, iwd_now_ms());
     dispatch(call->thread, pending);
     return 0;
 }

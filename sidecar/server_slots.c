@@ -276,6 +276,59 @@ void iwd_slots_count_wait_timeout(iwd_server_t *server)
     pthread_mutex_unlock(&slots_lock);
 }
 
+/* Tenants served lately: a table of (ccid hash, last call), ACTIVITY_PROBES places tried per tenant. */
+#define ACTIVITY_SLOTS 8192
+#define ACTIVITY_PROBES 8
+static struct {
+    uint64_t hash;
+    int64_t last_ms;
+} activity[ACTIVITY_SLOTS];
+static pthread_mutex_t activity_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static uint64_t ccid_hash(const char *ccid)
+{
+    uint64_t h = 14695981039346656037u; /* FNV-1a; never 0 for the strings a ccid may hold */
+
+    for (; *ccid != '\0'; ccid++)
+        h = (h ^ (unsigned char)*ccid) * 1099511628211u;
+    return h != 0 ? h : 1;
+}
+
+void iwd_slots_touch(const char *ccid, int64_t now_ms)
+{
+    uint64_t h = ccid_hash(ccid);
+    size_t at = h % ACTIVITY_SLOTS, oldest = at;
+
+    pthread_mutex_lock(&activity_lock);
+    for (size_t i = 0; i < ACTIVITY_PROBES; i++) {
+        size_t slot = (at + i) % ACTIVITY_SLOTS;
+        if (activity[slot].hash == h || activity[slot].hash == 0) {
+            oldest = slot;
+            break;
+        }
+        if (activity[slot].last_ms < activity[oldest].last_ms)
+            oldest = slot; /* the table is full here: the tenant served longest ago makes room */
+    }
+    activity[oldest].hash = h;
+    activity[oldest].last_ms = now_ms;
+    pthread_mutex_unlock(&activity_lock);
+}
+
+bool iwd_slots_active(const char *ccid, int64_t since_ms)
+{
+    uint64_t h = ccid_hash(ccid);
+    size_t at = h % ACTIVITY_SLOTS;
+    bool active = false;
+
+    pthread_mutex_lock(&activity_lock);
+    for (size_t i = 0; i < ACTIVITY_PROBES && !active; i++) {
+        size_t slot = (at + i) % ACTIVITY_SLOTS;
+        active = activity[slot].hash == h && activity[slot].last_ms >= since_ms;
+    }
+    pthread_mutex_unlock(&activity_lock);
+    return active;
+}
+
 /* Append printf output to a malloc'd text. */
 static void put(char **text, size_t *len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static void put(char **text, size_t *len, const char *fmt, ...)

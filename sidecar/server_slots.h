@@ -85,6 +85,14 @@ void iwd_slots_forget(iwd_slot_conn_t *conn);
 void iwd_slots_count_idle_timeout(iwd_server_t *server);
 void iwd_slots_count_wait_timeout(iwd_server_t *server);
 
+/*
+ * Tenants the API served lately, remembered by the hash of their ccid (a collision only makes a tenant
+ * look active): iwd_slots_touch at each call (now_ms on the caller's clock), iwd_slots_active whether the
+ * tenant was served at or after since_ms. The metrics collector reads active tenants more often.
+ */
+void iwd_slots_touch(const char *ccid, int64_t now_ms);
+bool iwd_slots_active(const char *ccid, int64_t since_ms);
+
 /* The slots' families in the Prometheus text format (malloc'd). */
 char *iwd_slots_metrics(void);
 

@@ -830,17 +830,20 @@ lock_agents() { # lock_agents SECONDS: hold an exclusive lock on tenant l's agen
         sleep 0.1
     done
 }
-connects_l() { curl -s "$metrics_url" | awk '/^iwdTenantDB_db_connect_total\{db="l"\}/ {print $2}'; }
+api_backends_l() { # the backends of the sidecar's API sessions in tenant l's database
+    psql_as postgres -c "SELECT string_agg(pid::text, ' ' ORDER BY pid) FROM pg_stat_activity
+                         WHERE datname = 'tenant_l' AND application_name = 'iwd-sidecar'"
+}
 req GET /agents "$key_l"; check "tenant l's agents, before the lock" "200" "$code"
 req GET /tasks?limit=1 "$key_m"; check "tenant m, before" "200" "$code"
-c0=$(connects_l)
+c0=$(api_backends_l)
 lock_agents 13
 t0=$(date +%s%N); req GET /agents "$key_l"; elapsed_ms=$((($(date +%s%N) - t0) / 1000000))
 check "a call that runs past IWD_STATEMENT_TIMEOUT_MS: 504 in JSON" "504 504" "$code $(json .status.code)"
 check_match "its message says why" "statement timeout" "$(json .status.message)"
 check "it is answered after about IWD_STATEMENT_TIMEOUT_MS" "ok" \
     "$([ "$elapsed_ms" -ge 2900 ] && [ "$elapsed_ms" -lt 6000 ] && echo ok || echo "$elapsed_ms ms")"
-req GET /tasks "$key_l"; check "the same connection serves the next call" "200 $c0" "$code $(connects_l)"
+req GET /tasks "$key_l"; check "the same connection serves the next call" "200 $c0" "$code $(api_backends_l)"
 seq 1 30 | xargs -P 30 -I{} curl -s -o /dev/null -w '%{http_code} %header{retry-after}\n' -H "x-api-key: $key_l" \
     "$base/agents" >"$work/flood" &
 flood_pid=$!
@@ -920,8 +923,18 @@ check "iwd_pg_server_connections_max is the cap" "2" "$(slots_metric iwd_pg_serv
 positive() { [ "${1:-0}" -gt 0 ] && echo ok || echo "'$1'"; }
 check "idle connections of other tenants were closed to make room (evicted)" "ok" \
     "$(positive "$(slots_metric iwd_pg_server_connections_closed_total 'reason="evicted"')")"
+collector_sessions() {
+    psql_as postgres -c "SELECT count(*) FROM pg_stat_activity
+                         WHERE datname LIKE 'dens\_%' AND application_name = 'iwd-sidecar-collector'"
+}
+check "the collector keeps a connection to each tenant the API serves" "6" "$(collector_sessions)"
 sleep 3.5
 check "after IWD_PG_IDLE_TIMEOUT_S (2 s) without calls, no API session is left" "0" "$(api_sessions)"
+for _ in $(seq 1 40); do [ "$(collector_sessions)" = 0 ] && break; sleep 0.2; done
+check "nor a collector session: an idle tenant is read over a connection closed after its reading" "0" \
+    "$(collector_sessions)"
+check "the idle tenants' gauges are those of their last reading" "6" \
+    "$(curl -s "$metrics_url" | grep -c '^iwd_tenant_metrics_up{ccid="d[1-6]"} 1$')"
 check "the idle timeout is counted" "ok" \
     "$(positive "$(slots_metric iwd_pg_server_connections_closed_total 'reason="idle_timeout"')")"
 req GET "/tasks?limit=1" density-key-d3-0001
