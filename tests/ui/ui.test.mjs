@@ -49,7 +49,7 @@ async function signIn(page, key) {
 }
 
 const rows = (page) => page.locator('#task-table tbody tr');
-const externalIds = (page) => page.locator('#task-table tbody tr td:nth-child(2)').allTextContents();
+const externalIds = (page) => page.locator('#task-table tbody tr td:nth-child(3)').allTextContents();
 const rowOf = (page, externalId) =>
     rows(page).filter({ has: page.getByRole('cell', { name: externalId, exact: true }) });
 
@@ -100,9 +100,9 @@ try {
     await check('sign in shows the Global Task List with its headers', async () => {
         await signIn(page, tenantKey);
         await rows(page).first().waitFor();
-        const headers = await page.locator('#task-table thead th').allTextContents();
+        const headers = (await page.locator('#task-table thead th').allTextContents()).map((h) => h.trim());
         expectEqual(headers.join('|'),
-            'ID|External ID|Category|Queue|Status|Priority|Business value|Due|Assigned to', 'headers');
+            'Select|ID|External ID|Category|Queue|Status|Priority|Business value|Due|Assigned to', 'headers');
         expectEqual(await rows(page).count(), 6, 'rows');
         const stored = await page.evaluate(() => [sessionStorage.getItem('iwd.apiKey'), localStorage.length]);
         expectEqual(stored.join(','), `${tenantKey},0`, 'the key in session storage only');
@@ -133,7 +133,7 @@ try {
     });
 
     await check('hold it, with a confirmation and a reason', async () => {
-        await page.getByRole('button', { name: 'Hold' }).click();
+        await page.getByRole('button', { name: 'Hold', exact: true }).click();
         await confirmDialog(page, { reason: 'waiting for the customer' });
         await page.locator('#panel-fields dd', { hasText: 'waiting for the customer' }).waitFor();
         expectEqual(await statusOf(page), 'held', 'status');
@@ -141,19 +141,19 @@ try {
     });
 
     await check('an action the API refuses shows its message', async () => {
-        await page.getByRole('button', { name: 'Hold' }).click();
+        await page.getByRole('button', { name: 'Hold', exact: true }).click();
         await confirmDialog(page);
         await page.locator('#panel-error', { hasText: /cannot hold task \d+: it is held/ }).waitFor();
     });
 
     await check('backing out of the confirmation does nothing', async () => {
-        await page.getByRole('button', { name: 'Cancel' }).click();
+        await page.getByRole('button', { name: 'Cancel', exact: true }).click();
         await page.getByRole('dialog').getByRole('button', { name: 'Back' }).click();
         expectEqual(await statusOf(page), 'held', 'status');
     });
 
     await check('resume it', async () => {
-        await page.getByRole('button', { name: 'Resume' }).click();
+        await page.getByRole('button', { name: 'Resume', exact: true }).click();
         await confirmDialog(page);
         await page.waitForFunction(() => [...document.querySelectorAll('#panel-fields dt')]
             .find((dt) => dt.textContent === 'Status')?.nextElementSibling.textContent === 'queued');
@@ -165,10 +165,10 @@ try {
         expectEqual(before[before.length - 1], 'UI-1', 'last row before');
         await rowOf(page, 'UI-1').click();
         await page.locator('#panel-title', { hasText: 'Invoice 1' }).waitFor();
-        await page.getByRole('button', { name: 'Reprioritize' }).click();
+        await page.getByRole('button', { name: 'Reprioritize', exact: true }).click();
         await confirmDialog(page, { priority: 99 });
         await page.waitForFunction(() =>
-            document.querySelector('#task-table tbody tr td:nth-child(2)')?.textContent === 'UI-1');
+            document.querySelector('#task-table tbody tr td:nth-child(3)')?.textContent === 'UI-1');
     });
 
     await check('the task list is usable from the keyboard', async () => {
@@ -184,7 +184,7 @@ try {
         await second.locator('#live', { hasText: 'Live' }).waitFor();
         await rowOf(page, 'UI-4').click();
         await page.locator('#panel-title', { hasText: 'Invoice 4' }).waitFor();
-        await page.getByRole('button', { name: 'Hold' }).click();
+        await page.getByRole('button', { name: 'Hold', exact: true }).click();
         await confirmDialog(page, { reason: 'audit' });
         await rowOf(second, 'UI-4').locator('td', { hasText: 'held' }).waitFor({ timeout: LIVE_MS });
         await second.context().close();
@@ -202,7 +202,7 @@ try {
         const id = await taskId('UI-5');
         await rest('POST', `/tasks/${id}/hold`, { reason: 'while hidden' });
         await watcher.waitForTimeout(3000);
-        expectEqual(await rowOf(watcher, 'UI-5').locator('td:nth-child(5)').textContent(), 'queued', 'while hidden');
+        expectEqual(await rowOf(watcher, 'UI-5').locator('td:nth-child(6)').textContent(), 'queued', 'while hidden');
         expectEqual(eventCalls, 0, 'event stream calls while hidden');
         await setVisibility(watcher, 'visible');
         await rowOf(watcher, 'UI-5').locator('td', { hasText: 'held' }).waitFor({ timeout: LIVE_MS });
@@ -230,6 +230,36 @@ try {
     });
     if (artifacts) await page.screenshot({ path: `${artifacts}/dashboard.png` });
 
+    await check('batch: hold the selected tasks, the count confirmed first', async () => {
+        await page.getByRole('button', { name: 'Tasks' }).click();
+        await page.getByRole('checkbox', { name: `Select task ${await taskId('UI-2')}` }).check();
+        await page.getByRole('checkbox', { name: `Select task ${await taskId('UI-3')}` }).check();
+        await page.locator('#batch-count', { hasText: '2 selected' }).waitFor();
+        await page.getByRole('button', { name: 'Hold selected' }).click();
+        await confirmDialog(page, { reason: 'batch audit' });
+        await page.locator('#confirm-text', { hasText: '2 of 2 tasks will be held' }).waitFor();
+        await confirmDialog(page);
+        await page.locator('#batch-result', { hasText: '2 tasks held.' }).waitFor();
+        for (const externalId of ['UI-2', 'UI-3']) {
+            await rowOf(page, externalId).locator('td', { hasText: 'held' }).waitFor();
+        }
+        await rowOf(page, 'UI-2').click();
+        await page.locator('#panel-history li', { hasText: 'batch audit' }).waitFor();
+    });
+
+    await check('batch: resume every task matching a filter', async () => {
+        await page.getByLabel('Status').selectOption('held');
+        await page.getByRole('button', { name: 'Apply filters' }).click();
+        await page.waitForFunction(() => document.querySelectorAll('#task-table tbody tr').length === 3);
+        await page.getByRole('checkbox', { name: 'All tasks matching this filter' }).check();
+        await page.getByRole('button', { name: 'Resume selected' }).click();
+        await page.locator('#confirm-text', { hasText: '3 of 3 tasks will be resumed' }).waitFor();
+        await confirmDialog(page);
+        await page.locator('#tasks-empty').waitFor({ state: 'visible' });
+        await page.getByRole('button', { name: 'Clear' }).click();
+        await page.waitForFunction(() => document.querySelectorAll('#task-table tbody tr').length === 6);
+    });
+
     await check('an agent gets the next task, with the reservation countdown', async () => {
         await page.getByRole('button', { name: 'Agent desktop' }).click();
         await page.getByLabel('Agent ID').fill('desk1');
@@ -245,7 +275,7 @@ try {
         await page.getByRole('button', { name: 'Complete' }).click();
         await page.locator('#desk-message', { hasText: 'Completed.' }).waitFor();
         await page.getByRole('button', { name: 'Tasks' }).click();
-        await page.waitForFunction(() => ![...document.querySelectorAll('#task-table tbody td:nth-child(2)')]
+        await page.waitForFunction(() => ![...document.querySelectorAll('#task-table tbody td:nth-child(3)')]
             .some((td) => td.textContent === 'UI-1'));
     });
 
@@ -264,7 +294,7 @@ try {
         const reader = await newPage(browser);
         await signIn(reader, readerKey);
         await rowOf(reader, 'UI-3').click();
-        await reader.getByRole('button', { name: 'Hold' }).click();
+        await reader.getByRole('button', { name: 'Hold', exact: true }).click();
         await confirmDialog(reader);
         await reader.locator('#panel-error', { hasText: /read-only|not allowed|forbidden/i }).waitFor();
         await reader.context().close();

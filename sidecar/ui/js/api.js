@@ -56,6 +56,7 @@ export const api = {
     task: (id) => call('GET', `/tasks/${enc(id)}`),
     history: (id) => call('GET', `/tasks/${enc(id)}/history`),
     act: (id, action, body) => call('POST', `/tasks/${enc(id)}/${action}`, body ?? {}),
+    batch: (body) => call('POST', '/tasks/batch', body),
     agents: () => call('GET', '/agents'),
     next: (agent, reserveSeconds) => call('POST', `/agents/${enc(agent)}/next`, { reserveSeconds }),
     list: (resource) => call('GET', `/${resource}`),

@@ -7,7 +7,7 @@ import { el, fillFields, formatNumber, formatTime } from './format.js';
 const PAGE_SIZE = 50;
 const $ = (id) => document.getElementById(id);
 
-const state = { filters: {}, cursors: [null], page: 0, selected: null };
+const state = { filters: {}, cursors: [null], page: 0, selected: null, checked: new Set() };
 
 const ACTIONS = {
     hold: { text: 'Hold this task? It leaves the queue until it is resumed.', reason: true },
@@ -28,8 +28,17 @@ function filtersFromForm() {
 }
 
 function row(task) {
+    const box = el('input', { type: 'checkbox', 'aria-label': `Select task ${task.id}` });
+    box.checked = state.checked.has(task.id);
+    box.addEventListener('click', (event) => event.stopPropagation());
+    box.addEventListener('keydown', (event) => event.stopPropagation());
+    box.addEventListener('change', () => {
+        if (box.checked) state.checked.add(task.id); else state.checked.delete(task.id);
+        showBatch();
+    });
     const tr = el('tr', { tabindex: '0', 'data-id': task.id, 'aria-selected': String(task.id === state.selected) },
-        el('td', { class: 'num' }, task.id), el('td', {}, task.externalId ?? ''), el('td', {}, task.category ?? ''),
+        el('td', {}, box), el('td', { class: 'num' }, task.id), el('td', {}, task.externalId ?? ''),
+        el('td', {}, task.category ?? ''),
         el('td', {}, task.queue ?? ''), el('td', {}, task.status),
         el('td', { class: 'num' }, formatNumber(task.priority)),
         el('td', { class: 'num' }, formatNumber(task.businessValue)),
@@ -49,6 +58,8 @@ export async function loadTasks() {
         const page = await api.tasks({ ...state.filters, cursor: state.cursors[state.page] ?? undefined });
         const tasks = page.tasks ?? [];
         $('task-table').tBodies[0].replaceChildren(...tasks.map(row));
+        state.pageIds = tasks.map((task) => task.id);
+        showBatch();
         $('tasks-empty').hidden = tasks.length > 0;
         state.cursors[state.page + 1] = page.nextCursor ?? null;
         $('next-page').disabled = !page.nextCursor;
@@ -90,8 +101,9 @@ export async function refreshPanel() {
         ]);
         $('panel-attributes').textContent = JSON.stringify(task.attributes ?? {}, null, 2);
         $('panel-history').replaceChildren(...(history ?? []).map((event) => el('li', {},
-            el('time', { datetime: event.at }, formatTime(event.at)), el('strong', {}, event.type ?? event.event ?? ''),
-            event.agent ? ` by ${event.agent}` : '', event.reason ? ` (${event.reason})` : '')));
+            el('time', { datetime: event.at }, formatTime(event.at)), el('strong', {}, event.event ?? ''),
+            event.actor ? ` by ${event.actor}` : '', event.detail?.reason ? ` (${event.detail.reason})` : '',
+            event.detail?.batch ? ' (batch)' : '')));
     } catch (error) {
         $('panel-error').textContent = error.message;
     }
@@ -112,16 +124,94 @@ async function act(action) {
     await Promise.all([loadTasks(), refreshPanel()]);
 }
 
+// The batch bar: how many tasks an action would take, and whether it may run.
+function showBatch() {
+    if (state.filters.q) $('batch-all').checked = false;
+    const all = $('batch-all').checked;
+    $('batch-all').disabled = Boolean(state.filters.q);
+    $('batch-all').title = state.filters.q ? 'A batch by filter does not take the text search: select rows' : '';
+    $('batch-count').textContent = all ? 'Every task matching the filter'
+        : `${formatNumber(state.checked.size)} selected`;
+    for (const button of $('batch').querySelectorAll('[data-batch]')) {
+        button.disabled = !all && state.checked.size === 0;
+    }
+    const ids = state.pageIds ?? [];
+    $('select-page').checked = ids.length > 0 && ids.every((id) => state.checked.has(id));
+}
+
+// The filter of a batch by filter: the list's filters as the SQL filter document (lists as arrays).
+function batchFilter() {
+    const filter = {};
+    for (const [name, value] of Object.entries(state.filters)) {
+        if (name === 'limit' || name === 'q') continue;
+        if (name === 'overdue') filter.overdue = value === 'true';
+        else filter[name] = value.includes(',') ? value.split(',').map((v) => v.trim()) : value;
+    }
+    return filter;
+}
+
+const PAST = { hold: 'held', resume: 'resumed', cancel: 'canceled', reprioritize: 'reprioritized' };
+
+// A batch action: its arguments asked for, the count it would change confirmed (a dry run), then done in
+// one call.
+async function batch(action) {
+    const target = $('batch-all').checked ? { filter: batchFilter() } : { ids: [...state.checked] };
+    const label = `${action[0].toUpperCase()}${action.slice(1)}`;
+    const spec = ACTIONS[action];
+    let args = {};
+    $('batch-result').textContent = '';
+    $('tasks-error').textContent = '';
+    if (spec.reason || spec.priority) {
+        args = await confirmAction(`${label} tasks`, spec.priority ? 'The new priority and business value.'
+            : 'The reason recorded in each task\'s history (optional).', spec);
+        if (args === null) return;
+    }
+    try {
+        const dry = await api.batch({ action, ...target, args, dryRun: true });
+        const skipped = dry.matched - dry.wouldChange;
+        const more = dry.remaining ? ` (${formatNumber(dry.remaining)} more match beyond this batch)` : '';
+        const ok = await confirmAction(`${label} ${formatNumber(dry.wouldChange)} tasks`,
+            `${formatNumber(dry.wouldChange)} of ${formatNumber(dry.matched)} tasks will be ${PAST[action]}`
+            + `${skipped > 0 ? `; ${formatNumber(skipped)} are skipped (this action does not apply to them)` : ''}`
+            + `${more}.`);
+        if (ok === null) return;
+        const done = await api.batch({ action, ...target, args });
+        $('batch-result').textContent = `${formatNumber(done.changed)} tasks ${PAST[action]}`
+            + `${done.skipped?.length ? `, ${formatNumber(done.matched - done.changed)} skipped` : ''}.`;
+        state.checked.clear();
+        $('batch-all').checked = false;
+    } catch (error) {
+        $('tasks-error').textContent = error.message;
+        return;
+    }
+    await Promise.all([loadTasks(), refreshPanel()]);
+}
+
 export function setupTasks() {
+    for (const button of $('batch').querySelectorAll('[data-batch]')) {
+        button.addEventListener('click', () => batch(button.dataset.batch));
+    }
+    $('batch-all').addEventListener('change', showBatch);
+    $('select-page').addEventListener('change', () => {
+        for (const id of state.pageIds ?? []) {
+            if ($('select-page').checked) state.checked.add(id); else state.checked.delete(id);
+        }
+        for (const box of $('task-table').tBodies[0].querySelectorAll('input[type=checkbox]')) {
+            box.checked = $('select-page').checked;
+        }
+        showBatch();
+    });
     $('filters').addEventListener('submit', (event) => {
         event.preventDefault();
         state.filters = filtersFromForm();
+        state.checked.clear();
         state.cursors = [null];
         state.page = 0;
         loadTasks();
     });
     $('filters').addEventListener('reset', () => {
         state.filters = { limit: PAGE_SIZE };
+        state.checked.clear();
         state.cursors = [null];
         state.page = 0;
         setTimeout(loadTasks);
