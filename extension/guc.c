@@ -187,7 +187,7 @@ GucInit(void)
 							IWD_INTERVAL_MS_MIN, IWD_INTERVAL_MS_MAX, PGC_SIGHUP, GUC_UNIT_MS,
 							NULL, NULL, NULL);
 	DefineCustomIntVariable("iwd.vacuum_threshold",
-							"Task events after which the scheduler worker vacuums iwd.task (0: never).",
+							"Task events after which the scheduler worker vacuums iwd.task and iwd.event_outbox (0: never).",
 							"Claims leave dead entries at the head of the queue index; vacuuming soon keeps claims fast.",
 							&iwd_vacuum_threshold, IWD_VACUUM_THRESHOLD_DEFAULT, 0, IWD_VACUUM_THRESHOLD_MAX,
 							PGC_SIGHUP, 0, NULL, NULL, NULL);

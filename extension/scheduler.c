@@ -178,9 +178,10 @@ SurveyTenant(IwdTenant *tenant, TenantSurvey *survey)
 }
 
 /*
- * Vacuum iwd.task. Every claim leaves a dead entry at the head of the queue
- * index (the claimed row version), and every later claim walks over those
- * entries until VACUUM removes them: left to autovacuum, which visits a
+ * Vacuum iwd.task and the event outbox. Every claim leaves a dead entry at
+ * the head of the queue index (the claimed row version), and every later
+ * claim walks over those entries until VACUUM removes them: left to
+ * autovacuum, which visits a
  * database once per autovacuum_naptime and waits for a fraction of the table
  * to be dead, the head grows by thousands of entries per second and claims
  * slow down steadily. Index cleanup is forced (the automatic bypass would keep
@@ -191,10 +192,13 @@ SurveyTenant(IwdTenant *tenant, TenantSurvey *survey)
  * every session replan its statements on iwd.task). It runs as the worker's
  * superuser, not as iwd_worker: PostgreSQL 15 lets only a table's owner (or a
  * superuser) vacuum it. It runs no SQL of its own, and the index expressions
- * it evaluates are C functions of iwd.
+ * it evaluates are C functions of iwd. The outbox (iwd.event_outbox) takes
+ * a row per event and its publication deletes it: until a vacuum records the
+ * freed space, new rows go to new pages, and every publication reads the
+ * growing table (it has no index to read instead), so it is vacuumed along.
  */
 static void
-VacuumTaskTable(bool analyze)
+VacuumHotTables(bool analyze)
 {
 	MemoryContext portal_cxt = AllocSetContextCreate(TopMemoryContext, "iwd vacuum", ALLOCSET_DEFAULT_SIZES);
 	MemoryContext old_portal = PortalContext;
@@ -206,12 +210,13 @@ VacuumTaskTable(bool analyze)
 							   makeDefElem("skip_locked", NULL, -1));
 	if (analyze)
 		stmt->options = lappend(stmt->options, makeDefElem("analyze", NULL, -1));
-	stmt->rels = list_make1(makeVacuumRelation(makeRangeVar("iwd", "task", -1), InvalidOid, NIL));
+	stmt->rels = list_make2(makeVacuumRelation(makeRangeVar("iwd", "task", -1), InvalidOid, NIL),
+							makeVacuumRelation(makeRangeVar("iwd", "event_outbox", -1), InvalidOid, NIL));
 	stmt->is_vacuumcmd = true;
 	PortalContext = portal_cxt;
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
-	pgstat_report_activity(STATE_RUNNING, "iwd scheduler: vacuum iwd.task");
+	pgstat_report_activity(STATE_RUNNING, "iwd scheduler: vacuum iwd.task and iwd.event_outbox");
 	ExecVacuum(make_parsestate(NULL), stmt, true);
 	CommitTransactionCommand();
 	pgstat_report_activity(STATE_IDLE, NULL);
@@ -221,10 +226,10 @@ VacuumTaskTable(bool analyze)
 }
 
 /*
- * Vacuum iwd.task once iwd.vacuum_threshold events were written since the
- * last vacuum, at most once a second (the position lives in the tenant's
- * slot, across workers); returns when to look again, IWD_DUE_NONE when the
- * events do not call for a vacuum.
+ * Vacuum iwd.task and the outbox once iwd.vacuum_threshold events were
+ * written since the last vacuum, at most once a second (the position lives
+ * in the tenant's slot, across workers); returns when to look again,
+ * IWD_DUE_NONE when the events do not call for a vacuum.
  */
 static TimestampTz
 VacuumWhenDue(IwdTenant *tenant, int64 last_event)
@@ -239,7 +244,7 @@ VacuumWhenDue(IwdTenant *tenant, int64 last_event)
 	if (!TimestampDifferenceExceeds(tenant->last_vacuum, now, VACUUM_MIN_INTERVAL_MS))
 		return tenant->last_vacuum + (TimestampTz) VACUUM_MIN_INTERVAL_MS * 1000;
 	analyze = TimestampDifferenceExceeds(tenant->last_analyze, now, ANALYZE_MIN_INTERVAL_MS);
-	VacuumTaskTable(analyze);
+	VacuumHotTables(analyze);
 	tenant->last_vacuum = GetCurrentTimestamp();
 	if (analyze)
 		tenant->last_analyze = tenant->last_vacuum;

@@ -109,6 +109,9 @@ CREATE TABLE iwd.event_outbox (
     at       timestamptz NOT NULL,
     doc      jsonb NOT NULL
 );
+-- the scheduler worker vacuums it with iwd.task (iwd.vacuum_threshold); autovacuum too, at every visit with
+-- a thousand rows published, whatever the table's size
+ALTER TABLE iwd.event_outbox SET (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 1000);
 
 -- The document of a task event without its id ("task": the task document now), in one pass; NULL when the
 -- task does not exist (extension/taskjson.c).

@@ -69,6 +69,7 @@ CREATE TABLE iwd.event_outbox (
     at       timestamptz NOT NULL,
     doc      jsonb NOT NULL
 );
+ALTER TABLE iwd.event_outbox SET (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 1000);
 
 CREATE SEQUENCE iwd.event_feed_id_seq;
 -- id: the public event id, given at publication by one publisher at a time, so that ids increase in the
