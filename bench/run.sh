@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # make bench: the performance suite. Starts its own PostgreSQL clusters and measures claim + complete
 # (iwd.next_task then iwd.complete_task, two transactions) with pgbench at 1, 4 and 16 clients over
-# backlogs of 10k and 100k queued tasks, then the sidecar (bench/sidecar/run.sh), the targets against
-# their references at 1M queued (bench/targets.sh) and the Data Mart (bench/datamart/run.sh); writes
+# backlogs of 10k and 100k queued tasks, then the sidecar (bench/sidecar/run.sh), the event outbox's cost
+# (bench/outbox/run.sh), the targets against their references at 1M queued (bench/targets.sh) and the Data
+# Mart (bench/datamart/run.sh); writes
 # bench/RESULTS.md, with the last soak run (bench/soak-results.md, make bench-soak) and the analysis
 # (bench/analysis.md) appended.
 # Environment: IWD_BENCH_BACKLOGS ("10000 100000"), IWD_BENCH_CLIENTS ("1 4 16"),
 #              IWD_BENCH_SECONDS (2), IWD_BENCH_RUNS (3), IWD_BENCH_PORT (54340) for that matrix;
-#              IWD_BENCH_SIDECAR_RUNS (5), IWD_BENCH_SIDECAR_SECONDS (5) for the sidecar; bench/targets.sh
-#              and bench/datamart/run.sh read their own.
+#              IWD_BENCH_SIDECAR_RUNS (5), IWD_BENCH_SIDECAR_SECONDS (5) for the sidecar; bench/outbox/run.sh,
+#              bench/targets.sh and bench/datamart/run.sh read their own.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 top=$(pwd)
@@ -90,6 +91,13 @@ done
     echo "100k-task backlog and 500 agents (\`bench/sidecar/run.sh\`); medians of ${IWD_BENCH_SIDECAR_RUNS:-5} runs of ${IWD_BENCH_SIDECAR_SECONDS:-5} s."
     echo
     IWD_BENCH_RUNS=${IWD_BENCH_SIDECAR_RUNS:-5} IWD_BENCH_SECONDS=${IWD_BENCH_SIDECAR_SECONDS:-5} bench/sidecar/run.sh
+    echo
+    echo "## Events out: the outbox's cost"
+    echo
+    echo "\`bench/outbox/run.sh\`: capture and claim + complete with the event outbox's trigger disabled and enabled,"
+    echo "same server, alternating; the tenant's scheduler worker publishes the outbox to the event feed meanwhile."
+    echo
+    bench/outbox/run.sh
     echo
     echo "## Targets"
     echo
