@@ -10,8 +10,8 @@ const tenantKey = process.env.IWD_TENANT_KEY;
 const readerKey = process.env.IWD_READER_KEY;
 const artifacts = process.env.IWD_ARTIFACTS;
 const LIVE_MS = 40000;
-// the network errors chromium logs for refusals this test provokes on purpose (a wrong key, a refused action)
-const EXPECTED_REFUSAL = /Failed to load resource: the server responded with a status of (401|403|409)/;
+// the network errors chromium logs for refusals this test provokes on purpose (a wrong key, refused actions)
+const EXPECTED_REFUSAL = /Failed to load resource: the server responded with a status of (400|401|403|409)/;
 
 let failures = 0;
 const consoleErrors = [];
@@ -22,7 +22,7 @@ async function check(name, body) {
         console.log(`ok - ${name}`);
     } catch (error) {
         failures++;
-        console.log(`not ok - ${name}: ${String(error.message).split('\n')[0]}`);
+        console.log(`not ok - ${name}: ${String(error.message).split('\n').slice(0, 3).join(' / ')}`);
     }
 }
 
@@ -221,6 +221,33 @@ try {
         await page.getByRole('button', { name: 'Configuration' }).click();
         await page.locator('#configuration h3', { hasText: 'Categories' }).waitFor();
         expectEqual(await page.locator('#configuration h3').count(), 5, 'groups');
+    });
+
+    await check('configuration: a new department saved', async () => {
+        await page.getByRole('button', { name: 'New department' }).click();
+        await page.getByLabel('Name', { exact: true }).fill('Claims');
+        await page.getByLabel('Definition (JSON)').fill('{"description": "Claims handling"}');
+        await page.getByRole('button', { name: 'Save' }).click();
+        await page.locator('#configuration-message', { hasText: 'Saved Claims.' }).waitFor();
+        await page.getByRole('button', { name: 'Edit department Claims' }).waitFor();
+    });
+
+    await check('configuration: malformed JSON and a refused field shown under the definition', async () => {
+        await page.getByRole('button', { name: 'Edit department Claims' }).click();
+        await page.getByLabel('Definition (JSON)').fill('{"description": ');
+        await page.getByRole('button', { name: 'Save' }).click();
+        await page.locator('#config-editor-error', { hasText: 'not valid JSON' }).waitFor();
+        await page.getByLabel('Definition (JSON)').fill('{"colour": "blue"}');
+        await page.getByRole('button', { name: 'Save' }).click();
+        await page.locator('#config-editor-error', { hasText: 'colour' }).waitFor();
+        expectEqual(await page.getByLabel('Definition (JSON)').getAttribute('aria-invalid'), 'true', 'aria-invalid');
+    });
+
+    await check('configuration: a department deleted after confirmation', async () => {
+        await page.getByRole('button', { name: 'Delete' }).click();
+        await confirmDialog(page);
+        await page.locator('#configuration-message', { hasText: 'Deleted Claims.' }).waitFor();
+        await page.getByRole('button', { name: 'Edit department Claims' }).waitFor({ state: 'detached' });
     });
 
     await check('the dashboard charts the backlog by queue', async () => {

@@ -1,6 +1,7 @@
-// The read views: agents, the configuration, and the dashboard (queue figures and backlog by queue as
-// an SVG bar chart).
-import { api } from './api.js';
+// The other views: agents, the configuration (viewed and edited, the API's refusal shown under the
+// definition), and the dashboard (queue figures and backlog by queue as an SVG bar chart).
+import { api, call } from './api.js';
+import { confirmAction } from './confirm.js';
 import { el, formatNumber } from './format.js';
 
 const $ = (id) => document.getElementById(id);
@@ -19,19 +20,122 @@ export async function loadAgents() {
     }
 }
 
-const CONFIGURATION = [['departments', 'Departments'], ['processes', 'Processes'], ['categories', 'Categories'],
-    ['rules', 'Rules'], ['calendars', 'Calendars']];
+// Each configuration resource: its path, title, and the name of one of its items.
+const CONFIGURATION = [['departments', 'Departments', 'department'], ['processes', 'Processes', 'process'],
+    ['categories', 'Categories', 'category'], ['rules', 'Rules', 'rule'], ['calendars', 'Calendars', 'calendar']];
+
+const editing = { resource: null, original: null };
+
+// The item's path: /rules/{kind}/{name}, /{resource}/{name} otherwise.
+function itemPath(resource, kind, name) {
+    const enc = encodeURIComponent;
+    return resource === 'rules' ? `/rules/${enc(kind)}/${enc(name)}` : `/${resource}/${enc(name)}`;
+}
+
+function openEditor(resource, singular, item) {
+    const isRule = resource === 'rules';
+    const definition = { ...(item ?? {}) };
+    delete definition.name;
+    if (isRule) delete definition.kind;
+    editing.resource = resource;
+    editing.original = item;
+    $('config-editor').hidden = false;
+    $('config-editor-title').textContent = item ? `Edit ${singular} ${item.name}` : `New ${singular}`;
+    $('config-kind').hidden = !isRule;
+    $('config-kind-label').hidden = !isRule;
+    $('config-kind').value = item?.kind ?? '';
+    $('config-name').value = item?.name ?? '';
+    $('config-name').readOnly = Boolean(item);
+    $('config-kind').readOnly = Boolean(item);
+    $('config-definition').value = JSON.stringify(definition, null, 2);
+    $('config-delete').hidden = !item;
+    showEditorError('');
+    (item ? $('config-definition') : isRule ? $('config-kind') : $('config-name')).focus();
+}
+
+function showEditorError(message) {
+    $('config-editor-error').textContent = message;
+    $('config-definition').setAttribute('aria-invalid', String(message !== ''));
+}
+
+async function saveItem(event) {
+    event.preventDefault();
+    let definition;
+    try {
+        definition = JSON.parse($('config-definition').value || '{}');
+    } catch (error) {
+        showEditorError(`The definition is not valid JSON: ${error.message}`);
+        return;
+    }
+    if (definition === null || typeof definition !== 'object' || Array.isArray(definition)) {
+        showEditorError('The definition must be a JSON object.');
+        return;
+    }
+    const name = $('config-name').value.trim();
+    try {
+        await call('PUT', itemPath(editing.resource, $('config-kind').value.trim(), name), definition);
+    } catch (error) {
+        showEditorError(error.message);
+        return;
+    }
+    $('config-editor').hidden = true;
+    $('configuration-message').textContent = `Saved ${name}.`;
+    await loadConfiguration();
+}
+
+async function deleteItem() {
+    const item = editing.original;
+    if (await confirmAction(`Delete ${item.name}`, `Delete ${item.name}? Tasks keep what it gave them.`) === null) {
+        return;
+    }
+    try {
+        await call('DELETE', itemPath(editing.resource, item.kind, item.name));
+    } catch (error) {
+        showEditorError(error.message);
+        return;
+    }
+    $('config-editor').hidden = true;
+    $('configuration-message').textContent = `Deleted ${item.name}.`;
+    await loadConfiguration();
+}
+
+export function setupConfiguration() {
+    $('config-editor').addEventListener('submit', saveItem);
+    $('config-delete').addEventListener('click', deleteItem);
+    $('config-close').addEventListener('click', () => { $('config-editor').hidden = true; });
+}
+
+function summary(item) {
+    const rest = { ...item };
+    delete rest.name;
+    delete rest.kind;
+    const text = JSON.stringify(rest);
+    return text.length > 80 ? `${text.slice(0, 79)}…` : text;
+}
+
+const th = (content) => el('th', { scope: 'col' }, content);
 
 export async function loadConfiguration() {
     $('configuration-error').textContent = '';
     const groups = [];
-    for (const [resource, title] of CONFIGURATION) {
+    for (const [resource, title, singular] of CONFIGURATION) {
         try {
             const items = await api.list(resource);
             const list = Array.isArray(items) ? items : Object.values(items ?? {}).flat();
+            const rows = list.map((item) => {
+                const edit = el('button', { type: 'button' }, 'Edit');
+                edit.setAttribute('aria-label', `Edit ${singular} ${item.kind ? `${item.kind} ` : ''}${item.name}`);
+                edit.addEventListener('click', () => openEditor(resource, singular, item));
+                return el('tr', {}, resource === 'rules' ? el('td', {}, item.kind) : null, el('td', {}, item.name),
+                    el('td', {}, summary(item)), el('td', {}, edit));
+            });
+            const add = el('button', { type: 'button' }, `New ${singular}`);
+            add.addEventListener('click', () => openEditor(resource, singular, null));
             groups.push(el('section', { class: 'config-group', 'aria-label': title },
                 el('h3', {}, `${title} (${formatNumber(list.length)})`),
-                el('pre', { tabindex: '0' }, JSON.stringify(list, null, 2))));
+                el('table', {}, el('thead', {}, el('tr', {}, resource === 'rules' ? th('Kind') : null, th('Name'),
+                    th('Definition'), th(el('span', { class: 'visually-hidden' }, 'Edit')))),
+                el('tbody', {}, ...rows)), add));
         } catch (error) {
             $('configuration-error').textContent = `${title}: ${error.message}`;
         }
