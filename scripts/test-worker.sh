@@ -125,6 +125,8 @@ sql -d tenant_a -c "SELECT iwd.create_task(jsonb_build_object('externalId', 'V' 
                     FROM generate_series(1, 20) i" >/dev/null
 wait_for "the worker vacuums iwd.task" "t" -d tenant_a \
     -c "SELECT vacuum_count > 0 FROM pg_stat_user_tables WHERE relid = 'iwd.task'::regclass"
+wait_for "and the event outbox with it" "t" -d tenant_a \
+    -c "SELECT vacuum_count > 0 FROM pg_stat_user_tables WHERE relid = 'iwd.event_outbox'::regclass"
 # it vacuums again after more events, but refreshes the statistics at most once a minute
 sql -d tenant_a -c "SELECT iwd.create_task(jsonb_build_object('externalId', 'W' || i, 'capturePoint', 'test'))
                     FROM generate_series(1, 20) i" >/dev/null
