@@ -33,11 +33,16 @@
  * maintains it (libcurl4-openssl-dev).
  *
  * A claimed delivery holds its lease for LEASE_S, and is never attempted once the lease may have ended: the
- * sender drops a delivery that could not start within START_WITHIN_MS of its claim (an endpoint slower than
- * its queue), and the dispatcher keeps at most HELD_PER_ENDPOINT claimed deliveries per webhook and
- * HELD_TOTAL in all (a claim beyond is left unattempted). What is dropped or left is not lost: it comes due
- * again when its lease runs out, and the next events of its task wait for it. So a slow endpoint costs
- * other webhooks at most its share of HELD_TOTAL, and a fast one is never starved of claims.
+ * sender drops a delivery that could not start within START_WITHIN_MS of its claim. Claims follow the
+ * sender's progress: the dispatcher holds at most HELD_PER_ENDPOINT claimed, unreported deliveries per
+ * webhook and HELD_TOTAL in all, and claims for a tenant only as many as each of its webhooks has room for,
+ * so that a burst is claimed as fast as it is delivered rather than ahead of it (a queue of a few attempts
+ * per webhook: the latency stays low). A webhook holding claims that reported nothing for STALLED_MS is
+ * stalled (its endpoint is slow or silent): for STALLED_FOR_MS it no longer limits its tenant's claims,
+ * and what a claim brings it beyond its bound is left unattempted. What is dropped or left is not lost: it
+ * comes due again when its lease runs out, and the next events of its task wait for it. So a slow endpoint
+ * costs the others of its tenant a pause of STALLED_MS at most now and then, and the rest a share of
+ * HELD_TOTAL.
  */
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -74,9 +79,17 @@
 #define LEASE_S 60                  /* a claim's lease: a dead replica's deliveries come due again after it */
 #define CONCURRENT_PER_ENDPOINT 8
 #define CONCURRENT_TOTAL 128
-#define HELD_PER_ENDPOINT 256       /* claimed and not yet reported, per webhook: beyond, a claim is left */
-#define HELD_TOTAL 1024
-#define CLAIM_BATCH 128
+/*
+ * A claim costs the database a scan of the tenant's due deliveries whatever its size: large claims carry
+ * a burst with few of them (a webhook's queue of 256 is 32 rounds of attempts, milliseconds on a receiver
+ * that answers at once).
+ */
+#define HELD_PER_ENDPOINT 256       /* claimed and not yet reported, per webhook */
+#define HELD_TOTAL 2048
+#define CLAIM_BATCH 256
+#define CLAIM_MIN 32                /* a claim waits until a webhook has room for this many (fewer round trips) */
+#define STALLED_MS 2000             /* a webhook holding claims that reported nothing for this long is stalled */
+#define STALLED_FOR_MS 60000        /* and is taken for stalled this long */
 #define START_WITHIN_MS 45000       /* leaves an attempt started then its 10 s before the lease ends */
 #define POLL_INTERVAL_MS 1000       /* retries come due: each tenant with webhooks is asked this often */
 #define REGISTRY_INTERVAL_MS 10000
@@ -115,6 +128,8 @@ typedef struct endpoint {
     char ccid[IWD_CCID_SIZE];
     char *webhook;
     int held;                      /* dispatcher: claimed, not yet reported */
+    int64_t progress_ms;           /* dispatcher: when it was created or last reported an outcome */
+    int64_t stalled_until_ms;      /* dispatcher: it limits its tenant's claims no more until then */
     int active;                    /* sender: attempts in flight */
     delivery_t *waiting, **waiting_tail;
     struct endpoint *next;
@@ -164,6 +179,7 @@ static endpoint_t *endpoint_of(endpoint_t **list, const char *ccid, const char *
         if (strcmp(e->webhook, webhook) == 0 && strcmp(e->ccid, ccid) == 0)
             return e;
     e = calloc(1, sizeof(*e));
+    e->progress_ms = iwd_now_ms();
     snprintf(e->ccid, sizeof(e->ccid), "%s", ccid);
     e->webhook = strdup(webhook);
     e->waiting_tail = &e->waiting;
@@ -298,7 +314,8 @@ static void start_attempt(delivery_t *d)
     curl_easy_setopt(d->easy, CURLOPT_TIMEOUT, (long)ATTEMPT_TIMEOUT_S);
     curl_easy_setopt(d->easy, CURLOPT_FOLLOWLOCATION, 0L);
     curl_easy_setopt(d->easy, CURLOPT_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(d->easy, CURLOPT_PROXY, ""); /* no proxy from the environment: the address checked is the receiver's */
+    /* no proxy from the environment: the address checked is the receiver's */
+    curl_easy_setopt(d->easy, CURLOPT_PROXY, "");
     curl_easy_setopt(d->easy, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(d->easy, CURLOPT_ERRORBUFFER, d->curl_error);
     curl_easy_setopt(d->easy, CURLOPT_WRITEFUNCTION, on_response);
@@ -495,7 +512,7 @@ static void tenant_failed(watched_t *w, const char *why)
 static bool tenant_connect(watched_t *w)
 {
     PGresult *res;
-    char why[512];
+    char why[512], conninfo[IWD_CONNINFO_SIZE + 64];
 
     if (w->conn != NULL && PQstatus(w->conn) == CONNECTION_OK)
         return true;
@@ -503,7 +520,9 @@ static bool tenant_connect(watched_t *w)
         tenant_failed(w, "the connection broke");
     if (iwd_now_ms() < w->retry_at_ms)
         return false;
-    w->conn = iwd_pg_connect_bounded(w->tenant.conninfo, CONNECT_TIMEOUT_S, STATEMENT_TIMEOUT_MS);
+    /* told apart from the API's sessions from the start (the server cap counts those only): the last wins */
+    snprintf(conninfo, sizeof(conninfo), "%s application_name=iwd-sidecar-webhooks", w->tenant.conninfo);
+    w->conn = iwd_pg_connect_bounded(conninfo, CONNECT_TIMEOUT_S, STATEMENT_TIMEOUT_MS);
     if (PQstatus(w->conn) != CONNECTION_OK) {
         iwd_metrics_db(w->tenant.ccid, "connect", "08006", 0, false, false);
         snprintf(why, sizeof(why), "%s", PQerrorMessage(w->conn));
@@ -511,15 +530,6 @@ static bool tenant_connect(watched_t *w)
         return false;
     }
     iwd_metrics_db(w->tenant.ccid, "connect", NULL, 0, true, false);
-    /* told apart from the API's sessions (the server cap counts those only) */
-    res = query(w->conn, w->tenant.ccid, "listen", "SET application_name = 'iwd-sidecar-webhooks'", 0, NULL);
-    if (res == NULL || PQresultStatus(res) != PGRES_COMMAND_OK) {
-        if (res != NULL)
-            PQclear(res);
-        tenant_failed(w, "cannot set the session up");
-        return false;
-    }
-    PQclear(res);
     res = query(w->conn, w->tenant.ccid, "listen", "LISTEN iwd_events", 0, NULL);
     if (res == NULL || PQresultStatus(res) != PGRES_COMMAND_OK) {
         if (res != NULL)
@@ -601,6 +611,7 @@ static void release_finished(watched_t *w)
         endpoint_t *e = endpoint_of(&held_endpoints, d->ccid, d->webhook);
         w->finished = d->next;
         e->held--;
+        e->progress_ms = iwd_now_ms();
         held_total--;
         free_delivery(d);
     }
@@ -634,17 +645,29 @@ static int claim(watched_t *w, char *why, size_t size)
     delivery_t *list = NULL, **tail = &list;
     PGresult *res;
     int n, room = HELD_TOTAL - held_total;
+    int64_t now = iwd_now_ms();
 
     res = query(w->conn, w->tenant.ccid, "publish_events", "SELECT iwd.publish_events()", 0, NULL);
     if (!rows(res, why, size, "publish_events"))
         return -1;
     PQclear(res);
-    if (room <= 0)
-        return 0;
-    snprintf(lim, sizeof(lim), "%d", room < CLAIM_BATCH ? room : CLAIM_BATCH);
+    if (room > CLAIM_BATCH)
+        room = CLAIM_BATCH;
+    for (endpoint_t *e = held_endpoints; e != NULL; e = e->next) {
+        if (strcmp(e->ccid, w->tenant.ccid) != 0)
+            continue;
+        if (e->held > 0 && now - e->progress_ms > STALLED_MS)
+            e->stalled_until_ms = now + STALLED_FOR_MS;
+        if (e->stalled_until_ms <= now && HELD_PER_ENDPOINT - e->held < room)
+            room = HELD_PER_ENDPOINT - e->held;
+    }
+    if (room < CLAIM_MIN)
+        return 0; /* claimed again as the sender reports (take_handed) */
+    snprintf(lim, sizeof(lim), "%d", room);
     snprintf(lease, sizeof(lease), "%d s", LEASE_S);
     res = query(w->conn, w->tenant.ccid, "claim_deliveries",
-                "SELECT id::text, webhook, url, secret, type, body FROM iwd.claim_deliveries($1, $2::int, $3::interval)",
+                "SELECT id::text, webhook, url, secret, type, body"
+                " FROM iwd.claim_deliveries($1, $2::int, $3::interval)",
                 3, values);
     if (!rows(res, why, size, "claim_deliveries"))
         return -1;
@@ -652,7 +675,7 @@ static int claim(watched_t *w, char *why, size_t size)
     for (int i = 0; i < n; i++) {
         endpoint_t *e = endpoint_of(&held_endpoints, w->tenant.ccid, PQgetvalue(res, i, 1));
         delivery_t *d;
-        if (e->held >= HELD_PER_ENDPOINT) /* attempted after its lease expires: the webhook is slow */
+        if (e->held >= HELD_PER_ENDPOINT) /* stalled: attempted after its lease runs out */
             continue;
         d = calloc(1, sizeof(*d));
         snprintf(d->ccid, sizeof(d->ccid), "%s", w->tenant.ccid);
@@ -884,7 +907,7 @@ static void serve(watched_t *w, int64_t now)
             tenant_failed(w, why);
             return;
         }
-        w->poll_at_ms = n >= CLAIM_BATCH ? now : now + POLL_INTERVAL_MS; /* a backlog: at once again */
+        w->poll_at_ms = n >= CLAIM_MIN ? now : now + POLL_INTERVAL_MS; /* a backlog: again at once */
     }
     if (now >= w->stats_at_ms) {
         if (!read_pending(w, why, sizeof(why))) {
