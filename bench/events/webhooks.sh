@@ -6,7 +6,7 @@
 # ended and how long it took to drain, and the delivery latency (arrival at the receiver minus the event's
 # time) at p50 / p99 / max. Prints a markdown table on stdout; progress goes to stderr.
 set -euo pipefail
-cd "$(dirname "$0")/../.."
+cd "$(dirname "$0")/../.." || exit 1
 # shellcheck source=../../scripts/lib.sh
 . scripts/lib.sh
 seconds=${IWD_BENCH_SECONDS:-30}
@@ -36,13 +36,16 @@ sidecar_launch "$work/sidecar.log" "http://127.0.0.1:$http_port/iwd/v3/health/re
     IWD_SECRET_KEY=bench-server-secret-0123456789abcdef IWD_LOG_LEVEL=warn IWD_THREADS="$(nproc)" \
     IWD_CONTROL_DB="host=$pg_dir port=$pg_port dbname=control user=$pg_superuser" IWD_METRICS_PORT=0 \
     sidecar/iwd-sidecar
-curl -s --fail-with-body -X POST "http://127.0.0.1:$http_port/iwd/v3/provisioning" -H 'x-api-key: bench-admin-key' \
-    -d "{\"tenant\": {\"id\": \"bench\", \"ccid\": \"bench\"}, \"iwd\": {\"db\": {\"host\": \"$pg_dir\", \"port\": $pg_port,
-        \"database\": \"tenant\", \"user\": \"postgres\"}, \"apiKeys\": {\"IWD_APIKEY_TENANT\": \"bench-tenant-key-0001\"}}}" >/dev/null
+api="http://127.0.0.1:$http_port/iwd/v3"
+tenant_key=bench-tenant-key-0001
+curl -s --fail-with-body -X POST "$api/provisioning" -H 'x-api-key: bench-admin-key' \
+    -d "{\"tenant\": {\"id\": \"bench\", \"ccid\": \"bench\"}, \"iwd\": {\"db\": {\"host\": \"$pg_dir\",
+        \"port\": $pg_port, \"database\": \"tenant\", \"user\": \"postgres\"},
+        \"apiKeys\": {\"IWD_APIKEY_TENANT\": \"$tenant_key\"}}}" >/dev/null
 python3 sidecar/tests/receiver.py "$work/received.jsonl" "$recv_port" &
 receiver_pid=$!
 for _ in $(seq 1 50); do curl -s -o /dev/null "http://127.0.0.1:$recv_port/" && break; sleep 0.1; done
-curl -s --fail-with-body -X PUT "http://127.0.0.1:$http_port/iwd/v3/webhooks/bench" -H 'x-api-key: bench-tenant-key-0001' \
+curl -s --fail-with-body -X PUT "$api/webhooks/bench" -H "x-api-key: $tenant_key" \
     -d "{\"url\": \"http://127.0.0.1:$recv_port/r/bench/bench\", \"secret\": \"bench-secret\"}" >/dev/null
 cp bench/sidecar/create_task.sql "$work/"
 chmod 644 "$work/create_task.sql"
@@ -60,9 +63,10 @@ for _ in $(seq 1 3000); do
     sleep 0.1
 done
 
-python3 - "$work/received.jsonl" "$start" "$end" "$created" "$clients" "$seconds" <<'PY'
+python3 - "$work/received.jsonl" "$start" "$end" "$created" "$clients" <<'PY'
 import datetime, json, sys
-path, start, end, created, clients, seconds = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4]), sys.argv[5], sys.argv[6]
+path, clients = sys.argv[1], sys.argv[5]
+start, end, created = float(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
 rows = [json.loads(line) for line in open(path)]
 def at(text):
     return datetime.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()

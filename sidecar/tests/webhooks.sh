@@ -8,7 +8,7 @@
 # IWD_WEBHOOK_DENY_NETWORKS, kill -9 of the sidecar mid-delivery, and two replicas attempting each delivery
 # one at a time. Ends with "webhooks: N passed, M failed".
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 suite=webhooks
 # shellcheck source=../../scripts/lib.sh
 . ../scripts/lib.sh
@@ -35,7 +35,8 @@ start_sidecar() {
     sidecar_launch "$work/sidecar-$port.log" "http://127.0.0.1:$port/iwd/v3/health/live" \
         env IWD_LISTEN=127.0.0.1 IWD_PORT="$port" IWD_ADMIN_API_KEY=$admin_key IWD_THREADS=2 \
         IWD_CONTROL_DB="host=$work/pg port=$pg_port dbname=control user=postgres" IWD_REDIS_NODES= \
-        IWD_METRICS_LISTEN=127.0.0.1 IWD_METRICS_PORT="$([ "$port" = "$http_port" ] && echo "$metrics_port" || echo 0)" \
+        IWD_METRICS_LISTEN=127.0.0.1 \
+        IWD_METRICS_PORT="$([ "$port" = "$http_port" ] && echo "$metrics_port" || echo 0)" \
         ASAN_OPTIONS=detect_leaks=0:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 "$@" ./iwd-sidecar-asan
 }
 
@@ -115,7 +116,8 @@ hook() { # hook NAME URL [EXTRA-JSON-MEMBERS] [KEY]: PUT /webhooks/NAME with sec
 hook bad "$recv/ok/bad" '"events": []'
 check "events [] is a 400" "400" "$code"
 hook bad "$recv/ok/bad" '"events": ["task.exploded"]'
-check "an unknown event type is a 400 naming it" "400 yes" "$code $(json .status.message | grep -q exploded && echo yes)"
+check "an unknown event type is a 400 naming it" "400 yes" \
+    "$code $(json .status.message | grep -q exploded && echo yes)"
 req PUT /webhooks/bad $key1 "{\"url\": \"$recv/ok/bad\"}"
 check "a new webhook without a secret is a 400" "400" "$code"
 hook bad "ftp://127.0.0.1/x"
@@ -157,15 +159,16 @@ wait_until 20 count_at_least ok 7
 check "webhook ok got all 7 events" "7" "$(received ok | wc -l)"
 hang_first=$(received hang .t | head -1)
 ok_last=$(received ok .t | tail -1)
-check "a receiver that never answers does not hold up another webhook's deliveries" "yes" \
-    "$(python3 -c "print('yes' if $ok_last - ${hang_first:-0} < 5 and ${hang_first:-0} > 0 else 'no')")"
+check "a receiver that never answers holds up no other webhook: all 7 arrive within its first attempt" "yes" \
+    "$(python3 -c "print('yes' if $ok_last - ${hang_first:-0} < 9 and ${hang_first:-0} > 0 else 'no')")"
 check "events of one task reach the webhook in order" \
     "task.created task.held task.resumed task.held task.resumed task.canceled" \
-    "$(received ok "select(.headers[\"X-Iwd-Event\"] != null) | .body | fromjson | select(.taskId == $web_task) | .type" |
+    "$(received ok ".body | fromjson | select(.taskId == $web_task) | .type" |
        tr -d '"' | tr '\n' ' ' | sed 's/ $//')"
 check "event ids increase along the deliveries of one task" "yes" \
     "$(received ok ".body | fromjson | select(.taskId == $web_task) | .id" | python3 -c \
-       'import sys; ids = [int(x) for x in sys.stdin]; print("yes" if ids == sorted(ids) and len(set(ids)) == len(ids) else ids)')"
+       'import sys; ids = [int(x) for x in sys.stdin]
+print("yes" if ids == sorted(ids) and len(set(ids)) == len(ids) else ids)')"
 check "a rolled-back transaction delivers nothing" "0" "$(grep -c 'RB-1' "$recv_log")"
 check "the event document's fields" "true" "$(received ok '.body | fromjson' | head -1 |
     jq 'has("id") and has("type") and has("at") and has("taskId") and has("externalId") and has("capturePoint")
@@ -195,10 +198,13 @@ check "the deliveries listing has the ids the receiver saw" \
     "$(received ok '.headers["X-Iwd-Delivery"]' | tr -d '"' | sort | tr '\n' ' ')" \
     "$(json '.deliveries[].id' | sort | tr '\n' ' ')"
 check "all delivered, once each" "delivered:7 1" \
-    "$(json '[.deliveries[].status] | group_by(.) | map("\(.[0]):\(length)") | join(",")') $(json '[.deliveries[].attempts] | max')"
-check "the listing is newest first" "yes" "$(json '[.deliveries[].eventId] | if . == (sort | reverse) then "yes" else . end')"
+    "$(json '[.deliveries[].status] | group_by(.) | map("\(.[0]):\(length)") | join(",")') \
+$(json '[.deliveries[].attempts] | max')"
+check "the listing is newest first" "yes" \
+    "$(json '[.deliveries[].eventId] | if . == (sort | reverse) then "yes" else . end')"
 check "webhook web-created got only task.created of the web task" "WEB-1" \
-    "$(received web-created '.body | fromjson | "\(.type) \(.externalId)"' | tr -d '"' | sed 's/task.created //' | tr '\n' ' ' | sed 's/ $//')"
+    "$(received web-created '.body | fromjson | "\(.type) \(.externalId)"' | tr -d '"' | sed 's/task.created //' |
+       tr '\n' ' ' | sed 's/ $//')"
 
 wait_until 10 delivery_is flaky status delivered
 flaky_id=$(delivery flaky id)
@@ -243,7 +249,8 @@ req POST "/webhooks/doomed/deliveries/$doomed_id/retry" $key2
 check "a manual retry makes the failed delivery pending" "200 pending" "$code $(json .status)"
 wait_until 10 delivery_is doomed status delivered "$key2"
 check "and it is delivered, with the kept secret and the same id" "delivered 0 $doomed_id" \
-    "$(delivery doomed status $key2) $(received doomed | tail -1 | python3 "$work/verify.py") $(received doomed '.id' | tail -1 | tr -d '"')"
+    "$(delivery doomed status $key2) $(received doomed | tail -1 | python3 "$work/verify.py") \
+$(received doomed '.id' | tail -1 | tr -d '"')"
 req POST "/webhooks/doomed/deliveries/$doomed_id/retry" $key2
 check "retrying a delivered delivery: 409" "409" "$code"
 req POST "/webhooks/doomed/deliveries/00000000-0000-0000-0000-000000000000/retry" $key2
@@ -256,7 +263,8 @@ check_match "iwd_webhook_deliveries_total counts deliveries per tenant, webhook 
     'iwd_webhook_deliveries_total\{ccid="t1",webhook="ok",result="delivered"\} 7' "$metrics"
 check_match "failed attempts are counted as retry" \
     'iwd_webhook_deliveries_total\{ccid="t1",webhook="flaky",result="retry"\} [1-9]' "$metrics"
-check_match "iwd_webhook_pending per tenant and webhook" 'iwd_webhook_pending\{ccid="t1",webhook="hang"\} [1-9]' "$metrics"
+check_match "iwd_webhook_pending per tenant and webhook" \
+    'iwd_webhook_pending\{ccid="t1",webhook="hang"\} [1-9]' "$metrics"
 
 req DELETE /webhooks/redirect $key1; check "DELETE /webhooks/redirect" "200 true" "$code $(json .deleted)"
 req DELETE /webhooks/redirect $key1; check "DELETE again: 404" "404" "$code"
@@ -267,7 +275,9 @@ sidecar_stop
 start_sidecar "$http_port" IWD_CA_FILE="$work/ca.pem" || fail_setup "the sidecar did not start with IWD_CA_FILE"
 req GET "/webhooks/tls/deliveries?status=pending&limit=1000" $key1
 for id in $(json '.deliveries[].id'); do req POST "/webhooks/tls/deliveries/$id/retry" $key1; done
-tls_done() { req GET "/webhooks/tls/deliveries?status=delivered&limit=1000" $key1; [ "$(json '.deliveries | length')" = 7 ]; }
+tls_done() {
+    req GET "/webhooks/tls/deliveries?status=delivered&limit=1000" $key1; [ "$(json '.deliveries | length')" = 7 ]
+}
 wait_until 20 tls_done
 check "https with IWD_CA_FILE: the retried deliveries are delivered over TLS, signed" "7 true 0" \
     "$(json '.deliveries | length') $(received tls .tls | sort -u) $(received tls | python3 "$work/verify.py")"
@@ -276,17 +286,20 @@ check "the system's CAs are still trusted beside IWD_CA_FILE" "yes" \
 
 # --- IWD_WEBHOOK_DENY_NETWORKS ---------------------------------------------------------------------------
 sidecar_stop
-start_sidecar "$http_port" IWD_WEBHOOK_DENY_NETWORKS="10.0.0.0/8, 127.0.0.0/8" || fail_setup "no sidecar with a deny list"
+start_sidecar "$http_port" IWD_WEBHOOK_DENY_NETWORKS="10.0.0.0/8, 127.0.0.0/8" ||
+    fail_setup "no sidecar with a deny list"
 hook denied "$recv/ok/denied"
 req POST /tasks $key1 '{"externalId": "DENY-1", "capturePoint": "erp", "subject": "to a denied address"}'
 wait_until 10 delivery_is denied attempts 1
-check "IWD_WEBHOOK_DENY_NETWORKS=127.0.0.0/8 refuses the resolved address" "the address 127.0.0.1 is in IWD_WEBHOOK_DENY_NETWORKS 0" \
+check "IWD_WEBHOOK_DENY_NETWORKS=127.0.0.0/8 refuses the resolved address" \
+    "the address 127.0.0.1 is in IWD_WEBHOOK_DENY_NETWORKS 0" \
     "$(delivery denied lastError) $(received denied | wc -l)"
 hook localhost-denied "http://localhost:$recv_port/r/ok/localhost-denied"
 req POST /tasks $key1 '{"externalId": "DENY-2", "capturePoint": "erp", "subject": "by name"}'
 wait_until 10 delivery_is localhost-denied attempts 1
 check "a name that resolves into a denied network is refused too" "yes 0" \
-    "$(delivery localhost-denied lastError | grep -q 'IWD_WEBHOOK_DENY_NETWORKS' && echo yes) $(received localhost-denied | wc -l)"
+    "$(delivery localhost-denied lastError | grep -q 'IWD_WEBHOOK_DENY_NETWORKS' && echo yes) \
+$(received localhost-denied | wc -l)"
 req DELETE /webhooks/denied $key1; req DELETE /webhooks/localhost-denied $key1
 
 # --- kill -9 mid-delivery, then two replicas -------------------------------------------------------------
@@ -305,7 +318,9 @@ hook pair "$recv/brief/pair" '"events": ["task.created"], "filter": {"capturePoi
 for i in $(seq 1 20); do
     req POST /tasks $key1 "{\"externalId\": \"PAIR-$i\", \"capturePoint\": \"pair\", \"subject\": \"pair $i\"}"
 done
-pair_done() { req GET "/webhooks/pair/deliveries?status=delivered&limit=1000" $key1; [ "$(json '.deliveries | length')" = 20 ]; }
+pair_done() {
+    req GET "/webhooks/pair/deliveries?status=delivered&limit=1000" $key1; [ "$(json '.deliveries | length')" = 20 ]
+}
 wait_until 40 pair_done
 check "two replicas: all 20 deliveries delivered" "20" "$(json '.deliveries | length')"
 cat >"$work/overlap.py" <<'PY'
@@ -324,12 +339,14 @@ for events in spans.values():
         overlaps += depth > 1
 print(overlaps, len(spans))
 PY
-check "two replicas: no delivery attempted twice at the same time" "0 20" "$(python3 "$work/overlap.py" "$recv_log" pair)"
+check "two replicas: no delivery attempted twice at the same time" "0 20" \
+    "$(python3 "$work/overlap.py" "$recv_log" pair)"
 wait_until 90 delivery_is held status delivered
 check "kill -9 mid-delivery: delivered after the lease ran out (within 75 s)" "delivered yes" \
     "$(delivery held status) $([ $(($(date +%s) - killed_at)) -le 75 ] && echo yes)"
 check "the receiver saw one delivery id on every attempt, attempts one at a time" "1 yes 0 1" \
-    "$(received held .id | sort -u | wc -l) $([ "$(received held | wc -l)" -ge 2 ] && echo yes) $(python3 "$work/overlap.py" "$recv_log" held)"
+    "$(received held .id | sort -u | wc -l) $([ "$(received held | wc -l)" -ge 2 ] && echo yes) \
+$(python3 "$work/overlap.py" "$recv_log" held)"
 check "and that id is the delivery's" "$(delivery held id)" "$(received held .id | head -1 | tr -d '"')"
 
 kill "$replica_b"; wait "$replica_b" 2>/dev/null; replica_b=""
