@@ -91,6 +91,9 @@ check "a module as JavaScript" "text/javascript; charset=utf-8" \
 check "the style sheet as CSS" "text/css; charset=utf-8" \
     "$(curl -s -o /dev/null -w '%{content_type}' "$site/iwd/ui/app.css")"
 check "HEAD: 200 without a body" "200 0" "$(curl -s -I -o /dev/null -w '%{http_code} %{size_download}' "$site/iwd/ui/")"
+check "after a HEAD the connection serves the next request (no body was sent)" "200 0" \
+    "$(curl -s -I -o /dev/null "$site/iwd/ui/" --next -s -o /dev/null -w '%{http_code} %{num_connects}' \
+       "$site/iwd/ui/app.css")"
 check "/iwd/ui redirects to /iwd/ui/" "301 $site/iwd/ui/" \
     "$(curl -s -o /dev/null -w '%{http_code} %{redirect_url}' "$site/iwd/ui")"
 check "POST: 405 in JSON" "405 405" \
