@@ -94,6 +94,20 @@ make -s asan >/dev/null || fail_setup "cannot build iwd-sidecar-asan"
 cc -std=gnu11 -Wall -Wextra -Werror -O1 -shared -fPIC -o "$work/recycle_guard.so" tests/recycle_guard.c -ldl -lpthread \
     || fail_setup "cannot build tests/recycle_guard.c"
 
+# --- settings --------------------------------------------------------------------------------------
+help=$(./iwd-sidecar-asan --help)
+missing=""
+for v in IWD_MAX_STREAMS IWD_MAX_STREAMS_PER_TENANT IWD_EVENTS_HEARTBEAT_S IWD_EVENTS_BUFFER_BYTES; do
+    grep -q "$v " <<<"$help" || missing="$missing $v"
+done
+check "--help documents the event stream's settings" "" "$missing"
+for setting in IWD_MAX_STREAMS=0 IWD_MAX_STREAMS=x IWD_MAX_STREAMS_PER_TENANT=-1 IWD_EVENTS_HEARTBEAT_S=0 \
+               IWD_EVENTS_HEARTBEAT_S=16 IWD_EVENTS_BUFFER_BYTES=4095; do
+    env "$setting" IWD_CONTROL_DB=x IWD_ADMIN_API_KEY=$admin_key \
+        IWD_SECRET_KEY=server-secret-for-events-0123456789abcdef ./iwd-sidecar-asan >/dev/null 2>&1
+    check "$setting is refused" "2" "$?"
+done
+
 # --- servers ---------------------------------------------------------------------------------------
 cluster_init "$work/pg" "listen_addresses = '127.0.0.1'
 iwd.max_workers = 0
