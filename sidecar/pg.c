@@ -40,7 +40,7 @@
 #define DEFAULT_CONNECT_TIMEOUT_S 5
 #define CALL_DEADLINE_GRACE_MS 5000 /* past the statement timeout, the server is taken for gone */
 #define FLUSH_TICK_MS 10            /* a call libpq could not write at once is written on this often */
-#define LINGER_MS 1000              /* longest a closed connection's slot waits for its server to end the session */
+#define LINGER_MS 10000             /* longest a closed connection's slot waits for its server to end the session */
 
 /* Server notices (e.g. "extension already exists, skipping") are not errors: keep them out of the log. */
 static void ignore_notice(void *arg, const char *message)

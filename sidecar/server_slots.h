@@ -47,9 +47,10 @@ const char *iwd_slots_server_name(const iwd_server_t *server);
 bool iwd_slots_server_key(const char *conninfo, char *out, size_t size);
 
 /*
- * Take a slot of the server for a new connection of the thread: one granted to the thread by a release,
- * or a free one. False when the cap is reached: the caller queues its call and counts it in its next
- * round of wants (below), after which a release grants the thread a slot and wakes it.
+ * Take a free slot of the server for a new connection of the thread. False when the cap is reached: the
+ * caller queues its call and counts it in its next round of wants (below), after which a release grants
+ * the thread a slot and wakes it. Slots granted to the thread are not taken here: they go to the calls
+ * that waited for them, in their order, at the thread's next round.
  */
 bool iwd_slots_acquire(iwd_server_t *server, int thread);
 

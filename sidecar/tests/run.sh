@@ -993,15 +993,16 @@ psql_as postgres -c "ALTER DATABASE dens_1 SET log_min_duration_statement = 0" >
 log_from=$(stat -c %s "$work/pg/log")
 restart_with
 for _ in 1 2 3; do req GET "/tasks?limit=1" density-key-d1-0001; done
-new_log() { tail -c +"$log_from" "$work/pg/log"; }
+new_log=$(tail -c +"$log_from" "$work/pg/log")
 check "by default a route's statement is prepared once per connection" "ok" \
-    "$(new_log | grep -q 'execute s[0-9]*: ' && echo ok || echo 'no execute s<N> in the log')"
+    "$(grep -q 'execute s[0-9]*: ' <<<"$new_log" && echo ok || echo 'no execute s<N> in the log')"
 log_from=$(stat -c %s "$work/pg/log")
 restart_with IWD_PG_PREPARE=off
 for _ in 1 2 3; do req GET "/tasks?limit=1" density-key-d1-0001; done
 check "IWD_PG_PREPARE=off: served" "200" "$code"
+new_log=$(tail -c +"$log_from" "$work/pg/log")
 check "IWD_PG_PREPARE=off: no statement prepared, each call unnamed" "0 ok" \
-    "$(new_log | grep -c 'execute s[0-9]*: ') $(new_log | grep -q 'execute <unnamed>: ' && echo ok)"
+    "$(grep -c 'execute s[0-9]*: ' <<<"$new_log") $(grep -q 'execute <unnamed>: ' <<<"$new_log" && echo ok)"
 psql_as postgres -c "ALTER DATABASE dens_1 RESET log_min_duration_statement" >/dev/null
 restart_with
 
