@@ -15,7 +15,7 @@
 #define IWD_ERR -1
 
 #ifndef IWD_VERSION
-#define IWD_VERSION "0.1.0"
+#error "IWD_VERSION is passed by the build (the top Makefile's EXTVERSION; see sidecar/Makefile)"
 #endif
 #define IWD_API_PREFIX "/iwd/v3"
 

@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "iwd.h"
 #include "metrics.h"
 #include "pg.h"
 #include "routes.h"
@@ -11,10 +12,10 @@
     "metrics need the cluster admin key in x-api-key on this port; the metrics port (IWD_METRICS_PORT) serves"   \
     " them without one"
 
-/* GET /health/live: the process answers. */
+/* GET /health/live: the process answers, with the release it was built from. */
 static int on_health_live(iwd_call_t *call)
 {
-    static const char body[] = "{\"status\":\"live\"}";
+    static const char body[] = "{\"status\":\"live\",\"version\":\"" IWD_VERSION "\"}";
     return iwd_respond_json(call, 200, body, sizeof(body) - 1);
 }
 
