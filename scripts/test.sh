@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs every iwd test suite and ends with one line "N passed, M failed".
 # Suites: version check, sidecar module layers, extension call layers, pg_regress (regress/sql), isolation
-# (regress/specs), worker, density, sidecar, chart, fuzz (short), faults (kill -9 under load, tests/faults)
-# and hostile inputs (tests/hostile).
+# (regress/specs), upgrade, worker, density, sidecar, chart, fuzz (short), faults (kill -9 under load,
+# tests/faults) and hostile inputs (tests/hostile).
 # Each suite script ends its output with its own "N passed, M failed" line; this driver adds them up.
 set -uo pipefail
 cd "$(dirname "$0")/.."

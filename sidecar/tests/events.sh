@@ -19,6 +19,7 @@ ulimit -n 8192 2>/dev/null || true # 1,000 streams and their clients
 
 cleanup() {
     for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null; done
+    for f in "$work"/*.stream; do [ -f "$f" ] && kill "$(cat "$f")" 2>/dev/null; done # streams a failed check left
     servers_stop immediate
     sleep 0.2
     [ -z "${IWD_KEEP:-}" ] && rm -rf "$work"
@@ -58,11 +59,13 @@ metric() { curl -s "$metrics_url" | awk -v m="$1" '$1 == m {print $2}'; }
 stream() {
     local name=$1; shift
     curl -sN -H "x-api-key: $key_e" "$@" >"$work/$name.sse" 2>/dev/null &
-    echo $! >"$work/$name.pid"
+    echo $! >"$work/$name.stream"
     for _ in $(seq 1 200); do grep -q '^: iwd event stream' "$work/$name.sse" 2>/dev/null && return 0; sleep 0.1; done
     return 1
 }
-stop_stream() { kill "$(cat "$work/$1.pid")" 2>/dev/null; wait "$(cat "$work/$1.pid")" 2>/dev/null; }
+stop_stream() { # stop_stream NAME: the client ends; its pid file goes with it
+    kill "$(cat "$work/$1.stream")" 2>/dev/null; wait "$(cat "$work/$1.stream")" 2>/dev/null; rm -f "$work/$1.stream"
+}
 # ids NAME: the event ids a stream received, one line
 ids() { awk '/^id: / {printf "%s%s", sep, $2; sep = " "}' "$work/$1.sse"; }
 # wait_events NAME N: until the stream holds N events (at most 30 s)
@@ -324,7 +327,7 @@ check_match "a tenant's third stream beyond IWD_MAX_STREAMS_PER_TENANT=2: 503 in
     '^\{"status":\{"code":503,"message":"this tenant holds its most event streams.*"\}\} 503$' "$body"
 check "with Retry-After" "1" "$(awk 'tolower($1) == "retry-after:" {print $2}' "$work/headers" | tr -d '\r')"
 curl -sN -H "x-api-key: $key_f" "$base/events" >"$work/f1.sse" 2>/dev/null &
-echo $! >"$work/f1.pid"
+echo $! >"$work/f1.stream"
 sleep 0.5
 check "another tenant still gets one" "ok" "$(grep -q '^: iwd event stream' "$work/f1.sse" && echo ok)"
 body=$(curl -s -m 5 -w ' %{http_code}' -H "x-api-key: $key_f" "$base/events")

@@ -99,6 +99,8 @@ done
 
 # --- health ----------------------------------------------------------------------------------------
 req GET /health/live ""; check "health/live" "200" "$code"
+check "health/live names the release the sidecar was built from (the top Makefile's EXTVERSION)" \
+    "$(sed -n 's/^EXTVERSION *= *//p' ../Makefile)" "$(json .version)"
 req GET /health/ready ""; check "health/ready with the control database up" "200" "$code"
 
 # --- provisioning ----------------------------------------------------------------------------------
@@ -1007,7 +1009,8 @@ psql_as postgres -c "ALTER DATABASE dens_1 RESET log_min_duration_statement" >/d
 restart_with
 
 # --- webhooks: a suite with servers of its own (tests/webhooks.sh), its checks counted here -----------
-read -r wp wf < <(tests/webhooks.sh 2>&1 | tee /dev/stderr | sed -n 's/^webhooks: \([0-9]*\) passed, \([0-9]*\) failed$/\1 \2/p')
+tests/webhooks.sh >"$work/webhooks.log" 2>&1; cat "$work/webhooks.log"
+read -r wp wf < <(sed -n 's/^webhooks: \([0-9]*\) passed, \([0-9]*\) failed$/\1 \2/p' "$work/webhooks.log")
 passed=$((passed + ${wp:-0})); failed=$((failed + ${wf:-1}))
 
 # --- the event stream (tests/events.sh: a cluster and a sidecar of its own; its checks count here) ----
