@@ -5,7 +5,6 @@
  * metrics.c; a scrape copies the last one. A tenant server that is down or never answers delays only the
  * collector's next reading, never a scrape and never a worker thread's requests.
  */
-#include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -92,43 +91,6 @@ typedef struct collected {
 static collected_t *collected;
 static PGconn *collector_control;
 
-/*
- * Run one statement and wait for its answer until deadline_ms at most; NULL when the server did not
- * answer in time or the connection broke (the caller closes the connection: a late answer would be read
- * as the next statement's).
- */
-static PGresult *query_within(PGconn *conn, const char *db, const char *command, const char *sql, int nparams,
-                              const char *const *values, int64_t deadline_ms)
-{
-    double start = iwd_now_ms_precise();
-    PGresult *res = NULL, *r;
-    const char *code = NULL;
-
-    if (!PQsendQueryParams(conn, sql, nparams, NULL, values, NULL, NULL, 0))
-        goto failed;
-    while (PQflush(conn) > 0 || PQisBusy(conn)) {
-        struct pollfd pfd = {.fd = PQsocket(conn), .events = POLLIN | POLLOUT};
-        int64_t left = deadline_ms - iwd_now_ms();
-        if (left <= 0 || poll(&pfd, 1, (int)left) <= 0 || !PQconsumeInput(conn))
-            goto failed;
-    }
-    while ((r = PQgetResult(conn)) != NULL) {
-        if (res == NULL)
-            res = r;
-        else
-            PQclear(r);
-    }
-    if (PQresultStatus(res) != PGRES_TUPLES_OK && PQresultStatus(res) != PGRES_COMMAND_OK)
-        code = PQresultErrorField(res, PG_DIAG_SQLSTATE) != NULL ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : "08006";
-    iwd_metrics_db(db, command, code, iwd_now_ms_precise() - start, false, false);
-    return res;
-failed:
-    if (res != NULL)
-        PQclear(res);
-    iwd_metrics_db(db, command, "08006", iwd_now_ms_precise() - start, false, false);
-    return NULL;
-}
-
 /* Close a tenant's connection after a failure, and wait longer before each new attempt. */
 static void collect_failed(collected_t *c, const char *why)
 {
@@ -214,7 +176,7 @@ static bool collect_tenant(collected_t *c, reading_t *r, char *why, size_t why_s
     PGresult *q;
 
     snprintf(limit, sizeof(limit), "%d", QUEUE_SERIES_PER_TENANT);
-    q = query_within(c->conn, c->tenant.ccid, "queue_stats",
+    q = iwd_pg_exec_within(c->conn, c->tenant.ccid, "queue_stats",
                      "WITH s AS MATERIALIZED (SELECT iwd.queue_stats() AS v),"
                      " ranked AS (SELECT q->>'queue' AS queue, q->>'mediaType' AS media_type,"
                      " (q->>'queued')::bigint AS queued, (q->>'assigned')::bigint AS assigned,"
@@ -257,7 +219,7 @@ static bool collect_tenant(collected_t *c, reading_t *r, char *why, size_t why_s
                      esc, qn, mt, PQgetvalue(q, k, 5));
     }
     PQclear(q);
-    q = query_within(c->conn, c->tenant.ccid, "datamart_metrics",
+    q = iwd_pg_exec_within(c->conn, c->tenant.ccid, "datamart_metrics",
                      "SELECT CASE WHEN to_regprocedure('iwd_dm.prometheus_metrics(text)') IS NOT NULL"
                      " THEN iwd_dm.prometheus_metrics($1) END",
                      1, ccid_v, deadline);
@@ -312,7 +274,7 @@ static void collect_pools(iwd_text_t *out)
             snprintf(servers[nservers++].key, sizeof(servers[0].key), "%s", key);
         if (attempts[k] < 0 || attempts[k]++ >= POOL_ATTEMPTS_PER_SERVER)
             continue;
-        q = query_within(c->conn, c->tenant.ccid, "worker_stats",
+        q = iwd_pg_exec_within(c->conn, c->tenant.ccid, "worker_stats",
                          "SELECT s->>'running', s->>'maxWorkers', s->>'waiting', s->>'databases',"
                          " s->>'databasesOverLimit', s->>'maxDatabases' FROM iwd.worker_stats() s",
                          0, NULL, iwd_now_ms() + COLLECT_DEADLINE_MS);
@@ -355,7 +317,7 @@ static PGresult *registry_tenants(void)
             return NULL;
         }
     }
-    res = query_within(collector_control, "control", "metrics",
+    res = iwd_pg_exec_within(collector_control, "control", "metrics",
                        "SELECT json_build_object('kind', 'tenant', 'ccid', ccid, 'host', db_host, 'port', db_port,"
                        " 'db', db_name, 'user', db_user, 'pw', db_password, 'ssl', db_ssl)::text"
                        " FROM iwd_control.tenant WHERE 'iWD' = ANY (services) ORDER BY ccid",
@@ -398,7 +360,7 @@ static void read_tenant(collected_t *c)
         if (PQstatus(c->conn) == CONNECTION_OK) {
             iwd_metrics_db(c->tenant.ccid, "connect", NULL, 0, true, false);
             /* told apart from the API's sessions (the server cap counts those only) */
-            PQclear(query_within(c->conn, c->tenant.ccid, "application_name",
+            PQclear(iwd_pg_exec_within(c->conn, c->tenant.ccid, "application_name",
                                  "SET application_name = 'iwd-sidecar-collector'", 0, NULL,
                                  iwd_now_ms() + COLLECT_DEADLINE_MS));
         } else {

@@ -19,6 +19,7 @@
  * it closes its marked connections and opens connections for its waiting calls with the slots it holds.
  */
 #include <errno.h>
+#include <poll.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -639,6 +640,43 @@ PGresult *iwd_pg_exec(PGconn *conn, const char *db_label, const char *command, c
     }
     iwd_metrics_db(db_label, command, code, iwd_now_ms_precise() - start, false, false);
     return res;
+}
+
+/*
+ * Run one statement and wait for its answer until deadline_ms at most; NULL when the server did not
+ * answer in time or the connection broke (the caller closes the connection: a late answer would be read
+ * as the next statement's).
+ */
+PGresult *iwd_pg_exec_within(PGconn *conn, const char *db, const char *command, const char *sql, int nparams,
+                             const char *const *values, int64_t deadline_ms)
+{
+    double start = iwd_now_ms_precise();
+    PGresult *res = NULL, *r;
+    const char *code = NULL;
+
+    if (!PQsendQueryParams(conn, sql, nparams, NULL, values, NULL, NULL, 0))
+        goto failed;
+    while (PQflush(conn) > 0 || PQisBusy(conn)) {
+        struct pollfd pfd = {.fd = PQsocket(conn), .events = POLLIN | POLLOUT};
+        int64_t left = deadline_ms - iwd_now_ms();
+        if (left <= 0 || poll(&pfd, 1, (int)left) <= 0 || !PQconsumeInput(conn))
+            goto failed;
+    }
+    while ((r = PQgetResult(conn)) != NULL) {
+        if (res == NULL)
+            res = r;
+        else
+            PQclear(r);
+    }
+    if (PQresultStatus(res) != PGRES_TUPLES_OK && PQresultStatus(res) != PGRES_COMMAND_OK)
+        code = PQresultErrorField(res, PG_DIAG_SQLSTATE) != NULL ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : "08006";
+    iwd_metrics_db(db, command, code, iwd_now_ms_precise() - start, false, false);
+    return res;
+failed:
+    if (res != NULL)
+        PQclear(res);
+    iwd_metrics_db(db, command, "08006", iwd_now_ms_precise() - start, false, false);
+    return NULL;
 }
 
 /* The first word of an SQL call (its function name), for metrics. */

@@ -45,5 +45,13 @@ int iwd_pg_call_then(iwd_call_t *call, const char *sql, int nparams, const char 
 /* Run one statement synchronously, counted in the metrics under db_label and command. */
 PGresult *iwd_pg_exec(PGconn *conn, const char *db_label, const char *command, const char *sql, int nparams,
                       const char *const *values);
+/*
+ * Run one statement on a connection of a thread of its own (not a loop's), waiting for its answer until
+ * deadline_ms (iwd_now_ms) at most; counted like iwd_pg_exec. NULL when no answer came in time or the
+ * connection broke: the caller closes the connection (a late answer would be read as the next one's).
+ * Notifications that arrive meanwhile stay in libpq's queue.
+ */
+PGresult *iwd_pg_exec_within(PGconn *conn, const char *db_label, const char *command, const char *sql,
+                             int nparams, const char *const *values, int64_t deadline_ms);
 
 #endif

@@ -445,41 +445,11 @@ static void *sender_main(void *arg)
 
 /* --- the dispatcher ------------------------------------------------------------------------------ */
 
-/*
- * Run one statement and wait for its answer until the deadline; NULL when none came in time or the
- * connection broke (the caller closes it). Notifications that arrive meanwhile stay in libpq's queue.
- */
+/* Run one statement, its answer awaited DEADLINE_MS at most (iwd_pg_exec_within; NULL: the caller closes). */
 static PGresult *query(PGconn *conn, const char *db, const char *command, const char *sql, int nparams,
                        const char *const *values)
 {
-    int64_t deadline = iwd_now_ms() + DEADLINE_MS;
-    double start = iwd_now_ms_precise();
-    PGresult *res = NULL, *r;
-    const char *code = NULL;
-
-    if (!PQsendQueryParams(conn, sql, nparams, NULL, values, NULL, NULL, 0))
-        goto failed;
-    while (PQflush(conn) > 0 || PQisBusy(conn)) {
-        struct pollfd pfd = {.fd = PQsocket(conn), .events = POLLIN | POLLOUT};
-        int64_t left = deadline - iwd_now_ms();
-        if (left <= 0 || poll(&pfd, 1, (int)left) <= 0 || !PQconsumeInput(conn))
-            goto failed;
-    }
-    while ((r = PQgetResult(conn)) != NULL) {
-        if (res == NULL)
-            res = r;
-        else
-            PQclear(r);
-    }
-    if (PQresultStatus(res) != PGRES_TUPLES_OK && PQresultStatus(res) != PGRES_COMMAND_OK)
-        code = PQresultErrorField(res, PG_DIAG_SQLSTATE) != NULL ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : "08006";
-    iwd_metrics_db(db, command, code, iwd_now_ms_precise() - start, false, false);
-    return res;
-failed:
-    if (res != NULL)
-        PQclear(res);
-    iwd_metrics_db(db, command, "08006", iwd_now_ms_precise() - start, false, false);
-    return NULL;
+    return iwd_pg_exec_within(conn, db, command, sql, nparams, values, iwd_now_ms() + DEADLINE_MS);
 }
 
 /* Whether a statement's answer is rows (else it is cleared, with the reason in why). */
