@@ -149,6 +149,19 @@ servers_stop() {
     cluster_stop "${1:-fast}"
 }
 
+# --- REST ------------------------------------------------------------------------------------------
+# req METHOD PATH KEY [BODY]: a request to $base (the API's /iwd/v3) with KEY as x-api-key when not empty
+# and BODY as JSON; sets $code and $body (the answer is kept in $work/body)
+req() {
+    local args=(-s -o "$work/body" -w '%{http_code}' -X "$1" "$base$2")
+    [ -n "$3" ] && args+=(-H "x-api-key: $3")
+    [ $# -ge 4 ] && args+=(-H 'content-type: application/json' --data-binary "$4")
+    code=$(curl "${args[@]}")
+    body=$(cat "$work/body")
+}
+# json FILTER: jq -r of the last answer's body
+json() { jq -r "$1" <<<"$body"; }
+
 # --- checks ----------------------------------------------------------------------------------------
 check() { # check NAME EXPECTED ACTUAL
     if [ "$2" = "$3" ]; then passed=$((passed + 1)); echo "ok - $1"

@@ -26,15 +26,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# req METHOD PATH KEY [BODY]: sets $code and $body
-req() {
-    local args=(-s -o "$work/body" -w '%{http_code}' -X "$1" "$base$2")
-    [ -n "$3" ] && args+=(-H "x-api-key: $3")
-    [ $# -ge 4 ] && args+=(-H 'content-type: application/json' --data-binary "$4")
-    code=$(curl "${args[@]}")
-    body=$(cat "$work/body")
-}
-json() { jq -r "$1" <<<"$body"; }
 tenant_sql() { cluster_sql -d tenant_e "$@"; }
 
 start_sidecar() { # start_sidecar [NAME=VALUE...]: the settings below, overridden by the arguments

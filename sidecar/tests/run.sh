@@ -29,15 +29,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# req METHOD PATH KEY [BODY]: sets $code and $body
-req() {
-    local args=(-s -o "$work/body" -w '%{http_code}' -X "$1" "$base$2")
-    [ -n "$3" ] && args+=(-H "x-api-key: $3")
-    [ $# -ge 4 ] && args+=(-H 'content-type: application/json' --data-binary "$4")
-    code=$(curl "${args[@]}")
-    body=$(cat "$work/body")
-}
-json() { jq -r "$1" <<<"$body"; }
 
 start_sidecar() { # start_sidecar [NAME=VALUE...]: the settings below, overridden by the arguments
     IWD_LISTEN=127.0.0.1 IWD_PORT=$http_port IWD_ADMIN_API_KEY=$admin_key \

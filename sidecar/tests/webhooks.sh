@@ -40,15 +40,7 @@ start_sidecar() {
         ASAN_OPTIONS=detect_leaks=0:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 "$@" ./iwd-sidecar-asan
 }
 
-# req METHOD PATH KEY [BODY]: sets $code and $body
-req() {
-    local args=(-s -o "$work/body" -w '%{http_code}' -X "$1" "http://127.0.0.1:$http_port/iwd/v3$2")
-    [ -n "$3" ] && args+=(-H "x-api-key: $3")
-    [ $# -ge 4 ] && args+=(-H 'content-type: application/json' --data-binary "$4")
-    code=$(curl "${args[@]}")
-    body=$(cat "$work/body")
-}
-json() { jq -r "$1" <<<"$body"; }
+base="http://127.0.0.1:$http_port/iwd/v3" # req and json: scripts/lib.sh
 key1=tenant-key-t1-0001; key2=tenant-key-t2-0001
 
 # received NAME [JQ-FILTER]: the requests webhook NAME received (begin lines), through the filter
