@@ -737,9 +737,12 @@ metrics=$(curl -s "$metrics_url")
 check "the tenant that never answers is reported down" "0" \
     "$(awk '/^iwd_tenant_metrics_up\{ccid="hung"\}/ {print $2}' <<<"$metrics")"
 check "the other tenants' gauges are still read" "1" "$(awk '/^iwd_tenant_metrics_up\{ccid="l"\}/ {print $2}' <<<"$metrics")"
-check "meanwhile every scrape answered within 500 ms" "ok" "$([ "$slowest_scrape" -lt 500 ] && echo ok || echo "$slowest_scrape ms")"
-check "meanwhile another tenant's requests answered within 500 ms" "ok" \
-    "$([ "$slowest_request" -lt 500 ] && echo ok || echo "$slowest_request ms")"
+# (a scrape or a request waiting on the hung server would take the collector's 2 s connect timeout or more;
+# 1.5 s leaves room for a loaded machine)
+check "meanwhile every scrape answered within 1.5 s" "ok" \
+    "$([ "$slowest_scrape" -lt 1500 ] && echo ok || echo "$slowest_scrape ms")"
+check "meanwhile another tenant's requests answered within 1.5 s" "ok" \
+    "$([ "$slowest_request" -lt 1500 ] && echo ok || echo "$slowest_request ms")"
 psql_as control -c "DELETE FROM iwd_control.tenant WHERE ccid = 'hung'" >/dev/null
 
 # a tenant whose server stops answering: its calls wait for a connection opened off the loop, and
