@@ -115,8 +115,10 @@ CREATE TABLE iwd.webhook_delivery (
     retried_at      timestamptz,
     UNIQUE (webhook, feed_id)
 );
--- the claim: due pending deliveries, and the oldest pending one of each (webhook, task)
-CREATE INDEX webhook_delivery_due_idx ON iwd.webhook_delivery (next_attempt_at) WHERE status = 'pending';
+-- the claim: due pending deliveries in the order they came due (read in that order, as many as claimed: a
+-- claimed delivery's next attempt is its lease's end, so the deliveries in flight are not read again), and
+-- the oldest pending one of each (webhook, task)
+CREATE INDEX webhook_delivery_due_idx ON iwd.webhook_delivery (next_attempt_at, feed_id) WHERE status = 'pending';
 CREATE INDEX webhook_delivery_task_idx ON iwd.webhook_delivery (webhook, task_id, feed_id) WHERE status = 'pending';
 CREATE INDEX webhook_delivery_created_idx ON iwd.webhook_delivery (created_at) WHERE status <> 'pending';
 
@@ -142,3 +144,40 @@ ALTER TABLE iwd_dm.agg_week ADD COLUMN sl_offered bigint NOT NULL DEFAULT 0,
     ADD COLUMN sl_within bigint NOT NULL DEFAULT 0;
 ALTER TABLE iwd_dm.agg_month ADD COLUMN sl_offered bigint NOT NULL DEFAULT 0,
     ADD COLUMN sl_within bigint NOT NULL DEFAULT 0;
+
+-- Router sync (sql/router.sql): the tenant's router configuration, the tasks handed to it and the numbers
+-- of their submissions.
+CREATE TABLE iwd.router (
+    singleton     boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    url           text NOT NULL CHECK (octet_length(url) <= 2048),
+    auth_url      text NOT NULL CHECK (octet_length(auth_url) <= 2048),
+    client_id     text NOT NULL CHECK (octet_length(client_id) BETWEEN 1 AND 256),
+    client_secret text CHECK (octet_length(client_secret) <= 2048),
+    api_key       text CHECK (octet_length(api_key) <= 2048),
+    max_in_flight int NOT NULL DEFAULT 10 CHECK (max_in_flight BETWEEN 1 AND 10000),
+    enabled       boolean NOT NULL DEFAULT true,
+    cursor        text CHECK (octet_length(cursor) <= 1024),
+    lease_owner   text,
+    lease_until   timestamptz,
+    last_sync_at  timestamptz,
+    last_error    text,
+    last_error_at timestamptz,
+    lag_s         double precision,
+    created_at    timestamptz NOT NULL DEFAULT now(),
+    updated_at    timestamptz NOT NULL DEFAULT now()
+);
+CREATE SEQUENCE iwd.router_submission;
+CREATE TABLE iwd.router_task (
+    task_id        bigint PRIMARY KEY,
+    submission     bigint NOT NULL,
+    router_id      text CHECK (octet_length(router_id) <= 256),
+    state          text NOT NULL CHECK (state IN ('submitting', 'queued', 'offered', 'accepted', 'returned')),
+    agent          text,
+    priority       int,
+    business_value int,
+    version        bigint NOT NULL DEFAULT 0,
+    retry_at       timestamptz,
+    changed_at     timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX router_task_router_id_idx ON iwd.router_task (router_id);
+CREATE INDEX router_task_live_idx ON iwd.router_task (state) WHERE state <> 'returned';
