@@ -29,6 +29,16 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- default (printf "%s-secret" (include "iwd.fullname" .)) .Values.existingSecret -}}
 {{- end -}}
 
+{{/* imagePullSecrets of a pod spec from a list of names or of {name: ...} (both are documented). */}}
+{{- define "iwd.imagePullSecrets" -}}
+{{- with . }}
+imagePullSecrets:
+{{- range . }}
+  - name: {{ if kindIs "map" . }}{{ .name | quote }}{{ else }}{{ . | quote }}{{ end }}
+{{- end }}
+{{- end }}
+{{- end -}}
+
 {{- define "iwd.redisNodes" -}}
 {{- if kindIs "slice" .Values.redis.nodes -}}{{ join "," .Values.redis.nodes }}{{- else -}}{{ .Values.redis.nodes }}{{- end -}}
 {{- end -}}

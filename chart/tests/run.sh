@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Chart tests. `helm lint` and `helm template` with the default values and every sample override under
-# chart/ci/, with assertions on the rendered objects; values.schema.json and the chart refuse bad values;
+# chart/ci/, with assertions on the rendered objects; the documentation's own override examples
+# (chart/tests/seed-values, kept unchanged) through this chart and the Data Mart chart chart/iwddm, with
+# their release notes; values.schema.json and the chart refuse bad values;
 # the alerts are checked by promtool against synthetic series; the Data Mart settings Job's SQL runs on a
 # real PostgreSQL with iwd preloaded (as a superuser and as a role with the guide's grants); iwd-sidecar
 # starts with the rendered ConfigMap and Secret and exports every metric the alerts and the dashboard
@@ -41,6 +43,24 @@ trap cleanup EXIT
 render() {
     local name=$1; shift
     "$helm" template iwd chart --namespace iwd "$@" > "$work/$name.yaml" 2> "$work/$name.err"
+}
+
+# render_dm NAME [helm args...]: the Data Mart chart (chart/iwddm) -> $work/NAME.yaml
+render_dm() {
+    local name=$1; shift
+    "$helm" template dm chart/iwddm --namespace iwd "$@" > "$work/$name.yaml" 2> "$work/$name.err"
+}
+
+# notes CHART [helm args...]: the release notes (NOTES.txt) rendered with these values; helm template
+# leaves them out, so they are rendered from a copy of the chart where they are a template of their own
+notes() {
+    local chart=$1; shift
+    rm -rf "$work/notes-chart" && cp -r "$chart" "$work/notes-chart" && rm -rf "$work/notes-chart/iwddm" &&
+        { echo '{{- define "notes.text" }}'; cat "$chart/templates/NOTES.txt"
+          printf '\n{{- end }}\nkind: Notes\ntext: {{ include "notes.text" . | toJson }}\n'; } \
+            > "$work/notes-chart/templates/notes.yaml" && rm "$work/notes-chart/templates/NOTES.txt" &&
+        "$helm" template iwd "$work/notes-chart" --namespace iwd "$@" --show-only templates/notes.yaml |
+        python3 -c 'import sys, yaml; print(yaml.safe_load(sys.stdin)["text"])'
 }
 
 # q NAME PYTHON-EXPRESSION: evaluates the expression over the rendered objects of NAME and prints it.
@@ -210,6 +230,84 @@ check "the Job reads the database password from a Secret" "tenant-a-db password"
 check "the Job runs non-root with a read-only root file system" "True True" \
     "$(q rs 'str(one("Job")["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"]) + " " + str(container(one("Job"))["securityContext"]["readOnlyRootFilesystem"])')"
 
+echo "# the documentation's own override examples, unchanged (chart/tests/seed-values)"
+for f in iwd-kubernetes iwd-gke; do
+    "$helm" lint --strict chart -f "chart/tests/seed-values/$f.yaml" >> "$work/lint.log" 2>&1
+    check "helm lint --strict with the documented $f.yaml" "0" "$?"
+    render "seed-$f" -f "chart/tests/seed-values/$f.yaml"
+    check "helm template with the documented $f.yaml" "0" "$?" || sed 's/^/# /' "$work/seed-$f.err"
+done
+check "image.pullSecrets as [{name: ...}] become the pod's imagePullSecrets" "[{'name': 'pullsecret'}]" \
+    "$(q seed-iwd-gke 'workload()["spec"]["template"]["spec"]["imagePullSecrets"]')"
+check "an ingress path with port and no pathType: Prefix, to the Service's http port (4024)" \
+    "/iwd/ Prefix http iwd-ingress-cert" \
+    "$(q seed-iwd-gke '" ".join((one("Ingress")["spec"]["rules"][0]["http"]["paths"][0]["path"], one("Ingress")["spec"]["rules"][0]["http"]["paths"][0]["pathType"], one("Ingress")["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]["port"]["name"], one("Ingress")["spec"]["tls"][0]["secretName"]))')"
+check "redis.* reaches the sidecar (nodes, cluster, TLS) and the Secret (password)" \
+    "redis://infra-redis-redis-cluster.infra.svc.cluster.local:6379 true false redis-secret" \
+    "$(q seed-iwd-kubernetes '" ".join((one("ConfigMap")["data"]["IWD_REDIS_NODES"], one("ConfigMap")["data"]["IWD_REDIS_CLUSTER"], one("ConfigMap")["data"]["IWD_REDIS_TLS"], one("Secret")["stringData"]["IWD_REDIS_PASSWORD"]))')"
+check "monitoring.* of the GKE example: the alerts and the dashboard" "4 1" \
+    "$(q seed-iwd-gke 'str(len(rules())) + " " + str(len([c for c in kinds["ConfigMap"] if c["metadata"]["name"].endswith("-dashboard")]))')"
+notes chart -f chart/tests/seed-values/iwd-gke.yaml > "$work/notes-gke.txt"
+check "NOTES.txt reports elasticsearch.*, gauth.* and nexus.* as having no effect, with the reason" "1 1 1" \
+    "$(grep -c '^  - elasticsearch.host, elasticsearch.port: task search runs in PostgreSQL' "$work/notes-gke.txt") $(grep -c '^  - gauth.auth.url, gauth.auth.redirectUrl: ' "$work/notes-gke.txt") $(grep -c '^  - nexus.url, nexus.apikey: ' "$work/notes-gke.txt")" ||
+    sed 's/^/# /' "$work/notes-gke.txt"
+check "NOTES.txt reports nothing of the sort with the default values" "0" \
+    "$(notes chart | grep -c 'with no effect')"
+"$helm" lint --strict chart/iwddm -f chart/tests/seed-values/iwddm-kubernetes.yaml > "$work/lint-dm.log" 2>&1
+check "helm lint --strict chart/iwddm with the documented iwddm-kubernetes.yaml" "0" "$?" || sed 's/^/# /' "$work/lint-dm.log"
+render_dm seed-dm -f chart/tests/seed-values/iwddm-kubernetes.yaml
+check "helm template chart/iwddm with the documented iwddm-kubernetes.yaml" "0" "$?" || sed 's/^/# /' "$work/seed-dm.err"
+check "the Data Mart Job of tenant 100 (a number) applies */3, not suspended, full" "dm-iwddm-100 100 True" \
+    "$(q seed-dm 'one("Job")["metadata"]["name"] + " " + one("Job")["metadata"]["labels"]["iwd.tenant"] + " " + str(all(any(x in c for c in container(one("Job"))["command"]) for x in ("iwd_dm.schedule = '"'"'*/3 * * * *'"'"'", "iwd_dm.suspend = off", "iwd_dm.execution_chain = '"'"'full'"'"'", "ALTER DATABASE \"iwd_t100\" SET iwd_dm.batch_size = 10000")))')"
+check "iwddm.db with createConfigmap: the Job connects with the ConfigMap's settings" \
+    "tenant-db.example.com 5432 iwd_t100 iwd dm-iwddm-db" \
+    "$(q seed-dm '" ".join(by_name("ConfigMap", "-db")["data"][k] for k in ("PGHOST", "PGPORT", "PGDATABASE", "PGUSER")) + " " + container(one("Job"))["envFrom"][0]["configMapRef"]["name"]')"
+check "iwddm.db.secret: the Secret iwddm-db made with the password, read by the Job" "iwddm-db db-password iwddm-db" \
+    "$(q seed-dm 'one("Secret")["metadata"]["name"] + " " + one("Secret")["stringData"]["password"] + " " + [e["valueFrom"]["secretKeyRef"]["name"] for e in container(one("Job"))["env"] if e["name"] == "PGPASSWORD"][0]')"
+check "iwddm.volumes (YAML text) and volumeMounts (a map) reach the Job's pod" \
+    "['iwddm-db-secrets', 'iwd-secrets'] [('/mnt/env-secrets/db-secrets', 'iwddm-db-secrets', True), ('/mnt/env-secrets/iwd-secrets', 'iwd-secrets', True)]" \
+    "$(q seed-dm 'str([v["name"] for v in one("Job")["spec"]["template"]["spec"]["volumes"]]) + " " + str(sorted((m["mountPath"], m["name"], m["readOnly"]) for m in container(one("Job"))["volumeMounts"]))')"
+check "the Data Mart's image and its pull Secret ({name: ...}) run the Job" \
+    "pureengage-docker-staging.jfrog.io/iwddm/iwd_dm_cloud [{'name': 'pullsecret'}]" \
+    "$(q seed-dm 'container(one("Job"))["image"] + " " + str(one("Job")["spec"]["template"]["spec"]["imagePullSecrets"])')"
+notes chart/iwddm -f chart/tests/seed-values/iwddm-kubernetes.yaml > "$work/notes-dm.txt"
+check "the Data Mart chart's NOTES.txt: no CronJob, the server-wide settings, restUrl has no effect and why" "1 1 1" \
+    "$(grep -c 'There is no CronJob' "$work/notes-dm.txt") $(grep -c 'they apply to all its tenant databases' "$work/notes-dm.txt") $(grep -c '^  - iwddm.env.restUrl: the Data Mart reads the tenant database itself' "$work/notes-dm.txt")" ||
+    sed 's/^/# /' "$work/notes-dm.txt"
+render_dm dm-full -f chart/tests/seed-values/iwddm-kubernetes.yaml --set iwddm.db.createConfigmap=false \
+    --set iwddm.db.secret.enabled=false --set iwddm.db.secret.secretName=tenant-db --set iwddm.helmTest.enabled=true \
+    --set iwddm.labels.team=reports --set iwddm.nodeSelector.pool=batch --set iwddm.priorityClassName=low \
+    --set iwddm.serviceAccount.create=true --set 'iwddm.env.wfm.url=http://wfm' --set iwddm.env.gim.enabled=true \
+    --set iwddm.resources.limits.memory=256Mi --set image.tag=15-bookworm
+check "without createConfigmap the connection is in the Job's environment; an existing Secret is read" \
+    "iwd_t100 tenant-db.example.com tenant-db 0 0" \
+    "$(q dm-full '" ".join([e["value"] for e in container(one("Job"))["env"] if e["name"] in ("PGHOST", "PGDATABASE")] + [e["valueFrom"]["secretKeyRef"]["name"] for e in container(one("Job"))["env"] if e["name"] == "PGPASSWORD"] + [str(len(kinds.get("ConfigMap", []))), str(len(kinds.get("Secret", [])))])')"
+check "labels, nodeSelector, priorityClassName, serviceAccount and resources reach the Job" \
+    "reports batch low dm-iwddm dm-iwddm 256Mi" \
+    "$(q dm-full '" ".join((one("Job")["spec"]["template"]["metadata"]["labels"]["team"], one("Job")["spec"]["template"]["spec"]["nodeSelector"]["pool"], one("Job")["spec"]["template"]["spec"]["priorityClassName"], one("Job")["spec"]["template"]["spec"]["serviceAccountName"], one("ServiceAccount")["metadata"]["name"], container(one("Job"))["resources"]["limits"]["memory"]))')"
+check "helmTest.enabled: a helm test Pod checking the settings" "test True" \
+    "$(q dm-full 'one("Pod")["metadata"]["annotations"]["helm.sh/hook"] + " " + str("iwd_dm.schedule" in one("Pod")["spec"]["containers"][0]["command"][-1])')"
+notes chart/iwddm -f chart/tests/seed-values/iwddm-kubernetes.yaml --set 'iwddm.env.wfm.url=http://wfm' \
+    --set iwddm.env.gim.enabled=true --set iwddm.env.httpProxyUrl=http://proxy:3128 > "$work/notes-dm-full.txt"
+check "NOTES.txt reports wfm.*, gim.enabled and the proxies as having no effect" "1 1 1" \
+    "$(grep -c '^  - iwddm.env.wfm' "$work/notes-dm-full.txt") $(grep -c '^  - iwddm.env.gim.enabled' "$work/notes-dm-full.txt") $(grep -c '^  - iwddm.env.httpProxyUrl' "$work/notes-dm-full.txt")"
+echo "# a misspelt key is refused, in both charts"
+for bad in "gws.clientID=x" "elasticsearch.hots=es" "ingress.hosts[0].paths[0].prot=4024" "image.pullSecrets[0].nmae=x" \
+           "gws.url=gauth-auth" "elasticsearch.port=ninety"; do
+    "$helm" template iwd chart --set "$bad" >/dev/null 2>"$work/bad.err"
+    check "refused: $bad" "1 1" "$? $(grep -c 'values don.t meet the specifications of the schema' "$work/bad.err")"
+done
+"$helm" template iwd chart -f chart/tests/seed-values/iwd-gke.yaml --set 'ingress.hosts[0].paths[0].port=8080' >/dev/null 2>"$work/bad.err"
+check "an ingress path's port other than the Service's is refused with the reason" "1 1" "$? $(grep -c "port 8080 is not the Service's port" "$work/bad.err")"
+for bad in "iwddm.db.dbName=x" "iwddm.env.gim.enable=true" "iwddm.helmTest.enable=true" "iwddm.tenantId=-1" \
+           "iwddm.cronjob.schedule=hourly" "image.imagePullSecret[0]=x" "iwddm.volumeMounts.x.mountpath=/x" \
+           "iwddm.db.secret.name=x" "iwddm.env.restUrl=iwd:4024"; do
+    "$helm" template dm chart/iwddm -f chart/tests/seed-values/iwddm-kubernetes.yaml --set "$bad" >/dev/null 2>"$work/bad.err"
+    check "refused by chart/iwddm: $bad" "1 1" "$? $(grep -c 'values don.t meet the specifications of the schema' "$work/bad.err")"
+done
+"$helm" template dm chart/iwddm >/dev/null 2>"$work/bad.err"
+check "chart/iwddm without iwddm.db is refused with the reason" "1 1" "$? $(grep -c 'iwddm.db.host, iwddm.db.dbname and iwddm.db.user are required' "$work/bad.err")"
+
 echo "# every documented value has its documented default"
 check "documented keys present in values.yaml" "[]" "$(python3 - <<'PY'
 import yaml
@@ -297,6 +395,28 @@ env PGHOST="$pg_dir" PGPORT="$pg_port" PGUSER=iwddm_settings PGDATABASE=tenant_a
 check "an upgrade by a role with the guide's grants succeeds" "0" "$?"
 check "an upgrade with suspend: true suspends it" "0 2 * * 1-5|on" \
     "$(settled '0 2 * * 1-5|on' sql -d postgres -c "SELECT current_setting('iwd_dm.schedule') || '|' || current_setting('iwd_dm.suspend')")"
+
+# the Data Mart chart's Job and its helm test, as rendered, on the same server
+render_dm dm-sql -f chart/tests/seed-values/iwddm-kubernetes.yaml --set iwddm.db.dbname=tenant_a \
+    --set iwddm.cronjob.suspend=true --set iwddm.env.batchSize=7000 --set iwddm.env.executionChain=historical \
+    --set iwddm.helmTest.enabled=true
+mapfile -t job_cmd < <(q dm-sql '"\n".join(container(one("Job"))["command"])')
+env PGHOST="$pg_dir" PGPORT="$pg_port" PGUSER="$pg_superuser" PGDATABASE=tenant_a \
+    "$bindir/${job_cmd[0]}" "${job_cmd[@]:1}" >> "$work/job.log" 2>&1
+check "chart/iwddm's Job succeeds" "0" "$?"
+check "the server runs the Data Mart at */3, historical, suspended; batch size 7000 in the tenant database" \
+    "*/3 * * * *|historical|on 7000" \
+    "$(settled '*/3 * * * *|historical|on' sql -d postgres -c "SELECT current_setting('iwd_dm.schedule') || '|' || current_setting('iwd_dm.execution_chain') || '|' || current_setting('iwd_dm.suspend')") $(sql -d tenant_a -c 'SHOW iwd_dm.batch_size')"
+mapfile -t test_cmd < <(q dm-sql '"\n".join(one("Pod")["spec"]["containers"][0]["command"])')
+env PGHOST="$pg_dir" PGPORT="$pg_port" PGUSER="$pg_superuser" PGDATABASE=tenant_a \
+    "$bindir/${test_cmd[0]}" "${test_cmd[@]:1}" > "$work/helm-test.log" 2>&1
+check "chart/iwddm's helm test passes once the Job has run" "0" "$?" || sed 's/^/# /' "$work/helm-test.log"
+sql -d postgres -c "ALTER SYSTEM SET iwd_dm.schedule = '0 * * * *'" -c "SELECT pg_reload_conf()" >/dev/null
+settled '0 * * * *' sql -d postgres -c "SHOW iwd_dm.schedule" >/dev/null
+env PGHOST="$pg_dir" PGPORT="$pg_port" PGUSER="$pg_superuser" PGDATABASE=tenant_a \
+    "$bindir/${test_cmd[0]}" "${test_cmd[@]:1}" > "$work/helm-test.log" 2>&1
+check "the helm test fails, saying what differs, when the server runs another schedule" "1 1" \
+    "$? $(grep -c 'the Data Mart settings differ from the values: schedule 0 \* \* \* \*' "$work/helm-test.log")"
 
 echo "# iwd-sidecar runs with the rendered ConfigMap and Secret"
 if [ ! -x sidecar/iwd-sidecar ]; then
