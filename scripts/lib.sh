@@ -151,9 +151,11 @@ servers_stop() {
 
 # --- REST ------------------------------------------------------------------------------------------
 # req METHOD PATH KEY [BODY]: a request to $base (the API's /iwd/v3) with KEY as x-api-key when not empty
-# and BODY as JSON; sets $code and $body (the answer is kept in $work/body)
+# and BODY as JSON; sets $code and $body (the answer is kept in $work/body). Through the validating proxy
+# of sidecar/openapi.yaml when IWD_OPENAPI_PROXY is set (tests/openapi/proxy.sh).
 req() {
     local args=(-s -o "$work/body" -w '%{http_code}' -X "$1" "$base$2")
+    [ -n "${IWD_OPENAPI_PROXY:-}" ] && args+=(--proxy "$IWD_OPENAPI_PROXY" --noproxy '')
     [ -n "$3" ] && args+=(-H "x-api-key: $3")
     [ $# -ge 4 ] && args+=(-H 'content-type: application/json' --data-binary "$4")
     code=$(curl "${args[@]}")

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs every iwd test suite and ends with one line "N passed, M failed".
 # Suites: version check, sidecar module layers, extension call layers, pg_regress (regress/sql), isolation
-# (regress/specs), upgrade, worker, density, sidecar, chart, fuzz (short), faults (kill -9 under load,
-# tests/faults) and hostile inputs (tests/hostile).
+# (regress/specs), upgrade, worker, density, openapi (the API document's lint and validating proxy), sidecar,
+# chart, fuzz (short), faults (kill -9 under load, tests/faults) and hostile inputs (tests/hostile).
 # Each suite script ends its output with its own "N passed, M failed" line; this driver adds them up.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -37,6 +37,7 @@ run_suite upgrade scripts/test-upgrade.sh
 [ -x scripts/test-run.sh ] && run_suite run scripts/test-run.sh
 [ -x scripts/test-worker.sh ] && run_suite worker scripts/test-worker.sh
 [ -x scripts/test-density.sh ] && run_suite density scripts/test-density.sh
+[ -x tests/openapi/run.sh ] && run_suite openapi tests/openapi/run.sh
 [ -x sidecar/tests/run.sh ] && run_suite sidecar sidecar/tests/run.sh
 [ -x tests/ui/run.sh ] && run_suite ui tests/ui/run.sh
 [ -x chart/tests/run.sh ] && run_suite chart chart/tests/run.sh
