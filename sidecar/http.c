@@ -1,8 +1,10 @@
 /* iwd-sidecar HTTP (http.h): JSON responses, error bodies, query parameters and headers. */
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include <jansson.h>
 
@@ -36,6 +38,22 @@ static const char *reason_of(int status)
     }
 }
 
+/*
+ * Whether an HTTP/1 client closed its connection before its answer: h2o does not read a connection while
+ * its request is served, so the end of stream waits in the socket (a peek sees it). HTTP/2 clients cancel
+ * a stream instead, and their calls are disposed unanswered (main.c).
+ */
+static bool client_gone(h2o_req_t *req)
+{
+    h2o_socket_t *sock;
+    char byte;
+
+    if (req->version >= 0x200 || req->conn->callbacks->get_socket == NULL ||
+        (sock = req->conn->callbacks->get_socket(req->conn)) == NULL)
+        return false;
+    return recv(h2o_socket_get_fd(sock), &byte, 1, MSG_PEEK | MSG_DONTWAIT) == 0;
+}
+
 /* Count and log a request as it is answered. */
 static void account(iwd_call_t *call, int status)
 {
@@ -46,6 +64,8 @@ static void account(iwd_call_t *call, int status)
     snprintf(method, sizeof(method), "%.*s", (int)req->method.len, req->method.base);
     snprintf(path, sizeof(path), "%.*s", (int)req->path_normalized.len, req->path_normalized.base);
     iwd_metrics_request(method, call->route, status, call->has_tenant ? call->tenant.ccid : NULL, elapsed);
+    if (client_gone(req))
+        iwd_metrics_request_closed(method, call->route, call->has_tenant ? call->tenant.ccid : NULL);
     iwd_log_request(call->has_tenant ? call->tenant.ccid : NULL, method, path, status, elapsed);
 }
 

@@ -46,17 +46,35 @@ static iwd_thread_t *thread_of(h2o_context_t *ctx)
     return (iwd_thread_t *)((char *)ctx - offsetof(iwd_thread_t, ctx));
 }
 
+/* A call and its method, kept for when its request is disposed (the request's buffers may be gone then). */
+typedef struct api_call {
+    iwd_call_t call;
+    char method[16];
+} api_call_t;
+
+/* The request's pool is disposed: a call never answered had its client close the connection first. */
+static void on_call_dispose(void *p)
+{
+    api_call_t *api = p;
+
+    if (api->call.status == 0)
+        iwd_metrics_request_closed(api->method, api->call.route, api->call.has_tenant ? api->call.tenant.ccid : NULL);
+}
+
 /*
  * Every request: route it. The call lives in the request's pool, since its answer may come later from
- * the loop (an SQL call); it is counted and logged when answered (http.c).
+ * the loop (an SQL call); it is counted and logged when answered (http.c), or counted as closed when its
+ * request is disposed unanswered.
  */
 static int on_req(h2o_handler_t *self, h2o_req_t *req)
 {
-    iwd_call_t *call = h2o_mem_alloc_pool(&req->pool, sizeof(*call));
+    api_call_t *api = h2o_mem_alloc_shared(&req->pool, sizeof(*api), on_call_dispose);
+    iwd_call_t *call = &api->call;
 
     (void)self;
     *call = (iwd_call_t){.req = req, .thread = thread_of(req->conn->ctx), .route = "unmatched",
                          .start_ms = iwd_now_ms_precise()};
+    snprintf(api->method, sizeof(api->method), "%.*s", (int)req->method.len, req->method.base);
     if (iwd_static_path(req))
         return iwd_static_serve(call);
     iwd_route(call);

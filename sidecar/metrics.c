@@ -23,7 +23,7 @@
 #include "server_slots.h"
 #include "text.h"
 
-#define MAX_SERIES 4096
+#define MAX_SERIES 16384
 #define LONG_REQUEST_MS 1000.0
 
 typedef enum { COUNTER, GAUGE, HISTOGRAM } metric_type_t;
@@ -36,7 +36,7 @@ typedef struct family {
 
 enum {
     F_REQUEST_TOTAL, F_SUCCESS, F_ERRORS, F_CLIENT_ERROR, F_SERVER_ERROR, F_API_REQUEST, F_API_DURATION,
-    F_API_LONG, F_API_BLACKLIST, F_REDIS_ESTABLISHED, F_REDIS_RECONNECTING, F_REDIS_READY, F_REDIS_ERRORS,
+    F_API_LONG, F_API_CLOSED, F_API_BLACKLIST, F_REDIS_ESTABLISHED, F_REDIS_RECONNECTING, F_REDIS_READY, F_REDIS_ERRORS,
     F_REDIS_UNTIL_READY, F_DB_CONNECT, F_DB_DISCONNECT, F_DB_REQUEST, F_DB_SUCCESS, F_DB_ERRORS, F_DB_DURATION,
     F_REFUSED, F_WEBHOOK_DELIVERIES, F_EVENTS_STREAMS, F_EVENTS_REFUSED, F_EVENTS_DROPPED, F_COUNT
 };
@@ -48,9 +48,15 @@ static const family_t families[F_COUNT] = {
     [F_CLIENT_ERROR] = {"iwd_client_error_total", "Requests answered with a 4xx status, per tenant.", COUNTER},
     [F_SERVER_ERROR] = {"iwd_server_error_total", "Requests answered with a 5xx status, per tenant.", COUNTER},
     [F_API_REQUEST] = {"iwd_api_request_total", "Requests by method, route, status code and tenant.", COUNTER},
-    [F_API_DURATION] = {"iwd_api_request_duration_milliseconds", "Request duration by method and route.", HISTOGRAM},
-    [F_API_LONG] = {"iwd_api_request_long", "Requests that took longer than one second.", GAUGE},
-    [F_API_BLACKLIST] = {"iwd_api_blacklist", "Requests refused (429) because their client address failed to authenticate too often.", GAUGE},
+    [F_API_DURATION] = {"iwd_api_request_duration_milliseconds",
+                        "Request duration (ms) by method, route, status code and tenant.", HISTOGRAM},
+    [F_API_LONG] = {"iwd_api_request_long", "Requests that took longer than one second.", COUNTER},
+    [F_API_CLOSED] = {"iwd_api_request_closed",
+                      "Requests whose client closed the connection before the answer, by method, route and tenant.",
+                      COUNTER},
+    [F_API_BLACKLIST] = {"iwd_api_blacklist",
+                         "Requests refused (429) because their client address failed to authenticate too often.",
+                         COUNTER},
     [F_REDIS_ESTABLISHED] = {"iwd_redis_connections_established", "Redis connections established since start.", GAUGE},
     [F_REDIS_RECONNECTING] = {"iwd_redis_connections_reconnecting", "Worker threads waiting to reconnect to Redis.", GAUGE},
     [F_REDIS_READY] = {"iwd_redis_connections_ready", "Worker threads with a ready Redis connection.", GAUGE},
@@ -61,7 +67,8 @@ static const family_t families[F_COUNT] = {
     [F_DB_REQUEST] = {"iwdTenantDB_db_request_total", "Database calls.", COUNTER},
     [F_DB_SUCCESS] = {"iwdTenantDB_db_success_total", "Successful database calls by command.", COUNTER},
     [F_DB_ERRORS] = {"iwdTenantDB_db_errors_total", "Failed database calls by SQLSTATE.", COUNTER},
-    [F_DB_DURATION] = {"iwdTenantDB_db_request_duration_milliseconds", "Database call duration (ms).", HISTOGRAM},
+    [F_DB_DURATION] = {"iwdTenantDB_db_request_duration_milliseconds",
+                       "Database call duration (ms) by database and method (the call's command).", HISTOGRAM},
     [F_REFUSED] = {"iwd_waiting_calls_refused_total",
                    "Calls answered 503 because too many were waiting for a database connection, per tenant.", COUNTER},
     [F_EVENTS_STREAMS] = {"iwd_events_streams_open", "Open event streams (GET /events), long-polls waiting included.",
@@ -247,9 +254,14 @@ void iwd_metrics_request(const char *raw_method, const char *route, int status, 
     if (status >= 500)
         add(F_SERVER_ERROR, 1, "ccid", tenant, NULL);
     add(F_API_REQUEST, 1, "method", method, "path", route, "code", code, "ccid", tenant, NULL);
-    observe(F_API_DURATION, ms, "method", method, "path", route, NULL);
+    observe(F_API_DURATION, ms, "method", method, "path", route, "code", code, "ccid", tenant, NULL);
     if (ms > LONG_REQUEST_MS)
         add(F_API_LONG, 1, NULL);
+}
+
+void iwd_metrics_request_closed(const char *raw_method, const char *route, const char *ccid)
+{
+    add(F_API_CLOSED, 1, "method", method_label(raw_method), "path", route, "ccid", ccid != NULL ? ccid : "", NULL);
 }
 
 void iwd_metrics_blacklist(void)
@@ -296,7 +308,7 @@ void iwd_metrics_db(const char *db, const char *command, const char *code, doubl
         add(F_DB_SUCCESS, 1, "db", db, "command", command, NULL);
     else
         add(F_DB_ERRORS, 1, "db", db, "code", code, NULL);
-    observe(F_DB_DURATION, ms, "db", db, NULL);
+    observe(F_DB_DURATION, ms, "db", db, "method", command, NULL);
 }
 
 void iwd_metrics_redis_error(void)
@@ -367,21 +379,39 @@ static void render_series(iwd_text_t *t)
     pthread_mutex_unlock(&metrics_lock);
 }
 
+/* The process's data segment (VmData of /proc/self/status: its heap and private mappings), in bytes. */
+static long heap_bytes(void)
+{
+    char line[256];
+    long kb = 0;
+    FILE *f = fopen("/proc/self/status", "r");
+
+    if (f == NULL)
+        return 0;
+    while (fgets(line, sizeof(line), f) != NULL)
+        if (sscanf(line, "VmData: %ld kB", &kb) == 1)
+            break;
+    fclose(f);
+    return kb * 1024;
+}
+
 static void render_process(iwd_text_t *t)
 {
     struct rusage ru;
-    long rss_pages = 0, pagesize = sysconf(_SC_PAGESIZE);
+    struct rlimit nofile;
+    long size_pages = 0, rss_pages = 0, pagesize = sysconf(_SC_PAGESIZE);
     int fds = 0;
     FILE *f;
     DIR *d;
 
     getrusage(RUSAGE_SELF, &ru);
     if ((f = fopen("/proc/self/statm", "r")) != NULL) {
-        long size;
-        if (fscanf(f, "%ld %ld", &size, &rss_pages) != 2)
-            rss_pages = 0;
+        if (fscanf(f, "%ld %ld", &size_pages, &rss_pages) != 2)
+            size_pages = rss_pages = 0;
         fclose(f);
     }
+    if (getrlimit(RLIMIT_NOFILE, &nofile) != 0)
+        nofile.rlim_cur = 0;
     if ((d = opendir("/proc/self/fd")) != NULL) {
         struct dirent *e;
         while ((e = readdir(d)) != NULL)
@@ -391,11 +421,24 @@ static void render_process(iwd_text_t *t)
     iwd_text_put(t, "# HELP iwd_process_cpu_seconds_total CPU time used by the process.\n"
            "# TYPE iwd_process_cpu_seconds_total counter\niwd_process_cpu_seconds_total %.6f\n",
         ru.ru_utime.tv_sec + ru.ru_stime.tv_sec + (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6);
+    iwd_text_put(t, "# HELP iwd_process_cpu_user_seconds_total User CPU time used by the process.\n"
+           "# TYPE iwd_process_cpu_user_seconds_total counter\niwd_process_cpu_user_seconds_total %.6f\n",
+        ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6);
+    iwd_text_put(t, "# HELP iwd_process_cpu_system_seconds_total System CPU time used by the process.\n"
+           "# TYPE iwd_process_cpu_system_seconds_total counter\niwd_process_cpu_system_seconds_total %.6f\n",
+        ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6);
     iwd_text_put(t, "# HELP iwd_process_resident_memory_bytes Resident memory of the process.\n"
            "# TYPE iwd_process_resident_memory_bytes gauge\niwd_process_resident_memory_bytes %ld\n",
         rss_pages * pagesize);
+    iwd_text_put(t, "# HELP iwd_process_virtual_memory_bytes Virtual memory of the process.\n"
+           "# TYPE iwd_process_virtual_memory_bytes gauge\niwd_process_virtual_memory_bytes %ld\n",
+        size_pages * pagesize);
+    iwd_text_put(t, "# HELP iwd_process_heap_bytes Data segment of the process (its heap and private mappings).\n"
+           "# TYPE iwd_process_heap_bytes gauge\niwd_process_heap_bytes %ld\n", heap_bytes());
     iwd_text_put(t, "# HELP iwd_process_open_fds Open file descriptors.\n"
            "# TYPE iwd_process_open_fds gauge\niwd_process_open_fds %d\n", fds - 1);
+    iwd_text_put(t, "# HELP iwd_process_max_fds Most file descriptors the process may open.\n"
+           "# TYPE iwd_process_max_fds gauge\niwd_process_max_fds %llu\n", (unsigned long long)nofile.rlim_cur);
     iwd_text_put(t, "# HELP iwd_process_start_time_seconds Start time of the process since the Unix epoch.\n"
            "# TYPE iwd_process_start_time_seconds gauge\niwd_process_start_time_seconds %ld\n", (long)start_time);
 }

@@ -13,6 +13,8 @@
 void iwd_metrics_init(void);
 /* An answered request. */
 void iwd_metrics_request(const char *method, const char *route, int status, const char *ccid, double ms);
+/* A request whose client closed its connection before the answer (iwd_api_request_closed). */
+void iwd_metrics_request_closed(const char *method, const char *route, const char *ccid);
 /* A request refused (429) because its client address failed to authenticate too often. */
 void iwd_metrics_blacklist(void);
 /* A call refused (503) because too many were waiting for a connection of its tenant. */

@@ -468,6 +468,88 @@ for expr in sys.stdin:
 ' "$work/metrics.txt")
 check "every label the alerts and the dashboard group by is on the exported series" "" "$bad_labels"
 
+echo "# the documented metric names, types and label sets"
+# a call whose client gives up before the answer: the tenant's task table is locked while it waits
+# (until the test cancels the lock holder's sleep)
+sql -d tenant_a -c "BEGIN" -c "LOCK TABLE iwd.task" -c "SELECT pg_sleep(120)" -c "COMMIT" >/dev/null 2>&1 &
+locker=$!
+for _ in $(seq 1 300); do
+    [ "$(sql -d tenant_a -c "SELECT count(*) FROM pg_locks WHERE relation = 'iwd.task'::regclass
+                             AND mode = 'AccessExclusiveLock' AND granted")" = 1 ] && break
+    sleep 0.1
+done
+curl -s -o /dev/null --max-time 1 -X POST "$api/tasks" -H 'x-api-key: chart-test-tenant-key' \
+    -d '{"externalId": "CHART-CLOSED", "capturePoint": "chart"}'
+check "the client gave up (curl's timeout)" "28" "$?"
+sql -d tenant_a -c "SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(120)'" >/dev/null
+wait "$locker"
+closed=""
+for _ in $(seq 1 100); do
+    closed=$(curl -s "http://127.0.0.1:$metrics_port/metrics" | grep -E '^iwd_api_request_closed\{method="POST",path="[^"]*tasks",ccid="a"\} ')
+    [ -n "$closed" ] && break
+    sleep 0.2
+done
+check "the abandoned call is counted in iwd_api_request_closed{method,path,ccid}" "1" "${closed##* }"
+curl -s "http://127.0.0.1:$metrics_port/metrics" > "$work/metrics.txt"
+check "every documented metric is exported with its type and label set" "" "$(python3 - "$work/metrics.txt" <<'PY'
+import re, sys
+types, labels = {}, {}
+for line in open(sys.argv[1]):
+    m = re.match(r"^# TYPE (\S+) (\S+)", line)
+    if m:
+        types[m.group(1)] = m.group(2)
+        continue
+    m = re.match(r"^([A-Za-z_:][A-Za-z0-9_:]*)(?:\{(.*)\})? ", line)
+    if m:
+        labels.setdefault(m.group(1), set()).add(tuple(re.findall(r'(\w+)="', m.group(2) or "")))
+# name: (type, the label names of its samples, or None for any); from the documentation's table
+documented = {
+    "iwd_request_total": ("counter", ()), "iwd_success_total": ("counter", ("ccid",)),
+    "iwd_errors_total": ("counter", ("ccid",)), "iwd_client_error_total": ("counter", ("ccid",)),
+    "iwd_server_error_total": ("counter", None), "iwd_api_request_total": ("counter", ("method", "path", "code", "ccid")),
+    "iwd_api_request_duration_milliseconds": ("histogram", ("method", "path", "code", "ccid")),
+    "iwd_api_request_long": ("counter", ()), "iwd_api_request_closed": ("counter", ("method", "path", "ccid")),
+    "iwd_api_blacklist": ("counter", ()),
+    "iwd_redis_connections_established": ("gauge", None), "iwd_redis_connections_reconnecting": ("gauge", None),
+    "iwd_redis_connections_ready": ("gauge", None), "iwd_redis_errors_total": ("counter", None),
+    "iwd_redis_duration_until_ready": ("histogram", None),
+    "iwdTenantDB_db_connect_total": ("counter", ("db",)), "iwdTenantDB_db_disconnect_total": ("counter", None),
+    "iwdTenantDB_db_request_total": ("counter", ("db",)), "iwdTenantDB_db_success_total": ("counter", ("db", "command")),
+    "iwdTenantDB_db_errors_total": ("counter", ("db", "code")),
+    "iwdTenantDB_db_request_duration_milliseconds": ("histogram", ("db", "method")),
+    "iwd_process_cpu_user_seconds_total": ("counter", ()), "iwd_process_cpu_system_seconds_total": ("counter", ()),
+    "iwd_process_cpu_seconds_total": ("counter", ()), "iwd_process_resident_memory_bytes": ("gauge", ()),
+    "iwd_process_virtual_memory_bytes": ("gauge", ()), "iwd_process_heap_bytes": ("gauge", ()),
+    "iwd_process_open_fds": ("gauge", ()), "iwd_process_max_fds": ("gauge", ()),
+    "iwd_process_start_time_seconds": ("gauge", ()),
+}
+bad = []
+for name, (kind, want) in documented.items():
+    if types.get(name) != kind:
+        bad.append("%s:%s" % (name, types.get(name)))
+        continue
+    sample = name + "_bucket" if kind == "histogram" else name
+    if want is None:
+        continue
+    got = labels.get(sample, set())
+    if kind == "histogram":
+        want = want + ("le",)
+    if not got or any(g != want for g in got):
+        bad.append("%s%s" % (sample, sorted(got)))
+print(" ".join(bad))
+PY
+)"
+check "the process figures are plausible (CPU user + system = total, virtual >= resident > 0, fds < max)" "True" \
+    "$(python3 - "$work/metrics.txt" <<'PY'
+import sys
+v = {l.split()[0]: float(l.split()[1]) for l in open(sys.argv[1]) if l.startswith("iwd_process_")}
+print(abs(v["iwd_process_cpu_user_seconds_total"] + v["iwd_process_cpu_system_seconds_total"]
+          - v["iwd_process_cpu_seconds_total"]) < 0.05
+      and v["iwd_process_virtual_memory_bytes"] >= v["iwd_process_resident_memory_bytes"] > 0
+      and v["iwd_process_heap_bytes"] > 0 and 0 < v["iwd_process_open_fds"] < v["iwd_process_max_fds"])
+PY
+)"
+
 echo "# backup and restore as the operator's guide describes (a physical base backup)"
 owned_by_postgres "$work/pg-restored" && chmod 0700 "$work/pg-restored"
 as_postgres "$bindir/pg_basebackup" -h "$pg_dir" -p "$pg_port" -U "$pg_superuser" -D "$work/pg-restored" \

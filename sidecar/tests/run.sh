@@ -463,10 +463,12 @@ check_match "the time to reconnect is measured" "iwd_redis_duration_until_ready_
 # --- metrics and the Pushgateway -------------------------------------------------------------------
 metrics=$(curl -s "$metrics_url")
 promtool_out=$(promtool check metrics <<<"$metrics" 2>&1); rc=$?
-unexpected=$(grep -v -E "^iwdTenantDB_db_[a-z_]+ metric names should be written in 'snake_case' not 'camelCase'$|use base unit \"seconds\" instead of \"milliseconds\"$" <<<"$promtool_out" | grep -v '^$')
+unexpected=$(grep -v -E "^iwdTenantDB_db_[a-z_]+ metric names should be written in 'snake_case' not 'camelCase'$|use base unit \"seconds\" instead of \"milliseconds\"$|^iwd_api_(request_long|request_closed|blacklist) counter metrics should have \"_total\" suffix$" <<<"$promtool_out" | grep -v '^$')
 check "promtool accepts /metrics (only the documented names' lint remarks)" "ok " "$([ $rc -eq 0 ] || [ $rc -eq 3 ] && echo ok) $unexpected"
 for name in iwd_request_total iwd_success_total iwd_errors_total iwd_client_error_total iwd_server_error_total \
             iwd_api_request_total iwd_api_request_duration_milliseconds_bucket iwd_api_request_long iwd_api_blacklist \
+            iwd_process_cpu_user_seconds_total iwd_process_cpu_system_seconds_total \
+            iwd_process_virtual_memory_bytes iwd_process_heap_bytes iwd_process_max_fds \
             iwd_redis_connections_established iwd_redis_connections_reconnecting iwd_redis_connections_ready \
             iwd_redis_errors_total iwd_redis_duration_until_ready_count iwdTenantDB_db_connect_total \
             iwdTenantDB_db_request_total iwdTenantDB_db_success_total iwdTenantDB_db_errors_total \
