@@ -31,6 +31,7 @@ collector 9
 push 9
 events 9
 webhooks 9
+router 9
 auth 10
 routes 11
 main 12

@@ -40,6 +40,7 @@ run_suite upgrade scripts/test-upgrade.sh
 [ -x tests/openapi/run.sh ] && run_suite openapi tests/openapi/run.sh
 [ -x sidecar/tests/run.sh ] && run_suite sidecar sidecar/tests/run.sh
 [ -x tests/pgbouncer/run.sh ] && run_suite pgbouncer tests/pgbouncer/run.sh
+[ -x tests/router/run.sh ] && run_suite router tests/router/run.sh
 [ -x tests/ui/run.sh ] && run_suite ui tests/ui/run.sh
 [ -x chart/tests/run.sh ] && run_suite chart chart/tests/run.sh
 [ -x scripts/fuzz.sh ] && run_suite fuzz scripts/fuzz.sh

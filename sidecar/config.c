@@ -44,6 +44,12 @@
 #define MAX_PG_IDLE_TIMEOUT_S 86400
 #define DEFAULT_PG_MAX_CONNECTIONS_PER_SERVER 20
 #define MAX_PG_CONNECTIONS_PER_SERVER 100000
+#define DEFAULT_ROUTER_INTERVAL_MS 1000
+#define MIN_ROUTER_INTERVAL_MS 50
+#define MAX_ROUTER_INTERVAL_MS 600000
+#define DEFAULT_ROUTER_TIMEOUT_MS 10000
+#define MIN_ROUTER_TIMEOUT_MS 500
+#define MAX_ROUTER_TIMEOUT_MS 120000
 
 iwd_config_t iwd_conf;
 
@@ -101,6 +107,11 @@ static const char usage[] =
     "  --webhook-deny-networks LIST IWD_WEBHOOK_DENY_NETWORKS  comma-separated CIDR networks (IPv4 or IPv6)\n"
     "                                             webhooks may not connect to, checked on the resolved\n"
     "                                             address (default empty: any host)\n"
+    "  --router-interval-ms N IWD_ROUTER_INTERVAL_MS  a tenant's external router (PUT /router) is synced at\n"
+    "                                             least every N ms: submissions, stops, a pull of its changes\n"
+    "                                             (default 1000, 50 to 600000)\n"
+    "  --router-timeout-ms N  IWD_ROUTER_TIMEOUT_MS  the longest wait for one answer of a router (default\n"
+    "                                             10000, 500 to 120000); beyond, the request failed\n"
     "  --max-streams N        IWD_MAX_STREAMS     open event streams (GET /events, long-polls waiting\n"
     "                                             included) of this sidecar (default 10000); beyond: 503\n"
     "  --max-streams-per-tenant N IWD_MAX_STREAMS_PER_TENANT  the same for one tenant (default 2000)\n"
@@ -250,6 +261,14 @@ static int apply(const char *name, const char *value)
         if ((n = parse_int(value, 1, 86400)) < 0)
             goto invalid;
         iwd_conf.pushgateway_interval_s = (int)n;
+    } else if (strcmp(name, "router-interval-ms") == 0) {
+        if ((n = parse_int(value, MIN_ROUTER_INTERVAL_MS, MAX_ROUTER_INTERVAL_MS)) < 0)
+            goto invalid;
+        iwd_conf.router_interval_ms = (int)n;
+    } else if (strcmp(name, "router-timeout-ms") == 0) {
+        if ((n = parse_int(value, MIN_ROUTER_TIMEOUT_MS, MAX_ROUTER_TIMEOUT_MS)) < 0)
+            goto invalid;
+        iwd_conf.router_timeout_ms = (int)n;
     } else if (strcmp(name, "metrics-ttl-ms") == 0) {
         if ((n = parse_int(value, MIN_METRICS_TTL_MS, MAX_METRICS_TTL_MS)) < 0)
             goto invalid;
@@ -340,6 +359,7 @@ int iwd_config_load(int argc, char **argv)
         {"pg-idle-timeout-s", "IWD_PG_IDLE_TIMEOUT_S"},
         {"pg-max-connections-per-server", "IWD_PG_MAX_CONNECTIONS_PER_SERVER"},
         {"pg-prepare", "IWD_PG_PREPARE"},
+        {"router-interval-ms", "IWD_ROUTER_INTERVAL_MS"}, {"router-timeout-ms", "IWD_ROUTER_TIMEOUT_MS"},
     };
     static struct option options[] = {
         {"listen", required_argument, NULL, 0},         {"port", required_argument, NULL, 0},
@@ -361,6 +381,7 @@ int iwd_config_load(int argc, char **argv)
         {"pg-idle-timeout-s", required_argument, NULL, 0},
         {"pg-max-connections-per-server", required_argument, NULL, 0},
         {"pg-prepare", required_argument, NULL, 0},
+        {"router-interval-ms", required_argument, NULL, 0}, {"router-timeout-ms", required_argument, NULL, 0},
         {"help", no_argument, NULL, 'h'},               {NULL, 0, NULL, 0},
     };
     int c, index;
@@ -381,7 +402,8 @@ int iwd_config_load(int argc, char **argv)
                               .auth_failure_limit = DEFAULT_AUTH_FAILURE_LIMIT,
                               .pg_idle_timeout_s = DEFAULT_PG_IDLE_TIMEOUT_S,
                               .pg_max_connections_per_server = DEFAULT_PG_MAX_CONNECTIONS_PER_SERVER,
-                              .pg_prepare = true};
+                              .pg_prepare = true, .router_interval_ms = DEFAULT_ROUTER_INTERVAL_MS,
+                              .router_timeout_ms = DEFAULT_ROUTER_TIMEOUT_MS};
     for (size_t i = 0; i < sizeof(settings) / sizeof(settings[0]); i++)
         if (apply(settings[i].name, getenv(settings[i].env)) != IWD_OK)
             return IWD_ERR;

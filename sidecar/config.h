@@ -46,6 +46,8 @@ typedef struct iwd_config {
     char *ca_file;                /* IWD_CA_FILE: PEM certificates trusted for https webhooks, besides the system's */
     iwd_network_t *webhook_deny_networks; /* IWD_WEBHOOK_DENY_NETWORKS: addresses webhooks may not reach */
     int webhook_deny_count;
+    int router_interval_ms;       /* IWD_ROUTER_INTERVAL_MS: a tenant's router is synced at least this often */
+    int router_timeout_ms;        /* IWD_ROUTER_TIMEOUT_MS: the longest wait for one answer of a router */
 } iwd_config_t;
 
 /* The configuration, set once by iwd_config_load before any thread starts and read-only afterwards. */

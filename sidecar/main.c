@@ -30,6 +30,7 @@
 #include "routes.h"
 #include "static.h"
 #include "thread.h"
+#include "router.h"
 #include "webhooks.h"
 
 /* h2o refuses bodies above this itself (plain text); up to it, we answer 413 in JSON. */
@@ -231,6 +232,8 @@ int main(int argc, char **argv)
     iwd_log_set_level(iwd_conf.log_level);
     if (iwd_webhooks_init() != IWD_OK || iwd_static_init() != IWD_OK)
         return 2;
+    if (iwd_router_init() != IWD_OK)
+        return 2;
     signal(SIGPIPE, SIG_IGN);
     signal(SIGTERM, on_signal);
     signal(SIGINT, on_signal);
@@ -292,6 +295,7 @@ int main(int argc, char **argv)
         pthread_create(&pusher, NULL, iwd_push_main, NULL);
     iwd_collector_start();
     iwd_webhooks_start();
+    iwd_router_start();
     iwd_log(IWD_LOG_INFO, "iwd-sidecar listening", "%s:%d, %d threads; metrics on %s:%d", iwd_conf.listen,
             iwd_conf.port, iwd_conf.threads, iwd_conf.metrics_listen, iwd_conf.metrics_port);
     for (int i = 0; i < iwd_conf.threads; i++)

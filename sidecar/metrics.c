@@ -38,7 +38,8 @@ enum {
     F_REQUEST_TOTAL, F_SUCCESS, F_ERRORS, F_CLIENT_ERROR, F_SERVER_ERROR, F_API_REQUEST, F_API_DURATION,
     F_API_LONG, F_API_CLOSED, F_API_BLACKLIST, F_REDIS_ESTABLISHED, F_REDIS_RECONNECTING, F_REDIS_READY, F_REDIS_ERRORS,
     F_REDIS_UNTIL_READY, F_DB_CONNECT, F_DB_DISCONNECT, F_DB_REQUEST, F_DB_SUCCESS, F_DB_ERRORS, F_DB_DURATION,
-    F_REFUSED, F_WEBHOOK_DELIVERIES, F_EVENTS_STREAMS, F_EVENTS_REFUSED, F_EVENTS_DROPPED, F_COUNT
+    F_REFUSED, F_WEBHOOK_DELIVERIES, F_EVENTS_STREAMS, F_EVENTS_REFUSED, F_EVENTS_DROPPED, F_ROUTER_REQUESTS,
+    F_ROUTER_IN_FLIGHT, F_ROUTER_LAG, F_COUNT
 };
 
 static const family_t families[F_COUNT] = {
@@ -83,6 +84,16 @@ static const family_t families[F_COUNT] = {
                               "Webhook delivery attempts by tenant, webhook and result (delivered, retry: a failed"
                               " attempt to be made again, failed: given up, lost: its lease had passed to another"
                               " replica).", COUNTER},
+    [F_ROUTER_REQUESTS] = {"iwd_router_requests_total",
+                           "Requests to the tenants' external routers by tenant, operation (token, submit, stop,"
+                           " pull) and result (ok, unauthorized, refused: another 4xx, unavailable: a 5xx,"
+                           " timeout, unreachable, malformed: an answer not in the protocol).", COUNTER},
+    [F_ROUTER_IN_FLIGHT] = {"iwd_router_in_flight",
+                            "Tasks at the tenant's external router (submitted, offered or accepted), as last synced.",
+                            GAUGE},
+    [F_ROUTER_LAG] = {"iwd_router_lag_seconds",
+                      "Time from a change at the tenant's external router to iwd applying it: the longest of the"
+                      " last pull that brought changes.", GAUGE},
 };
 
 static const double buckets[] = {1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000};
@@ -198,6 +209,22 @@ static void add(int family, double delta, ...)
     pthread_mutex_lock(&metrics_lock);
     if ((s = find(family, labels)) != NULL)
         s->value += delta;
+    pthread_mutex_unlock(&metrics_lock);
+}
+
+/* Set a gauge; label pairs end with NULL. */
+static void set(int family, double value, ...)
+{
+    char labels[1024];
+    va_list ap;
+    series_t *s;
+
+    va_start(ap, value);
+    render_labels(labels, sizeof(labels), ap);
+    va_end(ap);
+    pthread_mutex_lock(&metrics_lock);
+    if ((s = find(family, labels)) != NULL)
+        s->value = value;
     pthread_mutex_unlock(&metrics_lock);
 }
 
@@ -331,6 +358,18 @@ void iwd_metrics_redis_ready_after(double ms)
 void iwd_metrics_webhook_delivery(const char *ccid, const char *webhook, const char *result)
 {
     add(F_WEBHOOK_DELIVERIES, 1, "ccid", ccid, "webhook", webhook, "result", result, NULL);
+}
+
+void iwd_metrics_router_request(const char *ccid, const char *op, const char *result)
+{
+    add(F_ROUTER_REQUESTS, 1, "ccid", ccid, "op", op, "result", result, NULL);
+}
+
+void iwd_metrics_router_state(const char *ccid, int in_flight, double lag_s)
+{
+    set(F_ROUTER_IN_FLIGHT, in_flight, "ccid", ccid, NULL);
+    if (lag_s >= 0)
+        set(F_ROUTER_LAG, lag_s, "ccid", ccid, NULL);
 }
 
 static void render_series(iwd_text_t *t)

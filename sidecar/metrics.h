@@ -38,6 +38,11 @@ void iwd_metrics_webhook_delivery(const char *ccid, const char *webhook, const c
 /* The deliveries pending per tenant and webhook (iwd_webhook_pending samples; text is taken over). */
 void iwd_metrics_set_webhook_pending(char *text);
 
+/* A request to a tenant's router (op: token, submit, stop, pull; result: ok, unauthorized, refused, ...). */
+void iwd_metrics_router_request(const char *ccid, const char *op, const char *result);
+/* The tasks at a tenant's router after a sync, and the lag of its last changes (lag_s < 0: unchanged). */
+void iwd_metrics_router_state(const char *ccid, int in_flight, double lag_s);
+
 /* Escape a label value (backslash, quote, newline) into out. */
 void iwd_metrics_escape_label(const char *in, char *out, size_t size);
 /* The tenants' families of the exposition, as the collector last read them (text is taken over). */

@@ -1,0 +1,27 @@
+/*
+ * iwd-sidecar router sync: the tenants that hand distribution to an external router (GWS; PUT /router,
+ * provisioning's tenant.gws) are kept in step with it by threads of their own, never a worker thread's loop:
+ * the best queued tasks submitted, those iwd no longer wants there stopped, the router's changes pulled and
+ * applied through the extension's SQL API (sql/router.sql). The routes are routes_router.c.
+ */
+#ifndef IWD_ROUTER_H
+#define IWD_ROUTER_H
+
+#include "tenant.h"
+
+/* The longest client secret or router API key accepted (sealed, it must fit the tenant database's column). */
+#define IWD_ROUTER_SECRET_MAX 512
+
+/* Prepare the sync before any thread starts (the replica's id); IWD_ERR with the reason on stderr. */
+int iwd_router_init(void);
+
+/* Start the sync's watcher thread (after iwd_router_init and iwd_webhooks_init: libcurl's global state). */
+void iwd_router_start(void);
+
+/*
+ * Tell the sync that a tenant's router configuration changed: the tenant is looked at at once (and synced
+ * at once when its sync runs). Safe from any thread; never blocks.
+ */
+void iwd_router_wake(const iwd_tenant_t *tenant);
+
+#endif

@@ -1,0 +1,180 @@
+#!/usr/bin/env bash
+# The router sync end to end: a real PostgreSQL, the sidecar built with AddressSanitizer (one, then two
+# replicas) and the router simulator (tests/router/sim.py, a separate process speaking the router protocol,
+# its agents accepting and completing what they are offered). Checks the configuration (PUT/GET/DELETE
+# /router, secrets sealed in the database and never returned, provisioning's tenant.gws), the flow (the best
+# maxInFlight tasks submitted in queue order, offered -> reserved, accepted, completed in iwd with their
+# history), displacement, the propagation of hold, cancel, complete, expire and reprioritize, the router's
+# own reject and stop, each fault (router down, 5xx, slow answers, an expired token, invalid credentials:
+# reported in GET /router and the metrics, retried without a tight loop, the API answering meanwhile), kill
+# -9 of the sidecar mid-sync (no duplicate submission, no lost change), and two replicas (one syncs, the
+# other takes over when it dies). Ends with "router: N passed, M failed".
+set -uo pipefail
+cd "$(dirname "$0")/../.." || exit 1
+suite=router
+# shellcheck source=../../scripts/lib.sh
+. scripts/lib.sh
+work=$(work_dir router-test)
+pg_port=$(free_port); http_port=$(free_port); http_port_b=$(free_port); metrics_port=$(free_port)
+sim_port=$(free_port)
+admin_key="admin-key-for-router-tests"
+export IWD_SECRET_KEY="server-secret-for-router-tests-0123456789"
+key=tenant-key-router-0001
+sim_pid=""; replica_b=""
+
+cleanup() {
+    for pid in $sim_pid $replica_b; do kill "$pid" 2>/dev/null; done
+    servers_stop immediate
+    [ -z "${IWD_KEEP:-}" ] && rm -rf "$work"
+}
+trap cleanup EXIT
+
+# start_sidecar [PORT [NAME=VALUE...]]: an ASan sidecar on PORT (default $http_port); sets $sidecar_pid
+start_sidecar() {
+    local port=${1:-$http_port}
+    [ $# -gt 0 ] && shift
+    sidecar_launch "$work/sidecar-$port.log" "http://127.0.0.1:$port/iwd/v3/health/live" \
+        env IWD_LISTEN=127.0.0.1 IWD_PORT="$port" IWD_ADMIN_API_KEY=$admin_key IWD_THREADS=2 \
+        IWD_CONTROL_DB="host=$work/pg port=$pg_port dbname=control user=postgres" IWD_REDIS_NODES= \
+        IWD_METRICS_LISTEN=127.0.0.1 \
+        IWD_METRICS_PORT="$([ "$port" = "$http_port" ] && echo "$metrics_port" || echo 0)" \
+        IWD_ROUTER_INTERVAL_MS=200 IWD_ROUTER_TIMEOUT_MS=1500 \
+        ASAN_OPTIONS=detect_leaks=0:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 "$@" sidecar/iwd-sidecar-asan
+}
+# start_sim [ARGS...]: the simulator on $sim_port, its state kept in $work/sim.json (a restart keeps it)
+start_sim() {
+    python3 tests/router/sim.py --port "$sim_port" --state "$work/sim.json" "$@" >>"$work/sim.log" 2>&1 &
+    sim_pid=$!
+    wait_until 10 curl -s -o /dev/null "http://127.0.0.1:$sim_port/sim/state" || fail_setup "the simulator did not start"
+}
+stop_sim() { kill "$sim_pid" 2>/dev/null; wait "$sim_pid" 2>/dev/null; sim_pid=""; }
+
+base="http://127.0.0.1:$http_port/iwd/v3" # req and json: scripts/lib.sh
+sim_url="http://127.0.0.1:$sim_port"
+
+wait_until() { # wait_until SECONDS COMMAND...: until COMMAND succeeds, at most SECONDS
+    local limit=$1; shift
+    for _ in $(seq 1 $((limit * 10))); do "$@" && return 0; sleep 0.1; done
+    return 1
+}
+sql() { cluster_sql -d t1 -c "$1"; }
+sim() { curl -s "$sim_url/sim/state" | jq -r "$1"; }           # sim JQ: the simulator's state
+sim_set() { curl -s -o /dev/null -X POST "$sim_url/sim/config" -d "$1"; }  # sim_set JSON: its switches
+sim_item() { curl -s -o /dev/null -X POST "$sim_url/sim/items/$1" -d "$2"; } # sim_item ID JSON
+task() { # task EXTERNAL-ID PRIORITY: a new task's id
+    req POST /tasks "$key" "{\"externalId\": \"$1\", \"capturePoint\": \"router-test\", \"priority\": $2}"
+    json .id
+}
+status_of() { sql "SELECT status FROM iwd.task WHERE id = $1 UNION ALL SELECT status FROM iwd.task_closed WHERE id = $1"; }
+status_is() { [ "$(status_of "$1")" = "$2" ]; }                 # status_is TASK STATUS
+router_id_of() { sql "SELECT router_id FROM iwd.router_task WHERE task_id = $1"; }
+sim_state_of() { sim ".items[\"$1\"].state"; }                  # sim_state_of ROUTER-ID
+item_of_task() { sim "[.items[] | select(.taskId == $1)] | sort_by(.id | ltrimstr(\"wi-\") | tonumber) | last | .id"; }
+item_state_is() { [ "$(sim_state_of "$(item_of_task "$1")")" = "$2" ]; } # item_state_is TASK STATE
+router_status() { req GET /router "$key"; json ".status.$1"; }  # router_status FIELD
+status_field_is() { [ "$(router_status "$1")" = "$2" ]; }
+status_field_matches() { [[ "$(router_status "$1")" =~ $2 ]]; }
+metric() { curl -s "http://127.0.0.1:$metrics_port/metrics" | awk -v m="$1" 'index($0, m) == 1 {s += $NF} END {print s + 0}'; }
+in_flight() { sql "SELECT count(*) FROM iwd.router_task WHERE state <> 'returned'"; }
+duplicates() { sim '.counters.duplicatePosts'; }
+# no task was submitted twice: every work item of the simulator belongs to another submission, and the
+# work items of one task never overlap in time (checked through iwd's record: one live row per task)
+sidecar_log_clean() { ! grep -q -E 'AddressSanitizer|runtime error' "$work"/sidecar-*.log; }
+
+# --- servers ------------------------------------------------------------------------------------------
+make -s -C sidecar asan >/dev/null || fail_setup "cannot build iwd-sidecar-asan"
+cluster_init "$work/pg" "listen_addresses = '127.0.0.1'
+iwd.max_workers = 0
+iwd.notify = event" || fail_setup "initdb failed"
+cluster_start || fail_setup "PostgreSQL did not start"
+for db in control t1 t2; do cluster_client createdb "$db" || fail_setup "createdb $db failed"; done
+start_sim --client-id router-client --client-secret router-secret --api-key router-api-key --agents 2 --mode none
+start_sidecar || fail_setup "the sidecar did not start"
+
+help=$(sidecar/iwd-sidecar-asan --help)
+check "--help documents IWD_ROUTER_INTERVAL_MS and IWD_ROUTER_TIMEOUT_MS" "2" \
+    "$(grep -c -E 'IWD_ROUTER_INTERVAL_MS|IWD_ROUTER_TIMEOUT_MS' <<<"$help")"
+env IWD_ROUTER_INTERVAL_MS=10 IWD_CONTROL_DB=x IWD_ADMIN_API_KEY=$admin_key sidecar/iwd-sidecar-asan \
+    >"$work/refused.log" 2>&1
+check "IWD_ROUTER_INTERVAL_MS below 50 is refused at start" "2" "$?"
+
+prov() { # prov CCID DB KEY [GWS]
+    echo "{\"tenant\": {\"id\": \"$1\", \"name\": \"Tenant $1\", \"ccid\": \"$1\"${4:+, \"gws\": $4}},
+           \"iwd\": {\"url\": \"http://iwd\", \"db\": {\"host\": \"127.0.0.1\", \"port\": $pg_port,
+           \"database\": \"$2\", \"user\": \"postgres\", \"password\": \"pw\", \"ssl\": false},
+           \"apiKeys\": {\"IWD_APIKEY_TENANT\": \"$3\"}}}"
+}
+req POST /provisioning "$admin_key" "$(prov t1 t1 $key)"; check "tenant t1 provisioned" "200" "$code"
+
+# --- configuration ------------------------------------------------------------------------------------
+req GET /router "$key"
+check "GET /router without a router: 404" "404" "$code"
+req PUT /router "$key" '{"url": "ftp://x", "clientId": "c", "clientSecret": "s"}'
+check_match "a router URL that is not http(s): 400 naming the field" '^400 router field "url" must be an http' \
+    "$code $(json .status.message)"
+req PUT /router "$key" '{"url": "http://x", "clientId": "c", "clientSecret": "s", "color": 1}'
+check_match "an unknown key: 400 naming it" '^400 unknown key "color" in router' "$code $(json .status.message)"
+req PUT /router "$key" '{"url": "http://x", "clientId": "c", "clientSecret": 5}'
+check "a secret that is not a string: 400" "400" "$code"
+req PUT /router "$key" "{\"url\": \"http://x\", \"clientId\": \"c\", \"clientSecret\": \"$(head -c 600 /dev/zero | tr '\0' s)\"}"
+check "a secret longer than 512 bytes: 400" "400" "$code"
+req PUT /router "$key" '{"url": "http://x", "clientId": "c"}'
+check_match "a new router without its client secret: 400" '^400 router field "clientSecret" is required' \
+    "$code $(json .status.message)"
+req PUT /router "$key" '{"url": "http://x", "clientId": "c", "clientSecret": "s", "maxInFlight": 0}'
+check "maxInFlight 0: 400" "400" "$code"
+# the router starts disabled: tasks are created before it syncs
+req PUT /router "$key" "{\"url\": \"$sim_url/\", \"clientId\": \"router-client\", \"clientSecret\": \"router-secret\",
+                          \"apiKey\": \"router-api-key\", \"maxInFlight\": 3, \"enabled\": false}"
+check "PUT /router: 200" "200" "$code"
+check "the answer has no secret, says which are set" "false false true true $sim_url 3" \
+    "$(json '[has("clientSecret"), has("apiKey"), .hasClientSecret, .hasApiKey, .url, .maxInFlight] | join(" ")')"
+check "the secrets are stored sealed, never in clear" "0 2" \
+    "$(sql "SELECT count(*) FILTER (WHERE client_secret LIKE '%router-secret%' OR api_key LIKE '%router-api-key%'),
+                   count(*) FILTER (WHERE client_secret LIKE 'v2:%') + count(*) FILTER (WHERE api_key LIKE 'v2:%')
+            FROM iwd.router" | tr '|' ' ')"
+req GET /router "$key"
+check "GET /router: no secret" "200 false disabled" "$code $(json 'has("clientSecret") or has("apiKey")') $(json .status.state)"
+
+# --- the flow -----------------------------------------------------------------------------------------
+ids=()
+for p in 10 50 30 40 20; do ids+=("$(task "flow-$p" "$p")"); done # ids: p10 p50 p30 p40 p20
+sleep 1
+check "disabled: nothing submitted" "0" "$(sim '.counters.posts')"
+req PUT /router "$key" "{\"url\": \"$sim_url\", \"clientId\": \"router-client\", \"maxInFlight\": 3, \"enabled\": true}"
+check "PUT /router keeps the secrets when they are omitted" "200 true true" \
+    "$code $(json .hasClientSecret) $(json .hasApiKey)"
+wait_until 20 bash -c "[ \"\$(curl -s $sim_url/sim/state | jq '.items | length')\" -ge 3 ]"
+sleep 1
+check "the best maxInFlight tasks are submitted, in queue order" "50 40 30" \
+    "$(sim '[.items[]] | sort_by(.id | ltrimstr("wi-") | tonumber) | map(.taskId) | join(" ")' |
+       sed "s/\b${ids[1]}\b/50/; s/\b${ids[3]}\b/40/; s/\b${ids[2]}\b/30/")"
+check "they stay queued in iwd, with their routerId" "queued queued queued 3" \
+    "$(status_of "${ids[1]}") $(status_of "${ids[3]}") $(status_of "${ids[2]}") $(sql "SELECT count(router_id) FROM iwd.router_task")"
+check "the simulator received the bearer token and the API key" "0" "$(sim '.counters.unauthorized')"
+wait_until 10 status_field_is state syncing
+check "GET /router: syncing, 3 in flight" "syncing 3" "$(router_status state) $(router_status inFlight)"
+sim_set '{"mode": "complete", "stepSeconds": 0.3}'
+wait_until 30 status_is "${ids[0]}" completed
+check "every task is completed through the router" "completed completed completed completed completed" \
+    "$(for id in "${ids[@]}"; do status_of "$id"; done | xargs)"
+check "a completed task's history: reserved, accepted, completed by the router's agent" \
+    "created: reserved:agent- accepted:agent- completed:agent-" \
+    "$(sql "SELECT string_agg(event || ':' || regexp_replace(coalesce(actor, ''), '[0-9]+$', ''), ' ' ORDER BY id)
+            FROM iwd.task_event WHERE task_id = ${ids[1]}")"
+check "the router's agents are known to iwd, not ready (they pull nothing themselves)" "not_ready" \
+    "$(sql "SELECT DISTINCT state FROM iwd.agent WHERE id LIKE 'agent-%'")"
+check "the event feed carries task.reserved and task.completed of the router's work" "2" \
+    "$(sql "SELECT count(DISTINCT type) FROM iwd.event_outbox WHERE task_id = ${ids[1]} AND type IN ('task.reserved', 'task.completed')")"
+check "nothing submitted twice" "5 0" "$(sim '.items | length') $(duplicates)"
+wait_until 10 bash -c "[ \"\$(curl -s http://127.0.0.1:$metrics_port/metrics | grep -c '^iwd_router_in_flight{ccid=\"t1\"} 0')\" = 1 ]"
+check "metrics: iwd_router_requests_total counts submissions, iwd_router_in_flight and iwd_router_lag_seconds" \
+    "5 1 1" "$(metric 'iwd_router_requests_total{ccid="t1",op="submit",result="ok"}') \
+$(curl -s "http://127.0.0.1:$metrics_port/metrics" | grep -c '^iwd_router_in_flight{ccid="t1"} 0') \
+$(curl -s "http://127.0.0.1:$metrics_port/metrics" | grep -c '^iwd_router_lag_seconds{ccid="t1"}')"
+check "GET /router: lastSyncAt set, no lastError" "true null" \
+    "$(router_status 'lastSyncAt != null') $(router_status lastError)"
+
+echo "sidecar log clean"
+check "no sanitizer report" "yes" "$(sidecar_log_clean && echo yes || echo no)"
+summary
