@@ -175,6 +175,83 @@ $(curl -s "http://127.0.0.1:$metrics_port/metrics" | grep -c '^iwd_router_lag_se
 check "GET /router: lastSyncAt set, no lastError" "true null" \
     "$(router_status 'lastSyncAt != null') $(router_status lastError)"
 
+# --- displacement -------------------------------------------------------------------------------------
+# the agents take nothing now: what is submitted stays queued at the router
+sim_set '{"mode": "none"}'
+p10=$(task disp-10 10); p20=$(task disp-20 20); p30=$(task disp-30 30)
+wait_until 20 item_state_is "$p10" queued
+check "a full window: the three tasks are at the router" "queued queued queued 3" \
+    "$(sim_state_of "$(item_of_task "$p10")") $(sim_state_of "$(item_of_task "$p20")") \
+$(sim_state_of "$(item_of_task "$p30")") $(in_flight)"
+posts0=$(sim '.counters.posts')
+p90=$(task disp-90 90)
+wait_until 20 item_state_is "$p90" queued
+check "a better task arriving displaces the lowest: stopped at the router, the better one submitted" \
+    "stopped queued queued queued" \
+    "$(sim_state_of "$(item_of_task "$p10")") $(sim_state_of "$(item_of_task "$p90")") \
+$(sim_state_of "$(item_of_task "$p20")") $(sim_state_of "$(item_of_task "$p30")")"
+check "the displaced task stays queued in iwd, no longer at the router; still 3 in flight" "queued  3" \
+    "$(status_of "$p10") $(router_id_of "$p10") $(in_flight)"
+check "one submission for the one better task" "1" "$(($(sim '.counters.posts') - posts0))"
+
+# --- propagation of iwd's actions -----------------------------------------------------------------------
+req POST "/tasks/$p20/hold" "$key" '{"reason": "waiting for the customer"}'
+wait_until 20 item_state_is "$p20" stopped
+check "hold in iwd stops the task at the router" "200 stopped" "$code $(sim_state_of "$(item_of_task "$p20")")"
+wait_until 20 item_state_is "$p10" queued
+check "the place it left takes the displaced task again (a new submission)" "queued" \
+    "$(sim_state_of "$(item_of_task "$p10")")"
+req POST "/tasks/$p30/cancel" "$key" '{"reason": "duplicate"}'
+wait_until 20 item_state_is "$p30" stopped
+check "cancel in iwd stops it at the router" "200 stopped" "$code $(sim_state_of "$(item_of_task "$p30")")"
+req POST "/tasks/$p90/complete" "$key" '{}'
+wait_until 20 item_state_is "$p90" stopped
+check "complete in iwd (a supervisor) stops it at the router" "200 stopped" "$code $(sim_state_of "$(item_of_task "$p90")")"
+old_item=$(item_of_task "$p10")
+req POST "/tasks/$p10/reprioritize" "$key" '{"priority": 70}'
+wait_until 20 bash -c "[ \"\$(curl -s $sim_url/sim/state | jq -r '[.items[] | select(.taskId == $p10 and .state == \"queued\")] | length')\" = 1 ] &&
+    [ \"\$(curl -s $sim_url/sim/state | jq -r '.items[\"$old_item\"].state')\" = stopped ]"
+check "reprioritize in iwd: stopped and submitted again with the new priority" "stopped queued" \
+    "$(sim_state_of "$old_item") $(sim_state_of "$(item_of_task "$p10")")"
+req POST /tasks "$key" "{\"externalId\": \"exp-1\", \"capturePoint\": \"router-test\", \"priority\": 95,
+                        \"expiresAt\": \"$(date -u -d '+3 seconds' +%Y-%m-%dT%H:%M:%SZ)\"}"
+pexp=$(json .id)
+wait_until 20 item_state_is "$pexp" queued
+sleep 4
+sql "SELECT iwd.tick()" >/dev/null
+wait_until 20 item_state_is "$pexp" stopped
+check "expiry in iwd stops it at the router" "expired stopped" "$(status_of "$pexp") $(sim_state_of "$(item_of_task "$pexp")")"
+
+# --- the router's own changes -----------------------------------------------------------------------------
+sim_set '{"mode": "offer"}'
+wait_until 20 status_is "$p10" assigned
+check "offered at the router: reserved in iwd to that agent, without a reservation timeout" "assigned agent- " \
+    "$(status_of "$p10") $(sql "SELECT regexp_replace(assigned_to, '[0-9]+$', '') || ' ' || coalesce(reserved_until::text, '')
+                              FROM iwd.task WHERE id = $p10")"
+item=$(item_of_task "$p10")
+sim_set '{"mode": "none"}'
+sim_item "$item" '{"state": "rejected"}'
+wait_until 20 status_is "$p10" queued
+check "rejected by the router: back to queued in iwd (never rejected), the event is task.declined" "queued declined" \
+    "$(status_of "$p10") $(sql "SELECT event FROM iwd.task_event WHERE task_id = $p10 ORDER BY id DESC LIMIT 1")"
+sleep 2
+check "a task the router rejected is not submitted again at once" "$item" "$(item_of_task "$p10")"
+p60=$(task stop-60 60)
+wait_until 20 item_state_is "$p60" queued
+sim_item "$(item_of_task "$p60")" '{"state": "stopped"}'
+wait_until 20 bash -c "[ -z \"\$(psql -X -At -h $work/pg -p $pg_port -U postgres -d t1 -c \"SELECT router_id FROM iwd.router_task WHERE task_id = $p60\")\" ]"
+check "stopped by the router: still queued in iwd, no longer counted at the router" "queued " \
+    "$(status_of "$p60") $(router_id_of "$p60")"
+sim_set '{"mode": "accept"}'
+wait_until 20 bash -c "[ \"\$(psql -X -At -h $work/pg -p $pg_port -U postgres -d t1 -c \"SELECT count(*) FROM iwd.task WHERE status = 'assigned' AND accepted_at IS NOT NULL\")\" -ge 1 ]"
+acc=$(sql "SELECT id FROM iwd.task WHERE status = 'assigned' AND accepted_at IS NOT NULL ORDER BY id LIMIT 1")
+check "accepted at the router: accepted in iwd" "accepted" \
+    "$(sql "SELECT event FROM iwd.task_event WHERE task_id = $acc AND event = 'accepted'")"
+req POST "/tasks/$acc/cancel" "$key" '{}'
+wait_until 20 item_state_is "$acc" stopped
+check "cancel of a task accepted at the router stops it there" "200 canceled stopped" \
+    "$code $(status_of "$acc") $(sim_state_of "$(item_of_task "$acc")")"
+
 echo "sidecar log clean"
 check "no sanitizer report" "yes" "$(sidecar_log_clean && echo yes || echo no)"
 summary
