@@ -11,6 +11,7 @@ cd "$(dirname "$0")/../sidecar"
 layers="
 iwd 0
 clock 1
+redis_cluster 1
 text 1
 provisioning 1
 server_slots 1
@@ -18,6 +19,7 @@ log 2
 config 3
 metrics 3
 secret 4
+redis_conn 4
 tenant 5
 redis 5
 control 5

@@ -2,7 +2,8 @@
 # Runs every iwd test suite and ends with one line "N passed, M failed".
 # Suites: version check, sidecar module layers, extension call layers, pg_regress (regress/sql), isolation
 # (regress/specs), upgrade, worker, density, openapi (the API document's lint and validating proxy), sidecar,
-# pgbouncer, chart, fuzz (short), faults (kill -9 under load, tests/faults) and hostile inputs (tests/hostile).
+# pgbouncer, chart, fuzz (short), faults (kill -9 under load, tests/faults), hostile inputs (tests/hostile) and
+# the cache on a Redis Cluster and over TLS (tests/redis).
 # Each suite script ends its output with its own "N passed, M failed" line; this driver adds them up.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -46,6 +47,7 @@ run_suite upgrade scripts/test-upgrade.sh
 [ -x scripts/fuzz.sh ] && run_suite fuzz scripts/fuzz.sh
 [ -x tests/faults/run.sh ] && run_suite faults tests/faults/run.sh
 [ -x tests/hostile/run.sh ] && run_suite hostile tests/hostile/run.sh
+[ -x tests/redis/run.sh ] && run_suite redis tests/redis/run.sh
 
 rm -rf "$log_dir"
 echo "${total_passed} passed, ${total_failed} failed"

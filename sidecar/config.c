@@ -72,9 +72,16 @@ static const char usage[] =
     "                                             0: no limit)\n"
     "  --redis-nodes LIST     IWD_REDIS_NODES     comma-separated redis://host:port (empty: no Redis)\n"
     "  --redis-password PW    IWD_REDIS_PASSWORD  Redis password (AUTH)\n"
-    "  --redis-tls BOOL       IWD_REDIS_TLS       TLS to Redis (true/false; not supported by this build)\n"
-    "  --redis-cluster BOOL   IWD_REDIS_CLUSTER   the nodes form a Redis Cluster (keys go to the first\n"
-    "                                             reachable node; MOVED answers count as errors)\n"
+    "  --redis-tls BOOL       IWD_REDIS_TLS       TLS to Redis, the server's certificate verified (true/false;\n"
+    "                                             default false; a node written rediss:// turns it on)\n"
+    "  --redis-ca-file PATH   IWD_REDIS_CA_FILE   PEM CA certificates that Redis servers' certificates are\n"
+    "                                             verified against (default: the system's CAs)\n"
+    "  --redis-cert-file PATH IWD_REDIS_CERT_FILE the client certificate (PEM) for servers that require one\n"
+    "  --redis-key-file PATH  IWD_REDIS_KEY_FILE  its private key (PEM; required with IWD_REDIS_CERT_FILE)\n"
+    "  --redis-tls-server-name NAME IWD_REDIS_TLS_SERVER_NAME  the name every node's certificate must carry\n"
+    "                                             (default: the node's host, a DNS name or an IP address)\n"
+    "  --redis-cluster BOOL   IWD_REDIS_CLUSTER   the nodes are seeds of a Redis Cluster: keys go to their\n"
+    "                                             slot's master, MOVED/ASK followed, failovers followed\n"
     "  --threads N            IWD_THREADS         worker threads, each with its own loop (default 2)\n"
     "  --max-body-bytes N     IWD_MAX_BODY_BYTES  largest request body (default 1048576)\n"
     "  --log-level LEVEL      IWD_LOG_LEVEL       error, warn, info (default) or debug\n"
@@ -238,6 +245,14 @@ static int apply(const char *name, const char *value)
         if ((b = parse_bool(value)) < 0)
             goto invalid;
         iwd_conf.redis_cluster = b;
+    } else if (strcmp(name, "redis-ca-file") == 0) {
+        iwd_conf.redis_ca_file = *value != '\0' ? strdup(value) : NULL;
+    } else if (strcmp(name, "redis-cert-file") == 0) {
+        iwd_conf.redis_cert_file = *value != '\0' ? strdup(value) : NULL;
+    } else if (strcmp(name, "redis-key-file") == 0) {
+        iwd_conf.redis_key_file = *value != '\0' ? strdup(value) : NULL;
+    } else if (strcmp(name, "redis-tls-server-name") == 0) {
+        iwd_conf.redis_tls_server_name = *value != '\0' ? strdup(value) : NULL;
     } else if (strcmp(name, "threads") == 0) {
         if ((n = parse_int(value, 1, MAX_THREADS)) < 0)
             goto invalid;
@@ -344,6 +359,8 @@ int iwd_config_load(int argc, char **argv)
         {"control-db", "IWD_CONTROL_DB"},   {"admin-api-key", "IWD_ADMIN_API_KEY"},
         {"redis-nodes", "IWD_REDIS_NODES"}, {"redis-password", "IWD_REDIS_PASSWORD"},
         {"redis-tls", "IWD_REDIS_TLS"},     {"redis-cluster", "IWD_REDIS_CLUSTER"},
+        {"redis-ca-file", "IWD_REDIS_CA_FILE"}, {"redis-cert-file", "IWD_REDIS_CERT_FILE"},
+        {"redis-key-file", "IWD_REDIS_KEY_FILE"}, {"redis-tls-server-name", "IWD_REDIS_TLS_SERVER_NAME"},
         {"threads", "IWD_THREADS"},         {"max-body-bytes", "IWD_MAX_BODY_BYTES"},
         {"log-level", "IWD_LOG_LEVEL"},     {"pushgateway-url", "IWD_PUSHGATEWAY_URL"},
         {"push-interval", "IWD_PUSH_INTERVAL"}, {"metrics-ttl-ms", "IWD_METRICS_TTL_MS"},
@@ -366,6 +383,8 @@ int iwd_config_load(int argc, char **argv)
         {"control-db", required_argument, NULL, 0},     {"admin-api-key", required_argument, NULL, 0},
         {"redis-nodes", required_argument, NULL, 0},    {"redis-password", required_argument, NULL, 0},
         {"redis-tls", required_argument, NULL, 0},      {"redis-cluster", required_argument, NULL, 0},
+        {"redis-ca-file", required_argument, NULL, 0},  {"redis-cert-file", required_argument, NULL, 0},
+        {"redis-key-file", required_argument, NULL, 0}, {"redis-tls-server-name", required_argument, NULL, 0},
         {"threads", required_argument, NULL, 0},        {"max-body-bytes", required_argument, NULL, 0},
         {"log-level", required_argument, NULL, 0},      {"pushgateway-url", required_argument, NULL, 0},
         {"push-interval", required_argument, NULL, 0},  {"metrics-ttl-ms", required_argument, NULL, 0},
@@ -440,8 +459,17 @@ int iwd_config_load(int argc, char **argv)
                         " IWD_SECRET_KEY\n", MIN_SECRET_KEY);
         return IWD_ERR;
     }
-    if (iwd_conf.redis_tls) {
-        fprintf(stderr, "iwd-sidecar: IWD_REDIS_TLS=true is not supported by this build (hiredis without TLS)\n");
+    if (iwd_conf.redis_nodes != NULL && strstr(iwd_conf.redis_nodes, "rediss://") != NULL)
+        iwd_conf.redis_tls = true;
+    if ((iwd_conf.redis_cert_file == NULL) != (iwd_conf.redis_key_file == NULL)) {
+        fprintf(stderr, "iwd-sidecar: IWD_REDIS_CERT_FILE and IWD_REDIS_KEY_FILE go together (a client certificate"
+                        " and its key)\n");
+        return IWD_ERR;
+    }
+    if (!iwd_conf.redis_tls && (iwd_conf.redis_ca_file != NULL || iwd_conf.redis_cert_file != NULL ||
+                                iwd_conf.redis_tls_server_name != NULL)) {
+        fprintf(stderr, "iwd-sidecar: IWD_REDIS_CA_FILE, IWD_REDIS_CERT_FILE and IWD_REDIS_TLS_SERVER_NAME need"
+                        " IWD_REDIS_TLS=true\n");
         return IWD_ERR;
     }
     return IWD_OK;

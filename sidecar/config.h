@@ -24,6 +24,10 @@ typedef struct iwd_config {
     char *redis_password;
     bool redis_tls;
     bool redis_cluster;
+    char *redis_ca_file;         /* IWD_REDIS_CA_FILE: the CAs that verify Redis certificates (NULL: system's) */
+    char *redis_cert_file;       /* IWD_REDIS_CERT_FILE and IWD_REDIS_KEY_FILE: the client certificate, or NULL */
+    char *redis_key_file;
+    char *redis_tls_server_name; /* IWD_REDIS_TLS_SERVER_NAME: the name certificates carry (NULL: each node's host) */
     int threads;
     size_t max_body_bytes;
     int log_level; /* 0 error, 1 warn, 2 info, 3 debug */

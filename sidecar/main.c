@@ -232,6 +232,8 @@ int main(int argc, char **argv)
     iwd_log_set_level(iwd_conf.log_level);
     if (iwd_webhooks_init() != IWD_OK || iwd_static_init() != IWD_OK)
         return 2;
+    if (iwd_redis_init() != IWD_OK)
+        return 2;
     if (iwd_router_init() != IWD_OK)
         return 2;
     signal(SIGPIPE, SIG_IGN);
