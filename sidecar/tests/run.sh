@@ -9,6 +9,8 @@ sidecar_dir=$(pwd)
 suite=sidecar
 # shellcheck source=../../scripts/lib.sh
 . ../scripts/lib.sh
+# shellcheck source=../../tests/openapi/proxy.sh
+. ../tests/openapi/proxy.sh
 work=$(work_dir sidecar-test)
 pids=()
 # the tests' own psql and createdb calls below: as the invoking user, logged in as the cluster's superuser
@@ -23,6 +25,7 @@ base="http://127.0.0.1:$http_port/iwd/v3"
 
 cleanup() {
     for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null; done
+    openapi_proxy_stop
     servers_stop immediate
     sleep 0.2
     [ -z "${IWD_KEEP:-}" ] && rm -rf "$work"
@@ -63,6 +66,8 @@ redis_start "$work" redis-secret || fail_setup "redis-server did not start"
 prometheus-pushgateway --web.listen-address="127.0.0.1:$push_port" >"$work/push.log" 2>&1 &
 pids+=($!)
 start_sidecar || fail_setup "sidecar start failed"
+# every req (here and in tests/*.sh) through the proxy that checks it against openapi.yaml
+openapi_proxy_start "$work/openapi" || fail_setup "the OpenAPI proxy did not start"
 
 # --- command line ----------------------------------------------------------------------------------
 help=$(./iwd-sidecar-asan --help)
@@ -1033,6 +1038,10 @@ if [ -n "$actions_result" ]; then
 else
     failed=$((failed + 1)); echo "not ok - tests/actions.sh printed no result line"
 fi
+
+# --- the REST traffic against the OpenAPI document -------------------------------------------------
+openapi_proxy_check
+openapi_proxy_stop
 
 # --- shutdown and sanitizers -----------------------------------------------------------------------
 kill "$sidecar_pid"; wait "$sidecar_pid" 2>/dev/null; sidecar_pid=""
