@@ -135,6 +135,77 @@ static int port_at(json_t *doc, int *port, char *err, size_t errlen)
     return IWD_OK;
 }
 
+/* Append text of length n and a comma before it unless the list is empty; false when it does not fit. */
+static bool list_add(char *list, size_t size, const char *text, size_t n)
+{
+    size_t o = strlen(list), sep = o > 0 ? 1 : 0;
+
+    if (o + sep + n + 1 > size)
+        return false;
+    if (sep)
+        list[o++] = ',';
+    memcpy(list + o, text, n);
+    list[o + n] = '\0';
+    return true;
+}
+
+int iwd_db_hosts_split(const char *hosts, int default_port, char *host_list, size_t host_size, char *port_list,
+                       size_t port_size, int *count, char *err, size_t errlen)
+{
+    const char *entry = hosts;
+    char port_s[16];
+
+    host_list[0] = port_list[0] = '\0';
+    *count = 0;
+    for (;;) {
+        size_t len = strcspn(entry, ","), host_len = len;
+        const char *host = entry, *colon = NULL;
+        long long n = default_port;
+
+        (*count)++;
+        if (host[0] == '[' && memchr(host, ']', len) != NULL) { /* [IPv6] or [IPv6]:port */
+            const char *close = memchr(host, ']', len);
+
+            host++;
+            host_len = close - host;
+            colon = close + 1 < entry + len ? close + 1 : NULL;
+            if (colon != NULL && *colon != ':')
+                return fail(err, errlen, "iwd.db.host: entry %d must be host, host:port or [address]:port", *count);
+        } else if (memchr(host, ':', len) != NULL && memchr(host, ':', len) == memrchr(host, ':', len)) {
+            colon = memchr(host, ':', len); /* host:port; more than one colon is an IPv6 address alone */
+            host_len = colon - host;
+        }
+        if (colon != NULL) {
+            size_t digits = entry + len - (colon + 1);
+            bool numeric = digits > 0 && digits <= 5 && strspn(colon + 1, "0123456789") >= digits;
+
+            n = numeric ? strtoll(colon + 1, NULL, 10) : -1;
+            if (n < 1 || n > 65535)
+                return fail(err, errlen, "iwd.db.host: the port of entry %d must be a port number (1 to 65535)",
+                            *count);
+        }
+        if (host_len == 0 || memchr(host, ' ', host_len) != NULL)
+            return fail(err, errlen, "iwd.db.host: entry %d must name a host (no spaces)", *count);
+        snprintf(port_s, sizeof(port_s), "%lld", n);
+        if (!list_add(host_list, host_size, host, host_len) || !list_add(port_list, port_size, port_s, strlen(port_s)))
+            return fail(err, errlen, "iwd.db.host names too many hosts");
+        if (entry[len] == '\0')
+            return IWD_OK;
+        entry += len + 1;
+    }
+}
+
+/* iwd.db.host: one host or a list of them, as iwd_db_hosts_split reads it. */
+static int hosts_valid(const char *hosts, int default_port, char *err, size_t errlen)
+{
+    /* at most one port of 6 characters per character of the hosts */
+    char host_list[IWD_DB_HOST_MAX + 1], port_list[IWD_DB_HOST_MAX * 6 + 1];
+    int count;
+
+    return iwd_db_hosts_split(hosts, default_port, host_list, sizeof(host_list), port_list, sizeof(port_list),
+                              &count, err, errlen);
+}
+
 /* An API key: length and characters. */
 static int key_valid(const char *path, const char *key, char *err, size_t errlen)
 {
@@ -184,6 +255,8 @@ static int validate(json_t *doc, iwd_provisioning_t *out, char *err, size_t errl
     if (out->dm_key != NULL && strcmp(out->dm_key, out->tenant_key) == 0)
         return fail(err, errlen, "iwd.apiKeys.IWD_APIKEY_IWDDM must differ from IWD_APIKEY_TENANT");
     if (port_at(doc, &out->port, err, errlen) != IWD_OK)
+        return IWD_ERR;
+    if (hosts_valid(out->host, out->port, err, errlen) != IWD_OK)
         return IWD_ERR;
     if (lookup(doc, "iwd.db.ssl", &v, err, errlen) != IWD_OK)
         return IWD_ERR;

@@ -23,8 +23,8 @@ typedef struct iwd_provisioning {
     char *ccid;
     char *tenant_id;
     char *name;       /* NULL when not given */
-    char *host;
-    int port;
+    char *host;       /* one host or a list (iwd_db_hosts_split) */
+    int port;         /* the port of the hosts that name none */
     char *database;
     char *user;
     char *password;   /* NULL when not given or empty */
@@ -42,6 +42,16 @@ typedef struct iwd_provisioning {
  * left empty. Nothing is allocated on failure.
  */
 int iwd_provisioning_parse(const char *body, size_t len, iwd_provisioning_t *out, char *err, size_t errlen);
+
+/*
+ * iwd.db.host as libpq's lists: one host, or the servers of a replicated tenant database separated by commas,
+ * each "host", "host:port" or "[IPv6]:port" (pg_autoctl show uri's order); an entry without a port takes
+ * default_port. Writes the comma-separated hosts and ports (each NUL-terminated) and sets *count. IWD_ERR with
+ * a message naming the entry in err when an entry is empty or its port is not 1 to 65535, or a list does not
+ * fit its buffer.
+ */
+int iwd_db_hosts_split(const char *hosts, int default_port, char *host_list, size_t host_size, char *port_list,
+                       size_t port_size, int *count, char *err, size_t errlen);
 
 /* Release what iwd_provisioning_parse allocated; out is left empty. */
 void iwd_provisioning_free(iwd_provisioning_t *out);

@@ -8,6 +8,7 @@
 
 #include "iwd.h"
 #include "log.h"
+#include "provisioning.h"
 #include "secret.h"
 #include "tenant.h"
 
@@ -37,17 +38,21 @@ static bool conninfo_add(char *buf, size_t size, const char *name, const char *v
 int iwd_tenant_settings(iwd_tenant_t *tenant, const char *ccid, const char *host, int port, const char *db,
                         const char *user, const char *password, bool ssl)
 {
-    char port_s[16];
+    char hosts[IWD_CONNINFO_SIZE], ports[IWD_CONNINFO_SIZE], err[128];
     char *c = tenant->conninfo;
     size_t size = sizeof(tenant->conninfo);
+    int count;
 
     /* a ccid that does not fit would make two tenants one in the pool of connections */
     if (strlen(ccid) >= sizeof(tenant->ccid))
         return IWD_ERR;
     snprintf(tenant->ccid, sizeof(tenant->ccid), "%s", ccid);
-    snprintf(port_s, sizeof(port_s), "%d", port);
+    if (iwd_db_hosts_split(host, port, hosts, sizeof(hosts), ports, sizeof(ports), &count, err, sizeof(err)) != IWD_OK)
+        return IWD_ERR;
     c[0] = '\0';
-    if (!conninfo_add(c, size, "host", host) || !conninfo_add(c, size, "port", port_s) ||
+    /* the servers of a replicated database: the one that accepts writes, whichever was promoted */
+    if (!conninfo_add(c, size, "host", hosts) || !conninfo_add(c, size, "port", ports) ||
+        (count > 1 && !conninfo_add(c, size, "target_session_attrs", "read-write")) ||
         !conninfo_add(c, size, "dbname", db) || !conninfo_add(c, size, "user", user) ||
         (password != NULL && *password != '\0' && !conninfo_add(c, size, "password", password)) ||
         !conninfo_add(c, size, "sslmode", ssl ? "require" : "prefer") ||
