@@ -72,6 +72,8 @@
 #define ANSWER_MAX (4 * 1024 * 1024)
 #define ERROR_TEXT 300
 #define MAX_SYNCS 1024              /* tenants synced by one replica */
+#define LEASE_S 15                  /* a tenant's sync lease: another replica takes over this long after a death */
+#define RENEW_MS 5000               /* the lease is renewed this often during a round */
 
 /* One HTTP request to a router and its answer. */
 typedef struct request {
@@ -108,11 +110,17 @@ typedef struct sync {
     char *url, *auth_url, *client_id, *client_secret, *api_key, *cursor;
     bool enabled;
     int backoff_ms;
+    int64_t renew_at_ms;            /* when the lease is renewed next during a round */
+    bool lost;                      /* the lease passed to another replica during the round */
     bool more;                      /* the last round left work: the next one at once */
     char error[ERROR_TEXT + 128];   /* the round's failure, empty when none */
     double lag_s;
     struct sync *next;
 } sync_t;
+
+typedef enum { CLAIM_HELD, CLAIM_OTHER, CLAIM_NONE, CLAIM_FAILED } claim_t;
+
+static claim_t claim(sync_t *s);
 
 /* A tenant without a router: when to ask again. */
 typedef struct probed {
@@ -377,6 +385,24 @@ static void describe(const request_t *r, char *out, size_t size)
         out[0] = '\0';
 }
 
+/*
+ * Renew the lease when RENEW_MS have passed since it was taken; false once it passed to another replica
+ * (the round stops sending: what it records is refused anyway, iwd._router_lease).
+ */
+static bool renew(sync_t *s)
+{
+    if (s->lost)
+        return false;
+    if (iwd_now_ms() < s->renew_at_ms)
+        return true;
+    if (claim(s) != CLAIM_HELD) {
+        s->lost = true;
+        fail(s, "the sync's lease passed to another replica");
+        return false;
+    }
+    return true;
+}
+
 /* Run the requests, CONCURRENT at a time, each to its end (answered, failed or timed out); counted. */
 static void run_requests(sync_t *s, request_t **reqs, int n)
 {
@@ -386,6 +412,10 @@ static void run_requests(sync_t *s, request_t **reqs, int n)
         CURLMsg *msg;
         int running, left;
 
+        if (next < n && active < CONCURRENT && !renew(s)) {
+            for (; next < n; next++) /* not sent: failed, the next round tries again */
+                reqs[next]->rc = CURLE_ABORTED_BY_CALLBACK;
+        }
         while (next < n && active < CONCURRENT) {
             request_prepare(s, reqs[next]);
             curl_multi_add_handle(s->multi, reqs[next]->easy);
@@ -450,8 +480,6 @@ static bool open_secret(sync_t *s, json_t *cfg, const char *key, char **out)
     return true;
 }
 
-typedef enum { CLAIM_HELD, CLAIM_OTHER, CLAIM_NONE, CLAIM_FAILED } claim_t;
-
 /* Take or renew the lease, and read the configuration. */
 static claim_t claim(sync_t *s)
 {
@@ -462,8 +490,7 @@ static claim_t claim(sync_t *s)
     char *url;
     claim_t rc = CLAIM_HELD;
 
-    /* the lease outlasts the longest round: a plan's requests, the pull's pages, the statements between */
-    snprintf(lease, sizeof(lease), "%d", (iwd_conf.router_timeout_ms * (PULL_PAGES + 3) + 8 * DEADLINE_MS) / 1000);
+    snprintf(lease, sizeof(lease), "%d", LEASE_S);
     if ((text = query_value(s, "router_claim", "SELECT iwd.router_claim($1, $2::int)", 2, values)) == NULL)
         return CLAIM_FAILED;
     if (*text == '\0') {
@@ -482,6 +509,7 @@ static claim_t claim(sync_t *s)
         forget_config(s);
         return CLAIM_OTHER;
     }
+    s->renew_at_ms = iwd_now_ms() + RENEW_MS;
     url = member(cfg, "url");
     if (s->url == NULL || url == NULL || strcmp(url, s->url) != 0)
         forget_config(s); /* a new router: a new token */
@@ -709,6 +737,11 @@ static bool pull(sync_t *s, bool *unauthorized)
         char *changes_text, *applied;
         bool more;
 
+        if (!renew(s)) {
+            free(url.buf);
+            curl_free(escaped);
+            return false;
+        }
         iwd_text_put(&url, "%s/workitems?changedSince=%s&limit=%d", s->url, escaped, PULL_LIMIT);
         curl_free(escaped);
         r = request_new("pull", "GET", url.buf);
@@ -777,6 +810,8 @@ static void report(sync_t *s)
     const char *values[2] = {replica_id, s->error[0] != '\0' ? s->error : NULL};
     char *in_flight;
 
+    if (s->lost) /* the replica holding the lease reports */
+        return;
     if (s->conn == NULL && !connect_tenant(s))
         return;
     if ((in_flight = query_value(s, "router_report", "SELECT iwd.router_report($1, $2)", 2, values)) != NULL) {
@@ -793,6 +828,7 @@ static claim_t round_of(sync_t *s)
 
     s->error[0] = '\0';
     s->more = false;
+    s->lost = false;
     s->lag_s = -1;
     if (!connect_tenant(s))
         return CLAIM_FAILED;

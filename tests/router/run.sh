@@ -155,7 +155,8 @@ check "the simulator received the bearer token and the API key" "0" "$(sim '.cou
 wait_until 10 status_field_is state syncing
 check "GET /router: syncing, 3 in flight" "syncing 3" "$(router_status state) $(router_status inFlight)"
 sim_set '{"mode": "complete", "stepSeconds": 0.3}'
-wait_until 30 status_is "${ids[0]}" completed
+all_completed() { for id in "${ids[@]}"; do status_is "$id" completed || return 1; done; }
+wait_until 60 all_completed
 check "every task is completed through the router" "completed completed completed completed completed" \
     "$(for id in "${ids[@]}"; do status_of "$id"; done | xargs)"
 check "a completed task's history: reserved, accepted, completed by the router's agent" \
@@ -251,6 +252,126 @@ req POST "/tasks/$acc/cancel" "$key" '{}'
 wait_until 20 item_state_is "$acc" stopped
 check "cancel of a task accepted at the router stops it there" "200 canceled stopped" \
     "$code $(status_of "$acc") $(sim_state_of "$(item_of_task "$acc")")"
+
+# --- faults ---------------------------------------------------------------------------------------------
+# live_twice: tasks with more than one work item live at the router at once (a duplicate submission)
+live_twice() {
+    sim '[.items[] | select(.state == "queued" or .state == "offered" or .state == "accepted") | .taskId]
+         | group_by(.) | map(select(length > 1)) | length'
+}
+api_answers() { [ "$(curl -s -o /dev/null -w '%{http_code}' -H "x-api-key: $key" "$base/tasks?limit=1")" = 200 ]; }
+sim_set '{"mode": "complete", "stepSeconds": 0.1}'
+
+# the router down (connection refused), then up again (a restart: its tokens are gone, its work items kept)
+stop_sim
+f1=$(task down-1 99)
+wait_until 20 status_field_is state failing
+check_match "router down: GET /router says failing with the reason" "not reachable" "$(router_status lastError)"
+unreachable0=$(metric 'iwd_router_requests_total{ccid="t1",op="submit",result="unreachable"}')
+sleep 6
+unreachable1=$(metric 'iwd_router_requests_total{ccid="t1",op="submit",result="unreachable"}')
+check "router down: retried with back-off, not in a tight loop (at most 6 attempts in 6 s)" "yes" \
+    "$([ "$unreachable1" -ge 1 ] && [ $((unreachable1 - unreachable0)) -le 6 ] && echo yes || echo "$unreachable0 -> $unreachable1")"
+check "router down: the API answers meanwhile" "yes" "$(api_answers && echo yes || echo no)"
+start_sim
+wait_until 40 status_is "$f1" completed
+check "router back: the task waiting is submitted and completed, the state syncing again" "completed syncing" \
+    "$(status_of "$f1") $(router_status state)"
+check "a restarted router's refused tokens were replaced" "yes" \
+    "$([ "$(metric 'iwd_router_requests_total{ccid="t1",op="token",result="ok"}')" -ge 2 ] && echo yes || echo no)"
+
+# 5xx answers
+sim_set '{"fail5xx": -1}'
+f2=$(task fail5xx-1 99)
+wait_until 20 status_field_matches lastError "HTTP 503"
+check "5xx: reported in GET /router and counted as unavailable" "failing yes" \
+    "$(router_status state) $([ "$(metric 'iwd_router_requests_total{ccid="t1",op="submit",result="unavailable"}')" -ge 1 ] && echo yes || echo no)"
+sim_set '{"fail5xx": 0}'
+wait_until 40 status_is "$f2" completed
+check "5xx over: the task is completed" "completed" "$(status_of "$f2")"
+
+# slow answers (longer than IWD_ROUTER_TIMEOUT_MS)
+sim_set '{"slowSeconds": 2.5}'
+f3=$(task slow-1 99)
+wait_until 30 status_field_matches lastError "no answer from the router within 1500 ms"
+check "slow router: timeouts reported and counted" "failing yes" \
+    "$(router_status state) $([ "$(metric 'iwd_router_requests_total{ccid="t1",op="submit",result="timeout"}')" -ge 1 ] && echo yes || echo no)"
+check "slow router: the API answers meanwhile" "yes" "$(api_answers && echo yes || echo no)"
+sim_set '{"slowSeconds": 0}'
+wait_until 40 status_is "$f3" completed
+check "slow router over: the task is completed, a repeated submission made no second work item" "completed 0" \
+    "$(status_of "$f3") $(live_twice)"
+
+# an expired token: refused once, replaced, the round run again
+tokens0=$(sim '.counters.tokens')
+curl -s -o /dev/null -X POST "$sim_url/sim/expire-tokens"
+f4=$(task token-1 99)
+wait_until 40 status_is "$f4" completed
+check "expired token: a new one fetched, the task completed" "completed yes" \
+    "$(status_of "$f4") $([ "$(sim '.counters.tokens')" -gt "$tokens0" ] && echo yes || echo no)"
+check "expired token: counted as unauthorized" "yes" \
+    "$([ "$(metric 'iwd_router_requests_total{ccid="t1",op="submit",result="unauthorized"}')$(metric 'iwd_router_requests_total{ccid="t1",op="pull",result="unauthorized"}')" != 00 ] && echo yes || echo no)"
+
+# invalid credentials: reported, retried with back-off; a PUT with the right secret resumes at once
+sim_set '{"clientSecret": "rotated-secret"}'
+curl -s -o /dev/null -X POST "$sim_url/sim/expire-tokens"
+f5=$(task creds-1 99)
+wait_until 20 status_field_matches lastError "refused the client credentials"
+refused0=$(sim '.counters.tokensRefused')
+sleep 6
+refused1=$(sim '.counters.tokensRefused')
+check "invalid credentials: reported and retried with back-off (at most 4 token requests in 6 s)" "failing yes" \
+    "$(router_status state) $([ $((refused1 - refused0)) -le 4 ] && echo yes || echo "$refused0 -> $refused1")"
+check "invalid credentials: counted" "yes" \
+    "$([ "$(metric 'iwd_router_requests_total{ccid="t1",op="token",result="unauthorized"}')" -ge 1 ] && echo yes || echo no)"
+req PUT /router "$key" "{\"url\": \"$sim_url\", \"clientId\": \"router-client\", \"clientSecret\": \"rotated-secret\",
+                          \"maxInFlight\": 3}"
+wait_until 30 status_is "$f5" completed
+check "the right secret set again: synced, the task completed" "completed syncing" "$(status_of "$f5") $(router_status state)"
+check "no task was ever live twice at the router" "0" "$(live_twice)"
+
+# --- kill -9 of the sidecar mid-sync ------------------------------------------------------------------------
+req PUT /router "$key" "{\"url\": \"$sim_url\", \"clientId\": \"router-client\", \"maxInFlight\": 8}"
+sim_set '{"mode": "complete", "stepSeconds": 0.2, "agents": 4}'
+posts0=$(sim '.counters.posts')
+req POST /tasks/bulk "$key" "$(jq -c -n '[range(40) | {externalId: "kill-\(.)", capturePoint: "router-kill", priority: (. % 7)}]')"
+check "40 tasks for the kill test" "201" "$code"
+wait_until 30 bash -c "[ \"\$(curl -s $sim_url/sim/state | jq .counters.posts)\" -ge $((posts0 + 10)) ]"
+kill -9 "$sidecar_pid"; wait "$sidecar_pid" 2>/dev/null
+start_sidecar || fail_setup "the sidecar did not start again"
+wait_until 120 bash -c "[ \"\$(psql -X -At -h $work/pg -p $pg_port -U postgres -d t1 -c \"SELECT count(*) FROM iwd.task_closed WHERE capture_point = 'router-kill' AND status = 'completed'\")\" = 40 ]"
+check "after kill -9 mid-sync: every task completed" "40" \
+    "$(sql "SELECT count(*) FROM iwd.task_closed WHERE capture_point = 'router-kill' AND status = 'completed'")"
+check "no duplicate submission: one work item per task at the router" "0" \
+    "$(sim '[.items[] | select(.state != "stopped") | .taskId] | group_by(.) | map(select(length > 1)) | length')"
+check "no change lost or applied twice: one completed event per task, each work item completed" "40 40" \
+    "$(sql "SELECT count(*), count(DISTINCT e.task_id) FROM iwd.task_event e JOIN iwd.task_closed c ON c.id = e.task_id
+            WHERE c.capture_point = 'router-kill' AND e.event = 'completed'" | tr '|' ' ')"
+
+# --- two replicas ------------------------------------------------------------------------------------------
+sidecar_a=$sidecar_pid
+start_sidecar "$http_port_b" || fail_setup "replica b did not start"
+replica_b=$sidecar_pid; sidecar_pid=$sidecar_a
+req POST /tasks/bulk "$key" "$(jq -c -n '[range(20) | {externalId: "two-\(.)", capturePoint: "router-two", priority: 5}]')"
+wait_until 60 bash -c "[ \"\$(psql -X -At -h $work/pg -p $pg_port -U postgres -d t1 -c \"SELECT count(*) FROM iwd.task_closed WHERE capture_point = 'router-two'\")\" = 20 ]"
+holder=$(router_status syncedBy)
+check_match "two replicas: one holds the sync" "." "$holder"
+check "two replicas: every task completed once, none live twice" "20 0" \
+    "$(sql "SELECT count(*) FROM iwd.task_event e JOIN iwd.task_closed c ON c.id = e.task_id
+            WHERE c.capture_point = 'router-two' AND e.event = 'completed'") $(live_twice)"
+# the holder dies: the other takes over once its lease has passed
+victim=$sidecar_a; survivor=$replica_b
+if grep -q "replica $holder" "$work/sidecar-$http_port_b.log"; then victim=$replica_b; survivor=$sidecar_a; fi
+kill -9 "$victim"; wait "$victim" 2>/dev/null
+[ "$survivor" = "$replica_b" ] && base="http://127.0.0.1:$http_port_b/iwd/v3"
+req POST /tasks/bulk "$key" "$(jq -c -n '[range(10) | {externalId: "takeover-\(.)", capturePoint: "router-takeover", priority: 5}]')"
+wait_until 60 bash -c "[ \"\$(psql -X -At -h $work/pg -p $pg_port -U postgres -d t1 -c \"SELECT count(*) FROM iwd.task_closed WHERE capture_point = 'router-takeover'\")\" = 10 ]"
+check "the replica holding the sync killed: the other takes over, every task completed" "10" \
+    "$(sql "SELECT count(*) FROM iwd.task_closed WHERE capture_point = 'router-takeover' AND status = 'completed'")"
+check_match "the sync is held by the survivor now" "." "$(router_status syncedBy | grep -v "^$holder\$")"
+check "no task was ever live twice at the router" "0" "$(live_twice)"
+# the survivor is stopped by the cleanup
+sidecar_pid=$survivor; replica_b=""
 
 echo "sidecar log clean"
 check "no sanitizer report" "yes" "$(sidecar_log_clean && echo yes || echo no)"
