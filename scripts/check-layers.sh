@@ -13,6 +13,7 @@ iwd 0
 clock 1
 redis_cluster 1
 text 1
+mime 1
 provisioning 1
 server_slots 1
 log 2
@@ -33,6 +34,7 @@ collector 9
 push 9
 events 9
 webhooks 9
+email 9
 router 9
 auth 10
 routes 11

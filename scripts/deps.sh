@@ -7,8 +7,10 @@ set -euo pipefail
 packages=(gcc make libc6-dev pkg-config
           postgresql-15 postgresql-client-15 postgresql-server-dev-15 libpq-dev
           libh2o-evloop-dev libhiredis-dev libjansson-dev libssl-dev zlib1g-dev libcurl4-openssl-dev
+          libgmime-3.0-dev libxml2-dev
           redis-server curl jq prometheus prometheus-pushgateway unzip zip python3 python3-yaml
           python3-cryptography python3-psycopg2
+          dovecot-imapd python3-aiosmtpd  # the email suite's IMAP and SMTP servers (tests/email)
           pgbouncer                 # the sidecar behind a transaction pool (tests/pgbouncer)
           clang libclang-rt-14-dev  # libFuzzer and the sanitizers' runtimes (scripts/fuzz.sh)
           chromium                  # the Workload Manager's browser tests (tests/ui), driven by playwright-core
@@ -17,7 +19,8 @@ packages=(gcc make libc6-dev pkg-config
 command -v npm >/dev/null 2>&1 || packages+=(npm)
 if [ "${1:-}" = build ]; then
     packages=(gcc make libc6-dev pkg-config postgresql-server-dev-15 libpq-dev
-              libh2o-evloop-dev libhiredis-dev libjansson-dev libssl-dev zlib1g-dev libcurl4-openssl-dev)
+              libh2o-evloop-dev libhiredis-dev libjansson-dev libssl-dev zlib1g-dev libcurl4-openssl-dev
+              libgmime-3.0-dev libxml2-dev)
 fi
 if [ "${1:-}" = bench ]; then
     packages+=(wrk nginx gnuplot-nox)
@@ -40,7 +43,7 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get update -q
 apt-get install -y -q --no-install-recommends "${missing[@]}"
 # Debian starts these services on install; iwd starts its own instances where it needs them.
-for svc in redis-server prometheus prometheus-pushgateway nginx pgbouncer; do
+for svc in redis-server dovecot prometheus prometheus-pushgateway nginx pgbouncer; do
     if command -v systemctl >/dev/null 2>&1; then systemctl stop "$svc" >/dev/null 2>&1 || true; fi
     service "$svc" stop >/dev/null 2>&1 || true
 done

@@ -45,6 +45,7 @@ run_suite upgrade scripts/test-upgrade.sh
 [ -x tests/ui/run.sh ] && run_suite ui tests/ui/run.sh
 [ -x chart/tests/run.sh ] && run_suite chart chart/tests/run.sh
 [ -x scripts/fuzz.sh ] && run_suite fuzz scripts/fuzz.sh
+[ -x tests/email/run.sh ] && run_suite email tests/email/run.sh
 [ -x tests/faults/run.sh ] && run_suite faults tests/faults/run.sh
 [ -x tests/hostile/run.sh ] && run_suite hostile tests/hostile/run.sh
 [ -x tests/redis/run.sh ] && run_suite redis tests/redis/run.sh

@@ -32,6 +32,7 @@
 #include "thread.h"
 #include "router.h"
 #include "webhooks.h"
+#include "email.h"
 
 /* h2o refuses bodies above this itself (plain text); up to it, we answer 413 in JSON. */
 #define H2O_BODY_CEILING_FACTOR 4
@@ -230,7 +231,7 @@ int main(int argc, char **argv)
     if (iwd_config_load(argc, argv) != IWD_OK)
         return 2;
     iwd_log_set_level(iwd_conf.log_level);
-    if (iwd_webhooks_init() != IWD_OK || iwd_static_init() != IWD_OK)
+    if (iwd_webhooks_init() != IWD_OK || iwd_email_init() != IWD_OK || iwd_static_init() != IWD_OK)
         return 2;
     if (iwd_redis_init() != IWD_OK)
         return 2;
@@ -297,6 +298,7 @@ int main(int argc, char **argv)
         pthread_create(&pusher, NULL, iwd_push_main, NULL);
     iwd_collector_start();
     iwd_webhooks_start();
+    iwd_email_start();
     iwd_router_start();
     iwd_log(IWD_LOG_INFO, "iwd-sidecar listening", "%s:%d, %d threads; metrics on %s:%d", iwd_conf.listen,
             iwd_conf.port, iwd_conf.threads, iwd_conf.metrics_listen, iwd_conf.metrics_port);

@@ -52,6 +52,7 @@ extern const iwd_route_table_t iwd_routes_agents;         /* routes_agents.c */
 extern const iwd_route_table_t iwd_routes_configuration;  /* routes_configuration.c */
 extern const iwd_route_table_t iwd_routes_events;         /* routes_events.c */
 extern const iwd_route_table_t iwd_routes_webhooks;       /* routes_webhooks.c */
+extern const iwd_route_table_t iwd_routes_mailboxes;      /* routes_mailboxes.c */
 extern const iwd_route_table_t iwd_routes_router;         /* routes_router.c */
 
 /* Route a request and answer it (now, or from the loop once its SQL call's result is in); IWD_OK. */

@@ -15,14 +15,16 @@ $$;
 
 -- The public type of a history event: "task." and its name, except the scheduler's own events: a
 -- reservation timeout is task.reservation_timed_out, a deferred task's activation (held -> queued) is
--- task.resumed and the overdue flag is task.updated (the task document changed). Inlined into the outbox
+-- task.resumed, and the overdue flag and the email events (a message received into the task, a reply sent:
+-- sql/email.sql) are task.updated (the task document changed). Inlined into the outbox
 -- trigger (not STRICT: a CASE is not, and a STRICT function's body must be to be inlined): left unpinned,
 -- every operator qualified (sql/security.sql).
 CREATE FUNCTION iwd._event_type(event text) RETURNS text
 LANGUAGE sql IMMUTABLE CALLED ON NULL INPUT PARALLEL SAFE AS $$
     SELECT CASE WHEN event OPERATOR(pg_catalog.=) 'reservation_timeout' THEN 'task.reservation_timed_out'
                 WHEN event OPERATOR(pg_catalog.=) 'activated' THEN 'task.resumed'
-                WHEN event OPERATOR(pg_catalog.=) 'overdue' THEN 'task.updated'
+                WHEN event OPERATOR(pg_catalog.=) ANY ('{overdue,email_received,email_replied}'::text[])
+                THEN 'task.updated'
                 ELSE 'task.' OPERATOR(pg_catalog.||) event END
 $$;
 

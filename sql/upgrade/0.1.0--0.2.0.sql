@@ -179,3 +179,57 @@ CREATE TABLE iwd.router_task (
 );
 CREATE INDEX router_task_router_id_idx ON iwd.router_task (router_id);
 CREATE INDEX router_task_live_idx ON iwd.router_task (state) WHERE state <> 'returned';
+
+-- Email (sql/email.sql): the tenant's mailboxes (passwords sealed by the sidecar), their messages being
+-- fetched or kept aside, and the replies waiting to be sent.
+CREATE TABLE iwd.mailbox (
+    name              text PRIMARY KEY CHECK (name ~ '^[A-Za-z0-9._-]{1,128}$'),
+    imap              jsonb NOT NULL CHECK (jsonb_typeof(imap) = 'object'),
+    imap_password     text NOT NULL CHECK (octet_length(imap_password) <= 2048),
+    smtp              jsonb CHECK (jsonb_typeof(smtp) = 'object'),
+    smtp_password     text CHECK (octet_length(smtp_password) <= 2048),
+    category          text CHECK (octet_length(category) <= 256),
+    poll_seconds      int NOT NULL DEFAULT 30 CHECK (poll_seconds BETWEEN 1 AND 86400),
+    enabled           boolean NOT NULL DEFAULT true,
+    created_at        timestamptz NOT NULL DEFAULT now(),
+    updated_at        timestamptz NOT NULL DEFAULT now(),
+    next_poll_at      timestamptz NOT NULL DEFAULT now(),
+    lease_owner       text,
+    lease_until       timestamptz,
+    last_poll_at      timestamptz,
+    last_error        text,
+    last_error_at     timestamptz,
+    messages_captured bigint NOT NULL DEFAULT 0,
+    messages_threaded bigint NOT NULL DEFAULT 0,
+    messages_failed   bigint NOT NULL DEFAULT 0
+);
+CREATE TABLE iwd.mailbox_message (
+    mailbox    text NOT NULL REFERENCES iwd.mailbox (name) ON DELETE CASCADE,
+    uid        bigint NOT NULL,
+    status     text NOT NULL CHECK (status IN ('fetching', 'captured', 'threaded', 'failed')),
+    message_id text,
+    task_id    bigint,
+    error      text,
+    at         timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (mailbox, uid)
+);
+CREATE INDEX mailbox_message_status_idx ON iwd.mailbox_message (mailbox, status, at);
+CREATE TABLE iwd.email_reply (
+    id              bigserial PRIMARY KEY,
+    task_id         bigint NOT NULL,
+    mailbox         text NOT NULL REFERENCES iwd.mailbox (name) ON DELETE CASCADE,
+    body            text NOT NULL CHECK (octet_length(body) <= 1048576),
+    complete        boolean NOT NULL DEFAULT false,
+    actor           text,
+    message_id      text NOT NULL,
+    status          text NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'sent', 'failed')),
+    attempts        int NOT NULL DEFAULT 0,
+    next_attempt_at timestamptz NOT NULL DEFAULT now(),
+    last_error      text,
+    lease_owner     text,
+    lease_until     timestamptz,
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    sent_at         timestamptz
+);
+CREATE INDEX email_reply_due_idx ON iwd.email_reply (next_attempt_at) WHERE status = 'pending';
+CREATE INDEX email_reply_task_idx ON iwd.email_reply (task_id);
