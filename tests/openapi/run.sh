@@ -38,6 +38,25 @@ operations=$(grep -c -E '^    (get|put|post|patch|delete):' sidecar/openapi.yaml
 with_id=$(grep -c -E '^      operationId: ' sidecar/openapi.yaml)
 check "every operation has an operationId" "$operations" "$with_id"
 
+# --- the page's API module against the document --------------------------------------------------------
+IWD_OPENAPI_TOOLS=$openapi_tools_dir node tests/openapi/ui-operations.mjs >"$work/operations.js" 2>"$work/ops.err"
+check "the page names only operations of the document (OP.<operationId>)" "" "$(cat "$work/ops.err")"
+check "sidecar/ui/js/operations.js is what tests/openapi/ui-operations.mjs makes of the document" "" \
+    "$(diff sidecar/ui/js/operations.js "$work/operations.js" | head -20)"
+fields=$(IWD_OPENAPI_TOOLS=$openapi_tools_dir node tests/openapi/ui-fields.mjs 2>&1)
+check_match "every member the page reads from an API document is declared by its schema" \
+    "^[1-9][0-9]* reads of API documents checked, 0 undeclared$" "$fields"
+# and the two checks fail when they must: a page naming an operation or a member the document lacks
+mkdir -p "$work/drift/tests/openapi" "$work/drift/sidecar/ui/js"
+cp tests/openapi/ui-operations.mjs tests/openapi/ui-fields.mjs "$work/drift/tests/openapi/"
+cp sidecar/openapi.yaml "$work/drift/sidecar/"
+printf 'OP.getTaskk;\nconst x = task.dueDate;\n' >"$work/drift/sidecar/ui/js/drift.js"
+IWD_OPENAPI_TOOLS=$openapi_tools_dir node "$work/drift/tests/openapi/ui-operations.mjs" >/dev/null 2>"$work/drift.err"
+check_match "an operation the document lacks is named" "drift.js: OP.getTaskk is no operationId" \
+    "$(cat "$work/drift.err")"
+check_match "a member no schema declares is named" "drift.js: task.dueDate is declared by no schema" \
+    "$(IWD_OPENAPI_TOOLS=$openapi_tools_dir node "$work/drift/tests/openapi/ui-fields.mjs" 2>&1)"
+
 # --- the proxy against a stand-in upstream ------------------------------------------------------------
 # The stand-in answers GET /iwd/v3/tasks/{id} with the task document of case {id}, whatever the proxy then
 # makes of it; POST /iwd/v3/tasks/{id}/hold with 200 and a task whatever the body.

@@ -11,6 +11,8 @@ top=$(pwd)
 suite=ui
 # shellcheck source=scripts/lib.sh
 . scripts/lib.sh
+# shellcheck source=tests/openapi/proxy.sh
+. tests/openapi/proxy.sh
 work=$(work_dir ui-test)
 admin_key="admin-key-for-ui-tests"
 tenant_key="tenant-key-ui-0001"
@@ -22,6 +24,7 @@ base="$site/iwd/v3"
 tools=$top/.tools/ui
 
 cleanup() {
+    openapi_proxy_stop
     servers_stop immediate
     [ -z "${IWD_KEEP:-}" ] && rm -rf "$work"
 }
@@ -51,10 +54,14 @@ IWD_LISTEN=127.0.0.1 IWD_PORT=$http_port IWD_ADMIN_API_KEY=$admin_key IWD_METRIC
     ASAN_OPTIONS=detect_leaks=0:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
     sidecar_launch "$work/sidecar.log" "$base/health/live" sidecar/iwd-sidecar-asan || fail_setup "sidecar start failed"
 
+# the page's REST traffic and the setup's below go through the proxy that checks it against openapi.yaml
+openapi_proxy_start "$work/openapi" || fail_setup "the OpenAPI proxy did not start"
 api() { # api METHOD PATH [BODY]: the answer's body; fails on a status >= 400
-    curl -sf -X "$1" -H "x-api-key: $tenant_key" -H 'content-type: application/json' ${3:+--data-binary "$3"} "$base$2"
+    curl -sf --proxy "$IWD_OPENAPI_PROXY" --noproxy '' -X "$1" -H "x-api-key: $tenant_key" \
+        -H 'content-type: application/json' ${3:+--data-binary "$3"} "$base$2"
 }
-curl -sf -X POST -H "x-api-key: $admin_key" -H 'content-type: application/json' "$base/provisioning" --data-binary \
+curl -sf --proxy "$IWD_OPENAPI_PROXY" --noproxy '' -X POST -H "x-api-key: $admin_key" \
+    -H 'content-type: application/json' "$base/provisioning" --data-binary \
     "{\"tenant\": {\"id\": \"ui\", \"name\": \"UI tenant\", \"ccid\": \"ui\"},
       \"iwd\": {\"url\": \"http://iwd\", \"db\": {\"host\": \"127.0.0.1\", \"port\": $pg_port,
       \"database\": \"tenant_ui\", \"user\": \"postgres\", \"password\": \"x\", \"ssl\": false},
@@ -121,4 +128,5 @@ if [ "$rc" -ne 0 ] && ! grep -q '^not ok - ' "$work/browser.log"; then
     failed=$((failed + 1)); echo "not ok - the browser test exited with status $rc"
 fi
 check "the sidecar logged no sanitizer report" "0" "$(grep -c 'runtime error\|AddressSanitizer' "$work/sidecar.log")"
+openapi_proxy_check
 summary

@@ -88,7 +88,11 @@ async function setVisibility(page, visibility) {
     }, visibility);
 }
 
-const browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: ['--no-sandbox'] });
+// through the proxy that checks the page's REST traffic against sidecar/openapi.yaml (tests/openapi), the
+// loopback addresses included
+const proxy = process.env.IWD_OPENAPI_PROXY ? { server: process.env.IWD_OPENAPI_PROXY, bypass: '<-loopback>' }
+    : undefined;
+const browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: ['--no-sandbox'], proxy });
 try {
     const page = await newPage(browser);
 

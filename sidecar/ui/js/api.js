@@ -1,5 +1,8 @@
-// The REST API of iwd (/iwd/v3) as the page speaks it: every call sends the signed-in key in x-api-key,
-// and a refusal becomes an ApiError carrying the API's own message ({"status":{"code","message"}}).
+// The REST API of iwd (/iwd/v3) as the page speaks it: every call is an operation of sidecar/openapi.yaml
+// (OP, the table generated from it), sends the signed-in key in x-api-key, and a refusal becomes an
+// ApiError carrying the API's own message ({"status":{"code","message"}}).
+import { OP } from './operations.js';
+
 const PREFIX = '/iwd/v3';
 const KEY_ITEM = 'iwd.apiKey';
 
@@ -27,12 +30,24 @@ export function query(params) {
     return text ? `?${text}` : '';
 }
 
-// One call: the parsed JSON answer (null for 204), or an ApiError.
-export async function call(method, path, body, options = {}) {
+// The path of an operation (OP, generated from sidecar/openapi.yaml) with its path parameters filled in.
+export function pathOf(operation, params = {}) {
+    return operation.path.replace(/\{(\w+)\}/g, (_, name) => {
+        if (params[name] === undefined || params[name] === null || params[name] === '') {
+            throw new ApiError(0, `${operation.id}: the ${name} is missing`);
+        }
+        return encodeURIComponent(params[name]);
+    });
+}
+
+// One call of an operation: the parsed JSON answer (null for 204), or an ApiError. The body is sent only
+// to an operation that takes one.
+export async function call(operation, params, body, options = {}) {
     const headers = { 'x-api-key': session.key ?? '', accept: 'application/json' };
-    if (body !== undefined) headers['content-type'] = 'application/json';
-    const response = await fetch(PREFIX + path, {
-        method, headers, body: body === undefined ? undefined : JSON.stringify(body), signal: options.signal,
+    const sent = operation.body !== 'none' && body !== undefined;
+    if (sent) headers['content-type'] = 'application/json';
+    const response = await fetch(PREFIX + pathOf(operation, params) + query(options.query ?? {}), {
+        method: operation.method, headers, body: sent ? JSON.stringify(body) : undefined, signal: options.signal,
     });
     if (response.status === 204) return null;
     const text = await response.text();
@@ -49,18 +64,33 @@ export async function call(method, path, body, options = {}) {
     return document;
 }
 
-const enc = encodeURIComponent;
+// The lifecycle actions of a task, by the name the page gives them.
+const ACTIONS = {
+    hold: OP.holdTask, resume: OP.resumeTask, cancel: OP.cancelTask, complete: OP.completeTask,
+    reject: OP.rejectTask, restart: OP.restartTask, accept: OP.acceptTask, decline: OP.declineTask,
+    reprioritize: OP.reprioritizeTask,
+};
+
+// The configuration resources: list, create or replace, delete (a rule's path also names its kind).
+export const CONFIGURATION_OPERATIONS = {
+    departments: { list: OP.listDepartments, put: OP.putDepartment, delete: OP.deleteDepartment },
+    processes: { list: OP.listProcesses, put: OP.putProcess, delete: OP.deleteProcess },
+    categories: { list: OP.listCategories, put: OP.putCategory, delete: OP.deleteCategory },
+    rules: { list: OP.listRules, put: OP.putRule, delete: OP.deleteRule },
+    calendars: { list: OP.listCalendars, put: OP.putCalendar, delete: OP.deleteCalendar },
+};
 
 export const api = {
-    tasks: (filters) => call('GET', `/tasks${query(filters)}`),
-    task: (id) => call('GET', `/tasks/${enc(id)}`),
-    history: (id) => call('GET', `/tasks/${enc(id)}/history`),
-    act: (id, action, body) => call('POST', `/tasks/${enc(id)}/${action}`, body ?? {}),
-    batch: (body) => call('POST', '/tasks/batch', body),
-    agents: () => call('GET', '/agents'),
-    next: (agent, reserveSeconds) => call('POST', `/agents/${enc(agent)}/next`, { reserveSeconds }),
-    list: (resource) => call('GET', `/${resource}`),
-    queueStats: () => call('GET', '/queue/stats'),
-    events: (after, wait, signal) => call('GET', `/events${query({ after, wait, limit: 1000 })}`, undefined,
-        { signal }),
+    tasks: (filters) => call(OP.listTasks, {}, undefined, { query: filters }),
+    task: (id) => call(OP.getTask, { id }),
+    history: (id) => call(OP.getTaskHistory, { id }),
+    act: (id, action, body) => call(ACTIONS[action], { id }, body ?? {}),
+    batch: (body) => call(OP.batchTaskAction, {}, body),
+    agents: () => call(OP.listAgents),
+    next: (agent, reserveSeconds) => call(OP.nextTask, { id: agent }, { reserveSeconds }),
+    list: (resource) => call(CONFIGURATION_OPERATIONS[resource].list),
+    save: (resource, key, definition) => call(CONFIGURATION_OPERATIONS[resource].put, key, definition),
+    remove: (resource, key) => call(CONFIGURATION_OPERATIONS[resource].delete, key),
+    queueStats: () => call(OP.getQueueStats),
+    events: (after, wait, signal) => call(OP.getEvents, {}, undefined, { query: { after, wait, limit: 1000 }, signal }),
 };

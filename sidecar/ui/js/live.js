@@ -17,11 +17,11 @@ export function startLive(onEvents, onStatus) {
         while (mine === generation && document.visibilityState === 'visible') {
             controller = new AbortController();
             try {
-                const page = await api.events(after ?? undefined, WAIT_S, controller.signal);
+                const feed = await api.events(after ?? undefined, WAIT_S, controller.signal);
                 if (mine !== generation) return;
-                if (page?.next !== undefined && page.next !== null) after = page.next;
+                if (feed?.next !== undefined && feed.next !== null) after = feed.next;
                 onStatus('Live');
-                if ((page?.events ?? []).length > 0) await onEvents(page.events);
+                if ((feed?.events ?? []).length > 0) await onEvents(feed.events);
             } catch (error) {
                 if (error.name === 'AbortError' || mine !== generation) return;
                 onStatus(`Live updates interrupted: ${error.message}`);

@@ -100,10 +100,10 @@ export async function refreshPanel() {
             ['Description', task.description],
         ]);
         $('panel-attributes').textContent = JSON.stringify(task.attributes ?? {}, null, 2);
-        $('panel-history').replaceChildren(...(history ?? []).map((event) => el('li', {},
-            el('time', { datetime: event.at }, formatTime(event.at)), el('strong', {}, event.event ?? ''),
-            event.actor ? ` by ${event.actor}` : '', event.detail?.reason ? ` (${event.detail.reason})` : '',
-            event.detail?.batch ? ' (batch)' : '')));
+        $('panel-history').replaceChildren(...(history ?? []).map((entry) => el('li', {},
+            el('time', { datetime: entry.at }, formatTime(entry.at)), el('strong', {}, entry.event ?? ''),
+            entry.actor ? ` by ${entry.actor}` : '', entry.detail?.reason ? ` (${entry.detail.reason})` : '',
+            entry.detail?.batch ? ' (batch)' : '')));
     } catch (error) {
         $('panel-error').textContent = error.message;
     }

@@ -1,6 +1,6 @@
 // The other views: agents, the configuration (viewed and edited, the API's refusal shown under the
 // definition), and the dashboard (queue figures and backlog by queue as an SVG bar chart).
-import { api, call } from './api.js';
+import { api } from './api.js';
 import { confirmAction } from './confirm.js';
 import { el, formatNumber } from './format.js';
 
@@ -14,7 +14,8 @@ export async function loadAgents() {
         $('agent-table').tBodies[0].replaceChildren(...(agents ?? []).map((agent) => el('tr', {},
             el('td', {}, agent.id), el('td', {}, agent.name ?? ''), el('td', {}, agent.state ?? ''),
             el('td', {}, Object.entries(agent.skills ?? {}).map(([skill, level]) => `${skill} ${level}`).join(', ')),
-            el('td', { class: 'num' }, formatNumber(agent.capacity)))));
+            el('td', {}, Object.entries(agent.capacity ?? {})
+                .map(([mediaType, count]) => `${mediaType} ${formatNumber(count)}`).join(', ')))));
     } catch (error) {
         $('agents-error').textContent = error.message;
     }
@@ -26,10 +27,9 @@ const CONFIGURATION = [['departments', 'Departments', 'department'], ['processes
 
 const editing = { resource: null, original: null };
 
-// The item's path: /rules/{kind}/{name}, /{resource}/{name} otherwise.
-function itemPath(resource, kind, name) {
-    const enc = encodeURIComponent;
-    return resource === 'rules' ? `/rules/${enc(kind)}/${enc(name)}` : `/${resource}/${enc(name)}`;
+// The item's path parameters: a rule's kind and name, the name otherwise.
+function itemKey(resource, kind, name) {
+    return resource === 'rules' ? { kind, name } : { name };
 }
 
 function openEditor(resource, singular, item) {
@@ -73,7 +73,7 @@ async function saveItem(event) {
     }
     const name = $('config-name').value.trim();
     try {
-        await call('PUT', itemPath(editing.resource, $('config-kind').value.trim(), name), definition);
+        await api.save(editing.resource, itemKey(editing.resource, $('config-kind').value.trim(), name), definition);
     } catch (error) {
         showEditorError(error.message);
         return;
@@ -89,7 +89,7 @@ async function deleteItem() {
         return;
     }
     try {
-        await call('DELETE', itemPath(editing.resource, item.kind, item.name));
+        await api.remove(editing.resource, itemKey(editing.resource, item.kind, item.name));
     } catch (error) {
         showEditorError(error.message);
         return;
@@ -121,7 +121,7 @@ export async function loadConfiguration() {
     for (const [resource, title, singular] of CONFIGURATION) {
         try {
             const items = await api.list(resource);
-            const list = Array.isArray(items) ? items : Object.values(items ?? {}).flat();
+            const list = items ?? [];
             const rows = list.map((item) => {
                 const edit = el('button', { type: 'button' }, 'Edit');
                 edit.setAttribute('aria-label', `Edit ${singular} ${item.kind ? `${item.kind} ` : ''}${item.name}`);
@@ -172,11 +172,11 @@ export async function loadDashboard() {
         const stats = await api.queueStats();
         const byQueue = new Map();
         let oldest = 0, queued = 0, assigned = 0, held = 0;
-        for (const q of stats.queues ?? []) {
-            const name = q.queue ?? '(none)';
-            byQueue.set(name, (byQueue.get(name) ?? 0) + q.queued);
-            queued += q.queued; assigned += q.assigned; held += q.held;
-            oldest = Math.max(oldest, q.oldestQueuedSeconds ?? 0);
+        for (const queue of stats.queues ?? []) {
+            const name = queue.queue ?? '(none)';
+            byQueue.set(name, (byQueue.get(name) ?? 0) + queue.queued);
+            queued += queue.queued; assigned += queue.assigned; held += queue.held;
+            oldest = Math.max(oldest, queue.oldestQueuedSeconds ?? 0);
         }
         const figure = (title, value) => el('div', { class: 'figure' }, el('span', {}, title), el('strong', {}, value));
         $('dashboard-figures').replaceChildren(figure('Queued', formatNumber(queued)),

@@ -1,0 +1,38 @@
+// Generated from sidecar/openapi.yaml by tests/openapi/ui-operations.mjs: do not edit. The operations the
+// page's modules name (OP.<operationId>): method, path under /iwd/v3, and whether a body is sent.
+const TABLE = {
+    acceptTask: { method: 'POST', path: '/tasks/{id}/accept', body: 'required' },
+    batchTaskAction: { method: 'POST', path: '/tasks/batch', body: 'required' },
+    cancelTask: { method: 'POST', path: '/tasks/{id}/cancel', body: 'optional' },
+    completeTask: { method: 'POST', path: '/tasks/{id}/complete', body: 'optional' },
+    declineTask: { method: 'POST', path: '/tasks/{id}/decline', body: 'required' },
+    deleteCalendar: { method: 'DELETE', path: '/calendars/{name}', body: 'none' },
+    deleteCategory: { method: 'DELETE', path: '/categories/{name}', body: 'none' },
+    deleteDepartment: { method: 'DELETE', path: '/departments/{name}', body: 'none' },
+    deleteProcess: { method: 'DELETE', path: '/processes/{name}', body: 'none' },
+    deleteRule: { method: 'DELETE', path: '/rules/{kind}/{name}', body: 'none' },
+    getEvents: { method: 'GET', path: '/events', body: 'none' },
+    getQueueStats: { method: 'GET', path: '/queue/stats', body: 'none' },
+    getTask: { method: 'GET', path: '/tasks/{id}', body: 'none' },
+    getTaskHistory: { method: 'GET', path: '/tasks/{id}/history', body: 'none' },
+    holdTask: { method: 'POST', path: '/tasks/{id}/hold', body: 'optional' },
+    listAgents: { method: 'GET', path: '/agents', body: 'none' },
+    listCalendars: { method: 'GET', path: '/calendars', body: 'none' },
+    listCategories: { method: 'GET', path: '/categories', body: 'none' },
+    listDepartments: { method: 'GET', path: '/departments', body: 'none' },
+    listProcesses: { method: 'GET', path: '/processes', body: 'none' },
+    listRules: { method: 'GET', path: '/rules', body: 'none' },
+    listTasks: { method: 'GET', path: '/tasks', body: 'none' },
+    nextTask: { method: 'POST', path: '/agents/{id}/next', body: 'optional' },
+    putCalendar: { method: 'PUT', path: '/calendars/{name}', body: 'required' },
+    putCategory: { method: 'PUT', path: '/categories/{name}', body: 'required' },
+    putDepartment: { method: 'PUT', path: '/departments/{name}', body: 'required' },
+    putProcess: { method: 'PUT', path: '/processes/{name}', body: 'required' },
+    putRule: { method: 'PUT', path: '/rules/{kind}/{name}', body: 'required' },
+    rejectTask: { method: 'POST', path: '/tasks/{id}/reject', body: 'optional' },
+    reprioritizeTask: { method: 'POST', path: '/tasks/{id}/reprioritize', body: 'required' },
+    restartTask: { method: 'POST', path: '/tasks/{id}/restart', body: 'none' },
+    resumeTask: { method: 'POST', path: '/tasks/{id}/resume', body: 'none' },
+};
+export const OP = Object.freeze(Object.fromEntries(
+    Object.entries(TABLE).map(([id, operation]) => [id, Object.freeze({ id, ...operation })])));
