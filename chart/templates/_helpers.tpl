@@ -74,8 +74,8 @@ imagePullSecrets:
 
 {{/* Combinations of values that the schema cannot express, refused with the reason. */}}
 {{- define "iwd.validate" -}}
-{{- if .Values.redis.enableTLS -}}
-{{- fail "redis.enableTLS: iwd-sidecar is built with Debian 12's hiredis, which has no TLS; reach Redis over a private network or a TLS proxy" -}}
+{{- if and (not .Values.redis.enableTLS) (or .Values.redis.tls.caSecret .Values.redis.tls.clientSecret .Values.redis.tls.serverName) -}}
+{{- fail "redis.tls.* applies to TLS connections: set redis.enableTLS: true" -}}
 {{- end -}}
 {{- if and .Values.hpa.enabled (gt (int .Values.hpa.minReplicas) (int .Values.hpa.maxReplicas)) -}}
 {{- fail "hpa.minReplicas must not exceed hpa.maxReplicas" -}}

@@ -347,12 +347,18 @@ for bad in "replicaCount=0" "deploymentType=StatefulSet" "image.pullPolicy=Somet
     "$helm" template iwd chart --set "$bad" >/dev/null 2>"$work/bad.err"
     check "refused: $bad" "1 1" "$? $(grep -c 'values don.t meet the specifications of the schema' "$work/bad.err")"
 done
-for bad in "redis.enableTLS=true" "hpa.enabled=true,hpa.minReplicas=5,hpa.maxReplicas=3" "monitoring.port=4024" \
+for bad in "redis.tls.caSecret=redis-ca" "hpa.enabled=true,hpa.minReplicas=5,hpa.maxReplicas=3" "monitoring.port=4024" \
            "iwddm.env.monitoring.enabled=true" "iwddm.db.host=pg,iwddm.db.user=postgres"; do
     "$helm" template iwd chart --set "$bad" >/dev/null 2>"$work/bad.err"
     check "refused with a reason: $bad" "1" "$?"
 done
-check "the Redis TLS refusal says why" "1" "$("$helm" template iwd chart --set redis.enableTLS=true 2>&1 | grep -c 'hiredis, which has no TLS')"
+check "redis.tls.* without redis.enableTLS is refused, saying why" "1" \
+    "$("$helm" template iwd chart --set redis.tls.caSecret=redis-ca 2>&1 | grep -c 'set redis.enableTLS: true')"
+render redis-tls --set redis.enableTLS=true --set redis.tls.caSecret=redis-ca --set redis.tls.clientSecret=redis-client \
+    --set redis.tls.serverName=redis.infra.svc
+check "redis.enableTLS with redis.tls.*: IWD_REDIS_TLS, the CA and the client certificate mounted, the server name" \
+    "true /etc/iwd/redis-ca/ca.crt /etc/iwd/redis-client/tls.crt /etc/iwd/redis-client/tls.key redis.infra.svc redis-ca redis-client 2" \
+    "$(q redis-tls '" ".join(str(x) for x in [one("ConfigMap")["data"][k] for k in ("IWD_REDIS_TLS", "IWD_REDIS_CA_FILE", "IWD_REDIS_CERT_FILE", "IWD_REDIS_KEY_FILE", "IWD_REDIS_TLS_SERVER_NAME")] + [v["secret"]["secretName"] for v in workload()["spec"]["template"]["spec"]["volumes"] if v["name"] in ("redis-ca", "redis-client")] + [len([m for m in container(workload())["volumeMounts"] if m["name"].startswith("redis-") and m["readOnly"]])])')"
 
 echo "# the Data Mart settings Job's SQL on a real PostgreSQL with iwd preloaded"
 if [ ! -f "$("$PG_CONFIG" --sharedir)/extension/iwd.control" ]; then
