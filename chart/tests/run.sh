@@ -30,7 +30,9 @@ if ! python3 -c 'import yaml' 2>/dev/null; then
 fi
 
 work=$(work_dir chart)
+prom_pid=""
 cleanup() {
+    [ -n "$prom_pid" ] && kill "$prom_pid" 2>/dev/null && wait "$prom_pid" 2>/dev/null
     sidecar_stop
     cluster_stop immediate
     [ -f "$work/pg-restored/postmaster.pid" ] &&
@@ -555,6 +557,48 @@ print(abs(v["iwd_process_cpu_user_seconds_total"] + v["iwd_process_cpu_system_se
       and v["iwd_process_heap_bytes"] > 0 and 0 < v["iwd_process_open_fds"] < v["iwd_process_max_fds"])
 PY
 )"
+
+echo "# a real Prometheus scrapes the sidecar and evaluates the chart's alerts"
+prom_port=$(free_port)
+cat > "$work/prometheus.yml" <<EOF
+global: {scrape_interval: 1s, evaluation_interval: 1s}
+rule_files: ["$work/rules.yaml"]
+scrape_configs:
+  - job_name: iwd
+    static_configs: [{targets: ["127.0.0.1:$metrics_port"]}]
+EOF
+prometheus --config.file="$work/prometheus.yml" --storage.tsdb.path="$work/prometheus" \
+    --web.listen-address="127.0.0.1:$prom_port" > "$work/prometheus.log" 2>&1 &
+prom_pid=$!
+prom="http://127.0.0.1:$prom_port/api/v1"
+# promq QUERY: the value of the query's first result (empty when none)
+promq() { curl -s "$prom/query" --data-urlencode "query=$1" | jq -r '.data.result[0].value[1] // empty' 2>/dev/null; }
+# prom_wait EXPECTED COMMAND...: the command's output once it is EXPECTED, or its last output after 120 s
+prom_wait() {
+    local want=$1 out; shift
+    for _ in $(seq 1 240); do out=$("$@"); [ "$out" = "$want" ] && break; sleep 0.5; done
+    echo "$out"
+}
+check "Prometheus scrapes the sidecar's metrics port (up = 1)" "1" "$(prom_wait 1 promq 'up{job="iwd"}')" ||
+    sed 's/^/# /' "$work/prometheus.log"
+check "the documented histogram reaches Prometheus with its labels (code, ccid)" "1" \
+    "$(prom_wait 1 promq 'count(iwd_api_request_duration_milliseconds_bucket{ccid="a",code="404",le="+Inf"}) > 0')"
+check "Prometheus has the process figures of the documentation" "6" \
+    "$(prom_wait 6 promq 'count({__name__=~"iwd_process_(cpu_user_seconds_total|cpu_system_seconds_total|virtual_memory_bytes|heap_bytes|max_fds|resident_memory_bytes)"})')"
+rules_ok() { curl -s "$prom/rules" | jq -r '[.data.groups[].rules[] | select(.health == "ok")] | length' 2>/dev/null; }
+check "Prometheus loads and evaluates the chart's four alert rules" "4" "$(prom_wait 4 rules_ok)"
+# errors of tenant a, as the error-rate alert counts them (client errors included): it fires
+for i in 1 2 3 4 5; do
+    curl -s -o /dev/null "$api/tasks/98765432$i" -H 'x-api-key: chart-test-tenant-key'
+done
+firing() {
+    curl -s "$prom/alerts" |
+        jq -r '[.data.alerts[] | select(.labels.alertname == "IwdErrorRate" and .labels.ccid == "a" and .state == "firing")
+                | .labels.severity + "/" + .labels.documented_severity] | first // empty' 2>/dev/null
+}
+check "five 404 answers of tenant a fire IwdErrorRate in Prometheus (critical, documented CRITICAL)" \
+    "critical/CRITICAL" "$(prom_wait critical/CRITICAL firing)"
+kill "$prom_pid" 2>/dev/null; wait "$prom_pid" 2>/dev/null; prom_pid=""
 
 echo "# backup and restore as the operator's guide describes (a physical base backup)"
 owned_by_postgres "$work/pg-restored" && chmod 0700 "$work/pg-restored"
