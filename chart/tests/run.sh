@@ -636,4 +636,5 @@ check "it creates the tenant databases with the extension, served as every datab
     "$(settled '1|' sql -d tenant_b -c "SELECT (SELECT count(*) FROM pg_extension WHERE extname = 'iwd') || '|' || current_setting('iwd.databases')")"
 check "the tenant's data survived it" "1" "$(sql -d tenant_a -c "SELECT count(*) FROM iwd.task WHERE external_id = 'CHART-1'")"
 
+. chart/tests/cnpg.sh   # the CloudNativePG example (chart/examples/cloudnativepg)
 finish
