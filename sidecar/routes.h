@@ -54,6 +54,7 @@ extern const iwd_route_table_t iwd_routes_events;         /* routes_events.c */
 extern const iwd_route_table_t iwd_routes_webhooks;       /* routes_webhooks.c */
 extern const iwd_route_table_t iwd_routes_mailboxes;      /* routes_mailboxes.c */
 extern const iwd_route_table_t iwd_routes_router;         /* routes_router.c */
+extern const iwd_route_table_t iwd_routes_keys;           /* routes_keys.c */
 
 /* Route a request and answer it (now, or from the loop once its SQL call's result is in); IWD_OK. */
 int iwd_route(iwd_call_t *call);

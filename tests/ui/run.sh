@@ -76,6 +76,13 @@ api PUT /agents/desk1 '{"name": "Desk Agent", "skills": {}, "capacity": {"workit
     fail_setup "creating the agent desk1 failed"
 api POST /agents/desk1/state '{"state": "ready"}' >/dev/null || fail_setup "setting desk1 ready failed"
 
+# --- what a key may do (GET /key: the page offers a read-only key no action) -------------------------
+check "GET /key with the tenant key: read-write" "ui read-write" "$(api GET /key | jq -r '"\(.tenant) \(.access)"')"
+key_as() { curl -s --proxy "$IWD_OPENAPI_PROXY" --noproxy '' -w ' %{http_code}' ${1:+-H "x-api-key: $1"} "$base/key"; }
+check "with the read-only key: read-only" '{"tenant":"ui","access":"read-only"} 200' "$(key_as "$reader_key")"
+check_match "with an unknown key: 401" '"unknown x-api-key".* 401$' "$(key_as no-such-key-0000000)"
+check_match "without a key: 401" '"missing x-api-key header".* 401$' "$(key_as "")"
+
 # --- serving ---------------------------------------------------------------------------------------
 headers() { curl -s -D - -o "$work/page" "$@" | tr -d '\r'; }
 header() { sed -n "s/^$1: //Ip" <<<"$2" | head -1; }

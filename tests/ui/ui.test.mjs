@@ -219,6 +219,8 @@ try {
     await check('agents are listed with state and skills', async () => {
         await page.getByRole('button', { name: 'Agents' }).click();
         await page.locator('#agent-table tbody tr', { hasText: 'desk1' }).locator('td', { hasText: 'ready' }).waitFor();
+        await page.locator('#agent-table tbody tr', { hasText: 'desk1' }).locator('td', { hasText: 'workitem 1' })
+            .waitFor();
     });
 
     await check('the configuration is shown', async () => {
@@ -321,13 +323,23 @@ try {
         await rowOf(page, 'UI-6').locator('td', { hasText: 'queued' }).waitFor();
     });
 
-    await check('a read-only key sees the refusal of an action', async () => {
+    await check('a read-only key is offered no action it may not perform (GET /key)', async () => {
         const reader = await newPage(browser);
         await signIn(reader, readerKey);
+        await reader.locator('#read-only', { hasText: 'Read-only key' }).waitFor();
         await rowOf(reader, 'UI-3').click();
-        await reader.getByRole('button', { name: 'Hold', exact: true }).click();
-        await confirmDialog(reader);
-        await reader.locator('#panel-error', { hasText: /read-only|not allowed|forbidden/i }).waitFor();
+        await reader.locator('#panel-fields', { hasText: 'UI-3' }).waitFor();
+        await reader.getByRole('button', { name: 'Close', exact: true }).waitFor();
+        for (const name of ['Hold', 'Resume', 'Cancel', 'Complete', 'Restart', 'Reprioritize', 'Hold selected',
+            'Agent desktop']) {
+            expectEqual(await reader.getByRole('button', { name, exact: true }).count(), 0, `buttons named ${name}`);
+        }
+        await reader.getByRole('button', { name: 'Configuration' }).click();
+        await reader.getByRole('heading', { name: /^Departments/ }).waitFor();
+        expectEqual(await reader.getByRole('button', { name: /^(New|Edit) / }).count(), 0,
+            'configuration edit buttons');
+        // the read-write key is offered them
+        expectEqual(await page.getByRole('button', { name: 'Agent desktop' }).count(), 1, 'its Agent desktop buttons');
         await reader.context().close();
     });
 

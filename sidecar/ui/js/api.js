@@ -81,6 +81,7 @@ export const CONFIGURATION_OPERATIONS = {
 };
 
 export const api = {
+    key: () => call(OP.getKey),
     tasks: (filters) => call(OP.listTasks, {}, undefined, { query: filters }),
     task: (id) => call(OP.getTask, { id }),
     history: (id) => call(OP.getTaskHistory, { id }),

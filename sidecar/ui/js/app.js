@@ -24,7 +24,14 @@ async function onEvents() {
     else await LOADERS[current]?.();
 }
 
-function signedIn() {
+// What the key may do decides which actions show (a read-only key's are hidden: body[data-access]).
+function showAccess(key) {
+    document.body.dataset.access = key.access;
+    $('read-only').hidden = key.access !== 'read-only';
+}
+
+function signedIn(key) {
+    showAccess(key);
     $('sign-in').hidden = true;
     $('nav').hidden = false;
     showView('tasks');
@@ -41,15 +48,27 @@ async function signIn(event) {
     event.preventDefault();
     $('sign-in-error').textContent = '';
     session.key = $('api-key').value.trim();
+    let key;
     try {
-        await api.tasks({ limit: 1 });
+        key = await api.key();
     } catch (error) {
         session.key = null;
         $('sign-in-error').textContent = error.message;
         return;
     }
     $('api-key').value = '';
-    signedIn();
+    signedIn(key);
+}
+
+// A key kept from before a reload: signed in again when the API still knows it.
+async function resume() {
+    try {
+        signedIn(await api.key());
+    } catch (error) {
+        if (error.status === 401) session.key = null;
+        $('sign-in-error').textContent = error.message;
+        $('api-key').focus();
+    }
 }
 
 setupTasks();
@@ -60,4 +79,4 @@ $('sign-out').addEventListener('click', signOut);
 for (const button of $('nav').querySelectorAll('[data-view]')) {
     button.addEventListener('click', () => showView(button.dataset.view));
 }
-if (session.key) signedIn(); else $('api-key').focus();
+if (session.key) resume(); else $('api-key').focus();

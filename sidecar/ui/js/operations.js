@@ -12,6 +12,7 @@ const TABLE = {
     deleteProcess: { method: 'DELETE', path: '/processes/{name}', body: 'none' },
     deleteRule: { method: 'DELETE', path: '/rules/{kind}/{name}', body: 'none' },
     getEvents: { method: 'GET', path: '/events', body: 'none' },
+    getKey: { method: 'GET', path: '/key', body: 'none' },
     getQueueStats: { method: 'GET', path: '/queue/stats', body: 'none' },
     getTask: { method: 'GET', path: '/tasks/{id}', body: 'none' },
     getTaskHistory: { method: 'GET', path: '/tasks/{id}/history', body: 'none' },

@@ -78,7 +78,7 @@ async function openTask(id) {
     $('task-panel').hidden = false;
     $('panel-error').textContent = '';
     await refreshPanel();
-    $('task-panel').querySelector('button').focus();
+    [...$('task-panel').querySelectorAll('button')].find((button) => button.offsetParent !== null)?.focus();
 }
 
 // The open task's panel again.

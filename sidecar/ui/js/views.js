@@ -123,13 +123,13 @@ export async function loadConfiguration() {
             const items = await api.list(resource);
             const list = items ?? [];
             const rows = list.map((item) => {
-                const edit = el('button', { type: 'button' }, 'Edit');
+                const edit = el('button', { type: 'button', class: 'write' }, 'Edit');
                 edit.setAttribute('aria-label', `Edit ${singular} ${item.kind ? `${item.kind} ` : ''}${item.name}`);
                 edit.addEventListener('click', () => openEditor(resource, singular, item));
                 return el('tr', {}, resource === 'rules' ? el('td', {}, item.kind) : null, el('td', {}, item.name),
                     el('td', {}, summary(item)), el('td', {}, edit));
             });
-            const add = el('button', { type: 'button' }, `New ${singular}`);
+            const add = el('button', { type: 'button', class: 'write' }, `New ${singular}`);
             add.addEventListener('click', () => openEditor(resource, singular, null));
             groups.push(el('section', { class: 'config-group', 'aria-label': title },
                 el('h3', {}, `${title} (${formatNumber(list.length)})`),
