@@ -11,6 +11,9 @@
  */
 #include "postgres.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
@@ -18,11 +21,13 @@
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
 #include "postmaster/interrupt.h"
+#include "storage/fd.h"
 #include "storage/ipc.h"
 #include "storage/lock.h"
 #include "tcop/tcopprot.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
+#include "utils/json.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 #include "utils/timeout.h"
@@ -48,7 +53,7 @@ static int	dm_batch_size = DM_BATCH_DEFAULT;
 static char *dm_execution_chain = NULL;
 static char *dm_time_zone = NULL;
 static int	dm_statement_timeout_ms = DM_STATEMENT_TIMEOUT_DEFAULT;
-
+static char *dm_log_file = NULL;
 
 /* Field bounds: minute, hour, day of month, month, day of week (0 or 7 = Sunday). */
 static const int cron_min[CRON_FIELDS] = {0, 0, 1, 1, 0};
@@ -214,7 +219,86 @@ DatamartInit(void)
 							"A run stopped by it is recorded as failed; the next run resumes its work.",
 							&dm_statement_timeout_ms, DM_STATEMENT_TIMEOUT_DEFAULT, 0, INT_MAX,
 							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomStringVariable("iwd_dm.log_file",
+							   "File the scheduled Data Mart chain logs its runs to, one JSON object per line (empty: none).",
+							   "Relative to the data directory, or absolute (/dev/stderr: the server's standard error).",
+							   &dm_log_file, "", PGC_SIGHUP, GUC_SUPERUSER_ONLY, NULL, NULL, NULL);
 	MarkGUCPrefixReserved("iwd_dm");
+}
+
+/* One run of the scheduled chain, as its JSON-lines log (iwd_dm.log_file) names it. */
+typedef struct DmRun
+{
+	const char *database;
+	const char *chain;
+	TimestampTz start;
+} DmRun;
+
+/* Append a JSON string member ,"name":"value" to buf. */
+static void
+JsonMember(StringInfo buf, const char *name, const char *value)
+{
+	appendStringInfo(buf, ",\"%s\":", name);
+	escape_json(buf, value);
+}
+
+/* Milliseconds from since to now. */
+static int64
+ElapsedMs(TimestampTz since)
+{
+	return (GetCurrentTimestamp() - since) / 1000;
+}
+
+/*
+ * Append one event of the run to iwd_dm.log_file as a JSON line: time (ISO
+ * 8601, UTC), level, event, database, chain, pid, then fields (members already
+ * rendered, each starting with a comma). One write per line with O_APPEND, so
+ * that the runs of several databases never mix their lines. The log never
+ * stops the chain: a file that cannot be written is reported in the server's
+ * log and the run goes on.
+ */
+static void
+DmLog(const DmRun *run, const char *level, const char *event, const char *fields)
+{
+	StringInfoData line;
+	TimestampTz now = GetCurrentTimestamp();
+	pg_time_t	secs = timestamptz_to_time_t(now);
+	char		stamp[32];
+	int			fd;
+
+	if (dm_log_file == NULL || dm_log_file[0] == '\0')
+		return;
+	pg_strftime(stamp, sizeof(stamp), "%Y-%m-%dT%H:%M:%S", pg_gmtime(&secs));
+	initStringInfo(&line);
+	appendStringInfo(&line, "{\"time\":\"%s.%03dZ\"", stamp,
+					 (int) ((now % USECS_PER_SEC + USECS_PER_SEC) % USECS_PER_SEC / 1000));
+	JsonMember(&line, "level", level);
+	JsonMember(&line, "event", event);
+	JsonMember(&line, "database", run->database);
+	JsonMember(&line, "chain", run->chain);
+	appendStringInfo(&line, ",\"pid\":%d%s}\n", MyProcPid, fields);
+	fd = OpenTransientFile(dm_log_file, O_WRONLY | O_APPEND | O_CREAT | PG_BINARY);
+	if (fd < 0 || write(fd, line.data, line.len) != line.len)
+		ereport(LOG,
+				(errcode_for_file_access(),
+				 errmsg("could not write the Data Mart log \"%s\": %m", dm_log_file)));
+	if (fd >= 0)
+		CloseTransientFile(fd);
+	pfree(line.data);
+}
+
+/* Log a step of the run: what it did, the tables it wrote, the rows it counted, its batches and duration. */
+static void
+DmLogStep(const DmRun *run, const char *step, const char *tables, int64 rows, int batches, TimestampTz since)
+{
+	StringInfoData fields;
+
+	initStringInfo(&fields);
+	JsonMember(&fields, "step", step);
+	appendStringInfo(&fields, ",\"tables\":[%s],\"rows\":" INT64_FORMAT ",\"batches\":%d,\"duration_ms\":" INT64_FORMAT,
+					 tables, rows, batches, ElapsedMs(since));
+	DmLog(run, "info", "step", fields.data);
+	pfree(fields.data);
 }
 
 /* Run one SQL step in its own transaction; returns its integer result (0 when none). */
@@ -260,43 +344,90 @@ TryChainLock(const char *chain)
 	return locked;
 }
 
-/* Run the scheduled chain: one transaction per batch; a failure is recorded in iwd_dm.job_status. */
+/* The aggregate tables a chain's levels write (iwd_dm._chain_levels), as JSON strings. */
+static const char *
+ChainAggregates(const char *chain)
+{
+	if (strcmp(chain, "intraday") == 0)
+		return "\"iwd_dm.agg_15min\"";
+	if (strcmp(chain, "historical") == 0)
+		return "\"iwd_dm.agg_hour\",\"iwd_dm.agg_day\",\"iwd_dm.agg_week\",\"iwd_dm.agg_month\"";
+	if (strcmp(chain, "full") == 0)
+		return "\"iwd_dm.agg_15min\",\"iwd_dm.agg_hour\",\"iwd_dm.agg_day\",\"iwd_dm.agg_week\",\"iwd_dm.agg_month\"";
+	return "";
+}
+
+#define DM_LOAD_TABLES "\"iwd_dm.task_event_fact\",\"iwd_dm.task_fact\",\"iwd_dm.dirty\""
+#define DM_DIMENSION_TABLES "\"iwd_dm.dim_department\",\"iwd_dm.dim_process\",\"iwd_dm.dim_category\"," \
+	"\"iwd_dm.dim_queue\",\"iwd_dm.dim_media_type\",\"iwd_dm.dim_customer_segment\",\"iwd_dm.dim_capture_point\"," \
+	"\"iwd_dm.dim_agent\",\"iwd_dm.dim_status\",\"iwd_dm.dim_interval\",\"iwd_dm.dim_date\""
+
+/*
+ * Run the scheduled chain: one transaction per batch; a failure is recorded in
+ * iwd_dm.job_status. Each run, its steps and its end are logged to
+ * iwd_dm.log_file (DmLog).
+ */
 static void
-RunScheduledChain(MemoryContext cxt)
+RunScheduledChain(MemoryContext cxt, const char *dbname)
 {
 	char	   *chain = pstrdup(dm_execution_chain);
 	bool		loads = strcmp(chain, "intraday") == 0 || strcmp(chain, "full") == 0;
-	int64		events = 0,
-				intervals = 0,
-				n;
+	/* read after an error too */
+	volatile int64 events = 0,
+				intervals = 0;
+	int64		n;
+	int			batches;
+	const char *volatile step = "start";
+	TimestampTz since;
+	DmRun		run = {dbname, chain, GetCurrentTimestamp()};
 
 	if (!TryChainLock(chain))
 	{
 		ereport(LOG, (errmsg("iwd Data Mart chain \"%s\" is running in another session; this run is skipped",
 							 chain)));
+		DmLog(&run, "info", "run_skipped", ",\"reason\":\"the chain is running in another session\"");
 		return;
 	}
+	DmLog(&run, "info", "run_start", psprintf(",\"batch_size\":%d", dm_batch_size));
 	PG_TRY();
 	{
 		RunStep("SELECT iwd_dm._job($1, 'start')", chain);
 		if (loads)
 		{
+			step = "load";
+			since = GetCurrentTimestamp();
 			RunStep("SELECT iwd_dm._mark_dirty(iwd.now(), iwd.now())", chain);
-			while ((n = RunStep("SELECT iwd_dm._load_batch($2)", chain)) > 0)
+			for (batches = 1; (n = RunStep("SELECT iwd_dm._load_batch($2)", chain)) > 0; batches++)
 				events += n;
+			DmLogStep(&run, step, DM_LOAD_TABLES, events, batches, since);
 		}
+		step = "analyze";
 		RunStep(psprintf("SELECT iwd_dm._analyze(" INT64_FORMAT ")", events), chain);
 		if (strcmp(chain, "initialize") == 0 || strcmp(chain, "full") == 0)
-			RunStep("SELECT iwd_dm._initialize()", chain);
-		while ((n = RunStep("SELECT iwd_dm._aggregate_batch(iwd_dm._chain_levels($1), $2)", chain)) > 0)
+		{
+			step = "initialize";
+			since = GetCurrentTimestamp();
+			n = RunStep("SELECT iwd_dm._initialize()", chain);
+			DmLogStep(&run, step, DM_DIMENSION_TABLES, n, 1, since);
+		}
+		step = "aggregate";
+		since = GetCurrentTimestamp();
+		for (batches = 1; (n = RunStep("SELECT iwd_dm._aggregate_batch(iwd_dm._chain_levels($1), $2)", chain)) > 0;
+			 batches++)
 			intervals += n;
+		DmLogStep(&run, step, ChainAggregates(chain), intervals, batches, since);
+		step = "success";
 		RunStep(psprintf("SELECT iwd_dm._job($1, 'success', jsonb_build_object('chain', $1, 'status', 'succeeded', "
 						 "'events', " INT64_FORMAT ", 'intervals', " INT64_FORMAT ", 'batchSize', $2))",
 						 events, intervals), chain);
+		DmLog(&run, "info", "run_end",
+			  psprintf(",\"status\":\"succeeded\",\"events\":" INT64_FORMAT ",\"intervals\":" INT64_FORMAT
+					   ",\"duration_ms\":" INT64_FORMAT, events, intervals, ElapsedMs(run.start)));
 	}
 	PG_CATCH();
 	{
 		ErrorData  *edata;
+		StringInfoData fields;
 
 		MemoryContextSwitchTo(cxt);
 		edata = CopyErrorData();
@@ -304,6 +435,14 @@ RunScheduledChain(MemoryContext cxt)
 		disable_timeout(STATEMENT_TIMEOUT, false);
 		AbortCurrentTransaction();
 		ereport(LOG, (errmsg("iwd Data Mart chain \"%s\" failed: %s", chain, edata->message)));
+		initStringInfo(&fields);
+		appendStringInfoString(&fields, ",\"status\":\"failed\"");
+		JsonMember(&fields, "step", step);
+		JsonMember(&fields, "error", edata->message);
+		JsonMember(&fields, "sqlstate", unpack_sql_state(edata->sqlerrcode));
+		appendStringInfo(&fields, ",\"events\":" INT64_FORMAT ",\"intervals\":" INT64_FORMAT ",\"duration_ms\":"
+						 INT64_FORMAT, events, intervals, ElapsedMs(run.start));
+		DmLog(&run, "error", "run_end", fields.data);
 		RunStep(psprintf("SELECT iwd_dm._job($1, 'fail', NULL, %s)", quote_literal_cstr(edata->message)), chain);
 		FreeErrorData(edata);
 	}
@@ -391,6 +530,6 @@ iwd_datamart_main(Datum main_arg)
 	cxt = AllocSetContextCreate(TopMemoryContext, "iwd datamart chain", ALLOCSET_DEFAULT_SIZES);
 	MemoryContextSwitchTo(cxt);
 	ereport(LOG, (errmsg("iwd Data Mart chain \"%s\" started for database \"%s\"", dm_execution_chain, dbname)));
-	RunScheduledChain(cxt);
+	RunScheduledChain(cxt, dbname);
 	proc_exit(0);
 }

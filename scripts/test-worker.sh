@@ -189,7 +189,7 @@ check "a claim takes a task whose old advisory key a login holds" "t" \
 
 # the Data Mart chain runs on its schedule (every minute here), one transaction per batch
 sql -d postgres -c "ALTER SYSTEM SET iwd_dm.schedule = '* * * * *'" -c "ALTER SYSTEM SET iwd_dm.batch_size = 5" \
-    -c "ALTER SYSTEM SET iwd_dm.suspend = off" \
+    -c "ALTER SYSTEM SET iwd_dm.suspend = off" -c "ALTER SYSTEM SET iwd_dm.log_file = 'iwd_datamart.jsonl'" \
     -c "SELECT pg_reload_conf()" >/dev/null
 for _ in $(seq 1 75); do
     done_at=$(sql -d tenant_a -c "SELECT last_success IS NOT NULL FROM iwd_dm.job_status WHERE execution_chain = 'full'")
@@ -202,6 +202,27 @@ check "in a worker of its own" "t" \
 check "it loaded every event" "t" \
     "$(sql -d tenant_a -c "SELECT (SELECT count(*) FROM iwd_dm.task_event_fact) > 0 AND
                                   (SELECT last_summary->>'events' FROM iwd_dm.job_status WHERE execution_chain = 'full')::int > 0")"
+# dm_log DATABASE PYTHON-EXPRESSION: evaluated over the JSON lines the chain logged for that database
+# (lines: every line, parsed; runs: that database's lines; first: its first run's; a line that is no
+# JSON object fails the parse)
+dm_log() {
+    python3 - "$pg_data/iwd_datamart.jsonl" "$1" "$2" <<'PY'
+import json, sys
+lines = [json.loads(l) for l in open(sys.argv[1])]
+runs = [l for l in lines if l["database"] == sys.argv[2]]
+first = [l for l in runs if l["pid"] == runs[0]["pid"]]
+print(eval(sys.argv[3]))
+PY
+}
+check "the run is logged as JSON lines (iwd_dm.log_file): start, load, initialize, aggregate, end" \
+    "run_start step:load step:initialize step:aggregate run_end" \
+    "$(dm_log tenant_a '" ".join(l["event"] + (":" + l["step"] if l["event"] == "step" else "") for l in first)')"
+check "every line has the documented fields" "True" \
+    "$(dm_log tenant_a 'all({"time", "level", "event", "database", "chain", "pid"} <= set(l) and l["time"].endswith("Z") for l in lines)')"
+check "the load names its tables and counts its events, in batches of 5 (iwd_dm.batch_size)" "True True" \
+    "$(dm_log tenant_a '" ".join(str(x) for l in first if l.get("step") == "load" for x in ("iwd_dm.task_event_fact" in l["tables"], l["rows"] > 0 and l["batches"] >= l["rows"] / 5 and l["duration_ms"] >= 0))')"
+check "the end: succeeded, with the load's events, its intervals and duration" "succeeded info True" \
+    "$(dm_log tenant_a '" ".join(str(x) for l in first if l["event"] == "run_end" for x in (l["status"], l["level"], l["events"] == sum(s["rows"] for s in first if s.get("step") == "load") and l["intervals"] > 0 and l["duration_ms"] >= 0))')"
 check "while a login held the chain's old advisory lock" "t" \
     "$(kill -0 "$holder" 2>/dev/null && echo t || echo f)"
 kill "$holder" 2>/dev/null; wait "$holder" 2>/dev/null
@@ -211,6 +232,22 @@ for _ in $(seq 1 30); do
     sleep 1
 done
 check "the scheduled chain ran in the planted database" "t" "$done_at"
+# a failed run: its aggregates locked by a session beyond iwd_dm.statement_timeout (the session is then
+# terminated, not cancelled: the log must show no ERROR)
+sql -d postgres -c "ALTER SYSTEM SET iwd_dm.statement_timeout = '1s'" -c "SELECT pg_reload_conf()" >/dev/null
+sql -d tenant_a -c "BEGIN" -c "LOCK TABLE iwd_dm.agg_15min" -c "SELECT pg_sleep(300)" -c "COMMIT" >/dev/null 2>&1 &
+dm_locker=$!
+for _ in $(seq 1 90); do
+    dm_failed=$(sql -d tenant_a -c "SELECT last_fail IS NOT NULL FROM iwd_dm.job_status WHERE execution_chain = 'full'")
+    [ "$dm_failed" = t ] && break
+    sleep 1
+done
+sql -d tenant_a -c "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(300)'" >/dev/null
+wait "$dm_locker" 2>/dev/null
+sql -d postgres -c "ALTER SYSTEM RESET iwd_dm.statement_timeout" -c "SELECT pg_reload_conf()" >/dev/null
+check "a failed run is logged as an error: its step, the message and the SQLSTATE" \
+    "error failed aggregate 57014 canceling statement due to statement timeout" \
+    "$(dm_log tenant_a '(lambda f: " ".join(str(f[k]) for k in ("level", "status", "step", "sqlstate", "error")))(next(l for l in runs if l["event"] == "run_end" and l["status"] == "failed"))')"
 sql -d postgres -c "ALTER SYSTEM SET iwd_dm.suspend = on" -c "SELECT pg_reload_conf()" >/dev/null
 check "no planted function ran, for the superuser or a worker" "" \
     "$(sql -d hostile -c "SELECT string_agg(DISTINCT what || ' as ' || who, ', ') FROM evil.ran")"
