@@ -322,6 +322,7 @@ iwd_scheduler_database_main(Datum main_arg)
 		TimestampTz now;
 		TimestampTz announced;
 		TimestampTz wake;
+		TimestampTz idle_at;
 
 		CHECK_FOR_INTERRUPTS();
 		if (ConfigReloadPending)
@@ -408,6 +409,14 @@ iwd_scheduler_database_main(Datum main_arg)
 			last_activity = now;
 			survey_at = wake;
 		}
+		/*
+		 * Look again when the idle timeout after the last write runs out:
+		 * with nothing due soon, that is when the worker leaves (sleeping
+		 * until the next due time would keep it, and its slot, for as long).
+		 */
+		idle_at = last_activity + (TimestampTz) iwd_worker_idle_timeout_ms * 1000 + 1000;
+		if (idle_at > now && idle_at < wake)
+			wake = idle_at;
 		if (wake > now)
 			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 							 (long) Min((wake - now + 999) / 1000, (TimestampTz) INT_MAX), PG_WAIT_EXTENSION);

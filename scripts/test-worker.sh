@@ -137,6 +137,24 @@ check "the second vacuum within the minute does not analyze" "1" \
 
 sql -d tenant_a -c "DROP TRIGGER record_writer ON iwd.task_event"
 
+# a worker that saw sessions write leaves iwd.worker_idle_timeout after the last write when nothing is due
+# soon, even with no other tenant waiting for its place (it used to sleep until its next due time)
+sql -d postgres -c "ALTER SYSTEM SET iwd.worker_idle_timeout = '1s'" -c "SELECT pg_reload_conf()" >/dev/null
+for i in 1 2 3 4 5; do
+    sql -d tenant_a -c "SELECT iwd.create_task(jsonb_build_object('externalId', 'I$i', 'capturePoint', 'test'))" \
+        >/dev/null
+    sleep 0.2
+done
+running=""
+for _ in $(seq 1 600); do
+    running=$(sql -d tenant_b -c "SELECT iwd.worker_stats() ->> 'running'")
+    [ "$running" = 0 ] && break
+    sleep 0.1
+done
+check "once sessions stop writing, the tenant's worker leaves (nothing due soon)" "0 t" \
+    "$running $(sql -d tenant_a -c "SELECT iwd._next_due() IS NULL OR iwd._next_due() > iwd.now() + interval '10 s'")"
+sql -d postgres -c "ALTER SYSTEM RESET iwd.worker_idle_timeout" -c "SELECT pg_reload_conf()" >/dev/null
+
 # A database owner who is not a superuser plants look-alikes of what iwd calls, each recording that it
 # ran, and makes every session of the database look in that schema first.
 sql -d postgres -c "CREATE ROLE tenant_owner LOGIN" -c "CREATE DATABASE hostile OWNER tenant_owner"
