@@ -131,17 +131,18 @@ static collected_t *collected_entry(const iwd_tenant_t *tenant)
 
 /* The tenant families of one reading, each gathered apart and rendered one after the other. */
 typedef struct reading {
-    iwd_text_t tasks, oldest, claims, timeouts, up, jobs[NJOB_METRICS];
+    iwd_text_t tasks, oldest, claims, timeouts, up, tables, dimensions, jobs[NJOB_METRICS];
 } reading_t;
 
 /* A tenant's reading, emptied (allocated on first use). */
 static reading_t *reading_reset(reading_t *r)
 {
-    iwd_text_t *all[] = {NULL, NULL, NULL, NULL, NULL};
+    iwd_text_t *all[] = {NULL, NULL, NULL, NULL, NULL, NULL, NULL};
 
     if (r == NULL)
         r = calloc(1, sizeof(*r));
     all[0] = &r->tasks, all[1] = &r->oldest, all[2] = &r->claims, all[3] = &r->timeouts, all[4] = &r->up;
+    all[5] = &r->tables, all[6] = &r->dimensions;
     for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++) {
         free(all[i]->buf);
         *all[i] = iwd_text_new(1);
@@ -158,9 +159,45 @@ static void reading_free(reading_t *r)
     if (r == NULL)
         return;
     free(r->tasks.buf), free(r->oldest.buf), free(r->claims.buf), free(r->timeouts.buf), free(r->up.buf);
+    free(r->tables.buf), free(r->dimensions.buf);
     for (int j = 0; j < NJOB_METRICS; j++)
         free(r->jobs[j].buf);
     free(r);
+}
+
+/*
+ * The rows of the tenant's Data Mart facts and aggregates and the members of its dimensions, as the
+ * server's statistics count live rows (no table is scanned). Only iwd_dm's own tables by their naming
+ * (task_fact, task_event_fact, agg_*, dim_*), at most DM_TABLE_SERIES: the labels stay bounded whatever
+ * a tenant creates in the schema.
+ */
+#define DM_TABLE_SERIES 64
+static bool collect_datamart_tables(collected_t *c, reading_t *r, const char *esc, int64_t deadline, char *why,
+                                    size_t why_size)
+{
+    PGresult *q = iwd_pg_exec_within(c->conn, c->tenant.ccid, "datamart_tables",
+                               "SELECT relname, n_live_tup FROM pg_catalog.pg_stat_user_tables"
+                               " WHERE schemaname = 'iwd_dm' AND (relname IN ('task_fact', 'task_event_fact')"
+                               " OR relname LIKE 'agg\\_%' OR relname LIKE 'dim\\_%') ORDER BY relname",
+                               0, NULL, deadline);
+
+    if (q == NULL || PQresultStatus(q) != PGRES_TUPLES_OK) {
+        snprintf(why, why_size, "datamart_tables: %s", q == NULL ? "no answer in time" : PQresultErrorMessage(q));
+        if (q != NULL)
+            PQclear(q);
+        return false;
+    }
+    for (int k = 0; k < PQntuples(q) && k < DM_TABLE_SERIES; k++) {
+        const char *table = PQgetvalue(q, k, 0);
+        if (strncmp(table, "dim_", 4) == 0)
+            iwd_text_put(&r->dimensions, "iwddm_dimension_members{tenant=\"%s\",dimension=\"%s\"} %s\n", esc,
+                         table + 4, PQgetvalue(q, k, 1));
+        else
+            iwd_text_put(&r->tables, "iwddm_table_rows{tenant=\"%s\",table=\"%s\"} %s\n", esc, table,
+                         PQgetvalue(q, k, 1));
+    }
+    PQclear(q);
+    return true;
 }
 
 /*
@@ -230,7 +267,7 @@ static bool collect_tenant(collected_t *c, reading_t *r, char *why, size_t why_s
     if (PQresultStatus(q) == PGRES_TUPLES_OK && PQntuples(q) == 1 && !PQgetisnull(q, 0, 0))
         collect_job_samples(r->jobs, PQgetvalue(q, 0, 0));
     PQclear(q);
-    return true;
+    return collect_datamart_tables(c, r, esc, deadline, why, why_size);
 }
 
 /*
@@ -395,6 +432,10 @@ static char *collect(void)
          offsetof(reading_t, claims)},
         {"iwd_reservation_timeouts_total", "counter", "Reservations returned to the queue unaccepted.",
          offsetof(reading_t, timeouts)},
+        {"iwddm_table_rows", "gauge", "Rows of the tenant's Data Mart fact and aggregate tables (live rows, as the"
+         " server's statistics count them).", offsetof(reading_t, tables)},
+        {"iwddm_dimension_members", "gauge", "Members of each Data Mart dimension of the tenant.",
+         offsetof(reading_t, dimensions)},
     };
     iwd_text_t out = iwd_text_new(1), up = iwd_text_new(1);
     PGresult *res = registry_tenants();

@@ -547,6 +547,15 @@ for name, (kind, want) in documented.items():
 print(" ".join(bad))
 PY
 )"
+dm_rows=""
+for _ in $(seq 1 150); do   # the server's statistics of the intraday run above, read by the collector
+    dm_rows=$(curl -s "http://127.0.0.1:$metrics_port/metrics" |
+              grep -cE '^iwddm_table_rows\{tenant="a",table="task_event_fact"\} [1-9]|^iwddm_table_rows\{tenant="a",table="agg_15min"\} [0-9]|^iwddm_dimension_members\{tenant="a",dimension="department"\} [0-9]')
+    [ "$dm_rows" = 3 ] && break
+    sleep 0.2
+done
+check "the Data Mart's tables and dimensions per tenant (iwddm_table_rows{tenant,table}, iwddm_dimension_members{tenant,dimension})" \
+    "3" "$dm_rows"
 check "the process figures are plausible (CPU user + system = total, virtual >= resident > 0, fds < max)" "True" \
     "$(python3 - "$work/metrics.txt" <<'PY'
 import sys
