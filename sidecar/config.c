@@ -119,6 +119,11 @@ static const char usage[] =
     "                                             (default 1000, 50 to 600000)\n"
     "  --router-timeout-ms N  IWD_ROUTER_TIMEOUT_MS  the longest wait for one answer of a router (default\n"
     "                                             10000, 500 to 120000); beyond, the request failed\n"
+    "  --gws-url URL          IWD_GWS_URL         the router (GWS) of tenants provisioned without tenant.gws\n"
+    "                                             (PUT /router; Helm gws.url); empty: none\n"
+    "  --gws-client-id ID     IWD_GWS_CLIENT_ID   its OAuth2 client (Helm gws.clientId)\n"
+    "  --gws-client-secret S  IWD_GWS_CLIENT_SECRET  its client secret (Helm gws.clientSecret)\n"
+    "  --gws-api-key KEY      IWD_GWS_API_KEY     its API key, sent as x-api-key (Helm gws.apiKey)\n"
     "  --max-streams N        IWD_MAX_STREAMS     open event streams (GET /events, long-polls waiting\n"
     "                                             included) of this sidecar (default 10000); beyond: 503\n"
     "  --max-streams-per-tenant N IWD_MAX_STREAMS_PER_TENANT  the same for one tenant (default 2000)\n"
@@ -276,6 +281,14 @@ static int apply(const char *name, const char *value)
         if ((n = parse_int(value, 1, 86400)) < 0)
             goto invalid;
         iwd_conf.pushgateway_interval_s = (int)n;
+    } else if (strcmp(name, "gws-url") == 0) {
+        iwd_conf.gws_url = *value != '\0' ? strdup(value) : NULL;
+    } else if (strcmp(name, "gws-client-id") == 0) {
+        iwd_conf.gws_client_id = *value != '\0' ? strdup(value) : NULL;
+    } else if (strcmp(name, "gws-client-secret") == 0) {
+        iwd_conf.gws_client_secret = *value != '\0' ? strdup(value) : NULL;
+    } else if (strcmp(name, "gws-api-key") == 0) {
+        iwd_conf.gws_api_key = *value != '\0' ? strdup(value) : NULL;
     } else if (strcmp(name, "router-interval-ms") == 0) {
         if ((n = parse_int(value, MIN_ROUTER_INTERVAL_MS, MAX_ROUTER_INTERVAL_MS)) < 0)
             goto invalid;
@@ -377,6 +390,8 @@ int iwd_config_load(int argc, char **argv)
         {"pg-max-connections-per-server", "IWD_PG_MAX_CONNECTIONS_PER_SERVER"},
         {"pg-prepare", "IWD_PG_PREPARE"},
         {"router-interval-ms", "IWD_ROUTER_INTERVAL_MS"}, {"router-timeout-ms", "IWD_ROUTER_TIMEOUT_MS"},
+        {"gws-url", "IWD_GWS_URL"}, {"gws-client-id", "IWD_GWS_CLIENT_ID"},
+        {"gws-client-secret", "IWD_GWS_CLIENT_SECRET"}, {"gws-api-key", "IWD_GWS_API_KEY"},
     };
     static struct option options[] = {
         {"listen", required_argument, NULL, 0},         {"port", required_argument, NULL, 0},
@@ -401,6 +416,8 @@ int iwd_config_load(int argc, char **argv)
         {"pg-max-connections-per-server", required_argument, NULL, 0},
         {"pg-prepare", required_argument, NULL, 0},
         {"router-interval-ms", required_argument, NULL, 0}, {"router-timeout-ms", required_argument, NULL, 0},
+        {"gws-url", required_argument, NULL, 0}, {"gws-client-id", required_argument, NULL, 0},
+        {"gws-client-secret", required_argument, NULL, 0}, {"gws-api-key", required_argument, NULL, 0},
         {"help", no_argument, NULL, 'h'},               {NULL, 0, NULL, 0},
     };
     int c, index;
@@ -470,6 +487,10 @@ int iwd_config_load(int argc, char **argv)
                                 iwd_conf.redis_tls_server_name != NULL)) {
         fprintf(stderr, "iwd-sidecar: IWD_REDIS_CA_FILE, IWD_REDIS_CERT_FILE and IWD_REDIS_TLS_SERVER_NAME need"
                         " IWD_REDIS_TLS=true\n");
+        return IWD_ERR;
+    }
+    if (iwd_conf.gws_url != NULL && (iwd_conf.gws_client_id == NULL || iwd_conf.gws_client_secret == NULL)) {
+        fprintf(stderr, "iwd-sidecar: IWD_GWS_URL needs IWD_GWS_CLIENT_ID and IWD_GWS_CLIENT_SECRET\n");
         return IWD_ERR;
     }
     return IWD_OK;

@@ -52,6 +52,7 @@ typedef struct iwd_config {
     int webhook_deny_count;
     int router_interval_ms;       /* IWD_ROUTER_INTERVAL_MS: a tenant's router is synced at least this often */
     int router_timeout_ms;        /* IWD_ROUTER_TIMEOUT_MS: the longest wait for one answer of a router */
+    char *gws_url, *gws_client_id, *gws_client_secret, *gws_api_key; /* IWD_GWS_*: the default router */
 } iwd_config_t;
 
 /* The configuration, set once by iwd_config_load before any thread starts and read-only afterwards. */

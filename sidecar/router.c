@@ -107,7 +107,7 @@ typedef struct sync {
     CURLM *multi;
     char *token;
     int64_t token_ends_ms;
-    char *url, *auth_url, *client_id, *client_secret, *api_key, *cursor;
+    char *url, *auth_url, *client_id, *client_secret, *api_key, *cursor, *key_prefix;
     bool enabled;
     int backoff_ms;
     int64_t renew_at_ms;            /* when the lease is renewed next during a round */
@@ -321,7 +321,8 @@ static void request_prepare(sync_t *s, request_t *r)
             r->headers = curl_slist_append(r->headers, header);
         }
         if (r->submission != NULL) {
-            snprintf(header, sizeof(header), "Idempotency-Key: %" PRId64 "-%s", r->task_id, r->submission);
+            snprintf(header, sizeof(header), "Idempotency-Key: %s-%" PRId64 "-%s", s->key_prefix, r->task_id,
+                     r->submission);
             r->headers = curl_slist_append(r->headers, header);
         }
     }
@@ -458,14 +459,18 @@ static void forget_config(sync_t *s)
     free(s->auth_url);
     free(s->client_id);
     free(s->cursor);
+    free(s->key_prefix);
     free_secret(&s->client_secret);
     free_secret(&s->api_key);
     free_secret(&s->token);
-    s->url = s->auth_url = s->client_id = s->cursor = NULL;
+    s->url = s->auth_url = s->client_id = s->cursor = s->key_prefix = NULL;
 }
 
-/* Open a sealed secret of the configuration; false with the failure set when this sidecar cannot. */
-static bool open_secret(sync_t *s, json_t *cfg, const char *key, char **out)
+/*
+ * Open a sealed secret of the configuration; false with the failure set when this sidecar cannot. *stale is
+ * set when IWD_SECRET_KEY_PREVIOUS sealed it (it is sealed again under the current secret).
+ */
+static bool open_secret(sync_t *s, json_t *cfg, const char *key, char **out, bool *stale)
 {
     json_t *v = json_object_get(cfg, key);
     bool current;
@@ -477,7 +482,24 @@ static bool open_secret(sync_t *s, json_t *cfg, const char *key, char **out)
         fail(s, "the router's %s cannot be opened with IWD_SECRET_KEY: set it again (PUT /iwd/v3/router)", key);
         return false;
     }
+    *stale |= !current;
     return true;
+}
+
+/* Seal the secrets again under the current IWD_SECRET_KEY (a rotation); a failure is retried next round. */
+static void reseal(sync_t *s)
+{
+    char *secret = s->client_secret != NULL ? iwd_secret_seal(s->client_secret) : NULL;
+    char *api_key = s->api_key != NULL ? iwd_secret_seal(s->api_key) : NULL;
+    const char *values[3] = {replica_id, secret, api_key};
+    PGresult *res = query(s, "router_reseal", "SELECT iwd.router_reseal($1, $2, $3)", 3, values);
+
+    if (res != NULL && PQresultStatus(res) == PGRES_TUPLES_OK)
+        iwd_log(IWD_LOG_INFO, "router secrets sealed again", "%s", s->tenant.ccid);
+    if (res != NULL)
+        PQclear(res);
+    free(secret);
+    free(api_key);
 }
 
 /* Take or renew the lease, and read the configuration. */
@@ -488,6 +510,7 @@ static claim_t claim(sync_t *s)
     char *text;
     json_t *cfg;
     char *url;
+    bool stale = false;
     claim_t rc = CLAIM_HELD;
 
     snprintf(lease, sizeof(lease), "%d", LEASE_S);
@@ -518,16 +541,21 @@ static claim_t claim(sync_t *s)
     free(s->auth_url);
     free(s->client_id);
     free(s->cursor);
+    free(s->key_prefix);
     s->url = member(cfg, "url");
+    s->key_prefix = member(cfg, "keyPrefix");
     s->auth_url = member(cfg, "authUrl");
     s->client_id = member(cfg, "clientId");
     s->cursor = member(cfg, "cursor");
     s->enabled = json_is_true(json_object_get(cfg, "enabled"));
-    if (!open_secret(s, cfg, "clientSecret", &s->client_secret) || !open_secret(s, cfg, "apiKey", &s->api_key))
+    if (!open_secret(s, cfg, "clientSecret", &s->client_secret, &stale) ||
+        !open_secret(s, cfg, "apiKey", &s->api_key, &stale))
         rc = CLAIM_FAILED;
-    else if (s->url == NULL || s->auth_url == NULL || s->client_id == NULL)
+    else if (s->url == NULL || s->auth_url == NULL || s->client_id == NULL || s->key_prefix == NULL)
         fail(s, "router_claim: the configuration is incomplete"), rc = CLAIM_FAILED;
     json_decref(cfg);
+    if (rc == CLAIM_HELD && stale)
+        reseal(s);
     return rc;
 }
 
@@ -1127,6 +1155,62 @@ static void *watcher_main(void *arg)
             drain_fd(watch_pipe[0]);
     }
     return NULL;
+}
+
+/* --- configuration -------------------------------------------------------------------------------- */
+
+/* Seal a secret member of a configuration in place; false with the reason when it is not a fit string. */
+static bool seal_member(json_t *doc, const char *key, char *err, size_t errlen)
+{
+    json_t *v = json_object_get(doc, key);
+    char *sealed;
+
+    if (v == NULL || json_is_null(v))
+        return true;
+    if (!json_is_string(v) || json_string_length(v) == 0 || json_string_length(v) > IWD_ROUTER_SECRET_MAX ||
+        strlen(json_string_value(v)) != json_string_length(v)) {
+        snprintf(err, errlen, "router field \"%s\" must be a string of 1 to %d bytes", key, IWD_ROUTER_SECRET_MAX);
+        return false;
+    }
+    sealed = iwd_secret_seal(json_string_value(v));
+    OPENSSL_cleanse((char *)json_string_value(v), json_string_length(v));
+    json_object_set_new(doc, key, json_string(sealed));
+    free(sealed);
+    return true;
+}
+
+/* Set a member of a configuration to a default (IWD_GWS_*) when it has none. */
+static void default_member(json_t *doc, const char *key, const char *value)
+{
+    if (value != NULL && json_object_get(doc, key) == NULL)
+        json_object_set_new(doc, key, json_string(value));
+}
+
+char *iwd_router_seal_config(const char *text, size_t len, bool defaults, char *err, size_t errlen)
+{
+    json_error_t jerr;
+    json_t *doc = text != NULL ? json_loadb(text, len, 0, &jerr) : json_object();
+    char *out = NULL;
+
+    err[0] = '\0';
+    if (doc == NULL) {
+        snprintf(err, errlen, "malformed JSON: %s (line %d, column %d)", jerr.text, jerr.line, jerr.column);
+        return NULL;
+    }
+    if (defaults && json_is_object(doc)) {
+        default_member(doc, "url", iwd_conf.gws_url);
+        default_member(doc, "clientId", iwd_conf.gws_client_id);
+        default_member(doc, "clientSecret", iwd_conf.gws_client_secret);
+        default_member(doc, "apiKey", iwd_conf.gws_api_key);
+    }
+    if (!json_is_object(doc))
+        snprintf(err, errlen, "router must be a JSON object");
+    else if (json_object_size(doc) == 0)
+        ; /* no router: NULL without a reason */
+    else if (seal_member(doc, "clientSecret", err, errlen) && seal_member(doc, "apiKey", err, errlen))
+        out = json_dumps(doc, JSON_COMPACT);
+    json_decref(doc);
+    return out;
 }
 
 /* --- start-up and wake-ups --------------------------------------------------------------------------- */

@@ -7,10 +7,22 @@
 #ifndef IWD_ROUTER_H
 #define IWD_ROUTER_H
 
+#include <stdbool.h>
+#include <stddef.h>
+
 #include "tenant.h"
 
 /* The longest client secret or router API key accepted (sealed, it must fit the tenant database's column). */
 #define IWD_ROUTER_SECRET_MAX 512
+
+/*
+ * A router configuration (a JSON object text: PUT /router's body, provisioning's tenant.gws) with its
+ * clientSecret and apiKey sealed under IWD_SECRET_KEY, as the database stores them (malloc'd); NULL with
+ * the reason in err when it is not an object or a secret is not a string of 1 to IWD_ROUTER_SECRET_MAX
+ * bytes. The other members are checked by iwd.upsert_router. With defaults, the members it lacks are
+ * taken from IWD_GWS_* (text NULL: those alone); NULL with err empty when there is no router at all.
+ */
+char *iwd_router_seal_config(const char *text, size_t len, bool defaults, char *err, size_t errlen);
 
 /* Prepare the sync before any thread starts (the replica's id); IWD_ERR with the reason on stderr. */
 int iwd_router_init(void);

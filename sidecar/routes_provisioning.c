@@ -21,6 +21,7 @@
 #include "pg.h"
 #include "provisioning.h"
 #include "registry.h"
+#include "router.h"
 #include "routes.h"
 #include "secret.h"
 #include "tenant.h"
@@ -109,6 +110,18 @@ static int prepare_database(iwd_call_t *call, const iwd_provisioning_t *p)
                               ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY)
                               : PQerrorMessage(db));
     PQclear(res);
+    if (ok && p->gws != NULL) { /* tenant.gws: the tenant's router (its secrets sealed already) */
+        const char *values[1] = {p->gws}, *state, *message;
+        res = PQexecParams(db, "SELECT iwd.upsert_router($1::jsonb)", 1, NULL, values, NULL, NULL, 0);
+        if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+            state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+            message = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+            iwd_respond_error(call, state != NULL && strncmp(state, "22", 2) == 0 ? 400 : 502, "tenant.gws: %s",
+                              message != NULL ? message : PQerrorMessage(db));
+            ok = false;
+        }
+        PQclear(res);
+    }
     PQfinish(db);
     return ok ? IWD_OK : IWD_ERR;
 }
@@ -252,6 +265,16 @@ static int on_provisioning_save(iwd_call_t *call)
         return iwd_respond_error(call, 413, "the body exceeds %zu bytes", iwd_conf.max_body_bytes);
     if (iwd_provisioning_parse(req->entity.base, req->entity.len, &p, err, sizeof(err)) != IWD_OK)
         return iwd_respond_error(call, 400, "%s", err);
+    if (p.gws != NULL || iwd_conf.gws_url != NULL) {
+        /* tenant.gws over IWD_GWS_*: its secrets sealed before the tenant database or the registry hold them */
+        char *sealed_gws = iwd_router_seal_config(p.gws, p.gws != NULL ? strlen(p.gws) : 0, true, err, sizeof(err));
+        if (sealed_gws == NULL && err[0] != '\0') {
+            iwd_provisioning_free(&p);
+            return iwd_respond_error(call, 400, "tenant.gws: %s", err);
+        }
+        free(p.gws);
+        p.gws = sealed_gws;
+    }
     if (prepare_database(call, &p) != IWD_OK) {
         iwd_provisioning_free(&p);
         return IWD_OK;
@@ -266,6 +289,12 @@ static int on_provisioning_save(iwd_call_t *call)
         iwd_registry_forget_keys(call->thread, old_keys);
         iwd_pg_drop_tenant(call->thread, p.ccid);
         iwd_log(IWD_LOG_INFO, "tenant provisioned", "%s", p.ccid);
+        if (p.gws != NULL) {
+            iwd_tenant_t t;
+            if (iwd_tenant_settings(&t, p.ccid, p.host, p.port, p.database, p.user, p.password, p.ssl) == IWD_OK)
+                iwd_router_wake(&t);
+            OPENSSL_cleanse(&t, sizeof(t));
+        }
         iwd_respond_json(call, 200, "{\"created\":true}", strlen("{\"created\":true}"));
     }
     PQclear(old_keys);

@@ -1,40 +1,16 @@
 /*
  * iwd-sidecar routes of the tenant's external router (GWS): PUT, GET and DELETE /router, each one call of
  * the extension's SQL API (sql/router.sql). PUT seals clientSecret and apiKey under IWD_SECRET_KEY before
- * they reach the database (secret.h); GET never returns them. A change wakes the sync (router.h).
+ * they reach the database (iwd_router_seal_config); GET never returns them. A change wakes the sync (router.h).
  */
 #include <stdlib.h>
 #include <string.h>
-
-#include <jansson.h>
-#include <openssl/crypto.h>
 
 #include "answer.h"
 #include "config.h"
 #include "pg.h"
 #include "router.h"
 #include "routes.h"
-#include "secret.h"
-
-/* Replace a secret member of the body by its sealed text; false after answering 400. */
-static bool seal_member(iwd_call_t *call, json_t *doc, const char *key)
-{
-    json_t *v = json_object_get(doc, key);
-    char *sealed;
-
-    if (v == NULL || json_is_null(v))
-        return true;
-    if (!json_is_string(v) || json_string_length(v) == 0 || json_string_length(v) > IWD_ROUTER_SECRET_MAX ||
-        strlen(json_string_value(v)) != json_string_length(v)) {
-        iwd_respond_error(call, 400, "router field \"%s\" must be a string of 1 to %d bytes", key,
-                          IWD_ROUTER_SECRET_MAX);
-        return false;
-    }
-    sealed = iwd_secret_seal(json_string_value(v));
-    json_object_set_new(doc, key, json_string(sealed));
-    free(sealed);
-    return true;
-}
 
 /* The answer of iwd.upsert_router; once it has committed, the sync is woken (it finds the router). */
 static void on_router_saved(iwd_call_t *call, PGresult *res, int status, const char *message, void *arg)
@@ -53,9 +29,7 @@ static void on_router_saved(iwd_call_t *call, PGresult *res, int status, const c
 static int on_router_put(iwd_call_t *call)
 {
     h2o_req_t *req = call->req;
-    json_error_t err;
-    json_t *doc;
-    char *text;
+    char *text, err[256];
     const char *values[1];
     int rc;
 
@@ -65,19 +39,8 @@ static int on_router_put(iwd_call_t *call)
         return iwd_respond_error(call, 413, "the body exceeds %zu bytes", iwd_conf.max_body_bytes);
     if (memchr(req->entity.base, '\0', req->entity.len) != NULL)
         return iwd_respond_error(call, 400, "malformed JSON: the body holds a NUL byte");
-    if ((doc = json_loadb(req->entity.base, req->entity.len, 0, &err)) == NULL)
-        return iwd_respond_error(call, 400, "malformed JSON: %s (line %d, column %d)", err.text, err.line,
-                                 err.column);
-    if (!json_is_object(doc)) {
-        json_decref(doc);
-        return iwd_respond_error(call, 400, "router must be a JSON object");
-    }
-    if (!seal_member(call, doc, "clientSecret") || !seal_member(call, doc, "apiKey")) {
-        json_decref(doc);
-        return IWD_OK;
-    }
-    text = json_dumps(doc, JSON_COMPACT);
-    json_decref(doc);
+    if ((text = iwd_router_seal_config(req->entity.base, req->entity.len, false, err, sizeof(err))) == NULL)
+        return iwd_respond_error(call, 400, "%s", err);
     values[0] = text;
     rc = iwd_pg_call_then(call, "SELECT iwd.upsert_router($1::jsonb)", 1, values, on_router_saved, NULL);
     free(text);

@@ -14,7 +14,9 @@
 -- The tenant's router (one row at most). client_secret and api_key are sealed by the sidecar under its
 -- IWD_SECRET_KEY (the database never holds them in clear) and never returned by iwd.get_router. cursor:
 -- the router's cursor after the last change applied (written in the same transaction as the changes).
--- lease_owner / lease_until: the replica syncing the tenant and until when (iwd.router_claim).
+-- lease_owner / lease_until: the replica syncing the tenant and until when (iwd.router_claim). key_prefix:
+-- random, starts every idempotency key of the tenant's submissions, so that the keys of tenants (or iwd
+-- installations) sharing one router never meet.
 CREATE TABLE iwd.router (
     singleton     boolean PRIMARY KEY DEFAULT true CHECK (singleton),
     url           text NOT NULL CHECK (octet_length(url) <= 2048),
@@ -31,13 +33,15 @@ CREATE TABLE iwd.router (
     last_error    text,
     last_error_at timestamptz,
     lag_s         double precision,
+    key_prefix    text NOT NULL DEFAULT gen_random_uuid()::text,
     created_at    timestamptz NOT NULL DEFAULT now(),
     updated_at    timestamptz NOT NULL DEFAULT now()
 );
 
 -- A task handed to the router. submission numbers its submissions (iwd.router_submission, never
--- reused): the idempotency key of a submission is "<task id>-<submission>", committed here before the
--- request is sent, so that a submission repeated after a crash or a timeout names the same work item.
+-- reused): the idempotency key of a submission is "<key_prefix>-<task id>-<submission>", committed here
+-- before the request is sent, so that a submission repeated after a crash or a timeout names the same work
+-- item.
 -- router_id: NULL until the router answered. state: what the router last said (submitting: not yet
 -- answered; returned: no longer at the router, kept until retry_at so that it is not submitted again at
 -- once). agent: the router's agent it was offered to. version: the router's version of the work item
@@ -211,7 +215,7 @@ BEGIN
     UPDATE iwd.router x SET lease_owner = owner, lease_until = now() + make_interval(secs => lease_s);
     RETURN jsonb_build_object('held', true, 'url', r.url, 'authUrl', r.auth_url, 'clientId', r.client_id,
                               'clientSecret', r.client_secret, 'apiKey', r.api_key, 'maxInFlight', r.max_in_flight,
-                              'enabled', r.enabled, 'cursor', r.cursor);
+                              'enabled', r.enabled, 'cursor', r.cursor, 'keyPrefix', r.key_prefix);
 END $$;
 
 -- The router row locked for owner's change; 55000 when another replica holds the lease (or no router).
@@ -501,6 +505,15 @@ BEGIN
         UPDATE iwd.router SET last_error = left(error, 1024), last_error_at = now();
     END IF;
     RETURN (SELECT count(*) FROM iwd.router_task x WHERE x.state <> 'returned');
+END $$;
+
+-- The secrets sealed again (under a new IWD_SECRET_KEY, by the lease's owner); NULL keeps one as it is.
+CREATE FUNCTION iwd.router_reseal(owner text, client_secret text, api_key text) RETURNS void
+LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE AS $$
+BEGIN
+    PERFORM iwd._router_lease(owner);
+    UPDATE iwd.router x SET client_secret = coalesce(router_reseal.client_secret, x.client_secret),
+        api_key = coalesce(router_reseal.api_key, x.api_key);
 END $$;
 
 -- Give the lease up (a replica that stops), so that another takes over at once.

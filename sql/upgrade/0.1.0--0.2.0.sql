@@ -161,6 +161,7 @@ CREATE TABLE iwd.router (
     last_error    text,
     last_error_at timestamptz,
     lag_s         double precision,
+    key_prefix    text NOT NULL DEFAULT gen_random_uuid()::text,
     created_at    timestamptz NOT NULL DEFAULT now(),
     updated_at    timestamptz NOT NULL DEFAULT now()
 );

@@ -92,8 +92,10 @@ start_sim --client-id router-client --client-secret router-secret --api-key rout
 start_sidecar || fail_setup "the sidecar did not start"
 
 help=$(sidecar/iwd-sidecar-asan --help)
-check "--help documents IWD_ROUTER_INTERVAL_MS and IWD_ROUTER_TIMEOUT_MS" "2" \
-    "$(grep -c -E 'IWD_ROUTER_INTERVAL_MS|IWD_ROUTER_TIMEOUT_MS' <<<"$help")"
+check "--help documents IWD_ROUTER_INTERVAL_MS, IWD_ROUTER_TIMEOUT_MS and IWD_GWS_*" "6" \
+    "$(grep -c -E 'IWD_ROUTER_INTERVAL_MS|IWD_ROUTER_TIMEOUT_MS|IWD_GWS_(URL|CLIENT_ID|CLIENT_SECRET|API_KEY)' <<<"$help")"
+env IWD_GWS_URL=http://gws IWD_CONTROL_DB=x IWD_ADMIN_API_KEY=$admin_key sidecar/iwd-sidecar-asan >"$work/refused.log" 2>&1
+check "IWD_GWS_URL without its client is refused at start" "2" "$?"
 env IWD_ROUTER_INTERVAL_MS=10 IWD_CONTROL_DB=x IWD_ADMIN_API_KEY=$admin_key sidecar/iwd-sidecar-asan \
     >"$work/refused.log" 2>&1
 check "IWD_ROUTER_INTERVAL_MS below 50 is refused at start" "2" "$?"
@@ -146,9 +148,9 @@ check "PUT /router keeps the secrets when they are omitted" "200 true true" \
     "$code $(json .hasClientSecret) $(json .hasApiKey)"
 wait_until 20 bash -c "[ \"\$(curl -s $sim_url/sim/state | jq '.items | length')\" -ge 3 ]"
 sleep 1
-check "the best maxInFlight tasks are submitted, in queue order" "50 40 30" \
-    "$(sim '[.items[]] | sort_by(.id | ltrimstr("wi-") | tonumber) | map(.taskId) | join(" ")' |
-       sed "s/\b${ids[1]}\b/50/; s/\b${ids[3]}\b/40/; s/\b${ids[2]}\b/30/")"
+check "the best maxInFlight tasks are submitted (the first of the queue)" "30 40 50" \
+    "$(sim '[.items[] | .taskId] | map(tostring) | join(" ")' |
+       sed "s/\b${ids[1]}\b/50/; s/\b${ids[3]}\b/40/; s/\b${ids[2]}\b/30/" | tr ' ' '\n' | sort | xargs)"
 check "they stay queued in iwd, with their routerId" "queued queued queued 3" \
     "$(status_of "${ids[1]}") $(status_of "${ids[3]}") $(status_of "${ids[2]}") $(sql "SELECT count(router_id) FROM iwd.router_task")"
 check "the simulator received the bearer token and the API key" "0" "$(sim '.counters.unauthorized')"
@@ -294,8 +296,9 @@ check "5xx over: the task is completed" "completed" "$(status_of "$f2")"
 sim_set '{"slowSeconds": 2.5}'
 f3=$(task slow-1 99)
 wait_until 30 status_field_matches lastError "no answer from the router within 1500 ms"
-check "slow router: timeouts reported and counted" "failing yes" \
-    "$(router_status state) $([ "$(metric 'iwd_router_requests_total{ccid="t1",op="submit",result="timeout"}')" -ge 1 ] && echo yes || echo no)"
+timeouts=$(($(metric 'iwd_router_requests_total{ccid="t1",op="submit",result="timeout"}') + \
+    $(metric 'iwd_router_requests_total{ccid="t1",op="pull",result="timeout"}')))
+check "slow router: timeouts reported and counted" "failing yes" "$(router_status state) $([ "$timeouts" -ge 1 ] && echo yes || echo no)"
 check "slow router: the API answers meanwhile" "yes" "$(api_answers && echo yes || echo no)"
 sim_set '{"slowSeconds": 0}'
 wait_until 40 status_is "$f3" completed
@@ -372,6 +375,53 @@ check_match "the sync is held by the survivor now" "." "$(router_status syncedBy
 check "no task was ever live twice at the router" "0" "$(live_twice)"
 # the survivor is stopped by the cleanup
 sidecar_pid=$survivor; replica_b=""
+
+# --- provisioning's tenant.gws ---------------------------------------------------------------------------
+key2=tenant-key-router-0002
+req POST /provisioning "$admin_key" "$(prov t2 t2 $key2 '{"url": "http://x", "clientId": "c", "clientSecret": "s", "color": 1}')"
+check_match "tenant.gws with an unknown key: 400 naming it" '^400 tenant.gws: unknown key "color"' "$code $(json .status.message)"
+req POST /provisioning "$admin_key" "$(prov t2 t2 $key2 '{"url": "http://x", "clientId": "c", "clientSecret": 7}')"
+check_match "tenant.gws with a secret that is not a string: 400" '^400 tenant.gws: router field "clientSecret"' \
+    "$code $(json .status.message)"
+req POST /provisioning "$admin_key" "$(prov t2 t2 $key2 "{\"url\": \"$sim_url\", \"clientId\": \"router-client\",
+    \"clientSecret\": \"rotated-secret\", \"apiKey\": \"router-api-key\", \"maxInFlight\": 2}")"
+check "tenant t2 provisioned with tenant.gws" "200" "$code"
+req GET /router "$key2"
+check "tenant.gws configures the tenant's router (no secret returned)" "200 true true 2 false" \
+    "$code $(json .hasClientSecret) $(json .hasApiKey) $(json .maxInFlight) $(json 'has("clientSecret")')"
+check "the registry keeps tenant.gws with its secrets sealed, never in clear" "0 1" \
+    "$(cluster_sql -d control -c "SELECT count(*) FILTER (WHERE gws::text LIKE '%rotated-secret%' OR gws::text LIKE '%router-api-key%'),
+                                         count(*) FILTER (WHERE gws->>'clientSecret' LIKE 'v2:%')
+                                  FROM iwd_control.tenant WHERE ccid = 't2'" | tr '|' ' ')"
+req POST /tasks "$key2" '{"externalId": "gws-1", "capturePoint": "router-test", "priority": 1}'
+g1=$(json .id)
+wait_until 40 bash -c "[ \"\$(psql -X -At -h $work/pg -p $pg_port -U postgres -d t2 -c \"SELECT status FROM iwd.task_closed WHERE id = $g1\")\" = completed ]"
+check "a task of the tenant provisioned with tenant.gws is completed through the router" "completed" \
+    "$(cluster_sql -d t2 -c "SELECT status FROM iwd.task_closed WHERE id = $g1")"
+req DELETE /router "$key2"
+check "DELETE /router" "200 true" "$code $(json .deleted)"
+req GET /router "$key2"
+check "after DELETE /router: 404" "404" "$code"
+
+# --- IWD_GWS_* (Helm gws.*): the router of tenants provisioned without tenant.gws ----------------------------
+sidecar_stop
+base="http://127.0.0.1:$http_port/iwd/v3"
+start_sidecar "$http_port" IWD_GWS_URL="$sim_url" IWD_GWS_CLIENT_ID=router-client IWD_GWS_CLIENT_SECRET=rotated-secret \
+    IWD_GWS_API_KEY=router-api-key || fail_setup "the sidecar did not start with IWD_GWS_*"
+cluster_client createdb t3 || fail_setup "createdb t3 failed"
+key3=tenant-key-router-0003
+req POST /provisioning "$admin_key" "$(prov t3 t3 $key3)"
+check "tenant t3 provisioned without tenant.gws" "200" "$code"
+req GET /router "$key3"
+check "IWD_GWS_* configure its router" "200 $sim_url router-client true true" \
+    "$code $(json .url) $(json .clientId) $(json .hasClientSecret) $(json .hasApiKey)"
+req POST /provisioning "$admin_key" "$(prov t3 t3 $key3 '{"maxInFlight": 1}')"
+req GET /router "$key3"
+check "tenant.gws's members over IWD_GWS_*" "200 1 $sim_url" "$code $(json .maxInFlight) $(json .url)"
+req POST /tasks "$key3" '{"externalId": "gws-default-1", "capturePoint": "router-test", "priority": 1}'
+g3=$(json .id)
+wait_until 40 bash -c "[ \"\$(psql -X -At -h $work/pg -p $pg_port -U postgres -d t3 -c \"SELECT status FROM iwd.task_closed WHERE id = $g3\")\" = completed ]"
+check "its task is completed through that router" "completed" "$(cluster_sql -d t3 -c "SELECT status FROM iwd.task_closed WHERE id = $g3")"
 
 echo "sidecar log clean"
 check "no sanitizer report" "yes" "$(sidecar_log_clean && echo yes || echo no)"
