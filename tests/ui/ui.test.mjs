@@ -216,11 +216,11 @@ try {
         await watcher.context().close();
     });
 
-    await check('agents are listed with state and skills', async () => {
+    await check('agents are listed with state, skills and load', async () => {
         await page.getByRole('button', { name: 'Agents' }).click();
         await page.locator('#agent-table tbody tr', { hasText: 'desk1' }).locator('td', { hasText: 'ready' }).waitFor();
-        await page.locator('#agent-table tbody tr', { hasText: 'desk1' }).locator('td', { hasText: 'workitem 1' })
-            .waitFor();
+        await page.locator('#agent-table tbody tr', { hasText: 'desk1' })
+            .locator('td', { hasText: 'workitem 0 of 1' }).waitFor();
     });
 
     await check('the configuration is shown', async () => {
@@ -301,6 +301,14 @@ try {
         await page.locator('#desk-countdown', { hasText: /Reservation ends in [12]:\d\d/ }).waitFor();
     });
     if (artifacts) await page.screenshot({ path: `${artifacts}/agent-desktop.png` });
+
+    await check('the agents view shows the reserved task in the agent\'s load', async () => {
+        await page.getByRole('button', { name: 'Agents' }).click();
+        await page.locator('#agent-table tbody tr', { hasText: 'desk1' })
+            .locator('td', { hasText: 'workitem 1 of 1' }).waitFor();
+        await page.getByRole('button', { name: 'Agent desktop' }).click();
+        await page.locator('#desk-task-title', { hasText: 'Invoice 1' }).waitFor();
+    });
 
     await check('the agent accepts and completes it', async () => {
         await page.getByRole('button', { name: 'Accept' }).click();

@@ -7,15 +7,44 @@ import { el, formatNumber } from './format.js';
 const $ = (id) => document.getElementById(id);
 const SVG = 'http://www.w3.org/2000/svg';
 
+// Pages of assigned tasks read for the agents' load: 20 of 1,000, beyond which the load shows a "+".
+const LOAD_PAGES = 20;
+const LOAD_PAGE_SIZE = 1000;
+
+// The tasks assigned to each agent, by media type: Map agent -> Map mediaType -> count; complete is false
+// when there were more than LOAD_PAGES pages.
+async function assignedLoad() {
+    const load = new Map();
+    let cursor;
+    for (let n = 0; n < LOAD_PAGES; n++) {
+        const page = await api.tasks({ status: 'assigned', limit: LOAD_PAGE_SIZE, cursor });
+        for (const task of page.tasks) {
+            const mine = load.get(task.assignedTo) ?? new Map();
+            mine.set(task.mediaType, (mine.get(task.mediaType) ?? 0) + 1);
+            load.set(task.assignedTo, mine);
+        }
+        cursor = page.nextCursor;
+        if (!cursor) return { load, complete: true };
+    }
+    return { load, complete: false };
+}
+
+// "workitem 1 of 2, email 0 of 3": each media type of the agent's capacity, and any it holds beyond it.
+function loadText(agent, load, complete) {
+    const held = load.get(agent.id) ?? new Map();
+    const types = new Set([...Object.keys(agent.capacity ?? {}), ...held.keys()]);
+    return [...types].map((mediaType) => `${mediaType} ${formatNumber(held.get(mediaType) ?? 0)}${complete ? '' : '+'}`
+        + ` of ${formatNumber(agent.capacity?.[mediaType] ?? 0)}`).join(', ');
+}
+
 export async function loadAgents() {
     $('agents-error').textContent = '';
     try {
-        const agents = await api.agents();
+        const [agents, { load, complete }] = await Promise.all([api.agents(), assignedLoad()]);
         $('agent-table').tBodies[0].replaceChildren(...(agents ?? []).map((agent) => el('tr', {},
             el('td', {}, agent.id), el('td', {}, agent.name ?? ''), el('td', {}, agent.state ?? ''),
             el('td', {}, Object.entries(agent.skills ?? {}).map(([skill, level]) => `${skill} ${level}`).join(', ')),
-            el('td', {}, Object.entries(agent.capacity ?? {})
-                .map(([mediaType, count]) => `${mediaType} ${formatNumber(count)}`).join(', ')))));
+            el('td', {}, loadText(agent, load, complete)))));
     } catch (error) {
         $('agents-error').textContent = error.message;
     }
