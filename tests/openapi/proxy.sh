@@ -38,7 +38,7 @@ openapi_proxy_start() {
     IWD_OPENAPI_TOOLS=$openapi_tools_dir node "$openapi_dir/proxy.mjs" "$iwd_top/sidecar/openapi.yaml" "$port" \
         "$openapi_records" >"$openapi_records/proxy.log" 2>&1 &
     openapi_proxy_pid=$!
-    for _ in $(seq 1 300); do
+    for _ in $(seq 1 600); do # at most 60 s: node reads and compiles the document first
         if grep -q '^listening' "$openapi_records/proxy.log"; then
             export IWD_OPENAPI_PROXY="http://127.0.0.1:$port"
             return 0
