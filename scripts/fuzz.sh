@@ -7,7 +7,7 @@
 #   scripts/fuzz.sh replay TARGET FILE...   runs a target on saved inputs (a reproducer), with its cluster
 # FUZZ_RUNS=N stops each target after N inputs (before its time is up). FUZZ_TARGETS="fuzz_url fuzz_sql"
 # picks targets. FUZZ_SQL_MEMORY_MB (default 512) bounds a backend's private memory. Targets: sidecar/fuzz/
-# (fuzz_url, fuzz_route, fuzz_body, fuzz_provisioning: the sidecar's parsers in-process) and
+# (fuzz_url, fuzz_route, fuzz_body, fuzz_provisioning, fuzz_redis: the sidecar's parsers in-process) and
 # regress/fuzz/fuzz_sql (a client of a throwaway cluster preloading iwd).
 # A target passes when it ran to its end with no crash and at least FUZZ_MIN_EXECS (default 1000) inputs;
 # a crash leaves its input in sidecar/fuzz/crashes/ or regress/fuzz/crashes/, with the command replaying
@@ -27,7 +27,7 @@ esac
 min_execs=${FUZZ_MIN_EXECS:-1000}
 sql_memory_mb=${FUZZ_SQL_MEMORY_MB:-512}
 SHARED_AND_CODE_MB=512 # a backend's address space beyond its private memory: shared buffers, libraries
-targets=${FUZZ_TARGETS:-fuzz_url fuzz_route fuzz_body fuzz_provisioning fuzz_sql}
+targets=${FUZZ_TARGETS:-fuzz_url fuzz_route fuzz_body fuzz_provisioning fuzz_redis fuzz_sql}
 if [ "$mode" = replay ]; then
     [ $# -ge 3 ] || { echo "usage: scripts/fuzz.sh replay TARGET FILE..." >&2; exit 2; }
     targets=$2
