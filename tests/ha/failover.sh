@@ -133,8 +133,8 @@ for cycle in $(seq 1 "$cycles"); do
     echo "# $(date -u +%H:%M:%S) cycle $cycle of $cycles: node$old is the primary, $(acks) changes acknowledged"
     check "cycle $cycle: the primary has a synchronous standby before the kill" "yes" \
         "$(poll 60 synchronous "$old" && echo yes)"
-    t0=$(now_ms)
     node_kill "$old" || check "cycle $cycle: every process of node$old is gone" "yes" "no"
+    t0=$killed_ms
     acked_at_kill=$(acks)
     check "cycle $cycle: node$new is promoted (accepts writes)" "yes" "$(poll 180 writable "$new" && echo yes)"
     t_promoted=$(now_ms)

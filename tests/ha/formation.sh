@@ -33,27 +33,32 @@ target_session_attrs=read-write connect_timeout=5"
 # the formation's nodes as provisioning's iwd.db.host lists them
 formation_hosts() { echo "127.0.0.1:${node_ports[1]},127.0.0.1:${node_ports[2]}"; }
 
-# formation_pids NAME: the processes of a node: its "pg_autoctl run" and services, its postmaster and the
-# postmaster's children (found by their command lines, which name the node's directory)
+# formation_pids NAME: the processes of a node: its "pg_autoctl run" and everything it started, and every
+# process working in its data directory (PostgreSQL's: the postmaster, its backends and workers, and a
+# backend forked just before its postmaster was killed, which no longer has that parent). One scan of /proc
+# by one program: a process per entry would take seconds on a loaded machine.
 formation_pids() {
-    local run pm
-    run=$(pid_of "pg_autoctl run --pgdata $work/$1 ")
-    pm=$(pid_of "$bindir/postgres -D $work/$1 -p ")
-    [ -n "$run" ] && { echo "$run"; children_of "$run"; }
-    [ -n "$pm" ] && { echo "$pm"; children_of "$pm"; }
-}
-# pid_of PREFIX: the first process whose command line (arguments joined by spaces) starts with PREFIX
-pid_of() {
-    local p
-    for p in /proc/[0-9]*; do
-        [[ "$(tr '\0' ' ' 2>/dev/null <"$p/cmdline")" == "$1"* ]] && { echo "${p#/proc/}"; return; }
-    done
-}
-children_of() {
-    local p
-    for p in /proc/[0-9]*; do
-        [ "$(sed 's/.*) //' "$p/stat" 2>/dev/null | cut -d' ' -f2)" = "$1" ] && echo "${p#/proc/}"
-    done
+    python3 - "$work/$1" <<'PY'
+import os, sys
+node = sys.argv[1]
+parent, roots = {}, set()
+for pid in filter(str.isdigit, os.listdir("/proc")):
+    try:
+        with open("/proc/%s/stat" % pid) as f:
+            parent[pid] = f.read().rsplit(")", 1)[1].split()[1]
+        with open("/proc/%s/cmdline" % pid, "rb") as f:
+            args = f.read().split(b"\0")
+        if args[:4] == [b"pg_autoctl", b"run", b"--pgdata", node.encode()] or os.readlink("/proc/%s/cwd" % pid) == node:
+            roots.add(pid)
+    except OSError:
+        pass
+found, grew = set(roots), True
+while grew:
+    more = {p for p, pp in parent.items() if pp in found} - found
+    found |= more
+    grew = bool(more)
+print("\n".join(sorted(found, key=int)))
+PY
 }
 
 # node_run NAME: the node's pg_autoctl run in the background (its log appended to $work/NAME.log)
@@ -137,13 +142,19 @@ formation_start() {
         { echo "the standby did not join: $(node_states)"; return 1; }
 }
 
-# node_kill N: kill -9 of every process of node N at once (its keeper too: the machine is gone)
+# node_kill N: kill -9 of every process of node N (its keeper too: the machine is gone), again until none
+# is left (at most 30 s); $killed_ms: when the first signals were sent (epoch ms)
 node_kill() {
     local pids
-    pids=$(formation_pids "node$1")
-    # shellcheck disable=SC2086
-    [ -n "$pids" ] && kill -9 $pids 2>/dev/null
-    for _ in $(seq 1 100); do [ -z "$(formation_pids "node$1")" ] && return 0; sleep 0.1; done
+    killed_ms=""
+    for _ in $(seq 1 60); do
+        pids=$(formation_pids "node$1")
+        [ -z "$pids" ] && return 0
+        # shellcheck disable=SC2086
+        kill -9 $pids 2>/dev/null
+        [ -n "$killed_ms" ] || killed_ms=$(date +%s%3N)
+        sleep 0.5
+    done
     return 1
 }
 
