@@ -25,8 +25,9 @@ int iwd_answer_status(const PGresult *res)
         return 400;
     if (strcmp(code, "57014") == 0) /* canceled: IWD_STATEMENT_TIMEOUT_MS */
         return 504;
+    /* 25006: the database is read-only for now (a standby being promoted, a tenant being moved) */
     if (strncmp(code, "08", 2) == 0 || strncmp(code, "57P", 3) == 0 || strncmp(code, "53", 2) == 0 ||
-        strcmp(code, "55P03") == 0) /* 55P03: IWD_LOCK_TIMEOUT_MS */
+        strcmp(code, "55P03") == 0 || strcmp(code, "25006") == 0) /* 55P03: IWD_LOCK_TIMEOUT_MS */
         return 503;
     return 500;
 }
