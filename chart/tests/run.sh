@@ -293,6 +293,10 @@ notes chart/iwddm -f chart/tests/seed-values/iwddm-kubernetes.yaml --set 'iwddm.
     --set iwddm.env.gim.enabled=true --set iwddm.env.httpProxyUrl=http://proxy:3128 > "$work/notes-dm-full.txt"
 check "NOTES.txt reports wfm.*, gim.enabled and the proxies as having no effect" "1 1 1" \
     "$(grep -c '^  - iwddm.env.wfm' "$work/notes-dm-full.txt") $(grep -c '^  - iwddm.env.gim.enabled' "$work/notes-dm-full.txt") $(grep -c '^  - iwddm.env.httpProxyUrl' "$work/notes-dm-full.txt")"
+printf 'iwddm: {tenantId: 100}\n' > "$work/tenant-number-values.yaml"
+render tenant-number -f chart/ci/replicaset-iwddm-values.yaml -f "$work/tenant-number-values.yaml"
+check "this chart's iwddm.tenantId may be a number too (the settings Job is named after it)" \
+    "iwd-iwd-sidecar-iwddm-100 100" "$(q tenant-number 'one("Job")["metadata"]["name"] + " " + one("Job")["metadata"]["labels"]["iwd.tenant"]')"
 echo "# a misspelt key is refused, in both charts"
 for bad in "gws.clientID=x" "elasticsearch.hots=es" "ingress.hosts[0].paths[0].prot=4024" "image.pullSecrets[0].nmae=x" \
            "gws.url=gauth-auth" "elasticsearch.port=ninety"; do
