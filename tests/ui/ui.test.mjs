@@ -261,6 +261,25 @@ try {
         await page.locator('#backlog-chart svg rect').first().waitFor();
         await page.locator('.figure', { hasText: 'Held' }).locator('strong', { hasText: '1' }).waitFor();
     });
+
+    await check('the dashboard narrows to one queue', async () => {
+        const vip = await rest('POST', '/tasks', { externalId: 'UI-VIP', capturePoint: 'erp', queue: 'vip' });
+        try {
+            await page.getByRole('button', { name: 'Tasks' }).click();
+            await page.getByRole('button', { name: 'Dashboard' }).click();
+            await page.locator('#dashboard-queue option', { hasText: 'vip' }).waitFor({ state: 'attached' });
+            const queues = await page.locator('#dashboard-queue option').allTextContents();
+            expectEqual(queues.join(','), 'All queues,general,vip', 'the queue choices');
+            await page.getByRole('combobox', { name: 'Queue' }).selectOption({ label: 'vip' });
+            await page.locator('.figure', { hasText: 'Held' }).locator('strong', { hasText: /^0$/ }).waitFor();
+            await page.locator('.figure', { hasText: 'Queued' }).locator('strong', { hasText: /^1$/ }).waitFor();
+            expectEqual((await page.locator('#backlog-chart svg text').allTextContents())[0], 'vip', 'the chart');
+            await page.getByRole('combobox', { name: 'Queue' }).selectOption({ label: 'All queues' });
+            await page.locator('.figure', { hasText: 'Held' }).locator('strong', { hasText: /^1$/ }).waitFor();
+        } finally {
+            await rest('POST', `/tasks/${vip.id}/cancel`, { reason: 'dashboard test done' });
+        }
+    });
     if (artifacts) await page.screenshot({ path: `${artifacts}/dashboard.png` });
 
     await check('batch: hold the selected tasks, the count confirmed first', async () => {

@@ -3,7 +3,7 @@ import { api, session } from './api.js';
 import { setupDesk } from './desk.js';
 import { startLive } from './live.js';
 import { loadTasks, refreshPanel, setupTasks } from './tasks.js';
-import { loadAgents, loadConfiguration, loadDashboard, setupConfiguration } from './views.js';
+import { loadAgents, loadConfiguration, loadDashboard, setupConfiguration, setupDashboard } from './views.js';
 
 const $ = (id) => document.getElementById(id);
 const LOADERS = { tasks: loadTasks, agents: loadAgents, configuration: loadConfiguration, dashboard: loadDashboard };
@@ -74,6 +74,7 @@ async function resume() {
 setupTasks();
 setupDesk();
 setupConfiguration();
+setupDashboard();
 $('sign-in-form').addEventListener('submit', signIn);
 $('sign-out').addEventListener('click', signOut);
 for (const button of $('nav').querySelectorAll('[data-view]')) {

@@ -195,13 +195,32 @@ function barChart(rows) {
     return chart;
 }
 
+// The dashboard's queue choice: every queue of the statistics, the choice kept (a queue's value is its
+// name in JSON, so that tasks without a queue, null, are one choice too).
+function showQueueChoice(queues) {
+    const select = $('dashboard-queue');
+    const chosen = select.value;
+    const values = [...new Set(queues.map((queue) => JSON.stringify(queue.queue)))].sort();
+    select.replaceChildren(el('option', { value: '' }, 'All queues'),
+        ...values.map((value) => el('option', { value }, JSON.parse(value) ?? '(none)')));
+    select.value = values.includes(chosen) ? chosen : '';
+}
+
+export function setupDashboard() {
+    $('dashboard-queue').addEventListener('change', loadDashboard);
+    $('dashboard-filter').addEventListener('submit', (event) => event.preventDefault());
+}
+
 export async function loadDashboard() {
     $('dashboard-error').textContent = '';
     try {
         const stats = await api.queueStats();
+        showQueueChoice(stats.queues ?? []);
+        const chosen = $('dashboard-queue').value;
         const byQueue = new Map();
         let oldest = 0, queued = 0, assigned = 0, held = 0;
         for (const queue of stats.queues ?? []) {
+            if (chosen !== '' && JSON.stringify(queue.queue) !== chosen) continue;
             const name = queue.queue ?? '(none)';
             byQueue.set(name, (byQueue.get(name) ?? 0) + queue.queued);
             queued += queue.queued; assigned += queue.assigned; held += queue.held;
