@@ -15,9 +15,10 @@
  * MESSAGES_PER_POLL of them (with those a previous poll left unfinished) as being fetched before any is
  * fetched, and says which were captured already (only their flag was missing) or kept aside. Each message
  * is fetched by UID (libcurl's IMAP fetch, which sets \Seen on the server as a side effect: a UID STORE
- * -FLAGS takes it back at once, so that the message shows unread until its task exists), decoded (mime.c)
- * and captured (iwd.capture_email, idempotent on the Message-ID); only after that transaction committed is
- * it flagged \Seen. A poller killed anywhere in between leaves the message's row "fetching": the next poll
+ * -FLAGS takes it back at once, so that the message shows unread until its task exists) and decoded
+ * (mime.c); up to CAPTURE_BATCH decoded messages are captured in one transaction (iwd.capture_emails,
+ * idempotent on the Message-ID: a commit costs more than a capture); only after that transaction committed
+ * are they flagged \Seen. A poller killed anywhere in between leaves the message's row "fetching": the next poll
  * fetches it again whatever its flags, and the capture finds its task if it committed. A message that
  * cannot be captured (malformed, larger than MAX_MESSAGE_BYTES, refused by the capture's checks) is kept
  * aside (iwd.email_failed: its error in the mailbox's status), flagged, and the poll goes on. IMAP and SMTP
@@ -65,7 +66,10 @@
 #define MAIL_STALL_S 30
 #define MAIL_TRANSFER_TIMEOUT_S 100 /* within a lease */
 #define FLAG_CHUNK 100            /* UIDs per UID STORE */
+#define CAPTURE_BATCH 50          /* messages captured in one transaction */
+#define CAPTURE_BATCH_BYTES (8 * 1024 * 1024)
 #define MAX_WAKES 64
+#define WAKE_GRACE_MS 10000       /* a woken tenant is probed every tick this long */
 
 /* A tenant the poller knows, from the registry or a wake-up. */
 typedef struct watched {
@@ -75,6 +79,7 @@ typedef struct watched {
     bool has_mail;
     bool broken; /* a statement got no answer in time: the connection is closed */
     int64_t next_ms;
+    int64_t woken_until_ms; /* probed every tick until then: the route that woke it may not have committed */
     int backoff_ms;
     struct watched *next;
 } watched_t;
@@ -295,6 +300,25 @@ static void parse_search(const char *text, json_t *uids)
     }
 }
 
+/*
+ * Open a sealed password; one sealed under the previous secret (a rotation) is sealed again under the
+ * current one and stored (iwd.mailbox_reseal; a failure is only logged: it is tried at the next use).
+ */
+static char *open_password(watched_t *w, const char *mailbox, const char *which, const char *sealed)
+{
+    bool current;
+    char *plain = iwd_secret_open(sealed, &current), *again, why[512];
+
+    if (plain != NULL && !current) {
+        const char *values[4] = {mailbox, which, sealed, again = iwd_secret_seal(plain)};
+        if (!run(w, "mailbox_reseal", "SELECT iwd.mailbox_reseal($1, $2, $3, $4)", 4, values, why, sizeof(why)))
+            iwd_log(IWD_LOG_WARN, "mailbox password not sealed again", "%s: mailbox %s: %s", w->tenant.ccid, mailbox,
+                    why);
+        free(again);
+    }
+    return plain;
+}
+
 /* --- a poll ------------------------------------------------------------------------------------- */
 
 /* A mailbox being polled. */
@@ -304,7 +328,10 @@ typedef struct poll {
     CURL *h;
     char folder_url[1024];
     char errbuf[CURL_ERROR_SIZE];
-    json_t *flag; /* UIDs to flag \Seen: captured, threaded or kept aside */
+    json_t *flag;        /* UIDs to flag \Seen: captured, threaded or kept aside */
+    json_t *batch;       /* decoded messages waiting for their capture: [{uid, email}] */
+    size_t batch_bytes;  /* about what the batch holds */
+    int64_t renewed_ms;  /* when the lease was last renewed */
 } poll_t;
 
 /* Whether a capture's error is the message's (kept aside) rather than the database's (the poll stops). */
@@ -331,20 +358,91 @@ static bool keep_aside(poll_t *p, json_int_t uid, const char *message_id, const 
     return true;
 }
 
-/* Fetch, decode and capture one message; false when the poll must stop (why). */
-static bool capture_one(poll_t *p, json_int_t uid, char *why, size_t size)
+/* Capture one decoded message on its own (a batch that failed on a message's error); false: the poll stops. */
+static bool capture_alone(poll_t *p, json_t *item, char *why, size_t size)
 {
-    char url[1200], command[64], error[512], uid_text[32], lease[16];
+    json_t *doc = json_object_get(item, "email");
+    json_int_t uid = json_integer_value(json_object_get(item, "uid"));
+    char *text = json_dumps(doc, JSON_COMPACT), uid_text[32], error[512];
+    const char *values[3] = {p->name, uid_text, text};
+    PGresult *res;
+    bool ok = true;
+
+    snprintf(uid_text, sizeof(uid_text), "%lld", (long long)uid);
+    res = query(p->w, "capture_email", "SELECT iwd.capture_email($1, $2::bigint, $3::jsonb)", 3, values);
+    if (res != NULL && PQresultStatus(res) == PGRES_TUPLES_OK) {
+        json_array_append_new(p->flag, json_integer(uid));
+        PQclear(res);
+    } else if (message_error(res)) {
+        snprintf(error, sizeof(error), "%s", PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY));
+        PQclear(res);
+        ok = keep_aside(p, uid, json_string_value(json_object_get(doc, "messageId")), error, why, size);
+    } else {
+        ok = succeeded(res, why, size, "capture_email");
+    }
+    free(text);
+    return ok;
+}
+
+/*
+ * Capture the decoded messages waiting in p->batch in one transaction (one commit for many: the commit is
+ * the cost of a capture); when a message's own error undoes it, each is captured alone, so that only that
+ * one is kept aside. Their UIDs join p->flag once committed. False: the poll stops (why).
+ */
+static bool capture_batch(poll_t *p, char *why, size_t size)
+{
+    char *text;
+    const char *values[2];
+    PGresult *res;
+    json_t *item;
+    size_t i;
+    bool ok = true;
+
+    if (json_array_size(p->batch) == 0)
+        return true;
+    text = json_dumps(p->batch, JSON_COMPACT);
+    values[0] = p->name;
+    values[1] = text;
+    res = query(p->w, "capture_emails", "SELECT iwd.capture_emails($1, $2::jsonb)", 2, values);
+    free(text);
+    if (res != NULL && PQresultStatus(res) == PGRES_TUPLES_OK) {
+        json_array_foreach(p->batch, i, item)
+            json_array_append(p->flag, json_object_get(item, "uid"));
+        PQclear(res);
+    } else if (message_error(res)) {
+        PQclear(res);
+        json_array_foreach(p->batch, i, item) {
+            if (!(ok = capture_alone(p, item, why, size)))
+                break;
+        }
+    } else {
+        ok = succeeded(res, why, size, "capture_emails");
+    }
+    json_array_clear(p->batch);
+    p->batch_bytes = 0;
+    return ok;
+}
+
+/*
+ * Fetch and decode one message into p->batch (a message that cannot be read is kept aside at once); the
+ * batch is captured when full. The lease is renewed first when a quarter of it went by. False: the poll
+ * stops (why).
+ */
+static bool fetch_one(poll_t *p, json_int_t uid, char *why, size_t size)
+{
+    char url[1200], command[64], error[512], lease[16];
     const char *renew[3] = {p->name, owner, lease};
     output_t out = output_new(64 * 1024, MAX_MESSAGE_BYTES), ignored = output_new(256, 4096);
     CURLcode rc;
     json_t *doc;
-    PGresult *res;
     bool ok = true;
 
-    snprintf(lease, sizeof(lease), "%d s", LEASE_S);
-    if (!run(p->w, "mailbox_renew", "SELECT iwd.mailbox_renew($1, $2, $3::interval)", 3, renew, why, size))
-        return false;
+    if (iwd_now_ms() - p->renewed_ms > LEASE_S * 1000 / 4) {
+        snprintf(lease, sizeof(lease), "%d s", LEASE_S);
+        if (!run(p->w, "mailbox_renew", "SELECT iwd.mailbox_renew($1, $2, $3::interval)", 3, renew, why, size))
+            return false;
+        p->renewed_ms = iwd_now_ms();
+    }
     snprintf(url, sizeof(url), "%s/;UID=%lld", p->folder_url, (long long)uid);
     curl_easy_setopt(p->h, CURLOPT_URL, url);
     curl_easy_setopt(p->h, CURLOPT_CUSTOMREQUEST, NULL);
@@ -367,23 +465,11 @@ static bool capture_one(poll_t *p, json_int_t uid, char *why, size_t size)
     } else if ((doc = iwd_mime_decode(out.text.buf, out.text.len, error, sizeof(error))) == NULL) {
         ok = keep_aside(p, uid, NULL, error, why, size);
     } else {
-        char *text = json_dumps(doc, JSON_COMPACT);
-        const char *values[3] = {p->name, uid_text, text};
-        snprintf(uid_text, sizeof(uid_text), "%lld", (long long)uid);
-        res = query(p->w, "capture_email",
-                    "SELECT iwd.capture_email($1, $2::bigint, $3::jsonb)", 3, values);
-        if (res != NULL && PQresultStatus(res) == PGRES_TUPLES_OK) {
-            json_array_append_new(p->flag, json_integer(uid));
-            PQclear(res);
-        } else if (message_error(res)) {
-            snprintf(error, sizeof(error), "%s", PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY));
-            PQclear(res);
-            ok = keep_aside(p, uid, json_string_value(json_object_get(doc, "messageId")), error, why, size);
-        } else {
-            ok = succeeded(res, why, size, "capture_email");
-        }
-        free(text);
-        json_decref(doc);
+        /* what the batch holds is the decoded text, bounded (mime.h), not the message */
+        p->batch_bytes += json_string_length(json_object_get(doc, "body")) + 4096;
+        json_array_append_new(p->batch, json_pack("{s:I, s:o}", "uid", uid, "email", doc));
+        if (json_array_size(p->batch) >= CAPTURE_BATCH || p->batch_bytes >= CAPTURE_BATCH_BYTES)
+            ok = capture_batch(p, why, size);
     }
     free(out.text.buf);
     free(ignored.text.buf);
@@ -402,7 +488,8 @@ static void flag_seen(poll_t *p)
         CURLcode rc;
         iwd_text_put(&command, "UID STORE ");
         for (size_t k = 0; k < FLAG_CHUNK && i < n; k++, i++)
-            iwd_text_put(&command, "%s%lld", k > 0 ? "," : "", (long long)json_integer_value(json_array_get(p->flag, i)));
+            iwd_text_put(&command, "%s%lld", k > 0 ? "," : "",
+                         (long long)json_integer_value(json_array_get(p->flag, i)));
         iwd_text_put(&command, " +FLAGS.SILENT (\\Seen)");
         if ((rc = imap_command(p->h, p->folder_url, command.buf, &ignored)) != CURLE_OK)
             iwd_log(IWD_LOG_WARN, "emails not flagged \\Seen", "%s: mailbox %s: %s", p->w->tenant.ccid, p->name,
@@ -424,21 +511,25 @@ static bool report_poll(poll_t *p, const char *error, bool more)
                sizeof(why));
 }
 
-/* Poll one claimed mailbox: row of iwd.claim_mailboxes (name, imap, imap_password, category, unfinished). */
-static bool poll_mailbox(watched_t *w, PGresult *claimed, int row)
+/*
+ * Poll one claimed mailbox: row of iwd.claim_mailboxes (name, imap, imap_password, category, unfinished);
+ * *more is set when messages are left for the next poll. False when the database connection failed.
+ */
+static bool poll_mailbox(watched_t *w, PGresult *claimed, int row, bool *more_left)
 {
-    poll_t p = {.w = w, .name = PQgetvalue(claimed, row, 0), .flag = json_array()};
+    poll_t p = {.w = w, .name = PQgetvalue(claimed, row, 0), .flag = json_array(), .batch = json_array(),
+                .renewed_ms = iwd_now_ms()};
     json_t *imap = json_loads(PQgetvalue(claimed, row, 1), 0, NULL), *uids = json_array(), *plan = NULL;
     output_t out = output_new(4096, 16L * 1024 * 1024);
     char why[1024] = "", *password, *escaped, *text;
-    bool current, more = false, db_ok;
+    bool more = false, db_ok;
     const char *values[4];
     char lease[16];
     server_t server;
     CURLcode rc;
     PGresult *res;
 
-    password = iwd_secret_open(PQgetvalue(claimed, row, 2), &current);
+    password = open_password(w, p.name, "imap", PQgetvalue(claimed, row, 2));
     if (imap == NULL || password == NULL) {
         snprintf(why, sizeof(why), "the IMAP password cannot be opened with this sidecar's IWD_SECRET_KEY: "
                                    "give it again (PUT)");
@@ -492,9 +583,11 @@ static bool poll_mailbox(watched_t *w, PGresult *claimed, int row)
         json_t *fetch = json_object_get(plan, "fetch"), *uid;
         size_t i;
         json_array_foreach(fetch, i, uid) {
-            if (!capture_one(&p, json_integer_value(uid), why, sizeof(why)))
+            if (!fetch_one(&p, json_integer_value(uid), why, sizeof(why)))
                 break;
         }
+        if (why[0] == '\0')
+            capture_batch(&p, why, sizeof(why));
     }
 done:
     if (p.h != NULL) {
@@ -509,6 +602,8 @@ done:
     json_decref(uids);
     json_decref(plan);
     json_decref(p.flag);
+    json_decref(p.batch);
+    *more_left |= more && why[0] == '\0';
     return db_ok;
 }
 
@@ -538,7 +633,7 @@ static bool send_reply(watched_t *w, PGresult *claimed, int row)
     const char *from = json_string_value(json_object_get(smtp, "from"));
     char why[1024] = "", errbuf[CURL_ERROR_SIZE] = "", url[1024], from_path[512], to_path[512], *password = NULL,
          *text = NULL;
-    bool current, permanent = false;
+    bool permanent = false;
     const char *values[4] = {PQgetvalue(claimed, row, 0), owner, why, "false"};
     struct curl_slist *rcpt = NULL;
     server_t server;
@@ -546,10 +641,10 @@ static bool send_reply(watched_t *w, PGresult *claimed, int row)
     CURL *h = NULL;
 
     if (!PQgetisnull(claimed, row, 2) &&
-        (password = iwd_secret_open(PQgetvalue(claimed, row, 2), &current)) == NULL) {
+        (password = open_password(w, PQgetvalue(claimed, row, 6), "smtp", PQgetvalue(claimed, row, 2))) == NULL) {
         snprintf(why, sizeof(why), "the SMTP password cannot be opened with this sidecar's IWD_SECRET_KEY");
-    } else if ((text = iwd_mime_reply(from, json_object_get(mail, "to"), json_string_value(json_object_get(mail, "subject")),
-                                      PQgetvalue(claimed, row, 3),
+    } else if ((text = iwd_mime_reply(from, json_object_get(mail, "to"),
+                                      json_string_value(json_object_get(mail, "subject")), PQgetvalue(claimed, row, 3),
                                       json_string_value(json_object_get(mail, "inReplyTo")),
                                       json_object_get(mail, "references"), PQgetvalue(claimed, row, 4), why,
                                       sizeof(why))) == NULL) {
@@ -621,6 +716,7 @@ static void serve(watched_t *w)
     char why[1024], lease[16], lim[16];
     const char *values[3] = {owner, lease, lim};
     PGresult *res;
+    bool more = false;
 
     if (!tenant_connect(w))
         return;
@@ -631,7 +727,7 @@ static void serve(watched_t *w)
     if (!w->has_mail) {
         PQfinish(w->conn); /* an idle tenant costs no connection */
         w->conn = NULL;
-        w->next_ms = iwd_now_ms() + PROBE_INTERVAL_MS;
+        w->next_ms = iwd_now_ms() + (iwd_now_ms() < w->woken_until_ms ? POLL_TICK_MS : PROBE_INTERVAL_MS);
         return;
     }
     snprintf(lease, sizeof(lease), "%d s", LEASE_S);
@@ -645,7 +741,7 @@ static void serve(watched_t *w)
         return;
     }
     for (int i = 0; i < PQntuples(res); i++)
-        if (!poll_mailbox(w, res, i)) {
+        if (!poll_mailbox(w, res, i, &more)) {
             PQclear(res);
             tenant_failed(w, "the database did not take a poll's outcome");
             return;
@@ -653,7 +749,7 @@ static void serve(watched_t *w)
     PQclear(res);
     snprintf(lim, sizeof(lim), "%d", REPLIES_PER_CLAIM);
     res = query(w, "claim_replies",
-                "SELECT id, smtp::text, smtp_password, message_id, body, mail::text"
+                "SELECT id, smtp::text, smtp_password, message_id, body, mail::text, mailbox"
                 " FROM iwd.claim_replies($1, $2::interval, $3::int)",
                 3, values);
     if (!succeeded(res, why, sizeof(why), "claim_replies")) {
@@ -668,7 +764,7 @@ static void serve(watched_t *w)
         }
     PQclear(res);
     w->backoff_ms = 0;
-    w->next_ms = iwd_now_ms() + POLL_TICK_MS;
+    w->next_ms = more ? 0 : iwd_now_ms() + POLL_TICK_MS; /* a mailbox with more messages is polled on at once */
 }
 
 /* The poller's entry for a tenant, created when new; its connection is closed when its conninfo changed. */
@@ -766,6 +862,7 @@ static void *poller_main(void *arg)
             watched_t *w = watched_entry(&woken[i]);
             w->next_ms = 0;
             w->backoff_ms = 0;
+            w->woken_until_ms = iwd_now_ms() + WAKE_GRACE_MS;
         }
         for (watched_t *w = watched; w != NULL; w = w->next) {
             if (iwd_now_ms() >= w->next_ms)

@@ -87,33 +87,34 @@ BEGIN
     IF jsonb_typeof(doc) IS DISTINCT FROM 'object' THEN
         RAISE EXCEPTION 'mailbox field "%" must be an object', what USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    PERFORM iwd._check_object(doc, 'mailbox field "' || what || '"',
+    PERFORM iwd._check_object(doc, 'mailbox ' || what,
                               CASE WHEN smtp THEN '{host,port,tls,user,from,hasPassword}'
                                    ELSE '{host,port,tls,user,folder,hasPassword}' END::text[],
                               CASE WHEN smtp THEN '{host,from}' ELSE '{host,user}' END::text[]);
-    v_host := iwd._str(doc, 'host', what, 253);
+    v_host := iwd._str(doc, 'host', 'mailbox ' || what, 253);
     IF v_host !~ '^[A-Za-z0-9.:_-]+$' THEN
         RAISE EXCEPTION 'mailbox field "%.host" must be a host name or address', what
             USING ERRCODE = 'invalid_parameter_value', DETAIL = format('It is "%s".', v_host);
     END IF;
-    v_tls := coalesce(iwd._str(doc, 'tls', what, 16), 'implicit');
+    v_tls := coalesce(iwd._str(doc, 'tls', 'mailbox ' || what, 16), 'implicit');
     IF v_tls NOT IN ('none', 'starttls', 'implicit') THEN
         RAISE EXCEPTION 'mailbox field "%.tls" must be none, starttls or implicit', what
             USING ERRCODE = 'invalid_parameter_value', DETAIL = format('It is "%s".', v_tls);
     END IF;
-    v_port := coalesce(iwd._int(doc, 'port', what, 1, 65535),
+    v_port := coalesce(iwd._int(doc, 'port', 'mailbox ' || what, 1, 65535),
                        CASE WHEN smtp THEN CASE v_tls WHEN 'implicit' THEN 465 ELSE 587 END
                             ELSE CASE v_tls WHEN 'implicit' THEN 993 ELSE 143 END END);
-    v_user := iwd._str(doc, 'user', what, 256);
+    v_user := iwd._str(doc, 'user', 'mailbox ' || what, 256);
     v_out := jsonb_build_object('host', v_host, 'port', v_port, 'tls', v_tls, 'user', v_user);
     IF smtp THEN
-        IF iwd._str(doc, 'from', what, 256) !~ '^[^@[:space:][:cntrl:]<>]+@[^@[:space:][:cntrl:]<>]+$' THEN
+        IF iwd._str(doc, 'from', 'mailbox ' || what, 256)
+           !~ '^[^@[:space:][:cntrl:]<>]+@[^@[:space:][:cntrl:]<>]+$' THEN
             RAISE EXCEPTION 'mailbox field "%.from" must be an address user@domain', what
                 USING ERRCODE = 'invalid_parameter_value', DETAIL = format('It is "%s".', doc ->> 'from');
         END IF;
         RETURN v_out || jsonb_build_object('from', doc ->> 'from');
     END IF;
-    RETURN v_out || jsonb_build_object('folder', coalesce(iwd._str(doc, 'folder', what, 256), 'INBOX'));
+    RETURN v_out || jsonb_build_object('folder', coalesce(iwd._str(doc, 'folder', 'mailbox ' || what, 256), 'INBOX'));
 END $$;
 
 -- A mailbox in the REST shape: its settings without passwords ("hasPassword") and its status.
@@ -354,7 +355,8 @@ BEGIN
             v_captured := iwd._create_task(jsonb_strip_nulls(jsonb_build_object(
                 'externalId', v_message_id, 'capturePoint', v_point, 'mediaType', 'email',
                 'category', v_box.category, 'subject', left(coalesce(email ->> 'subject', ''), 16384),
-                'description', email ->> 'body')) || jsonb_build_object('attributes', jsonb_build_object('email', v_attrs)),
+                'description', email ->> 'body'))
+                || jsonb_build_object('attributes', jsonb_build_object('email', v_attrs)),
                 iwd.now());
             v_task := (v_captured.result ->> 'id')::bigint;
             v_outcome := CASE WHEN v_captured.created THEN 'created' ELSE 'duplicate' END;
@@ -362,8 +364,9 @@ BEGIN
     END IF;
     INSERT INTO iwd.mailbox_message AS m (mailbox, uid, status, message_id, task_id)
     VALUES (mailbox, uid, CASE v_outcome WHEN 'threaded' THEN 'threaded' ELSE 'captured' END, v_message_id, v_task)
-    ON CONFLICT ON CONSTRAINT mailbox_message_pkey DO UPDATE SET status = EXCLUDED.status, message_id = EXCLUDED.message_id,
-                                             task_id = EXCLUDED.task_id, error = NULL, at = now();
+    ON CONFLICT ON CONSTRAINT mailbox_message_pkey
+    DO UPDATE SET status = EXCLUDED.status, message_id = EXCLUDED.message_id, task_id = EXCLUDED.task_id,
+                  error = NULL, at = now();
     UPDATE iwd.mailbox x
     SET messages_captured = x.messages_captured + (v_outcome = 'created')::int,
         messages_threaded = x.messages_threaded + (v_outcome = 'threaded')::int
@@ -371,16 +374,38 @@ BEGIN
     RETURN jsonb_build_object('taskId', v_task, 'outcome', v_outcome);
 END $$;
 
+-- Replace a mailbox's sealed password (which: 'imap' or 'smtp') by the same password sealed under the
+-- sidecar's current secret, unless it changed meanwhile (a secret rotation: README, operations).
+CREATE FUNCTION iwd.mailbox_reseal(mailbox text, which text, sealed_before text, sealed text) RETURNS void
+LANGUAGE sql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE AS $$
+    UPDATE iwd.mailbox x
+    SET imap_password = CASE WHEN which = 'imap' AND x.imap_password = sealed_before THEN sealed
+                             ELSE x.imap_password END,
+        smtp_password = CASE WHEN which = 'smtp' AND x.smtp_password = sealed_before THEN sealed
+                             ELSE x.smtp_password END
+    WHERE x.name = mailbox_reseal.mailbox
+$$;
+
+-- Capture a batch of decoded messages of a mailbox in one transaction: emails is [{"uid", "email"}], each
+-- as in iwd.capture_email; all or nothing (the poller captures them one by one when a message's error
+-- undoes the batch). Returns the results in order.
+CREATE FUNCTION iwd.capture_emails(mailbox text, emails jsonb) RETURNS jsonb
+LANGUAGE sql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE AS $$
+    SELECT coalesce(jsonb_agg(iwd.capture_email(mailbox, (e ->> 'uid')::bigint, e -> 'email') ORDER BY ord), '[]')
+    FROM jsonb_array_elements(emails) WITH ORDINALITY x(e, ord)
+$$;
+
 -- Keep a message aside: it could not be captured (error says why); it is not fetched again and shows in
 -- the mailbox's status, and the mailbox goes on with its other messages.
 CREATE FUNCTION iwd.email_failed(mailbox text, uid bigint, message_id text, error text) RETURNS void
 LANGUAGE sql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE AS $$
     INSERT INTO iwd.mailbox_message AS m (mailbox, uid, status, message_id, error)
     VALUES (mailbox, uid, 'failed', left(message_id, 1024), left(error, 1024))
-    ON CONFLICT ON CONSTRAINT mailbox_message_pkey DO UPDATE SET status = 'failed', message_id = EXCLUDED.message_id,
-                                             error = EXCLUDED.error, at = now();
+    ON CONFLICT ON CONSTRAINT mailbox_message_pkey
+    DO UPDATE SET status = 'failed', message_id = EXCLUDED.message_id, error = EXCLUDED.error, at = now();
     UPDATE iwd.mailbox x
-    SET messages_failed = x.messages_failed + 1, last_error = format('message %s kept aside: %s', uid, left(error, 1024)),
+    SET messages_failed = x.messages_failed + 1,
+        last_error = format('message %s kept aside: %s', uid, left(error, 1024)),
         last_error_at = now()
     WHERE x.name = email_failed.mailbox;
 $$;
@@ -468,7 +493,7 @@ $$;
 -- message needs: the mailbox's SMTP settings and sealed password, the addressee (the sender of the task's
 -- message), the subject, the ids it answers.
 CREATE FUNCTION iwd.claim_replies(owner text, lease interval, lim int)
-RETURNS TABLE (id bigint, smtp jsonb, smtp_password text, message_id text, body text, mail jsonb)
+RETURNS TABLE (id bigint, smtp jsonb, smtp_password text, message_id text, body text, mail jsonb, mailbox text)
 LANGUAGE sql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE AS $$
     WITH due AS (
         SELECT r.id FROM iwd.email_reply r
@@ -483,8 +508,10 @@ LANGUAGE sql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE AS $$
            jsonb_build_object('to', t.attributes #> '{email,from}', 'subject', t.subject,
                               'inReplyTo', t.external_id,
                               'references', to_jsonb(ARRAY(SELECT x FROM (
-                                  SELECT t.attributes #>> '{email,inReplyTo}' AS x WHERE t.attributes #>> '{email,inReplyTo}' IS NOT NULL
-                                  UNION ALL SELECT t.external_id) s)))
+                                  SELECT t.attributes #>> '{email,inReplyTo}' AS x
+                                  WHERE t.attributes #>> '{email,inReplyTo}' IS NOT NULL
+                                  UNION ALL SELECT t.external_id) s))),
+           c.mailbox
     FROM claimed c
     JOIN iwd.mailbox m ON m.name = c.mailbox
     JOIN iwd.task_all t ON t.id = c.task_id

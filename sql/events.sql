@@ -23,7 +23,7 @@ CREATE FUNCTION iwd._event_type(event text) RETURNS text
 LANGUAGE sql IMMUTABLE CALLED ON NULL INPUT PARALLEL SAFE AS $$
     SELECT CASE WHEN event OPERATOR(pg_catalog.=) 'reservation_timeout' THEN 'task.reservation_timed_out'
                 WHEN event OPERATOR(pg_catalog.=) 'activated' THEN 'task.resumed'
-                WHEN event OPERATOR(pg_catalog.=) ANY ('{overdue,email_received,email_replied}'::text[])
+                WHEN event OPERATOR(pg_catalog.=) ANY ('{overdue,email_received,email_replied}'::pg_catalog.text[])
                 THEN 'task.updated'
                 ELSE 'task.' OPERATOR(pg_catalog.||) event END
 $$;

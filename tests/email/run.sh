@@ -52,7 +52,8 @@ printf '%s\r\n' 'From: =?UTF-8?Q?Jos=C3=A9_Garc=C3=ADa?= <jose@example.test>' \
     'Date: Mon, 30 Nov 2026 11:00:00 +0100' 'MIME-Version: 1.0' 'Content-Type: multipart/mixed; boundary="B1"' '' \
     '--B1' 'Content-Type: multipart/alternative; boundary="B2"' '' '--B2' \
     'Content-Type: text/plain; charset=windows-1252' 'Content-Transfer-Encoding: quoted-printable' '' \
-    'La facture n=B0 42 est erron=E9e: le montant d=FB est 120 =80.' '--B2' 'Content-Type: text/html; charset=utf-8' '' \
+    'La facture n=B0 42 est erron=E9e: le montant d=FB est 120 =80.' '--B2' \
+    'Content-Type: text/html; charset=utf-8' '' \
     '<p>La facture</p>' '--B2--' '--B1' 'Content-Type: application/pdf; name="facture.pdf"' \
     'Content-Disposition: attachment; filename="=?UTF-8?Q?facture_=C3=A9t=C3=A9.pdf?="' \
     'Content-Transfer-Encoding: base64' '' 'JVBERi0xLjQKJcfsj6IKNSAwIG9iago=' '--B1--' >"$work/claim.eml"
@@ -62,7 +63,8 @@ printf '%s\r\n' 'From: Carol <carol@example.test>' 'To: support@example.test' 'S
     "$(printf '<html><head><style>p{color:red}</style></head><body><h1>Question</h1><p>Bonjour,   <b>comment</b>'`
           `' me d&eacute;sabonner&nbsp;?</p><script>track()</script></body></html>' | base64 -w 76)" >"$work/html.eml"
 printf '%s\r\n' 'From: carol@example.test' 'To: support@example.test' 'Subject: Password reset' \
-    'Message-ID: <plain-1@example.test>' 'Date: Mon, 30 Nov 2026 12:00:00 +0000' '' 'I cannot log in.' >"$work/plain.eml"
+    'Message-ID: <plain-1@example.test>' 'Date: Mon, 30 Nov 2026 12:00:00 +0000' '' 'I cannot log in.' \
+    >"$work/plain.eml"
 printf 'this is no email at all\r\njust words\r\n' >"$work/malformed.eml"
 
 # --- configuration -----------------------------------------------------------------------------
@@ -116,7 +118,8 @@ plain=$(json '.tasks[] | select(.externalId == "<plain-1@example.test>") | .id')
 req GET "/tasks/$claim" "$key"
 check "the task is an email" "email" "$(json .mediaType)"
 check "its subject is decoded (RFC 2047, UTF-8)" "Réclamation facture €" "$(json .subject)"
-check "its body is decoded (quoted-printable, windows-1252)" "La facture n° 42 est erronée: le montant dû est 120 €." \
+check "its body is decoded (quoted-printable, windows-1252)" \
+    "La facture n° 42 est erronée: le montant dû est 120 €." \
     "$(json .description)"
 check "the classification rule on email routed it" "Billing" "$(json .category)"
 check "the sender is kept" "jose@example.test José García" \
@@ -139,7 +142,8 @@ req GET "/tasks?capturePoint=email:support" "$key"
 check "a message appended twice is one task" 3 "$(json '.tasks | length')"
 
 # --- reply ------------------------------------------------------------------------------------
-req POST "/tasks/$claim/reply" "$key" '{"body":"Bonjour José,\nla facture est corrigée.\n— Support","complete":true}'
+req POST "/tasks/$claim/reply" "$key" \
+    '{"body":"Bonjour José,\nla facture est corrigée.\n— Support","complete":true}'
 check "a reply is accepted for sending" 202 "$code"
 check "it is pending" "pending" "$(json .status)"
 reply_id=$(json .messageId)
