@@ -26,7 +26,12 @@
 #   --redis     the sidecars' Redis (REDISCLI_AUTH holds its password when it has one)
 set -euo pipefail
 
-usage() { sed -n '/^# Usage:/,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2; exit 2; }
+# usage [STATUS]: the usage text (on standard error unless STATUS is 0), then exit with STATUS (2)
+usage() {
+    local status=${1:-2}
+    sed -n '/^# Usage:/,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' >&"$([ "$status" = 0 ] && echo 1 || echo 2)"
+    exit "$status"
+}
 die() { echo "move-tenant: $*" >&2; exit 1; }
 
 ccid="" control="" source="" target="" db_host="" db_port=5432 target_db="" redis="" drop_source=false
@@ -41,11 +46,12 @@ while [ $# -gt 0 ]; do
         --target-db) target_db=${2:-}; shift 2 ;;
         --redis) redis=${2:-}; shift 2 ;;
         --drop-source) drop_source=true; shift ;;
-        -h|--help) usage ;;
+        -h|--help) usage 0 ;;
         *) echo "move-tenant: unknown argument $1" >&2; usage ;;
     esac
 done
 [ -n "$ccid" ] && [ -n "$control" ] && [ -n "$source" ] && [ -n "$target" ] && [ -n "$db_host" ] || usage
+[[ "$db_host" =~ ^[^[:space:],]+(,[^[:space:],]+)*$ ]] || die "--db-host must be a host or a comma-separated list"
 [[ "$db_port" =~ ^[0-9]{1,5}$ ]] && [ "$db_port" -ge 1 ] && [ "$db_port" -le 65535 ] || die "--db-port must be 1 to 65535"
 
 PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}

@@ -106,6 +106,8 @@ on B -d postgres -c "CREATE DATABASE tenant_m3"
 out=$(move m3 B 2>&1); rc=$?
 check "moving onto an existing database is refused" "1 move-tenant: database tenant_m3 exists on the target server already" \
     "$rc $out"
+out=$(move m2 A --db-host "127.0.0.1, 127.0.0.2" 2>&1); rc=$?
+check "a host list with a space is refused" "1 move-tenant: --db-host must be a host or a comma-separated list" "$rc $out"
 check "and tenant m3 still takes writes on A" "201 A" "$(create m3 m3-after-refusal) $(where m3 m3-after-refusal)"
 
 # --- the move under load -------------------------------------------------------------------------------------
