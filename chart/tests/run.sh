@@ -247,6 +247,9 @@ check "an ingress path with port and no pathType: Prefix, to the Service's http 
 check "redis.* reaches the sidecar (nodes, cluster, TLS) and the Secret (password)" \
     "redis://infra-redis-redis-cluster.infra.svc.cluster.local:6379 true false redis-secret" \
     "$(q seed-iwd-kubernetes '" ".join((one("ConfigMap")["data"]["IWD_REDIS_NODES"], one("ConfigMap")["data"]["IWD_REDIS_CLUSTER"], one("ConfigMap")["data"]["IWD_REDIS_TLS"], one("Secret")["stringData"]["IWD_REDIS_PASSWORD"]))')"
+check "gws.* reaches the sidecar's router sync (url and client in the ConfigMap, secrets in the Secret)" \
+    "http://gauth-auth.gauth iwd_client client-secret None" \
+    "$(q seed-iwd-kubernetes '" ".join((one("ConfigMap")["data"]["IWD_GWS_URL"], one("ConfigMap")["data"]["IWD_GWS_CLIENT_ID"], one("Secret")["stringData"]["IWD_GWS_CLIENT_SECRET"], one("Secret")["stringData"]["IWD_GWS_API_KEY"]))')"
 check "monitoring.* of the GKE example: the alerts and the dashboard" "4 1" \
     "$(q seed-iwd-gke 'str(len(rules())) + " " + str(len([c for c in kinds["ConfigMap"] if c["metadata"]["name"].endswith("-dashboard")]))')"
 notes chart -f chart/tests/seed-values/iwd-gke.yaml > "$work/notes-gke.txt"
