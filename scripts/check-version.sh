@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The version test: the top Makefile's EXTVERSION is the one source of iwd's release. Every file that
 # states it agrees (iwd.control's default_version; META.json's version and provides.iwd.version;
-# chart/Chart.yaml's version and appVersion and chart/values.yaml's image tag; sidecar/openapi.yaml's
+# chart/Chart.yaml's version and appVersion and chart/values.yaml's image tag; the Data Mart chart's
+# chart/iwddm/Chart.yaml version and appVersion; sidecar/openapi.yaml's
 # info.version), and the builds pass it on (the extension's objects get -DIWD_EXTVERSION, the sidecar
 # -DIWD_VERSION, whether built from the top Makefile or alone). A copy of those files with one of them
 # off must fail the check, naming it. Ends with "version: N passed, M failed".
@@ -22,6 +23,10 @@ stated() {
     echo "META.json:provides.iwd.version $(jq -r .provides.iwd.version "$dir/META.json")"
     echo "chart/Chart.yaml:version $(awk '/^version:/ { gsub(/"/, "", $2); print $2 }' "$dir/chart/Chart.yaml")"
     echo "chart/Chart.yaml:appVersion $(awk '/^appVersion:/ { gsub(/"/, "", $2); print $2 }' "$dir/chart/Chart.yaml")"
+    echo "chart/iwddm/Chart.yaml:version $(awk '/^version:/ { gsub(/"/, "", $2); print $2 }' \
+        "$dir/chart/iwddm/Chart.yaml")"
+    echo "chart/iwddm/Chart.yaml:appVersion $(awk '/^appVersion:/ { gsub(/"/, "", $2); print $2 }' \
+        "$dir/chart/iwddm/Chart.yaml")"
     echo "chart/values.yaml:image.tag $(awk '/^[^ #]/ { in_image = /^image:/ }
         in_image && /^  tag:/ { gsub(/[" ]/, "", $2); print $2; exit }' "$dir/chart/values.yaml")"
     echo "sidecar/openapi.yaml:info.version $(awk '/^[^ #]/ { in_info = /^info:/ }
@@ -51,8 +56,9 @@ check "make -C sidecar alone compiles it with -DIWD_VERSION=\"$want\"" "1" \
 work=$(mktemp -d /tmp/iwd-version.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 copy() {
-    rm -rf "$work/tree" && mkdir -p "$work/tree/chart" "$work/tree/sidecar" &&
+    rm -rf "$work/tree" && mkdir -p "$work/tree/chart/iwddm" "$work/tree/sidecar" &&
     cp iwd.control META.json "$work/tree/" && cp chart/Chart.yaml chart/values.yaml "$work/tree/chart/" &&
+    cp chart/iwddm/Chart.yaml "$work/tree/chart/iwddm/" &&
     cp sidecar/openapi.yaml "$work/tree/sidecar/"
 }
 copy
@@ -65,8 +71,10 @@ for where in $(stated . | cut -d' ' -f1); do
         iwd.control:*) sed -i "s/^default_version *=.*/default_version = '$off'/" "$work/tree/$file" ;;
         META.json:version) jq --arg v "$off" '.version = $v' META.json >"$work/tree/$file" ;;
         META.json:provides.iwd.version) jq --arg v "$off" '.provides.iwd.version = $v' META.json >"$work/tree/$file" ;;
-        chart/Chart.yaml:version) sed -i "s/^version:.*/version: $off/" "$work/tree/$file" ;;
-        chart/Chart.yaml:appVersion) sed -i "s/^appVersion:.*/appVersion: \"$off\"/" "$work/tree/$file" ;;
+        chart/Chart.yaml:version | chart/iwddm/Chart.yaml:version)
+            sed -i "s/^version:.*/version: $off/" "$work/tree/$file" ;;
+        chart/Chart.yaml:appVersion | chart/iwddm/Chart.yaml:appVersion)
+            sed -i "s/^appVersion:.*/appVersion: \"$off\"/" "$work/tree/$file" ;;
         chart/values.yaml:image.tag)
             awk -v v="$off" '/^[^ #]/ { in_image = /^image:/ } in_image && /^  tag:/ { $0 = "  tag: \"" v "\"" } 1' \
                 chart/values.yaml >"$work/tree/$file" ;;
