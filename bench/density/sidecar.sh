@@ -24,7 +24,7 @@ start_cluster density-sidecar "$port" "listen_addresses = '127.0.0.1'" "max_conn
     "autovacuum_naptime = 10min"
 q() { "${as_user[@]}" "$bindir/psql" -X -q -At -h "$work" -p "$bench_port" -v ON_ERROR_STOP=1 "$@"; }
 tenant() { printf 't%03d' "$1"; }
-make -s -C sidecar iwd-sidecar >/dev/null || { echo "cannot build the sidecar" >&2; exit 1; }
+flock /tmp/iwd-sidecar-build.lock make -s -C sidecar iwd-sidecar >/dev/null || { echo "cannot build the sidecar" >&2; exit 1; }
 
 q -d postgres -c "CREATE DATABASE tpl" -c "CREATE DATABASE control"
 q -d tpl -c "CREATE EXTENSION iwd" -c "SELECT iwd.create_task('{\"externalId\": \"T-1\", \"capturePoint\": \"bench\"}')" >/dev/null
