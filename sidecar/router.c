@@ -58,7 +58,7 @@
 #include "text.h"
 
 #define REGISTRY_INTERVAL_MS 10000
-#define PROBE_INTERVAL_MS 60000     /* a tenant without a router is asked again after this */
+#define PROBE_INTERVAL_MS 300000    /* a tenant without a router is asked again after this */
 #define CONNECT_TIMEOUT_S 2
 #define STATEMENT_TIMEOUT_MS 10000
 #define DEADLINE_MS 12000           /* the sync's own bound on one database answer */
@@ -699,6 +699,8 @@ static bool record_answers(sync_t *s, request_t **reqs, int n, bool *unauthorize
             *unauthorized = true;
         fail(s, "%s", why);
     }
+    if (json_array_size(stopped) > 0)
+        s->more = true; /* a place freed: the next submission goes at once */
     if (json_array_size(submitted) > 0 || json_array_size(stopped) > 0) {
         char *sub = json_dumps(submitted, JSON_COMPACT), *stop = json_dumps(stopped, JSON_COMPACT);
         const char *v1[2] = {replica_id, sub}, *v2[2] = {replica_id, stop};
@@ -740,9 +742,8 @@ static bool push(sync_t *s, bool *unauthorized)
         return false;
     }
     n = plan_requests(s, plan, &reqs);
-    /* a stop frees a place for the next submission; a full batch leaves more */
-    s->more = json_array_size(json_object_get(plan, "stop")) > 0 ||
-              json_array_size(json_object_get(plan, "submit")) >= PLAN_BATCH;
+    /* a full batch leaves more (and a stop frees a place: record_answers) */
+    s->more = json_array_size(json_object_get(plan, "submit")) >= PLAN_BATCH;
     json_decref(plan);
     run_requests(s, reqs, n);
     ok = record_answers(s, reqs, n, unauthorized);
@@ -955,9 +956,15 @@ static void *sync_main(void *arg)
 /* Whether a tenant has a router: 1 yes, 0 no, -1 unknown (its database is not reachable). */
 static int has_router(const iwd_tenant_t *tenant)
 {
-    PGconn *conn = iwd_pg_connect_bounded(tenant->conninfo, CONNECT_TIMEOUT_S, STATEMENT_TIMEOUT_MS);
+    char conninfo[IWD_CONNINFO_SIZE + 64];
+    PGconn *conn;
     PGresult *res;
     int rc = -1;
+
+    /* told apart from the API's sessions (the last application_name wins) */
+    snprintf(conninfo, sizeof(conninfo), "%s application_name=iwd-sidecar-router", tenant->conninfo);
+    conn = iwd_pg_connect_bounded(conninfo, CONNECT_TIMEOUT_S, STATEMENT_TIMEOUT_MS);
+    OPENSSL_cleanse(conninfo, sizeof(conninfo));
 
     if (PQstatus(conn) == CONNECTION_OK) {
         res = iwd_pg_exec_within(conn, tenant->ccid, "router_probe",

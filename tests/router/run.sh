@@ -286,8 +286,10 @@ check "a restarted router's refused tokens were replaced" "yes" \
 sim_set '{"fail5xx": -1}'
 f2=$(task fail5xx-1 99)
 wait_until 20 status_field_matches lastError "HTTP 503"
+unavailable=$(($(metric 'iwd_router_requests_total{ccid="t1",op="submit",result="unavailable"}') + \
+    $(metric 'iwd_router_requests_total{ccid="t1",op="pull",result="unavailable"}')))
 check "5xx: reported in GET /router and counted as unavailable" "failing yes" \
-    "$(router_status state) $([ "$(metric 'iwd_router_requests_total{ccid="t1",op="submit",result="unavailable"}')" -ge 1 ] && echo yes || echo no)"
+    "$(router_status state) $([ "$unavailable" -ge 1 ] && echo yes || echo no)"
 sim_set '{"fail5xx": 0}'
 wait_until 40 status_is "$f2" completed
 check "5xx over: the task is completed" "completed" "$(status_of "$f2")"
