@@ -90,8 +90,9 @@ owned_by_postgres "$pgb_dir" || fail_setup "cannot make $pgb_dir"
     sql postgres -c "SELECT format('\"%s\" \"%s\"', rolname, rolpassword) FROM pg_authid
                      WHERE rolname LIKE 'iwd\\_p%' AND rolcanlogin ORDER BY rolname"
 } >"$pgb_dir/userlist.txt" || fail_setup "cannot write PgBouncer's auth_file"
-# what the sidecar sends as the startup parameter "options", which PgBouncer refuses (ignored below)
-session_settings="SET statement_timeout = 5000; SET lock_timeout = 2000; SET search_path = pg_catalog, iwd, pg_temp"
+# what the sidecar sends as the startup parameter "options" (its default IWD_STATEMENT_TIMEOUT_MS and
+# IWD_LOCK_TIMEOUT_MS, its search_path), which PgBouncer refuses (ignored below)
+session_settings="SET statement_timeout = 30000; SET lock_timeout = 10000; SET search_path = pg_catalog, iwd, pg_temp"
 cat >"$pgb_dir/pgbouncer.ini" <<INI
 [databases]
 * = host=127.0.0.1 port=$pg_port connect_query='$session_settings'
@@ -121,15 +122,14 @@ check "a tenant's login reaches its database through PgBouncer with its password
     "$(PGPASSWORD=$(password p1) "$bindir/psql" -X -At -h 127.0.0.1 -p "$pgb_port" -U iwd_p1 -d p1 \
         -c "SELECT current_user || ' ' || current_database()" 2>&1)"
 check "PgBouncer's server sessions carry the sidecar's session settings (connect_query)" \
-    "5s 2s pg_catalog, iwd, pg_temp" \
+    "30s 10s pg_catalog, iwd, pg_temp" \
     "$(PGPASSWORD=$(password p1) "$bindir/psql" -X -At -h 127.0.0.1 -p "$pgb_port" -U iwd_p1 -d p1 -c \
         "SELECT current_setting('statement_timeout') || ' ' || current_setting('lock_timeout') || ' ' ||
                 current_setting('search_path')" 2>&1)"
 
 # --- the sidecar, its tenants behind PgBouncer ------------------------------------------------------------
 redis_start "$work" "$redis_password" || fail_setup "redis-server did not start"
-sidecar_start IWD_PG_PREPARE=off IWD_PG_MAX_CONNECTIONS_PER_SERVER=24 IWD_STATEMENT_TIMEOUT_MS=5000 \
-    IWD_LOCK_TIMEOUT_MS=2000 || fail_setup "the sidecar did not start"
+sidecar_start IWD_PG_PREPARE=off IWD_PG_MAX_CONNECTIONS_PER_SERVER=24 || fail_setup "the sidecar did not start"
 
 req POST /provisioning "$admin_key" "$(prov p1 wrong-password)"
 check_match "provisioning with a password PgBouncer refuses: 502 naming the failure" \
