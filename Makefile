@@ -79,7 +79,7 @@ sql/$(EXTENSION)--$(EXTVERSION).sql: $(SQL_PARTS)
 $(UPGRADE): sql/upgrade/$(UPGRADE_FROM)--$(EXTVERSION).sql sql/upgrade/rerun.awk $(SQL_PARTS)
 	{ cat $<; awk -f sql/upgrade/rerun.awk $(SQL_PARTS); } > $@.tmp && mv $@.tmp $@
 
-.PHONY: deps sidecar test run stop bench bench-soak dist check-version fuzz test-faults faults-long \
+.PHONY: deps sidecar test run stop bench bench-soak dist check-version fuzz test-faults test-ha faults-long \
         installcheck-cluster
 
 deps:
@@ -126,6 +126,13 @@ test-faults: deps
 	$(MAKE) install
 	tests/faults/run.sh
 	tests/hostile/run.sh
+
+# The high-availability suite (tests/ha): the hot standby, IWD_HA_CYCLES failover cycles (default 5) on a
+# pg_auto_failover formation, a tenant moved between two servers; make test runs it with 2 cycles.
+test-ha: deps
+	$(MAKE) all sidecar
+	$(MAKE) install
+	tests/ha/run.sh --long
 
 # The fault suite with IWD_FAULT_ROUNDS rounds of every fault (default 10: 70 faults, about 20 minutes).
 faults-long: deps

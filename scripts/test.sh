@@ -3,7 +3,8 @@
 # Suites: version check, sidecar module layers, extension call layers, pg_regress (regress/sql), isolation
 # (regress/specs), upgrade, worker, density, openapi (the API document's lint and validating proxy), sidecar,
 # pgbouncer, chart, fuzz (short), faults (kill -9 under load, tests/faults), hostile inputs (tests/hostile) and
-# the cache on a Redis Cluster and over TLS (tests/redis).
+# the cache on a Redis Cluster and over TLS (tests/redis); availability (tests/ha: a hot standby, two failover
+# cycles on pg_auto_failover, a tenant moved between servers).
 # Each suite script ends its output with its own "N passed, M failed" line; this driver adds them up.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -49,6 +50,7 @@ run_suite upgrade scripts/test-upgrade.sh
 [ -x tests/faults/run.sh ] && run_suite faults tests/faults/run.sh
 [ -x tests/hostile/run.sh ] && run_suite hostile tests/hostile/run.sh
 [ -x tests/redis/run.sh ] && run_suite redis tests/redis/run.sh
+[ -x tests/ha/run.sh ] && run_suite ha tests/ha/run.sh
 
 rm -rf "$log_dir"
 echo "${total_passed} passed, ${total_failed} failed"

@@ -132,7 +132,7 @@ for cycle in $(seq 1 "$cycles"); do
     new=$((3 - old))
     echo "# $(date -u +%H:%M:%S) cycle $cycle of $cycles: node$old is the primary, $(acks) changes acknowledged"
     check "cycle $cycle: the primary has a synchronous standby before the kill" "yes" \
-        "$(poll 60 synchronous "$old" && echo yes)"
+        "$(poll 120 synchronous "$old" && echo yes)"
     node_kill "$old" || check "cycle $cycle: every process of node$old is gone" "yes" "no"
     t0=$killed_ms
     acked_at_kill=$(acks)
@@ -149,15 +149,15 @@ for cycle in $(seq 1 "$cycles"); do
     check "cycle $cycle: the new primary runs the tenant's scheduler worker" "yes" \
         "$(poll 60 tenant_worker_seen "$new" && echo yes)"
     check "cycle $cycle: the reservations of the dead primary's sessions come back to the queue" "0" \
-        "$(poll 60 no_stale_reservations; stale_reservations)"
+        "$(poll 90 no_stale_reservations; stale_reservations)"
 
     node_run "node$old"
     check "cycle $cycle: node$old rejoins as the standby" "node$old=secondary/secondary in recovery" \
-        "$(poll 180 rejoined "$old" "$new"; echo "$(node_states | grep -o "node$old=[a-z_/]*")" \
+        "$(poll 300 rejoined "$old" "$new"; echo "$(node_states | grep -o "node$old=[a-z_/]*")" \
            "$(in_recovery "$old" && echo in recovery)")"
-    check "cycle $cycle: replication to node$old is synchronous again" "yes" "$(poll 60 synchronous "$new" && echo yes)"
+    check "cycle $cycle: replication to node$old is synchronous again" "yes" "$(poll 120 synchronous "$new" && echo yes)"
     check "cycle $cycle: the Data Mart chain runs on the new primary (every minute)" "yes" \
-        "$(poll 90 datamart_ran_after "$new" "$((t0 / 1000))" && echo yes)"
+        "$(poll 150 datamart_ran_after "$new" "$((t0 / 1000))" && echo yes)"
     seen=0
     for _ in $(seq 1 20); do
         n=$(iwd_backends "$old"); [ "$n" = 0 ] || { seen=$n; break; }; sleep 0.1

@@ -111,6 +111,9 @@ shared_buffers = '128MB'
 wal_keep_size = '256MB'
 max_connections = 200
 log_min_messages = warning
+# a node pg_rewind cannot bring back is copied again by pg_basebackup, which waits for a spread checkpoint
+# (0.9 of checkpoint_timeout: 4.5 minutes with the default)
+checkpoint_timeout = '30s'
 $2
 CONF
     fi
