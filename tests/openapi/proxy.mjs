@@ -19,41 +19,60 @@
 //
 // RECORD_DIR receives exchanges.log (one line per exchange checked: "operationId status") and
 // violations.log (one JSON object per line). The proxy prints "listening" once it accepts connections.
+// The checks run on a worker thread, after the answer is passed on: compiling an operation's validators
+// takes a while on a loaded machine, and the exchanges must not wait for it (a suite times some of them).
+// GET /flush on the proxy itself (not a proxy request) answers once every exchange so far is checked.
 import fs from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
 
 import {createRequire} from 'node:module';
+import {Worker, isMainThread, parentPort, workerData} from 'node:worker_threads';
 
-const require = createRequire(`${process.env.IWD_OPENAPI_TOOLS}/package.json`);
-const addFormats = require('ajv-formats');
-const {OpenAPIBackend} = require('openapi-backend');
-
-const [specPath, portText, recordDir] = process.argv.slice(2);
-if (!specPath || !portText || !recordDir) {
-    console.error('usage: node proxy.mjs SPEC PORT RECORD_DIR');
-    process.exit(2);
-}
 const API_PREFIX = '/iwd/v3/';
 const MAX_RECORDED_BODY = 2000; // characters of a faulty answer kept in its violation
 const LOOPBACK = new Set(['127.0.0.1', 'localhost', '[::1]', '::1']);
 
-const api = new OpenAPIBackend({
-    definition: path.resolve(specPath),
-    strict: true,
-    quick: false,
-    validate: true,
-    // date-time, date, uuid and uri are checked as the document declares them
-    customizeAjv: (ajv) => {
-        addFormats(ajv, ['date-time', 'date', 'uuid', 'uri']);
-        return ajv;
-    },
-});
-await api.init();
+const [specPath, portText, recordDir] = isMainThread ? process.argv.slice(2) : workerData;
+if (!specPath || !portText || !recordDir) {
+    console.error('usage: node proxy.mjs SPEC PORT RECORD_DIR');
+    process.exit(2);
+}
 
-fs.mkdirSync(recordDir, {recursive: true});
-const exchangesLog = fs.openSync(path.join(recordDir, 'exchanges.log'), 'a');
-const violationsLog = fs.openSync(path.join(recordDir, 'violations.log'), 'a');
+// --- the checks (the worker thread) -------------------------------------------------------------------
+let api, exchangesLog, violationsLog;
+
+async function startChecks() {
+    const require = createRequire(`${process.env.IWD_OPENAPI_TOOLS}/package.json`);
+    const addFormats = require('ajv-formats');
+    const {OpenAPIBackend} = require('openapi-backend');
+    api = new OpenAPIBackend({
+        definition: path.resolve(specPath),
+        strict: true,
+        // the validators are compiled as operations are met; tests/openapi/run.sh lints the document
+        quick: true,
+        validate: true,
+        // date-time, date, uuid and uri are checked as the document declares them
+        customizeAjv: (ajv) => {
+            addFormats(ajv, ['date-time', 'date', 'uuid', 'uri']);
+            return ajv;
+        },
+    });
+    await api.init();
+    fs.mkdirSync(recordDir, {recursive: true});
+    exchangesLog = fs.openSync(path.join(recordDir, 'exchanges.log'), 'a');
+    violationsLog = fs.openSync(path.join(recordDir, 'violations.log'), 'a');
+    parentPort.on('message', ({id, exchange, requestBody, responseBody, streamed}) => {
+        try {
+            check({...exchange, target: new URL(exchange.url, 'http://proxy.invalid')}, requestBody, responseBody,
+                  streamed);
+        } catch (e) {
+            recordViolation(exchange, `the check failed: ${e.message}`);
+        }
+        parentPort.postMessage({checked: id});
+    });
+    parentPort.postMessage({ready: true});
+}
 
 function recordViolation(exchange, problem, details) {
     const entry = {method: exchange.method, url: exchange.url, status: exchange.status, problem};
@@ -159,7 +178,28 @@ function forwardHeaders(headers) {
     return out;
 }
 
-const server = http.createServer((clientRequest, clientResponse) => {
+// --- the proxy (the main thread) ----------------------------------------------------------------------
+let checker, sent = 0, checked = 0;
+const flushes = [];
+
+function submit(exchange, requestBody, responseBody, streamed) {
+    const {target, ...plain} = exchange;
+    checker.postMessage({id: ++sent, exchange: {...plain, url: target.pathname + target.search}, requestBody,
+                         responseBody, streamed});
+}
+
+// Answer the flushes waiting for the exchanges checked so far.
+function answerFlushes() {
+    while (flushes.length > 0 && flushes[0].upTo <= checked)
+        flushes.shift().response.writeHead(200, {'content-type': 'text/plain'}).end(`${checked} checked\n`);
+}
+
+function serve(clientRequest, clientResponse) {
+    if (clientRequest.url === '/flush') {
+        flushes.push({upTo: sent, response: clientResponse});
+        answerFlushes();
+        return;
+    }
     let target;
     try {
         target = new URL(clientRequest.url);
@@ -196,7 +236,7 @@ const server = http.createServer((clientRequest, clientResponse) => {
                 clientResponse.writeHead(upstreamResponse.statusCode, headers);
                 clientResponse.flushHeaders();
                 upstreamResponse.pipe(clientResponse);
-                check(exchange, requestBody.toString('utf8'), '', true);
+                submit(exchange, requestBody.toString('utf8'), '', true);
                 return;
             }
             const chunks = [];
@@ -211,11 +251,7 @@ const server = http.createServer((clientRequest, clientResponse) => {
                     headers['content-length'] = upstreamResponse.headers['content-length'];
                 clientResponse.writeHead(upstreamResponse.statusCode, headers);
                 clientResponse.end(body);
-                try {
-                    check(exchange, requestBody.toString('utf8'), body.toString('utf8'), false);
-                } catch (e) {
-                    recordViolation(exchange, `the check failed: ${e.message}`);
-                }
+                submit(exchange, requestBody.toString('utf8'), body.toString('utf8'), false);
             });
             upstreamResponse.on('error', () => clientResponse.destroy());
         });
@@ -230,8 +266,26 @@ const server = http.createServer((clientRequest, clientResponse) => {
         });
         upstream.end(requestBody);
     });
-});
-server.keepAliveTimeout = 5000;
-server.listen(Number(portText), '127.0.0.1', () => console.log('listening'));
-for (const signal of ['SIGTERM', 'SIGINT'])
-    process.on(signal, () => process.exit(0));
+}
+
+if (isMainThread) {
+    checker = new Worker(new URL(import.meta.url), {workerData: [specPath, portText, recordDir]});
+    checker.on('error', (e) => {
+        console.error(`the checks stopped: ${e.stack ?? e}`);
+        process.exit(1);
+    });
+    checker.on('message', (message) => {
+        if (message.checked !== undefined) {
+            checked++;
+            answerFlushes();
+            return;
+        }
+        const server = http.createServer(serve);
+        server.keepAliveTimeout = 5000;
+        server.listen(Number(portText), '127.0.0.1', () => console.log('listening'));
+    });
+    for (const signal of ['SIGTERM', 'SIGINT'])
+        process.on(signal, () => process.exit(0));
+} else {
+    await startChecks();
+}

@@ -38,7 +38,7 @@ openapi_proxy_start() {
     IWD_OPENAPI_TOOLS=$openapi_tools_dir node "$openapi_dir/proxy.mjs" "$iwd_top/sidecar/openapi.yaml" "$port" \
         "$openapi_records" >"$openapi_records/proxy.log" 2>&1 &
     openapi_proxy_pid=$!
-    for _ in $(seq 1 600); do # at most 60 s: node reads and compiles the document first
+    for _ in $(seq 1 600); do # at most 60 s: node reads the document first
         if grep -q '^listening' "$openapi_records/proxy.log"; then
             export IWD_OPENAPI_PROXY="http://127.0.0.1:$port"
             return 0
@@ -51,6 +51,9 @@ openapi_proxy_start() {
 
 openapi_proxy_check() {
     local exchanges violations
+    # the checks run behind the traffic: wait (at most 10 minutes) until every exchange so far is checked
+    curl -s --max-time 600 -o /dev/null "${IWD_OPENAPI_PROXY:-http://127.0.0.1:1}/flush" ||
+        echo "the OpenAPI proxy did not finish its checks"
     exchanges=$(wc -l <"$openapi_records/exchanges.log")
     violations=$(wc -l <"$openapi_records/violations.log")
     echo "openapi: $exchanges exchanges checked against sidecar/openapi.yaml, $violations violations"

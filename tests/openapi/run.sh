@@ -114,7 +114,8 @@ openapi_proxy_start "$work/records" || fail_setup "the OpenAPI proxy did not sta
 base="http://127.0.0.1:$upstream_port/iwd/v3"
 for _ in $(seq 1 100); do curl -s -o /dev/null "$base/nothing" && break; sleep 0.1; done
 
-violations() { wc -l <"$work/records/violations.log"; }
+# the proxy checks behind the traffic: /flush answers once the exchanges so far are checked
+violations() { curl -s --max-time 300 -o /dev/null "$IWD_OPENAPI_PROXY/flush"; wc -l <"$work/records/violations.log"; }
 last_problem() { tail -1 "$work/records/violations.log" | jq -r .problem; }
 expect_violation() { # expect_violation NAME PROBLEM-REGEX METHOD PATH [BODY]
     local before
