@@ -14,11 +14,12 @@
  * A poll. UID SEARCH UNSEEN lists the new messages; iwd.mailbox_fetching records the first
  * MESSAGES_PER_POLL of them (with those a previous poll left unfinished) as being fetched before any is
  * fetched, and says which were captured already (only their flag was missing) or kept aside. Each message
- * is fetched by UID (libcurl's IMAP fetch, which sets \Seen on the server as a side effect: a UID STORE
- * -FLAGS takes it back at once, so that the message shows unread until its task exists) and decoded
- * (mime.c); up to CAPTURE_BATCH decoded messages are captured in one transaction (iwd.capture_emails,
- * idempotent on the Message-ID: a commit costs more than a capture); only after that transaction committed
- * are they flagged \Seen. A poller killed anywhere in between leaves the message's row "fetching": the next poll
+ * is fetched by UID (libcurl's IMAP fetch, which sets \Seen on the server as a side effect: one UID STORE
+ * -FLAGS per batch takes it back before the batch's capture, so that a message shows unread until its task
+ * exists but for the moments its batch is being fetched) and decoded (mime.c); up to CAPTURE_BATCH decoded
+ * messages are captured in one transaction (iwd.capture_emails, idempotent on the Message-ID: a commit costs
+ * more than a capture); only after that transaction committed are they flagged \Seen. A poller killed
+ * anywhere in between leaves the message's row "fetching": the next poll
  * fetches it again whatever its flags, and the capture finds its task if it committed. A message that
  * cannot be captured (malformed, larger than MAX_MESSAGE_BYTES, refused by the capture's checks) is kept
  * aside (iwd.email_failed: its error in the mailbox's status), flagged, and the poll goes on. IMAP and SMTP
@@ -329,6 +330,7 @@ typedef struct poll {
     char folder_url[1024];
     char errbuf[CURL_ERROR_SIZE];
     json_t *flag;        /* UIDs to flag \Seen: captured, threaded or kept aside */
+    json_t *fetched;     /* UIDs fetched whose \Seen flag (set by the fetch) is not taken back yet */
     json_t *batch;       /* decoded messages waiting for their capture: [{uid, email}] */
     size_t batch_bytes;  /* about what the batch holds */
     int64_t renewed_ms;  /* when the lease was last renewed */
@@ -356,6 +358,33 @@ static bool keep_aside(poll_t *p, json_int_t uid, const char *message_id, const 
             (long long)uid, error);
     json_array_append_new(p->flag, json_integer(uid));
     return true;
+}
+
+/*
+ * Set (change "+") or take back ("-") the \Seen flag of the messages of uids, FLAG_CHUNK UIDs per command (a
+ * flag change costs the server a write of its index: one per chunk, not per message), and empty the list.
+ * Failures are logged only: a message left unread is found by the next search and only flagged then, one
+ * left read is still "fetching" and fetched again whatever its flags.
+ */
+static void store_flags(poll_t *p, json_t *uids, char change)
+{
+    output_t ignored = output_new(256, 64 * 1024);
+    size_t i = 0, n = json_array_size(uids);
+
+    while (i < n) {
+        iwd_text_t command = iwd_text_new(256);
+        CURLcode rc;
+        iwd_text_put(&command, "UID STORE ");
+        for (size_t k = 0; k < FLAG_CHUNK && i < n; k++, i++)
+            iwd_text_put(&command, "%s%lld", k > 0 ? "," : "", (long long)json_integer_value(json_array_get(uids, i)));
+        iwd_text_put(&command, " %cFLAGS.SILENT (\\Seen)", change);
+        if ((rc = imap_command(p->h, p->folder_url, command.buf, &ignored)) != CURLE_OK)
+            iwd_log(IWD_LOG_WARN, "emails not flagged \\Seen", "%s: mailbox %s: %s", p->w->tenant.ccid, p->name,
+                    curl_easy_strerror(rc));
+        free(command.buf);
+    }
+    free(ignored.text.buf);
+    json_array_clear(uids);
 }
 
 /* Capture one decoded message on its own (a batch that failed on a message's error); false: the poll stops. */
@@ -398,6 +427,7 @@ static bool capture_batch(poll_t *p, char *why, size_t size)
     size_t i;
     bool ok = true;
 
+    store_flags(p, p->fetched, '-');
     if (json_array_size(p->batch) == 0)
         return true;
     text = json_dumps(p->batch, JSON_COMPACT);
@@ -430,9 +460,9 @@ static bool capture_batch(poll_t *p, char *why, size_t size)
  */
 static bool fetch_one(poll_t *p, json_int_t uid, char *why, size_t size)
 {
-    char url[1200], command[64], error[512], lease[16];
+    char url[1200], error[512], lease[16];
     const char *renew[3] = {p->name, owner, lease};
-    output_t out = output_new(64 * 1024, MAX_MESSAGE_BYTES), ignored = output_new(256, 4096);
+    output_t out = output_new(64 * 1024, MAX_MESSAGE_BYTES);
     CURLcode rc;
     json_t *doc;
     bool ok = true;
@@ -450,10 +480,9 @@ static bool fetch_one(poll_t *p, json_int_t uid, char *why, size_t size)
     curl_easy_setopt(p->h, CURLOPT_WRITEDATA, &out);
     p->errbuf[0] = '\0';
     rc = curl_easy_perform(p->h);
-    /* the fetch flagged it \Seen: unread again until its task exists */
-    snprintf(command, sizeof(command), "UID STORE %lld -FLAGS.SILENT (\\Seen)", (long long)uid);
+    /* the fetch flagged it \Seen: unread again before its batch is captured (store_flags) */
     if (rc == CURLE_OK || out.too_large)
-        imap_command(p->h, p->folder_url, command, &ignored);
+        json_array_append_new(p->fetched, json_integer(uid));
     if (out.too_large) {
         snprintf(error, sizeof(error), "the message is larger than %ld bytes", MAX_MESSAGE_BYTES);
         ok = keep_aside(p, uid, NULL, error, why, size);
@@ -472,31 +501,7 @@ static bool fetch_one(poll_t *p, json_int_t uid, char *why, size_t size)
             ok = capture_batch(p, why, size);
     }
     free(out.text.buf);
-    free(ignored.text.buf);
     return ok;
-}
-
-/* Flag the captured and kept-aside messages \Seen, FLAG_CHUNK UIDs per command; failures are logged only
- * (their messages are found again by the next search and only flagged then). */
-static void flag_seen(poll_t *p)
-{
-    output_t ignored = output_new(256, 64 * 1024);
-    size_t i = 0, n = json_array_size(p->flag);
-
-    while (i < n) {
-        iwd_text_t command = iwd_text_new(256);
-        CURLcode rc;
-        iwd_text_put(&command, "UID STORE ");
-        for (size_t k = 0; k < FLAG_CHUNK && i < n; k++, i++)
-            iwd_text_put(&command, "%s%lld", k > 0 ? "," : "",
-                         (long long)json_integer_value(json_array_get(p->flag, i)));
-        iwd_text_put(&command, " +FLAGS.SILENT (\\Seen)");
-        if ((rc = imap_command(p->h, p->folder_url, command.buf, &ignored)) != CURLE_OK)
-            iwd_log(IWD_LOG_WARN, "emails not flagged \\Seen", "%s: mailbox %s: %s", p->w->tenant.ccid, p->name,
-                    curl_easy_strerror(rc));
-        free(command.buf);
-    }
-    free(ignored.text.buf);
 }
 
 /* The end of a poll, reported; false when the database did not take it. */
@@ -517,7 +522,8 @@ static bool report_poll(poll_t *p, const char *error, bool more)
  */
 static bool poll_mailbox(watched_t *w, PGresult *claimed, int row, bool *more_left)
 {
-    poll_t p = {.w = w, .name = PQgetvalue(claimed, row, 0), .flag = json_array(), .batch = json_array(),
+    poll_t p = {.w = w, .name = PQgetvalue(claimed, row, 0), .flag = json_array(), .fetched = json_array(),
+                .batch = json_array(),
                 .renewed_ms = iwd_now_ms()};
     json_t *imap = json_loads(PQgetvalue(claimed, row, 1), 0, NULL), *uids = json_array(), *plan = NULL;
     output_t out = output_new(4096, 16L * 1024 * 1024);
@@ -591,7 +597,8 @@ static bool poll_mailbox(watched_t *w, PGresult *claimed, int row, bool *more_le
     }
 done:
     if (p.h != NULL) {
-        flag_seen(&p);
+        store_flags(&p, p.fetched, '-');
+        store_flags(&p, p.flag, '+');
         curl_easy_cleanup(p.h);
     }
     /* a poll that lost its lease reports nothing: the mailbox is another replica's now */
@@ -602,6 +609,7 @@ done:
     json_decref(uids);
     json_decref(plan);
     json_decref(p.flag);
+    json_decref(p.fetched);
     json_decref(p.batch);
     *more_left |= more && why[0] == '\0';
     return db_ok;
