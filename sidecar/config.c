@@ -39,6 +39,8 @@
 #define MAX_EVENTS_HEARTBEAT_S 15 /* DESIGN §11: a heartbeat at least every 15 s */
 #define DEFAULT_EVENTS_BUFFER_BYTES (1024 * 1024)
 #define MIN_EVENTS_BUFFER_BYTES 4096
+#define DEFAULT_EVENTS_MEMORY_BYTES (256L * 1024 * 1024)
+#define MIN_EVENTS_MEMORY_BYTES 65536
 #define MAX_DENY_NETWORKS 256
 #define DEFAULT_PG_IDLE_TIMEOUT_S 60
 #define MAX_PG_IDLE_TIMEOUT_S 86400
@@ -133,6 +135,9 @@ static const char usage[] =
     "  --events-buffer-bytes N IWD_EVENTS_BUFFER_BYTES  unsent output of one event stream (default 1048576);\n"
     "                                             a client further behind is fed from the database again,\n"
     "                                             and dropped if it also reads nothing for 5 heartbeats\n"
+    "  --events-memory-bytes N IWD_EVENTS_MEMORY_BYTES  unsent output of all event streams together (default\n"
+    "                                             268435456): beyond it new streams get a 503 and the\n"
+    "                                             streams holding most are fed from the database again\n"
     "  --routes                                   list every route and exit\n"
     "  --help                                     this text\n";
 
@@ -340,6 +345,10 @@ static int apply(const char *name, const char *value)
         if ((n = parse_int(value, MIN_EVENTS_BUFFER_BYTES, 1L << 30)) < 0)
             goto invalid;
         iwd_conf.events_buffer_bytes = (size_t)n;
+    } else if (strcmp(name, "events-memory-bytes") == 0) {
+        if ((n = parse_int(value, MIN_EVENTS_MEMORY_BYTES, 1L << 40)) < 0)
+            goto invalid;
+        iwd_conf.events_memory_bytes = (size_t)n;
     } else if (strcmp(name, "pg-idle-timeout-s") == 0) {
         if ((n = parse_int(value, 1, MAX_PG_IDLE_TIMEOUT_S)) < 0)
             goto invalid;
@@ -386,6 +395,7 @@ int iwd_config_load(int argc, char **argv)
         {"auth-failure-limit", "IWD_AUTH_FAILURE_LIMIT"},
         {"max-streams", "IWD_MAX_STREAMS"}, {"max-streams-per-tenant", "IWD_MAX_STREAMS_PER_TENANT"},
         {"events-heartbeat-s", "IWD_EVENTS_HEARTBEAT_S"}, {"events-buffer-bytes", "IWD_EVENTS_BUFFER_BYTES"},
+        {"events-memory-bytes", "IWD_EVENTS_MEMORY_BYTES"},
         {"ca-file", "IWD_CA_FILE"}, {"webhook-deny-networks", "IWD_WEBHOOK_DENY_NETWORKS"},
         {"pg-idle-timeout-s", "IWD_PG_IDLE_TIMEOUT_S"},
         {"pg-max-connections-per-server", "IWD_PG_MAX_CONNECTIONS_PER_SERVER"},
@@ -436,6 +446,7 @@ int iwd_config_load(int argc, char **argv)
                               .max_streams_per_tenant = DEFAULT_MAX_STREAMS_PER_TENANT,
                               .events_heartbeat_s = DEFAULT_EVENTS_HEARTBEAT_S,
                               .events_buffer_bytes = DEFAULT_EVENTS_BUFFER_BYTES,
+                              .events_memory_bytes = DEFAULT_EVENTS_MEMORY_BYTES,
                               .auth_failure_limit = DEFAULT_AUTH_FAILURE_LIMIT,
                               .pg_idle_timeout_s = DEFAULT_PG_IDLE_TIMEOUT_S,
                               .pg_max_connections_per_server = DEFAULT_PG_MAX_CONNECTIONS_PER_SERVER,

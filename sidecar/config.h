@@ -44,6 +44,7 @@ typedef struct iwd_config {
     int max_streams_per_tenant;   /* the same for one tenant */
     int events_heartbeat_s;       /* an event stream sends a comment when it sent nothing for this long */
     size_t events_buffer_bytes;   /* an event stream's unsent output; beyond it, its client is disconnected */
+    size_t events_memory_bytes;   /* the unsent output of all event streams; beyond it, new ones get a 503 */
     int pg_idle_timeout_s;        /* an idle tenant connection is closed after this */
     int pg_max_connections_per_server; /* tenant connections to one database server, all threads */
     bool pg_prepare;              /* prepare each route's statement once per connection (off behind PgBouncer) */

@@ -28,7 +28,12 @@
  * at most IWD_EVENTS_BUFFER_BYTES (and the catch-up page being written): a client that falls further behind
  * is fed from the database again (fall_back), and one that also takes nothing for five heartbeat intervals
  * is disconnected (counted in iwd_events_streams_dropped_total) and resumes with Last-Event-ID; nothing is
- * buffered without bound. A comment line goes out when nothing else did for IWD_EVENTS_HEARTBEAT_S.
+ * buffered without bound. All streams together hold about IWD_EVENTS_MEMORY_BYTES unsent at most (what h2o
+ * is writing, queued, held during a catch-up; a catch-up page asked for under the bound may take it over):
+ * beyond it a new stream is refused (503), a stream holding more than its share (the bound over the streams
+ * open) falls back to the database the same way, and catch-up pages wait until the total is under the
+ * bound again. A comment line goes out when nothing else did for
+ * IWD_EVENTS_HEARTBEAT_S.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -58,6 +63,7 @@
 #define CATCH_UP_PAGE 1000       /* events per catch-up call of a stream */
 #define SEND_BATCH 64            /* events handed to h2o in one write (and half the unsent bound at most) */
 #define STALL_HEARTBEATS 5       /* a client behind that took nothing for this many heartbeat intervals is dropped */
+#define MEMORY_RETRY_MS 250      /* a catch-up page put off by IWD_EVENTS_MEMORY_BYTES is asked for again after this */
 #define OPENING ": iwd event stream\n\n"
 #define HEARTBEAT ": heartbeat\n\n"
 
@@ -92,7 +98,7 @@ typedef struct thread_events {
     bool ready;
     iwd_thread_t *thread;
     h2o_multithread_receiver_t receiver;
-    h2o_timeout_t heartbeat, poll, soon, waits[IWD_EVENTS_WAIT_MAX_S + 1];
+    h2o_timeout_t heartbeat, poll, soon, memory_retry, waits[IWD_EVENTS_WAIT_MAX_S + 1];
 } thread_events_t;
 
 /* A tenant's hub: see the header comment. */
@@ -162,6 +168,7 @@ static thread_events_t threads[MAX_THREADS];
 static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
 static hub_t *hubs;
 static atomic_int streams_open;
+static atomic_size_t streams_bytes; /* what every stream holds unsent: IWD_EVENTS_MEMORY_BYTES bounds it */
 
 /* --- events -------------------------------------------------------------------------------------- */
 
@@ -287,6 +294,7 @@ static void list_push(event_list_t *l, event_t *e)
     }
     l->items[l->first + l->n++] = e;
     l->bytes += e->frame_len;
+    atomic_fetch_add(&streams_bytes, e->frame_len);
 }
 
 static event_t *list_shift(event_list_t *l)
@@ -295,6 +303,7 @@ static event_t *list_shift(event_list_t *l)
 
     l->n--;
     l->bytes -= e->frame_len;
+    atomic_fetch_sub(&streams_bytes, e->frame_len);
     if (l->n == 0)
         l->first = 0;
     return e;
@@ -324,6 +333,7 @@ static thread_events_t *thread_events(iwd_thread_t *thread)
     h2o_timeout_init(loop, &te->heartbeat, (uint64_t)iwd_conf.events_heartbeat_s * 1000);
     h2o_timeout_init(loop, &te->poll, HUB_POLL_MS);
     h2o_timeout_init(loop, &te->soon, 0);
+    h2o_timeout_init(loop, &te->memory_retry, MEMORY_RETRY_MS);
     for (int s = 1; s <= IWD_EVENTS_WAIT_MAX_S; s++)
         h2o_timeout_init(loop, &te->waits[s], (uint64_t)s * 1000);
     h2o_multithread_register_receiver(thread->ctx.queue, &te->receiver, on_message);
@@ -679,6 +689,28 @@ static void stream_flush(stream_t *s);
 static void stream_joined(stream_t *s);
 static void stream_deliver(stream_t *s, event_t *e);
 
+/* Whether the streams together hold more than IWD_EVENTS_MEMORY_BYTES unsent. */
+static bool over_memory(void)
+{
+    return atomic_load(&streams_bytes) > iwd_conf.events_memory_bytes;
+}
+
+static size_t stream_bytes(const stream_t *s);
+
+/*
+ * Whether the streams hold more than IWD_EVENTS_MEMORY_BYTES and this one more than its share of it (the
+ * bound over the streams open), the catch-up page it is writing aside (asked for while the total was under
+ * the bound): it lets go of what it holds (fall_back), so that the total comes down whatever the other
+ * streams do; the others keep theirs.
+ */
+static bool over_memory_share(const stream_t *s)
+{
+    int open = atomic_load(&streams_open);
+
+    return over_memory() &&
+           stream_bytes(s) > s->page_bytes + iwd_conf.events_memory_bytes / (size_t)(open > 0 ? open : 1);
+}
+
 /* Output the stream holds and has not written yet. */
 static size_t stream_bytes(const stream_t *s)
 {
@@ -691,7 +723,7 @@ static size_t stream_bytes(const stream_t *s)
  */
 static bool too_far_behind(const stream_t *s)
 {
-    return stream_bytes(s) > iwd_conf.events_buffer_bytes + s->page_bytes;
+    return stream_bytes(s) > iwd_conf.events_buffer_bytes + s->page_bytes || over_memory_share(s);
 }
 
 /* Whether an event passes the stream's type and task filters. */
@@ -726,6 +758,13 @@ static int stream_register(stream_t *s)
         atomic_fetch_sub(&streams_open, 1);
         iwd_metrics_events_refused(call->tenant.ccid);
         iwd_answer_error(call, 503, "this sidecar holds its most event streams (IWD_MAX_STREAMS); retry later");
+        return IWD_ERR;
+    }
+    if (over_memory()) {
+        atomic_fetch_sub(&streams_open, 1);
+        iwd_metrics_events_refused(call->tenant.ccid);
+        iwd_answer_error(call, 503, "the event streams of this sidecar hold their most unsent output "
+                                    "(IWD_EVENTS_MEMORY_BYTES); retry later");
         return IWD_ERR;
     }
     pthread_mutex_lock(&registry_lock);
@@ -804,6 +843,8 @@ static void on_stream_dispose(void *p)
     for (size_t i = 0; i < s->ninflight; i++)
         event_release(s->inflight[i]);
     s->ninflight = 0;
+    atomic_fetch_sub(&streams_bytes, s->inflight_bytes);
+    s->inflight_bytes = 0;
     stream_unregister(s);
 }
 
@@ -854,6 +895,7 @@ static void stream_flush(stream_t *s)
         s->written = e->id;
         s->iov[n] = h2o_iovec_init(e->frame, e->frame_len);
         s->inflight_bytes += e->frame_len;
+        atomic_fetch_add(&streams_bytes, e->frame_len);
         n++;
     }
     s->ninflight = n;
@@ -880,6 +922,7 @@ static void on_proceed(h2o_generator_t *generator, h2o_req_t *req)
     for (size_t i = 0; i < s->ninflight; i++)
         event_release(s->inflight[i]);
     s->ninflight = 0;
+    atomic_fetch_sub(&streams_bytes, s->inflight_bytes);
     s->inflight_bytes = 0;
     s->writing = false;
     if (s->queue.n == 0)
@@ -992,11 +1035,14 @@ static void on_page(iwd_call_t *call, PGresult *res, int status, const char *mes
             event_release(events[i]); /* after the join point the live feed brings it */
     }
     free(events);
-    s->cursor = next;
-    if ((n == CATCH_UP_PAGE && next < s->join) || s->join > s->call_join) /* a fall-back moved the join point */
+    /* events_after examined the feed up to next (a full page, or its scan bound with a selective filter):
+       more to read while it moves and stays before the join point (the live feed brings what follows), or
+       when a fall-back moved the join point */
+    if ((next < s->join && next > s->cursor) || s->join > s->call_join)
         s->page_due = true;
     else
         catch_up_done(s);
+    s->cursor = next;
     if (too_far_behind(s))
         fall_back(s);
     if (s->page_due && !h2o_timeout_is_linked(&s->soon) && stream_bytes(s) < iwd_conf.events_buffer_bytes / 2)
@@ -1012,6 +1058,12 @@ static void fetch_page(stream_t *s)
     char after[24], limit[16];
     const char *values[4] = {after, limit, s->query.sql_types, s->query.sql_filter};
 
+    if (over_memory()) { /* put off until the streams hold less (IWD_EVENTS_MEMORY_BYTES) */
+        s->page_due = true;
+        if (!h2o_timeout_is_linked(&s->soon))
+            h2o_timeout_link(s->te->thread->ctx.loop, &s->te->memory_retry, &s->soon);
+        return;
+    }
     s->page_due = false;
     s->calling = true;
     s->call_join = s->join;

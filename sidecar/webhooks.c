@@ -6,24 +6,27 @@
  * attempt succeeds or its retry period ends. The sidecar holds nothing that a crash could lose: it claims due
  * deliveries with a lease (iwd.claim_deliveries: FOR UPDATE SKIP LOCKED, at most one per webhook and task,
  * the oldest, so that events of one task reach one endpoint in order), attempts each once, and reports the
- * outcome (iwd.finish_delivery, which sets the back-off or the final status). A replica killed mid-attempt
+ * outcome (iwd.finish_deliveries, which sets the back-off or the final status). A replica killed mid-attempt
  * leaves its leases to expire (60 s); any replica claims those deliveries again, with the same id. Each
  * replica claims under an owner id drawn at random when it starts, so two replicas never attempt one
  * delivery at the same time, and a late report of a lease that passed to another is refused ("lost").
  *
  * Two threads of their own, so that no worker thread's loop ever waits for a receiver or for this work:
- *  - the dispatcher talks to the databases, synchronously, over connections of its own (a short connect and
- *    statement timeout, a deadline on every answer). It reads the registry's tenants every
- *    REGISTRY_INTERVAL_MS, asks each whether it has webhooks (at start, then every PROBE_INTERVAL_MS for
- *    those without: an idle tenant costs a short connection every 5 minutes, not one kept open; the replica
- *    that serves a PUT /webhooks is woken at once, the others learn within that interval), and keeps a
- *    connection to each that has, on which it LISTENs to iwd_events: a notification (a
- *    committed event), a wake-up from a route that changed webhooks or asked a retry, or every POLL_INTERVAL_MS
- *    (retries come due) make it publish the tenant's events, claim its due deliveries and hand them to the
- *    sender; it reports the sender's outcomes, and every STATS_INTERVAL_MS reads the pending counts for
- *    iwd_webhook_pending. A tenant database that is slow to answer delays the others' claims and reports by
- *    DEADLINE_MS at most per statement, and is then left alone for a growing pause; the HTTP attempts in
- *    flight are not delayed (they are the sender's).
+ *  - the dispatcher talks to the databases over connections of its own (a short connect and statement
+ *    timeout, a deadline on every answer). It reads the registry's tenants every REGISTRY_INTERVAL_MS, asks
+ *    each whether it has webhooks (at start, then every PROBE_INTERVAL_MS for those without: an idle tenant
+ *    costs a short connection every 5 minutes, not one kept open), and keeps a connection to each that has,
+ *    on which it LISTENs to iwd_events. Webhook changes reach every replica at once: the replica that serves
+ *    a PUT /webhooks (or a retry) is woken, and tells the others with a NOTIFY iwd_webhooks on the control
+ *    database, to which every dispatcher LISTENs and which wakes them the same way. A notification (events
+ *    published, a commit announced), a wake-up, an outcome of the sender or every POLL_INTERVAL_MS (retries
+ *    come due) start a round that reports the sender's outcomes (iwd.finish_deliveries, one statement for
+ *    all), publishes the tenant's committed events (at once when the tenant's scheduler worker is
+ *    publishing: the publisher's lock is taken without waiting; two publishers keep up with a capture that
+ *    one alone, starved of CPU on a busy server, falls behind) and claims its due deliveries. Every
+ *    STATS_INTERVAL_MS it reads the pending counts for iwd_webhook_pending. A tenant database that is slow
+ *    to answer delays the others' rounds by DEADLINE_MS at most, and is then left alone for a growing pause;
+ *    the HTTP attempts in flight are not delayed (they are the sender's).
  *  - the sender runs a libcurl multi handle: every attempt is a non-blocking transfer of that one loop, at
  *    most CONCURRENT_PER_ENDPOINT at a time per webhook and CONCURRENT_TOTAL in all, each bounded by
  *    ATTEMPT_TIMEOUT_S, so a receiver that never answers holds up only its own webhook's queue.
@@ -118,6 +121,7 @@ typedef struct delivery {
     char denied[INET6_ADDRSTRLEN]; /* the resolved address refused by IWD_WEBHOOK_DENY_NETWORKS, if any */
     /* the outcome (for the dispatcher) */
     bool dropped;                  /* not attempted: left to its lease's expiry */
+    bool unheld;                   /* the dispatcher: no longer counted in what its endpoint holds */
     int http_status;               /* 0: no HTTP answer */
     char error[ERROR_TEXT_BYTES + 64];
     struct delivery *next;
@@ -527,41 +531,6 @@ static bool probe(watched_t *w, bool *has, char *why, size_t size)
     return true;
 }
 
-/* Report the tenant's attempts (one statement for all of them); false with why when it fails. */
-static bool report(watched_t *w, char *why, size_t size)
-{
-    json_t *outcomes = json_array();
-    const char *values[2];
-    PGresult *res;
-    char *text;
-
-    for (delivery_t *d = w->finished; d != NULL; d = d->next)
-        json_array_append_new(outcomes, json_pack("{s:s, s:o, s:o}", "id", d->id, "status",
-                                                  d->http_status > 0 ? json_integer(d->http_status) : json_null(),
-                                                  "error", d->error[0] ? json_string(d->error) : json_null()));
-    text = json_dumps(outcomes, JSON_COMPACT);
-    json_decref(outcomes);
-    values[0] = replica_id;
-    values[1] = text;
-    res = query(w->conn, w->tenant.ccid, "finish_delivery",
-                "SELECT o.id::text, iwd.finish_delivery(o.id, $1, o.status, o.error)"
-                " FROM jsonb_to_recordset($2::jsonb) AS o(id uuid, status int, error text)",
-                2, values);
-    free(text);
-    if (!rows(res, why, size, "finish_delivery"))
-        return false;
-    for (int i = 0; i < PQntuples(res); i++) {
-        const char *status = PQgetvalue(res, i, 1), *webhook = "";
-        for (delivery_t *d = w->finished; d != NULL; d = d->next)
-            if (strcmp(d->id, PQgetvalue(res, i, 0)) == 0)
-                webhook = d->webhook;
-        iwd_metrics_webhook_delivery(w->tenant.ccid, webhook,
-                                     strcmp(status, "pending") == 0 ? "retry" : status);
-    }
-    PQclear(res);
-    return true;
-}
-
 static void free_delivery(delivery_t *d)
 {
     free(d->id);
@@ -573,16 +542,27 @@ static void free_delivery(delivery_t *d)
     free(d);
 }
 
+/* The tenant's finished deliveries no longer count as held (they leave in this round): room for claims. */
+static void unhold_finished(watched_t *w)
+{
+    for (delivery_t *d = w->finished; d != NULL; d = d->next) {
+        endpoint_t *e;
+        if (d->unheld)
+            continue;
+        e = endpoint_of(&held_endpoints, d->ccid, d->webhook);
+        e->held--;
+        held_total--;
+        d->unheld = true;
+    }
+}
+
 /* Forget the tenant's reported (or unreportable: their leases expire) deliveries, and what they held. */
 static void release_finished(watched_t *w)
 {
+    unhold_finished(w);
     while (w->finished != NULL) {
         delivery_t *d = w->finished;
-        endpoint_t *e = endpoint_of(&held_endpoints, d->ccid, d->webhook);
         w->finished = d->next;
-        e->held--;
-        e->progress_ms = iwd_now_ms();
-        held_total--;
         free_delivery(d);
     }
     prune_endpoints(&held_endpoints);
@@ -604,23 +584,20 @@ static void send_all(delivery_t *list)
     curl_multi_wakeup(multi);
 }
 
-/*
- * Publish the tenant's events and claim its due deliveries, within the bounds of what is held; returns
- * the number claimed, -1 with why on failure.
- */
-static int claim(watched_t *w, char *why, size_t size)
+/* Whether a statement's answer is rows; why says what failed otherwise. */
+static bool answered(PGresult *res, const char *what, char *why, size_t size)
 {
-    char lim[16], lease[16];
-    const char *values[3] = {replica_id, lim, lease};
-    delivery_t *list = NULL, **tail = &list;
-    PGresult *res;
-    int n, room = HELD_TOTAL - held_total;
-    int64_t now = iwd_now_ms();
+    if (res != NULL && PQresultStatus(res) == PGRES_TUPLES_OK)
+        return true;
+    snprintf(why, size, "%s: %s", what, res == NULL ? "no answer in time" : PQresultErrorMessage(res));
+    return false;
+}
 
-    res = query(w->conn, w->tenant.ccid, "publish_events", "SELECT iwd.publish_events()", 0, NULL);
-    if (!rows(res, why, size, "publish_events"))
-        return -1;
-    PQclear(res);
+/* How many deliveries the tenant's claim may take now: what its webhooks and HELD_TOTAL have room for. */
+static int claim_room(watched_t *w, int64_t now)
+{
+    int room = HELD_TOTAL - held_total;
+
     if (room > CLAIM_BATCH)
         room = CLAIM_BATCH;
     for (endpoint_t *e = held_endpoints; e != NULL; e = e->next) {
@@ -631,18 +608,27 @@ static int claim(watched_t *w, char *why, size_t size)
         if (e->stalled_until_ms <= now && HELD_PER_ENDPOINT - e->held < room)
             room = HELD_PER_ENDPOINT - e->held;
     }
-    if (room < CLAIM_MIN)
-        return 0; /* claimed again as the sender reports (take_handed) */
-    snprintf(lim, sizeof(lim), "%d", room);
-    snprintf(lease, sizeof(lease), "%d s", LEASE_S);
-    res = query(w->conn, w->tenant.ccid, "claim_deliveries",
-                "SELECT id::text, webhook, url, secret, type, body"
-                " FROM iwd.claim_deliveries($1, $2::int, $3::interval)",
-                3, values);
-    if (!rows(res, why, size, "claim_deliveries"))
-        return -1;
-    n = PQntuples(res);
-    for (int i = 0; i < n; i++) {
+    return room;
+}
+
+/* The outcomes reported (iwd.finish_deliveries' rows) counted in iwd_webhook_deliveries_total. */
+static void count_reported(watched_t *w, PGresult *res)
+{
+    for (int i = 0; i < PQntuples(res); i++) {
+        const char *status = PQgetvalue(res, i, 1), *webhook = "";
+        for (delivery_t *d = w->finished; d != NULL; d = d->next)
+            if (strcmp(d->id, PQgetvalue(res, i, 0)) == 0)
+                webhook = d->webhook;
+        iwd_metrics_webhook_delivery(w->tenant.ccid, webhook, strcmp(status, "pending") == 0 ? "retry" : status);
+    }
+}
+
+/* The claimed deliveries (iwd.claim_deliveries' rows) handed to the sender, within the webhooks' bounds. */
+static void take_claimed(watched_t *w, PGresult *res)
+{
+    delivery_t *list = NULL, **tail = &list;
+
+    for (int i = 0; i < PQntuples(res); i++) {
         endpoint_t *e = endpoint_of(&held_endpoints, w->tenant.ccid, PQgetvalue(res, i, 1));
         delivery_t *d;
         if (e->held >= HELD_PER_ENDPOINT) /* stalled: attempted after its lease runs out */
@@ -661,10 +647,84 @@ static int claim(watched_t *w, char *why, size_t size)
         *tail = d;
         tail = &d->next;
     }
-    PQclear(res);
     prune_endpoints(&held_endpoints);
     send_all(list);
-    return n;
+}
+
+/*
+ * A round with the tenant: report the sender's outcomes (iwd.finish_deliveries, one statement for all),
+ * publish its committed events (iwd.publish_events) and claim its due deliveries when a claim is due and
+ * its webhooks have room (CLAIM_MIN), in this order, so that a task's next event is claimed in the round
+ * that reports its predecessor delivered. Each statement commits on its
+ * own (one transaction holding them all made each slower on a busy server: its rows stay locked, and the
+ * claim reads past the rows the report changed). Returns the number claimed, -1 with why on failure (the
+ * outcomes then go unreported: their leases run out).
+ */
+static int exchange(watched_t *w, bool claim_due, int64_t now, char *why, size_t size)
+{
+    enum { FINISH, PUBLISH, CLAIM, STATEMENTS };
+    const char *sql[STATEMENTS], *const *values[STATEMENTS];
+    const char *finish_values[2] = {replica_id, NULL}, *claim_values[3];
+    int nparams[STATEMENTS], which[STATEMENTS], n = 0, room, claimed = 0;
+    char lim[16], lease[16];
+    PGresult *results[STATEMENTS];
+    bool ok;
+
+    unhold_finished(w);
+    room = claim_due ? claim_room(w, now) : 0;
+
+    if (w->finished != NULL) {
+        json_t *outcomes = json_array();
+        for (delivery_t *d = w->finished; d != NULL; d = d->next)
+            json_array_append_new(outcomes, json_pack("{s:s, s:o, s:o}", "id", d->id, "status",
+                                                      d->http_status > 0 ? json_integer(d->http_status) : json_null(),
+                                                      "error", d->error[0] ? json_string(d->error) : json_null()));
+        finish_values[1] = json_dumps(outcomes, JSON_COMPACT);
+        json_decref(outcomes);
+        which[n] = FINISH;
+        sql[n] = "SELECT id::text, status FROM iwd.finish_deliveries($1, $2::jsonb)";
+        nparams[n] = 2;
+        values[n++] = finish_values;
+    }
+    if (claim_due) {
+        which[n] = PUBLISH;
+        sql[n] = "SELECT iwd.publish_events()";
+        nparams[n] = 0;
+        values[n++] = NULL;
+    }
+    if (room >= CLAIM_MIN) {
+        snprintf(lim, sizeof(lim), "%d", room);
+        snprintf(lease, sizeof(lease), "%d s", LEASE_S);
+        claim_values[0] = replica_id;
+        claim_values[1] = lim;
+        claim_values[2] = lease;
+        which[n] = CLAIM;
+        sql[n] = "SELECT id::text, webhook, url, secret, type, body"
+                 " FROM iwd.claim_deliveries($1, $2::int, $3::interval)";
+        nparams[n] = 3;
+        values[n++] = claim_values;
+    }
+    if (n == 0)
+        return 0; /* claimed again as the sender reports (take_handed) */
+    ok = true;
+    for (int k = 0; k < n; k++) {
+        static const char *const names[STATEMENTS] = {"finish_deliveries", "publish_events", "claim_deliveries"};
+        results[k] = ok ? query(w->conn, w->tenant.ccid, names[which[k]], sql[k], nparams[k], values[k]) : NULL;
+        ok = ok && answered(results[k], names[which[k]], why, size);
+    }
+    free((char *)finish_values[1]);
+    for (int k = 0; k < n; k++) {
+        if (ok && which[k] == FINISH)
+            count_reported(w, results[k]);
+        else if (ok && which[k] == CLAIM) {
+            claimed = PQntuples(results[k]);
+            take_claimed(w, results[k]);
+        }
+        if (results[k] != NULL)
+            PQclear(results[k]);
+    }
+    release_finished(w);
+    return ok ? claimed : -1;
 }
 
 /* Read the tenant's pending counts for iwd_webhook_pending; false with why on failure. */
@@ -715,22 +775,36 @@ static watched_t *watched_entry(const iwd_tenant_t *tenant)
 }
 
 /* The registry's tenants with the iWD service (as registry entries); NULL when the control database fails. */
+/* The control database's connection, opened when needed, LISTENing to iwd_webhooks; false when it cannot be. */
+static bool control_connect(void)
+{
+    PGresult *res;
+
+    if (control != NULL && PQstatus(control) == CONNECTION_OK)
+        return true;
+    if (control != NULL)
+        PQfinish(control);
+    control = iwd_pg_connect_bounded(iwd_conf.control_db, CONNECT_TIMEOUT_S, STATEMENT_TIMEOUT_MS);
+    if (PQstatus(control) == CONNECTION_OK) {
+        res = query(control, "control", "listen", "LISTEN iwd_webhooks", 0, NULL);
+        if (res != NULL && PQresultStatus(res) == PGRES_COMMAND_OK) {
+            PQclear(res);
+            return true;
+        }
+        if (res != NULL)
+            PQclear(res);
+    }
+    PQfinish(control);
+    control = NULL;
+    return false;
+}
+
 static PGresult *registry_tenants(void)
 {
     PGresult *res;
 
-    if (control != NULL && PQstatus(control) != CONNECTION_OK) {
-        PQfinish(control);
-        control = NULL;
-    }
-    if (control == NULL) {
-        control = iwd_pg_connect_bounded(iwd_conf.control_db, CONNECT_TIMEOUT_S, STATEMENT_TIMEOUT_MS);
-        if (PQstatus(control) != CONNECTION_OK) {
-            PQfinish(control);
-            control = NULL;
-            return NULL;
-        }
-    }
+    if (!control_connect())
+        return NULL;
     res = query(control, "control", "webhooks",
                 "SELECT json_build_object('kind', 'tenant', 'ccid', ccid, 'host', db_host, 'port', db_port,"
                 " 'db', db_name, 'user', db_user, 'pw', db_password, 'ssl', db_ssl)::text"
@@ -744,6 +818,56 @@ static PGresult *registry_tenants(void)
         return NULL;
     }
     return res;
+}
+
+/*
+ * Tell every replica that a tenant's webhooks changed (NOTIFY iwd_webhooks on the control database, its
+ * ccid as payload; this replica hears it too). Not told when the control database is down: the others
+ * then learn at their next probe of the tenant (PROBE_INTERVAL_MS).
+ */
+static void announce_change(const char *ccid)
+{
+    const char *values[1] = {ccid};
+    PGresult *res;
+
+    if (!control_connect())
+        return;
+    res = query(control, "control", "notify", "SELECT pg_notify('iwd_webhooks', $1)", 1, values);
+    if (res == NULL || PQresultStatus(res) != PGRES_TUPLES_OK) {
+        iwd_log(IWD_LOG_WARN, "other replicas not told of a webhook change", "%s: %s", ccid,
+                res == NULL ? "no answer in time" : PQresultErrorMessage(res));
+        PQfinish(control);
+        control = NULL;
+    }
+    if (res != NULL)
+        PQclear(res);
+}
+
+/*
+ * The webhook changes announced on the control database (by any replica): the tenant is probed and polled
+ * now, and for WAKE_GRACE_MS as if woken here; a tenant not watched yet has the registry read again first
+ * (*registry_due; its first probe is then at once).
+ */
+static void take_announcements(int64_t now, bool *registry_due)
+{
+    PGnotify *note;
+
+    if (control == NULL)
+        return;
+    while ((note = PQnotifies(control)) != NULL) {
+        watched_t *w;
+        for (w = watched; w != NULL && strcmp(w->tenant.ccid, note->extra) != 0; w = w->next)
+            ;
+        if (w == NULL) {
+            *registry_due = true;
+        } else { /* as a wake-up here: the change may commit after the announcement (routes wake first) */
+            w->woken_until_ms = now + WAKE_GRACE_MS;
+            w->probe_at_ms = now;
+            w->poll_at_ms = now;
+            w->retry_at_ms = 0;
+        }
+        PQfreemem(note);
+    }
 }
 
 /* Read the registry again: new tenants are watched, those no longer provisioned forgotten. */
@@ -807,11 +931,13 @@ static void take_handed(void)
         w->poll_at_ms = now;
         w->probe_at_ms = now;
         w->retry_at_ms = 0;
+        announce_change(woken[i].ccid);
     }
     while (done != NULL) {
         delivery_t *d = done;
         watched_t *w;
         done = d->next;
+        endpoint_of(&held_endpoints, d->ccid, d->webhook)->progress_ms = now; /* the sender got on with it */
         for (w = watched; w != NULL && strcmp(w->tenant.ccid, d->ccid) != 0; w = w->next)
             ;
         if (w == NULL) { /* a tenant no longer provisioned: not reported, its leases run out */
@@ -835,34 +961,43 @@ static void take_handed(void)
     prune_endpoints(&held_endpoints);
 }
 
-/* Serve one tenant: probe, report, claim, read its pending counts, whichever is due. */
+/* Serve one tenant: probe, report and claim, read its pending counts, whichever is due. */
 static void serve(watched_t *w, int64_t now)
 {
     char why[1024];
-    bool has, woken = w->woken_until_ms > now, active = w->has_webhooks || woken;
+    bool has, woken = w->woken_until_ms > now, active = w->has_webhooks || woken, claim_due;
     int n;
 
     if (w->finished == NULL && !(active && now >= w->poll_at_ms) && now < w->probe_at_ms)
         return;
-    if (!tenant_connect(w))
+    if (!tenant_connect(w)) {
+        release_finished(w); /* not reported: their leases run out */
         return;
+    }
     if (now >= w->probe_at_ms || (!w->has_webhooks && woken)) {
         if (!probe(w, &has, why, sizeof(why))) {
-            tenant_failed(w, why);
-            return;
-        }
-        w->has_webhooks = has;
-        w->probe_at_ms = now + PROBE_INTERVAL_MS;
-    }
-    if (w->finished != NULL) {
-        if (!report(w, why, sizeof(why))) {
             release_finished(w);
             tenant_failed(w, why);
             return;
         }
-        release_finished(w);
+        iwd_log(IWD_LOG_DEBUG, "a tenant probed for webhooks", "%s: %s", w->tenant.ccid, has ? "some" : "none");
+        if (has != w->has_webhooks)
+            iwd_log(IWD_LOG_INFO, has ? "webhook delivery starts for a tenant" : "webhook delivery stops for a tenant",
+                    "%s", w->tenant.ccid);
+        w->has_webhooks = has;
+        w->probe_at_ms = now + PROBE_INTERVAL_MS;
     }
-    if (!w->has_webhooks && !woken) {
+    active = w->has_webhooks || woken;
+    claim_due = active && now >= w->poll_at_ms;
+    if (w->finished != NULL || claim_due) {
+        if ((n = exchange(w, claim_due, now, why, sizeof(why))) < 0) {
+            tenant_failed(w, why);
+            return;
+        }
+        if (claim_due)
+            w->poll_at_ms = n >= CLAIM_MIN ? now : now + POLL_INTERVAL_MS; /* a backlog: again at once */
+    }
+    if (!active) {
         if (w->conn != NULL) { /* nothing to deliver: no connection kept */
             PQfinish(w->conn);
             w->conn = NULL;
@@ -871,13 +1006,6 @@ static void serve(watched_t *w, int64_t now)
         free(w->pending_text);
         w->pending_text = NULL;
         return;
-    }
-    if (now >= w->poll_at_ms) {
-        if ((n = claim(w, why, sizeof(why))) < 0) {
-            tenant_failed(w, why);
-            return;
-        }
-        w->poll_at_ms = n >= CLAIM_MIN ? now : now + POLL_INTERVAL_MS; /* a backlog: again at once */
     }
     if (now >= w->stats_at_ms) {
         if (!read_pending(w, why, sizeof(why))) {
@@ -899,6 +1027,18 @@ static void publish_pending(void)
     iwd_metrics_set_webhook_pending(text.buf);
 }
 
+/* The tenant's notifications on iwd_events (a commit, or a publication): a claim is due now. */
+static void take_notifications(watched_t *w, int64_t now)
+{
+    PGnotify *note;
+
+    while ((note = PQnotifies(w->conn)) != NULL) {
+        if (w->poll_at_ms > now)
+            w->poll_at_ms = now;
+        PQfreemem(note);
+    }
+}
+
 /*
  * Wait for a wake-up, a notification on a tenant's connection, or the next time something is due
  * (POLL_INTERVAL_MS at most); a notified tenant is due now.
@@ -917,6 +1057,10 @@ static void wait_for_work(void)
     }
 
     fds[n++] = (struct pollfd){.fd = wake_pipe[0], .events = POLLIN};
+    if (control != NULL && PQstatus(control) == CONNECTION_OK) {
+        of[n] = NULL;
+        fds[n++] = (struct pollfd){.fd = PQsocket(control), .events = POLLIN};
+    }
     for (watched_t *w = watched; w != NULL && n < (int)(sizeof(fds) / sizeof(fds[0])); w = w->next)
         if (w->conn != NULL && PQstatus(w->conn) == CONNECTION_OK) {
             of[n] = w;
@@ -926,20 +1070,20 @@ static void wait_for_work(void)
         return;
     for (int i = 1; i < n; i++) {
         watched_t *w = of[i];
-        PGnotify *note;
-        bool notified = false;
         if (fds[i].revents == 0)
             continue;
+        if (w == NULL) { /* the control database: its notifications are taken by the loop */
+            if (!PQconsumeInput(control)) {
+                PQfinish(control);
+                control = NULL;
+            }
+            continue;
+        }
         if (!PQconsumeInput(w->conn)) {
             tenant_failed(w, "the connection broke");
             continue;
         }
-        while ((note = PQnotifies(w->conn)) != NULL) {
-            notified = true;
-            PQfreemem(note);
-        }
-        if (notified && w->poll_at_ms > now)
-            w->poll_at_ms = now;
+        take_notifications(w, now);
     }
 }
 
@@ -950,16 +1094,9 @@ static void wait_for_work(void)
 static void notified_meanwhile(int64_t now)
 {
     for (watched_t *w = watched; w != NULL; w = w->next) {
-        PGnotify *note;
-        bool notified = false;
         if (w->conn == NULL)
             continue;
-        while ((note = PQnotifies(w->conn)) != NULL) {
-            notified = true;
-            PQfreemem(note);
-        }
-        if (notified && w->poll_at_ms > now)
-            w->poll_at_ms = now;
+        take_notifications(w, now);
     }
 }
 
@@ -971,9 +1108,13 @@ static void *dispatcher_main(void *arg)
     for (;;) {
         int64_t now = iwd_now_ms();
 
-        if (now >= registry_at) {
+        bool registry_due = now >= registry_at;
+
+        take_announcements(now, &registry_due);
+        if (registry_due) {
             refresh_registry();
             registry_at = now + REGISTRY_INTERVAL_MS;
+            take_announcements(now, &registry_due); /* those read along with the registry's answer */
         }
         take_handed();
         for (watched_t *w = watched; w != NULL; w = w->next)

@@ -222,9 +222,10 @@ CREATE TABLE iwd.webhook_delivery (
     lease_until     timestamptz,
     retried_at      timestamptz,
     UNIQUE (webhook, feed_id)
-);
--- the claim: due pending deliveries, and the oldest pending one of each (webhook, task)
-CREATE INDEX webhook_delivery_due_idx ON iwd.webhook_delivery (next_attempt_at) WHERE status = 'pending';
+) WITH (fillfactor = 50); -- room on each page, so that a claim's lease is written without new index entries
+-- the claim: due pending deliveries in the order they came due (read in that order, as many as claimed and
+-- in flight), and the oldest pending one of each (webhook, task)
+CREATE INDEX webhook_delivery_due_idx ON iwd.webhook_delivery (next_attempt_at, feed_id) WHERE status = 'pending';
 CREATE INDEX webhook_delivery_task_idx ON iwd.webhook_delivery (webhook, task_id, feed_id) WHERE status = 'pending';
 CREATE INDEX webhook_delivery_created_idx ON iwd.webhook_delivery (created_at) WHERE status <> 'pending';
 
@@ -401,15 +402,20 @@ END $$;
 
 -- Up to "lim" (1 to 1000) events published after id "after", oldest first, of the given types (NULL: all)
 -- whose task document matches the filter (the keys of the GET /tasks filters):
--- {"events": [event documents], "next": the last id returned, or "after" when none}. An "after" older than
--- the feed keeps (iwd.event_retention) continues from the oldest event kept.
+-- {"events": [event documents], "next": where to resume}. A call examines at most 100 x lim published
+-- events (at least lim, at most 10,000), so that a selective filter costs a bounded scan per call: "next"
+-- is the last event examined (the last one returned when the page is full; past it when the events after
+-- it did not match), or "after" when there was none; resuming after "next" misses no matching event. An
+-- "after" older than the feed keeps (iwd.event_retention) continues from the oldest event kept.
 CREATE FUNCTION iwd.events_after(after bigint, lim int DEFAULT 100, types text[] DEFAULT NULL,
                                  filter jsonb DEFAULT '{}') RETURNS jsonb
 LANGUAGE plpgsql STABLE CALLED ON NULL INPUT PARALLEL SAFE AS $$
 DECLARE
     v_types text[] := iwd._check_event_types(types, 'types');
     v_filter jsonb := iwd._event_filter(filter, 'filter');
+    v_scan int;
     v_events jsonb;
+    v_count int;
     v_next bigint;
 BEGIN
     IF after IS NULL OR after < 0 THEN
@@ -417,12 +423,19 @@ BEGIN
             DETAIL = format('It is %s.', coalesce(after::text, 'null'));
     END IF;
     PERFORM iwd._check_limit(lim);
-    SELECT coalesce(jsonb_agg(jsonb_build_object('id', e.id) || e.doc ORDER BY e.id), '[]'), max(e.id)
-    INTO v_events, v_next
-    FROM (SELECT f.id, f.doc FROM iwd.event_feed f
-          WHERE f.id > after AND (v_types IS NULL OR f.type = ANY (v_types))
-            AND iwd._event_matches(v_filter, f.doc -> 'task')
-          ORDER BY f.id LIMIT lim) e;
+    v_scan := greatest(lim, least(100 * lim, 10000));
+    -- the scan stops at the lim-th match or after v_scan events, whichever comes first
+    SELECT coalesce(jsonb_agg(jsonb_build_object('id', e.id) || e.doc ORDER BY e.id), '[]'), count(*), max(e.id)
+    INTO v_events, v_count, v_next
+    FROM (SELECT s.id, s.doc
+          FROM (SELECT f.id, f.type, f.doc FROM iwd.event_feed f WHERE f.id > after ORDER BY f.id LIMIT v_scan) s
+          WHERE (v_types IS NULL OR s.type = ANY (v_types)) AND iwd._event_matches(v_filter, s.doc -> 'task')
+          ORDER BY s.id LIMIT lim) e;
+    IF v_count < lim THEN
+        -- fewer matches than asked: everything up to the end of the scan was examined
+        SELECT max(s.id) INTO v_next
+        FROM (SELECT f.id FROM iwd.event_feed f WHERE f.id > after ORDER BY f.id LIMIT v_scan) s;
+    END IF;
     RETURN jsonb_build_object('events', v_events, 'next', coalesce(v_next, after));
 END $$;
 
@@ -434,12 +447,20 @@ END $$;
 -- 1 h): pending, due, not leased (or the lease ran out), of an enabled webhook, and the oldest pending
 -- delivery of its (webhook, task), so that one endpoint gets one task's events in order, one at a time.
 -- Concurrent claimers skip each other's rows. body: the exact text to POST (the event document).
--- SECURITY DEFINER: it returns the webhook's secret, which its callers cannot read (sql/security.sql).
+-- Reads the due deliveries in the order they came due and stops at "lim" (passing over the leased ones,
+-- as many as are in flight), whatever the backlog, and updates the claimed rows by their ctid: enable_sort
+-- and enable_seqscan off, because the statistics of a table that grew in a burst since its last analyze
+-- would have the planner read every due delivery and sort them, or every delivery to find the claimed
+-- ones; jit off (plans that look that expensive would be compiled). SECURITY DEFINER: it returns the
+-- webhook's secret, which its callers cannot read (sql/security.sql).
 CREATE FUNCTION iwd.claim_deliveries(owner text, lim int DEFAULT 32, lease interval DEFAULT '60 s')
 RETURNS TABLE (id uuid, webhook text, url text, secret text, feed_id bigint, type text, body text)
-LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE SECURITY DEFINER AS $$
+LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE SECURITY DEFINER
+SET enable_sort = off SET enable_seqscan = off SET jit = off AS $$
 DECLARE
     v_now timestamptz := iwd.now();
+    v_enabled text[];
+    v_claimed tid[];
 BEGIN
     IF owner IS NULL OR owner = '' OR octet_length(owner) > 256 THEN
         RAISE EXCEPTION 'owner must be a non-empty string of at most 256 bytes'
@@ -450,17 +471,19 @@ BEGIN
         RAISE EXCEPTION 'lease must be between 1 second and 1 hour' USING ERRCODE = 'invalid_parameter_value',
             DETAIL = format('It is %s.', coalesce(lease::text, 'null'));
     END IF;
+    v_enabled := ARRAY(SELECT w.name FROM iwd.webhook w WHERE w.enabled);
+    -- the rows stay locked until the transaction ends: their ctids do not change meanwhile
+    v_claimed := ARRAY(SELECT d.ctid FROM iwd.webhook_delivery d
+                       WHERE d.status = 'pending' AND d.next_attempt_at <= v_now AND d.webhook = ANY (v_enabled)
+                         AND (d.lease_until IS NULL OR d.lease_until <= v_now)
+                         AND NOT EXISTS (SELECT 1 FROM iwd.webhook_delivery o
+                                         WHERE o.webhook = d.webhook AND o.task_id = d.task_id
+                                           AND o.status = 'pending' AND o.feed_id < d.feed_id)
+                       ORDER BY d.next_attempt_at, d.feed_id LIMIT lim
+                       FOR UPDATE OF d SKIP LOCKED);
     RETURN QUERY
-    WITH c AS (SELECT d.id FROM iwd.webhook_delivery d JOIN iwd.webhook w ON w.name = d.webhook
-               WHERE d.status = 'pending' AND d.next_attempt_at <= v_now AND w.enabled
-                 AND (d.lease_until IS NULL OR d.lease_until <= v_now)
-                 AND NOT EXISTS (SELECT 1 FROM iwd.webhook_delivery o
-                                 WHERE o.webhook = d.webhook AND o.task_id = d.task_id AND o.status = 'pending'
-                                   AND o.feed_id < d.feed_id)
-               ORDER BY d.next_attempt_at, d.feed_id LIMIT lim
-               FOR UPDATE OF d SKIP LOCKED),
-         u AS (UPDATE iwd.webhook_delivery d SET lease_owner = owner, lease_until = v_now + lease
-               FROM c WHERE d.id = c.id
+    WITH u AS (UPDATE iwd.webhook_delivery d SET lease_owner = owner, lease_until = v_now + lease
+               WHERE d.ctid = ANY (v_claimed)
                RETURNING d.id, d.webhook, d.feed_id, d.type, d.next_attempt_at)
     SELECT u.id, u.webhook, w.url, w.secret, u.feed_id, u.type, (jsonb_build_object('id', f.id) || f.doc)::text
     FROM u JOIN iwd.webhook w ON w.name = u.webhook JOIN iwd.event_feed f ON f.id = u.feed_id
@@ -478,44 +501,84 @@ LANGUAGE sql STABLE CALLED ON NULL INPUT PARALLEL SAFE AS $$
                               'nextAttemptAt', CASE WHEN d.status = 'pending' THEN iwd._ts(d.next_attempt_at) END)
 $$;
 
--- Record an attempt of a delivery claimed by "owner": a 2xx http_status delivers it; anything else (or NULL:
--- no answer, "error" says why) schedules the next attempt 1 s x 2^(attempts - 1) later (at most 10 min), or
--- fails it once iwd.webhook_retry_for has passed since its creation (or its last manual retry). Releases
--- the lease. Returns the new status, or 'lost' when the delivery is no longer this owner's.
-CREATE FUNCTION iwd.finish_delivery(id uuid, owner text, http_status int, error text) RETURNS text
-LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE AS $$
+-- Record the attempts of deliveries claimed by "owner", in one statement: "outcomes" is a JSON array of at
+-- most 1000 {"id": delivery id, "status": HTTP status or null, "error": text or null}. A 2xx status
+-- delivers it; anything else (null: no answer, "error" says why) schedules the next attempt
+-- 1 s x 2^(attempts - 1) later (at most 10 min), or fails it once iwd.webhook_retry_for has passed since its
+-- creation (or its last manual retry). Releases the lease. Returns each id given with its new status (those
+-- recorded first), or 'lost' when the delivery is no longer this owner's (unknown, settled, or leased to
+-- another since); an id given twice is recorded once, with its first outcome. 22023 for what is not such
+-- an array (a status outside 100 to 599, an id that is not a uuid). The deliveries are found by id whatever
+-- the statistics say (enable_seqscan off, jit off: see iwd.claim_deliveries).
+CREATE FUNCTION iwd.finish_deliveries(owner text, outcomes jsonb)
+RETURNS TABLE (id uuid, status text)
+LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE SET enable_seqscan = off SET jit = off AS $$
 DECLARE
     v_now timestamptz := iwd.now();
     v_retry_for interval := coalesce(current_setting('iwd.webhook_retry_for', true), '24 hours')::interval;
-    d iwd.webhook_delivery;
+    v_bad jsonb;
+    v_ids uuid[];
+    v_statuses text[];
+BEGIN
+    IF jsonb_typeof(outcomes) IS DISTINCT FROM 'array' OR jsonb_array_length(outcomes) > 1000 THEN
+        RAISE EXCEPTION 'outcomes must be an array of at most 1000 attempts'
+            USING ERRCODE = 'invalid_parameter_value',
+            DETAIL = format('It is %s.', CASE jsonb_typeof(outcomes) WHEN 'array'
+                                         THEN jsonb_array_length(outcomes) || ' attempts'
+                                         ELSE coalesce(jsonb_typeof(outcomes), 'null') END);
+    END IF;
+    SELECT o INTO v_bad FROM jsonb_array_elements(outcomes) o
+    WHERE jsonb_typeof(o) <> 'object' OR jsonb_typeof(o -> 'id') IS DISTINCT FROM 'string'
+       OR (o -> 'id') #>> '{}' !~* '^[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}$'
+       OR coalesce(jsonb_typeof(o -> 'status'), 'null') NOT IN ('number', 'null')
+       OR (jsonb_typeof(o -> 'status') = 'number'
+           AND ((o ->> 'status') !~ '^[0-9]{3}$' OR (o ->> 'status')::int NOT BETWEEN 100 AND 599))
+       OR coalesce(jsonb_typeof(o -> 'error'), 'null') NOT IN ('string', 'null')
+    LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'outcomes has a malformed attempt' USING ERRCODE = 'invalid_parameter_value',
+            DETAIL = format('Each is {"id": a delivery id, "status": an HTTP status code (100 to 599) or null, '
+                            '"error": a string or null}; one is %s.', left(v_bad::text, 200));
+    END IF;
+    WITH o AS (SELECT DISTINCT ON (x.id) x.id, x.status, left(x.error, 1024) AS error
+               FROM jsonb_array_elements(outcomes) WITH ORDINALITY AS e(outcome, n),
+                    jsonb_to_record(e.outcome) AS x(id uuid, status int, error text)
+               ORDER BY x.id, e.n),
+         u AS (UPDATE iwd.webhook_delivery d
+               SET attempts = d.attempts + 1, last_attempt_at = v_now, last_status = o.status, last_error = o.error,
+                   status = CASE WHEN o.status BETWEEN 200 AND 299 THEN 'delivered'
+                                 WHEN v_now >= coalesce(d.retried_at, d.created_at) + v_retry_for THEN 'failed'
+                                 ELSE 'pending' END,
+                   next_attempt_at = CASE WHEN o.status BETWEEN 200 AND 299
+                                            OR v_now >= coalesce(d.retried_at, d.created_at) + v_retry_for THEN NULL
+                                          ELSE v_now + least(interval '1 s' * power(2, least(d.attempts, 20)),
+                                                             interval '10 min') END,
+                   lease_owner = NULL, lease_until = NULL
+               FROM o WHERE d.id = o.id AND d.status = 'pending' AND d.lease_owner = owner
+               RETURNING d.id, d.status)
+    SELECT array_agg(u.id), array_agg(u.status) INTO v_ids, v_statuses FROM u;
+    RETURN QUERY SELECT r.id, r.status FROM unnest(v_ids, v_statuses) AS r(id, status);
+    -- the rest were lost (a comparison per pair: at most a million, in C)
+    RETURN QUERY SELECT DISTINCT x.id, 'lost'::text FROM jsonb_to_recordset(outcomes) AS x(id uuid)
+                 WHERE x.id <> ALL (coalesce(v_ids, '{}'));
+END $$;
+
+-- Record one attempt of a delivery claimed by "owner" (iwd.finish_deliveries for one; 22023 for an
+-- http_status outside 100 to 599). Returns the new status, or 'lost' when the delivery is no longer this
+-- owner's.
+CREATE FUNCTION iwd.finish_delivery(id uuid, owner text, http_status int, error text) RETURNS text
+LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE AS $$
 BEGIN
     IF http_status IS NOT NULL AND (http_status < 100 OR http_status > 599) THEN
         RAISE EXCEPTION 'http_status must be an HTTP status code (100 to 599)'
             USING ERRCODE = 'invalid_parameter_value',
             DETAIL = format('It is %s.', http_status);
     END IF;
-    SELECT x.* INTO d FROM iwd.webhook_delivery x WHERE x.id = finish_delivery.id FOR UPDATE;
-    IF NOT FOUND OR d.status <> 'pending' OR d.lease_owner IS DISTINCT FROM owner THEN
+    IF id IS NULL THEN
         RETURN 'lost';
     END IF;
-    d.attempts := d.attempts + 1;
-    d.last_attempt_at := v_now;
-    d.last_status := http_status;
-    d.last_error := left(error, 1024);
-    IF http_status BETWEEN 200 AND 299 THEN
-        d.status := 'delivered';
-        d.next_attempt_at := NULL;
-    ELSIF v_now >= coalesce(d.retried_at, d.created_at) + v_retry_for THEN
-        d.status := 'failed';
-        d.next_attempt_at := NULL;
-    ELSE
-        d.next_attempt_at := v_now + least(interval '1 s' * power(2, least(d.attempts - 1, 20)), interval '10 min');
-    END IF;
-    UPDATE iwd.webhook_delivery x
-    SET status = d.status, attempts = d.attempts, last_attempt_at = d.last_attempt_at, last_status = d.last_status,
-        last_error = d.last_error, next_attempt_at = d.next_attempt_at, lease_owner = NULL, lease_until = NULL
-    WHERE x.id = d.id;
-    RETURN d.status;
+    RETURN (SELECT f.status FROM iwd.finish_deliveries(owner, jsonb_build_array(jsonb_build_object(
+                'id', id, 'status', http_status, 'error', error))) f);
 END $$;
 
 -- A webhook's deliveries, newest first, optionally of one status, "lim" (1 to 1000) per page:

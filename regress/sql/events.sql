@@ -93,6 +93,27 @@ SELECT e.type, e.task - :t3 AS task, e.status, e.agent FROM brief(iwd.events_aft
 SELECT array_agg(DISTINCT type ORDER BY type) AS seen, array_agg(DISTINCT type) <@ iwd.event_types() AS known
 FROM iwd.event_feed;
 
+-- a selective filter: a call examines at most 100 x lim events (at most 10,000), and "next" is the last one
+-- examined, so that paging after it reaches every match
+SELECT iwd.events_head() AS h0 \gset
+SELECT count(*) FROM (SELECT new_task('BULK' || g) FROM generate_series(1, 250) g) b;
+SELECT new_task('RARE', 'rare') IS NOT NULL;
+SELECT iwd.publish_events() - :h0 AS published;
+WITH RECURSIVE pages (page, after, events, found) AS (
+    SELECT 0, :h0::bigint, 0, NULL::text
+    UNION ALL
+    SELECT page + 1, (p ->> 'next')::bigint, jsonb_array_length(p -> 'events'),
+           p -> 'events' -> 0 ->> 'externalId'
+    FROM pages, iwd.events_after(pages.after, 1, NULL, '{"queue": "rare"}') p
+    WHERE found IS NULL AND page < 10)
+SELECT page, after - :h0 AS next, events, found FROM pages WHERE page > 0;
+SELECT (p ->> 'next')::bigint - :h0 AS next, p -> 'events' -> 0 ->> 'externalId' AS found
+FROM iwd.events_after(:h0, 100, NULL, '{"queue": "rare"}') p;
+SELECT (p ->> 'next')::bigint - :h0 AS next, jsonb_array_length(p -> 'events') AS events
+FROM iwd.events_after(:h0, 2, '{task.completed}') p;
+SELECT (p ->> 'next')::bigint - :h0 AS next, jsonb_array_length(p -> 'events') AS events
+FROM iwd.events_after(:h0, 5) p;
+
 -- bad input: 22023 naming the parameter
 SELECT err($$SELECT iwd.events_after(NULL)$$);
 SELECT err($$SELECT iwd.events_after(-1)$$);

@@ -91,12 +91,13 @@ cc -std=gnu11 -Wall -Wextra -Werror -O1 -shared -fPIC -o "$work/recycle_guard.so
 # --- settings --------------------------------------------------------------------------------------
 help=$(./iwd-sidecar-asan --help)
 missing=""
-for v in IWD_MAX_STREAMS IWD_MAX_STREAMS_PER_TENANT IWD_EVENTS_HEARTBEAT_S IWD_EVENTS_BUFFER_BYTES; do
+for v in IWD_MAX_STREAMS IWD_MAX_STREAMS_PER_TENANT IWD_EVENTS_HEARTBEAT_S IWD_EVENTS_BUFFER_BYTES \
+         IWD_EVENTS_MEMORY_BYTES; do
     grep -q "$v " <<<"$help" || missing="$missing $v"
 done
 check "--help documents the event stream's settings" "" "$missing"
 for setting in IWD_MAX_STREAMS=0 IWD_MAX_STREAMS=x IWD_MAX_STREAMS_PER_TENANT=-1 IWD_EVENTS_HEARTBEAT_S=0 \
-               IWD_EVENTS_HEARTBEAT_S=16 IWD_EVENTS_BUFFER_BYTES=4095; do
+               IWD_EVENTS_HEARTBEAT_S=16 IWD_EVENTS_BUFFER_BYTES=4095 IWD_EVENTS_MEMORY_BYTES=65535; do
     env "$setting" IWD_CONTROL_DB=x IWD_ADMIN_API_KEY=$admin_key \
         IWD_SECRET_KEY=server-secret-for-events-0123456789abcdef ./iwd-sidecar-asan >/dev/null 2>&1
     check "$setting is refused" "2" "$?"
@@ -379,6 +380,56 @@ wait_events fast 3001
 check "a stream that reads keeps up with the burst, falling back to the database when behind: each event once" \
     "ok" "$(same_ids "$(feed_ids "$fast_from")" "$(ids fast)")"
 stop_stream fast
+
+# --- IWD_EVENTS_MEMORY_BYTES: what all streams hold unsent together is bounded ----------------------------
+# three clients that read nothing hold what h2o is writing to them; beyond the bound a new stream is refused,
+# a stream that reads falls back to the database and waits; once the three are dropped, streams open again
+# and the reader gets every event
+restart_sidecar IWD_EVENTS_MEMORY_BYTES=65536
+python3 - "$http_port" "$key_e" "$work/mem.go" >"$work/mem.out" 2>&1 <<'PY' &
+import os, socket, sys, time
+streams = []
+for _ in range(3):
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.connect(("127.0.0.1", int(sys.argv[1])))
+    s.sendall(f"GET /iwd/v3/events HTTP/1.1\r\nHost: x\r\nx-api-key: {sys.argv[2]}\r\n\r\n".encode())
+    streams.append(s)
+for _ in range(600):  # reads nothing until the test is done with them (at most 2 minutes)
+    if os.path.exists(sys.argv[3]):
+        break
+    time.sleep(0.2)
+for s in streams:
+    s.close()
+PY
+mem_pid=$!
+sleep 1
+mem_from=$(head_id)
+stream memfast "$base/events"
+tenant_sql -c "SELECT count(iwd.create_task(jsonb_build_object('externalId', 'MEM-' || g, 'capturePoint', 'sql',
+               'subject', repeat('word ', 800)))) FROM generate_series(1, 3000) g" >/dev/null
+memory_refused() {
+    body=$(curl -s -m 5 -w ' %{http_code}' -H "x-api-key: $key_e" -H 'accept: application/json' \
+           "$base/events?wait=1")
+    grep -q 'IWD_EVENTS_MEMORY_BYTES.* 503$' <<<"$body"
+}
+for _ in $(seq 1 60); do memory_refused && break; sleep 0.1; done
+check_match "beyond IWD_EVENTS_MEMORY_BYTES a new stream is refused: 503 in JSON" \
+    '^\{"status":\{"code":503,"message":"the event streams of this sidecar hold.*IWD_EVENTS_MEMORY_BYTES.*"\}\} 503$' \
+    "$body"
+memory_open() {
+    code=$(curl -s -o /dev/null -m 10 -w '%{http_code}' -H "x-api-key: $key_e" -H 'accept: application/json' \
+           "$base/events?wait=1")
+    [ "$code" = 200 ]
+}
+for _ in $(seq 1 120); do memory_open && break; sleep 0.5; done
+check "once the clients that read nothing are dropped, streams open again" "200" "$code"
+wait_events memfast 3000
+check "the stream that reads got every event once, in order" "ok" \
+    "$(same_ids "$(feed_ids "$mem_from")" "$(ids memfast)")"
+touch "$work/mem.go"
+wait "$mem_pid"
+stop_stream memfast
 
 # --- 1,000 concurrent streams held open while tasks flow ----------------------------------------------
 restart_sidecar

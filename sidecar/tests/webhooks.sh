@@ -5,8 +5,9 @@
 # on every attempt, 500 then 200, a receiver that never answers (and does not hold up another webhook), a
 # redirect, per-task order, a rolled-back transaction, the events and filter of a webhook, the deliveries
 # listing and a manual retry, failure after iwd.webhook_retry_for, HTTPS with and without IWD_CA_FILE,
-# IWD_WEBHOOK_DENY_NETWORKS, kill -9 of the sidecar mid-delivery, and two replicas attempting each delivery
-# one at a time. Ends with "webhooks: N passed, M failed".
+# IWD_WEBHOOK_DENY_NETWORKS, kill -9 of the sidecar mid-delivery, two replicas attempting each delivery
+# one at a time, and a webhook created through one replica delivered by the other. Ends with
+# "webhooks: N passed, M failed".
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 suite=webhooks
@@ -304,7 +305,7 @@ kill -9 "$sidecar_pid"; wait "$sidecar_pid" 2>/dev/null; sidecar_pid=""
 killed_at=$(date +%s)
 start_sidecar || fail_setup "the sidecar did not restart after kill -9"
 a_pid=$sidecar_pid
-start_sidecar "$http_port_b" || fail_setup "replica b did not start"
+start_sidecar "$http_port_b" IWD_LOG_LEVEL=debug || fail_setup "replica b did not start"
 replica_b=$sidecar_pid; sidecar_pid=$a_pid
 hook pair "$recv/brief/pair" '"events": ["task.created"], "filter": {"capturePoint": "pair"}'
 for i in $(seq 1 20); do
@@ -340,6 +341,29 @@ check "the receiver saw one delivery id on every attempt, attempts one at a time
     "$(received held .id | sort -u | wc -l) $([ "$(received held | wc -l)" -ge 2 ] && echo yes) \
 $(python3 "$work/overlap.py" "$recv_log" held)"
 check "and that id is the delivery's" "$(delivery held id)" "$(received held .id | head -1 | tr -d '"')"
+
+# a webhook change made through one replica reaches the other at once (NOTIFY on the control database), not
+# at its next probe of the tenant (5 minutes): replica b has probed a new tenant and found no webhook when
+# one is created through replica a; b delivers its events once a is gone
+key3=tenant-key-t3-0001
+cluster_client createdb t3 || fail_setup "createdb t3 failed"
+req POST /provisioning "$admin_key" "$(prov t3 t3 $key3)"; check "tenant t3 provisioned" "200" "$code"
+b_log=$work/sidecar-$http_port_b.log
+b_said() { grep -q -F "\"msg\":\"$1\",\"detail\":\"$2\"" "$b_log"; } # b_said MESSAGE DETAIL
+wait_until 40 b_said "a tenant probed for webhooks" "t3: none"
+check "replica b probed tenant t3 and found no webhook" "yes" \
+    "$(b_said "a tenant probed for webhooks" "t3: none" && echo yes)"
+hook news "$recv/ok/news" '"events": ["task.created"]' $key3
+check "a webhook of t3 created through replica a" "200" "$code"
+wait_until 15 b_said "webhook delivery starts for a tenant" "t3"
+check "replica b starts delivering for t3 within 15 s" "yes" \
+    "$(b_said "webhook delivery starts for a tenant" "t3" && echo yes)"
+sidecar_stop
+base="http://127.0.0.1:$http_port_b/iwd/v3"
+req POST /tasks $key3 '{"externalId": "NEWS-1", "capturePoint": "news", "subject": "through replica b"}'
+check "a task of t3 created through replica b" "201" "$code"
+wait_until 30 count_at_least news 1
+check "replica b delivered t3's event" "1" "$(received news | wc -l)"
 
 kill "$replica_b"; wait "$replica_b" 2>/dev/null; replica_b=""
 sidecar_stop

@@ -114,9 +114,10 @@ CREATE TABLE iwd.webhook_delivery (
     lease_until     timestamptz,
     retried_at      timestamptz,
     UNIQUE (webhook, feed_id)
-);
--- the claim: due pending deliveries, and the oldest pending one of each (webhook, task)
-CREATE INDEX webhook_delivery_due_idx ON iwd.webhook_delivery (next_attempt_at) WHERE status = 'pending';
+) WITH (fillfactor = 50); -- room on each page, so that a claim's lease is written without new index entries
+-- the claim: due pending deliveries in the order they came due (read in that order, as many as claimed and
+-- in flight), and the oldest pending one of each (webhook, task)
+CREATE INDEX webhook_delivery_due_idx ON iwd.webhook_delivery (next_attempt_at, feed_id) WHERE status = 'pending';
 CREATE INDEX webhook_delivery_task_idx ON iwd.webhook_delivery (webhook, task_id, feed_id) WHERE status = 'pending';
 CREATE INDEX webhook_delivery_created_idx ON iwd.webhook_delivery (created_at) WHERE status <> 'pending';
 
