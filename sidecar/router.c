@@ -920,6 +920,8 @@ static void *sync_main(void *arg)
         if (c == CLAIM_NONE)
             break;
         if (c == CLAIM_OTHER) {
+            /* the replica holding the lease reports the tenant's gauges: summed over replicas they stay true */
+            iwd_metrics_router_state(s->tenant.ccid, 0, 0);
             wait_ms = 2000; /* another replica syncs it: asked again, to take over when it dies */
             s->backoff_ms = 0;
         } else if (s->error[0] != '\0') {
@@ -938,6 +940,7 @@ static void *sync_main(void *arg)
             wait_for_round(s, wait_ms);
     }
     iwd_log(IWD_LOG_INFO, "router sync ended", "%s", s->tenant.ccid);
+    iwd_metrics_router_state(s->tenant.ccid, 0, -1); /* nothing at a router any more, as far as this replica knows */
     if (s->conn != NULL) {
         PQfinish(s->conn);
         iwd_metrics_db(s->tenant.ccid, "disconnect", NULL, 0, false, true);
