@@ -126,6 +126,8 @@ formation_start() {
     chmod 700 "$work/xdg/run"
     autoctl create monitor --pgdata "$work/monitor" --pgport "$monitor_port" --pgctl "$bindir/pg_ctl" \
         --hostname 127.0.0.1 --auth trust --no-ssl >>"$work/monitor.log" 2>&1 || { tail -n 20 "$work/monitor.log"; return 1; }
+    # the loopback only (create monitor has no --listen; its default is every address)
+    autoctl config set --pgdata "$work/monitor" postgresql.listen_addresses 127.0.0.1 >/dev/null || return 1
     node_run monitor
     for _ in $(seq 1 300); do monitor_sql "SELECT 1" >/dev/null 2>&1 && break; sleep 0.2; done
     if [ -z "${IWD_HA_DEFAULT_TIMEOUTS:-}" ]; then
