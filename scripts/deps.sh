@@ -10,7 +10,7 @@ packages=(gcc make libc6-dev pkg-config
           libgmime-3.0-dev libxml2-dev
           redis-server curl jq prometheus prometheus-pushgateway unzip zip python3 python3-yaml
           python3-cryptography python3-psycopg2
-          dovecot-imapd python3-aiosmtpd  # the email suite's IMAP and SMTP servers (tests/email)
+          dovecot-imapd python3-aiosmtpd openssl  # the email suite's IMAP and SMTP servers, its certificate
           pgbouncer                 # the sidecar behind a transaction pool (tests/pgbouncer)
           clang libclang-rt-14-dev  # libFuzzer and the sanitizers' runtimes (scripts/fuzz.sh)
           chromium                  # the Workload Manager's browser tests (tests/ui), driven by playwright-core

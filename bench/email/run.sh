@@ -51,14 +51,15 @@ captured=0
 while [ "$captured" -lt "$messages" ]; do
     sleep 0.5
     captured=$(curl -s "$api/mailboxes/bulk" -H 'x-api-key: bench-tenant-key' | jq -r .messagesCaptured)
-    if [ "$(echo "$(date +%s.%N) - $start > 3600" | bc)" = 1 ]; then echo "not captured within an hour" >&2; exit 1; fi
+    if awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN {exit !(b - a > 3600)}'; then
+        echo "not captured within an hour" >&2; exit 1
+    fi
 done
 end=$(date +%s.%N)
 tasks=$(sql -d tenant -c "SELECT count(DISTINCT external_id) FROM iwd.task_all WHERE capture_point = 'email:bulk'")
 unread=$(mail_py unseen "$imap_port" bulk bench-password)
 [ "$tasks" = "$messages" ] || { echo "$tasks distinct tasks for $messages messages" >&2; exit 1; }
 [ "$unread" = 0 ] || { echo "$unread messages left unread" >&2; exit 1; }
-seconds=$(echo "$end - $start" | bc)
 echo "| messages | seconds | messages/s |"
 echo "|---:|---:|---:|"
-printf '| %d | %.1f | %.0f |\n' "$messages" "$seconds" "$(echo "$messages / $seconds" | bc -l)"
+awk -v n="$messages" -v a="$start" -v b="$end" 'BEGIN {printf "| %d | %.1f | %.0f |\n", n, b - a, n / (b - a)}'
