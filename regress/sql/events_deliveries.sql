@@ -68,3 +68,7 @@ SELECT err($$SELECT iwd.finish_deliveries('r1', '[{"id": "00000000-0000-0000-000
 SELECT err($$SELECT iwd.finish_deliveries('r1', '[{"id": "00000000-0000-0000-0000-000000000000", "status": 200.5}]')$$);
 SELECT err($$SELECT iwd.finish_deliveries('r1', '[{"id": "00000000-0000-0000-0000-000000000000", "error": 5}]')$$);
 SELECT err($$SELECT iwd.finish_deliveries('r1', '[7]')$$);
+
+DROP FUNCTION err(text);
+DROP FUNCTION delivery(bigint);
+DROP EXTENSION iwd CASCADE;
