@@ -108,11 +108,12 @@ provisioning=$(jq -n --arg h "$(formation_hosts)" --arg d "$tenant_db" --arg k "
     '{tenant: {id: "ha", name: "Tenant ha", ccid: "ha"},
       iwd: {url: "http://iwd", db: {host: $h, database: $d, user: "postgres", ssl: false},
             apiKeys: {IWD_APIKEY_TENANT: $k}}}')
-req() { curl -s -o "$work/body" -w '%{http_code}' -H "x-api-key: $admin_key" -H 'content-type: application/json' "$@"; }
+# admin ARGS...: curl with the admin key and a JSON body; prints the status, the answer in $work/body
+admin() { curl -s -o "$work/body" -w '%{http_code}' -H "x-api-key: $admin_key" -H 'content-type: application/json' "$@"; }
 check "the tenant provisioned with both nodes as its database hosts" "200" \
-    "$(req --data-binary "$provisioning" "$base/provisioning")" || cat "$work/body"
+    "$(admin --data-binary "$provisioning" "$base/provisioning")" || cat "$work/body"
 bad=$(jq '.iwd.db.host = "127.0.0.1:5432,127.0.0.1:99999"' <<<"$provisioning")
-check "a host list with a bad port is refused" "400" "$(req --data-binary "$bad" "$base/provisioning")"
+check "a host list with a bad port is refused" "400" "$(admin --data-binary "$bad" "$base/provisioning")"
 check_match "and the error names it" "iwd.db.host: the port of entry 2" "$(jq -r .status.message "$work/body")"
 poll 30 tenant_answers || fail_setup "the sidecar does not serve the tenant"
 
