@@ -49,7 +49,8 @@ base="http://127.0.0.1:$http_port/iwd/v3"
 curl -sf -o /dev/null -H "x-api-key: $admin_key" -H 'content-type: application/json' "$base/provisioning" -d "{
     \"tenant\": {\"id\": \"bench\", \"name\": \"bench\", \"ccid\": \"bench\"},
     \"iwd\": {\"url\": \"http://iwd\", \"db\": {\"host\": \"127.0.0.1\", \"port\": $pg_port, \"database\": \"tenant\",
-              \"user\": \"postgres\", \"password\": \"pw\", \"ssl\": false}, \"apiKeys\": {\"IWD_APIKEY_TENANT\": \"$key\"}}}"
+              \"user\": \"postgres\", \"password\": \"pw\", \"ssl\": false},
+              \"apiKeys\": {\"IWD_APIKEY_TENANT\": \"$key\"}}}"
 put_router() { # put_router ENABLED
     curl -sf -o /dev/null -X PUT -H "x-api-key: $key" -H 'content-type: application/json' "$base/router" -d "{
         \"url\": \"http://127.0.0.1:$sim_port\", \"clientId\": \"bench\", \"clientSecret\": \"bench-secret\",
@@ -88,7 +89,8 @@ sql -d tenant -c "CREATE TABLE router_change (task_id bigint, state text, at tim
 sql -d tenant -c "\copy router_change FROM '$work/changes.csv' CSV"
 lags=$(sql -d tenant -c "
     SELECT round(percentile_cont(0.5) WITHIN GROUP (ORDER BY s)::numeric, 3) || ' / ' ||
-           round(percentile_cont(0.99) WITHIN GROUP (ORDER BY s)::numeric, 3) || ' / ' || round(max(s)::numeric, 3) || ' s'
+           round(percentile_cont(0.99) WITHIN GROUP (ORDER BY s)::numeric, 3) || ' / ' ||
+           round(max(s)::numeric, 3) || ' s'
     FROM (SELECT extract(epoch FROM e.at - c.at) AS s
           FROM router_change c
           JOIN iwd.task_event e ON e.task_id = c.task_id
@@ -97,7 +99,8 @@ dupes=$(python3 -c "
 import json, collections
 s = json.load(open('$work/sim.json'))['state']
 print(sum(1 for n in collections.Counter(i['taskId'] for i in s['items'].values()).values() if n > 1))")
-echo "| tasks | agents | maxInFlight | interval | submitted (tasks/s) | synced back completed (tasks/s) | lag p50 / p99 / max | tasks submitted twice |"
+echo "| tasks | agents | maxInFlight | interval | submitted (tasks/s) | synced back completed (tasks/s) |" \
+     "lag p50 / p99 / max | tasks submitted twice |"
 echo "|---|---|---|---|---|---|---|---|"
 awk -v n="$tasks" -v a="$agents" -v m="$in_flight" -v i="$interval" -v s="$submitted_ms" -v c="$completed_ms" \
     -v l="$lags" -v d="$dupes" \

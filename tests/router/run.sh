@@ -45,7 +45,8 @@ start_sidecar() {
 start_sim() {
     python3 tests/router/sim.py --port "$sim_port" --state "$work/sim.json" "$@" >>"$work/sim.log" 2>&1 &
     sim_pid=$!
-    wait_until 10 curl -s -o /dev/null "http://127.0.0.1:$sim_port/sim/state" || fail_setup "the simulator did not start"
+    wait_until 10 curl -s -o /dev/null "http://127.0.0.1:$sim_port/sim/state" ||
+        fail_setup "the simulator did not start"
 }
 stop_sim() { kill "$sim_pid" 2>/dev/null; wait "$sim_pid" 2>/dev/null; sim_pid=""; }
 
@@ -58,6 +59,8 @@ wait_until() { # wait_until SECONDS COMMAND...: until COMMAND succeeds, at most 
     return 1
 }
 sql() { cluster_sql -d t1 -c "$1"; }
+sql_is() { [ "$(cluster_sql -d "$1" -c "$3")" = "$2" ]; }          # sql_is DB VALUE QUERY
+sql_at_least() { [ "$(cluster_sql -d "$1" -c "$3")" -ge "$2" ]; }  # sql_at_least DB N QUERY
 sim() { curl -s "$sim_url/sim/state" | jq -r "$1"; }           # sim JQ: the simulator's state
 sim_set() { curl -s -o /dev/null -X POST "$sim_url/sim/config" -d "$1"; }  # sim_set JSON: its switches
 sim_item() { curl -s -o /dev/null -X POST "$sim_url/sim/items/$1" -d "$2"; } # sim_item ID JSON
@@ -65,7 +68,7 @@ task() { # task EXTERNAL-ID PRIORITY: a new task's id
     req POST /tasks "$key" "{\"externalId\": \"$1\", \"capturePoint\": \"router-test\", \"priority\": $2}"
     json .id
 }
-status_of() { sql "SELECT status FROM iwd.task WHERE id = $1 UNION ALL SELECT status FROM iwd.task_closed WHERE id = $1"; }
+status_of() { sql "SELECT status FROM iwd.task_all WHERE id = $1"; }
 status_is() { [ "$(status_of "$1")" = "$2" ]; }                 # status_is TASK STATUS
 router_id_of() { sql "SELECT router_id FROM iwd.router_task WHERE task_id = $1"; }
 sim_state_of() { sim ".items[\"$1\"].state"; }                  # sim_state_of ROUTER-ID
@@ -74,7 +77,9 @@ item_state_is() { [ "$(sim_state_of "$(item_of_task "$1")")" = "$2" ]; } # item_
 router_status() { req GET /router "$key"; json ".status.$1"; }  # router_status FIELD
 status_field_is() { [ "$(router_status "$1")" = "$2" ]; }
 status_field_matches() { [[ "$(router_status "$1")" =~ $2 ]]; }
-metric() { curl -s "http://127.0.0.1:$metrics_port/metrics" | awk -v m="$1" 'index($0, m) == 1 {s += $NF} END {print s + 0}'; }
+metrics() { curl -s "http://127.0.0.1:$metrics_port/metrics"; }
+metric() { metrics | awk -v m="$1" 'index($0, m) == 1 {s += $NF} END {print s + 0}'; } # metric SERIES: its value
+requests() { metric "iwd_router_requests_total{ccid=\"t1\",op=\"$1\",result=\"$2\"}"; } # requests OP RESULT
 in_flight() { sql "SELECT count(*) FROM iwd.router_task WHERE state <> 'returned'"; }
 duplicates() { sim '.counters.duplicatePosts'; }
 # no task was submitted twice: every work item of the simulator belongs to another submission, and the
@@ -93,8 +98,9 @@ start_sidecar || fail_setup "the sidecar did not start"
 
 help=$(sidecar/iwd-sidecar-asan --help)
 check "--help documents IWD_ROUTER_INTERVAL_MS, IWD_ROUTER_TIMEOUT_MS and IWD_GWS_*" "6" \
-    "$(grep -c -E 'IWD_ROUTER_INTERVAL_MS|IWD_ROUTER_TIMEOUT_MS|IWD_GWS_(URL|CLIENT_ID|CLIENT_SECRET|API_KEY)' <<<"$help")"
-env IWD_GWS_URL=http://gws IWD_CONTROL_DB=x IWD_ADMIN_API_KEY=$admin_key sidecar/iwd-sidecar-asan >"$work/refused.log" 2>&1
+    "$(grep -c -E 'IWD_ROUTER_(INTERVAL|TIMEOUT)_MS|IWD_GWS_(URL|CLIENT_ID|CLIENT_SECRET|API_KEY)' <<<"$help")"
+env IWD_GWS_URL=http://gws IWD_CONTROL_DB=x IWD_ADMIN_API_KEY=$admin_key sidecar/iwd-sidecar-asan \
+    >"$work/refused.log" 2>&1
 check "IWD_GWS_URL without its client is refused at start" "2" "$?"
 env IWD_ROUTER_INTERVAL_MS=10 IWD_CONTROL_DB=x IWD_ADMIN_API_KEY=$admin_key sidecar/iwd-sidecar-asan \
     >"$work/refused.log" 2>&1
@@ -118,7 +124,8 @@ req PUT /router "$key" '{"url": "http://x", "clientId": "c", "clientSecret": "s"
 check_match "an unknown key: 400 naming it" '^400 unknown key "color" in router' "$code $(json .status.message)"
 req PUT /router "$key" '{"url": "http://x", "clientId": "c", "clientSecret": 5}'
 check "a secret that is not a string: 400" "400" "$code"
-req PUT /router "$key" "{\"url\": \"http://x\", \"clientId\": \"c\", \"clientSecret\": \"$(head -c 600 /dev/zero | tr '\0' s)\"}"
+long_secret=$(head -c 600 /dev/zero | tr '\0' s)
+req PUT /router "$key" "{\"url\": \"http://x\", \"clientId\": \"c\", \"clientSecret\": \"$long_secret\"}"
 check "a secret longer than 512 bytes: 400" "400" "$code"
 req PUT /router "$key" '{"url": "http://x", "clientId": "c"}'
 check_match "a new router without its client secret: 400" '^400 router field "clientSecret" is required' \
@@ -136,7 +143,8 @@ check "the secrets are stored sealed, never in clear" "0 2" \
                    count(*) FILTER (WHERE client_secret LIKE 'v2:%') + count(*) FILTER (WHERE api_key LIKE 'v2:%')
             FROM iwd.router" | tr '|' ' ')"
 req GET /router "$key"
-check "GET /router: no secret" "200 false disabled" "$code $(json 'has("clientSecret") or has("apiKey")') $(json .status.state)"
+check "GET /router: no secret" "200 false disabled" \
+    "$code $(json 'has("clientSecret") or has("apiKey")') $(json .status.state)"
 
 # --- the flow -----------------------------------------------------------------------------------------
 ids=()
@@ -152,7 +160,8 @@ check "the best maxInFlight tasks are submitted (the first of the queue)" "30 40
     "$(sim '[.items[] | .taskId] | map(tostring) | join(" ")' |
        sed "s/\b${ids[1]}\b/50/; s/\b${ids[3]}\b/40/; s/\b${ids[2]}\b/30/" | tr ' ' '\n' | sort | xargs)"
 check "they stay queued in iwd, with their routerId" "queued queued queued 3" \
-    "$(status_of "${ids[1]}") $(status_of "${ids[3]}") $(status_of "${ids[2]}") $(sql "SELECT count(router_id) FROM iwd.router_task")"
+    "$(status_of "${ids[1]}") $(status_of "${ids[3]}") $(status_of "${ids[2]}") \
+$(sql "SELECT count(router_id) FROM iwd.router_task")"
 check "the simulator received the bearer token and the API key" "0" "$(sim '.counters.unauthorized')"
 wait_until 10 status_field_is state syncing
 check "GET /router: syncing, 3 in flight" "syncing 3" "$(router_status state) $(router_status inFlight)"
@@ -168,9 +177,11 @@ check "a completed task's history: reserved, accepted, completed by the router's
 check "the router's agents are known to iwd, not ready (they pull nothing themselves)" "not_ready" \
     "$(sql "SELECT DISTINCT state FROM iwd.agent WHERE id LIKE 'agent-%'")"
 check "the event feed carries task.reserved and task.completed of the router's work" "2" \
-    "$(sql "SELECT count(DISTINCT type) FROM iwd.event_outbox WHERE task_id = ${ids[1]} AND type IN ('task.reserved', 'task.completed')")"
+    "$(sql "SELECT count(DISTINCT type) FROM iwd.event_outbox
+            WHERE task_id = ${ids[1]} AND type IN ('task.reserved', 'task.completed')")"
 check "nothing submitted twice" "5 0" "$(sim '.items | length') $(duplicates)"
-wait_until 10 bash -c "[ \"\$(curl -s http://127.0.0.1:$metrics_port/metrics | grep -c '^iwd_router_in_flight{ccid=\"t1\"} 0')\" = 1 ]"
+in_flight_gauge_is() { [ "$(metrics | grep -c "^iwd_router_in_flight{ccid=\"t1\"} $1\$")" = 1 ]; }
+wait_until 10 in_flight_gauge_is 0
 check "metrics: iwd_router_requests_total counts submissions, iwd_router_in_flight and iwd_router_lag_seconds" \
     "5 1 1" "$(metric 'iwd_router_requests_total{ccid="t1",op="submit",result="ok"}') \
 $(curl -s "http://127.0.0.1:$metrics_port/metrics" | grep -c '^iwd_router_in_flight{ccid="t1"} 0') \
@@ -209,11 +220,15 @@ wait_until 20 item_state_is "$p30" stopped
 check "cancel in iwd stops it at the router" "200 stopped" "$code $(sim_state_of "$(item_of_task "$p30")")"
 req POST "/tasks/$p90/complete" "$key" '{}'
 wait_until 20 item_state_is "$p90" stopped
-check "complete in iwd (a supervisor) stops it at the router" "200 stopped" "$code $(sim_state_of "$(item_of_task "$p90")")"
+check "complete in iwd (a supervisor) stops it at the router" "200 stopped" \
+    "$code $(sim_state_of "$(item_of_task "$p90")")"
 old_item=$(item_of_task "$p10")
 req POST "/tasks/$p10/reprioritize" "$key" '{"priority": 70}'
-wait_until 20 bash -c "[ \"\$(curl -s $sim_url/sim/state | jq -r '[.items[] | select(.taskId == $p10 and .state == \"queued\")] | length')\" = 1 ] &&
-    [ \"\$(curl -s $sim_url/sim/state | jq -r '.items[\"$old_item\"].state')\" = stopped ]"
+resubmitted() { # resubmitted TASK OLD-ITEM: the old work item stopped, one new one queued
+    [ "$(sim "[.items[] | select(.taskId == $1 and .state == \"queued\")] | length")" = 1 ] &&
+        [ "$(sim_state_of "$2")" = stopped ]
+}
+wait_until 20 resubmitted "$p10" "$old_item"
 check "reprioritize in iwd: stopped and submitted again with the new priority" "stopped queued" \
     "$(sim_state_of "$old_item") $(sim_state_of "$(item_of_task "$p10")")"
 req POST /tasks "$key" "{\"externalId\": \"exp-1\", \"capturePoint\": \"router-test\", \"priority\": 95,
@@ -223,14 +238,15 @@ wait_until 20 item_state_is "$pexp" queued
 sleep 4
 sql "SELECT iwd.tick()" >/dev/null
 wait_until 20 item_state_is "$pexp" stopped
-check "expiry in iwd stops it at the router" "expired stopped" "$(status_of "$pexp") $(sim_state_of "$(item_of_task "$pexp")")"
+check "expiry in iwd stops it at the router" "expired stopped" \
+    "$(status_of "$pexp") $(sim_state_of "$(item_of_task "$pexp")")"
 
 # --- the router's own changes -----------------------------------------------------------------------------
 sim_set '{"mode": "offer"}'
 wait_until 20 status_is "$p10" assigned
 check "offered at the router: reserved in iwd to that agent, without a reservation timeout" "assigned agent- " \
-    "$(status_of "$p10") $(sql "SELECT regexp_replace(assigned_to, '[0-9]+$', '') || ' ' || coalesce(reserved_until::text, '')
-                              FROM iwd.task WHERE id = $p10")"
+    "$(status_of "$p10") $(sql "SELECT regexp_replace(assigned_to, '[0-9]+$', '') || ' '
+                                     || coalesce(reserved_until::text, '') FROM iwd.task WHERE id = $p10")"
 item=$(item_of_task "$p10")
 sim_set '{"mode": "none"}'
 sim_item "$item" '{"state": "rejected"}'
@@ -242,11 +258,13 @@ check "a task the router rejected is not submitted again at once" "$item" "$(ite
 p60=$(task stop-60 60)
 wait_until 20 item_state_is "$p60" queued
 sim_item "$(item_of_task "$p60")" '{"state": "stopped"}'
-wait_until 20 bash -c "[ -z \"\$(psql -X -At -h $work/pg -p $pg_port -U postgres -d t1 -c \"SELECT router_id FROM iwd.router_task WHERE task_id = $p60\")\" ]"
+wait_until 20 sql_is t1 "" \
+    "SELECT router_id FROM iwd.router_task WHERE task_id = $p60"
 check "stopped by the router: still queued in iwd, no longer counted at the router" "queued " \
     "$(status_of "$p60") $(router_id_of "$p60")"
 sim_set '{"mode": "accept"}'
-wait_until 20 bash -c "[ \"\$(psql -X -At -h $work/pg -p $pg_port -U postgres -d t1 -c \"SELECT count(*) FROM iwd.task WHERE status = 'assigned' AND accepted_at IS NOT NULL\")\" -ge 1 ]"
+wait_until 20 sql_at_least t1 1 \
+    "SELECT count(*) FROM iwd.task WHERE status = 'assigned' AND accepted_at IS NOT NULL"
 acc=$(sql "SELECT id FROM iwd.task WHERE status = 'assigned' AND accepted_at IS NOT NULL ORDER BY id LIMIT 1")
 check "accepted at the router: accepted in iwd" "accepted" \
     "$(sql "SELECT event FROM iwd.task_event WHERE task_id = $acc AND event = 'accepted'")"
@@ -273,7 +291,8 @@ unreachable0=$(metric 'iwd_router_requests_total{ccid="t1",op="submit",result="u
 sleep 6
 unreachable1=$(metric 'iwd_router_requests_total{ccid="t1",op="submit",result="unreachable"}')
 check "router down: retried with back-off, not in a tight loop (at most 6 attempts in 6 s)" "yes" \
-    "$([ "$unreachable1" -ge 1 ] && [ $((unreachable1 - unreachable0)) -le 6 ] && echo yes || echo "$unreachable0 -> $unreachable1")"
+    "$([ "$unreachable1" -ge 1 ] && [ $((unreachable1 - unreachable0)) -le 6 ] && echo yes ||
+       echo "$unreachable0 -> $unreachable1")"
 check "router down: the API answers meanwhile" "yes" "$(api_answers && echo yes || echo no)"
 start_sim
 wait_until 40 status_is "$f1" completed
@@ -300,7 +319,8 @@ f3=$(task slow-1 99)
 wait_until 30 status_field_matches lastError "no answer from the router within 1500 ms"
 timeouts=$(($(metric 'iwd_router_requests_total{ccid="t1",op="submit",result="timeout"}') + \
     $(metric 'iwd_router_requests_total{ccid="t1",op="pull",result="timeout"}')))
-check "slow router: timeouts reported and counted" "failing yes" "$(router_status state) $([ "$timeouts" -ge 1 ] && echo yes || echo no)"
+check "slow router: timeouts reported and counted" "failing yes" \
+    "$(router_status state) $([ "$timeouts" -ge 1 ] && echo yes || echo no)"
 check "slow router: the API answers meanwhile" "yes" "$(api_answers && echo yes || echo no)"
 sim_set '{"slowSeconds": 0}'
 wait_until 40 status_is "$f3" completed
@@ -315,7 +335,7 @@ wait_until 40 status_is "$f4" completed
 check "expired token: a new one fetched, the task completed" "completed yes" \
     "$(status_of "$f4") $([ "$(sim '.counters.tokens')" -gt "$tokens0" ] && echo yes || echo no)"
 check "expired token: counted as unauthorized" "yes" \
-    "$([ "$(metric 'iwd_router_requests_total{ccid="t1",op="submit",result="unauthorized"}')$(metric 'iwd_router_requests_total{ccid="t1",op="pull",result="unauthorized"}')" != 00 ] && echo yes || echo no)"
+    "$([ $(($(requests submit unauthorized) + $(requests pull unauthorized))) -ge 1 ] && echo yes || echo no)"
 
 # invalid credentials: reported, retried with back-off; a PUT with the right secret resumes at once
 sim_set '{"clientSecret": "rotated-secret"}'
@@ -328,23 +348,26 @@ refused1=$(sim '.counters.tokensRefused')
 check "invalid credentials: reported and retried with back-off (at most 4 token requests in 6 s)" "failing yes" \
     "$(router_status state) $([ $((refused1 - refused0)) -le 4 ] && echo yes || echo "$refused0 -> $refused1")"
 check "invalid credentials: counted" "yes" \
-    "$([ "$(metric 'iwd_router_requests_total{ccid="t1",op="token",result="unauthorized"}')" -ge 1 ] && echo yes || echo no)"
+    "$([ "$(requests token unauthorized)" -ge 1 ] && echo yes || echo no)"
 req PUT /router "$key" "{\"url\": \"$sim_url\", \"clientId\": \"router-client\", \"clientSecret\": \"rotated-secret\",
                           \"maxInFlight\": 3}"
 wait_until 30 status_is "$f5" completed
-check "the right secret set again: synced, the task completed" "completed syncing" "$(status_of "$f5") $(router_status state)"
+check "the right secret set again: synced, the task completed" "completed syncing" \
+    "$(status_of "$f5") $(router_status state)"
 check "no task was ever live twice at the router" "0" "$(live_twice)"
 
 # --- kill -9 of the sidecar mid-sync ------------------------------------------------------------------------
 req PUT /router "$key" "{\"url\": \"$sim_url\", \"clientId\": \"router-client\", \"maxInFlight\": 8}"
 sim_set '{"mode": "complete", "stepSeconds": 0.2, "agents": 4}'
 posts0=$(sim '.counters.posts')
-req POST /tasks/bulk "$key" "$(jq -c -n '[range(40) | {externalId: "kill-\(.)", capturePoint: "router-kill", priority: (. % 7)}]')"
+req POST /tasks/bulk "$key" \
+    "$(jq -c -n '[range(40) | {externalId: "kill-\(.)", capturePoint: "router-kill", priority: (. % 7)}]')"
 check "40 tasks for the kill test" "201" "$code"
 wait_until 30 bash -c "[ \"\$(curl -s $sim_url/sim/state | jq .counters.posts)\" -ge $((posts0 + 10)) ]"
 kill -9 "$sidecar_pid"; wait "$sidecar_pid" 2>/dev/null
 start_sidecar || fail_setup "the sidecar did not start again"
-wait_until 120 bash -c "[ \"\$(psql -X -At -h $work/pg -p $pg_port -U postgres -d t1 -c \"SELECT count(*) FROM iwd.task_closed WHERE capture_point = 'router-kill' AND status = 'completed'\")\" = 40 ]"
+wait_until 120 sql_is t1 40 \
+    "SELECT count(*) FROM iwd.task_closed WHERE capture_point = 'router-kill' AND status = 'completed'"
 check "after kill -9 mid-sync: every task completed" "40" \
     "$(sql "SELECT count(*) FROM iwd.task_closed WHERE capture_point = 'router-kill' AND status = 'completed'")"
 check "no duplicate submission: one work item per task at the router" "0" \
@@ -357,8 +380,10 @@ check "no change lost or applied twice: one completed event per task, each work 
 sidecar_a=$sidecar_pid
 start_sidecar "$http_port_b" || fail_setup "replica b did not start"
 replica_b=$sidecar_pid; sidecar_pid=$sidecar_a
-req POST /tasks/bulk "$key" "$(jq -c -n '[range(20) | {externalId: "two-\(.)", capturePoint: "router-two", priority: 5}]')"
-wait_until 60 bash -c "[ \"\$(psql -X -At -h $work/pg -p $pg_port -U postgres -d t1 -c \"SELECT count(*) FROM iwd.task_closed WHERE capture_point = 'router-two'\")\" = 20 ]"
+req POST /tasks/bulk "$key" \
+    "$(jq -c -n '[range(20) | {externalId: "two-\(.)", capturePoint: "router-two", priority: 5}]')"
+wait_until 60 sql_is t1 20 \
+    "SELECT count(*) FROM iwd.task_closed WHERE capture_point = 'router-two'"
 holder=$(router_status syncedBy)
 check_match "two replicas: one holds the sync" "." "$holder"
 check "two replicas: every task completed once, none live twice" "20 0" \
@@ -369,8 +394,10 @@ victim=$sidecar_a; survivor=$replica_b
 if grep -q "replica $holder" "$work/sidecar-$http_port_b.log"; then victim=$replica_b; survivor=$sidecar_a; fi
 kill -9 "$victim"; wait "$victim" 2>/dev/null
 [ "$survivor" = "$replica_b" ] && base="http://127.0.0.1:$http_port_b/iwd/v3"
-req POST /tasks/bulk "$key" "$(jq -c -n '[range(10) | {externalId: "takeover-\(.)", capturePoint: "router-takeover", priority: 5}]')"
-wait_until 60 bash -c "[ \"\$(psql -X -At -h $work/pg -p $pg_port -U postgres -d t1 -c \"SELECT count(*) FROM iwd.task_closed WHERE capture_point = 'router-takeover'\")\" = 10 ]"
+req POST /tasks/bulk "$key" \
+    "$(jq -c -n '[range(10) | {externalId: "takeover-\(.)", capturePoint: "router-takeover", priority: 5}]')"
+wait_until 60 sql_is t1 10 \
+    "SELECT count(*) FROM iwd.task_closed WHERE capture_point = 'router-takeover'"
 check "the replica holding the sync killed: the other takes over, every task completed" "10" \
     "$(sql "SELECT count(*) FROM iwd.task_closed WHERE capture_point = 'router-takeover' AND status = 'completed'")"
 check_match "the sync is held by the survivor now" "." "$(router_status syncedBy | grep -v "^$holder\$")"
@@ -380,8 +407,10 @@ sidecar_pid=$survivor; replica_b=""
 
 # --- provisioning's tenant.gws ---------------------------------------------------------------------------
 key2=tenant-key-router-0002
-req POST /provisioning "$admin_key" "$(prov t2 t2 $key2 '{"url": "http://x", "clientId": "c", "clientSecret": "s", "color": 1}')"
-check_match "tenant.gws with an unknown key: 400 naming it" '^400 tenant.gws: unknown key "color"' "$code $(json .status.message)"
+req POST /provisioning "$admin_key" \
+    "$(prov t2 t2 $key2 '{"url": "http://x", "clientId": "c", "clientSecret": "s", "color": 1}')"
+check_match "tenant.gws with an unknown key: 400 naming it" '^400 tenant.gws: unknown key "color"' \
+    "$code $(json .status.message)"
 req POST /provisioning "$admin_key" "$(prov t2 t2 $key2 '{"url": "http://x", "clientId": "c", "clientSecret": 7}')"
 check_match "tenant.gws with a secret that is not a string: 400" '^400 tenant.gws: router field "clientSecret"' \
     "$code $(json .status.message)"
@@ -392,12 +421,14 @@ req GET /router "$key2"
 check "tenant.gws configures the tenant's router (no secret returned)" "200 true true 2 false" \
     "$code $(json .hasClientSecret) $(json .hasApiKey) $(json .maxInFlight) $(json 'has("clientSecret")')"
 check "the registry keeps tenant.gws with its secrets sealed, never in clear" "0 1" \
-    "$(cluster_sql -d control -c "SELECT count(*) FILTER (WHERE gws::text LIKE '%rotated-secret%' OR gws::text LIKE '%router-api-key%'),
+    "$(cluster_sql -d control -c "SELECT count(*) FILTER (WHERE gws::text LIKE '%rotated-secret%'
+                                                               OR gws::text LIKE '%router-api-key%'),
                                          count(*) FILTER (WHERE gws->>'clientSecret' LIKE 'v2:%')
                                   FROM iwd_control.tenant WHERE ccid = 't2'" | tr '|' ' ')"
 req POST /tasks "$key2" '{"externalId": "gws-1", "capturePoint": "router-test", "priority": 1}'
 g1=$(json .id)
-wait_until 40 bash -c "[ \"\$(psql -X -At -h $work/pg -p $pg_port -U postgres -d t2 -c \"SELECT status FROM iwd.task_closed WHERE id = $g1\")\" = completed ]"
+wait_until 40 sql_is t2 completed \
+    "SELECT status FROM iwd.task_closed WHERE id = $g1"
 check "a task of the tenant provisioned with tenant.gws is completed through the router" "completed" \
     "$(cluster_sql -d t2 -c "SELECT status FROM iwd.task_closed WHERE id = $g1")"
 req DELETE /router "$key2"
@@ -422,8 +453,10 @@ req GET /router "$key3"
 check "tenant.gws's members over IWD_GWS_*" "200 1 $sim_url" "$code $(json .maxInFlight) $(json .url)"
 req POST /tasks "$key3" '{"externalId": "gws-default-1", "capturePoint": "router-test", "priority": 1}'
 g3=$(json .id)
-wait_until 40 bash -c "[ \"\$(psql -X -At -h $work/pg -p $pg_port -U postgres -d t3 -c \"SELECT status FROM iwd.task_closed WHERE id = $g3\")\" = completed ]"
-check "its task is completed through that router" "completed" "$(cluster_sql -d t3 -c "SELECT status FROM iwd.task_closed WHERE id = $g3")"
+wait_until 40 sql_is t3 completed \
+    "SELECT status FROM iwd.task_closed WHERE id = $g3"
+check "its task is completed through that router" "completed" \
+    "$(cluster_sql -d t3 -c "SELECT status FROM iwd.task_closed WHERE id = $g3")"
 
 echo "sidecar log clean"
 check "no sanitizer report" "yes" "$(sidecar_log_clean && echo yes || echo no)"
