@@ -40,6 +40,7 @@ cp bench/sidecar/create_task.sql "$work/"
 chmod 644 "$work/create_task.sql"
 tenant_key=bench-tenant-key-0001
 provisioned=""
+cases=0
 
 # one_case NAME BINARY RATE: a fresh webhook on a fresh sidecar; pgbench at RATE; one table row on stdout
 one_case() {
@@ -47,7 +48,8 @@ one_case() {
     local -a limit=()
     http_port=$(free_port)
     recv_port=$(free_port)
-    log="$work/received-$name-$rate.jsonl"
+    cases=$((cases + 1))
+    log="$work/received-$cases-$name-$rate.jsonl"
     touch "$log"
     sidecar_launch "$work/sidecar-$name.log" "http://127.0.0.1:$http_port/iwd/v3/health/ready" \
         env IWD_LISTEN=127.0.0.1 IWD_PORT="$http_port" IWD_ADMIN_API_KEY=bench-admin-key \
