@@ -404,8 +404,9 @@ END $$;
 -- whose task document matches the filter (the keys of the GET /tasks filters):
 -- {"events": [event documents], "next": where to resume}. A call examines at most 100 x lim published
 -- events (at least lim, at most 10,000), so that a selective filter costs a bounded scan per call: "next"
--- is the last event examined (the last one returned when the page is full; past it when the events after
--- it did not match), or "after" when there was none; resuming after "next" misses no matching event. An
+-- is the last event returned, or "after" when none was, except when the scan stopped at that bound with
+-- fewer matches than lim: then it is the last event examined, so that the next call goes on past them.
+-- Resuming after "next" misses no matching event. An
 -- "after" older than the feed keeps (iwd.event_retention) continues from the oldest event kept.
 CREATE FUNCTION iwd.events_after(after bigint, lim int DEFAULT 100, types text[] DEFAULT NULL,
                                  filter jsonb DEFAULT '{}') RETURNS jsonb
@@ -417,6 +418,8 @@ DECLARE
     v_events jsonb;
     v_count int;
     v_next bigint;
+    v_examined int;
+    v_last bigint;
 BEGIN
     IF after IS NULL OR after < 0 THEN
         RAISE EXCEPTION 'after must be an event id (0 or more)' USING ERRCODE = 'invalid_parameter_value',
@@ -432,9 +435,14 @@ BEGIN
           WHERE (v_types IS NULL OR s.type = ANY (v_types)) AND iwd._event_matches(v_filter, s.doc -> 'task')
           ORDER BY s.id LIMIT lim) e;
     IF v_count < lim THEN
-        -- fewer matches than asked: everything up to the end of the scan was examined
-        SELECT max(s.id) INTO v_next
+        -- fewer matches than asked. A scan that reached the newest event leaves next at the last event
+        -- returned (or after); one that stopped at its bound moves next past what it examined, or a caller
+        -- resuming from next would examine the same events again, forever
+        SELECT count(*), max(s.id) INTO v_examined, v_last
         FROM (SELECT f.id FROM iwd.event_feed f WHERE f.id > after ORDER BY f.id LIMIT v_scan) s;
+        IF v_examined = v_scan THEN
+            v_next := v_last;
+        END IF;
     END IF;
     RETURN jsonb_build_object('events', v_events, 'next', coalesce(v_next, after));
 END $$;

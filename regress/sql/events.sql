@@ -93,8 +93,9 @@ SELECT e.type, e.task - :t3 AS task, e.status, e.agent FROM brief(iwd.events_aft
 SELECT array_agg(DISTINCT type ORDER BY type) AS seen, array_agg(DISTINCT type) <@ iwd.event_types() AS known
 FROM iwd.event_feed;
 
--- a selective filter: a call examines at most 100 x lim events (at most 10,000), and "next" is the last one
--- examined, so that paging after it reaches every match
+-- a selective filter: a call examines at most 100 x lim events (at most 10,000); when it stops there with
+-- fewer matches, "next" is the last one examined, so that paging after it reaches every match; a scan that
+-- reached the newest event leaves "next" at the last event returned
 SELECT iwd.events_head() AS h0 \gset
 SELECT count(*) FROM (SELECT new_task('BULK' || g) FROM generate_series(1, 250) g) b;
 SELECT new_task('RARE', 'rare') IS NOT NULL;
