@@ -381,7 +381,8 @@ static void hub_fan_out(hub_t *hub, event_t **events, size_t n, int64_t head)
  * A slot of the tenant's database server for the hub's connection (server_slots.h): hub connections count
  * against IWD_PG_MAX_CONNECTIONS_PER_SERVER like the calls' connections, but take at most half of it, so that
  * REST calls always keep room (a hub is never idle, never closed to make room). False when there is none
- * now: the next poll asks again, and the streams wait for their live events meanwhile.
+ * now: an idle call connection of the server is closed to make room, the next poll asks again, and the
+ * streams wait for their live events meanwhile.
  */
 static bool hub_take_slot(hub_t *hub)
 {
@@ -395,7 +396,7 @@ static bool hub_take_slot(hub_t *hub)
     for (hub_t *h = hubs; h != NULL; h = h->next)
         holding += h->slot == server;
     pthread_mutex_unlock(&registry_lock);
-    taken = holding < (most > 1 ? most : 1) && iwd_slots_acquire(server, hub->owner->index);
+    taken = holding < (most > 1 ? most : 1) && iwd_slots_acquire_evicting(server, hub->owner->index);
     if (!taken && !hub->slot_wanted)
         iwd_log(IWD_LOG_WARN, "an event hub waits for a connection slot", "%s: server %s", hub->ccid,
                 iwd_slots_server_name(server));

@@ -175,6 +175,25 @@ static void evict_for_wants(iwd_server_t *s)
     }
 }
 
+bool iwd_slots_acquire_evicting(iwd_server_t *server, int thread)
+{
+    bool ok;
+
+    (void)thread;
+    pthread_mutex_lock(&slots_lock);
+    ok = server->open < cap;
+    server->open += ok;
+    if (!ok && server->evicting <= server->wants_total && !h2o_linklist_is_empty(&server->idle)) {
+        iwd_slot_conn_t *c = H2O_STRUCT_FROM_MEMBER(iwd_slot_conn_t, idle, server->idle.next);
+        h2o_linklist_unlink(&c->idle);
+        c->evict = true;
+        server->evicting++;
+        to_wake |= (uint64_t)1 << c->thread;
+    }
+    unlock_and_wake();
+    return ok;
+}
+
 void iwd_slots_begin_wants(int thread)
 {
     pthread_mutex_lock(&slots_lock);

@@ -55,6 +55,13 @@ bool iwd_slots_server_key(const char *conninfo, char *out, size_t size);
 bool iwd_slots_acquire(iwd_server_t *server, int thread);
 
 /*
+ * iwd_slots_acquire for a connection that does not wait in a thread's round of wants (an event hub's): when
+ * the cap is reached, the least recently used idle connection of the server is marked for eviction (unless
+ * one is on its way out already beyond the calls that wait), so that the caller's next attempt finds a slot.
+ */
+bool iwd_slots_acquire_evicting(iwd_server_t *server, int thread);
+
+/*
  * A connection holding a slot is closed (or was never opened): the slot goes to a thread that waits for
  * one of this server (round robin over the threads; that thread is woken), or back to the server.
  */

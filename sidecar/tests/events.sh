@@ -492,6 +492,21 @@ fds_after=$(find "/proc/$sidecar_pid/fd" -mindepth 1 | wc -l)
 echo "# after they closed: ${fds_after} open fds"
 check "their descriptors are closed" "ok" "$([ "$fds_after" -lt 100 ] && echo ok || echo "$fds_after fds")"
 
+# --- a hub finds the server's connection slots held by idle API connections: one is closed for it --------
+restart_sidecar IWD_PG_MAX_CONNECTIONS_PER_SERVER=2 IWD_PG_IDLE_TIMEOUT_S=600
+# a call of tenant e and one of tenant f: their connections stay, idle, and hold the server's two slots
+req GET "/tasks?limit=1" "$key_e"; req GET "/tasks?limit=1" "events-key-f-0001"
+check "two idle API connections hold the server's two slots" "2" \
+    "$(cluster_sql -d postgres -c "SELECT count(*) FROM pg_stat_activity
+                                    WHERE application_name = 'iwd-sidecar' AND datname LIKE 'tenant_%'")"
+head=$(head_id)
+stream slots "$base/events?after=$head" || echo "# the stream did not open"
+req POST /tasks "$key_e" '{"externalId": "SLOT-1", "capturePoint": "erp"}'
+for _ in $(seq 1 200); do grep -q '"SLOT-1"' "$work/slots.sse" && break; sleep 0.1; done
+stop_stream slots
+check "with the per-server cap held by idle API connections, a stream still gets the new task's event" \
+    "yes" "$(grep -q '"SLOT-1"' "$work/slots.sse" && echo yes || echo "no (the hub got no connection slot)")"
+
 # --- shutdown and sanitizers ---------------------------------------------------------------------------
 kill "$sidecar_pid"; wait "$sidecar_pid" 2>/dev/null; sidecar_pid=""
 check "no AddressSanitizer or UndefinedBehaviorSanitizer report" "0" \
