@@ -15,6 +15,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,12 +35,51 @@
 
 #define READ_CHUNK 16384
 #define MAX_REPLY_BYTES (1024 * 1024) /* the sidecar's values are small; a CLUSTER SLOTS of 1000 nodes fits */
+/* An element takes at least 4 bytes (":0\r\n"), so no reply within MAX_REPLY_BYTES has more elements than this. */
+#define MAX_REPLY_ELEMENTS (MAX_REPLY_BYTES / 4)
 
 struct iwd_redis_conn {
     int fd;
     SSL *ssl;
     redisReader *reader;
 };
+
+/* hiredis's own reply constructors, and the same with an array's element count bounded (bounded_functions) */
+static const redisReplyObjectFunctions *hiredis_functions;
+static redisReplyObjectFunctions bounded_functions;
+static pthread_once_t functions_once = PTHREAD_ONCE_INIT;
+
+/* hiredis 0.14 allocates an array's element pointers as soon as it reads the count, so "*2000000000\r\n" alone
+ * would ask for 16 GB: a count no reply within MAX_REPLY_BYTES can fill is refused (the reader's error). */
+static void *create_array_bounded(const redisReadTask *task, int elements)
+{
+    if (elements < 0 || elements > MAX_REPLY_ELEMENTS)
+        return NULL;
+    return hiredis_functions->createArray(task, elements);
+}
+
+static void functions_setup(void)
+{
+    redisReader *r = redisReaderCreate();
+
+    if (r == NULL)
+        return;
+    hiredis_functions = r->fn; /* hiredis's static default table, alive for the process */
+    bounded_functions = *r->fn;
+    bounded_functions.createArray = create_array_bounded;
+    redisReaderFree(r);
+}
+
+redisReader *iwd_redis_reader_create(void)
+{
+    redisReader *r;
+
+    pthread_once(&functions_once, functions_setup);
+    if (hiredis_functions == NULL || (r = redisReaderCreate()) == NULL)
+        return NULL;
+    r->fn = &bounded_functions;
+    return r;
+}
 
 static SSL_CTX *tls; /* set once by iwd_redis_conn_init, read-only afterwards (OpenSSL shares it safely) */
 
@@ -233,7 +273,7 @@ iwd_redis_conn_t *iwd_redis_conn_open(const char *host, int port, int64_t deadli
         iwd_redis_conn_close(c);
         return NULL;
     }
-    if ((c->reader = redisReaderCreate()) == NULL) {
+    if ((c->reader = iwd_redis_reader_create()) == NULL) {
         snprintf(err, err_size, "out of memory");
         iwd_redis_conn_close(c);
         return NULL;
@@ -332,7 +372,11 @@ redisReply *iwd_redis_conn_call(iwd_redis_conn_t *c, int64_t deadline_ms, int ar
         ssize_t n;
 
         if (redisReaderGetReply(c->reader, &reply) != REDIS_OK) {
-            snprintf(err, err_size, "unreadable reply: %s", c->reader->errstr);
+            if (c->reader->err == REDIS_ERR_OOM)
+                snprintf(err, err_size, "unreadable reply: an array of more than %d elements, or out of memory",
+                         MAX_REPLY_ELEMENTS);
+            else
+                snprintf(err, err_size, "unreadable reply: %s", c->reader->errstr);
             return NULL;
         }
         if (reply != NULL)

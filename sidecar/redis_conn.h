@@ -27,6 +27,11 @@ iwd_redis_conn_t *iwd_redis_conn_open(const char *host, int port, int64_t deadli
 redisReply *iwd_redis_conn_call(iwd_redis_conn_t *conn, int64_t deadline_ms, int argc, const char **argv,
                                 const size_t *argv_len, char *err, size_t err_size);
 
+/* A hiredis reply reader that refuses an array whose element count no reply of the sidecar's size bound could
+ * fill (hiredis 0.14 would allocate the count's pointers before reading a single element); NULL when out of
+ * memory. Free it with redisReaderFree. */
+redisReader *iwd_redis_reader_create(void);
+
 /* Close the connection and free it (NULL: nothing). */
 void iwd_redis_conn_close(iwd_redis_conn_t *conn);
 

@@ -1,9 +1,9 @@
 /*
  * libFuzzer target: what a Redis server sends, which the sidecar treats as untrusted. The bytes go through
- * hiredis's reply reader as redis_conn.c feeds it; every reply is then read as a CLUSTER SLOTS slot map, as a
- * MOVED/ASK redirection and as a node address (redis_cluster.c), whose results must stay in range. The bytes
- * are also a key: its slot is below 16384 and a key with a hash tag has the tag's slot. CRC16 itself is
- * checked against the XMODEM check value.
+ * hiredis's reply reader as redis_conn.c creates it (an array's element count bounded) and feeds it; every reply
+ * is then read as a CLUSTER SLOTS slot map, as a MOVED/ASK redirection and as a node address (redis_cluster.c),
+ * whose results must stay in range. The bytes are also a key: its slot is below 16384 and a key with a hash tag
+ * has the tag's slot. CRC16 itself is checked against the XMODEM check value.
  */
 #include <stdbool.h>
 #include <stdint.h>
@@ -12,6 +12,7 @@
 
 #include "fuzz.h"
 #include "redis_cluster.h"
+#include "redis_conn.h"
 
 #define REPLIES_MAX 64
 
@@ -86,7 +87,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         checked = true;
     }
     check_key(data, size);
-    reader = redisReaderCreate();
+    reader = iwd_redis_reader_create();
     bytes = fuzz_copy(data, size);
     if (reader == NULL || redisReaderFeed(reader, bytes, size) != REDIS_OK)
         abort();
