@@ -107,6 +107,8 @@
 #define REGISTRY_CACHE_MAX 50000
 /* skill levels are validated to 0..10 */
 #define SKILL_LEVEL_MAX IWD_SKILL_LEVEL_MAX
+/* who did a supervisor's completion, as iwd._check_actor bounds it */
+#define ACTOR_BYTES_MAX 256
 
 static SPIPlanPtr agent_plan = NULL;
 static SPIPlanPtr load_plan = NULL;
@@ -923,7 +925,7 @@ CompleteSql(void)
 				   "AND EXISTS (SELECT 1 FROM iwd.agent a WHERE a.id = $2))) RETURNING t.*), "
 				   "c AS (INSERT INTO iwd.task_closed (%s) SELECT %s FROM d RETURNING *), "
 				   "e AS (INSERT INTO iwd.task_event (task_id, at, event, actor, status_before, "
-				   "status_after) SELECT d.id, $3, 'completed', $2, d.status, 'completed' FROM d) "
+				   "status_after) SELECT d.id, $3, 'completed', coalesce($2, $4), d.status, 'completed' FROM d) "
 				   "SELECT iwd.task_json(ROW(c.*)::iwd.task) FROM c",
 				   columns.data, values.data);
 	if (complete_sql == NULL || strcmp(sql, complete_sql) != 0)
@@ -942,32 +944,43 @@ CompleteSql(void)
 PG_FUNCTION_INFO_V1(iwd_complete_task);
 
 /*
- * SQL: iwd.complete_task(id bigint, agent text DEFAULT NULL) RETURNS jsonb
+ * SQL: iwd.complete_task(id bigint, agent text DEFAULT NULL, actor text DEFAULT NULL) RETURNS jsonb
  *
  * Complete an open task. An agent, when given, must exist and hold the task
  * (assigned to it), and is recorded as the event's actor; without one it is
- * a supervisor's completion, from any open status (actor NULL).
+ * a supervisor's completion, from any open status, recorded with actor (who
+ * did it, NULL when unknown). The 0.1.0 signature, without actor, is served
+ * too until the extension is updated.
  */
 Datum
 iwd_complete_task(PG_FUNCTION_ARGS)
 {
-	Oid			types[3] = {INT8OID, TEXTOID, TIMESTAMPTZOID};
-	Datum		args[3];
-	char		nulls[3] = {' ', ' ', ' '};
+	Oid			types[4] = {INT8OID, TEXTOID, TIMESTAMPTZOID, TEXTOID};
+	Datum		args[4];
+	char		nulls[4] = {' ', ' ', ' ', ' '};
+	bool		has_actor = PG_NARGS() > 2 && !PG_ARGISNULL(2);
 	bool		isnull;
 	Datum		task;
 
 	args[0] = PG_ARGISNULL(0) ? (Datum) 0 : PG_GETARG_DATUM(0);
 	args[1] = PG_ARGISNULL(1) ? (Datum) 0 : PG_GETARG_DATUM(1);
 	args[2] = TimestampTzGetDatum(IwdNow());
+	args[3] = has_actor ? PG_GETARG_DATUM(2) : (Datum) 0;
 	if (PG_ARGISNULL(0))
 		nulls[0] = 'n';
 	if (PG_ARGISNULL(1))
 		nulls[1] = 'n';
+	if (!has_actor)
+		nulls[3] = 'n';
+	else if (VARSIZE_ANY_EXHDR(PG_GETARG_TEXT_PP(2)) > ACTOR_BYTES_MAX)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("actor is longer than %d bytes", ACTOR_BYTES_MAX),
+				 errdetail("It has %d bytes.", (int) VARSIZE_ANY_EXHDR(PG_GETARG_TEXT_PP(2)))));
 	SPI_connect();
 	IwdPushSearchPath();
 	if (!PG_ARGISNULL(0) &&
-		SPI_execute_plan(KeepPlan(&complete_plan, CompleteSql(), 3, types), args, nulls, false, 0) != SPI_OK_SELECT)
+		SPI_execute_plan(KeepPlan(&complete_plan, CompleteSql(), 4, types), args, nulls, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not complete a task");
 	if (!PG_ARGISNULL(0) && SPI_processed == 1)
 		NotifyTaskEvent(DatumGetInt64(args[0]), "completed");
@@ -975,8 +988,8 @@ iwd_complete_task(PG_FUNCTION_ARGS)
 	{
 		/* not an open task this agent may complete: the general path says why */
 		if (SPI_execute_plan(KeepPlan(&transition_plan,
-									  "SELECT iwd._transition($1, 'complete', 'completed', $2, '{}')",
-									  3, types), args, nulls, false, 0) != SPI_OK_SELECT || SPI_processed != 1)
+									  "SELECT iwd._transition($1, 'complete', 'completed', $2, '{}', NULL, $4)",
+									  4, types), args, nulls, false, 0) != SPI_OK_SELECT || SPI_processed != 1)
 			elog(ERROR, "could not complete a task");
 	}
 	task = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);

@@ -110,16 +110,20 @@ BEGIN
 END $$;
 
 -- Complete a task (terminal). With an agent: the task must be assigned to that agent (P0002 for an unknown
--- agent, 55000 for a task it does not hold); without: a supervisor's action, from any open status.
--- (C: one statement moves the row to iwd.task_closed and records the event; see extension/claim.c)
-CREATE FUNCTION iwd.complete_task(id bigint, agent text DEFAULT NULL) RETURNS jsonb
+-- agent, 55000 for a task it does not hold); without: a supervisor's action, from any open status, its event
+-- recording actor (who did it). (C: one statement moves the row to iwd.task_closed and records the event; see
+-- extension/claim.c)
+CREATE FUNCTION iwd.complete_task(id bigint, agent text DEFAULT NULL, actor text DEFAULT NULL) RETURNS jsonb
 AS 'MODULE_PATHNAME', 'iwd_complete_task' LANGUAGE C VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE;
 
--- Reject a task (terminal), e.g. when the work cannot be done; agent as in complete_task.
-CREATE FUNCTION iwd.reject_task(id bigint, agent text DEFAULT NULL, reason text DEFAULT NULL) RETURNS jsonb
-LANGUAGE sql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE AS $$
-    SELECT iwd._transition(id, 'reject', 'rejected', agent, jsonb_build_object('reason', reason))
-$$;
+-- Reject a task (terminal), e.g. when the work cannot be done; agent and actor as in complete_task.
+CREATE FUNCTION iwd.reject_task(id bigint, agent text DEFAULT NULL, reason text DEFAULT NULL,
+                                actor text DEFAULT NULL) RETURNS jsonb
+LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE AS $$
+BEGIN
+    PERFORM iwd._check_actor(actor);
+    RETURN iwd._transition(id, 'reject', 'rejected', agent, jsonb_build_object('reason', reason), NULL, actor);
+END $$;
 
 -- Bring a terminal task back: it is classified and scored again and re-enters the queue.
 CREATE FUNCTION iwd.restart_task(id bigint, actor text DEFAULT NULL) RETURNS jsonb

@@ -19,6 +19,8 @@ DROP FUNCTION iwd.resume_task(bigint);
 DROP FUNCTION iwd.cancel_task(bigint, text);
 DROP FUNCTION iwd.restart_task(bigint);
 DROP FUNCTION iwd.reprioritize_task(bigint, int, int);
+DROP FUNCTION iwd.complete_task(bigint, text);
+DROP FUNCTION iwd.reject_task(bigint, text, text);
 
 -- The routing key registry names the skills of each key (the claim reads them instead of parsing keys).
 -- A key's skills come from a task that has it, in the order its skill map lists them, as

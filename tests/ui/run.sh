@@ -83,6 +83,17 @@ check "with the read-only key: read-only" '{"tenant":"ui","access":"read-only"} 
 check_match "with an unknown key: 401" '"unknown x-api-key".* 401$' "$(key_as no-such-key-0000000)"
 check_match "without a key: 401" '"missing x-api-key header".* 401$' "$(key_as "")"
 
+# --- a supervisor's complete and reject record the key's tenant as the actor (an agent's, the agent) -------
+for action in complete reject; do
+    id=$(api POST /tasks "{\"externalId\": \"UI-$action\", \"capturePoint\": \"erp\"}" | jq -r .id)
+    body='{}'
+    [ "$action" = reject ] && body='{"reason": "by the supervisor"}'
+    check "a supervisor's $action: the task is ${action%e}ed" "${action%e}ed" \
+        "$(api POST "/tasks/$id/$action" "$body" | jq -r .status)"
+    check "its history records the supervisor as the actor" "${action%e}ed ui" \
+        "$(api GET "/tasks/$id/history" | jq -r '.[-1] | "\(.event) \(.actor)"')"
+done
+
 # --- serving ---------------------------------------------------------------------------------------
 headers() { curl -s -D - -o "$work/page" "$@" | tr -d '\r'; }
 header() { sed -n "s/^$1: //Ip" <<<"$2" | head -1; }

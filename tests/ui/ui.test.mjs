@@ -312,6 +312,20 @@ try {
         await page.waitForFunction(() => document.querySelectorAll('#task-table tbody tr').length === 6);
     });
 
+    await check('a supervisor completes a task: its history names the supervisor', async () => {
+        const task = await rest('POST', '/tasks', { externalId: 'UI-SUPERVISED', capturePoint: 'erp',
+            subject: 'Supervised' });
+        await page.getByLabel('Search').fill('supervised');
+        await page.getByRole('button', { name: 'Apply filters' }).click();
+        await rowOf(page, 'UI-SUPERVISED').click();
+        await page.locator('#panel-title', { hasText: `Task ${task.id}` }).waitFor();
+        await page.getByRole('button', { name: 'Complete', exact: true }).click();
+        await confirmDialog(page);
+        await page.locator('#panel-history li', { hasText: 'completed by ui' }).waitFor();
+        await page.getByRole('button', { name: 'Clear' }).click();
+        await page.waitForFunction(() => document.querySelectorAll('#task-table tbody tr').length === 6);
+    });
+
     await check('an agent gets the next task, with the reservation countdown', async () => {
         await page.getByRole('button', { name: 'Agent desktop' }).click();
         await page.getByLabel('Agent ID').fill('desk1');
