@@ -10,6 +10,7 @@
 
 #include "config.h"
 #include "datamart.h"
+#include "events.h"
 #include "iwd.h"
 #include "launcher.h"
 #include "pool.h"
@@ -31,5 +32,6 @@ _PG_init(void)
 	ConfigCacheInit();
 	StatsInit();
 	PoolInit();
+	EventsInit();
 	LauncherInit();
 }

@@ -1,11 +1,13 @@
 /*
  * iwd-sidecar routes of webhooks: their configuration (PUT, GET, DELETE /webhooks/{name}, GET /webhooks),
  * their deliveries (GET /webhooks/{name}/deliveries) and a delivery's manual retry, each one call of the
- * extension's SQL API (sql/events.sql). Writing a webhook or asking a retry wakes the delivery (webhooks.h).
+ * extension's SQL API (sql/events.sql). Writing a webhook or asking a retry wakes the delivery (webhooks.h);
+ * a deletion stops its deliveries before it is answered.
  */
 #include <stdlib.h>
 #include <string.h>
 
+#include "answer.h"
 #include "pg.h"
 #include "routes.h"
 #include "webhooks.h"
@@ -16,6 +18,30 @@
 static void wake_delivery(iwd_call_t *call)
 {
     iwd_webhooks_wake(&call->tenant);
+}
+
+/* The answer of iwd.delete_webhook: once the deletion has committed, this replica attempts none of its deliveries. */
+static void on_webhook_deleted(iwd_call_t *call, PGresult *res, int status, const char *message, void *arg)
+{
+    (void)arg;
+    if (res == NULL) {
+        iwd_answer_error(call, status, message);
+        return;
+    }
+    if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1 && !PQgetisnull(res, 0, 0))
+        iwd_webhooks_stopped(&call->tenant, call->params[0]);
+    iwd_answer_result(call, res, 200, 404);
+}
+
+/* DELETE /webhooks/{name} */
+static int on_webhook_delete(iwd_call_t *call)
+{
+    const char *values[1] = {call->params[0]};
+
+    return iwd_pg_call_then(call,
+                            "SELECT CASE WHEN iwd.delete_webhook($1)"
+                            " THEN jsonb_build_object('name', $1::text, 'deleted', true) END",
+                            1, values, on_webhook_deleted, NULL);
 }
 
 /* GET /webhooks/{name}/deliveries?status=&limit=&cursor= */
@@ -59,8 +85,7 @@ static const iwd_route_t routes[] = {
     {.method = "PUT", .pattern = "/webhooks/{name}", .auth = IWD_AUTH_WRITE,
      .sql = "SELECT iwd.upsert_webhook($2::jsonb || jsonb_build_object('name', $1::text))", .body_arg = true,
      .body_required = true, .before = wake_delivery},
-    {.method = "DELETE", .pattern = "/webhooks/{name}", .auth = IWD_AUTH_WRITE,
-     .sql = "SELECT CASE WHEN iwd.delete_webhook($1) THEN jsonb_build_object('name', $1::text, 'deleted', true) END"},
+    {.method = "DELETE", .pattern = "/webhooks/{name}", .auth = IWD_AUTH_WRITE, .handler = on_webhook_delete},
     {.method = "GET", .pattern = "/webhooks/{name}/deliveries", .auth = IWD_AUTH_READ, .handler = on_deliveries_list},
     {.method = "POST", .pattern = "/webhooks/{name}/deliveries/{id}/retry", .auth = IWD_AUTH_WRITE,
      .sql = "SELECT iwd.retry_delivery($1, $2::uuid)", .before = wake_delivery},

@@ -16,9 +16,15 @@
  *    timeout, a deadline on every answer). It reads the registry's tenants every REGISTRY_INTERVAL_MS, asks
  *    each whether it has webhooks (at start, then every PROBE_INTERVAL_MS for those without: an idle tenant
  *    costs a short connection every 5 minutes, not one kept open), and keeps a connection to each that has,
- *    on which it LISTENs to iwd_events. Webhook changes reach every replica at once: the replica that serves
- *    a PUT /webhooks (or a retry) is woken, and tells the others with a NOTIFY iwd_webhooks on the control
- *    database, to which every dispatcher LISTENs and which wakes them the same way. A notification (events
+ *    on which it LISTENs to iwd_events and iwd_webhooks. Webhook changes reach every replica at once: the
+ *    replica that serves a PUT /webhooks (or a retry) is woken, and tells the others with a NOTIFY
+ *    iwd_webhooks on the control database, to which every dispatcher LISTENs and which wakes them the same
+ *    way. A change made with SQL in a tenant database that no dispatcher is connected to (its first webhook)
+ *    is seen on the server's count of webhook changes (iwd.webhook_changes(), extension/events.c), read every
+ *    POLL_INTERVAL_MS on one connection per server of tenants without webhooks: when it moves, they are
+ *    probed at once. A webhook deleted or disabled is named on iwd_webhooks by the tenant database (and
+ *    marked at once by the replica that served its DELETE): the sender attempts none of its deliveries
+ *    claimed before (an attempt in flight runs to its end). A notification (events
  *    published, a commit announced), a wake-up, an outcome of the sender or every POLL_INTERVAL_MS (retries
  *    come due) start a round that reports the sender's outcomes (iwd.finish_deliveries, one statement for
  *    all), publishes the tenant's committed events (at once when the tenant's scheduler worker is
@@ -75,6 +81,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "pg.h"
+#include "server_slots.h"
 #include "text.h"
 #include "webhooks.h"
 
@@ -106,12 +113,15 @@
 #define BACKOFF_MAX_MS 60000
 #define ERROR_TEXT_BYTES 300        /* of a failed attempt's response body, kept as last_error */
 #define MAX_WAKES 64                /* tenants woken and not yet seen by the dispatcher */
+#define MAX_STOPPED 256             /* webhooks deleted or disabled within the last lease, remembered */
+#define SERVER_KEY_SIZE 256
 
 /* A claimed delivery, from its claim to the report of its attempt. */
 typedef struct delivery {
     char ccid[IWD_CCID_SIZE];
     char *id, *webhook, *url, *secret, *type, *body; /* malloc'd */
     int64_t claimed_ms;
+    int64_t claim_sent_ms;         /* when the claim that brought it was sent */
     /* the attempt (the sender's) */
     CURL *easy;
     struct curl_slist *headers;
@@ -147,11 +157,27 @@ typedef struct watched {
     bool listed;                   /* in the registry at its last reading */
     int64_t woken_until_ms;        /* polled until then even without webhooks found */
     int64_t probe_at_ms, poll_at_ms, stats_at_ms, retry_at_ms;
+    int64_t probed_ms;             /* when it was last probed (0: never) */
     int backoff_ms;
     char *pending_text;            /* its iwd_webhook_pending samples, as last read */
     delivery_t *finished;          /* outcomes to report */
     struct watched *next;
 } watched_t;
+
+/*
+ * A PostgreSQL server of tenants not known to have webhooks: its count of committed webhook changes
+ * (iwd.webhook_changes(), read every POLL_INTERVAL_MS over a connection to one of its tenant databases)
+ * tells when to probe them again.
+ */
+typedef struct server_watch {
+    char key[SERVER_KEY_SIZE];     /* host:port */
+    PGconn *conn;
+    long long changes;             /* as last read; -1: not read yet */
+    bool needed;                   /* a tenant of it has no webhook known */
+    int64_t poll_at_ms, retry_at_ms;
+    int backoff_ms;
+    struct server_watch *next;
+} server_watch_t;
 
 static char replica_id[64];
 static struct curl_blob ca_blob;   /* the system's CAs and IWD_CA_FILE's; empty without IWD_CA_FILE */
@@ -164,8 +190,19 @@ static delivery_t *finished, **finished_tail = &finished; /* sender -> dispatche
 static iwd_tenant_t wakes[MAX_WAKES];                    /* routes -> dispatcher */
 static int nwakes;
 static int wake_pipe[2] = {-1, -1};
+/*
+ * The webhooks deleted or disabled lately (routes and notifications -> sender): a delivery of one, claimed
+ * by a claim sent before the webhook stopped, is not attempted. Kept for a lease: no such claim is older.
+ */
+static struct stopped {
+    char ccid[IWD_CCID_SIZE];
+    char webhook[129];
+    int64_t at_ms;
+} stopped[MAX_STOPPED];
+static int nstopped;
 
 static watched_t *watched;
+static server_watch_t *servers;
 static endpoint_t *held_endpoints;  /* the dispatcher's */
 static int held_total;
 static endpoint_t *send_endpoints;  /* the sender's */
@@ -385,10 +422,77 @@ static void hand_back(delivery_t *d)
         iwd_log(IWD_LOG_WARN, "webhook dispatcher not woken", "%s", strerror(errno));
 }
 
-/* Start the waiting attempts that the bounds allow; drop those that waited past START_WITHIN_MS. */
+/* Whether a delivery's webhook stopped (was deleted or disabled) after the claim that brought it was sent. */
+static bool webhook_stopped(const delivery_t *d)
+{
+    bool found = false;
+
+    pthread_mutex_lock(&queue_lock);
+    for (int i = 0; i < nstopped && !found; i++)
+        found = stopped[i].at_ms >= d->claim_sent_ms && strcmp(stopped[i].webhook, d->webhook) == 0 &&
+                strcmp(stopped[i].ccid, d->ccid) == 0;
+    pthread_mutex_unlock(&queue_lock);
+    return found;
+}
+
+/*
+ * Remember that a tenant's webhook stopped now (marks older than a lease are forgotten first; beyond
+ * MAX_STOPPED the oldest mark gives way) and wake the sender, which drops its waiting deliveries.
+ */
+static void note_stopped(const char *ccid, const char *webhook)
+{
+    int64_t now = iwd_now_ms();
+    int slot = -1;
+
+    pthread_mutex_lock(&queue_lock);
+    for (int i = 0; i < nstopped;)
+        if (now - stopped[i].at_ms > LEASE_S * 1000)
+            stopped[i] = stopped[--nstopped];
+        else
+            i++;
+    for (int i = 0; i < nstopped && slot < 0; i++)
+        if (strcmp(stopped[i].webhook, webhook) == 0 && strcmp(stopped[i].ccid, ccid) == 0)
+            slot = i;
+    if (slot < 0 && nstopped < MAX_STOPPED)
+        slot = nstopped++;
+    if (slot < 0) { /* full: the oldest mark gives way */
+        slot = 0;
+        for (int i = 1; i < nstopped; i++)
+            if (stopped[i].at_ms < stopped[slot].at_ms)
+                slot = i;
+    }
+    snprintf(stopped[slot].ccid, sizeof(stopped[slot].ccid), "%s", ccid);
+    snprintf(stopped[slot].webhook, sizeof(stopped[slot].webhook), "%s", webhook);
+    stopped[slot].at_ms = now;
+    pthread_mutex_unlock(&queue_lock);
+    if (multi != NULL)
+        curl_multi_wakeup(multi);
+}
+
+/*
+ * Start the waiting attempts that the bounds allow; drop those that waited past START_WITHIN_MS and those
+ * of a webhook that stopped since their claim.
+ */
 static void start_waiting(void)
 {
     int64_t now = iwd_now_ms();
+    int marks;
+
+    pthread_mutex_lock(&queue_lock);
+    marks = nstopped;
+    pthread_mutex_unlock(&queue_lock);
+    for (endpoint_t *e = send_endpoints; e != NULL && marks > 0; e = e->next)
+        for (delivery_t **p = &e->waiting; *p != NULL;) {
+            delivery_t *d = *p;
+            if (!webhook_stopped(d)) {
+                p = &d->next;
+                continue;
+            }
+            if ((*p = d->next) == NULL)
+                e->waiting_tail = p;
+            d->dropped = true;
+            hand_back(d);
+        }
 
     for (endpoint_t *e = send_endpoints; e != NULL; e = e->next)
         while (e->waiting != NULL && e->active < CONCURRENT_PER_ENDPOINT && active_total < CONCURRENT_TOTAL) {
@@ -482,7 +586,10 @@ static void tenant_failed(watched_t *w, const char *why)
     }
 }
 
-/* The tenant's connection, opened when needed (LISTEN iwd_events on it); false when it cannot be. */
+/*
+ * The tenant's connection, opened when needed (LISTEN iwd_events and iwd_webhooks on it); false when it
+ * cannot be.
+ */
 static bool tenant_connect(watched_t *w)
 {
     PGresult *res;
@@ -504,14 +611,17 @@ static bool tenant_connect(watched_t *w)
         return false;
     }
     iwd_metrics_db(w->tenant.ccid, "connect", NULL, 0, true, false);
-    res = query(w->conn, w->tenant.ccid, "listen", "LISTEN iwd_events", 0, NULL);
-    if (res == NULL || PQresultStatus(res) != PGRES_COMMAND_OK) {
-        if (res != NULL)
-            PQclear(res);
-        tenant_failed(w, "LISTEN iwd_events failed");
-        return false;
+    for (int i = 0; i < 2; i++) {
+        static const char *const listen[2] = {"LISTEN iwd_events", "LISTEN iwd_webhooks"};
+        res = query(w->conn, w->tenant.ccid, "listen", listen[i], 0, NULL);
+        if (res == NULL || PQresultStatus(res) != PGRES_COMMAND_OK) {
+            if (res != NULL)
+                PQclear(res);
+            tenant_failed(w, "LISTEN failed");
+            return false;
+        }
+        PQclear(res);
     }
-    PQclear(res);
     w->backoff_ms = 0;
     return true;
 }
@@ -624,7 +734,7 @@ static void count_reported(watched_t *w, PGresult *res)
 }
 
 /* The claimed deliveries (iwd.claim_deliveries' rows) handed to the sender, within the webhooks' bounds. */
-static void take_claimed(watched_t *w, PGresult *res)
+static void take_claimed(watched_t *w, PGresult *res, int64_t claim_sent_ms)
 {
     delivery_t *list = NULL, **tail = &list;
 
@@ -642,6 +752,7 @@ static void take_claimed(watched_t *w, PGresult *res)
         d->type = strdup(PQgetvalue(res, i, 4));
         d->body = strdup(PQgetvalue(res, i, 5));
         d->claimed_ms = iwd_now_ms();
+        d->claim_sent_ms = claim_sent_ms;
         e->held++;
         held_total++;
         *tail = d;
@@ -666,6 +777,7 @@ static int exchange(watched_t *w, bool claim_due, int64_t now, char *why, size_t
     const char *sql[STATEMENTS], *const *values[STATEMENTS];
     const char *finish_values[2] = {replica_id, NULL}, *claim_values[3];
     int nparams[STATEMENTS], which[STATEMENTS], n = 0, room, claimed = 0;
+    int64_t claim_sent_ms = 0;
     char lim[16], lease[16];
     PGresult *results[STATEMENTS];
     bool ok;
@@ -709,6 +821,8 @@ static int exchange(watched_t *w, bool claim_due, int64_t now, char *why, size_t
     ok = true;
     for (int k = 0; k < n; k++) {
         static const char *const names[STATEMENTS] = {"finish_deliveries", "publish_events", "claim_deliveries"};
+        if (which[k] == CLAIM)
+            claim_sent_ms = iwd_now_ms();
         results[k] = ok ? query(w->conn, w->tenant.ccid, names[which[k]], sql[k], nparams[k], values[k]) : NULL;
         ok = ok && answered(results[k], names[which[k]], why, size);
     }
@@ -718,7 +832,7 @@ static int exchange(watched_t *w, bool claim_due, int64_t now, char *why, size_t
             count_reported(w, results[k]);
         else if (ok && which[k] == CLAIM) {
             claimed = PQntuples(results[k]);
-            take_claimed(w, results[k]);
+            take_claimed(w, results[k], claim_sent_ms);
         }
         if (results[k] != NULL)
             PQclear(results[k]);
@@ -986,6 +1100,7 @@ static void serve(watched_t *w, int64_t now)
                     "%s", w->tenant.ccid);
         w->has_webhooks = has;
         w->probe_at_ms = now + PROBE_INTERVAL_MS;
+        w->probed_ms = now;
     }
     active = w->has_webhooks || woken;
     claim_due = active && now >= w->poll_at_ms;
@@ -1027,12 +1142,18 @@ static void publish_pending(void)
     iwd_metrics_set_webhook_pending(text.buf);
 }
 
-/* The tenant's notifications on iwd_events (a commit, or a publication): a claim is due now. */
+/*
+ * The tenant's notifications: on iwd_events (a commit, or a publication) a claim is due now; on
+ * iwd_webhooks the webhook named stopped (deleted or disabled, by any replica or by SQL): the sender
+ * attempts none of the deliveries of it claimed before.
+ */
 static void take_notifications(watched_t *w, int64_t now)
 {
     PGnotify *note;
 
     while ((note = PQnotifies(w->conn)) != NULL) {
+        if (strcmp(note->relname, "iwd_webhooks") == 0 && note->extra[0] != '\0')
+            note_stopped(w->tenant.ccid, note->extra);
         if (w->poll_at_ms > now)
             w->poll_at_ms = now;
         PQfreemem(note);
@@ -1100,6 +1221,110 @@ static void notified_meanwhile(int64_t now)
     }
 }
 
+/* Close a server watch's connection after a failure; the next attempt waits longer each time. */
+static void server_failed(server_watch_t *s, const char *why)
+{
+    s->backoff_ms = s->backoff_ms == 0 ? BACKOFF_MIN_MS
+                                       : (s->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : s->backoff_ms * 2);
+    s->retry_at_ms = iwd_now_ms() + s->backoff_ms;
+    iwd_log(IWD_LOG_DEBUG, "webhook changes not read", "%s: %s; next attempt in %d ms", s->key, why, s->backoff_ms);
+    if (s->conn != NULL) {
+        PQfinish(s->conn);
+        s->conn = NULL;
+    }
+}
+
+/*
+ * Read a server's count of webhook changes, connected through the database of tenant w; when it moved,
+ * every tenant of the server without known webhooks is probed now.
+ */
+static void read_server_changes(server_watch_t *s, watched_t *through, int64_t now)
+{
+    char conninfo[IWD_CONNINFO_SIZE + 64], why[512];
+    PGresult *res;
+    long long changes;
+
+    if (s->conn == NULL || PQstatus(s->conn) != CONNECTION_OK) {
+        if (s->conn != NULL)
+            PQfinish(s->conn);
+        snprintf(conninfo, sizeof(conninfo), "%s application_name=iwd-sidecar-webhooks", through->tenant.conninfo);
+        s->conn = iwd_pg_connect_bounded(conninfo, CONNECT_TIMEOUT_S, STATEMENT_TIMEOUT_MS);
+        if (PQstatus(s->conn) != CONNECTION_OK) {
+            snprintf(why, sizeof(why), "%s", PQerrorMessage(s->conn));
+            server_failed(s, why);
+            return;
+        }
+    }
+    res = query(s->conn, s->key, "webhook_changes",
+                "SELECT CASE WHEN to_regprocedure('iwd.webhook_changes()') IS NOT NULL"
+                " THEN iwd.webhook_changes() END",
+                0, NULL);
+    if (!rows(res, why, sizeof(why), "webhook_changes")) {
+        server_failed(s, why);
+        return;
+    }
+    if (PQntuples(res) != 1 || PQgetisnull(res, 0, 0)) { /* no such count there: the probes' pace only */
+        PQclear(res);
+        server_failed(s, "iwd.webhook_changes() gives no count (iwd not preloaded, or an older version)");
+        s->retry_at_ms = now + PROBE_INTERVAL_MS;
+        return;
+    }
+    changes = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+    PQclear(res);
+    s->backoff_ms = 0;
+    if (changes != s->changes) { /* the first reading: those probed before it may have missed a change */
+        char key[SERVER_KEY_SIZE];
+        for (watched_t *w = watched; w != NULL; w = w->next)
+            if (!w->has_webhooks && (s->changes >= 0 || w->probed_ms > 0) &&
+                iwd_slots_server_key(w->tenant.conninfo, key, sizeof(key)) && strcmp(key, s->key) == 0)
+                w->probe_at_ms = now;
+    }
+    s->changes = changes;
+}
+
+/*
+ * Watch the servers of the tenants without known webhooks for webhook changes (one connection per server,
+ * none for a server whose tenants all have webhooks: their connections hear what matters), so that a
+ * tenant's first webhook, however it was made, is found within a few seconds rather than at its next probe.
+ */
+static void watch_servers(int64_t now)
+{
+    char key[SERVER_KEY_SIZE];
+
+    for (server_watch_t *s = servers; s != NULL; s = s->next)
+        s->needed = false;
+    for (watched_t *w = watched; w != NULL; w = w->next) {
+        server_watch_t *s;
+        if (w->has_webhooks || !w->listed || !iwd_slots_server_key(w->tenant.conninfo, key, sizeof(key)))
+            continue;
+        for (s = servers; s != NULL && strcmp(s->key, key) != 0; s = s->next)
+            ;
+        if (s == NULL) {
+            s = calloc(1, sizeof(*s));
+            snprintf(s->key, sizeof(s->key), "%s", key);
+            s->changes = -1;
+            s->next = servers;
+            servers = s;
+        }
+        if (!s->needed && now >= s->poll_at_ms && now >= s->retry_at_ms) {
+            read_server_changes(s, w, now);
+            s->poll_at_ms = now + POLL_INTERVAL_MS;
+        }
+        s->needed = true;
+    }
+    for (server_watch_t **p = &servers; *p != NULL;) {
+        server_watch_t *s = *p;
+        if (s->needed) {
+            p = &s->next;
+            continue;
+        }
+        *p = s->next;
+        if (s->conn != NULL)
+            PQfinish(s->conn);
+        free(s);
+    }
+}
+
 static void *dispatcher_main(void *arg)
 {
     int64_t registry_at = 0, pending_at = 0;
@@ -1117,6 +1342,7 @@ static void *dispatcher_main(void *arg)
             take_announcements(now, &registry_due); /* those read along with the registry's answer */
         }
         take_handed();
+        watch_servers(iwd_now_ms()); /* before the probes: a change after their reading is seen at the next */
         for (watched_t *w = watched; w != NULL; w = w->next)
             serve(w, iwd_now_ms());
         notified_meanwhile(iwd_now_ms());
@@ -1214,6 +1440,11 @@ void iwd_webhooks_start(void)
     pthread_create(&dispatcher, NULL, dispatcher_main, NULL);
     pthread_detach(dispatcher);
     iwd_log(IWD_LOG_INFO, "webhook delivery started", "replica %s", replica_id);
+}
+
+void iwd_webhooks_stopped(const iwd_tenant_t *tenant, const char *webhook)
+{
+    note_stopped(tenant->ccid, webhook);
 }
 
 void iwd_webhooks_wake(const iwd_tenant_t *tenant)

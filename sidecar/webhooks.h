@@ -26,4 +26,12 @@ void iwd_webhooks_start(void);
  */
 void iwd_webhooks_wake(const iwd_tenant_t *tenant);
 
+/*
+ * Tell the delivery that a tenant's webhook was deleted or disabled (its change committed): no delivery of
+ * it that this replica claimed before is attempted from now on (an attempt in flight runs to its end). The
+ * other replicas learn it from the tenant database (NOTIFY iwd_webhooks). Safe from any thread; never
+ * blocks on the network.
+ */
+void iwd_webhooks_stopped(const iwd_tenant_t *tenant, const char *webhook);
+
 #endif

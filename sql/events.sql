@@ -229,6 +229,36 @@ CREATE INDEX webhook_delivery_due_idx ON iwd.webhook_delivery (next_attempt_at, 
 CREATE INDEX webhook_delivery_task_idx ON iwd.webhook_delivery (webhook, task_id, feed_id) WHERE status = 'pending';
 CREATE INDEX webhook_delivery_created_idx ON iwd.webhook_delivery (created_at) WHERE status <> 'pending';
 
+-- Webhook changes reach the webhook delivery at once, however they are made (REST or SQL). A statement that
+-- changes webhooks counts its transaction, at commit, in the server's count of webhook changes
+-- (iwd.webhook_changes, extension/events.c): a dispatcher that keeps no connection to this database reads it
+-- on another of the server and probes the databases it does not know to have webhooks. A webhook deleted
+-- or disabled is also named on iwd_webhooks (at commit), so that the dispatchers delivering for this
+-- database drop the deliveries of it that they hold and have not attempted yet.
+CREATE FUNCTION iwd._webhooks_changed() RETURNS trigger
+    AS 'MODULE_PATHNAME', 'iwd_webhooks_changed' LANGUAGE C VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE;
+
+CREATE TRIGGER webhooks_changed AFTER INSERT OR UPDATE OR DELETE ON iwd.webhook
+    FOR EACH STATEMENT EXECUTE FUNCTION iwd._webhooks_changed();
+
+-- Row trigger on iwd.webhook: the name of a webhook deleted or disabled, on iwd_webhooks.
+CREATE FUNCTION iwd._webhook_stopped() RETURNS trigger
+LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE AS $$
+BEGIN
+    IF TG_OP = 'DELETE' OR (OLD.enabled AND NOT NEW.enabled) THEN
+        PERFORM pg_catalog.pg_notify('iwd_webhooks', OLD.name);
+    END IF;
+    RETURN NULL;
+END $$;
+
+CREATE TRIGGER webhook_stopped AFTER UPDATE OR DELETE ON iwd.webhook
+    FOR EACH ROW EXECUTE FUNCTION iwd._webhook_stopped();
+
+-- The server's count of committed transactions that changed webhooks, in any of its databases, since it
+-- started; NULL when iwd is not in shared_preload_libraries. It only ever grows while the server runs.
+CREATE FUNCTION iwd.webhook_changes() RETURNS bigint
+    AS 'MODULE_PATHNAME', 'iwd_webhook_changes' LANGUAGE C VOLATILE CALLED ON NULL INPUT PARALLEL SAFE;
+
 -- The webhook in the REST shape (no secret: "hasSecret").
 CREATE FUNCTION iwd.webhook_json(w iwd.webhook) RETURNS jsonb
 LANGUAGE sql STABLE CALLED ON NULL INPUT PARALLEL SAFE AS $$

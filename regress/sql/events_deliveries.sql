@@ -69,6 +69,21 @@ SELECT err($$SELECT iwd.finish_deliveries('r1', '[{"id": "00000000-0000-0000-000
 SELECT err($$SELECT iwd.finish_deliveries('r1', '[{"id": "00000000-0000-0000-0000-000000000000", "error": 5}]')$$);
 SELECT err($$SELECT iwd.finish_deliveries('r1', '[7]')$$);
 
+-- webhook changes are counted server-wide as they commit (iwd.webhook_changes), those rolled back are not
+SELECT iwd.webhook_changes() AS changes_before \gset
+BEGIN;
+SELECT iwd.upsert_webhook('{"name": "later", "url": "http://later.example/", "secret": "k"}') ->> 'name';
+SELECT iwd.webhook_changes() - :changes_before AS counted_before_commit;
+ROLLBACK;
+SELECT iwd.webhook_changes() - :changes_before AS counted_after_rollback;
+SELECT iwd.upsert_webhook('{"name": "later", "url": "http://later.example/", "secret": "k"}') ->> 'name';
+SELECT iwd.webhook_changes() - :changes_before AS counted_after_commit;
+BEGIN;
+UPDATE iwd.webhook SET enabled = false WHERE name = 'later';
+SELECT iwd.delete_webhook('later');
+COMMIT;
+SELECT iwd.webhook_changes() - :changes_before AS one_more_per_transaction;
+
 DROP FUNCTION err(text);
 DROP FUNCTION delivery(bigint);
 DROP EXTENSION iwd CASCADE;

@@ -6,8 +6,9 @@
 # redirect, per-task order, a rolled-back transaction, the events and filter of a webhook, the deliveries
 # listing and a manual retry, failure after iwd.webhook_retry_for, HTTPS with and without IWD_CA_FILE,
 # IWD_WEBHOOK_DENY_NETWORKS, kill -9 of the sidecar mid-delivery, two replicas attempting each delivery
-# one at a time, and a webhook created through one replica delivered by the other. Ends with
-# "webhooks: N passed, M failed".
+# one at a time, a webhook created through one replica delivered by the other, a tenant's first webhook
+# created with SQL found within seconds, and a deleted webhook's claimed deliveries never attempted after the
+# deletion. Ends with "webhooks: N passed, M failed".
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 suite=webhooks
@@ -364,6 +365,48 @@ req POST /tasks $key3 '{"externalId": "NEWS-1", "capturePoint": "news", "subject
 check "a task of t3 created through replica b" "201" "$code"
 wait_until 30 count_at_least news 1
 check "replica b delivered t3's event" "1" "$(received news | wc -l)"
+
+# a tenant's first webhook created with SQL in its database (no replica told) is found within seconds: the
+# server's count of webhook changes (iwd.webhook_changes) moved, read every second, not at the next probe
+key4=tenant-key-t4-0001
+cluster_client createdb t4 || fail_setup "createdb t4 failed"
+req POST /provisioning "$admin_key" "$(prov t4 t4 $key4)"; check "tenant t4 provisioned" "200" "$code"
+wait_until 40 b_said "a tenant probed for webhooks" "t4: none"
+check "replica b probed tenant t4 and found no webhook" "yes" \
+    "$(b_said "a tenant probed for webhooks" "t4: none" && echo yes)"
+cluster_sql -d t4 -c "SELECT iwd.upsert_webhook('{\"name\": \"sql-made\", \"url\": \"$recv/ok/sql-made\",
+    \"secret\": \"secret-sql-made\", \"events\": [\"task.created\"]}')" >/dev/null
+check "a webhook of t4 created with SQL in its database" "0" "$?"
+wait_until 30 b_said "webhook delivery starts for a tenant" "t4"
+check "replica b starts delivering for t4 within 30 s (its next probe would be in 5 minutes)" "yes" \
+    "$(b_said "webhook delivery starts for a tenant" "t4" && echo yes)"
+req POST /tasks $key4 '{"externalId": "SQL-1", "capturePoint": "sql", "subject": "to a webhook made with SQL"}'
+wait_until 30 count_at_least sql-made 1
+check "the webhook made with SQL got the task's event, signed" "1 0" \
+    "$(received sql-made | wc -l) $(received sql-made | python3 "$work/verify.py")"
+
+# a deleted webhook's deliveries stop at once: with 8 attempts in flight to a receiver that never answers
+# (the most per webhook), the other 4 deliveries claimed wait in the sender; none is attempted after the
+# deletion returns, whether by REST (the replica that serves it) or by SQL (NOTIFY iwd_webhooks)
+for how in rest sql; do
+    name=stopped-$how
+    hook "$name" "$recv/hang/$name" "\"filter\": {\"capturePoint\": \"$name\"}" $key4
+    for i in $(seq 1 12); do
+        req POST /tasks $key4 "{\"externalId\": \"$name-$i\", \"capturePoint\": \"$name\", \"subject\": \"s\"}"
+    done
+    wait_until 30 count_at_least "$name" 8
+    in_flight=$(received "$name" | wc -l)
+    if [ "$how" = rest ]; then
+        req DELETE "/webhooks/$name" $key4; deleted="$code"
+    else
+        deleted=$(cluster_sql -d t4 -c "SELECT iwd.delete_webhook('$name')")
+    fi
+    deleted_at=$(date +%s.%N)
+    sleep 16 # the attempts in flight time out after 10 s: a delivery left waiting would start then
+    check "deleted by $how with 8 attempts in flight: no delivery of it attempted after the deletion" \
+        "8 $([ $how = rest ] && echo 200 || echo t) 0" \
+        "$in_flight $deleted $(received "$name" "select(.t > $deleted_at)" | wc -l)"
+done
 
 kill "$replica_b"; wait "$replica_b" 2>/dev/null; replica_b=""
 sidecar_stop
