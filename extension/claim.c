@@ -729,7 +729,8 @@ ClaimTask(const char *agent, int reserve_seconds, bool *found)
 		/*
 		 * The best queued tasks that fit, from the head of each of the agent's
 		 * buckets; for an agent with very many skills (hundreds of buckets), from
-		 * the universal queue, where most tasks fit it.
+		 * the universal queue, where most tasks fit it. A task the tenant's
+		 * external router holds is not taken (iwd._router_holds, sql/router.sql).
 		 */
 		if (buckets == NULL)
 		{
@@ -739,6 +740,7 @@ ClaimTask(const char *agent, int reserve_seconds, bool *found)
 										  "AND (q.requested_agent IS NULL OR q.requested_agent = $1) "
 										  "AND iwd.skills_met(q.skills, $3) "
 										  "AND ($6 IS NULL OR q.id <> ALL ($6)) "
+										  "AND NOT iwd._router_holds(q.id) "
 										  "ORDER BY q.priority DESC, q.business_value DESC, q.due_at ASC NULLS LAST, "
 										  "q.created_at, q.id LIMIT $5",
 										  6, pick_types), pick_args, pick_nulls, false, 0) != SPI_OK_SELECT)
@@ -753,6 +755,7 @@ ClaimTask(const char *agent, int reserve_seconds, bool *found)
 									  "AND (q.requested_agent IS NULL OR q.requested_agent = $1) "
 									  "AND iwd.skills_met(q.skills, $3) "
 									  "AND ($6 IS NULL OR q.id <> ALL ($6)) "
+									  "AND NOT iwd._router_holds(q.id) "
 									  "ORDER BY q.priority DESC, q.business_value DESC, q.due_at ASC NULLS LAST, "
 									  "q.created_at, q.id LIMIT $5) c "
 									  "ORDER BY c.priority DESC, c.business_value DESC, c.due_at ASC NULLS LAST, "

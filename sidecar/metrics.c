@@ -86,7 +86,7 @@ static const family_t families[F_COUNT] = {
                               " replica).", COUNTER},
     [F_ROUTER_REQUESTS] = {"iwd_router_requests_total",
                            "Requests to the tenants' external routers by tenant, operation (token, submit, stop,"
-                           " pull) and result (ok, unauthorized, refused: another 4xx, unavailable: a 5xx,"
+                           " pull, retrieve) and result (ok, unauthorized, refused: another 4xx, unavailable: a 5xx,"
                            " timeout, unreachable, malformed: an answer not in the protocol).", COUNTER},
     [F_ROUTER_IN_FLIGHT] = {"iwd_router_in_flight",
                             "Tasks at the tenant's external router (submitted, offered or accepted), as last synced.",

@@ -12,11 +12,14 @@
  *  3. iwd.router_plan says what to stop and what to submit; new submissions are committed (with their
  *     submission number, the idempotency key's) before any request is sent, so that a submission repeated
  *     after a crash, a timeout or a lost answer names the same work item at the router: a task is never
- *     submitted twice. Stops and submissions run concurrently (CONCURRENT at a time), their answers are
- *     recorded (iwd.router_stopped, iwd.router_submitted).
+ *     submitted twice. Stops run concurrently (CONCURRENT at a time), then submissions one after the
+ *     other in the queue's order (the router receives them best first; the first that fails ends the
+ *     round, so a later one never overtakes it), their answers recorded (iwd.router_stopped,
+ *     iwd.router_submitted).
  *  4. Only when every submission was answered, the router's changes are pulled from the cursor and applied
  *     with the new cursor in one transaction (iwd.router_apply: a change is applied once even when a pull
- *     returns it again), page after page.
+ *     returns it again), page after page. A router that no longer knows the cursor (410) has every work item
+ *     it holds for the tenant retrieved one by one instead (retrieve_held), and its new cursor taken.
  *  5. The outcome is reported (iwd.router_report: GET /router's status) and counted in the metrics.
  * A round that fails (the router down, a 5xx, a timeout, refused credentials, the database) is reported
  * and the next one waits BACKOFF_MIN_MS, doubling up to BACKOFF_MAX_MS: never a tight loop. A round that
@@ -68,7 +71,8 @@
 #define PLAN_BATCH 256              /* stops and submissions of one plan, each */
 #define PULL_LIMIT 500              /* changes asked per page */
 #define PULL_PAGES 20               /* pages per round at most (a backlog continues in the next round) */
-#define CONCURRENT 16               /* requests in flight per tenant */
+#define RETRIEVE_BATCH 256          /* work items retrieved per batch after the router lost the cursor */
+#define CONCURRENT 16               /* stops in flight per tenant */
 #define ANSWER_MAX (4 * 1024 * 1024)
 #define ERROR_TEXT 300
 #define MAX_SYNCS 1024              /* tenants synced by one replica */
@@ -87,6 +91,7 @@ typedef struct request {
     struct curl_slist *headers;
     iwd_text_t answer;
     bool too_large;
+    bool unsent;                    /* not sent: an earlier request of an ordered run did not go through */
     char curl_error[CURL_ERROR_SIZE];
     CURLcode rc;
     long status;
@@ -109,6 +114,7 @@ typedef struct sync {
     int64_t token_ends_ms;
     char *url, *auth_url, *client_id, *client_secret, *api_key, *cursor, *key_prefix;
     bool enabled;
+    bool pooled;                    /* the connection goes through a pooler: no LISTEN, the interval alone */
     int backoff_ms;
     int64_t renew_at_ms;            /* when the lease is renewed next during a round */
     bool lost;                      /* the lease passed to another replica during the round */
@@ -213,11 +219,40 @@ static char *query_value(sync_t *s, const char *command, const char *sql, int np
     return out;
 }
 
-/* The tenant's connection, opened when needed (LISTEN iwd_events on it); false with the failure set. */
+/*
+ * Whether the connection goes through a pooler (PgBouncer): the backend's own pid differs from the one the
+ * connection was told at its start (a pooler makes that one up, and may run each transaction on another
+ * server session). False with the failure set (the connection closed) when the question got no answer.
+ */
+static bool ask_pooled(sync_t *s, bool *out)
+{
+    PGresult *res = query(s, "backend", "SELECT pg_backend_pid()", 0, NULL);
+
+    if (res == NULL || PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
+        fail(s, "the backend's pid: %s", res == NULL ? "no answer in time" : PQresultErrorMessage(res));
+        if (res != NULL)
+            PQclear(res);
+        PQfinish(s->conn);
+        s->conn = NULL;
+        iwd_metrics_db(s->tenant.ccid, "disconnect", NULL, 0, false, true);
+        return false;
+    }
+    *out = atoi(PQgetvalue(res, 0, 0)) != PQbackendPID(s->conn);
+    PQclear(res);
+    return true;
+}
+
+/*
+ * The tenant's connection, opened when needed, with LISTEN iwd_events on it to hear of the tenant's changes
+ * at once; false with the failure set. Through a pooler in transaction mode LISTEN does not work (it runs on
+ * whichever server session the pool lends, which then serves other clients): there the sync does not
+ * listen and runs every IWD_ROUTER_INTERVAL_MS, said once in the log.
+ */
 static bool connect_tenant(sync_t *s)
 {
     char conninfo[IWD_CONNINFO_SIZE + 64];
     PGresult *res;
+    bool was_pooled;
 
     if (s->conn != NULL && PQstatus(s->conn) == CONNECTION_OK)
         return true;
@@ -235,6 +270,16 @@ static bool connect_tenant(sync_t *s)
         return false;
     }
     iwd_metrics_db(s->tenant.ccid, "connect", NULL, 0, true, false);
+    was_pooled = s->pooled;
+    if (!ask_pooled(s, &s->pooled))
+        return false;
+    if (s->pooled) {
+        if (!was_pooled)
+            iwd_log(IWD_LOG_INFO, "router sync without LISTEN", "%s: the tenant's connection goes through a pooler "
+                    "(PgBouncer): its sync runs every %d ms (IWD_ROUTER_INTERVAL_MS)", s->tenant.ccid,
+                    iwd_conf.router_interval_ms);
+        return true;
+    }
     res = query(s, "listen", "LISTEN iwd_events", 0, NULL);
     if (res == NULL || PQresultStatus(res) != PGRES_COMMAND_OK) {
         fail(s, "LISTEN iwd_events failed: %s", res == NULL ? "no answer in time" : PQresultErrorMessage(res));
@@ -409,20 +454,31 @@ static bool renew(sync_t *s)
     return true;
 }
 
-/* Run the requests, CONCURRENT at a time, each to its end (answered, failed or timed out); counted. */
-static void run_requests(sync_t *s, request_t **reqs, int n)
+/*
+ * Run the requests, at most concurrent at a time, each to its end (answered, failed or timed out); counted.
+ * One at a time (concurrent 1), they reach the router in their order, and the first that does not go
+ * through ends the run: the ones after it are not sent (unsent; the next round sends them, still in order).
+ */
+static void run_requests(sync_t *s, request_t **reqs, int n, int concurrent)
 {
     int next = 0, active = 0;
+    char why[ERROR_TEXT + 128];
 
     while (next < n || active > 0) {
         CURLMsg *msg;
         int running, left;
 
-        if (next < n && active < CONCURRENT && !renew(s)) {
+        if (next < n && active < concurrent && !renew(s)) {
             for (; next < n; next++) /* not sent: failed, the next round tries again */
                 reqs[next]->rc = CURLE_ABORTED_BY_CALLBACK;
         }
-        while (next < n && active < CONCURRENT) {
+        if (concurrent == 1 && next > 0 && next < n && active == 0) {
+            describe(reqs[next - 1], why, sizeof(why));
+            if (why[0] != '\0')
+                for (; next < n; next++)
+                    reqs[next]->unsent = true;
+        }
+        while (next < n && active < concurrent) {
             request_prepare(s, reqs[next]);
             curl_multi_add_handle(s->multi, reqs[next]->easy);
             next++;
@@ -587,7 +643,7 @@ static bool ensure_token(sync_t *s)
     r->content_type = "application/x-www-form-urlencoded";
     r->basic_user = strdup(s->client_id);
     r->basic_password = strdup(s->client_secret);
-    run_requests(s, &r, 1);
+    run_requests(s, &r, 1, 1);
     describe(r, why, sizeof(why));
     if (why[0] != '\0') {
         if (r->status == 400 || r->status == 401 || r->status == 403)
@@ -617,8 +673,8 @@ static bool ensure_token(sync_t *s)
     return ok;
 }
 
-/* The requests of a plan: a DELETE per stop, a POST per submission. */
-static int plan_requests(sync_t *s, json_t *plan, request_t ***out)
+/* The requests of a plan: a DELETE per stop (the first *nstops), then a POST per submission, in the plan's order. */
+static int plan_requests(sync_t *s, json_t *plan, request_t ***out, int *nstops)
 {
     json_t *stops = json_object_get(plan, "stop"), *submits = json_object_get(plan, "submit"), *item;
     int n = 0;
@@ -640,6 +696,7 @@ static int plan_requests(sync_t *s, json_t *plan, request_t ***out)
         r->router_id = strdup(router_id);
         reqs[n++] = r;
     }
+    *nstops = n;
     json_array_foreach(submits, i, item) {
         iwd_text_t url = iwd_text_new(256);
         char submission[32];
@@ -670,6 +727,8 @@ static bool record_answers(sync_t *s, request_t **reqs, int n, bool *unauthorize
 
     for (int i = 0; i < n; i++) {
         request_t *r = reqs[i];
+        if (r->unsent)
+            continue; /* the failure of the submission before it is the round's */
         describe(r, why, sizeof(why));
         if (strcmp(r->op, "stop") == 0) {
             /* gone at the router (404) is stopped too; 409: finished there, the pull brings its end */
@@ -735,7 +794,7 @@ static bool push(sync_t *s, bool *unauthorized)
     char *text;
     json_t *plan;
     request_t **reqs;
-    int n;
+    int n, nstops;
     bool ok;
 
     snprintf(lim, sizeof(lim), "%d", PLAN_BATCH);
@@ -747,15 +806,144 @@ static bool push(sync_t *s, bool *unauthorized)
         fail(s, "router_plan: a malformed answer");
         return false;
     }
-    n = plan_requests(s, plan, &reqs);
+    n = plan_requests(s, plan, &reqs, &nstops);
     /* a full batch leaves more (and a stop frees a place: record_answers) */
     s->more = json_array_size(json_object_get(plan, "submit")) >= PLAN_BATCH;
     json_decref(plan);
-    run_requests(s, reqs, n);
+    /*
+     * The stops at once, CONCURRENT at a time; then the submissions one after the other, each sent once the
+     * one before it was answered (on the connection kept open), so that the router receives them in the
+     * plan's order, the queue's, best first: requests sent side by side may reach it in any order.
+     */
+    run_requests(s, reqs, nstops, CONCURRENT);
+    run_requests(s, reqs + nstops, n - nstops, 1);
     ok = record_answers(s, reqs, n, unauthorized);
     for (int i = 0; i < n; i++)
         request_free(reqs[i]);
     free(reqs);
+    return ok;
+}
+
+/* The cursor of a pull's answer (a string or an integer), malloc'd; NULL when it has none. */
+static char *cursor_of(json_t *doc)
+{
+    json_t *cursor = json_object_get(doc, "cursor");
+    char text[64];
+
+    if (json_is_integer(cursor)) {
+        snprintf(text, sizeof(text), "%" JSON_INTEGER_FORMAT, json_integer_value(cursor));
+        return strdup(text);
+    }
+    return json_is_string(cursor) && json_string_length(cursor) <= 1024 ? strdup(json_string_value(cursor)) : NULL;
+}
+
+/*
+ * The router no longer knows the cursor (a pull answered 410: it lost or trimmed its journal), so the changes
+ * since are not to be had from it: every work item it holds for the tenant is retrieved (GET
+ * /workitems/{routerId}, RETRIEVE_BATCH at a time, CONCURRENT in flight), its state applied as a change
+ * (iwd.router_apply: a version already applied is skipped) with the router's new cursor (the 410's own, or
+ * none: from its start), a work item it no longer has recorded as stopped. False when something failed
+ * (nothing recorded: the next round pulls, is told 410 and retrieves again).
+ */
+static bool retrieve_held(sync_t *s, const char *cursor, bool *unauthorized)
+{
+    json_t *changes = json_array(), *stopped = json_array();
+    json_int_t after = 0;
+    bool ok = true;
+    char why[ERROR_TEXT + 128];
+
+    iwd_log(IWD_LOG_WARN, "router cursor unknown", "%s: the router no longer knows cursor %s; its work items are "
+            "retrieved", s->tenant.ccid, s->cursor != NULL ? s->cursor : "(none)");
+    while (ok) {
+        char after_text[32], lim[16];
+        const char *values[3] = {replica_id, after_text, lim};
+        char *text;
+        json_t *held, *item;
+        request_t **reqs;
+        size_t i, n;
+
+        snprintf(after_text, sizeof(after_text), "%" JSON_INTEGER_FORMAT, after);
+        snprintf(lim, sizeof(lim), "%d", RETRIEVE_BATCH);
+        text = query_value(s, "router_held", "SELECT iwd.router_held($1, $2::bigint, $3::int)", 3, values);
+        if (text == NULL)
+            break;
+        held = json_loads(text, 0, NULL);
+        free(text);
+        n = json_array_size(held);
+        reqs = calloc(n + 1, sizeof(*reqs));
+        json_array_foreach(held, i, item) {
+            const char *router_id = json_string_value(json_object_get(item, "routerId"));
+            char *escaped = curl_easy_escape(NULL, router_id != NULL ? router_id : "", 0);
+            iwd_text_t url = iwd_text_new(256);
+            iwd_text_put(&url, "%s/workitems/%s", s->url, escaped);
+            curl_free(escaped);
+            reqs[i] = request_new("retrieve", "GET", url.buf);
+            reqs[i]->task_id = after = json_integer_value(json_object_get(item, "taskId"));
+            reqs[i]->router_id = strdup(router_id != NULL ? router_id : "");
+        }
+        json_decref(held);
+        run_requests(s, reqs, (int)n, CONCURRENT);
+        for (i = 0; i < n; i++) {
+            request_t *r = reqs[i];
+            json_t *doc, *state, *version;
+            describe(r, why, sizeof(why));
+            if (r->rc == CURLE_OK && r->status == 404) { /* gone at the router */
+                json_array_append_new(stopped, json_pack("{s:I, s:s}", "taskId", (json_int_t)r->task_id,
+                                                         "routerId", r->router_id));
+                continue;
+            }
+            if (why[0] != '\0') {
+                *unauthorized |= r->rc == CURLE_OK && r->status == 401;
+                fail(s, "%s", why);
+                ok = false;
+                continue;
+            }
+            doc = json_loads(r->answer.buf, 0, NULL);
+            state = json_object_get(doc, "state");
+            version = json_object_get(doc, "version");
+            if (json_is_string(state) && json_is_integer(version)) {
+                json_t *agent = json_object_get(doc, "agent");
+                json_array_append_new(changes, json_pack("{s:s, s:O, s:O, s:O}", "id", r->router_id, "state", state,
+                                                         "agent", json_is_string(agent) ? agent : json_null(),
+                                                         "version", version));
+            } else {
+                iwd_metrics_router_request(s->tenant.ccid, r->op, "malformed");
+                fail(s, "retrieve: the router's answer is not {\"state\": ..., \"version\": ...}");
+                ok = false;
+            }
+            json_decref(doc);
+        }
+        for (i = 0; i < n; i++)
+            request_free(reqs[i]);
+        free(reqs);
+        if (n < RETRIEVE_BATCH)
+            break;
+    }
+    if (ok && json_array_size(stopped) > 0) {
+        char *text = json_dumps(stopped, JSON_COMPACT), *recorded;
+        const char *values[2] = {replica_id, text};
+        recorded = query_value(s, "router_stopped", "SELECT iwd.router_stopped($1, $2::jsonb)", 2, values);
+        ok = recorded != NULL;
+        free(recorded);
+        free(text);
+    }
+    if (ok) {
+        char *text = json_dumps(changes, JSON_COMPACT), *applied;
+        const char *values[3] = {replica_id, text, cursor};
+        applied = query_value(s, "router_apply", "SELECT iwd.router_apply($1, $2::jsonb, $3)", 3, values);
+        ok = applied != NULL;
+        if (ok) {
+            free(s->cursor);
+            s->cursor = cursor != NULL ? strdup(cursor) : NULL;
+            s->more = true;
+            iwd_log(IWD_LOG_INFO, "router work items retrieved", "%s: %zu, %zu gone; %s", s->tenant.ccid,
+                    json_array_size(changes), json_array_size(stopped), applied);
+        }
+        free(applied);
+        free(text);
+    }
+    json_decref(changes);
+    json_decref(stopped);
     return ok;
 }
 
@@ -780,7 +968,20 @@ static bool pull(sync_t *s, bool *unauthorized)
         iwd_text_put(&url, "%s/workitems?changedSince=%s&limit=%d", s->url, escaped, PULL_LIMIT);
         curl_free(escaped);
         r = request_new("pull", "GET", url.buf);
-        run_requests(s, &r, 1);
+        run_requests(s, &r, 1, 1);
+        if (r->rc == CURLE_OK && r->status == 410) { /* the cursor is no longer known to the router */
+            char *reset;
+            doc = json_loads(r->answer.buf, 0, NULL);
+            reset = cursor_of(doc);
+            json_decref(doc);
+            request_free(r);
+            if (!retrieve_held(s, reset, unauthorized)) {
+                free(reset);
+                return false;
+            }
+            free(reset);
+            continue;
+        }
         describe(r, why, sizeof(why));
         if (why[0] != '\0') {
             *unauthorized = r->rc == CURLE_OK && r->status == 401;
@@ -895,7 +1096,7 @@ static void wait_for_round(sync_t *s, int64_t timeout_ms)
     int n = 0;
 
     fds[n++] = (struct pollfd){.fd = s->wake_pipe[0], .events = POLLIN};
-    if (s->conn != NULL && PQstatus(s->conn) == CONNECTION_OK)
+    if (s->conn != NULL && PQstatus(s->conn) == CONNECTION_OK && !s->pooled)
         fds[n++] = (struct pollfd){.fd = PQsocket(s->conn), .events = POLLIN};
     if (poll(fds, n, (int)timeout_ms) > 0) {
         if (fds[0].revents != 0)
@@ -910,6 +1111,11 @@ static void wait_for_round(sync_t *s, int64_t timeout_ms)
             while ((note = PQnotifies(s->conn)) != NULL)
                 PQfreemem(note);
         }
+    }
+    if (s->conn != NULL) { /* through a pooler, notifications of other clients' LISTEN may come with answers */
+        PGnotify *note;
+        while ((note = PQnotifies(s->conn)) != NULL)
+            PQfreemem(note);
     }
 }
 

@@ -63,6 +63,17 @@ CREATE TABLE iwd.router_task (
 CREATE INDEX router_task_router_id_idx ON iwd.router_task (router_id);
 CREATE INDEX router_task_live_idx ON iwd.router_task (state) WHERE state <> 'returned';
 
+-- Whether the router holds a queued task: submitted (or being submitted) and not given back. The claim
+-- (iwd.next_task, extension/claim.c) does not take such a task; it is claimable again once the router
+-- gives it back (rejected or stopped there, stopped by the sync, the router deleted or changed). A claim
+-- that meets a task in the instant the sync records its submission may still take it: the sync then stops
+-- it at the router (iwd.router_plan). Inlined into the claim's pick (one index probe per candidate).
+CREATE FUNCTION iwd._router_holds(task_id bigint) RETURNS boolean
+LANGUAGE sql STABLE CALLED ON NULL INPUT PARALLEL SAFE AS $$
+    SELECT EXISTS (SELECT 1 FROM iwd.router_task r
+                   WHERE r.task_id = _router_holds.task_id AND r.state IN ('submitting', 'queued'))
+$$;
+
 -- How long a task the router rejected or stopped waits before it is submitted again.
 CREATE FUNCTION iwd._router_retry_after() RETURNS interval
 LANGUAGE sql IMMUTABLE CALLED ON NULL INPUT PARALLEL SAFE AS $$
@@ -242,7 +253,7 @@ END $$;
 -- yet answered (the same submission: idempotent), then the window's tasks that are not at the router,
 -- while fewer than maxInFlight are (a displaced task is stopped first, its successor submitted by the next
 -- plan). At most lim of each; the new submissions are recorded (state submitting) before the plan is
--- returned.
+-- returned. The submissions come in queue order, best first (the order the sync sends them in).
 CREATE FUNCTION iwd.router_plan(owner text, lim int) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE AS $$
 DECLARE
@@ -286,18 +297,23 @@ BEGIN
         SELECT t.id, nextval('iwd.router_submission'), 'submitting', t.priority, t.business_value, v_now
         FROM fresh f JOIN iwd.task t ON t.id = f.id ORDER BY f.n
         RETURNING task_id, submission)
-    SELECT coalesce(jsonb_agg(jsonb_build_object('taskId', s.task_id, 'submission', s.submission, 'task', s.doc)),
-                    '[]')
+    SELECT coalesce(jsonb_agg(jsonb_build_object('taskId', s.task_id, 'submission', s.submission, 'task', s.doc)
+                              ORDER BY s.priority DESC, s.business_value DESC, s.due_at ASC NULLS LAST, s.created_at,
+                                       s.task_id), '[]')
     INTO v_submit
-    FROM (SELECT * FROM
-              (SELECT x.task_id, x.submission,
-                      coalesce((SELECT iwd.task_json(t) FROM iwd.task t WHERE t.id = x.task_id),
-                               (SELECT iwd.task_json(ROW(c.*)::iwd.task) FROM iwd.task_closed c
-                                WHERE c.id = x.task_id))
-                          AS doc
-               FROM iwd.router_task x WHERE x.state = 'submitting' ORDER BY x.changed_at, x.task_id LIMIT lim) o
+    FROM (SELECT o.task_id, o.submission,
+                 coalesce((SELECT iwd.task_json(t) FROM iwd.task t WHERE t.id = o.task_id),
+                          (SELECT iwd.task_json(ROW(c.*)::iwd.task) FROM iwd.task_closed c WHERE c.id = o.task_id))
+                     AS doc,
+                 coalesce(t.priority, c.priority) AS priority, coalesce(t.business_value, c.business_value)
+                     AS business_value, coalesce(t.due_at, c.due_at) AS due_at,
+                 coalesce(t.created_at, c.created_at) AS created_at
+          FROM (SELECT x.task_id, x.submission FROM iwd.router_task x WHERE x.state = 'submitting'
+                ORDER BY x.changed_at, x.task_id LIMIT lim) o
+          LEFT JOIN iwd.task t ON t.id = o.task_id LEFT JOIN iwd.task_closed c ON c.id = o.task_id
           UNION ALL
-          SELECT d.task_id, d.submission, iwd.task_json(t) FROM recorded d JOIN iwd.task t ON t.id = d.task_id) s
+          SELECT d.task_id, d.submission, iwd.task_json(t), t.priority, t.business_value, t.due_at, t.created_at
+          FROM recorded d JOIN iwd.task t ON t.id = d.task_id) s
     WHERE s.doc IS NOT NULL;
     RETURN jsonb_build_object('stop', v_stop, 'submit', v_submit);
 END $$;
@@ -491,6 +507,23 @@ BEGIN
     END LOOP;
     UPDATE iwd.router SET cursor = router_apply.cursor, lag_s = coalesce(v_lag, lag_s);
     RETURN jsonb_build_object('applied', n_applied, 'skipped', n_skipped, 'errors', v_errors, 'lagSeconds', v_lag);
+END $$;
+
+-- The work items the router holds for the tenant, for owner (who holds the lease): [{"taskId", "routerId"}]
+-- (answered submissions not given back), at most lim from after task id after (NULL: the first), in task
+-- id order. The sync retrieves each (GET /workitems/{routerId}) when the router no longer knows its cursor.
+CREATE FUNCTION iwd.router_held(owner text, after bigint, lim int) RETURNS jsonb
+LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE AS $$
+BEGIN
+    PERFORM iwd._router_lease(owner);
+    IF lim IS NULL OR lim < 1 OR lim > 10000 THEN
+        RAISE EXCEPTION 'lim must be between 1 and 10000' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    RETURN (SELECT coalesce(jsonb_agg(jsonb_build_object('taskId', x.task_id, 'routerId', x.router_id)
+                                      ORDER BY x.task_id), '[]')
+            FROM (SELECT r.task_id, r.router_id FROM iwd.router_task r
+                  WHERE r.router_id IS NOT NULL AND r.state <> 'returned' AND r.task_id > coalesce(after, 0)
+                  ORDER BY r.task_id LIMIT lim) x);
 END $$;
 
 -- A sync round's outcome for the status: error NULL for a round that went through (lastSyncAt), else

@@ -102,6 +102,24 @@ SELECT iwd.get_router() #>> '{status,state}' AS state;
 SELECT iwd.delete_router(), iwd.delete_router();
 SELECT count(*) FROM iwd.router_task;
 
+-- a task the router holds is not claimed by iwd's own agents (iwd.next_task) until it is given back
+SELECT iwd.upsert_router('{"url": "http://r", "clientId": "c", "clientSecret": "s", "maxInFlight": 1}')
+       ->> 'maxInFlight' AS max_in_flight;
+SELECT iwd.router_claim('A', 15) ->> 'held' AS held;
+SELECT router_task('t99', 99) > 0 AS t99, router_task('t98', 98) > 0 AS t98, router_task('t97', 97) > 0 AS t97;
+SELECT e ->> 'task' IS NOT NULL AS submitted, e #>> '{task,externalId}' AS external_id
+FROM jsonb_array_elements(iwd.router_plan('A', 10) -> 'submit') e;
+SELECT iwd.upsert_agent('{"id": "local", "capacity": {"workitem": 5}, "state": "ready"}') IS NOT NULL;
+SELECT iwd.next_task('local') ->> 'externalId' AS claimed_while_submitting;
+SELECT answer_all('A');
+SELECT iwd.next_task('local') ->> 'externalId' AS claimed_while_at_the_router;
+SELECT iwd.router_stopped('A', jsonb_build_array(jsonb_build_object('taskId', id, 'routerId', 'r' || id)))
+FROM iwd.task WHERE external_id = 't99';
+SELECT iwd.next_task('local') ->> 'externalId' AS claimed_once_stopped;
+SELECT iwd.router_plan('A', 10) -> 'submit' -> 0 #>> '{task,externalId}' AS the_next_submitted;
+SELECT iwd.delete_router();
+SELECT iwd.next_task('local') ->> 'externalId' AS claimed_once_the_router_is_deleted;
+
 DROP FUNCTION router_err(text);
 DROP FUNCTION router_task(text, int);
 DROP FUNCTION plan(text);

@@ -4,8 +4,11 @@
 # its agents accepting and completing what they are offered). Checks the configuration (PUT/GET/DELETE
 # /router, secrets sealed in the database and never returned, provisioning's tenant.gws), the flow (the best
 # maxInFlight tasks submitted in queue order, offered -> reserved, accepted, completed in iwd with their
-# history), displacement, the propagation of hold, cancel, complete, expire and reprioritize, the router's
-# own reject and stop, each fault (router down, 5xx, slow answers, an expired token, invalid credentials:
+# history), the order the router receives submissions in (the queue's, even where the simulator would reorder
+# requests sent side by side), the tasks the router holds kept from iwd's own agents (next_task) until it
+# gives them back, displacement, the propagation of hold, cancel, complete, expire and reprioritize, the
+# router's own reject and stop, a router that lost the cursor (410: the work items it holds retrieved one by
+# one), each fault (router down, 5xx, slow answers, an expired token, invalid credentials:
 # reported in GET /router and the metrics, retried without a tight loop, the API answering meanwhile), kill
 # -9 of the sidecar mid-sync (no duplicate submission, no lost change), and two replicas (one syncs, the
 # other takes over when it dies). Ends with "router: N passed, M failed".
@@ -189,6 +192,57 @@ $(curl -s "http://127.0.0.1:$metrics_port/metrics" | grep -c '^iwd_router_lag_se
 check "GET /router: lastSyncAt set, no lastError" "true null" \
     "$(router_status 'lastSyncAt != null') $(router_status lastError)"
 
+# --- submission order, and the tasks the router holds kept from iwd's own agents -------------------------
+# submissions reach the router in queue order, best first, even where requests sent side by side would
+# arrive in any order (the simulator holds each submission up to jitterSeconds before receiving it)
+sim_set '{"mode": "none", "jitterSeconds": 0.05}'
+req PUT /router "$key" "{\"url\": \"$sim_url\", \"clientId\": \"router-client\", \"maxInFlight\": 20,
+                          \"enabled\": false}"
+req POST /tasks/bulk "$key" \
+    "$(jq -c -n '[range(30) | {externalId: "order-\(.)", capturePoint: "router-order", priority: ((. * 7) % 5)}]')"
+check "30 tasks for the order test (priorities 0 to 4, ties in creation order)" "201" "$code"
+order_min=$(sql "SELECT min(id) FROM iwd.task WHERE capture_point = 'router-order'")
+req PUT /router "$key" "{\"url\": \"$sim_url\", \"clientId\": \"router-client\", \"maxInFlight\": 20}"
+order_items() { sim "[.items[] | select(.taskId >= $order_min)] | length"; }
+order_items_are() { [ "$(order_items)" = "$1" ]; }
+wait_until 60 order_items_are 20
+sleep 1
+check "the best 20 reached the router in queue order" \
+    "$(sql "SELECT string_agg(id::text, ' ' ORDER BY n) FROM (
+                SELECT id, row_number() OVER (ORDER BY priority DESC, business_value DESC, due_at ASC NULLS LAST,
+                                                       created_at, id) AS n
+                FROM iwd.task WHERE capture_point = 'router-order') q WHERE n <= 20")" \
+    "$(sim "[.items[] | select(.taskId >= $order_min)] | sort_by(.arrival) | map(.taskId | tostring) | join(\" \")")"
+# an agent of iwd's own pulling next_task gets the best task the router does not hold, never one it holds
+req PUT /agents/local-1 "$key" '{"capacity": {"workitem": 5}, "state": "ready"}'
+check "an agent of iwd's own" "200" "$code"
+req POST /agents/local-1/next "$key" '{}'
+check "next_task does not take a task the router holds: the 21st of the queue" "200 $(sql "
+    SELECT id FROM iwd.task WHERE capture_point = 'router-order'
+    ORDER BY priority DESC, business_value DESC, due_at ASC NULLS LAST, created_at, id OFFSET 20 LIMIT 1")" \
+    "$code $(json .id)"
+held_ids=$(sql "SELECT string_agg(task_id::text, ',') FROM iwd.router_task
+                WHERE state IN ('submitting', 'queued') AND task_id >= $order_min")
+check "none of the tasks at the router was reserved in iwd" "0 20" \
+    "$(sql "SELECT count(*) FILTER (WHERE status <> 'queued'), count(*) FROM iwd.task WHERE id IN ($held_ids)" |
+       tr '|' ' ')"
+given_back=$(sql "SELECT min(task_id) FROM iwd.router_task WHERE state = 'queued' AND task_id >= $order_min
+                  AND task_id IN (SELECT id FROM iwd.task WHERE priority = (SELECT max(priority) FROM iwd.task
+                                                                            WHERE capture_point = 'router-order'))")
+sim_set '{"jitterSeconds": 0}'
+sim_item "$(item_of_task "$given_back")" '{"state": "stopped"}'
+wait_until 20 sql_is t1 returned "SELECT state FROM iwd.router_task WHERE task_id = $given_back"
+req POST /agents/local-1/next "$key" '{}'
+check "a task the router gave back (stopped there) is taken by iwd's agent again" "200 $given_back" \
+    "$code $(json .id)"
+# the order test's tasks leave: canceled, so stopped at the router
+sql "SELECT count(iwd.cancel_task(id, 'order test over')) FROM iwd.task WHERE capture_point = 'router-order'" \
+    >/dev/null
+req PUT /agents/local-1 "$key" '{"capacity": {"workitem": 5}, "state": "not_ready"}'
+req PUT /router "$key" "{\"url\": \"$sim_url\", \"clientId\": \"router-client\", \"maxInFlight\": 3}"
+wait_until 30 sql_is t1 0 "SELECT count(*) FROM iwd.router_task WHERE state <> 'returned'"
+check "the order test's tasks are stopped at the router" "0" "$(in_flight)"
+
 # --- displacement -------------------------------------------------------------------------------------
 # the agents take nothing now: what is submitted stays queued at the router
 sim_set '{"mode": "none"}'
@@ -273,6 +327,27 @@ req POST "/tasks/$acc/cancel" "$key" '{}'
 wait_until 20 item_state_is "$acc" stopped
 check "cancel of a task accepted at the router stops it there" "200 canceled stopped" \
     "$code $(status_of "$acc") $(sim_state_of "$(item_of_task "$acc")")"
+
+# --- a router that lost the cursor: the work items it holds retrieved one by one ---------------------------
+sim_set '{"mode": "none"}'
+pr=$(task retrieve-1 97)
+wait_until 20 item_state_is "$pr" queued
+retrieves0=$(sim '.counters.retrieves')
+# offered to an agent, then the router forgets its journal: that change is not to be had from a pull
+sim_item "$(item_of_task "$pr")" '{"state": "offered", "agent": "agent-9", "forgetJournal": true}'
+wait_until 30 status_is "$pr" assigned
+check "a pull answered 410 (cursor unknown): the work items retrieved, the offer applied in iwd" \
+    "assigned agent-9 yes" \
+    "$(status_of "$pr") $(sql "SELECT assigned_to FROM iwd.task WHERE id = $pr") \
+$([ "$(sim '.counters.retrieves')" -gt "$retrieves0" ] && [ "$(sim '.counters.gone')" -ge 1 ] && echo yes || echo no)"
+check "retrieve counted in the metrics" "yes" "$([ "$(requests retrieve ok)" -ge 1 ] && echo yes || echo no)"
+cursor_past_horizon() { [ "$(sql "SELECT cursor FROM iwd.router")" -ge "$(sim '.horizon')" ]; }
+wait_until 10 cursor_past_horizon
+check "the pull goes on from the router's new cursor" "yes syncing" \
+    "$(cursor_past_horizon && echo yes || echo no) $(router_status state)"
+sim_item "$(item_of_task "$pr")" '{"state": "rejected"}'
+wait_until 20 status_is "$pr" queued
+check "the changes after it come through the pull again" "queued" "$(status_of "$pr")"
 
 # --- faults ---------------------------------------------------------------------------------------------
 # live_twice: tasks with more than one work item live at the router at once (a duplicate submission)

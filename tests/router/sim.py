@@ -16,16 +16,21 @@ after that step (none: nothing is offered).
 
 Switches (POST /sim/config with a JSON object; no authentication): mode, agents, stepSeconds, fail5xx (the
 next N protocol requests answer 503; -1: all of them until set to 0), slowSeconds (each protocol request
-waits that long first), clientId, clientSecret, apiKey, tokenTtl (seconds). POST /sim/expire-tokens
-invalidates every token issued. POST /sim/items/{id} {"state", "agent"} changes a work item as the router
-would (e.g. rejected, stopped). GET /sim/state: the work items and counters (posts, duplicate posts, token
-requests, stops, requests refused). The state is saved to --state (on every change, at most every 0.2 s,
-and on SIGTERM) and read at start: a restarted simulator is the same router.
+waits that long first), jitterSeconds (each submission waits a random time up to that long before it is
+received: submissions sent side by side arrive out of order), clientId, clientSecret, apiKey, tokenTtl
+(seconds). POST /sim/expire-tokens invalidates every token issued. POST /sim/items/{id} {"state", "agent",
+"forgetJournal"} changes a work item as the router would (e.g. rejected, stopped); with "forgetJournal":
+true the journal is then forgotten, as by a router that lost it: a pull from a cursor before that answers
+410 with the current cursor. GET /sim/state: the work items (with "arrival", the order they were received
+in) and counters (posts, duplicate posts, token requests, stops, requests refused, retrieves, pulls
+answered 410). The state is saved to --state (on every change, at most every 0.2 s, and on SIGTERM) and
+read at start: a restarted simulator is the same router.
 """
 import argparse
 import base64
 import json
 import os
+import random
 import signal
 import sys
 import threading
@@ -41,11 +46,12 @@ state = {
     "keys": {},           # idempotency key -> id
     "journal": [],        # [seq, id, state, agent, version, changedAt]
     "seq": 0,
+    "horizon": 0,         # the journal before it is forgotten: a pull from an older cursor answers 410
     "next_id": 0,
     "counters": {"posts": 0, "duplicatePosts": 0, "tokens": 0, "tokensRefused": 0, "stops": 0,
-                 "refused5xx": 0, "unauthorized": 0, "pulls": 0},
+                 "refused5xx": 0, "unauthorized": 0, "pulls": 0, "gone": 0, "retrieves": 0},
 }
-config = {"mode": "complete", "agents": 5, "stepSeconds": 0.2, "fail5xx": 0, "slowSeconds": 0,
+config = {"mode": "complete", "agents": 5, "stepSeconds": 0.2, "fail5xx": 0, "slowSeconds": 0, "jitterSeconds": 0,
           "clientId": "router-client", "clientSecret": "router-secret", "apiKey": None, "tokenTtl": 3600}
 tokens = {}               # token -> expiry (unix time); in memory: a restart invalidates them
 dirty = threading.Event()
@@ -216,6 +222,8 @@ class Handler(BaseHTTPRequestHandler):
                 item = state["items"].get(rest[0])
                 if item is None:
                     return self.answer(404, {"error": "no such work item"})
+                if method == "GET":
+                    state["counters"]["retrieves"] = state["counters"].get("retrieves", 0) + 1
                 if method == "DELETE":
                     if item["state"] == "completed":
                         return self.answer(409, {"error": "the work item is completed", "state": "completed"})
@@ -230,6 +238,11 @@ class Handler(BaseHTTPRequestHandler):
         return {"id": item["id"], "taskId": item["taskId"], "state": item["state"], "agent": item["agent"],
                 "version": item["version"]}
 
+    @staticmethod
+    def sim_view(item):
+        """The view with what only the switches tell: arrival, the order the submissions were received in."""
+        return dict(Handler.view(item), arrival=item["seq"])
+
     def submit(self):
         key = self.headers.get("Idempotency-Key")
         try:
@@ -238,6 +251,10 @@ class Handler(BaseHTTPRequestHandler):
             return self.answer(400, {"error": "the body is not JSON"})
         if not key or not isinstance(task, dict) or "id" not in task:
             return self.answer(400, {"error": "a task document and an Idempotency-Key are required"})
+        with lock:
+            jitter = float(config["jitterSeconds"])
+        if jitter > 0:  # submissions sent side by side are received in any order
+            time.sleep(random.uniform(0, jitter))
         with lock:
             state["counters"]["posts"] += 1
             if key in state["keys"]:
@@ -260,6 +277,9 @@ class Handler(BaseHTTPRequestHandler):
             return self.answer(400, {"error": "changedSince and limit are integers"})
         with lock:
             state["counters"]["pulls"] += 1
+            if since < state.get("horizon", 0):
+                state["counters"]["gone"] = state["counters"].get("gone", 0) + 1
+                return self.answer(410, {"error": "the cursor is no longer known", "cursor": str(state["seq"])})
             journal = state["journal"]
             lo, hi = 0, len(journal)  # the first entry after since (seq increases)
             while lo < hi:
@@ -279,12 +299,13 @@ class Handler(BaseHTTPRequestHandler):
     def control(self, method, rest):
         if method == "GET" and rest == ["state"]:
             with lock:
-                items = {k: self.view(v) for k, v in state["items"].items()}
+                items = {k: self.sim_view(v) for k, v in state["items"].items()}
                 doc = {"items": items, "counters": dict(state["counters"]), "config": dict(config),
                        "byState": {}}
                 for v in items.values():
                     doc["byState"][v["state"]] = doc["byState"].get(v["state"], 0) + 1
                 doc["keys"] = len(state["keys"])
+                doc["seq"], doc["horizon"] = state["seq"], state.get("horizon", 0)
             return self.answer(200, doc)
         if method == "POST" and rest == ["config"]:
             patch = json.loads(self.body() or b"{}")
@@ -307,6 +328,9 @@ class Handler(BaseHTTPRequestHandler):
                 if item is None:
                     return self.answer(404, {"error": "no such work item"})
                 change(item, patch["state"], patch.get("agent", item["agent"]))
+                if patch.get("forgetJournal"):  # the router loses its journal: older cursors are gone
+                    state["journal"] = []
+                    state["horizon"] = state["seq"]
                 return self.answer(200, self.view(item))
         return self.answer(404, {"error": "no such switch"})
 
