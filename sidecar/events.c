@@ -22,7 +22,9 @@
  * not full brought everything published before the call, the join point included). The held events follow.
  * A stream remembers the last id it sent and never sends one again. The JSON long-poll is the same with one
  * call: answered at once when events follow `after`, otherwise parked (counted with the streams) until the
- * hub brings a matching event or the wait ends.
+ * hub brings a matching event or the wait ends. A long-poll that registered before its hub had read the
+ * head (a hub connecting late) has no join point when its call is sent: once the hub has one, it reads
+ * once more after what its call returned, so that an event published between the two is answered.
  *
  * Bounds: IWD_MAX_STREAMS per sidecar and IWD_MAX_STREAMS_PER_TENANT (503 beyond); a stream's unsent output is
  * at most IWD_EVENTS_BUFFER_BYTES (and the catch-up page being written): a client that falls further behind
@@ -1082,11 +1084,20 @@ static void on_soon(h2o_timeout_entry_t *entry)
         fetch_page(s);
 }
 
-/* The join point is known: an SSE stream catches up from `after`, or goes live at once. */
+static void poll_again(stream_t *s);
+
+/*
+ * The join point is known: an SSE stream catches up from `after`, or goes live at once. A parked long-poll
+ * whose read was sent before the hub knew its head (its hub connected late) reads once more after its
+ * cursor: an event published between that read and the head the hub took is not among the live ones.
+ */
 static void stream_joined(stream_t *s)
 {
-    if (s->query.json)
-        return; /* its one call was sent at once */
+    if (s->query.json) {
+        if (!s->catching_up && s->call_join < 0 && s->join > s->sent)
+            poll_again(s);
+        return;
+    }
     if (s->query.after < 0 || s->query.after >= s->join) {
         s->sent = s->query.after < 0 ? s->join : s->query.after;
         s->written = s->sent;
@@ -1236,18 +1247,64 @@ static void on_poll_result(iwd_call_t *call, PGresult *res, int status, const ch
     json_decref(page);
     while (s->held.n > 0 && s->held.items[s->held.first]->id <= s->sent)
         event_release(list_shift(&s->held));
+    if (s->call_join < 0 && s->join > s->sent) {
+        /* the hub took its head after the read was sent: what came between is not among the live events
+           held; read again before answering them (a call goes from the loop) */
+        h2o_timeout_link(call->thread->ctx.loop, &s->te->soon, &s->soon);
+        return;
+    }
     if (s->held.n > 0) {
         answer_events(s, &s->held);
         return;
     }
-    s->wait.cb = on_wait;
-    h2o_timeout_link(call->thread->ctx.loop, &s->te->waits[s->query.wait_s], &s->wait);
+    if (!h2o_timeout_is_linked(&s->wait)) {
+        s->wait.cb = on_wait;
+        h2o_timeout_link(call->thread->ctx.loop, &s->te->waits[s->query.wait_s], &s->wait);
+    }
 }
 
 static const char *const POLL_SQL =
     "SELECT iwd.events_after(coalesce($1::bigint, iwd.events_head()), $2::int, $3::text[], $4::jsonb)";
 
-/* The JSON form: one call; with a wait, registered with the hub first so that nothing after it is missed. */
+/*
+ * A long-poll's read of the events after its cursor (its `after`, or the head when it has none; after a
+ * read, what that read returned), the live events held meanwhile; the join point at the time is kept.
+ */
+static int poll_read(stream_t *s)
+{
+    char after[24], limit[16];
+    int64_t from = s->sent >= 0 ? s->sent : s->query.after;
+    const char *values[4] = {from >= 0 ? after : NULL, limit, s->query.sql_types, s->query.sql_filter};
+
+    snprintf(after, sizeof(after), "%" PRId64, from);
+    snprintf(limit, sizeof(limit), "%d", s->query.limit);
+    s->catching_up = true;
+    s->call_join = s->join;
+    return iwd_pg_call_then(s->call, POLL_SQL, 4, values, on_poll_result, s);
+}
+
+/*
+ * Read once more, the hub now subscribed (its join point known): the wait is suspended meanwhile and starts
+ * again when the read finds nothing.
+ */
+static void poll_again(stream_t *s)
+{
+    if (s->gone || s->ended || s->catching_up)
+        return;
+    if (h2o_timeout_is_linked(&s->wait))
+        h2o_timeout_unlink(&s->wait);
+    poll_read(s);
+}
+
+static void on_poll_again(h2o_timeout_entry_t *entry)
+{
+    poll_again(H2O_STRUCT_FROM_MEMBER(stream_t, soon, entry));
+}
+
+/*
+ * The JSON form: one call; with a wait, registered with the hub first so that nothing after it is missed,
+ * and read again when the hub took its head only after the call was sent.
+ */
 static int serve_json(stream_t *s)
 {
     char after[24], limit[16];
@@ -1259,8 +1316,8 @@ static int serve_json(stream_t *s)
         return iwd_pg_call(s->call, POLL_SQL, 4, values, 200, 500);
     if (stream_register(s) != IWD_OK)
         return IWD_OK;
-    s->catching_up = true; /* live events wait in held until the call's answer */
-    return iwd_pg_call_then(s->call, POLL_SQL, 4, values, on_poll_result, s);
+    s->soon.cb = on_poll_again;
+    return poll_read(s);
 }
 
 /* --- the SSE stream ------------------------------------------------------------------------------ */

@@ -503,7 +503,31 @@ head=$(head_id)
 stream slots "$base/events?after=$head" || echo "# the stream did not open"
 req POST /tasks "$key_e" '{"externalId": "SLOT-1", "capturePoint": "erp"}'
 for _ in $(seq 1 200); do grep -q '"SLOT-1"' "$work/slots.sse" && break; sleep 0.1; done
+
+# --- a long-poll whose hub connects late -------------------------------------------------------------------
+# tenant e's hub holds the only hub slot (half the cap of 2), so tenant f's long-poll reads the feed while its
+# hub waits for one; an event published after that read is before the head f's hub takes once e's hub has
+# gone (15 s after its last stream): the long-poll reads once more and answers it, rather than waiting 30 s
+# and answering nothing
+head_f=$(cluster_sql -d tenant_f -c "SELECT iwd.events_head()")
+curl -s -m 60 -H "x-api-key: $key_f" -H 'accept: application/json' "$base/events?after=$head_f&wait=30" \
+    >"$work/late.json" &
+late_pid=$!
+late_read() { # the long-poll's read is answered: f's API connection is idle after it
+    [ "$(cluster_sql -d postgres -c "SELECT count(*) FROM pg_stat_activity WHERE datname = 'tenant_f'
+            AND application_name = 'iwd-sidecar' AND state = 'idle' AND query LIKE '%events_after%'")" -ge 1 ]
+}
+for _ in $(seq 1 300); do late_read && break; sleep 0.1; done
+check "a long-poll of tenant f read the feed while its hub waits for a connection slot" "yes yes" \
+    "$(late_read && echo yes) $(grep -q '"an event hub waits for a connection slot","detail":"f:' \
+                                 "$work/sidecar.log" && echo yes)"
+cluster_sql -d tenant_f -c "SELECT iwd.create_task('{\"externalId\": \"LATE-1\", \"capturePoint\": \"erp\"}')" \
+    >/dev/null
+cluster_sql -d tenant_f -c "SELECT iwd.publish_events()" >/dev/null
 stop_stream slots
+wait "$late_pid"
+check "the event published between its read and its hub's head is answered when the hub joins" "LATE-1" \
+    "$(jq -r '[.events[].externalId] | join(",")' "$work/late.json" 2>/dev/null)"
 check "with the per-server cap held by idle API connections, a stream still gets the new task's event" \
     "yes" "$(grep -q '"SLOT-1"' "$work/slots.sse" && echo yes || echo "no (the hub got no connection slot)")"
 
