@@ -9,7 +9,8 @@
 # completed for several tenants, concurrent calls of one tenant through fewer server sessions than the
 # sidecar's connections (every one answered), the server sessions bounded by the pool, and the LISTEN
 # caveat as it behaves: the event stream, its long-poll and the webhook dispatcher still get every event
-# (from their own rounds rather than from a notification).
+# (from their own rounds rather than from a notification), and the router sync (against the router
+# simulator, tests/router/sim.py) finds its connection pooled and runs on its interval without LISTEN.
 # Ends with "pgbouncer: N passed, M failed".
 # shellcheck disable=SC2034,SC2154 # ($suite: for summary; the servers' variables, $code: tests/lib.sh, scripts/lib.sh)
 set -uo pipefail
@@ -261,5 +262,24 @@ check "every task created under load is stored" "80" \
 conns=$(curl -s "$metrics_url" | grep "^iwd_pg_server_connections{server=\"[^\"]*:$pgb_port\"}" | cut -d" " -f2)
 check "the sidecar counts its connections to PgBouncer within IWD_PG_MAX_CONNECTIONS_PER_SERVER" "ok" \
     "$([ -n "$conns" ] && [ "$conns" -ge 1 ] && [ "$conns" -le 24 ] && echo ok || echo "'$conns'")"
+
+# --- the router sync through PgBouncer: its connection found pooled, no LISTEN, a round every interval ------
+sim_port=$(free_port)
+python3 tests/router/sim.py --port "$sim_port" --state "$work/sim.json" --client-id router-client \
+    --client-secret router-secret --step-seconds 0.1 >"$work/sim.log" 2>&1 &
+pids+=($!)
+wait_for 10 curl -s -o /dev/null "http://127.0.0.1:$sim_port/sim/state" ||
+    fail_setup "the router simulator did not start"
+req PUT /router "$(key p3)" "{\"url\": \"http://127.0.0.1:$sim_port\", \"clientId\": \"router-client\",
+                             \"clientSecret\": \"router-secret\", \"maxInFlight\": 5}"
+check "p3: a router through PgBouncer" "200" "$code"
+req POST /tasks "$(key p3)" '{"externalId": "routed-1", "capturePoint": "erp", "priority": 90}'
+routed=$(json .id)
+routed_is_completed() { req GET "/tasks/$routed" "$(key p3)"; [ "$(json .status)" = completed ]; }
+wait_for 60 routed_is_completed
+check "p3: a task submitted to the router, completed there and synced back through PgBouncer" "completed" \
+    "$(json .status)"
+check "the router sync found its connection pooled: it does not LISTEN, it runs every IWD_ROUTER_INTERVAL_MS" "1" \
+    "$(grep -c 'router sync without LISTEN.*p3: ' "$work/sidecar.log")"
 
 summary
