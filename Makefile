@@ -22,7 +22,7 @@ OBJS       = $(patsubst %.c,%.o,$(sort $(wildcard extension/*.c)))
 # what the parts before it define (SQL-language bodies are checked when created); sql/security.sql comes
 # last (its grants and search_path settings cover every table and function defined before it).
 SQL_PARTS  = sql/iwd.sql sql/common.sql sql/calendar.sql sql/config.sql sql/tasks.sql sql/lifecycle.sql \
-             sql/queue.sql sql/scheduler.sql sql/datamart.sql sql/workers.sql sql/events.sql \
+             sql/queue.sql sql/scheduler.sql sql/datamart.sql sql/reports.sql sql/workers.sql sql/events.sql \
              sql/router.sql sql/email.sql sql/security.sql
 UPGRADE    = sql/$(EXTENSION)--$(UPGRADE_FROM)--$(EXTVERSION).sql
 DATA_built = sql/$(EXTENSION)--$(EXTVERSION).sql $(UPGRADE)

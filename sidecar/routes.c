@@ -19,7 +19,7 @@
 static const iwd_route_table_t *const tables[] = {&iwd_routes_health, &iwd_routes_provisioning, &iwd_routes_tasks,
                                                   &iwd_routes_agents, &iwd_routes_configuration, &iwd_routes_events,
                                                   &iwd_routes_webhooks, &iwd_routes_mailboxes, &iwd_routes_router,
-                                                  &iwd_routes_keys};
+                                                  &iwd_routes_keys, &iwd_routes_reports};
 #define NTABLES (sizeof(tables) / sizeof(tables[0]))
 
 /* More segments than any route has, the prefix's included: such a path is answered 404 undecoded. */

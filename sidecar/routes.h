@@ -55,6 +55,7 @@ extern const iwd_route_table_t iwd_routes_webhooks;       /* routes_webhooks.c *
 extern const iwd_route_table_t iwd_routes_mailboxes;      /* routes_mailboxes.c */
 extern const iwd_route_table_t iwd_routes_router;         /* routes_router.c */
 extern const iwd_route_table_t iwd_routes_keys;           /* routes_keys.c */
+extern const iwd_route_table_t iwd_routes_reports;        /* routes_reports.c */
 
 /* Route a request and answer it (now, or from the loop once its SQL call's result is in); IWD_OK. */
 int iwd_route(iwd_call_t *call);

@@ -111,11 +111,12 @@ static int on_tasks_list(iwd_call_t *call)
 }
 
 /* the request members of POST /tasks/batch */
-static const char *const batch_members[] = {"action", "ids", "filter", "args", "dryRun"};
+static const char *const batch_members[] = {"action", "ids", "filter", "q", "args", "dryRun"};
 
 /*
- * POST /tasks/batch {"action", "ids" | "filter", "args", "dryRun"}: one call of iwd.batch_action, the
- * tenant's ccid recorded as the actor of every event; the SQL function checks the values.
+ * POST /tasks/batch {"action", "ids" | "filter" and/or "q", "args", "dryRun"}: one call of iwd.batch_action
+ * (or, with a full-text search q, iwd.batch_search_action), the tenant's ccid recorded as the actor of every
+ * event; the SQL function checks the values.
  */
 static int on_tasks_batch(iwd_call_t *call)
 {
@@ -145,11 +146,17 @@ static int on_tasks_batch(iwd_call_t *call)
     if (!json_is_string(json_object_get(body, "action")) ||
         ((member = json_object_get(body, "ids")) != NULL && !json_is_array(member) && !json_is_null(member)) ||
         ((member = json_object_get(body, "filter")) != NULL && !json_is_object(member) && !json_is_null(member)) ||
+        ((member = json_object_get(body, "q")) != NULL && !json_is_string(member) && !json_is_null(member)) ||
         ((args = json_object_get(body, "args")) != NULL && !json_is_object(args) && !json_is_null(args)) ||
         ((member = json_object_get(body, "dryRun")) != NULL && !json_is_boolean(member))) {
         json_decref(body);
         return iwd_respond_error(call, 400, "a batch action is {\"action\": string, \"ids\": [task id, ...] or "
-                                            "\"filter\": {...}, \"args\": {...}, \"dryRun\": boolean}");
+                                            "\"filter\": {...} and/or \"q\": search, \"args\": {...}, "
+                                            "\"dryRun\": boolean}");
+    }
+    if (json_is_string(json_object_get(body, "q")) && json_is_array(json_object_get(body, "ids"))) {
+        json_decref(body);
+        return iwd_respond_error(call, 400, "a batch action takes either \"ids\" or a search \"q\" (with a filter)");
     }
     if ((member = json_object_get(body, "ids")) != NULL && json_is_array(member)) {
         size_t i;
@@ -174,10 +181,16 @@ static int on_tasks_batch(iwd_call_t *call)
     values[2] = filter;
     values[3] = call->tenant.ccid;
     values[4] = args_text;
-    rc = iwd_pg_call(call,
-                     "SELECT iwd.batch_action($1, CASE WHEN $2::jsonb IS NOT NULL THEN"
-                     " ARRAY(SELECT jsonb_array_elements_text($2::jsonb)::bigint) END, $3::jsonb, $4, $5::jsonb)",
-                     5, values, 200, 500);
+    if (json_is_string(json_object_get(body, "q"))) {
+        values[1] = json_string_value(json_object_get(body, "q"));
+        rc = iwd_pg_call(call, "SELECT iwd.batch_search_action($1, $2, $3::jsonb, $4, $5::jsonb)", 5, values, 200,
+                         500);
+    } else {
+        rc = iwd_pg_call(call,
+                         "SELECT iwd.batch_action($1, CASE WHEN $2::jsonb IS NOT NULL THEN"
+                         " ARRAY(SELECT jsonb_array_elements_text($2::jsonb)::bigint) END, $3::jsonb, $4, $5::jsonb)",
+                         5, values, 200, 500);
+    }
     free(ids);
     free(filter);
     free(args_text);

@@ -34,6 +34,8 @@ LANGUAGE sql STABLE CALLED ON NULL INPUT PARALLEL SAFE AS $$
                                'max', c.reprioritize_max) END,
         'urgency', CASE WHEN c.urgency_within_min IS NOT NULL THEN
             pg_catalog.jsonb_build_object('withinMinutes', c.urgency_within_min, 'step', c.urgency_step) END)
+        OPERATOR(pg_catalog.||) CASE WHEN c.service_level_seconds IS NOT NULL THEN
+            pg_catalog.jsonb_build_object('serviceLevelSeconds', c.service_level_seconds) ELSE '{}' END
 $$;
 
 CREATE FUNCTION iwd.rule_json(r iwd.rule) RETURNS jsonb
@@ -137,7 +139,7 @@ DECLARE
 BEGIN
     PERFORM iwd._check_object(category, 'category',
         '{name,department,process,priority,businessValue,slaMinutes,calendar,skills,queue,mediaType,'
-        'reprioritize,urgency}',
+        'reprioritize,urgency,serviceLevelSeconds}',
         '{name}');
     IF coalesce(jsonb_typeof(v_re), 'null') = 'null' THEN
         v_re := NULL;
@@ -163,7 +165,7 @@ BEGIN
     END IF;
     INSERT INTO iwd.category (name, department, process, priority, business_value, sla_minutes, calendar, skills,
                               queue, media_type, reprioritize_step, reprioritize_every_min, reprioritize_max,
-                              urgency_within_min, urgency_step, updated_at)
+                              urgency_within_min, urgency_step, service_level_seconds, updated_at)
     VALUES (iwd._str(category, 'name', 'category'), v_department, v_process,
             coalesce(iwd._int(category, 'priority', 'category'), 0),
             coalesce(iwd._int(category, 'businessValue', 'category'), 0),
@@ -177,6 +179,7 @@ BEGIN
             iwd._int(v_re, 'max', 'category reprioritize'),
             iwd._int(v_ur, 'withinMinutes', 'category urgency', 1),
             coalesce(iwd._int(v_ur, 'step', 'category urgency'), 0),
+            iwd._int(category, 'serviceLevelSeconds', 'category', 1, 86400),
             now())
     ON CONFLICT (name) DO UPDATE SET department = EXCLUDED.department, process = EXCLUDED.process,
         priority = EXCLUDED.priority, business_value = EXCLUDED.business_value,
@@ -184,7 +187,8 @@ BEGIN
         queue = EXCLUDED.queue, media_type = EXCLUDED.media_type,
         reprioritize_step = EXCLUDED.reprioritize_step, reprioritize_every_min = EXCLUDED.reprioritize_every_min,
         reprioritize_max = EXCLUDED.reprioritize_max, urgency_within_min = EXCLUDED.urgency_within_min,
-        urgency_step = EXCLUDED.urgency_step, updated_at = EXCLUDED.updated_at
+        urgency_step = EXCLUDED.urgency_step, service_level_seconds = EXCLUDED.service_level_seconds,
+        updated_at = EXCLUDED.updated_at
     RETURNING * INTO c;
     RETURN iwd.category_json(c);
 END $$;

@@ -47,7 +47,9 @@ CREATE TABLE iwd.category (
     reprioritize_max       int,
     urgency_within_min     int CHECK (urgency_within_min > 0),
     urgency_step           int NOT NULL DEFAULT 0,
-    updated_at             timestamptz NOT NULL DEFAULT now()
+    updated_at             timestamptz NOT NULL DEFAULT now(),
+    -- the contact-centre service level's threshold of its tasks (sql/reports.sql); NULL: the Data Mart's
+    service_level_seconds  int CHECK (service_level_seconds BETWEEN 1 AND 86400)
 );
 
 -- Classification and prioritization rules. "when" is a condition tree, "set" the effect

@@ -324,3 +324,40 @@ BEGIN
     RETURN jsonb_build_object('matched', v_matched, 'changed', cardinality(v_old), 'skipped', v_skipped,
                               'remaining', v_matched - cardinality(v_ids));
 END $$;
+
+-- Apply one action (as iwd.batch_action) to every open task that a full-text search (iwd.search_tasks'
+-- query) and the queue filter match, at most 1,000 of them: a search matching more is refused (22023), as
+-- a batch is only ever applied to a set the supervisor can see whole. The answer is batch_action's.
+CREATE FUNCTION iwd.batch_search_action(action text, query text, filter jsonb DEFAULT '{}', actor text DEFAULT NULL,
+                                        args jsonb DEFAULT '{}') RETURNS jsonb
+LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE AS $$
+DECLARE
+    c_max_tasks constant int := 1000;
+    v_query tsquery;
+    v_ids bigint[];
+BEGIN
+    filter := coalesce(filter, '{}');
+    IF jsonb_typeof(filter) <> 'object' OR filter ? 'afterId' THEN
+        RAISE EXCEPTION 'a batch filter must be an object of the queue filter''s fields, without "afterId"'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF octet_length(query) > 1024 THEN
+        RAISE EXCEPTION 'search query is longer than 1024 bytes' USING ERRCODE = 'invalid_parameter_value',
+            DETAIL = format('It has %s bytes.', octet_length(query));
+    END IF;
+    v_query := websearch_to_tsquery('simple', coalesce(query, ''));
+    IF numnode(v_query) = 0 THEN
+        RAISE EXCEPTION 'search query must contain at least one word' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    EXECUTE format('SELECT ARRAY(SELECT t.id FROM iwd.task_document d JOIN %s t ON t.id = d.task_id '
+                   'WHERE d.document @@ $1 AND %s ORDER BY t.id LIMIT %s)', iwd._source(filter),
+                   iwd._task_where(filter, ARRAY['new', 'queued', 'assigned', 'held', 'errorHeld']), c_max_tasks + 1)
+        INTO v_ids USING v_query;
+    IF cardinality(v_ids) > c_max_tasks THEN
+        RAISE EXCEPTION 'the search matches more than % open tasks', c_max_tasks
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('A batch by search acts on at most %s tasks.', c_max_tasks),
+                  HINT = 'Narrow the search or add filters; a batch by filter alone takes up to 10,000.';
+    END IF;
+    RETURN iwd.batch_action(action, v_ids, NULL, actor, args);
+END $$;

@@ -237,3 +237,8 @@ CREATE TABLE iwd.email_reply (
 );
 CREATE INDEX email_reply_due_idx ON iwd.email_reply (next_attempt_at) WHERE status = 'pending';
 CREATE INDEX email_reply_task_idx ON iwd.email_reply (task_id);
+
+-- The dashboard's reports (sql/reports.sql): a category's own service-level threshold, and the Data Mart's
+-- facts read by where a task's wait in the queue ended.
+ALTER TABLE iwd.category ADD COLUMN service_level_seconds int CHECK (service_level_seconds BETWEEN 1 AND 86400);
+CREATE INDEX task_fact_wait_end_idx ON iwd_dm.task_fact ((coalesce(first_assigned_at, finished_at)));

@@ -40,6 +40,10 @@ const DOCUMENTS = {
     dry: [answer('/iwd/v3/tasks/batch', 'post')],
     done: [answer('/iwd/v3/tasks/batch', 'post')],
     item: ['Department', 'Process', 'Category', 'Rule', 'Calendar'].map(component),
+    report: [component('ReportIntervals')],
+    byCategory: [component('CategoryStats')],
+    bucket: [resolve(component('ReportIntervals').properties.intervals.items)],
+    categoryWork: [resolve(component('CategoryStats').properties.categories.items)],
 };
 const pattern = new RegExp(`\\b(${Object.keys(DOCUMENTS).join('|')})\\??\\.([A-Za-z_$][\\w$]*)`, 'g');
 

@@ -94,6 +94,67 @@ for action in complete reject; do
         "$(api GET "/tasks/$id/history" | jq -r '.[-1] | "\(.event) \(.actor)"')"
 done
 
+# --- the dashboard's reports: a category's service-level threshold, the Data Mart's intervals ---------------
+answer_of() { # answer_of METHOD PATH [BODY]: "<status> <message>" of a call with the tenant key
+    local code
+    code=$(curl -s --proxy "$IWD_OPENAPI_PROXY" --noproxy '' -o "$work/answer" -w '%{http_code}' -X "$1" \
+        -H "x-api-key: $tenant_key" -H 'content-type: application/json' ${3:+--data-binary "$3"} "$base$2")
+    echo "$code $(jq -r '.status.message // empty' "$work/answer" 2>/dev/null)"
+}
+check "a category's serviceLevelSeconds is stored and returned" "30" \
+    "$(api PUT /categories/Claims '{"serviceLevelSeconds": 30}' | jq -r .serviceLevelSeconds)"
+check "without one, none is returned (the Data Mart's applies)" "null" \
+    "$(api PUT /categories/Bills '{}' | jq -r .serviceLevelSeconds)"
+for bad in 0 86401 '"20"' 1.5; do
+    check_match "serviceLevelSeconds $bad: 400" '^400 .*serviceLevelSeconds' \
+        "$(answer_of PUT /categories/Claims "{\"serviceLevelSeconds\": $bad}")"
+done
+check "a refused threshold leaves the stored one" "30" "$(api GET /categories/Claims | jq -r .serviceLevelSeconds)"
+# a task of Claims reserved at once by an agent and completed: offered and within its 30 s
+api PUT /agents/sl1 '{"name": "Service level agent", "skills": {}, "capacity": {"workitem": 1}}' >/dev/null
+api POST /agents/sl1/state '{"state": "ready"}' >/dev/null
+sl_task=$(api POST /tasks '{"externalId": "UI-SL", "capturePoint": "erp", "category": "Claims", "priority": 1000}' |
+    jq -r .id)
+check "the agent gets the Claims task" "$sl_task" "$(api POST /agents/sl1/next '{}' | jq -r .id)"
+check "and completes it" "completed" "$(api POST "/tasks/$sl_task/complete" '{"agent": "sl1"}' | jq -r .status)"
+api POST /agents/sl1/state '{"state": "notReady"}' >/dev/null
+cluster_sql -d tenant_ui -c "SELECT iwd_dm.run('intraday')" >/dev/null ||
+    fail_setup "the Data Mart's intraday run failed"
+report=$(api GET /reports/intervals)
+check "GET /reports/intervals: the last day by 15 minutes" "15min 86400" \
+    "$(jq -r '"\(.level) \([.to, .from] | map(sub("\\.[0-9]+"; "") | fromdateiso8601) | .[0] - .[1])"' <<<"$report")"
+check "entered: the tasks created (six, two finished by the supervisor, the Claims one)" "9" \
+    "$(jq '[.intervals[].entered] | add' <<<"$report")"
+check "completed: the supervisor's and the agent's" "2" "$(jq '[.intervals[].completed] | add' <<<"$report")"
+check "the service level: three waits ended, one within its category's 30 s" "3 1" \
+    "$(jq -r '"\([.intervals[].offered] | add) \([.intervals[].withinThreshold] | add)"' <<<"$report")"
+check "by hour, in the queue general: the tasks of the default category (not the Claims one)" "8" \
+    "$(api "GET" "/reports/intervals?level=hour&queue=general" | jq '[.intervals[].entered] | add')"
+check "another queue: none" "[]" "$(api GET '/reports/intervals?queue=nowhere' | jq -c .intervals)"
+check "the reporting key may read it" "200" "$(curl -s --proxy "$IWD_OPENAPI_PROXY" --noproxy '' -o /dev/null \
+    -w '%{http_code}' -H "x-api-key: $reader_key" "$base/reports/intervals")"
+check_match "level week: 400" '^400 unknown report level "week"' "$(answer_of GET '/reports/intervals?level=week')"
+check_match "from after to: 400" '^400 a report needs a range from < to' \
+    "$(answer_of GET '/reports/intervals?from=2026-12-02T00:00:00Z&to=2026-12-01T00:00:00Z')"
+check_match "8 days of quarter hours: 400" '^400 a report of level 15min spans at most 7 days' \
+    "$(answer_of GET '/reports/intervals?from=2026-11-01T00:00:00Z&to=2026-11-09T00:00:00Z')"
+check "8 days by hour: 200" "200 " \
+    "$(answer_of GET '/reports/intervals?level=hour&from=2026-11-01T00:00:00Z&to=2026-11-09T00:00:00Z')"
+check_match "a time that is none: 400" '^400 .*"someday"' "$(answer_of GET '/reports/intervals?from=someday')"
+check_match "an unknown parameter: 400" '^400 unknown query parameter "category"' \
+    "$(answer_of GET '/reports/intervals?category=Claims')"
+categories=$(api GET /reports/categories)
+check "GET /reports/categories: Claims with its threshold and today's service level" "30 1 1 100" \
+    "$(jq -r '.categories[] | select(.category == "Claims") | "\(.serviceLevelSeconds) \(.offered)
+        \(.withinThreshold) \(.serviceLevelPct)"' <<<"$categories" | tr -s ' \n' ' ' | sed 's/ $//')"
+check "Bills: the Data Mart's 20 s, nothing offered" "20 0 null" \
+    "$(jq -r '.categories[] | select(.category == "Bills")
+              | "\(.serviceLevelSeconds) \(.offered) \(.serviceLevelPct)"' <<<"$categories")"
+check "General, the default category: the six open tasks queued" "6 0" \
+    "$(jq -r '.categories[] | select(.category == "General") | "\(.queued) \(.assigned)"' <<<"$categories")"
+check_match "GET /reports/categories takes no parameter: 400" '^400 unknown query parameter "x"' \
+    "$(answer_of GET '/reports/categories?x=1')"
+
 # --- serving ---------------------------------------------------------------------------------------
 headers() { curl -s -D - -o "$work/page" "$@" | tr -d '\r'; }
 header() { sed -n "s/^$1: //Ip" <<<"$2" | head -1; }
@@ -145,6 +206,30 @@ failed=$((failed + $(grep -c '^not ok - ' "$work/browser.log")))
 if [ "$rc" -ne 0 ] && ! grep -q '^not ok - ' "$work/browser.log"; then
     failed=$((failed + 1)); echo "not ok - the browser test exited with status $rc"
 fi
+# --- a batch by full-text search (after the page's checks: it adds 1,001 tasks) ------------------------------
+batch_of() { answer_of POST /tasks/batch "$1"; }
+check_match "a batch by search with ids: 400" '^400 a batch action takes either "ids" or a search "q"' \
+    "$(batch_of '{"action": "hold", "ids": [1], "q": "invoice"}')"
+check_match "a search that is no string: 400" '^400 a batch action is' "$(batch_of '{"action": "hold", "q": 7}')"
+check_match "a search without a word: 400" '^400 search query must contain at least one word' \
+    "$(batch_of '{"action": "hold", "q": "-"}')"
+cluster_sql -d tenant_ui -c "SELECT iwd.create_tasks((SELECT jsonb_agg(jsonb_build_object('externalId', 'OV-' || i,
+    'capturePoint', 'bulk', 'subject', 'overflow ' || i)) FROM generate_series(1, 1001) i)) IS NOT NULL" >/dev/null ||
+    fail_setup "creating 1,001 tasks failed"
+check_match "a search matching 1,001 open tasks: 400, nothing done" \
+    '^400 the search matches more than 1000 open tasks' \
+    "$(batch_of '{"action": "hold", "q": "overflow", "args": {"reason": "too many"}}')"
+check "none was held" "0" "$(api GET '/tasks?status=held&capturePoint=bulk' | jq '.tasks | length')"
+check "a narrower search: its one task held, by the key's tenant" "1 1" \
+    "$(api POST /tasks/batch '{"action": "hold", "q": "overflow 7", "args": {"reason": "by search"}}' |
+       jq -r '"\(.matched) \(.changed)"')"
+id=$(api GET '/tasks?status=held&capturePoint=bulk' | jq -r '.tasks[0].id')
+check "its history records the batch and the actor" "held ui by search" \
+    "$(api GET "/tasks/$id/history" | jq -r '.[-1] | "\(.event) \(.actor) \(.detail.reason)"')"
+check "a search with a filter: 1,001 match the words, the filter keeps 1" "1 0 1" \
+    "$(api POST /tasks/batch '{"action": "resume", "q": "overflow", "filter": {"status": "held"}, "dryRun": true}' |
+       jq -r '"\(.matched) \(.changed) \(.wouldChange)"')"
+
 check "the sidecar logged no sanitizer report" "0" "$(grep -c 'runtime error\|AddressSanitizer' "$work/sidecar.log")"
 openapi_proxy_check
 summary

@@ -262,6 +262,32 @@ try {
         await page.locator('.figure', { hasText: 'Held' }).locator('strong', { hasText: '1' }).waitFor();
     });
 
+    await check('the dashboard charts the Data Mart: entered / completed and the service level per 15 minutes',
+        async () => {
+            await page.getByRole('img', { name: 'Entered and completed tasks per 15 minutes' }).waitFor();
+            // the tasks of the setup may fall into two quarter hours: the columns' values are summed
+            const titles = await page.locator('#flow-chart svg rect title').allTextContents();
+            const sum = (series) => titles.map((title) => title.match(new RegExp(`${series}: (\\d+)$`)))
+                .filter(Boolean).reduce((total, match) => total + Number(match[1]), 0);
+            expectEqual(`${sum('Entered')} ${sum('Completed')}`, '9 2', 'entered and completed');
+            await page.getByRole('img', { name: 'Service level per 15 minutes, in percent' }).waitFor();
+            const levels = await page.locator('#service-level-chart svg rect title').allTextContents();
+            if (levels.length === 0 || !levels.every((title) => /Service level %: [\d,]+ %$/.test(title))) {
+                throw new Error(`service level: ${levels.join(' | ')}`);
+            }
+            await page.locator('#service-level-chart svg line.target').waitFor({ state: 'attached' });
+        });
+
+    await check('the dashboard lists the open work by category with its threshold and service level', async () => {
+        const claims = page.locator('#category-table tbody tr', { hasText: 'Claims' });
+        await claims.waitFor();
+        const cells = (await claims.locator('td').allTextContents()).map((cell) => cell.trim());
+        expectEqual(cells.join('|'), 'Claims|0|0|0|0|0|30|100 % of 1', 'the Claims row');
+        const general = page.locator('#category-table tbody tr', { hasText: 'General' });
+        expectEqual((await general.locator('td').nth(1).textContent()).trim(), '5',
+            'General\'s queued tasks (UI-4 is held)');
+    });
+
     await check('the dashboard narrows to one queue', async () => {
         const vip = await rest('POST', '/tasks', { externalId: 'UI-VIP', capturePoint: 'erp', queue: 'vip' });
         try {
@@ -308,6 +334,28 @@ try {
         await page.locator('#confirm-text', { hasText: '3 of 3 tasks will be resumed' }).waitFor();
         await confirmDialog(page);
         await page.locator('#tasks-empty').waitFor({ state: 'visible' });
+        await page.getByRole('button', { name: 'Clear' }).click();
+        await page.waitForFunction(() => document.querySelectorAll('#task-table tbody tr').length === 6);
+    });
+
+    await check('batch: hold and resume every task matching a search, the count confirmed first', async () => {
+        await page.getByLabel('Search').fill('invoice');
+        await page.getByRole('button', { name: 'Apply filters' }).click();
+        await page.waitForFunction(() => document.querySelectorAll('#task-table tbody tr').length === 6);
+        await page.getByRole('checkbox', { name: 'All tasks matching this filter' }).check();
+        await page.locator('#batch-count', { hasText: 'Every task matching the filter and the search' }).waitFor();
+        await page.getByRole('button', { name: 'Hold selected' }).click();
+        await confirmDialog(page, { reason: 'search audit' });
+        await page.locator('#confirm-text', { hasText: '6 of 6 tasks will be held' }).waitFor();
+        await confirmDialog(page);
+        await page.locator('#batch-result', { hasText: '6 tasks held.' }).waitFor();
+        await rowOf(page, 'UI-5').locator('td', { hasText: 'held' }).waitFor();
+        await page.getByRole('checkbox', { name: 'All tasks matching this filter' }).check();
+        await page.getByRole('button', { name: 'Resume selected' }).click();
+        await page.locator('#confirm-text', { hasText: '6 of 6 tasks will be resumed' }).waitFor();
+        await confirmDialog(page);
+        await page.locator('#batch-result', { hasText: '6 tasks resumed.' }).waitFor();
+        await rowOf(page, 'UI-5').locator('td', { hasText: 'queued' }).waitFor();
         await page.getByRole('button', { name: 'Clear' }).click();
         await page.waitForFunction(() => document.querySelectorAll('#task-table tbody tr').length === 6);
     });

@@ -93,5 +93,7 @@ export const api = {
     save: (resource, key, definition) => call(CONFIGURATION_OPERATIONS[resource].put, key, definition),
     remove: (resource, key) => call(CONFIGURATION_OPERATIONS[resource].delete, key),
     queueStats: () => call(OP.getQueueStats),
+    reportIntervals: (filters) => call(OP.getReportIntervals, {}, undefined, { query: filters }),
+    categoryStats: () => call(OP.getCategoryStats),
     events: (after, wait, signal) => call(OP.getEvents, {}, undefined, { query: { after, wait, limit: 1000 }, signal }),
 };

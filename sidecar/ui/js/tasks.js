@@ -126,11 +126,8 @@ async function act(action) {
 
 // The batch bar: how many tasks an action would take, and whether it may run.
 function showBatch() {
-    if (state.filters.q) $('batch-all').checked = false;
     const all = $('batch-all').checked;
-    $('batch-all').disabled = Boolean(state.filters.q);
-    $('batch-all').title = state.filters.q ? 'A batch by filter does not take the text search: select rows' : '';
-    $('batch-count').textContent = all ? 'Every task matching the filter'
+    $('batch-count').textContent = all ? `Every task matching the filter${state.filters.q ? ' and the search' : ''}`
         : `${formatNumber(state.checked.size)} selected`;
     for (const button of $('batch').querySelectorAll('[data-batch]')) {
         button.disabled = !all && state.checked.size === 0;
@@ -139,7 +136,8 @@ function showBatch() {
     $('select-page').checked = ids.length > 0 && ids.every((id) => state.checked.has(id));
 }
 
-// The filter of a batch by filter: the list's filters as the SQL filter document (lists as arrays).
+// The filter of a batch by filter: the list's filters as the SQL filter document (lists as arrays); the
+// text search goes beside it (q).
 function batchFilter() {
     const filter = {};
     for (const [name, value] of Object.entries(state.filters)) {
@@ -155,7 +153,8 @@ const PAST = { hold: 'held', resume: 'resumed', cancel: 'canceled', reprioritize
 // A batch action: its arguments asked for, the count it would change confirmed (a dry run), then done in
 // one call.
 async function batch(action) {
-    const target = $('batch-all').checked ? { filter: batchFilter() } : { ids: [...state.checked] };
+    const target = !$('batch-all').checked ? { ids: [...state.checked] }
+        : state.filters.q ? { filter: batchFilter(), q: state.filters.q } : { filter: batchFilter() };
     const label = `${action[0].toUpperCase()}${action.slice(1)}`;
     const spec = ACTIONS[action];
     let args = {};

@@ -1,5 +1,6 @@
 // The other views: agents, the configuration (viewed and edited, the API's refusal shown under the
-// definition), and the dashboard (queue figures and backlog by queue as an SVG bar chart).
+// definition), and the dashboard (queue figures, backlog by queue, the Data Mart's entered / completed and
+// service level per 15 minutes as SVG charts, and the open work per category).
 import { api } from './api.js';
 import { confirmAction } from './confirm.js';
 import { el, formatNumber } from './format.js';
@@ -195,6 +196,88 @@ function barChart(rows) {
     return chart;
 }
 
+// The hour and minute of an interval's start in the browser's zone (the charts' axis).
+const clock = new Intl.DateTimeFormat(undefined, { hour: '2-digit', minute: '2-digit' });
+const percent = new Intl.NumberFormat(undefined, { maximumFractionDigits: 1 });
+
+// Columns over time on a fixed axis: the range [from, to) in slots of step milliseconds, each interval's
+// columns at its slot (one per series [{key, label, className}]), the axis labelled every few slots, a
+// dashed line at target when given; max is the top of the scale (the largest value when absent). Each
+// column has its title (time, series, value) for a pointer or a screen reader; the chart's label says
+// what it shows.
+function columnChart(intervals, series, label, { from, to, step, max, target, format = formatNumber }) {
+    const width = 720, height = 200, left = 44, right = 8, bottom = 22, top = 20;
+    const plot = { w: width - left - right, h: height - bottom - top };
+    const first = Math.floor(from.getTime() / step) * step;
+    const slots = Math.max(1, Math.ceil((to.getTime() - first) / step));
+    const scale = max ?? Math.max(1, ...intervals.flatMap((bucket) => series.map((s) => bucket[s.key] ?? 0)));
+    const slot = plot.w / slots, bar = Math.max(1, (slot - 1) / series.length);
+    const y = (value) => top + plot.h - plot.h * value / scale;
+    const chart = svg('svg', { viewBox: `0 0 ${width} ${height}`, width, height, role: 'img', 'aria-label': label });
+    chart.append(svg('line', { class: 'axis', x1: left, x2: width - right, y1: y(0), y2: y(0) }),
+        svg('text', { x: 2, y: top + 4 }, format(scale)), svg('text', { x: 2, y: y(0) }, format(0)));
+    const every = Math.ceil(slots / 6);
+    for (let i = 0; i < slots; i += every) {
+        chart.append(svg('text', { x: left + i * slot, y: height - 6 }, clock.format(new Date(first + i * step))));
+    }
+    for (const bucket of intervals) {
+        const at = new Date(bucket.intervalStart);
+        const i = Math.floor((at.getTime() - first) / step);
+        if (i < 0 || i >= slots) continue;
+        series.forEach((s, k) => {
+            const value = bucket[s.key];
+            if (value === null || value === undefined) return;
+            chart.append(svg('rect', { class: `bar ${s.className}`, x: left + i * slot + k * bar, y: y(value),
+                width: bar, height: Math.max(y(0) - y(value), value > 0 ? 1 : 0) },
+            svg('title', {}, `${clock.format(at)} ${s.label}: ${format(value)}`)));
+        });
+    }
+    if (target !== undefined) {
+        chart.append(svg('line', { class: 'target', x1: left, x2: width - right, y1: y(target), y2: y(target) }));
+    }
+    series.forEach((s, k) => {
+        const x = width - right - (series.length - k) * 110;
+        chart.append(svg('rect', { class: `bar ${s.className}`, x, y: 4, width: 10, height: 10 }),
+            svg('text', { class: 'legend', x: x + 14, y: 13 }, s.label));
+    });
+    return chart;
+}
+
+const FLOWS = [{ key: 'entered', label: 'Entered', className: 'entered' },
+    { key: 'completed', label: 'Completed', className: 'completed' }];
+const SERVICE_LEVEL = [{ key: 'serviceLevelPct', label: 'Service level %', className: 'service-level' }];
+// the service level's usual target in contact centres, drawn for reference
+const SERVICE_LEVEL_TARGET = 80;
+const QUARTER_HOUR_MS = 15 * 60 * 1000;
+
+// The Data Mart's intervals of the last 24 hours for the chosen queue (a named one: tasks without a queue
+// are not a filter of the report), drawn as the flow and service-level charts.
+async function loadIntervals(chosen) {
+    const queue = chosen === '' ? null : JSON.parse(chosen);
+    const report = await api.reportIntervals({ level: '15min', queue: queue ?? undefined });
+    const intervals = report.intervals ?? [];
+    const axis = { from: new Date(report.from), to: new Date(report.to), step: QUARTER_HOUR_MS };
+    $('flow-chart').replaceChildren(intervals.length === 0 ? el('p', { class: 'hint' }, 'No interval yet.')
+        : columnChart(intervals, FLOWS, 'Entered and completed tasks per 15 minutes', axis));
+    const offered = intervals.filter((bucket) => bucket.offered > 0);
+    $('service-level-chart').replaceChildren(offered.length === 0 ? el('p', { class: 'hint' }, 'No task offered yet.')
+        : columnChart(offered, SERVICE_LEVEL, 'Service level per 15 minutes, in percent',
+            { ...axis, max: 100, target: SERVICE_LEVEL_TARGET, format: (v) => `${percent.format(v)} %` }));
+}
+
+// The open work per category, with today's service level against each category's threshold.
+async function loadCategories() {
+    const byCategory = await api.categoryStats();
+    const num = (value) => el('td', { class: 'num' }, value);
+    $('category-table').tBodies[0].replaceChildren(...(byCategory.categories ?? []).map((categoryWork) => el('tr', {},
+        el('td', {}, categoryWork.category ?? '(none)'), num(formatNumber(categoryWork.queued)),
+        num(formatNumber(categoryWork.assigned)), num(formatNumber(categoryWork.held)),
+        num(formatNumber(categoryWork.overdue)), num(formatNumber(Math.floor(categoryWork.oldestQueuedSeconds / 60))),
+        num(formatNumber(categoryWork.serviceLevelSeconds)),
+        num(categoryWork.serviceLevelPct === null ? '–' : `${percent.format(categoryWork.serviceLevelPct)} %`
+            + ` of ${formatNumber(categoryWork.offered)}`))));
+}
+
 // The dashboard's queue choice: every queue of the statistics, the choice kept (a queue's value is its
 // name in JSON, so that tasks without a queue, null, are one choice too).
 function showQueueChoice(queues) {
@@ -234,6 +317,7 @@ export async function loadDashboard() {
             figure('Reservation timeouts', formatNumber(stats.reservationTimeouts)));
         const rows = [...byQueue].map(([queue, value]) => ({ label: queue, value })).sort((a, b) => b.value - a.value);
         $('backlog-chart').replaceChildren(barChart(rows));
+        await Promise.all([loadIntervals(chosen), loadCategories()]);
     } catch (error) {
         $('dashboard-error').textContent = error.message;
     }
