@@ -247,16 +247,49 @@ $$;
 -- Loading
 -- ---------------------------------------------------------------------------------------------
 
+-- A load into an empty fact table (a Data Mart built from scratch by iwd_dm.run) maintains its primary
+-- key, whose keys arrive in order, but not its other indexes: they are dropped before the load and
+-- built after it, in one sort each, which costs a third of maintaining them row by row. Only the
+-- table's owner may (the scheduled chain, which runs as iwd_worker, loads row by row). The indexes
+-- are gone only inside the loading transaction: a failure restores them with everything else.
+CREATE FUNCTION iwd_dm._bulk_load(t regclass) RETURNS boolean
+LANGUAGE sql STABLE STRICT PARALLEL SAFE AS $$
+    SELECT pg_catalog.pg_has_role(c.relowner, 'USAGE') FROM pg_catalog.pg_class c WHERE c.oid = t
+$$;
+
+-- Drop the indexes of table t that are neither unique nor its primary key; returns the statements that
+-- build them again, with their names and definitions.
+CREATE FUNCTION iwd_dm._drop_indexes(t regclass) RETURNS text[]
+LANGUAGE plpgsql VOLATILE STRICT PARALLEL UNSAFE AS $$
+DECLARE
+    defs text[] := '{}';
+    i record;
+BEGIN
+    FOR i IN SELECT x.indexrelid, pg_catalog.pg_get_indexdef(x.indexrelid) AS def
+             FROM pg_catalog.pg_index x WHERE x.indrelid = t AND NOT x.indisunique ORDER BY x.indexrelid LOOP
+        defs := defs || i.def;
+        EXECUTE format('DROP INDEX %s', i.indexrelid::regclass);
+    END LOOP;
+    RETURN defs;
+END $$;
+REVOKE EXECUTE ON FUNCTION iwd_dm._drop_indexes(regclass) FROM PUBLIC;
+
 -- Recompute the facts of these tasks (ids may repeat) from their whole history and current row. A
 -- batch's few thousand tasks are looked up by index; the planner is given the ids themselves only for
 -- a larger load (then it scans once with the ids hashed), as estimating each id costs more than the
 -- lookups of a small batch. Into an empty table (a load from scratch), rows are inserted without the
--- conflict check.
+-- conflict check, and by its owner with the other indexes built after (iwd_dm._bulk_load).
 CREATE FUNCTION iwd_dm._refresh_task_facts(ids bigint[]) RETURNS void
 LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE AS $$
 DECLARE
     large_batch constant int := 20000;  -- ids (events), above which the planner sees them
+    empty constant boolean := NOT EXISTS (SELECT 1 FROM iwd_dm.task_fact);
+    indexes text[];
+    index_def text;
 BEGIN
+    IF empty AND iwd_dm._bulk_load('iwd_dm.task_fact') THEN
+        indexes := iwd_dm._drop_indexes('iwd_dm.task_fact');
+    END IF;
     EXECUTE format($q$
     WITH history AS (
         SELECT x.task_id,
@@ -290,7 +323,7 @@ BEGIN
     ORDER BY t.id
     %2$s
     $q$, CASE WHEN cardinality(ids) > large_batch THEN '$1' ELSE '(SELECT $1)::bigint[]' END,
-    CASE WHEN EXISTS (SELECT 1 FROM iwd_dm.task_fact) THEN $c$
+    CASE WHEN NOT empty THEN $c$
     ON CONFLICT (task_id) DO UPDATE SET
         external_id = EXCLUDED.external_id, capture_point = EXCLUDED.capture_point,
         department = EXCLUDED.department, process = EXCLUDED.process, category = EXCLUDED.category,
@@ -305,6 +338,9 @@ BEGIN
         completed_in_sla = EXCLUDED.completed_in_sla
     $c$ END)
     USING ids;
+    FOREACH index_def IN ARRAY coalesce(indexes, '{}') LOOP
+        EXECUTE index_def;
+    END LOOP;
 END $$;
 
 -- Mark dirty every interval of every level between two times.
@@ -332,6 +368,8 @@ DECLARE
     first_at timestamptz;
     last_at timestamptz;
     prev_last_at timestamptz;
+    indexes text[];
+    index_def text;
 BEGIN
     -- one loader at a time; concurrent runs wait here rather than interleave (a row lock: only roles
     -- that may update the watermark can take it, so no other login can stall the loader)
@@ -339,6 +377,9 @@ BEGIN
     SELECT max(at) INTO prev_last_at FROM iwd_dm.task_event_fact;
     -- gaps older than any transaction can be are closed: their ids were rolled back
     DELETE FROM iwd_dm.event_gap WHERE seen_at < clock_timestamp() - interval '15 minutes';
+    IF prev_last_at IS NULL AND iwd_dm._bulk_load('iwd_dm.task_event_fact') THEN
+        indexes := iwd_dm._drop_indexes('iwd_dm.task_event_fact');
+    END IF;
     -- Events after the watermark cannot have been loaded, unless the facts were restored without their
     -- watermark: only then, and for the gaps, does the insert check each event for a conflict.
     EXECUTE format($q$
@@ -362,6 +403,9 @@ BEGIN
                   THEN 'ON CONFLICT (event_id) DO NOTHING' END)
     INTO loaded, loaded_after_mark, new_max, touched, first_at, last_at
     USING mark, batch;
+    FOREACH index_def IN ARRAY coalesce(indexes, '{}') LOOP
+        EXECUTE index_def;
+    END LOOP;
     IF loaded = 0 THEN
         RETURN 0;
     END IF;
@@ -466,15 +510,16 @@ BEGIN
                 WHERE due_at IS NOT NULL AND %7$s
                   AND (finished_at IS NULL OR finished_at >= greatest(created_at, due_at))
                 UNION ALL
-                -- each reservation's task by its key (OFFSET 0 keeps the planner from hashing all the
-                -- facts for the few reservations of an intraday run)
+                -- each reservation's task: by its key over a range of a week or less (OFFSET 0 keeps the
+                -- planner from hashing all the facts for the few reservations of an intraday run), hashed
+                -- over a longer one (a quarter of a million lookups cost three times the hash join)
                 SELECT f.department, f.process, f.category, f.queue, f.media_type, f.customer_segment, %8$s,
                        0, 1, 0, 0, 0, 0, 0, 0, 0, 0, NULL, NULL, NULL, 0, (x.at = f.first_assigned_at)::int,
                        (x.at = f.first_assigned_at AND f.time_to_first_assignment_s <= %10$s)::int
                 FROM iwd_dm.task_event_fact x
                 CROSS JOIN LATERAL (SELECT department, process, category, queue, media_type, customer_segment,
                                            first_assigned_at, time_to_first_assignment_s
-                                    FROM iwd_dm.task_fact WHERE task_id = x.task_id OFFSET 0) f
+                                    FROM iwd_dm.task_fact WHERE task_id = x.task_id %11$s) f
                 WHERE x.event = 'reserved' AND %9$s) r
             WHERE mask <> 0
             GROUP BY %1$s, q, mask)$q$,
@@ -484,7 +529,8 @@ BEGIN
         iwd_dm._quarter_sql('greatest(created_at, due_at)', tz, lvls, los, his),
         iwd_dm._in_range_sql('greatest(created_at, due_at)', lo, hi),
         iwd_dm._quarter_sql('x.at', tz, lvls, los, his), iwd_dm._in_range_sql('x.at', lo, hi),
-        extract(epoch FROM iwd_dm.service_level_threshold()));
+        extract(epoch FROM iwd_dm.service_level_threshold()),
+        CASE WHEN hi - lo <= interval '7 days' THEN 'OFFSET 0' END);
 END $$;
 
 -- One level's part of CTE "open_at_start": the tasks open at lo, the start of the level's first picked
@@ -499,12 +545,48 @@ LANGUAGE sql STABLE CALLED ON NULL INPUT PARALLEL SAFE AS $$
                   lvl, lo, grouping_cols)
 $$;
 
--- CTE "flows": per level, grouping number and interval start b, the sums of the quarter hours of "fine"
--- that fall in the level's picked range, and the open tasks at the level's first interval (they add to
--- the stocks only). A level's interval is its date_trunc of the local quarter hour.
+-- CTEs "rolled_<lvl>" and "flows": the quarter hours of "fine", numbered by grouping (rolled_1), rolled
+-- up level by level: an hour sums its quarter hours, a day its hours, a week and a month their days
+-- (rolled_2 … rolled_5, each only when a picked level needs it), so that every fact row is counted
+-- once, in the finest level, and each coarser level sums the few rows of the level below. A row keeps
+-- the bits of the picked levels whose range holds it (its mask), reduced at each step to the levels
+-- still to come. Then per level, grouping number and interval start b, the sums of the rows of the
+-- level's own step whose mask has its bit ("flows"), and the open tasks at the level's first interval
+-- (they add to the stocks only). A level's interval is its date_trunc of the local quarter hour.
 CREATE FUNCTION iwd_dm._flows_sql(grouping_cols text, tz text, lvls int[]) RETURNS text
 LANGUAGE sql STABLE CALLED ON NULL INPUT PARALLEL SAFE AS $$
+    WITH step(lvl, level, parent, later) AS (
+        -- each coarser level, the step it sums, and the bits of it and of the levels summed from it
+        VALUES (2, 'hour', 1, 30), (3, 'day', 2, 28), (4, 'week', 3, 8), (5, 'month', 3, 16)),
+    needed AS (
+        SELECT s.* FROM step s
+        WHERE EXISTS (SELECT 1 FROM unnest(lvls) l(lvl) WHERE (1 << (l.lvl - 1)) & s.later <> 0)),
+    -- equality of the grouping columns with NULLs equal, as hash join keys
+    same_grouping(cond) AS (
+        SELECT string_agg(format('(f.%1$s IS NULL) = (n.%1$s IS NULL) AND coalesce(f.%1$s, '''') = '
+                                 'coalesce(n.%1$s, '''')', c), ' AND ')
+        FROM unnest(string_to_array(grouping_cols, ', ')) c)
     SELECT format($q$
+        rolled_1 AS MATERIALIZED (
+            SELECT n.gid, f.q, f.mask, f.created, f.assigned, f.completed, f.canceled, f.rejected, f.expired,
+                   f.overdue, f.in_sla, f.backlog_delta, f.po_delta, f.sum_age_us, f.n_age_s, f.max_age_s,
+                   f.sum_queue_us, f.n_queue_s, f.sum_handle_us, f.n_handle_s, f.value, f.sl_offered, f.sl_within
+            FROM fine f JOIN groupings n ON %1$s)$q$, (SELECT cond FROM same_grouping))
+    || coalesce((SELECT string_agg(format($q$,
+        rolled_%1$s AS MATERIALIZED (
+            SELECT gid, date_trunc(%2$L, q) AS q, mask & %4$s AS mask, sum(created)::bigint AS created,
+                   sum(assigned)::bigint AS assigned, sum(completed)::bigint AS completed,
+                   sum(canceled)::bigint AS canceled, sum(rejected)::bigint AS rejected,
+                   sum(expired)::bigint AS expired, sum(overdue)::bigint AS overdue, sum(in_sla)::bigint AS in_sla,
+                   sum(backlog_delta)::bigint AS backlog_delta, sum(po_delta)::bigint AS po_delta,
+                   sum(sum_age_us) AS sum_age_us, sum(n_age_s)::bigint AS n_age_s, max(max_age_s) AS max_age_s,
+                   sum(sum_queue_us) AS sum_queue_us, sum(n_queue_s)::bigint AS n_queue_s,
+                   sum(sum_handle_us) AS sum_handle_us, sum(n_handle_s)::bigint AS n_handle_s,
+                   sum(value)::bigint AS value, sum(sl_offered)::bigint AS sl_offered,
+                   sum(sl_within)::bigint AS sl_within
+            FROM rolled_%3$s WHERE mask & %4$s <> 0
+            GROUP BY 1, 2, 3)$q$, n.lvl, n.level, n.parent, n.later), '' ORDER BY n.lvl) FROM needed n), '')
+    || format($q$,
         flows AS MATERIALIZED (
             SELECT lvl, gid, b, sum(created)::bigint AS created, sum(assigned)::bigint AS assigned,
                    sum(completed)::bigint AS completed, sum(canceled)::bigint AS canceled,
@@ -516,27 +598,20 @@ LANGUAGE sql STABLE CALLED ON NULL INPUT PARALLEL SAFE AS $$
                    iwd_dm._avg_s(sum(sum_handle_us), sum(n_handle_s)) AS avg_handle_s,
                    sum(value)::bigint AS value, sum(sl_offered)::bigint AS sl_offered,
                    sum(sl_within)::bigint AS sl_within
-            FROM (SELECT l.lvl, f.gid, CASE l.lvl %1$s END AT TIME ZONE %2$L AS b,
-                         f.created, f.assigned, f.completed, f.canceled, f.rejected, f.expired, f.overdue, f.in_sla,
-                         f.backlog_delta, f.po_delta, f.sum_age_us, f.n_age_s, f.max_age_s, f.sum_queue_us, f.n_queue_s,
-                         f.sum_handle_us, f.n_handle_s, f.value, f.sl_offered, f.sl_within
-                  FROM (SELECT n.gid, f.* FROM fine f JOIN groupings n ON %3$s) f
-                  JOIN unnest(%4$L::int[]) AS l(lvl) ON f.mask & (1 << (l.lvl - 1)) <> 0
+            FROM (%1$s
                   UNION ALL
                   SELECT f.lvl, n.gid, f.b, 0, 0, 0, 0, 0, 0, 0, 0, f.backlog_delta, f.po_delta, NULL, 0, NULL,
                          NULL, 0, NULL, 0, 0, 0, 0
-                  FROM open_at_start f JOIN groupings n ON %3$s) x
+                  FROM open_at_start f JOIN groupings n ON %2$s) x
             GROUP BY lvl, gid, b)$q$,
-        (SELECT string_agg(format('WHEN %s THEN %s', l.lvl,
-                                  CASE WHEN l.lvl = 1 THEN 'f.q' ELSE format('date_trunc(%L, f.q)', l.level) END), ' ')
-         FROM unnest(ARRAY['15min', 'hour', 'day', 'week', 'month']) WITH ORDINALITY l(level, lvl)
-         WHERE l.lvl = ANY (lvls)),
-        tz,
-        -- equality of the grouping columns with NULLs equal, as hash join keys
-        (SELECT string_agg(format('(f.%1$s IS NULL) = (n.%1$s IS NULL) AND coalesce(f.%1$s, '''') = '
-                                  'coalesce(n.%1$s, '''')', c), ' AND ')
-         FROM unnest(string_to_array(grouping_cols, ', ')) c),
-        lvls)
+        (SELECT string_agg(format($q$SELECT %1$s AS lvl, gid, q AT TIME ZONE %2$L AS b, created, assigned,
+                         completed, canceled, rejected, expired, overdue, in_sla, backlog_delta, po_delta,
+                         sum_age_us, n_age_s, max_age_s, sum_queue_us, n_queue_s, sum_handle_us, n_handle_s,
+                         value, sl_offered, sl_within
+                  FROM rolled_%1$s WHERE mask & %3$s <> 0$q$, l.lvl, tz, 1 << (l.lvl - 1)),
+                          E'\n                  UNION ALL\n                  ' ORDER BY l.lvl)
+         FROM unnest(lvls) l(lvl)),
+        (SELECT cond FROM same_grouping))
 $$;
 
 -- One level's CTE "ins_<level>": its rows of "result" into its aggregate, in the order of its unique index.
