@@ -85,6 +85,7 @@
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
+#include "utils/snapmgr.h"
 #include "utils/jsonb.h"
 #include "utils/numeric.h"
 
@@ -944,16 +945,59 @@ CompleteSql(void)
 	return complete_sql;
 }
 
+/* A jsonb document as a value to push (its container, not unpacked). */
+static void
+JsonbBinaryValue(JsonbValue *v, Jsonb *jb)
+{
+	v->type = jbvBinary;
+	v->val.binary.data = &jb->root;
+	v->val.binary.len = VARSIZE(jb) - VARHDRSZ;
+}
+
+/* A completion with next: {"completed": <task or null>, "next": <task or null>}. */
+static Datum
+CompletedAndNext(Datum completed, bool completed_null, Datum next, bool next_found)
+{
+	JsonbParseState *state = NULL;
+	JsonbValue	v;
+
+	pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);
+	for (int member = 0; member < 2; member++)
+	{
+		bool		null = member == 0 ? completed_null : !next_found;
+		Datum		doc = member == 0 ? completed : next;
+
+		v.type = jbvString;
+		v.val.string.val = member == 0 ? "completed" : "next";
+		v.val.string.len = strlen(v.val.string.val);
+		pushJsonbValue(&state, WJB_KEY, &v);
+		if (null)
+			v.type = jbvNull;
+		else
+			JsonbBinaryValue(&v, DatumGetJsonbP(doc));
+		pushJsonbValue(&state, WJB_VALUE, &v);
+	}
+	return JsonbPGetDatum(JsonbValueToJsonb(pushJsonbValue(&state, WJB_END_OBJECT, NULL)));
+}
+
 PG_FUNCTION_INFO_V1(iwd_complete_task);
 
 /*
- * SQL: iwd.complete_task(id bigint, agent text DEFAULT NULL, actor text DEFAULT NULL) RETURNS jsonb
+ * SQL: iwd.complete_task(id bigint, agent text DEFAULT NULL, actor text DEFAULT NULL,
+ *                        next boolean DEFAULT false, reserve_seconds int DEFAULT 30) RETURNS jsonb
  *
  * Complete an open task. An agent, when given, must exist and hold the task
  * (assigned to it), and is recorded as the event's actor; without one it is
  * a supervisor's completion, from any open status, recorded with actor (who
  * did it, NULL when unknown). The 0.1.0 signature, without actor, is served
  * too until the extension is updated.
+ *
+ * With next (an agent's loop in one round trip) the agent's next task is
+ * then reserved in the same transaction, as iwd.next_task(agent,
+ * reserve_seconds) would reserve it after the completion's commit (the
+ * completed task no longer counts against the agent's capacity), and the
+ * result is {"completed": <task>, "next": <task or null>}. A completion that
+ * fails reserves nothing: the error ends the transaction.
  */
 Datum
 iwd_complete_task(PG_FUNCTION_ARGS)
@@ -964,6 +1008,32 @@ iwd_complete_task(PG_FUNCTION_ARGS)
 	bool		has_actor = PG_NARGS() > 2 && !PG_ARGISNULL(2);
 	bool		isnull;
 	Datum		task;
+	bool		next = false;
+	int			reserve_seconds = 0;
+	Datum		next_task = (Datum) 0;
+	bool		next_found = false;
+
+	/* next and reserve_seconds: checked before anything is done */
+	if (PG_NARGS() > 4)
+	{
+		if (PG_ARGISNULL(3))
+			ereport(ERROR,
+					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					 errmsg("next must not be null"),
+					 errdetail("It is true to reserve the agent's next task after the completion, else false.")));
+		next = PG_GETARG_BOOL(3);
+		if (next && PG_ARGISNULL(1))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("next requires an agent"),
+					 errdetail("A completion without an agent (a supervisor's) names no agent to give a task.")));
+		if (next && (PG_ARGISNULL(4) || PG_GETARG_INT32(4) <= 0 || PG_GETARG_INT32(4) > RESERVE_SECONDS_MAX))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("reserve_seconds must be between 1 and %d", RESERVE_SECONDS_MAX)));
+		if (next)
+			reserve_seconds = PG_GETARG_INT32(4);
+	}
 
 	args[0] = PG_ARGISNULL(0) ? (Datum) 0 : PG_GETARG_DATUM(0);
 	args[1] = PG_ARGISNULL(1) ? (Datum) 0 : PG_GETARG_DATUM(1);
@@ -997,8 +1067,21 @@ iwd_complete_task(PG_FUNCTION_ARGS)
 	}
 	task = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 	task = isnull ? (Datum) 0 : SPI_datumTransfer(task, false, -1);
+	/*
+	 * The claim sees the completion: its read-only statements (the agent's
+	 * capacity count) read the active snapshot, taken here after it.
+	 */
+	if (next)
+	{
+		CommandCounterIncrement();
+		PushActiveSnapshot(GetTransactionSnapshot());
+		next_task = ClaimTask(text_to_cstring(PG_GETARG_TEXT_PP(1)), reserve_seconds, &next_found);
+		PopActiveSnapshot();
+	}
 	IwdPopSearchPath();
 	SPI_finish();
+	if (next)
+		PG_RETURN_DATUM(CompletedAndNext(task, isnull, next_task, next_found));
 	if (isnull)
 		PG_RETURN_NULL();
 	PG_RETURN_DATUM(task);

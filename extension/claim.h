@@ -13,7 +13,10 @@
 
 /* SQL: iwd.next_task(agent text, reserve_seconds int DEFAULT 30) RETURNS jsonb */
 extern PGDLLEXPORT Datum iwd_next_task(PG_FUNCTION_ARGS);
-/* SQL: iwd.complete_task(id bigint, agent text DEFAULT NULL) RETURNS jsonb */
+/*
+ * SQL: iwd.complete_task(id bigint, agent text DEFAULT NULL, actor text DEFAULT NULL,
+ *                        next boolean DEFAULT false, reserve_seconds int DEFAULT 30) RETURNS jsonb
+ */
 extern PGDLLEXPORT Datum iwd_complete_task(PG_FUNCTION_ARGS);
 /* SQL: iwd.skills_met(required jsonb, agent jsonb) RETURNS boolean */
 extern PGDLLEXPORT Datum iwd_skills_met(PG_FUNCTION_ARGS);

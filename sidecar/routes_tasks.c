@@ -10,6 +10,7 @@
 
 #include <jansson.h>
 
+#include "config.h"
 #include "pg.h"
 #include "routes.h"
 
@@ -198,6 +199,42 @@ static int on_tasks_batch(iwd_call_t *call)
     return rc;
 }
 
+/*
+ * POST /tasks/{id}/complete[?next=true] {"agent"}: iwd.complete_task, the caller's ccid the actor of a
+ * supervisor's completion. With next=true (an agent's loop in one round trip) the agent's next task is
+ * reserved in the same transaction: {"completed": task, "next": task | null}.
+ */
+static int on_task_complete(iwd_call_t *call)
+{
+    h2o_req_t *req = call->req;
+    const char *next = iwd_query_param(req, "next"), *values[4];
+    char *body = "{}";
+    json_error_t err;
+    json_t *doc;
+
+    if (next != NULL && strcmp(next, "true") != 0 && strcmp(next, "false") != 0)
+        return iwd_respond_error(call, 400, "query parameter \"next\" must be true or false");
+    if (req->entity.base != NULL && req->entity.len > 0) {
+        if (req->entity.len > iwd_conf.max_body_bytes)
+            return iwd_respond_error(call, 413, "the body exceeds %zu bytes", iwd_conf.max_body_bytes);
+        if (memchr(req->entity.base, '\0', req->entity.len) != NULL)
+            return iwd_respond_error(call, 400, "malformed JSON: the body holds a NUL byte");
+        if ((doc = json_loadb(req->entity.base, req->entity.len, JSON_DECODE_ANY, &err)) == NULL)
+            return iwd_respond_error(call, 400, "malformed JSON: %s (line %d, column %d)", err.text, err.line,
+                                     err.column);
+        json_decref(doc);
+        body = h2o_mem_alloc_pool(&req->pool, req->entity.len + 1);
+        memcpy(body, req->entity.base, req->entity.len);
+        body[req->entity.len] = '\0';
+    }
+    values[0] = call->params[0];
+    values[1] = body;
+    values[2] = call->tenant.ccid;
+    values[3] = next != NULL ? next : "false";
+    return iwd_pg_call(call, "SELECT iwd.complete_task($1::bigint, $2::jsonb->>'agent', $3, next => $4::boolean)", 4,
+                       values, 200, 404);
+}
+
 static const iwd_route_t routes[] = {
     {.method = "GET", .pattern = "/tasks", .auth = IWD_AUTH_READ, .handler = on_tasks_list},
     {.method = "POST", .pattern = "/tasks", .auth = IWD_AUTH_WRITE, .sql = "SELECT iwd.create_task($1::jsonb)",
@@ -217,8 +254,7 @@ static const iwd_route_t routes[] = {
      .sql = "SELECT iwd.resume_task($1::bigint, $2)", .actor_arg = true},
     {.method = "POST", .pattern = "/tasks/{id}/cancel", .auth = IWD_AUTH_WRITE,
      .sql = "SELECT iwd.cancel_task($1::bigint, $2::jsonb->>'reason', $3)", .body_arg = true, .actor_arg = true},
-    {.method = "POST", .pattern = "/tasks/{id}/complete", .auth = IWD_AUTH_WRITE,
-     .sql = "SELECT iwd.complete_task($1::bigint, $2::jsonb->>'agent', $3)", .body_arg = true, .actor_arg = true},
+    {.method = "POST", .pattern = "/tasks/{id}/complete", .auth = IWD_AUTH_WRITE, .handler = on_task_complete},
     {.method = "POST", .pattern = "/tasks/{id}/reject", .auth = IWD_AUTH_WRITE,
      .sql = "SELECT iwd.reject_task($1::bigint, $2::jsonb->>'agent', $2::jsonb->>'reason', $3)", .body_arg = true,
      .actor_arg = true},

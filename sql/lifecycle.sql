@@ -113,7 +113,11 @@ END $$;
 -- agent, 55000 for a task it does not hold); without: a supervisor's action, from any open status, its event
 -- recording actor (who did it). (C: one statement moves the row to iwd.task_closed and records the event; see
 -- extension/claim.c)
-CREATE FUNCTION iwd.complete_task(id bigint, agent text DEFAULT NULL, actor text DEFAULT NULL) RETURNS jsonb
+-- With next => true (an agent's loop in one round trip; agent required) the agent's next task is reserved in
+-- the same transaction, after the completion, as iwd.next_task(agent, reserve_seconds) would: the result is
+-- {"completed": <task>, "next": <task or null>}. A completion that fails reserves nothing.
+CREATE FUNCTION iwd.complete_task(id bigint, agent text DEFAULT NULL, actor text DEFAULT NULL,
+                                  next boolean DEFAULT false, reserve_seconds int DEFAULT 30) RETURNS jsonb
 AS 'MODULE_PATHNAME', 'iwd_complete_task' LANGUAGE C VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE;
 
 -- Reject a task (terminal), e.g. when the work cannot be done; agent and actor as in complete_task.

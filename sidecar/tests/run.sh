@@ -213,6 +213,21 @@ req POST /agents/a17/next tenant-key-a-0001; check "capacity reached: 204" "204"
 req POST "/tasks/$id/accept" tenant-key-a-0001 '{}'; check "accept without an agent: 400" "400" "$code"
 req POST "/tasks/$id/accept" tenant-key-a-0001 '{"agent": "a17"}'; check "accept" "200" "$code"
 req POST "/tasks/$id/complete" tenant-key-a-0001 '{"agent": "a17"}'; check "complete" "200 completed" "$code $(json .status)"
+# the agent's loop in one round trip: complete?next=true (a17's capacity is one work item)
+req POST /tasks tenant-key-a-0001 '{"externalId": "loop-1", "capturePoint": "erp", "priority": 100}'
+req POST /tasks tenant-key-a-0001 '{"externalId": "loop-2", "capturePoint": "erp", "priority": 100}'
+req POST /agents/a17/next tenant-key-a-0001; held=$(json .id)
+req POST "/tasks/$held/complete?next=maybe" tenant-key-a-0001 '{"agent": "a17"}'
+check "complete?next=maybe: 400" "400" "$code"
+req POST "/tasks/$held/complete?next=true" tenant-key-a-0001 '{}'; check "complete?next=true without an agent: 400" "400" "$code"
+req POST "/tasks/$id/complete?next=true" tenant-key-a-0001 '{"agent": "a17"}'
+check "complete?next=true of a task the agent does not hold: 409" "409" "$code"
+req POST "/tasks/$held/complete?next=true" tenant-key-a-0001 '{"agent": "a17"}'
+check "complete?next=true: the completed task and the agent's next, reserved for it" \
+    "200 $held completed assigned a17" \
+    "$code $(json .completed.id) $(json .completed.status) $(json .next.status) $(json .next.assignedTo)"
+req POST "/tasks/$(json .next.id)/complete?next=false" tenant-key-a-0001 '{"agent": "a17"}'
+check "complete?next=false: the task document" "200 completed null" "$code $(json .status) $(json .completed)"
 req POST "/tasks/$id/restart" tenant-key-a-0001; check "restart" "200 queued" "$code $(json .status)"
 req POST "/tasks/$id/cancel" tenant-key-a-0001 '{"reason": "duplicate"}'; check "cancel" "200 canceled" "$code $(json .status)"
 b1=$(curl -s -H 'x-api-key: tenant-key-a-0001' "$base/tasks?limit=1" | jq -r '.tasks[0].id')
