@@ -48,7 +48,8 @@ BEGIN
             DETAIL = format('It has from %s and to %s.', coalesce("from"::text, 'null'), coalesce("to"::text, 'null'));
     END IF;
     IF "to" - "from" > iwd._report_range_max(level) THEN
-        RAISE EXCEPTION 'a report of level % spans at most %', level, iwd._report_range_max(level)
+        RAISE EXCEPTION 'a report of level % spans at most % days', level,
+                extract(day FROM iwd._report_range_max(level))
             USING ERRCODE = 'invalid_parameter_value',
                   DETAIL = format('The range from %s to %s is longer.', "from", "to"),
                   HINT = 'Ask for a coarser level or a shorter range.';
