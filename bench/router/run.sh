@@ -5,8 +5,10 @@
 # IWD_ROUTER_INTERVAL_MS (default here 100). Reports the rate tasks were submitted (the router received the
 # last one), the rate they came back completed (the last one completed in iwd), each from the moment the router
 # was enabled, and the lag between a change at the router (its changedAt) and iwd applying it (the history
-# event's time) at p50 / p99 / max, over every offered, accepted and completed change. Prints a markdown table
-# row on stdout; progress goes to stderr.
+# event's time) at p50 / p99 / max, over every offered, accepted and completed change, and how many work items
+# the router received out of queue order (each after one that comes later in the queue). Prints a markdown table
+# row on stdout; progress goes to stderr. IWD_BENCH_SIDECAR: the sidecar binary to measure (default the release
+# build, sidecar/iwd-sidecar, made here), e.g. a build of an earlier commit to compare with.
 set -euo pipefail
 cd "$(dirname "$0")/../.." || exit 1
 # shellcheck source=../../scripts/lib.sh
@@ -36,7 +38,8 @@ iwd_dm.suspend = on
 shared_buffers = 256MB"
 cluster_start
 sql -d postgres -c "CREATE DATABASE control" -c "CREATE DATABASE tenant"
-make -s -C sidecar >/dev/null
+sidecar_bin=${IWD_BENCH_SIDECAR:-sidecar/iwd-sidecar}
+[ -n "${IWD_BENCH_SIDECAR:-}" ] || make -s -C sidecar >/dev/null
 python3 tests/router/sim.py --port "$sim_port" --state "$work/sim.json" --client-id bench --client-secret bench-secret \
     --agents "$agents" --mode complete --step-seconds 0 >"$work/sim.log" 2>&1 &
 sim_pid=$!
@@ -44,7 +47,7 @@ for _ in $(seq 1 100); do curl -s -o /dev/null "http://127.0.0.1:$sim_port/sim/s
 sidecar_launch "$work/sidecar.log" "http://127.0.0.1:$http_port/iwd/v3/health/live" \
     env IWD_LISTEN=127.0.0.1 IWD_PORT="$http_port" IWD_ADMIN_API_KEY=$admin_key IWD_METRICS_PORT=0 IWD_REDIS_NODES= \
     IWD_SECRET_KEY=bench-secret-key-0123456789-0123456789 IWD_ROUTER_INTERVAL_MS="$interval" \
-    IWD_CONTROL_DB="host=$work/pg port=$pg_port dbname=control user=postgres" sidecar/iwd-sidecar
+    IWD_CONTROL_DB="host=$work/pg port=$pg_port dbname=control user=postgres" "$sidecar_bin"
 base="http://127.0.0.1:$http_port/iwd/v3"
 curl -sf -o /dev/null -H "x-api-key: $admin_key" -H 'content-type: application/json' "$base/provisioning" -d "{
     \"tenant\": {\"id\": \"bench\", \"name\": \"bench\", \"ccid\": \"bench\"},
@@ -99,9 +102,17 @@ dupes=$(python3 -c "
 import json, collections
 s = json.load(open('$work/sim.json'))['state']
 print(sum(1 for n in collections.Counter(i['taskId'] for i in s['items'].values()).values() if n > 1))")
+# received out of queue order: work items the router received after one that comes later in the queue (all
+# tasks are queued before the router is enabled, in one statement: queue order is priority, then task id)
+unordered=$(python3 -c "
+import json
+s = json.load(open('$work/sim.json'))['state']
+keys = [(-i['priority'], i['taskId']) for i in sorted(s['items'].values(), key=lambda i: i['seq'])]
+print(sum(1 for a, b in zip(keys, keys[1:]) if b < a))")
 echo "| tasks | agents | maxInFlight | interval | submitted (tasks/s) | synced back completed (tasks/s) |" \
-     "lag p50 / p99 / max | tasks submitted twice |"
-echo "|---|---|---|---|---|---|---|---|"
+     "lag p50 / p99 / max | tasks submitted twice | received out of queue order |"
+echo "|---|---|---|---|---|---|---|---|---|"
 awk -v n="$tasks" -v a="$agents" -v m="$in_flight" -v i="$interval" -v s="$submitted_ms" -v c="$completed_ms" \
-    -v l="$lags" -v d="$dupes" \
-    'BEGIN {printf "| %d | %d | %d | %d ms | %.0f | %.0f | %s | %d |\n", n, a, m, i, n * 1000 / s, n * 1000 / c, l, d}'
+    -v l="$lags" -v d="$dupes" -v u="$unordered" \
+    'BEGIN {printf "| %d | %d | %d | %d ms | %.0f | %.0f | %s | %d | %d |\n", n, a, m, i, n * 1000 / s, n * 1000 / c,
+            l, d, u}'

@@ -130,6 +130,11 @@ def agents_loop():
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # an answer leaves in one write with Nagle off, as from an HTTP server of production: written in two
+    # (the headers, then the body) it waits for the delayed ACK of the first, 40 ms a request on a kept-alive
+    # connection
+    wbufsize = -1
+    disable_nagle_algorithm = True
 
     def log_message(self, fmt, *a):
         if os.environ.get("SIM_LOG"):
