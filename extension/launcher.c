@@ -2,7 +2,7 @@
  * launcher.c
  *	  The "iwd scheduler launcher": finds every database where iwd is
  *	  installed and starts a short-lived worker for a tenant when something
- *	  of it is due, at most iwd.max_workers at once, earliest due first.
+ *	  of it is due, at most iwd.max_workers at once, earliest deadline first.
  *
  * It connects to no database and reads the shared catalog pg_database
  * every few seconds: a database it does not know gets a slot in the
@@ -58,7 +58,8 @@
 typedef struct TenantWork
 {
 	Oid			dboid;			/* InvalidOid: not tracked */
-	TimestampTz next_due;
+	TimestampTz next_due;		/* when anything is due: a deadline or an announcement */
+	TimestampTz pass_due;		/* when its pass is due (a deadline; never before next_due) */
 	TimestampTz started_due;	/* the due time the running worker was started for */
 	BackgroundWorkerHandle *worker;
 	BackgroundWorkerHandle *datamart;
@@ -145,7 +146,9 @@ Track(int index, Oid dboid)
 
 	memset(w, 0, sizeof(*w));
 	w->dboid = dboid;
+	/* a first worker returns the reservations that timed out while no scheduler ran: a deadline */
 	w->next_due = GetCurrentTimestamp();
+	w->pass_due = w->next_due;
 	w->seen = true;
 }
 
@@ -315,9 +318,16 @@ WorkerEnded(int index, TimestampTz now)
 	w->adopted = false;
 	t->worker_pid = 0;
 	if (pg_atomic_read_u32(&t->state) == TENANT_NEW)
-		w->next_due = now;		/* CREATE EXTENSION committed meanwhile */
+	{
+		/* CREATE EXTENSION committed meanwhile */
+		w->next_due = now;
+		w->pass_due = now;
+	}
 	else if (t->report == REPORT_DONE)
-		w->next_due = Min(t->report_next_due, announced);
+	{
+		w->pass_due = t->report_pass_at;
+		w->next_due = Min(Min(t->report_next_due, announced), w->pass_due);
+	}
 	else if (t->report == REPORT_NOT_INSTALLED)
 	{
 		Oid			dboid = w->dboid;
@@ -330,6 +340,7 @@ WorkerEnded(int index, TimestampTz now)
 		t->failures++;
 		iwd_pool->failures++;
 		w->next_due = now + (TimestampTz) RETRY_MS * 1000;
+		w->pass_due = w->next_due;
 	}
 }
 
@@ -402,6 +413,7 @@ FoldAnnouncements(TimestampTz now)
 
 			(void) hash_search(not_installed, &dboid, HASH_REMOVE, NULL);
 			w->next_due = Min(w->next_due, now);
+			w->pass_due = Min(w->pass_due, now);
 		}
 		PoolPublishWake(t, &w->next_due);
 		t->next_due = w->next_due;
@@ -432,16 +444,30 @@ StartWorker(int index, const char *function, const char *type, BackgroundWorkerH
 	return started;
 }
 
-static int
-CompareDue(const void *a, const void *b)
+/*
+ * A tenant's rank among those due: its deadline, or its announcement
+ * IWD_ANNOUNCEMENT_SLACK_MS later when that is sooner (pool.h).
+ */
+static TimestampTz
+Rank(const TenantWork *w)
 {
-	TimestampTz da = work[*(const int *) a].next_due;
-	TimestampTz db = work[*(const int *) b].next_due;
-
-	return da < db ? -1 : da > db ? 1 : 0;
+	return Min(w->pass_due, w->next_due + (TimestampTz) IWD_ANNOUNCEMENT_SLACK_MS * 1000);
 }
 
-/* Start a worker for the tenants due, earliest first, up to iwd.max_workers running. */
+static int
+CompareRank(const void *a, const void *b)
+{
+	TimestampTz ra = Rank(&work[*(const int *) a]);
+	TimestampTz rb = Rank(&work[*(const int *) b]);
+
+	return ra < rb ? -1 : ra > rb ? 1 : 0;
+}
+
+/*
+ * Start a worker for the tenants due, earliest deadline first (Rank), up to
+ * iwd.max_workers running; publish how many wait, and how many of them with
+ * a deadline due (the running workers make way for those after a slice).
+ */
 static void
 StartDueWorkers(TimestampTz now)
 {
@@ -449,6 +475,7 @@ StartDueWorkers(TimestampTz now)
 	int			ndue = 0;
 	int			running = 0;
 	int			started = 0;
+	int			deadlines = 0;
 
 	for (int i = 0; i < nslots; i++)
 	{
@@ -461,7 +488,7 @@ StartDueWorkers(TimestampTz now)
 		else if (w->next_due <= now)
 			due[ndue++] = i;
 	}
-	qsort(due, ndue, sizeof(int), CompareDue);
+	qsort(due, ndue, sizeof(int), CompareRank);
 	for (int k = 0; k < ndue && running < iwd_max_workers; k++)
 	{
 		int			i = due[k];
@@ -492,7 +519,11 @@ StartDueWorkers(TimestampTz now)
 		running++;
 		started++;
 	}
+	for (int k = started; k < ndue; k++)
+		if (work[due[k]].pass_due <= now)
+			deadlines++;
 	pg_atomic_write_u32(&iwd_pool->waiting, ndue - started);
+	pg_atomic_write_u32(&iwd_pool->deadlines_waiting, deadlines);
 	iwd_pool->running = running;
 	if (ndue > started)
 	{

@@ -90,6 +90,7 @@ pool_shmem_startup(void)
 		pg_atomic_init_u32(&iwd_pool->launcher_procno, INVALID_PGPROCNO);
 		pg_atomic_init_u32(&iwd_pool->rescan, 0);
 		pg_atomic_init_u32(&iwd_pool->waiting, 0);
+		pg_atomic_init_u32(&iwd_pool->deadlines_waiting, 0);
 		iwd_pool->max_databases = iwd_max_databases;
 		for (int i = 0; i < iwd_max_databases; i++)
 		{
@@ -163,10 +164,14 @@ PoolAllocate(Oid dboid)
 			continue;
 		t->report = REPORT_NONE;
 		t->report_next_due = IWD_DUE_NONE;
+		t->report_pass_at = IWD_DUE_NONE;
+		t->step_due_known = false;
 		t->announced_event = -1;
 		t->vacuumed_at_event = -1;
 		t->last_vacuum = 0;
 		t->last_analyze = 0;
+		t->last_expire = 0;
+		t->expire_more = false;
 		t->datname[0] = '\0';
 		t->next_due = IWD_DUE_NONE;
 		t->worker_pid = 0;

@@ -23,6 +23,8 @@
 
 /* a due time that never comes */
 #define IWD_DUE_NONE PG_INT64_MAX
+/* the scheduler pass's steps (iwd._next_due_steps(), the bits of iwd._tick_steps()) */
+#define IWD_PASS_STEPS 5
 
 typedef enum IwdTenantState
 {
@@ -50,10 +52,15 @@ typedef struct IwdTenant
 	/* the tenant's worker (one at a time) keeps these across workers */
 	int			report;
 	TimestampTz report_next_due;
+	TimestampTz report_pass_at; /* when its pass is due (a deadline): served first */
+	bool		step_due_known; /* step_due holds a survey's reading */
+	TimestampTz step_due[IWD_PASS_STEPS];	/* per step, server time */
 	int64		announced_event;	/* last event id announced (-1: none yet) */
 	int64		vacuumed_at_event;
 	TimestampTz last_vacuum;
 	TimestampTz last_analyze;
+	TimestampTz last_expire;	/* the event feed's expiry (scheduler.c) */
+	bool		expire_more;	/* it filled its batch: more is waiting */
 	/* published by the launcher for iwd.worker_stats() */
 	char		datname[NAMEDATALEN];
 	TimestampTz next_due;
@@ -71,6 +78,7 @@ typedef struct IwdPool
 	int			max_databases;
 	/* published by the launcher for iwd.worker_stats() */
 	pg_atomic_uint32 waiting;	/* tenants due and waiting for a worker */
+	pg_atomic_uint32 deadlines_waiting; /* those of them with a deadline due */
 	int			running;
 	int			datamart_running;
 	int			databases;
@@ -84,6 +92,15 @@ typedef struct IwdPool
 
 /* a worker that starts this long after its tenant fell due counts as late */
 #define IWD_LATE_START_MS 1000
+/*
+ * With the pool short, the tenants due are served earliest deadline first;
+ * an announcement (events to announce and publish, a survey of what sessions
+ * wrote) ranks as a deadline this much later, so deadlines go first without
+ * starving the announcements through which new deadlines become known.
+ */
+#define IWD_ANNOUNCEMENT_SLACK_MS 2000
+/* when a tenant waits with a deadline due, a running worker makes way after this long */
+#define IWD_DEADLINE_SLICE_MS 1000
 
 /* GUCs (guc.c) */
 extern int	iwd_max_workers;

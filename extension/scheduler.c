@@ -36,8 +36,11 @@
 #include "storage/latch.h"
 #include "storage/proc.h"
 #include "tcop/utility.h"
+#include "catalog/pg_type.h"
 #include "utils/acl.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/datetime.h"
 #include "utils/lsyscache.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
@@ -51,6 +54,14 @@
 #include "worker.h"
 
 #define VACUUM_MIN_INTERVAL_MS 1000
+#define PASS_ALL_STEPS ((1 << IWD_PASS_STEPS) - 1)
+/*
+ * What the event feed no longer keeps (iwd.event_retention, 7 days unless
+ * set) is deleted at most this often per tenant (or every retention period
+ * when that is shorter), unless a deletion filled its batch: planning it in
+ * every short-lived worker cost as much as the publication itself.
+ */
+#define EXPIRE_INTERVAL_MS 60000
 /* the vacuum of iwd.task refreshes its statistics at most this often */
 #define ANALYZE_MIN_INTERVAL_MS 60000
 
@@ -66,12 +77,12 @@ IwdInstalled(void)
 }
 
 /*
- * Run one batch of every scheduler step in its own transaction; returns
- * whether a step filled its batch (more work is waiting). Does nothing when
- * iwd is not installed in this database.
+ * Run one batch of the scheduler steps in "steps" (iwd._tick_steps' bits) in
+ * its own transaction; returns whether a step filled its batch (more work is
+ * waiting). Does nothing when iwd is not installed in this database.
  */
 static bool
-RunTickBatch(void)
+RunTickBatch(int steps)
 {
 	bool		more = false;
 	IwdWorkerTransaction xact;
@@ -83,8 +94,9 @@ RunTickBatch(void)
 		bool		isnull;
 
 		IwdWorkerRequireRole(&xact);
-		if (SPI_execute("SELECT (iwd._tick_batch(iwd.now(), current_setting('iwd.batch_size')::int)"
-						" ->> 'more')::boolean", false, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		if (SPI_execute(psprintf("SELECT (iwd._tick_steps(iwd.now(), current_setting('iwd.batch_size')::int, %d)"
+								 " ->> 'more')::boolean", steps), false, 1) != SPI_OK_SELECT ||
+			SPI_processed != 1)
 			elog(ERROR, "iwd scheduler: the scheduler pass failed");
 		more = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	}
@@ -94,50 +106,61 @@ RunTickBatch(void)
 	return more;
 }
 
-/*
- * Publish the tenant's committed task events (iwd.publish_events: the event
- * feed and the webhooks' deliveries) and delete one batch of what the feed
- * no longer keeps (iwd._expire_events), in a transaction of their own, so
- * that events go out with no sidecar running. When a sidecar is publishing,
- * iwd.publish_events returns at once. Returns whether events still wait
- * (a publication fills at most its batch).
- */
-static bool
-PublishEvents(void)
+/* How often the event feed's expiry runs: EXPIRE_INTERVAL_MS, or iwd.event_retention when shorter. */
+static int64
+ExpireIntervalMs(void)
 {
-	bool		more = false;
-	IwdWorkerTransaction xact;
+	const char *retention = GetConfigOption("iwd.event_retention", true, false);
+	Interval   *span;
+	int64		ms;
 
-	IwdWorkerStartTransaction(&xact, iwd_worker_statement_timeout_ms, iwd_worker_lock_timeout_ms);
-	pgstat_report_activity(STATE_RUNNING, "iwd scheduler: event publication");
-	if (IwdInstalled())
-	{
-		bool		isnull;
-
-		IwdWorkerRequireRole(&xact);
-		if (SPI_execute("SELECT iwd.publish_events(current_setting('iwd.batch_size')::int),"
-						" iwd._expire_events(current_setting('iwd.batch_size')::int),"
-						" EXISTS (SELECT FROM iwd.event_outbox)", false, 1) != SPI_OK_SELECT ||
-			SPI_processed != 1)
-			elog(ERROR, "iwd scheduler: the event publication failed");
-		more = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull));
-	}
-	IwdWorkerCommitTransaction(&xact);
-	pgstat_report_activity(STATE_IDLE, NULL);
-	return more;
+	if (retention == NULL)
+		return EXPIRE_INTERVAL_MS;
+	span = DatumGetIntervalP(DirectFunctionCall3(interval_in, CStringGetDatum(retention),
+												 ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1)));
+	ms = (span->time + (span->day + (int64) span->month * DAYS_PER_MONTH) * USECS_PER_DAY) / 1000;
+	return Max(Min(ms, EXPIRE_INTERVAL_MS), 0);
 }
 
 /* What a worker reads of its tenant after its work: see SurveyTenant. */
 typedef struct TenantSurvey
 {
 	bool		installed;
+	bool		events_waiting; /* the publication filled its batch */
 	int64		last_event;
 	TimestampTz next_due;		/* server time (IWD_DUE_NONE: nothing due) */
+	TimestampTz step_due[IWD_PASS_STEPS];	/* the same per scheduler step */
 } TenantSurvey;
 
+/* Read iwd._next_due_steps() (the iwd clock) into the survey's due times (server time). */
+static void
+ReadStepDue(Datum steps, TenantSurvey *survey)
+{
+	Datum	   *elems;
+	bool	   *nulls;
+	int			n;
+	TimestampTz offset = GetCurrentTimestamp() - IwdNow();
+
+	deconstruct_array(DatumGetArrayTypeP(steps), TIMESTAMPTZOID, sizeof(TimestampTz), FLOAT8PASSBYVAL,
+					  TYPALIGN_DOUBLE, &elems, &nulls, &n);
+	if (n != IWD_PASS_STEPS)
+		elog(ERROR, "iwd scheduler: iwd._next_due_steps() returned %d due times, not %d", n, IWD_PASS_STEPS);
+	for (int i = 0; i < IWD_PASS_STEPS; i++)
+	{
+		survey->step_due[i] = nulls[i] ? IWD_DUE_NONE : DatumGetTimestampTz(elems[i]) + offset;
+		survey->next_due = Min(survey->next_due, survey->step_due[i]);
+	}
+}
+
 /*
- * Read whether iwd is installed, the last event id and the tenant's next due
- * time (iwd._next_due(), in the iwd clock, turned into server time). In
+ * Publish the tenant's committed task events (iwd.publish_events: the event
+ * feed and the webhooks' deliveries) and, every EXPIRE_INTERVAL_MS, delete
+ * one batch of what the feed no longer keeps (iwd._expire_events), so that
+ * events go out with no sidecar running (when a sidecar is publishing,
+ * iwd.publish_events returns at once); then read whether iwd is installed, the last event id and when
+ * each scheduler step is next due (iwd._next_due_steps(), in the iwd clock,
+ * turned into server time). One transaction for both: a worker started for
+ * one task's events runs no other. In
  * batch mode of iwd.notify, announce the events written since the last
  * announcement with one NOTIFY iwd_task_event "events:<first id>:<last id>".
  * Announcing from here rather than from each writing transaction matters:
@@ -150,23 +173,40 @@ SurveyTenant(IwdTenant *tenant, TenantSurvey *survey)
 	IwdWorkerTransaction xact;
 
 	IwdWorkerStartTransaction(&xact, iwd_worker_statement_timeout_ms, iwd_worker_lock_timeout_ms);
-	pgstat_report_activity(STATE_RUNNING, "iwd scheduler: announcements and next due time");
+	pgstat_report_activity(STATE_RUNNING, "iwd scheduler: event publication, announcements, next due time");
 	survey->installed = IwdInstalled();
+	survey->events_waiting = false;
 	survey->last_event = tenant->announced_event;
 	survey->next_due = IWD_DUE_NONE;
+	for (int i = 0; i < IWD_PASS_STEPS; i++)
+		survey->step_due[i] = IWD_DUE_NONE;
 	if (survey->installed)
 	{
 		bool		isnull;
-		Datum		due;
+		bool		expire = tenant->expire_more ||
+			TimestampDifferenceExceeds(tenant->last_expire, GetCurrentTimestamp(), (int) ExpireIntervalMs());
 
 		IwdWorkerRequireRole(&xact);
-		if (SPI_execute("SELECT coalesce(max(id), 0), iwd._next_due() FROM iwd.task_event", true, 1) != SPI_OK_SELECT ||
+		if (SPI_execute(psprintf("SELECT iwd.publish_events(%d), %s, EXISTS (SELECT FROM iwd.event_outbox)",
+								 iwd_batch_size, expire ? psprintf("iwd._expire_events(%d)", iwd_batch_size) :
+								 "0::bigint"), false, 1) != SPI_OK_SELECT ||
 			SPI_processed != 1)
+			elog(ERROR, "iwd scheduler: the event publication failed");
+		if (expire)
+		{
+			tenant->last_expire = GetCurrentTimestamp();
+			tenant->expire_more = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2,
+															  &isnull)) >= iwd_batch_size;
+		}
+		survey->events_waiting = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3,
+															&isnull));
+		if (SPI_execute("SELECT coalesce(max(id), 0), iwd._next_due_steps() FROM iwd.task_event", false, 1) !=
+			SPI_OK_SELECT || SPI_processed != 1)
 			elog(ERROR, "iwd scheduler: reading the next due time failed");
 		survey->last_event = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-		due = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
-		if (!isnull)
-			survey->next_due = GetCurrentTimestamp() + (DatumGetTimestampTz(due) - IwdNow());
+		ReadStepDue(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull), survey);
+		memcpy(tenant->step_due, survey->step_due, sizeof(tenant->step_due));
+		tenant->step_due_known = true;
 		if (iwd_notify == IWD_NOTIFY_BATCH && tenant->announced_event >= 0 &&
 			survey->last_event > tenant->announced_event)
 			Async_Notify("iwd_task_event", psprintf("events:" INT64_FORMAT ":" INT64_FORMAT,
@@ -264,11 +304,13 @@ Disown(int code, Datum arg)
 /*
  * Leave, reporting when the tenant is next due (with what was announced
  * since the last look: announcements made after the take below stay in the
- * slot for the launcher).
+ * slot for the launcher) and when its pass is (the deadlines: reservation
+ * timeouts, activations, expiries, overdue flags, reprioritization), which
+ * the launcher serves before announcements.
  */
 static void
 pg_attribute_noreturn()
-WorkerExit(IwdTenant *tenant, IwdWorkerReport report, TimestampTz next_due)
+WorkerExit(IwdTenant *tenant, IwdWorkerReport report, TimestampTz pass_at, TimestampTz next_due)
 {
 	TimestampTz announced;
 
@@ -276,20 +318,47 @@ WorkerExit(IwdTenant *tenant, IwdWorkerReport report, TimestampTz next_due)
 	pg_memory_barrier();
 	announced = PoolTake(tenant);
 	tenant->report_next_due = Min(next_due, announced);
+	tenant->report_pass_at = pass_at;
 	pg_write_barrier();
 	tenant->report = report;
 	proc_exit(0);
 }
 
+/* The scheduler steps due at "now" by the tenant's last survey (iwd._tick_steps' bits); all when none is. */
+static int
+StepsDue(IwdTenant *tenant, TimestampTz now)
+{
+	int			steps = 0;
+
+	for (int i = 0; i < IWD_PASS_STEPS; i++)
+		if (tenant->step_due[i] <= now)
+			steps |= 1 << i;
+	return steps != 0 ? steps : PASS_ALL_STEPS;
+}
+
+/* The earliest of the tenant's step due times read by the last survey (kept in its slot across workers). */
+static TimestampTz
+KnownPassDue(IwdTenant *tenant)
+{
+	TimestampTz due = IWD_DUE_NONE;
+
+	if (!tenant->step_due_known)
+		return IWD_DUE_NONE;
+	for (int i = 0; i < IWD_PASS_STEPS; i++)
+		due = Min(due, tenant->step_due[i]);
+	return due;
+}
+
 /*
  * A tenant's worker ("iwd scheduler <database>"), started by the launcher
- * when something of the tenant is due: it runs the scheduler pass when work
- * is due (at most every iwd.scheduler_interval), announces the events
- * sessions write, vacuums iwd.task, and stays while work falls due or
- * sessions write within iwd.worker_idle_timeout; then it reports the
- * tenant's next due time and exits. It makes way sooner when other tenants
- * wait for a worker: once it has nothing due now, or has run longer than
- * iwd.worker_idle_timeout.
+ * when something of the tenant is due: it runs the scheduler steps due (at
+ * most every iwd.scheduler_interval), announces the events sessions write,
+ * vacuums iwd.task, and stays while work falls due or sessions write within
+ * iwd.worker_idle_timeout; then it reports the tenant's next due time and
+ * exits. It makes way sooner when other tenants wait for a worker: once it
+ * has nothing due now, or has run longer than iwd.worker_idle_timeout, or,
+ * when a tenant waits with a deadline due, a slice of IWD_DEADLINE_SLICE_MS
+ * (a long pass resumes in a worker started after the deadline's).
  */
 void
 iwd_scheduler_database_main(Datum main_arg)
@@ -299,10 +368,15 @@ iwd_scheduler_database_main(Datum main_arg)
 	TimestampTz started;
 	TimestampTz last_activity;
 	TimestampTz last_pass = 0;
-	/* the first survey says whether a pass is due (a worker started to announce events needs none) */
-	TimestampTz pass_at = IWD_DUE_NONE;
+	/*
+	 * A worker started for a deadline the last survey found runs its steps
+	 * at once, then surveys; a worker started to announce events (nothing of
+	 * the pass due yet) or the tenant's first one surveys first.
+	 */
+	TimestampTz pass_at = KnownPassDue(tenant);
 	TimestampTz survey_at = 0;
 	bool		pass_more = false;
+	int			pass_steps = PASS_ALL_STEPS;
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
@@ -350,8 +424,11 @@ iwd_scheduler_database_main(Datum main_arg)
 			int			usecs;
 
 			if (!pass_more)
+			{
 				last_pass = now;
-			pass_more = RunTickBatch();
+				pass_steps = StepsDue(tenant, now);
+			}
+			pass_more = RunTickBatch(pass_steps);
 			survey_at = 0;
 			if (pass_more)
 			{
@@ -363,16 +440,15 @@ iwd_scheduler_database_main(Datum main_arg)
 		if (GetCurrentTimestamp() >= survey_at)
 		{
 			TenantSurvey survey;
-			bool		events_waiting = PublishEvents();
 
 			SurveyTenant(tenant, &survey);
 			if (!survey.installed)
-				WorkerExit(tenant, REPORT_NOT_INSTALLED, IWD_DUE_NONE);
+				WorkerExit(tenant, REPORT_NOT_INSTALLED, IWD_DUE_NONE, IWD_DUE_NONE);
 			if (!pass_more)
 				pass_at = survey.next_due == IWD_DUE_NONE ? IWD_DUE_NONE :
 					Max(survey.next_due, last_pass + (TimestampTz) iwd_scheduler_interval_ms * 1000);
 			survey_at = VacuumWhenDue(tenant, survey.last_event);
-			if (events_waiting)
+			if (survey.events_waiting)
 				survey_at = Min(survey_at, GetCurrentTimestamp() +
 								(TimestampTz) iwd_notify_interval_ms * 1000);
 		}
@@ -394,14 +470,18 @@ iwd_scheduler_database_main(Datum main_arg)
 		 * deadline further off makes way), or after iwd.worker_idle_timeout
 		 * of work (a tenant whose sessions write all the time would otherwise
 		 * keep its worker for good, and leaving at every pause would cost a
-		 * worker's start per announcement).
+		 * worker's start per announcement), or after a slice when a tenant
+		 * waits with a deadline due (a long pass or a busy tenant's
+		 * announcements must not hold it back for seconds).
 		 */
 		if ((wake - now > (TimestampTz) iwd_worker_idle_timeout_ms * 1000 &&
 			 now - last_activity > (TimestampTz) iwd_worker_idle_timeout_ms * 1000) ||
 			(pg_atomic_read_u32(&iwd_pool->waiting) > 0 &&
 			 (wake - now > (TimestampTz) Min(iwd_notify_interval_ms, iwd_scheduler_interval_ms) * 1000 ||
-			  now - started > (TimestampTz) iwd_worker_idle_timeout_ms * 1000)))
-			WorkerExit(tenant, REPORT_DONE, wake);
+			  now - started > (TimestampTz) iwd_worker_idle_timeout_ms * 1000)) ||
+			(pg_atomic_read_u32(&iwd_pool->deadlines_waiting) > 0 &&
+			 now - started > (TimestampTz) IWD_DEADLINE_SLICE_MS * 1000))
+			WorkerExit(tenant, REPORT_DONE, pass_at, wake);
 		PoolPublishWake(tenant, &wake);
 		/* what was announced while publishing is due for a survey */
 		if (wake < Min(pass_at, survey_at))
