@@ -525,6 +525,10 @@ cluster_sql -d tenant_f -c "SELECT iwd.create_task('{\"externalId\": \"LATE-1\",
     >/dev/null
 cluster_sql -d tenant_f -c "SELECT iwd.publish_events()" >/dev/null
 stop_stream slots
+# e's hub has no stream left: its connection ended now frees the slot at once, unless e's hub takes it again
+# first (then it goes when e's hub closes, 15 s later)
+cluster_sql -d postgres -c "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+                            WHERE datname = 'tenant_e' AND application_name = 'iwd-sidecar-events'" >/dev/null
 wait "$late_pid"
 check "the event published between its read and its hub's head is answered when the hub joins" "LATE-1" \
     "$(jq -r '[.events[].externalId] | join(",")' "$work/late.json" 2>/dev/null)"
