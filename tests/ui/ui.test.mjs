@@ -256,6 +256,17 @@ try {
         await page.getByRole('button', { name: 'Edit department Claims' }).waitFor({ state: 'detached' });
     });
 
+    await check('configuration: a category\'s service-level threshold shown, a bad one refused where it belongs',
+        async () => {
+            await page.getByRole('button', { name: 'Edit category Claims' }).click();
+            const definition = JSON.parse(await page.getByLabel('Definition (JSON)').inputValue());
+            expectEqual(definition.serviceLevelSeconds, 30, 'the stored threshold');
+            await page.getByLabel('Definition (JSON)').fill('{"serviceLevelSeconds": 0}');
+            await page.getByRole('button', { name: 'Save' }).click();
+            await page.locator('#config-editor-error', { hasText: 'serviceLevelSeconds' }).waitFor();
+            await page.locator('#config-close').click();
+        });
+
     await check('the dashboard charts the backlog by queue', async () => {
         await page.getByRole('button', { name: 'Dashboard' }).click();
         await page.locator('#backlog-chart svg rect').first().waitFor();
