@@ -147,13 +147,15 @@ static int on_tasks_batch(iwd_call_t *call)
     if (!json_is_string(json_object_get(body, "action")) ||
         ((member = json_object_get(body, "ids")) != NULL && !json_is_array(member) && !json_is_null(member)) ||
         ((member = json_object_get(body, "filter")) != NULL && !json_is_object(member) && !json_is_null(member)) ||
-        ((member = json_object_get(body, "q")) != NULL && !json_is_string(member) && !json_is_null(member)) ||
         ((args = json_object_get(body, "args")) != NULL && !json_is_object(args) && !json_is_null(args)) ||
         ((member = json_object_get(body, "dryRun")) != NULL && !json_is_boolean(member))) {
         json_decref(body);
         return iwd_respond_error(call, 400, "a batch action is {\"action\": string, \"ids\": [task id, ...] or "
-                                            "\"filter\": {...} and/or \"q\": search, \"args\": {...}, "
-                                            "\"dryRun\": boolean}");
+                                            "\"filter\": {...}, \"args\": {...}, \"dryRun\": boolean}");
+    }
+    if ((member = json_object_get(body, "q")) != NULL && !json_is_string(member) && !json_is_null(member)) {
+        json_decref(body);
+        return iwd_respond_error(call, 400, "\"q\" must be a string (a full-text search, as GET /tasks' q)");
     }
     if (json_is_string(json_object_get(body, "q")) && json_is_array(json_object_get(body, "ids"))) {
         json_decref(body);

@@ -210,7 +210,7 @@ fi
 batch_of() { answer_of POST /tasks/batch "$1"; }
 check_match "a batch by search with ids: 400" '^400 a batch action takes either "ids" or a search "q"' \
     "$(batch_of '{"action": "hold", "ids": [1], "q": "invoice"}')"
-check_match "a search that is no string: 400" '^400 a batch action is' "$(batch_of '{"action": "hold", "q": 7}')"
+check_match "a search that is no string: 400" '^400 "q" must be a string' "$(batch_of '{"action": "hold", "q": 7}')"
 check_match "a search without a word: 400" '^400 search query must contain at least one word' \
     "$(batch_of '{"action": "hold", "q": "-"}')"
 cluster_sql -d tenant_ui -c "SELECT iwd.create_tasks((SELECT jsonb_agg(jsonb_build_object('externalId', 'OV-' || i,
