@@ -731,7 +731,10 @@ ClaimTask(const char *agent, int reserve_seconds, bool *found)
 		 * The best queued tasks that fit, from the head of each of the agent's
 		 * buckets; for an agent with very many skills (hundreds of buckets), from
 		 * the universal queue, where most tasks fit it. A task the tenant's
-		 * external router holds is not taken (iwd._router_holds, sql/router.sql).
+		 * external router holds (submitted, not given back: sql/router.sql,
+		 * iwd.router_task) is not taken: one probe of router_task_held_idx per
+		 * row read (OFFSET 0 keeps it a probe, never a scan of what the router
+		 * holds per row, whatever the statistics say).
 		 */
 		if (buckets == NULL)
 		{
@@ -741,7 +744,8 @@ ClaimTask(const char *agent, int reserve_seconds, bool *found)
 										  "AND (q.requested_agent IS NULL OR q.requested_agent = $1) "
 										  "AND iwd.skills_met(q.skills, $3) "
 										  "AND ($6 IS NULL OR q.id <> ALL ($6)) "
-										  "AND NOT iwd._router_holds(q.id) "
+										  "AND NOT EXISTS (SELECT 1 FROM iwd.router_task h WHERE h.task_id = q.id "
+										  "AND h.state IN ('submitting', 'queued') OFFSET 0) "
 										  "ORDER BY q.priority DESC, q.business_value DESC, q.due_at ASC NULLS LAST, "
 										  "q.created_at, q.id LIMIT $5",
 										  6, pick_types), pick_args, pick_nulls, false, 0) != SPI_OK_SELECT)
@@ -756,7 +760,8 @@ ClaimTask(const char *agent, int reserve_seconds, bool *found)
 									  "AND (q.requested_agent IS NULL OR q.requested_agent = $1) "
 									  "AND iwd.skills_met(q.skills, $3) "
 									  "AND ($6 IS NULL OR q.id <> ALL ($6)) "
-									  "AND NOT iwd._router_holds(q.id) "
+									  "AND NOT EXISTS (SELECT 1 FROM iwd.router_task h WHERE h.task_id = q.id "
+									  "AND h.state IN ('submitting', 'queued') OFFSET 0) "
 									  "ORDER BY q.priority DESC, q.business_value DESC, q.due_at ASC NULLS LAST, "
 									  "q.created_at, q.id LIMIT $5) c "
 									  "ORDER BY c.priority DESC, c.business_value DESC, c.due_at ASC NULLS LAST, "

@@ -47,6 +47,11 @@ CREATE TABLE iwd.router (
 -- once). agent: the router's agent it was offered to. version: the router's version of the work item
 -- last applied (a change repeated by a pull is applied once). priority, business_value: as submitted (a
 -- change resubmits it).
+-- A task in state submitting or queued is held by the router: the claim (iwd.next_task, extension/claim.c's
+-- pick) passes it by, so that iwd's own agents never take what the router may hand out; it is claimable
+-- again once given back (rejected or stopped there, stopped by the sync: returned; the router deleted or
+-- its url changed: the row gone). A claim that meets a task in the very instant the sync records its
+-- submission may still take it: the sync then stops it at the router (iwd.router_plan).
 CREATE SEQUENCE iwd.router_submission;
 CREATE TABLE iwd.router_task (
     task_id        bigint PRIMARY KEY,
@@ -62,17 +67,8 @@ CREATE TABLE iwd.router_task (
 );
 CREATE INDEX router_task_router_id_idx ON iwd.router_task (router_id);
 CREATE INDEX router_task_live_idx ON iwd.router_task (state) WHERE state <> 'returned';
-
--- Whether the router holds a queued task: submitted (or being submitted) and not given back. The claim
--- (iwd.next_task, extension/claim.c) does not take such a task; it is claimable again once the router
--- gives it back (rejected or stopped there, stopped by the sync, the router deleted or changed). A claim
--- that meets a task in the instant the sync records its submission may still take it: the sync then stops
--- it at the router (iwd.router_plan). Inlined into the claim's pick (one index probe per candidate).
-CREATE FUNCTION iwd._router_holds(task_id bigint) RETURNS boolean
-LANGUAGE sql STABLE CALLED ON NULL INPUT PARALLEL SAFE AS $$
-    SELECT EXISTS (SELECT 1 FROM iwd.router_task r
-                   WHERE r.task_id = _router_holds.task_id AND r.state IN ('submitting', 'queued'))
-$$;
+-- the claim's probe (is this candidate held by the router?), the best plan whatever the statistics say
+CREATE INDEX router_task_held_idx ON iwd.router_task (task_id) WHERE state IN ('submitting', 'queued');
 
 -- How long a task the router rejected or stopped waits before it is submitted again.
 CREATE FUNCTION iwd._router_retry_after() RETURNS interval

@@ -183,6 +183,7 @@ CREATE TABLE iwd.router_task (
 );
 CREATE INDEX router_task_router_id_idx ON iwd.router_task (router_id);
 CREATE INDEX router_task_live_idx ON iwd.router_task (state) WHERE state <> 'returned';
+CREATE INDEX router_task_held_idx ON iwd.router_task (task_id) WHERE state IN ('submitting', 'queued');
 
 -- Email (sql/email.sql): the tenant's mailboxes (passwords sealed by the sidecar), their messages being
 -- fetched or kept aside, and the replies waiting to be sent.
