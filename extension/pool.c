@@ -433,10 +433,12 @@ iwd_worker_stats(PG_FUNCTION_ARGS)
 	initStringInfo(&buf);
 	appendStringInfo(&buf, "{\"maxWorkers\": %d, \"maxDatabases\": %d, \"datamartMaxWorkers\": %d, "
 					 "\"databases\": %d, \"databasesOverLimit\": %d, \"running\": %d, \"waiting\": %u, "
+					 "\"deadlinesWaiting\": %u, "
 					 "\"datamartRunning\": %d, \"starts\": " INT64_FORMAT ", \"failures\": " INT64_FORMAT
 					 ", \"lateStarts\": " INT64_FORMAT ", \"maxStartDelayMs\": " INT64_FORMAT ", \"tenants\": [",
 					 iwd_max_workers, p->max_databases, iwd_dm_max_workers, p->databases, p->over_limit,
-					 p->running, pg_atomic_read_u32(&p->waiting), p->datamart_running, p->starts, p->failures,
+					 p->running, pg_atomic_read_u32(&p->waiting), pg_atomic_read_u32(&p->deadlines_waiting),
+					 p->datamart_running, p->starts, p->failures,
 					 p->late_starts, p->max_start_delay_ms);
 	for (int i = 0; i < p->max_databases; i++)
 	{

@@ -3,7 +3,8 @@
 # made from a template that holds iwd, so no CREATE EXTENSION runs in them) than the old cap of 64, each
 # with a reservation that must time out and a deferred task to activate, every one done (how late is
 # printed; the 2 s target is measured by bench/density, this test only catches a deadline missed by far,
-# as a lost wake-up would), never more than iwd.max_workers workers at once; a database gets served
+# as a lost wake-up would), never more than iwd.max_workers workers at once; with the pool short, a
+# deadline is served before an announcement that came due earlier; a database gets served
 # within seconds of CREATE EXTENSION and no longer after DROP EXTENSION; iwd.databases, when set, leaves
 # the others out; a reservation that timed out while the server was down is returned after the restart; a database past
 # iwd.max_databases is logged and counted. Ends with "density: N passed, M failed".
@@ -130,6 +131,35 @@ check "never more than iwd.max_workers ($max_workers) scheduler workers at once 
     "$([ -n "$most" ] && [ "$most" -le "$max_workers" ] && [ "$most" -ge 1 ] && echo t || echo f)"
 wait_for "and idle tenants keep none" "0" 20 -d postgres \
     -c "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'iwd scheduler'"
+
+# deadlines first: t001's reservation deadline (known from its worker's survey) and t002's announcement
+# (events written 1 s before that deadline, ranked 2 s after their due time) both wait with no worker
+# allowed; given one, the launcher serves t001's deadline before t002's events
+sql -d postgres -c "ALTER SYSTEM SET iwd.worker_idle_timeout = '100ms'" -c "SELECT pg_reload_conf()" >/dev/null
+sleep 1
+# (a new agent, free whatever the tests above left reserved)
+sql -d t001 -c "SELECT iwd.upsert_agent('{\"id\": \"a2\", \"state\": \"ready\"}')" \
+    -c "SELECT iwd.create_task('{\"externalId\": \"Y\", \"capturePoint\": \"test\"}')" \
+    -c "INSERT INTO public.deadline SELECT 'first', (iwd.next_task('a2', 6) ->> 'reservedUntil')::timestamptz" >/dev/null
+wait_for "a worker surveys the tenant's reservation and leaves" "t" 5 -d t001 \
+    -c "SELECT t->>'workerPid' IS NULL AND (t->>'nextDueAt')::timestamptz < (SELECT due + interval '1 s'
+        FROM public.deadline WHERE what = 'first') FROM jsonb_array_elements(iwd.worker_stats()->'tenants') t
+        WHERE t->>'database' = 't001'"
+sql -d postgres -c "ALTER SYSTEM SET iwd.max_workers = 0" -c "SELECT pg_reload_conf()" >/dev/null
+sleep "$(sql -d t001 -c "SELECT greatest(extract(epoch FROM due - now()) - 1, 0) FROM public.deadline WHERE what = 'first'")"
+sql -d t002 -c "SELECT iwd.create_task('{\"externalId\": \"X\", \"capturePoint\": \"test\"}')" >/dev/null
+sleep "$(sql -d t001 -c "SELECT greatest(extract(epoch FROM due - now()) + 0.5, 0) FROM public.deadline WHERE what = 'first'")"
+wait_for "with no worker allowed, both wait, one of them with a deadline due" "2 1" 20 -d t001 \
+    -c "SELECT (iwd.worker_stats()->>'waiting') || ' ' || (iwd.worker_stats()->>'deadlinesWaiting')"
+sql -d postgres -c "ALTER SYSTEM SET iwd.max_workers = 1" -c "SELECT pg_reload_conf()" >/dev/null
+wait_for "given one worker, the reservation times out" "0" 15 -d t001 \
+    -c "SELECT count(*) FROM iwd.task WHERE status = 'assigned'"
+wait_for "and the other tenant's events are published" "0" 15 -d t002 -c "SELECT count(*) FROM iwd.event_outbox"
+timed_out=$(sql -d t001 -c "SELECT max(at) FROM iwd.task_event WHERE event = 'reservation_timeout'")
+check "the deadline is served before the announcement that was due earlier" "t" \
+    "$(sql -d t002 -c "SELECT max(published_at) > '$timed_out' FROM iwd.event_feed")"
+sql -d postgres -c "ALTER SYSTEM RESET iwd.max_workers" -c "ALTER SYSTEM RESET iwd.worker_idle_timeout" \
+    -c "SELECT pg_reload_conf()" >/dev/null
 
 # CREATE EXTENSION in a new database: served within seconds, its work done; DROP EXTENSION: no longer
 sql -d postgres -c "CREATE DATABASE fresh"
