@@ -698,23 +698,34 @@ BEGIN
         format($q$
         picked AS (SELECT lvl, s FROM unnest(%L::int[], %L::timestamptz[]) p(lvl, s))$q$, picked_lvls, picked_ss),
         iwd_dm._flows_sql(grouping_cols, tz, lvls),
-        $q$
-        stocks AS (
-            -- every picked interval of each level's groupings, with or without flows; the running sums
-            -- also count the flows of the intervals between them
-            SELECT lvl, gid, b, coalesce(f.created, 0) AS created, coalesce(f.assigned, 0) AS assigned,
-                   coalesce(f.completed, 0) AS completed, coalesce(f.canceled, 0) AS canceled,
-                   coalesce(f.rejected, 0) AS rejected, coalesce(f.expired, 0) AS expired,
-                   coalesce(f.overdue, 0) AS overdue, coalesce(f.in_sla, 0) AS in_sla, f.avg_age_s, f.max_age_s,
-                   f.avg_queue_s, f.avg_handle_s, coalesce(f.value, 0) AS value,
-                   coalesce(f.sl_offered, 0) AS sl_offered, coalesce(f.sl_within, 0) AS sl_within,
-                   sum(coalesce(f.backlog_delta, 0)) OVER w AS backlog_end,
-                   sum(coalesce(f.po_delta, 0)) OVER w AS pending_overdue
+        format($q$
+        running AS MATERIALIZED (
+            -- the stocks at each interval with flows: running sums of the changes up to its end
+            SELECT f.*, sum(f.backlog_delta) OVER w AS backlog_end, sum(f.po_delta) OVER w AS pending_overdue,
+                   lead(f.b) OVER w AS next_b
             FROM flows f
-            FULL JOIN (SELECT ng.lvl, ng.gid, p.s AS b
-                       FROM (SELECT DISTINCT lvl, gid FROM flows) ng JOIN picked p USING (lvl)) filler
-                USING (lvl, gid, b)
-            WINDOW w AS (PARTITION BY lvl, gid ORDER BY b))$q$,
+            WINDOW w AS (PARTITION BY lvl, gid ORDER BY b)),
+        stocks AS (
+            SELECT lvl, gid, b, created, assigned, completed, canceled, rejected, expired, overdue, in_sla,
+                   avg_age_s, max_age_s, avg_queue_s, avg_handle_s, value, sl_offered, sl_within, backlog_end,
+                   pending_overdue
+            FROM running
+            UNION ALL
+            -- the intervals between two with flows of a grouping (or after its last, up to the level's last
+            -- picked one) while it has open tasks: no flows, the stocks carried over. They are stepped in
+            -- local time, as the intervals are aligned; a local time that does not exist (the hour skipped
+            -- in spring) names an instant of another interval, hence the distinct and the bounds.
+            SELECT r.lvl, r.gid, g.b, 0, 0, 0, 0, 0, 0, 0, 0, NULL, NULL, NULL, NULL, 0, 0, 0, r.backlog_end,
+                   r.pending_overdue
+            FROM running r
+            JOIN (SELECT lvl, max(s) AS last FROM picked GROUP BY lvl) l USING (lvl)
+            CROSS JOIN LATERAL (
+                SELECT DISTINCT t AT TIME ZONE %1$L AS b
+                FROM generate_series(r.b AT TIME ZONE %1$L, coalesce(r.next_b, l.last) AT TIME ZONE %1$L,
+                                     CASE r.lvl WHEN 1 THEN interval '15 minutes' WHEN 2 THEN interval '1 hour'
+                                                WHEN 3 THEN interval '1 day' WHEN 4 THEN interval '1 week'
+                                                ELSE interval '1 month' END) t) g
+            WHERE r.backlog_end > 0 AND g.b > r.b AND (g.b < r.next_b OR r.next_b IS NULL))$q$, tz),
         $q$
         result AS MATERIALIZED (
             -- the picked intervals with something to report
