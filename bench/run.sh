@@ -5,11 +5,12 @@
 # (bench/outbox/run.sh), the targets against their references at 1M queued (bench/targets.sh) and the Data
 # Mart (bench/datamart/run.sh); writes
 # bench/RESULTS.md, with the last soak run (bench/soak-results.md, make bench-soak) and the analysis
-# (bench/analysis.md) appended.
+# (bench/analysis.md) appended. Prints how long each section and the whole took (also in RESULTS.md).
 # Environment: IWD_BENCH_BACKLOGS ("10000 100000"), IWD_BENCH_CLIENTS ("1 4 16"),
 #              IWD_BENCH_SECONDS (2), IWD_BENCH_RUNS (3), IWD_BENCH_PORT (54340) for that matrix;
-#              IWD_BENCH_SIDECAR_RUNS (5), IWD_BENCH_SIDECAR_SECONDS (5) for the sidecar; bench/outbox/run.sh,
-#              bench/targets.sh and bench/datamart/run.sh read their own.
+#              IWD_BENCH_SIDECAR_RUNS (5), IWD_BENCH_SIDECAR_SECONDS (5) for the sidecar; IWD_BENCH_OUTBOX_RUNS
+#              (5 here) for the outbox; bench/outbox/run.sh, bench/targets.sh and bench/datamart/run.sh read
+#              their own others.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 top=$(pwd)
@@ -21,6 +22,15 @@ runs=${IWD_BENCH_RUNS:-3}
 out="$top/bench/out"
 mkdir -p "$out"
 . bench/lib.sh
+bench_t0=$(date +%s)
+: > "$out/timing.tsv"
+lap() { # lap NAME: records the seconds since the previous lap (or the start) under NAME
+    local now
+    now=$(date +%s)
+    echo -e "$1\t$((now - ${lap_t:-$bench_t0}))" >> "$out/timing.tsv"
+    echo "bench: $1 took $((now - ${lap_t:-$bench_t0})) s" >&2
+    lap_t=$now
+}
 start_cluster claim "$port" "${bench_settings[@]}" "max_connections = 100"
 settings="shared_buffers=512MB, max_wal_size=4GB, checkpoint_timeout=15min, synchronous_commit=on, fsync=on, the scheduler worker running (the Data Mart schedule suspended except in the soak)"
 sql -f "$work/setup.sql" >/dev/null
@@ -49,6 +59,7 @@ for backlog in $backlogs; do
         done
     done
 done
+lap "claim matrix"
 
 {
     echo "# Benchmark results"
@@ -91,19 +102,22 @@ done
     echo "100k-task backlog and 500 agents (\`bench/sidecar/run.sh\`); medians of ${IWD_BENCH_SIDECAR_RUNS:-5} runs of ${IWD_BENCH_SIDECAR_SECONDS:-5} s."
     echo
     IWD_BENCH_RUNS=${IWD_BENCH_SIDECAR_RUNS:-5} IWD_BENCH_SECONDS=${IWD_BENCH_SIDECAR_SECONDS:-5} bench/sidecar/run.sh
+    lap sidecar
     echo
     echo "## Events out: the outbox's cost"
     echo
     echo "\`bench/outbox/run.sh\`: capture and claim + complete with the event outbox's trigger disabled and enabled,"
     echo "same server, alternating; the tenant's scheduler worker publishes the outbox to the event feed meanwhile."
     echo
-    bench/outbox/run.sh
+    IWD_BENCH_OUTBOX_RUNS=${IWD_BENCH_OUTBOX_RUNS:-5} bench/outbox/run.sh
+    lap outbox
     echo
     echo "## Targets"
     echo
     echo "\`bench/targets.sh\`: claim + complete against the commit ceiling and a hand-written queue, same server, same run."
     echo
     bench/targets.sh
+    lap targets
     echo
     echo "## Data Mart"
     echo
@@ -114,6 +128,13 @@ done
     echo "\`iwd_dm.run('intraday')\`, repeated."
     echo
     IWD_BENCH_DM_TASKS=${IWD_BENCH_DM_TASKS:-250000} bench/datamart/run.sh
+    lap "Data Mart"
+    echo
+    echo "## Duration"
+    echo
+    total=$(( $(date +%s) - bench_t0 ))
+    echo "This run of \`make bench\` took $((total / 60)) min $((total % 60)) s (target: under 25 minutes); by section:"
+    awk -F'\t' '{printf "%s%s %d s", (NR > 1 ? ", " : ""), $1, $2} END {print "."}' "$out/timing.tsv"
     echo
     echo "## Soak (make bench-soak)"
     echo
@@ -123,3 +144,5 @@ done
 } > "$out/RESULTS.md.new"
 mv "$out/RESULTS.md.new" bench/RESULTS.md
 cat bench/RESULTS.md
+total=$(( $(date +%s) - bench_t0 ))
+echo "bench: make bench took $((total / 60)) min $((total % 60)) s"
