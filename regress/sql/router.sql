@@ -119,6 +119,21 @@ SELECT iwd.next_task('local') ->> 'externalId' AS claimed_once_stopped;
 SELECT iwd.router_plan('A', 10) -> 'submit' -> 0 #>> '{task,externalId}' AS the_next_submitted;
 SELECT iwd.delete_router();
 SELECT iwd.next_task('local') ->> 'externalId' AS claimed_once_the_router_is_deleted;
+-- a plan's submissions come in queue order, best first (the order the sync sends them in, one at a time),
+-- those not answered yet among the new ones
+CREATE FUNCTION submit_order(owner text) RETURNS text LANGUAGE sql AS $$
+    SELECT string_agg(e #>> '{task,externalId}', ' ' ORDER BY n)
+    FROM jsonb_array_elements(iwd.router_plan(owner, 10) -> 'submit') WITH ORDINALITY AS x(e, n)
+$$;
+SELECT iwd.upsert_router('{"url": "http://r", "clientId": "c", "clientSecret": "s", "maxInFlight": 2}') IS NOT NULL;
+SELECT iwd.router_claim('A', 15) ->> 'held' AS held;
+SELECT router_task('o40', 40) > 0 AS o40, router_task('o60', 60) > 0 AS o60, router_task('o50', 50) > 0 AS o50;
+SELECT submit_order('A') AS in_queue_order;
+SELECT router_task('o55', 55) > 0 AS o55;
+SELECT iwd.upsert_router('{"url": "http://r", "clientId": "c", "maxInFlight": 3}') IS NOT NULL;
+SELECT submit_order('A') AS unanswered_and_new_in_queue_order;
+SELECT iwd.delete_router();
+DROP FUNCTION submit_order(text);
 
 DROP FUNCTION router_err(text);
 DROP FUNCTION router_task(text, int);
