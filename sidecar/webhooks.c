@@ -97,6 +97,7 @@
 #define HELD_PER_ENDPOINT 256       /* claimed and not yet reported, per webhook */
 #define HELD_TOTAL 2048
 #define CLAIM_BATCH 256
+#define REPORT_MAX 1000             /* outcomes per report (iwd.finish_deliveries' bound); the rest next round */
 #define CLAIM_MIN 32                /* a claim waits until a webhook has room for this many (fewer round trips) */
 #define STALLED_MS 2000             /* a webhook holding claims that reported nothing for this long is stalled */
 #define STALLED_FOR_MS 60000        /* and is taken for stalled this long */
@@ -780,10 +781,19 @@ static int exchange(watched_t *w, bool claim_due, int64_t now, char *why, size_t
     int64_t claim_sent_ms = 0;
     char lim[16], lease[16];
     PGresult *results[STATEMENTS];
+    delivery_t *later = NULL;
     bool ok;
 
     unhold_finished(w);
     room = claim_due ? claim_room(w, now) : 0;
+    n = 0;
+    for (delivery_t *d = w->finished; d != NULL; d = d->next)
+        if (++n == REPORT_MAX) { /* the rest are reported in the next round, at once */
+            later = d->next;
+            d->next = NULL;
+            break;
+        }
+    n = 0;
 
     if (w->finished != NULL) {
         json_t *outcomes = json_array();
@@ -838,6 +848,9 @@ static int exchange(watched_t *w, bool claim_due, int64_t now, char *why, size_t
             PQclear(results[k]);
     }
     release_finished(w);
+    w->finished = later;
+    if (later != NULL)
+        w->poll_at_ms = now;
     return ok ? claimed : -1;
 }
 
@@ -1110,7 +1123,8 @@ static void serve(watched_t *w, int64_t now)
             return;
         }
         if (claim_due)
-            w->poll_at_ms = n >= CLAIM_MIN ? now : now + POLL_INTERVAL_MS; /* a backlog: again at once */
+            /* a backlog, or outcomes left for the next report: again at once */
+            w->poll_at_ms = n >= CLAIM_MIN || w->finished != NULL ? now : now + POLL_INTERVAL_MS;
     }
     if (!active) {
         if (w->conn != NULL) { /* nothing to deliver: no connection kept */
