@@ -254,6 +254,12 @@ const QUARTER_HOUR_MS = 15 * 60 * 1000;
 // are not a filter of the report), drawn as the flow and service-level charts.
 async function loadIntervals(chosen) {
     const queue = chosen === '' ? null : JSON.parse(chosen);
+    if (chosen !== '' && queue === null) {
+        const hint = () => el('p', { class: 'hint' }, 'The Data Mart\'s charts are by named queue or all queues.');
+        $('flow-chart').replaceChildren(hint());
+        $('service-level-chart').replaceChildren(hint());
+        return;
+    }
     const report = await api.reportIntervals({ level: '15min', queue: queue ?? undefined });
     const intervals = report.intervals ?? [];
     const axis = { from: new Date(report.from), to: new Date(report.to), step: QUARTER_HOUR_MS };
