@@ -126,7 +126,7 @@ ExpireIntervalMs(void)
 typedef struct TenantSurvey
 {
 	bool		installed;
-	bool		events_waiting; /* the publication filled its batch */
+	bool		events_waiting; /* the publication left events (a full batch, or a sidecar publishes) */
 	int64		last_event;
 	TimestampTz next_due;		/* server time (IWD_DUE_NONE: nothing due) */
 	TimestampTz step_due[IWD_PASS_STEPS];	/* the same per scheduler step */
@@ -187,7 +187,7 @@ SurveyTenant(IwdTenant *tenant, TenantSurvey *survey)
 			TimestampDifferenceExceeds(tenant->last_expire, GetCurrentTimestamp(), (int) ExpireIntervalMs());
 
 		IwdWorkerRequireRole(&xact);
-		if (SPI_execute(psprintf("SELECT iwd.publish_events(%d), %s, EXISTS (SELECT FROM iwd.event_outbox)",
+		if (SPI_execute(psprintf("SELECT iwd.publish_events(%d), %s",
 								 iwd_batch_size, expire ? psprintf("iwd._expire_events(%d)", iwd_batch_size) :
 								 "0::bigint"), false, 1) != SPI_OK_SELECT ||
 			SPI_processed != 1)
@@ -198,13 +198,18 @@ SurveyTenant(IwdTenant *tenant, TenantSurvey *survey)
 			tenant->expire_more = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2,
 															  &isnull)) >= iwd_batch_size;
 		}
-		survey->events_waiting = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3,
-															&isnull));
-		if (SPI_execute("SELECT coalesce(max(id), 0), iwd._next_due_steps() FROM iwd.task_event", false, 1) !=
-			SPI_OK_SELECT || SPI_processed != 1)
+		/*
+		 * A statement of its own, after the publication: in the same one, the
+		 * outbox would be read in the snapshot from before the publication
+		 * emptied it, and every publication would be followed by another.
+		 */
+		if (SPI_execute("SELECT coalesce(max(id), 0), iwd._next_due_steps(), EXISTS (SELECT FROM iwd.event_outbox)"
+						" FROM iwd.task_event", false, 1) != SPI_OK_SELECT || SPI_processed != 1)
 			elog(ERROR, "iwd scheduler: reading the next due time failed");
 		survey->last_event = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 		ReadStepDue(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull), survey);
+		survey->events_waiting = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3,
+															&isnull));
 		memcpy(tenant->step_due, survey->step_due, sizeof(tenant->step_due));
 		tenant->step_due_known = true;
 		if (iwd_notify == IWD_NOTIFY_BATCH && tenant->announced_event >= 0 &&

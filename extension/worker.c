@@ -58,18 +58,24 @@ IwdStartDatabaseWorker(const char *function, const char *type, int index, Oid db
  * superuser, with the search path of iwd's workers: a setting of the
  * database or role (ALTER DATABASE ... SET search_path, which the database's
  * owner may run) is overridden, so that names in the worker's SQL never
- * resolve to objects planted there. Returns the database's name.
+ * resolve to objects planted there. Returns the database's name: its slot's
+ * (bgw_main_arg), read from the catalog only when the slot serves another
+ * database by now (a short-lived worker spares a transaction).
  */
 const char *
 IwdWorkerConnect(void)
 {
 	Oid			dboid;
 	char	   *dbname;
+	IwdTenant  *tenant;
 
 	memcpy(&dboid, MyBgworkerEntry->bgw_extra, sizeof(Oid));
 	iwd_is_worker = true;
 	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
 	SetConfigOption("search_path", IWD_WORKER_SEARCH_PATH, PGC_SUSET, PGC_S_OVERRIDE);
+	tenant = PoolTenant(DatumGetInt32(MyBgworkerEntry->bgw_main_arg));
+	if (pg_atomic_read_u32(&tenant->dboid) == MyDatabaseId && tenant->datname[0] != '\0')
+		return MemoryContextStrdup(TopMemoryContext, tenant->datname);
 	StartTransactionCommand();
 	dbname = MemoryContextStrdup(TopMemoryContext, get_database_name(MyDatabaseId));
 	CommitTransactionCommand();
