@@ -188,7 +188,7 @@ left_after_run=$(sql -c "$still_due")
 t0=$(ms); pass_ms=""
 while [ -z "$pass_ms" ]; do
     [ "$(sql -c "$still_due")" = 0 ] && pass_ms=$(( $(ms) - t0 ))
-    [ $(( $(ms) - t0 )) -gt 900000 ] && pass_ms="> 900000" && break
+    [ $(( $(ms) - t0 )) -gt 300000 ] && pass_ms="> 300000" && break
     sleep 1
 done
 sql -c "ALTER SYSTEM RESET iwd.pass_duty" >/dev/null
