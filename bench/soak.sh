@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # make bench-soak: sustained claim + complete at 16 clients (IWD_SOAK_MINUTES, default 30) over a
-# 1M-task backlog kept topped up; compares the claim rate of the last minute with the first and reports
-# the hot table's size and dead tuples along the way. The scheduler worker runs (passes, reservation
-# timeouts, its vacuum of iwd.task); the Data Mart schedule is suspended, so that the figures show the
-# hot path alone (the chain runs in a worker of its own and does not hold up the scheduler). Every
+# 1M-task backlog kept topped up; compares the claim rate of the last minute with the first, and the size
+# of iwd.task with its indexes at the last minute with minute IWD_SOAK_SIZE_FROM (5; target 6: within
+# 10 %), and reports each part of it (heap, id index, queue and claim indexes, the others) and the dead
+# tuples along the way. The scheduler worker runs (passes, reservation timeouts, its vacuum of iwd.task);
+# the Data Mart schedule is suspended, so that the figures show the hot path alone (the chain runs in a
+# worker of its own and does not hold up the scheduler). Every
 # minute it also records the WAL written, the checkpoints so far, the share of CPU time the hypervisor
 # stole and the commonest wait event of the client backends (sampled every 5 s), so that a drop in the
 # rate can be told apart as I/O, checkpoint, other load or lock waits. Prints a markdown section on
@@ -12,6 +14,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 minutes=${IWD_SOAK_MINUTES:-30}
 backlog=${IWD_SOAK_BACKLOG:-1000000}
+size_from=${IWD_SOAK_SIZE_FROM:-5}
 port=${IWD_SOAK_PORT:-54346}
 . bench/lib.sh
 start_cluster soak "$port" "${bench_settings[@]}"
@@ -49,8 +52,17 @@ prev_cpu=$(cpu_line)
 : > "$work/waits.txt"
 while kill -0 "$bench" 2>/dev/null; do
     sleep 60
-    table=$(sql -c "SELECT pg_size_pretty(pg_total_relation_size('iwd.task')) || ' / ' || n_dead_tup
-                    FROM pg_stat_user_tables WHERE relid = 'iwd.task'::regclass" 2>/dev/null || echo '?')
+    # iwd.task whole (MB, for the ratio) | heap | id index | queue + claim indexes | other indexes (MB) | dead
+    table=$(sql -F ' | ' -c "SELECT round(pg_total_relation_size('iwd.task') / 1048576.0),
+                    round(pg_relation_size('iwd.task') / 1048576.0),
+                    round(pg_relation_size('iwd.task_pkey') / 1048576.0),
+                    round((pg_relation_size('iwd.task_queue_idx') + pg_relation_size('iwd.task_claim_idx'))
+                          / 1048576.0),
+                    round((pg_indexes_size('iwd.task') - pg_relation_size('iwd.task_pkey')
+                           - pg_relation_size('iwd.task_queue_idx') - pg_relation_size('iwd.task_claim_idx'))
+                          / 1048576.0), n_dead_tup
+                    FROM pg_stat_user_tables WHERE relid = 'iwd.task'::regclass" 2>/dev/null) ||
+        table='? | ? | ? | ? | ? | ?'
     wc=$(wal_checkpoints)
     wal=$(awk -v a="${wc%%|*}" -v b="$prev_wal" 'BEGIN {printf "%.0f", (a - b) / 1048576}')
     prev_wal=${wc%%|*}
@@ -75,10 +87,12 @@ last=$(awk '/^progress: / {v=$4} END {print v}' "$work/soak.txt")
     echo "reprioritization is hourly, so that no pass over the whole backlog falls inside the run. Sampled every"
     echo "minute: iwd.task's size and dead tuples, the WAL written in the minute, the checkpoints since the"
     echo "start, the share of the machine's CPU time stolen by the hypervisor, and the commonest wait event of"
-    echo "the active client backends (sampled every 5 s; CPU = not waiting)."
+    echo "the active client backends (sampled every 5 s; CPU = not waiting). Sizes in MB: iwd.task with its"
+    echo "indexes, then its heap, its id index, its queue and claim indexes and its other indexes."
     echo
-    echo "| minute | claim + complete cycles/s | iwd.task size / dead tuples | WAL MB | checkpoints | steal % | commonest wait |"
-    echo "|---:|---:|---|---:|---:|---:|---|"
+    echo "| minute | claim + complete cycles/s | iwd.task | heap | id index | queue + claim | other indexes |" \
+         "dead tuples | WAL MB | checkpoints | steal % | commonest wait |"
+    echo "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
     i=0
     while read -r rate; do
         echo "| $((i + 1)) | $rate | ${samples[$i]:-} |"
@@ -87,5 +101,11 @@ last=$(awk '/^progress: / {v=$4} END {print v}' "$work/soak.txt")
     echo
     ratio=$(awk -v a="$last" -v b="$first" 'BEGIN {printf "%.2f", (b > 0) ? a / b : 0}')
     echo "Last minute / first minute: $ratio (target ≥ 0.85: $(awk -v r="$ratio" 'BEGIN {print (r >= 0.85) ? "met" : "**not met**"}'))."
+    # iwd.task with its indexes: the last minute against minute IWD_SOAK_SIZE_FROM (the first when the run
+    # is shorter)
+    at=$(( ${#samples[@]} >= size_from ? size_from - 1 : 0 ))
+    growth=$(awk -v a="${samples[-1]%% *}" -v b="${samples[$at]%% *}" 'BEGIN {printf "%.2f", (b > 0) ? a / b : 0}')
+    echo "iwd.task with its indexes, last minute / minute $((at + 1)): $growth (target ≤ 1.10:" \
+         "$(awk -v r="$growth" 'BEGIN {print (r > 0 && r <= 1.10) ? "met" : "**not met**"}'))."
 } | tee bench/soak-results.md.new
 mv bench/soak-results.md.new bench/soak-results.md
