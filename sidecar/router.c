@@ -950,6 +950,8 @@ static bool retrieve_held(sync_t *s, const char *cursor, bool *unauthorized)
 /* Pull the router's changes from the cursor and apply them, page after page; false when something failed. */
 static bool pull(sync_t *s, bool *unauthorized)
 {
+    bool reset_done = false; /* the work items were retrieved once this round (a second 410 is a failure) */
+
     for (int page = 0; page < PULL_PAGES; page++) {
         iwd_text_t url = iwd_text_new(256);
         char *escaped = curl_easy_escape(NULL, s->cursor != NULL ? s->cursor : "", 0);
@@ -969,8 +971,14 @@ static bool pull(sync_t *s, bool *unauthorized)
         curl_free(escaped);
         r = request_new("pull", "GET", url.buf);
         run_requests(s, &r, 1, 1);
+        if (r->rc == CURLE_OK && r->status == 410 && reset_done) { /* not even the cursor it just gave */
+            request_free(r);
+            fail(s, "pull: the router answered 410 for the cursor its own 410 gave");
+            return false;
+        }
         if (r->rc == CURLE_OK && r->status == 410) { /* the cursor is no longer known to the router */
             char *reset;
+            reset_done = true;
             doc = json_loads(r->answer.buf, 0, NULL);
             reset = cursor_of(doc);
             json_decref(doc);

@@ -348,6 +348,16 @@ check "the pull goes on from the router's new cursor" "yes syncing" \
 sim_item "$(item_of_task "$pr")" '{"state": "rejected"}'
 wait_until 20 status_is "$pr" queued
 check "the changes after it come through the pull again" "queued" "$(status_of "$pr")"
+# a router that answers 410 even for the cursor it gave: a failed round (retried with back-off), not a loop
+sim_set '{"alwaysGone": true}'
+wait_until 20 status_field_matches lastError "410 for the cursor its own 410 gave"
+pulls0=$(sim '.counters.pulls')
+sleep 3
+check "410 again for its own cursor: reported, retried with back-off (at most 12 pulls in 3 s)" "failing yes" \
+    "$(router_status state) $(n=$(($(sim '.counters.pulls') - pulls0)); [ "$n" -le 12 ] && echo yes || echo "$n pulls")"
+sim_set '{"alwaysGone": false}'
+wait_until 30 status_field_is state syncing
+check "the router keeping its cursor again: syncing" "syncing" "$(router_status state)"
 
 # --- faults ---------------------------------------------------------------------------------------------
 # live_twice: tasks with more than one work item live at the router at once (a duplicate submission)

@@ -15,16 +15,16 @@ accepted, then completed, a step (--step-seconds) apart; --mode offer|accept|com
 after that step (none: nothing is offered).
 
 Switches (POST /sim/config with a JSON object; no authentication): mode, agents, stepSeconds, fail5xx (the
-next N protocol requests answer 503; -1: all of them until set to 0), slowSeconds (each protocol request
-waits that long first), jitterSeconds (each submission waits a random time up to that long before it is
-received: submissions sent side by side arrive out of order), clientId, clientSecret, apiKey, tokenTtl
-(seconds). POST /sim/expire-tokens invalidates every token issued. POST /sim/items/{id} {"state", "agent",
-"forgetJournal"} changes a work item as the router would (e.g. rejected, stopped); with "forgetJournal":
-true the journal is then forgotten, as by a router that lost it: a pull from a cursor before that answers
-410 with the current cursor. GET /sim/state: the work items (with "arrival", the order they were received
-in) and counters (posts, duplicate posts, token requests, stops, requests refused, retrieves, pulls
-answered 410). The state is saved to --state (on every change, at most every 0.2 s, and on SIGTERM) and
-read at start: a restarted simulator is the same router.
+next N protocol requests answer 503; -1: all of them until set to 0), slowSeconds (each protocol request waits
+that long first), jitterSeconds (each submission waits a random time up to that long before it is received:
+submissions sent side by side arrive out of order), alwaysGone (every pull answers 410, as a router that keeps
+losing its journal), clientId, clientSecret, apiKey, tokenTtl (seconds). POST /sim/expire-tokens invalidates
+every token issued. POST /sim/items/{id} {"state", "agent", "forgetJournal"} changes a work item as the router
+would (e.g. rejected, stopped); with "forgetJournal": true the journal is then forgotten, as by a router that
+lost it: a pull from a cursor before that answers 410 with the current cursor. GET /sim/state: the work items
+(with "arrival", the order they were received in) and counters (posts, duplicate posts, token requests, stops,
+requests refused, retrieves, pulls answered 410). The state is saved to --state (on every change, at most
+every 0.2 s, and on SIGTERM) and read at start: a restarted simulator is the same router.
 """
 import argparse
 import base64
@@ -52,6 +52,7 @@ state = {
                  "refused5xx": 0, "unauthorized": 0, "pulls": 0, "gone": 0, "retrieves": 0},
 }
 config = {"mode": "complete", "agents": 5, "stepSeconds": 0.2, "fail5xx": 0, "slowSeconds": 0, "jitterSeconds": 0,
+          "alwaysGone": False,
           "clientId": "router-client", "clientSecret": "router-secret", "apiKey": None, "tokenTtl": 3600}
 tokens = {}               # token -> expiry (unix time); in memory: a restart invalidates them
 dirty = threading.Event()
@@ -282,7 +283,7 @@ class Handler(BaseHTTPRequestHandler):
             return self.answer(400, {"error": "changedSince and limit are integers"})
         with lock:
             state["counters"]["pulls"] += 1
-            if since < state.get("horizon", 0):
+            if since < state.get("horizon", 0) or config.get("alwaysGone"):
                 state["counters"]["gone"] = state["counters"].get("gone", 0) + 1
                 return self.answer(410, {"error": "the cursor is no longer known", "cursor": str(state["seq"])})
             journal = state["journal"]
