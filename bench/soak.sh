@@ -19,6 +19,7 @@ port=${IWD_SOAK_PORT:-54346}
 . bench/lib.sh
 start_cluster soak "$port" "${bench_settings[@]}"
 sql -f "$work/setup.sql" >/dev/null
+sql -c "CREATE EXTENSION pg_walinspect" >/dev/null
 # reprioritization every hour: no pass over the whole backlog falls inside the soak (bench/targets.sh
 # measures claims during one)
 sql -c "UPDATE iwd.category SET reprioritize_every_min = 60" >/dev/null
@@ -46,12 +47,22 @@ wal_checkpoints() {
         || echo '0|0'
 }
 cpu_line() { awk '/^cpu / {t = 0; for (i = 2; i <= NF; i++) t += $i; print t, $9}' /proc/stat; }
+# the WAL position and the last history event: the first 10 s of every minute are marked, and the last
+# minute's are read record by record at the end (what a cycle writes, relation by relation)
+wal_mark() {
+    sql -c "SELECT pg_current_wal_lsn() || ' ' || coalesce(max(id), 0) FROM iwd.task_event" 2>/dev/null || echo '- -'
+}
+mark_from='- -'
+mark_to='- -'
 samples=()
 prev_wal=$(wal_checkpoints | cut -d'|' -f1)
 prev_cpu=$(cpu_line)
 : > "$work/waits.txt"
 while kill -0 "$bench" 2>/dev/null; do
-    sleep 60
+    mark_from=$(wal_mark)
+    sleep 10
+    mark_to=$(wal_mark)
+    sleep 50
     # iwd.task whole (MB, for the ratio) | heap | id index | queue + claim indexes | other indexes (MB) | dead
     table=$(sql -F ' | ' -c "SELECT round(pg_total_relation_size('iwd.task') / 1048576.0),
                     round(pg_relation_size('iwd.task') / 1048576.0),
@@ -107,5 +118,27 @@ last=$(awk '/^progress: / {v=$4} END {print v}' "$work/soak.txt")
     growth=$(awk -v a="${samples[-1]%% *}" -v b="${samples[$at]%% *}" 'BEGIN {printf "%.2f", (b > 0) ? a / b : 0}')
     echo "iwd.task with its indexes, last minute / minute $((at + 1)): $growth (target ≤ 1.10:" \
          "$(awk -v r="$growth" 'BEGIN {print (r > 0 && r <= 1.10) ? "met" : "**not met**"}'))."
+    read -r lsn_from event_from <<<"$mark_from"
+    read -r lsn_to event_to <<<"$mark_to"
+    if [ "$lsn_from" != - ] && [ "$lsn_to" != - ]; then
+        echo
+        echo "WAL per cycle by relation in the first 10 s of the last minute (\`pg_walinspect\`: every record"
+        echo "written, by every process, by the relation of its first block; cycles: the completions recorded;"
+        echo "the top-up's captures included, one per cycle at a constant backlog):"
+        echo
+        echo "| relation | bytes per cycle | full-page image bytes | full-page images per cycle |"
+        echo "|---|---:|---:|---:|"
+        sql -F ' | ' -c "
+            WITH n AS (SELECT greatest(count(*), 1) AS cycles FROM iwd.task_event
+                       WHERE id > $event_from AND id <= $event_to AND event = 'completed'),
+                 r AS (SELECT record_length, fpi_length, resource_manager,
+                              (regexp_match(block_ref, 'rel \d+/\d+/(\d+)'))[1]::oid AS node
+                       FROM pg_get_wal_records_info('$lsn_from', '$lsn_to'))
+            SELECT '| ' || coalesce(c.relname, r.resource_manager), round(sum(record_length) / min(n.cycles)),
+                   round(sum(fpi_length) / min(n.cycles)),
+                   round(count(*) FILTER (WHERE fpi_length > 0)::numeric / min(n.cycles), 3) || ' |'
+            FROM r CROSS JOIN n LEFT JOIN pg_class c ON c.relfilenode = r.node AND c.relfilenode <> 0
+            GROUP BY 1 ORDER BY sum(record_length) DESC LIMIT 15" || echo "(not read)"
+    fi
 } | tee bench/soak-results.md.new
 mv bench/soak-results.md.new bench/soak-results.md
