@@ -289,6 +289,18 @@ try {
             await page.locator('#service-level-chart svg line.target').waitFor({ state: 'attached' });
         });
 
+    await check('the dashboard\'s period: the last 7 days per hour, then back to the last day', async () => {
+        await page.getByRole('combobox', { name: 'Period' }).selectOption({ label: 'Last 7 days, per hour' });
+        await page.getByRole('img', { name: 'Entered and completed tasks per hour' }).waitFor();
+        const titles = await page.locator('#flow-chart svg rect title').allTextContents();
+        const entered = titles.map((title) => title.match(/Entered: (\d+)$/)).filter(Boolean)
+            .reduce((total, match) => total + Number(match[1]), 0);
+        expectEqual(entered, 9, 'entered in the last 7 days');
+        await page.getByRole('img', { name: 'Service level per hour, in percent' }).waitFor();
+        await page.getByRole('combobox', { name: 'Period' }).selectOption({ label: 'Last 24 hours, per 15 minutes' });
+        await page.getByRole('img', { name: 'Entered and completed tasks per 15 minutes' }).waitFor();
+    });
+
     await check('the dashboard lists the open work by category with its threshold and service level', async () => {
         const claims = page.locator('#category-table tbody tr', { hasText: 'Claims' });
         await claims.waitFor();

@@ -196,16 +196,21 @@ function barChart(rows) {
     return chart;
 }
 
-// The hour and minute of an interval's start in the browser's zone (the charts' axis).
-const clock = new Intl.DateTimeFormat(undefined, { hour: '2-digit', minute: '2-digit' });
+// An interval's start in the browser's zone, as precise as its level (the charts' axis and titles).
+const clocks = {
+    '15min': new Intl.DateTimeFormat(undefined, { hour: '2-digit', minute: '2-digit' }),
+    hour: new Intl.DateTimeFormat(undefined, { weekday: 'short', hour: '2-digit', minute: '2-digit' }),
+    day: new Intl.DateTimeFormat(undefined, { month: 'short', day: 'numeric' }),
+};
 const percent = new Intl.NumberFormat(undefined, { maximumFractionDigits: 1 });
 
-// Columns over time on a fixed axis: the range [from, to) in slots of step milliseconds, each interval's
+// Columns over time on a fixed axis: the range [from, to) in slots of step milliseconds (times shown by clock),
+// each interval's
 // columns at its slot (one per series [{key, label, className}]), the axis labelled every few slots, a
 // dashed line at target when given; max is the top of the scale (the largest value when absent). Each
 // column has its title (time, series, value) for a pointer or a screen reader; the chart's label says
 // what it shows.
-function columnChart(intervals, series, label, { from, to, step, max, target, format = formatNumber }) {
+function columnChart(intervals, series, label, { from, to, step, clock, max, target, format = formatNumber }) {
     const width = 720, height = 200, left = 44, right = 8, bottom = 22, top = 20;
     const plot = { w: width - left - right, h: height - bottom - top };
     const first = Math.floor(from.getTime() / step) * step;
@@ -248,9 +253,15 @@ const FLOWS = [{ key: 'entered', label: 'Entered', className: 'entered' },
 const SERVICE_LEVEL = [{ key: 'serviceLevelPct', label: 'Service level %', className: 'service-level' }];
 // the service level's usual target in contact centres, drawn for reference
 const SERVICE_LEVEL_TARGET = 80;
-const QUARTER_HOUR_MS = 15 * 60 * 1000;
+const HOUR_MS = 60 * 60 * 1000;
+// The dashboard's periods: how far back, at which level of the report, the level's length.
+const PERIODS = {
+    day: { hours: 24, level: '15min', step: HOUR_MS / 4, per: '15 minutes' },
+    week: { hours: 7 * 24, level: 'hour', step: HOUR_MS, per: 'hour' },
+    month: { hours: 30 * 24, level: 'day', step: 24 * HOUR_MS, per: 'day' },
+};
 
-// The Data Mart's intervals of the last 24 hours for the chosen queue (a named one: tasks without a queue
+// The Data Mart's intervals of the chosen period for the chosen queue (a named one: tasks without a queue
 // are not a filter of the report), drawn as the flow and service-level charts.
 async function loadIntervals(chosen) {
     const queue = chosen === '' ? null : JSON.parse(chosen);
@@ -260,14 +271,18 @@ async function loadIntervals(chosen) {
         $('service-level-chart').replaceChildren(hint());
         return;
     }
-    const report = await api.reportIntervals({ level: '15min', queue: queue ?? undefined });
+    const period = PERIODS[$('dashboard-period').value] ?? PERIODS.day;
+    const now = Date.now();
+    const report = await api.reportIntervals({ level: period.level, queue: queue ?? undefined,
+        from: new Date(now - period.hours * HOUR_MS).toISOString(), to: new Date(now).toISOString() });
     const intervals = report.intervals ?? [];
-    const axis = { from: new Date(report.from), to: new Date(report.to), step: QUARTER_HOUR_MS };
+    const axis = { from: new Date(report.from), to: new Date(report.to), step: period.step,
+        clock: clocks[period.level] };
     $('flow-chart').replaceChildren(intervals.length === 0 ? el('p', { class: 'hint' }, 'No interval yet.')
-        : columnChart(intervals, FLOWS, 'Entered and completed tasks per 15 minutes', axis));
+        : columnChart(intervals, FLOWS, `Entered and completed tasks per ${period.per}`, axis));
     const offered = intervals.filter((bucket) => bucket.offered > 0);
     $('service-level-chart').replaceChildren(offered.length === 0 ? el('p', { class: 'hint' }, 'No task offered yet.')
-        : columnChart(offered, SERVICE_LEVEL, 'Service level per 15 minutes, in percent',
+        : columnChart(offered, SERVICE_LEVEL, `Service level per ${period.per}, in percent`,
             { ...axis, max: 100, target: SERVICE_LEVEL_TARGET, format: (v) => `${percent.format(v)} %` }));
 }
 
@@ -297,6 +312,7 @@ function showQueueChoice(queues) {
 
 export function setupDashboard() {
     $('dashboard-queue').addEventListener('change', loadDashboard);
+    $('dashboard-period').addEventListener('change', loadDashboard);
     $('dashboard-filter').addEventListener('submit', (event) => event.preventDefault());
 }
 
