@@ -75,6 +75,12 @@ CREATE TRIGGER fail_hour BEFORE INSERT ON iwd_dm.agg_hour FOR EACH ROW EXECUTE F
 SELECT iwd_dm.run('full');
 SELECT execution_chain, last_error, last_fail IS NOT NULL AS failed FROM iwd_dm.job_status WHERE execution_chain = 'full';
 SELECT count(*) AS facts_after_failed_run FROM iwd_dm.task_fact;
+-- a load from scratch builds the facts' secondary indexes after the load: the failed run left them all
+CREATE FUNCTION fact_indexes() RETURNS TABLE (index_name text, valid boolean) LANGUAGE sql AS $$
+    SELECT indexrelid::regclass::text, indisvalid FROM pg_index
+    WHERE indrelid IN ('iwd_dm.task_event_fact'::regclass, 'iwd_dm.task_fact'::regclass) ORDER BY 1
+$$;
+SELECT * FROM fact_indexes();
 DROP TRIGGER fail_hour ON iwd_dm.agg_hour;
 -- batches committed one by one (as the worker does), then interrupted, then resumed by a full run
 SET iwd_dm.batch_size = 3;
@@ -138,6 +144,8 @@ TRUNCATE iwd_dm.task_event_fact, iwd_dm.task_fact, iwd_dm.agg_15min, iwd_dm.agg_
          iwd_dm.agg_week, iwd_dm.agg_month, iwd_dm.dirty, iwd_dm.event_gap;
 UPDATE iwd_dm.watermark SET last_event_id = 0;
 SELECT iwd_dm.run('full') ->> 'status' AS rebuilt;
+-- ... and a rebuild from scratch builds them again, valid
+SELECT * FROM fact_indexes();
 RESET iwd.simulated_time;
 CREATE TEMP TABLE built_at_once AS
     SELECT 'day' AS level, a.* FROM iwd_dm.agg_day a UNION ALL SELECT '15min', * FROM iwd_dm.agg_15min
@@ -195,5 +203,6 @@ INSERT INTO iwd_dm.agg_day (interval_start) VALUES (now());
 RESET ROLE;
 
 DROP FUNCTION snapshot_diff();
+DROP FUNCTION fact_indexes();
 DROP FUNCTION fail_hour() CASCADE;
 DROP EXTENSION iwd CASCADE;
