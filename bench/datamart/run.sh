@@ -40,7 +40,8 @@ for level in 15min hour day week month; do
         process COLLATE \"C\", category COLLATE \"C\", queue COLLATE \"C\", media_type COLLATE \"C\",
         customer_segment COLLATE \"C\";"
 done
-drop_floors="DROP TABLE IF EXISTS floor_events, floor_facts, floor_15min, floor_hour, floor_day, floor_week, floor_month"
+drop_floors="DROP TABLE IF EXISTS floor_events, floor_facts, floor_15min, floor_hour, floor_day, floor_week,
+    floor_month"
 # where a run's time went: the steps' functions (track_functions), in ms
 steps="SELECT round(sum(self_time) FILTER (WHERE funcname = '_load_batch')) || ' '
               || round(sum(total_time) FILTER (WHERE funcname = '_refresh_task_facts')) || ' '
@@ -53,8 +54,8 @@ for r in $(seq 1 "$runs"); do
         -c "SET client_min_messages = warning" -c "DROP TABLE IF EXISTS ref_day" -c "$drop_floors" -c "VACUUM ANALYZE" \
         -c "CHECKPOINT"
     t0=$(ms)
-    read -r load fact agg other < <(sql -c "BEGIN" -c "SET LOCAL track_functions = 'pl'" -c "SELECT iwd_dm.run('full')" \
-                                        -c "$steps" -c "COMMIT" | tail -1)
+    read -r load fact agg other < <(sql -c "BEGIN" -c "SET LOCAL track_functions = 'pl'" \
+                                        -c "SELECT iwd_dm.run('full')" -c "$steps" -c "COMMIT" | tail -1)
     fulls+=($(( $(ms) - t0 ))) loads+=("$load") facts+=("$fact") aggs+=("$agg") others+=("$other")
     # the reference: one INSERT ... SELECT ... GROUP BY computing a daily aggregate from the same events
     # (each event joined to its task's dimensions; counts by kind, handle time and value of finished work)
@@ -100,7 +101,8 @@ echo "| \`full\`'s steps: the task facts | $(min_med_max "${facts[@]}") ms |"
 echo "| \`full\`'s steps: the aggregates of the five levels | $(min_med_max "${aggs[@]}") ms |"
 echo "| \`full\`'s steps: dimensions, statistics, dirty intervals | $(min_med_max "${others[@]}") ms |"
 echo "| floor: the events copied into a table of \`task_event_fact\`'s shape | $(min_med_max "${copies[@]}") ms |"
-echo "| floor: the run's task facts and aggregates written into copies of their tables | $(min_med_max "${writes[@]}") ms |"
+echo "| floor: the run's task facts and aggregates written into copies of their tables |" \
+     "$(min_med_max "${writes[@]}") ms |"
 echo
 echo "| ratio | of the medians | run by run | target |"
 echo "|---|---:|---:|---:|"
