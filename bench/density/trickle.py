@@ -5,10 +5,11 @@ once, as a client that keeps its connections (a pool, the sidecar under its cap)
 usage: trickle.py HOST PORT DATABASE...
 
 Connects to every DATABASE (as the user of PGUSER), prints "ready", then reads commands on stdin:
-  run SECONDS   a task a minute in each database, spread evenly over the minute, for SECONDS: each task is
-                created, reserved for 10 s by agent a1 and left to time out (its deadline recorded in
-                public.deadline), the two statements as psql runs them (autocommit); then prints
-                "done TASKS CPU_SECONDS" (this process's CPU over the window)
+  run SECONDS [RATE]
+                a task a minute in each database (or RATE tasks a second, round robin), spread evenly, for
+                SECONDS: each task is created, reserved for 10 s by agent a1 and left to time out (its
+                deadline recorded in public.deadline), the two statements as psql runs them (autocommit);
+                then prints "done TASKS CPU_SECONDS" (this process's CPU over the window)
   quit          closes the connections
 """
 import resource
@@ -26,8 +27,8 @@ def cpu_seconds():
     return r.ru_utime + r.ru_stime
 
 
-def run(conns, names, seconds, state):
-    gap = 60.0 / len(conns)
+def run(conns, names, seconds, state, rate=None):
+    gap = 1.0 / rate if rate else 60.0 / len(conns)
     start = time.monotonic()
     cpu = cpu_seconds()
     sent = 0
@@ -60,7 +61,8 @@ def main():
     for line in sys.stdin:
         words = line.split()
         if words[:1] == ["run"]:
-            sent, cpu = run(conns, names, float(words[1]), state)
+            rate = float(words[2]) if len(words) > 2 else None
+            sent, cpu = run(conns, names, float(words[1]), state, rate)
             print("done %d %.2f" % (sent, cpu), flush=True)
         elif words[:1] == ["quit"]:
             break
