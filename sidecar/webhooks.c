@@ -32,7 +32,12 @@
  *    one alone, starved of CPU on a busy server, falls behind) and claims its due deliveries. Every
  *    STATS_INTERVAL_MS it reads the pending counts for iwd_webhook_pending. A tenant database that is slow
  *    to answer delays the others' rounds by DEADLINE_MS at most, and is then left alone for a growing pause;
- *    the HTTP attempts in flight are not delayed (they are the sender's).
+ *    the HTTP attempts in flight are not delayed (they are the sender's). While a tenant has a backlog (its
+ *    last round claimed CLAIM_MIN or more), half of each round's claim is sent first on a second connection
+ *    of the tenant and runs beside the round's report, publication and claim: the dispatcher's statements
+ *    follow one another on one backend, each waiting for a CPU on a busy server, and a claim costs about
+ *    the same whatever it takes. Concurrent claims skip each other's rows and take only the oldest pending
+ *    delivery of a webhook and task, so one task's events still reach an endpoint in order.
  *  - the sender runs a libcurl multi handle: every attempt is a non-blocking transfer of that one loop, at
  *    most CONCURRENT_PER_ENDPOINT at a time per webhook and CONCURRENT_TOTAL in all, each bounded by
  *    ATTEMPT_TIMEOUT_S, so a receiver that never answers holds up only its own webhook's queue.
@@ -154,6 +159,8 @@ typedef struct endpoint {
 typedef struct watched {
     iwd_tenant_t tenant;
     PGconn *conn;                  /* kept while it has webhooks (LISTEN iwd_events) */
+    PGconn *claimer;               /* a second connection, for a claim beside each round while a backlog lasts */
+    int last_claimed;              /* what the last round claimed */
     bool has_webhooks;
     bool listed;                   /* in the registry at its last reading */
     int64_t woken_until_ms;        /* polled until then even without webhooks found */
@@ -572,6 +579,16 @@ static bool rows(PGresult *res, char *why, size_t size, const char *what)
     return false;
 }
 
+/* Close the tenant's second connection, if any (the claims beside the rounds stop until it is needed again). */
+static void close_claimer(watched_t *w)
+{
+    if (w->claimer != NULL) {
+        PQfinish(w->claimer);
+        w->claimer = NULL;
+        iwd_metrics_db(w->tenant.ccid, "disconnect", NULL, 0, false, true);
+    }
+}
+
 /* Close a tenant's connection after a failure; the next attempt waits longer each time. */
 static void tenant_failed(watched_t *w, const char *why)
 {
@@ -580,6 +597,7 @@ static void tenant_failed(watched_t *w, const char *why)
     w->retry_at_ms = iwd_now_ms() + w->backoff_ms;
     iwd_log(IWD_LOG_WARN, "webhook deliveries not read", "%s: %s; next attempt in %d ms", w->tenant.ccid, why,
             w->backoff_ms);
+    close_claimer(w);
     if (w->conn != NULL) {
         PQfinish(w->conn);
         w->conn = NULL;
@@ -763,6 +781,65 @@ static void take_claimed(watched_t *w, PGresult *res, int64_t claim_sent_ms)
     send_all(list);
 }
 
+static const char *const CLAIM_SQL =
+    "SELECT id::text, webhook, url, secret, type, body FROM iwd.claim_deliveries($1, $2::int, $3::interval)";
+
+/* The tenant's second connection, opened when needed; false when it cannot be (the round claims alone). */
+static bool claimer_connect(watched_t *w)
+{
+    char conninfo[IWD_CONNINFO_SIZE + 64];
+
+    if (w->claimer != NULL && PQstatus(w->claimer) == CONNECTION_OK && PQtransactionStatus(w->claimer) == PQTRANS_IDLE)
+        return true;
+    close_claimer(w);
+    snprintf(conninfo, sizeof(conninfo), "%s application_name=iwd-sidecar-webhooks", w->tenant.conninfo);
+    w->claimer = iwd_pg_connect_bounded(conninfo, CONNECT_TIMEOUT_S, STATEMENT_TIMEOUT_MS);
+    if (PQstatus(w->claimer) != CONNECTION_OK) {
+        iwd_metrics_db(w->tenant.ccid, "connect", "08006", 0, false, false);
+        PQfinish(w->claimer);
+        w->claimer = NULL;
+        return false;
+    }
+    iwd_metrics_db(w->tenant.ccid, "connect", NULL, 0, true, false);
+    return true;
+}
+
+/*
+ * The answer of the claim sent beside the round (by DEADLINE_MS after it was sent), its rows; NULL when it
+ * failed (the connection is closed; what it may have leased comes due again when the lease runs out).
+ */
+static PGresult *claimed_beside(watched_t *w, int64_t sent_ms)
+{
+    PGresult *res = NULL, *r;
+    const char *code = NULL;
+
+    while (PQflush(w->claimer) > 0 || PQisBusy(w->claimer)) {
+        struct pollfd pfd = {.fd = PQsocket(w->claimer), .events = POLLIN | POLLOUT};
+        int64_t left = sent_ms + DEADLINE_MS - iwd_now_ms();
+        if (left <= 0 || poll(&pfd, 1, (int)left) <= 0 || !PQconsumeInput(w->claimer)) {
+            code = "08006";
+            break;
+        }
+    }
+    while (code == NULL && (r = PQgetResult(w->claimer)) != NULL) {
+        if (res == NULL)
+            res = r;
+        else
+            PQclear(r);
+    }
+    if (code == NULL && PQresultStatus(res) != PGRES_TUPLES_OK)
+        code = PQresultErrorField(res, PG_DIAG_SQLSTATE) != NULL ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : "08006";
+    iwd_metrics_db(w->tenant.ccid, "claim_deliveries", code, (double)(iwd_now_ms() - sent_ms), false, false);
+    if (code == NULL)
+        return res;
+    iwd_log(IWD_LOG_WARN, "a claim beside the round failed", "%s: %s", w->tenant.ccid,
+            res != NULL ? PQresultErrorMessage(res) : "no answer in time");
+    if (res != NULL)
+        PQclear(res);
+    close_claimer(w);
+    return NULL;
+}
+
 /*
  * A round with the tenant: report the sender's outcomes (iwd.finish_deliveries, one statement for all),
  * publish its committed events (iwd.publish_events) and claim its due deliveries when a claim is due and
@@ -776,10 +853,10 @@ static int exchange(watched_t *w, bool claim_due, int64_t now, char *why, size_t
 {
     enum { FINISH, PUBLISH, CLAIM, STATEMENTS };
     const char *sql[STATEMENTS], *const *values[STATEMENTS];
-    const char *finish_values[2] = {replica_id, NULL}, *claim_values[3];
-    int nparams[STATEMENTS], which[STATEMENTS], n = 0, room, claimed = 0;
-    int64_t claim_sent_ms = 0;
-    char lim[16], lease[16];
+    const char *finish_values[2] = {replica_id, NULL}, *claim_values[3], *beside_values[3];
+    int nparams[STATEMENTS], which[STATEMENTS], n = 0, room, claimed = 0, beside = 0;
+    int64_t claim_sent_ms = 0, beside_sent_ms = 0;
+    char lim[16], lease[16], beside_lim[16];
     PGresult *results[STATEMENTS];
     delivery_t *later = NULL;
     bool ok;
@@ -814,19 +891,34 @@ static int exchange(watched_t *w, bool claim_due, int64_t now, char *why, size_t
         nparams[n] = 0;
         values[n++] = NULL;
     }
+    snprintf(lease, sizeof(lease), "%d s", LEASE_S);
+    if (room >= 2 * CLAIM_MIN && w->last_claimed >= CLAIM_MIN && claimer_connect(w)) {
+        /* a backlog: half the room is claimed beside the round, on the second connection, sent first */
+        beside = room / 2;
+        room -= beside;
+        snprintf(beside_lim, sizeof(beside_lim), "%d", beside);
+        beside_values[0] = replica_id;
+        beside_values[1] = beside_lim;
+        beside_values[2] = lease;
+        beside_sent_ms = iwd_now_ms();
+        if (!PQsendQueryParams(w->claimer, CLAIM_SQL, 3, NULL, beside_values, NULL, NULL, 0) ||
+            PQflush(w->claimer) < 0) {
+            close_claimer(w);
+            room += beside;
+            beside = 0;
+        }
+    }
     if (room >= CLAIM_MIN) {
         snprintf(lim, sizeof(lim), "%d", room);
-        snprintf(lease, sizeof(lease), "%d s", LEASE_S);
         claim_values[0] = replica_id;
         claim_values[1] = lim;
         claim_values[2] = lease;
         which[n] = CLAIM;
-        sql[n] = "SELECT id::text, webhook, url, secret, type, body"
-                 " FROM iwd.claim_deliveries($1, $2::int, $3::interval)";
+        sql[n] = CLAIM_SQL;
         nparams[n] = 3;
         values[n++] = claim_values;
     }
-    if (n == 0)
+    if (n == 0 && beside == 0)
         return 0; /* claimed again as the sender reports (take_handed) */
     ok = true;
     for (int k = 0; k < n; k++) {
@@ -847,10 +939,21 @@ static int exchange(watched_t *w, bool claim_due, int64_t now, char *why, size_t
         if (results[k] != NULL)
             PQclear(results[k]);
     }
+    if (beside > 0) {
+        PGresult *res = claimed_beside(w, beside_sent_ms);
+        if (res != NULL) {
+            iwd_log(IWD_LOG_DEBUG, "deliveries claimed beside the round", "%s: %d of %d", w->tenant.ccid,
+                    PQntuples(res), beside);
+            claimed += PQntuples(res);
+            take_claimed(w, res, beside_sent_ms);
+            PQclear(res);
+        }
+    }
     release_finished(w);
     w->finished = later;
     if (later != NULL)
         w->poll_at_ms = now;
+    w->last_claimed = ok ? claimed : 0;
     return ok ? claimed : -1;
 }
 
@@ -893,6 +996,7 @@ static watched_t *watched_entry(const iwd_tenant_t *tenant)
     } else if (strcmp(w->tenant.conninfo, tenant->conninfo) != 0 && w->conn != NULL) {
         PQfinish(w->conn); /* re-provisioned elsewhere */
         w->conn = NULL;
+        close_claimer(w);
         w->retry_at_ms = 0;
         w->backoff_ms = 0;
     }
@@ -1022,6 +1126,7 @@ static void refresh_registry(void)
         *p = w->next;
         if (w->conn != NULL)
             PQfinish(w->conn);
+        close_claimer(w);
         free(w->pending_text);
         free(w);
     }
@@ -1122,11 +1227,15 @@ static void serve(watched_t *w, int64_t now)
             tenant_failed(w, why);
             return;
         }
-        if (claim_due)
+        if (claim_due) {
             /* a backlog, or outcomes left for the next report: again at once */
             w->poll_at_ms = n >= CLAIM_MIN || w->finished != NULL ? now : now + POLL_INTERVAL_MS;
+            if (n < CLAIM_MIN) /* no backlog: no claim beside the rounds, no second connection */
+                close_claimer(w);
+        }
     }
     if (!active) {
+        close_claimer(w);
         if (w->conn != NULL) { /* nothing to deliver: no connection kept */
             PQfinish(w->conn);
             w->conn = NULL;

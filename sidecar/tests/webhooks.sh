@@ -408,6 +408,27 @@ for how in rest sql; do
         "$in_flight $deleted $(received "$name" "select(.t > $deleted_at)" | wc -l)"
 done
 
+# a burst: 150 tasks created, held and resumed in one transaction (450 events at once, 150 claimable at first):
+# a round that claimed a backlog is followed by rounds that claim beside it on a second connection, and each
+# task's events still reach the webhook in order, once each
+hook burst "$recv/ok/burst" '"filter": {"capturePoint": "burst"}' $key4
+cluster_sql -d t4 -c "BEGIN;
+    CREATE TEMP TABLE burst AS SELECT (iwd.create_task(jsonb_build_object('externalId', 'BURST-' || g,
+        'capturePoint', 'burst')) ->> 'id')::bigint AS id FROM generate_series(1, 150) g;
+    SELECT count(iwd.hold_task(id)) FROM burst;
+    SELECT count(iwd.resume_task(id)) FROM burst;
+    COMMIT;" >/dev/null || fail_setup "the burst failed"
+wait_until 60 count_at_least burst 450
+check "the burst's 450 events delivered once each" "450 450" \
+    "$(received burst | wc -l) $(received burst .id | sort -u | wc -l)"
+check "in task order: created, held, resumed for each of the 150 tasks" "150" \
+    "$(received burst '.body | fromjson | [.taskId, .type]' | jq -s -r 'to_entries |
+       map({at: .key, task: .value[0], type: .value[1]}) | group_by(.task) |
+       map(sort_by(.at) | map(.type) | join(" ")) | map(select(. == "task.created task.held task.resumed")) |
+       length')"
+check "the burst was claimed beside the rounds too" "yes" \
+    "$(grep -q '"msg":"deliveries claimed beside the round","detail":"t4: ' "$b_log" && echo yes)"
+
 kill "$replica_b"; wait "$replica_b" 2>/dev/null; replica_b=""
 sidecar_stop
 check "no AddressSanitizer or UndefinedBehaviorSanitizer report" "yes" "$(sidecar_log_clean && echo yes)"
