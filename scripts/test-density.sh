@@ -140,15 +140,21 @@ sleep 1
 # (a new agent, free whatever the tests above left reserved)
 sql -d t001 -c "SELECT iwd.upsert_agent('{\"id\": \"a2\", \"state\": \"ready\"}')" \
     -c "SELECT iwd.create_task('{\"externalId\": \"Y\", \"capturePoint\": \"test\"}')" \
-    -c "INSERT INTO public.deadline SELECT 'first', (iwd.next_task('a2', 6) ->> 'reservedUntil')::timestamptz" >/dev/null
+    -c "INSERT INTO public.deadline SELECT 'first', (iwd.next_task('a2', 6) ->> 'reservedUntil')::timestamptz" \
+    >/dev/null
+# (its next due time the deadline itself: an earlier one would be the announcement of a write not surveyed yet)
 wait_for "a worker surveys the tenant's reservation and leaves" "t" 5 -d t001 \
-    -c "SELECT t->>'workerPid' IS NULL AND (t->>'nextDueAt')::timestamptz < (SELECT due + interval '1 s'
-        FROM public.deadline WHERE what = 'first') FROM jsonb_array_elements(iwd.worker_stats()->'tenants') t
-        WHERE t->>'database' = 't001'"
+    -c "SELECT t->>'workerPid' IS NULL AND (t->>'nextDueAt')::timestamptz BETWEEN d.due - interval '10 ms'
+        AND d.due + interval '1 s' FROM jsonb_array_elements(iwd.worker_stats()->'tenants') t, public.deadline d
+        WHERE t->>'database' = 't001' AND d.what = 'first'"
 sql -d postgres -c "ALTER SYSTEM SET iwd.max_workers = 0" -c "SELECT pg_reload_conf()" >/dev/null
-sleep "$(sql -d t001 -c "SELECT greatest(extract(epoch FROM due - now()) - 1, 0) FROM public.deadline WHERE what = 'first'")"
+# until_first OFFSET: seconds from now to OFFSET seconds after that deadline (0 when past)
+until_first() {
+    sql -d t001 -c "SELECT greatest(extract(epoch FROM due - now()) + $1, 0) FROM public.deadline WHERE what = 'first'"
+}
+sleep "$(until_first -1)"
 sql -d t002 -c "SELECT iwd.create_task('{\"externalId\": \"X\", \"capturePoint\": \"test\"}')" >/dev/null
-sleep "$(sql -d t001 -c "SELECT greatest(extract(epoch FROM due - now()) + 0.5, 0) FROM public.deadline WHERE what = 'first'")"
+sleep "$(until_first 0.5)"
 wait_for "with no worker allowed, both wait, one of them with a deadline due" "2 1" 20 -d t001 \
     -c "SELECT (iwd.worker_stats()->>'waiting') || ' ' || (iwd.worker_stats()->>'deadlinesWaiting')"
 sql -d postgres -c "ALTER SYSTEM SET iwd.max_workers = 1" -c "SELECT pg_reload_conf()" >/dev/null
