@@ -8,8 +8,8 @@
 # (bench/analysis.md) appended. Prints how long each section and the whole took (also in RESULTS.md).
 # Environment: IWD_BENCH_BACKLOGS ("10000 100000"), IWD_BENCH_CLIENTS ("1 4 16"),
 #              IWD_BENCH_SECONDS (2), IWD_BENCH_RUNS (3), IWD_BENCH_PORT (54340) for that matrix;
-#              IWD_BENCH_SIDECAR_RUNS (5), IWD_BENCH_SIDECAR_SECONDS (5) for the sidecar; IWD_BENCH_OUTBOX_RUNS
-#              (5 here) for the outbox; bench/outbox/run.sh, bench/targets.sh and bench/datamart/run.sh read
+#              IWD_BENCH_SIDECAR_RUNS (3), IWD_BENCH_SIDECAR_SECONDS (5) for the sidecar; IWD_BENCH_OUTBOX_RUNS
+#              (3 here) for the outbox; bench/outbox/run.sh, bench/targets.sh and bench/datamart/run.sh read
 #              their own others.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -99,9 +99,9 @@ lap "claim matrix"
     echo "## Sidecar"
     echo
     echo "wrk, 16 connections, 2 threads, against \`iwd-sidecar\` (2 worker threads: one per CPU) on a local PostgreSQL with a"
-    echo "100k-task backlog and 500 agents (\`bench/sidecar/run.sh\`); medians of ${IWD_BENCH_SIDECAR_RUNS:-5} runs of ${IWD_BENCH_SIDECAR_SECONDS:-5} s."
+    echo "100k-task backlog and 500 agents (\`bench/sidecar/run.sh\`); medians of ${IWD_BENCH_SIDECAR_RUNS:-3} runs of ${IWD_BENCH_SIDECAR_SECONDS:-5} s."
     echo
-    IWD_BENCH_RUNS=${IWD_BENCH_SIDECAR_RUNS:-5} IWD_BENCH_SECONDS=${IWD_BENCH_SIDECAR_SECONDS:-5} bench/sidecar/run.sh
+    IWD_BENCH_RUNS=${IWD_BENCH_SIDECAR_RUNS:-3} IWD_BENCH_SECONDS=${IWD_BENCH_SIDECAR_SECONDS:-5} bench/sidecar/run.sh
     lap sidecar
     echo
     echo "## Events out: the outbox's cost"
@@ -109,7 +109,7 @@ lap "claim matrix"
     echo "\`bench/outbox/run.sh\`: capture and claim + complete with the event outbox's trigger disabled and enabled,"
     echo "same server, alternating; the tenant's scheduler worker publishes the outbox to the event feed meanwhile."
     echo
-    IWD_BENCH_OUTBOX_RUNS=${IWD_BENCH_OUTBOX_RUNS:-5} bench/outbox/run.sh
+    IWD_BENCH_OUTBOX_RUNS=${IWD_BENCH_OUTBOX_RUNS:-3} bench/outbox/run.sh
     lap outbox
     echo
     echo "## Targets"

@@ -32,10 +32,13 @@ CREATE FUNCTION bench_tasks_json(base bigint, k int) RETURNS jsonb LANGUAGE sql 
         'attributes', jsonb_build_object('amount', (base + i) % 5000))) ORDER BY i)
     FROM generate_series(1, k) i
 $$;
--- add_tasks(k): k new queued tasks through one iwd.create_tasks call
+-- The external ids of new tasks, 1,000 at a time: B<base+1>... for base from this sequence (not from the
+-- tasks' ids: a benchmark that deletes the newest tasks would have their ids, and so their keys, used again)
+CREATE SEQUENCE bench_external_base INCREMENT BY 1000 MINVALUE 0 START WITH 0;
+-- add_tasks(k): k (at most 1,000) new queued tasks through one iwd.create_tasks call
 CREATE FUNCTION bench_add_tasks(k int) RETURNS int LANGUAGE plpgsql AS $$
 BEGIN
-    PERFORM iwd.create_tasks(bench_tasks_json((SELECT coalesce(max(id), 0) FROM iwd.task_all), k));
+    PERFORM iwd.create_tasks(bench_tasks_json(nextval('bench_external_base'), k));
     RETURN k;
 END $$;
 -- queue_fill(n): add queued tasks until n are queued, in batches of 1,000 (one transaction)
@@ -64,12 +67,10 @@ END $$;
 -- (the COPY floor reads a file written beforehand too)
 CREATE TABLE bench_batch (n int PRIMARY KEY, tasks jsonb NOT NULL);
 CREATE PROCEDURE bench_capture_prepare(n int) LANGUAGE plpgsql AS $$
-DECLARE
-    base bigint := (SELECT coalesce(max(id), 0) FROM iwd.task_all);
 BEGIN
     TRUNCATE bench_batch;
     INSERT INTO bench_batch
-    SELECT b, bench_tasks_json(base + b * 1000, least(1000, n - b * 1000))
+    SELECT b, bench_tasks_json(nextval('bench_external_base'), least(1000, n - b * 1000))
     FROM generate_series(0, (n - 1) / 1000) b;
 END $$;
 -- capture(): the prepared batches through iwd.create_tasks, one transaction per batch
