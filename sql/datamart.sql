@@ -975,7 +975,9 @@ CREATE VIEW iwd_dm.capture_point_business_value AS
            iwd_dm._avg_s(sum(iwd_dm._us(age_s)), count(age_s)) AS avg_duration_s, max(age_s) AS max_duration_s
     FROM iwd_dm.task_fact WHERE status = 'completed' GROUP BY 1, 2;
 
--- Resource (agent) Performance per day.
+-- Resource (agent) Performance per day: the events agents do. A completion or rejection counts for its actor
+-- only when that actor held the task (reserved it before): a supervisor's completion or rejection records the
+-- supervisor as its actor and is no agent's work.
 CREATE VIEW iwd_dm.agent_activity AS
     SELECT iwd_dm.interval_start('day', e.at) AS day, e.actor AS agent,
            count(*) FILTER (WHERE e.event = 'reserved') AS assigned,
@@ -987,7 +989,13 @@ CREATE VIEW iwd_dm.agent_activity AS
                          count(f.handle_s) FILTER (WHERE e.event = 'completed')) AS avg_handle_s,
            coalesce(sum(f.business_value) FILTER (WHERE e.event = 'completed'), 0) AS business_value_completed
     FROM iwd_dm.task_event_fact e LEFT JOIN iwd_dm.task_fact f ON f.task_id = e.task_id
-    WHERE e.actor IS NOT NULL GROUP BY 1, 2;
+    WHERE e.actor IS NOT NULL
+      AND e.event IN ('reserved', 'accepted', 'completed', 'rejected', 'reservation_timeout')
+      AND (e.event NOT IN ('completed', 'rejected')
+           OR EXISTS (SELECT 1 FROM iwd_dm.task_event_fact r
+                      WHERE r.task_id = e.task_id AND r.event = 'reserved' AND r.actor = e.actor
+                        AND r.event_id < e.event_id))
+    GROUP BY 1, 2;
 
 -- Task detail.
 CREATE VIEW iwd_dm.task_detail AS

@@ -193,6 +193,27 @@ RESET iwd.simulated_time;
 SET iwd_dm.service_level_threshold = '0';
 SET iwd_dm.service_level_threshold = 'soon';
 
+-- agent activity counts agents' work: a supervisor's completion and rejection (recorded with the supervisor as
+-- actor) are no agent's, an agent's own are its
+SET iwd.simulated_time = '2026-06-01 09:00:00+00';
+SELECT iwd.upsert_agent('{"id": "a9", "state": "ready", "capacity": {"workitem": 5}}') IS NOT NULL;
+SELECT iwd.upsert_category('{"name": "Act", "queue": "act", "skills": {"act": 1}}') IS NOT NULL;
+SELECT iwd.upsert_agent('{"id": "a9", "state": "ready", "skills": {"act": 1}, "capacity": {"workitem": 5}}') IS NOT NULL;
+SELECT count(iwd.create_task(format('{"externalId": "ACT%s", "capturePoint": "x", "category": "Act"}', n)::jsonb))
+FROM generate_series(1, 4) n;
+SELECT count(iwd.next_task('a9')) FROM generate_series(1, 4);
+SELECT iwd.complete_task((SELECT id FROM iwd.task WHERE external_id = 'ACT1'), 'a9') ->> 'status' AS by_agent;
+SELECT iwd.reject_task((SELECT id FROM iwd.task WHERE external_id = 'ACT2'), 'a9', 'no') ->> 'status' AS by_agent;
+SELECT iwd.complete_task((SELECT id FROM iwd.task WHERE external_id = 'ACT3'), actor => 'console') ->> 'status'
+    AS by_supervisor;
+SELECT iwd.reject_task((SELECT id FROM iwd.task WHERE external_id = 'ACT4'), reason => 'dup', actor => 'console')
+    ->> 'status' AS by_supervisor;
+SELECT iwd_dm.run('intraday') ->> 'status' AS run;
+SELECT agent, assigned, completed, rejected FROM iwd_dm.agent_activity WHERE day = '2026-06-01' ORDER BY agent;
+SELECT actor, count(*) FROM iwd_dm.task_event_fact
+WHERE at >= '2026-06-01' AND event IN ('completed', 'rejected') GROUP BY 1 ORDER BY 1;
+RESET iwd.simulated_time;
+
 -- the reporting role of this database reads iwd_dm and nothing else
 SET ROLE iwd_gcxi_regression;
 SELECT count(*) > 0 AS can_read_reports FROM iwd_dm.queue_activity;
