@@ -36,21 +36,21 @@ run_suite extension-calls scripts/check-extension-calls.sh
 run_suite dist scripts/dist-check.sh
 run_suite regress scripts/regress.sh
 run_suite upgrade scripts/test-upgrade.sh
-[ -x scripts/test-run.sh ] && run_suite run scripts/test-run.sh
-[ -x scripts/test-worker.sh ] && run_suite worker scripts/test-worker.sh
-[ -x scripts/test-density.sh ] && run_suite density scripts/test-density.sh
-[ -x tests/openapi/run.sh ] && run_suite openapi tests/openapi/run.sh
-[ -x sidecar/tests/run.sh ] && run_suite sidecar sidecar/tests/run.sh
-[ -x tests/pgbouncer/run.sh ] && run_suite pgbouncer tests/pgbouncer/run.sh
-[ -x tests/router/run.sh ] && run_suite router tests/router/run.sh
-[ -x tests/ui/run.sh ] && run_suite ui tests/ui/run.sh
-[ -x chart/tests/run.sh ] && run_suite chart chart/tests/run.sh
-[ -x scripts/fuzz.sh ] && run_suite fuzz scripts/fuzz.sh
-[ -x tests/email/run.sh ] && run_suite email tests/email/run.sh
-[ -x tests/faults/run.sh ] && run_suite faults tests/faults/run.sh
-[ -x tests/hostile/run.sh ] && run_suite hostile tests/hostile/run.sh
-[ -x tests/redis/run.sh ] && run_suite redis tests/redis/run.sh
-[ -x tests/ha/run.sh ] && run_suite ha tests/ha/run.sh
+run_suite run scripts/test-run.sh
+run_suite worker scripts/test-worker.sh
+run_suite density scripts/test-density.sh
+run_suite openapi tests/openapi/run.sh
+run_suite sidecar sidecar/tests/run.sh
+run_suite pgbouncer tests/pgbouncer/run.sh
+run_suite router tests/router/run.sh
+run_suite ui tests/ui/run.sh
+run_suite chart chart/tests/run.sh
+run_suite fuzz scripts/fuzz.sh
+run_suite email tests/email/run.sh
+run_suite faults tests/faults/run.sh
+run_suite hostile tests/hostile/run.sh
+run_suite redis tests/redis/run.sh
+run_suite ha tests/ha/run.sh
 
 rm -rf "$log_dir"
 echo "${total_passed} passed, ${total_failed} failed"
