@@ -186,6 +186,22 @@ static void fail(sync_t *s, const char *fmt, ...)
 }
 
 /*
+ * A statement of the tenant's connection failed (res: its result, NULL when no answer came in time): the round's
+ * failure is what names the statement and why, the result is freed and the connection closed (the next round
+ * opens another). Returns false, for the callers' return.
+ */
+static bool drop_conn(sync_t *s, const char *what, PGresult *res)
+{
+    fail(s, "%s: %s", what, res == NULL ? "no answer from the database in time" : PQresultErrorMessage(res));
+    if (res != NULL)
+        PQclear(res);
+    PQfinish(s->conn);
+    s->conn = NULL;
+    iwd_metrics_db(s->tenant.ccid, "disconnect", NULL, 0, false, true);
+    return false;
+}
+
+/*
  * Run one statement on the tenant's connection, bounded; NULL when no answer came (the caller closes it).
  * Counted under the one command "router" (each command of a database is a histogram of its own in the
  * metrics); command names the statement in the round's failure.
@@ -206,12 +222,7 @@ static char *query_value(sync_t *s, const char *command, const char *sql, int np
     char *out;
 
     if (res == NULL || PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
-        fail(s, "%s: %s", command, res == NULL ? "no answer from the database in time" : PQresultErrorMessage(res));
-        if (res != NULL)
-            PQclear(res);
-        PQfinish(s->conn);
-        s->conn = NULL;
-        iwd_metrics_db(s->tenant.ccid, "disconnect", NULL, 0, false, true);
+        drop_conn(s, command, res);
         return NULL;
     }
     out = strdup(PQgetisnull(res, 0, 0) ? "" : PQgetvalue(res, 0, 0));
@@ -228,15 +239,8 @@ static bool ask_pooled(sync_t *s, bool *out)
 {
     PGresult *res = query(s, "backend", "SELECT pg_backend_pid()", 0, NULL);
 
-    if (res == NULL || PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
-        fail(s, "the backend's pid: %s", res == NULL ? "no answer in time" : PQresultErrorMessage(res));
-        if (res != NULL)
-            PQclear(res);
-        PQfinish(s->conn);
-        s->conn = NULL;
-        iwd_metrics_db(s->tenant.ccid, "disconnect", NULL, 0, false, true);
-        return false;
-    }
+    if (res == NULL || PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1)
+        return drop_conn(s, "the backend's pid", res);
     *out = atoi(PQgetvalue(res, 0, 0)) != PQbackendPID(s->conn);
     PQclear(res);
     return true;
@@ -281,15 +285,8 @@ static bool connect_tenant(sync_t *s)
         return true;
     }
     res = query(s, "listen", "LISTEN iwd_events", 0, NULL);
-    if (res == NULL || PQresultStatus(res) != PGRES_COMMAND_OK) {
-        fail(s, "LISTEN iwd_events failed: %s", res == NULL ? "no answer in time" : PQresultErrorMessage(res));
-        if (res != NULL)
-            PQclear(res);
-        PQfinish(s->conn);
-        s->conn = NULL;
-        iwd_metrics_db(s->tenant.ccid, "disconnect", NULL, 0, false, true);
-        return false;
-    }
+    if (res == NULL || PQresultStatus(res) != PGRES_COMMAND_OK)
+        return drop_conn(s, "LISTEN iwd_events failed", res);
     PQclear(res);
     return true;
 }
