@@ -515,11 +515,15 @@ BEGIN
                 -- over a longer one (a quarter of a million lookups cost three times the hash join)
                 SELECT f.department, f.process, f.category, f.queue, f.media_type, f.customer_segment, %8$s,
                        0, 1, 0, 0, 0, 0, 0, 0, 0, 0, NULL, NULL, NULL, 0, (x.at = f.first_assigned_at)::int,
-                       (x.at = f.first_assigned_at AND f.time_to_first_assignment_s <= %10$s)::int
+                       (x.at = f.first_assigned_at
+                        AND f.time_to_first_assignment_s <= coalesce(th.service_level_seconds, %10$s))::int
                 FROM iwd_dm.task_event_fact x
                 CROSS JOIN LATERAL (SELECT department, process, category, queue, media_type, customer_segment,
                                            first_assigned_at, time_to_first_assignment_s
                                     FROM iwd_dm.task_fact WHERE task_id = x.task_id %11$s) f
+                -- the category's own threshold, where it has one (iwd.category.service_level_seconds)
+                LEFT JOIN (SELECT name, service_level_seconds FROM iwd.category
+                           WHERE service_level_seconds IS NOT NULL) th ON th.name = f.category
                 WHERE x.event = 'reserved' AND %9$s) r
             WHERE mask <> 0
             GROUP BY %1$s, q, mask)$q$,
@@ -959,14 +963,17 @@ CREATE VIEW iwd_dm.customer_segment_service_level AS
     FROM iwd_dm.agg_day GROUP BY interval_start, customer_segment;
 
 -- The contact-centre service level per quarter hour and queue: of the tasks whose wait in the queue ended
--- in the interval (first reserved, or finished without a reservation), the share reserved within
--- iwd_dm.service_level_threshold of their creation ("80 % within 20 s"). Coarser levels: agg_hour … agg_month.
+-- in the interval (first reserved, or finished without a reservation), the share reserved within the
+-- threshold of their creation ("80 % within 20 s"): their category's own (iwd.category.service_level_seconds,
+-- as it was when the interval was aggregated), else iwd_dm.service_level_threshold. threshold: the one in force
+-- now. Coarser levels: agg_hour … agg_month.
 CREATE VIEW iwd_dm.service_level_report AS
-    SELECT interval_start, department, process, category, queue, sum(sl_offered) AS offered,
-           sum(sl_within) AS within_threshold,
-           round(100.0 * sum(sl_within) / nullif(sum(sl_offered), 0), 2) AS service_level_pct,
-           iwd_dm.service_level_threshold() AS threshold
-    FROM iwd_dm.agg_15min GROUP BY interval_start, department, process, category, queue;
+    SELECT a.interval_start, a.department, a.process, a.category, a.queue, sum(a.sl_offered) AS offered,
+           sum(a.sl_within) AS within_threshold,
+           round(100.0 * sum(a.sl_within) / nullif(sum(a.sl_offered), 0), 2) AS service_level_pct,
+           coalesce((SELECT make_interval(secs => c.service_level_seconds) FROM iwd.category c
+                     WHERE c.name = a.category), iwd_dm.service_level_threshold()) AS threshold
+    FROM iwd_dm.agg_15min a GROUP BY a.interval_start, a.department, a.process, a.category, a.queue;
 
 -- Capture Point Task Duration and business value per day of completion.
 CREATE VIEW iwd_dm.capture_point_business_value AS

@@ -102,6 +102,24 @@ BEGIN
         iwd._source(filter), v_where, lim);
 END $$;
 
+-- A search query (web-search syntax) as a tsquery: at most 1024 bytes (a query of thousands of words nests its
+-- match too deep for the stack, 54001) and at least one word, else 22023.
+CREATE FUNCTION iwd._search_query(query text) RETURNS tsquery
+LANGUAGE plpgsql STABLE CALLED ON NULL INPUT PARALLEL SAFE AS $$
+DECLARE
+    v_query tsquery;
+BEGIN
+    IF octet_length(query) > 1024 THEN
+        RAISE EXCEPTION 'search query is longer than 1024 bytes' USING ERRCODE = 'invalid_parameter_value',
+            DETAIL = format('It has %s bytes.', octet_length(query));
+    END IF;
+    v_query := websearch_to_tsquery('simple', coalesce(query, ''));
+    IF numnode(v_query) = 0 THEN
+        RAISE EXCEPTION 'search query must contain at least one word' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    RETURN v_query;
+END $$;
+
 -- Full-text search over subject, description and attributes of every task, best match first.
 CREATE FUNCTION iwd.search_tasks(query text, filter jsonb DEFAULT '{}', lim int DEFAULT 50) RETURNS SETOF jsonb
 LANGUAGE plpgsql STABLE CALLED ON NULL INPUT PARALLEL SAFE AS $$
@@ -113,15 +131,7 @@ BEGIN
     IF filter ? 'afterId' THEN
         RAISE EXCEPTION 'search results are ranked: "afterId" does not apply' USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    -- a query of thousands of words nests its match too deep for the stack (54001)
-    IF octet_length(query) > 1024 THEN
-        RAISE EXCEPTION 'search query is longer than 1024 bytes' USING ERRCODE = 'invalid_parameter_value',
-            DETAIL = format('It has %s bytes.', octet_length(query));
-    END IF;
-    v_query := websearch_to_tsquery('simple', coalesce(query, ''));
-    IF numnode(v_query) = 0 THEN
-        RAISE EXCEPTION 'search query must contain at least one word' USING ERRCODE = 'invalid_parameter_value';
-    END IF;
+    v_query := iwd._search_query(query);
     RETURN QUERY EXECUTE format(
         'SELECT iwd.task_json(ROW(t.*)::iwd.task) FROM iwd.task_document d JOIN iwd.task_all t ON t.id = d.task_id '
         'WHERE d.document @@ $1 AND %s ORDER BY ts_rank(d.document, $1) DESC, t.id LIMIT %s', v_where, lim)
@@ -341,14 +351,7 @@ BEGIN
         RAISE EXCEPTION 'a batch filter must be an object of the queue filter''s fields, without "afterId"'
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    IF octet_length(query) > 1024 THEN
-        RAISE EXCEPTION 'search query is longer than 1024 bytes' USING ERRCODE = 'invalid_parameter_value',
-            DETAIL = format('It has %s bytes.', octet_length(query));
-    END IF;
-    v_query := websearch_to_tsquery('simple', coalesce(query, ''));
-    IF numnode(v_query) = 0 THEN
-        RAISE EXCEPTION 'search query must contain at least one word' USING ERRCODE = 'invalid_parameter_value';
-    END IF;
+    v_query := iwd._search_query(query);
     EXECUTE format('SELECT ARRAY(SELECT t.id FROM iwd.task_document d JOIN %s t ON t.id = d.task_id '
                    'WHERE d.document @@ $1 AND %s ORDER BY t.id LIMIT %s)', iwd._source(filter),
                    iwd._task_where(filter, ARRAY['new', 'queued', 'assigned', 'held', 'errorHeld']), c_max_tasks + 1)

@@ -189,6 +189,21 @@ SELECT iwd_dm.run('full') ->> 'status' AS rebuilt;
 SELECT offered, within_threshold, service_level_pct, threshold FROM iwd_dm.service_level_report WHERE queue = 'sl';
 SELECT sum(sl_offered) AS offered, sum(sl_within) AS within FROM iwd_dm.agg_month WHERE queue = 'sl';
 RESET iwd_dm.service_level_threshold;
+-- a category's own threshold (serviceLevelSeconds) counts its tasks instead of the default's 20 s
+SET iwd.simulated_time = '2026-05-05 09:00:00+00';
+SELECT iwd.upsert_category('{"name": "SLC", "queue": "slc", "serviceLevelSeconds": 90}') IS NOT NULL;
+SELECT count(iwd.create_task(jsonb_build_object('externalId', 'SLC-' || i, 'capturePoint', 'sl',
+                                                'category', 'SLC', 'priority', 2000 - i)))
+FROM generate_series(1, 2) i;
+SET iwd.simulated_time = '2026-05-05 09:00:15+00';
+SELECT iwd.next_task('sl-agent') ->> 'externalId' AS reserved_within;
+SET iwd.simulated_time = '2026-05-05 09:01:00+00';
+SELECT iwd.next_task('sl-agent') ->> 'externalId' AS reserved_within_category_threshold;
+SET iwd.simulated_time = '2026-05-05 10:00:00+00';
+SELECT iwd_dm.run('intraday') ->> 'status' AS run;
+SELECT interval_start, category, queue, offered, within_threshold, service_level_pct, threshold
+FROM iwd_dm.service_level_report WHERE queue = 'slc' ORDER BY interval_start;
+SELECT sum(sl_offered) AS offered, sum(sl_within) AS within FROM iwd_dm.agg_15min WHERE queue = 'slc';
 RESET iwd.simulated_time;
 SET iwd_dm.service_level_threshold = '0';
 SET iwd_dm.service_level_threshold = 'soon';
