@@ -306,7 +306,9 @@ refused_run() { # refused_run LOG-PATTERN ENV...: the sidecar with these setting
     echo "served $(served), stored $(tcli --scan --pattern 'iwd:key:*' | wc -l)"
     errors=$(metric iwd_redis_errors_total)
     sidecar_stop
-    tail -n +$((lines + 1)) "$work/sidecar.log" | grep -E -q -- "$pattern" || echo "the log does not say: $pattern"
+    tail -n +$((lines + 1)) "$work/sidecar.log" | grep -E -q -- "$pattern" ||
+        echo "the log does not say: $pattern; it says: $(tail -n +$((lines + 1)) "$work/sidecar.log" |
+            grep -i -m 2 redis | tr '\n' ' ')"
     [ "${errors:-0}" -gt 0 ] || echo "no Redis error counted"
 }
 check "a server certificate from another CA: refused, requests served from PostgreSQL" "served 4, stored 0" \
@@ -319,7 +321,7 @@ for _ in $(seq 1 50); do [ -e "/proc/$(cat "$work/tls/redis.pid" 2>/dev/null)" ]
 rm -f "$work/tls/redis.pid"
 tls_server yes || fail_setup "the TLS redis-server (client certificates required) did not start"
 check "a server that requires a client certificate: without one, nothing is stored" "served 4, stored 0" \
-    "$(refused_run "certificate required|closed the connection|Broken pipe|reset by peer" "${tls_env[@]}")"
+    "$(refused_run "certificate required|closed the connection|unexpected eof|Broken pipe|reset by peer" "${tls_env[@]}")"
 tcli flushall >/dev/null
 sidecar_start "${tls_env[@]}" IWD_REDIS_CERT_FILE="$pki/client.crt" \
     IWD_REDIS_KEY_FILE="$pki/client.key" || fail_setup "the sidecar did not start with a client certificate"
