@@ -173,6 +173,39 @@ bool iwd_query_valid(h2o_req_t *req)
     return true;
 }
 
+/* Whether name (len bytes) is one of the n names. */
+static bool name_in(const char *name, size_t len, const char *const *names, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strlen(names[i]) == len && memcmp(names[i], name, len) == 0)
+            return true;
+    return false;
+}
+
+bool iwd_query_names_known(h2o_req_t *req, const char *const *names, size_t na, const char *const *more, size_t nm,
+                           const char **bad, int *bad_len)
+{
+    const char *p, *end;
+
+    if (req->query_at == SIZE_MAX)
+        return true;
+    p = req->path.base + req->query_at + 1;
+    end = req->path.base + req->path.len;
+    while (p < end) {
+        const char *amp = memchr(p, '&', end - p), *stop = amp != NULL ? amp : end;
+        const char *eq = memchr(p, '=', stop - p), *key_end = eq != NULL ? eq : stop;
+        size_t len = key_end - p;
+
+        if (len != 0 && !name_in(p, len, names, na) && !name_in(p, len, more, nm)) {
+            *bad = p;
+            *bad_len = len > 64 ? 64 : (int)len;
+            return false;
+        }
+        p = stop + 1;
+    }
+    return true;
+}
+
 /*
  * The decoded value of query parameter name (the first one given), in the request pool; NULL when absent
  * or malformed (routing refuses a malformed query before any handler runs, see iwd_query_valid).

@@ -37,6 +37,12 @@ int iwd_respond_error(iwd_call_t *call, int status, const char *fmt, ...) __attr
 
 /* The decoded value of query parameter name (the first one), in the request pool; NULL when absent. */
 char *iwd_query_param(h2o_req_t *req, const char *name);
+/*
+ * Whether every query parameter's name is one of names (na of them) or of more (nm; NULL when none); when
+ * not, the first unknown one's name (at most 64 bytes of it) in *bad and *bad_len, for the route's 400.
+ */
+bool iwd_query_names_known(h2o_req_t *req, const char *const *names, size_t na, const char *const *more, size_t nm,
+                           const char **bad, int *bad_len);
 /* Whether every name and value of the query string decodes (routing answers 400 when not). */
 bool iwd_query_valid(h2o_req_t *req);
 /* The value of request header name (lower case), NUL-terminated in the request pool; NULL when absent. */

@@ -29,34 +29,6 @@ static long long parse_count(const char *text, long long max)
     return errno != 0 || *end != '\0' || v > max ? -1 : v;
 }
 
-/* Whether the query names only known parameters; the first unknown one's name in *bad otherwise. */
-static bool known_params(h2o_req_t *req, const char **bad, int *bad_len)
-{
-    const char *p, *end;
-
-    if (req->query_at == SIZE_MAX)
-        return true;
-    p = req->path.base + req->query_at + 1;
-    end = req->path.base + req->path.len;
-    while (p < end) {
-        const char *amp = memchr(p, '&', end - p), *stop = amp != NULL ? amp : end;
-        const char *eq = memchr(p, '=', stop - p), *key_end = eq != NULL ? eq : stop;
-        size_t len = key_end - p;
-        bool known = len == 0;
-        for (int k = 0; k < IWD_EVENT_FILTER_KEYS && !known; k++)
-            known = strlen(iwd_event_filter_keys[k]) == len && memcmp(iwd_event_filter_keys[k], p, len) == 0;
-        for (size_t i = 0; i < sizeof(other_params) / sizeof(*other_params) && !known; i++)
-            known = strlen(other_params[i]) == len && memcmp(other_params[i], p, len) == 0;
-        if (!known) {
-            *bad = p;
-            *bad_len = len > 64 ? 64 : (int)len;
-            return false;
-        }
-        p = stop + 1;
-    }
-    return true;
-}
-
 /* The comma-separated items of a value, NULL-terminated, in the pool (empty items are left out). */
 static char **split_list(h2o_req_t *req, char *value, size_t *n)
 {
@@ -161,7 +133,8 @@ static int on_events_get(iwd_call_t *call)
     int bad_len;
     long long v;
 
-    if (!known_params(req, &bad, &bad_len))
+    if (!iwd_query_names_known(req, iwd_event_filter_keys, IWD_EVENT_FILTER_KEYS, other_params,
+                               sizeof(other_params) / sizeof(*other_params), &bad, &bad_len))
         return iwd_respond_error(call, 400, "unknown query parameter \"%.*s\"", bad_len, bad);
     q.json = wants_json(req);
     /* Last-Event-ID is where a reconnecting EventSource left off: it wins over the URL's after */

@@ -18,26 +18,13 @@ static const char *const interval_params[] = {"from", "to", "level", "department
 /* Whether every query parameter of the request is one of names; the 400 answered when not (IWD_ERR). */
 static int known_params(iwd_call_t *call, const char *const *names, size_t n, int *rc)
 {
-    h2o_req_t *req = call->req;
-    const char *p, *end;
+    const char *bad;
+    int bad_len;
 
-    if (req->query_at == SIZE_MAX)
+    if (iwd_query_names_known(call->req, names, n, NULL, 0, &bad, &bad_len))
         return IWD_OK;
-    p = req->path.base + req->query_at + 1;
-    end = req->path.base + req->path.len;
-    while (p < end) {
-        const char *amp = memchr(p, '&', end - p), *stop = amp ? amp : end;
-        const char *eq = memchr(p, '=', stop - p), *key_end = eq ? eq : stop;
-        bool known = key_end == p;
-        for (size_t i = 0; i < n; i++)
-            known |= strlen(names[i]) == (size_t)(key_end - p) && memcmp(names[i], p, key_end - p) == 0;
-        if (!known) {
-            *rc = iwd_respond_error(call, 400, "unknown query parameter \"%.*s\"", (int)(key_end - p), p);
-            return IWD_ERR;
-        }
-        p = stop + 1;
-    }
-    return IWD_OK;
+    *rc = iwd_respond_error(call, 400, "unknown query parameter \"%.*s\"", bad_len, bad);
+    return IWD_ERR;
 }
 
 /*
