@@ -47,17 +47,8 @@ measure() {
         . bench/lib.sh
         start_cluster builds "" "max_worker_processes = 32" "iwd.max_workers = $max_workers" "iwd_dm.suspend = on" \
             "max_connections = $((n + 50))" "fsync = off" "autovacuum_naptime = 10min" >/dev/null
-        q() { "${as_user[@]}" "$bindir/psql" -X -q -At -h "$work" -p "$bench_port" -v ON_ERROR_STOP=1 "$@"; }
-        tenant() { printf 't%03d\n' "$1"; }
-        postmaster=$(head -1 "$work/data/postmaster.pid")
-        cpu_ticks() { # the postmaster and its children, those that exited included
-            local total pid
-            total=$(awk '{print $14 + $15 + $16 + $17}' "/proc/$postmaster/stat")
-            for pid in $(pgrep -P "$postmaster"); do
-                total=$((total + $(awk '{print $14 + $15}' "/proc/$pid/stat" 2>/dev/null || echo 0)))
-            done
-            echo "$total"
-        }
+        # shellcheck source=bench/density/common.sh
+        . bench/density/common.sh
         q -d postgres -c "CREATE DATABASE tpl"
         q -d tpl -c "CREATE EXTENSION iwd" -c "SELECT iwd.upsert_agent('{\"id\": \"a1\", \"state\": \"ready\"}')" \
             -c "CREATE TABLE public.deadline (due timestamptz)" >/dev/null

@@ -28,21 +28,10 @@ backlog=20000
 start_cluster busy "$port" "max_worker_processes = $((linger_workers + 16))" "iwd.max_workers = $max_workers" \
     "iwd_dm.suspend = on" "max_connections = $((tenants + 100))" "shared_buffers = 512MB" "fsync = off" \
     "autovacuum_naptime = 10min"
-q() { "${as_user[@]}" "$bindir/psql" -X -q -At -h "$work" -p "$bench_port" -v ON_ERROR_STOP=1 "$@"; }
-tenant() { printf 't%03d\n' "$1"; }
-postmaster=$(head -1 "$work/data/postmaster.pid")
+# shellcheck source=bench/density/common.sh
+. bench/density/common.sh
 hz=$(getconf CLK_TCK)
 
-# cpu_ticks: CPU time (clock ticks) of the postmaster and every child alive, plus what the postmaster
-# collected from the children that exited (the short-lived workers, the psql sessions' backends)
-cpu_ticks() {
-    local total pid
-    total=$(awk '{print $14 + $15 + $16 + $17}' "/proc/$postmaster/stat")
-    for pid in $(pgrep -P "$postmaster"); do
-        total=$((total + $(awk '{print $14 + $15}' "/proc/$pid/stat" 2>/dev/null || echo 0)))
-    done
-    echo "$total"
-}
 starts() { q -d "$(tenant 1)" -c "SELECT iwd.worker_stats() ->> 'starts'"; }
 completed() { # the busy tenants' completed tasks, in all
     local i total=0

@@ -24,22 +24,12 @@ trickle_minutes=${IWD_BENCH_TRICKLE_MINUTES:-2}
 max_workers=${IWD_BENCH_MAX_WORKERS:-4}
 start_cluster density "$port" "max_worker_processes = 16" "iwd.max_workers = $max_workers" "iwd_dm.suspend = on" \
     "max_connections = 200" "shared_buffers = 512MB" "fsync = off"
-q() { "${as_user[@]}" "$bindir/psql" -X -q -At -h "$work" -p "$bench_port" -v ON_ERROR_STOP=1 "$@"; }
-tenant() { printf 't%03d' "$1"; }
+# shellcheck source=bench/density/common.sh
+. bench/density/common.sh
 now_ms() { echo $(($(date +%s%N) / 1000000)); }
 postmaster=$(head -1 "$work/data/postmaster.pid")
 ticks=$(getconf CLK_TCK)
 
-# cpu_ticks: CPU time (clock ticks) of the postmaster and every child alive, plus what the postmaster
-# collected from the children that exited (the short-lived workers)
-cpu_ticks() {
-    local total pid
-    total=$(awk '{print $14 + $15 + $16 + $17}' "/proc/$postmaster/stat")
-    for pid in $(pgrep -P "$postmaster"); do
-        total=$((total + $(awk '{print $14 + $15}' "/proc/$pid/stat" 2>/dev/null || echo 0)))
-    done
-    echo "$total"
-}
 # percent_of_core TICKS SECONDS
 percent_of_core() { awk -v t="$1" -v s="$2" -v hz="$ticks" 'BEGIN {printf "%.2f", 100 * t / hz / s}'; }
 pss_kb() { awk '/^Pss:/ {print $2}' "/proc/$1/smaps_rollup" 2>/dev/null; }

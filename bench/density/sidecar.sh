@@ -22,8 +22,8 @@ http_port=$(free_port); metrics_port=$(free_port)
 start_cluster density-sidecar "$port" "listen_addresses = '127.0.0.1'" "max_connections = $((tenants + 300))" \
     "max_worker_processes = 16" "iwd.max_workers = 4" "iwd_dm.suspend = on" "shared_buffers = 512MB" "fsync = off" \
     "autovacuum_naptime = 10min"
-q() { "${as_user[@]}" "$bindir/psql" -X -q -At -h "$work" -p "$bench_port" -v ON_ERROR_STOP=1 "$@"; }
-tenant() { printf 't%03d' "$1"; }
+# shellcheck source=bench/density/common.sh
+. bench/density/common.sh
 flock /tmp/iwd-sidecar-build.lock make -s -C sidecar iwd-sidecar >/dev/null || { echo "cannot build the sidecar" >&2; exit 1; }
 
 q -d postgres -c "CREATE DATABASE tpl" -c "CREATE DATABASE control"
