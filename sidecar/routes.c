@@ -134,12 +134,7 @@ static const iwd_route_t *resolve(iwd_call_t *call, int *status, char *message, 
     return NULL;
 }
 
-/*
- * The request body as a NUL-terminated JSON text for SQL ("{}" when empty and not required), holding
- * member (when not NULL) as a non-empty string; NULL when refused, with the status (400, 413) and the
- * message of the answer.
- */
-static char *body_text(h2o_req_t *req, bool required, const char *member, int *status, char *message, size_t size)
+char *iwd_route_body(h2o_req_t *req, bool required, const char *member, int *status, char *message, size_t size)
 {
     json_error_t err;
     json_t *doc, *value;
@@ -191,7 +186,7 @@ static int run_sql(iwd_call_t *call, const iwd_route_t *r)
     if (r->body_arg) {
         char message[1024];
         int status;
-        char *body = body_text(call->req, r->body_required, r->required, &status, message, sizeof(message));
+        char *body = iwd_route_body(call->req, r->body_required, r->required, &status, message, sizeof(message));
         if (body == NULL)
             return iwd_respond_error(call, status, "%s", message);
         values[n++] = body;

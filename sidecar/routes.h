@@ -60,6 +60,13 @@ extern const iwd_route_table_t iwd_routes_reports;        /* routes_reports.c */
 /* Route a request and answer it (now, or from the loop once its SQL call's result is in); IWD_OK. */
 int iwd_route(iwd_call_t *call);
 
+/*
+ * The request body as a NUL-terminated JSON text for SQL ("{}" when empty and not required), holding member
+ * (when not NULL) as a non-empty string; NULL when refused, with the status (400, 413) and the message of the
+ * answer. What an SQL route with body_arg passes; a handler's body goes through it too.
+ */
+char *iwd_route_body(h2o_req_t *req, bool required, const char *member, int *status, char *message, size_t size);
+
 /* Print every route, "METHOD /iwd/v3/pattern" a line (iwd-sidecar --routes). */
 void iwd_print_routes(void);
 

@@ -10,7 +10,6 @@
 
 #include <jansson.h>
 
-#include "config.h"
 #include "pg.h"
 #include "routes.h"
 
@@ -208,27 +207,15 @@ static int on_tasks_batch(iwd_call_t *call)
  */
 static int on_task_complete(iwd_call_t *call)
 {
-    h2o_req_t *req = call->req;
-    const char *next = iwd_query_param(req, "next"), *values[4];
-    char *body = "{}";
-    json_error_t err;
-    json_t *doc;
+    const char *next = iwd_query_param(call->req, "next"), *values[4];
+    char message[1024];
+    int status;
+    char *body;
 
     if (next != NULL && strcmp(next, "true") != 0 && strcmp(next, "false") != 0)
         return iwd_respond_error(call, 400, "query parameter \"next\" must be true or false");
-    if (req->entity.base != NULL && req->entity.len > 0) {
-        if (req->entity.len > iwd_conf.max_body_bytes)
-            return iwd_respond_error(call, 413, "the body exceeds %zu bytes", iwd_conf.max_body_bytes);
-        if (memchr(req->entity.base, '\0', req->entity.len) != NULL)
-            return iwd_respond_error(call, 400, "malformed JSON: the body holds a NUL byte");
-        if ((doc = json_loadb(req->entity.base, req->entity.len, JSON_DECODE_ANY, &err)) == NULL)
-            return iwd_respond_error(call, 400, "malformed JSON: %s (line %d, column %d)", err.text, err.line,
-                                     err.column);
-        json_decref(doc);
-        body = h2o_mem_alloc_pool(&req->pool, req->entity.len + 1);
-        memcpy(body, req->entity.base, req->entity.len);
-        body[req->entity.len] = '\0';
-    }
+    if ((body = iwd_route_body(call->req, false, NULL, &status, message, sizeof(message))) == NULL)
+        return iwd_respond_error(call, status, "%s", message);
     values[0] = call->params[0];
     values[1] = body;
     values[2] = call->tenant.ccid;

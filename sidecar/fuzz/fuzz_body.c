@@ -1,7 +1,8 @@
 /*
- * libFuzzer target: the JSON body of the SQL routes (body_text in routes.c, the tables in routes_*.c). The first input byte picks a
- * route that takes a body, the rest is the body. What is accepted must reach SQL whole (no NUL cutting the
- * text short), parse as JSON, and carry the route's required member; what is refused gets 400 or 413.
+ * libFuzzer target: the JSON body of the SQL routes (iwd_route_body in routes.c, the tables in routes_*.c). The
+ * first input byte picks a route that takes a body, the rest is the body. What is accepted must reach SQL whole
+ * (no NUL cutting the text short), parse as JSON, and carry the route's required member; what is refused gets
+ * 400 or 413.
  */
 #include <stdint.h>
 
@@ -43,7 +44,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     body = fuzz_copy(data + 1, size - 1);
     fuzz_request_init(&req, method, strlen(r->method), path, strlen(r->pattern));
     req.entity = h2o_iovec_init(size > 1 ? body : NULL, size - 1);
-    text = body_text(&req, r->body_required, r->required, &status, message, sizeof(message));
+    text = iwd_route_body(&req, r->body_required, r->required, &status, message, sizeof(message));
     if (text == NULL) {
         FUZZ_REQUIRE(status == 400 || status == 413, "status %d", status);
         FUZZ_REQUIRE(message[0] != '\0', "an empty message");
