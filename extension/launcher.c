@@ -609,8 +609,14 @@ SleepMs(TimestampTz now)
 		if (w->dboid == InvalidOid || w->releasing)
 			continue;
 		databases++;
-		/* with every worker busy, the next one to exit wakes the launcher (bgw_notify_pid) */
-		if (w->worker == NULL && !w->adopted && !pool_full)
+
+		/*
+		 * With every worker busy, the next one to exit wakes the launcher
+		 * (bgw_notify_pid) for the tenants due already; one falling due later
+		 * wakes it then all the same, to be counted as waiting: the running
+		 * workers make way only for the tenants counted (scheduler.c).
+		 */
+		if (w->worker == NULL && !w->adopted && (!pool_full || w->next_due > now))
 			wake = Min(wake, w->next_due);
 		if (w->datamart_pending)
 			wake = Min(wake, now + (TimestampTz) NO_SLOT_RETRY_MS * 1000);

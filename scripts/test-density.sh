@@ -4,7 +4,8 @@
 # with a reservation that must time out and a deferred task to activate, every one done (how late is
 # printed; the 2 s target is measured by bench/density, this test only catches a deadline missed by far,
 # as a lost wake-up would), never more than iwd.max_workers workers at once; with the pool short, a
-# deadline is served before an announcement that came due earlier; a database gets served
+# deadline is served before an announcement that came due earlier; a quiet tenant beside two busy ones
+# holding a pool of 2 is counted as waiting and its events published; a database gets served
 # within seconds of CREATE EXTENSION and no longer after DROP EXTENSION; iwd.databases, when set, leaves
 # the others out; a reservation that timed out while the server was down is returned after the restart; a database past
 # iwd.max_databases is logged and counted. Ends with "density: N passed, M failed".
@@ -166,6 +167,55 @@ check "the deadline is served before the announcement that was due earlier" "t" 
     "$(sql -d t002 -c "SELECT max(published_at) > '$timed_out' FROM iwd.event_feed")"
 sql -d postgres -c "ALTER SYSTEM RESET iwd.max_workers" -c "ALTER SYSTEM RESET iwd.worker_idle_timeout" \
     -c "SELECT pg_reload_conf()" >/dev/null
+
+# a pool of 2 held by two busy tenants (a session writing tasks all the time keeps its worker busy): a
+# quiet tenant's committed events are published within 10 s, and meanwhile, once its announcement is
+# due, the launcher counts it as waiting (the busy workers make way only for a tenant counted) or starts
+# its worker. Its announcement falls due while every worker is busy: a launcher that then slept until a
+# worker's exit or its next scan of pg_database left it uncounted, and the busy workers kept the pool.
+sql -d postgres -c "ALTER SYSTEM SET iwd.max_workers = 2" -c "SELECT pg_reload_conf()" >/dev/null
+busy=()
+for db in t010 t011; do
+    sql -d "$db" -c "DO \$\$ DECLARE i int := 0; BEGIN
+        WHILE NOT EXISTS (SELECT FROM public.deadline WHERE what = 'stop') AND i < 6000 LOOP
+            i := i + 1;
+            PERFORM iwd.create_task(jsonb_build_object('externalId', 'busy-' || i, 'capturePoint', 'test'));
+            COMMIT; PERFORM pg_sleep(0.02);
+        END LOOP; END \$\$" >/dev/null &
+    busy+=($!)
+done
+wait_for "two busy tenants hold both workers" "2" 20 -d monitor \
+    -c "SELECT count(*) FROM jsonb_array_elements(iwd.worker_stats()->'tenants') t
+        WHERE t->>'database' IN ('t010', 't011') AND t->>'workerPid' IS NOT NULL"
+# pool_view: "events in the outbox, tenants waiting, this tenant's worker starts, its due time 2 s past"
+pool_view="SELECT (SELECT count(*) FROM iwd.event_outbox) || ' ' || (s->>'waiting') || ' ' || (t->>'starts')
+               || ' ' || coalesce((t->>'nextDueAt')::timestamptz < now() - interval '2 s', false)
+           FROM iwd.worker_stats() s, jsonb_array_elements(s->'tenants') t WHERE t->>'database' = current_database()"
+uncounted=0; seen_waiting=0; slowest=0
+for db in t012 t013 t014; do
+    read -r _ _ starts_before _ <<<"$(sql -d "$db" -c "$pool_view")"
+    sql -d "$db" -c "SELECT iwd.create_task('{\"externalId\": \"Q\", \"capturePoint\": \"test\"}')" >/dev/null
+    from=$(date +%s%N); outbox=1
+    for _ in $(seq 1 100); do
+        read -r outbox waiting starts overdue <<<"$(sql -d "$db" -c "$pool_view")"
+        [ "${outbox:-1}" = 0 ] && break
+        [ "${waiting:-0}" -gt 0 ] && seen_waiting=$((seen_waiting + 1))
+        if [ "$overdue" = true ] && [ "$waiting" = 0 ] && [ "$starts" = "$starts_before" ]; then
+            [ "$uncounted" = 0 ] && echo "# $db due 2 s ago, no worker started, not counted as waiting: $(sql -d "$db" \
+                -c "SELECT now()::time || ' ' || iwd.worker_stats()")"
+            uncounted=$((uncounted + 1))
+        fi
+        sleep 0.1
+    done
+    ms=$((($(date +%s%N) - from) / 1000000)); [ "$ms" -gt "$slowest" ] && slowest=$ms
+    check "$db, quiet beside the busy two: its events are published (after ${ms} ms)" "0" "$outbox"
+done
+echo "# the quiet tenants' events published within ${slowest} ms at most, counted as waiting $seen_waiting times"
+check "a quiet tenant past its due time with no worker is always counted as waiting" "0" "$uncounted"
+check "and the busy workers made way for it within 10 s" "t" "$([ "$slowest" -le 10000 ] && echo t || echo f)"
+for db in t010 t011; do sql -d "$db" -c "INSERT INTO public.deadline VALUES ('stop', now())" >/dev/null; done
+wait "${busy[@]}"
+sql -d postgres -c "ALTER SYSTEM RESET iwd.max_workers" -c "SELECT pg_reload_conf()" >/dev/null
 
 # CREATE EXTENSION in a new database: served within seconds, its work done; DROP EXTENSION: no longer
 sql -d postgres -c "CREATE DATABASE fresh"
