@@ -278,13 +278,15 @@ static bool collect_tenant(collected_t *c, reading_t *r, char *why, size_t why_s
  */
 #define POOL_ATTEMPTS_PER_SERVER 3
 #define POOL_SERVERS 64
-#define POOL_FAMILIES 6
+#define POOL_FAMILIES 7
 static void collect_pools(iwd_text_t *out)
 {
     static const char *const families[POOL_FAMILIES][2] = {
         {"iwd_pool_workers_running", "iwd's workers running on the database server."},
         {"iwd_pool_workers_max", "iwd.max_workers of the database server."},
         {"iwd_pool_databases_waiting", "Databases with work due, waiting for a worker."},
+        {"iwd_pool_databases_deadline_waiting",
+         "Databases waiting for a worker with a deadline due (reservation timeouts, activations, expiries)."},
         {"iwd_pool_databases", "Databases with iwd served by the pool."},
         {"iwd_pool_databases_over_limit", "Databases with iwd not served: beyond iwd.max_databases."},
         {"iwd_pool_databases_max", "iwd.max_databases of the database server."},
@@ -312,8 +314,9 @@ static void collect_pools(iwd_text_t *out)
         if (attempts[k] < 0 || attempts[k]++ >= POOL_ATTEMPTS_PER_SERVER)
             continue;
         q = iwd_pg_exec_within(c->conn, c->tenant.ccid, "worker_stats",
-                         "SELECT s->>'running', s->>'maxWorkers', s->>'waiting', s->>'databases',"
-                         " s->>'databasesOverLimit', s->>'maxDatabases' FROM iwd.worker_stats() s",
+                         "SELECT s->>'running', s->>'maxWorkers', s->>'waiting', s->>'deadlinesWaiting',"
+                         " s->>'databases', s->>'databasesOverLimit', s->>'maxDatabases'"
+                         " FROM iwd.worker_stats() s",
                          0, NULL, iwd_now_ms() + COLLECT_DEADLINE_MS);
         if (q != NULL && PQresultStatus(q) == PGRES_TUPLES_OK && PQntuples(q) == 1) {
             servers[k].read = true;

@@ -969,6 +969,8 @@ check_match "iwd's pool of workers is exported per server (iwd.worker_stats())" 
     "iwd_pool_databases_over_limit\{server=\"$server_label\"\} 0" "$(curl -s "$metrics_url")"
 check_match "with the databases it serves" "iwd_pool_databases\{server=\"$server_label\"\} [1-9]" \
     "$(curl -s "$metrics_url")"
+check_match "and the databases waiting with a deadline due (deadlinesWaiting)" \
+    "iwd_pool_databases_deadline_waiting\{server=\"$server_label\"\} [0-9]+" "$(curl -s "$metrics_url")"
 
 # the bound on waiting calls with a cap of 1: one call holds the server's only slot (a lock keeps it),
 # four calls of other tenants wait for it (IWD_WAITING_CALLS_PER_THREAD), the rest are refused at once;
