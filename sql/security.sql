@@ -117,13 +117,10 @@ END $$;
 -- except:
 -- - C functions: they resolve no names, or run their SQL under the same path pushed for the call
 --   (IwdPushSearchPath, extension/iwd.c) or with every name qualified;
--- - the SQL functions that must stay inlinable or are called per row, and the capture's PL/pgSQL
---   function, where a SET clause would prevent inlining and cost a GUC save and restore per call (some
---   2 us, measured on a trivial PL/pgSQL function). Their bodies qualify every function, operator
+-- - the SQL functions that must stay inlinable or are called per row, where a SET clause would prevent
+--   inlining and cost a GUC save and restore per call (some 2 us, measured on a trivial PL/pgSQL
+--   function). Their bodies qualify every function, operator
 --   (OPERATOR(pg_catalog.=)), type and text search configuration instead:
---     iwd.create_task         the capture path: one call per task, inlined into the caller
---     iwd._create_task        the capture itself (PL/pgSQL), once per task
---     iwd._created_detail     inlined into each capture's event
 --     iwd._ts, iwd.*_json     per row of every listing
 --     iwd._outbox_events      the outbox trigger, once per statement that writes events (sql/events.sql)
 --     iwd._event_type         inlined into it
@@ -147,7 +144,7 @@ BEGIN
           AND d.refobjid = (SELECT e.oid FROM pg_catalog.pg_extension e WHERE e.extname = 'iwd')
           AND p.prolang <> (SELECT l.oid FROM pg_catalog.pg_language l WHERE l.lanname = 'c')
           AND n.nspname || '.' || p.proname NOT IN (
-              'iwd.create_task', 'iwd._create_task', 'iwd._created_detail', 'iwd._ts', 'iwd.department_json',
+              'iwd._ts', 'iwd.department_json',
               'iwd.process_json', 'iwd.calendar_json', 'iwd.category_json', 'iwd.rule_json', 'iwd.agent_json',
               'iwd_dm.time_zone', 'iwd_dm.interval_start', 'iwd_dm._us', 'iwd_dm._avg_s', 'iwd._outbox_events',
               'iwd._event_type')

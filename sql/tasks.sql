@@ -139,113 +139,23 @@ END $derive$;
 REVOKE EXECUTE ON FUNCTION iwd._derive_from_task() FROM PUBLIC;
 SELECT iwd._derive_from_task();
 
--- The detail of a task's "created" event.
--- STABLE, as jsonb_build_object is: an IMMUTABLE SQL function calling it would not be inlined, and each
--- call would parse and plan its body again.
-CREATE FUNCTION iwd._created_detail(t iwd.task) RETURNS jsonb
-LANGUAGE sql STABLE CALLED ON NULL INPUT PARALLEL SAFE AS $$
-    SELECT pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object('priority', t.priority,
-        'businessValue', t.business_value, 'category', t.category, 'errorReason', t.error_reason))
-$$;
-
--- Create one task (see create_task) and return it with "created" telling whether it is new. The capture
--- path: left unpinned (no GUC save and restore per task), so every function and operator is qualified
--- (sql/security.sql).
+-- Create one task (see create_task) at "at" and return it with "created" telling whether it is new
+-- (extension/capture.c).
 CREATE FUNCTION iwd._create_task(task jsonb, at timestamptz, OUT created boolean, OUT result jsonb)
-LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE AS $$
-DECLARE
-    t iwd.task;
-    v_id bigint;
-BEGIN
-    created := false;
-    IF pg_catalog.jsonb_typeof(task OPERATOR(pg_catalog.->) 'capturePoint') OPERATOR(pg_catalog.=) 'string'
-       AND pg_catalog.jsonb_typeof(task OPERATOR(pg_catalog.->) 'externalId') OPERATOR(pg_catalog.=) 'string' THEN
-        SELECT k.task_id INTO v_id FROM iwd.task_key k
-        WHERE k.capture_point OPERATOR(pg_catalog.=) (task OPERATOR(pg_catalog.->>) 'capturePoint')
-          AND k.external_id OPERATOR(pg_catalog.=) (task OPERATOR(pg_catalog.->>) 'externalId');
-        IF FOUND THEN
-            result := iwd.get_task(v_id);
-            RETURN;
-        END IF;
-    END IF;
-    t := iwd._prepare_task(task, NULL, at);
-    t.id := pg_catalog.nextval('iwd.task_id_seq');
-    t.updated_at := at;
-    -- the key decides between concurrent submissions of the same work: the loser returns the winner's task
-    INSERT INTO iwd.task_key (capture_point, external_id, task_id) VALUES (t.capture_point, t.external_id, t.id)
-    ON CONFLICT DO NOTHING;
-    IF NOT FOUND THEN
-        SELECT k.task_id INTO v_id FROM iwd.task_key k
-        WHERE k.capture_point OPERATOR(pg_catalog.=) t.capture_point
-          AND k.external_id OPERATOR(pg_catalog.=) t.external_id;
-        result := iwd.get_task(v_id);
-        RETURN;
-    END IF;
-    -- the whole row, as iwd._prepare_task made it (every column of iwd.task, in its order)
-    INSERT INTO iwd.task SELECT (t).*;
-    INSERT INTO iwd.task_document (task_id, document)
-    VALUES (t.id, iwd._document(t.subject, t.description, t.attributes));
-    -- iwd._event, written out: capture is a hot path, and a nested PL/pgSQL call costs a fifth of it
-    INSERT INTO iwd.task_event (task_id, at, event, status_after, detail)
-    VALUES (t.id, at, 'created', t.status, iwd._created_detail(t));
-    IF pg_catalog.current_setting('iwd.notify', true) OPERATOR(pg_catalog.=) 'event' THEN
-        PERFORM pg_catalog.pg_notify('iwd_task_event', t.id OPERATOR(pg_catalog.||) ':created');
-    END IF;
-    created := true;
-    result := iwd.task_json(t);
-END $$;
+    AS 'MODULE_PATHNAME', 'iwd_create_task_at' LANGUAGE C VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE;
 
 -- Capture a task: validate, classify, score, queue (or hold until activationAt). Re-submitting the same
--- (capturePoint, externalId) returns the existing task unchanged.
+-- (capturePoint, externalId) returns the existing task unchanged (extension/capture.c).
 CREATE FUNCTION iwd.create_task(task jsonb) RETURNS jsonb
-LANGUAGE sql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE AS $$
-    SELECT (iwd._create_task(task, iwd.now())).result
-$$;
+    AS 'MODULE_PATHNAME', 'iwd_create_task' LANGUAGE C VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE;
 
--- Capture a batch of new tasks set-wise: one statement per table instead of one per task and table.
--- NULL (nothing written) when the batch is not plainly new work: an element without capturePoint and
--- externalId, a key already known or repeated in the batch, an element that fails validation, or a
--- key taken concurrently; the caller then captures element by element.
+-- Capture a batch of new tasks set-wise: each element prepared in C, then one statement for the keys and one
+-- for the tasks, search documents and events of the whole batch (extension/capture.c). NULL (nothing
+-- written) when the batch is not plainly new work: an element without capturePoint and externalId, a key
+-- already known or repeated in the batch, an element that fails validation, or a key taken concurrently;
+-- the caller then captures element by element.
 CREATE FUNCTION iwd._create_tasks_new(tasks jsonb, at timestamptz) RETURNS jsonb
-LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE AS $$
-DECLARE
-    v_n int := jsonb_array_length(tasks);
-    v_tasks iwd.task[];
-BEGIN
-    IF v_n < 2 OR EXISTS (
-        SELECT 1 FROM jsonb_array_elements(tasks) e
-        WHERE jsonb_typeof(e -> 'capturePoint') IS DISTINCT FROM 'string'
-           OR jsonb_typeof(e -> 'externalId') IS DISTINCT FROM 'string') THEN
-        RETURN NULL;
-    END IF;
-    BEGIN
-        WITH p AS MATERIALIZED (
-            SELECT x.ord, iwd._prepare_task(x.e, NULL, at) AS t
-            FROM jsonb_array_elements(tasks) WITH ORDINALITY x(e, ord))
-        -- each prepared task with its id and update time (jsonb_populate_record keeps the other fields)
-        SELECT array_agg(jsonb_populate_record(p.t, jsonb_build_object('id', nextval('iwd.task_id_seq'),
-                                                                      'updated_at', at)) ORDER BY p.ord)
-        INTO v_tasks FROM p;
-        -- the keys decide: when one is known already, repeated in the batch or taken concurrently (the
-        -- insert waits for the other transaction), the unique violation undoes the whole block (no
-        -- separate check beforehand: the insert finds all three)
-        INSERT INTO iwd.task_key (capture_point, external_id, task_id)
-        SELECT t.capture_point, t.external_id, t.id FROM unnest(v_tasks) t;
-    EXCEPTION WHEN OTHERS THEN
-        RETURN NULL;
-    END;
-    INSERT INTO iwd.task SELECT * FROM unnest(v_tasks);
-    INSERT INTO iwd.task_document (task_id, document)
-    SELECT t.id, iwd._document(t.subject, t.description, t.attributes) FROM unnest(v_tasks) t;
-    INSERT INTO iwd.task_event (task_id, at, event, actor, status_before, status_after, detail)
-    SELECT t.id, at, 'created', NULL, NULL, t.status, iwd._created_detail(t)
-    FROM unnest(v_tasks) t;
-    IF current_setting('iwd.notify', true) = 'event' THEN
-        PERFORM pg_notify('iwd_task_event', t.id || ':created') FROM unnest(v_tasks) t;
-    END IF;
-    -- in input order (v_tasks is; ids ascend in it)
-    RETURN iwd._tasks_json(v_tasks);
-END $$;
+    AS 'MODULE_PATHNAME', 'iwd_create_tasks_new' LANGUAGE C VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE;
 
 -- Capture a JSON array of tasks, all or nothing; an error names the failing element's index.
 CREATE FUNCTION iwd.create_tasks(tasks jsonb) RETURNS jsonb

@@ -141,5 +141,18 @@ REVOKE ALL ON iwd.task, iwd.task_closed FROM iwd_regress_reader;
 REVOKE ALL ON SCHEMA iwd FROM iwd_regress_reader;
 DROP ROLE iwd_regress_reader;
 
+-- capture prepares its statements once per session, for the task row type of the extension it found: a
+-- re-created extension (a new row type) is captured into, one task and a batch
+SELECT iwd.create_tasks('[{"externalId": "S1", "capturePoint": "erp"}, {"externalId": "S2", "capturePoint": "erp"}]')
+       -> 1 ->> 'externalId';
+DROP EXTENSION iwd CASCADE;
+CREATE EXTENSION iwd;
+SELECT iwd.create_task('{"externalId": "R1", "capturePoint": "erp"}') ->> 'status';
+SELECT iwd.create_tasks('[{"externalId": "R2", "capturePoint": "erp"}, {"externalId": "R3", "capturePoint": "erp"}]')
+       -> 1 ->> 'externalId';
+SELECT count(*) AS tasks, (SELECT count(*) FROM iwd.task_key) AS keys, (SELECT count(*) FROM iwd.task_document) AS docs,
+       (SELECT count(*) FROM iwd.task_event WHERE event = 'created') AS events
+FROM iwd.task;
+
 DROP FUNCTION err(text);
 DROP EXTENSION iwd CASCADE;

@@ -21,6 +21,8 @@ DROP FUNCTION iwd.restart_task(bigint);
 DROP FUNCTION iwd.reprioritize_task(bigint, int, int);
 DROP FUNCTION iwd.complete_task(bigint, text);
 DROP FUNCTION iwd.reject_task(bigint, text, text);
+-- capture builds the created event's detail in C (extension/capture.c)
+DROP FUNCTION iwd._created_detail(iwd.task);
 
 -- The routing key registry names the skills of each key (the claim reads them instead of parsing keys).
 -- A key's skills come from a task that has it, in the order its skill map lists them, as
