@@ -175,6 +175,38 @@ char *iwd_route_body(h2o_req_t *req, bool required, const char *member, int *sta
     return text;
 }
 
+const char *iwd_route_actor(iwd_call_t *call, char *message, size_t size)
+{
+    h2o_headers_t *headers = &call->req->headers;
+    ssize_t i = h2o_find_header_by_str(headers, IWD_USER_HEADER, strlen(IWD_USER_HEADER), -1);
+    const char *user;
+    size_t len;
+    char *actor;
+
+    if (i < 0)
+        return call->tenant.ccid;
+    user = headers->entries[i].value.base;
+    len = headers->entries[i].value.len;
+    if (h2o_find_header_by_str(headers, IWD_USER_HEADER, strlen(IWD_USER_HEADER), i) >= 0) {
+        snprintf(message, size, "header %s is given more than once", IWD_USER_HEADER);
+        return NULL;
+    }
+    if (len == 0 || len > IWD_USER_BYTES_MAX || user[0] == ' ' || user[len - 1] == ' ') {
+        snprintf(message, size, "header %s must be 1 to %d characters, without a leading or trailing space",
+                 IWD_USER_HEADER, IWD_USER_BYTES_MAX);
+        return NULL;
+    }
+    for (size_t c = 0; c < len; c++)
+        if ((unsigned char)user[c] < ' ' || (unsigned char)user[c] > '~' || user[c] == '/') {
+            snprintf(message, size, "header %s must hold printable ASCII characters other than '/' only",
+                     IWD_USER_HEADER);
+            return NULL;
+        }
+    actor = h2o_mem_alloc_pool(&call->req->pool, strlen(call->tenant.ccid) + 1 + len + 1);
+    sprintf(actor, "%s/%.*s", call->tenant.ccid, (int)len, user);
+    return actor;
+}
+
 /* Run an SQL route. */
 static int run_sql(iwd_call_t *call, const iwd_route_t *r)
 {
@@ -191,8 +223,12 @@ static int run_sql(iwd_call_t *call, const iwd_route_t *r)
             return iwd_respond_error(call, status, "%s", message);
         values[n++] = body;
     }
-    if (r->actor_arg)
-        values[n++] = call->tenant.ccid;
+    if (r->actor_arg) {
+        char message[256];
+        if ((values[n] = iwd_route_actor(call, message, sizeof(message))) == NULL)
+            return iwd_respond_error(call, 400, "%s", message);
+        n++;
+    }
     if (r->before != NULL)
         r->before(call);
     return iwd_pg_call(call, r->sql, n, values, r->success != 0 ? r->success : 200, r->on_null != 0 ? r->on_null : 404);

@@ -30,7 +30,7 @@ typedef struct iwd_route {
     const char *sql;            /* $n arguments are text: path parameters first, then the body when body_arg */
     bool body_arg;              /* pass the body (a JSON object; "{}" when empty) as the last argument */
     bool body_required;
-    bool actor_arg;             /* pass who calls (the tenant's ccid) as the last argument: a supervisor's action */
+    bool actor_arg;             /* pass who calls (iwd_route_actor) as the last argument: a supervisor's action */
     int success;                /* status of a non-NULL result; 0: 200 */
     int on_null;                /* status of a NULL result; 0: 404 */
     const char *required;       /* a body member that must be a non-empty string */
@@ -66,6 +66,18 @@ int iwd_route(iwd_call_t *call);
  * answer. What an SQL route with body_arg passes; a handler's body goes through it too.
  */
 char *iwd_route_body(h2o_req_t *req, bool required, const char *member, int *status, char *message, size_t size);
+
+/* The request header naming the person who acts with the key, and its longest value. */
+#define IWD_USER_HEADER "x-iwd-user"
+#define IWD_USER_BYTES_MAX 64
+
+/*
+ * Who performs a supervisor's action, recorded as the actor of the events it causes: the tenant's ccid, or
+ * "<ccid>/<user>" when the request names its user in x-iwd-user (1 to 64 printable ASCII characters, no '/'
+ * and no space at either end, given once), in the request pool. NULL when that header is refused, with the
+ * message of the 400.
+ */
+const char *iwd_route_actor(iwd_call_t *call, char *message, size_t size);
 
 /* Print every route, "METHOD /iwd/v3/pattern" a line (iwd-sidecar --routes). */
 void iwd_print_routes(void);

@@ -115,18 +115,20 @@ static const char *const batch_members[] = {"action", "ids", "filter", "q", "arg
 
 /*
  * POST /tasks/batch {"action", "ids" | "filter" and/or "q", "args", "dryRun"}: one call of iwd.batch_action
- * (or, with a full-text search q, iwd.batch_search_action), the tenant's ccid recorded as the actor of every
- * event; the SQL function checks the values.
+ * (or, with a full-text search q, iwd.batch_search_action), the caller (iwd_route_actor) recorded as the actor of
+ * every event; the SQL function checks the values.
  */
 static int on_tasks_batch(iwd_call_t *call)
 {
     h2o_req_t *req = call->req;
     json_error_t err;
     json_t *body, *args, *member;
-    const char *key, *values[5];
-    char *ids = NULL, *filter = NULL, *args_text;
+    const char *key, *values[5], *actor;
+    char message[256], *ids = NULL, *filter = NULL, *args_text;
     int rc;
 
+    if ((actor = iwd_route_actor(call, message, sizeof(message))) == NULL)
+        return iwd_respond_error(call, 400, "%s", message);
     if (req->entity.base == NULL || req->entity.len == 0)
         return iwd_respond_error(call, 400, "a JSON body is required");
     if (memchr(req->entity.base, '\0', req->entity.len) != NULL)
@@ -181,7 +183,7 @@ static int on_tasks_batch(iwd_call_t *call)
     values[0] = json_string_value(json_object_get(body, "action"));
     values[1] = ids;
     values[2] = filter;
-    values[3] = call->tenant.ccid;
+    values[3] = actor;
     values[4] = args_text;
     if (json_is_string(json_object_get(body, "q"))) {
         values[1] = json_string_value(json_object_get(body, "q"));
@@ -201,13 +203,13 @@ static int on_tasks_batch(iwd_call_t *call)
 }
 
 /*
- * POST /tasks/{id}/complete[?next=true] {"agent"}: iwd.complete_task, the caller's ccid the actor of a
- * supervisor's completion. With next=true (an agent's loop in one round trip) the agent's next task is
+ * POST /tasks/{id}/complete[?next=true] {"agent"}: iwd.complete_task, the caller (iwd_route_actor) the actor
+ * of a supervisor's completion. With next=true (an agent's loop in one round trip) the agent's next task is
  * reserved in the same transaction: {"completed": task, "next": task | null}.
  */
 static int on_task_complete(iwd_call_t *call)
 {
-    const char *next = iwd_query_param(call->req, "next"), *values[4];
+    const char *next = iwd_query_param(call->req, "next"), *values[4], *actor;
     char message[1024];
     int status;
     char *body;
@@ -216,9 +218,11 @@ static int on_task_complete(iwd_call_t *call)
         return iwd_respond_error(call, 400, "query parameter \"next\" must be true or false");
     if ((body = iwd_route_body(call->req, false, NULL, &status, message, sizeof(message))) == NULL)
         return iwd_respond_error(call, status, "%s", message);
+    if ((actor = iwd_route_actor(call, message, sizeof(message))) == NULL)
+        return iwd_respond_error(call, 400, "%s", message);
     values[0] = call->params[0];
     values[1] = body;
-    values[2] = call->tenant.ccid;
+    values[2] = actor;
     values[3] = next != NULL ? next : "false";
     return iwd_pg_call(call, "SELECT iwd.complete_task($1::bigint, $2::jsonb->>'agent', $3, next => $4::boolean)", 4,
                        values, 200, 404);

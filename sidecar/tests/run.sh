@@ -1058,6 +1058,11 @@ else
     failed=$((failed + 1)); echo "not ok - tests/actions.sh printed no result line"
 fi
 
+# --- who did a supervisor's action (tests/actor.sh: a cluster and a sidecar of its own; its checks count here)
+tests/actor.sh >"$work/actor.log" 2>&1; cat "$work/actor.log"
+read -r ap af < <(sed -n 's/^actor: \([0-9]*\) passed, \([0-9]*\) failed$/\1 \2/p' "$work/actor.log")
+passed=$((passed + ${ap:-0})); failed=$((failed + ${af:-1}))
+
 # --- the REST traffic against the OpenAPI document -------------------------------------------------
 openapi_proxy_check
 openapi_proxy_stop
