@@ -30,15 +30,17 @@
  *   left to the filter. An agent whose registered buckets number more than
  *   CLAIM_BUCKETS_MAX walks the universal queue instead: most work fits a
  *   generalist, so that walk is short.
- * - A claim picks, then updates. The pick returns the best few candidates
+ * - A claim is two statements: the agent's row lock, then one statement that
+ *   counts what the agent holds per media type, picks the best few candidates
  *   that fit (media type with free capacity, requested agent, skills and
  *   levels through iwd.skills_met, a C function over the two jsonb skill
- *   maps); the claim walks them in order and takes the first whose
- *   transaction-scoped lock on the task id it obtains (one of iwd's own locks,
- *   which no login can hold to stall claims: iwd.h) and that is still queued
- *   when it updates it, so that
- *   concurrent claimers skip each other's candidates without waiting. Only
- *   when every candidate was taken does it pick again, with a wider window.
+ *   maps), takes the first whose transaction-scoped lock on the task id it
+ *   obtains (iwd._claim_lock: one of iwd's own locks, which no login can hold
+ *   to stall claims: iwd.h), reserves it if it is still queued and records
+ *   the event, in data-modifying CTEs of one prepared plan (each statement
+ *   saved is an executor start-up, 20-40 us of a claim). Concurrent claimers
+ *   thus skip each other's candidates without waiting. Only when no candidate
+ *   could be reserved does it run again, with a wider window.
  *   Row locks (FOR UPDATE SKIP LOCKED) would do the same
  *   job, but a claimer that meets a row claimed after its snapshot locks the
  *   newest version before rejecting it and keeps that lock until it commits,
@@ -47,8 +49,9 @@
  *   never share a task.
  * - The agent's own row is locked (FOR NO KEY UPDATE) for the duration of the
  *   claim. That serializes only claims of the same agent, so its capacity
- *   count cannot be overrun by two of its own sessions; there is no global
- *   hot row (no counters, no queue head row).
+ *   count cannot be overrun by two of its own sessions (the count reads the
+ *   claim statement's snapshot, taken once the lock is held); there is no
+ *   global hot row (no counters, no queue head row).
  * - Completion is one statement: the open row is deleted, its terminal copy
  *   inserted into iwd.task_closed and the event recorded, all in data-modifying
  *   CTEs of one prepared plan (no separate row lock, no PL/pgSQL). Anything
@@ -112,10 +115,8 @@
 #define ACTOR_BYTES_MAX 256
 
 static SPIPlanPtr agent_plan = NULL;
-static SPIPlanPtr load_plan = NULL;
 static SPIPlanPtr pick_plan = NULL;
 static SPIPlanPtr walk_plan = NULL;
-static SPIPlanPtr claim_plan = NULL;
 static SPIPlanPtr complete_plan = NULL;
 static SPIPlanPtr transition_plan = NULL;
 static SPIPlanPtr declined_plan = NULL;
@@ -585,51 +586,34 @@ AgentBuckets(Jsonb *skills)
 	return construct_array(keys, n, TEXTOID, -1, false, TYPALIGN_INT);
 }
 
-/* Media types in which the agent (row 0 of the agent query) has free capacity. */
-static ArrayType *
-FreeMediaTypes(Jsonb *capacity, const char *agent)
+/*
+ * The agent's capacity (row 0 of the agent query) as two arrays for the claim
+ * statement: the media types it lists and the number of tasks of each it may
+ * hold (a value that is not a number: none). The statement counts what the
+ * agent holds with a snapshot taken after the agent's row is locked, so that
+ * a claim of the same agent committed while this one waited for the lock is
+ * counted.
+ */
+static void
+AgentCapacity(Jsonb *capacity, ArrayType **media, ArrayType **limits)
 {
-	Oid			argtypes[1] = {TEXTOID};
-	Datum		args[1] = {CStringGetTextDatum(agent)};
 	JsonbIterator *it;
 	JsonbValue	v;
 	JsonbIteratorToken tok;
-	Datum	   *media;
-	int			nmedia = 0;
-	char	   *name = NULL;
+	Datum	   *names = palloc(sizeof(Datum) * (JB_ROOT_COUNT(capacity) + 1));
+	Datum	   *counts = palloc(sizeof(Datum) * (JB_ROOT_COUNT(capacity) + 1));
+	int			n = 0;
 
-	if (SPI_execute_plan(KeepPlan(&load_plan,
-								  "SELECT media_type, count(*)::int FROM iwd.task "
-								  "WHERE assigned_to = $1 AND status = 'assigned' GROUP BY media_type",
-								  1, argtypes), args, NULL, true, 0) != SPI_OK_SELECT)
-		elog(ERROR, "could not count the agent's assigned tasks");
-	media = palloc(sizeof(Datum) * (JB_ROOT_COUNT(capacity) + 1));
 	it = JsonbIteratorInit(&capacity->root);
 	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
 	{
-		int			used = 0;
-
 		if (tok == WJB_KEY)
-		{
-			name = pnstrdup(v.val.string.val, v.val.string.len);
-			continue;
-		}
-		if (tok != WJB_VALUE)
-			continue;
-		for (uint64 i = 0; i < SPI_processed; i++)
-		{
-			bool		isnull;
-			char	   *m = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
-
-			if (strcmp(m, name) == 0)
-				used = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2, &isnull));
-		}
-		if (used < JsonbInt(&v))
-			media[nmedia++] = CStringGetTextDatum(name);
+			names[n] = PointerGetDatum(cstring_to_text_with_len(v.val.string.val, v.val.string.len));
+		else if (tok == WJB_VALUE)
+			counts[n++] = Int32GetDatum(JsonbInt(&v));
 	}
-	if (nmedia == 0)
-		return NULL;
-	return construct_array(media, nmedia, TEXTOID, -1, false, TYPALIGN_INT);
+	*media = construct_array(names, n, TEXTOID, -1, false, TYPALIGN_INT);
+	*limits = construct_array(counts, n, INT4OID, sizeof(int32), true, TYPALIGN_INT);
 }
 
 /* Send the event notification listeners wait for. */
@@ -657,13 +641,125 @@ DeclinedTasks(Datum agent, TimestampTz now)
 	return isnull ? NULL : DatumGetArrayTypePCopy(ids);
 }
 
-/* Claim the best task for the agent; NULL datum when none fits. */
+/*
+ * The claim statement: from the agent's capacity, the media types it may take
+ * more of (f); the best queued tasks that fit (p: the pick, below); the first
+ * of them whose claimer's lock this session obtains (w: iwd._claim_lock, one
+ * of iwd's own locks, transaction-scoped, not waited for); its reservation,
+ * if it is still queued (u), and its event (e). The result: how many
+ * candidates the pick found, and the reserved task's id and document (NULL
+ * when none was reserved). Parameters: $1 agent, $2 and $3 its capacity (media
+ * types and limits), $4 its skills, $5 its buckets, $6 the window, $7 the
+ * tasks it declined (or NULL), $8 the reservation's end, $9 now.
+ *
+ * A task fits when its media type has free capacity, it is not requested for
+ * another agent and the agent meets its skills; a task the tenant's external
+ * router holds (submitted, not given back: sql/router.sql, iwd.router_task)
+ * is not taken: one probe of router_task_held_idx per row read (OFFSET 0 keeps
+ * it a probe, never a scan of what the router holds per row, whatever the
+ * statistics say), and none when the router holds no task (one probe per
+ * claim of the same index, in the same snapshot: a tenant without a router
+ * pays only that). An agent with no free capacity reads no task (a gating
+ * condition on f).
+ */
+#define CLAIM_FREE_MEDIA \
+	"WITH f AS MATERIALIZED (SELECT ARRAY(SELECT c.m FROM unnest($2, $3) AS c(m, cap) " \
+	"WHERE (SELECT count(*) FROM iwd.task l WHERE l.assigned_to = $1 AND l.status = 'assigned' " \
+	"AND l.media_type = c.m) < c.cap) AS media), "
+#define CLAIM_FITS \
+	"q.status = 'queued' AND q.media_type = ANY ((SELECT f.media FROM f)::text[]) " \
+	"AND (q.requested_agent IS NULL OR q.requested_agent = $1) AND iwd.skills_met(q.skills, $4) " \
+	"AND ($7 IS NULL OR q.id <> ALL ($7)) " \
+	"AND ((SELECT h.task_id FROM iwd.router_task h WHERE h.state IN ('submitting', 'queued') " \
+	"ORDER BY h.task_id LIMIT 1) IS NULL " \
+	"OR NOT EXISTS (SELECT 1 FROM iwd.router_task h WHERE h.task_id = q.id " \
+	"AND h.state IN ('submitting', 'queued') OFFSET 0)) "
+#define CLAIM_HAS_CAPACITY "(SELECT cardinality(f.media) FROM f) > 0 "
+#define CLAIM_ORDER(t) \
+	"ORDER BY " t ".priority DESC, " t ".business_value DESC, " t ".due_at ASC NULLS LAST, " t ".created_at, " \
+	t ".id LIMIT $6"
+#define CLAIM_TAKE \
+	"w AS (SELECT p.id FROM p WHERE iwd._claim_lock(p.id) LIMIT 1), " \
+	"u AS (UPDATE iwd.task t SET status = 'assigned', assigned_to = $1, reserved_until = $8, accepted_at = NULL, " \
+	"updated_at = $9 WHERE t.id = (SELECT w.id FROM w) AND t.status = 'queued' " \
+	"RETURNING t.id, iwd.task_json(t) AS task), " \
+	"e AS (INSERT INTO iwd.task_event (task_id, at, event, actor, status_before, status_after, detail) " \
+	"SELECT u.id, $9, 'reserved', $1, 'queued', 'assigned', jsonb_build_object('reservedUntil', $8) FROM u) " \
+	"SELECT (SELECT count(*) FROM p)::int, (SELECT u.id FROM u), (SELECT u.task FROM u)"
+
+/*
+ * The pick over the agent's buckets: the head of each (the claim index's
+ * order within the bucket), merged.
+ */
+static const char *const claim_pick_sql =
+CLAIM_FREE_MEDIA
+"p AS MATERIALIZED (SELECT c.id FROM unnest($5) AS s(k) CROSS JOIN LATERAL ("
+"SELECT q.id, q.priority, q.business_value, q.due_at, q.created_at FROM iwd.task q "
+"WHERE iwd.routing_key(q.skills) = s.k AND " CLAIM_FITS CLAIM_ORDER("q") ") c "
+"WHERE " CLAIM_HAS_CAPACITY CLAIM_ORDER("c") "), "
+CLAIM_TAKE;
+
+/* The pick of an agent with very many buckets: a walk of the universal queue, where most tasks fit it. */
+static const char *const claim_walk_sql =
+CLAIM_FREE_MEDIA
+"p AS MATERIALIZED (SELECT q.id FROM iwd.task q WHERE " CLAIM_FITS "AND " CLAIM_HAS_CAPACITY CLAIM_ORDER("q") "), "
+CLAIM_TAKE;
+
+/* true while this session runs a claim statement: the only time iwd._claim_lock takes a lock */
+static bool claim_running = false;
+
+/* Run a claim statement; SPI_OK_SELECT on success. */
+static int
+RunClaim(SPIPlanPtr plan, Datum *args, const char *nulls)
+{
+	bool		was_running = claim_running;
+	int			rc;
+
+	claim_running = true;
+	PG_TRY();
+	{
+		rc = SPI_execute_plan(plan, args, nulls, false, 0);
+	}
+	PG_FINALLY();
+	{
+		claim_running = was_running;
+	}
+	PG_END_TRY();
+	return rc;
+}
+
+PG_FUNCTION_INFO_V1(iwd_claim_lock);
+
+/*
+ * SQL: iwd._claim_lock(id bigint) RETURNS boolean
+ *
+ * Take the claimer's lock on a task for the claim statement; false when
+ * another claimer holds it. Outside a claim it refuses, so that no login can
+ * hold claimers' locks to stall claims.
+ */
+Datum
+iwd_claim_lock(PG_FUNCTION_ARGS)
+{
+	if (!claim_running)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("iwd._claim_lock runs only inside a claim"),
+				 errdetail("It takes a claimer's lock on a task for iwd.next_task and iwd.complete_task.")));
+	PG_RETURN_BOOL(IwdLock(IWD_LOCK_CLAIM, (uint32) PG_GETARG_INT64(0), false, false) != LOCKACQUIRE_NOT_AVAIL);
+}
+
+/*
+ * Claim the best task for the agent; NULL datum when none fits. Two
+ * statements: the agent's row lock, then the claim statement, whose snapshot
+ * (taken after the lock) sees every claim of the same agent that committed
+ * before it.
+ */
 static Datum
 ClaimTask(const char *agent, int reserve_seconds, bool *found)
 {
 	Oid			agent_types[1] = {TEXTOID};
-	Oid			claim_types[6] = {TEXTOID, TEXTARRAYOID, TIMESTAMPTZOID, TIMESTAMPTZOID, JSONBOID, INT8OID};
-	Oid			pick_types[6] = {TEXTOID, TEXTARRAYOID, JSONBOID, TEXTARRAYOID, INT4OID, INT8ARRAYOID};
+	Oid			claim_types[9] = {TEXTOID, TEXTARRAYOID, INT4ARRAYOID, JSONBOID, TEXTARRAYOID, INT4OID,
+	INT8ARRAYOID, TIMESTAMPTZOID, TIMESTAMPTZOID};
 	Datum		agent_arg[1] = {CStringGetTextDatum(agent)};
 	TimestampTz now = IwdNow();
 	TimestampTz until = now + (int64) reserve_seconds * USECS_PER_SEC;
@@ -671,11 +767,14 @@ ClaimTask(const char *agent, int reserve_seconds, bool *found)
 	char	   *state;
 	Jsonb	   *skills;
 	ArrayType  *media;
+	ArrayType  *limits;
 	ArrayType  *buckets;
 	ArrayType  *declined = NULL;
 	Datum		declined_until;
 	bool		has_declines;
-	Datum		claim_args[6];
+	Datum		claim_args[9];
+	char		claim_nulls[9] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
+	SPIPlanPtr	plan;
 	int64		task_id;
 	Datum		task;
 
@@ -701,108 +800,51 @@ ClaimTask(const char *agent, int reserve_seconds, bool *found)
 				 errdetail("It has %u.", JB_ROOT_COUNT(skills))));
 	declined_until = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 4, &isnull);
 	has_declines = !isnull && DatumGetTimestampTz(declined_until) > now;
-	media = FreeMediaTypes(DatumGetJsonbPCopy(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3,
-															 &isnull)), agent);
-	if (media == NULL)
+	AgentCapacity(DatumGetJsonbPCopy(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull)),
+				  &media, &limits);
+	if (ArrayGetNItems(ARR_NDIM(media), ARR_DIMS(media)) == 0)
 		return (Datum) 0;
 	/* only while the agent's latest decline lasts: one index probe */
 	if (has_declines)
 		declined = DeclinedTasks(agent_arg[0], now);
-
-	claim_args[0] = agent_arg[0];
-	claim_args[1] = PointerGetDatum(media);
-	claim_args[2] = TimestampTzGetDatum(until);
-	claim_args[3] = TimestampTzGetDatum(now);
-	claim_args[4] = JsonbPGetDatum(skills);
 	buckets = AgentBuckets(skills);
 	/* no registered bucket fits: every queued task's key is registered, so none fits */
 	if (buckets != NULL && ArrayGetNItems(ARR_NDIM(buckets), ARR_DIMS(buckets)) == 0)
 		return (Datum) 0;
+	plan = buckets == NULL ? KeepPlan(&walk_plan, claim_walk_sql, 9, claim_types) :
+		KeepPlan(&pick_plan, claim_pick_sql, 9, claim_types);
+	claim_args[0] = agent_arg[0];
+	claim_args[1] = PointerGetDatum(media);
+	claim_args[2] = PointerGetDatum(limits);
+	claim_args[3] = JsonbPGetDatum(skills);
+	claim_args[4] = PointerGetDatum(buckets);
+	claim_nulls[4] = buckets == NULL ? 'n' : ' ';
+	claim_args[6] = PointerGetDatum(declined);
+	claim_nulls[6] = declined == NULL ? 'n' : ' ';
+	claim_args[7] = TimestampTzGetDatum(until);
+	claim_args[8] = TimestampTzGetDatum(now);
 	for (int attempt = 0, window = CLAIM_WINDOW;; attempt++, window *= 2)
 	{
-		Datum		pick_args[6] = {agent_arg[0], PointerGetDatum(media), JsonbPGetDatum(skills),
-		PointerGetDatum(buckets), Int32GetDatum(window), PointerGetDatum(declined)};
-		char		pick_nulls[6] = {' ', ' ', ' ', buckets == NULL ? 'n' : ' ', ' ', declined == NULL ? 'n' : ' '};
 		int			ncandidates;
-		int64	   *candidates;
-		bool		claimed = false;
+
+		claim_args[5] = Int32GetDatum(window);
+		if (RunClaim(plan, claim_args, claim_nulls) != SPI_OK_SELECT || SPI_processed != 1)
+			elog(ERROR, "could not claim a task");
+		ncandidates = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+		task_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+		if (!isnull)
+			break;
 
 		/*
-		 * The best queued tasks that fit, from the head of each of the agent's
-		 * buckets; for an agent with very many skills (hundreds of buckets), from
-		 * the universal queue, where most tasks fit it. A task the tenant's
-		 * external router holds (submitted, not given back: sql/router.sql,
-		 * iwd.router_task) is not taken: one probe of router_task_held_idx per
-		 * row read (OFFSET 0 keeps it a probe, never a scan of what the router
-		 * holds per row, whatever the statistics say).
+		 * None reserved: every candidate was being taken by others, or the
+		 * one locked was taken between the statement's snapshot and its
+		 * update. Look again, further down, unless the pick found fewer than
+		 * it could (nothing else fits).
 		 */
-		if (buckets == NULL)
-		{
-			if (SPI_execute_plan(KeepPlan(&walk_plan,
-										  "SELECT q.id FROM iwd.task q WHERE q.status = 'queued' "
-										  "AND q.media_type = ANY ($2) "
-										  "AND (q.requested_agent IS NULL OR q.requested_agent = $1) "
-										  "AND iwd.skills_met(q.skills, $3) "
-										  "AND ($6 IS NULL OR q.id <> ALL ($6)) "
-										  "AND NOT EXISTS (SELECT 1 FROM iwd.router_task h WHERE h.task_id = q.id "
-										  "AND h.state IN ('submitting', 'queued') OFFSET 0) "
-										  "ORDER BY q.priority DESC, q.business_value DESC, q.due_at ASC NULLS LAST, "
-										  "q.created_at, q.id LIMIT $5",
-										  6, pick_types), pick_args, pick_nulls, false, 0) != SPI_OK_SELECT)
-				elog(ERROR, "could not pick a task");
-		}
-		else if (SPI_execute_plan(KeepPlan(&pick_plan,
-									  "SELECT c.id FROM unnest($4) AS s(k) CROSS JOIN LATERAL ("
-									  "SELECT q.id, q.priority, q.business_value, q.due_at, q.created_at "
-									  "FROM iwd.task q WHERE q.status = 'queued' "
-									  "AND iwd.routing_key(q.skills) = s.k "
-									  "AND q.media_type = ANY ($2) "
-									  "AND (q.requested_agent IS NULL OR q.requested_agent = $1) "
-									  "AND iwd.skills_met(q.skills, $3) "
-									  "AND ($6 IS NULL OR q.id <> ALL ($6)) "
-									  "AND NOT EXISTS (SELECT 1 FROM iwd.router_task h WHERE h.task_id = q.id "
-									  "AND h.state IN ('submitting', 'queued') OFFSET 0) "
-									  "ORDER BY q.priority DESC, q.business_value DESC, q.due_at ASC NULLS LAST, "
-									  "q.created_at, q.id LIMIT $5) c "
-									  "ORDER BY c.priority DESC, c.business_value DESC, c.due_at ASC NULLS LAST, "
-									  "c.created_at, c.id LIMIT $5",
-									  6, pick_types), pick_args, pick_nulls, false, 0) != SPI_OK_SELECT)
-			elog(ERROR, "could not pick a task");
-		if (SPI_processed == 0)
-			return (Datum) 0;
-		ncandidates = (int) SPI_processed;
-		candidates = palloc(sizeof(int64) * ncandidates);
-		for (int i = 0; i < ncandidates; i++)
-			candidates[i] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
-		for (int i = 0; i < ncandidates && !claimed; i++)
-		{
-			/* another claimer is taking it: next */
-			if (IwdLock(IWD_LOCK_CLAIM, (uint32) candidates[i], false, false) == LOCKACQUIRE_NOT_AVAIL)
-				continue;
-			claim_args[5] = Int64GetDatum(candidates[i]);
-			/* the reservation and its event, in one statement */
-			if (SPI_execute_plan(KeepPlan(&claim_plan,
-										  "WITH u AS (UPDATE iwd.task t SET status = 'assigned', assigned_to = $1, "
-										  "reserved_until = $3, accepted_at = NULL, updated_at = $4 "
-										  "WHERE t.id = $6 AND t.status = 'queued' "
-										  "RETURNING t.id, iwd.task_json(t) AS task), "
-										  "e AS (INSERT INTO iwd.task_event (task_id, at, event, actor, status_before, "
-										  "status_after, detail) SELECT u.id, $4, 'reserved', $1, 'queued', 'assigned', "
-										  "jsonb_build_object('reservedUntil', $3) FROM u) "
-										  "SELECT u.id, u.task FROM u",
-										  6, claim_types), claim_args, NULL, false, 0) != SPI_OK_SELECT)
-				elog(ERROR, "could not claim a task");
-			/* 0 rows: another claimer took it between our snapshot and our update */
-			claimed = SPI_processed == 1;
-		}
-		if (claimed)
-			break;
-		/* every candidate was taken by others meanwhile: look again, further down */
 		if (attempt == CLAIM_ATTEMPTS_MAX || ncandidates < window)
 			return (Datum) 0;
 	}
-	task_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-	task = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
+	task = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull);
 	task = SPI_datumTransfer(task, false, -1);
 
 	NotifyTaskEvent(task_id, "reserved");
@@ -1073,8 +1115,9 @@ iwd_complete_task(PG_FUNCTION_ARGS)
 	task = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 	task = isnull ? (Datum) 0 : SPI_datumTransfer(task, false, -1);
 	/*
-	 * The claim sees the completion: its read-only statements (the agent's
-	 * capacity count) read the active snapshot, taken here after it.
+	 * The claim sees the completion: its statements take snapshots of their
+	 * own, and its read-only one (the agent's declined tasks) reads the
+	 * active snapshot, taken here after it.
 	 */
 	if (next)
 	{

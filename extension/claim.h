@@ -18,6 +18,8 @@ extern PGDLLEXPORT Datum iwd_next_task(PG_FUNCTION_ARGS);
  *                        next boolean DEFAULT false, reserve_seconds int DEFAULT 30) RETURNS jsonb
  */
 extern PGDLLEXPORT Datum iwd_complete_task(PG_FUNCTION_ARGS);
+/* SQL: iwd._claim_lock(id bigint) RETURNS boolean (inside a claim only) */
+extern PGDLLEXPORT Datum iwd_claim_lock(PG_FUNCTION_ARGS);
 /* SQL: iwd.skills_met(required jsonb, agent jsonb) RETURNS boolean */
 extern PGDLLEXPORT Datum iwd_skills_met(PG_FUNCTION_ARGS);
 /* SQL: iwd.routing_key(skills jsonb) RETURNS text */

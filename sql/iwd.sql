@@ -280,6 +280,12 @@ CREATE TRIGGER routing_keys_no_truncate BEFORE TRUNCATE ON iwd.routing_keys
         'iwd.routing_keys only grows',
         'Sessions remember which routing keys exist; a removed key would hide its tasks from claims.');
 
+-- The claimer's lock on a task, taken by the claim statement of iwd.next_task and iwd.complete_task(next =>
+-- true) for the candidate it reserves (false: another claimer holds it); refused outside a claim (55000), so
+-- that no login can hold claimers' locks.
+CREATE FUNCTION iwd._claim_lock(id bigint) RETURNS boolean
+    AS 'MODULE_PATHNAME', 'iwd_claim_lock' LANGUAGE C VOLATILE STRICT PARALLEL UNSAFE;
+
 -- Reserve the next best task for an agent (NULL when nothing fits).
 -- The claim must walk the claim index in order whatever the statistics say (after a bulk load they
 -- may describe a small table, and a sort of a whole skill bucket would be chosen): the plan settings
