@@ -357,7 +357,7 @@ ChainAggregates(const char *chain)
 	return "";
 }
 
-#define DM_LOAD_TABLES "\"iwd_dm.task_event_fact\",\"iwd_dm.task_fact\",\"iwd_dm.dirty\""
+#define DM_LOAD_TABLES "\"iwd_dm.task_fact\",\"iwd_dm.dirty\""
 #define DM_DIMENSION_TABLES "\"iwd_dm.dim_department\",\"iwd_dm.dim_process\",\"iwd_dm.dim_category\"," \
 	"\"iwd_dm.dim_queue\",\"iwd_dm.dim_media_type\",\"iwd_dm.dim_customer_segment\",\"iwd_dm.dim_capture_point\"," \
 	"\"iwd_dm.dim_agent\",\"iwd_dm.dim_status\",\"iwd_dm.dim_interval\",\"iwd_dm.dim_date\""

@@ -238,7 +238,7 @@ check "the run is logged as JSON lines (iwd_dm.log_file): start, load, initializ
 check "every line has the documented fields" "True" \
     "$(dm_log tenant_a 'all({"time", "level", "event", "database", "chain", "pid"} <= set(l) and l["time"].endswith("Z") for l in lines)')"
 check "the load names its tables and counts its events, in batches of 5 (iwd_dm.batch_size)" "True True" \
-    "$(dm_log tenant_a '" ".join(str(x) for l in first if l.get("step") == "load" for x in ("iwd_dm.task_event_fact" in l["tables"], l["rows"] > 0 and l["batches"] >= l["rows"] / 5 and l["duration_ms"] >= 0))')"
+    "$(dm_log tenant_a '" ".join(str(x) for l in first if l.get("step") == "load" for x in ("iwd_dm.task_fact" in l["tables"], l["rows"] > 0 and l["batches"] >= l["rows"] / 5 and l["duration_ms"] >= 0))')"
 check "the end: succeeded, with the load's events, its intervals and duration" "succeeded info True" \
     "$(dm_log tenant_a '" ".join(str(x) for l in first if l["event"] == "run_end" for x in (l["status"], l["level"], l["events"] == sum(s["rows"] for s in first if s.get("step") == "load") and l["intervals"] > 0 and l["duration_ms"] >= 0))')"
 check "while a login held the chain's old advisory lock" "t" \

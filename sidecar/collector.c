@@ -168,17 +168,19 @@ static void reading_free(reading_t *r)
 /*
  * The rows of the tenant's Data Mart facts and aggregates and the members of its dimensions, as the
  * server's statistics count live rows (no table is scanned). Only iwd_dm's own tables by their naming
- * (task_fact, task_event_fact, agg_*, dim_*), at most DM_TABLE_SERIES: the labels stay bounded whatever
- * a tenant creates in the schema.
+ * (task_fact, agg_*, dim_*), at most DM_TABLE_SERIES: the labels stay bounded whatever a tenant creates
+ * in the schema; task_event_fact, a view of the history, counts iwd.task_event's rows.
  */
 #define DM_TABLE_SERIES 64
 static bool collect_datamart_tables(collected_t *c, reading_t *r, const char *esc, int64_t deadline, char *why,
                                     size_t why_size)
 {
     PGresult *q = iwd_pg_exec_within(c->conn, c->tenant.ccid, "datamart_tables",
-                               "SELECT relname, n_live_tup FROM pg_catalog.pg_stat_user_tables"
-                               " WHERE schemaname = 'iwd_dm' AND (relname IN ('task_fact', 'task_event_fact')"
-                               " OR relname LIKE 'agg\\_%' OR relname LIKE 'dim\\_%') ORDER BY relname",
+                               "SELECT CASE WHEN schemaname = 'iwd' THEN 'task_event_fact' ELSE relname END,"
+                               " n_live_tup FROM pg_catalog.pg_stat_user_tables"
+                               " WHERE schemaname = 'iwd_dm' AND (relname = 'task_fact'"
+                               " OR relname LIKE 'agg\\_%' OR relname LIKE 'dim\\_%')"
+                               " OR schemaname = 'iwd' AND relname = 'task_event' ORDER BY 1",
                                0, NULL, deadline);
 
     if (q == NULL || PQresultStatus(q) != PGRES_TUPLES_OK) {

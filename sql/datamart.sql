@@ -25,7 +25,9 @@ INSERT INTO iwd_dm.job_status (execution_chain) VALUES ('initialize'), ('intrada
 -- any transaction could be (then its ids belonged to transactions that rolled back).
 CREATE TABLE iwd_dm.watermark (
     singleton     boolean PRIMARY KEY DEFAULT true CHECK (singleton),
-    last_event_id bigint NOT NULL DEFAULT 0
+    last_event_id bigint NOT NULL DEFAULT 0,
+    -- the latest time of the events loaded (read only while last_event_id > 0)
+    last_event_at timestamptz
 );
 INSERT INTO iwd_dm.watermark DEFAULT VALUES;
 
@@ -98,18 +100,10 @@ INSERT INTO iwd_dm.dim_business_value_range VALUES
 -- Facts
 -- ---------------------------------------------------------------------------------------------
 
-CREATE TABLE iwd_dm.task_event_fact (
-    event_id      bigint PRIMARY KEY,
-    task_id       bigint NOT NULL,
-    at            timestamptz NOT NULL,
-    event         text NOT NULL,
-    actor         text,
-    status_before text,
-    status_after  text,
-    detail        jsonb NOT NULL
-);
-CREATE INDEX ON iwd_dm.task_event_fact (task_id);
-CREATE INDEX ON iwd_dm.task_event_fact (at);
+-- One row per event: the history itself, read in place (iwd.task_event is append-only, so a copy would
+-- only repeat it; the history's (task_id, id) index serves the facts' lookups by task).
+CREATE VIEW iwd_dm.task_event_fact AS
+    SELECT id AS event_id, task_id, at, event, actor, status_before, status_after, detail FROM iwd.task_event;
 
 -- One row per task: its lifecycle timestamps and durations (seconds).
 CREATE TABLE iwd_dm.task_fact (
@@ -144,6 +138,9 @@ CREATE INDEX ON iwd_dm.task_fact (created_at);
 CREATE INDEX ON iwd_dm.task_fact (finished_at);
 -- when a task with a due time starts to count as pending overdue (aggregation reads a range of it)
 CREATE INDEX task_fact_overdue_from_idx ON iwd_dm.task_fact ((greatest(created_at, due_at))) WHERE due_at IS NOT NULL;
+-- until when a reserved task may have reservations (the aggregation of a short range finds them from it)
+CREATE INDEX task_fact_reserved_until_idx ON iwd_dm.task_fact ((coalesce(finished_at, 'infinity')))
+    WHERE first_assigned_at IS NOT NULL;
 
 -- ---------------------------------------------------------------------------------------------
 -- Aggregates: one table per level, one row per interval and grouping
@@ -355,76 +352,65 @@ LANGUAGE sql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE AS $$
     ON CONFLICT DO NOTHING
 $$;
 
--- Load one batch of events (the gaps first, then after the watermark): facts of the touched tasks,
--- dirty intervals of every level from each touched task's creation to now. Returns the events loaded.
+-- Load one batch of events (those of the gaps that have committed since, then the next ones after the
+-- watermark): facts of the touched tasks, dirty intervals of every level from each touched task's
+-- creation to now. The events are read in place, in one statement (one snapshot) that also finds the
+-- ids it did not see: the gaps are recomputed from the very ids read. Returns the events loaded.
 CREATE FUNCTION iwd_dm._load_batch(batch int) RETURNS int
 LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE SET jit = off AS $$
 DECLARE
     mark bigint;
+    prev_last_at timestamptz;
     loaded int;
-    new_max bigint;
     loaded_after_mark bigint;
+    first_new bigint;
+    new_max bigint;
+    gap_ids bigint[];
+    hole_from bigint[];
+    hole_to bigint[];
     touched bigint[];
     first_at timestamptz;
     last_at timestamptz;
-    prev_last_at timestamptz;
-    indexes text[];
-    index_def text;
 BEGIN
     -- one loader at a time; concurrent runs wait here rather than interleave (a row lock: only roles
     -- that may update the watermark can take it, so no other login can stall the loader)
-    SELECT last_event_id INTO mark FROM iwd_dm.watermark FOR UPDATE;
-    SELECT max(at) INTO prev_last_at FROM iwd_dm.task_event_fact;
+    SELECT w.last_event_id, CASE WHEN w.last_event_id > 0 THEN w.last_event_at END INTO mark, prev_last_at
+    FROM iwd_dm.watermark w FOR UPDATE;
     -- gaps older than any transaction can be are closed: their ids were rolled back
     DELETE FROM iwd_dm.event_gap WHERE seen_at < clock_timestamp() - interval '15 minutes';
-    IF prev_last_at IS NULL AND iwd_dm._bulk_load('iwd_dm.task_event_fact') THEN
-        indexes := iwd_dm._drop_indexes('iwd_dm.task_event_fact');
-    END IF;
-    -- Events after the watermark cannot have been loaded, unless the facts were restored without their
-    -- watermark: only then, and for the gaps, does the insert check each event for a conflict.
-    EXECUTE format($q$
-        WITH gap_events AS (
-            INSERT INTO iwd_dm.task_event_fact (event_id, task_id, at, event, actor, status_before, status_after,
-                                                detail)
-            SELECT e.id, e.task_id, e.at, e.event, e.actor, e.status_before, e.status_after, e.detail
-            FROM iwd_dm.event_gap g JOIN iwd.task_event e ON e.id BETWEEN g.from_id AND g.to_id
-            ON CONFLICT (event_id) DO NOTHING
-            RETURNING event_id, task_id, at),
-        new_events AS (
-            INSERT INTO iwd_dm.task_event_fact (event_id, task_id, at, event, actor, status_before, status_after,
-                                                detail)
-            SELECT e.id, e.task_id, e.at, e.event, e.actor, e.status_before, e.status_after, e.detail
-            FROM iwd.task_event e WHERE e.id > $1 ORDER BY e.id LIMIT $2
-            %s
-            RETURNING event_id, task_id, at)
-        SELECT count(*), count(*) FILTER (WHERE event_id > $1), max(event_id), array_agg(task_id), min(at), max(at)
-        FROM (SELECT * FROM gap_events UNION ALL SELECT * FROM new_events) ins
-        $q$, CASE WHEN EXISTS (SELECT 1 FROM iwd_dm.task_event_fact WHERE event_id > mark)
-                  THEN 'ON CONFLICT (event_id) DO NOTHING' END)
-    INTO loaded, loaded_after_mark, new_max, touched, first_at, last_at
-    USING mark, batch;
-    FOREACH index_def IN ARRAY coalesce(indexes, '{}') LOOP
-        EXECUTE index_def;
-    END LOOP;
+    -- the events: those now in the gaps, and the next batch after the mark with the holes between them
+    SELECT count(*), count(*) FILTER (WHERE NOT e.gap), min(e.id) FILTER (WHERE NOT e.gap), max(e.id),
+           array_agg(e.id) FILTER (WHERE e.gap), array_agg(e.id + 1) FILTER (WHERE e.next_id > e.id + 1),
+           array_agg(e.next_id - 1) FILTER (WHERE e.next_id > e.id + 1), array_agg(e.task_id), min(e.at), max(e.at)
+    INTO loaded, loaded_after_mark, first_new, new_max, gap_ids, hole_from, hole_to, touched, first_at, last_at
+    FROM (SELECT x.id, x.task_id, x.at, true AS gap, NULL::bigint AS next_id
+          FROM iwd_dm.event_gap g JOIN iwd.task_event x ON x.id BETWEEN g.from_id AND g.to_id
+          UNION ALL
+          SELECT n.id, n.task_id, n.at, false, lead(n.id) OVER (ORDER BY n.id)
+          FROM (SELECT x.id, x.task_id, x.at FROM iwd.task_event x WHERE x.id > mark ORDER BY x.id LIMIT batch) n) e;
     IF loaded = 0 THEN
         RETURN 0;
     END IF;
-    -- remember the gaps below the new watermark, forget the filled ones
-    IF new_max > mark THEN
-        -- as many events loaded above the mark as there are ids up to the new one: no gap to look for
-        IF loaded_after_mark < new_max - mark THEN
-            INSERT INTO iwd_dm.event_gap (from_id, to_id)
-            SELECT id + 1, next_id - 1
-            FROM (SELECT event_id AS id, lead(event_id) OVER (ORDER BY event_id) AS next_id
-                  FROM iwd_dm.task_event_fact WHERE event_id >= mark AND event_id <= new_max) s
-            WHERE next_id > id + 1 AND id + 1 > mark
-            ON CONFLICT DO NOTHING;
-        END IF;
-        UPDATE iwd_dm.watermark SET last_event_id = new_max;
+    -- each gap read into is split around the ids read in it (the rest stays a gap, as old as it was)
+    IF gap_ids IS NOT NULL THEN
+        WITH old AS (DELETE FROM iwd_dm.event_gap RETURNING from_id, to_id, seen_at),
+        bounds AS (
+            SELECT o.seen_at, b.id, lead(b.id) OVER (PARTITION BY o.from_id ORDER BY b.id) AS next_id
+            FROM old o
+            CROSS JOIN LATERAL (SELECT o.from_id - 1 AS id UNION ALL SELECT o.to_id + 1
+                                UNION ALL SELECT i FROM unnest(gap_ids) i WHERE i BETWEEN o.from_id AND o.to_id) b)
+        INSERT INTO iwd_dm.event_gap (from_id, to_id, seen_at)
+        SELECT id + 1, next_id - 1, seen_at FROM bounds WHERE next_id > id + 1;
     END IF;
-    DELETE FROM iwd_dm.event_gap g
-    WHERE (SELECT count(*) FROM iwd_dm.task_event_fact f WHERE f.event_id BETWEEN g.from_id AND g.to_id)
-          = g.to_id - g.from_id + 1;
+    IF new_max > mark THEN
+        -- the ids above the mark that were not there: before the first read, and between two read
+        INSERT INTO iwd_dm.event_gap (from_id, to_id)
+        SELECT mark + 1, first_new - 1 WHERE first_new > mark + 1
+        UNION ALL
+        SELECT * FROM unnest(hole_from, hole_to)
+        ON CONFLICT DO NOTHING;
+        UPDATE iwd_dm.watermark SET last_event_id = new_max, last_event_at = greatest(prev_last_at, last_at);
+    END IF;
     PERFORM iwd_dm._refresh_task_facts(touched);
     -- an event changes its task from the event's time on, so every interval from there to the latest
     -- event is dirty; so is every interval the latest event time moved over (their backlogs are new)
@@ -510,17 +496,15 @@ BEGIN
                 WHERE due_at IS NOT NULL AND %7$s
                   AND (finished_at IS NULL OR finished_at >= greatest(created_at, due_at))
                 UNION ALL
-                -- each reservation's task: by its key over a range of a week or less (OFFSET 0 keeps the
-                -- planner from hashing all the facts for the few reservations of an intraday run), hashed
-                -- over a longer one (a quarter of a million lookups cost three times the hash join)
+                -- each reservation with its task (the history read in place): over a range of a week or less,
+                -- from the facts of the tasks reserved by its end and not finished before its start (a task
+                -- is reserved before it finishes), each by its key (OFFSET 0 keeps the planner from hashing
+                -- the history for the few reservations of an intraday run); over a longer one, hashed
                 SELECT f.department, f.process, f.category, f.queue, f.media_type, f.customer_segment, %8$s,
                        0, 1, 0, 0, 0, 0, 0, 0, 0, 0, NULL, NULL, NULL, 0, (x.at = f.first_assigned_at)::int,
                        (x.at = f.first_assigned_at
                         AND f.time_to_first_assignment_s <= coalesce(th.service_level_seconds, %10$s))::int
-                FROM iwd_dm.task_event_fact x
-                CROSS JOIN LATERAL (SELECT department, process, category, queue, media_type, customer_segment,
-                                           first_assigned_at, time_to_first_assignment_s
-                                    FROM iwd_dm.task_fact WHERE task_id = x.task_id %11$s) f
+                FROM %11$s
                 -- the category's own threshold, where it has one (iwd.category.service_level_seconds)
                 LEFT JOIN (SELECT name, service_level_seconds FROM iwd.category
                            WHERE service_level_seconds IS NOT NULL) th ON th.name = f.category
@@ -534,7 +518,14 @@ BEGIN
         iwd_dm._in_range_sql('greatest(created_at, due_at)', lo, hi),
         iwd_dm._quarter_sql('x.at', tz, lvls, los, his), iwd_dm._in_range_sql('x.at', lo, hi),
         extract(epoch FROM iwd_dm.service_level_threshold()),
-        CASE WHEN hi - lo <= interval '7 days' THEN 'OFFSET 0' END);
+        CASE WHEN hi - lo <= interval '7 days' THEN format($f$(SELECT task_id, department, process, category, queue,
+                                         media_type, customer_segment, first_assigned_at, time_to_first_assignment_s
+                      FROM iwd_dm.task_fact
+                      WHERE first_assigned_at IS NOT NULL AND first_assigned_at < %2$L::timestamptz
+                        AND coalesce(finished_at, 'infinity') >= %1$L::timestamptz
+                      OFFSET 0) f
+                JOIN iwd_dm.task_event_fact x ON x.task_id = f.task_id$f$, lo, hi)
+             ELSE 'iwd_dm.task_event_fact x JOIN iwd_dm.task_fact f ON f.task_id = x.task_id' END);
 END $$;
 
 -- One level's part of CTE "open_at_start": the tasks open at lo, the start of the level's first picked
@@ -767,16 +758,17 @@ CREATE FUNCTION iwd_dm._initialize() RETURNS int
 LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE AS $$
 DECLARE
     n int := 0;
-    k int;
-    dim text;
 BEGIN
-    FOREACH dim IN ARRAY ARRAY['department', 'process', 'category', 'queue', 'media_type', 'customer_segment',
-                             'capture_point'] LOOP
-        EXECUTE format('INSERT INTO iwd_dm.dim_%1$s (name) SELECT DISTINCT %1$s FROM iwd_dm.task_fact
-                        WHERE %1$s IS NOT NULL ON CONFLICT DO NOTHING', dim);
-        GET DIAGNOSTICS k = ROW_COUNT;
-        n := n + k;
-    END LOOP;
+    -- the facts' members of every dimension from one scan of the facts (their few distinct combinations)
+    EXECUTE (SELECT format('WITH members AS MATERIALIZED (SELECT DISTINCT %s FROM iwd_dm.task_fact), ',
+                           string_agg(d, ', '))
+                    || string_agg(format('ins_%1$s AS (INSERT INTO iwd_dm.dim_%1$s (name) SELECT DISTINCT %1$s
+                                          FROM members WHERE %1$s IS NOT NULL ON CONFLICT DO NOTHING RETURNING 1)',
+                                         d), ', ')
+                    || ' SELECT ' || string_agg(format('(SELECT count(*) FROM ins_%s)', d), ' + ')
+             FROM unnest(ARRAY['department', 'process', 'category', 'queue', 'media_type', 'customer_segment',
+                               'capture_point']) d)
+    INTO n;
     INSERT INTO iwd_dm.dim_department (name) SELECT name FROM iwd.department ON CONFLICT DO NOTHING;
     INSERT INTO iwd_dm.dim_process (name) SELECT name FROM iwd.process ON CONFLICT DO NOTHING;
     INSERT INTO iwd_dm.dim_category (name) SELECT name FROM iwd.category ON CONFLICT DO NOTHING;
@@ -814,10 +806,8 @@ END $$;
 CREATE FUNCTION iwd_dm._analyze(events bigint) RETURNS void
 LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE SECURITY DEFINER AS $$
 BEGIN
-    IF events >= 10000 AND events * 10 >= (SELECT reltuples FROM pg_class
-                                           WHERE oid = 'iwd_dm.task_event_fact'::regclass) THEN
+    IF events >= 10000 AND events * 10 >= (SELECT reltuples FROM pg_class WHERE oid = 'iwd.task_event'::regclass) THEN
         ANALYZE iwd_dm.task_fact;
-        ANALYZE iwd_dm.task_event_fact;
     END IF;
 END $$;
 REVOKE EXECUTE ON FUNCTION iwd_dm._analyze(bigint) FROM PUBLIC;
@@ -1017,7 +1007,7 @@ DO $$
 DECLARE
     t text;
 BEGIN
-    FOREACH t IN ARRAY ARRAY['iwd_dm.task_event_fact', 'iwd_dm.task_fact', 'iwd_dm.dirty', 'iwd_dm.event_gap',
+    FOREACH t IN ARRAY ARRAY['iwd_dm.task_fact', 'iwd_dm.dirty', 'iwd_dm.event_gap',
                   'iwd_dm.agg_15min', 'iwd_dm.agg_hour', 'iwd_dm.agg_day', 'iwd_dm.agg_week', 'iwd_dm.agg_month',
                   'iwd_dm.dim_date', 'iwd_dm.dim_interval', 'iwd_dm.dim_department', 'iwd_dm.dim_process',
                   'iwd_dm.dim_category', 'iwd_dm.dim_queue', 'iwd_dm.dim_media_type', 'iwd_dm.dim_customer_segment',

@@ -33,6 +33,8 @@ GRANT EXECUTE ON FUNCTION iwd._try_lock_publication() TO iwd_worker;
 -- the Data Mart chain writes only iwd_dm, and analyzes its facts through iwd_dm._analyze (SECURITY
 -- DEFINER: only a table's owner may analyze it)
 GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA iwd_dm TO iwd_worker;
+-- but not the history through its view (iwd_dm.task_event_fact: the view's owner may write iwd.task_event)
+REVOKE INSERT, UPDATE, DELETE ON iwd_dm.task_event_fact FROM iwd_worker;
 GRANT USAGE ON ALL SEQUENCES IN SCHEMA iwd_dm TO iwd_worker;
 GRANT EXECUTE ON FUNCTION iwd_dm._analyze(bigint) TO iwd_worker;
 
