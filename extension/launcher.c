@@ -84,6 +84,7 @@ static TimestampTz last_no_slot_warning = 0;
 static TimestampTz last_no_workers_warning = 0;
 static int64 datamart_minute = -1;
 static int	datamart_next = 0;	/* round robin start of the chains' queue */
+static char *clock_seen = NULL; /* iwd.simulated_time as last read (PoolClockChanged) */
 
 /* Register the launcher; without preloading there is no scheduler (iwd.tick() still works). */
 void
@@ -341,6 +342,23 @@ WorkerEnded(int index, TimestampTz now)
 		iwd_pool->failures++;
 		w->next_due = now + (TimestampTz) RETRY_MS * 1000;
 		w->pass_due = w->next_due;
+	}
+}
+
+/*
+ * The iwd clock was set or changed (iwd.simulated_time): every tenant
+ * without a worker is due for a survey now, its due times being known in
+ * the old clock (a running worker surveys again by itself).
+ */
+static void
+ClockChanged(TimestampTz now)
+{
+	for (int i = 0; i < nslots; i++)
+	{
+		TenantWork *w = &work[i];
+
+		if (w->dboid != InvalidOid && !w->releasing && w->worker == NULL && !w->adopted)
+			w->next_due = Min(w->next_due, now);
 	}
 }
 
@@ -662,6 +680,7 @@ iwd_scheduler_launcher_main(Datum main_arg)
 	over_limit = hash_create("iwd databases over the limit", 64, &ctl, HASH_ELEM | HASH_BLOBS);
 	loop_cxt = AllocSetContextCreate(TopMemoryContext, "iwd launcher loop", ALLOCSET_DEFAULT_SIZES);
 	AdoptWorkers();
+	(void) PoolClockChanged(&clock_seen);
 	pg_atomic_write_u32(&iwd_pool->launcher_procno, MyProc->pgprocno);
 
 	for (;;)
@@ -678,6 +697,8 @@ iwd_scheduler_launcher_main(Datum main_arg)
 			ProcessConfigFile(PGC_SIGHUP);
 			/* a changed iwd.databases is followed at once */
 			last_scan = 0;
+			if (PoolClockChanged(&clock_seen))
+				ClockChanged(GetCurrentTimestamp());
 		}
 		if (NeedScan() ||
 			TimestampDifferenceExceeds(last_scan, GetCurrentTimestamp(), SCAN_INTERVAL_MS))

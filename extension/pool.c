@@ -33,6 +33,7 @@
 #include "utils/builtins.h"
 #include "utils/json.h"
 #include "utils/jsonb.h"
+#include "utils/memutils.h"
 
 #include "iwd.h"
 #include "pool.h"
@@ -242,6 +243,26 @@ PoolWake(IwdTenant *tenant)
 		procno = pg_atomic_read_u32(&iwd_pool->launcher_procno);
 	if (procno != INVALID_PGPROCNO)
 		SetLatch(&ProcGlobal->allProcs[procno].procLatch);
+}
+
+/*
+ * Has the iwd clock (iwd.simulated_time) been set or changed since *seen,
+ * this process's last reading (NULL: none yet)? Due times a survey read in
+ * the iwd clock and turned into server time are then wrong by the jump.
+ */
+bool
+PoolClockChanged(char **seen)
+{
+	const char *now = iwd_simulated_time != NULL ? iwd_simulated_time : "";
+	bool		changed = *seen != NULL && strcmp(*seen, now) != 0;
+
+	if (*seen == NULL || changed)
+	{
+		if (*seen != NULL)
+			pfree(*seen);
+		*seen = MemoryContextStrdup(TopMemoryContext, now);
+	}
+	return changed;
 }
 
 /* Wake the launcher. */

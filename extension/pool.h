@@ -118,6 +118,7 @@ extern void PoolRelease(int index);
 extern TimestampTz PoolTake(IwdTenant *tenant);
 extern void PoolPublishWake(IwdTenant *tenant, TimestampTz *wake);
 extern void PoolWake(IwdTenant *tenant);
+extern bool PoolClockChanged(char **seen);
 
 /* SQL: trigger iwd._tasks_changed() (BEFORE ... FOR EACH STATEMENT on iwd.task and iwd.task_event) */
 extern PGDLLEXPORT Datum iwd_tasks_changed(PG_FUNCTION_ARGS);

@@ -382,6 +382,7 @@ iwd_scheduler_database_main(Datum main_arg)
 	TimestampTz survey_at = 0;
 	bool		pass_more = false;
 	int			pass_steps = PASS_ALL_STEPS;
+	char	   *clock_seen = NULL;
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
@@ -393,6 +394,7 @@ iwd_scheduler_database_main(Datum main_arg)
 	before_shmem_exit(Disown, PointerGetDatum(tenant));
 	started = GetCurrentTimestamp();
 	last_activity = 0;
+	(void) PoolClockChanged(&clock_seen);
 	loop_cxt = AllocSetContextCreate(TopMemoryContext, "iwd scheduler loop", ALLOCSET_DEFAULT_SIZES);
 
 	for (;;)
@@ -408,6 +410,9 @@ iwd_scheduler_database_main(Datum main_arg)
 		{
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
+			/* the iwd clock jumped: the due times the last survey read are off by the jump */
+			if (PoolClockChanged(&clock_seen))
+				survey_at = 0;
 		}
 		old = MemoryContextSwitchTo(loop_cxt);
 		now = GetCurrentTimestamp();

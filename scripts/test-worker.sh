@@ -3,6 +3,7 @@
 # iwd.databases (a filter here; scripts/test-density.sh covers every database, the pool's bound and many
 # tenants), a tenant's worker activates deferred tasks, returns timed-out reservations, announces events,
 # publishes them to the event feed and the webhooks (and deletes what the feed no longer keeps) and vacuums;
+# a deferred task is activated once the iwd clock is set past it, with or without a worker running;
 # the launcher follows iwd.databases on reload, and the server stops cleanly. Its work runs as the role
 # iwd_worker; functions planted by a database owner who is
 # not a superuser never run, neither in the workers nor for a superuser; a login holding the advisory
@@ -153,6 +154,40 @@ for _ in $(seq 1 600); do
 done
 check "once sessions stop writing, the tenant's worker leaves (nothing due soon)" "0 t" \
     "$running $(sql -d tenant_a -c "SELECT iwd._next_due() IS NULL OR iwd._next_due() > iwd.now() + interval '10 s'")"
+
+# the iwd clock set ahead (iwd.simulated_time, as tests and replays do) past a deferred task's activation:
+# the task is activated without any write, whether the tenant's worker still runs (it surveys again) or
+# none does (the launcher makes the tenant due): its due time was known in the old clock, an hour ahead
+# set_clock_ahead: iwd.simulated_time two hours ahead of now; reset_clock: back to the server's clock
+set_clock_ahead() {
+    local ahead
+    ahead=$(sql -d postgres -c "SELECT now() + interval '2 hours'")
+    sql -d postgres -c "ALTER SYSTEM SET iwd.simulated_time = '$ahead'" -c "SELECT pg_reload_conf()" >/dev/null
+}
+reset_clock() { sql -d postgres -c "ALTER SYSTEM RESET iwd.simulated_time" -c "SELECT pg_reload_conf()" >/dev/null; }
+deferred_an_hour() {
+    sql -d tenant_a -c "SELECT iwd.create_task(jsonb_build_object('externalId', '$1', 'capturePoint', 'test',
+        'activationAt', to_char(now() AT TIME ZONE 'UTC' + interval '1 hour', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')))" \
+        >/dev/null
+}
+deferred_an_hour C1
+sleep 0.5
+set_clock_ahead
+wait_for "the iwd clock set past a deferred task's activation just after its write: it is activated" "queued" \
+    -d tenant_a -c "SELECT status FROM iwd.task WHERE external_id = 'C1'"
+reset_clock
+deferred_an_hour C2
+for _ in $(seq 1 600); do
+    [ "$(sql -d tenant_b -c "SELECT iwd.worker_stats() ->> 'running'")" = 0 ] && break
+    sleep 0.1
+done
+check "another deferred an hour, and the tenant's worker gone" "held 0" \
+    "$(sql -d tenant_a -c "SELECT status FROM iwd.task WHERE external_id = 'C2'") $(sql -d tenant_b \
+        -c "SELECT iwd.worker_stats() ->> 'running'")"
+set_clock_ahead
+wait_for "the iwd clock set past its activation with no worker running: it is activated" "queued" \
+    -d tenant_a -c "SELECT status FROM iwd.task WHERE external_id = 'C2'"
+reset_clock
 sql -d postgres -c "ALTER SYSTEM RESET iwd.worker_idle_timeout" -c "SELECT pg_reload_conf()" >/dev/null
 
 # A database owner who is not a superuser plants look-alikes of what iwd calls, each recording that it
