@@ -3,8 +3,9 @@
 //   IWD_OPENAPI_TOOLS=.tools/openapi node tests/openapi/ui-operations.mjs >sidecar/ui/js/operations.js
 //
 // The page's modules (sidecar/ui/js/*.js) name every call they make as OP.<operationId>; this writes, for
-// each operationId they name, its method, its path (under /iwd/v3) and whether it takes a body, read from
-// sidecar/openapi.yaml. It fails, naming the module, when a module names an operation the document lacks.
+// each operationId they name, its method, its path (under /iwd/v3), whether it takes a body and whether it
+// takes the acting user's header (x-iwd-user), read from sidecar/openapi.yaml. It fails, naming the module,
+// when a module names an operation the document lacks.
 // tests/openapi/run.sh checks that the committed table is what this writes from the current document.
 import fs from 'node:fs';
 import path from 'node:path';
@@ -18,6 +19,7 @@ const top = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const uiDir = path.join(top, 'sidecar/ui/js');
 const PREFIX = '/iwd/v3';
 const METHODS = ['get', 'put', 'post', 'patch', 'delete'];
+const USER_HEADER = 'x-iwd-user';
 
 const document = yaml.load(fs.readFileSync(path.join(top, 'sidecar/openapi.yaml'), 'utf8'));
 const operations = new Map();
@@ -40,9 +42,15 @@ for (const file of fs.readdirSync(uiDir).filter((f) => f.endsWith('.js') && f !=
 if (unknown > 0)
     process.exit(1);
 
+// A parameter of an operation, its $ref (to #/components/parameters/...) followed.
+function parameter(p) {
+    return p.$ref ? p.$ref.split('/').slice(1).reduce((node, name) => node[name], document) : p;
+}
+
 const lines = [
     '// Generated from sidecar/openapi.yaml by tests/openapi/ui-operations.mjs: do not edit. The operations the',
-    '// page\'s modules name (OP.<operationId>): method, path under /iwd/v3, and whether a body is sent.',
+    '// page\'s modules name (OP.<operationId>): method, path under /iwd/v3, whether a body is sent, and whether',
+    `// the signed-in user is named in ${USER_HEADER}.`,
     'const TABLE = {',
 ];
 for (const id of [...named.keys()].sort()) {
@@ -50,7 +58,10 @@ for (const id of [...named.keys()].sort()) {
     if (!route.startsWith(PREFIX + '/'))
         throw new Error(`${id}: ${route} is not under ${PREFIX}`);
     const body = operation.requestBody ? (operation.requestBody.required ? 'required' : 'optional') : 'none';
-    lines.push(`    ${id}: { method: '${method}', path: '${route.slice(PREFIX.length)}', body: '${body}' },`);
+    const user = (operation.parameters ?? []).some((p) => parameter(p).in === 'header' &&
+                                                         parameter(p).name === USER_HEADER);
+    const at = route.slice(PREFIX.length);
+    lines.push(`    ${id}: { method: '${method}', path: '${at}', body: '${body}', user: ${user} },`);
 }
 lines.push('};');
 lines.push('export const OP = Object.freeze(Object.fromEntries(');

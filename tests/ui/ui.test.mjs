@@ -43,8 +43,12 @@ async function newPage(browser, viewport = { width: 1280, height: 800 }) {
     return page;
 }
 
-async function signIn(page, key) {
+// the supervisor the main page signs in as: each action it takes records "<tenant>/<name>" as who did it
+const SUPERVISOR = 'Ann Supervisor';
+
+async function signIn(page, key, user = '') {
     await page.getByLabel('API key').fill(key);
+    await page.getByLabel('Your name (optional)').fill(user);
     await page.getByRole('button', { name: 'Sign in' }).click();
 }
 
@@ -101,15 +105,25 @@ try {
         await page.locator('#sign-in-error', { hasText: 'unknown x-api-key' }).waitFor();
     });
 
+    await check('a name that cannot be recorded as who acted is refused at sign-in', async () => {
+        await signIn(page, tenantKey, 'ann/admin');
+        await page.locator('#sign-in-error', { hasText: 'other than "/"' }).waitFor();
+        expectEqual(await page.locator('#nav').isHidden(), true, 'the views stay hidden');
+        expectEqual(await page.evaluate(() => sessionStorage.length), 0, 'nothing kept');
+    });
+    if (artifacts) await page.screenshot({ path: `${artifacts}/sign-in.png` });
+
     await check('sign in shows the Global Task List with its headers', async () => {
-        await signIn(page, tenantKey);
+        await signIn(page, tenantKey, SUPERVISOR);
         await rows(page).first().waitFor();
         const headers = (await page.locator('#task-table thead th').allTextContents()).map((h) => h.trim());
         expectEqual(headers.join('|'),
             'Select|ID|External ID|Category|Queue|Status|Priority|Business value|Due|Assigned to', 'headers');
         expectEqual(await rows(page).count(), 6, 'rows');
-        const stored = await page.evaluate(() => [sessionStorage.getItem('iwd.apiKey'), localStorage.length]);
-        expectEqual(stored.join(','), `${tenantKey},0`, 'the key in session storage only');
+        const stored = await page.evaluate(() => [sessionStorage.getItem('iwd.apiKey'),
+            sessionStorage.getItem('iwd.user'), localStorage.length]);
+        expectEqual(stored.join(','), `${tenantKey},${SUPERVISOR},0`, 'the key and the name in session storage only');
+        await page.locator('#signed-in-as', { hasText: `Signed in as ${SUPERVISOR} (tenant ui)` }).waitFor();
     });
 
     await check('the list is in queue order: highest priority first', async () => {
@@ -142,6 +156,11 @@ try {
         await page.locator('#panel-fields dd', { hasText: 'waiting for the customer' }).waitFor();
         expectEqual(await statusOf(page), 'held', 'status');
         await rowOf(page, 'UI-2').locator('td', { hasText: 'held' }).waitFor();
+    });
+
+    await check('the history timeline names the signed-in user as who held it', async () => {
+        await page.locator('#panel-history li', { hasText: `held by ui/${SUPERVISOR} (waiting for the customer)` })
+            .waitFor();
     });
 
     await check('an action the API refuses shows its message', async () => {
@@ -184,6 +203,7 @@ try {
     await check('a second browser sees a change live', async () => {
         const second = await newPage(browser);
         await signIn(second, tenantKey);
+        await second.locator('#signed-in-as', { hasText: 'Signed in to tenant ui' }).waitFor();
         await rowOf(second, 'UI-4').waitFor();
         await second.locator('#live', { hasText: 'Live' }).waitFor();
         await rowOf(page, 'UI-4').click();
@@ -345,7 +365,7 @@ try {
             await rowOf(page, externalId).locator('td', { hasText: 'held' }).waitFor();
         }
         await rowOf(page, 'UI-2').click();
-        await page.locator('#panel-history li', { hasText: 'batch audit' }).waitFor();
+        await page.locator('#panel-history li', { hasText: `held by ui/${SUPERVISOR} (batch audit)` }).waitFor();
     });
 
     await check('batch: resume every task matching a filter', async () => {
@@ -383,7 +403,7 @@ try {
         await page.waitForFunction(() => document.querySelectorAll('#task-table tbody tr').length === 6);
     });
 
-    await check('a supervisor completes a task: its history names the supervisor', async () => {
+    await check('a supervisor completes a task: its history names the signed-in supervisor', async () => {
         const task = await rest('POST', '/tasks', { externalId: 'UI-SUPERVISED', capturePoint: 'erp',
             subject: 'Supervised' });
         await page.getByLabel('Search').fill('supervised');
@@ -392,7 +412,7 @@ try {
         await page.locator('#panel-title', { hasText: `Task ${task.id}` }).waitFor();
         await page.getByRole('button', { name: 'Complete', exact: true }).click();
         await confirmDialog(page);
-        await page.locator('#panel-history li', { hasText: 'completed by ui' }).waitFor();
+        await page.locator('#panel-history li', { hasText: `completed by ui/${SUPERVISOR}` }).waitFor();
         await page.getByRole('button', { name: 'Clear' }).click();
         await page.waitForFunction(() => document.querySelectorAll('#task-table tbody tr').length === 6);
     });

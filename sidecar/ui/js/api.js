@@ -1,10 +1,15 @@
 // The REST API of iwd (/iwd/v3) as the page speaks it: every call is an operation of sidecar/openapi.yaml
-// (OP, the table generated from it), sends the signed-in key in x-api-key, and a refusal becomes an
-// ApiError carrying the API's own message ({"status":{"code","message"}}).
+// (OP, the table generated from it), sends the signed-in key in x-api-key and, to an operation that records
+// who acted, the signed-in user's name in x-iwd-user; a refusal becomes an ApiError carrying the API's own
+// message ({"status":{"code","message"}}).
 import { OP } from './operations.js';
 
 const PREFIX = '/iwd/v3';
 const KEY_ITEM = 'iwd.apiKey';
+const USER_ITEM = 'iwd.user';
+// What x-iwd-user may hold (as the sidecar checks it): 1 to 64 printable ASCII characters other than '/', no
+// space at either end.
+const USER_NAME = /^[!-.0-~](?:[ -.0-~]{0,62}[!-.0-~])?$/;
 
 export class ApiError extends Error {
     constructor(status, message) {
@@ -18,7 +23,19 @@ export const session = {
     set key(value) {
         if (value) sessionStorage.setItem(KEY_ITEM, value); else sessionStorage.removeItem(KEY_ITEM);
     },
+    // the signed-in user's name, recorded as who did an action (none: the key's tenant)
+    get user() { return sessionStorage.getItem(USER_ITEM); },
+    set user(value) {
+        if (value) sessionStorage.setItem(USER_ITEM, value); else sessionStorage.removeItem(USER_ITEM);
+    },
 };
+
+// Why a user name cannot be sent in x-iwd-user, or null when it can (an empty name is none).
+export function userNameProblem(name) {
+    if (name === '' || USER_NAME.test(name)) return null;
+    if (name.length > 64) return 'Your name is longer than 64 characters.';
+    return 'Your name may hold letters, digits, spaces and signs (ASCII) other than "/", no space at either end.';
+}
 
 // A query string from an object, leaving out empty values.
 export function query(params) {
@@ -44,6 +61,7 @@ export function pathOf(operation, params = {}) {
 // to an operation that takes one.
 export async function call(operation, params, body, options = {}) {
     const headers = { 'x-api-key': session.key ?? '', accept: 'application/json' };
+    if (operation.user && session.user) headers['x-iwd-user'] = session.user;
     const sent = operation.body !== 'none' && body !== undefined;
     if (sent) headers['content-type'] = 'application/json';
     const response = await fetch(PREFIX + pathOf(operation, params) + query(options.query ?? {}), {

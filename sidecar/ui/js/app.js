@@ -1,5 +1,6 @@
-// The Workload Manager's entry: sign-in (the key kept in session storage), the views and live updates.
-import { api, session } from './api.js';
+// The Workload Manager's entry: sign-in (the key and the user's name kept in session storage), the views and
+// live updates.
+import { api, session, userNameProblem } from './api.js';
 import { setupDesk } from './desk.js';
 import { startLive } from './live.js';
 import { loadTasks, refreshPanel, setupTasks } from './tasks.js';
@@ -28,6 +29,9 @@ async function onEvents() {
 function showAccess(key) {
     document.body.dataset.access = key.access;
     $('read-only').hidden = key.access !== 'read-only';
+    $('signed-in-as').textContent = session.user ? `Signed in as ${session.user} (tenant ${key.tenant})`
+        : `Signed in to tenant ${key.tenant}`;
+    $('signed-in-as').hidden = false;
 }
 
 function signedIn(key) {
@@ -41,22 +45,34 @@ function signedIn(key) {
 function signOut() {
     stopLive?.();
     session.key = null;
+    session.user = null;
     location.reload();
 }
 
 async function signIn(event) {
     event.preventDefault();
     $('sign-in-error').textContent = '';
+    const user = $('user-name').value.trim();
+    const problem = userNameProblem(user);
+    $('user-name').setAttribute('aria-invalid', String(problem !== null));
+    if (problem) {
+        $('sign-in-error').textContent = problem;
+        $('user-name').focus();
+        return;
+    }
     session.key = $('api-key').value.trim();
+    session.user = user;
     let key;
     try {
         key = await api.key();
     } catch (error) {
         session.key = null;
+        session.user = null;
         $('sign-in-error').textContent = error.message;
         return;
     }
     $('api-key').value = '';
+    $('user-name').value = '';
     signedIn(key);
 }
 
@@ -65,7 +81,10 @@ async function resume() {
     try {
         signedIn(await api.key());
     } catch (error) {
-        if (error.status === 401) session.key = null;
+        if (error.status === 401) {
+            session.key = null;
+            session.user = null;
+        }
         $('sign-in-error').textContent = error.message;
         $('api-key').focus();
     }
