@@ -126,5 +126,6 @@ poll "the new primary's scheduler returns the timed-out reservations (and only t
     standby -d "$tenant_db" -c "SELECT count(*) FROM iwd.task WHERE status = 'assigned'"
 poll_s=120
 poll "the new primary's Data Mart chain runs on schedule (every minute) and loads the timeouts" "t" \
-    standby -d "$tenant_db" -c "SELECT count(*) > 0 FROM iwd_dm.task_event_fact WHERE event = 'reservation_timeout'"
+    standby -d "$tenant_db" -c "SELECT last_event_id >= (SELECT max(id) FROM iwd.task_event WHERE event = 'reservation_timeout')
+                                FROM iwd_dm.watermark"
 summary
