@@ -100,16 +100,22 @@ $$;
 -- The outbox: every history event, written in the transaction that writes the event
 -- ---------------------------------------------------------------------------------------------
 
--- An event waiting for its publication: the event document without its public id ("task": the task
--- document after the event). Rows of a transaction that rolls back go with it. No index: each publication
--- takes what is there, and an index would keep an entry of every event published until a vacuum, which
--- every publication would walk again.
+-- The document of each event, written once, by the transaction that writes the event: the event document
+-- without its public id ("task": the task document after the event). The outbox and the feed name events
+-- by event_id; the document stays here until retention removes its published event (iwd._expire_events).
+-- Rows of a transaction that rolls back go with it.
+CREATE TABLE iwd.event_document (
+    event_id bigint PRIMARY KEY,
+    doc      jsonb NOT NULL
+);
+
+-- An event waiting for its publication, by id (its document is in iwd.event_document), with what
+-- publication numbers and routes it by. No index: each publication takes what is there, and an index
+-- would keep an entry of every event published until a vacuum, which every publication would walk again.
 CREATE TABLE iwd.event_outbox (
     event_id bigint NOT NULL,
     type     text NOT NULL,
-    task_id  bigint NOT NULL,
-    at       timestamptz NOT NULL,
-    doc      jsonb NOT NULL
+    task_id  bigint NOT NULL
 );
 -- the scheduler worker vacuums it with iwd.task (iwd.vacuum_threshold); autovacuum too, at every visit with
 -- a thousand rows published, whatever the table's size
@@ -120,10 +126,12 @@ ALTER TABLE iwd.event_outbox SET (autovacuum_vacuum_scale_factor = 0, autovacuum
 CREATE FUNCTION iwd._event_document(task_id bigint, type text, at timestamptz, agent text) RETURNS jsonb
     AS 'MODULE_PATHNAME', 'iwd_event_document' LANGUAGE C STABLE CALLED ON NULL INPUT PARALLEL SAFE;
 
--- Statement trigger on iwd.task_event: the outbox rows of the statement's events, in one statement (the
--- task, open or closed, is read after the change: the writers record an event after saving its task; an
--- event written by hand for a task that does not exist has no document and is not published). The task
--- is read by primary key, not joined: the trigger runs under its caller's plan settings, and
+-- Statement trigger on iwd.task_event: the documents and outbox rows of the statement's events, in one
+-- statement (the task, open or closed, is read after the change: the writers record an event after saving
+-- its task; an event written by hand for a task that does not exist has no document and is not published;
+-- an event that has its document already is one a logical backup restores with its document and its
+-- outbox or feed row: restored, not announced again, as pg_restore loads iwd.event_document before
+-- iwd.task_event). The task is read by primary key, not joined: the trigger runs under its caller's plan settings, and
 -- iwd.next_task's (enable_nestloop off) would make a join read whole tables.
 -- With iwd.notify = event it also notifies iwd_events (delivered at commit; PostgreSQL folds duplicates),
 -- so that a listener publishes at once; but PostgreSQL serializes the commits of notifying transactions,
@@ -135,12 +143,13 @@ CREATE FUNCTION iwd._event_document(task_id bigint, type text, at timestamptz, a
 CREATE FUNCTION iwd._outbox_events() RETURNS trigger
 LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE AS $$
 BEGIN
-    INSERT INTO iwd.event_outbox (event_id, type, task_id, at, doc)
-    SELECT d.id, d.type, d.task_id, d.at, d.doc
-    FROM (SELECT e.id, e.type, e.task_id, e.at, iwd._event_document(e.task_id, e.type, e.at, e.actor) AS doc
-          FROM (SELECT n.id, iwd._event_type(n.event) AS type, n.task_id, n.at, n.actor FROM new_events n) e
-          OFFSET 0) d
-    WHERE d.doc IS NOT NULL;
+    WITH d AS (SELECT e.id, e.type, e.task_id, iwd._event_document(e.task_id, e.type, e.at, e.actor) AS doc
+               FROM (SELECT n.id, iwd._event_type(n.event) AS type, n.task_id, n.at, n.actor FROM new_events n
+                     WHERE NOT EXISTS (SELECT FROM iwd.event_document k
+                                       WHERE k.event_id OPERATOR(pg_catalog.=) n.id)) e),
+         k AS (INSERT INTO iwd.event_document (event_id, doc) SELECT d.id, d.doc FROM d WHERE d.doc IS NOT NULL)
+    INSERT INTO iwd.event_outbox (event_id, type, task_id)
+    SELECT d.id, d.type, d.task_id FROM d WHERE d.doc IS NOT NULL;
     IF pg_catalog.current_setting('iwd.notify', true) OPERATOR(pg_catalog.=) 'event' THEN
         PERFORM pg_catalog.pg_notify('iwd_events', '');
     END IF;
@@ -159,15 +168,13 @@ CREATE SEQUENCE iwd.event_feed_id_seq;
 
 -- id: the public event id, given at publication by one publisher at a time, so that ids increase in the
 -- order readers can see the events (an event that commits late gets a later id: a reader resuming after
--- id N misses nothing). doc: the event document without "id".
+-- id N misses nothing). A narrow row: the event's document is read from iwd.event_document by event_id.
 CREATE TABLE iwd.event_feed (
     id           bigint PRIMARY KEY,
     event_id     bigint NOT NULL,
     type         text NOT NULL,
     task_id      bigint NOT NULL,
-    at           timestamptz NOT NULL,
-    published_at timestamptz NOT NULL DEFAULT now(),
-    doc          jsonb NOT NULL
+    published_at timestamptz NOT NULL DEFAULT now()
 );
 -- retention's: publication times follow the ids, so a block range index finds the old events at little cost
 -- per publication
@@ -362,8 +369,9 @@ $$;
 -- ---------------------------------------------------------------------------------------------
 
 -- Publish up to "max" committed outbox events: each gets the next feed id (in history order within the
--- batch), and one delivery per enabled webhook whose types and filter match, in this transaction. An event
--- that commits after a later one was published gets a later feed id. One publisher at a time
+-- batch) in a narrow feed row (its document stays where its transaction wrote it), and one delivery per
+-- enabled webhook whose types and filter match, in this transaction. An event that commits after a later
+-- one was published gets a later feed id. One publisher at a time
 -- (iwd's own lock); a caller that cannot take it at once returns without waiting (the holder publishes).
 -- When it published something it notifies iwd_events, so that every listener reads the new events.
 -- Returns the last published id.
@@ -381,20 +389,21 @@ BEGIN
     END IF;
     -- one statement, one snapshot: a batch of at most "max" committed events, as the outbox stores them
     -- (about the order they were written), numbered in history order; the webhooks that get deliveries
-    -- are those visible with these events. Only the ids are sorted, not the documents.
+    -- are those visible with these events. A document is read only for a webhook with a filter.
     WITH o AS (DELETE FROM iwd.event_outbox x
                WHERE x.ctid = ANY (ARRAY(SELECT y.ctid FROM iwd.event_outbox y LIMIT max))
-               RETURNING x.event_id, x.type, x.task_id, x.at, x.doc),
-         n AS (SELECT s.event_id, nextval('iwd.event_feed_id_seq') AS id
-               FROM (SELECT o.event_id FROM o ORDER BY o.event_id) s),
-         f AS (INSERT INTO iwd.event_feed (id, event_id, type, task_id, at, doc)
-               SELECT n.id, o.event_id, o.type, o.task_id, o.at, o.doc FROM o JOIN n ON n.event_id = o.event_id
-               RETURNING id, type, task_id, doc),
+               RETURNING x.event_id, x.type, x.task_id),
+         f AS (INSERT INTO iwd.event_feed (id, event_id, type, task_id)
+               SELECT nextval('iwd.event_feed_id_seq'), s.event_id, s.type, s.task_id
+               FROM (SELECT o.event_id, o.type, o.task_id FROM o ORDER BY o.event_id) s
+               RETURNING id, event_id, type, task_id),
          d AS (INSERT INTO iwd.webhook_delivery (webhook, feed_id, task_id, type, created_at, next_attempt_at)
                SELECT w.name, f.id, f.task_id, f.type, iwd.now(), iwd.now()
                FROM f JOIN iwd.webhook w ON w.enabled AND f.id > w.from_feed_id
                                             AND (w.events IS NULL OR f.type = ANY (w.events))
-                                            AND iwd._event_matches(w.filter, f.doc -> 'task'))
+                                            AND (w.filter = '{}' OR iwd._event_matches(w.filter, (
+                                                     SELECT k.doc -> 'task' FROM iwd.event_document k
+                                                     WHERE k.event_id = f.event_id))))
     SELECT pg_catalog.max(f.id) INTO v_last FROM f;
     IF v_last IS NULL THEN
         RETURN iwd.events_head();
@@ -404,8 +413,9 @@ BEGIN
 END $$;
 
 -- Delete up to "batch" feed events published longer than iwd.event_retention ago (never the last one: it
--- holds the head; never one a pending delivery still has to send) and as many settled deliveries older
--- than that; returns how many rows went. The scheduler worker calls it on its passes.
+-- holds the head; never one a pending delivery still has to send), with their documents, and as many
+-- settled deliveries older than that; returns how many feed events and deliveries went. The scheduler
+-- worker calls it on its passes.
 CREATE FUNCTION iwd._expire_events(batch int) RETURNS bigint
 LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE AS $$
 DECLARE
@@ -416,9 +426,10 @@ BEGIN
     WITH c AS (SELECT f.id FROM iwd.event_feed f
                WHERE f.published_at < v_before AND f.id < (SELECT max(l.id) FROM iwd.event_feed l)
                  AND NOT EXISTS (SELECT 1 FROM iwd.webhook_delivery d WHERE d.feed_id = f.id AND d.status = 'pending')
-               ORDER BY f.published_at LIMIT batch)
-    DELETE FROM iwd.event_feed f USING c WHERE f.id = c.id;
-    GET DIAGNOSTICS v_feed = ROW_COUNT;
+               ORDER BY f.published_at LIMIT batch),
+         f AS (DELETE FROM iwd.event_feed f USING c WHERE f.id = c.id RETURNING f.event_id),
+         k AS (DELETE FROM iwd.event_document k USING f WHERE k.event_id = f.event_id)
+    SELECT count(*) INTO v_feed FROM f;
     WITH c AS (SELECT d.id FROM iwd.webhook_delivery d
                WHERE d.status <> 'pending' AND d.created_at < v_before ORDER BY d.created_at LIMIT batch)
     DELETE FROM iwd.webhook_delivery d USING c WHERE d.id = c.id;
@@ -458,11 +469,17 @@ BEGIN
     PERFORM iwd._check_limit(lim);
     v_scan := greatest(lim, least(100 * lim, 10000));
     -- the scan stops at the lim-th match or after v_scan events, whichever comes first
+    -- (a document is read, by its key, for each event of the types asked, once: OFFSET 0 keeps the
+    -- subquery that reads it from being merged into the filter that uses it)
     SELECT coalesce(jsonb_agg(jsonb_build_object('id', e.id) || e.doc ORDER BY e.id), '[]'), count(*), max(e.id)
     INTO v_events, v_count, v_next
     FROM (SELECT s.id, s.doc
-          FROM (SELECT f.id, f.type, f.doc FROM iwd.event_feed f WHERE f.id > after ORDER BY f.id LIMIT v_scan) s
-          WHERE (v_types IS NULL OR s.type = ANY (v_types)) AND iwd._event_matches(v_filter, s.doc -> 'task')
+          FROM (SELECT f.id, (SELECT k.doc FROM iwd.event_document k WHERE k.event_id = f.event_id) AS doc
+                FROM (SELECT f.id, f.event_id, f.type FROM iwd.event_feed f WHERE f.id > after
+                      ORDER BY f.id LIMIT v_scan) f
+                WHERE v_types IS NULL OR f.type = ANY (v_types)
+                OFFSET 0) s
+          WHERE iwd._event_matches(v_filter, s.doc -> 'task')
           ORDER BY s.id LIMIT lim) e;
     IF v_count < lim THEN
         -- fewer matches than asked. A scan that reached the newest event leaves next at the last event
@@ -523,8 +540,9 @@ BEGIN
     WITH u AS (UPDATE iwd.webhook_delivery d SET lease_owner = owner, lease_until = v_now + lease
                WHERE d.ctid = ANY (v_claimed)
                RETURNING d.id, d.webhook, d.feed_id, d.type, d.next_attempt_at)
-    SELECT u.id, u.webhook, w.url, w.secret, u.feed_id, u.type, (jsonb_build_object('id', f.id) || f.doc)::text
+    SELECT u.id, u.webhook, w.url, w.secret, u.feed_id, u.type, (jsonb_build_object('id', f.id) || k.doc)::text
     FROM u JOIN iwd.webhook w ON w.name = u.webhook JOIN iwd.event_feed f ON f.id = u.feed_id
+           JOIN iwd.event_document k ON k.event_id = f.event_id
     ORDER BY u.next_attempt_at, u.feed_id;
 END $$;
 REVOKE EXECUTE ON FUNCTION iwd.claim_deliveries(text, int, interval) FROM PUBLIC;
@@ -693,8 +711,8 @@ DO $$
 DECLARE
     t text;
 BEGIN
-    FOREACH t IN ARRAY ARRAY['iwd.event_outbox', 'iwd.event_feed', 'iwd.event_feed_id_seq', 'iwd.webhook',
-                             'iwd.webhook_delivery'] LOOP
+    FOREACH t IN ARRAY ARRAY['iwd.event_document', 'iwd.event_outbox', 'iwd.event_feed', 'iwd.event_feed_id_seq',
+                             'iwd.webhook', 'iwd.webhook_delivery'] LOOP
         PERFORM pg_catalog.pg_extension_config_dump(t::regclass, '');
     END LOOP;
 END $$;

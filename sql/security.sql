@@ -22,9 +22,9 @@ GRANT SELECT ON ALL TABLES IN SCHEMA iwd TO iwd_worker;
 GRANT UPDATE, DELETE ON iwd.task TO iwd_worker;
 GRANT INSERT ON iwd.task_event, iwd.task_closed TO iwd_worker;
 GRANT USAGE ON ALL SEQUENCES IN SCHEMA iwd TO iwd_worker;
--- the events out (sql/events.sql): the outbox rows of the pass's events, their publication into the feed
+-- the events out (sql/events.sql): the documents and outbox rows of the pass's events, their publication into the feed
 -- with the webhooks' deliveries, and retention; never a webhook's secret
-GRANT INSERT, DELETE ON iwd.event_outbox TO iwd_worker;
+GRANT INSERT, DELETE ON iwd.event_document, iwd.event_outbox TO iwd_worker;
 GRANT INSERT, DELETE ON iwd.event_feed TO iwd_worker;
 GRANT INSERT, DELETE ON iwd.webhook_delivery TO iwd_worker;
 REVOKE SELECT ON iwd.webhook FROM iwd_worker;

@@ -27,31 +27,40 @@ SELECT iwd.upsert_agent('{"id": "a1", "state": "ready"}') IS NOT NULL;
 -- nothing published yet
 SELECT iwd.events_head(), iwd.events_after(0);
 
--- each event writes its outbox row in its transaction, with the task after the event
+-- each event writes its document and its outbox row in its transaction, with the task after the event
 SELECT new_task('E1');
 SELECT new_task('E2', 'vip');
 SELECT iwd.next_task('a1') ->> 'id';
 SELECT iwd.complete_task(1, 'a1') ->> 'status';
-SELECT event_id, type, task_id, doc ->> 'agent' AS agent, doc -> 'task' ->> 'status' AS status,
-       doc ->> 'externalId' AS ext, doc ->> 'capturePoint' AS cp, doc ? 'id' AS has_id
-FROM iwd.event_outbox ORDER BY event_id;
+SELECT o.event_id, o.type, o.task_id, k.doc ->> 'agent' AS agent, k.doc -> 'task' ->> 'status' AS status,
+       k.doc ->> 'externalId' AS ext, k.doc ->> 'capturePoint' AS cp, k.doc ? 'id' AS has_id
+FROM iwd.event_outbox o JOIN iwd.event_document k USING (event_id) ORDER BY event_id;
 
 -- a rolled-back transaction leaves nothing
 BEGIN;
 SELECT new_task('ROLLED');
-SELECT count(*) FROM iwd.event_outbox;
+SELECT (SELECT count(*) FROM iwd.event_outbox), (SELECT count(*) FROM iwd.event_document);
 ROLLBACK;
-SELECT count(*) FROM iwd.event_outbox;
+SELECT (SELECT count(*) FROM iwd.event_outbox), (SELECT count(*) FROM iwd.event_document);
 
--- publication: in event order, numbered from 1; the outbox is emptied; a second call publishes nothing
+-- an event whose document is there already (a logical backup restores the documents before the history)
+-- keeps that document and is not announced again
+SELECT nextval('iwd.task_event_id_seq') AS restored \gset
+INSERT INTO iwd.event_document (event_id, doc) VALUES (:restored, '{"restored": true}');
+INSERT INTO iwd.task_event (id, task_id, at, event) VALUES (:restored, 1, now(), 'updated');
+SELECT (SELECT count(*) FROM iwd.event_outbox), (SELECT doc FROM iwd.event_document WHERE event_id = :restored);
+DELETE FROM iwd.event_document WHERE event_id = :restored;
+
+-- publication: in event order, numbered from 1; the outbox is emptied, each document stays where it was
+-- written (the feed names it); a second call publishes nothing
 SELECT iwd.publish_events();
-SELECT count(*) FROM iwd.event_outbox;
+SELECT (SELECT count(*) FROM iwd.event_outbox), (SELECT count(*) FROM iwd.event_document);
 SELECT iwd.publish_events(), iwd.events_head();
 SELECT * FROM brief(iwd.events_after(0));
 SELECT iwd.events_after(0) -> 'next', iwd.events_after(4) -> 'next', iwd.events_after(99) -> 'next';
--- the event document is the feed's doc with its id
-SELECT (iwd.events_after(2, 1) -> 'events' -> 0) = (jsonb_build_object('id', id) || doc) FROM iwd.event_feed
-WHERE id = 3;
+-- the event document is the stored document with the feed's id
+SELECT (iwd.events_after(2, 1) -> 'events' -> 0) = (jsonb_build_object('id', f.id) || k.doc)
+FROM iwd.event_feed f JOIN iwd.event_document k USING (event_id) WHERE f.id = 3;
 
 -- limits, types and filters
 SELECT * FROM brief(iwd.events_after(1, 2));
@@ -149,6 +158,8 @@ SELECT (iwd.events_after(1, 1) -> 'events' -> 0 ->> 'id')::bigint = (SELECT min(
 UPDATE iwd.event_feed SET published_at = published_at - interval '2 hours';
 SELECT iwd._expire_events(1000) > 0;
 SELECT count(*), max(id) = iwd.events_head(), iwd.events_head() > 10 FROM iwd.event_feed;
+-- the documents of the deleted events went with them: the last event keeps its own, and no other is left
+SELECT count(*), bool_and(event_id = (SELECT f.event_id FROM iwd.event_feed f)) FROM iwd.event_document;
 RESET iwd.event_retention;
 
 DROP FUNCTION err(text);

@@ -62,8 +62,9 @@ SELECT count(*) FROM iwd.webhook_delivery WHERE webhook = 'late';
 SELECT * FROM iwd.webhook_stats();
 
 -- the claim: the body is the event document; per (webhook, task) only the oldest pending delivery
-SELECT webhook, url, secret, feed_id, type, body::jsonb = (SELECT jsonb_build_object('id', f.id) || f.doc
-                                                           FROM iwd.event_feed f WHERE f.id = c.feed_id) AS body_ok
+SELECT webhook, url, secret, feed_id, type, body::jsonb = (SELECT jsonb_build_object('id', f.id) || k.doc
+                                                           FROM iwd.event_feed f JOIN iwd.event_document k
+                                                                USING (event_id) WHERE f.id = c.feed_id) AS body_ok
 FROM iwd.claim_deliveries('replica-1', 10) c ORDER BY webhook, feed_id;
 SELECT * FROM deliveries('crm');
 -- a second claimer gets nothing: everything due is leased, the rest waits behind its task's oldest

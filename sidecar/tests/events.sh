@@ -252,8 +252,8 @@ sleep 0.5
 check "after a rollback, the stream gets the next committed task and nothing of the rolled-back one" \
     "AFTER-ROLLBACK" \
     "$(grep '^data: ' "$work/rollback.sse" | cut -c7- | jq -r .externalId | tr '\n' ' ' | sed 's/ $//')"
-check "the outbox and the feed hold nothing of it" "0" \
-    "$(tenant_sql -c "SELECT count(*) FROM iwd.event_feed WHERE doc->>'externalId' = 'ROLLED-BACK'")"
+check "the event documents (of the outbox and the feed) hold nothing of it" "0" \
+    "$(tenant_sql -c "SELECT count(*) FROM iwd.event_document WHERE doc->>'externalId' = 'ROLLED-BACK'")"
 stop_stream rollback
 
 # --- the hub's connection dies: it comes back by itself and the streams miss nothing ------------------

@@ -66,27 +66,30 @@ LANGUAGE sql IMMUTABLE CALLED ON NULL INPUT PARALLEL SAFE AS $$
                  'task.expired', 'task.restarted', 'task.error_held', 'task.declined']
 $$;
 
+-- Each event's document is stored once, by the transaction that writes the event (iwd.event_document);
+-- the outbox and the feed name events by id.
+CREATE TABLE iwd.event_document (
+    event_id bigint PRIMARY KEY,
+    doc      jsonb NOT NULL
+);
+
 CREATE TABLE iwd.event_outbox (
     event_id bigint NOT NULL,
     type     text NOT NULL,
-    task_id  bigint NOT NULL,
-    at       timestamptz NOT NULL,
-    doc      jsonb NOT NULL
+    task_id  bigint NOT NULL
 );
 ALTER TABLE iwd.event_outbox SET (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 1000);
 
 CREATE SEQUENCE iwd.event_feed_id_seq;
 -- id: the public event id, given at publication by one publisher at a time, so that ids increase in the
 -- order readers can see the events (an event that commits late gets a later id: a reader resuming after
--- id N misses nothing). doc: the event document without "id".
+-- id N misses nothing). A narrow row: the document is read from iwd.event_document by event_id.
 CREATE TABLE iwd.event_feed (
     id           bigint PRIMARY KEY,
     event_id     bigint NOT NULL,
     type         text NOT NULL,
     task_id      bigint NOT NULL,
-    at           timestamptz NOT NULL,
-    published_at timestamptz NOT NULL DEFAULT now(),
-    doc          jsonb NOT NULL
+    published_at timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX event_feed_published_idx ON iwd.event_feed USING brin (published_at);
 

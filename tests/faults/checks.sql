@@ -83,6 +83,15 @@ SELECT 'tables: every task has its key and the key its task|'
                                                                AND k.external_id = t.external_id AND k.capture_point = t.capture_point))
      + (SELECT count(*) FROM iwd.task_key k WHERE k.task_id IN (SELECT task_id FROM recent)
                                               AND NOT EXISTS (SELECT 1 FROM iwd.task_all t WHERE t.id = k.task_id));
+-- events out (sql/events.sql): what a crash leaves is announced late, never lost, twice or invented
+CREATE TEMP TABLE announced AS
+    SELECT x.event_id, count(*) AS n FROM (SELECT event_id FROM iwd.event_outbox
+                                           UNION ALL SELECT event_id FROM iwd.event_feed) x GROUP BY 1;
+SELECT 'events: every event has its document and is in the outbox or the feed, once|'
+    || count(*) FROM ev e LEFT JOIN announced p ON p.event_id = e.id
+    WHERE p.n IS DISTINCT FROM 1 OR NOT EXISTS (SELECT 1 FROM iwd.event_document k WHERE k.event_id = e.id);
+SELECT 'events: nothing announced that the history does not hold|'
+    || count(*) FROM announced p WHERE NOT EXISTS (SELECT 1 FROM iwd.task_event e WHERE e.id = p.event_id);
 -- examples of acknowledged changes not found, for the log ("# " lines)
 SELECT '# not in the history: ' || a.client || ' ' || a.via || ' ' || a.op || ' task ' || a.task_id || ' at '
        || to_timestamp(a.at_ms / 1000.0) FROM ack a
