@@ -5,8 +5,8 @@
 # (DESTDIR) into a copy of this machine's PostgreSQL tree under a work directory, which PostgreSQL's
 # relocatable paths make its own: the shared installation is left alone. Cases, each
 # IWD_BENCH_ROUNDS (2) times per build, alternating, windows of IWD_BENCH_SECONDS (30):
-#   cost    IWD_BENCH_TENANTS (100) tenant databases, the trickle alone at 4 tasks a second, 8 workers:
-#           the cluster's CPU per trickle task, worker starts per task
+#   cost    IWD_BENCH_TENANTS (100) tenant databases, the trickle alone at 4 tasks a second,
+#           IWD_BENCH_COST_WORKERS (8) workers: the cluster's CPU per trickle task, worker starts per task
 #   short   twice as many tenants, 10 tasks a second, iwd.max_workers = 3, and 2 backends spinning
 #           (the CPUs saturated, as busy tenants keep them): the lateness of the reservation timeouts
 # Each task (bench/density/trickle.py on kept connections) is created, reserved for 10 s and left to
@@ -105,7 +105,7 @@ for case in cost short; do
         for name in before after; do
             commit=$before; [ "$name" = after ] && commit=$after
             case $case in
-                cost) row=$(measure "$name" "$tenants" 4 8 0) ;;
+                cost) row=$(measure "$name" "$tenants" 4 "${IWD_BENCH_COST_WORKERS:-8}" 0) ;;
                 short) row=$(measure "$name" $((2 * tenants)) 10 3 2) ;;
             esac
             read -r ms starts seen tasks p50 p99 max <<<"$row"
