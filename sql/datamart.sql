@@ -720,7 +720,12 @@ BEGIN
                                      CASE r.lvl WHEN 1 THEN interval '15 minutes' WHEN 2 THEN interval '1 hour'
                                                 WHEN 3 THEN interval '1 day' WHEN 4 THEN interval '1 week'
                                                 ELSE interval '1 month' END) t) g
-            WHERE r.backlog_end > 0 AND g.b > r.b AND (g.b < r.next_b OR r.next_b IS NULL))$q$, tz),
+            WHERE r.backlog_end > 0 AND g.b > r.b AND (g.b < r.next_b OR r.next_b IS NULL)
+              -- (none between an interval and the grouping's next one with flows when that one follows it)
+              AND (r.next_b IS NULL OR r.next_b AT TIME ZONE %1$L > (r.b AT TIME ZONE %1$L)
+                   + CASE r.lvl WHEN 1 THEN interval '15 minutes' WHEN 2 THEN interval '1 hour'
+                                WHEN 3 THEN interval '1 day' WHEN 4 THEN interval '1 week'
+                                ELSE interval '1 month' END))$q$, tz),
         $q$
         result AS MATERIALIZED (
             -- the picked intervals with something to report
