@@ -33,9 +33,10 @@ registry 9
 collector 9
 push 9
 events 9
-webhooks 9
-email 9
-router 9
+tenant_work 9
+webhooks 10
+email 10
+router 10
 auth 10
 routes 11
 main 12

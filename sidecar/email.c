@@ -2,10 +2,11 @@
  * iwd-sidecar email (email.h): the mailbox poller.
  *
  * One thread of its own, so that no worker thread's loop ever waits for a mail server. It reads the
- * registry's tenants every REGISTRY_INTERVAL_MS and asks each whether it has mailboxes (then every
- * PROBE_INTERVAL_MS for those without, at once for a tenant a route woke); over a connection of its own to
- * each tenant that has, every POLL_TICK_MS it claims the mailboxes due for a poll (iwd.claim_mailboxes: a
- * lease, so that one replica at a time polls a mailbox) and the replies due for sending
+ * registry's tenants every IWD_WORK_REGISTRY_INTERVAL_MS (tenant_work.c) and asks each whether it has
+ * mailboxes (then every PROBE_INTERVAL_MS for those without, at once for a tenant a route woke through
+ * tenant_work.h); over a connection of its own to each tenant that has, every POLL_TICK_MS it claims the
+ * mailboxes due for a poll (iwd.claim_mailboxes: a lease under the replica's id, so that one replica at a
+ * time polls a mailbox) and the replies due for sending
  * (iwd.claim_replies), and works through them one after the other with libcurl's blocking API: every
  * connection and transfer is bounded (MAIL_CONNECT_TIMEOUT_S, a transfer slower than 1 byte/s for
  * MAIL_STALL_S is ended, MAIL_TRANSFER_TIMEOUT_S in all), so a server that does not answer delays the other
@@ -33,12 +34,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
-#include <unistd.h>
 
 #include <curl/curl.h>
 #include <jansson.h>
-#include <openssl/rand.h>
+#include <openssl/crypto.h>
 
 #include "clock.h"
 #include "config.h"
@@ -48,10 +47,10 @@
 #include "mime.h"
 #include "pg.h"
 #include "secret.h"
+#include "tenant_work.h"
 #include "text.h"
 
 #define POLL_TICK_MS 1000         /* a tenant with mailboxes is asked this often for due polls and replies */
-#define REGISTRY_INTERVAL_MS 10000
 #define PROBE_INTERVAL_MS 60000   /* a tenant without mailboxes is asked again after this */
 #define CONNECT_TIMEOUT_S 3
 #define STATEMENT_TIMEOUT_MS 10000
@@ -69,7 +68,6 @@
 #define FLAG_CHUNK 100            /* UIDs per UID STORE */
 #define CAPTURE_BATCH 50          /* messages captured in one transaction */
 #define CAPTURE_BATCH_BYTES (8 * 1024 * 1024)
-#define MAX_WAKES 64
 #define WAKE_GRACE_MS 10000       /* a woken tenant is probed every tick this long */
 
 /* A tenant the poller knows, from the registry or a wake-up. */
@@ -87,11 +85,6 @@ typedef struct watched {
 
 static watched_t *watched;
 static PGconn *control;
-static char owner[64];
-static pthread_mutex_t wake_lock = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t wake_cond = PTHREAD_COND_INITIALIZER;
-static iwd_tenant_t wakes[MAX_WAKES];
-static int nwakes;
 
 /*
  * Run one statement on the tenant's connection, its answer awaited DEADLINE_MS at most; NULL when none came
@@ -461,7 +454,7 @@ static bool capture_batch(poll_t *p, char *why, size_t size)
 static bool fetch_one(poll_t *p, json_int_t uid, char *why, size_t size)
 {
     char url[1200], error[512], lease[16];
-    const char *renew[3] = {p->name, owner, lease};
+    const char *renew[3] = {p->name, iwd_work_replica(), lease};
     output_t out = output_new(64 * 1024, MAX_MESSAGE_BYTES);
     CURLcode rc;
     json_t *doc;
@@ -507,7 +500,7 @@ static bool fetch_one(poll_t *p, json_int_t uid, char *why, size_t size)
 /* The end of a poll, reported; false when the database did not take it. */
 static bool report_poll(poll_t *p, const char *error, bool more)
 {
-    const char *values[4] = {p->name, owner, error, more ? "true" : "false"};
+    const char *values[4] = {p->name, iwd_work_replica(), error, more ? "true" : "false"};
     char why[512];
 
     if (error != NULL)
@@ -571,7 +564,7 @@ static bool poll_mailbox(watched_t *w, PGresult *claimed, int row, bool *more_le
     }
     text = json_dumps(uids, JSON_COMPACT);
     values[0] = p.name;
-    values[1] = owner;
+    values[1] = iwd_work_replica();
     values[2] = text;
     snprintf(lease, sizeof(lease), "%d s", LEASE_S);
     values[3] = lease;
@@ -642,7 +635,7 @@ static bool send_reply(watched_t *w, PGresult *claimed, int row)
     char why[1024] = "", errbuf[CURL_ERROR_SIZE] = "", url[1024], from_path[512], to_path[512], *password = NULL,
          *text = NULL;
     bool permanent = false;
-    const char *values[4] = {PQgetvalue(claimed, row, 0), owner, why, "false"};
+    const char *values[4] = {PQgetvalue(claimed, row, 0), iwd_work_replica(), why, "false"};
     struct curl_slist *rcpt = NULL;
     server_t server;
     PGresult *res;
@@ -722,7 +715,7 @@ static bool probe(watched_t *w, char *why, size_t size)
 static void serve(watched_t *w)
 {
     char why[1024], lease[16], lim[16];
-    const char *values[3] = {owner, lease, lim};
+    const char *values[3] = {iwd_work_replica(), lease, lim};
     PGresult *res;
     bool more = false;
 
@@ -799,40 +792,16 @@ static watched_t *watched_entry(const iwd_tenant_t *tenant)
 /* Read the registry again: new tenants are watched, those no longer provisioned forgotten. */
 static void refresh_registry(void)
 {
-    PGresult *res;
+    iwd_tenant_t *tenants;
+    int n = iwd_work_tenants(&control, "email", &tenants);
 
-    if (control != NULL && PQstatus(control) != CONNECTION_OK) {
-        PQfinish(control);
-        control = NULL;
-    }
-    if (control == NULL) {
-        control = iwd_pg_connect_bounded(iwd_conf.control_db, CONNECT_TIMEOUT_S, STATEMENT_TIMEOUT_MS);
-        if (PQstatus(control) != CONNECTION_OK) {
-            PQfinish(control);
-            control = NULL;
-            return;
-        }
-    }
-    res = iwd_pg_exec_within(control, "control", "email",
-                "SELECT json_build_object('kind', 'tenant', 'ccid', ccid, 'host', db_host, 'port', db_port,"
-                " 'db', db_name, 'user', db_user, 'pw', db_password, 'ssl', db_ssl)::text"
-                " FROM iwd_control.tenant WHERE 'iWD' = ANY (services) ORDER BY ccid",
-                0, NULL, iwd_now_ms() + DEADLINE_MS);
-    if (res == NULL || PQresultStatus(res) != PGRES_TUPLES_OK) {
-        if (res != NULL)
-            PQclear(res);
-        PQfinish(control);
-        control = NULL;
-        return;
-    }
+    if (n < 0)
+        return; /* keep watching the tenants known */
     for (watched_t *w = watched; w != NULL; w = w->next)
         w->listed = false;
-    for (int i = 0; i < PQntuples(res); i++) {
-        iwd_tenant_t tenant;
-        if (iwd_tenant_from_entry(&tenant, PQgetvalue(res, i, 0)) == IWD_OK)
-            watched_entry(&tenant);
-    }
-    PQclear(res);
+    for (int i = 0; i < n; i++)
+        watched_entry(&tenants[i]);
+    iwd_work_tenants_free(tenants, n);
     for (watched_t **link = &watched; *link != NULL;) {
         watched_t *w = *link;
         if (w->listed) {
@@ -853,60 +822,35 @@ static void *poller_main(void *arg)
     (void)arg;
     for (;;) {
         int64_t now = iwd_now_ms(), next = now + POLL_TICK_MS;
-        iwd_tenant_t woken[MAX_WAKES];
+        iwd_tenant_t woken[IWD_WORK_MAX_WAKES];
         int n;
-        struct timespec until;
 
         if (now >= registry_at) {
             refresh_registry();
-            registry_at = now + REGISTRY_INTERVAL_MS;
+            registry_at = now + IWD_WORK_REGISTRY_INTERVAL_MS;
         }
-        pthread_mutex_lock(&wake_lock);
-        n = nwakes;
-        memcpy(woken, wakes, sizeof(*wakes) * n);
-        nwakes = 0;
-        pthread_mutex_unlock(&wake_lock);
+        n = iwd_work_take(IWD_WORK_EMAIL, woken);
         for (int i = 0; i < n; i++) {
             watched_t *w = watched_entry(&woken[i]);
             w->next_ms = 0;
             w->backoff_ms = 0;
             w->woken_until_ms = iwd_now_ms() + WAKE_GRACE_MS;
         }
+        OPENSSL_cleanse(woken, sizeof(woken));
         for (watched_t *w = watched; w != NULL; w = w->next) {
             if (iwd_now_ms() >= w->next_ms)
                 serve(w);
             if (w->next_ms < next)
                 next = w->next_ms;
         }
-        pthread_mutex_lock(&wake_lock);
-        if (nwakes == 0 && next > iwd_now_ms()) {
-            clock_gettime(CLOCK_REALTIME, &until);
-            int64_t wait_ms = next - iwd_now_ms();
-            until.tv_sec += wait_ms / 1000;
-            until.tv_nsec += (wait_ms % 1000) * 1000000L;
-            if (until.tv_nsec >= 1000000000L) {
-                until.tv_sec++;
-                until.tv_nsec -= 1000000000L;
-            }
-            pthread_cond_timedwait(&wake_cond, &wake_lock, &until);
-        }
-        pthread_mutex_unlock(&wake_lock);
+        if (next > iwd_now_ms()) /* a wake-up taken or not, since the take: the wait ends at once */
+            iwd_work_wait(IWD_WORK_EMAIL, next - iwd_now_ms());
     }
     return NULL;
 }
 
 int iwd_email_init(void)
 {
-    unsigned char random[8];
-    char host[32] = "";
-
-    if (RAND_bytes(random, sizeof(random)) != 1) {
-        fprintf(stderr, "iwd-sidecar: no random bytes for the mailbox poller's id\n");
-        return IWD_ERR;
-    }
-    gethostname(host, sizeof(host) - 1);
-    snprintf(owner, sizeof(owner), "%s-%02x%02x%02x%02x%02x%02x%02x%02x", host, random[0], random[1], random[2],
-             random[3], random[4], random[5], random[6], random[7]);
     iwd_mime_init();
     return IWD_OK;
 }
@@ -917,18 +861,5 @@ void iwd_email_start(void)
 
     pthread_create(&poller, NULL, poller_main, NULL);
     pthread_detach(poller);
-    iwd_log(IWD_LOG_INFO, "mailbox poller started", "replica %s", owner);
-}
-
-void iwd_email_wake(const iwd_tenant_t *tenant)
-{
-    int i;
-
-    pthread_mutex_lock(&wake_lock);
-    for (i = 0; i < nwakes && strcmp(wakes[i].ccid, tenant->ccid) != 0; i++)
-        ;
-    if (i == nwakes && nwakes < MAX_WAKES) /* beyond: the poller is behind and looks anyway */
-        wakes[nwakes++] = *tenant;
-    pthread_cond_signal(&wake_cond);
-    pthread_mutex_unlock(&wake_lock);
+    iwd_log(IWD_LOG_INFO, "mailbox poller started", "replica %s", iwd_work_replica());
 }

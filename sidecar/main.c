@@ -29,6 +29,7 @@
 #include "redis.h"
 #include "routes.h"
 #include "static.h"
+#include "tenant_work.h"
 #include "thread.h"
 #include "router.h"
 #include "webhooks.h"
@@ -231,11 +232,10 @@ int main(int argc, char **argv)
     if (iwd_config_load(argc, argv) != IWD_OK)
         return 2;
     iwd_log_set_level(iwd_conf.log_level);
-    if (iwd_webhooks_init() != IWD_OK || iwd_email_init() != IWD_OK || iwd_static_init() != IWD_OK)
+    if (iwd_work_init() != IWD_OK || iwd_webhooks_init() != IWD_OK || iwd_email_init() != IWD_OK ||
+        iwd_static_init() != IWD_OK)
         return 2;
     if (iwd_redis_init() != IWD_OK)
-        return 2;
-    if (iwd_router_init() != IWD_OK)
         return 2;
     signal(SIGPIPE, SIG_IGN);
     signal(SIGTERM, on_signal);

@@ -27,11 +27,12 @@
  * next at once; otherwise the next comes after IWD_ROUTER_INTERVAL_MS, or sooner when the tenant's events
  * are announced (LISTEN iwd_events) or a route wakes it.
  *
- * Threads: a watcher reads the registry's tenants every REGISTRY_INTERVAL_MS and asks each whether it has
- * a router (at start, then every PROBE_INTERVAL_MS; a PUT /router or a provisioning with tenant.gws on this
- * replica asks at once); each tenant with a router gets a sync thread of its own, with its own connection
- * to its database and its own libcurl multi handle, so that a slow router or database holds up only its
- * tenant, and nothing here ever runs on a worker thread's loop. Every database statement is bounded
+ * Threads: a watcher reads the registry's tenants every IWD_WORK_REGISTRY_INTERVAL_MS (tenant_work.c) and
+ * asks each whether it has a router (at start, then every PROBE_INTERVAL_MS; a PUT /router or a provisioning
+ * with tenant.gws on this replica asks at once: the routes wake it through tenant_work.h); each tenant with
+ * a router gets a sync thread of its own, with its own connection to its database and its own libcurl multi
+ * handle, so that a slow router or database holds up only its tenant, and nothing here ever runs on a
+ * worker thread's loop. Every database statement is bounded
  * (iwd_pg_exec_within), every request by IWD_ROUTER_TIMEOUT_MS, every answer by ANSWER_MAX bytes.
  */
 #include <errno.h>
@@ -48,7 +49,6 @@
 #include <curl/curl.h>
 #include <jansson.h>
 #include <openssl/crypto.h>
-#include <openssl/rand.h>
 
 #include "clock.h"
 #include "config.h"
@@ -58,9 +58,9 @@
 #include "pg.h"
 #include "router.h"
 #include "secret.h"
+#include "tenant_work.h"
 #include "text.h"
 
-#define REGISTRY_INTERVAL_MS 10000
 #define PROBE_INTERVAL_MS 300000    /* a tenant without a router is asked again after this */
 #define CONNECT_TIMEOUT_S 2
 #define STATEMENT_TIMEOUT_MS 10000
@@ -135,12 +135,8 @@ typedef struct probed {
     struct probed *next;
 } probed_t;
 
-static char replica_id[64];
 static pthread_mutex_t watch_lock = PTHREAD_MUTEX_INITIALIZER;
-static iwd_tenant_t wakes[64];      /* routes -> watcher */
-static int nwakes;
-static int watch_pipe[2] = {-1, -1};
-static sync_t *syncs;               /* the watcher's (wake-ups read it under watch_lock) */
+static sync_t *syncs;               /* the watcher's (reaped under watch_lock) */
 static probed_t *probed;
 static PGconn *control;
 
@@ -549,7 +545,7 @@ static void reseal(sync_t *s)
 {
     char *secret = s->client_secret != NULL ? iwd_secret_seal(s->client_secret) : NULL;
     char *api_key = s->api_key != NULL ? iwd_secret_seal(s->api_key) : NULL;
-    const char *values[3] = {replica_id, secret, api_key};
+    const char *values[3] = {iwd_work_replica(), secret, api_key};
     PGresult *res = query(s, "router_reseal", "SELECT iwd.router_reseal($1, $2, $3)", 3, values);
 
     if (res != NULL && PQresultStatus(res) == PGRES_TUPLES_OK)
@@ -564,7 +560,7 @@ static void reseal(sync_t *s)
 static claim_t claim(sync_t *s)
 {
     char lease[16];
-    const char *values[2] = {replica_id, lease};
+    const char *values[2] = {iwd_work_replica(), lease};
     char *text;
     json_t *cfg;
     char *url;
@@ -765,7 +761,7 @@ static bool record_answers(sync_t *s, request_t **reqs, int n, bool *unauthorize
         s->more = true; /* a place freed: the next submission goes at once */
     if (json_array_size(submitted) > 0 || json_array_size(stopped) > 0) {
         char *sub = json_dumps(submitted, JSON_COMPACT), *stop = json_dumps(stopped, JSON_COMPACT);
-        const char *v1[2] = {replica_id, sub}, *v2[2] = {replica_id, stop};
+        const char *v1[2] = {iwd_work_replica(), sub}, *v2[2] = {iwd_work_replica(), stop};
         char *a = json_array_size(submitted) > 0
                       ? query_value(s, "router_submitted", "SELECT iwd.router_submitted($1, $2::jsonb)", 2, v1)
                       : strdup("");
@@ -787,7 +783,7 @@ static bool record_answers(sync_t *s, request_t **reqs, int n, bool *unauthorize
 static bool push(sync_t *s, bool *unauthorized)
 {
     char lim[16];
-    const char *values[2] = {replica_id, lim};
+    const char *values[2] = {iwd_work_replica(), lim};
     char *text;
     json_t *plan;
     request_t **reqs;
@@ -853,7 +849,7 @@ static bool retrieve_held(sync_t *s, const char *cursor, bool *unauthorized)
             "retrieved", s->tenant.ccid, s->cursor != NULL ? s->cursor : "(none)");
     while (ok) {
         char after_text[32], lim[16];
-        const char *values[3] = {replica_id, after_text, lim};
+        const char *values[3] = {iwd_work_replica(), after_text, lim};
         char *text;
         json_t *held, *item;
         request_t **reqs;
@@ -918,7 +914,7 @@ static bool retrieve_held(sync_t *s, const char *cursor, bool *unauthorized)
     }
     if (ok && json_array_size(stopped) > 0) {
         char *text = json_dumps(stopped, JSON_COMPACT), *recorded;
-        const char *values[2] = {replica_id, text};
+        const char *values[2] = {iwd_work_replica(), text};
         recorded = query_value(s, "router_stopped", "SELECT iwd.router_stopped($1, $2::jsonb)", 2, values);
         ok = recorded != NULL;
         free(recorded);
@@ -926,7 +922,7 @@ static bool retrieve_held(sync_t *s, const char *cursor, bool *unauthorized)
     }
     if (ok) {
         char *text = json_dumps(changes, JSON_COMPACT), *applied;
-        const char *values[3] = {replica_id, text, cursor};
+        const char *values[3] = {iwd_work_replica(), text, cursor};
         applied = query_value(s, "router_apply", "SELECT iwd.router_apply($1, $2::jsonb, $3)", 3, values);
         ok = applied != NULL;
         if (ok) {
@@ -1015,7 +1011,7 @@ static bool pull(sync_t *s, bool *unauthorized)
         more = json_is_true(more_flag) && json_array_size(changes) > 0;
         changes_text = json_dumps(changes, JSON_COMPACT);
         {
-            const char *values[3] = {replica_id, changes_text, cursor_value};
+            const char *values[3] = {iwd_work_replica(), changes_text, cursor_value};
             applied = query_value(s, "router_apply", "SELECT iwd.router_apply($1, $2::jsonb, $3)", 3, values);
         }
         free(changes_text);
@@ -1048,7 +1044,7 @@ static bool pull(sync_t *s, bool *unauthorized)
 /* Report the round's outcome (lastSyncAt or lastError) and update the metrics. */
 static void report(sync_t *s)
 {
-    const char *values[2] = {replica_id, s->error[0] != '\0' ? s->error : NULL};
+    const char *values[2] = {iwd_work_replica(), s->error[0] != '\0' ? s->error : NULL};
     char *in_flight;
 
     if (s->lost) /* the replica holding the lease reports */
@@ -1167,7 +1163,7 @@ static void *sync_main(void *arg)
     curl_multi_cleanup(s->multi);
     s->multi = NULL;
     s->done = true;
-    wake_fd(watch_pipe[1]);
+    iwd_work_nudge(IWD_WORK_ROUTER);
     return NULL;
 }
 
@@ -1278,54 +1274,19 @@ static void look_at(const iwd_tenant_t *tenant, bool now_anyway)
         start_sync(tenant);
 }
 
-/* The registry's tenants with the iWD service; NULL when the control database fails. */
-static PGresult *registry_tenants(void)
-{
-    PGresult *res;
-
-    if (control != NULL && PQstatus(control) != CONNECTION_OK) {
-        PQfinish(control);
-        control = NULL;
-    }
-    if (control == NULL) {
-        control = iwd_pg_connect_bounded(iwd_conf.control_db, CONNECT_TIMEOUT_S, STATEMENT_TIMEOUT_MS);
-        if (PQstatus(control) != CONNECTION_OK) {
-            PQfinish(control);
-            control = NULL;
-            return NULL;
-        }
-    }
-    res = iwd_pg_exec_within(control, "control", "router",
-                             "SELECT json_build_object('kind', 'tenant', 'ccid', ccid, 'host', db_host,"
-                             " 'port', db_port, 'db', db_name, 'user', db_user, 'pw', db_password,"
-                             " 'ssl', db_ssl)::text FROM iwd_control.tenant WHERE 'iWD' = ANY (services) ORDER BY ccid",
-                             0, NULL, iwd_now_ms() + DEADLINE_MS);
-    if (res == NULL || PQresultStatus(res) != PGRES_TUPLES_OK) {
-        if (res != NULL)
-            PQclear(res);
-        PQfinish(control);
-        control = NULL;
-        return NULL;
-    }
-    return res;
-}
-
 /* Read the registry: tenants looked at, the syncs of tenants no longer provisioned stopped. */
 static void refresh_registry(void)
 {
-    PGresult *res = registry_tenants();
+    iwd_tenant_t *tenants;
+    int n = iwd_work_tenants(&control, "router", &tenants);
 
-    if (res == NULL)
+    if (n < 0)
         return;
     for (sync_t *s = syncs; s != NULL; s = s->next)
         s->listed = false;
-    for (int i = 0; i < PQntuples(res); i++) {
-        iwd_tenant_t tenant;
-        if (iwd_tenant_from_entry(&tenant, PQgetvalue(res, i, 0)) == IWD_OK)
-            look_at(&tenant, false);
-        OPENSSL_cleanse(&tenant, sizeof(tenant));
-    }
-    PQclear(res);
+    for (int i = 0; i < n; i++)
+        look_at(&tenants[i], false);
+    iwd_work_tenants_free(tenants, n);
     for (sync_t *s = syncs; s != NULL; s = s->next)
         if (!s->listed && !s->stop) {
             s->stop = true;
@@ -1360,26 +1321,20 @@ static void *watcher_main(void *arg)
 
     (void)arg;
     for (;;) {
-        iwd_tenant_t woken[64];
+        iwd_tenant_t woken[IWD_WORK_MAX_WAKES];
         int n;
-        struct pollfd fd = {.fd = watch_pipe[0], .events = POLLIN};
         int64_t now = iwd_now_ms();
 
         reap();
         if (now >= registry_at) {
             refresh_registry();
-            registry_at = now + REGISTRY_INTERVAL_MS;
+            registry_at = now + IWD_WORK_REGISTRY_INTERVAL_MS;
         }
-        pthread_mutex_lock(&watch_lock);
-        n = nwakes;
-        memcpy(woken, wakes, sizeof(iwd_tenant_t) * n);
-        nwakes = 0;
-        pthread_mutex_unlock(&watch_lock);
+        n = iwd_work_take(IWD_WORK_ROUTER, woken);
         for (int i = 0; i < n; i++)
             look_at(&woken[i], true);
         OPENSSL_cleanse(woken, sizeof(woken));
-        if (poll(&fd, 1, (int)(registry_at - iwd_now_ms() > 0 ? registry_at - iwd_now_ms() : 0)) > 0)
-            drain_fd(watch_pipe[0]);
+        iwd_work_wait(IWD_WORK_ROUTER, registry_at - iwd_now_ms());
     }
     return NULL;
 }
@@ -1442,43 +1397,11 @@ char *iwd_router_seal_config(const char *text, size_t len, bool defaults, char *
 
 /* --- start-up and wake-ups --------------------------------------------------------------------------- */
 
-int iwd_router_init(void)
-{
-    unsigned char random[8];
-    char host[32] = "";
-
-    if (RAND_bytes(random, sizeof(random)) != 1) {
-        fprintf(stderr, "iwd-sidecar: no random bytes for the router sync's replica id\n");
-        return IWD_ERR;
-    }
-    gethostname(host, sizeof(host) - 1);
-    snprintf(replica_id, sizeof(replica_id), "%s-%02x%02x%02x%02x%02x%02x%02x%02x", host, random[0], random[1],
-             random[2], random[3], random[4], random[5], random[6], random[7]);
-    if (pipe2(watch_pipe, O_NONBLOCK | O_CLOEXEC) != 0) {
-        fprintf(stderr, "iwd-sidecar: cannot set the router sync up\n");
-        return IWD_ERR;
-    }
-    return IWD_OK;
-}
-
 void iwd_router_start(void)
 {
     pthread_t watcher;
 
     pthread_create(&watcher, NULL, watcher_main, NULL);
     pthread_detach(watcher);
-    iwd_log(IWD_LOG_INFO, "router sync started", "replica %s", replica_id);
-}
-
-void iwd_router_wake(const iwd_tenant_t *tenant)
-{
-    int i;
-
-    pthread_mutex_lock(&watch_lock);
-    for (i = 0; i < nwakes && strcmp(wakes[i].ccid, tenant->ccid) != 0; i++)
-        ;
-    if (i == nwakes && nwakes < (int)(sizeof(wakes) / sizeof(wakes[0]))) /* beyond: the registry's reading */
-        wakes[nwakes++] = *tenant;
-    pthread_mutex_unlock(&watch_lock);
-    wake_fd(watch_pipe[1]);
+    iwd_log(IWD_LOG_INFO, "router sync started", "replica %s", iwd_work_replica());
 }

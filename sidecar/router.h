@@ -2,7 +2,9 @@
  * iwd-sidecar router sync: the tenants that hand distribution to an external router (GWS; PUT /router,
  * provisioning's tenant.gws) are kept in step with it by threads of their own, never a worker thread's loop:
  * the best queued tasks submitted, those iwd no longer wants there stopped, the router's changes pulled and
- * applied through the extension's SQL API (sql/router.sql). The routes are routes_router.c.
+ * applied through the extension's SQL API (sql/router.sql). The routes are routes_router.c; a change of a
+ * tenant's router configuration wakes the sync through tenant_work.h (IWD_WORK_ROUTER): the tenant is looked
+ * at at once, and synced at once when its sync runs.
  */
 #ifndef IWD_ROUTER_H
 #define IWD_ROUTER_H
@@ -24,16 +26,7 @@
  */
 char *iwd_router_seal_config(const char *text, size_t len, bool defaults, char *err, size_t errlen);
 
-/* Prepare the sync before any thread starts (the replica's id); IWD_ERR with the reason on stderr. */
-int iwd_router_init(void);
-
-/* Start the sync's watcher thread (after iwd_router_init and iwd_webhooks_init: libcurl's global state). */
+/* Start the sync's watcher thread (after iwd_work_init and iwd_webhooks_init: libcurl's global state). */
 void iwd_router_start(void);
-
-/*
- * Tell the sync that a tenant's router configuration changed: the tenant is looked at at once (and synced
- * at once when its sync runs). Safe from any thread; never blocks.
- */
-void iwd_router_wake(const iwd_tenant_t *tenant);
 
 #endif

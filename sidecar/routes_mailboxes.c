@@ -2,8 +2,8 @@
  * iwd-sidecar routes of email: mailboxes (PUT, GET, DELETE /mailboxes/{name}, GET /mailboxes), whose
  * passwords are sealed here (secret.c) before the body reaches the database, and a task's replies
  * (POST /tasks/{id}/reply, GET /tasks/{id}/replies). Each is one call of the extension's SQL API
- * (sql/email.sql); writing a mailbox or asking a reply wakes the poller (email.h), which does the IMAP and
- * SMTP work on its own thread.
+ * (sql/email.sql); writing a mailbox or asking a reply wakes the poller (tenant_work.h), which does the IMAP
+ * and SMTP work on its own thread (email.c).
  */
 #include <stdlib.h>
 #include <string.h>
@@ -11,17 +11,17 @@
 #include <jansson.h>
 
 #include "config.h"
-#include "email.h"
 #include "pg.h"
 #include "routes.h"
 #include "secret.h"
+#include "tenant_work.h"
 
 #define PASSWORD_BYTES_MAX 1024
 
 /* A change that gives the poller work: it looks at the tenant at once. */
 static void wake_poller(iwd_call_t *call)
 {
-    iwd_email_wake(&call->tenant);
+    iwd_work_wake(IWD_WORK_EMAIL, &call->tenant);
 }
 
 /*

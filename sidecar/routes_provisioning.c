@@ -25,6 +25,7 @@
 #include "routes.h"
 #include "secret.h"
 #include "tenant.h"
+#include "tenant_work.h"
 
 #define UNAUTHORIZED "provisioning needs the cluster admin key in x-api-key"
 
@@ -292,7 +293,7 @@ static int on_provisioning_save(iwd_call_t *call)
         if (p.gws != NULL) {
             iwd_tenant_t t;
             if (iwd_tenant_settings(&t, p.ccid, p.host, p.port, p.database, p.user, p.password, p.ssl) == IWD_OK)
-                iwd_router_wake(&t);
+                iwd_work_wake(IWD_WORK_ROUTER, &t);
             OPENSSL_cleanse(&t, sizeof(t));
         }
         iwd_respond_json(call, 200, "{\"created\":true}", strlen("{\"created\":true}"));

@@ -1,7 +1,8 @@
 /*
  * iwd-sidecar routes of the tenant's external router (GWS): PUT, GET and DELETE /router, each one call of
  * the extension's SQL API (sql/router.sql). PUT seals clientSecret and apiKey under IWD_SECRET_KEY before
- * they reach the database (iwd_router_seal_config); GET never returns them. A change wakes the sync (router.h).
+ * they reach the database (iwd_router_seal_config); GET never returns them. A change wakes the sync
+ * (tenant_work.h).
  */
 #include <stdlib.h>
 #include <string.h>
@@ -11,6 +12,7 @@
 #include "pg.h"
 #include "router.h"
 #include "routes.h"
+#include "tenant_work.h"
 
 /* The answer of iwd.upsert_router; once it has committed, the sync is woken (it finds the router). */
 static void on_router_saved(iwd_call_t *call, PGresult *res, int status, const char *message, void *arg)
@@ -21,7 +23,7 @@ static void on_router_saved(iwd_call_t *call, PGresult *res, int status, const c
         return;
     }
     if (PQresultStatus(res) == PGRES_TUPLES_OK)
-        iwd_router_wake(&call->tenant);
+        iwd_work_wake(IWD_WORK_ROUTER, &call->tenant);
     iwd_answer_result(call, res, 200, 404);
 }
 
@@ -50,7 +52,7 @@ static int on_router_put(iwd_call_t *call)
 /* A change the sync acts on at once. */
 static void wake_sync(iwd_call_t *call)
 {
-    iwd_router_wake(&call->tenant);
+    iwd_work_wake(IWD_WORK_ROUTER, &call->tenant);
 }
 
 static const iwd_route_t routes[] = {

@@ -1,7 +1,7 @@
 /*
  * iwd-sidecar routes of webhooks: their configuration (PUT, GET, DELETE /webhooks/{name}, GET /webhooks),
  * their deliveries (GET /webhooks/{name}/deliveries) and a delivery's manual retry, each one call of the
- * extension's SQL API (sql/events.sql). Writing a webhook or asking a retry wakes the delivery (webhooks.h);
+ * extension's SQL API (sql/events.sql). Writing a webhook or asking a retry wakes the delivery (tenant_work.h);
  * a deletion stops its deliveries before it is answered.
  */
 #include <stdlib.h>
@@ -10,6 +10,7 @@
 #include "answer.h"
 #include "pg.h"
 #include "routes.h"
+#include "tenant_work.h"
 #include "webhooks.h"
 
 #define MAX_DELIVERIES_LIMIT 1000
@@ -17,7 +18,7 @@
 /* A change that gives the delivery work: it looks at the tenant at once. */
 static void wake_delivery(iwd_call_t *call)
 {
-    iwd_webhooks_wake(&call->tenant);
+    iwd_work_wake(IWD_WORK_WEBHOOKS, &call->tenant);
 }
 
 /* The answer of iwd.delete_webhook: once the deletion has committed, this replica attempts none of its deliveries. */

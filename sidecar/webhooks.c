@@ -13,11 +13,12 @@
  *
  * Two threads of their own, so that no worker thread's loop ever waits for a receiver or for this work:
  *  - the dispatcher talks to the databases over connections of its own (a short connect and statement
- *    timeout, a deadline on every answer). It reads the registry's tenants every REGISTRY_INTERVAL_MS, asks
- *    each whether it has webhooks (at start, then every PROBE_INTERVAL_MS for those without: an idle tenant
- *    costs a short connection every 5 minutes, not one kept open), and keeps a connection to each that has,
- *    on which it LISTENs to iwd_events and iwd_webhooks. Webhook changes reach every replica at once: the
- *    replica that serves a PUT /webhooks (or a retry) is woken, and tells the others with a NOTIFY
+ *    timeout, a deadline on every answer). It reads the registry's tenants every
+ *    IWD_WORK_REGISTRY_INTERVAL_MS (tenant_work.c), asks each whether it has webhooks (at start, then every
+ *    PROBE_INTERVAL_MS for those without: an idle tenant costs a short connection every 5 minutes, not one
+ *    kept open), and keeps a connection to each that has, on which it LISTENs to iwd_events and
+ *    iwd_webhooks. Webhook changes reach every replica at once: the replica that serves a PUT /webhooks (or
+ *    a retry) is woken (tenant_work.h), and tells the others with a NOTIFY
  *    iwd_webhooks on the control database, to which every dispatcher LISTENs and which wakes them the same
  *    way. A change made with SQL in a tenant database that no dispatcher is connected to (its first webhook)
  *    is seen on the server's count of webhook changes (iwd.webhook_changes(), extension/events.c), read every
@@ -61,7 +62,6 @@
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
@@ -77,7 +77,6 @@
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <openssl/pem.h>
-#include <openssl/rand.h>
 #include <openssl/x509.h>
 
 #include "clock.h"
@@ -87,6 +86,7 @@
 #include "metrics.h"
 #include "pg.h"
 #include "server_slots.h"
+#include "tenant_work.h"
 #include "text.h"
 #include "webhooks.h"
 
@@ -108,7 +108,6 @@
 #define STALLED_FOR_MS 60000        /* and is taken for stalled this long */
 #define START_WITHIN_MS 45000       /* leaves an attempt started then its 10 s before the lease ends */
 #define POLL_INTERVAL_MS 1000       /* retries come due: each tenant with webhooks is asked this often */
-#define REGISTRY_INTERVAL_MS 10000
 #define PROBE_INTERVAL_MS 300000    /* a tenant without webhooks is asked again after this (see above) */
 #define WAKE_GRACE_MS 60000         /* a woken tenant is polled this long even if its probe finds no webhook */
 #define STATS_INTERVAL_MS 5000
@@ -118,7 +117,6 @@
 #define BACKOFF_MIN_MS 1000
 #define BACKOFF_MAX_MS 60000
 #define ERROR_TEXT_BYTES 300        /* of a failed attempt's response body, kept as last_error */
-#define MAX_WAKES 64                /* tenants woken and not yet seen by the dispatcher */
 #define MAX_STOPPED 256             /* webhooks deleted or disabled within the last lease, remembered */
 #define SERVER_KEY_SIZE 256
 
@@ -187,7 +185,6 @@ typedef struct server_watch {
     struct server_watch *next;
 } server_watch_t;
 
-static char replica_id[64];
 static struct curl_blob ca_blob;   /* the system's CAs and IWD_CA_FILE's; empty without IWD_CA_FILE */
 static CURLM *multi;
 
@@ -195,9 +192,6 @@ static CURLM *multi;
 static pthread_mutex_t queue_lock = PTHREAD_MUTEX_INITIALIZER;
 static delivery_t *to_send, **to_send_tail = &to_send;   /* dispatcher -> sender */
 static delivery_t *finished, **finished_tail = &finished; /* sender -> dispatcher */
-static iwd_tenant_t wakes[MAX_WAKES];                    /* routes -> dispatcher */
-static int nwakes;
-static int wake_pipe[2] = {-1, -1};
 /*
  * The webhooks deleted or disabled lately (routes and notifications -> sender): a delivery of one, claimed
  * by a claim sent before the webhook stopped, is not attempted. Kept for a lease: no such claim is older.
@@ -419,15 +413,12 @@ static void record_outcome(delivery_t *d, CURLcode rc)
 /* Hand a delivery back to the dispatcher, attempted or dropped, and wake it. */
 static void hand_back(delivery_t *d)
 {
-    char byte = 1;
-
     d->next = NULL;
     pthread_mutex_lock(&queue_lock);
     *finished_tail = d;
     finished_tail = &d->next;
     pthread_mutex_unlock(&queue_lock);
-    if (write(wake_pipe[1], &byte, 1) < 0 && errno != EAGAIN)
-        iwd_log(IWD_LOG_WARN, "webhook dispatcher not woken", "%s", strerror(errno));
+    iwd_work_nudge(IWD_WORK_WEBHOOKS);
 }
 
 /* Whether a delivery's webhook stopped (was deleted or disabled) after the claim that brought it was sent. */
@@ -853,7 +844,7 @@ static int exchange(watched_t *w, bool claim_due, int64_t now, char *why, size_t
 {
     enum { FINISH, PUBLISH, CLAIM, STATEMENTS };
     const char *sql[STATEMENTS], *const *values[STATEMENTS];
-    const char *finish_values[2] = {replica_id, NULL}, *claim_values[3], *beside_values[3];
+    const char *finish_values[2] = {iwd_work_replica(), NULL}, *claim_values[3], *beside_values[3];
     int nparams[STATEMENTS], which[STATEMENTS], n = 0, room, claimed = 0, beside = 0;
     int64_t claim_sent_ms = 0, beside_sent_ms = 0;
     char lim[16], lease[16], beside_lim[16];
@@ -897,7 +888,7 @@ static int exchange(watched_t *w, bool claim_due, int64_t now, char *why, size_t
         beside = room / 2;
         room -= beside;
         snprintf(beside_lim, sizeof(beside_lim), "%d", beside);
-        beside_values[0] = replica_id;
+        beside_values[0] = iwd_work_replica();
         beside_values[1] = beside_lim;
         beside_values[2] = lease;
         beside_sent_ms = iwd_now_ms();
@@ -910,7 +901,7 @@ static int exchange(watched_t *w, bool claim_due, int64_t now, char *why, size_t
     }
     if (room >= CLAIM_MIN) {
         snprintf(lim, sizeof(lim), "%d", room);
-        claim_values[0] = replica_id;
+        claim_values[0] = iwd_work_replica();
         claim_values[1] = lim;
         claim_values[2] = lease;
         which[n] = CLAIM;
@@ -1005,7 +996,6 @@ static watched_t *watched_entry(const iwd_tenant_t *tenant)
     return w;
 }
 
-/* The registry's tenants with the iWD service (as registry entries); NULL when the control database fails. */
 /* The control database's connection, opened when needed, LISTENing to iwd_webhooks; false when it cannot be. */
 static bool control_connect(void)
 {
@@ -1028,27 +1018,6 @@ static bool control_connect(void)
     PQfinish(control);
     control = NULL;
     return false;
-}
-
-static PGresult *registry_tenants(void)
-{
-    PGresult *res;
-
-    if (!control_connect())
-        return NULL;
-    res = query(control, "control", "webhooks",
-                "SELECT json_build_object('kind', 'tenant', 'ccid', ccid, 'host', db_host, 'port', db_port,"
-                " 'db', db_name, 'user', db_user, 'pw', db_password, 'ssl', db_ssl)::text"
-                " FROM iwd_control.tenant WHERE 'iWD' = ANY (services) ORDER BY ccid",
-                0, NULL);
-    if (res == NULL || PQresultStatus(res) != PGRES_TUPLES_OK) {
-        if (res != NULL)
-            PQclear(res);
-        PQfinish(control);
-        control = NULL;
-        return NULL;
-    }
-    return res;
 }
 
 /*
@@ -1104,19 +1073,17 @@ static void take_announcements(int64_t now, bool *registry_due)
 /* Read the registry again: new tenants are watched, those no longer provisioned forgotten. */
 static void refresh_registry(void)
 {
-    PGresult *res = registry_tenants();
+    iwd_tenant_t *tenants;
+    int n = control_connect() ? iwd_work_tenants(&control, "webhooks", &tenants) : -1;
     int64_t now = iwd_now_ms();
 
-    if (res == NULL)
+    if (n < 0)
         return; /* keep watching the tenants known */
     for (watched_t *w = watched; w != NULL; w = w->next)
         w->listed = false;
-    for (int i = 0; i < PQntuples(res); i++) {
-        iwd_tenant_t tenant;
-        if (iwd_tenant_from_entry(&tenant, PQgetvalue(res, i, 0)) == IWD_OK)
-            watched_entry(&tenant);
-    }
-    PQclear(res);
+    for (int i = 0; i < n; i++)
+        watched_entry(&tenants[i]);
+    iwd_work_tenants_free(tenants, n);
     for (watched_t **p = &watched; *p != NULL;) {
         watched_t *w = *p;
         if (w->listed || w->woken_until_ms > now || w->finished != NULL) {
@@ -1135,18 +1102,12 @@ static void refresh_registry(void)
 /* Take the wake-ups of the routes and the sender's outcomes, filed under their tenants. */
 static void take_handed(void)
 {
-    iwd_tenant_t woken[MAX_WAKES];
+    iwd_tenant_t woken[IWD_WORK_MAX_WAKES];
     delivery_t *done;
-    int n;
-    char drain[256];
+    int n = iwd_work_take(IWD_WORK_WEBHOOKS, woken);
     int64_t now = iwd_now_ms();
 
-    while (read(wake_pipe[0], drain, sizeof(drain)) > 0)
-        ;
     pthread_mutex_lock(&queue_lock);
-    n = nwakes;
-    memcpy(woken, wakes, sizeof(iwd_tenant_t) * n);
-    nwakes = 0;
     done = finished;
     finished = NULL;
     finished_tail = &finished;
@@ -1300,7 +1261,7 @@ static void wait_for_work(void)
             timeout = due - now > 0 ? due - now : 0;
     }
 
-    fds[n++] = (struct pollfd){.fd = wake_pipe[0], .events = POLLIN};
+    fds[n++] = (struct pollfd){.fd = iwd_work_fd(IWD_WORK_WEBHOOKS), .events = POLLIN};
     if (control != NULL && PQstatus(control) == CONNECTION_OK) {
         of[n] = NULL;
         fds[n++] = (struct pollfd){.fd = PQsocket(control), .events = POLLIN};
@@ -1461,7 +1422,7 @@ static void *dispatcher_main(void *arg)
         take_announcements(now, &registry_due);
         if (registry_due) {
             refresh_registry();
-            registry_at = now + REGISTRY_INTERVAL_MS;
+            registry_at = now + IWD_WORK_REGISTRY_INTERVAL_MS;
             take_announcements(now, &registry_due); /* those read along with the registry's answer */
         }
         take_handed();
@@ -1515,20 +1476,10 @@ static int count_certificates(const char *path)
 
 int iwd_webhooks_init(void)
 {
-    unsigned char random[8];
-    char host[32] = "";
-
     if (curl_global_init(CURL_GLOBAL_ALL) != CURLE_OK) {
         fprintf(stderr, "iwd-sidecar: libcurl cannot be initialised\n");
         return IWD_ERR;
     }
-    if (RAND_bytes(random, sizeof(random)) != 1) {
-        fprintf(stderr, "iwd-sidecar: no random bytes for the replica's id\n");
-        return IWD_ERR;
-    }
-    gethostname(host, sizeof(host) - 1);
-    snprintf(replica_id, sizeof(replica_id), "%s-%02x%02x%02x%02x%02x%02x%02x%02x", host, random[0], random[1],
-             random[2], random[3], random[4], random[5], random[6], random[7]);
     if (iwd_conf.ca_file != NULL) {
         const curl_version_info_data *v = curl_version_info(CURLVERSION_NOW);
         iwd_text_t bundle = iwd_text_new(256 * 1024);
@@ -1547,7 +1498,7 @@ int iwd_webhooks_init(void)
         ca_blob = (struct curl_blob){.data = bundle.buf, .len = bundle.len, .flags = CURL_BLOB_NOCOPY};
         iwd_log(IWD_LOG_INFO, "webhooks trust IWD_CA_FILE", "%s: %d certificates", iwd_conf.ca_file, n);
     }
-    if (pipe2(wake_pipe, O_NONBLOCK | O_CLOEXEC) != 0 || (multi = curl_multi_init()) == NULL) {
+    if ((multi = curl_multi_init()) == NULL) {
         fprintf(stderr, "iwd-sidecar: cannot set the webhook delivery up\n");
         return IWD_ERR;
     }
@@ -1562,25 +1513,10 @@ void iwd_webhooks_start(void)
     pthread_detach(sender);
     pthread_create(&dispatcher, NULL, dispatcher_main, NULL);
     pthread_detach(dispatcher);
-    iwd_log(IWD_LOG_INFO, "webhook delivery started", "replica %s", replica_id);
+    iwd_log(IWD_LOG_INFO, "webhook delivery started", "replica %s", iwd_work_replica());
 }
 
 void iwd_webhooks_stopped(const iwd_tenant_t *tenant, const char *webhook)
 {
     note_stopped(tenant->ccid, webhook);
-}
-
-void iwd_webhooks_wake(const iwd_tenant_t *tenant)
-{
-    char byte = 1;
-    int i;
-
-    pthread_mutex_lock(&queue_lock);
-    for (i = 0; i < nwakes && strcmp(wakes[i].ccid, tenant->ccid) != 0; i++)
-        ;
-    if (i == nwakes && nwakes < MAX_WAKES) /* beyond: the dispatcher is behind and polls anyway */
-        wakes[nwakes++] = *tenant;
-    pthread_mutex_unlock(&queue_lock);
-    if (wake_pipe[1] >= 0 && write(wake_pipe[1], &byte, 1) < 0 && errno != EAGAIN)
-        iwd_log(IWD_LOG_WARN, "webhook dispatcher not woken", "%s", strerror(errno));
 }
