@@ -121,26 +121,38 @@ redis_start() {
 redis_cli() { redis-cli -p "$redis_port" -a "$redis_password" --no-auth-warning "$@"; }
 redis_stop() { [ -n "$redis_port" ] && redis_cli shutdown nosave >/dev/null 2>&1; return 0; }
 
-# sidecar_launch LOG URL COMMAND...: starts COMMAND (an iwd-sidecar, its settings in the environment) in
-# the background, its output appended to LOG, and waits (at most 20 s) until URL answers; sets
-# $sidecar_pid
-sidecar_launch() {
-    local log=$1 url=$2; shift 2
+# server_launch NAME LOG URL COMMAND...: starts COMMAND (a server a suite needs: the sidecar, a webhook
+# receiver, a router simulator) in the background, its output appended to LOG, and waits (at most 20 s)
+# until URL answers, with any HTTP status (with server_answer_ok=1 set: a success); sets $server_pid
+server_launch() {
+    local name=$1 log=$2 url=$3 ok=(); shift 3
+    [ "${server_answer_ok:-0}" = 1 ] && ok=(-f)
     "$@" >>"$log" 2>&1 &
-    sidecar_pid=$!
+    server_pid=$!
     for _ in $(seq 1 200); do
-        curl -sf "$url" >/dev/null && return 0
-        kill -0 "$sidecar_pid" 2>/dev/null || break
+        curl -s "${ok[@]}" -o /dev/null "$url" && return 0
+        kill -0 "$server_pid" 2>/dev/null || break
         sleep 0.1
     done
-    echo "the sidecar did not start:"; tail -n 5 "$log"; return 1
+    echo "the $name did not start:"; tail -n 5 "$log"; return 1
 }
-sidecar_stop() {
-    [ -n "$sidecar_pid" ] || return 0
-    kill "$sidecar_pid" 2>/dev/null || true
-    for _ in $(seq 1 50); do kill -0 "$sidecar_pid" 2>/dev/null || break; sleep 0.1; done
-    sidecar_pid=""
+# server_stop PID: stops a server that server_launch started (SIGTERM, 5 s at most), if it runs
+server_stop() {
+    [ -n "$1" ] || return 0
+    kill "$1" 2>/dev/null || true
+    for _ in $(seq 1 50); do kill -0 "$1" 2>/dev/null || break; sleep 0.1; done
+    kill -0 "$1" 2>/dev/null || wait "$1" 2>/dev/null
+    return 0
 }
+# sidecar_launch LOG URL COMMAND...: starts COMMAND (an iwd-sidecar, its settings in the environment) as
+# server_launch does, until URL answers with a success; sets $sidecar_pid
+sidecar_launch() {
+    local rc
+    server_answer_ok=1 server_launch sidecar "$@"; rc=$?
+    sidecar_pid=$server_pid
+    return $rc
+}
+sidecar_stop() { server_stop "$sidecar_pid"; sidecar_pid=""; }
 
 # servers_stop [MODE]: the sidecar, Redis and the cluster (MODE as cluster_stop's), whichever run
 servers_stop() {

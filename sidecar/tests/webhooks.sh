@@ -77,9 +77,11 @@ cluster_sql -d postgres -c "ALTER DATABASE t2 SET iwd.webhook_retry_for = '4 s'"
     openssl x509 -req -in receiver.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out receiver.pem -days 2 \
         -extfile receiver.ext
 ) >"$work/openssl.log" 2>&1 || fail_setup "cannot make the test CA: $(tail -3 "$work/openssl.log")"
-python3 tests/receiver.py "$recv_log" "$recv_port" "$tls_port" "$work/receiver.pem" "$work/receiver.key" &
-pids+=($!)
-wait_until 10 curl -s -o /dev/null "http://127.0.0.1:$recv_port/" || fail_setup "the receiver did not start"
+server_launch receiver "$work/receiver.log" "http://127.0.0.1:$recv_port/" \
+    python3 tests/receiver.py "$recv_log" "$recv_port" "$tls_port" "$work/receiver.pem" "$work/receiver.key"
+launched=$?
+pids+=("$server_pid")
+[ "$launched" = 0 ] || fail_setup "the receiver did not start"
 start_sidecar || fail_setup "the sidecar did not start"
 
 # --- settings -----------------------------------------------------------------------------------------

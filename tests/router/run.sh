@@ -46,12 +46,13 @@ start_sidecar() {
 }
 # start_sim [ARGS...]: the simulator on $sim_port, its state kept in $work/sim.json (a restart keeps it)
 start_sim() {
-    python3 tests/router/sim.py --port "$sim_port" --state "$work/sim.json" "$@" >>"$work/sim.log" 2>&1 &
-    sim_pid=$!
-    wait_until 10 curl -s -o /dev/null "http://127.0.0.1:$sim_port/sim/state" ||
-        fail_setup "the simulator did not start"
+    local launched
+    server_launch "router simulator" "$work/sim.log" "http://127.0.0.1:$sim_port/sim/state" \
+        python3 tests/router/sim.py --port "$sim_port" --state "$work/sim.json" "$@"; launched=$?
+    sim_pid=$server_pid
+    [ "$launched" = 0 ] || fail_setup "the simulator did not start"
 }
-stop_sim() { kill "$sim_pid" 2>/dev/null; wait "$sim_pid" 2>/dev/null; sim_pid=""; }
+stop_sim() { server_stop "$sim_pid"; sim_pid=""; }
 
 base="http://127.0.0.1:$http_port/iwd/v3" # req and json: scripts/lib.sh
 sim_url="http://127.0.0.1:$sim_port"
