@@ -131,8 +131,9 @@ CREATE FUNCTION iwd._event_document(task_id bigint, type text, at timestamptz, a
 -- its task; an event written by hand for a task that does not exist has no document and is not published;
 -- an event that has its document already is one a logical backup restores with its document and its
 -- outbox or feed row: restored, not announced again, as pg_restore loads iwd.event_document before
--- iwd.task_event). The task is read by primary key, not joined: the trigger runs under its caller's plan settings, and
--- iwd.next_task's (enable_nestloop off) would make a join read whole tables.
+-- iwd.task_event). The task is read by primary key and a document found by its key (the insertion's
+-- conflict), neither joined: the trigger runs under its caller's plan settings, and iwd.next_task's
+-- (enable_nestloop off) would make a join read whole tables.
 -- With iwd.notify = event it also notifies iwd_events (delivered at commit; PostgreSQL folds duplicates),
 -- so that a listener publishes at once; but PostgreSQL serializes the commits of notifying transactions,
 -- which costs capture and claims much of their throughput at a few clients. By default (batch) the
@@ -144,12 +145,11 @@ CREATE FUNCTION iwd._outbox_events() RETURNS trigger
 LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE AS $$
 BEGIN
     WITH d AS (SELECT e.id, e.type, e.task_id, iwd._event_document(e.task_id, e.type, e.at, e.actor) AS doc
-               FROM (SELECT n.id, iwd._event_type(n.event) AS type, n.task_id, n.at, n.actor FROM new_events n
-                     WHERE NOT EXISTS (SELECT FROM iwd.event_document k
-                                       WHERE k.event_id OPERATOR(pg_catalog.=) n.id)) e),
-         k AS (INSERT INTO iwd.event_document (event_id, doc) SELECT d.id, d.doc FROM d WHERE d.doc IS NOT NULL)
+               FROM (SELECT n.id, iwd._event_type(n.event) AS type, n.task_id, n.at, n.actor FROM new_events n) e),
+         k AS (INSERT INTO iwd.event_document AS k (event_id, doc) SELECT d.id, d.doc FROM d WHERE d.doc IS NOT NULL
+               ON CONFLICT (event_id) DO NOTHING RETURNING k.event_id)
     INSERT INTO iwd.event_outbox (event_id, type, task_id)
-    SELECT d.id, d.type, d.task_id FROM d WHERE d.doc IS NOT NULL;
+    SELECT d.id, d.type, d.task_id FROM d JOIN k ON k.event_id OPERATOR(pg_catalog.=) d.id;
     IF pg_catalog.current_setting('iwd.notify', true) OPERATOR(pg_catalog.=) 'event' THEN
         PERFORM pg_catalog.pg_notify('iwd_events', '');
     END IF;
