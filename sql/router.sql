@@ -390,6 +390,28 @@ BEGIN
                        jsonb_build_object('routerId', router_id));
 END $$;
 
+-- What the router says an agent did with a work item, done in iwd: the task reserved to the agent
+-- (iwd._router_reserve), then, when it is that agent's, accepted (state 'accepted') or completed
+-- ('completed'); an offer ('offered') is the reservation alone.
+CREATE FUNCTION iwd._router_take(x iwd.router_task, state text, agent text) RETURNS void
+LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE AS $$
+DECLARE
+    t iwd.task;
+BEGIN
+    PERFORM iwd._router_reserve(x.task_id, agent, x.router_id, x.agent);
+    IF state = 'offered' THEN
+        RETURN;
+    END IF;
+    SELECT k.* INTO t FROM iwd.task k WHERE k.id = x.task_id;
+    IF t.status = 'assigned' AND t.assigned_to = agent THEN
+        IF state = 'accepted' THEN
+            PERFORM iwd.accept_task(x.task_id, agent);
+        ELSE
+            PERFORM iwd.complete_task(x.task_id, agent);
+        END IF;
+    END IF;
+END $$;
+
 -- Apply one router change to its task (iwd.router_apply).
 CREATE FUNCTION iwd._router_change(x iwd.router_task, state text, agent text) RETURNS void
 LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE AS $$
@@ -408,29 +430,16 @@ BEGIN
             PERFORM iwd.decline_task(x.task_id, x.agent, 'the router queued it again');
         END IF;
         UPDATE iwd.router_task r SET state = 'queued', agent = NULL WHERE r.task_id = x.task_id;
-    WHEN 'offered' THEN
+    WHEN 'offered', 'accepted', 'completed' THEN
         IF v_open THEN
-            PERFORM iwd._router_reserve(x.task_id, agent, x.router_id, x.agent);
+            PERFORM iwd._router_take(x, state, agent);
         END IF;
-        UPDATE iwd.router_task r SET state = 'offered', agent = _router_change.agent WHERE r.task_id = x.task_id;
-    WHEN 'accepted' THEN
-        IF v_open THEN
-            PERFORM iwd._router_reserve(x.task_id, agent, x.router_id, x.agent);
-            SELECT k.* INTO t FROM iwd.task k WHERE k.id = x.task_id;
-            IF t.status = 'assigned' AND t.assigned_to = agent THEN
-                PERFORM iwd.accept_task(x.task_id, agent);
-            END IF;
+        IF state = 'completed' THEN
+            DELETE FROM iwd.router_task r WHERE r.task_id = x.task_id;
+        ELSE
+            UPDATE iwd.router_task r SET state = _router_change.state, agent = _router_change.agent
+            WHERE r.task_id = x.task_id;
         END IF;
-        UPDATE iwd.router_task r SET state = 'accepted', agent = _router_change.agent WHERE r.task_id = x.task_id;
-    WHEN 'completed' THEN
-        IF v_open THEN
-            PERFORM iwd._router_reserve(x.task_id, agent, x.router_id, x.agent);
-            SELECT k.* INTO t FROM iwd.task k WHERE k.id = x.task_id;
-            IF t.status = 'assigned' AND t.assigned_to = agent THEN
-                PERFORM iwd.complete_task(x.task_id, agent);
-            END IF;
-        END IF;
-        DELETE FROM iwd.router_task r WHERE r.task_id = x.task_id;
     WHEN 'rejected', 'stopped' THEN
         IF v_open AND t.status = 'assigned' AND t.assigned_to = x.agent AND t.accepted_at IS NULL THEN
             PERFORM iwd.decline_task(x.task_id, x.agent, state || ' by the router');
