@@ -103,12 +103,12 @@ typedef struct IwdPool
 #define IWD_DEADLINE_SLICE_MS 1000
 /*
  * While the pool has free slots and no tenant waits, a worker whose tenant
- * has work due within this long stays for it rather than leaving after
- * iwd.worker_idle_timeout: a task written and reserved costs one visit (its
+ * has work due within this many times iwd.worker_idle_timeout (15 s by
+ * default) stays for it: a task written and reserved costs one visit (its
  * events' announcement, then its reservation's timeout) instead of two
  * worker starts, each a process's start and first transactions.
  */
-#define IWD_WORKER_LINGER_MS 15000
+#define IWD_WORKER_LINGER_FACTOR 3
 
 /* GUCs (guc.c) */
 extern int	iwd_max_workers;

@@ -356,8 +356,8 @@ KnownPassDue(IwdTenant *tenant)
 
 /*
  * How far ahead a worker without sessions writing stays for its tenant's
- * next due work: IWD_WORKER_LINGER_MS while the pool has free slots and no
- * tenant waits, else iwd.worker_idle_timeout.
+ * next due work: IWD_WORKER_LINGER_FACTOR times iwd.worker_idle_timeout
+ * while the pool has free slots and no tenant waits, else the timeout.
  */
 static TimestampTz
 LingerMs(void)
@@ -365,7 +365,7 @@ LingerMs(void)
 	TimestampTz idle = iwd_worker_idle_timeout_ms;
 
 	if (pg_atomic_read_u32(&iwd_pool->waiting) == 0 && iwd_pool->running < iwd_max_workers)
-		return Max(idle, IWD_WORKER_LINGER_MS);
+		return idle * IWD_WORKER_LINGER_FACTOR;
 	return idle;
 }
 
@@ -374,8 +374,8 @@ LingerMs(void)
  * when something of the tenant is due: it runs the scheduler steps due (at
  * most every iwd.scheduler_interval), announces the events sessions write,
  * vacuums iwd.task, and stays while work falls due or sessions write within
- * iwd.worker_idle_timeout (work due within IWD_WORKER_LINGER_MS while the
- * pool has room); then it reports the tenant's next due time and exits. It
+ * iwd.worker_idle_timeout (work due within IWD_WORKER_LINGER_FACTOR times
+ * that while the pool has room); then it reports its next due time and exits. It
  * makes way sooner when other tenants wait for a worker: once it has
  * nothing due now, or has run longer than iwd.worker_idle_timeout, or,
  * when a tenant waits with a deadline due, a slice of IWD_DEADLINE_SLICE_MS

@@ -9,6 +9,7 @@
 #           IWD_BENCH_COST_WORKERS (8) workers: the cluster's CPU per trickle task, worker starts per task
 #   short   twice as many tenants, 10 tasks a second, iwd.max_workers = 3, and 2 backends spinning
 #           (the CPUs saturated, as busy tenants keep them): the lateness of the reservation timeouts
+# IWD_BENCH_CASES ("cost short") chooses the cases; max_worker_processes is the pool's size plus 24.
 # Each task (bench/density/trickle.py on kept connections) is created, reserved for 10 s and left to
 # time out; the lateness is read once every reservation has timed out. Prints a markdown table.
 set -uo pipefail
@@ -45,7 +46,8 @@ measure() {
         export PG_CONFIG=$trees/$name$pg_root/bin/pg_config
         # shellcheck source=bench/lib.sh
         . bench/lib.sh
-        start_cluster builds "" "max_worker_processes = 32" "iwd.max_workers = $max_workers" "iwd_dm.suspend = on" \
+        start_cluster builds "" "max_worker_processes = $((max_workers + 24))" "iwd.max_workers = $max_workers" \
+            "iwd_dm.suspend = on" \
             "max_connections = $((n + 50))" "fsync = off" "autovacuum_naptime = 10min" >/dev/null
         # shellcheck source=bench/density/common.sh
         . bench/density/common.sh
@@ -100,7 +102,7 @@ measure() {
 echo "| case | build | cluster CPU per trickle task (ms) | worker starts per task | timed out / tasks |" \
     "lateness p50 / p99 / max (ms) |"
 echo "|---|---|---:|---:|---:|---:|"
-for case in cost short; do
+for case in ${IWD_BENCH_CASES:-cost short}; do
     for _ in $(seq 1 "$rounds"); do
         for name in before after; do
             commit=$before; [ "$name" = after ] && commit=$after
