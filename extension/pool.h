@@ -101,14 +101,6 @@ typedef struct IwdPool
 #define IWD_ANNOUNCEMENT_SLACK_MS 2000
 /* when a tenant waits with a deadline due, a running worker makes way after this long */
 #define IWD_DEADLINE_SLICE_MS 1000
-/*
- * While the pool has free slots and no tenant waits, a worker whose tenant
- * has work due within this many times iwd.worker_idle_timeout (15 s by
- * default) stays for it: a task written and reserved costs one visit (its
- * events' announcement, then its reservation's timeout) instead of two
- * worker starts, each a process's start and first transactions.
- */
-#define IWD_WORKER_LINGER_FACTOR 3
 
 /* GUCs (guc.c) */
 extern int	iwd_max_workers;

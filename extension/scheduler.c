@@ -355,29 +355,13 @@ KnownPassDue(IwdTenant *tenant)
 }
 
 /*
- * How far ahead a worker without sessions writing stays for its tenant's
- * next due work: IWD_WORKER_LINGER_FACTOR times iwd.worker_idle_timeout
- * while the pool has free slots and no tenant waits, else the timeout.
- */
-static TimestampTz
-LingerMs(void)
-{
-	TimestampTz idle = iwd_worker_idle_timeout_ms;
-
-	if (pg_atomic_read_u32(&iwd_pool->waiting) == 0 && iwd_pool->running < iwd_max_workers)
-		return idle * IWD_WORKER_LINGER_FACTOR;
-	return idle;
-}
-
-/*
  * A tenant's worker ("iwd scheduler <database>"), started by the launcher
  * when something of the tenant is due: it runs the scheduler steps due (at
  * most every iwd.scheduler_interval), announces the events sessions write,
  * vacuums iwd.task, and stays while work falls due or sessions write within
- * iwd.worker_idle_timeout (work due within IWD_WORKER_LINGER_FACTOR times
- * that while the pool has room); then it reports its next due time and exits. It
- * makes way sooner when other tenants wait for a worker: once it has
- * nothing due now, or has run longer than iwd.worker_idle_timeout, or,
+ * iwd.worker_idle_timeout; then it reports the tenant's next due time and
+ * exits. It makes way sooner when other tenants wait for a worker: once it
+ * has nothing due now, or has run longer than iwd.worker_idle_timeout, or,
  * when a tenant waits with a deadline due, a slice of IWD_DEADLINE_SLICE_MS
  * (a long pass resumes in a worker started after the deadline's).
  */
@@ -500,7 +484,7 @@ iwd_scheduler_database_main(Datum main_arg)
 		 * waits with a deadline due (a long pass or a busy tenant's
 		 * announcements must not hold it back for seconds).
 		 */
-		if ((wake - now > LingerMs() * 1000 &&
+		if ((wake - now > (TimestampTz) iwd_worker_idle_timeout_ms * 1000 &&
 			 now - last_activity > (TimestampTz) iwd_worker_idle_timeout_ms * 1000) ||
 			(pg_atomic_read_u32(&iwd_pool->waiting) > 0 &&
 			 (wake - now > (TimestampTz) Min(iwd_notify_interval_ms, iwd_scheduler_interval_ms) * 1000 ||
