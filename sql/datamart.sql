@@ -498,8 +498,9 @@ BEGIN
                 UNION ALL
                 -- each reservation with its task (the history read in place): over a range of a week or less,
                 -- from the facts of the tasks reserved by its end and not finished before its start (a task
-                -- is reserved before it finishes), each by its key (OFFSET 0 keeps the planner from hashing
-                -- the history for the few reservations of an intraday run); over a longer one, hashed
+                -- is reserved before it finishes), each task's history by its key (OFFSET 0 and the lateral
+                -- lookup keep the planner, which overestimates those tasks, from hashing the whole history
+                -- for the few reservations of an intraday run); over a longer range, hashed
                 SELECT f.department, f.process, f.category, f.queue, f.media_type, f.customer_segment, %8$s,
                        0, 1, 0, 0, 0, 0, 0, 0, 0, 0, NULL, NULL, NULL, 0, (x.at = f.first_assigned_at)::int,
                        (x.at = f.first_assigned_at
@@ -524,7 +525,8 @@ BEGIN
                       WHERE first_assigned_at IS NOT NULL AND first_assigned_at < %2$L::timestamptz
                         AND coalesce(finished_at, 'infinity') >= %1$L::timestamptz
                       OFFSET 0) f
-                JOIN iwd_dm.task_event_fact x ON x.task_id = f.task_id$f$, lo, hi)
+                CROSS JOIN LATERAL (SELECT x.at, x.event FROM iwd_dm.task_event_fact x
+                                    WHERE x.task_id = f.task_id AND x.event = 'reserved' OFFSET 0) x$f$, lo, hi)
              ELSE 'iwd_dm.task_event_fact x JOIN iwd_dm.task_fact f ON f.task_id = x.task_id' END);
 END $$;
 
