@@ -83,6 +83,7 @@
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/fmgrprotos.h"
+#include "utils/guc.h"
 #include "utils/hsearch.h"
 #include "utils/inval.h"
 #include "utils/lsyscache.h"
@@ -853,6 +854,37 @@ ClaimTask(const char *agent, int reserve_seconds, bool *found)
 	return task;
 }
 
+/*
+ * The plan settings iwd.next_task runs under (its SET clause, sql/iwd.sql):
+ * the claim's statements are planned, and planned again after a change of
+ * statistics, under them, whichever function runs the claim.
+ */
+static const char *const claim_plan_settings[][2] = {
+	{"enable_sort", "off"},
+	{"enable_bitmapscan", "off"},
+	{"enable_nestloop", "off"},
+	{"jit", "off"},
+};
+
+/*
+ * Claim as iwd.next_task does, under its plan settings (for a claim made by
+ * another function: iwd.complete_task with next). The settings end with the
+ * call, as a function's SET clause does, or with the transaction on error.
+ */
+static Datum
+ClaimUnderPlanSettings(const char *agent, int reserve_seconds, bool *found)
+{
+	int			nest_level = NewGUCNestLevel();
+	Datum		task;
+
+	for (int i = 0; i < (int) lengthof(claim_plan_settings); i++)
+		(void) set_config_option(claim_plan_settings[i][0], claim_plan_settings[i][1], PGC_USERSET, PGC_S_SESSION,
+								 GUC_ACTION_SAVE, true, 0, false);
+	task = ClaimTask(agent, reserve_seconds, found);
+	AtEOXact_GUC(true, nest_level);
+	return task;
+}
+
 PG_FUNCTION_INFO_V1(iwd_next_task);
 
 /*
@@ -1123,7 +1155,7 @@ iwd_complete_task(PG_FUNCTION_ARGS)
 	{
 		CommandCounterIncrement();
 		PushActiveSnapshot(GetTransactionSnapshot());
-		next_task = ClaimTask(text_to_cstring(PG_GETARG_TEXT_PP(1)), reserve_seconds, &next_found);
+		next_task = ClaimUnderPlanSettings(text_to_cstring(PG_GETARG_TEXT_PP(1)), reserve_seconds, &next_found);
 		PopActiveSnapshot();
 	}
 	IwdPopSearchPath();

@@ -60,6 +60,8 @@ SELECT brief(iwd.complete_task(id_of('claims-30'), 'pair', next => true));
 SELECT held('pair');
 -- now at one place free after the completion: the next is reserved, for reserve_seconds
 SELECT brief(iwd.complete_task(id_of('claims-10'), 'pair', next => true, reserve_seconds => 600));
+-- the claim's plan settings (iwd.next_task's, for the claim of a completion with next) end with the call
+SELECT current_setting('enable_sort') AS enable_sort, current_setting('enable_nestloop') AS enable_nestloop;
 
 -- a completion that fails reserves nothing: a task the agent does not hold, an unknown agent
 SELECT task('inv-20', '{"priority": 20, "skills": {"invoices": 1}}') > 0;
