@@ -30,10 +30,10 @@ answer 7
 static 7
 pg 8
 registry 9
-collector 9
 push 9
 events 9
 tenant_work 9
+collector 10
 webhooks 10
 email 10
 router 10

@@ -20,6 +20,7 @@
 #include "pg.h"
 #include "server_slots.h"
 #include "tenant.h"
+#include "tenant_work.h"
 #include "text.h"
 
 /* The Data Mart job metrics (iwd_dm.prometheus_metrics of each tenant), merged into one family each. */
@@ -341,39 +342,6 @@ static void collect_pools(iwd_text_t *out)
     }
 }
 
-/* The registry's tenants with the iWD service, as registry entries; NULL when the control database fails. */
-static PGresult *registry_tenants(void)
-{
-    PGresult *res;
-
-    if (collector_control != NULL && PQstatus(collector_control) != CONNECTION_OK) {
-        PQfinish(collector_control);
-        collector_control = NULL;
-    }
-    if (collector_control == NULL) {
-        collector_control = iwd_pg_connect_bounded(iwd_conf.control_db, COLLECT_CONNECT_TIMEOUT_S,
-                                                   COLLECT_STATEMENT_TIMEOUT_MS);
-        if (PQstatus(collector_control) != CONNECTION_OK) {
-            PQfinish(collector_control);
-            collector_control = NULL;
-            return NULL;
-        }
-    }
-    res = iwd_pg_exec_within(collector_control, "control", "metrics",
-                       "SELECT json_build_object('kind', 'tenant', 'ccid', ccid, 'host', db_host, 'port', db_port,"
-                       " 'db', db_name, 'user', db_user, 'pw', db_password, 'ssl', db_ssl)::text"
-                       " FROM iwd_control.tenant WHERE 'iWD' = ANY (services) ORDER BY ccid",
-                       0, NULL, iwd_now_ms() + COLLECT_DEADLINE_MS);
-    if (res == NULL || PQresultStatus(res) != PGRES_TUPLES_OK) {
-        if (res != NULL)
-            PQclear(res);
-        PQfinish(collector_control);
-        collector_control = NULL;
-        return NULL;
-    }
-    return res;
-}
-
 /* Forget the tenants no longer provisioned. */
 static void forget_unlisted(void)
 {
@@ -443,19 +411,17 @@ static char *collect(void)
          offsetof(reading_t, dimensions)},
     };
     iwd_text_t out = iwd_text_new(1), up = iwd_text_new(1);
-    PGresult *res = registry_tenants();
+    iwd_tenant_t *tenants;
+    int ntenants = iwd_work_tenants(&collector_control, "metrics", &tenants);
     int64_t now = iwd_now_ms(), active_since = now - (int64_t)iwd_conf.pg_idle_timeout_s * 1000;
     int idle_connects = 0;
 
     for (collected_t *c = collected; c != NULL; c = c->next)
-        c->listed = res == NULL; /* the registry cannot be read: keep reading the tenants known */
-    for (int i = 0; res != NULL && i < PQntuples(res); i++) {
-        iwd_tenant_t tenant;
-        if (iwd_tenant_from_entry(&tenant, PQgetvalue(res, i, 0)) == IWD_OK)
-            collected_entry(&tenant);
-    }
-    if (res != NULL)
-        PQclear(res);
+        c->listed = ntenants < 0; /* the registry cannot be read: keep reading the tenants known */
+    for (int i = 0; i < ntenants; i++)
+        collected_entry(&tenants[i]);
+    if (ntenants >= 0)
+        iwd_work_tenants_free(tenants, ntenants);
     forget_unlisted();
     for (collected_t *c = collected; c != NULL; c = c->next) {
         bool active = iwd_slots_active(c->tenant.ccid, active_since);
