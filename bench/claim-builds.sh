@@ -17,11 +17,9 @@ cd "$(dirname "$0")/.." || exit 1
 backlog=${IWD_BENCH_BACKLOG:-1000000}
 rounds=${IWD_BENCH_ROUNDS:-5}
 seconds=${IWD_BENCH_SECONDS:-12}
-checkout=$(pwd)
-pg_config=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
-pg_root=$(dirname "$("$pg_config" --bindir)")
-share=$("$pg_config" --sharedir)
-trees=$(mktemp -d /tmp/iwd-bench-claim-builds.XXXXXX) && chmod 755 "$trees" || exit 1
+# shellcheck source=bench/builds.sh
+. bench/builds.sh
+builds_init claim-builds || exit 1
 # shellcheck source=bench/lib.sh
 . bench/lib.sh
 declare -A dirs ports
@@ -38,16 +36,6 @@ stop_all() {
 }
 trap stop_all EXIT
 
-# build NAME COMMIT: iwd of COMMIT installed into $trees/NAME, a copy of the PostgreSQL tree
-build() {
-    local dest=$trees/$1
-    mkdir -p "$dest/src" "$dest$pg_root" "$dest$share"
-    cp -a "$pg_root/." "$dest$pg_root/" && cp -a "$share/." "$dest$share/" || return 1
-    git -C "$checkout" archive "$2" | tar -x -C "$dest/src" || return 1
-    (cd "$dest/src" && make -j2 with_llvm=no >"$dest/build.log" 2>&1 &&
-        make with_llvm=no install DESTDIR="$dest" >>"$dest/build.log" 2>&1) ||
-        { echo "building $2 failed: $dest/build.log" >&2; tail -5 "$dest/build.log" >&2; return 1; }
-}
 
 # prepare NAME: the build's cluster, filled; writes "DIR PORT" to $trees/NAME.where
 prepare() (

@@ -19,23 +19,11 @@ after=${2:-HEAD}
 tenants=${IWD_BENCH_TENANTS:-100}
 rounds=${IWD_BENCH_ROUNDS:-2}
 seconds=${IWD_BENCH_SECONDS:-30}
-checkout=$(pwd)
-pg_config=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
-pg_root=$(dirname "$("$pg_config" --bindir)")
-share=$("$pg_config" --sharedir)
-trees=$(mktemp -d /tmp/iwd-bench-builds.XXXXXX) && chmod 755 "$trees" || exit 1
+# shellcheck source=bench/builds.sh
+. bench/builds.sh
+builds_init builds || exit 1
 trap '[ -z "${IWD_KEEP:-}" ] && rm -rf "$trees"' EXIT
 
-# build NAME COMMIT: iwd of COMMIT installed into $trees/NAME, a copy of the PostgreSQL tree
-build() {
-    local dest=$trees/$1
-    mkdir -p "$dest/src" "$dest$pg_root" "$dest$share"
-    cp -a "$pg_root/." "$dest$pg_root/" && cp -a "$share/." "$dest$share/" || return 1
-    git -C "$checkout" archive "$2" | tar -x -C "$dest/src" || return 1
-    (cd "$dest/src" && make -j2 with_llvm=no >"$dest/build.log" 2>&1 &&
-        make with_llvm=no install DESTDIR="$dest" >>"$dest/build.log" 2>&1) ||
-        { echo "building $2 failed: $dest/build.log" >&2; tail -5 "$dest/build.log" >&2; return 1; }
-}
 build before "$before" && build after "$after" || exit 1
 
 # measure NAME TENANTS RATE MAX_WORKERS SPINNERS: one case against build NAME (a cluster of its own);
