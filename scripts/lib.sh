@@ -161,6 +161,30 @@ servers_stop() {
     cluster_stop "${1:-fast}"
 }
 
+# one_tenant_servers SUITE DB CCID KEY: what a sidecar suite of one tenant runs against: a cluster in
+# $work/pg (no scheduler worker) with the databases control and DB, Redis, the AddressSanitizer build of
+# the sidecar (started from sidecar/) on $http_port with $admin_key, and the tenant CCID on DB with the
+# tenant key KEY provisioned; fails the suite's setup otherwise.
+one_tenant_servers() {
+    local db
+    cluster_init "$work/pg" "listen_addresses = '127.0.0.1'
+iwd.max_workers = 0" || fail_setup "initdb failed"
+    cluster_start || fail_setup "PostgreSQL did not start"
+    for db in control "$2"; do cluster_client createdb "$db" || fail_setup "createdb $db failed"; done
+    redis_start "$work" redis-secret || fail_setup "redis-server did not start"
+    IWD_LISTEN=127.0.0.1 IWD_PORT=$http_port IWD_ADMIN_API_KEY=$admin_key \
+        IWD_SECRET_KEY="server-secret-for-$1-0123456789abcdef" \
+        IWD_CONTROL_DB="host=127.0.0.1 port=$pg_port dbname=control user=postgres" \
+        IWD_REDIS_NODES="redis://127.0.0.1:$redis_port" IWD_REDIS_PASSWORD=redis-secret IWD_THREADS=2 \
+        ASAN_OPTIONS=detect_leaks=0:abort_on_error=0:verify_asan_link_order=0 UBSAN_OPTIONS=print_stacktrace=1 \
+        sidecar_launch "$work/sidecar.log" "http://127.0.0.1:$http_port/iwd/v3/health/live" ./iwd-sidecar-asan ||
+        fail_setup "sidecar start failed"
+    req POST /provisioning "$admin_key" "{\"tenant\": {\"id\": \"$3\", \"name\": \"Tenant $3\", \"ccid\": \"$3\"},
+        \"iwd\": {\"url\": \"http://iwd\", \"db\": {\"host\": \"127.0.0.1\", \"port\": $pg_port, \"database\": \"$2\",
+        \"user\": \"postgres\", \"password\": \"pw\", \"ssl\": false}, \"apiKeys\": {\"IWD_APIKEY_TENANT\": \"$4\"}}}"
+    [ "$code" = 200 ] || fail_setup "provisioning: $code $body"
+}
+
 # --- REST ------------------------------------------------------------------------------------------
 # req METHOD PATH KEY [BODY]: a request to $base (the API's /iwd/v3) with KEY as x-api-key when not empty
 # and BODY as JSON; sets $code and $body (the answer is kept in $work/body). Through the validating proxy

@@ -13,10 +13,8 @@ http_port=$(free_port)
 base="http://127.0.0.1:$http_port/iwd/v3"
 admin_key="admin-key-for-actions"
 key="actions-key-a-0001"
-sidecar_pid=""
 
 cleanup() {
-    [ -n "$sidecar_pid" ] && kill "$sidecar_pid" 2>/dev/null
     servers_stop immediate
     sleep 0.2
     [ -z "${IWD_KEEP:-}" ] && rm -rf "$work"
@@ -28,24 +26,7 @@ tenant_sql() { cluster_sql -d tenant_a "$@"; }
 make -s asan >/dev/null || fail_setup "cannot build iwd-sidecar-asan"
 
 # --- servers ---------------------------------------------------------------------------------------
-cluster_init "$work/pg" "listen_addresses = '127.0.0.1'
-iwd.max_workers = 0" || fail_setup "initdb failed"
-cluster_start || fail_setup "PostgreSQL did not start"
-for db in control tenant_a; do cluster_client createdb "$db" || fail_setup "createdb $db failed"; done
-redis_start "$work" redis-secret || fail_setup "redis-server did not start"
-IWD_LISTEN=127.0.0.1 IWD_PORT=$http_port IWD_ADMIN_API_KEY=$admin_key \
-    IWD_SECRET_KEY=server-secret-for-actions-0123456789abcdef \
-    IWD_CONTROL_DB="host=127.0.0.1 port=$pg_port dbname=control user=postgres" \
-    IWD_REDIS_NODES="redis://127.0.0.1:$redis_port" IWD_REDIS_PASSWORD=redis-secret IWD_THREADS=2 \
-    ASAN_OPTIONS=detect_leaks=0:abort_on_error=0:verify_asan_link_order=0 UBSAN_OPTIONS=print_stacktrace=1 \
-    ./iwd-sidecar-asan >>"$work/sidecar.log" 2>&1 &
-sidecar_pid=$!
-for _ in $(seq 1 100); do curl -sf "$base/health/live" >/dev/null && break; sleep 0.1; done
-curl -sf "$base/health/live" >/dev/null || fail_setup "the sidecar did not start: $(tail -n 5 "$work/sidecar.log")"
-req POST /provisioning "$admin_key" "{\"tenant\": {\"id\": \"a\", \"name\": \"Tenant a\", \"ccid\": \"ccid-a\"},
-    \"iwd\": {\"url\": \"http://iwd\", \"db\": {\"host\": \"127.0.0.1\", \"port\": $pg_port, \"database\": \"tenant_a\",
-    \"user\": \"postgres\", \"password\": \"pw\", \"ssl\": false}, \"apiKeys\": {\"IWD_APIKEY_TENANT\": \"$key\"}}}"
-[ "$code" = 200 ] || fail_setup "provisioning: $code $body"
+one_tenant_servers actions tenant_a ccid-a "$key"
 for agent in ann bob; do
     req PUT "/agents/$agent" "$key" '{"capacity": {"workitem": 5}, "state": "ready"}'
     [ "$code" = 200 ] || fail_setup "agent $agent: $code $body"
@@ -145,7 +126,7 @@ req POST /tasks/batch "" '{"action": "hold", "ids": [1]}'
 check "no key: 401" "401" "$code"
 
 # --- shutdown and sanitizers -------------------------------------------------------------------------
-kill "$sidecar_pid"; wait "$sidecar_pid" 2>/dev/null; sidecar_pid=""
+sidecar_stop
 check "no AddressSanitizer or UndefinedBehaviorSanitizer report" "0" \
     "$(grep -c -E 'AddressSanitizer|runtime error' "$work/sidecar.log")"
 

@@ -26,21 +26,7 @@ trap cleanup EXIT
 make -s asan >/dev/null || fail_setup "cannot build iwd-sidecar-asan"
 
 # --- servers ---------------------------------------------------------------------------------------
-cluster_init "$work/pg" "listen_addresses = '127.0.0.1'
-iwd.max_workers = 0" || fail_setup "initdb failed"
-cluster_start || fail_setup "PostgreSQL did not start"
-for db in control tenant_u; do cluster_client createdb "$db" || fail_setup "createdb $db failed"; done
-redis_start "$work" redis-secret || fail_setup "redis-server did not start"
-IWD_LISTEN=127.0.0.1 IWD_PORT=$http_port IWD_ADMIN_API_KEY=$admin_key \
-    IWD_SECRET_KEY=server-secret-for-actor-0123456789abcdef \
-    IWD_CONTROL_DB="host=127.0.0.1 port=$pg_port dbname=control user=postgres" \
-    IWD_REDIS_NODES="redis://127.0.0.1:$redis_port" IWD_REDIS_PASSWORD=redis-secret IWD_THREADS=2 \
-    ASAN_OPTIONS=detect_leaks=0:abort_on_error=0:verify_asan_link_order=0 UBSAN_OPTIONS=print_stacktrace=1 \
-    sidecar_launch "$work/sidecar.log" "$base/health/live" ./iwd-sidecar-asan || fail_setup "sidecar start failed"
-req POST /provisioning "$admin_key" "{\"tenant\": {\"id\": \"u\", \"name\": \"Tenant u\", \"ccid\": \"$ccid\"},
-    \"iwd\": {\"url\": \"http://iwd\", \"db\": {\"host\": \"127.0.0.1\", \"port\": $pg_port, \"database\": \"tenant_u\",
-    \"user\": \"postgres\", \"password\": \"pw\", \"ssl\": false}, \"apiKeys\": {\"IWD_APIKEY_TENANT\": \"$key\"}}}"
-[ "$code" = 200 ] || fail_setup "provisioning: $code $body"
+one_tenant_servers actor tenant_u "$ccid" "$key"
 
 # act METHOD PATH BODY [HEADER...]: a request with the tenant key, a JSON body and the extra headers (each a
 # curl -H argument); sets $code and $body as req does
