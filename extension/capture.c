@@ -279,15 +279,12 @@ FindCapturedTask(CapturePlans *plans, const char *capture_point, const char *ext
 static void
 PushDetailInt(JsonbParseState **state, const char *key, FieldValue *v)
 {
-	JsonbValue	k = {.type = jbvString};
 	JsonbValue	n = {.type = jbvNumeric};
 
 	if (v->isnull)
 		return;
-	k.val.string.val = (char *) key;
-	k.val.string.len = strlen(key);
 	n.val.numeric = int64_to_numeric(v->num);
-	pushJsonbValue(state, WJB_KEY, &k);
+	IwdJsonPushKey(state, key);
 	pushJsonbValue(state, WJB_VALUE, &n);
 }
 
@@ -295,17 +292,10 @@ PushDetailInt(JsonbParseState **state, const char *key, FieldValue *v)
 static void
 PushDetailText(JsonbParseState **state, const char *key, FieldValue *v)
 {
-	JsonbValue	k = {.type = jbvString};
-	JsonbValue	s = {.type = jbvString};
-
 	if (v->isnull)
 		return;
-	k.val.string.val = (char *) key;
-	k.val.string.len = strlen(key);
-	s.val.string.val = v->text;
-	s.val.string.len = strlen(v->text);
-	pushJsonbValue(state, WJB_KEY, &k);
-	pushJsonbValue(state, WJB_VALUE, &s);
+	IwdJsonPushKey(state, key);
+	IwdJsonPushString(state, v->text);
 }
 
 /* The detail of a task's "created" event: priority, business value, category and error reason when set. */

@@ -33,9 +33,9 @@
 #include "iwd.h"
 #include "taskjson.h"
 
-/* Append a key to a JSON object under construction. */
-static void
-PushKey(JsonbParseState **state, const char *key)
+/* Append a key to a JSON object under construction (taskjson.h). */
+void
+IwdJsonPushKey(JsonbParseState **state, const char *key)
 {
 	JsonbValue	k = {.type = jbvString};
 
@@ -44,9 +44,9 @@ PushKey(JsonbParseState **state, const char *key)
 	pushJsonbValue(state, WJB_KEY, &k);
 }
 
-/* Append a string value. */
-static void
-PushString(JsonbParseState **state, const char *str)
+/* Append a string value (taskjson.h). */
+void
+IwdJsonPushString(JsonbParseState **state, const char *str)
 {
 	JsonbValue	v = {.type = jbvString};
 
@@ -121,10 +121,10 @@ PushField(JsonbParseState **state, FieldValue *v, FieldType type)
 	switch (type)
 	{
 		case FT_TEXT:
-			PushString(state, v->text);
+			IwdJsonPushString(state, v->text);
 			return;
 		case FT_TIMESTAMP:
-			PushString(state, IsoTimestamp(v->ts));
+			IwdJsonPushString(state, IsoTimestamp(v->ts));
 			return;
 		case FT_INT:
 		case FT_INT8:
@@ -217,13 +217,13 @@ PushTask(JsonbParseState **state, HeapTupleHeader rec)
 
 		if (i < 0)
 		{
-			PushKey(state, "overdue");
+			IwdJsonPushKey(state, "overdue");
 			pushJsonbValue(state, WJB_VALUE, &overdue);
 			continue;
 		}
 		if (i >= TF_CUSTOMER_ID && draft.f[i].isnull)
 			continue;
-		PushKey(state, task_fields[i].json_key);
+		IwdJsonPushKey(state, task_fields[i].json_key);
 		PushField(state, &draft.f[i], task_fields[i].type);
 	}
 	return pushJsonbValue(state, WJB_END_OBJECT, NULL);
@@ -364,7 +364,7 @@ PushColumn(JsonbParseState **state, HeapTupleHeader rec, const char *column)
 	if (isnull)
 		pushJsonbValue(state, WJB_VALUE, &null);
 	else
-		PushString(state, TextDatumGetCString(value));
+		IwdJsonPushString(state, TextDatumGetCString(value));
 }
 
 PG_FUNCTION_INFO_V1(iwd_event_document);
@@ -397,22 +397,22 @@ iwd_event_document(PG_FUNCTION_ARGS)
 	rec = DatumGetHeapTupleHeader(row);
 	task_id.val.numeric = int64_to_numeric(id);
 	pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);
-	PushKey(&state, "type");
-	PushString(&state, text_to_cstring(PG_GETARG_TEXT_PP(1)));
-	PushKey(&state, "at");
-	PushString(&state, IsoTimestamp(PG_GETARG_TIMESTAMPTZ(2)));
-	PushKey(&state, "taskId");
+	IwdJsonPushKey(&state, "type");
+	IwdJsonPushString(&state, text_to_cstring(PG_GETARG_TEXT_PP(1)));
+	IwdJsonPushKey(&state, "at");
+	IwdJsonPushString(&state, IsoTimestamp(PG_GETARG_TIMESTAMPTZ(2)));
+	IwdJsonPushKey(&state, "taskId");
 	pushJsonbValue(&state, WJB_VALUE, &task_id);
-	PushKey(&state, "externalId");
+	IwdJsonPushKey(&state, "externalId");
 	PushColumn(&state, rec, "external_id");
-	PushKey(&state, "capturePoint");
+	IwdJsonPushKey(&state, "capturePoint");
 	PushColumn(&state, rec, "capture_point");
-	PushKey(&state, "agent");
+	IwdJsonPushKey(&state, "agent");
 	if (PG_ARGISNULL(3))
 		pushJsonbValue(&state, WJB_VALUE, &null);
 	else
-		PushString(&state, text_to_cstring(PG_GETARG_TEXT_PP(3)));
-	PushKey(&state, "task");
+		IwdJsonPushString(&state, text_to_cstring(PG_GETARG_TEXT_PP(3)));
+	IwdJsonPushKey(&state, "task");
 	PushTask(&state, rec);
 	PG_RETURN_JSONB_P(JsonbValueToJsonb(pushJsonbValue(&state, WJB_END_OBJECT, NULL)));
 }
